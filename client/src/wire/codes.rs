@@ -1,0 +1,21 @@
+//! QUIC application error codes used by Paxlock to close streams and
+//! connections. The numbers are part of the protocol (see `PROTOCOL.md`).
+
+/// Graceful close: nothing went wrong.
+pub const NO_ERROR: u32 = 0x0;
+/// A frame could not be parsed: truncated, or its bytes do not decode as
+/// the expected message. Closes the stream only.
+pub const MALFORMED_FRAME: u32 = 0x10;
+/// A frame's length prefix exceeds `MAX_FRAME_BYTES`. Closes the stream only.
+pub const FRAME_TOO_LARGE: u32 = 0x11;
+/// The stream carried something out of order (e.g. a second request).
+pub const UNEXPECTED_FRAME: u32 = 0x12;
+/// Connection close: the peer's certificate does not name the node id that
+/// it claimed in its hello.
+pub const PEER_IDENTITY_MISMATCH: u32 = 0x20;
+/// Connection close: the peer belongs to a different cluster.
+pub const CLUSTER_MISMATCH: u32 = 0x21;
+/// Connection close: the peer did not send a valid hello in time.
+pub const HELLO_REQUIRED: u32 = 0x22;
+/// Connection close: the node is shutting down.
+pub const SHUTTING_DOWN: u32 = 0x30;

@@ -1,0 +1,59 @@
+//! `paxlock certs init`: write a development PKI.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Subcommand;
+
+/// Certificate actions.
+#[derive(Debug, Subcommand)]
+pub enum CertsCommand {
+    /// Make a cluster CA, node certificates and a client certificate.
+    Init {
+        /// How many nodes (ids 1..=N).
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=7))]
+        nodes: u64,
+        /// Output folder (git-ignored by default).
+        #[arg(long, default_value = "certs/dev")]
+        out: PathBuf,
+        /// The cluster's name, written into the CA's subject.
+        #[arg(long, default_value = "dev")]
+        cluster: String,
+        /// Client identities to issue certificates for.
+        #[arg(long = "client", default_value = "dev-client")]
+        clients: Vec<String>,
+        /// Extra SANs (DNS names or IPs) for every node certificate, for
+        /// nodes on real hosts.
+        #[arg(long = "san")]
+        sans: Vec<String>,
+    },
+}
+
+/// Runs a certificate action.
+pub fn run(action: CertsCommand) -> anyhow::Result<()> {
+    match action {
+        CertsCommand::Init {
+            nodes,
+            out,
+            cluster,
+            clients,
+            sans,
+        } => {
+            let clients: Vec<&str> = clients.iter().map(String::as_str).collect();
+            let paths = paxlock_certs::write_dev_pki(&out, &cluster, nodes, &sans, &clients)
+                .with_context(|| format!("writing certificates to {}", out.display()))?;
+            println!("CA certificate: {}", paths.ca_cert.display());
+            for (id, cert, key) in &paths.nodes {
+                println!("node {id}: {} {}", cert.display(), key.display());
+            }
+            for (name, cert, key) in &paths.clients {
+                println!("client {name}: {} {}", cert.display(), key.display());
+            }
+            println!(
+                "private keys are mode 0600; keep {} out of version control",
+                out.display()
+            );
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,49 @@
+//! `paxlock serve --config node.toml`: run one node until SIGTERM or Ctrl-C.
+
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::Context;
+use tracing::info;
+
+use crate::config::NodeConfig;
+use crate::node::{Node, NodeOptions};
+use crate::transport::TlsMaterial;
+
+/// The line a node prints (and flushes) on stdout once every outbound peer
+/// link is up; `paxlock dev` and tests wait for it.
+pub const CONNECTED_MARKER: &str = "connected to all peers over mutual TLS";
+
+/// Runs a node from its config file.
+pub async fn run(config_path: &Path) -> anyhow::Result<()> {
+    let config = NodeConfig::from_file(config_path)?;
+    let tls = TlsMaterial::load(&config.tls.ca, &config.tls.cert, &config.tls.key)?;
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
+    let options = NodeOptions::from(&config);
+    let mut node = Node::start(options, &tls)?;
+    info!(node = config.node_id, addr = %node.local_addr()?, "listening");
+
+    let peers = config.peers.len();
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    tokio::select! {
+        ids = node.wait_connected(peers) => {
+            println!("node {}: {CONNECTED_MARKER} {ids:?}", config.node_id);
+            let _ = std::io::stdout().flush();
+        }
+        _ = terminate.recv() => return shutdown(node).await,
+        _ = tokio::signal::ctrl_c() => return shutdown(node).await,
+    }
+    tokio::select! {
+        _ = terminate.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    shutdown(node).await
+}
+
+async fn shutdown(node: Node) -> anyhow::Result<()> {
+    info!("shutting down");
+    node.shutdown().await;
+    Ok(())
+}

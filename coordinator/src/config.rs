@@ -1,0 +1,272 @@
+//! Node configuration, read from TOML.
+//!
+//! Durations are humantime strings (`"150ms"`, `"10s"`). Relative paths are
+//! resolved against the directory of the config file, so a cluster folder
+//! can be moved as a whole. An invalid config names the key and the problem.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Why a config file was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The TOML did not parse or a key had the wrong type; the message
+    /// names the key and line.
+    #[error("invalid config {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message, naming the key.
+        message: String,
+    },
+    /// A key parsed but its value is not acceptable.
+    #[error("invalid config {path}: key `{key}`: {problem}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// The offending key.
+        key: String,
+        /// What is wrong and what would be right.
+        problem: String,
+    },
+}
+
+/// Paths of a node's TLS material.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsPaths {
+    /// The cluster CA certificate (PEM).
+    pub ca: PathBuf,
+    /// This node's certificate (PEM), naming `node-<id>.paxlock`.
+    pub cert: PathBuf,
+    /// This node's private key (PEM).
+    pub key: PathBuf,
+}
+
+/// Another node of the cluster.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerConfig {
+    /// Its node id.
+    pub id: u64,
+    /// Its UDP address.
+    pub addr: SocketAddr,
+}
+
+/// The whole node configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// This node's id, 1 or more, unique in the cluster.
+    pub node_id: u64,
+    /// The cluster's name; nodes refuse peers of another cluster.
+    pub cluster_id: String,
+    /// The UDP address to listen on for peers and clients.
+    pub listen: SocketAddr,
+    /// Where durable state lives.
+    pub data_dir: PathBuf,
+    /// TLS material.
+    pub tls: TlsPaths,
+    /// The other nodes.
+    #[serde(default)]
+    pub peers: Vec<PeerConfig>,
+    /// How often a node tells its peers it is alive.
+    #[serde(default = "default_heartbeat", with = "humantime_serde_compat")]
+    pub heartbeat_interval: Duration,
+}
+
+fn default_heartbeat() -> Duration {
+    Duration::from_millis(50)
+}
+
+/// `serde(with)` adapter: durations as humantime strings.
+mod humantime_serde_compat {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(&text).map_err(|e| {
+            serde::de::Error::custom(format!(
+                "{text:?} is not a duration ({e}); write e.g. \"150ms\" or \"10s\""
+            ))
+        })
+    }
+}
+
+impl NodeConfig {
+    /// Reads, parses and validates `path`.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut config = Self::from_toml(&text, path)?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        config.resolve_paths(base);
+        Ok(config)
+    }
+
+    /// Parses and validates TOML text; `path` is only used in messages.
+    pub fn from_toml(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let config: NodeConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        config.validate(path)?;
+        Ok(config)
+    }
+
+    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |key: &str, problem: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            key: key.to_string(),
+            problem,
+        };
+        if self.node_id == 0 {
+            return Err(invalid("node_id", "must be 1 or more".into()));
+        }
+        if self.cluster_id.is_empty() || self.cluster_id.len() > 128 {
+            return Err(invalid("cluster_id", "must be 1 to 128 bytes".into()));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for (i, peer) in self.peers.iter().enumerate() {
+            if peer.id == 0 || peer.id == self.node_id {
+                return Err(invalid(
+                    &format!("peers[{i}].id"),
+                    format!(
+                        "{} is not a valid peer id (0, or this node's own id)",
+                        peer.id
+                    ),
+                ));
+            }
+            if !seen.insert(peer.id) {
+                return Err(invalid(
+                    &format!("peers[{i}].id"),
+                    format!("{} appears twice", peer.id),
+                ));
+            }
+        }
+        let cluster_size = self.peers.len() + 1;
+        if !matches!(cluster_size, 1 | 3 | 5 | 7) {
+            return Err(invalid(
+                "peers",
+                format!("a cluster of {cluster_size} nodes; use 3 or 5 (1 for a single dev node)"),
+            ));
+        }
+        if self.heartbeat_interval < Duration::from_millis(1)
+            || self.heartbeat_interval > Duration::from_secs(10)
+        {
+            return Err(invalid(
+                "heartbeat_interval",
+                "must be between 1ms and 10s".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        for p in [
+            &mut self.data_dir,
+            &mut self.tls.ca,
+            &mut self.tls.cert,
+            &mut self.tls.key,
+        ] {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+node_id = 1
+cluster_id = "dev"
+listen = "127.0.0.1:7001"
+data_dir = "data"
+heartbeat_interval = "20ms"
+[tls]
+ca = "ca.pem"
+cert = "node-1.pem"
+key = "node-1.key"
+[[peers]]
+id = 2
+addr = "127.0.0.1:7002"
+[[peers]]
+id = 3
+addr = "127.0.0.1:7003"
+"#;
+
+    #[test]
+    fn humantime_durations_parse() -> Result<(), ConfigError> {
+        let config = NodeConfig::from_toml(GOOD, Path::new("n.toml"))?;
+        assert_eq!(config.heartbeat_interval, Duration::from_millis(20));
+        Ok(())
+    }
+
+    #[test]
+    fn bad_duration_names_the_key() {
+        let text = GOOD.replace("\"20ms\"", "\"soon\"");
+        let err = NodeConfig::from_toml(&text, Path::new("n.toml")).map(|_| ());
+        let message = err.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(message.contains("heartbeat_interval"), "{message}");
+        assert!(message.contains("not a duration"), "{message}");
+    }
+
+    #[test]
+    fn unknown_key_is_refused() {
+        let text = format!("{GOOD}\n[extra]\nx = 1\n");
+        let text = text.replacen("node_id = 1", "node_id = 1\nbogus = true", 1);
+        let err = NodeConfig::from_toml(&text, Path::new("n.toml"));
+        let message = err.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(message.contains("bogus"), "{message}");
+    }
+
+    #[test]
+    fn peer_with_own_id_names_the_key() {
+        let text = GOOD.replace("id = 2", "id = 1");
+        let err = NodeConfig::from_toml(&text, Path::new("n.toml"));
+        assert!(
+            matches!(&err, Err(ConfigError::Invalid { key, .. }) if key == "peers[0].id"),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn even_cluster_size_is_refused() {
+        let text = GOOD.replace("[[peers]]\nid = 3\naddr = \"127.0.0.1:7003\"\n", "");
+        let err = NodeConfig::from_toml(&text, Path::new("n.toml"));
+        assert!(
+            matches!(&err, Err(ConfigError::Invalid { key, .. }) if key == "peers"),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn relative_paths_resolve_against_the_config_directory(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("node.toml");
+        std::fs::write(&path, GOOD)?;
+        let config = NodeConfig::from_file(&path)?;
+        assert_eq!(config.tls.ca, dir.path().join("ca.pem"));
+        assert_eq!(config.data_dir, dir.path().join("data"));
+        Ok(())
+    }
+}

@@ -1,0 +1,12 @@
+//! Paxlock coordinator: the node that serves locks and elections.
+//!
+//! Layout (see DESIGN.md): `transport` carries bytes between nodes and
+//! clients over QUIC with mutual TLS; `config` reads node configuration;
+//! `cli` is the `paxlock` command line.
+
+#![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod config;
+pub mod node;
+pub mod transport;

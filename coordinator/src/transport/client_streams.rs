@@ -1,0 +1,98 @@
+//! Serving client connections: one request per bidirectional stream.
+//!
+//! A bad frame closes only its own stream (with `FRAME_TOO_LARGE` or
+//! `MALFORMED_FRAME`), is counted, and never reaches the node: the request
+//! channel only ever sees requests that decoded completely.
+
+use std::sync::Arc;
+
+use paxlock::proto::{Request, Response};
+use paxlock::wire::{codes, read_frame, write_frame, FrameError};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, warn};
+
+use super::metrics::TransportMetrics;
+
+/// A decoded client request and where to send its answer.
+#[derive(Debug)]
+pub struct ClientRequest {
+    /// The request as the client sent it.
+    pub request: Request,
+    /// The node answers here exactly once; dropping it tells the client the
+    /// node is unavailable.
+    pub reply: oneshot::Sender<Response>,
+}
+
+/// Accepts request streams on `connection` until it closes, handing every
+/// well-formed request to `requests`.
+pub async fn serve_connection(
+    connection: quinn::Connection,
+    requests: mpsc::Sender<ClientRequest>,
+    metrics: Arc<TransportMetrics>,
+) {
+    let remote = connection.remote_address();
+    loop {
+        let (send, recv) = match connection.accept_bi().await {
+            Ok(streams) => streams,
+            Err(e) => {
+                debug!(%remote, "client connection ended: {e}");
+                return;
+            }
+        };
+        tokio::spawn(serve_stream(send, recv, requests.clone(), metrics.clone()));
+    }
+}
+
+async fn serve_stream(
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+    requests: mpsc::Sender<ClientRequest>,
+    metrics: Arc<TransportMetrics>,
+) {
+    let request = match read_frame::<Request, _>(&mut recv).await {
+        Ok(Some(request)) => request,
+        Ok(None) => return,
+        Err(err) => {
+            close_with_frame_error(&mut send, &mut recv, &err, &metrics);
+            return;
+        }
+    };
+    let request_id = request.request_id;
+    let (reply, answer) = oneshot::channel();
+    if requests
+        .send(ClientRequest { request, reply })
+        .await
+        .is_err()
+    {
+        let _ = send.reset(codes::SHUTTING_DOWN.into());
+        return;
+    }
+    let Ok(response) = answer.await else {
+        let _ = send.reset(codes::SHUTTING_DOWN.into());
+        return;
+    };
+    TransportMetrics::bump(&metrics.client_requests);
+    debug_assert_eq!(response.request_id, request_id);
+    if let Err(e) = write_frame(&mut send, &response).await {
+        debug!("could not answer request {request_id}: {e}");
+        return;
+    }
+    let _ = send.finish();
+}
+
+/// Closes both halves of a stream whose frame was bad, with the code that
+/// says why, and counts it.
+pub fn close_with_frame_error(
+    send: &mut quinn::SendStream,
+    recv: &mut quinn::RecvStream,
+    err: &FrameError,
+    metrics: &TransportMetrics,
+) {
+    if err.is_protocol_violation() {
+        TransportMetrics::bump(&metrics.frame_errors);
+        warn!("closing stream: {err}");
+    }
+    let code = err.close_code();
+    let _ = recv.stop(code.into());
+    let _ = send.reset(code.into());
+}

@@ -1,0 +1,173 @@
+//! The node's one QUIC endpoint: accepts peers and clients, dials peers.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use paxlock::wire::{CLIENT_ALPN_V1, PEER_ALPN_V1};
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+use super::client_streams::{serve_connection, ClientRequest};
+use super::metrics::TransportMetrics;
+use super::peer::{self, InboundPeer, PeerLink};
+use super::peer_proto::PeerMessage;
+use super::tls::TlsMaterial;
+use super::TransportError;
+
+/// Where the endpoint delivers what arrives.
+#[derive(Debug, Clone)]
+pub struct Handlers {
+    /// Messages from authenticated peers, tagged with the sender's node id.
+    pub peer_messages: mpsc::Sender<(u64, PeerMessage)>,
+    /// Well-formed client requests.
+    pub client_requests: mpsc::Sender<ClientRequest>,
+}
+
+/// A node's QUIC endpoint.
+#[derive(Debug)]
+pub struct NodeEndpoint {
+    endpoint: quinn::Endpoint,
+    node_id: u64,
+    cluster_id: String,
+    peer_dial_config: quinn::ClientConfig,
+    metrics: Arc<TransportMetrics>,
+}
+
+impl NodeEndpoint {
+    /// Binds `addr` (UDP) with mutual TLS from `tls`.
+    pub fn bind(
+        addr: SocketAddr,
+        node_id: u64,
+        cluster_id: &str,
+        tls: &TlsMaterial,
+        metrics: Arc<TransportMetrics>,
+    ) -> Result<Self, TransportError> {
+        let mut server_config = tls.server_config()?;
+        let mut transport = quinn::TransportConfig::default();
+        transport.keep_alive_interval(Some(std::time::Duration::from_secs(1)));
+        let transport = Arc::new(transport);
+        server_config.transport_config(transport.clone());
+        let mut peer_dial_config = tls.client_config(PEER_ALPN_V1)?;
+        peer_dial_config.transport_config(transport);
+        let endpoint = quinn::Endpoint::server(server_config, addr)
+            .map_err(|source| TransportError::Bind { addr, source })?;
+        Ok(NodeEndpoint {
+            endpoint,
+            node_id,
+            cluster_id: cluster_id.to_string(),
+            peer_dial_config,
+            metrics,
+        })
+    }
+
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> Result<SocketAddr, TransportError> {
+        self.endpoint
+            .local_addr()
+            .map_err(|source| TransportError::Bind {
+                addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+                source,
+            })
+    }
+
+    /// The transport counters.
+    pub fn metrics(&self) -> &Arc<TransportMetrics> {
+        &self.metrics
+    }
+
+    /// Dials peer `peer_id` at `addr` and proves both identities.
+    pub async fn dial_peer(
+        &self,
+        peer_id: u64,
+        addr: SocketAddr,
+    ) -> Result<PeerLink, TransportError> {
+        peer::dial(
+            &self.endpoint,
+            self.peer_dial_config.clone(),
+            self.node_id,
+            &self.cluster_id,
+            peer_id,
+            addr,
+        )
+        .await
+    }
+
+    /// Accepts connections until the endpoint is closed, dispatching by ALPN.
+    pub async fn serve(&self, handlers: Handlers) {
+        while let Some(incoming) = self.endpoint.accept().await {
+            let metrics = self.metrics.clone();
+            let handlers = handlers.clone();
+            let node_id = self.node_id;
+            let cluster_id = self.cluster_id.clone();
+            tokio::spawn(async move {
+                let remote = incoming.remote_address();
+                let connection = match incoming.await {
+                    Ok(connection) => connection,
+                    Err(e) => {
+                        TransportMetrics::bump(&metrics.handshake_failures);
+                        warn!(%remote, "rejected connection during TLS handshake: {e}");
+                        return;
+                    }
+                };
+                match negotiated_alpn(&connection).as_deref() {
+                    Some(alpn) if alpn == PEER_ALPN_V1 => {
+                        match peer::accept(connection, node_id, &cluster_id, &metrics).await {
+                            Ok(inbound) => {
+                                info!(peer = inbound.node_id, %remote, "peer connected (mutual TLS)");
+                                forward_peer(inbound, handlers.peer_messages).await;
+                            }
+                            Err(e) => warn!(%remote, "peer hello failed: {e}"),
+                        }
+                    }
+                    Some(alpn) if alpn == CLIENT_ALPN_V1 => {
+                        serve_connection(connection, handlers.client_requests, metrics).await;
+                    }
+                    // rustls only completes a handshake on an ALPN we offered,
+                    // so this is unreachable unless the offer list changes.
+                    other => {
+                        warn!(%remote, ?other, "closing connection with unknown ALPN");
+                        connection.close(
+                            paxlock::wire::codes::UNEXPECTED_FRAME.into(),
+                            b"unknown ALPN",
+                        );
+                    }
+                }
+            });
+        }
+    }
+
+    /// Closes every connection with `code` and stops accepting.
+    pub fn close(&self, code: u32, reason: &[u8]) {
+        self.endpoint.close(code.into(), reason);
+    }
+
+    /// Waits until every connection has been closed cleanly.
+    pub async fn wait_idle(&self) {
+        self.endpoint.wait_idle().await;
+    }
+}
+
+fn negotiated_alpn(connection: &quinn::Connection) -> Option<Vec<u8>> {
+    connection
+        .handshake_data()?
+        .downcast::<quinn::crypto::rustls::HandshakeData>()
+        .ok()?
+        .protocol
+}
+
+async fn forward_peer(mut inbound: InboundPeer, to: mpsc::Sender<(u64, PeerMessage)>) {
+    loop {
+        match inbound.next().await {
+            Ok(Some(msg)) => {
+                if to.send((inbound.node_id, msg)).await.is_err() {
+                    return;
+                }
+            }
+            Ok(None) => return,
+            Err(e) => {
+                warn!(peer = inbound.node_id, "peer stream ended: {e}");
+                return;
+            }
+        }
+    }
+}

@@ -1,0 +1,56 @@
+//! QUIC transport: one quinn endpoint per node, mutual TLS on every
+//! connection, ALPN to tell peers from clients, length-capped frames.
+
+pub mod client_streams;
+pub mod endpoint;
+pub mod identity;
+pub mod metrics;
+pub mod peer;
+pub mod tls;
+
+pub use endpoint::{Handlers, NodeEndpoint};
+pub use metrics::TransportMetrics;
+pub use tls::{TlsError, TlsMaterial};
+
+/// The protobuf messages of the node-to-node protocol (`proto/peer.proto`).
+#[allow(missing_docs, clippy::all, clippy::pedantic)]
+pub mod peer_proto {
+    include!(concat!(env!("OUT_DIR"), "/paxlock.peer.v1.rs"));
+}
+
+/// Version of the peer protocol carried in `PeerHello`.
+pub const PEER_PROTOCOL_VERSION: u32 = 1;
+
+/// Everything that can fail in the transport.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    /// The UDP socket could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// TLS material or configuration problem.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// A connection could not be started (bad address, endpoint closed).
+    #[error("cannot connect: {0}")]
+    Connect(#[from] quinn::ConnectError),
+    /// The connection failed or was closed by the other side.
+    #[error("connection lost: {0}")]
+    Connection(#[from] quinn::ConnectionError),
+    /// A frame could not be read or written.
+    #[error(transparent)]
+    Frame(#[from] paxlock::wire::FrameError),
+    /// A stream write failed.
+    #[error("stream write failed: {0}")]
+    Write(#[from] quinn::WriteError),
+    /// The other side broke the protocol (wrong hello, unexpected end).
+    #[error("protocol violation: {0}")]
+    Protocol(String),
+    /// Waited too long for the other side.
+    #[error("timed out: {0}")]
+    Timeout(&'static str),
+}

@@ -1,0 +1,113 @@
+//! Shared helpers for integration tests: in-memory PKI, nodes on loopback,
+//! raw QUIC clients.
+
+#![allow(dead_code, missing_docs)]
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use paxlock_certs::{ClusterCa, Issued, Validity};
+use paxlock_coordinator::node::{Node, NodeOptions};
+use paxlock_coordinator::transport::tls::quic_client_config;
+use paxlock_coordinator::transport::TlsMaterial;
+
+pub type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+/// Generous: these tests must not flake on a loaded 2-core machine.
+pub const PATIENCE: Duration = Duration::from_secs(20);
+
+pub fn material(ca: &ClusterCa, leaf: &Issued) -> Result<TlsMaterial, Box<dyn std::error::Error>> {
+    Ok(TlsMaterial::from_der(
+        &ca.certificate().cert_der,
+        &leaf.cert_der,
+        &leaf.key_der,
+    )?)
+}
+
+/// Starts node `id` alone (no peers) on an ephemeral loopback port.
+pub fn start_lone_node(ca: &ClusterCa, id: u64) -> Result<Node, Box<dyn std::error::Error>> {
+    let cert = ca.node_cert(id, &[], Validity::default())?;
+    let options = NodeOptions {
+        node_id: id,
+        cluster_id: "test".into(),
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        peers: BTreeMap::new(),
+        heartbeat_interval: Duration::from_millis(50),
+    };
+    Ok(Node::start(options, &material(ca, &cert)?)?)
+}
+
+pub fn client_endpoint() -> Result<quinn::Endpoint, Box<dyn std::error::Error>> {
+    Ok(quinn::Endpoint::client(SocketAddr::from((
+        [127, 0, 0, 1],
+        0,
+    )))?)
+}
+
+/// A rustls client config trusting `ca`, presenting `leaf` (or nothing).
+pub fn client_config(
+    ca: &ClusterCa,
+    leaf: Option<&Issued>,
+    alpn: &[u8],
+) -> Result<quinn::ClientConfig, Box<dyn std::error::Error>> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(rustls::pki_types::CertificateDer::from(
+        ca.certificate().cert_der.clone(),
+    ))?;
+    let builder = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        paxlock_coordinator::transport::tls::provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS13])?
+    .with_root_certificates(roots);
+    let config = match leaf {
+        Some(leaf) => builder.with_client_auth_cert(
+            vec![rustls::pki_types::CertificateDer::from(
+                leaf.cert_der.clone(),
+            )],
+            rustls::pki_types::PrivateKeyDer::try_from(leaf.key_der.clone())?,
+        )?,
+        None => builder.with_no_client_auth(),
+    };
+    Ok(quic_client_config(config, alpn)?)
+}
+
+/// Connects and returns how the connection ended: from our side a TLS 1.3
+/// client may finish its handshake before the server has judged its
+/// certificate, so the verdict can arrive as a close right after.
+pub async fn close_reason(
+    endpoint: &quinn::Endpoint,
+    config: quinn::ClientConfig,
+    addr: SocketAddr,
+    server_name: &str,
+) -> Result<quinn::ConnectionError, Box<dyn std::error::Error>> {
+    let attempt = async {
+        match endpoint.connect_with(config, addr, server_name)?.await {
+            Err(e) => Ok::<_, Box<dyn std::error::Error>>(e),
+            Ok(conn) => {
+                if let Ok((mut send, mut recv)) = conn.open_bi().await {
+                    let _ = send.write_all(&[0, 0, 0, 0]).await;
+                    let _ = send.finish();
+                    let _ = recv.read_to_end(1 << 16).await;
+                }
+                Ok(conn.closed().await)
+            }
+        }
+    };
+    tokio::time::timeout(PATIENCE, attempt).await?
+}
+
+/// The TLS alert a connection was closed with, if it was closed by one.
+pub fn tls_alert(err: &quinn::ConnectionError) -> Option<u8> {
+    match err {
+        quinn::ConnectionError::ConnectionClosed(close) => {
+            let code = u64::from(close.error_code);
+            (0x100..0x200).contains(&code).then(|| (code - 0x100) as u8)
+        }
+        quinn::ConnectionError::TransportError(e) => {
+            let code = u64::from(e.code);
+            (0x100..0x200).contains(&code).then(|| (code - 0x100) as u8)
+        }
+        _ => None,
+    }
+}

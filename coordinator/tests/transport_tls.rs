@@ -1,0 +1,223 @@
+//! Mutual TLS over real QUIC on 127.0.0.1: who gets in, who is turned away,
+//! and with which error.
+
+mod common;
+
+use common::*;
+use paxlock::wire::{codes, CLIENT_ALPN_V1, PEER_ALPN_V1};
+use paxlock_certs::{ClusterCa, Validity};
+use paxlock_coordinator::transport::TransportMetrics;
+
+// TLS alert numbers (RFC 8446 §6); QUIC carries them as 0x100 + alert.
+const ALERT_CERTIFICATE_EXPIRED: u8 = 45;
+const ALERT_UNKNOWN_CA: u8 = 48;
+const ALERT_CERTIFICATE_REQUIRED: u8 = 116;
+const ALERT_NO_APPLICATION_PROTOCOL: u8 = 120;
+
+#[tokio::test]
+async fn client_with_a_certificate_from_the_cluster_ca_is_served() -> TestResult {
+    let ca = ClusterCa::generate("test")?;
+    let node = start_lone_node(&ca, 1)?;
+    let leaf = ca.client_cert("app", Validity::default())?;
+    let endpoint = client_endpoint()?;
+    let conn = endpoint
+        .connect_with(
+            client_config(&ca, Some(&leaf), CLIENT_ALPN_V1)?,
+            node.local_addr()?,
+            "node-1.paxlock",
+        )?
+        .await?;
+    let (mut send, mut recv) = conn.open_bi().await?;
+    let hello = paxlock::proto::Request {
+        request_id: 1,
+        op: Some(paxlock::proto::request::Op::Hello(paxlock::proto::Hello {
+            client_name: "t".into(),
+        })),
+        ..Default::default()
+    };
+    paxlock::wire::write_frame(&mut send, &hello).await?;
+    send.finish()?;
+    let response: Option<paxlock::proto::Response> = paxlock::wire::read_frame(&mut recv).await?;
+    let Some(paxlock::proto::response::Result::Hello(ok)) = response.and_then(|r| r.result) else {
+        panic!("expected a hello answer");
+    };
+    assert_eq!(ok.node_id, 1);
+    assert_eq!(ok.cluster_id, "test");
+    node.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn client_without_a_certificate_is_rejected() -> TestResult {
+    let ca = ClusterCa::generate("test")?;
+    let node = start_lone_node(&ca, 1)?;
+    let err = close_reason(
+        &client_endpoint()?,
+        client_config(&ca, None, CLIENT_ALPN_V1)?,
+        node.local_addr()?,
+        "node-1.paxlock",
+    )
+    .await?;
+    assert_eq!(tls_alert(&err), Some(ALERT_CERTIFICATE_REQUIRED), "{err}");
+    // The node counts the failure after sending the close; give it a moment.
+    let counted = tokio::time::timeout(PATIENCE, async {
+        while TransportMetrics::get(&node.metrics().handshake_failures) == 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert!(counted.is_ok(), "handshake failure was not counted");
+    node.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn client_certificate_from_another_ca_is_rejected() -> TestResult {
+    let ca = ClusterCa::generate("test")?;
+    let other = ClusterCa::generate("other")?;
+    let node = start_lone_node(&ca, 1)?;
+    // Trusts the right CA for the server, but presents a foreign certificate.
+    let foreign = other.client_cert("intruder", Validity::default())?;
+    let err = close_reason(
+        &client_endpoint()?,
+        client_config(&ca, Some(&foreign), CLIENT_ALPN_V1)?,
+        node.local_addr()?,
+        "node-1.paxlock",
+    )
+    .await?;
+    assert_eq!(tls_alert(&err), Some(ALERT_UNKNOWN_CA), "{err}");
+    node.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn expired_client_certificate_is_rejected() -> TestResult {
+    let ca = ClusterCa::generate("test")?;
+    let node = start_lone_node(&ca, 1)?;
+    let expired = ca.client_cert(
+        "old",
+        Validity::Years {
+            from: 2020,
+            until: 2021,
+        },
+    )?;
+    let err = close_reason(
+        &client_endpoint()?,
+        client_config(&ca, Some(&expired), CLIENT_ALPN_V1)?,
+        node.local_addr()?,
+        "node-1.paxlock",
+    )
+    .await?;
+    assert_eq!(tls_alert(&err), Some(ALERT_CERTIFICATE_EXPIRED), "{err}");
+    node.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn unknown_alpn_is_rejected() -> TestResult {
+    let ca = ClusterCa::generate("test")?;
+    let node = start_lone_node(&ca, 1)?;
+    let leaf = ca.client_cert("app", Validity::default())?;
+    let err = close_reason(
+        &client_endpoint()?,
+        client_config(&ca, Some(&leaf), b"paxlock/999")?,
+        node.local_addr()?,
+        "node-1.paxlock",
+    )
+    .await?;
+    assert_eq!(
+        tls_alert(&err),
+        Some(ALERT_NO_APPLICATION_PROTOCOL),
+        "{err}"
+    );
+    node.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn node_claiming_another_nodes_id_is_closed_with_identity_mismatch() -> TestResult {
+    let ca = ClusterCa::generate("test")?;
+    let node = start_lone_node(&ca, 1)?;
+    // Node 2's genuine certificate, but its hello claims to be node 3.
+    let node2 = ca.node_cert(2, &[], Validity::default())?;
+    let endpoint = client_endpoint()?;
+    let conn = endpoint
+        .connect_with(
+            client_config(&ca, Some(&node2), PEER_ALPN_V1)?,
+            node.local_addr()?,
+            "node-1.paxlock",
+        )?
+        .await?;
+    let (mut send, _recv) = conn.open_bi().await?;
+    let hello = paxlock_coordinator::transport::peer_proto::PeerHello {
+        cluster_id: "test".into(),
+        node_id: 3,
+        protocol_version: 1,
+    };
+    paxlock::wire::write_frame(&mut send, &hello).await?;
+    let err = tokio::time::timeout(PATIENCE, conn.closed()).await?;
+    match &err {
+        quinn::ConnectionError::ApplicationClosed(close) => {
+            assert_eq!(close.error_code, codes::PEER_IDENTITY_MISMATCH.into());
+            let reason = String::from_utf8_lossy(&close.reason);
+            assert!(reason.contains("node 3"), "{reason}");
+        }
+        other => panic!("expected an application close, got {other}"),
+    }
+    assert_eq!(
+        TransportMetrics::get(&node.metrics().peer_identity_rejections),
+        1
+    );
+    node.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn client_certificate_cannot_pose_as_a_node() -> TestResult {
+    let ca = ClusterCa::generate("test")?;
+    let node = start_lone_node(&ca, 1)?;
+    let leaf = ca.client_cert("app", Validity::default())?;
+    let endpoint = client_endpoint()?;
+    let conn = endpoint
+        .connect_with(
+            client_config(&ca, Some(&leaf), PEER_ALPN_V1)?,
+            node.local_addr()?,
+            "node-1.paxlock",
+        )?
+        .await?;
+    let (mut send, _recv) = conn.open_bi().await?;
+    let hello = paxlock_coordinator::transport::peer_proto::PeerHello {
+        cluster_id: "test".into(),
+        node_id: 2,
+        protocol_version: 1,
+    };
+    paxlock::wire::write_frame(&mut send, &hello).await?;
+    let err = tokio::time::timeout(PATIENCE, conn.closed()).await?;
+    assert!(
+        matches!(&err, quinn::ConnectionError::ApplicationClosed(c) if c.error_code == codes::PEER_IDENTITY_MISMATCH.into()),
+        "{err}"
+    );
+    node.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn peers_with_matching_certificates_connect() -> TestResult {
+    let ca = ClusterCa::generate("test")?;
+    let mut node1 = start_lone_node(&ca, 1)?;
+    let node2_cert = ca.node_cert(2, &[], Validity::default())?;
+    let options = paxlock_coordinator::node::NodeOptions {
+        node_id: 2,
+        cluster_id: "test".into(),
+        listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+        peers: [(1, node1.local_addr()?)].into_iter().collect(),
+        heartbeat_interval: std::time::Duration::from_millis(20),
+    };
+    let mut node2 = paxlock_coordinator::node::Node::start(options, &material(&ca, &node2_cert)?)?;
+    let connected = tokio::time::timeout(PATIENCE, node2.wait_connected(1)).await?;
+    assert_eq!(connected, vec![1]);
+    let _ = node1.wait_connected(0).await;
+    node2.shutdown().await;
+    node1.shutdown().await;
+    Ok(())
+}
