@@ -2,12 +2,22 @@
 //!
 //! Paxlock is a distributed lock and leader-election service: a cluster of
 //! 3 or 5 coordinator nodes agrees on lease ownership with Multi-Paxos and
-//! hands out fencing tokens with every grant. This crate holds the wire
-//! protocol shared by clients and coordinators (`proto`, `wire`).
+//! hands out fencing tokens with every grant. This crate is what
+//! applications use to talk to it, and it owns the wire protocol shared by
+//! clients and coordinators (`proto`, `wire`, `PROTOCOL.md`).
 
 #![forbid(unsafe_code)]
 
+mod client;
+mod config;
+mod connection;
+mod error;
+pub mod tls;
 pub mod wire;
+
+pub use client::Client;
+pub use config::{Config, TlsFiles};
+pub use error::Error;
 
 /// The protobuf messages of the client protocol (`proto/paxlock.proto`).
 ///

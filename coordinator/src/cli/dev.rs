@@ -63,6 +63,12 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             .with_context(|| format!("writing {}", path.display()))?;
         configs.push(path);
     }
+    let client_config = args.dir.join("client.toml");
+    std::fs::write(
+        &client_config,
+        client_config_text(args.nodes, args.base_port),
+    )
+    .with_context(|| format!("writing {}", client_config.display()))?;
     let exe = std::env::current_exe().context("finding the paxlock executable")?;
     let (lines_tx, mut lines) = mpsc::channel::<(u64, String)>(256);
     let mut children = Vec::new();
@@ -105,6 +111,11 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         pki.ca_cert.parent().unwrap_or(Path::new(".")).display()
     );
     println!("  node configs: {}/node-*.toml", args.dir.display());
+    println!("  client config: {}", client_config.display());
+    println!(
+        "Try: paxlock status --client-config {}",
+        client_config.display()
+    );
     if args.exit_when_connected {
         stop_all(&mut children).await;
         return Ok(());
@@ -131,6 +142,16 @@ fn node_config(id: u64, nodes: u64, base_port: u16) -> String {
         ));
     }
     text
+}
+
+fn client_config_text(nodes: u64, base_port: u16) -> String {
+    let endpoints: Vec<String> = (0..nodes)
+        .map(|i| format!("\"127.0.0.1:{}\"", u64::from(base_port) + i))
+        .collect();
+    format!(
+        "endpoints = [{}]\nrequest_timeout = \"10s\"\n\n[tls]\nca = \"certs/ca.pem\"\ncert = \"certs/client-dev-client.pem\"\nkey = \"certs/client-dev-client.key\"\n",
+        endpoints.join(", ")
+    )
 }
 
 fn spawn_node(

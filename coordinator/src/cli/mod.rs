@@ -3,6 +3,7 @@
 pub mod certs;
 pub mod dev;
 pub mod serve;
+pub mod status;
 
 use std::path::PathBuf;
 
@@ -28,6 +29,12 @@ pub enum Command {
     },
     /// Start a local cluster on loopback with fresh dev certificates.
     Dev(dev::DevArgs),
+    /// Print each node, who leads, commit index and lag.
+    Status {
+        /// The client config file (written by `paxlock dev`).
+        #[arg(long, default_value = ".paxlock-dev/client.toml")]
+        client_config: PathBuf,
+    },
     /// Manage the development PKI.
     Certs {
         /// The certificate action.
@@ -42,5 +49,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve { config } => serve::run(&config).await,
         Command::Dev(args) => dev::run(args).await,
         Command::Certs { action } => certs::run(action),
+        Command::Status { client_config } => status::run(&client_config).await,
     }
 }

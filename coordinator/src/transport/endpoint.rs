@@ -42,7 +42,7 @@ impl NodeEndpoint {
         tls: &TlsMaterial,
         metrics: Arc<TransportMetrics>,
     ) -> Result<Self, TransportError> {
-        let mut server_config = tls.server_config()?;
+        let mut server_config = super::tls::server_config(tls)?;
         let mut transport = quinn::TransportConfig::default();
         transport.keep_alive_interval(Some(std::time::Duration::from_secs(1)));
         let transport = Arc::new(transport);

@@ -111,3 +111,40 @@ pub fn tls_alert(err: &quinn::ConnectionError) -> Option<u8> {
         _ => None,
     }
 }
+
+/// Starts `n` peered nodes on loopback and waits until every outbound
+/// link is up.
+pub async fn start_cluster(
+    ca: &ClusterCa,
+    n: u64,
+) -> Result<Vec<Node>, Box<dyn std::error::Error>> {
+    // Bind first so every node knows every address before dialing.
+    let sockets: Vec<std::net::UdpSocket> = (0..n)
+        .map(|_| std::net::UdpSocket::bind("127.0.0.1:0"))
+        .collect::<Result<_, _>>()?;
+    let addrs: Vec<SocketAddr> = sockets
+        .iter()
+        .map(|s| s.local_addr())
+        .collect::<Result<_, _>>()?;
+    drop(sockets);
+    let mut nodes = Vec::new();
+    for id in 1..=n {
+        let cert = ca.node_cert(id, &[], Validity::default())?;
+        let peers = (1..=n)
+            .filter(|&p| p != id)
+            .map(|p| (p, addrs[(p - 1) as usize]))
+            .collect();
+        let options = NodeOptions {
+            node_id: id,
+            cluster_id: "test".into(),
+            listen: addrs[(id - 1) as usize],
+            peers,
+            heartbeat_interval: Duration::from_millis(20),
+        };
+        nodes.push(Node::start(options, &material(ca, &cert)?)?);
+    }
+    for node in &mut nodes {
+        tokio::time::timeout(PATIENCE, node.wait_connected((n - 1) as usize)).await?;
+    }
+    Ok(nodes)
+}

@@ -1,0 +1,148 @@
+//! Client configuration, from TOML or built in code.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::error::Error;
+
+/// Where the client's certificate, key and the cluster CA are.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFiles {
+    /// The cluster CA certificate (PEM).
+    pub ca: PathBuf,
+    /// This client's certificate (PEM), signed by the cluster CA.
+    pub cert: PathBuf,
+    /// This client's private key (PEM).
+    pub key: PathBuf,
+}
+
+/// How a client finds and talks to the cluster.
+///
+/// ```toml
+/// endpoints = ["127.0.0.1:7101", "127.0.0.1:7102", "127.0.0.1:7103"]
+/// request_timeout = "5s"
+/// [tls]
+/// ca = "certs/ca.pem"
+/// cert = "certs/client-dev-client.pem"
+/// key = "certs/client-dev-client.key"
+/// ```
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Nodes as `host:port`; the host is also the TLS server name, so it
+    /// must appear in the node's certificate.
+    pub endpoints: Vec<String>,
+    /// Certificate files.
+    pub tls: TlsFiles,
+    /// How long one call may take in total, across retries and failover.
+    #[serde(default = "default_request_timeout", with = "humantime_str")]
+    pub request_timeout: Duration,
+    /// How long to wait for one node to accept a connection.
+    #[serde(default = "default_connect_timeout", with = "humantime_str")]
+    pub connect_timeout: Duration,
+}
+
+fn default_request_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(2)
+}
+
+mod humantime_str {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(&text).map_err(|e| {
+            serde::de::Error::custom(format!(
+                "{text:?} is not a duration ({e}); write e.g. \"5s\""
+            ))
+        })
+    }
+}
+
+impl Config {
+    /// Reads `path`; relative certificate paths are resolved against the
+    /// file's directory.
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Self, Error> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::Config(format!("cannot read {}: {e}", path.display())))?;
+        let mut config: Config =
+            toml::from_str(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        for p in [
+            &mut config.tls.ca,
+            &mut config.tls.cert,
+            &mut config.tls.key,
+        ] {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks the values; called by `from_file` and by `Client::connect`.
+    pub fn validate(&self) -> Result<(), Error> {
+        if self.endpoints.is_empty() {
+            return Err(Error::Config(
+                "key `endpoints`: list at least one node".into(),
+            ));
+        }
+        for e in &self.endpoints {
+            if split_host_port(e).is_none() {
+                return Err(Error::Config(format!(
+                    "key `endpoints`: {e:?} is not host:port"
+                )));
+            }
+        }
+        if self.request_timeout.is_zero() || self.connect_timeout.is_zero() {
+            return Err(Error::Config("timeouts must be more than zero".into()));
+        }
+        Ok(())
+    }
+}
+
+/// Splits `host:port` (or `[v6]:port`) into the host and the port.
+pub(crate) fn split_host_port(endpoint: &str) -> Option<(&str, u16)> {
+    let (host, port) = endpoint.rsplit_once(':')?;
+    let port = port.parse().ok()?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    (!host.is_empty()).then_some((host, port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_without_a_port_are_refused() {
+        let config = Config {
+            endpoints: vec!["localhost".into()],
+            tls: TlsFiles {
+                ca: "a".into(),
+                cert: "b".into(),
+                key: "c".into(),
+            },
+            request_timeout: Duration::from_secs(1),
+            connect_timeout: Duration::from_secs(1),
+        };
+        assert!(matches!(config.validate(), Err(Error::Config(m)) if m.contains("endpoints")));
+    }
+
+    #[test]
+    fn host_and_port_split() {
+        assert_eq!(split_host_port("127.0.0.1:7101"), Some(("127.0.0.1", 7101)));
+        assert_eq!(split_host_port("[::1]:7101"), Some(("::1", 7101)));
+        assert_eq!(split_host_port("node:x"), None);
+    }
+}
