@@ -38,10 +38,10 @@ pub struct Config {
     /// Certificate files.
     pub tls: TlsFiles,
     /// How long one call may take in total, across retries and failover.
-    #[serde(default = "default_request_timeout", with = "humantime_str")]
+    #[serde(default = "default_request_timeout", with = "crate::humantime_serde")]
     pub request_timeout: Duration,
     /// How long to wait for one node to accept a connection.
-    #[serde(default = "default_connect_timeout", with = "humantime_str")]
+    #[serde(default = "default_connect_timeout", with = "crate::humantime_serde")]
     pub connect_timeout: Duration,
 }
 
@@ -51,21 +51,6 @@ fn default_request_timeout() -> Duration {
 
 fn default_connect_timeout() -> Duration {
     Duration::from_secs(2)
-}
-
-mod humantime_str {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer};
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let text = String::deserialize(d)?;
-        humantime::parse_duration(&text).map_err(|e| {
-            serde::de::Error::custom(format!(
-                "{text:?} is not a duration ({e}); write e.g. \"5s\""
-            ))
-        })
-    }
 }
 
 impl Config {

@@ -12,6 +12,7 @@ mod client;
 mod config;
 mod connection;
 mod error;
+pub mod humantime_serde;
 pub mod tls;
 pub mod wire;
 

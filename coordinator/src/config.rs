@@ -82,28 +82,12 @@ pub struct NodeConfig {
     #[serde(default)]
     pub peers: Vec<PeerConfig>,
     /// How often a node tells its peers it is alive.
-    #[serde(default = "default_heartbeat", with = "humantime_serde_compat")]
+    #[serde(default = "default_heartbeat", with = "paxlock::humantime_serde")]
     pub heartbeat_interval: Duration,
 }
 
 fn default_heartbeat() -> Duration {
     Duration::from_millis(50)
-}
-
-/// `serde(with)` adapter: durations as humantime strings.
-mod humantime_serde_compat {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer};
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let text = String::deserialize(d)?;
-        humantime::parse_duration(&text).map_err(|e| {
-            serde::de::Error::custom(format!(
-                "{text:?} is not a duration ({e}); write e.g. \"150ms\" or \"10s\""
-            ))
-        })
-    }
 }
 
 impl NodeConfig {
