@@ -212,8 +212,13 @@ async fn peers_with_matching_certificates_connect() -> TestResult {
         listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
         peers: [(1, node1.local_addr()?)].into_iter().collect(),
         heartbeat_interval: std::time::Duration::from_millis(20),
+        seed: 2,
     };
-    let mut node2 = paxlock_coordinator::node::Node::start(options, &material(&ca, &node2_cert)?)?;
+    let mut node2 = paxlock_coordinator::node::Node::start(
+        options,
+        &material(&ca, &node2_cert)?,
+        memory_parts(),
+    )?;
     let connected = tokio::time::timeout(PATIENCE, node2.wait_connected(1)).await?;
     assert_eq!(connected, vec![1]);
     let _ = node1.wait_connected(0).await;

@@ -6,6 +6,7 @@ pub mod endpoint;
 pub mod identity;
 pub mod metrics;
 pub mod peer;
+pub mod peer_codec;
 pub mod tls;
 
 pub use endpoint::{Handlers, NodeEndpoint};

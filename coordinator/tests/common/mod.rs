@@ -8,7 +8,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use paxlock_certs::{ClusterCa, Issued, Validity};
-use paxlock_coordinator::node::{Node, NodeOptions};
+use paxlock_coordinator::node::driver::{CountingApplication, MemoryDurability};
+use paxlock_coordinator::node::{Node, NodeOptions, NodeParts};
 use paxlock_coordinator::transport::tls::quic_client_config;
 use paxlock_coordinator::transport::TlsMaterial;
 
@@ -34,8 +35,9 @@ pub fn start_lone_node(ca: &ClusterCa, id: u64) -> Result<Node, Box<dyn std::err
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         peers: BTreeMap::new(),
         heartbeat_interval: Duration::from_millis(50),
+        seed: id,
     };
-    Ok(Node::start(options, &material(ca, &cert)?)?)
+    Ok(Node::start(options, &material(ca, &cert)?, memory_parts())?)
 }
 
 pub fn client_endpoint() -> Result<quinn::Endpoint, Box<dyn std::error::Error>> {
@@ -140,11 +142,21 @@ pub async fn start_cluster(
             listen: addrs[(id - 1) as usize],
             peers,
             heartbeat_interval: Duration::from_millis(20),
+            seed: id,
         };
-        nodes.push(Node::start(options, &material(ca, &cert)?)?);
+        nodes.push(Node::start(options, &material(ca, &cert)?, memory_parts())?);
     }
     for node in &mut nodes {
         tokio::time::timeout(PATIENCE, node.wait_connected((n - 1) as usize)).await?;
     }
     Ok(nodes)
+}
+
+/// Parts that keep everything in memory and only count applied entries.
+pub fn memory_parts() -> NodeParts {
+    NodeParts {
+        app: Box::new(CountingApplication::default()),
+        durability: Box::new(MemoryDurability::default()),
+        recovered: Default::default(),
+    }
 }

@@ -1,0 +1,375 @@
+//! The consensus loop: one task owns the `Replica` and turns its effects
+//! into I/O.
+//!
+//! Per turn it gathers every input that is ready (bounded), steps the core
+//! with each, and then:
+//! 1. hands the turn's persist requests to the persister thread, which
+//!    writes them with one fsync (group commit) and reports back;
+//! 2. sends every message whose persist barrier is already durable and
+//!    holds the rest until the persister says so (so followers get accepts
+//!    while the leader's own fsync is still running);
+//! 3. installs snapshots and applies chosen entries, in slot order;
+//! 4. re-arms the timer.
+//!
+//! A slow or dead peer never blocks the loop: its outbound queue is bounded
+//! and a full queue drops the message, which Paxos tolerates by design.
+
+use std::collections::BTreeMap;
+
+use tokio::sync::{mpsc, watch};
+use tracing::error;
+
+use super::clock::NodeClock;
+use crate::paxos::{
+    ChosenEntry, Effects, Input, LeadershipEvent, Message, Nanos, NodeId, Outgoing, PersistRequest,
+    PersistSeq, Rejected, Replica, Slot, Snapshot, Value,
+};
+
+/// Most inputs handled in one turn before effects are flushed; bounds the
+/// latency one turn can add.
+pub const MAX_INPUTS_PER_TURN: usize = 1024;
+
+/// Bound on the driver's inbox.
+pub const INBOX_CAPACITY: usize = 8192;
+
+/// Bound on persist requests queued for the persister thread.
+pub const PERSIST_QUEUE: usize = 4096;
+
+/// Makes persist requests durable. Implemented by the file store (fsync)
+/// and by an in-memory store for tests.
+pub trait Durability: Send + 'static {
+    /// Writes every request in `batch`, in order, and returns only once all
+    /// of them are durable. An error is fatal: the node stops rather than
+    /// answer on state it could not save.
+    fn persist(&mut self, batch: &[PersistRequest]) -> Result<(), String>;
+}
+
+/// What the node does with chosen entries (the lock state machine, in
+/// production).
+pub trait Application: Send + 'static {
+    /// Replaces the whole state with a snapshot.
+    fn install_snapshot(&mut self, snapshot: &Snapshot);
+    /// Applies one chosen entry; entries arrive in slot order, exactly once
+    /// per process lifetime.
+    fn apply(&mut self, entry: &ChosenEntry);
+    /// This replica's leadership changed.
+    fn on_leadership(&mut self, _event: &LeadershipEvent, _now: Nanos) {}
+    /// Proposals the core refused (this node does not lead).
+    fn on_rejected(&mut self, _rejected: Rejected) {}
+}
+
+/// Inputs to the loop.
+#[derive(Debug)]
+pub enum DriverInput {
+    /// A decoded message from an authenticated peer.
+    Peer {
+        /// The sender.
+        from: NodeId,
+        /// The message.
+        msg: Message,
+    },
+    /// Commands to replicate.
+    Propose(Vec<Value>),
+    /// The application snapshotted every slot below `up_to`.
+    Compact {
+        /// First slot not covered.
+        up_to: Slot,
+        /// The snapshot bytes.
+        data: Vec<u8>,
+    },
+    /// The persister made everything up to this sequence number durable.
+    Persisted(PersistSeq),
+    /// The persister failed; the node must stop.
+    PersistFailed(String),
+}
+
+/// What the loop publishes after every turn.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DriverStatus {
+    /// Whether this node leads.
+    pub is_leader: bool,
+    /// Who this node believes leads.
+    pub leader: Option<NodeId>,
+    /// Every slot below this is chosen.
+    pub commit_index: u64,
+    /// Until when (node clock) this node holds the leader lease.
+    pub lease_until: Option<Nanos>,
+    /// Slots applied to the application.
+    pub applied_index: u64,
+    /// Peer messages dropped as malformed or from non-members.
+    pub malformed_messages: u64,
+    /// Set when the loop stopped because persisting failed.
+    pub failed: Option<String>,
+}
+
+/// The running loop's handles.
+#[derive(Debug)]
+pub struct DriverHandle {
+    /// Where to send inputs.
+    pub inbox: mpsc::Sender<DriverInput>,
+    /// The latest status.
+    pub status: watch::Receiver<DriverStatus>,
+    /// The loop task.
+    pub task: tokio::task::JoinHandle<()>,
+}
+
+/// Starts the loop and its persister thread.
+pub fn spawn(
+    replica: Replica,
+    app: Box<dyn Application>,
+    durability: Box<dyn Durability>,
+    outbound: BTreeMap<NodeId, mpsc::Sender<Message>>,
+    clock: NodeClock,
+    persisted: PersistSeq,
+) -> DriverHandle {
+    let (inbox_tx, inbox_rx) = mpsc::channel(INBOX_CAPACITY);
+    let (status_tx, status) = watch::channel(DriverStatus::default());
+    let (persist_tx, persist_rx) = mpsc::channel(PERSIST_QUEUE);
+    spawn_persister(durability, persist_rx, inbox_tx.clone());
+    let driver = Driver {
+        replica,
+        app,
+        outbound,
+        clock,
+        persist_tx,
+        persisted,
+        held: Vec::new(),
+        wake_at: None,
+        applied: 0,
+        status: status_tx,
+        unsent_persists: Vec::new(),
+    };
+    let task = tokio::spawn(driver.run(inbox_rx));
+    DriverHandle {
+        inbox: inbox_tx,
+        status,
+        task,
+    }
+}
+
+struct Driver {
+    replica: Replica,
+    app: Box<dyn Application>,
+    outbound: BTreeMap<NodeId, mpsc::Sender<Message>>,
+    clock: NodeClock,
+    persist_tx: mpsc::Sender<PersistRequest>,
+    /// Highest persist sequence known durable.
+    persisted: PersistSeq,
+    /// Messages waiting for their persist barrier.
+    held: Vec<Outgoing>,
+    wake_at: Option<Nanos>,
+    applied: u64,
+    status: watch::Sender<DriverStatus>,
+    /// Persist requests of this turn, handed over at the end of the turn.
+    unsent_persists: Vec<PersistRequest>,
+}
+
+impl Driver {
+    async fn run(mut self, mut inbox: mpsc::Receiver<DriverInput>) {
+        let mut batch = Vec::with_capacity(64);
+        // The first step arms the election timer.
+        self.step(Input::Tick);
+        loop {
+            for request in self.unsent_persists.drain(..) {
+                if self.persist_tx.send(request).await.is_err() {
+                    error!("consensus loop stopping: the persister is gone");
+                    return;
+                }
+            }
+            let sleep = self
+                .clock
+                .until(self.wake_at.unwrap_or(Nanos(u64::MAX / 2)));
+            tokio::select! {
+                input = inbox.recv() => match input {
+                    Some(input) => batch.push(input),
+                    None => return,
+                },
+                _ = tokio::time::sleep(sleep) => {
+                    self.wake_at = None;
+                    self.step(Input::Tick);
+                }
+            }
+            while batch.len() < MAX_INPUTS_PER_TURN {
+                match inbox.try_recv() {
+                    Ok(input) => batch.push(input),
+                    Err(_) => break,
+                }
+            }
+            for input in batch.drain(..) {
+                if let Err(reason) = self.handle(input) {
+                    error!("consensus loop stopping: {reason}");
+                    self.status.send_modify(|s| s.failed = Some(reason));
+                    return;
+                }
+            }
+            if self.wake_at.is_some_and(|at| at <= self.clock.now()) {
+                self.wake_at = None;
+                self.step(Input::Tick);
+            }
+            for request in self.unsent_persists.drain(..) {
+                // Bounded: if the disk cannot keep up, the loop waits here,
+                // which is the backpressure we want. Never dropped: a lost
+                // request would hold its messages back forever.
+                if self.persist_tx.send(request).await.is_err() {
+                    error!("consensus loop stopping: the persister is gone");
+                    return;
+                }
+            }
+            self.publish();
+        }
+    }
+
+    fn handle(&mut self, input: DriverInput) -> Result<(), String> {
+        match input {
+            DriverInput::Peer { from, msg } => self.step(Input::Peer { from, msg }),
+            DriverInput::Propose(values) => self.step(Input::Propose(values)),
+            DriverInput::Compact { up_to, data } => self.step(Input::Compact { up_to, data }),
+            DriverInput::Persisted(seq) => {
+                self.persisted = self.persisted.max(seq);
+                self.release_held();
+                self.step(Input::Persisted { up_to: seq });
+            }
+            DriverInput::PersistFailed(reason) => return Err(reason),
+        }
+        Ok(())
+    }
+
+    fn step(&mut self, input: Input) {
+        let now = self.clock.now();
+        let fx = self.replica.step(now, input);
+        self.act(fx, now);
+    }
+
+    fn act(&mut self, fx: Effects, now: Nanos) {
+        if let Some(request) = fx.persist {
+            self.unsent_persists.push(request);
+        }
+        for out in fx.send {
+            if out.after <= self.persisted {
+                self.send(out.to, out.msg);
+            } else {
+                self.held.push(out);
+            }
+        }
+        if let Some(snapshot) = &fx.install_snapshot {
+            self.app.install_snapshot(snapshot);
+            self.applied = snapshot.up_to.0;
+        }
+        for entry in &fx.chosen {
+            self.app.apply(entry);
+            self.applied = entry.slot.0 + 1;
+        }
+        for event in &fx.leadership {
+            self.app.on_leadership(event, now);
+        }
+        for rejected in fx.rejected {
+            self.app.on_rejected(rejected);
+        }
+        if let Some(at) = fx.wake_at {
+            self.wake_at = Some(self.wake_at.map_or(at, |w| w.min(at)));
+        }
+    }
+
+    fn release_held(&mut self) {
+        let persisted = self.persisted;
+        let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.held)
+            .into_iter()
+            .partition(|o| o.after <= persisted);
+        self.held = waiting;
+        for out in ready {
+            self.send(out.to, out.msg);
+        }
+    }
+
+    fn send(&self, to: NodeId, msg: Message) {
+        if let Some(link) = self.outbound.get(&to) {
+            // Dropping on a full queue is safe: Paxos retries by timeout.
+            let _ = link.try_send(msg);
+        }
+    }
+
+    fn publish(&self) {
+        let now = self.clock.now();
+        let next = DriverStatus {
+            is_leader: self.replica.is_leader(),
+            leader: self.replica.leader_hint(),
+            commit_index: self.replica.commit_index().0,
+            lease_until: self.replica.lease_until(now),
+            applied_index: self.applied,
+            malformed_messages: self.replica.stats().malformed,
+            failed: None,
+        };
+        self.status.send_if_modified(|s| {
+            if *s == next {
+                false
+            } else {
+                *s = next;
+                true
+            }
+        });
+    }
+}
+
+/// The persister: drains every queued request, persists them with one
+/// durability call (one fsync), then reports the highest sequence number.
+fn spawn_persister(
+    mut durability: Box<dyn Durability>,
+    mut requests: mpsc::Receiver<PersistRequest>,
+    inbox: mpsc::Sender<DriverInput>,
+) {
+    let spawned = std::thread::Builder::new()
+        .name("paxlock-persist".into())
+        .spawn(move || {
+            while let Some(first) = requests.blocking_recv() {
+                let mut batch = vec![first];
+                while let Ok(more) = requests.try_recv() {
+                    batch.push(more);
+                }
+                let up_to = batch.iter().map(|r| r.seq).max().unwrap_or_default();
+                let report = match durability.persist(&batch) {
+                    Ok(()) => DriverInput::Persisted(up_to),
+                    Err(e) => DriverInput::PersistFailed(format!("persisting failed: {e}")),
+                };
+                let failed = matches!(report, DriverInput::PersistFailed(_));
+                if inbox.blocking_send(report).is_err() || failed {
+                    return;
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        error!("cannot start the persister thread: {e}");
+    }
+}
+
+/// Keeps acceptor state in memory only. For tests and single-process
+/// experiments: nothing survives a restart.
+#[derive(Debug, Default)]
+pub struct MemoryDurability {
+    /// Everything persisted so far.
+    pub state: crate::paxos::DurableState,
+}
+
+impl Durability for MemoryDurability {
+    fn persist(&mut self, batch: &[PersistRequest]) -> Result<(), String> {
+        for request in batch {
+            self.state.apply(request);
+        }
+        Ok(())
+    }
+}
+
+/// An application that only counts what it applies; used until the lock
+/// state machine is wired in, and by transport-level tests.
+#[derive(Debug, Default)]
+pub struct CountingApplication {
+    /// Entries applied.
+    pub applied_entries: u64,
+}
+
+impl Application for CountingApplication {
+    fn install_snapshot(&mut self, _snapshot: &Snapshot) {}
+
+    fn apply(&mut self, _entry: &ChosenEntry) {
+        self.applied_entries += 1;
+    }
+}

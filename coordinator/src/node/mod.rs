@@ -1,0 +1,389 @@
+//! The I/O shell of a node: owns the endpoint, the peer links, the
+//! consensus loop and the client request loop.
+//!
+//! The node authenticates and connects its peers and runs Multi-Paxos over
+//! them (`driver`). Client requests other than `Hello` and `Status` are
+//! answered with `UNSUPPORTED` until the lock state machine is wired in.
+
+pub mod clock;
+pub mod driver;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use paxlock::proto::{self, request::Op, response, ErrorCode, Response};
+use tokio::sync::{mpsc, watch};
+use tracing::{debug, info, warn};
+
+use crate::config::NodeConfig;
+use crate::paxos::{self, DurableState, Message, NodeId, PersistSeq, Replica};
+use crate::transport::client_streams::ClientRequest;
+use crate::transport::peer_codec;
+use crate::transport::peer_proto::PeerMessage;
+use crate::transport::{Handlers, NodeEndpoint, TlsMaterial, TransportError, TransportMetrics};
+use clock::NodeClock;
+use driver::{Application, DriverHandle, DriverInput, DriverStatus, Durability};
+
+/// Bound on queued inbound requests and peer messages: past it, senders wait
+/// (backpressure) instead of the node buffering without limit.
+const INBOUND_QUEUE: usize = 4096;
+
+/// Bound on messages queued for one peer; a full queue drops messages,
+/// which consensus tolerates, rather than stall the loop on a slow peer.
+const PEER_QUEUE: usize = 4096;
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The endpoint could not be set up.
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    /// The consensus configuration is inconsistent.
+    #[error("invalid consensus configuration: {0:?}")]
+    Consensus(paxos::ConfigError),
+}
+
+/// What a node needs to start.
+#[derive(Debug, Clone)]
+pub struct NodeOptions {
+    /// This node's id.
+    pub node_id: u64,
+    /// The cluster's name.
+    pub cluster_id: String,
+    /// Where to listen.
+    pub listen: SocketAddr,
+    /// The other nodes.
+    pub peers: BTreeMap<u64, SocketAddr>,
+    /// Leader heartbeat period.
+    pub heartbeat_interval: Duration,
+    /// Seed for the election timer's randomness.
+    pub seed: u64,
+}
+
+impl From<&NodeConfig> for NodeOptions {
+    fn from(config: &NodeConfig) -> Self {
+        NodeOptions {
+            node_id: config.node_id,
+            cluster_id: config.cluster_id.clone(),
+            listen: config.listen,
+            peers: config.peers.iter().map(|p| (p.id, p.addr)).collect(),
+            heartbeat_interval: config.heartbeat_interval,
+            seed: config.node_id ^ 0x5eed,
+        }
+    }
+}
+
+impl NodeOptions {
+    /// The consensus configuration these options imply.
+    pub fn paxos_config(&self) -> paxos::Config {
+        let mut members: Vec<NodeId> = self.peers.keys().map(|&id| NodeId(id)).collect();
+        members.push(NodeId(self.node_id));
+        members.sort();
+        let mut config = paxos::Config::new(NodeId(self.node_id), members);
+        let heartbeat_ns = self.heartbeat_interval.as_nanos() as u64;
+        // Keep the core's ratios: lease = 10 heartbeats, elections after 14-28.
+        config.heartbeat_interval_ns = heartbeat_ns;
+        config.lease_duration_ns = heartbeat_ns.saturating_mul(10);
+        config.election_timeout_min_ns = heartbeat_ns.saturating_mul(14);
+        config.election_timeout_max_ns = heartbeat_ns.saturating_mul(28);
+        config
+    }
+}
+
+/// The pluggable parts: what chosen entries drive and where acceptor state
+/// is made durable.
+pub struct NodeParts {
+    /// The replicated application.
+    pub app: Box<dyn Application>,
+    /// The acceptor's durable store.
+    pub durability: Box<dyn Durability>,
+    /// The state recovered from that store.
+    pub recovered: DurableState,
+}
+
+impl std::fmt::Debug for NodeParts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeParts").finish_non_exhaustive()
+    }
+}
+
+/// A running node. Dropping it does not stop it; call `shutdown`.
+#[derive(Debug)]
+pub struct Node {
+    endpoint: Arc<NodeEndpoint>,
+    connected: watch::Receiver<Vec<u64>>,
+    driver: DriverHandle,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Node {
+    /// Binds the endpoint, starts the consensus loop and starts connecting
+    /// to peers and serving clients.
+    pub fn start(
+        options: NodeOptions,
+        tls: &TlsMaterial,
+        parts: NodeParts,
+    ) -> Result<Self, StartError> {
+        let metrics = Arc::new(TransportMetrics::default());
+        let endpoint = Arc::new(NodeEndpoint::bind(
+            options.listen,
+            options.node_id,
+            &options.cluster_id,
+            tls,
+            metrics.clone(),
+        )?);
+        let persisted: PersistSeq = parts.recovered.persisted_seq;
+        let replica = Replica::new(options.paxos_config(), parts.recovered, options.seed)
+            .map_err(StartError::Consensus)?;
+
+        let (peer_tx, peer_rx) = mpsc::channel(INBOUND_QUEUE);
+        let (client_tx, client_rx) = mpsc::channel(INBOUND_QUEUE);
+        let mut tasks = Vec::new();
+        let serving = endpoint.clone();
+        let handlers = Handlers {
+            peer_messages: peer_tx,
+            client_requests: client_tx,
+        };
+        tasks.push(tokio::spawn(async move { serving.serve(handlers).await }));
+
+        let (connected_tx, connected) = watch::channel(Vec::new());
+        let connected_tx = Arc::new(connected_tx);
+        let mut outbound = BTreeMap::new();
+        for (&peer_id, &addr) in &options.peers {
+            let (tx, rx) = mpsc::channel(PEER_QUEUE);
+            outbound.insert(NodeId(peer_id), tx);
+            tasks.push(tokio::spawn(keep_peer_link(
+                endpoint.clone(),
+                peer_id,
+                addr,
+                rx,
+                connected_tx.clone(),
+            )));
+        }
+        let driver = driver::spawn(
+            replica,
+            parts.app,
+            parts.durability,
+            outbound,
+            NodeClock::new(),
+            persisted,
+        );
+        tasks.push(tokio::spawn(decode_peer_messages(
+            peer_rx,
+            driver.inbox.clone(),
+            metrics,
+        )));
+        tasks.push(tokio::spawn(answer_clients(
+            client_rx,
+            options.clone(),
+            connected.clone(),
+            driver.status.clone(),
+        )));
+        Ok(Node {
+            endpoint,
+            connected,
+            driver,
+            tasks,
+        })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> Result<SocketAddr, TransportError> {
+        self.endpoint.local_addr()
+    }
+
+    /// The transport counters.
+    pub fn metrics(&self) -> &Arc<TransportMetrics> {
+        self.endpoint.metrics()
+    }
+
+    /// The consensus loop's latest status.
+    pub fn status(&self) -> DriverStatus {
+        self.driver.status.borrow().clone()
+    }
+
+    /// A receiver that sees every status change.
+    pub fn status_updates(&self) -> watch::Receiver<DriverStatus> {
+        self.driver.status.clone()
+    }
+
+    /// Hands commands to the consensus loop for replication. Only the
+    /// leader accepts them; elsewhere they come back through
+    /// `Application::on_rejected`.
+    pub async fn propose(&self, values: Vec<Vec<u8>>) -> bool {
+        self.driver
+            .inbox
+            .send(DriverInput::Propose(values))
+            .await
+            .is_ok()
+    }
+
+    /// Resolves once outbound links to `peers` peers are up; returns their ids.
+    pub async fn wait_connected(&mut self, peers: usize) -> Vec<u64> {
+        loop {
+            let now = self.connected.borrow().clone();
+            if now.len() >= peers {
+                return now;
+            }
+            if self.connected.changed().await.is_err() {
+                return now;
+            }
+        }
+    }
+
+    /// Closes all connections and stops every task.
+    pub async fn shutdown(self) {
+        self.endpoint
+            .close(paxlock::wire::codes::SHUTTING_DOWN, b"node shutting down");
+        self.driver.task.abort();
+        for task in &self.tasks {
+            task.abort();
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
+    }
+}
+
+/// Keeps one authenticated outbound link to `peer_id`, redialling with
+/// capped exponential backoff, and sends the consensus loop's messages on it.
+async fn keep_peer_link(
+    endpoint: Arc<NodeEndpoint>,
+    peer_id: u64,
+    addr: SocketAddr,
+    mut messages: mpsc::Receiver<Message>,
+    connected: Arc<watch::Sender<Vec<u64>>>,
+) {
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        match endpoint.dial_peer(peer_id, addr).await {
+            Ok(mut link) => {
+                backoff = Duration::from_millis(50);
+                info!(peer = peer_id, %addr, "connected to peer over mutual TLS");
+                connected.send_modify(|ids| {
+                    if !ids.contains(&peer_id) {
+                        ids.push(peer_id);
+                        ids.sort_unstable();
+                    }
+                });
+                // Messages queued while the link was down are stale; the
+                // core re-sends what still matters.
+                while messages.try_recv().is_ok() {}
+                loop {
+                    tokio::select! {
+                        msg = messages.recv() => {
+                            let Some(msg) = msg else { return };
+                            if let Err(e) = link.send(&peer_codec::encode(&msg)).await {
+                                info!(peer = peer_id, "lost peer link: {e}");
+                                break;
+                            }
+                        }
+                        reason = link.connection.closed() => {
+                            info!(peer = peer_id, "peer link closed: {reason}");
+                            break;
+                        }
+                    }
+                }
+                connected.send_modify(|ids| ids.retain(|&id| id != peer_id));
+            }
+            Err(e) => debug!(peer = peer_id, %addr, "cannot reach peer yet: {e}"),
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(1));
+    }
+}
+
+async fn decode_peer_messages(
+    mut rx: mpsc::Receiver<(u64, PeerMessage)>,
+    inbox: mpsc::Sender<DriverInput>,
+    metrics: Arc<TransportMetrics>,
+) {
+    while let Some((from, msg)) = rx.recv().await {
+        match peer_codec::decode(msg) {
+            Ok(msg) => {
+                let input = DriverInput::Peer {
+                    from: NodeId(from),
+                    msg,
+                };
+                if inbox.send(input).await.is_err() {
+                    return;
+                }
+            }
+            Err(e) => {
+                TransportMetrics::bump(&metrics.frame_errors);
+                warn!(peer = from, "dropping peer message: {e}");
+            }
+        }
+    }
+}
+
+async fn answer_clients(
+    mut rx: mpsc::Receiver<ClientRequest>,
+    options: NodeOptions,
+    connected: watch::Receiver<Vec<u64>>,
+    status: watch::Receiver<DriverStatus>,
+) {
+    while let Some(ClientRequest { request, reply }) = rx.recv().await {
+        let consensus = status.borrow().clone();
+        let leader_id = consensus.leader.map_or(0, |id| id.0);
+        let leader_addr = if leader_id == options.node_id {
+            options.listen.to_string()
+        } else {
+            options
+                .peers
+                .get(&leader_id)
+                .map(ToString::to_string)
+                .unwrap_or_default()
+        };
+        let result = match request.op {
+            Some(Op::Hello(_)) => Ok(response::Result::Hello(proto::HelloOk {
+                node_id: options.node_id,
+                cluster_id: options.cluster_id.clone(),
+                leader_node_id: leader_id,
+                leader_addr,
+            })),
+            Some(Op::Status(_)) => {
+                let up = connected.borrow().clone();
+                Ok(response::Result::Status(proto::StatusOk {
+                    node_id: options.node_id,
+                    leader_node_id: leader_id,
+                    commit_index: consensus.commit_index,
+                    applied_index: consensus.applied_index,
+                    peers: options
+                        .peers
+                        .iter()
+                        .map(|(&id, addr)| proto::PeerStatus {
+                            node_id: id,
+                            addr: addr.to_string(),
+                            connected: up.contains(&id),
+                            lag_slots: 0,
+                        })
+                        .collect(),
+                }))
+            }
+            None => Err(proto::Error {
+                code: ErrorCode::InvalidRequest.into(),
+                message: "request has no operation set".into(),
+                ..Default::default()
+            }),
+            Some(_) => Err(proto::Error {
+                code: ErrorCode::Unsupported.into(),
+                message: "this node does not serve locks or elections yet".into(),
+                ..Default::default()
+            }),
+        };
+        let response = match result {
+            Ok(result) => Response {
+                request_id: request.request_id,
+                error: None,
+                result: Some(result),
+            },
+            Err(error) => Response {
+                request_id: request.request_id,
+                error: Some(error),
+                result: None,
+            },
+        };
+        let _ = reply.send(response);
+    }
+}

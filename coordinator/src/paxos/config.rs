@@ -1,0 +1,193 @@
+//! Static configuration of one replica: membership, timing and bounds.
+
+use super::types::NodeId;
+
+/// Test-only switches that disable exactly one safety rule, so the simulator
+/// can show that its checks catch the resulting violations.
+#[cfg(feature = "canary")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Canary {
+    /// All rules on.
+    #[default]
+    None,
+    /// Acceptor replies (promise, accepted) leave before their state is durable.
+    NoPersistBeforeReply,
+    /// The acceptor accepts any ballot, ignoring what it promised.
+    NoBallotCheckInAccept,
+    /// The acceptor promises a new ballot while its lease to the leader runs.
+    NoLeaseWaitBeforePromise,
+}
+
+/// Why a [`Config`] was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigError {
+    /// `members` must hold 1..=15 distinct ids, including `node_id`.
+    BadMembership,
+    /// A timing relation that safety or liveness depends on does not hold.
+    BadTiming(&'static str),
+    /// A bound is zero.
+    ZeroBound(&'static str),
+}
+
+/// Everything a replica needs to know that does not change at run time.
+/// All durations are in nanoseconds of the node's *local* clock.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// This replica's id.
+    pub node_id: NodeId,
+    /// Every member of the cluster, including `node_id`, no duplicates.
+    pub members: Vec<NodeId>,
+    /// How often a leader sends heartbeats (which also renew its lease).
+    pub heartbeat_interval_ns: u64,
+    /// Lower bound of the randomized election timeout. Must exceed
+    /// `lease_duration_ns` so a timed-out follower's own lease promise is over.
+    pub election_timeout_min_ns: u64,
+    /// Upper bound of the randomized election timeout.
+    pub election_timeout_max_ns: u64,
+    /// How long an acceptor refuses to promise a rival after hearing the
+    /// leader. The leader's own lease is this, shortened for clock drift.
+    pub lease_duration_ns: u64,
+    /// Maximum rate error of any node's clock, in parts per million.
+    pub max_drift_ppm: u64,
+    /// How many slots a leader may have in flight past the commit index.
+    pub pipeline_window_slots: u64,
+    /// Most commands a single slot carries.
+    pub max_batch_values: usize,
+    /// Largest single command accepted, in bytes.
+    pub max_value_bytes: usize,
+    /// Most commands a leader queues for proposal; more are rejected.
+    pub max_pending_values: usize,
+    /// Most chosen entries in one catch-up reply.
+    pub max_catchup_entries: usize,
+    /// Most entries an acceptor will report or hold past its commit index.
+    pub max_log_ahead_slots: u64,
+    /// Test-only: which safety rule (if any) is switched off.
+    #[cfg(feature = "canary")]
+    pub canary: Canary,
+}
+
+impl Config {
+    /// A configuration with sensible defaults for a cluster on a LAN.
+    pub fn new(node_id: NodeId, members: Vec<NodeId>) -> Config {
+        Config {
+            node_id,
+            members,
+            heartbeat_interval_ns: 50_000_000,
+            election_timeout_min_ns: 700_000_000,
+            election_timeout_max_ns: 1_400_000_000,
+            lease_duration_ns: 500_000_000,
+            max_drift_ppm: 20_000,
+            pipeline_window_slots: 16,
+            max_batch_values: 64,
+            max_value_bytes: 64 * 1024,
+            max_pending_values: 4096,
+            max_catchup_entries: 64,
+            max_log_ahead_slots: 1024,
+            #[cfg(feature = "canary")]
+            canary: Canary::None,
+        }
+    }
+
+    /// Checks the relations the protocol relies on.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut sorted = self.members.clone();
+        sorted.sort();
+        sorted.dedup();
+        if sorted.len() != self.members.len()
+            || self.members.is_empty()
+            || self.members.len() > 15
+            || !self.members.contains(&self.node_id)
+        {
+            return Err(ConfigError::BadMembership);
+        }
+        if self.max_drift_ppm >= 500_000 {
+            return Err(ConfigError::BadTiming("max_drift_ppm must be < 500000"));
+        }
+        if self.heartbeat_interval_ns == 0 || self.heartbeat_interval_ns >= self.lease_duration_ns {
+            return Err(ConfigError::BadTiming(
+                "heartbeat_interval_ns must be in (0, lease_duration_ns)",
+            ));
+        }
+        if self.election_timeout_min_ns <= self.lease_duration_ns
+            || self.election_timeout_max_ns < self.election_timeout_min_ns
+        {
+            return Err(ConfigError::BadTiming(
+                "need lease_duration_ns < election_timeout_min_ns <= election_timeout_max_ns",
+            ));
+        }
+        if self.leader_lease_ns() == 0 {
+            return Err(ConfigError::BadTiming("leader lease rounds to zero"));
+        }
+        for (name, v) in [
+            ("pipeline_window_slots", self.pipeline_window_slots),
+            ("max_batch_values", self.max_batch_values as u64),
+            ("max_value_bytes", self.max_value_bytes as u64),
+            ("max_pending_values", self.max_pending_values as u64),
+            ("max_catchup_entries", self.max_catchup_entries as u64),
+            ("max_log_ahead_slots", self.max_log_ahead_slots),
+        ] {
+            if v == 0 {
+                return Err(ConfigError::ZeroBound(name));
+            }
+        }
+        if self.max_log_ahead_slots < self.pipeline_window_slots {
+            return Err(ConfigError::BadTiming(
+                "max_log_ahead_slots must be >= pipeline_window_slots",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Number of acceptors that form a majority.
+    pub fn quorum(&self) -> usize {
+        self.members.len() / 2 + 1
+    }
+
+    /// The lease a leader may assume, measured on its own clock from the
+    /// moment it *sent* the heartbeat a quorum acknowledged.
+    ///
+    /// Why this length: an acceptor refuses rivals for `lease_duration_ns` of
+    /// *its* clock from when it *received* that heartbeat, which is at least
+    /// `D/(1+ρ)` true time after the send. The leader's belief lasts at most
+    /// `L/(1-ρ)` true time. `L = D(1-ρ)/(1+ρ)` makes the first no shorter
+    /// than the second; we round down and keep 1 µs for rounding of clocks.
+    pub fn leader_lease_ns(&self) -> u64 {
+        let d = self.lease_duration_ns as u128;
+        let ppm = self.max_drift_ppm as u128;
+        let l = d * (1_000_000 - ppm) / (1_000_000 + ppm);
+        (l as u64).saturating_sub(1_000)
+    }
+
+    /// Whether `canary` is switched on (always false without the feature).
+    #[allow(unused_variables)]
+    pub(crate) fn canary_on(&self, which: CanaryRef) -> bool {
+        #[cfg(feature = "canary")]
+        {
+            matches!(
+                (which, self.canary),
+                (CanaryRef::PersistBeforeReply, Canary::NoPersistBeforeReply)
+                    | (
+                        CanaryRef::BallotCheckInAccept,
+                        Canary::NoBallotCheckInAccept
+                    )
+                    | (
+                        CanaryRef::LeaseWaitBeforePromise,
+                        Canary::NoLeaseWaitBeforePromise
+                    )
+            )
+        }
+        #[cfg(not(feature = "canary"))]
+        {
+            false
+        }
+    }
+}
+
+/// Names the safety rules a canary can switch off; exists in every build so
+/// the call sites compile without the feature.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CanaryRef {
+    PersistBeforeReply,
+    BallotCheckInAccept,
+    LeaseWaitBeforePromise,
+}

@@ -1,0 +1,952 @@
+//! One node's Paxos state machine: acceptor, proposer and learner, driven
+//! only by [`Replica::step`]. No I/O, no clock, no global randomness.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use super::acceptor::{self, Acceptor};
+use super::config::{CanaryRef, Config, ConfigError};
+use super::durable::{DurableState, PersistOp, PersistRequest};
+use super::effects::{Effects, LeadershipEvent, Outgoing, RejectReason, Rejected};
+use super::election::{self, Election, PreVoteRound};
+use super::learner::{self, Learner};
+use super::message::Message;
+use super::proposer::{self, Candidate, HeartbeatRound, InFlight, Leader, PromiseInfo};
+use super::types::{Ballot, Batch, Nanos, NodeId, PersistSeq, Slot, Snapshot, Value};
+
+/// Most self-addressed messages waiting for persistence. Each step adds a
+/// handful; they drain on every `Persisted`.
+const MAX_LOOPBACK: usize = 4096;
+
+/// Something that happened to the replica.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Input {
+    /// A message from a peer (untrusted).
+    Peer {
+        /// The authenticated sender.
+        from: NodeId,
+        /// The message.
+        msg: Message,
+    },
+    /// Client commands to replicate; refused unless this node leads.
+    Propose(Vec<Value>),
+    /// The timer armed by `Effects::wake_at` fired (early or late is fine).
+    Tick,
+    /// Every persist request up to `up_to` is durable.
+    Persisted {
+        /// Highest durable sequence number.
+        up_to: PersistSeq,
+    },
+    /// The application has a snapshot of every slot below `up_to`; drop
+    /// those entries. Ignored unless `up_to` is at most what was applied.
+    Compact {
+        /// First slot not covered.
+        up_to: Slot,
+        /// Opaque application state.
+        data: Vec<u8>,
+    },
+}
+
+/// Counters of untrusted input that was ignored.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Messages dropped by [`Message::check`] or from non-members.
+    pub malformed: u64,
+}
+
+#[derive(Debug, Clone)]
+enum Role {
+    Follower,
+    Candidate(Candidate),
+    Leader(Leader),
+}
+
+/// A Multi-Paxos replica. Create it from the durable state the shell has
+/// on disk (`DurableState::default()` for a new node) and feed it inputs.
+#[derive(Debug, Clone)]
+pub struct Replica {
+    cfg: Config,
+    /// In-memory copy of durable state, ahead of disk by `ops`.
+    state: DurableState,
+    /// Ops of this step, issued as one request at the end of the step.
+    ops: Vec<PersistOp>,
+    last_issued: PersistSeq,
+    persisted: PersistSeq,
+    /// `None` until the first step, when we learn the time.
+    acceptor: Option<Acceptor>,
+    election: Election,
+    role: Role,
+    learner: Learner,
+    /// First slot not known chosen.
+    commit: Slot,
+    loopback: VecDeque<(PersistSeq, Message)>,
+    pending: VecDeque<Value>,
+    now: Nanos,
+    stats: Stats,
+}
+
+impl Replica {
+    /// Builds a replica from its durable state. `seed` drives the election
+    /// timeouts; give each node (and each restart) a different one.
+    pub fn new(cfg: Config, durable: DurableState, seed: u64) -> Result<Replica, ConfigError> {
+        cfg.validate()?;
+        let commit = acceptor::first_unchosen(&durable);
+        let floor = durable.snapshot.as_ref().map_or(Slot(0), |s| s.up_to);
+        Ok(Replica {
+            last_issued: durable.persisted_seq,
+            persisted: durable.persisted_seq,
+            state: durable,
+            ops: Vec::new(),
+            acceptor: None,
+            election: Election::new(seed ^ cfg.node_id.0.rotate_left(32)),
+            role: Role::Follower,
+            learner: Learner::new(floor),
+            commit,
+            loopback: VecDeque::new(),
+            pending: VecDeque::new(),
+            now: Nanos(0),
+            stats: Stats::default(),
+            cfg,
+        })
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.cfg.node_id
+    }
+
+    /// Whether this node currently leads (phase 1 done, not deposed).
+    pub fn is_leader(&self) -> bool {
+        matches!(self.role, Role::Leader(_))
+    }
+
+    /// The node this replica believes leads, if any.
+    pub fn leader_hint(&self) -> Option<NodeId> {
+        match self.role {
+            Role::Leader(_) => Some(self.cfg.node_id),
+            _ => self.election.leader_hint,
+        }
+    }
+
+    /// If this node leads and its lease runs at local time `now`, the
+    /// lease's end; no other node can be leader before then.
+    pub fn lease_until(&self, now: Nanos) -> Option<Nanos> {
+        match &self.role {
+            Role::Leader(l) if now < l.lease_until => Some(l.lease_until),
+            _ => None,
+        }
+    }
+
+    /// First slot not known chosen here.
+    pub fn commit_index(&self) -> Slot {
+        self.commit
+    }
+
+    /// Counters of ignored input.
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    /// The only way to drive the replica. `now` is the local monotonic clock;
+    /// a reading earlier than a previous one is treated as the previous one.
+    pub fn step(&mut self, now: Nanos, input: Input) -> Effects {
+        let mut fx = Effects::default();
+        self.now = self.now.max(now);
+        if self.acceptor.is_none() {
+            self.acceptor = Some(Acceptor::booted(self.now, &self.cfg));
+            self.election.reset_timer(self.now, &self.cfg);
+        }
+        match input {
+            Input::Peer { from, msg } => {
+                if from == self.cfg.node_id
+                    || !self.cfg.members.contains(&from)
+                    || msg.check(&self.cfg).is_err()
+                {
+                    self.stats.malformed += 1;
+                } else {
+                    self.on_message(from, msg, &mut fx);
+                }
+            }
+            Input::Propose(values) => self.on_propose(values, &mut fx),
+            Input::Tick => self.on_tick(&mut fx),
+            Input::Persisted { up_to } => {
+                self.persisted = self.persisted.max(up_to.min(self.last_issued));
+            }
+            Input::Compact { up_to, data } => {
+                let floor = self.floor();
+                if up_to <= self.learner.applied && up_to > floor {
+                    self.persist(PersistOp::Snapshot(Snapshot { up_to, data }));
+                }
+            }
+        }
+        self.drain_loopback(&mut fx);
+        self.flush_proposals(&mut fx);
+        self.finish(&mut fx);
+        fx
+    }
+
+    // ----- plumbing -------------------------------------------------------
+
+    fn floor(&self) -> Slot {
+        self.state.snapshot.as_ref().map_or(Slot(0), |s| s.up_to)
+    }
+
+    fn acceptor(&self) -> Acceptor {
+        self.acceptor
+            .clone()
+            .unwrap_or_else(|| Acceptor::booted(self.now, &self.cfg))
+    }
+
+    /// Applies `op` in memory now and queues it for disk.
+    fn persist(&mut self, op: PersistOp) {
+        self.state.apply_op(&op);
+        self.ops.push(op);
+        self.advance_commit();
+    }
+
+    fn advance_commit(&mut self) {
+        self.commit = self.commit.max(self.floor());
+        while self.state.log.get(&self.commit).is_some_and(|e| e.chosen) {
+            self.commit = self.commit.next();
+        }
+    }
+
+    /// The persist sequence every message sent now depends on.
+    fn dep_seq(&self) -> PersistSeq {
+        if self.ops.is_empty() {
+            self.last_issued
+        } else {
+            PersistSeq(self.last_issued.0 + 1)
+        }
+    }
+
+    /// Rule "persist before reply": a promise or accepted reply is a claim
+    /// about durable state; if it left before the state hit disk and we
+    /// crashed, we could later contradict it and two values could be chosen.
+    fn reply_seq(&self) -> PersistSeq {
+        if self.cfg.canary_on(CanaryRef::PersistBeforeReply) {
+            PersistSeq(0)
+        } else {
+            self.dep_seq()
+        }
+    }
+
+    fn send(&mut self, to: NodeId, msg: Message, after: PersistSeq, fx: &mut Effects) {
+        if to == self.cfg.node_id {
+            if self.loopback.len() < MAX_LOOPBACK {
+                self.loopback.push_back((after, msg));
+            }
+        } else {
+            fx.send.push(Outgoing { to, msg, after });
+        }
+    }
+
+    fn broadcast(&mut self, msg: &Message, fx: &mut Effects) {
+        let after = self.dep_seq();
+        for to in self.cfg.members.clone() {
+            if to != self.cfg.node_id {
+                fx.send.push(Outgoing {
+                    to,
+                    msg: msg.clone(),
+                    after,
+                });
+            }
+        }
+    }
+
+    fn drain_loopback(&mut self, fx: &mut Effects) {
+        // Each pass handles messages whose state is durable; handling may
+        // queue new ones (which wait for the next Persisted).
+        let mut budget = MAX_LOOPBACK;
+        while budget > 0 {
+            budget -= 1;
+            match self.loopback.front() {
+                Some((after, _)) if *after <= self.persisted => {}
+                _ => break,
+            }
+            if let Some((_, msg)) = self.loopback.pop_front() {
+                let me = self.cfg.node_id;
+                self.on_message(me, msg, fx);
+            }
+        }
+    }
+
+    fn finish(&mut self, fx: &mut Effects) {
+        if !self.ops.is_empty() {
+            self.last_issued = PersistSeq(self.last_issued.0 + 1);
+            fx.persist = Some(PersistRequest {
+                seq: self.last_issued,
+                ops: std::mem::take(&mut self.ops),
+            });
+        }
+        let mut chosen = Vec::new();
+        self.learner.drain(&self.state, self.commit, &mut chosen);
+        fx.chosen.extend(chosen);
+        fx.wake_at = Some(self.next_wakeup());
+        debug_assert!(self.persisted <= self.last_issued);
+        debug_assert!(self.learner.applied <= self.commit);
+        debug_assert!(self.commit >= self.floor());
+        if let Role::Leader(l) = &self.role {
+            debug_assert!(l.ballot.node == self.cfg.node_id);
+            debug_assert!(l.in_flight.keys().all(|s| *s < l.next_slot));
+        }
+    }
+
+    fn next_wakeup(&self) -> Nanos {
+        let hb = self.cfg.heartbeat_interval_ns;
+        let mut t = match &self.role {
+            Role::Leader(l) => l.next_heartbeat_at,
+            Role::Candidate(c) => c.last_sent_at.plus(2 * hb),
+            Role::Follower => self.election.deadline,
+        };
+        if self.commit < self.learner.catch_up_target {
+            t = t.min(self.now.plus(hb));
+        }
+        t.max(self.now)
+    }
+
+    fn step_down(&mut self, hint: Option<NodeId>, fx: &mut Effects) {
+        if matches!(self.role, Role::Leader(_)) {
+            fx.leadership.push(LeadershipEvent::LostLeadership);
+        }
+        if !matches!(self.role, Role::Follower) {
+            self.role = Role::Follower;
+            self.election.reset_timer(self.now, &self.cfg);
+        }
+        self.election.leader_hint = hint;
+        if !self.pending.is_empty() {
+            fx.rejected.push(Rejected {
+                values: self.pending.drain(..).collect(),
+                leader_hint: hint,
+                reason: RejectReason::NotLeader,
+            });
+        }
+    }
+
+    fn my_ballot(&self) -> Option<Ballot> {
+        match &self.role {
+            Role::Follower => None,
+            Role::Candidate(c) => Some(c.ballot),
+            Role::Leader(l) => Some(l.ballot),
+        }
+    }
+
+    // ----- inputs ---------------------------------------------------------
+
+    fn on_propose(&mut self, values: Vec<Value>, fx: &mut Effects) {
+        if !self.is_leader() {
+            fx.rejected.push(Rejected {
+                values,
+                leader_hint: self.leader_hint(),
+                reason: RejectReason::NotLeader,
+            });
+            return;
+        }
+        let (ok, too_large): (Vec<Value>, Vec<Value>) = values
+            .into_iter()
+            .partition(|v| v.len() <= self.cfg.max_value_bytes);
+        if !too_large.is_empty() {
+            fx.rejected.push(Rejected {
+                values: too_large,
+                leader_hint: Some(self.cfg.node_id),
+                reason: RejectReason::TooLarge,
+            });
+        }
+        let room = self
+            .cfg
+            .max_pending_values
+            .saturating_sub(self.pending.len());
+        let mut ok = ok;
+        if ok.len() > room {
+            let overflow = ok.split_off(room);
+            fx.rejected.push(Rejected {
+                values: overflow,
+                leader_hint: Some(self.cfg.node_id),
+                reason: RejectReason::QueueFull,
+            });
+        }
+        self.pending.extend(ok);
+    }
+
+    fn on_tick(&mut self, fx: &mut Effects) {
+        let now = self.now;
+        let hb = self.cfg.heartbeat_interval_ns;
+        if let Some((peer, from_slot)) = self.learner.request_due(now, self.commit, &self.cfg) {
+            self.send(
+                peer,
+                Message::CatchUpRequest { from_slot },
+                PersistSeq(0),
+                fx,
+            );
+        }
+        match &self.role {
+            Role::Leader(l) => {
+                // Rule "step down without a quorum": a leader that has not
+                // heard a quorum for an election timeout is cut off; its
+                // lease is long gone and clients should look elsewhere.
+                if now.since(l.last_quorum_at) > self.cfg.election_timeout_min_ns {
+                    self.step_down(None, fx);
+                    return;
+                }
+                if now >= l.next_heartbeat_at {
+                    self.heartbeat(fx);
+                    self.retransmit_accepts(fx);
+                }
+            }
+            Role::Candidate(c) => {
+                if now.since(c.started_at) > self.cfg.election_timeout_max_ns {
+                    self.step_down(None, fx);
+                } else if now.since(c.last_sent_at) >= 2 * hb {
+                    let msg = Message::Prepare {
+                        ballot: c.ballot,
+                        from_slot: c.from_slot,
+                    };
+                    let missing: Vec<NodeId> = self
+                        .cfg
+                        .members
+                        .iter()
+                        .copied()
+                        .filter(|m| !c.promises.contains_key(m) && *m != self.cfg.node_id)
+                        .collect();
+                    let after = self.dep_seq();
+                    for to in missing {
+                        self.send(to, msg.clone(), after, fx);
+                    }
+                    if let Role::Candidate(c) = &mut self.role {
+                        c.last_sent_at = now;
+                    }
+                }
+            }
+            Role::Follower => {
+                if self
+                    .election
+                    .pre_vote
+                    .as_ref()
+                    .is_some_and(|p| now.since(p.started_at) > self.cfg.election_timeout_min_ns)
+                {
+                    self.election.pre_vote = None;
+                }
+                if now >= self.election.deadline {
+                    self.start_pre_vote(fx);
+                }
+            }
+        }
+    }
+
+    fn start_pre_vote(&mut self, fx: &mut Effects) {
+        self.election.reset_timer(self.now, &self.cfg);
+        let ballot = self
+            .election
+            .next_ballot(self.state.promised, self.cfg.node_id);
+        let mut grants = BTreeSet::new();
+        let me = self.cfg.node_id;
+        if election::grant_pre_vote(&self.acceptor(), self.now, me, false, &self.cfg) {
+            grants.insert(me);
+        }
+        self.election.pre_vote = Some(PreVoteRound {
+            ballot,
+            grants,
+            started_at: self.now,
+        });
+        if self.cfg.quorum() <= 1 {
+            self.start_candidacy(fx);
+            return;
+        }
+        self.broadcast(&Message::PreVote { ballot }, fx);
+    }
+
+    fn start_candidacy(&mut self, fx: &mut Effects) {
+        self.election.pre_vote = None;
+        let me = self.cfg.node_id;
+        let ballot = self.election.next_ballot(self.state.promised, me);
+        if !self.acceptor().may_promise(self.now, me, &self.cfg) {
+            return;
+        }
+        // Our own promise is durable before any Prepare leaves, so after a
+        // crash we never reuse this ballot for a different value.
+        self.persist(PersistOp::Promise(ballot));
+        self.election.see_round(ballot);
+        let from_slot = self.commit;
+        self.role = Role::Candidate(Candidate {
+            ballot,
+            from_slot,
+            promises: BTreeMap::new(),
+            started_at: self.now,
+            last_sent_at: self.now,
+        });
+        self.broadcast(&Message::Prepare { ballot, from_slot }, fx);
+        let promise = self.build_promise(ballot, from_slot);
+        let after = self.dep_seq();
+        self.send(me, promise, after, fx);
+    }
+
+    fn build_promise(&self, ballot: Ballot, from_slot: Slot) -> Message {
+        let snapshot = match &self.state.snapshot {
+            Some(s) if from_slot < s.up_to => Some(s.clone()),
+            _ => None,
+        };
+        Message::Promise {
+            ballot,
+            from_slot,
+            chosen_up_to: self.commit,
+            entries: acceptor::report_entries(&self.state, from_slot, self.commit, &self.cfg),
+            snapshot,
+        }
+    }
+
+    fn on_message(&mut self, from: NodeId, msg: Message, fx: &mut Effects) {
+        match msg {
+            Message::PreVote { ballot } => {
+                self.election.see_round(ballot);
+                let granted = election::grant_pre_vote(
+                    &self.acceptor(),
+                    self.now,
+                    from,
+                    self.is_leader(),
+                    &self.cfg,
+                );
+                self.send(
+                    from,
+                    Message::PreVoteReply { ballot, granted },
+                    PersistSeq(0),
+                    fx,
+                );
+            }
+            Message::PreVoteReply { ballot, granted } => {
+                let quorum = self.cfg.quorum();
+                let mut won = false;
+                if let (Some(p), Role::Follower) = (&mut self.election.pre_vote, &self.role) {
+                    if p.ballot == ballot && granted {
+                        p.grants.insert(from);
+                        won = p.grants.len() >= quorum;
+                    }
+                }
+                if won {
+                    self.start_candidacy(fx);
+                }
+            }
+            Message::Prepare { ballot, from_slot } => self.on_prepare(from, ballot, from_slot, fx),
+            Message::Promise {
+                ballot,
+                from_slot: _,
+                chosen_up_to,
+                entries,
+                snapshot,
+            } => {
+                let quorum = self.cfg.quorum();
+                let mut done = false;
+                if let Role::Candidate(c) = &mut self.role {
+                    if c.ballot == ballot {
+                        c.promises.insert(
+                            from,
+                            PromiseInfo {
+                                chosen_up_to,
+                                entries,
+                                snapshot,
+                            },
+                        );
+                        done = c.promises.len() >= quorum;
+                    }
+                }
+                if done {
+                    self.become_leader(fx);
+                }
+            }
+            Message::Nack { ballot, promised } => {
+                self.election.see_round(promised);
+                // Only a strictly higher promise deposes us; an equal or lower
+                // one means the acceptor refused because of a running lease.
+                if self.my_ballot() == Some(ballot) && promised > ballot {
+                    self.step_down(Some(promised.node), fx);
+                }
+            }
+            Message::Accept {
+                ballot,
+                slot,
+                batch,
+                commit,
+            } => self.on_accept(from, ballot, slot, batch, commit, fx),
+            Message::Accepted { ballot, slot } => self.on_accepted(from, ballot, slot, fx),
+            Message::Heartbeat {
+                ballot,
+                round,
+                commit,
+            } => {
+                if ballot < self.state.promised {
+                    let promised = self.state.promised;
+                    self.send(from, Message::Nack { ballot, promised }, PersistSeq(0), fx);
+                    return;
+                }
+                self.follow(from, ballot, fx);
+                let after = self.reply_seq();
+                self.send(from, Message::HeartbeatAck { ballot, round }, after, fx);
+                self.learn_commit(from, ballot, commit);
+            }
+            Message::HeartbeatAck { ballot, round } => {
+                self.on_heartbeat_ack(from, ballot, round, fx)
+            }
+            Message::CatchUpRequest { from_slot } => {
+                let reply = learner::serve_catch_up(&self.state, from_slot, self.commit, &self.cfg);
+                self.send(from, reply, PersistSeq(0), fx);
+            }
+            Message::CatchUp { snapshot, entries } => self.on_catch_up(snapshot, entries, fx),
+        }
+    }
+
+    /// Rule "promise": promise a ballot at least as high as any promised so
+    /// far, and only when no lease we gave another leader is running.
+    fn on_prepare(&mut self, from: NodeId, ballot: Ballot, from_slot: Slot, fx: &mut Effects) {
+        self.election.see_round(ballot);
+        let promised = self.state.promised;
+        let fresh = ballot > promised;
+        if ballot < promised
+            || (fresh
+                && !self
+                    .acceptor()
+                    .may_promise(self.now, ballot.node, &self.cfg))
+        {
+            self.send(from, Message::Nack { ballot, promised }, PersistSeq(0), fx);
+            return;
+        }
+        if fresh {
+            self.persist(PersistOp::Promise(ballot));
+            if self.my_ballot().is_some_and(|b| b < ballot) {
+                self.step_down(Some(ballot.node), fx);
+            }
+        }
+        let promise = self.build_promise(ballot, from_slot);
+        let after = self.reply_seq();
+        self.send(from, promise, after, fx);
+    }
+
+    /// We hear a leader with `ballot >= promised`: raise the promise if
+    /// needed, give it a lease, reset the election timer.
+    fn follow(&mut self, from: NodeId, ballot: Ballot, fx: &mut Effects) {
+        self.election.see_round(ballot);
+        if ballot > self.state.promised {
+            self.persist(PersistOp::Promise(ballot));
+        }
+        if self.my_ballot().is_some_and(|b| b < ballot) {
+            self.step_down(Some(ballot.node), fx);
+        }
+        if self.my_ballot() == Some(ballot) {
+            return;
+        }
+        let now = self.now;
+        let cfg = self.cfg.clone();
+        if let Some(a) = &mut self.acceptor {
+            a.grant_lease(now, ballot.node, &cfg);
+        }
+        self.election.reset_timer(now, &self.cfg);
+        self.election.pre_vote = None;
+        self.election.leader_hint = Some(from);
+    }
+
+    fn on_accept(
+        &mut self,
+        from: NodeId,
+        ballot: Ballot,
+        slot: Slot,
+        batch: Batch,
+        commit: Slot,
+        fx: &mut Effects,
+    ) {
+        if !acceptor::may_accept(&self.state, ballot, &self.cfg) {
+            let promised = self.state.promised;
+            self.send(from, Message::Nack { ballot, promised }, PersistSeq(0), fx);
+            return;
+        }
+        if ballot >= self.state.promised {
+            self.follow(from, ballot, fx);
+        }
+        // Bound the log: far-ahead slots wait until we catch up.
+        let window_end = Slot(self.commit.0.saturating_add(self.cfg.max_log_ahead_slots));
+        if slot >= self.floor() && slot < window_end {
+            self.persist(PersistOp::Accept {
+                slot,
+                ballot,
+                batch,
+            });
+            let after = self.reply_seq();
+            self.send(from, Message::Accepted { ballot, slot }, after, fx);
+        }
+        self.learn_commit(from, ballot, commit);
+    }
+
+    /// Rule "learn from the piggybacked commit index": every slot below the
+    /// leader's commit is chosen, and the leader proposes one value per slot
+    /// per ballot, so our entry accepted at the *same* ballot is the chosen
+    /// one. Entries from other ballots must come from catch-up.
+    fn learn_commit(&mut self, from: NodeId, ballot: Ballot, commit: Slot) {
+        if ballot != self.state.promised || commit <= self.commit {
+            return;
+        }
+        let end = Slot(
+            commit
+                .0
+                .min(self.commit.0.saturating_add(self.cfg.max_log_ahead_slots)),
+        );
+        let learnable: Vec<(Slot, Batch)> = self
+            .state
+            .log
+            .range(self.commit..end)
+            .filter(|(_, e)| !e.chosen && e.ballot == ballot)
+            .map(|(s, e)| (*s, e.batch.clone()))
+            .collect();
+        for (slot, batch) in learnable {
+            self.persist(PersistOp::Chosen { slot, batch });
+        }
+        if self.commit < commit {
+            self.learner.want(commit, from);
+        }
+    }
+
+    fn on_accepted(&mut self, from: NodeId, ballot: Ballot, slot: Slot, _fx: &mut Effects) {
+        let quorum = self.cfg.quorum();
+        let Role::Leader(l) = &mut self.role else {
+            return;
+        };
+        if l.ballot != ballot {
+            return;
+        }
+        let Some(f) = l.in_flight.get_mut(&slot) else {
+            return;
+        };
+        f.acks.insert(from);
+        if f.acks.len() >= quorum {
+            let batch = f.batch.clone();
+            l.in_flight.remove(&slot);
+            self.persist(PersistOp::Chosen { slot, batch });
+        }
+    }
+
+    fn on_heartbeat_ack(&mut self, from: NodeId, ballot: Ballot, round: u64, fx: &mut Effects) {
+        let quorum = self.cfg.quorum();
+        let lease_ns = self.cfg.leader_lease_ns();
+        let now = self.now;
+        let Role::Leader(l) = &mut self.role else {
+            return;
+        };
+        if l.ballot != ballot {
+            return;
+        }
+        let Some(r) = l.rounds.iter_mut().find(|r| r.round == round) else {
+            return;
+        };
+        r.acks.insert(from);
+        if r.acks.len() >= quorum {
+            // Rule "leader lease": a quorum followed this round, each
+            // refusing rivals for a lease from receipt; we count ours from
+            // the send, shortened for drift (see `Config::leader_lease_ns`).
+            let until = r.sent_at.plus(lease_ns);
+            let sent_at = r.sent_at;
+            l.last_quorum_at = l.last_quorum_at.max(sent_at);
+            let _ = now;
+            if until > l.lease_until {
+                l.lease_until = until;
+                fx.leadership.push(LeadershipEvent::LeaseUntil { until });
+            }
+            // Older rounds can no longer extend the lease.
+            l.rounds.retain(|r| r.round > round);
+        }
+    }
+
+    fn on_catch_up(
+        &mut self,
+        snapshot: Option<Snapshot>,
+        entries: Vec<(Slot, Batch)>,
+        fx: &mut Effects,
+    ) {
+        if let Some(s) = snapshot {
+            self.install_snapshot(s, fx);
+        }
+        for (slot, batch) in entries {
+            let known = self.state.log.get(&slot).is_some_and(|e| e.chosen);
+            if slot >= self.commit && !known {
+                self.persist(PersistOp::Chosen { slot, batch });
+            }
+        }
+    }
+
+    /// A peer's snapshot replaces entries we lack; only if it is ahead of us.
+    fn install_snapshot(&mut self, s: Snapshot, fx: &mut Effects) {
+        if s.up_to <= self.commit {
+            return;
+        }
+        self.persist(PersistOp::Snapshot(s.clone()));
+        self.learner.applied = self.learner.applied.max(s.up_to);
+        fx.chosen.clear();
+        fx.install_snapshot = Some(s);
+    }
+
+    fn become_leader(&mut self, fx: &mut Effects) {
+        let Role::Candidate(c) = std::mem::replace(&mut self.role, Role::Follower) else {
+            return;
+        };
+        let result = proposer::merge_promises(&c.promises);
+        if let Some(s) = result.snapshot.clone() {
+            self.install_snapshot(s, fx);
+        }
+        for (slot, batch) in &result.chosen {
+            let known = self.state.log.get(slot).is_some_and(|e| e.chosen);
+            if *slot >= self.commit && !known {
+                self.persist(PersistOp::Chosen {
+                    slot: *slot,
+                    batch: batch.clone(),
+                });
+            }
+        }
+        if let Some(peer) = result.max_commit_peer {
+            self.learner.want(result.max_commit, peer);
+        }
+        let start = self.commit.max(result.max_commit);
+        let next_slot = result.end_slot.max(start);
+        self.role = Role::Leader(Leader::new(c.ballot, self.now, next_slot));
+        self.election.leader_hint = Some(self.cfg.node_id);
+        fx.leadership
+            .push(LeadershipEvent::BecameLeader { ballot: c.ballot });
+        // Phase 1 covered every slot from `from_slot`; re-propose what may
+        // have been chosen, fill the gaps with no-ops.
+        let mut slot = start;
+        while slot < next_slot {
+            let known = self.state.log.get(&slot).is_some_and(|e| e.chosen);
+            if !known {
+                let batch = result.repropose.get(&slot).cloned().unwrap_or_default();
+                self.propose_slot(slot, batch, fx);
+            }
+            slot = slot.next();
+        }
+        self.heartbeat(fx);
+    }
+
+    fn propose_slot(&mut self, slot: Slot, batch: Batch, fx: &mut Effects) {
+        let Some(ballot) = self.my_ballot() else {
+            return;
+        };
+        let me = self.cfg.node_id;
+        // Our own acceptor accepts first; its Accepted returns via loopback
+        // once durable, counting toward the quorum like any other.
+        self.persist(PersistOp::Accept {
+            slot,
+            ballot,
+            batch: batch.clone(),
+        });
+        let commit = self.commit;
+        let msg = Message::Accept {
+            ballot,
+            slot,
+            batch: batch.clone(),
+            commit,
+        };
+        self.broadcast(&msg, fx);
+        let after = self.dep_seq();
+        self.send(me, Message::Accepted { ballot, slot }, after, fx);
+        let now = self.now;
+        if let Role::Leader(l) = &mut self.role {
+            l.in_flight.insert(
+                slot,
+                InFlight {
+                    batch,
+                    acks: BTreeSet::new(),
+                    last_sent_at: now,
+                },
+            );
+        }
+    }
+
+    /// Rule "pipeline and batch": while fewer than `pipeline_window_slots`
+    /// slots are open past the commit index, put up to `max_batch_values`
+    /// queued commands into the next slot.
+    fn flush_proposals(&mut self, fx: &mut Effects) {
+        let window = self.cfg.pipeline_window_slots;
+        let mut budget = window;
+        while budget > 0 && !self.pending.is_empty() {
+            budget -= 1;
+            let Role::Leader(l) = &self.role else { return };
+            let slot = l.next_slot;
+            if slot.0 >= self.commit.0.saturating_add(window) {
+                return;
+            }
+            let n = self.pending.len().min(self.cfg.max_batch_values);
+            let batch: Batch = self.pending.drain(..n).collect();
+            if let Role::Leader(l) = &mut self.role {
+                l.next_slot = slot.next();
+            }
+            self.propose_slot(slot, batch, fx);
+        }
+    }
+
+    fn heartbeat(&mut self, fx: &mut Effects) {
+        let now = self.now;
+        let me = self.cfg.node_id;
+        let commit = self.commit;
+        let hb = self.cfg.heartbeat_interval_ns;
+        let Role::Leader(l) = &mut self.role else {
+            return;
+        };
+        let round = l.next_round;
+        l.next_round += 1;
+        l.next_heartbeat_at = now.plus(hb);
+        let mut acks = BTreeSet::new();
+        acks.insert(me);
+        if l.rounds.len() >= proposer::MAX_HEARTBEAT_ROUNDS {
+            l.rounds.pop_front();
+        }
+        l.rounds.push_back(HeartbeatRound {
+            round,
+            sent_at: now,
+            acks,
+        });
+        let ballot = l.ballot;
+        // Our own acceptor follows us too: it must refuse rivals during our lease.
+        let cfg = self.cfg.clone();
+        if let Some(a) = &mut self.acceptor {
+            a.grant_lease(now, me, &cfg);
+        }
+        self.broadcast(
+            &Message::Heartbeat {
+                ballot,
+                round,
+                commit,
+            },
+            fx,
+        );
+        if self.cfg.quorum() <= 1 {
+            self.on_heartbeat_ack(me, ballot, round, fx);
+        }
+    }
+
+    /// Accepts can be lost; resend those unanswered for two heartbeats to
+    /// the acceptors that have not answered.
+    fn retransmit_accepts(&mut self, fx: &mut Effects) {
+        let now = self.now;
+        let commit = self.commit;
+        let wait = 2 * self.cfg.heartbeat_interval_ns;
+        let members = self.cfg.members.clone();
+        let me = self.cfg.node_id;
+        let after = self.dep_seq();
+        let Role::Leader(l) = &mut self.role else {
+            return;
+        };
+        let ballot = l.ballot;
+        for (slot, f) in l.in_flight.iter_mut() {
+            if now.since(f.last_sent_at) < wait {
+                continue;
+            }
+            f.last_sent_at = now;
+            for to in &members {
+                if *to != me && !f.acks.contains(to) {
+                    fx.send.push(Outgoing {
+                        to: *to,
+                        msg: Message::Accept {
+                            ballot,
+                            slot: *slot,
+                            batch: f.batch.clone(),
+                            commit,
+                        },
+                        after,
+                    });
+                }
+            }
+        }
+    }
+}
