@@ -1,67 +1,123 @@
 //! `Client`: the handle applications hold.
 
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::config::Config;
 use crate::connection::Connector;
+use crate::election::Election;
 use crate::error::Error;
+use crate::lock::LockBuilder;
 use crate::proto::{self, request::Op, response, Request};
+use crate::session::{Renewal, Session};
 use crate::tls::TlsMaterial;
 use crate::wire::CLIENT_ALPN_V1;
 
-/// A connection to a Paxlock cluster. Cheap to clone; clones share the
-/// connection.
+/// How a client connects and what session it keeps.
+#[derive(Debug, Clone)]
+pub struct ConnectOptions {
+    /// Nodes as `host:port`.
+    pub endpoints: Vec<String>,
+    /// Total time one call may take across retries and failover.
+    pub request_timeout: Duration,
+    /// Time to wait for one node to accept a connection.
+    pub connect_timeout: Duration,
+    /// TTL of the client's session.
+    pub session_ttl: Duration,
+    /// The clock drift bound ρ, in parts per million, the lease rule must
+    /// tolerate (the cluster's configured bound).
+    pub max_clock_drift_ppm: u32,
+}
+
+/// A connection to a Paxlock cluster with one session, kept alive in the
+/// background. Cheap to clone; clones share the connection and session.
 #[derive(Debug, Clone)]
 pub struct Client {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
+    pub(crate) session: Arc<Session>,
 }
 
 #[derive(Debug)]
-struct Inner {
+pub(crate) struct Inner {
     connector: Connector,
     request_timeout: Duration,
+    pub(crate) drift_ppm: u32,
     next_request_id: AtomicU64,
+    /// Request ids sent and not yet answered; the smallest is `ack_below`.
+    in_flight: Mutex<BTreeSet<u64>>,
 }
 
 impl Client {
     /// Loads the certificates, connects to one of the configured nodes and
-    /// checks that it answers.
+    /// opens the client's session.
     pub async fn connect(config: Config) -> Result<Client, Error> {
         config.validate()?;
         let tls = TlsMaterial::load(&config.tls.ca, &config.tls.cert, &config.tls.key)?;
-        Self::connect_with(
-            tls,
-            config.endpoints,
-            config.request_timeout,
-            config.connect_timeout,
-        )
-        .await
+        let options = ConnectOptions {
+            endpoints: config.endpoints,
+            request_timeout: config.request_timeout,
+            connect_timeout: config.connect_timeout,
+            session_ttl: config.session_ttl,
+            max_clock_drift_ppm: config.max_clock_drift_ppm,
+        };
+        Self::connect_with(tls, options).await
     }
 
     /// Like `connect`, with TLS material already in memory.
-    pub async fn connect_with(
-        tls: TlsMaterial,
-        endpoints: Vec<String>,
-        request_timeout: Duration,
-        connect_timeout: Duration,
-    ) -> Result<Client, Error> {
+    pub async fn connect_with(tls: TlsMaterial, options: ConnectOptions) -> Result<Client, Error> {
         let quic = tls.client_config(CLIENT_ALPN_V1)?;
-        let client = Client {
-            inner: Arc::new(Inner {
-                connector: Connector::new(quic, endpoints, connect_timeout)?,
-                request_timeout,
-                next_request_id: AtomicU64::new(1),
-            }),
-        };
-        client.hello().await?;
-        Ok(client)
+        let inner = Arc::new(Inner {
+            connector: Connector::new(quic, options.endpoints, options.connect_timeout)?,
+            request_timeout: options.request_timeout,
+            drift_ppm: options.max_clock_drift_ppm,
+            next_request_id: AtomicU64::new(1),
+            in_flight: Mutex::new(BTreeSet::new()),
+        });
+        let session = Session::open(
+            &inner,
+            options.session_ttl,
+            options.max_clock_drift_ppm,
+            Renewal::Background,
+        )
+        .await?;
+        Ok(Client { inner, session })
+    }
+
+    /// The session id (for logs and for correlating with `paxlock status`).
+    pub fn session_id(&self) -> u64 {
+        self.session.id
+    }
+
+    /// Whether the session is still trusted by the lease rule.
+    pub fn is_session_valid(&self) -> bool {
+        self.session.is_valid()
+    }
+
+    /// Resolves when the session can no longer be trusted; every lock and
+    /// leadership of this client is then lost.
+    pub async fn session_lost(&self) {
+        self.session.lost().await
+    }
+
+    /// Starts building an acquire of lock `name`.
+    pub fn lock(&self, name: impl Into<String>) -> LockBuilder {
+        LockBuilder::new(self.clone(), name.into())
+    }
+
+    /// A handle on election `name`.
+    pub fn election(&self, name: impl Into<String>) -> Election {
+        Election::new(self.clone(), name.into())
     }
 
     /// Asks a node who it is and who leads.
     pub async fn hello(&self) -> Result<proto::HelloOk, Error> {
-        match self.call(Op::Hello(proto::Hello::default())).await? {
+        match self
+            .inner
+            .call(0, Op::Hello(proto::Hello::default()))
+            .await?
+        {
             response::Result::Hello(ok) => Ok(ok),
             other => Err(unexpected(&other)),
         }
@@ -69,29 +125,61 @@ impl Client {
 
     /// The cluster as a node sees it: nodes, leader, commit index, lag.
     pub async fn status(&self) -> Result<proto::StatusOk, Error> {
-        match self.call(Op::Status(proto::Status::default())).await? {
+        match self
+            .inner
+            .call(0, Op::Status(proto::Status::default()))
+            .await?
+        {
             response::Result::Status(ok) => Ok(ok),
             other => Err(unexpected(&other)),
         }
     }
 
-    /// Closes the connection; in-flight calls fail.
-    pub fn close(&self) {
+    /// Closes the session (releasing everything it holds) and the connection.
+    pub async fn close(&self) -> Result<(), Error> {
+        let result = self
+            .inner
+            .call(self.session.id, Op::CloseSession(proto::CloseSession {}))
+            .await;
+        self.session.mark_lost("closed by the client");
         self.inner.connector.close();
+        result.map(|_| ())
+    }
+}
+
+impl Inner {
+    /// Sends one request for `session` (0: none) and returns its result,
+    /// retrying with the same request id across nodes until the timeout.
+    pub(crate) async fn call(&self, session: u64, op: Op) -> Result<response::Result, Error> {
+        self.call_with_timeout(session, op, self.request_timeout)
+            .await
     }
 
-    async fn call(&self, op: Op) -> Result<response::Result, Error> {
+    /// Like `call`, with an explicit overall timeout (blocking acquires).
+    pub(crate) async fn call_with_timeout(
+        &self,
+        session: u64,
+        op: Op,
+        timeout: Duration,
+    ) -> Result<response::Result, Error> {
+        let request_id = self.next_request_id.fetch_add(1, Ordering::Relaxed);
+        let ack_below = {
+            let mut in_flight = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+            in_flight.insert(request_id);
+            in_flight.first().copied().unwrap_or(request_id)
+        };
         let request = Request {
-            request_id: self.inner.next_request_id.fetch_add(1, Ordering::Relaxed),
-            session_id: 0,
-            ack_below: 0,
+            request_id,
+            session_id: session,
+            ack_below,
             op: Some(op),
         };
-        let response = self
-            .inner
-            .connector
-            .call(&request, self.inner.request_timeout)
-            .await?;
+        let response = self.connector.call(&request, timeout).await;
+        self.in_flight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&request_id);
+        let response = response?;
         if let Some(error) = response.error {
             return Err(Error::from_proto(error));
         }
@@ -99,8 +187,19 @@ impl Client {
             .result
             .ok_or_else(|| Error::Protocol("response carries neither a result nor an error".into()))
     }
+
+    /// Opens a watch stream.
+    pub(crate) async fn open_watch(&self, watch: proto::Watch) -> Result<quinn::RecvStream, Error> {
+        let request = Request {
+            request_id: 0,
+            session_id: 0,
+            ack_below: 0,
+            op: Some(Op::Watch(watch)),
+        };
+        self.connector.open(&request, self.request_timeout).await
+    }
 }
 
-fn unexpected(result: &response::Result) -> Error {
+pub(crate) fn unexpected(result: &response::Result) -> Error {
     Error::Protocol(format!("unexpected answer {result:?}"))
 }

@@ -43,6 +43,25 @@ pub struct Config {
     /// How long to wait for one node to accept a connection.
     #[serde(default = "default_connect_timeout", with = "crate::humantime_serde")]
     pub connect_timeout: Duration,
+    /// TTL of the client's session: how long after its last answered
+    /// keepalive the cluster may give its locks away.
+    #[serde(default = "default_session_ttl", with = "crate::humantime_serde")]
+    pub session_ttl: Duration,
+    /// The clock drift bound ρ in parts per million; must match (or exceed)
+    /// the cluster's.
+    #[serde(default = "default_drift_ppm")]
+    pub max_clock_drift_ppm: u32,
+}
+
+fn default_session_ttl() -> Duration {
+    Duration::from_secs(10)
+}
+
+/// 2%: generous for NTP-disciplined clocks, and the cluster's default.
+pub const DEFAULT_DRIFT_PPM: u32 = 20_000;
+
+fn default_drift_ppm() -> u32 {
+    DEFAULT_DRIFT_PPM
 }
 
 fn default_request_timeout() -> Duration {
@@ -93,6 +112,16 @@ impl Config {
         if self.request_timeout.is_zero() || self.connect_timeout.is_zero() {
             return Err(Error::Config("timeouts must be more than zero".into()));
         }
+        if self.session_ttl < Duration::from_millis(500) {
+            return Err(Error::Config(
+                "key `session_ttl`: must be at least 500ms".into(),
+            ));
+        }
+        if self.max_clock_drift_ppm >= 500_000 {
+            return Err(Error::Config(
+                "key `max_clock_drift_ppm`: must be below 500000 (50%)".into(),
+            ));
+        }
         Ok(())
     }
 }
@@ -120,6 +149,8 @@ mod tests {
             },
             request_timeout: Duration::from_secs(1),
             connect_timeout: Duration::from_secs(1),
+            session_ttl: Duration::from_secs(10),
+            max_clock_drift_ppm: DEFAULT_DRIFT_PPM,
         };
         assert!(matches!(config.validate(), Err(Error::Config(m)) if m.contains("endpoints")));
     }

@@ -119,6 +119,47 @@ impl Connector {
         Err(Error::Unreachable { attempts, last })
     }
 
+    /// Opens a stream for a long-lived exchange (watch): sends `request`
+    /// and returns the stream to read the answers from.
+    pub(crate) async fn open(
+        &self,
+        request: &Request,
+        timeout: Duration,
+    ) -> Result<quinn::RecvStream, Error> {
+        let deadline = Instant::now() + timeout;
+        let mut backoff = FIRST_BACKOFF;
+        let mut attempts = 0u32;
+        let mut last = String::from("no attempt made");
+        while Instant::now() < deadline {
+            attempts += 1;
+            let result = async {
+                let (_, conn) = self.connection(deadline).await?;
+                let (mut send, recv) = conn
+                    .open_bi()
+                    .await
+                    .map_err(|e| classify(&conn, e.to_string()))?;
+                write_frame(&mut send, request)
+                    .await
+                    .map_err(|e| classify(&conn, e.to_string()))?;
+                let _ = send.finish();
+                Ok::<_, Attempt>(recv)
+            }
+            .await;
+            match result {
+                Ok(recv) => return Ok(recv),
+                Err(Attempt::Fatal(e)) => return Err(e),
+                Err(Attempt::Retry(why)) => {
+                    last = why;
+                    self.forget_current(None).await;
+                }
+            }
+            let pause = self.jittered(backoff).await;
+            tokio::time::sleep_until((Instant::now() + pause).min(deadline)).await;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+        Err(Error::Unreachable { attempts, last })
+    }
+
     async fn attempt(&self, request: &Request, deadline: Instant) -> Result<Response, Attempt> {
         let (addr, conn) = self.connection(deadline).await?;
         let exchange = async {

@@ -9,16 +9,24 @@
 #![forbid(unsafe_code)]
 
 mod client;
+mod clock;
 mod config;
 mod connection;
+mod election;
 mod error;
 pub mod humantime_serde;
+pub mod lease;
+mod lock;
+mod session;
 pub mod tls;
 pub mod wire;
 
-pub use client::Client;
-pub use config::{Config, TlsFiles};
+pub use client::{Client, ConnectOptions};
+pub use config::{Config, TlsFiles, DEFAULT_DRIFT_PPM};
+pub use election::{Election, LeaderEvent, LeaderInfo, LeaderWatch, Leadership};
 pub use error::Error;
+pub use lock::{LockBuilder, LockGuard};
+pub use session::Renewal;
 
 /// The protobuf messages of the client protocol (`proto/paxlock.proto`).
 ///

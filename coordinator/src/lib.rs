@@ -8,6 +8,10 @@
 
 pub mod cli;
 pub mod config;
+pub mod locks;
 pub mod node;
 pub mod paxos;
+pub mod service;
+pub mod sim;
+pub mod storage;
 pub mod transport;

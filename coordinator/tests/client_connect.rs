@@ -30,16 +30,12 @@ async fn client_fails_over_past_a_node_that_does_not_answer() -> TestResult {
     let node = start_lone_node(&ca, 1)?;
     let (_keep, dead) = silent_addr()?;
     let endpoints = vec![dead.clone(), dead, node.local_addr()?.to_string()];
-    let client = Client::connect_with(
-        client_material(&ca, &ca)?,
-        endpoints,
-        PATIENCE,
-        Duration::from_millis(300),
-    )
-    .await?;
+    let mut options = client_options(endpoints, Duration::from_secs(10));
+    options.connect_timeout = Duration::from_millis(300);
+    let client = Client::connect_with(client_material(&ca, &ca)?, options).await?;
     let hello = client.hello().await?;
     assert_eq!(hello.node_id, 1);
-    client.close();
+    client.close().await?;
     node.shutdown().await;
     Ok(())
 }
@@ -59,9 +55,7 @@ async fn client_certificate_from_another_ca_is_a_fatal_error() -> TestResult {
     )?;
     let result = Client::connect_with(
         tls,
-        vec![node.local_addr()?.to_string()],
-        PATIENCE,
-        PATIENCE,
+        client_options(vec![node.local_addr()?.to_string()], PATIENCE),
     )
     .await;
     match result {
@@ -77,17 +71,23 @@ async fn status_lists_every_peer_as_connected() -> TestResult {
     let ca = ClusterCa::generate("test")?;
     let mut nodes = start_cluster(&ca, 3).await?;
     let addr = nodes[0].local_addr()?.to_string();
-    let client =
-        Client::connect_with(client_material(&ca, &ca)?, vec![addr], PATIENCE, PATIENCE).await?;
+    let client = Client::connect_with(
+        client_material(&ca, &ca)?,
+        client_options(vec![addr], Duration::from_secs(10)),
+    )
+    .await?;
     let status = client.status().await?;
-    assert_eq!(status.node_id, 1);
+    let others: Vec<(u64, bool)> = (1..=3)
+        .filter(|&id| id != status.node_id)
+        .map(|id| (id, true))
+        .collect();
     let peers: Vec<(u64, bool)> = status
         .peers
         .iter()
         .map(|p| (p.node_id, p.connected))
         .collect();
-    assert_eq!(peers, vec![(2, true), (3, true)]);
-    client.close();
+    assert_eq!(peers, others);
+    client.close().await?;
     for node in nodes.drain(..) {
         node.shutdown().await;
     }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use common::*;
 use paxlock_certs::{ClusterCa, Validity};
 use paxlock_coordinator::node::driver::{Application, MemoryDurability};
-use paxlock_coordinator::node::{Node, NodeOptions, NodeParts};
+use paxlock_coordinator::node::{App, Node, NodeOptions, NodeParts};
 use paxlock_coordinator::paxos::{ChosenEntry, Snapshot};
 
 /// Records every applied command, in order.
@@ -60,7 +60,7 @@ async fn start_recorded_cluster(
             seed: id,
         };
         let parts = NodeParts {
-            app: Box::new(recorder.clone()),
+            app: App::Custom(Box::new(recorder.clone())),
             durability: Box::new(MemoryDurability::default()),
             recovered: Default::default(),
         };

@@ -7,8 +7,8 @@ use anyhow::Context;
 use tracing::info;
 
 use crate::config::NodeConfig;
-use crate::node::driver::{CountingApplication, MemoryDurability};
-use crate::node::{Node, NodeOptions, NodeParts};
+use crate::node::durable_log::FileDurability;
+use crate::node::{App, Node, NodeOptions, NodeParts};
 use crate::transport::TlsMaterial;
 
 /// The line a node prints (and flushes) on stdout once every outbound peer
@@ -22,12 +22,13 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
     let options = NodeOptions::from(&config);
-    // Acceptor state is kept in memory until the file store is wired in;
-    // nothing is acknowledged to clients yet, so nothing can be lost.
+    let (durability, recovered) =
+        FileDurability::open(&config.data_dir, &config.cluster_id, config.node_id)
+            .with_context(|| format!("opening the data directory {}", config.data_dir.display()))?;
     let parts = NodeParts {
-        app: Box::new(CountingApplication::default()),
-        durability: Box::new(MemoryDurability::default()),
-        recovered: Default::default(),
+        app: App::Locks(crate::locks::Config::default()),
+        durability: Box::new(durability),
+        recovered,
     };
     let mut node = Node::start(options, &tls, parts)?;
     info!(node = config.node_id, addr = %node.local_addr()?, "listening");

@@ -29,6 +29,6 @@ pub async fn run(config: &Path) -> anyhow::Result<()> {
             peer.node_id, peer.addr, link, peer.lag_slots
         );
     }
-    client.close();
+    let _ = client.close().await;
     Ok(())
 }

@@ -1,12 +1,13 @@
 //! The I/O shell of a node: owns the endpoint, the peer links, the
 //! consensus loop and the client request loop.
 //!
-//! The node authenticates and connects its peers and runs Multi-Paxos over
-//! them (`driver`). Client requests other than `Hello` and `Status` are
-//! answered with `UNSUPPORTED` until the lock state machine is wired in.
+//! The node authenticates and connects its peers, runs Multi-Paxos over
+//! them (`driver`) and serves the lock service (`crate::service`) to
+//! clients.
 
 pub mod clock;
 pub mod driver;
+pub mod durable_log;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -19,7 +20,9 @@ use tracing::{debug, info, warn};
 
 use crate::config::NodeConfig;
 use crate::paxos::{self, DurableState, Message, NodeId, PersistSeq, Replica};
-use crate::transport::client_streams::ClientRequest;
+use crate::service::sessions::run_expiry;
+use crate::service::{watch as election_watch, Context, LockApplication, Shared};
+use crate::transport::client_streams::{ClientRequest, ReplyTo};
 use crate::transport::peer_codec;
 use crate::transport::peer_proto::PeerMessage;
 use crate::transport::{Handlers, NodeEndpoint, TlsMaterial, TransportError, TransportMetrics};
@@ -92,11 +95,20 @@ impl NodeOptions {
     }
 }
 
+/// What the replicated log drives.
+pub enum App {
+    /// The lock service (production).
+    Locks(crate::locks::Config),
+    /// Any other application (tests of the consensus layer); lock and
+    /// election requests are then answered with `UNSUPPORTED`.
+    Custom(Box<dyn Application>),
+}
+
 /// The pluggable parts: what chosen entries drive and where acceptor state
 /// is made durable.
 pub struct NodeParts {
     /// The replicated application.
-    pub app: Box<dyn Application>,
+    pub app: App,
     /// The acceptor's durable store.
     pub durability: Box<dyn Durability>,
     /// The state recovered from that store.
@@ -162,14 +174,36 @@ impl Node {
                 connected_tx.clone(),
             )));
         }
-        let driver = driver::spawn(
-            replica,
-            parts.app,
-            parts.durability,
-            outbound,
-            NodeClock::new(),
-            persisted,
-        );
+        let clock = NodeClock::new();
+        let shared = Arc::new(Shared::new(
+            options.node_id,
+            match &parts.app {
+                App::Locks(config) => config.clone(),
+                App::Custom(_) => crate::locks::Config::default(),
+            },
+        ));
+        let serves_locks = matches!(parts.app, App::Locks(_));
+        let app: Box<dyn Application> = match parts.app {
+            App::Locks(_) => Box::new(LockApplication::new(shared.clone(), clock)),
+            App::Custom(app) => app,
+        };
+        let driver = driver::spawn(replica, app, parts.durability, outbound, clock, persisted);
+        let mut node_addrs: BTreeMap<u64, String> = options
+            .peers
+            .iter()
+            .map(|(&id, addr)| (id, addr.to_string()))
+            .collect();
+        node_addrs.insert(options.node_id, options.listen.to_string());
+        let context = Context {
+            shared,
+            inbox: driver.inbox.clone(),
+            status: driver.status.clone(),
+            clock,
+            node_addrs: Arc::new(node_addrs),
+        };
+        if serves_locks {
+            tasks.push(tokio::spawn(run_expiry(context.clone())));
+        }
         tasks.push(tokio::spawn(decode_peer_messages(
             peer_rx,
             driver.inbox.clone(),
@@ -179,7 +213,8 @@ impl Node {
             client_rx,
             options.clone(),
             connected.clone(),
-            driver.status.clone(),
+            context,
+            serves_locks,
         )));
         Ok(Node {
             endpoint,
@@ -321,69 +356,89 @@ async fn answer_clients(
     mut rx: mpsc::Receiver<ClientRequest>,
     options: NodeOptions,
     connected: watch::Receiver<Vec<u64>>,
-    status: watch::Receiver<DriverStatus>,
+    context: Context,
+    serves_locks: bool,
 ) {
     while let Some(ClientRequest { request, reply }) = rx.recv().await {
-        let consensus = status.borrow().clone();
-        let leader_id = consensus.leader.map_or(0, |id| id.0);
-        let leader_addr = if leader_id == options.node_id {
-            options.listen.to_string()
-        } else {
-            options
-                .peers
-                .get(&leader_id)
-                .map(ToString::to_string)
-                .unwrap_or_default()
-        };
-        let result = match request.op {
-            Some(Op::Hello(_)) => Ok(response::Result::Hello(proto::HelloOk {
-                node_id: options.node_id,
-                cluster_id: options.cluster_id.clone(),
-                leader_node_id: leader_id,
-                leader_addr,
-            })),
-            Some(Op::Status(_)) => {
-                let up = connected.borrow().clone();
-                Ok(response::Result::Status(proto::StatusOk {
-                    node_id: options.node_id,
-                    leader_node_id: leader_id,
-                    commit_index: consensus.commit_index,
-                    applied_index: consensus.applied_index,
-                    peers: options
-                        .peers
-                        .iter()
-                        .map(|(&id, addr)| proto::PeerStatus {
-                            node_id: id,
-                            addr: addr.to_string(),
-                            connected: up.contains(&id),
-                            lag_slots: 0,
-                        })
-                        .collect(),
-                }))
+        match (request.op.as_ref(), reply) {
+            (Some(Op::Watch(w)), ReplyTo::Stream(events)) if serves_locks => {
+                let shared = context.shared.clone();
+                let (election, after) = (w.election.clone(), w.after_index);
+                tokio::spawn(async move {
+                    election_watch::stream(&shared, election, after, events).await
+                });
             }
-            None => Err(proto::Error {
-                code: ErrorCode::InvalidRequest.into(),
-                message: "request has no operation set".into(),
-                ..Default::default()
-            }),
-            Some(_) => Err(proto::Error {
-                code: ErrorCode::Unsupported.into(),
-                message: "this node does not serve locks or elections yet".into(),
-                ..Default::default()
-            }),
-        };
-        let response = match result {
-            Ok(result) => Response {
-                request_id: request.request_id,
-                error: None,
-                result: Some(result),
-            },
-            Err(error) => Response {
-                request_id: request.request_id,
-                error: Some(error),
-                result: None,
-            },
-        };
-        let _ = reply.send(response);
+            (_, ReplyTo::Stream(_)) => {} // dropping the sender ends the stream
+            (Some(Op::Hello(_)) | Some(Op::Status(_)), ReplyTo::Once(reply)) => {
+                let response = local_answer(&request, &options, &connected, &context);
+                let _ = reply.send(response);
+            }
+            (_, ReplyTo::Once(reply)) if serves_locks => {
+                let context = context.clone();
+                tokio::spawn(async move {
+                    let response = context.answer(request).await;
+                    let _ = reply.send(response);
+                });
+            }
+            (_, ReplyTo::Once(reply)) => {
+                let _ = reply.send(Response {
+                    request_id: request.request_id,
+                    error: Some(proto::Error {
+                        code: ErrorCode::Unsupported.into(),
+                        message: "this node does not serve locks or elections".into(),
+                        ..Default::default()
+                    }),
+                    result: None,
+                });
+            }
+        }
+    }
+}
+
+/// Answers `Hello` and `Status` from this node's own view.
+fn local_answer(
+    request: &proto::Request,
+    options: &NodeOptions,
+    connected: &watch::Receiver<Vec<u64>>,
+    context: &Context,
+) -> Response {
+    let consensus = context.status.borrow().clone();
+    let leader_id = consensus.leader.map_or(0, |id| id.0);
+    let leader_addr = context
+        .node_addrs
+        .get(&leader_id)
+        .cloned()
+        .unwrap_or_default();
+    let result = match request.op {
+        Some(Op::Status(_)) => {
+            let up = connected.borrow().clone();
+            response::Result::Status(proto::StatusOk {
+                node_id: options.node_id,
+                leader_node_id: leader_id,
+                commit_index: consensus.commit_index,
+                applied_index: consensus.applied_index,
+                peers: options
+                    .peers
+                    .iter()
+                    .map(|(&id, addr)| proto::PeerStatus {
+                        node_id: id,
+                        addr: addr.to_string(),
+                        connected: up.contains(&id),
+                        lag_slots: 0,
+                    })
+                    .collect(),
+            })
+        }
+        _ => response::Result::Hello(proto::HelloOk {
+            node_id: options.node_id,
+            cluster_id: options.cluster_id.clone(),
+            leader_node_id: leader_id,
+            leader_addr,
+        }),
+    };
+    Response {
+        request_id: request.request_id,
+        error: None,
+        result: Some(result),
     }
 }

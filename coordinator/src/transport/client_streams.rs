@@ -6,21 +6,33 @@
 
 use std::sync::Arc;
 
-use paxlock::proto::{Request, Response};
+use paxlock::proto::{request::Op, Request, Response, WatchEvent};
 use paxlock::wire::{codes, read_frame, write_frame, FrameError};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
 
 use super::metrics::TransportMetrics;
 
+/// Bound on watch events queued for one stream.
+pub const WATCH_STREAM_QUEUE: usize = 64;
+
 /// A decoded client request and where to send its answer.
 #[derive(Debug)]
 pub struct ClientRequest {
     /// The request as the client sent it.
     pub request: Request,
-    /// The node answers here exactly once; dropping it tells the client the
-    /// node is unavailable.
-    pub reply: oneshot::Sender<Response>,
+    /// Where the answer goes.
+    pub reply: ReplyTo,
+}
+
+/// How a request is answered.
+#[derive(Debug)]
+pub enum ReplyTo {
+    /// Exactly one response; dropping the sender tells the client the node
+    /// is unavailable.
+    Once(oneshot::Sender<Response>),
+    /// A stream of watch events (for `Watch`), until either side drops.
+    Stream(mpsc::Sender<WatchEvent>),
 }
 
 /// Accepts request streams on `connection` until it closes, handing every
@@ -57,8 +69,13 @@ async fn serve_stream(
             return;
         }
     };
+    if matches!(request.op, Some(Op::Watch(_))) {
+        stream_watch(send, request, requests).await;
+        return;
+    }
     let request_id = request.request_id;
     let (reply, answer) = oneshot::channel();
+    let reply = ReplyTo::Once(reply);
     if requests
         .send(ClientRequest { request, reply })
         .await
@@ -78,6 +95,38 @@ async fn serve_stream(
         return;
     }
     let _ = send.finish();
+}
+
+async fn stream_watch(
+    mut send: quinn::SendStream,
+    request: Request,
+    requests: mpsc::Sender<ClientRequest>,
+) {
+    let (events_tx, mut events) = mpsc::channel(WATCH_STREAM_QUEUE);
+    let reply = ReplyTo::Stream(events_tx);
+    if requests
+        .send(ClientRequest { request, reply })
+        .await
+        .is_err()
+    {
+        let _ = send.reset(codes::SHUTTING_DOWN.into());
+        return;
+    }
+    loop {
+        tokio::select! {
+            event = events.recv() => {
+                let Some(event) = event else {
+                    let _ = send.finish();
+                    return;
+                };
+                if write_frame(&mut send, &event).await.is_err() {
+                    return;
+                }
+            }
+            // The client stopped reading: end the watch now, not at the next event.
+            _ = send.stopped() => return,
+        }
+    }
 }
 
 /// Closes both halves of a stream whose frame was bad, with the code that

@@ -8,8 +8,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use paxlock_certs::{ClusterCa, Issued, Validity};
-use paxlock_coordinator::node::driver::{CountingApplication, MemoryDurability};
-use paxlock_coordinator::node::{Node, NodeOptions, NodeParts};
+use paxlock_coordinator::node::driver::MemoryDurability;
+use paxlock_coordinator::node::{App, Node, NodeOptions, NodeParts};
 use paxlock_coordinator::transport::tls::quic_client_config;
 use paxlock_coordinator::transport::TlsMaterial;
 
@@ -152,11 +152,40 @@ pub async fn start_cluster(
     Ok(nodes)
 }
 
-/// Parts that keep everything in memory and only count applied entries.
+/// Parts that serve the lock service with acceptor state in memory.
 pub fn memory_parts() -> NodeParts {
     NodeParts {
-        app: Box::new(CountingApplication::default()),
+        app: App::Locks(paxlock_coordinator::locks::Config::default()),
         durability: Box::new(MemoryDurability::default()),
         recovered: Default::default(),
     }
+}
+
+/// Client options for tests: generous timeouts, the given session TTL.
+pub fn client_options(endpoints: Vec<String>, session_ttl: Duration) -> paxlock::ConnectOptions {
+    paxlock::ConnectOptions {
+        endpoints,
+        request_timeout: PATIENCE,
+        connect_timeout: Duration::from_secs(2),
+        session_ttl,
+        max_clock_drift_ppm: paxlock::DEFAULT_DRIFT_PPM,
+    }
+}
+
+/// Connects a client named `identity` to `nodes`.
+pub async fn connect_client(
+    ca: &ClusterCa,
+    identity: &str,
+    nodes: &[&Node],
+    session_ttl: Duration,
+) -> Result<paxlock::Client, Box<dyn std::error::Error>> {
+    let leaf = ca.client_cert(identity, Validity::default())?;
+    let endpoints = nodes
+        .iter()
+        .map(|n| n.local_addr().map(|a| a.to_string()))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(
+        paxlock::Client::connect_with(material(ca, &leaf)?, client_options(endpoints, session_ttl))
+            .await?,
+    )
 }

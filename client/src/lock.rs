@@ -1,0 +1,258 @@
+//! Distributed locks with fencing tokens.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::client::{unexpected, Client};
+use crate::clock::boottime;
+use crate::error::Error;
+use crate::proto::{self, request::Op, response, ErrorCode};
+use crate::session::{Renewal, Session};
+
+/// How long a blocking acquire with no timeout may wait: effectively forever.
+const NO_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// Builds an acquire of one lock; finish with `acquire` or `try_acquire`.
+#[derive(Debug)]
+pub struct LockBuilder {
+    client: Client,
+    name: String,
+    timeout: Option<Duration>,
+    ttl: Option<Duration>,
+    renewal: Renewal,
+}
+
+impl LockBuilder {
+    pub(crate) fn new(client: Client, name: String) -> Self {
+        LockBuilder {
+            client,
+            name,
+            timeout: None,
+            ttl: None,
+            renewal: Renewal::Background,
+        }
+    }
+
+    /// Gives up a blocking acquire after `timeout`; the cluster cancels
+    /// the wait (a logged command), so no grant can arrive afterwards.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// Holds the lock on its own session with this TTL instead of the
+    /// client's shared session.
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = Some(ttl);
+        self
+    }
+
+    /// No background keepalive: the caller must call `LockGuard::renew`
+    /// before `valid_until`, or the lease lapses. For work loops that want
+    /// the lock to go away when they stall. Implies an own session.
+    pub fn manual_renewal(mut self) -> Self {
+        self.renewal = Renewal::Manual;
+        self
+    }
+
+    /// Waits (in FIFO order) until the lock is granted or the timeout passes.
+    pub async fn acquire(self) -> Result<LockGuard, Error> {
+        match self.request(true).await? {
+            Some(guard) => Ok(guard),
+            None => Err(Error::Protocol("a blocking acquire answered busy".into())),
+        }
+    }
+
+    /// Takes the lock if it is free now; `Ok(None)` if another session holds it.
+    pub async fn try_acquire(self) -> Result<Option<LockGuard>, Error> {
+        self.request(false).await
+    }
+
+    async fn request(self, wait: bool) -> Result<Option<LockGuard>, Error> {
+        let own_session = self.ttl.is_some() || self.renewal == Renewal::Manual;
+        let session = if own_session {
+            let ttl = self.ttl.unwrap_or(self.client.session.ttl);
+            Session::open(
+                &self.client.inner,
+                ttl,
+                self.client.inner.drift_ppm,
+                self.renewal,
+            )
+            .await?
+        } else {
+            self.client.session.clone()
+        };
+        session.ensure_valid()?;
+        let timeout = self.timeout.unwrap_or(NO_TIMEOUT);
+        let op = Op::Acquire(proto::Acquire {
+            name: self.name.clone(),
+            wait,
+            timeout_ms: self
+                .timeout
+                .map_or(0, |t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
+        });
+        // The node waits up to `timeout`; allow for the round trips on top.
+        let call_timeout = timeout.saturating_add(Duration::from_secs(10));
+        let result = self
+            .client
+            .inner
+            .call_with_timeout(session.id, op, call_timeout)
+            .await;
+        let granted = match result {
+            Ok(response::Result::Granted(granted)) => granted,
+            Ok(other) => return Err(unexpected(&other)),
+            Err(e) if e.code() == Some(ErrorCode::Busy) => {
+                if own_session {
+                    close_session(&self.client, &session).await;
+                }
+                return Ok(None);
+            }
+            Err(e) => {
+                if own_session {
+                    close_session(&self.client, &session).await;
+                }
+                return Err(e);
+            }
+        };
+        // A grant that arrives after the lease ran out cannot be trusted.
+        session.ensure_valid()?;
+        Ok(Some(LockGuard {
+            client: self.client,
+            session,
+            own_session,
+            name: self.name,
+            token: granted.fencing_token,
+            released: AtomicBool::new(false),
+        }))
+    }
+}
+
+async fn close_session(client: &Client, session: &Arc<Session>) {
+    let _ = client
+        .inner
+        .call(session.id, Op::CloseSession(proto::CloseSession {}))
+        .await;
+    session.mark_lost("closed by the client");
+}
+
+/// A held lock. Pass `fencing_token()` to the resource the lock protects;
+/// stop acting as holder when `lost()` resolves or `is_valid()` is false.
+/// Dropping the guard releases the lock in the background (best effort);
+/// `release()` does it and reports the outcome.
+#[derive(Debug)]
+pub struct LockGuard {
+    client: Client,
+    session: Arc<Session>,
+    own_session: bool,
+    name: String,
+    token: u64,
+    released: AtomicBool,
+}
+
+impl LockGuard {
+    /// The lock's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The fencing token of this grant: strictly greater than every token
+    /// granted before it, for any lock. Resources must reject lower ones.
+    pub fn fencing_token(&self) -> u64 {
+        self.token
+    }
+
+    /// The latest moment at which the client may still believe it holds
+    /// the lock (the client lease rule; see `PROTOCOL.md`).
+    pub fn valid_until(&self) -> Instant {
+        let left = self.session.valid_until().saturating_sub(boottime());
+        Instant::now() + left
+    }
+
+    /// Whether the lock may still be trusted now.
+    pub fn is_valid(&self) -> bool {
+        !self.released.load(Ordering::Acquire) && self.session.is_valid()
+    }
+
+    /// Resolves when the lock can no longer be trusted: the session's lease
+    /// ran out or the cluster says the session is gone.
+    pub async fn lost(&self) {
+        self.session.lost().await
+    }
+
+    /// Checks the grant with the cluster and extends the lease from now;
+    /// returns the new `valid_until`. Fails with `STALE_TOKEN` if the lock
+    /// was given to someone else.
+    pub async fn renew(&self) -> Result<Instant, Error> {
+        self.session.ensure_valid()?;
+        let sent_at = boottime();
+        let op = Op::Renew(proto::Renew {
+            name: self.name.clone(),
+            fencing_token: self.token,
+        });
+        match self.client.inner.call(self.session.id, op).await {
+            Ok(_) => {
+                self.session.answered(sent_at);
+                Ok(self.valid_until())
+            }
+            Err(e) => {
+                if matches!(e.code(), Some(ErrorCode::SessionUnknown)) {
+                    self.session
+                        .mark_lost("the cluster no longer knows the session");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Releases the lock (and its own session, if it has one).
+    pub async fn release(self) -> Result<(), Error> {
+        self.released.store(true, Ordering::Release);
+        release(
+            &self.client,
+            &self.session,
+            self.own_session,
+            &self.name,
+            self.token,
+        )
+        .await
+    }
+}
+
+async fn release(
+    client: &Client,
+    session: &Arc<Session>,
+    own_session: bool,
+    name: &str,
+    token: u64,
+) -> Result<(), Error> {
+    let op = Op::Release(proto::Release {
+        name: name.to_string(),
+        fencing_token: token,
+    });
+    let result = client.inner.call(session.id, op).await.map(|_| ());
+    if own_session {
+        close_session(client, session).await;
+    }
+    result
+}
+
+impl Drop for LockGuard {
+    fn drop(&mut self) {
+        if self.released.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            let (client, session, own, name, token) = (
+                self.client.clone(),
+                self.session.clone(),
+                self.own_session,
+                self.name.clone(),
+                self.token,
+            );
+            handle.spawn(async move {
+                let _ = release(&client, &session, own, &name, token).await;
+            });
+        }
+    }
+}

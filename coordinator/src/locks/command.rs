@@ -1,0 +1,193 @@
+//! Commands: what the Paxos log carries, one command per applied entry of a
+//! batch, plus the id newtypes they use.
+
+use serde::{Deserialize, Serialize};
+
+use crate::locks::error::{DecodeError, EncodeError};
+
+/// A session id. Assigned by the state machine: the revision of the
+/// `OpenSession` command that created it, so it is unique forever.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct SessionId(pub u64);
+
+/// A client-chosen request id, unique and increasing per session, used for
+/// exactly-once retries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct RequestId(pub u64);
+
+/// A fencing token: the state machine's revision at the grant. Strictly
+/// increasing across all grants of all locks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct FencingToken(pub u64);
+
+/// Hard cap on the encoded size of one command: a 512-byte name plus a
+/// 64 KiB value plus headers fits with room to spare.
+pub const MAX_COMMAND_BYTES: usize = 80 * 1024;
+
+/// One state-machine command as stored in the log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Command {
+    /// Logical time in milliseconds, chosen by the leader when proposing
+    /// (its clock). The machine never reads a clock; it keeps
+    /// `max(at_ms seen so far)` so time never runs backwards across leaders.
+    pub at_ms: u64,
+    /// What to do.
+    pub kind: CommandKind,
+}
+
+/// The kinds of command.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CommandKind {
+    /// Open a session with the given TTL. Not deduplicated: a retried open
+    /// creates a second session, which expires after its TTL unused.
+    OpenSession {
+        /// Session time-to-live in milliseconds; must be within the limits.
+        ttl_ms: u64,
+    },
+    /// A command issued by a client within a session.
+    Client {
+        /// Issuing session.
+        session: SessionId,
+        /// The request id (exactly-once key).
+        request_id: RequestId,
+        /// The client has received the replies of all its requests below
+        /// this id; the machine may forget them. Capped at `request_id`.
+        ack_below: RequestId,
+        /// The operation.
+        op: ClientOp,
+    },
+    /// Proposed by the leader when a session's deadline passed without a
+    /// keepalive. Releases everything the session holds, in this apply.
+    /// Ignored (error `StaleExpiry`) unless `epoch` is the current leader
+    /// epoch: an expiry proposed by an old leader and recovered by a new
+    /// one in Paxos phase 1 must not end a session whose keepalives the new
+    /// leader has answered since its takeover.
+    ExpireSession {
+        /// The session to expire.
+        session: SessionId,
+        /// Epoch of the leader that proposed it (see `Takeover`).
+        epoch: u64,
+    },
+    /// The first command a new Paxos leader proposes after phase 1, with a
+    /// strictly larger epoch (e.g. derived from its ballot). It restarts
+    /// session deadlines at takeover + TTL in memory and answers keepalives
+    /// only after this command is applied; from then on expiries of earlier
+    /// epochs are ignored. A non-increasing epoch is ignored.
+    Takeover {
+        /// The new leader's epoch.
+        epoch: u64,
+    },
+    /// Proposed by the leader to advance logical time, so lock-delays that
+    /// have passed grant their waiters even if no other command arrives.
+    Tick,
+    /// Proposed by a node when a client's blocking acquire or campaign ran
+    /// out of time: withdraws the wait (releasing a grant that raced it, so
+    /// no orphan holder is left). Not deduplicated: it has no client
+    /// request id of its own, and withdrawing twice is harmless.
+    Abandon {
+        /// The waiting session.
+        session: SessionId,
+        /// The lock or election name.
+        name: String,
+        /// What was being waited for.
+        wait: AbandonedWait,
+    },
+}
+
+/// What an `Abandon` withdraws.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AbandonedWait {
+    /// A queued acquire (applied as `CancelAcquire`).
+    Acquire,
+    /// A queued candidacy (applied as `Resign`).
+    Campaign,
+}
+
+/// Operations a client performs inside its session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ClientOp {
+    /// Close the session, releasing all it holds in this apply.
+    CloseSession,
+    /// Acquire a lock. `wait = true` joins the FIFO queue if the lock is
+    /// busy; `wait = false` fails with `Busy` instead.
+    Acquire {
+        /// Lock name.
+        name: String,
+        /// Block (queue) rather than fail when busy.
+        wait: bool,
+    },
+    /// Release a lock held with `token`.
+    Release {
+        /// Lock name.
+        name: String,
+        /// The grant being released.
+        token: FencingToken,
+    },
+    /// Validate that `token` is still this session's grant of the lock.
+    Check {
+        /// Lock name.
+        name: String,
+        /// The grant to validate.
+        token: FencingToken,
+    },
+    /// Give up a pending acquire. If the grant already happened it is
+    /// released, so no orphan holder is left.
+    CancelAcquire {
+        /// Lock name.
+        name: String,
+    },
+    /// Join an election as a candidate with a value.
+    Campaign {
+        /// Election name.
+        name: String,
+        /// The candidate's value, published while it leads.
+        value: Vec<u8>,
+    },
+    /// Leave an election (as leader or queued candidate).
+    Resign {
+        /// Election name.
+        name: String,
+    },
+    /// Update the leader's published value. Only the leader may.
+    Proclaim {
+        /// Election name.
+        name: String,
+        /// The new value.
+        value: Vec<u8>,
+    },
+}
+
+impl Command {
+    /// Encodes the command for the log.
+    pub fn encode(&self) -> Result<Vec<u8>, EncodeError> {
+        postcard::to_allocvec(self).map_err(|reason| EncodeError { reason })
+    }
+
+    /// Decodes a command from log bytes. Never panics on bad input: inputs
+    /// over [`MAX_COMMAND_BYTES`], malformed, or with trailing bytes are
+    /// typed errors. (Limits on names and values are checked at apply, so
+    /// that every replica rejects the same commands the same way.)
+    pub fn decode(bytes: &[u8]) -> Result<Command, DecodeError> {
+        decode_exact(bytes, MAX_COMMAND_BYTES)
+    }
+}
+
+/// Decodes exactly one `T` from `bytes`, rejecting oversize input and
+/// trailing garbage.
+pub(crate) fn decode_exact<T: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+    max: usize,
+) -> Result<T, DecodeError> {
+    if bytes.len() > max {
+        return Err(DecodeError::TooLarge {
+            len: bytes.len(),
+            max,
+        });
+    }
+    let (value, rest) = postcard::take_from_bytes::<T>(bytes)
+        .map_err(|reason| DecodeError::Malformed { reason })?;
+    if !rest.is_empty() {
+        return Err(DecodeError::TrailingBytes { extra: rest.len() });
+    }
+    Ok(value)
+}

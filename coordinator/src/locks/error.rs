@@ -1,0 +1,192 @@
+//! Errors: why a command was rejected, and why bytes did not decode.
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::locks::command::{FencingToken, RequestId, SessionId};
+
+/// Why the state machine rejected a command.
+///
+/// Every variant is deterministic: the same state and command give the same
+/// error on every replica. A rejected command changes no lock, session or
+/// election; it still advances the revision, and a rejection of a client
+/// command from a live session is recorded in that session's exactly-once
+/// table so a retry gets the same answer (see [`crate::locks::machine`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Error)]
+pub enum CommandError {
+    /// The session does not exist: never opened, closed, or expired.
+    #[error("session {session:?} does not exist (closed, expired or never opened)")]
+    SessionNotFound {
+        /// The session named by the command.
+        session: SessionId,
+    },
+    /// Opening one more session would exceed `Limits::max_sessions`.
+    #[error("too many sessions: the limit is {max}")]
+    TooManySessions {
+        /// The configured limit.
+        max: u32,
+    },
+    /// The requested TTL is outside the configured bounds (never clamped).
+    #[error("session TTL {ttl_ms} ms is outside the allowed range {min_ms}..={max_ms} ms")]
+    TtlOutOfRange {
+        /// The TTL asked for.
+        ttl_ms: u64,
+        /// Smallest allowed TTL.
+        min_ms: u64,
+        /// Largest allowed TTL.
+        max_ms: u64,
+    },
+    /// A lock or election name was empty.
+    #[error("name is empty: names must be 1..={max} bytes of UTF-8")]
+    NameEmpty {
+        /// The configured maximum name length in bytes.
+        max: u32,
+    },
+    /// A lock or election name was longer than the limit.
+    #[error("name is {len} bytes, longer than the limit of {max} bytes")]
+    NameTooLong {
+        /// Length of the name in bytes.
+        len: u64,
+        /// The configured maximum in bytes.
+        max: u32,
+    },
+    /// An election value was larger than the limit.
+    #[error("value is {len} bytes, larger than the limit of {max} bytes")]
+    ValueTooLarge {
+        /// Length of the value in bytes.
+        len: u64,
+        /// The configured maximum in bytes.
+        max: u32,
+    },
+    /// The lock's FIFO waiter queue is full.
+    #[error("lock {name:?} already has {max} waiters, the limit")]
+    WaitQueueFull {
+        /// The lock.
+        name: String,
+        /// The configured limit.
+        max: u32,
+    },
+    /// The session already holds or waits for the maximum number of locks.
+    #[error("session holds or waits for {max} locks, the limit")]
+    TooManyLocks {
+        /// The configured limit.
+        max: u32,
+    },
+    /// The session already campaigns in the maximum number of elections.
+    #[error("session campaigns in {max} elections, the limit")]
+    TooManyCampaigns {
+        /// The configured limit.
+        max: u32,
+    },
+    /// The election already has the maximum number of queued candidates.
+    #[error("election {name:?} already has {max} candidates, the limit")]
+    TooManyCandidates {
+        /// The election.
+        name: String,
+        /// The configured limit.
+        max: u32,
+    },
+    /// Creating one more election would exceed `Limits::max_elections`.
+    #[error("too many elections: the limit is {max}")]
+    TooManyElections {
+        /// The configured limit.
+        max: u32,
+    },
+    /// The token presented is not the current grant of this session on
+    /// this lock: the lock was released, expired or re-granted since.
+    #[error(
+        "stale fencing token {presented:?} for lock {name:?}: this session does not hold \
+         that grant (current grant: {current:?})"
+    )]
+    StaleToken {
+        /// The lock.
+        name: String,
+        /// The token the command carried.
+        presented: FencingToken,
+        /// The lock's current grant, if any (possibly another session's).
+        current: Option<FencingToken>,
+    },
+    /// An expiry proposed under an earlier (or other) leader epoch than the
+    /// latest applied `Takeover`: ignored, the session lives on.
+    #[error("expiry from leader epoch {epoch} ignored: the current leader epoch is {current}")]
+    StaleExpiry {
+        /// Epoch carried by the expiry.
+        epoch: u64,
+        /// The machine's current leader epoch.
+        current: u64,
+    },
+    /// Proclaim by a session that is not the election's leader.
+    #[error("session is not the leader of election {name:?}")]
+    NotLeader {
+        /// The election.
+        name: String,
+    },
+    /// The request id is below the floor the client already acknowledged;
+    /// its reply was forgotten, so it cannot be answered or re-applied.
+    #[error(
+        "request id {request_id:?} is below the acknowledged floor {floor:?}: \
+         its reply was released and it will not be applied again"
+    )]
+    RequestIdAcked {
+        /// The request id of the command.
+        request_id: RequestId,
+        /// The session's acknowledged floor.
+        floor: RequestId,
+    },
+    /// The session has too many unacknowledged replies. Nothing was applied
+    /// and nothing was recorded: acknowledge replies (`ack_below`) and retry
+    /// with the same request id.
+    #[error("session has {max} unacknowledged replies, the limit; acknowledge some and retry")]
+    TooManyUnackedReplies {
+        /// The configured limit.
+        max: u32,
+    },
+}
+
+/// Why bytes did not decode into a command or a snapshot.
+#[derive(Debug, Error)]
+pub enum DecodeError {
+    /// The input is larger than the hard cap for its kind.
+    #[error("input of {len} bytes exceeds the cap of {max} bytes")]
+    TooLarge {
+        /// Input length.
+        len: usize,
+        /// The cap.
+        max: usize,
+    },
+    /// The bytes are not a valid postcard encoding of the expected type.
+    #[error("malformed encoding: {reason}")]
+    Malformed {
+        /// What postcard reported.
+        reason: postcard::Error,
+    },
+    /// Bytes were left over after the value.
+    #[error("{extra} trailing bytes after the encoded value")]
+    TrailingBytes {
+        /// How many bytes were left.
+        extra: usize,
+    },
+    /// The snapshot format version is not one this code reads.
+    #[error("unsupported snapshot format version {found}, expected {expected}")]
+    UnsupportedVersion {
+        /// Version in the bytes.
+        found: u32,
+        /// Version this code reads.
+        expected: u32,
+    },
+    /// The snapshot decoded but its contents break a state-machine invariant.
+    #[error("snapshot violates an invariant: {what}")]
+    Inconsistent {
+        /// Which invariant.
+        what: String,
+    },
+}
+
+/// Why a value could not be encoded (should not happen for our types; kept
+/// typed rather than panicking).
+#[derive(Debug, Error)]
+#[error("encoding failed: {reason}")]
+pub struct EncodeError {
+    /// What postcard reported.
+    pub reason: postcard::Error,
+}

@@ -1,0 +1,98 @@
+//! Events: state changes that watchers and waiting clients must hear about,
+//! in apply order.
+
+use serde::{Deserialize, Serialize};
+
+use crate::locks::command::{FencingToken, SessionId};
+
+/// Why a lock stopped being held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ReleaseReason {
+    /// The holder released it with its token.
+    Released,
+    /// The holder cancelled an acquire whose grant had already happened.
+    Cancelled,
+    /// The holder's session was closed.
+    SessionClosed,
+    /// The holder's session expired (lock-delay may apply).
+    SessionExpired,
+}
+
+/// Why a session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CloseReason {
+    /// The client closed it.
+    Closed,
+    /// The leader expired it.
+    Expired,
+}
+
+/// What changed in an election.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ElectionChange {
+    /// A new leader (the term is new).
+    NewLeader {
+        /// The leader's session.
+        session: SessionId,
+        /// The value it campaigned with.
+        value: Vec<u8>,
+    },
+    /// The same leader published a new value (the term is unchanged).
+    Proclaimed {
+        /// The leader's session.
+        session: SessionId,
+        /// The new value.
+        value: Vec<u8>,
+    },
+    /// Nobody leads any more (the term is new).
+    NoLeader,
+}
+
+/// One entry of an election's event stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ElectionEvent {
+    /// Election name.
+    pub name: String,
+    /// Position in this election's stream: 1, 2, 3, ... with no gaps, so an
+    /// observer can tell if it missed one.
+    pub index: u64,
+    /// The election's term after the change. Increases by exactly one per
+    /// change of leader identity (including to and from "no leader").
+    pub term: u64,
+    /// What changed.
+    pub change: ElectionChange,
+}
+
+/// Something that happened during one apply.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Event {
+    /// A lock was granted (immediately, or to the head of its FIFO queue).
+    LockGranted {
+        /// Lock name.
+        name: String,
+        /// New holder.
+        session: SessionId,
+        /// Its fencing token.
+        token: FencingToken,
+    },
+    /// A lock stopped being held.
+    LockReleased {
+        /// Lock name.
+        name: String,
+        /// Former holder.
+        session: SessionId,
+        /// The released grant.
+        token: FencingToken,
+        /// Why.
+        reason: ReleaseReason,
+    },
+    /// A session ended; everything it held was released in the same apply.
+    SessionEnded {
+        /// The session.
+        session: SessionId,
+        /// Why.
+        reason: CloseReason,
+    },
+    /// An election changed.
+    Election(ElectionEvent),
+}

@@ -1,0 +1,116 @@
+//! Structural invariants of the state machine, checked after every apply
+//! in debug builds, by the property tests, and on snapshot restore.
+
+use std::collections::BTreeSet;
+
+use crate::locks::machine::StateMachine;
+
+impl StateMachine {
+    /// Checks every structural invariant the simulator relies on; `Err`
+    /// names the first one broken. Cost is linear in the state size.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        let limits = &self.config.limits;
+        if self.sessions.len() > limits.max_sessions as usize {
+            return Err("more sessions than max_sessions".into());
+        }
+        for (id, s) in &self.sessions {
+            if s.lock_count() > limits.max_locks_per_session as usize {
+                return Err(format!("{id:?} over max_locks_per_session"));
+            }
+            for name in &s.held {
+                if self.holder(name).map(|h| h.session) != Some(*id) {
+                    return Err(format!("{id:?} lists {name:?} as held but is not holder"));
+                }
+            }
+            for name in &s.waiting {
+                if self.locks.get(name).and_then(|l| l.position(*id)).is_none() {
+                    return Err(format!("{id:?} lists {name:?} as waited but is not queued"));
+                }
+            }
+            for name in &s.campaigns {
+                let e = self.elections.get(name);
+                let leads = e.and_then(|e| e.leader.as_ref()).map(|l| l.session) == Some(*id);
+                let queued = e.and_then(|e| e.position(*id)).is_some();
+                if !leads && !queued {
+                    return Err(format!(
+                        "{id:?} lists {name:?} as campaign but is not in it"
+                    ));
+                }
+            }
+        }
+        for (name, lock) in &self.locks {
+            if lock.is_empty() {
+                return Err(format!("empty lock {name:?} kept"));
+            }
+            if let Some(h) = lock.holder {
+                if h.token.0 > self.revision {
+                    return Err(format!("{name:?} token above revision"));
+                }
+                let listed = self
+                    .sessions
+                    .get(&h.session)
+                    .is_some_and(|s| s.held.contains(name));
+                if !listed {
+                    return Err(format!("{name:?} holder not a live session holding it"));
+                }
+                if lock.delayed_until_ms.is_some() {
+                    return Err(format!("{name:?} held during lock-delay"));
+                }
+            } else if lock.delayed_until_ms.is_none() && !lock.waiters.is_empty() {
+                return Err(format!("{name:?} free with waiters"));
+            }
+            if lock.waiters.len() > limits.max_waiters_per_lock as usize {
+                return Err(format!("{name:?} over max_waiters_per_lock"));
+            }
+            let mut seen = BTreeSet::new();
+            for w in &lock.waiters {
+                if !seen.insert(*w) || lock.holder.map(|h| h.session) == Some(*w) {
+                    return Err(format!("{name:?} queues {w:?} twice or as holder"));
+                }
+                if !self
+                    .sessions
+                    .get(w)
+                    .is_some_and(|s| s.waiting.contains(name))
+                {
+                    return Err(format!("{name:?} queues {w:?} which does not list it"));
+                }
+            }
+            if let Some(until) = lock.delayed_until_ms {
+                if !self.delays.contains(&(until, name.clone())) {
+                    return Err(format!("{name:?} delay not indexed"));
+                }
+            }
+        }
+        for (until, name) in &self.delays {
+            if self.locks.get(name).and_then(|l| l.delayed_until_ms) != Some(*until) {
+                return Err(format!("delay index entry for {name:?} is stale"));
+            }
+        }
+        if self.elections.len() > limits.max_elections as usize {
+            return Err("more elections than max_elections".into());
+        }
+        for (name, e) in &self.elections {
+            if e.leader.is_none() && !e.candidates.is_empty() {
+                return Err(format!("election {name:?} has candidates but no leader"));
+            }
+            let members = e.leader.iter().chain(e.candidates.iter());
+            let mut seen = BTreeSet::new();
+            for m in members {
+                if !seen.insert(m.session) {
+                    return Err(format!("election {name:?} lists {:?} twice", m.session));
+                }
+                if !self
+                    .sessions
+                    .get(&m.session)
+                    .is_some_and(|s| s.campaigns.contains(name))
+                {
+                    return Err(format!("election {name:?} member {:?} not live", m.session));
+                }
+            }
+            if e.history.len() > self.config.election_history_len as usize {
+                return Err(format!("election {name:?} history over its bound"));
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,61 @@
+//! One lock: its holder, FIFO waiter queue and lock-delay.
+
+use std::collections::VecDeque;
+
+use serde::{Deserialize, Serialize};
+
+use crate::locks::command::{FencingToken, SessionId};
+
+/// The current grant of a lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Holder {
+    /// Holding session.
+    pub session: SessionId,
+    /// The grant's fencing token.
+    pub token: FencingToken,
+}
+
+/// State of one lock. A lock with no holder, no waiters and no delay is
+/// removed from the machine, so the lock table is bounded by what sessions
+/// hold and wait for.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lock {
+    /// The current grant, if any.
+    pub holder: Option<Holder>,
+    /// Sessions waiting, granted strictly front first.
+    pub waiters: VecDeque<SessionId>,
+    /// Set after a holder expired: no grant before this logical time.
+    pub delayed_until_ms: Option<u64>,
+}
+
+impl Lock {
+    /// Whether a new grant may happen right now.
+    pub fn is_grantable(&self) -> bool {
+        self.holder.is_none() && self.delayed_until_ms.is_none()
+    }
+
+    /// Whether the lock carries no state and may be dropped.
+    pub fn is_empty(&self) -> bool {
+        self.holder.is_none() && self.waiters.is_empty() && self.delayed_until_ms.is_none()
+    }
+
+    /// 1-based position of `session` in the queue, if queued.
+    pub fn position(&self, session: SessionId) -> Option<u32> {
+        self.waiters
+            .iter()
+            .position(|w| *w == session)
+            .map(|i| u32::try_from(i + 1).unwrap_or(u32::MAX))
+    }
+
+    /// Removes `session` from the queue; returns whether it was queued.
+    pub fn remove_waiter(&mut self, session: SessionId) -> bool {
+        let before = self.waiters.len();
+        self.waiters.retain(|w| *w != session);
+        self.waiters.len() != before
+    }
+
+    /// The current grant's token, if held.
+    pub fn token(&self) -> Option<FencingToken> {
+        self.holder.map(|h| h.token)
+    }
+}

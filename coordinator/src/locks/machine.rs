@@ -1,0 +1,795 @@
+//! The state machine proper: [`StateMachine::apply`].
+//!
+//! # Revision rule
+//!
+//! `revision` advances by one for **every** applied command, whatever its
+//! outcome (granted, rejected by a limit, a duplicate retry, an unknown
+//! session). Revision is therefore a pure function of how many commands
+//! were applied, plus one further step per extra grant described next.
+//!
+//! A fencing token is the revision at the grant. One command can grant
+//! several locks (an expiry whose session held three contended locks), so
+//! the first grant of a command uses the command's revision and every
+//! further grant in the same command first advances the revision by one.
+//! Hence tokens are strictly increasing across all locks and never reused.
+//!
+//! # What a rejected command changes
+//!
+//! Nothing in sessions, locks or elections. It does: advance `revision`
+//! (above), raise `last_applied_slot`, raise the logical clock to `at_ms`
+//! (which may let pending lock-delays grant waiters, as any command does),
+//! apply the client's `ack_below`, and record the error in the session's
+//! exactly-once table so a retry gets the same answer. Recording errors is
+//! what keeps a late duplicate of a rejected try-acquire from being granted
+//! after the client was told "busy".
+//!
+//! # Expiry and leader epochs
+//!
+//! Keepalives are not logged. A new Paxos leader first gets
+//! `Takeover { epoch }` applied (then restarts deadlines at takeover + TTL
+//! and starts answering keepalives); `ExpireSession` applies only if it
+//! carries the current epoch, so an expiry proposed by a deposed leader and
+//! re-proposed during recovery cannot end a session the new leader has
+//! kept alive.
+//!
+//! # Term rule
+//!
+//! An election's term increases by exactly one on every change of leader
+//! identity, including a change to "no leader" and from "no leader". A
+//! proclaim keeps the term. Every change is an [`Event::Election`].
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::locks::command::{
+    AbandonedWait, ClientOp, Command, CommandKind, FencingToken, RequestId, SessionId,
+};
+use crate::locks::dedup::Lookup;
+use crate::locks::election::{Election, HistoryGone, Leader};
+use crate::locks::error::CommandError;
+use crate::locks::event::{CloseReason, ElectionChange, ElectionEvent, Event, ReleaseReason};
+use crate::locks::limits::Config;
+use crate::locks::lock::{Holder, Lock};
+use crate::locks::session::Session;
+
+/// The answer to the command's issuer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Reply {
+    /// A session was opened.
+    SessionOpened {
+        /// Its id.
+        session: SessionId,
+    },
+    /// The session was closed and everything it held released.
+    SessionClosed,
+    /// The session holds the lock with this token (newly, or already:
+    /// re-acquiring returns the same grant).
+    Granted {
+        /// Fencing token of the grant.
+        token: FencingToken,
+    },
+    /// The session is queued; a later [`Event::LockGranted`] names it.
+    /// A retry of the same request returns this recorded answer even after
+    /// the grant; a client that lost the grant event re-learns its state
+    /// with a NEW `Acquire` (idempotent: returns the grant or position).
+    Queued {
+        /// 1-based position in the FIFO queue.
+        position: u32,
+    },
+    /// Try-acquire of a lock that is held or in lock-delay.
+    Busy {
+        /// The current grant's token, if held.
+        current: Option<FencingToken>,
+        /// End of the lock-delay, if that is why.
+        delayed_until_ms: Option<u64>,
+    },
+    /// The lock was released.
+    Released,
+    /// The token is this session's current grant.
+    Valid,
+    /// A pending acquire was cancelled. `released` is the grant that had
+    /// already happened and was released now, if any.
+    Cancelled {
+        /// The released grant, if the acquire had already been granted.
+        released: Option<FencingToken>,
+    },
+    /// The session leads the election in this term (newly or already).
+    Elected {
+        /// The term.
+        term: u64,
+    },
+    /// The session is a queued candidate.
+    Candidate {
+        /// 1-based position in the candidate queue.
+        position: u32,
+    },
+    /// The session no longer leads or campaigns in the election.
+    Resigned,
+    /// The leader's new value was published.
+    Proclaimed {
+        /// The (unchanged) term.
+        term: u64,
+    },
+    /// Leader-proposed commands (`ExpireSession`, `Takeover`, `Tick`) carry
+    /// no answer.
+    Done,
+}
+
+/// Everything one apply produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Output {
+    /// Revision after this command.
+    pub revision: u64,
+    /// The answer for the issuer.
+    pub reply: Result<Reply, CommandError>,
+    /// True if `reply` is a recorded answer to an earlier copy of this
+    /// request (nothing was applied this time).
+    pub duplicate: bool,
+    /// State changes, in order, for watchers and waiting clients.
+    pub events: Vec<Event>,
+}
+
+/// A read of an election's current leader.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaderView {
+    /// Leading session.
+    pub session: SessionId,
+    /// Its published value.
+    pub value: Vec<u8>,
+    /// The current term.
+    pub term: u64,
+}
+
+/// The replicated state machine. Serializable as a whole (see
+/// [`crate::locks::snapshot`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateMachine {
+    pub(crate) config: Config,
+    pub(crate) revision: u64,
+    pub(crate) now_ms: u64,
+    pub(crate) last_applied_slot: u64,
+    /// Epoch of the latest applied `Takeover`; only its expiries apply.
+    pub(crate) leader_epoch: u64,
+    pub(crate) sessions: BTreeMap<SessionId, Session>,
+    pub(crate) locks: BTreeMap<String, Lock>,
+    pub(crate) elections: BTreeMap<String, Election>,
+    /// Locks in lock-delay, by the time the delay ends.
+    pub(crate) delays: BTreeSet<(u64, String)>,
+}
+
+/// Per-apply scratch: the events produced and whether this command already
+/// granted once (see the revision rule).
+#[derive(Default)]
+struct Cx {
+    events: Vec<Event>,
+    granted: bool,
+}
+
+impl StateMachine {
+    /// An empty machine at revision 0.
+    pub fn new(config: Config) -> Self {
+        StateMachine {
+            config,
+            revision: 0,
+            now_ms: 0,
+            last_applied_slot: 0,
+            leader_epoch: 0,
+            sessions: BTreeMap::new(),
+            locks: BTreeMap::new(),
+            elections: BTreeMap::new(),
+            delays: BTreeSet::new(),
+        }
+    }
+
+    /// Applies one command chosen at log `slot` (several commands may share
+    /// a slot; slots must not decrease). Deterministic: same state and
+    /// command give the same output and state on every replica.
+    pub fn apply(&mut self, slot: u64, command: Command) -> Output {
+        debug_assert!(slot >= self.last_applied_slot, "slots applied out of order");
+        self.last_applied_slot = self.last_applied_slot.max(slot);
+        self.revision += 1;
+        self.now_ms = self.now_ms.max(command.at_ms);
+        let mut cx = Cx::default();
+        self.end_passed_delays(&mut cx);
+        let (reply, duplicate) = match command.kind {
+            CommandKind::OpenSession { ttl_ms } => (self.open_session(ttl_ms), false),
+            CommandKind::Client {
+                session,
+                request_id,
+                ack_below,
+                op,
+            } => self.apply_client(session, request_id, ack_below, op, &mut cx),
+            CommandKind::ExpireSession { session, epoch } => {
+                let reply = if epoch != self.leader_epoch {
+                    Err(CommandError::StaleExpiry {
+                        epoch,
+                        current: self.leader_epoch,
+                    })
+                } else if self.sessions.contains_key(&session) {
+                    self.end_session(session, CloseReason::Expired, &mut cx);
+                    Ok(Reply::Done)
+                } else {
+                    Err(CommandError::SessionNotFound { session })
+                };
+                (reply, false)
+            }
+            CommandKind::Takeover { epoch } => {
+                self.leader_epoch = self.leader_epoch.max(epoch);
+                (Ok(Reply::Done), false)
+            }
+            CommandKind::Tick => (Ok(Reply::Done), false),
+            CommandKind::Abandon {
+                session,
+                name,
+                wait,
+            } => {
+                let reply = if self.sessions.contains_key(&session) {
+                    let op = match wait {
+                        AbandonedWait::Acquire => ClientOp::CancelAcquire { name },
+                        AbandonedWait::Campaign => ClientOp::Resign { name },
+                    };
+                    self.apply_op(session, op, &mut cx)
+                } else {
+                    Err(CommandError::SessionNotFound { session })
+                };
+                (reply, false)
+            }
+        };
+        debug_assert_eq!(self.check_invariants(), Ok(()));
+        Output {
+            revision: self.revision,
+            reply,
+            duplicate,
+            events: cx.events,
+        }
+    }
+
+    // ----- reads -------------------------------------------------------
+
+    /// The configuration this machine applies with.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Revision after the last applied command.
+    pub fn revision(&self) -> u64 {
+        self.revision
+    }
+
+    /// The logical clock: the largest `at_ms` applied so far.
+    pub fn now_ms(&self) -> u64 {
+        self.now_ms
+    }
+
+    /// Epoch of the latest applied `Takeover` (0 before any). A leader
+    /// proposes `ExpireSession` with this epoch once its takeover applied.
+    pub fn leader_epoch(&self) -> u64 {
+        self.leader_epoch
+    }
+
+    /// The highest slot applied so far.
+    pub fn last_applied_slot(&self) -> u64 {
+        self.last_applied_slot
+    }
+
+    /// Live sessions with their TTLs, in id order. A new leader restarts
+    /// every deadline at `takeover + ttl_ms` from this list.
+    pub fn sessions(&self) -> impl Iterator<Item = (SessionId, u64)> + '_ {
+        self.sessions.iter().map(|(id, s)| (*id, s.ttl_ms))
+    }
+
+    /// Whether the session is live.
+    pub fn has_session(&self, session: SessionId) -> bool {
+        self.sessions.contains_key(&session)
+    }
+
+    /// The lock's current grant.
+    pub fn holder(&self, name: &str) -> Option<Holder> {
+        self.locks.get(name).and_then(|l| l.holder)
+    }
+
+    /// The lock's queued sessions, front first.
+    pub fn waiters(&self, name: &str) -> Vec<SessionId> {
+        self.locks
+            .get(name)
+            .map(|l| l.waiters.iter().copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// The election's current leader, value and term (a read; linearizable
+    /// only when served under the Paxos leader lease).
+    pub fn leader(&self, name: &str) -> Option<LeaderView> {
+        let e = self.elections.get(name)?;
+        e.leader.as_ref().map(|l| LeaderView {
+            session: l.session,
+            value: l.value.clone(),
+            term: e.term,
+        })
+    }
+
+    /// The election's term (0 if it never had a leader or does not exist).
+    pub fn term(&self, name: &str) -> u64 {
+        self.elections.get(name).map_or(0, |e| e.term)
+    }
+
+    /// Events of an election with index >= `from_index`, for a watcher
+    /// resuming after the last index it saw. Unknown election: empty.
+    pub fn election_events_since(
+        &self,
+        name: &str,
+        from_index: u64,
+    ) -> Result<Vec<ElectionEvent>, HistoryGone> {
+        match self.elections.get(name) {
+            Some(e) => e.events_since(from_index),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    // ----- sessions ------------------------------------------------------
+
+    fn open_session(&mut self, ttl_ms: u64) -> Result<Reply, CommandError> {
+        let limits = &self.config.limits;
+        limits.check_ttl(ttl_ms)?;
+        if self.sessions.len() >= limits.max_sessions as usize {
+            return Err(CommandError::TooManySessions {
+                max: limits.max_sessions,
+            });
+        }
+        // The revision is unique per command, so it is a fresh id.
+        let session = SessionId(self.revision);
+        self.sessions.insert(session, Session::new(ttl_ms));
+        Ok(Reply::SessionOpened { session })
+    }
+
+    fn apply_client(
+        &mut self,
+        session: SessionId,
+        request_id: RequestId,
+        ack_below: RequestId,
+        op: ClientOp,
+        cx: &mut Cx,
+    ) -> (Result<Reply, CommandError>, bool) {
+        let max_unacked = self.config.limits.max_unacked_replies_per_session;
+        let Some(s) = self.sessions.get_mut(&session) else {
+            return (Err(CommandError::SessionNotFound { session }), false);
+        };
+        match s.dedup.lookup(request_id) {
+            Lookup::Acked { floor } => {
+                return (
+                    Err(CommandError::RequestIdAcked { request_id, floor }),
+                    false,
+                )
+            }
+            Lookup::Recorded(reply) => {
+                s.dedup.ack_below(ack_below.min(request_id));
+                return (reply, true);
+            }
+            Lookup::New => {}
+        }
+        // A client cannot have seen the reply to this request yet.
+        s.dedup.ack_below(ack_below.min(request_id));
+        if !s.dedup.has_room(max_unacked) {
+            // Not recorded: the client retries this same id after acking.
+            return (
+                Err(CommandError::TooManyUnackedReplies { max: max_unacked }),
+                false,
+            );
+        }
+        let reply = self.apply_op(session, op, cx);
+        // CloseSession removed the session (and its table): nothing to record.
+        if let Some(s) = self.sessions.get_mut(&session) {
+            s.dedup.record(request_id, reply.clone());
+        }
+        (reply, false)
+    }
+
+    fn apply_op(
+        &mut self,
+        session: SessionId,
+        op: ClientOp,
+        cx: &mut Cx,
+    ) -> Result<Reply, CommandError> {
+        let limits = &self.config.limits;
+        match op {
+            ClientOp::CloseSession => {
+                self.end_session(session, CloseReason::Closed, cx);
+                Ok(Reply::SessionClosed)
+            }
+            ClientOp::Acquire { name, wait } => {
+                limits.check_name(&name)?;
+                self.acquire(session, name, wait, cx)
+            }
+            ClientOp::Release { name, token } => {
+                limits.check_name(&name)?;
+                self.release(session, &name, token, cx)
+            }
+            ClientOp::Check { name, token } => {
+                limits.check_name(&name)?;
+                self.check(session, &name, token)
+            }
+            ClientOp::CancelAcquire { name } => {
+                limits.check_name(&name)?;
+                Ok(self.cancel(session, &name, cx))
+            }
+            ClientOp::Campaign { name, value } => {
+                limits.check_name(&name)?;
+                limits.check_value(&value)?;
+                self.campaign(session, name, value, cx)
+            }
+            ClientOp::Resign { name } => {
+                limits.check_name(&name)?;
+                Ok(self.resign(session, &name, cx))
+            }
+            ClientOp::Proclaim { name, value } => {
+                limits.check_name(&name)?;
+                limits.check_value(&value)?;
+                self.proclaim(session, &name, value, cx)
+            }
+        }
+    }
+
+    /// Removes the session and, in this same apply, releases its locks
+    /// (granting next waiters), drops its waits and its candidacies.
+    fn end_session(&mut self, session: SessionId, reason: CloseReason, cx: &mut Cx) {
+        let Some(s) = self.sessions.remove(&session) else {
+            return;
+        };
+        cx.events.push(Event::SessionEnded { session, reason });
+        for name in &s.waiting {
+            if let Some(lock) = self.locks.get_mut(name) {
+                lock.remove_waiter(session);
+            }
+            self.drop_if_empty(name);
+        }
+        let release_reason = match reason {
+            CloseReason::Closed => ReleaseReason::SessionClosed,
+            CloseReason::Expired => ReleaseReason::SessionExpired,
+        };
+        for name in &s.held {
+            self.release_holder(name, release_reason, cx);
+        }
+        for name in &s.campaigns {
+            self.leave_election(session, name, cx);
+        }
+    }
+
+    // ----- locks ---------------------------------------------------------
+
+    /// The token for a grant in this command (see the revision rule).
+    fn next_token(&mut self, cx: &mut Cx) -> FencingToken {
+        if cx.granted {
+            self.revision += 1;
+        }
+        cx.granted = true;
+        FencingToken(self.revision)
+    }
+
+    fn grant(&mut self, name: &str, session: SessionId, cx: &mut Cx) -> FencingToken {
+        let token = self.next_token(cx);
+        let lock = self.locks.entry(name.to_owned()).or_default();
+        debug_assert!(lock.holder.is_none(), "grant while held");
+        lock.holder = Some(Holder { session, token });
+        if let Some(s) = self.sessions.get_mut(&session) {
+            s.held.insert(name.to_owned());
+        }
+        cx.events.push(Event::LockGranted {
+            name: name.to_owned(),
+            session,
+            token,
+        });
+        token
+    }
+
+    /// Grants the lock to the first queued session, or drops the lock if
+    /// nobody waits. Only call when the lock is grantable.
+    fn grant_next(&mut self, name: &str, cx: &mut Cx) {
+        let next = match self.locks.get_mut(name) {
+            Some(lock) if lock.is_grantable() => lock.waiters.pop_front(),
+            _ => return,
+        };
+        match next {
+            Some(session) => {
+                if let Some(s) = self.sessions.get_mut(&session) {
+                    s.waiting.remove(name);
+                }
+                self.grant(name, session, cx);
+            }
+            None => self.drop_if_empty(name),
+        }
+    }
+
+    fn drop_if_empty(&mut self, name: &str) {
+        if self.locks.get(name).is_some_and(Lock::is_empty) {
+            self.locks.remove(name);
+        }
+    }
+
+    /// Ends the current grant; after an expiry with lock-delay configured
+    /// the lock waits, otherwise the next waiter is granted now.
+    fn release_holder(&mut self, name: &str, reason: ReleaseReason, cx: &mut Cx) {
+        let delay_ms = self.config.lock_delay_ms;
+        let until_ms = self.now_ms.saturating_add(delay_ms);
+        let Some(lock) = self.locks.get_mut(name) else {
+            return;
+        };
+        let Some(holder) = lock.holder.take() else {
+            return;
+        };
+        let delayed = reason == ReleaseReason::SessionExpired && delay_ms > 0;
+        if delayed {
+            lock.delayed_until_ms = Some(until_ms);
+            self.delays.insert((until_ms, name.to_owned()));
+        }
+        if let Some(s) = self.sessions.get_mut(&holder.session) {
+            s.held.remove(name);
+        }
+        cx.events.push(Event::LockReleased {
+            name: name.to_owned(),
+            session: holder.session,
+            token: holder.token,
+            reason,
+        });
+        if !delayed {
+            self.grant_next(name, cx);
+        }
+    }
+
+    /// Ends every lock-delay whose time has come, granting waiters.
+    fn end_passed_delays(&mut self, cx: &mut Cx) {
+        while let Some((until_ms, name)) = self.delays.first().cloned() {
+            if until_ms > self.now_ms {
+                break;
+            }
+            self.delays.remove(&(until_ms, name.clone()));
+            if let Some(lock) = self.locks.get_mut(&name) {
+                lock.delayed_until_ms = None;
+            }
+            self.grant_next(&name, cx);
+        }
+    }
+
+    fn acquire(
+        &mut self,
+        session: SessionId,
+        name: String,
+        wait: bool,
+        cx: &mut Cx,
+    ) -> Result<Reply, CommandError> {
+        let limits = &self.config.limits;
+        let lock = self.locks.get(&name);
+        if let Some(lock) = lock {
+            if let Some(h) = lock.holder.filter(|h| h.session == session) {
+                return Ok(Reply::Granted { token: h.token });
+            }
+            if let Some(position) = lock.position(session) {
+                return Ok(Reply::Queued { position });
+            }
+        }
+        let grantable = lock.is_none_or(Lock::is_grantable);
+        if !grantable && !wait {
+            return Ok(Reply::Busy {
+                current: lock.and_then(Lock::token),
+                delayed_until_ms: lock.and_then(|l| l.delayed_until_ms),
+            });
+        }
+        let count = self.sessions.get(&session).map_or(0, Session::lock_count);
+        if count >= limits.max_locks_per_session as usize {
+            return Err(CommandError::TooManyLocks {
+                max: limits.max_locks_per_session,
+            });
+        }
+        if grantable {
+            let token = self.grant(&name, session, cx);
+            return Ok(Reply::Granted { token });
+        }
+        let max_waiters = limits.max_waiters_per_lock;
+        let lock = self.locks.entry(name.clone()).or_default();
+        if lock.waiters.len() >= max_waiters as usize {
+            return Err(CommandError::WaitQueueFull {
+                name,
+                max: max_waiters,
+            });
+        }
+        lock.waiters.push_back(session);
+        let position = u32::try_from(lock.waiters.len()).unwrap_or(u32::MAX);
+        if let Some(s) = self.sessions.get_mut(&session) {
+            s.waiting.insert(name);
+        }
+        Ok(Reply::Queued { position })
+    }
+
+    fn stale(&self, name: &str, presented: FencingToken) -> CommandError {
+        CommandError::StaleToken {
+            name: name.to_owned(),
+            presented,
+            current: self.locks.get(name).and_then(Lock::token),
+        }
+    }
+
+    fn holds(&self, session: SessionId, name: &str, token: FencingToken) -> bool {
+        self.holder(name) == Some(Holder { session, token })
+    }
+
+    fn release(
+        &mut self,
+        session: SessionId,
+        name: &str,
+        token: FencingToken,
+        cx: &mut Cx,
+    ) -> Result<Reply, CommandError> {
+        if !self.holds(session, name, token) {
+            return Err(self.stale(name, token));
+        }
+        self.release_holder(name, ReleaseReason::Released, cx);
+        Ok(Reply::Released)
+    }
+
+    fn check(
+        &self,
+        session: SessionId,
+        name: &str,
+        token: FencingToken,
+    ) -> Result<Reply, CommandError> {
+        if self.holds(session, name, token) {
+            Ok(Reply::Valid)
+        } else {
+            Err(self.stale(name, token))
+        }
+    }
+
+    fn cancel(&mut self, session: SessionId, name: &str, cx: &mut Cx) -> Reply {
+        match self.holder(name) {
+            Some(h) if h.session == session => {
+                // The grant raced the cancel: release it, no orphan holder.
+                self.release_holder(name, ReleaseReason::Cancelled, cx);
+                Reply::Cancelled {
+                    released: Some(h.token),
+                }
+            }
+            _ => {
+                if let Some(lock) = self.locks.get_mut(name) {
+                    lock.remove_waiter(session);
+                }
+                if let Some(s) = self.sessions.get_mut(&session) {
+                    s.waiting.remove(name);
+                }
+                self.drop_if_empty(name);
+                Reply::Cancelled { released: None }
+            }
+        }
+    }
+
+    // ----- elections -----------------------------------------------------
+
+    fn campaign(
+        &mut self,
+        session: SessionId,
+        name: String,
+        value: Vec<u8>,
+        cx: &mut Cx,
+    ) -> Result<Reply, CommandError> {
+        let limits = &self.config.limits;
+        let history_cap = self.config.election_history_len;
+        match self.elections.get(&name) {
+            Some(e) => {
+                if e.leader.as_ref().is_some_and(|l| l.session == session) {
+                    return Ok(Reply::Elected { term: e.term });
+                }
+                if let Some(position) = e.position(session) {
+                    return Ok(Reply::Candidate { position });
+                }
+                if e.leader.is_some()
+                    && e.candidates.len() >= limits.max_candidates_per_election as usize
+                {
+                    return Err(CommandError::TooManyCandidates {
+                        name,
+                        max: limits.max_candidates_per_election,
+                    });
+                }
+            }
+            None => {
+                if self.elections.len() >= limits.max_elections as usize {
+                    return Err(CommandError::TooManyElections {
+                        max: limits.max_elections,
+                    });
+                }
+            }
+        }
+        let campaigns = self.sessions.get(&session).map_or(0, |s| s.campaigns.len());
+        if campaigns >= limits.max_campaigns_per_session as usize {
+            return Err(CommandError::TooManyCampaigns {
+                max: limits.max_campaigns_per_session,
+            });
+        }
+        if let Some(s) = self.sessions.get_mut(&session) {
+            s.campaigns.insert(name.clone());
+        }
+        let e = self.elections.entry(name.clone()).or_default();
+        if e.leader.is_some() {
+            e.candidates.push_back(Leader { session, value });
+            let position = u32::try_from(e.candidates.len()).unwrap_or(u32::MAX);
+            return Ok(Reply::Candidate { position });
+        }
+        e.term += 1;
+        e.leader = Some(Leader {
+            session,
+            value: value.clone(),
+        });
+        let event = e.record(
+            &name,
+            ElectionChange::NewLeader { session, value },
+            history_cap,
+        );
+        let term = e.term;
+        cx.events.push(Event::Election(event));
+        Ok(Reply::Elected { term })
+    }
+
+    /// Removes the session from the election; if it led, the next candidate
+    /// leads (or nobody), with the term advanced by one.
+    fn leave_election(&mut self, session: SessionId, name: &str, cx: &mut Cx) {
+        let history_cap = self.config.election_history_len;
+        if let Some(s) = self.sessions.get_mut(&session) {
+            s.campaigns.remove(name);
+        }
+        let Some(e) = self.elections.get_mut(name) else {
+            return;
+        };
+        if e.leader.as_ref().is_some_and(|l| l.session == session) {
+            e.term += 1;
+            let change = match e.candidates.pop_front() {
+                Some(next) => {
+                    let change = ElectionChange::NewLeader {
+                        session: next.session,
+                        value: next.value.clone(),
+                    };
+                    e.leader = Some(next);
+                    change
+                }
+                None => {
+                    e.leader = None;
+                    ElectionChange::NoLeader
+                }
+            };
+            let event = e.record(name, change, history_cap);
+            cx.events.push(Event::Election(event));
+        } else {
+            e.candidates.retain(|c| c.session != session);
+        }
+    }
+
+    fn resign(&mut self, session: SessionId, name: &str, cx: &mut Cx) -> Reply {
+        self.leave_election(session, name, cx);
+        Reply::Resigned
+    }
+
+    fn proclaim(
+        &mut self,
+        session: SessionId,
+        name: &str,
+        value: Vec<u8>,
+        cx: &mut Cx,
+    ) -> Result<Reply, CommandError> {
+        let history_cap = self.config.election_history_len;
+        let Some(e) = self.elections.get_mut(name) else {
+            return Err(CommandError::NotLeader {
+                name: name.to_owned(),
+            });
+        };
+        let Some(leader) = e.leader.as_mut().filter(|l| l.session == session) else {
+            return Err(CommandError::NotLeader {
+                name: name.to_owned(),
+            });
+        };
+        leader.value = value.clone();
+        let event = e.record(
+            name,
+            ElectionChange::Proclaimed { session, value },
+            history_cap,
+        );
+        let term = e.term;
+        cx.events.push(Event::Election(event));
+        Ok(Reply::Proclaimed { term })
+    }
+}

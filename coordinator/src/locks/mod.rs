@@ -1,0 +1,36 @@
+//! The replicated state machine: sessions, locks, elections.
+//!
+//! Pure and deterministic: no clock, no I/O, no randomness, only ordered
+//! collections. Every replica that applies the same [`Command`]s in the same
+//! order produces the same [`Output`]s and the same snapshot bytes. Time
+//! enters only as `Command::at_ms`, a logical timestamp the Paxos leader
+//! chooses when it proposes.
+//!
+//! Entry point: [`StateMachine::apply`].
+
+pub mod command;
+pub mod dedup;
+pub mod election;
+pub mod error;
+pub mod event;
+pub mod invariants;
+pub mod limits;
+pub mod lock;
+pub mod machine;
+pub mod session;
+pub mod snapshot;
+
+pub use command::{
+    AbandonedWait, ClientOp, Command, CommandKind, FencingToken, RequestId, SessionId,
+};
+pub use error::{CommandError, DecodeError};
+pub use event::{CloseReason, ElectionChange, ElectionEvent, Event, ReleaseReason};
+pub use limits::{Config, Limits};
+pub use machine::{Output, Reply, StateMachine};
+
+#[cfg(test)]
+mod harness;
+#[cfg(test)]
+mod proptests;
+#[cfg(test)]
+mod tests;

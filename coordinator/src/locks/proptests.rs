@@ -1,0 +1,392 @@
+//! Property tests: invariants under random command sequences, snapshot
+//! round-trip, and agreement with the linearizability checker's model.
+
+use std::collections::BTreeMap;
+
+use proptest::prelude::*;
+
+use crate::locks::harness::Harness;
+use crate::locks::{
+    ClientOp, Command, CommandKind, Config, Event, FencingToken, Output, Reply, RequestId,
+    SessionId, StateMachine,
+};
+use crate::sim::linearizability::{self, Call, Operation, Outcome, Verdict};
+
+/// A randomly chosen step, resolved against the current state by `command_for`.
+#[derive(Debug, Clone)]
+enum Step {
+    Open,
+    Close(u8),
+    Expire(u8),
+    Takeover,
+    Tick(u16),
+    Acquire(u8, u8, bool),
+    Release(u8, u8, bool),
+    Check(u8, u8, bool),
+    Cancel(u8, u8),
+    Campaign(u8, u8, u8),
+    Resign(u8, u8),
+    Proclaim(u8, u8, u8),
+    /// Re-send the session's last client command (a retry).
+    Retry(u8),
+}
+
+fn arb_step() -> impl Strategy<Value = Step> {
+    let s = 0u8..6;
+    let l = 0u8..3;
+    prop_oneof![
+        2 => Just(Step::Open),
+        1 => s.clone().prop_map(Step::Close),
+        1 => s.clone().prop_map(Step::Expire),
+        1 => Just(Step::Takeover),
+        1 => (0u16..400).prop_map(Step::Tick),
+        6 => (s.clone(), l.clone(), any::<bool>()).prop_map(|(a, b, c)| Step::Acquire(a, b, c)),
+        3 => (s.clone(), l.clone(), any::<bool>()).prop_map(|(a, b, c)| Step::Release(a, b, c)),
+        1 => (s.clone(), l.clone(), any::<bool>()).prop_map(|(a, b, c)| Step::Check(a, b, c)),
+        1 => (s.clone(), l.clone()).prop_map(|(a, b)| Step::Cancel(a, b)),
+        2 => (s.clone(), l.clone(), any::<u8>()).prop_map(|(a, b, c)| Step::Campaign(a, b, c)),
+        1 => (s.clone(), l.clone()).prop_map(|(a, b)| Step::Resign(a, b)),
+        1 => (s.clone(), l.clone(), any::<u8>()).prop_map(|(a, b, c)| Step::Proclaim(a, b, c)),
+        1 => s.prop_map(Step::Retry),
+    ]
+}
+
+/// Turns steps into concrete commands, tracking opened sessions, request
+/// ids and the last command per session (for retries).
+#[derive(Default)]
+struct Driver {
+    sessions: Vec<SessionId>,
+    next_rid: BTreeMap<SessionId, u64>,
+    last: BTreeMap<SessionId, CommandKind>,
+    at_ms: u64,
+}
+
+fn lock_name(i: u8) -> String {
+    format!("lock{i}")
+}
+
+impl Driver {
+    fn session(&self, i: u8) -> SessionId {
+        // Possibly a dead session: the machine must reject it cleanly.
+        self.sessions
+            .get(usize::from(i) % self.sessions.len().max(1))
+            .copied()
+            .unwrap_or(SessionId(12345))
+    }
+
+    fn client(&mut self, s: SessionId, op: ClientOp) -> CommandKind {
+        let rid = self.next_rid.entry(s).or_insert(0);
+        *rid += 1;
+        let kind = CommandKind::Client {
+            session: s,
+            request_id: RequestId(*rid),
+            // Acknowledge all but the last few, so retries can still hit.
+            ack_below: RequestId(rid.saturating_sub(3)),
+            op,
+        };
+        self.last.insert(s, kind.clone());
+        kind
+    }
+
+    fn token(sm: &StateMachine, s: SessionId, lock: &str, current: bool) -> FencingToken {
+        match sm.holder(lock) {
+            Some(h) if current && h.session == s => h.token,
+            _ => FencingToken(sm.revision() / 2),
+        }
+    }
+
+    fn command_for(&mut self, sm: &StateMachine, step: &Step) -> Command {
+        let kind = match step {
+            Step::Open => CommandKind::OpenSession { ttl_ms: 1_000 },
+            Step::Close(s) => {
+                let s = self.session(*s);
+                self.client(s, ClientOp::CloseSession)
+            }
+            Step::Expire(s) => CommandKind::ExpireSession {
+                session: self.session(*s),
+                epoch: sm.leader_epoch(),
+            },
+            Step::Takeover => CommandKind::Takeover {
+                epoch: sm.leader_epoch() + 1,
+            },
+            Step::Tick(ms) => {
+                self.at_ms += u64::from(*ms);
+                CommandKind::Tick
+            }
+            Step::Acquire(s, l, wait) => {
+                let s = self.session(*s);
+                let op = ClientOp::Acquire {
+                    name: lock_name(*l),
+                    wait: *wait,
+                };
+                self.client(s, op)
+            }
+            Step::Release(s, l, cur) => {
+                let s = self.session(*s);
+                let name = lock_name(*l);
+                let token = Self::token(sm, s, &name, *cur);
+                self.client(s, ClientOp::Release { name, token })
+            }
+            Step::Check(s, l, cur) => {
+                let s = self.session(*s);
+                let name = lock_name(*l);
+                let token = Self::token(sm, s, &name, *cur);
+                self.client(s, ClientOp::Check { name, token })
+            }
+            Step::Cancel(s, l) => {
+                let s = self.session(*s);
+                self.client(
+                    s,
+                    ClientOp::CancelAcquire {
+                        name: lock_name(*l),
+                    },
+                )
+            }
+            Step::Campaign(s, e, v) => {
+                let s = self.session(*s);
+                let op = ClientOp::Campaign {
+                    name: format!("e{e}"),
+                    value: vec![*v],
+                };
+                self.client(s, op)
+            }
+            Step::Resign(s, e) => {
+                let s = self.session(*s);
+                self.client(
+                    s,
+                    ClientOp::Resign {
+                        name: format!("e{e}"),
+                    },
+                )
+            }
+            Step::Proclaim(s, e, v) => {
+                let s = self.session(*s);
+                let op = ClientOp::Proclaim {
+                    name: format!("e{e}"),
+                    value: vec![*v],
+                };
+                self.client(s, op)
+            }
+            Step::Retry(s) => {
+                let s = self.session(*s);
+                self.last.get(&s).cloned().unwrap_or(CommandKind::Tick)
+            }
+        };
+        Command {
+            at_ms: self.at_ms,
+            kind,
+        }
+    }
+
+    fn observe(&mut self, out: &Output) {
+        if let Ok(Reply::SessionOpened { session }) = out.reply {
+            self.sessions.push(session);
+        }
+    }
+}
+
+fn config(lock_delay_ms: u64) -> Config {
+    let mut c = Harness::small().sm.config().clone();
+    c.lock_delay_ms = lock_delay_ms;
+    c.election_history_len = 4;
+    c
+}
+
+/// Applies `steps` to `sm`, returning every output.
+fn run(sm: &mut StateMachine, driver: &mut Driver, steps: &[Step], slot0: u64) -> Vec<Output> {
+    let mut outs = Vec::new();
+    for (i, step) in steps.iter().enumerate() {
+        let cmd = driver.command_for(sm, step);
+        let out = sm.apply(slot0 + i as u64 / 2, cmd);
+        driver.observe(&out);
+        outs.push(out);
+    }
+    outs
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn at_most_one_holder_and_tokens_strictly_increase(
+        steps in prop::collection::vec(arb_step(), 1..120),
+        delay in prop_oneof![Just(0u64), Just(300u64)],
+    ) {
+        let mut sm = StateMachine::new(config(delay));
+        let mut driver = Driver::default();
+        let mut held: BTreeMap<String, FencingToken> = BTreeMap::new();
+        let mut last_token = FencingToken(0);
+        let mut terms: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+        let mut prev_revision = 0;
+        for step in &steps {
+            let cmd = driver.command_for(&sm, step);
+            let out = sm.apply(1, cmd);
+            driver.observe(&out);
+            prop_assert!(out.revision > prev_revision);
+            prev_revision = out.revision;
+            prop_assert_eq!(sm.check_invariants(), Ok(()));
+            for e in &out.events {
+                match e {
+                    Event::LockGranted { name, token, .. } => {
+                        prop_assert!(!held.contains_key(name), "grant while held: {}", name);
+                        prop_assert!(*token > last_token);
+                        prop_assert!(token.0 <= out.revision);
+                        last_token = *token;
+                        held.insert(name.clone(), *token);
+                    }
+                    Event::LockReleased { name, token, .. } => {
+                        prop_assert_eq!(held.remove(name), Some(*token));
+                    }
+                    Event::Election(ev) => {
+                        let (idx, term) = terms.get(&ev.name).copied().unwrap_or((0, 0));
+                        prop_assert_eq!(ev.index, idx + 1, "gap in event stream");
+                        let step = match ev.change {
+                            crate::locks::ElectionChange::Proclaimed { .. } => 0,
+                            _ => 1,
+                        };
+                        prop_assert_eq!(ev.term, term + step, "term must move by one per change");
+                        terms.insert(ev.name.clone(), (ev.index, ev.term));
+                    }
+                    Event::SessionEnded { .. } => {}
+                }
+            }
+            for (name, token) in &held {
+                prop_assert_eq!(sm.holder(name).map(|h| h.token), Some(*token));
+            }
+        }
+    }
+
+    #[test]
+    fn snapshot_round_trip_continues_identically(
+        prefix in prop::collection::vec(arb_step(), 0..80),
+        suffix in prop::collection::vec(arb_step(), 0..80),
+        delay in prop_oneof![Just(0u64), Just(300u64)],
+    ) {
+        let mut original = StateMachine::new(config(delay));
+        let mut driver = Driver::default();
+        run(&mut original, &mut driver, &prefix, 1);
+        let bytes = original.snapshot().unwrap();
+        let mut restored = StateMachine::restore(&bytes).unwrap();
+        prop_assert_eq!(&restored, &original);
+        // Same driver state for both continuations.
+        let mut driver2 = Driver {
+            sessions: driver.sessions.clone(),
+            next_rid: driver.next_rid.clone(),
+            last: driver.last.clone(),
+            at_ms: driver.at_ms,
+        };
+        let slot = original.last_applied_slot();
+        let a = run(&mut original, &mut driver, &suffix, slot);
+        let b = run(&mut restored, &mut driver2, &suffix, slot);
+        prop_assert_eq!(a, b);
+        prop_assert_eq!(original.snapshot().unwrap(), restored.snapshot().unwrap());
+    }
+}
+
+/// Drives the machine sequentially on one lock with try-acquire, release,
+/// check and session end, and records each operation as completing at its
+/// linearization point `10·t` (so `invoked_at == completed_at - 1`).
+fn single_lock_history(steps: &[(u8, u8, bool)], delay: u64) -> Vec<Operation> {
+    let mut h = Harness::new(config(delay));
+    let mut sessions: Vec<SessionId> = (0..3).map(|_| h.open()).collect();
+    let mut ops = Vec::new();
+    for (t, &(kind, who, flag)) in steps.iter().enumerate() {
+        let c = usize::from(who) % sessions.len();
+        let s = sessions[c];
+        let time = t as u64 * 10 + 10;
+        h.at_ms = time;
+        let (call, outcome) = match kind {
+            0 => {
+                let outcome = match h.acquire(s, "x", false).reply {
+                    Ok(Reply::Granted { token }) => Outcome::Granted { token: token.0 },
+                    Ok(Reply::Busy { .. }) => Outcome::Busy,
+                    other => panic!("unexpected {other:?}"),
+                };
+                (Call::Acquire, outcome)
+            }
+            1 | 2 => {
+                let token = Driver::token(&h.sm, s, "x", flag);
+                let name = "x".to_owned();
+                let (op, call) = if kind == 1 {
+                    (
+                        ClientOp::Release { name, token },
+                        Call::Release { token: token.0 },
+                    )
+                } else {
+                    (
+                        ClientOp::Check { name, token },
+                        Call::Check { token: token.0 },
+                    )
+                };
+                let outcome = match h.op(s, op).reply {
+                    Ok(Reply::Released) => Outcome::Released,
+                    Ok(Reply::Valid) => Outcome::Valid,
+                    Err(_) => Outcome::Stale,
+                    other => panic!("unexpected {other:?}"),
+                };
+                (call, outcome)
+            }
+            _ => {
+                // End the session (expire or close); a fresh session
+                // (a new client) takes its place.
+                if flag {
+                    h.expire(s);
+                } else {
+                    h.op(s, ClientOp::CloseSession);
+                }
+                sessions[c] = h.open();
+                (Call::EndSession { expired: flag }, Outcome::Ended)
+            }
+        };
+        ops.push(Operation {
+            client: s.0,
+            call,
+            outcome,
+            invoked_at: time - 1,
+            completed_at: Some(time),
+        });
+    }
+    ops
+}
+
+proptest! {
+    /// The state machine, driven sequentially on one lock, produces
+    /// histories the checker's sequential model accepts.
+    #[test]
+    fn machine_histories_are_linearizable_for_the_checker(
+        steps in prop::collection::vec((0u8..4, 0u8..3, any::<bool>()), 1..60),
+        delay in prop_oneof![Just(0u64), Just(300u64)],
+    ) {
+        let ops = single_lock_history(&steps, delay);
+        prop_assert_eq!(
+            linearizability::check_lock_history(&ops, 1_000_000),
+            Verdict::Linearizable
+        );
+    }
+
+    /// Widening every interval around its true linearization point, and
+    /// forgetting some outcomes, must never produce a false alarm.
+    #[test]
+    fn concurrent_and_unknown_outcomes_never_give_false_alarms(
+        steps in prop::collection::vec((0u8..4, 0u8..3, any::<bool>()), 1..40),
+        jitter in prop::collection::vec((0u64..25, 0u64..25, 0u8..8), 40),
+        delay in prop_oneof![Just(0u64), Just(300u64)],
+    ) {
+        let mut ops = single_lock_history(&steps, delay);
+        for (op, &(before, after, lose)) in ops.iter_mut().zip(&jitter) {
+            let point = op.completed_at.unwrap_or(op.invoked_at);
+            op.invoked_at = point - 1 - before.min(point - 1);
+            if lose == 0 {
+                op.completed_at = None;
+                op.outcome = Outcome::Unknown;
+            } else {
+                op.completed_at = Some(point + after);
+            }
+        }
+        let verdict = linearizability::check_lock_history(&ops, 2_000_000);
+        prop_assert!(
+            matches!(verdict, Verdict::Linearizable),
+            "false alarm: {:?} on {:?}", verdict, ops
+        );
+    }
+}

@@ -1,0 +1,166 @@
+//! Applying chosen entries: the `Application` the consensus loop drives.
+
+use std::sync::Arc;
+
+use tracing::{error, warn};
+
+use super::proposal::Proposal;
+use super::state::Shared;
+use crate::locks::{ElectionChange, Event, SessionId, StateMachine};
+use crate::node::clock::NodeClock;
+use crate::node::driver::Application;
+use crate::paxos::{ChosenEntry, LeadershipEvent, Nanos, Rejected, Snapshot};
+
+/// Applies log entries to the lock state machine and wakes whoever waits.
+#[derive(Debug)]
+pub struct LockApplication {
+    shared: Arc<Shared>,
+    clock: NodeClock,
+}
+
+impl LockApplication {
+    /// Drives `shared`'s machine; `clock` must be the consensus loop's.
+    pub fn new(shared: Arc<Shared>, clock: NodeClock) -> Self {
+        LockApplication { shared, clock }
+    }
+
+    fn dispatch(&self, origin: u64, id: u64, output: crate::locks::Output) {
+        for event in &output.events {
+            self.on_event(event);
+        }
+        if origin == self.shared.node_id {
+            if let Some((_, waiter)) = self.shared.pending.remove(&id) {
+                let _ = waiter.send(output);
+            }
+        }
+    }
+
+    fn on_event(&self, event: &Event) {
+        match event {
+            Event::LockGranted {
+                name,
+                session,
+                token,
+            } => {
+                if let Some((_, waiter)) =
+                    self.shared.lock_waiters.remove(&(session.0, name.clone()))
+                {
+                    let _ = waiter.send(token.0);
+                }
+            }
+            Event::LockReleased { .. } => {}
+            Event::SessionEnded { session, .. } => {
+                self.shared.deadlines.remove(&session.0);
+                // Waiters of a dead session learn it when their sender drops.
+                self.shared.lock_waiters.retain(|(s, _), _| *s != session.0);
+                self.shared
+                    .campaign_waiters
+                    .retain(|(s, _), _| *s != session.0);
+            }
+            Event::Election(e) => {
+                if let ElectionChange::NewLeader { session, .. } = &e.change {
+                    if let Some((_, waiter)) = self
+                        .shared
+                        .campaign_waiters
+                        .remove(&(session.0, e.name.clone()))
+                    {
+                        let _ = waiter.send(e.term);
+                    }
+                }
+                if let Some(tx) = self.shared.watchers.get(&e.name) {
+                    let _ = tx.send(e.clone());
+                }
+            }
+        }
+    }
+}
+
+impl Application for LockApplication {
+    fn install_snapshot(&mut self, snapshot: &Snapshot) {
+        match StateMachine::restore(&snapshot.data) {
+            Ok(machine) => *self.shared.machine() = machine,
+            // The snapshot came from a quorum member and passed its checksum;
+            // refusing it would leave this node unable to catch up, so say so loudly.
+            Err(e) => error!(
+                "cannot install snapshot up to slot {}: {e}",
+                snapshot.up_to.0
+            ),
+        }
+    }
+
+    fn apply(&mut self, entry: &ChosenEntry) {
+        for value in &entry.batch {
+            let proposal = match Proposal::decode(value) {
+                Ok(p) => p,
+                Err(e) => {
+                    // Every replica skips the same bytes the same way.
+                    warn!(slot = entry.slot.0, "skipping undecodable log entry: {e}");
+                    continue;
+                }
+            };
+            let output = {
+                let mut machine = self.shared.machine();
+                let is_open = matches!(
+                    proposal.command.kind,
+                    crate::locks::CommandKind::OpenSession { .. }
+                );
+                let output = machine.apply(entry.slot.0, proposal.command);
+                if is_open {
+                    if let Ok(crate::locks::Reply::SessionOpened { session }) = &output.reply {
+                        self.track_new_session(&machine, *session);
+                    }
+                }
+                output
+            };
+            self.dispatch(proposal.origin, proposal.id, output);
+        }
+    }
+
+    fn on_leadership(&mut self, event: &LeadershipEvent, now: Nanos) {
+        if let LeadershipEvent::LostLeadership = event {
+            self.shared
+                .my_epoch
+                .store(0, std::sync::atomic::Ordering::Release);
+        }
+        if let LeadershipEvent::BecameLeader { ballot } = event {
+            // Ballots are unique and increase with each leadership, so an
+            // epoch made from one does too (node ids are below 1024).
+            let epoch = ballot
+                .round
+                .saturating_mul(1024)
+                .saturating_add(ballot.node.0 % 1024);
+            self.shared
+                .my_epoch
+                .store(epoch, std::sync::atomic::Ordering::Release);
+            // Chubby's grace: a new leader cannot know when sessions last
+            // renewed, so every deadline restarts at takeover + TTL.
+            let machine = self.shared.machine();
+            self.shared.deadlines.clear();
+            for (session, ttl_ms) in machine.sessions() {
+                self.shared
+                    .deadlines
+                    .insert(session.0, now.plus(ttl_ms.saturating_mul(1_000_000)));
+            }
+        }
+    }
+
+    fn on_rejected(&mut self, rejected: Rejected) {
+        // Dropping the waiter tells the client "not the leader; retry".
+        for value in &rejected.values {
+            if let Some((origin, id)) = Proposal::header(value) {
+                if origin == self.shared.node_id {
+                    self.shared.pending.remove(&id);
+                }
+            }
+        }
+    }
+}
+
+impl LockApplication {
+    fn track_new_session(&self, machine: &StateMachine, session: SessionId) {
+        if let Some((_, ttl_ms)) = machine.sessions().find(|(id, _)| *id == session) {
+            let deadline = self.clock.now().plus(ttl_ms.saturating_mul(1_000_000));
+            self.shared.deadlines.insert(session.0, deadline);
+        }
+    }
+}

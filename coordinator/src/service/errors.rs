@@ -1,0 +1,44 @@
+//! How state-machine refusals are reported to clients.
+
+use paxlock::proto::{self, ErrorCode};
+
+use crate::locks::CommandError;
+
+/// The client-protocol error for a refused command.
+pub fn command_error(err: &CommandError) -> proto::Error {
+    use CommandError as E;
+    let code = match err {
+        E::SessionNotFound { .. } => ErrorCode::SessionUnknown,
+        E::TooManySessions { .. } => ErrorCode::TooManySessions,
+        E::TtlOutOfRange { .. } => ErrorCode::TtlOutOfRange,
+        E::NameEmpty { .. } | E::NameTooLong { .. } => ErrorCode::InvalidName,
+        E::ValueTooLarge { .. } => ErrorCode::ValueTooLarge,
+        E::WaitQueueFull { .. } | E::TooManyCandidates { .. } => ErrorCode::TooManyWaiters,
+        E::TooManyLocks { .. } | E::TooManyCampaigns { .. } | E::TooManyElections { .. } => {
+            ErrorCode::TooManyLocks
+        }
+        E::StaleToken { .. } => ErrorCode::StaleToken,
+        // Only leader-internal expiries can be stale; no client sees this.
+        E::StaleExpiry { .. } => ErrorCode::Internal,
+        E::NotLeader { .. } => ErrorCode::NotElectionLeader,
+        E::RequestIdAcked { .. } | E::TooManyUnackedReplies { .. } => {
+            ErrorCode::RequestIdAcknowledged
+        }
+    };
+    proto::Error {
+        code: code.into(),
+        message: err.to_string(),
+        retryable: false,
+        ..Default::default()
+    }
+}
+
+/// An error with a code and message.
+pub fn error(code: ErrorCode, message: impl Into<String>, retryable: bool) -> proto::Error {
+    proto::Error {
+        code: code.into(),
+        message: message.into(),
+        retryable,
+        ..Default::default()
+    }
+}

@@ -1,0 +1,482 @@
+//! Answering one client request: validate, propose, wait for the applied
+//! result (and, for a queued acquire or campaign, for the grant), reply.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use paxlock::proto::{self, request::Op, response, ErrorCode, Request, Response};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::errors::{command_error, error};
+use super::proposal::Proposal;
+use super::state::Shared;
+use crate::locks::{
+    AbandonedWait, ClientOp, Command, CommandKind, FencingToken, Output, Reply, RequestId,
+    SessionId,
+};
+use crate::node::clock::NodeClock;
+use crate::node::driver::{DriverInput, DriverStatus};
+
+/// How long a proposal may take to be chosen and applied before the client
+/// is told to retry (with the same request id, so a retry is safe).
+pub const COMMIT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Everything a request handler needs.
+#[derive(Debug, Clone)]
+pub struct Context {
+    /// Shared service state.
+    pub shared: Arc<Shared>,
+    /// The consensus loop's inbox.
+    pub inbox: mpsc::Sender<DriverInput>,
+    /// The consensus loop's status.
+    pub status: watch::Receiver<DriverStatus>,
+    /// The consensus loop's clock.
+    pub clock: NodeClock,
+    /// Client address of every node, for redirects.
+    pub node_addrs: Arc<std::collections::BTreeMap<u64, String>>,
+}
+
+type Answer = Result<response::Result, proto::Error>;
+
+impl Context {
+    /// Answers one request (not `Watch`, which streams).
+    pub async fn answer(&self, request: Request) -> Response {
+        let request_id = request.request_id;
+        let result = self.dispatch(request).await;
+        match result {
+            Ok(result) => Response {
+                request_id,
+                error: None,
+                result: Some(result),
+            },
+            Err(error) => Response {
+                request_id,
+                error: Some(error),
+                result: None,
+            },
+        }
+    }
+
+    async fn dispatch(&self, request: Request) -> Answer {
+        let session = SessionId(request.session_id);
+        let Some(op) = request.op else {
+            return Err(error(
+                ErrorCode::InvalidRequest,
+                "request has no operation set",
+                false,
+            ));
+        };
+        let client = |op: ClientOp| CommandKind::Client {
+            session,
+            request_id: RequestId(request.request_id),
+            ack_below: RequestId(request.ack_below),
+            op,
+        };
+        match op {
+            Op::Hello(_) | Op::Status(_) | Op::Watch(_) => Err(error(
+                ErrorCode::InvalidRequest,
+                "hello, status and watch are answered by the transport layer",
+                false,
+            )),
+            Op::OpenSession(open) => {
+                self.require_leader()?;
+                match self
+                    .commit(CommandKind::OpenSession {
+                        ttl_ms: open.ttl_ms,
+                    })
+                    .await?
+                {
+                    Reply::SessionOpened { session } => {
+                        Ok(response::Result::SessionOpened(proto::SessionOpened {
+                            session_id: session.0,
+                            ttl_ms: open.ttl_ms,
+                        }))
+                    }
+                    other => Err(unexpected(&other)),
+                }
+            }
+            Op::KeepAlive(_) => {
+                let ttl_ms = self.keep_alive(session)?;
+                Ok(response::Result::KeepAlive(proto::KeepAliveOk { ttl_ms }))
+            }
+            Op::CloseSession(_) => {
+                self.require_leader()?;
+                self.commit(client(ClientOp::CloseSession)).await?;
+                Ok(done())
+            }
+            Op::Acquire(acquire) => {
+                self.require_leader()?;
+                self.acquire(session, client, acquire).await
+            }
+            Op::Release(release) => {
+                self.require_leader()?;
+                self.commit(client(ClientOp::Release {
+                    name: release.name,
+                    token: FencingToken(release.fencing_token),
+                }))
+                .await?;
+                Ok(done())
+            }
+            Op::Renew(renew) => {
+                self.require_leader()?;
+                self.commit(client(ClientOp::Check {
+                    name: renew.name,
+                    token: FencingToken(renew.fencing_token),
+                }))
+                .await?;
+                // A valid grant proves the session alive: extend it too.
+                let ttl_ms = self.keep_alive(session)?;
+                Ok(response::Result::Renewed(proto::Renewed { ttl_ms }))
+            }
+            Op::CancelAcquire(cancel) => {
+                self.require_leader()?;
+                self.shared
+                    .lock_waiters
+                    .remove(&(session.0, cancel.name.clone()));
+                self.commit(client(ClientOp::CancelAcquire { name: cancel.name }))
+                    .await?;
+                Ok(done())
+            }
+            Op::Campaign(campaign) => {
+                self.require_leader()?;
+                self.campaign(session, client, campaign).await
+            }
+            Op::Resign(resign) => {
+                self.require_leader()?;
+                self.commit(client(ClientOp::Resign {
+                    name: resign.election,
+                }))
+                .await?;
+                Ok(done())
+            }
+            Op::Proclaim(proclaim) => {
+                self.require_leader()?;
+                self.commit(client(ClientOp::Proclaim {
+                    name: proclaim.election,
+                    value: proclaim.value,
+                }))
+                .await?;
+                Ok(done())
+            }
+            Op::QueryLeader(query) => {
+                // A read served under the leader lease: no other leader can
+                // have applied anything newer.
+                self.require_lease()?;
+                Ok(response::Result::Leader(self.leader_info(&query.election)))
+            }
+        }
+    }
+
+    async fn acquire(
+        &self,
+        session: SessionId,
+        client: impl Fn(ClientOp) -> CommandKind,
+        acquire: proto::Acquire,
+    ) -> Answer {
+        let name = acquire.name.clone();
+        let key = (session.0, name.clone());
+        // Register before proposing so a grant applied right after the
+        // `Queued` reply cannot be missed.
+        let (grant_tx, grant_rx) = oneshot::channel();
+        if acquire.wait {
+            self.shared.lock_waiters.insert(key.clone(), grant_tx);
+        }
+        let reply = self
+            .commit(client(ClientOp::Acquire {
+                name: name.clone(),
+                wait: acquire.wait,
+            }))
+            .await;
+        let granted = |token: u64| {
+            Ok(response::Result::Granted(proto::Granted {
+                name: name.clone(),
+                fencing_token: token,
+            }))
+        };
+        match reply {
+            Ok(Reply::Granted { token }) => {
+                self.shared.lock_waiters.remove(&key);
+                granted(token.0)
+            }
+            Ok(Reply::Busy { .. }) => Err(error(
+                ErrorCode::Busy,
+                format!("lock {name:?} is held by another session"),
+                false,
+            )),
+            Ok(Reply::Queued { .. }) => {
+                // A retried acquire gets the recorded `Queued` even if the
+                // grant has happened since: check the holder first.
+                if let Some(holder) = self.shared.machine().holder(&name) {
+                    if holder.session == session {
+                        self.shared.lock_waiters.remove(&key);
+                        return granted(holder.token.0);
+                    }
+                }
+                let limit = match acquire.timeout_ms {
+                    0 => Duration::from_secs(24 * 3600),
+                    ms => Duration::from_millis(ms),
+                };
+                match tokio::time::timeout(limit, grant_rx).await {
+                    Ok(Ok(token)) => granted(token),
+                    Ok(Err(_)) => Err(error(
+                        ErrorCode::SessionUnknown,
+                        "the session ended while waiting for the lock",
+                        false,
+                    )),
+                    Err(_) => {
+                        self.shared.lock_waiters.remove(&key);
+                        // Logged cancel: a grant that raced it is released.
+                        let _ = self
+                            .commit(CommandKind::Abandon {
+                                session,
+                                name: name.clone(),
+                                wait: AbandonedWait::Acquire,
+                            })
+                            .await;
+                        Err(error(
+                            ErrorCode::Timeout,
+                            format!("lock {name:?} was not granted within {limit:?}; the wait was cancelled"),
+                            false,
+                        ))
+                    }
+                }
+            }
+            Ok(other) => {
+                self.shared.lock_waiters.remove(&key);
+                Err(unexpected(&other))
+            }
+            Err(e) => {
+                self.shared.lock_waiters.remove(&key);
+                Err(e)
+            }
+        }
+    }
+
+    async fn campaign(
+        &self,
+        session: SessionId,
+        client: impl Fn(ClientOp) -> CommandKind,
+        campaign: proto::Campaign,
+    ) -> Answer {
+        let name = campaign.election.clone();
+        let key = (session.0, name.clone());
+        let (won_tx, won_rx) = oneshot::channel();
+        self.shared.campaign_waiters.insert(key.clone(), won_tx);
+        let reply = self
+            .commit(client(ClientOp::Campaign {
+                name: name.clone(),
+                value: campaign.value,
+            }))
+            .await;
+        match reply {
+            Ok(Reply::Elected { .. }) => {
+                self.shared.campaign_waiters.remove(&key);
+                Ok(response::Result::Leader(self.leader_info(&name)))
+            }
+            Ok(Reply::Candidate { .. }) => {
+                if self
+                    .shared
+                    .machine()
+                    .leader(&name)
+                    .is_some_and(|l| l.session == session)
+                {
+                    self.shared.campaign_waiters.remove(&key);
+                    return Ok(response::Result::Leader(self.leader_info(&name)));
+                }
+                let limit = match campaign.timeout_ms {
+                    0 => Duration::from_secs(24 * 3600),
+                    ms => Duration::from_millis(ms),
+                };
+                match tokio::time::timeout(limit, won_rx).await {
+                    Ok(Ok(_term)) => Ok(response::Result::Leader(self.leader_info(&name))),
+                    Ok(Err(_)) => Err(error(
+                        ErrorCode::SessionUnknown,
+                        "the session ended while campaigning",
+                        false,
+                    )),
+                    Err(_) => {
+                        self.shared.campaign_waiters.remove(&key);
+                        let _ = self
+                            .commit(client(ClientOp::Resign { name: name.clone() }))
+                            .await;
+                        Err(error(
+                            ErrorCode::Timeout,
+                            format!("election {name:?} was not won within {limit:?}; the candidacy was withdrawn"),
+                            false,
+                        ))
+                    }
+                }
+            }
+            Ok(other) => {
+                self.shared.campaign_waiters.remove(&key);
+                Err(unexpected(&other))
+            }
+            Err(e) => {
+                self.shared.campaign_waiters.remove(&key);
+                Err(e)
+            }
+        }
+    }
+
+    fn leader_info(&self, election: &str) -> proto::LeaderInfo {
+        let machine = self.shared.machine();
+        let term = machine.term(election);
+        match machine.leader(election) {
+            Some(view) => proto::LeaderInfo {
+                election: election.to_string(),
+                term: view.term,
+                has_leader: true,
+                value: view.value,
+                leader_session_id: view.session.0,
+            },
+            None => proto::LeaderInfo {
+                election: election.to_string(),
+                term,
+                has_leader: false,
+                value: Vec::new(),
+                leader_session_id: 0,
+            },
+        }
+    }
+
+    /// Extends `session` by its TTL from now, if this node holds the
+    /// leader lease. Not logged (DESIGN.md, "Keepalives are not logged").
+    fn keep_alive(&self, session: SessionId) -> Result<u64, proto::Error> {
+        self.require_lease()?;
+        if !self.shared.takeover_applied() {
+            return Err(error(
+                ErrorCode::Unavailable,
+                "this node has just become leader and is still taking over; retry shortly",
+                true,
+            ));
+        }
+        let ttl_ms = self
+            .shared
+            .machine()
+            .sessions()
+            .find(|(id, _)| *id == session)
+            .map(|(_, ttl)| ttl)
+            .ok_or_else(|| {
+                error(
+                    ErrorCode::SessionUnknown,
+                    format!("session {} is closed or expired; open a new one", session.0),
+                    false,
+                )
+            })?;
+        let deadline = self.clock.now().plus(ttl_ms.saturating_mul(1_000_000));
+        self.shared.deadlines.insert(session.0, deadline);
+        Ok(ttl_ms)
+    }
+
+    /// Proposes `kind` and waits until it is applied here.
+    async fn commit(&self, kind: CommandKind) -> Result<Reply, proto::Error> {
+        let output = self.propose(kind).await?;
+        output.reply.map_err(|e| command_error(&e))
+    }
+
+    /// Proposes a leader-internal command (expiry, tick) and waits for it.
+    pub async fn propose_internal(&self, kind: CommandKind) -> Result<Output, proto::Error> {
+        self.propose(kind).await
+    }
+
+    async fn propose(&self, kind: CommandKind) -> Result<Output, proto::Error> {
+        let command = Command {
+            at_ms: wall_clock_ms(),
+            kind,
+        };
+        let id = self.shared.next_proposal_id();
+        let bytes = Proposal::encode(self.shared.node_id, id, &command).map_err(|e| {
+            error(
+                ErrorCode::InvalidRequest,
+                format!("cannot encode command: {e}"),
+                false,
+            )
+        })?;
+        let (tx, rx) = oneshot::channel();
+        self.shared.pending.insert(id, tx);
+        if self
+            .inbox
+            .send(DriverInput::Propose(vec![bytes]))
+            .await
+            .is_err()
+        {
+            self.shared.pending.remove(&id);
+            return Err(error(
+                ErrorCode::ShuttingDown,
+                "the node is shutting down",
+                true,
+            ));
+        }
+        match tokio::time::timeout(COMMIT_TIMEOUT, rx).await {
+            Ok(Ok(output)) => Ok(output),
+            // Refused by the core: leadership moved while proposing.
+            Ok(Err(_)) => Err(self.not_leader()),
+            Err(_) => {
+                self.shared.pending.remove(&id);
+                Err(error(
+                    ErrorCode::Unavailable,
+                    "the command was not committed in time (no quorum?); retry with the same request id",
+                    true,
+                ))
+            }
+        }
+    }
+
+    fn require_leader(&self) -> Result<(), proto::Error> {
+        if self.status.borrow().is_leader {
+            Ok(())
+        } else {
+            Err(self.not_leader())
+        }
+    }
+
+    fn require_lease(&self) -> Result<(), proto::Error> {
+        let status = self.status.borrow().clone();
+        let now = self.clock.now();
+        match status.lease_until {
+            Some(until) if status.is_leader && now < until => Ok(()),
+            _ if status.is_leader => Err(error(
+                ErrorCode::Unavailable,
+                "this node leads but does not hold the leader lease yet; retry shortly",
+                true,
+            )),
+            _ => Err(self.not_leader()),
+        }
+    }
+
+    fn not_leader(&self) -> proto::Error {
+        let leader = self.status.borrow().leader.map(|id| id.0);
+        let mut err = error(
+            ErrorCode::NotLeader,
+            "this node does not lead the cluster",
+            true,
+        );
+        if let Some(id) = leader.filter(|&id| id != self.shared.node_id) {
+            err.leader_node_id = id;
+            err.leader_addr = self.node_addrs.get(&id).cloned().unwrap_or_default();
+            err.message = format!("node {id} leads the cluster; send requests there");
+        }
+        err
+    }
+}
+
+fn done() -> response::Result {
+    response::Result::Done(proto::Done {})
+}
+
+fn unexpected(reply: &Reply) -> proto::Error {
+    error(
+        ErrorCode::Internal,
+        format!("unexpected state machine reply {reply:?}"),
+        false,
+    )
+}
+
+/// Milliseconds since the Unix epoch: the logical time a leader stamps on
+/// commands (used only for lock-delay; the machine never lets it go back).
+pub fn wall_clock_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,78 @@
+//! The leader's session timers: expire sessions whose deadline passed, and
+//! advance logical time so lock-delays end.
+
+use std::time::Duration;
+
+use tracing::debug;
+
+use super::handler::Context;
+use crate::locks::{CommandKind, SessionId};
+
+/// How often the leader looks for expired sessions.
+pub const EXPIRY_SCAN_PERIOD: Duration = Duration::from_millis(50);
+
+/// After proposing an expiry, wait this long before proposing it again.
+const EXPIRY_RETRY_NS: u64 = 1_000_000_000;
+
+/// Runs forever: while this node leads, proposes `ExpireSession` for every
+/// session whose deadline has passed, and a `Tick` every second if
+/// lock-delay is configured.
+pub async fn run_expiry(ctx: Context) {
+    let mut interval = tokio::time::interval(EXPIRY_SCAN_PERIOD);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut scans: u64 = 0;
+    let mut takeover_proposed: u64 = 0;
+    loop {
+        interval.tick().await;
+        scans += 1;
+        if !ctx.status.borrow().is_leader {
+            continue;
+        }
+        let epoch = ctx.shared.my_epoch();
+        if epoch == 0 {
+            continue;
+        }
+        if !ctx.shared.takeover_applied() {
+            // First command of every leadership: fences off expiries that a
+            // deposed leader proposed and a later one might recover.
+            if takeover_proposed != epoch || scans.is_multiple_of(20) {
+                takeover_proposed = epoch;
+                let ctx = ctx.clone();
+                tokio::spawn(async move {
+                    let _ = ctx.propose_internal(CommandKind::Takeover { epoch }).await;
+                });
+            }
+            continue;
+        }
+        let now = ctx.clock.now();
+        let expired: Vec<u64> = ctx
+            .shared
+            .deadlines
+            .iter()
+            .filter(|entry| *entry.value() <= now)
+            .map(|entry| *entry.key())
+            .collect();
+        for session in expired {
+            ctx.shared
+                .deadlines
+                .insert(session, now.plus(EXPIRY_RETRY_NS));
+            debug!(session, "session deadline passed; proposing expiry");
+            let ctx = ctx.clone();
+            tokio::spawn(async move {
+                let _ = ctx
+                    .propose_internal(CommandKind::ExpireSession {
+                        session: SessionId(session),
+                        epoch,
+                    })
+                    .await;
+            });
+        }
+        let lock_delay = ctx.shared.machine().config().lock_delay_ms > 0;
+        if lock_delay && scans.is_multiple_of(20) {
+            let ctx = ctx.clone();
+            tokio::spawn(async move {
+                let _ = ctx.propose_internal(CommandKind::Tick).await;
+            });
+        }
+    }
+}

@@ -1,0 +1,94 @@
+//! State shared between the consensus loop (which applies entries) and the
+//! connection tasks (which wait for results): who waits for what.
+//!
+//! Everything here is per node and in memory; the replicated truth is the
+//! `StateMachine`, which every node applies identically.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
+
+use dashmap::DashMap;
+use tokio::sync::{broadcast, oneshot};
+
+use crate::locks::{Config, ElectionEvent, Output, StateMachine};
+use crate::paxos::Nanos;
+
+/// Bound on buffered election events per watcher; a watcher that falls
+/// further behind is told history is gone and resumes from the machine.
+pub const WATCH_BUFFER: usize = 256;
+
+/// Shared node-side service state.
+#[derive(Debug)]
+pub struct Shared {
+    /// This node's id (the `origin` of its proposals).
+    pub node_id: u64,
+    /// The replicated state machine, as applied on this node.
+    machine: Mutex<StateMachine>,
+    /// Proposal id → the task waiting for that command's result.
+    pub pending: DashMap<u64, oneshot::Sender<Output>>,
+    next_proposal: AtomicU64,
+    /// (session, lock) → the task waiting for a queued acquire's grant.
+    pub lock_waiters: DashMap<(u64, String), oneshot::Sender<u64>>,
+    /// (session, election) → the task waiting for a campaign to win.
+    pub campaign_waiters: DashMap<(u64, String), oneshot::Sender<u64>>,
+    /// Election → live watchers.
+    pub watchers: DashMap<String, broadcast::Sender<ElectionEvent>>,
+    /// Session → expiry deadline on this node's clock. Only meaningful
+    /// while this node leads; restarted at takeover.
+    pub deadlines: DashMap<u64, Nanos>,
+    /// The takeover epoch of this node's current leadership (0: not
+    /// leading). Expiries carry it; keepalives are answered only once the
+    /// machine has applied this node's `Takeover` with it.
+    pub my_epoch: AtomicU64,
+}
+
+impl Shared {
+    /// New shared state around a fresh machine.
+    pub fn new(node_id: u64, config: Config) -> Self {
+        Shared {
+            node_id,
+            machine: Mutex::new(StateMachine::new(config)),
+            pending: DashMap::new(),
+            next_proposal: AtomicU64::new(1),
+            lock_waiters: DashMap::new(),
+            campaign_waiters: DashMap::new(),
+            watchers: DashMap::new(),
+            deadlines: DashMap::new(),
+            my_epoch: AtomicU64::new(0),
+        }
+    }
+
+    /// The machine, for a short read or for applying. A poisoned lock
+    /// means an apply panicked; the state is still the last consistent one
+    /// because apply validates before it mutates.
+    pub fn machine(&self) -> MutexGuard<'_, StateMachine> {
+        self.machine
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// A fresh proposal id.
+    pub fn next_proposal_id(&self) -> u64 {
+        self.next_proposal.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// This node's takeover epoch, 0 if it does not lead.
+    pub fn my_epoch(&self) -> u64 {
+        self.my_epoch.load(Ordering::Acquire)
+    }
+
+    /// Whether this node leads and its takeover has been applied, so its
+    /// session deadlines are authoritative.
+    pub fn takeover_applied(&self) -> bool {
+        let epoch = self.my_epoch();
+        epoch != 0 && self.machine().leader_epoch() == epoch
+    }
+
+    /// A receiver of `election`'s future events.
+    pub fn subscribe(&self, election: &str) -> broadcast::Receiver<ElectionEvent> {
+        self.watchers
+            .entry(election.to_string())
+            .or_insert_with(|| broadcast::channel(WATCH_BUFFER).0)
+            .subscribe()
+    }
+}

@@ -1,0 +1,248 @@
+use super::*;
+
+fn op(client: ClientId, call: Call, outcome: Outcome, inv: u64, comp: Option<u64>) -> Operation {
+    Operation {
+        client,
+        call,
+        outcome,
+        invoked_at: inv,
+        completed_at: comp,
+    }
+}
+
+const BUDGET: u64 = 100_000;
+const A: ClientId = 1;
+const B: ClientId = 2;
+
+fn granted(token: u64) -> Outcome {
+    Outcome::Granted { token }
+}
+
+fn is_violation(v: &Verdict) -> bool {
+    matches!(v, Verdict::NotLinearizable { .. })
+}
+
+#[test]
+fn valid_concurrent_history_passes() {
+    let h = [
+        op(A, Call::Acquire, granted(5), 0, Some(10)),
+        op(B, Call::Acquire, Outcome::Busy, 2, Some(12)),
+        op(
+            A,
+            Call::Release { token: 5 },
+            Outcome::Released,
+            11,
+            Some(20),
+        ),
+        // Overlaps the release: linearizes after it.
+        op(B, Call::Acquire, granted(8), 15, Some(30)),
+        op(B, Call::Check { token: 8 }, Outcome::Valid, 31, Some(32)),
+        op(A, Call::Release { token: 5 }, Outcome::Stale, 31, Some(33)),
+    ];
+    assert_eq!(check_lock_history(&h, BUDGET), Verdict::Linearizable);
+}
+
+#[test]
+fn two_overlapping_holders_fail() {
+    let h = [
+        op(A, Call::Acquire, granted(1), 0, Some(5)),
+        op(B, Call::Acquire, granted(2), 6, Some(10)),
+        op(
+            A,
+            Call::Release { token: 1 },
+            Outcome::Released,
+            11,
+            Some(12),
+        ),
+    ];
+    assert!(is_violation(&check_lock_history(&h, BUDGET)));
+}
+
+#[test]
+fn decreasing_token_fails() {
+    let h = [
+        op(A, Call::Acquire, granted(5), 0, Some(1)),
+        op(A, Call::Release { token: 5 }, Outcome::Released, 2, Some(3)),
+        op(B, Call::Acquire, granted(3), 4, Some(5)),
+    ];
+    assert!(is_violation(&check_lock_history(&h, BUDGET)));
+}
+
+#[test]
+fn grant_while_held_fails_even_without_release() {
+    let h = [
+        op(A, Call::Acquire, granted(1), 0, Some(1)),
+        op(B, Call::Acquire, granted(2), 2, Some(3)),
+    ];
+    assert!(is_violation(&check_lock_history(&h, BUDGET)));
+}
+
+#[test]
+fn busy_on_a_free_lock_fails() {
+    let h = [op(B, Call::Acquire, Outcome::Busy, 0, Some(1))];
+    assert!(is_violation(&check_lock_history(&h, BUDGET)));
+}
+
+#[test]
+fn busy_during_lock_delay_after_expiry_passes() {
+    let h = [
+        op(A, Call::Acquire, granted(1), 0, Some(1)),
+        op(
+            A,
+            Call::EndSession { expired: true },
+            Outcome::Ended,
+            2,
+            Some(2),
+        ),
+        op(B, Call::Acquire, Outcome::Busy, 3, Some(4)),
+        op(B, Call::Acquire, granted(4), 5, Some(6)),
+    ];
+    assert_eq!(check_lock_history(&h, BUDGET), Verdict::Linearizable);
+}
+
+#[test]
+fn unknown_acquire_may_have_taken_effect() {
+    // A's acquire never answered; B saw the lock busy, so A's grant must
+    // have happened (and is the only explanation).
+    let h = [
+        op(A, Call::Acquire, Outcome::Unknown, 0, None),
+        op(B, Call::Acquire, Outcome::Busy, 5, Some(6)),
+        op(
+            A,
+            Call::EndSession { expired: true },
+            Outcome::Ended,
+            7,
+            Some(7),
+        ),
+        op(B, Call::Acquire, granted(3), 8, Some(9)),
+    ];
+    assert_eq!(check_lock_history(&h, BUDGET), Verdict::Linearizable);
+}
+
+#[test]
+fn unknown_acquire_may_never_have_taken_effect() {
+    let h = [
+        op(A, Call::Acquire, Outcome::Unknown, 0, None),
+        op(B, Call::Acquire, granted(1), 5, Some(6)),
+    ];
+    assert_eq!(check_lock_history(&h, BUDGET), Verdict::Linearizable);
+}
+
+#[test]
+fn unseen_grant_forces_later_tokens_higher() {
+    // A's unknown acquire must have granted (B saw busy) with a token >= 1,
+    // so after A's session ends B cannot be granted token 1.
+    let h = [
+        op(A, Call::Acquire, Outcome::Unknown, 0, None),
+        op(B, Call::Acquire, Outcome::Busy, 5, Some(6)),
+        op(
+            A,
+            Call::EndSession { expired: false },
+            Outcome::Ended,
+            7,
+            Some(7),
+        ),
+        op(B, Call::Acquire, granted(1), 8, Some(9)),
+    ];
+    assert!(is_violation(&check_lock_history(&h, BUDGET)));
+}
+
+#[test]
+fn reacquire_returns_same_token_or_fails() {
+    let same = [
+        op(A, Call::Acquire, granted(3), 0, Some(1)),
+        op(A, Call::Acquire, granted(3), 2, Some(3)),
+    ];
+    assert_eq!(check_lock_history(&same, BUDGET), Verdict::Linearizable);
+    let different = [
+        op(A, Call::Acquire, granted(3), 0, Some(1)),
+        op(A, Call::Acquire, granted(4), 2, Some(3)),
+    ];
+    assert!(is_violation(&check_lock_history(&different, BUDGET)));
+}
+
+#[test]
+fn release_with_wrong_token_reported_ok_fails() {
+    let h = [
+        op(A, Call::Acquire, granted(3), 0, Some(1)),
+        op(A, Call::Release { token: 2 }, Outcome::Released, 2, Some(3)),
+    ];
+    assert!(is_violation(&check_lock_history(&h, BUDGET)));
+}
+
+#[test]
+fn cancel_after_grant_releases_for_next_client() {
+    let h = [
+        op(A, Call::Acquire, Outcome::Unknown, 0, Some(4)),
+        op(
+            A,
+            Call::Cancel,
+            Outcome::Cancelled { released: true },
+            3,
+            Some(4),
+        ),
+        op(B, Call::Acquire, granted(9), 5, Some(6)),
+    ];
+    assert_eq!(check_lock_history(&h, BUDGET), Verdict::Linearizable);
+}
+
+#[test]
+fn search_over_budget_answers_unknown() {
+    // Many fully concurrent try-acquires that all report Busy except one
+    // grant: the search has a large space; a tiny budget must stop it.
+    let mut h = vec![op(A, Call::Acquire, granted(1), 0, Some(1000))];
+    for c in 0..40 {
+        h.push(op(10 + c, Call::Acquire, Outcome::Busy, 0, Some(1000)));
+    }
+    h.push(op(B, Call::Acquire, Outcome::Busy, 0, Some(1)));
+    assert!(matches!(
+        check_lock_history(&h, 10),
+        Verdict::Unknown { .. }
+    ));
+}
+
+#[test]
+fn malformed_history_is_reported() {
+    let h = [op(A, Call::Acquire, granted(1), 5, Some(4))];
+    assert!(matches!(
+        check_lock_history(&h, BUDGET),
+        Verdict::InvalidHistory { index: 0, .. }
+    ));
+}
+
+#[test]
+fn check_all_names_the_failing_lock() {
+    let mut by_lock = BTreeMap::new();
+    by_lock.insert(
+        "ok".to_owned(),
+        vec![op(A, Call::Acquire, granted(1), 0, Some(1))],
+    );
+    by_lock.insert(
+        "bad".to_owned(),
+        vec![op(A, Call::Acquire, Outcome::Busy, 0, Some(1))],
+    );
+    let err = check_all(&by_lock, BUDGET).err().map(|(name, _)| name);
+    assert_eq!(err.as_deref(), Some("bad"));
+}
+
+#[test]
+fn long_sequential_history_checks_within_a_small_budget() {
+    // 3000 operations, each acquire/release pair by a rotating client, with
+    // a concurrent busy probe: memoization keeps the work near linear.
+    let mut h = Vec::new();
+    let mut t = 0;
+    for i in 0..1000u64 {
+        let c = i % 3;
+        h.push(op(c, Call::Acquire, granted(i + 1), t, Some(t + 2)));
+        h.push(op(c + 10, Call::Acquire, Outcome::Busy, t + 3, Some(t + 5)));
+        h.push(op(
+            c,
+            Call::Release { token: i + 1 },
+            Outcome::Released,
+            t + 4,
+            Some(t + 6),
+        ));
+        t += 10;
+    }
+    assert_eq!(check_lock_history(&h, 20_000), Verdict::Linearizable);
+}

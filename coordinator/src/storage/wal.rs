@@ -1,0 +1,295 @@
+//! The file-backed store: segment files + group-commit writer thread +
+//! snapshots, opened through recovery.
+
+use std::collections::VecDeque;
+use std::fs::{self, File, OpenOptions, TryLockError};
+use std::io::{Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{sync_channel, SyncSender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use crate::storage::error::{Result, StorageError};
+use crate::storage::fsutil;
+use crate::storage::group_commit::{Command, Shared, StorageStats, Ticket, Writer, WriterLimits};
+use crate::storage::meta::{check_identity, write_identity, Identity};
+use crate::storage::record::{Lsn, RecordRef};
+use crate::storage::recovery::{recover_dir, Recovered};
+use crate::storage::segment::{create_segment, list_segments, SEGMENT_HEADER_BYTES};
+use crate::storage::snapshot::{list_snapshots, write_snapshot_file, SnapshotData};
+use crate::storage::store::Storage;
+
+/// Tuning for [`FileStore`]. Every limit is a hard bound.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FileStoreOptions {
+    /// A segment is closed and a new one started before it would grow past
+    /// this size (a single larger record still gets a segment of its own).
+    pub segment_size_limit_bytes: u64,
+    /// Largest accepted payload; larger appends are rejected, and recovery
+    /// treats a header claiming more as damaged.
+    pub max_record_bytes: usize,
+    /// Capacity of the request queue, in `append_batch` calls. When full,
+    /// producers block until the writer drains it (backpressure).
+    pub queue_capacity_requests: usize,
+    /// One group commit stops taking requests from the queue after this many
+    /// frame bytes, bounding the work behind one fsync.
+    pub max_group_commit_bytes: usize,
+    /// One group commit takes at most this many requests.
+    pub max_group_commit_requests: usize,
+}
+
+impl Default for FileStoreOptions {
+    fn default() -> Self {
+        FileStoreOptions {
+            segment_size_limit_bytes: 64 * 1024 * 1024,
+            max_record_bytes: 16 * 1024 * 1024,
+            queue_capacity_requests: 4096,
+            max_group_commit_bytes: 8 * 1024 * 1024,
+            max_group_commit_requests: 4096,
+        }
+    }
+}
+
+/// The durable store on a local directory. Cheap to share across threads
+/// (`&FileStore` is enough to append). Dropping it drains the queue, makes
+/// everything queued durable and joins the writer thread.
+pub struct FileStore {
+    dir: PathBuf,
+    options: FileStoreOptions,
+    queue: Option<SyncSender<Command>>,
+    writer: Option<JoinHandle<()>>,
+    shared: Arc<Shared>,
+    /// Serialises snapshot writes and remembers the newest covered LSN.
+    newest_snapshot_lsn: Mutex<Lsn>,
+    /// Holds an exclusive `flock` on the directory while the store is open,
+    /// so a second process (or a second store) cannot interleave writes.
+    /// Released by the kernel when the process dies, even by SIGKILL.
+    _dir_lock: File,
+}
+
+impl FileStore {
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn send(&self, command: Command) -> Result<()> {
+        let queue = self.queue.as_ref().ok_or(StorageError::Closed)?;
+        // Blocks while the queue is full: this is the backpressure point.
+        queue.send(command).map_err(|_| StorageError::Closed)
+    }
+
+    fn check_not_failed(&self) -> Result<()> {
+        match self.shared.failure() {
+            Some(reason) => Err(StorageError::WriterFailed { reason }),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Creates `dir` if needed, locks it, and checks or writes its identity
+/// file. Returns the lock guard. Locking the directory itself (not a lock
+/// file) means a refused open creates nothing.
+fn prepare_dir(dir: &Path, identity: Identity) -> Result<File> {
+    if !dir.exists() {
+        fs::create_dir_all(dir).map_err(|e| StorageError::io("creating data directory", dir, e))?;
+        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+            fsutil::fsync_dir(parent)?;
+        }
+    }
+    let lock = File::open(dir).map_err(|e| StorageError::io("opening data directory", dir, e))?;
+    match lock.try_lock() {
+        Ok(()) => {}
+        Err(TryLockError::WouldBlock) => {
+            return Err(StorageError::DirectoryLocked {
+                dir: dir.to_path_buf(),
+            })
+        }
+        Err(TryLockError::Error(e)) => {
+            return Err(StorageError::io("locking data directory", dir, e))
+        }
+    }
+    if check_identity(dir, identity)? {
+        return Ok(lock);
+    }
+    if !list_segments(dir)?.is_empty() || !list_snapshots(dir)?.is_empty() {
+        return Err(StorageError::IdentityMissing {
+            dir: dir.to_path_buf(),
+        });
+    }
+    write_identity(dir, identity)?;
+    Ok(lock)
+}
+
+impl Storage for FileStore {
+    type Location = PathBuf;
+    type Options = FileStoreOptions;
+
+    fn open(
+        dir: &PathBuf,
+        identity: Identity,
+        options: FileStoreOptions,
+    ) -> Result<(Self, Recovered)> {
+        if options.segment_size_limit_bytes <= SEGMENT_HEADER_BYTES as u64
+            || options.queue_capacity_requests == 0
+            || options.max_group_commit_requests == 0
+            || options.max_record_bytes > u32::MAX as usize
+        {
+            return Err(StorageError::InvalidArgument {
+                reason: format!("unusable FileStoreOptions {options:?}"),
+            });
+        }
+        let dir_lock = prepare_dir(dir, identity)?;
+        let (recovered, layout) = recover_dir(dir, options.max_record_bytes)?;
+        let shared = Arc::new(Shared::default());
+        let covered = recovered
+            .snapshot
+            .as_ref()
+            .map_or(Lsn::ZERO, |s| s.covered_lsn);
+
+        let mut segments: VecDeque<_> = layout.segments.into();
+        let mut wal_next_lsn = layout.wal_next_lsn;
+        let (active, active_len_bytes) = match segments.back() {
+            Some(last) => {
+                let mut file = OpenOptions::new()
+                    .write(true)
+                    .open(&last.path)
+                    .map_err(|e| StorageError::io("opening segment", &last.path, e))?;
+                file.seek(SeekFrom::Start(layout.last_len_bytes))
+                    .map_err(|e| StorageError::io("seeking in segment", &last.path, e))?;
+                (file, layout.last_len_bytes)
+            }
+            None => {
+                let first_lsn = Lsn(covered.0 + 1);
+                wal_next_lsn = first_lsn;
+                let file = create_segment(dir, 1, first_lsn)?;
+                segments.push_back(crate::storage::recovery::SegmentInfo {
+                    seq: 1,
+                    first_lsn,
+                    path: dir.join(crate::storage::segment::segment_file_name(1)),
+                });
+                (file, SEGMENT_HEADER_BYTES as u64)
+            }
+        };
+        let durable = recovered.last_lsn();
+        let mut writer = Writer {
+            dir: dir.clone(),
+            segments,
+            active,
+            active_len_bytes,
+            next_lsn: wal_next_lsn.max(Lsn(covered.0 + 1)),
+            limits: WriterLimits {
+                segment_size_limit_bytes: options.segment_size_limit_bytes,
+                max_group_commit_bytes: options.max_group_commit_bytes,
+                max_group_commit_requests: options.max_group_commit_requests,
+            },
+            shared: Arc::clone(&shared),
+        };
+        // The snapshot may cover LSNs the WAL lost (only possible if an
+        // acknowledged tail was damaged); start a fresh segment so LSNs inside
+        // one segment stay contiguous.
+        if writer.next_lsn != wal_next_lsn {
+            writer.roll()?;
+        }
+        shared.durable_lsn.store(durable.0, Ordering::Release);
+
+        let (queue, rx) = sync_channel(options.queue_capacity_requests);
+        let handle = std::thread::Builder::new()
+            .name("paxlock-wal-writer".to_string())
+            .spawn(move || writer.run(rx))
+            .map_err(|e| StorageError::io("spawning WAL writer thread for", dir, e))?;
+        Ok((
+            FileStore {
+                dir: dir.clone(),
+                options,
+                queue: Some(queue),
+                writer: Some(handle),
+                shared,
+                newest_snapshot_lsn: Mutex::new(covered),
+                _dir_lock: dir_lock,
+            },
+            recovered,
+        ))
+    }
+
+    fn append_batch(&self, records: &[RecordRef<'_>]) -> Result<Ticket> {
+        self.check_not_failed()?;
+        if records.is_empty() {
+            return Err(StorageError::InvalidArgument {
+                reason: "append_batch needs at least one record".to_string(),
+            });
+        }
+        if let Some(too_big) = records
+            .iter()
+            .find(|r| r.payload.len() > self.options.max_record_bytes)
+        {
+            return Err(StorageError::InvalidArgument {
+                reason: format!(
+                    "record payload of {} bytes exceeds max_record_bytes {}",
+                    too_big.payload.len(),
+                    self.options.max_record_bytes
+                ),
+            });
+        }
+        let owned = records
+            .iter()
+            .map(|r| (r.kind, r.payload.to_vec()))
+            .collect();
+        let (ticket, done) = Ticket::pending();
+        self.send(Command::Append {
+            records: owned,
+            done,
+        })?;
+        Ok(ticket)
+    }
+
+    fn write_snapshot(&self, covered_lsn: Lsn, covered_slot: u64, state: &[u8]) -> Result<()> {
+        self.check_not_failed()?;
+        let mut newest = match self.newest_snapshot_lsn.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let durable = self.durable_lsn();
+        if covered_lsn > durable || covered_lsn < *newest {
+            return Err(StorageError::InvalidArgument {
+                reason: format!(
+                    "snapshot must cover an LSN between the previous snapshot ({}) and the durable LSN ({durable}); got {covered_lsn}",
+                    *newest
+                ),
+            });
+        }
+        write_snapshot_file(
+            &self.dir,
+            &SnapshotData {
+                covered_lsn,
+                covered_slot,
+                state: state.to_vec(),
+            },
+        )?;
+        *newest = covered_lsn;
+        let (done, result) = sync_channel(1);
+        self.send(Command::Prune { covered_lsn, done })?;
+        result.recv().unwrap_or(Err(StorageError::Closed))
+    }
+
+    fn durable_lsn(&self) -> Lsn {
+        Lsn(self.shared.durable_lsn.load(Ordering::Acquire))
+    }
+
+    fn stats(&self) -> StorageStats {
+        self.shared.counters.snapshot(self.durable_lsn())
+    }
+}
+
+impl Drop for FileStore {
+    fn drop(&mut self) {
+        // Closing the queue lets the writer finish what is queued and exit.
+        drop(self.queue.take());
+        if let Some(handle) = self.writer.take() {
+            if handle.join().is_err() {
+                tracing::error!(dir = %self.dir.display(), "WAL writer thread panicked");
+            }
+        }
+    }
+}
