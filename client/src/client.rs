@@ -141,7 +141,7 @@ impl Client {
             .inner
             .call(self.session.id, Op::CloseSession(proto::CloseSession {}))
             .await;
-        self.session.mark_lost("closed by the client");
+        self.session.mark_closed();
         self.inner.connector.close();
         result.map(|_| ())
     }

@@ -47,10 +47,11 @@ enum Attempt {
 
 impl Connector {
     pub(crate) fn new(
-        tls: quinn::ClientConfig,
+        mut tls: quinn::ClientConfig,
         endpoints: Vec<String>,
         connect_timeout: Duration,
     ) -> Result<Self, Error> {
+        tls.transport_config(std::sync::Arc::new(transport_config()));
         let bind = SocketAddr::from(([0, 0, 0, 0], 0));
         let endpoint = quinn::Endpoint::client(bind)
             .map_err(|e| Error::Config(format!("cannot open a UDP socket: {e}")))?;
@@ -253,6 +254,25 @@ impl Connector {
         self.endpoint.close(0u32.into(), b"client closed");
     }
 }
+
+/// Pings often and gives up on a silent node quickly: a call waiting on a
+/// dead node must fail over well within a session TTL, not after QUIC's
+/// default 30 s idle timeout.
+fn transport_config() -> quinn::TransportConfig {
+    let mut transport = quinn::TransportConfig::default();
+    transport.keep_alive_interval(Some(KEEP_ALIVE_INTERVAL));
+    if let Ok(idle) = quinn::IdleTimeout::try_from(MAX_IDLE) {
+        transport.max_idle_timeout(Some(idle));
+    }
+    transport
+}
+
+/// How often an idle connection is pinged.
+pub const KEEP_ALIVE_INTERVAL: Duration = Duration::from_millis(250);
+
+/// How long without any packet from the node before the connection is
+/// declared dead and the client fails over.
+pub const MAX_IDLE: Duration = Duration::from_millis(1500);
 
 /// A failure on an established connection: if the node closed it because
 /// of our TLS credentials, no node will accept them, so it is fatal.

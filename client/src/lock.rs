@@ -133,7 +133,7 @@ async fn close_session(client: &Client, session: &Arc<Session>) {
         .inner
         .call(session.id, Op::CloseSession(proto::CloseSession {}))
         .await;
-    session.mark_lost("closed by the client");
+    session.mark_closed();
 }
 
 /// A held lock. Pass `fencing_token()` to the resource the lock protects;

@@ -100,12 +100,18 @@ impl Session {
         }
     }
 
-    /// Marks the session lost for good.
+    /// Marks the session lost for good (unexpectedly: logged as a warning).
     pub(crate) fn mark_lost(&self, why: &str) {
         if !*self.lost_tx.borrow() {
             warn!(session = self.id, "session lost: {why}");
             self.lost_tx.send_replace(true);
         }
+    }
+
+    /// Marks the session ended because the client closed it.
+    pub(crate) fn mark_closed(&self) {
+        debug!(session = self.id, "session closed by the client");
+        self.lost_tx.send_replace(true);
     }
 
     /// Resolves once the session is lost.

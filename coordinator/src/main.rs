@@ -25,7 +25,7 @@ fn main() -> ExitCode {
         }
     };
     match runtime.block_on(cli::run(cli)) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             // One line per cause, no backtrace: the message must say what to fix.
             eprintln!("error: {e:#}");

@@ -129,7 +129,9 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn node_config(id: u64, nodes: u64, base_port: u16) -> String {
+/// The TOML config of node `id` in a loopback cluster of `nodes` nodes whose
+/// node 1 listens on `base_port`; paths are relative to the cluster folder.
+pub fn node_config(id: u64, nodes: u64, base_port: u16) -> String {
     let port = |n: u64| u64::from(base_port) + n - 1;
     let mut text = format!(
         "node_id = {id}\ncluster_id = \"dev\"\nlisten = \"127.0.0.1:{}\"\ndata_dir = \"data/node-{id}\"\nheartbeat_interval = \"50ms\"\n\n[tls]\nca = \"certs/ca.pem\"\ncert = \"certs/node-{id}.pem\"\nkey = \"certs/node-{id}.key\"\n",
@@ -144,7 +146,8 @@ fn node_config(id: u64, nodes: u64, base_port: u16) -> String {
     text
 }
 
-fn client_config_text(nodes: u64, base_port: u16) -> String {
+/// The client config for the same cluster.
+pub fn client_config_text(nodes: u64, base_port: u16) -> String {
     let endpoints: Vec<String> = (0..nodes)
         .map(|i| format!("\"127.0.0.1:{}\"", u64::from(base_port) + i))
         .collect();

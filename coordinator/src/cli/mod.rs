@@ -2,10 +2,14 @@
 
 pub mod certs;
 pub mod dev;
+pub mod elect;
+pub mod lock;
 pub mod serve;
+pub mod signals;
 pub mod status;
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
@@ -29,6 +33,10 @@ pub enum Command {
     },
     /// Start a local cluster on loopback with fresh dev certificates.
     Dev(dev::DevArgs),
+    /// Run a command while holding a lock (token in PAXLOCK_FENCING_TOKEN).
+    Lock(lock::LockArgs),
+    /// Campaign for leadership until Ctrl-C, or --watch leadership changes.
+    Elect(elect::ElectArgs),
     /// Print each node, who leads, commit index and lag.
     Status {
         /// The client config file (written by `paxlock dev`).
@@ -43,12 +51,15 @@ pub enum Command {
     },
 }
 
-/// Runs the parsed command line.
-pub async fn run(cli: Cli) -> anyhow::Result<()> {
+/// Runs the parsed command line; returns the process exit code.
+pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let ok = |()| ExitCode::SUCCESS;
     match cli.command {
-        Command::Serve { config } => serve::run(&config).await,
-        Command::Dev(args) => dev::run(args).await,
-        Command::Certs { action } => certs::run(action),
-        Command::Status { client_config } => status::run(&client_config).await,
+        Command::Serve { config } => serve::run(&config).await.map(ok),
+        Command::Dev(args) => dev::run(args).await.map(ok),
+        Command::Certs { action } => certs::run(action).map(ok),
+        Command::Status { client_config } => status::run(&client_config).await.map(ok),
+        Command::Lock(args) => lock::run(args).await,
+        Command::Elect(args) => elect::run(args).await,
     }
 }

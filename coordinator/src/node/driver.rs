@@ -52,8 +52,12 @@ pub trait Application: Send + 'static {
     /// Applies one chosen entry; entries arrive in slot order, exactly once
     /// per process lifetime.
     fn apply(&mut self, entry: &ChosenEntry);
-    /// This replica's leadership changed.
-    fn on_leadership(&mut self, _event: &LeadershipEvent, _now: Nanos) {}
+    /// This replica's leadership changed. Returns commands to propose at
+    /// once (e.g. the lock service's takeover marker, which must be the
+    /// first command of a new leadership).
+    fn on_leadership(&mut self, _event: &LeadershipEvent, _now: Nanos) -> Vec<Value> {
+        Vec::new()
+    }
     /// Proposals the core refused (this node does not lead).
     fn on_rejected(&mut self, _rejected: Rejected) {}
 }
@@ -259,14 +263,18 @@ impl Driver {
             self.app.apply(entry);
             self.applied = entry.slot.0 + 1;
         }
+        let mut first_proposals = Vec::new();
         for event in &fx.leadership {
-            self.app.on_leadership(event, now);
+            first_proposals.extend(self.app.on_leadership(event, now));
         }
         for rejected in fx.rejected {
             self.app.on_rejected(rejected);
         }
         if let Some(at) = fx.wake_at {
             self.wake_at = Some(self.wake_at.map_or(at, |w| w.min(at)));
+        }
+        if !first_proposals.is_empty() {
+            self.step(Input::Propose(first_proposals));
         }
     }
 

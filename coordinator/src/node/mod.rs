@@ -37,6 +37,9 @@ const INBOUND_QUEUE: usize = 4096;
 /// which consensus tolerates, rather than stall the loop on a slow peer.
 const PEER_QUEUE: usize = 4096;
 
+/// How long one attempt to dial a peer may take.
+const PEER_DIAL_TIMEOUT: Duration = Duration::from_millis(500);
+
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -291,7 +294,12 @@ async fn keep_peer_link(
 ) {
     let mut backoff = Duration::from_millis(50);
     loop {
-        match endpoint.dial_peer(peer_id, addr).await {
+        // A peer that is not up yet never answers the handshake: give up on
+        // the attempt quickly and retry, instead of waiting for QUIC's idle
+        // timeout, so links come up soon after the peer starts.
+        let dial = tokio::time::timeout(PEER_DIAL_TIMEOUT, endpoint.dial_peer(peer_id, addr)).await;
+        let dial = dial.unwrap_or_else(|_| Err(TransportError::Timeout("peer handshake")));
+        match dial {
             Ok(mut link) => {
                 backoff = Duration::from_millis(50);
                 info!(peer = peer_id, %addr, "connected to peer over mutual TLS");
@@ -324,7 +332,7 @@ async fn keep_peer_link(
             Err(e) => debug!(peer = peer_id, %addr, "cannot reach peer yet: {e}"),
         }
         tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(1));
+        backoff = (backoff * 2).min(Duration::from_millis(500));
     }
 }
 

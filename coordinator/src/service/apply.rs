@@ -116,7 +116,7 @@ impl Application for LockApplication {
         }
     }
 
-    fn on_leadership(&mut self, event: &LeadershipEvent, now: Nanos) {
+    fn on_leadership(&mut self, event: &LeadershipEvent, now: Nanos) -> Vec<Vec<u8>> {
         if let LeadershipEvent::LostLeadership = event {
             self.shared
                 .my_epoch
@@ -141,7 +141,19 @@ impl Application for LockApplication {
                     .deadlines
                     .insert(session.0, now.plus(ttl_ms.saturating_mul(1_000_000)));
             }
+            drop(machine);
+            // The takeover marker is the first command of the leadership:
+            // keepalives wait for it, so it must not wait for anything.
+            let command = crate::locks::Command {
+                at_ms: super::handler::wall_clock_ms(),
+                kind: crate::locks::CommandKind::Takeover { epoch },
+            };
+            let id = self.shared.next_proposal_id();
+            if let Ok(bytes) = Proposal::encode(self.shared.node_id, id, &command) {
+                return vec![bytes];
+            }
         }
+        Vec::new()
     }
 
     fn on_rejected(&mut self, rejected: Rejected) {

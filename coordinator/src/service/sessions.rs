@@ -33,9 +33,10 @@ pub async fn run_expiry(ctx: Context) {
             continue;
         }
         if !ctx.shared.takeover_applied() {
-            // First command of every leadership: fences off expiries that a
-            // deposed leader proposed and a later one might recover.
-            if takeover_proposed != epoch || scans.is_multiple_of(20) {
+            // Proposed first by the consensus loop on becoming leader; this
+            // re-proposes it if that proposal was lost (e.g. leadership
+            // wobbled). It fences off expiries of deposed leaders.
+            if takeover_proposed != epoch || scans.is_multiple_of(4) {
                 takeover_proposed = epoch;
                 let ctx = ctx.clone();
                 tokio::spawn(async move {

@@ -43,8 +43,12 @@ impl NodeEndpoint {
         metrics: Arc<TransportMetrics>,
     ) -> Result<Self, TransportError> {
         let mut server_config = super::tls::server_config(tls)?;
+        // Peers must notice a dead node well within an election timeout.
         let mut transport = quinn::TransportConfig::default();
-        transport.keep_alive_interval(Some(std::time::Duration::from_secs(1)));
+        transport.keep_alive_interval(Some(std::time::Duration::from_millis(250)));
+        if let Ok(idle) = quinn::IdleTimeout::try_from(std::time::Duration::from_millis(1500)) {
+            transport.max_idle_timeout(Some(idle));
+        }
         let transport = Arc::new(transport);
         server_config.transport_config(transport.clone());
         let mut peer_dial_config = tls.client_config(PEER_ALPN_V1)?;

@@ -1,0 +1,100 @@
+//! `paxlock elect NAME VALUE` and `paxlock elect --watch NAME`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::Args;
+
+use super::signals::Shutdown;
+
+/// Exit code when leadership was lost.
+pub const EXIT_LEADERSHIP_LOST: u8 = 4;
+
+/// Options of `paxlock elect`.
+#[derive(Debug, Args)]
+pub struct ElectArgs {
+    /// The election's name.
+    pub name: String,
+    /// The value to publish while leading (e.g. this instance's address).
+    pub value: Option<String>,
+    /// Print one line per leadership change instead of campaigning.
+    #[arg(long)]
+    pub watch: bool,
+    /// Session TTL while campaigning.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub ttl: Duration,
+    /// The client config file.
+    #[arg(long, default_value = ".paxlock-dev/client.toml")]
+    pub client_config: PathBuf,
+}
+
+/// Campaigns and holds leadership until Ctrl-C, or watches.
+pub async fn run(args: ElectArgs) -> anyhow::Result<ExitCode> {
+    let mut config = paxlock::Config::from_file(&args.client_config)?;
+    config.session_ttl = args.ttl;
+    let client = paxlock::Client::connect(config)
+        .await
+        .context("connecting to the cluster")?;
+    let mut shutdown = Shutdown::install()?;
+    if args.watch {
+        let mut watch = client.election(args.name.clone()).watch();
+        loop {
+            tokio::select! {
+                event = watch.next() => println!("{}", describe(&event?)),
+                _ = shutdown.recv() => break,
+            }
+        }
+        let _ = client.close().await;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let Some(value) = args.value else {
+        bail!("give a VALUE to campaign with, or --watch to observe");
+    };
+    let election = client.election(args.name.clone());
+    let leadership = tokio::select! {
+        leadership = election.campaign(value.clone().into_bytes()) => leadership?,
+        _ = shutdown.recv() => {
+            let _ = client.close().await;
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
+    println!(
+        "elected: {} term={} value={value}",
+        args.name,
+        leadership.term()
+    );
+    let code = tokio::select! {
+        _ = leadership.lost() => {
+            eprintln!("paxlock: leadership of {:?} lost", args.name);
+            ExitCode::from(EXIT_LEADERSHIP_LOST)
+        }
+        _ = shutdown.recv() => {
+            let _ = leadership.resign().await;
+            println!("resigned: {}", args.name);
+            ExitCode::SUCCESS
+        }
+    };
+    let _ = client.close().await;
+    Ok(code)
+}
+
+/// One line per event, stable enough for scripts: `term=N kind value`.
+pub fn describe(event: &paxlock::LeaderEvent) -> String {
+    use paxlock::LeaderEvent as E;
+    match event {
+        E::Elected { term, value } => format!(
+            "term={term} elected value={}",
+            String::from_utf8_lossy(value)
+        ),
+        E::ValueChanged { term, value } => {
+            format!(
+                "term={term} value-changed value={}",
+                String::from_utf8_lossy(value)
+            )
+        }
+        E::NoLeader { term } => format!("term={term} no-leader"),
+        E::HistoryGone => "history-gone (some events were missed)".to_string(),
+    }
+}

@@ -1,0 +1,200 @@
+//! Real `paxlock serve` processes on loopback: SIGKILL of a lock holder,
+//! SIGKILL of the leader node (and its restart), SIGSTOP of a holder past
+//! its TTL, and a full-cluster crash that must lose nothing acknowledged.
+//! Timeouts are generous: these must not flake on a loaded 2-core machine.
+
+mod common;
+
+use std::time::Duration;
+
+use common::cluster::{token_in, CliProcess, ProcessCluster};
+use common::{TestResult, PATIENCE};
+use rustix::process::Signal;
+
+/// One cluster at a time: four 3-node clusters at once on a 2-core machine
+/// would starve keepalives and test the machine, not Paxlock.
+static ONE_CLUSTER_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    ONE_CLUSTER_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, std::io::Error> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+}
+
+async fn client(
+    cluster: &ProcessCluster,
+    ttl: Duration,
+) -> Result<paxlock::Client, paxlock::Error> {
+    let mut config = paxlock::Config::from_file(cluster.client_config())?;
+    config.session_ttl = ttl;
+    config.request_timeout = PATIENCE;
+    paxlock::Client::connect(config).await
+}
+
+/// Which node leads, according to the cluster.
+async fn leader(client: &paxlock::Client) -> Result<u64, Box<dyn std::error::Error>> {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let hello = client.hello().await?;
+        if hello.leader_node_id != 0 {
+            return Ok(hello.leader_node_id);
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err("no leader".into());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[test]
+fn a_killed_holders_lock_goes_to_the_next_waiter_after_its_ttl() -> TestResult {
+    let _serial = serial();
+    let cluster = ProcessCluster::start(3)?;
+    let mut holder = CliProcess::lock(
+        &cluster,
+        "job",
+        &["--ttl", "2s"],
+        "echo holder token=$PAXLOCK_FENCING_TOKEN; sleep 600",
+    )?;
+    let first = token_in(&holder.wait_for("holder token=", PATIENCE)?).ok_or("no token")?;
+    let mut waiter = CliProcess::lock(
+        &cluster,
+        "job",
+        &["--timeout", "60s"],
+        "echo waiter token=$PAXLOCK_FENCING_TOKEN",
+    )?;
+    std::thread::sleep(Duration::from_millis(500));
+    // The waiter must still be waiting: the holder is alive.
+    if waiter.child.try_wait()?.is_some() {
+        let code = waiter.wait_exit(PATIENCE)?;
+        let _ = holder.wait_for("lost", Duration::from_millis(100));
+        panic!(
+            "waiter finished while the lock was held (exit {code:?}): {:?}\nholder: {:?}\nnode logs:\n{}\n{}\n{}",
+            waiter.seen,
+            holder.seen,
+            cluster.log(1),
+            cluster.log(2),
+            cluster.log(3)
+        );
+    }
+    holder.child.kill()?;
+    let second = token_in(&waiter.wait_for("waiter token=", PATIENCE)?).ok_or("no token")?;
+    assert!(second > first, "token {second} must exceed {first}");
+    assert_eq!(waiter.wait_exit(PATIENCE)?, Some(0));
+    Ok(())
+}
+
+#[test]
+fn a_holder_paused_past_its_ttl_finds_its_lock_lost_and_stops_its_command() -> TestResult {
+    let _serial = serial();
+    let cluster = ProcessCluster::start(3)?;
+    let marker = cluster.dir.path().join("still-running");
+    let cmd = format!(
+        "echo holder token=$PAXLOCK_FENCING_TOKEN; touch {}; sleep 600",
+        marker.display()
+    );
+    let mut holder = CliProcess::lock(&cluster, "pause", &["--ttl", "4s", "--grace", "1s"], &cmd)?;
+    holder.wait_for("holder token=", PATIENCE)?;
+    rustix::process::kill_process(holder.pid(), Signal::STOP)?;
+    let mut other = CliProcess::lock(
+        &cluster,
+        "pause",
+        &["--timeout", "60s"],
+        "echo other token=$PAXLOCK_FENCING_TOKEN",
+    )?;
+    other.wait_for("other token=", PATIENCE)?;
+    rustix::process::kill_process(holder.pid(), Signal::CONT)?;
+    // On waking, the holder's lease rule says the lock is gone: it must stop
+    // its command and exit with the lock-lost code.
+    assert_eq!(holder.wait_exit(PATIENCE)?, Some(4), "{:?}", holder.seen);
+    assert!(
+        holder.seen.iter().any(|l| l.contains("lost")),
+        "{:?}",
+        holder.seen
+    );
+    Ok(())
+}
+
+#[test]
+fn killing_the_leader_node_keeps_locks_and_a_new_leader_serves() -> TestResult {
+    let _serial = serial();
+    let mut cluster = ProcessCluster::start(3)?;
+    let rt = runtime()?;
+    rt.block_on(async {
+        let a = client(&cluster, Duration::from_secs(10)).await?;
+        let held = a.lock("kept").acquire().await?;
+        let old_leader = leader(&a).await?;
+        cluster.kill(old_leader);
+        // A second client, through the survivors, after a new leader takes over.
+        let b = client(&cluster, Duration::from_secs(10)).await?;
+        let new_leader = leader(&b).await?;
+        assert_ne!(new_leader, old_leader);
+        assert!(
+            b.lock("kept").try_acquire().await?.is_none(),
+            "the lock must survive the failover"
+        );
+        let fresh = b.lock("new").acquire().await?;
+        assert!(fresh.fencing_token() > held.fencing_token());
+        // The holder's session survived too: it can still renew its grant.
+        held.renew().await?;
+        assert!(held.is_valid());
+        // The killed node comes back and catches up from its peers.
+        cluster.spawn(old_leader)?;
+        let commit = b.status().await?.commit_index;
+        let caught_up = tokio::time::timeout(PATIENCE * 2, async {
+            loop {
+                if let Ok(status) = common::node_status(&cluster, old_leader).await {
+                    if status.applied_index >= commit {
+                        return;
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+        .await;
+        assert!(
+            caught_up.is_ok(),
+            "restarted node did not catch up: {}",
+            cluster.log(old_leader)
+        );
+        Ok::<_, Box<dyn std::error::Error>>(())
+    })
+}
+
+#[test]
+fn a_full_cluster_crash_loses_nothing_acknowledged() -> TestResult {
+    let _serial = serial();
+    let mut cluster = ProcessCluster::start(3)?;
+    let rt = runtime()?;
+    rt.block_on(async {
+        let a = client(&cluster, Duration::from_secs(10)).await?;
+        let held = a.lock("durable").acquire().await?;
+        let token = held.fencing_token();
+        for id in 1..=3 {
+            cluster.kill(id);
+        }
+        for id in 1..=3 {
+            cluster.spawn(id)?;
+        }
+        let b = client(&cluster, Duration::from_secs(10)).await?;
+        // The grant was acknowledged before the crash: it must still stand.
+        assert!(
+            b.lock("durable").try_acquire().await?.is_none(),
+            "acknowledged grant lost"
+        );
+        let later = b.lock("after").acquire().await?;
+        assert!(
+            later.fencing_token() > token,
+            "tokens must keep increasing across restarts"
+        );
+        held.renew().await?;
+        Ok::<_, Box<dyn std::error::Error>>(())
+    })
+}

@@ -1,0 +1,292 @@
+//! Three (or more) real `paxlock serve` processes on loopback, with
+//! certificates made by the test, for kill -9 / SIGSTOP / restart tests.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use paxlock_coordinator::cli::dev::{client_config_text, node_config};
+
+use super::PATIENCE;
+
+pub const PAXLOCK: &str = env!("CARGO_BIN_EXE_paxlock");
+
+/// A cluster of node processes in a temporary folder.
+pub struct ProcessCluster {
+    pub dir: tempfile::TempDir,
+    pub nodes: u64,
+    pub base_port: u16,
+    children: Vec<Option<Child>>,
+}
+
+impl ProcessCluster {
+    /// Writes certificates and configs and starts every node.
+    pub fn start(nodes: u64) -> Result<Self, Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        paxlock_certs::write_dev_pki(
+            &dir.path().join("certs"),
+            "dev",
+            nodes,
+            &[],
+            &["dev-client"],
+        )?;
+        let base_port = free_port_base(nodes as u16);
+        for id in 1..=nodes {
+            std::fs::write(
+                dir.path().join(format!("node-{id}.toml")),
+                node_config(id, nodes, base_port),
+            )?;
+        }
+        std::fs::write(
+            dir.path().join("client.toml"),
+            client_config_text(nodes, base_port),
+        )?;
+        let mut cluster = ProcessCluster {
+            dir,
+            nodes,
+            base_port,
+            children: (0..nodes).map(|_| None).collect(),
+        };
+        for id in 1..=nodes {
+            cluster.spawn(id)?;
+        }
+        Ok(cluster)
+    }
+
+    /// The client config path.
+    pub fn client_config(&self) -> PathBuf {
+        self.dir.path().join("client.toml")
+    }
+
+    /// Node `id`'s address.
+    pub fn addr(&self, id: u64) -> String {
+        format!("127.0.0.1:{}", u64::from(self.base_port) + id - 1)
+    }
+
+    /// Starts node `id` (again).
+    pub fn spawn(&mut self, id: u64) -> Result<(), Box<dyn std::error::Error>> {
+        let config = self.dir.path().join(format!("node-{id}.toml"));
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join(format!("node-{id}.log")))?;
+        let child = Command::new(PAXLOCK)
+            .args(["serve", "--config"])
+            .arg(&config)
+            .env("PAXLOCK_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()?;
+        self.children[(id - 1) as usize] = Some(child);
+        Ok(())
+    }
+
+    /// Sends `signal` to node `id`'s process.
+    pub fn signal(&self, id: u64, signal: rustix::process::Signal) {
+        if let Some(child) = &self.children[(id - 1) as usize] {
+            if let Some(pid) = rustix::process::Pid::from_raw(child.id() as i32) {
+                let _ = rustix::process::kill_process(pid, signal);
+            }
+        }
+    }
+
+    /// SIGKILLs node `id` and reaps it.
+    pub fn kill(&mut self, id: u64) {
+        if let Some(mut child) = self.children[(id - 1) as usize].take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// The node log so far (for assertion messages).
+    pub fn log(&self, id: u64) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("node-{id}.log"))).unwrap_or_default()
+    }
+}
+
+impl Drop for ProcessCluster {
+    fn drop(&mut self) {
+        for id in 1..=self.nodes {
+            self.signal(id, rustix::process::Signal::CONT);
+            self.kill(id);
+        }
+    }
+}
+
+/// A free UDP port base with room for `n` consecutive ports.
+pub fn free_port_base(n: u16) -> u16 {
+    for _ in 0..100 {
+        let Ok(sock) = std::net::UdpSocket::bind("127.0.0.1:0") else {
+            continue;
+        };
+        let Ok(addr) = sock.local_addr() else {
+            continue;
+        };
+        let base = addr.port();
+        drop(sock);
+        if base < 60000
+            && (0..n).all(|i| std::net::UdpSocket::bind(("127.0.0.1", base + i)).is_ok())
+        {
+            return base;
+        }
+    }
+    27101
+}
+
+/// A `paxlock lock` (or other CLI) process whose output lines are collected.
+pub struct CliProcess {
+    pub child: Child,
+    lines: mpsc::Receiver<String>,
+    pub seen: Vec<String>,
+}
+
+impl CliProcess {
+    /// Starts `paxlock ARGS` with the cluster's client config.
+    pub fn start(
+        cluster: &ProcessCluster,
+        args: &[&str],
+    ) -> Result<Self, Box<dyn std::error::Error>> {
+        let mut command = Command::new(PAXLOCK);
+        command.args(args);
+        command.arg("--client-config").arg(cluster.client_config());
+        Self::spawn(command)
+    }
+
+    /// Starts `paxlock lock ... -- CMD` (the config flag must precede `--`).
+    pub fn lock(
+        cluster: &ProcessCluster,
+        name: &str,
+        flags: &[&str],
+        cmd: &str,
+    ) -> Result<Self, Box<dyn std::error::Error>> {
+        let mut command = Command::new(PAXLOCK);
+        command.args(["lock", name]).args(flags);
+        command.arg("--client-config").arg(cluster.client_config());
+        command.args(["--", "sh", "-c", cmd]);
+        Self::spawn(command)
+    }
+
+    fn spawn(mut command: Command) -> Result<Self, Box<dyn std::error::Error>> {
+        let mut child = command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        let (tx, lines) = mpsc::channel();
+        for stream in [
+            child
+                .stdout
+                .take()
+                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+            child
+                .stderr
+                .take()
+                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    if tx.send(line).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        Ok(CliProcess {
+            child,
+            lines,
+            seen: Vec::new(),
+        })
+    }
+
+    /// Waits for a line containing `needle`; returns it.
+    pub fn wait_for(
+        &mut self,
+        needle: &str,
+        patience: Duration,
+    ) -> Result<String, Box<dyn std::error::Error>> {
+        let deadline = Instant::now() + patience;
+        if let Some(line) = self.seen.iter().find(|l| l.contains(needle)) {
+            return Ok(line.clone());
+        }
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if line.contains(needle) {
+                        return Ok(line);
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        Err(format!(
+            "no line containing {needle:?} within {patience:?}; saw {:?}",
+            self.seen
+        )
+        .into())
+    }
+
+    /// Waits for the process to exit; returns its exit code.
+    pub fn wait_exit(
+        &mut self,
+        patience: Duration,
+    ) -> Result<Option<i32>, Box<dyn std::error::Error>> {
+        let deadline = Instant::now() + patience;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                while let Ok(line) = self.lines.try_recv() {
+                    self.seen.push(line);
+                }
+                return Ok(status.code());
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "process still running after {patience:?}; saw {:?}",
+                    self.seen
+                )
+                .into());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> rustix::process::Pid {
+        rustix::process::Pid::from_raw(self.child.id() as i32).unwrap_or(rustix::process::Pid::INIT)
+    }
+}
+
+impl Drop for CliProcess {
+    fn drop(&mut self) {
+        let _ = rustix::process::kill_process(self.pid(), rustix::process::Signal::CONT);
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Reads `FENCING_TOKEN=N` printed by a lock command.
+pub fn token_in(line: &str) -> Option<u64> {
+    line.split("token=")
+        .nth(1)?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Waits until `path` exists (a command under a lock writes it).
+pub fn wait_for_file(path: &Path) -> bool {
+    let deadline = Instant::now() + PATIENCE;
+    while Instant::now() < deadline {
+        if path.exists() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
