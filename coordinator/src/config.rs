@@ -81,6 +81,10 @@ pub struct NodeConfig {
     /// The other nodes.
     #[serde(default)]
     pub peers: Vec<PeerConfig>,
+    /// Where to serve `/metrics` (Prometheus) and `/health` over HTTP; keep
+    /// it on a private address. Absent: no endpoint.
+    #[serde(default)]
+    pub metrics_listen: Option<SocketAddr>,
     /// How often a node tells its peers it is alive.
     #[serde(default = "default_heartbeat", with = "paxlock::humantime_serde")]
     pub heartbeat_interval: Duration,

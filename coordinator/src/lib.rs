@@ -9,6 +9,7 @@
 pub mod cli;
 pub mod config;
 pub mod locks;
+pub mod metrics;
 pub mod node;
 pub mod paxos;
 pub mod service;

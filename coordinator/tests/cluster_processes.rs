@@ -198,3 +198,53 @@ fn a_full_cluster_crash_loses_nothing_acknowledged() -> TestResult {
         Ok::<_, Box<dyn std::error::Error>>(())
     })
 }
+
+/// `GET path` on node `id`'s metrics port (the same number as its UDP port).
+fn http_get(
+    cluster: &ProcessCluster,
+    id: u64,
+    path: &str,
+) -> Result<String, Box<dyn std::error::Error>> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(cluster.addr(id))?;
+    stream.set_read_timeout(Some(PATIENCE))?;
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n")?;
+    let mut body = String::new();
+    stream.read_to_string(&mut body)?;
+    Ok(body)
+}
+
+fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l[name.len()..].trim().parse().ok())
+}
+
+#[test]
+fn metrics_report_leadership_locks_and_fsyncs() -> TestResult {
+    let _serial = serial();
+    let cluster = ProcessCluster::start(3)?;
+    let rt = runtime()?;
+    rt.block_on(async {
+        let a = client(&cluster, Duration::from_secs(10)).await?;
+        let _held = a.lock("metered").acquire().await?;
+        let leader_id = leader(&a).await?;
+        let text = http_get(&cluster, leader_id, "/metrics")?;
+        assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+        assert_eq!(metric(&text, "paxlock_is_leader"), Some(1.0), "{text}");
+        assert_eq!(metric(&text, "paxlock_locks_held"), Some(1.0), "{text}");
+        assert!(
+            metric(&text, "paxlock_wal_fsyncs_total").is_some_and(|v| v > 0.0),
+            "{text}"
+        );
+        assert!(
+            metric(&text, "paxlock_request_duration_seconds_count").is_some_and(|v| v > 0.0),
+            "{text}"
+        );
+        let health = http_get(&cluster, leader_id, "/health")?;
+        assert!(health.contains("\"healthy\":true"), "{health}");
+        let missing = http_get(&cluster, leader_id, "/nope")?;
+        assert!(missing.starts_with("HTTP/1.1 404"), "{missing}");
+        Ok::<_, Box<dyn std::error::Error>>(())
+    })
+}

@@ -188,3 +188,128 @@ async fn election_watchers_see_every_term_in_order() -> TestResult {
     }
     Ok(())
 }
+
+/// Sends one raw request to the cluster leader (found through `client`).
+async fn raw_request(
+    ca: &ClusterCa,
+    client: &paxlock::Client,
+    request: paxlock::proto::Request,
+) -> Result<paxlock::proto::Response, Box<dyn std::error::Error>> {
+    let leader = client.hello().await?.leader_addr;
+    let leaf = ca.client_cert("raw", paxlock_certs::Validity::default())?;
+    let config = material(ca, &leaf)?.client_config(paxlock::wire::CLIENT_ALPN_V1)?;
+    let conn = client_endpoint()?
+        .connect_with(config, leader.parse()?, "localhost")?
+        .await?;
+    let (mut send, mut recv) = conn.open_bi().await?;
+    paxlock::wire::write_frame(&mut send, &request).await?;
+    send.finish()?;
+    let response: Option<paxlock::proto::Response> = paxlock::wire::read_frame(&mut recv).await?;
+    response.ok_or_else(|| "no response".into())
+}
+
+fn error_code(response: &paxlock::proto::Response) -> Option<ErrorCode> {
+    response
+        .error
+        .as_ref()
+        .and_then(|e| ErrorCode::try_from(e.code).ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_a_specific_error_and_changes_nothing() -> TestResult {
+    use paxlock::proto::{request::Op, Release, Request};
+    let ca = ClusterCa::generate("test")?;
+    let nodes = start_cluster(&ca, 3).await?;
+    let refs: Vec<_> = nodes.iter().collect();
+    let a = connect_client(&ca, "a", &refs, TTL).await?;
+
+    let long_name = "n".repeat(513);
+    let err = a
+        .lock(long_name)
+        .try_acquire()
+        .await
+        .err()
+        .ok_or("accepted a 513-byte name")?;
+    assert_eq!(err.code(), Some(ErrorCode::InvalidName), "{err}");
+    let err = a
+        .lock("")
+        .try_acquire()
+        .await
+        .err()
+        .ok_or("accepted an empty name")?;
+    assert_eq!(err.code(), Some(ErrorCode::InvalidName), "{err}");
+
+    let err = a
+        .election("big")
+        .campaign(vec![0u8; 64 * 1024 + 1])
+        .await
+        .err()
+        .ok_or("accepted 64 KiB + 1")?;
+    assert_eq!(err.code(), Some(ErrorCode::ValueTooLarge), "{err}");
+
+    let leaf = ca.client_cert("b", paxlock_certs::Validity::default())?;
+    let endpoints = refs
+        .iter()
+        .map(|n| n.local_addr().map(|a| a.to_string()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let absurd = paxlock::Client::connect_with(
+        material(&ca, &leaf)?,
+        client_options(endpoints, Duration::from_secs(100 * 24 * 3600)),
+    )
+    .await;
+    let err = absurd.err().ok_or("accepted a 100-day TTL")?;
+    assert_eq!(err.code(), Some(ErrorCode::TtlOutOfRange), "{err}");
+
+    let guard = a.lock("kept").acquire().await?;
+    let stale = Request {
+        request_id: 1_000_000,
+        session_id: a.session_id(),
+        ack_below: 0,
+        op: Some(Op::Release(Release {
+            name: "kept".into(),
+            fencing_token: guard.fencing_token() - 1,
+        })),
+    };
+    let response = raw_request(&ca, &a, stale).await?;
+    assert_eq!(
+        error_code(&response),
+        Some(ErrorCode::StaleToken),
+        "{response:?}"
+    );
+    let unknown = Request {
+        request_id: 1,
+        session_id: 987_654,
+        ack_below: 0,
+        op: Some(Op::Release(Release {
+            name: "kept".into(),
+            fencing_token: guard.fencing_token(),
+        })),
+    };
+    let response = raw_request(&ca, &a, unknown).await?;
+    assert_eq!(
+        error_code(&response),
+        Some(ErrorCode::SessionUnknown),
+        "{response:?}"
+    );
+    let empty = Request {
+        request_id: 2,
+        session_id: a.session_id(),
+        ack_below: 0,
+        op: None,
+    };
+    let response = raw_request(&ca, &a, empty).await?;
+    assert_eq!(
+        error_code(&response),
+        Some(ErrorCode::InvalidRequest),
+        "{response:?}"
+    );
+
+    // None of that touched the lock: it is still held with the same token.
+    let b = connect_client(&ca, "b", &refs, TTL).await?;
+    assert!(b.lock("kept").try_acquire().await?.is_none());
+    guard.renew().await?;
+    for node in nodes {
+        node.shutdown().await;
+    }
+    Ok(())
+}

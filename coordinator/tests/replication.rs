@@ -58,6 +58,7 @@ async fn start_recorded_cluster(
                 .collect(),
             heartbeat_interval: Duration::from_millis(20),
             seed: id,
+            metrics_listen: None,
         };
         let parts = NodeParts {
             app: App::Custom(Box::new(recorder.clone())),

@@ -213,6 +213,7 @@ async fn peers_with_matching_certificates_connect() -> TestResult {
         peers: [(1, node1.local_addr()?)].into_iter().collect(),
         heartbeat_interval: std::time::Duration::from_millis(20),
         seed: 2,
+        metrics_listen: None,
     };
     let mut node2 = paxlock_coordinator::node::Node::start(
         options,

@@ -134,7 +134,8 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
 pub fn node_config(id: u64, nodes: u64, base_port: u16) -> String {
     let port = |n: u64| u64::from(base_port) + n - 1;
     let mut text = format!(
-        "node_id = {id}\ncluster_id = \"dev\"\nlisten = \"127.0.0.1:{}\"\ndata_dir = \"data/node-{id}\"\nheartbeat_interval = \"50ms\"\n\n[tls]\nca = \"certs/ca.pem\"\ncert = \"certs/node-{id}.pem\"\nkey = \"certs/node-{id}.key\"\n",
+        "node_id = {id}\ncluster_id = \"dev\"\nlisten = \"127.0.0.1:{}\"\ndata_dir = \"data/node-{id}\"\nheartbeat_interval = \"50ms\"\nmetrics_listen = \"127.0.0.1:{}\"\n\n[tls]\nca = \"certs/ca.pem\"\ncert = \"certs/node-{id}.pem\"\nkey = \"certs/node-{id}.key\"\n",
+        port(id),
         port(id)
     );
     for peer in (1..=nodes).filter(|&p| p != id) {

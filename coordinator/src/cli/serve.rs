@@ -31,6 +31,13 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         recovered,
     };
     let mut node = Node::start(options, &tls, parts)?;
+    if let Some(addr) = config.metrics_listen {
+        let bound = node
+            .serve_metrics(addr)
+            .await
+            .with_context(|| format!("serving metrics on {addr} (key `metrics_listen`)"))?;
+        info!(%bound, "metrics at http://{bound}/metrics, health at /health");
+    }
     info!(node = config.node_id, addr = %node.local_addr()?, "listening");
 
     let peers = config.peers.len();

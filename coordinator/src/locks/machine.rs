@@ -130,6 +130,19 @@ pub struct Output {
     pub events: Vec<Event>,
 }
 
+/// Monitoring sizes of the state machine.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Gauges {
+    /// Live sessions.
+    pub sessions: u64,
+    /// Locks with a holder.
+    pub locks_held: u64,
+    /// Acquires waiting in FIFO queues.
+    pub waiters: u64,
+    /// Elections that currently have a leader.
+    pub elections_led: u64,
+}
+
 /// A read of an election's current leader.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LeaderView {
@@ -306,6 +319,21 @@ impl StateMachine {
             value: l.value.clone(),
             term: e.term,
         })
+    }
+
+    /// Sizes for monitoring: live sessions, held locks, queued waiters,
+    /// elections with a leader.
+    pub fn gauges(&self) -> Gauges {
+        Gauges {
+            sessions: self.sessions.len() as u64,
+            locks_held: self.locks.values().filter(|l| l.holder.is_some()).count() as u64,
+            waiters: self.locks.values().map(|l| l.waiters.len() as u64).sum(),
+            elections_led: self
+                .elections
+                .values()
+                .filter(|e| e.leader.is_some())
+                .count() as u64,
+        }
     }
 
     /// The election's term (0 if it never had a leader or does not exist).

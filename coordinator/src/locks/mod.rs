@@ -26,7 +26,7 @@ pub use command::{
 pub use error::{CommandError, DecodeError};
 pub use event::{CloseReason, ElectionChange, ElectionEvent, Event, ReleaseReason};
 pub use limits::{Config, Limits};
-pub use machine::{Output, Reply, StateMachine};
+pub use machine::{Gauges, Output, Reply, StateMachine};
 
 #[cfg(test)]
 mod harness;

@@ -20,6 +20,7 @@ use tokio::sync::{mpsc, watch};
 use tracing::error;
 
 use super::clock::NodeClock;
+use crate::metrics::{DurabilityStats, NodeMetrics};
 use crate::paxos::{
     ChosenEntry, Effects, Input, LeadershipEvent, Message, Nanos, NodeId, Outgoing, PersistRequest,
     PersistSeq, Rejected, Replica, Slot, Snapshot, Value,
@@ -42,6 +43,11 @@ pub trait Durability: Send + 'static {
     /// of them are durable. An error is fatal: the node stops rather than
     /// answer on state it could not save.
     fn persist(&mut self, batch: &[PersistRequest]) -> Result<(), String>;
+
+    /// The store's counters, if it keeps any.
+    fn stats(&self) -> Option<DurabilityStats> {
+        None
+    }
 }
 
 /// What the node does with chosen entries (the lock state machine, in
@@ -102,6 +108,8 @@ pub struct DriverStatus {
     pub applied_index: u64,
     /// Peer messages dropped as malformed or from non-members.
     pub malformed_messages: u64,
+    /// Round of the ballot this node leads with (0 when not leading).
+    pub ballot_round: u64,
     /// Set when the loop stopped because persisting failed.
     pub failed: Option<String>,
 }
@@ -125,11 +133,12 @@ pub fn spawn(
     outbound: BTreeMap<NodeId, mpsc::Sender<Message>>,
     clock: NodeClock,
     persisted: PersistSeq,
+    metrics: std::sync::Arc<NodeMetrics>,
 ) -> DriverHandle {
     let (inbox_tx, inbox_rx) = mpsc::channel(INBOX_CAPACITY);
     let (status_tx, status) = watch::channel(DriverStatus::default());
     let (persist_tx, persist_rx) = mpsc::channel(PERSIST_QUEUE);
-    spawn_persister(durability, persist_rx, inbox_tx.clone());
+    spawn_persister(durability, persist_rx, inbox_tx.clone(), metrics.clone());
     let driver = Driver {
         replica,
         app,
@@ -142,6 +151,8 @@ pub fn spawn(
         applied: 0,
         status: status_tx,
         unsent_persists: Vec::new(),
+        metrics,
+        ballot_round: 0,
     };
     let task = tokio::spawn(driver.run(inbox_rx));
     DriverHandle {
@@ -166,6 +177,8 @@ struct Driver {
     status: watch::Sender<DriverStatus>,
     /// Persist requests of this turn, handed over at the end of the turn.
     unsent_persists: Vec<PersistRequest>,
+    metrics: std::sync::Arc<NodeMetrics>,
+    ballot_round: u64,
 }
 
 impl Driver {
@@ -262,9 +275,21 @@ impl Driver {
         for entry in &fx.chosen {
             self.app.apply(entry);
             self.applied = entry.slot.0 + 1;
+            self.metrics
+                .chosen_entries
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.metrics.chosen_values.fetch_add(
+                entry.batch.len() as u64,
+                std::sync::atomic::Ordering::Relaxed,
+            );
         }
         let mut first_proposals = Vec::new();
         for event in &fx.leadership {
+            match event {
+                LeadershipEvent::BecameLeader { ballot } => self.ballot_round = ballot.round,
+                LeadershipEvent::LostLeadership => self.ballot_round = 0,
+                LeadershipEvent::LeaseUntil { .. } => {}
+            }
             first_proposals.extend(self.app.on_leadership(event, now));
         }
         for rejected in fx.rejected {
@@ -305,6 +330,7 @@ impl Driver {
             lease_until: self.replica.lease_until(now),
             applied_index: self.applied,
             malformed_messages: self.replica.stats().malformed,
+            ballot_round: self.ballot_round,
             failed: None,
         };
         self.status.send_if_modified(|s| {
@@ -324,6 +350,7 @@ fn spawn_persister(
     mut durability: Box<dyn Durability>,
     mut requests: mpsc::Receiver<PersistRequest>,
     inbox: mpsc::Sender<DriverInput>,
+    metrics: std::sync::Arc<NodeMetrics>,
 ) {
     let spawned = std::thread::Builder::new()
         .name("paxlock-persist".into())
@@ -334,7 +361,11 @@ fn spawn_persister(
                     batch.push(more);
                 }
                 let up_to = batch.iter().map(|r| r.seq).max().unwrap_or_default();
-                let report = match durability.persist(&batch) {
+                let result = durability.persist(&batch);
+                if let Some(stats) = durability.stats() {
+                    metrics.set_storage(stats);
+                }
+                let report = match result {
                     Ok(()) => DriverInput::Persisted(up_to),
                     Err(e) => DriverInput::PersistFailed(format!("persisting failed: {e}")),
                 };

@@ -142,6 +142,16 @@ impl Durability for FileDurability {
         }
         self.append(&payloads)
     }
+
+    fn stats(&self) -> Option<crate::metrics::DurabilityStats> {
+        let stats = self.store.stats();
+        Some(crate::metrics::DurabilityStats {
+            records: stats.records_written,
+            fsyncs: stats.fsyncs,
+            batches: stats.batches,
+            bytes: stats.bytes_written,
+        })
+    }
 }
 
 impl FileDurability {

@@ -19,6 +19,7 @@ use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
 use crate::config::NodeConfig;
+use crate::metrics::{MetricsSources, NodeMetrics};
 use crate::paxos::{self, DurableState, Message, NodeId, PersistSeq, Replica};
 use crate::service::sessions::run_expiry;
 use crate::service::{watch as election_watch, Context, LockApplication, Shared};
@@ -66,6 +67,8 @@ pub struct NodeOptions {
     pub heartbeat_interval: Duration,
     /// Seed for the election timer's randomness.
     pub seed: u64,
+    /// Where to serve `/metrics` and `/health` over HTTP (TCP), if anywhere.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl From<&NodeConfig> for NodeOptions {
@@ -77,6 +80,7 @@ impl From<&NodeConfig> for NodeOptions {
             peers: config.peers.iter().map(|p| (p.id, p.addr)).collect(),
             heartbeat_interval: config.heartbeat_interval,
             seed: config.node_id ^ 0x5eed,
+            metrics_listen: config.metrics_listen,
         }
     }
 }
@@ -94,6 +98,9 @@ impl NodeOptions {
         config.lease_duration_ns = heartbeat_ns.saturating_mul(10);
         config.election_timeout_min_ns = heartbeat_ns.saturating_mul(14);
         config.election_timeout_max_ns = heartbeat_ns.saturating_mul(28);
+        // A log value is one lock-service command in its envelope; the
+        // largest legal command (64 KiB value, 512-byte name) must fit.
+        config.max_value_bytes = crate::locks::command::MAX_COMMAND_BYTES + 1024;
         config
     }
 }
@@ -131,6 +138,7 @@ pub struct Node {
     connected: watch::Receiver<Vec<u64>>,
     driver: DriverHandle,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    metrics_sources: MetricsSources,
 }
 
 impl Node {
@@ -190,7 +198,16 @@ impl Node {
             App::Locks(_) => Box::new(LockApplication::new(shared.clone(), clock)),
             App::Custom(app) => app,
         };
-        let driver = driver::spawn(replica, app, parts.durability, outbound, clock, persisted);
+        let node_metrics = Arc::new(NodeMetrics::default());
+        let driver = driver::spawn(
+            replica,
+            app,
+            parts.durability,
+            outbound,
+            clock,
+            persisted,
+            node_metrics.clone(),
+        );
         let mut node_addrs: BTreeMap<u64, String> = options
             .peers
             .iter()
@@ -210,21 +227,45 @@ impl Node {
         tasks.push(tokio::spawn(decode_peer_messages(
             peer_rx,
             driver.inbox.clone(),
-            metrics,
+            metrics.clone(),
         )));
+        let metrics_sources = MetricsSources {
+            node_id: options.node_id,
+            node: node_metrics.clone(),
+            transport: metrics,
+            status: driver.status.clone(),
+            shared: context.shared.clone(),
+        };
         tasks.push(tokio::spawn(answer_clients(
             client_rx,
             options.clone(),
             connected.clone(),
             context,
             serves_locks,
+            node_metrics,
         )));
         Ok(Node {
             endpoint,
             connected,
             driver,
             tasks,
+            metrics_sources,
         })
+    }
+
+    /// Starts the HTTP metrics endpoint on `addr`; returns the bound address.
+    pub async fn serve_metrics(&mut self, addr: SocketAddr) -> std::io::Result<SocketAddr> {
+        let listener = crate::metrics::bind(addr).await?;
+        let bound = listener.local_addr()?;
+        let sources = self.metrics_sources.clone();
+        self.tasks
+            .push(tokio::spawn(crate::metrics::serve(listener, sources)));
+        Ok(bound)
+    }
+
+    /// The metrics in Prometheus text format.
+    pub fn render_metrics(&self) -> String {
+        self.metrics_sources.render()
     }
 
     /// The bound address.
@@ -366,8 +407,10 @@ async fn answer_clients(
     connected: watch::Receiver<Vec<u64>>,
     context: Context,
     serves_locks: bool,
+    metrics: Arc<NodeMetrics>,
 ) {
     while let Some(ClientRequest { request, reply }) = rx.recv().await {
+        let started = std::time::Instant::now();
         match (request.op.as_ref(), reply) {
             (Some(Op::Watch(w)), ReplyTo::Stream(events)) if serves_locks => {
                 let shared = context.shared.clone();
@@ -383,8 +426,10 @@ async fn answer_clients(
             }
             (_, ReplyTo::Once(reply)) if serves_locks => {
                 let context = context.clone();
+                let metrics = metrics.clone();
                 tokio::spawn(async move {
                     let response = context.answer(request).await;
+                    metrics.observe_request(started.elapsed());
                     let _ = reply.send(response);
                 });
             }

@@ -55,12 +55,12 @@ impl Acceptor {
     /// Called when we follow a heartbeat or accept from `leader`: from now on
     /// we refuse rivals for `lease_duration_ns` of our clock. Measured from
     /// *receipt*, which is never before the leader's send time.
-    pub(crate) fn grant_lease(&mut self, now: Nanos, leader: NodeId, cfg: &Config) {
+    pub(crate) fn grant_lease(&mut self, now: Nanos, leader: NodeId, lease_duration_ns: u64) {
         // Never shorten: a running window (e.g. the post-restart one) may
         // protect a lease we no longer remember. Following `leader` (ballot
         // >= promised) implies any older lease already ended.
         self.lease_holder = Some(leader);
-        self.lease_until = self.lease_until.max(now.plus(cfg.lease_duration_ns));
+        self.lease_until = self.lease_until.max(now.plus(lease_duration_ns));
     }
 }
 

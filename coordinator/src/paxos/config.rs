@@ -29,6 +29,20 @@ pub enum ConfigError {
     ZeroBound(&'static str),
 }
 
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConfigError::BadMembership => {
+                write!(f, "members must be 1..=15 distinct ids including node_id")
+            }
+            ConfigError::BadTiming(why) => write!(f, "bad timing: {why}"),
+            ConfigError::ZeroBound(name) => write!(f, "{name} must be > 0"),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
 /// Everything a replica needs to know that does not change at run time.
 /// All durations are in nanoseconds of the node's *local* clock.
 #[derive(Debug, Clone)]

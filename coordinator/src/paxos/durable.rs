@@ -109,7 +109,8 @@ impl DurableState {
                 );
             }
             PersistOp::Chosen { slot, batch } => {
-                if *slot < floor {
+                // A chosen value never changes: the first one stays.
+                if *slot < floor || self.log.get(slot).is_some_and(|e| e.chosen) {
                     return;
                 }
                 let ballot = self.log.get(slot).map_or(Ballot::ZERO, |e| e.ballot);

@@ -90,9 +90,11 @@ pub(crate) fn serve_catch_up(
         None
     };
     let start = from_slot.max(floor);
+    // `from_slot` is untrusted: an empty range, never an inverted one.
+    let end = commit.max(start);
     let entries = state
         .log
-        .range(start..commit)
+        .range(start..end)
         .take(cfg.max_catchup_entries)
         .map(|(s, e)| (*s, e.batch.clone()))
         .collect();

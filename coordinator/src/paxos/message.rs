@@ -95,6 +95,10 @@ pub enum Message {
         ballot: Ballot,
         /// Echo of the heartbeat's round.
         round: u64,
+        /// The acceptor's first unchosen slot, so a leader that is behind
+        /// (e.g. its followers compacted slots it still re-proposes) learns
+        /// to catch up.
+        commit: Slot,
     },
     /// "Send me chosen entries from `from_slot` on."
     CatchUpRequest {
@@ -154,7 +158,10 @@ impl Message {
                 Err(Malformed::OversizedBatch)
             }
             Message::Promise {
-                entries, from_slot, ..
+                entries,
+                from_slot,
+                chosen_up_to,
+                ..
             } => {
                 let limit = cfg
                     .max_log_ahead_slots
@@ -164,6 +171,12 @@ impl Message {
                 }
                 if entries.iter().any(|e| !batch_ok(&e.batch, cfg)) {
                     return Err(Malformed::OversizedBatch);
+                }
+                // An honest acceptor holds nothing past its commit index
+                // plus the accept window.
+                let horizon = chosen_up_to.0.saturating_add(cfg.max_log_ahead_slots);
+                if entries.iter().any(|e| e.slot.0 >= horizon) {
+                    return Err(Malformed::BadOrder);
                 }
                 let ascending = entries.windows(2).all(|w| w[0].slot < w[1].slot);
                 if !ascending || entries.first().is_some_and(|e| e.slot < *from_slot) {

@@ -18,5 +18,8 @@ pub use config::{Config, ConfigError};
 pub use durable::{DurableEntry, DurableState, PersistOp, PersistRequest};
 pub use effects::{ChosenEntry, Effects, LeadershipEvent, Outgoing, RejectReason, Rejected};
 pub use message::{Malformed, Message, ReportedEntry};
-pub use replica::{Input, Replica, Stats};
+pub use replica::{Input, Replica, Stats, Status};
 pub use types::{Ballot, Batch, Nanos, NodeId, PersistSeq, Slot, Snapshot, Value};
+
+#[cfg(test)]
+mod tests;

@@ -46,6 +46,31 @@ pub enum Input {
     },
 }
 
+/// A snapshot of a replica's view, for status pages and debugging.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Status {
+    /// Whether this node leads.
+    pub leader: bool,
+    /// The ballot this node leads or campaigns with, if any.
+    pub ballot: Option<Ballot>,
+    /// Highest ballot promised.
+    pub promised: Ballot,
+    /// First slot not known chosen.
+    pub commit: Slot,
+    /// Next slot handed to the application.
+    pub applied: Slot,
+    /// A peer said slots below this are chosen.
+    pub catch_up_target: Slot,
+    /// Slots proposed and not yet chosen (leader only).
+    pub in_flight_slots: usize,
+    /// Commands queued for proposal (leader only).
+    pub pending_values: usize,
+    /// Highest persist sequence issued / acknowledged.
+    pub persist_issued: PersistSeq,
+    /// Highest persist sequence acknowledged durable.
+    pub persisted: PersistSeq,
+}
+
 /// Counters of untrusted input that was ignored.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Stats {
@@ -141,6 +166,25 @@ impl Replica {
         self.commit
     }
 
+    /// What this replica currently believes.
+    pub fn status(&self) -> Status {
+        Status {
+            leader: self.is_leader(),
+            ballot: self.my_ballot(),
+            promised: self.state.promised,
+            commit: self.commit,
+            applied: self.learner.applied,
+            catch_up_target: self.learner.catch_up_target,
+            in_flight_slots: match &self.role {
+                Role::Leader(l) => l.in_flight.len(),
+                _ => 0,
+            },
+            pending_values: self.pending.len(),
+            persist_issued: self.last_issued,
+            persisted: self.persisted,
+        }
+    }
+
     /// Counters of ignored input.
     pub fn stats(&self) -> Stats {
         self.stats
@@ -210,6 +254,13 @@ impl Replica {
         }
     }
 
+    /// Whether `slot` is in the part of the log this replica keeps entries
+    /// for: from its commit index up to `max_log_ahead_slots` past it. Keeps
+    /// the log (and every promise) bounded; later slots come via catch-up.
+    fn in_window(&self, slot: Slot) -> bool {
+        slot >= self.commit && slot.0 < self.commit.0.saturating_add(self.cfg.max_log_ahead_slots)
+    }
+
     /// The persist sequence every message sent now depends on.
     fn dep_seq(&self) -> PersistSeq {
         if self.ops.is_empty() {
@@ -242,7 +293,7 @@ impl Replica {
 
     fn broadcast(&mut self, msg: &Message, fx: &mut Effects) {
         let after = self.dep_seq();
-        for to in self.cfg.members.clone() {
+        for &to in &self.cfg.members {
             if to != self.cfg.node_id {
                 fx.send.push(Outgoing {
                     to,
@@ -437,6 +488,9 @@ impl Replica {
         let ballot = self
             .election
             .next_ballot(self.state.promised, self.cfg.node_id);
+        // Each attempt gets its own label, so grants delayed from an earlier
+        // attempt (e.g. buffered while we were paused) never count.
+        self.election.see_round(ballot);
         let mut grants = BTreeSet::new();
         let me = self.cfg.node_id;
         if election::grant_pre_vote(&self.acceptor(), self.now, me, false, &self.cfg) {
@@ -578,10 +632,23 @@ impl Replica {
                 }
                 self.follow(from, ballot, fx);
                 let after = self.reply_seq();
-                self.send(from, Message::HeartbeatAck { ballot, round }, after, fx);
                 self.learn_commit(from, ballot, commit);
+                let commit = self.commit;
+                let ack = Message::HeartbeatAck {
+                    ballot,
+                    round,
+                    commit,
+                };
+                self.send(from, ack, after, fx);
             }
-            Message::HeartbeatAck { ballot, round } => {
+            Message::HeartbeatAck {
+                ballot,
+                round,
+                commit,
+            } => {
+                if self.my_ballot() == Some(ballot) && commit > self.commit {
+                    self.learner.want(commit, from);
+                }
                 self.on_heartbeat_ack(from, ballot, round, fx)
             }
             Message::CatchUpRequest { from_slot } => {
@@ -632,9 +699,8 @@ impl Replica {
             return;
         }
         let now = self.now;
-        let cfg = self.cfg.clone();
         if let Some(a) = &mut self.acceptor {
-            a.grant_lease(now, ballot.node, &cfg);
+            a.grant_lease(now, ballot.node, self.cfg.lease_duration_ns);
         }
         self.election.reset_timer(now, &self.cfg);
         self.election.pre_vote = None;
@@ -658,7 +724,9 @@ impl Replica {
         if ballot >= self.state.promised {
             self.follow(from, ballot, fx);
         }
-        // Bound the log: far-ahead slots wait until we catch up.
+        // Bound the log: far-ahead slots wait until we catch up. Slots below
+        // the commit are still accepted (the value is the chosen one) so a
+        // new leader re-proposing them can gather its quorum.
         let window_end = Slot(self.commit.0.saturating_add(self.cfg.max_log_ahead_slots));
         if slot >= self.floor() && slot < window_end {
             self.persist(PersistOp::Accept {
@@ -722,7 +790,6 @@ impl Replica {
     fn on_heartbeat_ack(&mut self, from: NodeId, ballot: Ballot, round: u64, fx: &mut Effects) {
         let quorum = self.cfg.quorum();
         let lease_ns = self.cfg.leader_lease_ns();
-        let now = self.now;
         let Role::Leader(l) = &mut self.role else {
             return;
         };
@@ -740,7 +807,6 @@ impl Replica {
             let until = r.sent_at.plus(lease_ns);
             let sent_at = r.sent_at;
             l.last_quorum_at = l.last_quorum_at.max(sent_at);
-            let _ = now;
             if until > l.lease_until {
                 l.lease_until = until;
                 fx.leadership.push(LeadershipEvent::LeaseUntil { until });
@@ -761,7 +827,7 @@ impl Replica {
         }
         for (slot, batch) in entries {
             let known = self.state.log.get(&slot).is_some_and(|e| e.chosen);
-            if slot >= self.commit && !known {
+            if self.in_window(slot) && !known {
                 self.persist(PersistOp::Chosen { slot, batch });
             }
         }
@@ -788,7 +854,7 @@ impl Replica {
         }
         for (slot, batch) in &result.chosen {
             let known = self.state.log.get(slot).is_some_and(|e| e.chosen);
-            if *slot >= self.commit && !known {
+            if self.in_window(*slot) && !known {
                 self.persist(PersistOp::Chosen {
                     slot: *slot,
                     batch: batch.clone(),
@@ -799,7 +865,11 @@ impl Replica {
             self.learner.want(result.max_commit, peer);
         }
         let start = self.commit.max(result.max_commit);
-        let next_slot = result.end_slot.max(start);
+        // Bounded: promises carry nothing past a commit index plus the window.
+        let next_slot = result
+            .end_slot
+            .max(start)
+            .min(Slot(start.0.saturating_add(self.cfg.max_log_ahead_slots)));
         self.role = Role::Leader(Leader::new(c.ballot, self.now, next_slot));
         self.election.leader_hint = Some(self.cfg.node_id);
         fx.leadership
@@ -862,9 +932,18 @@ impl Replica {
         while budget > 0 && !self.pending.is_empty() {
             budget -= 1;
             let Role::Leader(l) = &self.role else { return };
-            let slot = l.next_slot;
+            // Catch-up (e.g. a snapshot) may have moved the commit index
+            // past slots we had not used yet.
+            let slot = l.next_slot.max(self.commit);
             if slot.0 >= self.commit.0.saturating_add(window) {
                 return;
+            }
+            if self.state.log.get(&slot).is_some_and(|e| e.chosen) {
+                // Already known chosen (e.g. from a late catch-up reply).
+                if let Role::Leader(l) = &mut self.role {
+                    l.next_slot = slot.next();
+                }
+                continue;
             }
             let n = self.pending.len().min(self.cfg.max_batch_values);
             let batch: Batch = self.pending.drain(..n).collect();
@@ -898,9 +977,8 @@ impl Replica {
         });
         let ballot = l.ballot;
         // Our own acceptor follows us too: it must refuse rivals during our lease.
-        let cfg = self.cfg.clone();
         if let Some(a) = &mut self.acceptor {
-            a.grant_lease(now, me, &cfg);
+            a.grant_lease(now, me, self.cfg.lease_duration_ns);
         }
         self.broadcast(
             &Message::Heartbeat {
@@ -927,6 +1005,8 @@ impl Replica {
         let Role::Leader(l) = &mut self.role else {
             return;
         };
+        // Slots learned chosen some other way (catch-up) need no more acks.
+        l.in_flight.retain(|slot, _| *slot >= commit);
         let ballot = l.ballot;
         for (slot, f) in l.in_flight.iter_mut() {
             if now.since(f.last_sent_at) < wait {

@@ -161,6 +161,9 @@ impl Application for LockApplication {
         for value in &rejected.values {
             if let Some((origin, id)) = Proposal::header(value) {
                 if origin == self.shared.node_id {
+                    if rejected.reason != crate::paxos::RejectReason::NotLeader {
+                        self.shared.refusals.insert(id, rejected.reason);
+                    }
                     self.shared.pending.remove(&id);
                 }
             }

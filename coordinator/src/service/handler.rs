@@ -66,6 +66,7 @@ impl Context {
                 false,
             ));
         };
+        self.check_limits(&op)?;
         let client = |op: ClientOp| CommandKind::Client {
             session,
             request_id: RequestId(request.request_id),
@@ -318,6 +319,32 @@ impl Context {
         }
     }
 
+    /// Refuses names and values over the limits before they reach the log:
+    /// the machine would refuse them too, but an oversized one must not
+    /// cost a log entry (or exceed what one may hold).
+    fn check_limits(&self, op: &Op) -> Result<(), proto::Error> {
+        let limits = self.shared.machine().config().limits.clone();
+        let (name, value): (Option<&str>, Option<&[u8]>) = match op {
+            Op::Acquire(a) => (Some(&a.name), None),
+            Op::Release(r) => (Some(&r.name), None),
+            Op::Renew(r) => (Some(&r.name), None),
+            Op::CancelAcquire(c) => (Some(&c.name), None),
+            Op::Campaign(c) => (Some(&c.election), Some(&c.value)),
+            Op::Resign(r) => (Some(&r.election), None),
+            Op::Proclaim(p) => (Some(&p.election), Some(&p.value)),
+            Op::QueryLeader(q) => (Some(&q.election), None),
+            Op::Watch(w) => (Some(&w.election), None),
+            _ => (None, None),
+        };
+        if let Some(name) = name {
+            limits.check_name(name).map_err(|e| command_error(&e))?;
+        }
+        if let Some(value) = value {
+            limits.check_value(value).map_err(|e| command_error(&e))?;
+        }
+        Ok(())
+    }
+
     fn leader_info(&self, election: &str) -> proto::LeaderInfo {
         let machine = self.shared.machine();
         let term = machine.term(election);
@@ -409,8 +436,20 @@ impl Context {
         }
         match tokio::time::timeout(COMMIT_TIMEOUT, rx).await {
             Ok(Ok(output)) => Ok(output),
-            // Refused by the core: leadership moved while proposing.
-            Ok(Err(_)) => Err(self.not_leader()),
+            // Refused by the core: leadership moved, or the node is overloaded.
+            Ok(Err(_)) => match self.shared.refusals.remove(&id).map(|(_, r)| r) {
+                Some(crate::paxos::RejectReason::QueueFull) => Err(error(
+                    ErrorCode::Unavailable,
+                    "the leader's proposal queue is full; retry with backoff",
+                    true,
+                )),
+                Some(crate::paxos::RejectReason::TooLarge) => Err(error(
+                    ErrorCode::ValueTooLarge,
+                    "the command is larger than a log entry may be",
+                    false,
+                )),
+                _ => Err(self.not_leader()),
+            },
             Err(_) => {
                 self.shared.pending.remove(&id);
                 Err(error(

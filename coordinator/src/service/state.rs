@@ -26,6 +26,8 @@ pub struct Shared {
     machine: Mutex<StateMachine>,
     /// Proposal id → the task waiting for that command's result.
     pub pending: DashMap<u64, oneshot::Sender<Output>>,
+    /// Proposal id → why the core refused it, when not for leadership.
+    pub refusals: DashMap<u64, crate::paxos::RejectReason>,
     next_proposal: AtomicU64,
     /// (session, lock) → the task waiting for a queued acquire's grant.
     pub lock_waiters: DashMap<(u64, String), oneshot::Sender<u64>>,
@@ -49,6 +51,7 @@ impl Shared {
             node_id,
             machine: Mutex::new(StateMachine::new(config)),
             pending: DashMap::new(),
+            refusals: DashMap::new(),
             next_proposal: AtomicU64::new(1),
             lock_waiters: DashMap::new(),
             campaign_waiters: DashMap::new(),

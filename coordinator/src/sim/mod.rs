@@ -1,4 +1,15 @@
-//! Deterministic simulation support: checkers the simulator and the chaos
-//! runner share.
+//! Deterministic, single-threaded, seeded simulation of a Paxos cluster
+//! with a faulty network, disks that lose unsynced writes, crashes, pauses
+//! and drifting clocks. Same seed, same run, bit for bit.
 
+pub mod app;
+pub mod checker;
+pub mod clock;
+pub mod disk;
+pub mod network;
+pub mod rng;
+pub mod world;
+
+pub use app::{App, HashChainApp};
+pub use world::{run_seed, Sim, SimConfig, SimReport, Violation};
 pub mod linearizability;

@@ -117,9 +117,14 @@ pub fn encode(msg: &paxos::Message) -> pb::PeerMessage {
             round: *round,
             commit: commit.0,
         }),
-        M::HeartbeatAck { ballot, round } => Body::HeartbeatAck(pb::HeartbeatAck {
+        M::HeartbeatAck {
+            ballot,
+            round,
+            commit,
+        } => Body::HeartbeatAck(pb::HeartbeatAck {
             ballot: ballot_pb(ballot),
             round: *round,
+            commit: commit.0,
         }),
         M::CatchUpRequest { from_slot } => Body::CatchUpRequest(pb::CatchUpRequest {
             from_slot: from_slot.0,
@@ -193,6 +198,7 @@ pub fn decode(msg: pb::PeerMessage) -> Result<paxos::Message, MissingField> {
         Body::HeartbeatAck(m) => M::HeartbeatAck {
             ballot: ballot(m.ballot, "heartbeat_ack.ballot")?,
             round: m.round,
+            commit: Slot(m.commit),
         },
         Body::CatchUpRequest(m) => M::CatchUpRequest {
             from_slot: Slot(m.from_slot),
@@ -276,6 +282,7 @@ mod tests {
             M::HeartbeatAck {
                 ballot: b(3, 1),
                 round: 5,
+                commit: Slot(7),
             },
             M::CatchUpRequest { from_slot: Slot(2) },
             M::CatchUp {

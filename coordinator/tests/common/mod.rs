@@ -36,6 +36,7 @@ pub fn start_lone_node(ca: &ClusterCa, id: u64) -> Result<Node, Box<dyn std::err
         peers: BTreeMap::new(),
         heartbeat_interval: Duration::from_millis(50),
         seed: id,
+        metrics_listen: None,
     };
     Ok(Node::start(options, &material(ca, &cert)?, memory_parts())?)
 }
@@ -143,6 +144,7 @@ pub async fn start_cluster(
             peers,
             heartbeat_interval: Duration::from_millis(20),
             seed: id,
+            metrics_listen: None,
         };
         nodes.push(Node::start(options, &material(ca, &cert)?, memory_parts())?);
     }

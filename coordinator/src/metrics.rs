@@ -1,0 +1,332 @@
+//! Node metrics in the Prometheus text format, and the small HTTP endpoint
+//! that serves them with a health check.
+//!
+//! The endpoint answers `GET /metrics` and `GET /health` only, on an
+//! address that should stay local (default: loopback). It is written
+//! directly on tokio rather than with an HTTP framework because two fixed
+//! GET routes do not justify one more dependency tree in the node.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tracing::{debug, warn};
+
+use crate::node::driver::DriverStatus;
+use crate::service::Shared;
+use crate::transport::TransportMetrics;
+
+/// Upper bounds (ms) of the request latency histogram buckets.
+const LATENCY_BUCKETS_MS: [f64; 12] = [
+    0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 5000.0,
+];
+
+/// Counters the node updates as it works. All monotonic.
+#[derive(Debug, Default)]
+pub struct NodeMetrics {
+    /// Client requests answered, by latency bucket (last = +Inf).
+    latency_buckets: [AtomicU64; 13],
+    latency_sum_us: AtomicU64,
+    /// Log slots applied.
+    pub chosen_entries: AtomicU64,
+    /// Commands in those slots (so the mean batch size is the ratio).
+    pub chosen_values: AtomicU64,
+    /// The durable store's counters, refreshed after every group commit.
+    pub storage: Mutex<DurabilityStats>,
+}
+
+/// What the durable store reports.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DurabilityStats {
+    /// Records made durable.
+    pub records: u64,
+    /// fsync/fdatasync calls.
+    pub fsyncs: u64,
+    /// Group commits.
+    pub batches: u64,
+    /// Bytes written.
+    pub bytes: u64,
+}
+
+impl NodeMetrics {
+    /// Records one answered client request.
+    pub fn observe_request(&self, elapsed: Duration) {
+        let ms = elapsed.as_secs_f64() * 1000.0;
+        let bucket = LATENCY_BUCKETS_MS
+            .iter()
+            .position(|&le| ms <= le)
+            .unwrap_or(LATENCY_BUCKETS_MS.len());
+        if let Some(counter) = self.latency_buckets.get(bucket) {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+        self.latency_sum_us.fetch_add(
+            u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+    }
+
+    /// Stores the durable store's latest counters.
+    pub fn set_storage(&self, stats: DurabilityStats) {
+        *self.storage.lock().unwrap_or_else(|p| p.into_inner()) = stats;
+    }
+}
+
+/// Everything the endpoint reports on.
+#[derive(Debug, Clone)]
+pub struct MetricsSources {
+    /// This node's id.
+    pub node_id: u64,
+    /// Node counters.
+    pub node: Arc<NodeMetrics>,
+    /// Transport counters.
+    pub transport: Arc<TransportMetrics>,
+    /// Consensus status.
+    pub status: watch::Receiver<DriverStatus>,
+    /// The lock service (for gauges).
+    pub shared: Arc<Shared>,
+}
+
+impl MetricsSources {
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let status = self.status.borrow().clone();
+        let gauges = self.shared.machine().gauges();
+        let storage = *self.node.storage.lock().unwrap_or_else(|p| p.into_inner());
+        let t = &self.transport;
+        let mut out = String::new();
+        let mut metric = |name: &str, kind: &str, help: &str, value: f64| {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+            );
+        };
+        metric(
+            "paxlock_node_id",
+            "gauge",
+            "This node's id.",
+            self.node_id as f64,
+        );
+        metric(
+            "paxlock_is_leader",
+            "gauge",
+            "1 if this node leads the cluster.",
+            f64::from(u8::from(status.is_leader)),
+        );
+        metric(
+            "paxlock_leader_id",
+            "gauge",
+            "The node this node believes leads (0: unknown).",
+            status.leader.map_or(0, |l| l.0) as f64,
+        );
+        metric(
+            "paxlock_ballot_round",
+            "gauge",
+            "Round of the ballot this node leads with (0 if not leading).",
+            status.ballot_round as f64,
+        );
+        metric(
+            "paxlock_commit_index",
+            "gauge",
+            "Every log slot below this is chosen.",
+            status.commit_index as f64,
+        );
+        metric(
+            "paxlock_applied_index",
+            "gauge",
+            "Log slots applied to the state machine.",
+            status.applied_index as f64,
+        );
+        metric(
+            "paxlock_wal_fsyncs_total",
+            "counter",
+            "fsync calls of the write-ahead log.",
+            storage.fsyncs as f64,
+        );
+        metric(
+            "paxlock_wal_records_total",
+            "counter",
+            "Records made durable.",
+            storage.records as f64,
+        );
+        metric(
+            "paxlock_wal_batches_total",
+            "counter",
+            "Group commits (one fsync of the log each).",
+            storage.batches as f64,
+        );
+        metric(
+            "paxlock_wal_bytes_total",
+            "counter",
+            "Bytes written to the log.",
+            storage.bytes as f64,
+        );
+        metric(
+            "paxlock_chosen_entries_total",
+            "counter",
+            "Log slots applied.",
+            self.node.chosen_entries.load(Ordering::Relaxed) as f64,
+        );
+        metric(
+            "paxlock_chosen_commands_total",
+            "counter",
+            "Commands applied (commands per slot = batch size).",
+            self.node.chosen_values.load(Ordering::Relaxed) as f64,
+        );
+        metric(
+            "paxlock_sessions",
+            "gauge",
+            "Live sessions.",
+            gauges.sessions as f64,
+        );
+        metric(
+            "paxlock_locks_held",
+            "gauge",
+            "Locks with a holder.",
+            gauges.locks_held as f64,
+        );
+        metric(
+            "paxlock_lock_waiters",
+            "gauge",
+            "Acquires waiting in FIFO queues.",
+            gauges.waiters as f64,
+        );
+        metric(
+            "paxlock_elections_led",
+            "gauge",
+            "Elections with a leader.",
+            gauges.elections_led as f64,
+        );
+        metric(
+            "paxlock_frame_errors_total",
+            "counter",
+            "Malformed or oversized frames (each closed its stream).",
+            TransportMetrics::get(&t.frame_errors) as f64,
+        );
+        metric(
+            "paxlock_handshake_failures_total",
+            "counter",
+            "Connections refused during the TLS handshake.",
+            TransportMetrics::get(&t.handshake_failures) as f64,
+        );
+        metric(
+            "paxlock_peer_identity_rejections_total",
+            "counter",
+            "Peers refused for a certificate that does not name them.",
+            TransportMetrics::get(&t.peer_identity_rejections) as f64,
+        );
+        metric(
+            "paxlock_malformed_peer_messages_total",
+            "counter",
+            "Peer messages dropped by the consensus core's checks.",
+            status.malformed_messages as f64,
+        );
+        let _ = writeln!(out, "# HELP paxlock_request_duration_seconds Client request latency.\n# TYPE paxlock_request_duration_seconds histogram");
+        let mut cumulative = 0u64;
+        for (i, counter) in self.node.latency_buckets.iter().enumerate() {
+            cumulative += counter.load(Ordering::Relaxed);
+            let le = LATENCY_BUCKETS_MS
+                .get(i)
+                .map_or("+Inf".to_string(), |ms| format!("{}", ms / 1000.0));
+            let _ = writeln!(
+                out,
+                "paxlock_request_duration_seconds_bucket{{le=\"{le}\"}} {cumulative}"
+            );
+        }
+        let sum_s = self.node.latency_sum_us.load(Ordering::Relaxed) as f64 / 1e6;
+        let _ = writeln!(out, "paxlock_request_duration_seconds_sum {sum_s}\npaxlock_request_duration_seconds_count {cumulative}");
+        out
+    }
+
+    /// A one-line JSON health document.
+    pub fn health(&self) -> String {
+        let status = self.status.borrow().clone();
+        format!(
+            "{{\"node_id\":{},\"healthy\":{},\"is_leader\":{},\"leader_id\":{},\"commit_index\":{},\"applied_index\":{}}}\n",
+            self.node_id,
+            status.failed.is_none(),
+            status.is_leader,
+            status.leader.map_or(0, |l| l.0),
+            status.commit_index,
+            status.applied_index
+        )
+    }
+}
+
+/// Largest request head read; anything longer is refused.
+const MAX_REQUEST_BYTES: usize = 8192;
+
+/// Serves `/metrics` and `/health` on `listener` until the task is dropped.
+pub async fn serve(listener: TcpListener, sources: MetricsSources) {
+    loop {
+        let (mut stream, peer) = match listener.accept().await {
+            Ok(conn) => conn,
+            Err(e) => {
+                warn!("metrics endpoint accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let sources = sources.clone();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; MAX_REQUEST_BYTES];
+            let mut len = 0;
+            // Read the request head (bounded in size and time).
+            let read = tokio::time::timeout(Duration::from_secs(5), async {
+                while len < buf.len() {
+                    match stream.read(&mut buf[len..]).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            len += n;
+                            if buf[..len].windows(4).any(|w| w == b"\r\n\r\n") {
+                                break;
+                            }
+                        }
+                    }
+                }
+            })
+            .await;
+            if read.is_err() {
+                return;
+            }
+            let head = String::from_utf8_lossy(&buf[..len]);
+            let path = head.split_whitespace().nth(1).unwrap_or("");
+            let method_ok = head.starts_with("GET ");
+            let (code, kind, body) = match (method_ok, path) {
+                (true, "/metrics") => ("200 OK", "text/plain; version=0.0.4", sources.render()),
+                (true, "/health") => {
+                    let failed = sources.status.borrow().failed.is_some();
+                    let code = if failed {
+                        "503 Service Unavailable"
+                    } else {
+                        "200 OK"
+                    };
+                    (code, "application/json", sources.health())
+                }
+                (true, _) => (
+                    "404 Not Found",
+                    "text/plain",
+                    "try /metrics or /health\n".into(),
+                ),
+                (false, _) => ("405 Method Not Allowed", "text/plain", "only GET\n".into()),
+            };
+            let response = format!(
+                "HTTP/1.1 {code}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            if let Err(e) = stream.write_all(response.as_bytes()).await {
+                debug!(%peer, "metrics client went away: {e}");
+            }
+            let _ = stream.shutdown().await;
+        });
+    }
+}
+
+/// Binds the metrics endpoint.
+pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr).await
+}

@@ -1,0 +1,765 @@
+//! Rule-by-rule tests of the core, driven through `Replica::step` only.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::VecDeque;
+
+use proptest::prelude::*;
+
+use super::config::Config;
+use super::durable::{DurableState, PersistOp};
+use super::effects::{ChosenEntry, Effects, LeadershipEvent, Outgoing, RejectReason};
+use super::message::{Message, ReportedEntry};
+use super::proposer::{merge_promises, PromiseInfo};
+use super::replica::{Input, Replica};
+use super::types::{Ballot, Nanos, NodeId, PersistSeq, Slot, Snapshot};
+
+const MS: u64 = 1_000_000;
+
+fn members(n: u64) -> Vec<NodeId> {
+    (1..=n).map(NodeId).collect()
+}
+
+fn cfg(id: u64, n: u64) -> Config {
+    Config::new(NodeId(id), members(n))
+}
+
+fn ballot(round: u64, node: u64) -> Ballot {
+    Ballot {
+        round,
+        node: NodeId(node),
+    }
+}
+
+/// A replica with a disk that persists instantly, collecting everything sent.
+struct Node {
+    r: Replica,
+    disk: DurableState,
+    sent: Vec<Outgoing>,
+    chosen: Vec<ChosenEntry>,
+    leadership: Vec<LeadershipEvent>,
+    installs: Vec<Snapshot>,
+}
+
+impl Node {
+    fn new(id: u64, n: u64) -> Node {
+        Node::from_disk(cfg(id, n), DurableState::default())
+    }
+    fn from_disk(c: Config, disk: DurableState) -> Node {
+        Node {
+            r: Replica::new(c, disk.clone(), 7).unwrap(),
+            disk,
+            sent: Vec::new(),
+            chosen: Vec::new(),
+            leadership: Vec::new(),
+            installs: Vec::new(),
+        }
+    }
+    /// One step without persisting (to inspect the raw effects).
+    fn raw(&mut self, now_ms: u64, input: Input) -> Effects {
+        self.r.step(Nanos(now_ms * MS), input)
+    }
+    /// One step, then persist and acknowledge, collecting all effects.
+    fn step(&mut self, now_ms: u64, input: Input) {
+        let fx = self.raw(now_ms, input);
+        self.absorb(now_ms, fx);
+    }
+    fn absorb(&mut self, now_ms: u64, fx: Effects) {
+        self.installs.extend(fx.install_snapshot);
+        self.sent.extend(fx.send);
+        self.chosen.extend(fx.chosen);
+        self.leadership.extend(fx.leadership);
+        if let Some(req) = fx.persist {
+            self.disk.apply(&req);
+            let up_to = req.seq;
+            let fx2 = self.raw(now_ms, Input::Persisted { up_to });
+            self.absorb(now_ms, fx2);
+        }
+    }
+    fn deliver(&mut self, now_ms: u64, from: u64, msg: Message) {
+        self.step(
+            now_ms,
+            Input::Peer {
+                from: NodeId(from),
+                msg,
+            },
+        );
+    }
+}
+
+/// A tiny lossless cluster: every message is delivered at the same instant.
+struct Cluster {
+    nodes: Vec<Node>,
+}
+
+impl Cluster {
+    fn new(n: u64) -> Cluster {
+        Cluster {
+            nodes: (1..=n).map(|i| Node::new(i, n)).collect(),
+        }
+    }
+    fn pump(&mut self, now_ms: u64) {
+        let mut queue: VecDeque<(u64, Outgoing)> = VecDeque::new();
+        for _ in 0..10_000 {
+            for (i, n) in self.nodes.iter_mut().enumerate() {
+                for o in n.sent.drain(..) {
+                    queue.push_back((i as u64 + 1, o));
+                }
+            }
+            let Some((from, o)) = queue.pop_front() else {
+                return;
+            };
+            self.nodes[(o.to.0 - 1) as usize].deliver(now_ms, from, o.msg);
+        }
+        panic!("cluster did not go quiet");
+    }
+    fn elect(&mut self, who: u64, now_ms: u64) {
+        // Past everyone's election deadline (max 1.4 s after the first step).
+        for n in self.nodes.iter_mut() {
+            n.step(0, Input::Tick);
+        }
+        self.nodes[(who - 1) as usize].step(now_ms, Input::Tick);
+        self.pump(now_ms);
+    }
+}
+
+#[test]
+fn an_acceptor_refuses_to_promise_while_its_lease_to_the_leader_runs() {
+    let mut a = Node::new(2, 3);
+    a.step(0, Input::Tick);
+    // Past the post-boot window, a heartbeat from leader 1 starts a lease.
+    a.deliver(
+        2_000,
+        1,
+        Message::Heartbeat {
+            ballot: ballot(1, 1),
+            round: 1,
+            commit: Slot(0),
+        },
+    );
+    a.sent.clear();
+    a.deliver(
+        2_100,
+        3,
+        Message::Prepare {
+            ballot: ballot(2, 3),
+            from_slot: Slot(0),
+        },
+    );
+    assert!(matches!(
+        a.sent[..],
+        [Outgoing {
+            msg: Message::Nack { .. },
+            ..
+        }]
+    ));
+    assert_eq!(a.disk.promised, ballot(1, 1));
+}
+
+#[test]
+fn an_acceptor_promises_a_rival_once_the_lease_has_run_out() {
+    let mut a = Node::new(2, 3);
+    a.step(0, Input::Tick);
+    a.deliver(
+        2_000,
+        1,
+        Message::Heartbeat {
+            ballot: ballot(1, 1),
+            round: 1,
+            commit: Slot(0),
+        },
+    );
+    a.sent.clear();
+    a.deliver(
+        2_000 + 501,
+        3,
+        Message::Prepare {
+            ballot: ballot(2, 3),
+            from_slot: Slot(0),
+        },
+    );
+    assert!(matches!(
+        a.sent[..],
+        [Outgoing {
+            msg: Message::Promise { .. },
+            ..
+        }]
+    ));
+    assert_eq!(a.disk.promised, ballot(2, 3));
+}
+
+#[test]
+fn a_restarted_acceptor_refuses_every_promise_for_one_lease() {
+    let mut a = Node::new(2, 3);
+    a.step(10_000, Input::Tick);
+    a.deliver(
+        10_100,
+        3,
+        Message::Prepare {
+            ballot: ballot(2, 3),
+            from_slot: Slot(0),
+        },
+    );
+    assert!(matches!(
+        a.sent.last().map(|o| &o.msg),
+        Some(Message::Nack { .. })
+    ));
+    a.deliver(
+        10_501,
+        3,
+        Message::Prepare {
+            ballot: ballot(2, 3),
+            from_slot: Slot(0),
+        },
+    );
+    assert!(matches!(
+        a.sent.last().map(|o| &o.msg),
+        Some(Message::Promise { .. })
+    ));
+}
+
+#[test]
+fn a_promise_does_not_leave_before_the_promised_ballot_is_durable() {
+    let mut a = Node::new(2, 3);
+    a.step(0, Input::Tick);
+    let fx = a.raw(
+        1_000,
+        Input::Peer {
+            from: NodeId(3),
+            msg: Message::Prepare {
+                ballot: ballot(2, 3),
+                from_slot: Slot(0),
+            },
+        },
+    );
+    let req = fx.persist.expect("the promise must be persisted");
+    assert!(req.ops.contains(&PersistOp::Promise(ballot(2, 3))));
+    let promise = fx
+        .send
+        .iter()
+        .find(|o| matches!(o.msg, Message::Promise { .. }))
+        .unwrap();
+    assert!(
+        promise.after >= req.seq,
+        "promise may leave only after {:?}",
+        req.seq
+    );
+}
+
+#[test]
+fn an_accepted_reply_does_not_leave_before_the_value_is_durable() {
+    let mut a = Node::new(2, 3);
+    a.step(0, Input::Tick);
+    let accept = Message::Accept {
+        ballot: ballot(1, 1),
+        slot: Slot(0),
+        batch: vec![b"x".to_vec()],
+        commit: Slot(0),
+    };
+    let fx = a.raw(
+        1_000,
+        Input::Peer {
+            from: NodeId(1),
+            msg: accept,
+        },
+    );
+    let req = fx.persist.unwrap();
+    let reply = fx
+        .send
+        .iter()
+        .find(|o| matches!(o.msg, Message::Accepted { .. }))
+        .unwrap();
+    assert!(reply.after >= req.seq);
+}
+
+#[test]
+fn an_acceptor_rejects_an_accept_below_its_promise() {
+    let mut a = Node::new(2, 3);
+    a.step(0, Input::Tick);
+    a.deliver(
+        1_000,
+        3,
+        Message::Prepare {
+            ballot: ballot(5, 3),
+            from_slot: Slot(0),
+        },
+    );
+    a.sent.clear();
+    a.deliver(
+        1_001,
+        1,
+        Message::Accept {
+            ballot: ballot(4, 1),
+            slot: Slot(0),
+            batch: vec![],
+            commit: Slot(0),
+        },
+    );
+    assert!(matches!(
+        a.sent[..],
+        [Outgoing {
+            msg: Message::Nack { .. },
+            ..
+        }]
+    ));
+    assert!(a.disk.log.is_empty());
+}
+
+#[test]
+fn a_new_leader_reproposes_the_highest_ballot_value() {
+    let entry = |round, v: &[u8]| ReportedEntry {
+        slot: Slot(3),
+        ballot: ballot(round, 1),
+        batch: vec![v.to_vec()],
+        chosen: false,
+    };
+    let mut promises = std::collections::BTreeMap::new();
+    promises.insert(
+        NodeId(1),
+        PromiseInfo {
+            chosen_up_to: Slot(3),
+            entries: vec![entry(2, b"old")],
+            snapshot: None,
+        },
+    );
+    promises.insert(
+        NodeId(2),
+        PromiseInfo {
+            chosen_up_to: Slot(3),
+            entries: vec![entry(4, b"new")],
+            snapshot: None,
+        },
+    );
+    let r = merge_promises(&promises);
+    assert_eq!(r.repropose.get(&Slot(3)), Some(&vec![b"new".to_vec()]));
+}
+
+#[test]
+fn a_three_node_cluster_elects_a_leader_and_chooses_a_batch() {
+    let mut c = Cluster::new(3);
+    c.elect(1, 2_000);
+    assert!(c.nodes[0].r.is_leader());
+    c.nodes[0].step(2_001, Input::Propose(vec![b"a".to_vec(), b"b".to_vec()]));
+    c.pump(2_001);
+    let leader_chosen: Vec<_> = c.nodes[0].chosen.iter().map(|e| e.batch.clone()).collect();
+    assert_eq!(leader_chosen, vec![vec![b"a".to_vec(), b"b".to_vec()]]);
+}
+
+#[test]
+fn followers_learn_chosen_entries_from_the_commit_index_on_heartbeats() {
+    let mut c = Cluster::new(3);
+    c.elect(1, 2_000);
+    c.nodes[0].step(2_001, Input::Propose(vec![b"a".to_vec()]));
+    c.pump(2_001);
+    assert!(
+        c.nodes[1].chosen.is_empty(),
+        "the accept carried the old commit index"
+    );
+    c.nodes[0].step(2_100, Input::Tick); // heartbeat with the new commit index
+    c.pump(2_100);
+    assert_eq!(c.nodes[1].chosen.len(), 1);
+    assert_eq!(c.nodes[2].chosen.len(), 1);
+}
+
+#[test]
+fn the_leader_holds_a_lease_after_a_quorum_acknowledged_a_heartbeat() {
+    let mut c = Cluster::new(3);
+    c.elect(1, 2_000);
+    let until = c.nodes[0].r.lease_until(Nanos(2_000 * MS)).expect("lease");
+    assert_eq!(until, Nanos(2_000 * MS + cfg(1, 3).leader_lease_ns()));
+    assert!(c.nodes[0].r.lease_until(until).is_none());
+}
+
+#[test]
+fn a_follower_does_not_learn_an_entry_accepted_at_another_ballot() {
+    let mut a = Node::new(2, 3);
+    a.step(0, Input::Tick);
+    a.deliver(
+        1_000,
+        1,
+        Message::Accept {
+            ballot: ballot(1, 1),
+            slot: Slot(0),
+            batch: vec![b"old".to_vec()],
+            commit: Slot(0),
+        },
+    );
+    // A new leader (ballot 2) says slot 0 is chosen; our entry is from ballot 1.
+    a.deliver(
+        2_000,
+        3,
+        Message::Heartbeat {
+            ballot: ballot(2, 3),
+            round: 1,
+            commit: Slot(1),
+        },
+    );
+    assert!(a.chosen.is_empty());
+    a.sent.clear();
+    a.step(2_100, Input::Tick);
+    assert!(a
+        .sent
+        .iter()
+        .any(|o| o.to == NodeId(3)
+            && matches!(o.msg, Message::CatchUpRequest { from_slot: Slot(0) })));
+}
+
+#[test]
+fn a_replica_behind_a_compacted_peer_is_sent_the_snapshot() {
+    let mut c = Cluster::new(3);
+    c.elect(1, 2_000);
+    for i in 0..3u64 {
+        c.nodes[0].step(2_001 + i, Input::Propose(vec![vec![i as u8]]));
+        c.pump(2_001 + i);
+    }
+    c.nodes[0].step(
+        2_010,
+        Input::Compact {
+            up_to: Slot(3),
+            data: b"state@3".to_vec(),
+        },
+    );
+    let mut fresh = Node::new(3, 3);
+    fresh.step(2_010, Input::Tick);
+    c.nodes[0].deliver(2_011, 3, Message::CatchUpRequest { from_slot: Slot(0) });
+    let reply = c.nodes[0].sent.pop().unwrap();
+    fresh.deliver(2_012, 1, reply.msg);
+    assert_eq!(
+        fresh.installs,
+        vec![Snapshot {
+            up_to: Slot(3),
+            data: b"state@3".to_vec()
+        }]
+    );
+    assert_eq!(fresh.r.commit_index(), Slot(3));
+}
+
+#[test]
+fn proposals_to_a_follower_are_rejected_with_a_leader_hint() {
+    let mut c = Cluster::new(3);
+    c.elect(1, 2_000);
+    let fx = c.nodes[1].raw(2_001, Input::Propose(vec![b"x".to_vec()]));
+    assert_eq!(fx.rejected.len(), 1);
+    assert_eq!(fx.rejected[0].reason, RejectReason::NotLeader);
+    assert_eq!(fx.rejected[0].leader_hint, Some(NodeId(1)));
+}
+
+#[test]
+fn a_full_proposal_queue_rejects_the_overflow() {
+    let mut c = Cluster::new(3);
+    c.elect(1, 2_000);
+    let too_many = vec![b"x".to_vec(); cfg(1, 3).max_pending_values + 10];
+    let fx = c.nodes[0].raw(2_001, Input::Propose(too_many));
+    let overflow: usize = fx
+        .rejected
+        .iter()
+        .filter(|r| r.reason == RejectReason::QueueFull)
+        .map(|r| r.values.len())
+        .sum();
+    assert_eq!(overflow, 10);
+}
+
+#[test]
+fn a_restarted_replica_replays_its_chosen_entries() {
+    let mut c = Cluster::new(3);
+    c.elect(1, 2_000);
+    c.nodes[0].step(2_001, Input::Propose(vec![b"a".to_vec()]));
+    c.pump(2_001);
+    let disk = c.nodes[0].disk.clone();
+    let mut again = Node::from_disk(cfg(1, 3), disk);
+    again.step(9_000, Input::Tick);
+    assert_eq!(again.chosen.len(), 1);
+    assert!(!again.r.is_leader());
+}
+
+/// Regression (found by the lease canary, seed 18 of a pause-only mix): a
+/// candidate paused mid pre-vote resumed, started a new pre-vote with the
+/// same label, and counted the stale grants. Grants must be per attempt.
+#[test]
+fn stale_pre_vote_grants_from_an_earlier_attempt_do_not_count() {
+    let mut n = Node::new(1, 3);
+    n.step(0, Input::Tick);
+    n.step(2_000, Input::Tick); // first pre-vote
+    let first = n.sent.iter().find_map(|o| match o.msg {
+        Message::PreVote { ballot } => Some(ballot),
+        _ => None,
+    });
+    let first = first.unwrap();
+    n.sent.clear();
+    n.step(10_000, Input::Tick); // much later: a new attempt
+    n.deliver(
+        10_001,
+        2,
+        Message::PreVoteReply {
+            ballot: first,
+            granted: true,
+        },
+    );
+    assert!(!n
+        .sent
+        .iter()
+        .any(|o| matches!(o.msg, Message::Prepare { .. })));
+}
+
+/// Regression (found by `arbitrary_messages_never_panic`): a catch-up
+/// request for a slot past our commit index built an inverted range and
+/// panicked. It must get an empty answer.
+#[test]
+fn a_catch_up_request_past_the_commit_gets_an_empty_reply() {
+    let mut a = Node::new(2, 3);
+    a.step(0, Input::Tick);
+    a.deliver(
+        1_000,
+        1,
+        Message::CatchUpRequest {
+            from_slot: Slot(u64::MAX),
+        },
+    );
+    assert!(
+        matches!(&a.sent[..], [Outgoing { msg: Message::CatchUp { snapshot: None, entries }, .. }] if entries.is_empty())
+    );
+}
+
+/// Regression (found by `arbitrary_messages_never_panic`, which hung): a
+/// promise reporting an entry at slot u64::MAX-1 made the new leader fill
+/// every slot up to it with no-ops. Such promises are now refused.
+#[test]
+fn an_absurd_promise_is_dropped_not_looped_over() {
+    let mut n = Node::new(1, 3);
+    n.step(0, Input::Tick);
+    n.step(2_000, Input::Tick);
+    let pv = n.sent.iter().find_map(|o| match o.msg {
+        Message::PreVote { ballot } => Some(ballot),
+        _ => None,
+    });
+    n.deliver(
+        2_001,
+        2,
+        Message::PreVoteReply {
+            ballot: pv.unwrap(),
+            granted: true,
+        },
+    );
+    let b = n.r.status().ballot.expect("campaigning");
+    let absurd = ReportedEntry {
+        slot: Slot(u64::MAX - 1),
+        ballot: ballot(1, 2),
+        batch: vec![],
+        chosen: false,
+    };
+    n.deliver(
+        2_002,
+        2,
+        Message::Promise {
+            ballot: b,
+            from_slot: Slot(0),
+            chosen_up_to: Slot(0),
+            entries: vec![absurd],
+            snapshot: None,
+        },
+    );
+    assert_eq!(n.r.stats().malformed, 1);
+}
+
+#[test]
+fn a_leader_that_hears_no_quorum_steps_down() {
+    let mut c = Cluster::new(3);
+    c.elect(1, 2_000);
+    let leader = &mut c.nodes[0];
+    leader.sent.clear();
+    // Heartbeats go out but nothing comes back.
+    for t in (2_050..=2_750).step_by(50) {
+        leader.step(t, Input::Tick);
+    }
+    assert!(!leader.r.is_leader());
+    assert_eq!(
+        leader.leadership.last(),
+        Some(&LeadershipEvent::LostLeadership)
+    );
+}
+
+#[test]
+fn a_node_that_hears_a_live_leader_denies_pre_votes() {
+    let mut a = Node::new(2, 3);
+    a.step(0, Input::Tick);
+    a.deliver(
+        2_000,
+        1,
+        Message::Heartbeat {
+            ballot: ballot(1, 1),
+            round: 1,
+            commit: Slot(0),
+        },
+    );
+    a.sent.clear();
+    a.deliver(
+        2_600,
+        3,
+        Message::PreVote {
+            ballot: ballot(2, 3),
+        },
+    );
+    assert!(matches!(
+        a.sent[..],
+        [Outgoing {
+            msg: Message::PreVoteReply { granted: false, .. },
+            ..
+        }]
+    ));
+}
+
+#[test]
+fn config_rejects_an_election_timeout_not_above_the_lease() {
+    let mut c = cfg(1, 3);
+    c.election_timeout_min_ns = c.lease_duration_ns;
+    assert!(c.validate().is_err());
+}
+
+proptest! {
+    /// The leader's lease, stretched by the fastest clock, never outlasts an
+    /// acceptor's refusal window shrunk by the slowest clock.
+    #[test]
+    fn the_leader_lease_fits_inside_every_acceptor_lease(d_ms in 1u64..100_000, ppm in 0u64..400_000) {
+        let mut c = cfg(1, 3);
+        c.lease_duration_ns = d_ms * MS;
+        c.max_drift_ppm = ppm;
+        let l = c.leader_lease_ns() as u128;
+        let d = c.lease_duration_ns as u128;
+        // l / (1 - ρ) <= d / (1 + ρ)  <=>  l (1e6 + ppm) <= d (1e6 - ppm)
+        prop_assert!(l * (1_000_000 + ppm as u128) <= d * (1_000_000 - ppm as u128));
+    }
+
+    /// Untrusted input never panics and never makes a follower send a claim
+    /// about state that is not yet durable.
+    #[test]
+    fn arbitrary_messages_never_panic(msgs in proptest::collection::vec(arb_message(), 1..40)) {
+        let mut n = Node::new(2, 3);
+        n.step(0, Input::Tick);
+        for (i, (from, m)) in msgs.into_iter().enumerate() {
+            let fx = n.raw(1_000 + i as u64, Input::Peer { from: NodeId(from), msg: m });
+            if let Some(req) = &fx.persist {
+                for o in &fx.send {
+                    if matches!(o.msg, Message::Promise { .. } | Message::Accepted { .. }) {
+                        prop_assert!(o.after >= req.seq);
+                    }
+                }
+            }
+            n.absorb(1_000 + i as u64, fx);
+        }
+    }
+}
+
+fn arb_ballot() -> impl Strategy<Value = Ballot> {
+    (0u64..5, 0u64..6).prop_map(|(r, n)| ballot(r, n))
+}
+
+fn arb_slot() -> impl Strategy<Value = Slot> {
+    prop_oneof![0u64..8, Just(u64::MAX), Just(u64::MAX - 1)].prop_map(Slot)
+}
+
+fn arb_batch() -> impl Strategy<Value = Vec<Vec<u8>>> {
+    proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..4), 0..3)
+}
+
+fn arb_message() -> impl Strategy<Value = (u64, Message)> {
+    let m = prop_oneof![
+        arb_ballot().prop_map(|ballot| Message::PreVote { ballot }),
+        (arb_ballot(), any::<bool>())
+            .prop_map(|(ballot, granted)| Message::PreVoteReply { ballot, granted }),
+        (arb_ballot(), arb_slot())
+            .prop_map(|(ballot, from_slot)| Message::Prepare { ballot, from_slot }),
+        (
+            arb_ballot(),
+            arb_slot(),
+            arb_slot(),
+            proptest::collection::vec((arb_slot(), arb_ballot(), arb_batch(), any::<bool>()), 0..4)
+        )
+            .prop_map(|(ballot, from_slot, chosen_up_to, es)| Message::Promise {
+                ballot,
+                from_slot,
+                chosen_up_to,
+                entries: es
+                    .into_iter()
+                    .map(|(slot, ballot, batch, chosen)| ReportedEntry {
+                        slot,
+                        ballot,
+                        batch,
+                        chosen
+                    })
+                    .collect(),
+                snapshot: None,
+            }),
+        (arb_ballot(), arb_ballot())
+            .prop_map(|(ballot, promised)| Message::Nack { ballot, promised }),
+        (arb_ballot(), arb_slot(), arb_batch(), arb_slot()).prop_map(
+            |(ballot, slot, batch, commit)| Message::Accept {
+                ballot,
+                slot,
+                batch,
+                commit
+            }
+        ),
+        (arb_ballot(), arb_slot()).prop_map(|(ballot, slot)| Message::Accepted { ballot, slot }),
+        (arb_ballot(), any::<u64>(), arb_slot()).prop_map(|(ballot, round, commit)| {
+            Message::Heartbeat {
+                ballot,
+                round,
+                commit,
+            }
+        }),
+        (arb_ballot(), any::<u64>(), arb_slot()).prop_map(|(ballot, round, commit)| {
+            Message::HeartbeatAck {
+                ballot,
+                round,
+                commit,
+            }
+        }),
+        arb_slot().prop_map(|from_slot| Message::CatchUpRequest { from_slot }),
+        (
+            arb_slot(),
+            proptest::collection::vec(arb_batch(), 0..4),
+            any::<bool>()
+        )
+            .prop_map(|(start, bs, snap)| Message::CatchUp {
+                snapshot: snap.then(|| Snapshot {
+                    up_to: start,
+                    data: vec![1, 2]
+                }),
+                entries: bs
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, b)| (Slot(start.0.saturating_add(i as u64)), b))
+                    .collect(),
+            }),
+    ];
+    (0u64..5, m)
+}
+
+#[test]
+fn persist_sequence_numbers_continue_after_a_restart() {
+    let mut a = Node::new(2, 3);
+    a.step(0, Input::Tick);
+    a.deliver(
+        1_000,
+        3,
+        Message::Prepare {
+            ballot: ballot(2, 3),
+            from_slot: Slot(0),
+        },
+    );
+    let before = a.disk.persisted_seq;
+    let mut b = Node::from_disk(cfg(2, 3), a.disk.clone());
+    b.step(5_000, Input::Tick);
+    // After the post-restart lease window.
+    let fx = b.raw(
+        5_600,
+        Input::Peer {
+            from: NodeId(1),
+            msg: Message::Prepare {
+                ballot: ballot(3, 1),
+                from_slot: Slot(0),
+            },
+        },
+    );
+    assert!(fx.persist.unwrap().seq > before);
+    assert!(before > PersistSeq(0));
+}
