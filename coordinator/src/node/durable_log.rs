@@ -1,5 +1,7 @@
-//! The acceptor's durable state on disk: the core's persist requests
-//! written as WAL records (`crate::storage`), and rebuilt at start-up.
+//! The acceptor's durable state in a `crate::storage::Storage`: the core's
+//! persist requests written as WAL records, and rebuilt at start-up. The
+//! node uses it over the file store; the simulator over the in-memory
+//! store, so both run the same encoding and recovery code.
 //!
 //! Record kinds: 1 promise, 2 accept, 3 chosen. A snapshot op (installing a
 //! snapshot received from a peer) is written as a storage snapshot holding
@@ -13,6 +15,9 @@ use crate::paxos::{
     Snapshot,
 };
 use crate::storage::{FileStore, FileStoreOptions, Identity, RecordRef, Storage, StorageError};
+
+/// The acceptor over the file store: what `paxlock serve` uses.
+pub type FileDurability = StoredAcceptor<FileStore>;
 
 const PROMISE: u8 = 1;
 const ACCEPT: u8 = 2;
@@ -52,22 +57,22 @@ pub fn cluster_hash(cluster_id: &str) -> u64 {
     })
 }
 
-/// The file store as the consensus loop's `Durability`.
-pub struct FileDurability {
-    store: FileStore,
-    /// Mirror of what is on disk, for writing whole-state snapshots.
+/// Acceptor state kept in a `Storage`; the consensus loop's `Durability`.
+pub struct StoredAcceptor<S: Storage> {
+    store: S,
+    /// Mirror of what is stored, for writing whole-state snapshots.
     mirror: DurableState,
 }
 
-impl std::fmt::Debug for FileDurability {
+impl<S: Storage> std::fmt::Debug for StoredAcceptor<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FileDurability")
-            .field("dir", &self.store.dir())
+        f.debug_struct("StoredAcceptor")
+            .field("durable_lsn", &self.store.durable_lsn())
             .finish_non_exhaustive()
     }
 }
 
-impl FileDurability {
+impl StoredAcceptor<FileStore> {
     /// Opens (or creates) the store in `dir` and rebuilds the acceptor state.
     pub fn open(
         dir: &Path,
@@ -78,8 +83,19 @@ impl FileDurability {
             cluster_id: cluster_hash(cluster_id),
             node_id,
         };
-        let (store, recovered) =
-            FileStore::open(&dir.to_path_buf(), identity, FileStoreOptions::default())?;
+        Self::open_in(&dir.to_path_buf(), identity, FileStoreOptions::default())
+    }
+}
+
+impl<S: Storage> StoredAcceptor<S> {
+    /// Opens the store at `location` and rebuilds the acceptor state from
+    /// its snapshot and records.
+    pub fn open_in(
+        location: &S::Location,
+        identity: Identity,
+        options: S::Options,
+    ) -> Result<(Self, DurableState), DurableLogError> {
+        let (store, recovered) = S::open(location, identity, options)?;
         if let Some(torn) = &recovered.torn_tail {
             tracing::warn!("recovered after a torn write: {torn:?}");
         }
@@ -105,7 +121,7 @@ impl FileDurability {
         // Sequence numbers are per process: the core starts counting afresh.
         state.persisted_seq = PersistSeq(0);
         Ok((
-            FileDurability {
+            StoredAcceptor {
                 store,
                 mirror: state.clone(),
             },
@@ -113,14 +129,9 @@ impl FileDurability {
         ))
     }
 
-    /// The store's counters (records, fsyncs, batches).
-    pub fn stats(&self) -> crate::storage::StorageStats {
-        self.store.stats()
-    }
-}
-
-impl Durability for FileDurability {
-    fn persist(&mut self, batch: &[PersistRequest]) -> Result<(), String> {
+    /// Stores every request in `batch`, in order, and returns once all are
+    /// durable (one group commit for the records of the batch).
+    pub fn persist_batch(&mut self, batch: &[PersistRequest]) -> Result<(), String> {
         let mut payloads: Vec<(u8, Vec<u8>)> = Vec::new();
         for request in batch {
             for op in &request.ops {
@@ -142,6 +153,12 @@ impl Durability for FileDurability {
         }
         self.append(&payloads)
     }
+}
+
+impl<S: Storage + 'static> Durability for StoredAcceptor<S> {
+    fn persist(&mut self, batch: &[PersistRequest]) -> Result<(), String> {
+        self.persist_batch(batch)
+    }
 
     fn stats(&self) -> Option<crate::metrics::DurabilityStats> {
         let stats = self.store.stats();
@@ -154,7 +171,7 @@ impl Durability for FileDurability {
     }
 }
 
-impl FileDurability {
+impl<S: Storage> StoredAcceptor<S> {
     fn append(&self, payloads: &[(u8, Vec<u8>)]) -> Result<(), String> {
         if payloads.is_empty() {
             return Ok(());

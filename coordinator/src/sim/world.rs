@@ -504,7 +504,7 @@ impl<A: App + Default> Sim<A> {
                 if self.nodes[node].incarnation != incarnation || self.deferred(node, &ev) {
                     return Ok(());
                 }
-                let done = self.nodes[node].disk.complete(self.now);
+                let done = self.nodes[node].disk.complete(self.now)?;
                 let id = self.nodes[node].id;
                 for req in &done {
                     self.checker.on_durable(id, req)?;
@@ -716,7 +716,8 @@ impl<A: App + Default> Sim<A> {
         let seed = self.rng.u64();
         let n = &mut self.nodes[node];
         n.incarnation += 1;
-        let replica = Replica::new(n.cfg.clone(), n.disk.durable.clone(), seed)
+        let recovered = n.disk.recover()?;
+        let replica = Replica::new(n.cfg.clone(), recovered, seed)
             .map_err(|e| format!("bad config: {e:?}"))?;
         n.replica = Some(replica);
         n.app = A::default();
