@@ -64,6 +64,63 @@ pub struct PeerConfig {
     pub addr: SocketAddr,
 }
 
+/// Limits of the lock service. Every node of a cluster must use the same
+/// values (they shape what the replicated state machine accepts); nodes
+/// with different limits refuse to peer.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Shortest session TTL a client may ask for.
+    #[serde(with = "paxlock::humantime_serde")]
+    pub session_ttl_min: Duration,
+    /// Longest session TTL a client may ask for.
+    #[serde(with = "paxlock::humantime_serde")]
+    pub session_ttl_max: Duration,
+    /// Live sessions in the cluster.
+    pub max_sessions: u32,
+    /// Waiters queued on one lock.
+    pub max_waiters_per_lock: u32,
+    /// Locks one session holds or waits for.
+    pub max_locks_per_session: u32,
+    /// Elections in the cluster.
+    pub max_elections: u32,
+    /// After a holder's session expires (not after a clean release), the
+    /// lock stays ungranted this long, as in Chubby and Consul. 0: off.
+    #[serde(with = "paxlock::humantime_serde")]
+    pub lock_delay: Duration,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        let limits = crate::locks::Limits::default();
+        LimitsConfig {
+            session_ttl_min: Duration::from_millis(limits.min_ttl_ms),
+            session_ttl_max: Duration::from_millis(limits.max_ttl_ms),
+            max_sessions: limits.max_sessions,
+            max_waiters_per_lock: limits.max_waiters_per_lock,
+            max_locks_per_session: limits.max_locks_per_session,
+            max_elections: limits.max_elections,
+            lock_delay: Duration::ZERO,
+        }
+    }
+}
+
+impl LimitsConfig {
+    /// The state machine configuration these limits make.
+    pub fn machine_config(&self) -> crate::locks::Config {
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        let mut config = crate::locks::Config::default();
+        config.limits.min_ttl_ms = ms(self.session_ttl_min);
+        config.limits.max_ttl_ms = ms(self.session_ttl_max);
+        config.limits.max_sessions = self.max_sessions;
+        config.limits.max_waiters_per_lock = self.max_waiters_per_lock;
+        config.limits.max_locks_per_session = self.max_locks_per_session;
+        config.limits.max_elections = self.max_elections;
+        config.lock_delay_ms = ms(self.lock_delay);
+        config
+    }
+}
+
 /// The whole node configuration.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -88,6 +145,17 @@ pub struct NodeConfig {
     /// How often a node tells its peers it is alive.
     #[serde(default = "default_heartbeat", with = "paxlock::humantime_serde")]
     pub heartbeat_interval: Duration,
+    /// The bound ρ on clock rate error, in parts per million, that every
+    /// lease computation allows for (clients must use at least the same).
+    #[serde(default = "default_drift_ppm")]
+    pub max_clock_drift_ppm: u32,
+    /// Limits of the lock service.
+    #[serde(default)]
+    pub limits: LimitsConfig,
+}
+
+fn default_drift_ppm() -> u32 {
+    paxlock::DEFAULT_DRIFT_PPM
 }
 
 fn default_heartbeat() -> Duration {
@@ -153,6 +221,29 @@ impl NodeConfig {
                 "peers",
                 format!("a cluster of {cluster_size} nodes; use 3 or 5 (1 for a single dev node)"),
             ));
+        }
+        if self.max_clock_drift_ppm >= 100_000 {
+            return Err(invalid(
+                "max_clock_drift_ppm",
+                "must be below 100000 (10%); typical NTP-disciplined clocks need 500".into(),
+            ));
+        }
+        let l = &self.limits;
+        if l.session_ttl_min < Duration::from_millis(500) || l.session_ttl_min > l.session_ttl_max {
+            return Err(invalid(
+                "limits.session_ttl_min",
+                "must be at least 500ms and not above limits.session_ttl_max".into(),
+            ));
+        }
+        for (key, value) in [
+            ("limits.max_sessions", l.max_sessions),
+            ("limits.max_waiters_per_lock", l.max_waiters_per_lock),
+            ("limits.max_locks_per_session", l.max_locks_per_session),
+            ("limits.max_elections", l.max_elections),
+        ] {
+            if value == 0 {
+                return Err(invalid(key, "must be at least 1".into()));
+            }
         }
         if self.heartbeat_interval < Duration::from_millis(1)
             || self.heartbeat_interval > Duration::from_secs(10)
@@ -224,6 +315,29 @@ addr = "127.0.0.1:7003"
         let err = NodeConfig::from_toml(&text, Path::new("n.toml"));
         let message = err.err().map(|e| e.to_string()).unwrap_or_default();
         assert!(message.contains("bogus"), "{message}");
+    }
+
+    #[test]
+    fn limits_parse_with_humantime_and_reach_the_machine() -> Result<(), ConfigError> {
+        let text = format!(
+            "{GOOD}\n[limits]\nsession_ttl_min = \"2s\"\nlock_delay = \"15s\"\nmax_sessions = 7\n"
+        );
+        let config = NodeConfig::from_toml(&text, Path::new("n.toml"))?;
+        let machine = config.limits.machine_config();
+        assert_eq!(machine.limits.min_ttl_ms, 2000);
+        assert_eq!(machine.limits.max_sessions, 7);
+        assert_eq!(machine.lock_delay_ms, 15_000);
+        Ok(())
+    }
+
+    #[test]
+    fn zero_limit_names_the_key() {
+        let text = format!("{GOOD}\n[limits]\nmax_waiters_per_lock = 0\n");
+        let err = NodeConfig::from_toml(&text, Path::new("n.toml"));
+        assert!(
+            matches!(&err, Err(ConfigError::Invalid { key, .. }) if key == "limits.max_waiters_per_lock"),
+            "{err:?}"
+        );
     }
 
     #[test]

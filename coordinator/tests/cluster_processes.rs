@@ -248,3 +248,49 @@ fn metrics_report_leadership_locks_and_fsyncs() -> TestResult {
         Ok::<_, Box<dyn std::error::Error>>(())
     })
 }
+
+#[test]
+fn a_watch_resumes_after_a_full_restart_without_skipping_a_term() -> TestResult {
+    let _serial = serial();
+    let mut cluster = ProcessCluster::start(3)?;
+    let rt = runtime()?;
+    rt.block_on(async {
+        let observer = client(&cluster, Duration::from_secs(10)).await?;
+        let mut watch = observer.election("svc").watch();
+        let mut seen = vec![tokio::time::timeout(PATIENCE, watch.next()).await??];
+        let a = client(&cluster, Duration::from_secs(10)).await?;
+        let lead = a.election("svc").campaign(b"a".to_vec()).await?;
+        seen.push(tokio::time::timeout(PATIENCE, watch.next()).await??);
+        for id in 1..=3 {
+            cluster.kill(id);
+        }
+        for id in 1..=3 {
+            cluster.spawn(id)?;
+        }
+        // Changes made after the restart reach the watcher through a new
+        // connection, continuing from the last event it delivered.
+        lead.resign().await?;
+        let b = client(&cluster, Duration::from_secs(10)).await?;
+        let _b_lead = b.election("svc").campaign(b"b".to_vec()).await?;
+        while seen.len() < 4 {
+            seen.push(tokio::time::timeout(PATIENCE * 2, watch.next()).await??);
+        }
+        use paxlock::LeaderEvent as E;
+        assert_eq!(
+            seen,
+            vec![
+                E::NoLeader { term: 0 },
+                E::Elected {
+                    term: 1,
+                    value: b"a".to_vec()
+                },
+                E::NoLeader { term: 2 },
+                E::Elected {
+                    term: 3,
+                    value: b"b".to_vec()
+                },
+            ]
+        );
+        Ok::<_, Box<dyn std::error::Error>>(())
+    })
+}

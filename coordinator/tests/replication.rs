@@ -59,6 +59,7 @@ async fn start_recorded_cluster(
             heartbeat_interval: Duration::from_millis(20),
             seed: id,
             metrics_listen: None,
+            max_clock_drift_ppm: paxlock::DEFAULT_DRIFT_PPM,
         };
         let parts = NodeParts {
             app: App::Custom(Box::new(recorder.clone())),

@@ -153,6 +153,7 @@ async fn node_claiming_another_nodes_id_is_closed_with_identity_mismatch() -> Te
         cluster_id: "test".into(),
         node_id: 3,
         protocol_version: 1,
+        config_digest: shared_digest(),
     };
     paxlock::wire::write_frame(&mut send, &hello).await?;
     let err = tokio::time::timeout(PATIENCE, conn.closed()).await?;
@@ -190,6 +191,7 @@ async fn client_certificate_cannot_pose_as_a_node() -> TestResult {
         cluster_id: "test".into(),
         node_id: 2,
         protocol_version: 1,
+        config_digest: shared_digest(),
     };
     paxlock::wire::write_frame(&mut send, &hello).await?;
     let err = tokio::time::timeout(PATIENCE, conn.closed()).await?;
@@ -214,6 +216,7 @@ async fn peers_with_matching_certificates_connect() -> TestResult {
         heartbeat_interval: std::time::Duration::from_millis(20),
         seed: 2,
         metrics_listen: None,
+        max_clock_drift_ppm: paxlock::DEFAULT_DRIFT_PPM,
     };
     let mut node2 = paxlock_coordinator::node::Node::start(
         options,
@@ -225,5 +228,45 @@ async fn peers_with_matching_certificates_connect() -> TestResult {
     let _ = node1.wait_connected(0).await;
     node2.shutdown().await;
     node1.shutdown().await;
+    Ok(())
+}
+
+/// The settings digest the test nodes run with.
+fn shared_digest() -> u64 {
+    paxlock_coordinator::node::shared_settings_digest(
+        &paxlock_coordinator::locks::Config::default(),
+        paxlock::DEFAULT_DRIFT_PPM,
+    )
+}
+
+#[tokio::test]
+async fn peer_with_different_shared_settings_is_refused() -> TestResult {
+    let ca = ClusterCa::generate("test")?;
+    let node = start_lone_node(&ca, 1)?;
+    let node2 = ca.node_cert(2, &[], Validity::default())?;
+    let conn = client_endpoint()?
+        .connect_with(
+            client_config(&ca, Some(&node2), PEER_ALPN_V1)?,
+            node.local_addr()?,
+            "node-1.paxlock",
+        )?
+        .await?;
+    let (mut send, _recv) = conn.open_bi().await?;
+    let hello = paxlock_coordinator::transport::peer_proto::PeerHello {
+        cluster_id: "test".into(),
+        node_id: 2,
+        protocol_version: 1,
+        config_digest: shared_digest() ^ 1,
+    };
+    paxlock::wire::write_frame(&mut send, &hello).await?;
+    let err = tokio::time::timeout(PATIENCE, conn.closed()).await?;
+    match &err {
+        quinn::ConnectionError::ApplicationClosed(close) => {
+            assert_eq!(close.error_code, codes::CLUSTER_MISMATCH.into());
+            assert!(String::from_utf8_lossy(&close.reason).contains("same values"));
+        }
+        other => panic!("expected an application close, got {other}"),
+    }
+    node.shutdown().await;
     Ok(())
 }

@@ -1,11 +1,15 @@
-//! Runnable examples for the `paxlock` client library.
+//! Runnable examples for the `paxlock` client library; see `src/bin/`.
 //!
-//! The programs themselves arrive with the client API (leader-elected
-//! worker, lock-guarded job with a fenced file, leadership watcher); this
-//! crate keeps them building against the library as it changes.
+//! Each connects with the client config that `paxlock dev` writes
+//! (`.paxlock-dev/client.toml`, or the path given as first argument).
 
 #![forbid(unsafe_code)]
 
-/// The ALPN this example set speaks, re-exported so the crate is not empty
-/// and breaks loudly if the client library renames its protocol constants.
-pub const PROTOCOL: &[u8] = paxlock::wire::CLIENT_ALPN_V1;
+pub mod fenced_file;
+
+/// The client config path: the first argument, or `paxlock dev`'s.
+pub fn client_config_path() -> String {
+    std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| ".paxlock-dev/client.toml".to_string())
+}

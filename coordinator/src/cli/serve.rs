@@ -26,7 +26,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         FileDurability::open(&config.data_dir, &config.cluster_id, config.node_id)
             .with_context(|| format!("opening the data directory {}", config.data_dir.display()))?;
     let parts = NodeParts {
-        app: App::Locks(crate::locks::Config::default()),
+        app: App::Locks(config.limits.machine_config()),
         durability: Box::new(durability),
         recovered,
     };

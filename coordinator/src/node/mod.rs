@@ -69,6 +69,8 @@ pub struct NodeOptions {
     pub seed: u64,
     /// Where to serve `/metrics` and `/health` over HTTP (TCP), if anywhere.
     pub metrics_listen: Option<SocketAddr>,
+    /// The clock drift bound ρ in parts per million.
+    pub max_clock_drift_ppm: u32,
 }
 
 impl From<&NodeConfig> for NodeOptions {
@@ -81,6 +83,7 @@ impl From<&NodeConfig> for NodeOptions {
             heartbeat_interval: config.heartbeat_interval,
             seed: config.node_id ^ 0x5eed,
             metrics_listen: config.metrics_listen,
+            max_clock_drift_ppm: config.max_clock_drift_ppm,
         }
     }
 }
@@ -101,6 +104,7 @@ impl NodeOptions {
         // A log value is one lock-service command in its envelope; the
         // largest legal command (64 KiB value, 512-byte name) must fit.
         config.max_value_bytes = crate::locks::command::MAX_COMMAND_BYTES + 1024;
+        config.max_drift_ppm = u64::from(self.max_clock_drift_ppm);
         config
     }
 }
@@ -150,10 +154,15 @@ impl Node {
         parts: NodeParts,
     ) -> Result<Self, StartError> {
         let metrics = Arc::new(TransportMetrics::default());
+        let machine_config = match &parts.app {
+            App::Locks(config) => config.clone(),
+            App::Custom(_) => crate::locks::Config::default(),
+        };
         let endpoint = Arc::new(NodeEndpoint::bind(
             options.listen,
             options.node_id,
             &options.cluster_id,
+            shared_settings_digest(&machine_config, options.max_clock_drift_ppm),
             tls,
             metrics.clone(),
         )?);
@@ -186,13 +195,7 @@ impl Node {
             )));
         }
         let clock = NodeClock::new();
-        let shared = Arc::new(Shared::new(
-            options.node_id,
-            match &parts.app {
-                App::Locks(config) => config.clone(),
-                App::Custom(_) => crate::locks::Config::default(),
-            },
-        ));
+        let shared = Arc::new(Shared::new(options.node_id, machine_config));
         let serves_locks = matches!(parts.app, App::Locks(_));
         let app: Box<dyn Application> = match parts.app {
             App::Locks(_) => Box::new(LockApplication::new(shared.clone(), clock)),
@@ -322,6 +325,19 @@ impl Node {
         }
         let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
     }
+}
+
+/// A digest of the settings every node must share: the state machine's
+/// configuration (it shapes what commands are accepted, so replicas with
+/// different values would diverge) and the clock drift bound.
+pub fn shared_settings_digest(machine: &crate::locks::Config, drift_ppm: u32) -> u64 {
+    let bytes = postcard::to_allocvec(machine).unwrap_or_default();
+    bytes
+        .iter()
+        .chain(drift_ppm.to_le_bytes().iter())
+        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+        })
 }
 
 /// Keeps one authenticated outbound link to `peer_id`, redialling with

@@ -29,6 +29,7 @@ pub struct NodeEndpoint {
     endpoint: quinn::Endpoint,
     node_id: u64,
     cluster_id: String,
+    config_digest: u64,
     peer_dial_config: quinn::ClientConfig,
     metrics: Arc<TransportMetrics>,
 }
@@ -39,6 +40,7 @@ impl NodeEndpoint {
         addr: SocketAddr,
         node_id: u64,
         cluster_id: &str,
+        config_digest: u64,
         tls: &TlsMaterial,
         metrics: Arc<TransportMetrics>,
     ) -> Result<Self, TransportError> {
@@ -59,6 +61,7 @@ impl NodeEndpoint {
             endpoint,
             node_id,
             cluster_id: cluster_id.to_string(),
+            config_digest,
             peer_dial_config,
             metrics,
         })
@@ -90,6 +93,7 @@ impl NodeEndpoint {
             self.peer_dial_config.clone(),
             self.node_id,
             &self.cluster_id,
+            self.config_digest,
             peer_id,
             addr,
         )
@@ -103,6 +107,7 @@ impl NodeEndpoint {
             let handlers = handlers.clone();
             let node_id = self.node_id;
             let cluster_id = self.cluster_id.clone();
+            let config_digest = self.config_digest;
             tokio::spawn(async move {
                 let remote = incoming.remote_address();
                 let connection = match incoming.await {
@@ -115,7 +120,15 @@ impl NodeEndpoint {
                 };
                 match negotiated_alpn(&connection).as_deref() {
                     Some(alpn) if alpn == PEER_ALPN_V1 => {
-                        match peer::accept(connection, node_id, &cluster_id, &metrics).await {
+                        match peer::accept(
+                            connection,
+                            node_id,
+                            &cluster_id,
+                            config_digest,
+                            &metrics,
+                        )
+                        .await
+                        {
                             Ok(inbound) => {
                                 info!(peer = inbound.node_id, %remote, "peer connected (mutual TLS)");
                                 forward_peer(inbound, handlers.peer_messages).await;

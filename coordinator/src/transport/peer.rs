@@ -45,6 +45,7 @@ pub async fn dial(
     config: quinn::ClientConfig,
     my_id: u64,
     cluster_id: &str,
+    config_digest: u64,
     peer_id: u64,
     addr: SocketAddr,
 ) -> Result<PeerLink, TransportError> {
@@ -55,6 +56,7 @@ pub async fn dial(
         cluster_id: cluster_id.to_string(),
         node_id: my_id,
         protocol_version: PEER_PROTOCOL_VERSION,
+        config_digest,
     };
     write_frame(&mut send, &hello).await?;
     let reply = tokio::time::timeout(HELLO_TIMEOUT, read_frame::<PeerHelloOk, _>(&mut recv))
@@ -110,6 +112,7 @@ pub async fn accept(
     connection: quinn::Connection,
     my_id: u64,
     cluster_id: &str,
+    config_digest: u64,
     metrics: &TransportMetrics,
 ) -> Result<InboundPeer, TransportError> {
     let remote = connection.remote_address();
@@ -142,6 +145,17 @@ pub async fn accept(
             format!(
                 "peer claims cluster {:?}, this node is in cluster {cluster_id:?}",
                 hello.cluster_id
+            ),
+        ));
+    }
+    if hello.config_digest != config_digest {
+        TransportMetrics::bump(&metrics.peer_identity_rejections);
+        return Err(reject(
+            codes::CLUSTER_MISMATCH,
+            format!(
+                "node {} runs with different shared settings ([limits], max_clock_drift_ppm): \
+                 digest {:x}, here {config_digest:x}; every node must use the same values",
+                hello.node_id, hello.config_digest
             ),
         ));
     }

@@ -37,6 +37,7 @@ pub fn start_lone_node(ca: &ClusterCa, id: u64) -> Result<Node, Box<dyn std::err
         heartbeat_interval: Duration::from_millis(50),
         seed: id,
         metrics_listen: None,
+        max_clock_drift_ppm: paxlock::DEFAULT_DRIFT_PPM,
     };
     Ok(Node::start(options, &material(ca, &cert)?, memory_parts())?)
 }
@@ -145,6 +146,7 @@ pub async fn start_cluster(
             heartbeat_interval: Duration::from_millis(20),
             seed: id,
             metrics_listen: None,
+            max_clock_drift_ppm: paxlock::DEFAULT_DRIFT_PPM,
         };
         nodes.push(Node::start(options, &material(ca, &cert)?, memory_parts())?);
     }
