@@ -294,3 +294,38 @@ fn a_watch_resumes_after_a_full_restart_without_skipping_a_term() -> TestResult 
         Ok::<_, Box<dyn std::error::Error>>(())
     })
 }
+
+#[test]
+fn status_lists_every_node_with_one_leader_and_its_lag() -> TestResult {
+    let _serial = serial();
+    let cluster = ProcessCluster::start(3)?;
+    let rt = runtime()?;
+    // A lock cycle makes sure a leader exists and the log is non-empty.
+    rt.block_on(async {
+        let a = client(&cluster, Duration::from_secs(10)).await?;
+        a.lock("s").acquire().await?.release().await?;
+        Ok::<_, Box<dyn std::error::Error>>(())
+    })?;
+    let deadline = std::time::Instant::now() + PATIENCE;
+    loop {
+        let mut status = CliProcess::start(&cluster, &["status"])?;
+        status.wait_exit(PATIENCE)?;
+        let text = status.seen.join("\n");
+        let followers = status
+            .seen
+            .iter()
+            .filter(|l| l.contains(" follower "))
+            .count();
+        let leaders = status
+            .seen
+            .iter()
+            .filter(|l| l.contains(" leader "))
+            .count();
+        if text.contains("leader: node") && followers == 2 && leaders == 1 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{text}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    Ok(())
+}

@@ -1,34 +1,64 @@
 //! `paxlock status`: each node, who leads, commit index and lag.
 
 use std::path::Path;
+use std::time::Duration;
 
-use anyhow::Context;
-
-/// Connects with the client config at `config` and prints the cluster state.
+/// Asks every node in the client config for its own view and prints one
+/// line per node; lag is how many slots a node's commit index trails the
+/// highest one seen.
 pub async fn run(config: &Path) -> anyhow::Result<()> {
     let config = paxlock::Config::from_file(config)?;
-    let endpoints = config.endpoints.clone();
-    let client = paxlock::Client::connect(config)
-        .await
-        .with_context(|| format!("connecting to {}", endpoints.join(", ")))?;
-    let status = client.status().await?;
-    let leader = match status.leader_node_id {
-        0 => "none known".to_string(),
-        id => format!("node {id}"),
-    };
-    println!("answered by node {} | leader: {leader}", status.node_id);
-    println!(
-        "commit index {} | applied index {}",
-        status.commit_index, status.applied_index
-    );
-    println!("{:<6} {:<24} {:<10} lag (slots)", "node", "address", "link");
-    for peer in &status.peers {
-        let link = if peer.connected { "connected" } else { "down" };
-        println!(
-            "{:<6} {:<24} {:<10} {}",
-            peer.node_id, peer.addr, link, peer.lag_slots
-        );
+    let tls = paxlock::tls::TlsMaterial::load(&config.tls.ca, &config.tls.cert, &config.tls.key)?;
+    let timeout = config.connect_timeout.max(Duration::from_secs(1));
+    let mut rows = Vec::new();
+    for endpoint in &config.endpoints {
+        rows.push((
+            endpoint.clone(),
+            paxlock::admin::node_status(&tls, endpoint, timeout).await,
+        ));
     }
-    let _ = client.close().await;
+    let highest = rows
+        .iter()
+        .filter_map(|(_, r)| r.as_ref().ok().map(|s| s.commit_index))
+        .max()
+        .unwrap_or(0);
+    let leaders: Vec<u64> = rows
+        .iter()
+        .filter_map(|(_, r)| r.as_ref().ok())
+        .filter(|s| s.leader_node_id == s.node_id)
+        .map(|s| s.node_id)
+        .collect();
+    match leaders.as_slice() {
+        [id] => println!("leader: node {id}"),
+        [] => println!("leader: none (no node reports leading)"),
+        many => {
+            println!("leader: several nodes report leading {many:?} (a transition is under way)")
+        }
+    }
+    println!(
+        "{:<6} {:<24} {:<9} {:>8} {:>8} {:>5}",
+        "node", "address", "role", "commit", "applied", "lag"
+    );
+    for (endpoint, row) in rows {
+        match row {
+            Ok(s) => {
+                let role = if s.leader_node_id == s.node_id {
+                    "leader"
+                } else {
+                    "follower"
+                };
+                println!(
+                    "{:<6} {:<24} {:<9} {:>8} {:>8} {:>5}",
+                    s.node_id,
+                    endpoint,
+                    role,
+                    s.commit_index,
+                    s.applied_index,
+                    highest.saturating_sub(s.commit_index)
+                );
+            }
+            Err(e) => println!("{:<6} {:<24} unreachable: {e}", "?", endpoint),
+        }
+    }
     Ok(())
 }

@@ -206,26 +206,5 @@ pub async fn node_status(
         &certs.join("client-dev-client.pem"),
         &certs.join("client-dev-client.key"),
     )?;
-    let endpoint = client_endpoint()?;
-    let addr: SocketAddr = cluster.addr(id).parse()?;
-    let conn = endpoint
-        .connect_with(
-            tls.client_config(paxlock::wire::CLIENT_ALPN_V1)?,
-            addr,
-            "localhost",
-        )?
-        .await?;
-    let (mut send, mut recv) = conn.open_bi().await?;
-    let request = paxlock::proto::Request {
-        request_id: 1,
-        op: Some(paxlock::proto::request::Op::Status(Default::default())),
-        ..Default::default()
-    };
-    paxlock::wire::write_frame(&mut send, &request).await?;
-    send.finish()?;
-    let response: Option<paxlock::proto::Response> = paxlock::wire::read_frame(&mut recv).await?;
-    match response.and_then(|r| r.result) {
-        Some(paxlock::proto::response::Result::Status(status)) => Ok(status),
-        other => Err(format!("unexpected status answer {other:?}").into()),
-    }
+    Ok(paxlock::admin::node_status(&tls, &cluster.addr(id), PATIENCE).await?)
 }
