@@ -329,3 +329,32 @@ fn status_lists_every_node_with_one_leader_and_its_lag() -> TestResult {
     }
     Ok(())
 }
+
+#[test]
+fn sigterm_on_the_leader_hands_leadership_over_and_exits_cleanly() -> TestResult {
+    let _serial = serial();
+    let mut cluster = ProcessCluster::start(3)?;
+    let rt = runtime()?;
+    rt.block_on(async {
+        let a = client(&cluster, Duration::from_secs(10)).await?;
+        let held = a.lock("handover").acquire().await?;
+        let old = leader(&a).await?;
+        cluster.signal(old, Signal::TERM);
+        let code = cluster.wait_exit(old, PATIENCE)?;
+        assert_eq!(code, Some(0), "{}", cluster.log(old));
+        assert!(
+            cluster.log(old).contains("handed leadership over"),
+            "{}",
+            cluster.log(old)
+        );
+        let b = client(&cluster, Duration::from_secs(10)).await?;
+        let new = leader(&b).await?;
+        assert_ne!(new, old);
+        assert!(
+            b.lock("handover").try_acquire().await?.is_none(),
+            "the lock must survive"
+        );
+        held.renew().await?;
+        Ok::<_, Box<dyn std::error::Error>>(())
+    })
+}

@@ -58,8 +58,16 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     shutdown(node).await
 }
 
+/// SIGTERM / Ctrl-C: stop taking requests, hand leadership over if this
+/// node leads, then close connections. Everything acknowledged is already
+/// durable (the persister fsyncs before anything depending on it leaves),
+/// so there is nothing else to flush.
 async fn shutdown(node: Node) -> anyhow::Result<()> {
-    info!("shutting down");
+    info!("shutting down: draining");
+    if node.drain(std::time::Duration::from_secs(3)).await {
+        info!("handed leadership over");
+        println!("handed leadership over");
+    }
     node.shutdown().await;
     Ok(())
 }

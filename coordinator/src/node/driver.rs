@@ -91,6 +91,8 @@ pub enum DriverInput {
     Persisted(PersistSeq),
     /// The persister failed; the node must stop.
     PersistFailed(String),
+    /// Hand leadership over before shutting down (ignored unless leading).
+    Abdicate,
 }
 
 /// What the loop publishes after every turn.
@@ -247,6 +249,7 @@ impl Driver {
                 self.step(Input::Persisted { up_to: seq });
             }
             DriverInput::PersistFailed(reason) => return Err(reason),
+            DriverInput::Abdicate => self.step(Input::Abdicate { successor: None }),
         }
         Ok(())
     }
@@ -258,6 +261,17 @@ impl Driver {
     }
 
     fn act(&mut self, fx: Effects, now: Nanos) {
+        if fx
+            .leadership
+            .iter()
+            .any(|e| matches!(e, LeadershipEvent::LostLeadership))
+        {
+            // Connection tasks must stop serving lease reads and keepalives
+            // before any message of this step (an abdication, say) can let
+            // a successor take over.
+            self.ballot_round = 0;
+            self.publish();
+        }
         if let Some(request) = fx.persist {
             self.unsent_persists.push(request);
         }

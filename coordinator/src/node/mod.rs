@@ -143,6 +143,8 @@ pub struct Node {
     driver: DriverHandle,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     metrics_sources: MetricsSources,
+    node_id: u64,
+    draining: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Node {
@@ -239,6 +241,7 @@ impl Node {
             status: driver.status.clone(),
             shared: context.shared.clone(),
         };
+        let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
         tasks.push(tokio::spawn(answer_clients(
             client_rx,
             options.clone(),
@@ -246,6 +249,7 @@ impl Node {
             context,
             serves_locks,
             node_metrics,
+            draining.clone(),
         )));
         Ok(Node {
             endpoint,
@@ -253,6 +257,8 @@ impl Node {
             driver,
             tasks,
             metrics_sources,
+            node_id: options.node_id,
+            draining,
         })
     }
 
@@ -300,6 +306,36 @@ impl Node {
             .send(DriverInput::Propose(values))
             .await
             .is_ok()
+    }
+
+    /// Graceful shutdown, first half: stop taking client requests (they get
+    /// `SHUTTING_DOWN`, which clients retry elsewhere) and, if this node
+    /// leads, hand leadership over; waits (bounded by `patience`) until
+    /// another node leads. Returns whether a handover was observed.
+    pub async fn drain(&self, patience: Duration) -> bool {
+        self.draining
+            .store(true, std::sync::atomic::Ordering::Release);
+        let mut status = self.driver.status.clone();
+        let me = NodeId(self.node_id);
+        if !status.borrow().is_leader {
+            return false;
+        }
+        let _ = self.driver.inbox.send(DriverInput::Abdicate).await;
+        let handed_over = tokio::time::timeout(patience, async {
+            loop {
+                {
+                    let s = status.borrow_and_update();
+                    if !s.is_leader && s.leader.is_some_and(|l| l != me) {
+                        return;
+                    }
+                }
+                if status.changed().await.is_err() {
+                    return;
+                }
+            }
+        })
+        .await;
+        handed_over.is_ok()
     }
 
     /// Resolves once outbound links to `peers` peers are up; returns their ids.
@@ -424,9 +460,25 @@ async fn answer_clients(
     context: Context,
     serves_locks: bool,
     metrics: Arc<NodeMetrics>,
+    draining: Arc<std::sync::atomic::AtomicBool>,
 ) {
     while let Some(ClientRequest { request, reply }) = rx.recv().await {
         let started = std::time::Instant::now();
+        if draining.load(std::sync::atomic::Ordering::Acquire) {
+            if let ReplyTo::Once(reply) = reply {
+                let _ = reply.send(Response {
+                    request_id: request.request_id,
+                    error: Some(proto::Error {
+                        code: ErrorCode::ShuttingDown.into(),
+                        message: "this node is shutting down; retry on another node".into(),
+                        retryable: true,
+                        ..Default::default()
+                    }),
+                    result: None,
+                });
+            }
+            continue;
+        }
         match (request.op.as_ref(), reply) {
             (Some(Op::Watch(w)), ReplyTo::Stream(events)) if serves_locks => {
                 let shared = context.shared.clone();

@@ -52,6 +52,15 @@ impl Acceptor {
         }
     }
 
+    /// The leader we follow abdicated: it stopped using its lease before
+    /// asking, so the promise not to serve rivals can end now.
+    pub(crate) fn release_lease(&mut self, now: Nanos, leader: NodeId) {
+        if self.lease_holder == Some(leader) {
+            self.lease_holder = None;
+            self.lease_until = self.lease_until.min(now);
+        }
+    }
+
     /// Called when we follow a heartbeat or accept from `leader`: from now on
     /// we refuse rivals for `lease_duration_ns` of our clock. Measured from
     /// *receipt*, which is never before the leader's send time.

@@ -2,7 +2,7 @@
 //! runs before any handler sees a message.
 
 use super::config::Config;
-use super::types::{Ballot, Batch, Slot, Snapshot};
+use super::types::{Ballot, Batch, NodeId, Slot, Snapshot};
 
 /// One log entry as an acceptor reports it in a [`Message::Promise`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,6 +100,14 @@ pub enum Message {
         /// to catch up.
         commit: Slot,
     },
+    /// The sender, leading with `ballot`, stopped leading and released its
+    /// lease; `successor` should campaign at once.
+    Abdicate {
+        /// The abdicating leader's ballot.
+        ballot: Ballot,
+        /// Who should take over.
+        successor: NodeId,
+    },
     /// "Send me chosen entries from `from_slot` on."
     CatchUpRequest {
         /// First slot the requester lacks.
@@ -144,6 +152,9 @@ impl Message {
             | Message::Accepted { ballot, .. }
             | Message::Heartbeat { ballot, .. }
             | Message::HeartbeatAck { ballot, .. } => !ballot_ok(ballot),
+            Message::Abdicate { ballot, successor } => {
+                !ballot_ok(ballot) || !cfg.members.contains(successor)
+            }
             Message::Promise {
                 ballot, entries, ..
             } => !ballot_ok(ballot) || entries.iter().any(|e| !ballot_ok(&e.ballot)),

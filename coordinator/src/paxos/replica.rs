@@ -44,6 +44,14 @@ pub enum Input {
         /// Opaque application state.
         data: Vec<u8>,
     },
+    /// Hand leadership over (graceful shutdown): stop leading now, tell the
+    /// acceptors to drop the lease they hold for us, and let `successor`
+    /// (or, if `None`, the next member in id order) campaign at once.
+    /// Ignored unless this replica leads.
+    Abdicate {
+        /// Who should take over, if the caller has a preference.
+        successor: Option<NodeId>,
+    },
 }
 
 /// A snapshot of a replica's view, for status pages and debugging.
@@ -221,6 +229,7 @@ impl Replica {
                     self.persist(PersistOp::Snapshot(Snapshot { up_to, data }));
                 }
             }
+            Input::Abdicate { successor } => self.abdicate(successor, &mut fx),
         }
         self.drain_loopback(&mut fx);
         self.flush_proposals(&mut fx);
@@ -353,6 +362,68 @@ impl Replica {
             t = t.min(self.now.plus(hb));
         }
         t.max(self.now)
+    }
+
+    /// Rule "abdicate before releasing the lease": the leader gives up its
+    /// lease (`LostLeadership` is emitted first, so the shell stops serving
+    /// lease reads and keepalives) and only then asks the acceptors to drop
+    /// their lease promise to it. No other leader can therefore exist while
+    /// this one still believes in its lease, and the successor need not wait
+    /// for the lease to run out: a planned handover costs about one round
+    /// trip instead of an election timeout.
+    fn abdicate(&mut self, successor: Option<NodeId>, fx: &mut Effects) {
+        let Role::Leader(l) = &self.role else {
+            return;
+        };
+        let ballot = l.ballot;
+        let me = self.cfg.node_id;
+        let successor = successor
+            .filter(|s| *s != me && self.cfg.members.contains(s))
+            .or_else(|| {
+                let after = self.cfg.members.iter().copied().find(|m| *m > me);
+                after.or_else(|| self.cfg.members.iter().copied().find(|m| *m != me))
+            });
+        self.step_down(successor, fx);
+        // Stay out of the next election: the successor should win it.
+        self.election.deadline = self
+            .now
+            .plus(self.cfg.election_timeout_max_ns.saturating_mul(2));
+        if let Some(a) = &mut self.acceptor {
+            a.release_lease(self.now, me);
+        }
+        if let Some(successor) = successor {
+            let msg = Message::Abdicate { ballot, successor };
+            // Depends on nothing unpersisted; the promise of `ballot` is
+            // already durable everywhere it matters.
+            for &to in &self.cfg.members {
+                if to != me {
+                    fx.send.push(Outgoing {
+                        to,
+                        msg: msg.clone(),
+                        after: PersistSeq(0),
+                    });
+                }
+            }
+        }
+    }
+
+    /// An acceptor hears that the leader it follows abdicated.
+    fn on_abdicate(&mut self, from: NodeId, ballot: Ballot, successor: NodeId, fx: &mut Effects) {
+        // Only the holder of the current promise can release it; a late or
+        // forged abdication for an older ballot changes nothing.
+        if ballot != self.state.promised || ballot.node != from {
+            return;
+        }
+        let now = self.now;
+        if let Some(a) = &mut self.acceptor {
+            a.release_lease(now, from);
+        }
+        self.election.leader_hint = Some(successor);
+        if successor == self.cfg.node_id && matches!(self.role, Role::Follower) {
+            self.start_pre_vote(fx);
+        } else {
+            self.election.reset_timer(now, &self.cfg);
+        }
     }
 
     fn step_down(&mut self, hint: Option<NodeId>, fx: &mut Effects) {
@@ -650,6 +721,9 @@ impl Replica {
                     self.learner.want(commit, from);
                 }
                 self.on_heartbeat_ack(from, ballot, round, fx)
+            }
+            Message::Abdicate { ballot, successor } => {
+                self.on_abdicate(from, ballot, successor, fx);
             }
             Message::CatchUpRequest { from_slot } => {
                 let reply = learner::serve_catch_up(&self.state, from_slot, self.commit, &self.cfg);

@@ -43,6 +43,10 @@ pub struct SimConfig {
     pub fault_gap_max_ns: u64,
     /// Longest pause of a node.
     pub pause_max_ns: u64,
+    /// Make whichever node leads abdicate (graceful handover) this often,
+    /// until healing; `None` never. Uses no randomness, so turning it on
+    /// keeps every other draw of a seed the same.
+    pub abdicate_every_ns: Option<u64>,
     /// Print leadership changes, crashes and faults to stderr (debugging).
     pub verbose: bool,
     /// Which safety rule (if any) the replicas switch off.
@@ -62,6 +66,7 @@ impl Default for SimConfig {
             fault_weights: None,
             fault_gap_max_ns: 2 * SEC,
             pause_max_ns: 3 * SEC,
+            abdicate_every_ns: None,
             verbose: false,
             #[cfg(feature = "canary")]
             canary: Canary::None,
@@ -183,6 +188,7 @@ enum Event {
         node: usize,
     },
     Heal,
+    Abdicate,
 }
 
 impl Event {
@@ -201,6 +207,7 @@ impl Event {
             Event::ClientTick { client } => (29, *client as u64),
             Event::Compact { node } => (30, *node as u64),
             Event::Heal => (31, 0),
+            Event::Abdicate => (32, 0),
         }
     }
 }
@@ -218,6 +225,7 @@ fn msg_tag(m: &Message) -> u64 {
         Message::HeartbeatAck { .. } => 8,
         Message::CatchUpRequest { .. } => 9,
         Message::CatchUp { .. } => 10,
+        Message::Abdicate { .. } => 11,
     }
 }
 
@@ -394,6 +402,9 @@ impl<A: App + Default> Sim<A> {
             let t = self.rng.range(500 * MS, 2 * SEC);
             self.schedule(t, Event::Fault);
         }
+        if let Some(every) = self.cfg.abdicate_every_ns {
+            self.schedule(every, Event::Abdicate);
+        }
         let heal_at = self.cfg.fault_duration_ns;
         self.schedule(heal_at, Event::Heal);
         let end = heal_at + self.cfg.heal_duration_ns;
@@ -552,6 +563,23 @@ impl<A: App + Default> Sim<A> {
                 }
             }
             Event::Fault => self.inject_fault(),
+            Event::Abdicate => {
+                let leaders: Vec<usize> = (0..self.nodes.len())
+                    .filter(|&i| {
+                        self.nodes[i].paused_until.is_none()
+                            && self.nodes[i]
+                                .replica
+                                .as_ref()
+                                .is_some_and(|r| r.is_leader())
+                    })
+                    .collect();
+                for node in leaders {
+                    self.step(node, Input::Abdicate { successor: None })?;
+                }
+                if let (Some(every), false) = (self.cfg.abdicate_every_ns, self.healed) {
+                    self.schedule(self.now + every, Event::Abdicate);
+                }
+            }
             Event::Flap {
                 from,
                 to,

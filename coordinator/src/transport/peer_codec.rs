@@ -126,6 +126,10 @@ pub fn encode(msg: &paxos::Message) -> pb::PeerMessage {
             round: *round,
             commit: commit.0,
         }),
+        M::Abdicate { ballot, successor } => Body::Abdicate(pb::Abdicate {
+            ballot: ballot_pb(ballot),
+            successor: successor.0,
+        }),
         M::CatchUpRequest { from_slot } => Body::CatchUpRequest(pb::CatchUpRequest {
             from_slot: from_slot.0,
         }),
@@ -199,6 +203,10 @@ pub fn decode(msg: pb::PeerMessage) -> Result<paxos::Message, MissingField> {
             ballot: ballot(m.ballot, "heartbeat_ack.ballot")?,
             round: m.round,
             commit: Slot(m.commit),
+        },
+        Body::Abdicate(m) => M::Abdicate {
+            ballot: ballot(m.ballot, "abdicate.ballot")?,
+            successor: NodeId(m.successor),
         },
         Body::CatchUpRequest(m) => M::CatchUpRequest {
             from_slot: Slot(m.from_slot),
@@ -285,6 +293,10 @@ mod tests {
                 commit: Slot(7),
             },
             M::CatchUpRequest { from_slot: Slot(2) },
+            M::Abdicate {
+                ballot: b(3, 1),
+                successor: NodeId(2),
+            },
             M::CatchUp {
                 snapshot: snap,
                 entries: vec![(Slot(4), vec![vec![9]]), (Slot(5), vec![])],

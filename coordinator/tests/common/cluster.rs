@@ -92,6 +92,29 @@ impl ProcessCluster {
         }
     }
 
+    /// Waits for node `id` to exit by itself; returns its exit code.
+    pub fn wait_exit(
+        &mut self,
+        id: u64,
+        patience: Duration,
+    ) -> Result<Option<i32>, Box<dyn std::error::Error>> {
+        let deadline = Instant::now() + patience;
+        loop {
+            if let Some(child) = self.children[(id - 1) as usize].as_mut() {
+                if let Some(status) = child.try_wait()? {
+                    self.children[(id - 1) as usize] = None;
+                    return Ok(status.code());
+                }
+            } else {
+                return Ok(None);
+            }
+            if Instant::now() > deadline {
+                return Err(format!("node {id} still running after {patience:?}").into());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// SIGKILLs node `id` and reaps it.
     pub fn kill(&mut self, id: u64) {
         if let Some(mut child) = self.children[(id - 1) as usize].take() {
