@@ -178,3 +178,80 @@ fn invalid_config_value_names_the_key() -> TestResult {
     std::fs::write(&config, text)?;
     expect_clean_failure(&config, &["node.toml", "node_id"])
 }
+
+/// Writes a few acceptor records into `data` as node 1 of cluster "t".
+fn write_acceptor_records(data: &Path) -> TestResult {
+    use paxlock_coordinator::node::driver::Durability;
+    use paxlock_coordinator::node::durable_log::FileDurability;
+    use paxlock_coordinator::paxos::{Ballot, NodeId, PersistOp, PersistRequest, PersistSeq, Slot};
+    let (mut store, _) = FileDurability::open(data, "t", 1)?;
+    let ballot = Ballot {
+        round: 1,
+        node: NodeId(1),
+    };
+    for slot in 0..4 {
+        store.persist(&[PersistRequest {
+            seq: PersistSeq(slot + 1),
+            ops: vec![PersistOp::Accept {
+                slot: Slot(slot),
+                ballot,
+                batch: vec![vec![0xab; 64]],
+            }],
+        }])?;
+    }
+    Ok(())
+}
+
+fn snapshot_dir(dir: &Path) -> Result<Vec<(std::path::PathBuf, Vec<u8>)>, std::io::Error> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<Result<_, _>>()?;
+    files.sort();
+    files
+        .into_iter()
+        .filter(|p| p.is_file())
+        .map(|p| std::fs::read(&p).map(|b| (p, b)))
+        .collect()
+}
+
+#[test]
+fn a_corrupt_wal_is_refused_naming_file_and_offset_and_left_untouched() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let config = write_single_node(dir.path())?;
+    let data = dir.path().join("data");
+    write_acceptor_records(&data)?;
+    let segment = std::fs::read_dir(&data)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("wal-"))
+        })
+        .ok_or("no segment written")?;
+    // Flip a payload byte of the first record: damage followed by intact
+    // records is corruption, not a torn write.
+    let mut bytes = std::fs::read(&segment)?;
+    let at = 32 + 24 + 10;
+    bytes[at] ^= 0xff;
+    std::fs::write(&segment, &bytes)?;
+    let before = snapshot_dir(&data)?;
+    expect_clean_failure(&config, &["data corruption", "wal-", "offset"])?;
+    assert_eq!(
+        snapshot_dir(&data)?,
+        before,
+        "the data directory must be left untouched"
+    );
+    Ok(())
+}
+
+#[test]
+fn a_data_directory_of_another_node_is_refused() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let config = write_single_node(dir.path())?;
+    write_acceptor_records(&dir.path().join("data"))?;
+    // Same directory, but this config says node 2 (with node 2's certificate).
+    let text = std::fs::read_to_string(&config)?
+        .replace("node_id = 1", "node_id = 2")
+        .replace("node-1.", "node-2.");
+    std::fs::write(&config, text)?;
+    expect_clean_failure(&config, &["was created for", "node 1", "runs as", "node 2"])
+}

@@ -1,24 +1,38 @@
-//! The lock and election service end to end over real QUIC: three nodes
-//! in this process, clients through the `paxlock` library.
+//! The lock and election service end to end: three real `paxlock serve`
+//! processes on loopback with certificates made by the test, clients
+//! through the `paxlock` library.
 
 mod common;
 
 use std::time::Duration;
 
+use common::cluster::ProcessCluster;
 use common::*;
 use paxlock::proto::ErrorCode;
 use paxlock::LeaderEvent;
-use paxlock_certs::ClusterCa;
 
 const TTL: Duration = Duration::from_secs(5);
 
+/// One cluster at a time on a 2-core machine.
+static ONE_CLUSTER_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// A client of `cluster` with session TTL `ttl`.
+async fn connect(
+    cluster: &ProcessCluster,
+    ttl: Duration,
+) -> Result<paxlock::Client, paxlock::Error> {
+    let mut config = paxlock::Config::from_file(cluster.client_config())?;
+    config.session_ttl = ttl;
+    config.request_timeout = PATIENCE;
+    paxlock::Client::connect(config).await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_held_lock_is_exclusive_and_try_acquire_fails_while_held() -> TestResult {
-    let ca = ClusterCa::generate("test")?;
-    let nodes = start_cluster(&ca, 3).await?;
-    let refs: Vec<_> = nodes.iter().collect();
-    let a = connect_client(&ca, "a", &refs, TTL).await?;
-    let b = connect_client(&ca, "b", &refs, TTL).await?;
+    let _serial = ONE_CLUSTER_AT_A_TIME.lock().await;
+    let cluster = ProcessCluster::start(3)?;
+    let a = connect(&cluster, TTL).await?;
+    let b = connect(&cluster, TTL).await?;
 
     let guard = a.lock("job").acquire().await?;
     assert!(guard.is_valid());
@@ -32,24 +46,20 @@ async fn a_held_lock_is_exclusive_and_try_acquire_fails_while_held() -> TestResu
         .ok_or("free after release")?;
     assert!(second.fencing_token() > token, "tokens increase");
     second.release().await?;
-    for node in nodes {
-        node.shutdown().await;
-    }
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn waiters_are_granted_in_fifo_order_with_increasing_tokens() -> TestResult {
-    let ca = ClusterCa::generate("test")?;
-    let nodes = start_cluster(&ca, 3).await?;
-    let refs: Vec<_> = nodes.iter().collect();
-    let holder = connect_client(&ca, "holder", &refs, TTL).await?;
+    let _serial = ONE_CLUSTER_AT_A_TIME.lock().await;
+    let cluster = ProcessCluster::start(3)?;
+    let holder = connect(&cluster, TTL).await?;
     let first = holder.lock("queue").acquire().await?;
 
     let (tx, mut rx) = tokio::sync::mpsc::channel(8);
     let mut waiters = Vec::new();
     for i in 0..5u32 {
-        let client = connect_client(&ca, &format!("w{i}"), &refs, TTL).await?;
+        let client = connect(&cluster, TTL).await?;
         let tx = tx.clone();
         waiters.push(tokio::spawn(async move {
             let guard = client.lock("queue").acquire().await?;
@@ -74,19 +84,15 @@ async fn waiters_are_granted_in_fifo_order_with_increasing_tokens() -> TestResul
     for w in waiters {
         w.await??;
     }
-    for node in nodes {
-        node.shutdown().await;
-    }
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_blocked_acquire_times_out_and_leaves_no_holder_behind() -> TestResult {
-    let ca = ClusterCa::generate("test")?;
-    let nodes = start_cluster(&ca, 3).await?;
-    let refs: Vec<_> = nodes.iter().collect();
-    let a = connect_client(&ca, "a", &refs, TTL).await?;
-    let b = connect_client(&ca, "b", &refs, TTL).await?;
+    let _serial = ONE_CLUSTER_AT_A_TIME.lock().await;
+    let cluster = ProcessCluster::start(3)?;
+    let a = connect(&cluster, TTL).await?;
+    let b = connect(&cluster, TTL).await?;
     let held = a.lock("busy").acquire().await?;
     let err = b
         .lock("busy")
@@ -104,19 +110,15 @@ async fn a_blocked_acquire_times_out_and_leaves_no_holder_behind() -> TestResult
         again.is_some(),
         "the cancelled waiter must not hold the lock"
     );
-    for node in nodes {
-        node.shutdown().await;
-    }
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn closing_a_session_hands_its_lock_to_the_next_waiter() -> TestResult {
-    let ca = ClusterCa::generate("test")?;
-    let nodes = start_cluster(&ca, 3).await?;
-    let refs: Vec<_> = nodes.iter().collect();
-    let a = connect_client(&ca, "a", &refs, TTL).await?;
-    let b = connect_client(&ca, "b", &refs, TTL).await?;
+    let _serial = ONE_CLUSTER_AT_A_TIME.lock().await;
+    let cluster = ProcessCluster::start(3)?;
+    let a = connect(&cluster, TTL).await?;
+    let b = connect(&cluster, TTL).await?;
     let held = a.lock("handoff").acquire().await?;
     let token = held.fencing_token();
     let waiter =
@@ -126,24 +128,20 @@ async fn closing_a_session_hands_its_lock_to_the_next_waiter() -> TestResult {
     a.close().await?;
     let next = tokio::time::timeout(PATIENCE, waiter).await???;
     assert!(next > token);
-    for node in nodes {
-        node.shutdown().await;
-    }
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn election_watchers_see_every_term_in_order() -> TestResult {
-    let ca = ClusterCa::generate("test")?;
-    let nodes = start_cluster(&ca, 3).await?;
-    let refs: Vec<_> = nodes.iter().collect();
-    let observer = connect_client(&ca, "observer", &refs, TTL).await?;
+    let _serial = ONE_CLUSTER_AT_A_TIME.lock().await;
+    let cluster = ProcessCluster::start(3)?;
+    let observer = connect(&cluster, TTL).await?;
     let mut watch = observer.election("orders").watch();
     let first = tokio::time::timeout(PATIENCE, watch.next()).await??;
     assert_eq!(first, LeaderEvent::NoLeader { term: 0 });
 
-    let a = connect_client(&ca, "a", &refs, TTL).await?;
-    let b = connect_client(&ca, "b", &refs, TTL).await?;
+    let a = connect(&cluster, TTL).await?;
+    let b = connect(&cluster, TTL).await?;
     let lead_a = a.election("orders").campaign(b"a:1".to_vec()).await?;
     assert_eq!(lead_a.term(), 1);
     let b_task = tokio::spawn(async move {
@@ -183,21 +181,23 @@ async fn election_watchers_see_every_term_in_order() -> TestResult {
         .await?
         .ok_or("b leads")?;
     assert_eq!((leader.term, leader.value), (2, b"b:1".to_vec()));
-    for node in nodes {
-        node.shutdown().await;
-    }
     Ok(())
 }
 
 /// Sends one raw request to the cluster leader (found through `client`).
 async fn raw_request(
-    ca: &ClusterCa,
+    cluster: &ProcessCluster,
     client: &paxlock::Client,
     request: paxlock::proto::Request,
 ) -> Result<paxlock::proto::Response, Box<dyn std::error::Error>> {
     let leader = client.hello().await?.leader_addr;
-    let leaf = ca.client_cert("raw", paxlock_certs::Validity::default())?;
-    let config = material(ca, &leaf)?.client_config(paxlock::wire::CLIENT_ALPN_V1)?;
+    let certs = cluster.dir.path().join("certs");
+    let tls = paxlock::tls::TlsMaterial::load(
+        &certs.join("ca.pem"),
+        &certs.join("client-dev-client.pem"),
+        &certs.join("client-dev-client.key"),
+    )?;
+    let config = tls.client_config(paxlock::wire::CLIENT_ALPN_V1)?;
     let conn = client_endpoint()?
         .connect_with(config, leader.parse()?, "localhost")?
         .await?;
@@ -218,10 +218,9 @@ fn error_code(response: &paxlock::proto::Response) -> Option<ErrorCode> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_gets_a_specific_error_and_changes_nothing() -> TestResult {
     use paxlock::proto::{request::Op, Release, Request};
-    let ca = ClusterCa::generate("test")?;
-    let nodes = start_cluster(&ca, 3).await?;
-    let refs: Vec<_> = nodes.iter().collect();
-    let a = connect_client(&ca, "a", &refs, TTL).await?;
+    let _serial = ONE_CLUSTER_AT_A_TIME.lock().await;
+    let cluster = ProcessCluster::start(3)?;
+    let a = connect(&cluster, TTL).await?;
 
     let long_name = "n".repeat(513);
     let err = a
@@ -247,16 +246,7 @@ async fn bad_input_gets_a_specific_error_and_changes_nothing() -> TestResult {
         .ok_or("accepted 64 KiB + 1")?;
     assert_eq!(err.code(), Some(ErrorCode::ValueTooLarge), "{err}");
 
-    let leaf = ca.client_cert("b", paxlock_certs::Validity::default())?;
-    let endpoints = refs
-        .iter()
-        .map(|n| n.local_addr().map(|a| a.to_string()))
-        .collect::<Result<Vec<_>, _>>()?;
-    let absurd = paxlock::Client::connect_with(
-        material(&ca, &leaf)?,
-        client_options(endpoints, Duration::from_secs(100 * 24 * 3600)),
-    )
-    .await;
+    let absurd = connect(&cluster, Duration::from_secs(100 * 24 * 3600)).await;
     let err = absurd.err().ok_or("accepted a 100-day TTL")?;
     assert_eq!(err.code(), Some(ErrorCode::TtlOutOfRange), "{err}");
 
@@ -270,7 +260,7 @@ async fn bad_input_gets_a_specific_error_and_changes_nothing() -> TestResult {
             fencing_token: guard.fencing_token() - 1,
         })),
     };
-    let response = raw_request(&ca, &a, stale).await?;
+    let response = raw_request(&cluster, &a, stale).await?;
     assert_eq!(
         error_code(&response),
         Some(ErrorCode::StaleToken),
@@ -285,7 +275,7 @@ async fn bad_input_gets_a_specific_error_and_changes_nothing() -> TestResult {
             fencing_token: guard.fencing_token(),
         })),
     };
-    let response = raw_request(&ca, &a, unknown).await?;
+    let response = raw_request(&cluster, &a, unknown).await?;
     assert_eq!(
         error_code(&response),
         Some(ErrorCode::SessionUnknown),
@@ -297,7 +287,7 @@ async fn bad_input_gets_a_specific_error_and_changes_nothing() -> TestResult {
         ack_below: 0,
         op: None,
     };
-    let response = raw_request(&ca, &a, empty).await?;
+    let response = raw_request(&cluster, &a, empty).await?;
     assert_eq!(
         error_code(&response),
         Some(ErrorCode::InvalidRequest),
@@ -305,11 +295,8 @@ async fn bad_input_gets_a_specific_error_and_changes_nothing() -> TestResult {
     );
 
     // None of that touched the lock: it is still held with the same token.
-    let b = connect_client(&ca, "b", &refs, TTL).await?;
+    let b = connect(&cluster, TTL).await?;
     assert!(b.lock("kept").try_acquire().await?.is_none());
     guard.renew().await?;
-    for node in nodes {
-        node.shutdown().await;
-    }
     Ok(())
 }
