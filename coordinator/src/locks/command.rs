@@ -82,8 +82,11 @@ pub enum CommandKind {
     Tick,
     /// Proposed by a node when a client's blocking acquire or campaign ran
     /// out of time: withdraws the wait (releasing a grant that raced it, so
-    /// no orphan holder is left). Not deduplicated: it has no client
-    /// request id of its own, and withdrawing twice is harmless.
+    /// no orphan holder is left). It has no request id of its own; instead
+    /// `up_to` names the withdrawn request: a copy applied after the
+    /// session issued a later request is ignored (`StaleAbandon`), because
+    /// it would otherwise release a NEWER grant of the same lock that the
+    /// client believes it holds (found by the lock simulator, seed 1889).
     Abandon {
         /// The waiting session.
         session: SessionId,
@@ -91,6 +94,13 @@ pub enum CommandKind {
         name: String,
         /// What was being waited for.
         wait: AbandonedWait,
+        /// The highest request id of the session's withdrawn wait (its
+        /// acquire or campaign, and any retries or polls of it). The
+        /// session's exactly-once floor is raised past it, so a delayed
+        /// copy of the withdrawn request that is chosen AFTER this abandon
+        /// is rejected (`RequestIdAcked`) instead of queueing the session
+        /// again as an orphan waiter (found by the lock simulator, seed 213).
+        up_to: RequestId,
     },
 }
 

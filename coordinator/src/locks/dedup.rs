@@ -49,6 +49,14 @@ impl DedupTable {
         }
     }
 
+    /// Whether the session has issued a request after `id`: a reply above
+    /// it is recorded, or the client acknowledged beyond `id + 1` (which it
+    /// only does in a later request). Used to recognise stale abandons.
+    pub fn moved_past(&self, id: RequestId) -> bool {
+        let next = id.0.saturating_add(1);
+        self.floor > next || self.replies.range(next..).next().is_some()
+    }
+
     /// Raises the floor to `below` (never lowers it) and forgets replies
     /// under it.
     pub fn ack_below(&mut self, below: RequestId) {

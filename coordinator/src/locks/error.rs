@@ -115,6 +115,14 @@ pub enum CommandError {
         /// The machine's current leader epoch.
         current: u64,
     },
+    /// An `Abandon` chosen after the session already issued a request past
+    /// the withdrawn one: a delayed or retried copy. Ignored, so that it
+    /// cannot withdraw (release) a LATER wait or grant of the same name.
+    #[error("abandon up to request {up_to:?} ignored: the session has moved past it")]
+    StaleAbandon {
+        /// The highest request id the abandon withdraws.
+        up_to: RequestId,
+    },
     /// Proclaim by a session that is not the election's leader.
     #[error("session is not the leader of election {name:?}")]
     NotLeader {

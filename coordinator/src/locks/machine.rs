@@ -236,8 +236,21 @@ impl StateMachine {
                 session,
                 name,
                 wait,
+                up_to,
             } => {
-                let reply = if self.sessions.contains_key(&session) {
+                // A copy chosen after the session moved on must not touch
+                // its later wait or grant of the same name.
+                let stale = self
+                    .sessions
+                    .get(&session)
+                    .is_some_and(|s| s.dedup.moved_past(up_to));
+                // Fence later copies of the withdrawn request (see `up_to`).
+                if let Some(s) = self.sessions.get_mut(&session) {
+                    s.dedup.ack_below(RequestId(up_to.0.saturating_add(1)));
+                }
+                let reply = if stale {
+                    Err(CommandError::StaleAbandon { up_to })
+                } else if self.sessions.contains_key(&session) {
                     let op = match wait {
                         AbandonedWait::Acquire => ClientOp::CancelAcquire { name },
                         AbandonedWait::Campaign => ClientOp::Resign { name },
@@ -513,6 +526,10 @@ impl StateMachine {
     /// nobody waits. Only call when the lock is grantable.
     fn grant_next(&mut self, name: &str, cx: &mut Cx) {
         let next = match self.locks.get_mut(name) {
+            // Canary only: LIFO instead of FIFO, to show the simulator's
+            // FIFO check catches an out-of-order grant.
+            #[cfg(feature = "canary")]
+            Some(lock) if lock.is_grantable() && canary::lifo_grants() => lock.waiters.pop_back(),
             Some(lock) if lock.is_grantable() => lock.waiters.pop_front(),
             _ => return,
         };
@@ -819,5 +836,27 @@ impl StateMachine {
         let term = e.term;
         cx.events.push(Event::Election(event));
         Ok(Reply::Proclaimed { term })
+    }
+}
+
+/// Test-only runtime switch that breaks one rule of the machine, so the
+/// simulator can show that its checks catch the breach. Thread-local so
+/// that parallel test threads do not see each other's switch.
+#[cfg(feature = "canary")]
+pub mod canary {
+    use std::cell::Cell;
+
+    thread_local! {
+        static LIFO_GRANTS: Cell<bool> = const { Cell::new(false) };
+    }
+
+    /// Makes `grant_next` on this thread pick the LAST waiter (breaks FIFO).
+    pub fn set_lifo_grants(on: bool) {
+        LIFO_GRANTS.with(|c| c.set(on));
+    }
+
+    /// Whether the FIFO-breaking canary is on for this thread.
+    pub fn lifo_grants() -> bool {
+        LIFO_GRANTS.with(Cell::get)
     }
 }

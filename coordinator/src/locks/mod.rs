@@ -29,6 +29,8 @@ pub use limits::{Config, Limits};
 pub use machine::{Gauges, Output, Reply, StateMachine};
 
 #[cfg(test)]
+mod abandon_tests;
+#[cfg(test)]
 mod harness;
 #[cfg(test)]
 mod proptests;

@@ -19,7 +19,7 @@ pub fn command_error(err: &CommandError) -> proto::Error {
         }
         E::StaleToken { .. } => ErrorCode::StaleToken,
         // Only leader-internal expiries can be stale; no client sees this.
-        E::StaleExpiry { .. } => ErrorCode::Internal,
+        E::StaleExpiry { .. } | E::StaleAbandon { .. } => ErrorCode::Internal,
         E::NotLeader { .. } => ErrorCode::NotElectionLeader,
         E::RequestIdAcked { .. } | E::TooManyUnackedReplies { .. } => {
             ErrorCode::RequestIdAcknowledged

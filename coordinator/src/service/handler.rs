@@ -107,7 +107,8 @@ impl Context {
             }
             Op::Acquire(acquire) => {
                 self.require_leader()?;
-                self.acquire(session, client, acquire).await
+                self.acquire(session, RequestId(request.request_id), client, acquire)
+                    .await
             }
             Op::Release(release) => {
                 self.require_leader()?;
@@ -140,7 +141,8 @@ impl Context {
             }
             Op::Campaign(campaign) => {
                 self.require_leader()?;
-                self.campaign(session, client, campaign).await
+                self.campaign(session, RequestId(request.request_id), client, campaign)
+                    .await
             }
             Op::Resign(resign) => {
                 self.require_leader()?;
@@ -171,6 +173,7 @@ impl Context {
     async fn acquire(
         &self,
         session: SessionId,
+        request_id: RequestId,
         client: impl Fn(ClientOp) -> CommandKind,
         acquire: proto::Acquire,
     ) -> Answer {
@@ -232,6 +235,7 @@ impl Context {
                                 session,
                                 name: name.clone(),
                                 wait: AbandonedWait::Acquire,
+                                up_to: request_id,
                             })
                             .await;
                         Err(error(
@@ -256,6 +260,7 @@ impl Context {
     async fn campaign(
         &self,
         session: SessionId,
+        request_id: RequestId,
         client: impl Fn(ClientOp) -> CommandKind,
         campaign: proto::Campaign,
     ) -> Answer {
@@ -297,8 +302,15 @@ impl Context {
                     )),
                     Err(_) => {
                         self.shared.campaign_waiters.remove(&key);
+                        // Not a client Resign: that would reuse the campaign's
+                        // request id and get its recorded answer back.
                         let _ = self
-                            .commit(client(ClientOp::Resign { name: name.clone() }))
+                            .commit(CommandKind::Abandon {
+                                session,
+                                name: name.clone(),
+                                wait: AbandonedWait::Campaign,
+                                up_to: request_id,
+                            })
                             .await;
                         Err(error(
                             ErrorCode::Timeout,

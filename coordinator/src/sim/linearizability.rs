@@ -243,6 +243,13 @@ impl Model {
                 }
             }
         }
+        // An unknown outcome includes "never took effect" (the request was
+        // lost, or a queued acquire was withdrawn before any grant), also
+        // for operations that completed (a cancelled blocking acquire is
+        // recorded as completed at the cancel): no change is always possible.
+        if unknown && !next.contains(self) {
+            next.push(self.clone());
+        }
         next
     }
 

@@ -13,3 +13,6 @@ pub mod world;
 pub use app::{App, HashChainApp};
 pub use world::{run_seed, Sim, SimConfig, SimReport, Violation};
 pub mod linearizability;
+pub mod locks_world;
+pub mod resource;
+pub use locks_world::{run_lock_seed, LockSimConfig, LockSimReport};

@@ -1,0 +1,96 @@
+//! Rules of `Abandon` found by the lock simulator: a withdrawn wait stays
+//! withdrawn, and a late copy of an abandon touches nothing newer.
+
+use crate::locks::harness::{err, Harness};
+use crate::locks::{AbandonedWait, ClientOp, CommandError, CommandKind, Reply, RequestId};
+
+fn abandon(h: &mut Harness, session: crate::locks::SessionId, up_to: u64) -> crate::locks::Output {
+    h.apply(CommandKind::Abandon {
+        session,
+        name: "x".into(),
+        wait: AbandonedWait::Acquire,
+        up_to: RequestId(up_to),
+    })
+}
+
+/// Seed 213: a retry of the withdrawn acquire, chosen after the abandon,
+/// used to queue the session again (an orphan waiter, later an orphan
+/// holder). The abandon now raises the exactly-once floor past `up_to`.
+#[test]
+fn a_copy_of_a_withdrawn_acquire_chosen_after_the_abandon_is_rejected() {
+    let mut h = Harness::small();
+    let (a, b) = (h.open(), h.open());
+    h.token(a, "x");
+    assert!(matches!(
+        h.acquire(b, "x", true).reply,
+        Ok(Reply::Queued { .. })
+    ));
+    // The client's poll (request 2) is still in flight when it gives up.
+    let out = abandon(&mut h, b, 2);
+    assert_eq!(out.reply, Ok(Reply::Cancelled { released: None }));
+    let late = h.apply(CommandKind::Client {
+        session: b,
+        request_id: RequestId(2),
+        ack_below: RequestId(2),
+        op: ClientOp::Acquire {
+            name: "x".into(),
+            wait: true,
+        },
+    });
+    assert!(matches!(
+        err(&late),
+        Some(CommandError::RequestIdAcked { .. })
+    ));
+    assert!(h.sm.waiters("x").is_empty());
+}
+
+/// Seed 1889: a delayed copy of an abandon, chosen after the session
+/// acquired the same lock again, used to release that NEWER grant while
+/// the client believed it held it.
+#[test]
+fn a_stale_abandon_copy_does_not_release_a_later_grant() {
+    let mut h = Harness::small();
+    let (a, b) = (h.open(), h.open());
+    let ta = h.token(a, "x");
+    assert!(matches!(
+        h.acquire(b, "x", true).reply,
+        Ok(Reply::Queued { .. })
+    ));
+    assert_eq!(
+        abandon(&mut h, b, 1).reply,
+        Ok(Reply::Cancelled { released: None })
+    );
+    h.release(a, "x", ta);
+    let tb = h.token(b, "x");
+    let out = abandon(&mut h, b, 1);
+    assert_eq!(
+        out.reply,
+        Err(CommandError::StaleAbandon {
+            up_to: RequestId(1)
+        })
+    );
+    assert!(out.events.is_empty());
+    assert_eq!(
+        h.sm.holder("x").map(|g| (g.session, g.token)),
+        Some((b, tb))
+    );
+}
+
+/// The abandon still withdraws a grant that raced it (no orphan holder).
+#[test]
+fn an_abandon_after_the_grant_releases_it() {
+    let mut h = Harness::small();
+    let (a, b) = (h.open(), h.open());
+    let ta = h.token(a, "x");
+    assert!(matches!(
+        h.acquire(b, "x", true).reply,
+        Ok(Reply::Queued { .. })
+    ));
+    h.release(a, "x", ta);
+    let out = abandon(&mut h, b, 1);
+    assert!(matches!(
+        out.reply,
+        Ok(Reply::Cancelled { released: Some(_) })
+    ));
+    assert_eq!(h.sm.holder("x"), None);
+}
