@@ -149,9 +149,17 @@ pub struct NodeConfig {
     /// lease computation allows for (clients must use at least the same).
     #[serde(default = "default_drift_ppm")]
     pub max_clock_drift_ppm: u32,
+    /// Snapshot the lock state and compact the log every this many log
+    /// slots; bounds the WAL and how far a restarted node must catch up.
+    #[serde(default = "default_snapshot_every")]
+    pub snapshot_every_slots: u64,
     /// Limits of the lock service.
     #[serde(default)]
     pub limits: LimitsConfig,
+}
+
+fn default_snapshot_every() -> u64 {
+    1000
 }
 
 fn default_drift_ppm() -> u32 {
@@ -227,6 +235,9 @@ impl NodeConfig {
                 "max_clock_drift_ppm",
                 "must be below 100000 (10%); typical NTP-disciplined clocks need 500".into(),
             ));
+        }
+        if self.snapshot_every_slots == 0 {
+            return Err(invalid("snapshot_every_slots", "must be at least 1".into()));
         }
         let l = &self.limits;
         if l.session_ttl_min < Duration::from_millis(500) || l.session_ttl_min > l.session_ttl_max {

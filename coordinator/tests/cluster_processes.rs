@@ -8,7 +8,7 @@ mod common;
 use std::time::Duration;
 
 use common::cluster::{token_in, CliProcess, ProcessCluster};
-use common::{TestResult, PATIENCE};
+use common::{node_status, TestResult, PATIENCE};
 use rustix::process::Signal;
 
 /// One cluster at a time: four 3-node clusters at once on a 2-core machine
@@ -150,7 +150,7 @@ fn killing_the_leader_node_keeps_locks_and_a_new_leader_serves() -> TestResult {
         let commit = b.status().await?.commit_index;
         let caught_up = tokio::time::timeout(PATIENCE * 2, async {
             loop {
-                if let Ok(status) = common::node_status(&cluster, old_leader).await {
+                if let Ok(status) = node_status(&cluster, old_leader).await {
                     if status.applied_index >= commit {
                         return;
                     }
@@ -355,6 +355,58 @@ fn sigterm_on_the_leader_hands_leadership_over_and_exits_cleanly() -> TestResult
             "the lock must survive"
         );
         held.renew().await?;
+        Ok::<_, Box<dyn std::error::Error>>(())
+    })
+}
+
+#[test]
+fn a_node_restarted_far_behind_catches_up_from_a_snapshot_and_serves_the_next_failover(
+) -> TestResult {
+    let _serial = serial();
+    // Snapshots every 16 slots: the restarted node is far more than one
+    // snapshot behind and must be sent one rather than every entry.
+    let mut cluster = ProcessCluster::start_with(3, "snapshot_every_slots = 16")?;
+    let rt = runtime()?;
+    rt.block_on(async {
+        let a = client(&cluster, Duration::from_secs(10)).await?;
+        let first_leader = leader(&a).await?;
+        let behind = (1..=3)
+            .find(|&id| id != first_leader)
+            .ok_or("no follower")?;
+        cluster.kill(behind);
+        for i in 0..150 {
+            a.lock(format!("l{}", i % 7))
+                .acquire()
+                .await?
+                .release()
+                .await?;
+        }
+        cluster.spawn(behind)?;
+        let commit = node_status(&cluster, first_leader).await?.commit_index;
+        let caught_up = tokio::time::timeout(PATIENCE * 2, async {
+            loop {
+                if let Ok(status) = node_status(&cluster, behind).await {
+                    if status.applied_index >= commit {
+                        return;
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+        .await;
+        assert!(
+            caught_up.is_ok(),
+            "node {behind} did not catch up: {}",
+            cluster.log(behind)
+        );
+        // Now the old leader goes: the restarted node and the third one
+        // must carry the cluster on their own.
+        let held = a.lock("after").acquire().await?;
+        cluster.kill(first_leader);
+        let b = client(&cluster, Duration::from_secs(10)).await?;
+        assert!(b.lock("after").try_acquire().await?.is_none());
+        let next = b.lock("next").acquire().await?;
+        assert!(next.fencing_token() > held.fencing_token());
         Ok::<_, Box<dyn std::error::Error>>(())
     })
 }

@@ -60,6 +60,7 @@ async fn start_recorded_cluster(
             seed: id,
             metrics_listen: None,
             max_clock_drift_ppm: paxlock::DEFAULT_DRIFT_PPM,
+            snapshot_every_slots: 1000,
         };
         let parts = NodeParts {
             app: App::Custom(Box::new(recorder.clone())),

@@ -217,6 +217,7 @@ async fn peers_with_matching_certificates_connect() -> TestResult {
         seed: 2,
         metrics_listen: None,
         max_clock_drift_ppm: paxlock::DEFAULT_DRIFT_PPM,
+        snapshot_every_slots: 1000,
     };
     let mut node2 = paxlock_coordinator::node::Node::start(
         options,

@@ -66,6 +66,11 @@ pub trait Application: Send + 'static {
     }
     /// Proposals the core refused (this node does not lead).
     fn on_rejected(&mut self, _rejected: Rejected) {}
+    /// The whole state as of the last applied entry, for compacting the
+    /// log; `None` if this application does not snapshot.
+    fn snapshot(&self) -> Option<Vec<u8>> {
+        None
+    }
 }
 
 /// Inputs to the loop.
@@ -127,16 +132,33 @@ pub struct DriverHandle {
     pub task: tokio::task::JoinHandle<()>,
 }
 
+/// How the loop runs, besides what it drives.
+#[derive(Debug, Clone)]
+pub struct LoopSettings {
+    /// The node clock (shared with the connection tasks).
+    pub clock: NodeClock,
+    /// What is already durable (from recovery).
+    pub persisted: PersistSeq,
+    /// Where to count applied entries and storage activity.
+    pub metrics: std::sync::Arc<NodeMetrics>,
+    /// Compact the log after this many applied slots.
+    pub snapshot_every_slots: u64,
+}
+
 /// Starts the loop and its persister thread.
 pub fn spawn(
     replica: Replica,
     app: Box<dyn Application>,
     durability: Box<dyn Durability>,
     outbound: BTreeMap<NodeId, mpsc::Sender<Message>>,
-    clock: NodeClock,
-    persisted: PersistSeq,
-    metrics: std::sync::Arc<NodeMetrics>,
+    settings: LoopSettings,
 ) -> DriverHandle {
+    let LoopSettings {
+        clock,
+        persisted,
+        metrics,
+        snapshot_every_slots,
+    } = settings;
     let (inbox_tx, inbox_rx) = mpsc::channel(INBOX_CAPACITY);
     let (status_tx, status) = watch::channel(DriverStatus::default());
     let (persist_tx, persist_rx) = mpsc::channel(PERSIST_QUEUE);
@@ -155,6 +177,8 @@ pub fn spawn(
         unsent_persists: Vec::new(),
         metrics,
         ballot_round: 0,
+        snapshot_every_slots: snapshot_every_slots.max(1),
+        last_snapshot_at: 0,
     };
     let task = tokio::spawn(driver.run(inbox_rx));
     DriverHandle {
@@ -181,6 +205,10 @@ struct Driver {
     unsent_persists: Vec<PersistRequest>,
     metrics: std::sync::Arc<NodeMetrics>,
     ballot_round: u64,
+    /// Compact the log after this many applied slots, so the WAL and the
+    /// catch-up of a lagging or restarted node stay bounded.
+    snapshot_every_slots: u64,
+    last_snapshot_at: u64,
 }
 
 impl Driver {
@@ -314,6 +342,19 @@ impl Driver {
         }
         if !first_proposals.is_empty() {
             self.step(Input::Propose(first_proposals));
+        }
+        if self.applied
+            >= self
+                .last_snapshot_at
+                .saturating_add(self.snapshot_every_slots)
+        {
+            self.last_snapshot_at = self.applied;
+            if let Some(data) = self.app.snapshot() {
+                self.step(Input::Compact {
+                    up_to: Slot(self.applied),
+                    data,
+                });
+            }
         }
     }
 

@@ -71,6 +71,8 @@ pub struct NodeOptions {
     pub metrics_listen: Option<SocketAddr>,
     /// The clock drift bound ρ in parts per million.
     pub max_clock_drift_ppm: u32,
+    /// Snapshot the state machine and compact the log every this many slots.
+    pub snapshot_every_slots: u64,
 }
 
 impl From<&NodeConfig> for NodeOptions {
@@ -84,6 +86,7 @@ impl From<&NodeConfig> for NodeOptions {
             seed: config.node_id ^ 0x5eed,
             metrics_listen: config.metrics_listen,
             max_clock_drift_ppm: config.max_clock_drift_ppm,
+            snapshot_every_slots: config.snapshot_every_slots,
         }
     }
 }
@@ -209,9 +212,12 @@ impl Node {
             app,
             parts.durability,
             outbound,
-            clock,
-            persisted,
-            node_metrics.clone(),
+            driver::LoopSettings {
+                clock,
+                persisted,
+                metrics: node_metrics.clone(),
+                snapshot_every_slots: options.snapshot_every_slots,
+            },
         );
         let mut node_addrs: BTreeMap<u64, String> = options
             .peers

@@ -156,6 +156,16 @@ impl Application for LockApplication {
         Vec::new()
     }
 
+    fn snapshot(&self) -> Option<Vec<u8>> {
+        match self.shared.machine().snapshot() {
+            Ok(bytes) => Some(bytes),
+            Err(e) => {
+                error!("cannot snapshot the state machine: {e}");
+                None
+            }
+        }
+    }
+
     fn on_rejected(&mut self, rejected: Rejected) {
         // Dropping the waiter tells the client "not the leader; retry".
         for value in &rejected.values {

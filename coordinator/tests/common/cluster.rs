@@ -24,6 +24,11 @@ pub struct ProcessCluster {
 impl ProcessCluster {
     /// Writes certificates and configs and starts every node.
     pub fn start(nodes: u64) -> Result<Self, Box<dyn std::error::Error>> {
+        Self::start_with(nodes, "")
+    }
+
+    /// Like `start`, with `top_level` TOML lines added to every node config.
+    pub fn start_with(nodes: u64, top_level: &str) -> Result<Self, Box<dyn std::error::Error>> {
         let dir = tempfile::tempdir()?;
         paxlock_certs::write_dev_pki(
             &dir.path().join("certs"),
@@ -34,10 +39,8 @@ impl ProcessCluster {
         )?;
         let base_port = free_port_base(nodes as u16);
         for id in 1..=nodes {
-            std::fs::write(
-                dir.path().join(format!("node-{id}.toml")),
-                node_config(id, nodes, base_port),
-            )?;
+            let config = format!("{top_level}\n{}", node_config(id, nodes, base_port));
+            std::fs::write(dir.path().join(format!("node-{id}.toml")), config)?;
         }
         std::fs::write(
             dir.path().join("client.toml"),

@@ -38,6 +38,7 @@ pub fn start_lone_node(ca: &ClusterCa, id: u64) -> Result<Node, Box<dyn std::err
         seed: id,
         metrics_listen: None,
         max_clock_drift_ppm: paxlock::DEFAULT_DRIFT_PPM,
+        snapshot_every_slots: 1000,
     };
     Ok(Node::start(options, &material(ca, &cert)?, memory_parts())?)
 }
@@ -147,6 +148,7 @@ pub async fn start_cluster(
             seed: id,
             metrics_listen: None,
             max_clock_drift_ppm: paxlock::DEFAULT_DRIFT_PPM,
+            snapshot_every_slots: 1000,
         };
         nodes.push(Node::start(options, &material(ca, &cert)?, memory_parts())?);
     }
