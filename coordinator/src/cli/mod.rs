@@ -1,5 +1,6 @@
 //! The `paxlock` command line.
 
+pub mod bench;
 pub mod certs;
 pub mod dev;
 pub mod elect;
@@ -37,6 +38,9 @@ pub enum Command {
     Lock(lock::LockArgs),
     /// Campaign for leadership until Ctrl-C, or --watch leadership changes.
     Elect(elect::ElectArgs),
+    /// Load generator: lock and election workloads, failover timing, and a
+    /// side-by-side comparison with etcd.
+    Bench(bench::BenchArgs),
     /// Print each node, who leads, commit index and lag.
     Status {
         /// The client config file (written by `paxlock dev`).
@@ -61,5 +65,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Status { client_config } => status::run(&client_config).await.map(ok),
         Command::Lock(args) => lock::run(args).await,
         Command::Elect(args) => elect::run(args).await,
+        Command::Bench(args) => bench::run(args).await.map(ok),
     }
 }

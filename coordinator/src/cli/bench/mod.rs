@@ -1,0 +1,324 @@
+//! `paxlock bench`: a load generator for Paxlock (and, for comparison,
+//! etcd) with a progress display, one machine-readable line per result and
+//! a Paxlock/etcd ratio table with `--compare`.
+
+mod cluster;
+mod driver;
+#[cfg(feature = "etcd")]
+mod etcd;
+mod stats;
+mod workload;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::Args;
+
+use driver::Endpoint;
+pub use driver::Target;
+
+use cluster::LocalCluster;
+
+/// The workloads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Workload {
+    /// N clients, each its own lock name, acquire → release.
+    Uncontended,
+    /// N clients, one shared lock name, acquire → release.
+    Contended,
+    /// K candidates, the leader resigns in a loop, M watchers (Paxlock only).
+    Election,
+    /// Steady lock traffic, SIGKILL the leader, time until acquires work again.
+    Failover,
+}
+
+/// Options of `paxlock bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Workloads to run, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "uncontended,contended")]
+    pub workloads: Vec<Workload>,
+    /// Client counts for the lock workloads, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,8,64")]
+    pub clients: Vec<usize>,
+    /// Measured time per run.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub duration: Duration,
+    /// Unmeasured time before each run.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    pub warmup: Duration,
+    /// Session (Paxlock) / lease (etcd) TTL.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub ttl: Duration,
+    /// System to benchmark (ignored with --compare).
+    #[arg(long, value_enum, default_value = "paxlock")]
+    pub target: Target,
+    /// etcd client endpoints (`host:port`), comma-separated; without them
+    /// the bench starts its own 3-member etcd cluster.
+    #[arg(long, value_delimiter = ',')]
+    pub endpoints: Vec<String>,
+    /// Paxlock client config of an existing cluster; without it the bench
+    /// starts its own 3-node cluster (always for `failover`).
+    #[arg(long)]
+    pub client_config: Option<PathBuf>,
+    /// Start a 3-node Paxlock and a 3-member etcd cluster, run every
+    /// workload on both and print the Paxlock/etcd ratios.
+    #[arg(long)]
+    pub compare: bool,
+    /// The `paxlock` executable for started clusters (default: this one).
+    #[arg(long)]
+    pub paxlock_bin: Option<PathBuf>,
+    /// The `etcd` executable (Debian: `apt-get install etcd-server`).
+    #[arg(long, default_value = "etcd")]
+    pub etcd_bin: PathBuf,
+    /// Folder for started clusters' certificates, configs and data.
+    #[arg(long, default_value = "/tmp/paxlock-bench")]
+    pub dir: PathBuf,
+    /// UDP port of node 1 of a started Paxlock cluster (nodes use +0..+2).
+    #[arg(long, default_value_t = 27101)]
+    pub base_port: u16,
+    /// Client port of member 1 of a started etcd cluster (clients +0..+2,
+    /// peers +10..+12).
+    #[arg(long, default_value_t = 23790)]
+    pub etcd_base_port: u16,
+    /// Failover: how many times to kill the leader.
+    #[arg(long, default_value_t = 3)]
+    pub repeat: usize,
+    /// Failover: clients running lock loops meanwhile.
+    #[arg(long, default_value_t = 8)]
+    pub failover_clients: usize,
+    /// Election: candidates.
+    #[arg(long, default_value_t = 3)]
+    pub candidates: usize,
+    /// Election: watchers.
+    #[arg(long, default_value_t = 8)]
+    pub watchers: usize,
+}
+
+/// One result: a list of named figures.
+#[derive(Debug, Clone)]
+pub struct BenchResult {
+    /// `paxlock` or `etcd`.
+    pub target: &'static str,
+    /// Workload name.
+    pub workload: String,
+    /// Clients (candidates for `election`).
+    pub clients: usize,
+    /// `(name, value)`; latencies in ms.
+    pub figures: Vec<(&'static str, f64)>,
+}
+
+impl BenchResult {
+    /// The machine-readable line: `RESULT key=value ...`.
+    pub fn line(&self) -> String {
+        let mut s = format!(
+            "RESULT target={} workload={} clients={}",
+            self.target, self.workload, self.clients
+        );
+        for (k, v) in &self.figures {
+            s.push_str(&format!(" {k}={v:.3}"));
+        }
+        s
+    }
+}
+
+/// Runs the benchmark.
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if args.clients.is_empty() || args.clients.contains(&0) {
+        bail!("--clients needs positive counts");
+    }
+    let mut results = Vec::new();
+    if args.compare {
+        results.extend(run_target(&args, Target::Paxlock, true).await?);
+        results.extend(run_target(&args, Target::Etcd, true).await?);
+        print_table(&results);
+    } else {
+        results.extend(run_target(&args, args.target, false).await?);
+    }
+    Ok(())
+}
+
+fn paxlock_exe(args: &BenchArgs) -> anyhow::Result<PathBuf> {
+    if let Some(p) = &args.paxlock_bin {
+        return Ok(p.clone());
+    }
+    let me = std::env::current_exe().context("finding this executable")?;
+    if me.file_stem().is_some_and(|n| n == "paxlock") {
+        return Ok(me);
+    }
+    bail!("pass --paxlock-bin PATH so the bench can start paxlock nodes")
+}
+
+async fn run_target(
+    args: &BenchArgs,
+    target: Target,
+    force_start: bool,
+) -> anyhow::Result<Vec<BenchResult>> {
+    let needs_cluster = args.workloads.contains(&Workload::Failover);
+    let external = match target {
+        Target::Paxlock => args.client_config.is_some(),
+        Target::Etcd => !args.endpoints.is_empty(),
+    };
+    let mut cluster = None;
+    let endpoint = if external && !force_start && !needs_cluster {
+        match target {
+            Target::Paxlock => Endpoint::Paxlock {
+                config: args.client_config.clone().context("--client-config")?,
+                ttl: args.ttl,
+            },
+            Target::Etcd => etcd_endpoint(args, &args.endpoints)?,
+        }
+    } else {
+        eprintln!(
+            "starting a 3-member {} cluster under {}",
+            target.name(),
+            args.dir.display()
+        );
+        match target {
+            Target::Paxlock => {
+                let c = LocalCluster::start_paxlock(
+                    &paxlock_exe(args)?,
+                    &args.dir.join("paxlock"),
+                    args.base_port,
+                )
+                .await?;
+                let e = Endpoint::Paxlock {
+                    config: c.client_config.clone(),
+                    ttl: args.ttl,
+                };
+                cluster = Some(c);
+                e
+            }
+            Target::Etcd => {
+                let c = LocalCluster::start_etcd(
+                    &args.etcd_bin,
+                    &args.dir.join("etcd"),
+                    args.etcd_base_port,
+                )
+                .await?;
+                let e = etcd_endpoint(args, &c.client_endpoints)?;
+                cluster = Some(c);
+                e
+            }
+        }
+    };
+    let result = run_workloads(args, &endpoint, cluster.as_mut()).await;
+    if let Some(c) = cluster {
+        c.stop().await;
+    }
+    result
+}
+
+#[cfg(feature = "etcd")]
+fn etcd_endpoint(args: &BenchArgs, endpoints: &[String]) -> anyhow::Result<Endpoint> {
+    let endpoints = endpoints
+        .iter()
+        .map(|e| {
+            e.trim_start_matches("http://")
+                .trim_end_matches('/')
+                .to_string()
+        })
+        .collect();
+    Ok(Endpoint::Etcd {
+        endpoints,
+        ttl: args.ttl,
+    })
+}
+
+#[cfg(not(feature = "etcd"))]
+fn etcd_endpoint(_args: &BenchArgs, _endpoints: &[String]) -> anyhow::Result<Endpoint> {
+    bail!("this build has no etcd support (cargo feature `etcd`)")
+}
+
+async fn run_workloads(
+    args: &BenchArgs,
+    endpoint: &Endpoint,
+    mut cluster: Option<&mut LocalCluster>,
+) -> anyhow::Result<Vec<BenchResult>> {
+    let mut results = Vec::new();
+    let run_id = std::process::id() as u64 * 1000;
+    let mut n = 0;
+    for workload in &args.workloads {
+        let counts: Vec<usize> = match workload {
+            Workload::Uncontended | Workload::Contended => args.clients.clone(),
+            Workload::Election | Workload::Failover => vec![0],
+        };
+        for &clients in &counts {
+            n += 1;
+            let id = run_id + n;
+            let result = match workload {
+                Workload::Uncontended | Workload::Contended => {
+                    let contended = *workload == Workload::Contended;
+                    workload::lock_loop(
+                        endpoint,
+                        clients,
+                        contended,
+                        args.warmup,
+                        args.duration,
+                        id,
+                    )
+                    .await
+                }
+                Workload::Election => {
+                    workload::election(
+                        endpoint,
+                        args.candidates,
+                        args.watchers,
+                        args.warmup,
+                        args.duration,
+                        id,
+                    )
+                    .await
+                }
+                Workload::Failover => match cluster.as_deref_mut() {
+                    Some(c) => {
+                        workload::failover(
+                            endpoint,
+                            c,
+                            args.failover_clients,
+                            args.repeat,
+                            args.warmup,
+                            id,
+                        )
+                        .await
+                    }
+                    None => Err(anyhow::anyhow!(
+                        "failover needs a cluster started by the bench"
+                    )),
+                },
+            };
+            match result {
+                Ok(r) => {
+                    println!("{}", r.line());
+                    results.push(r);
+                }
+                Err(e) => eprintln!("{} {workload:?}: failed: {e:#}", endpoint.target().name()),
+            }
+        }
+    }
+    Ok(results)
+}
+
+fn print_table(results: &[BenchResult]) {
+    println!();
+    println!(
+        "{:<22} {:<20} {:>12} {:>12} {:>9}",
+        "run", "figure", "paxlock", "etcd", "pax/etcd"
+    );
+    for p in results.iter().filter(|r| r.target == "paxlock") {
+        let e = results
+            .iter()
+            .find(|r| r.target == "etcd" && r.workload == p.workload && r.clients == p.clients);
+        let run = format!("{} c={}", p.workload, p.clients);
+        for (name, pv) in &p.figures {
+            let ev = e.and_then(|e| e.figures.iter().find(|(n, _)| n == name).map(|(_, v)| *v));
+            let (es, ratio) = match ev {
+                Some(ev) if ev != 0.0 => (format!("{ev:.3}"), format!("{:.2}", pv / ev)),
+                Some(ev) => (format!("{ev:.3}"), "-".into()),
+                None => ("-".into(), "-".into()),
+            };
+            println!("{run:<22} {name:<20} {pv:>12.3} {es:>12} {ratio:>9}");
+        }
+    }
+}

@@ -1,0 +1,78 @@
+//! Latency samples, percentiles and host CPU accounting.
+
+use std::time::Duration;
+
+/// Latency samples in nanoseconds.
+#[derive(Debug, Default, Clone)]
+pub struct Samples(pub Vec<u64>);
+
+impl Samples {
+    /// Adds one sample.
+    pub fn push(&mut self, d: Duration) {
+        self.0.push(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+    }
+
+    /// Appends all of `other`.
+    pub fn extend(&mut self, other: Samples) {
+        self.0.extend(other.0);
+    }
+
+    /// Sorts in place; call before `quantile`.
+    pub fn sort(&mut self) {
+        self.0.sort_unstable();
+    }
+
+    /// The `q` quantile (0..=1) in microseconds, of sorted samples.
+    pub fn quantile_us(&self, q: f64) -> f64 {
+        if self.0.is_empty() {
+            return f64::NAN;
+        }
+        let idx = ((self.0.len() as f64 - 1.0) * q).round() as usize;
+        self.0[idx.min(self.0.len() - 1)] as f64 / 1000.0
+    }
+
+    /// The largest sample in microseconds.
+    pub fn max_us(&self) -> f64 {
+        self.0.iter().max().map_or(f64::NAN, |&m| m as f64 / 1000.0)
+    }
+}
+
+/// Host CPU counters from the first line of `/proc/stat`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CpuTimes {
+    busy: u64,
+    total: u64,
+}
+
+impl CpuTimes {
+    /// Reads `/proc/stat` now; zeros if unavailable.
+    pub fn now() -> CpuTimes {
+        let Ok(text) = std::fs::read_to_string("/proc/stat") else {
+            return CpuTimes::default();
+        };
+        let Some(line) = text.lines().next() else {
+            return CpuTimes::default();
+        };
+        let fields: Vec<u64> = line
+            .split_whitespace()
+            .skip(1)
+            .filter_map(|f| f.parse().ok())
+            .collect();
+        // user nice system idle iowait irq softirq steal (guest* already in user)
+        let total: u64 = fields.iter().take(8).sum();
+        let idle = fields.get(3).copied().unwrap_or(0) + fields.get(4).copied().unwrap_or(0);
+        CpuTimes {
+            busy: total.saturating_sub(idle),
+            total,
+        }
+    }
+
+    /// Busy percentage of all cores between `self` (earlier) and `later`.
+    pub fn busy_pct_until(&self, later: &CpuTimes) -> f64 {
+        let total = later.total.saturating_sub(self.total);
+        if total == 0 {
+            return f64::NAN;
+        }
+        100.0 * later.busy.saturating_sub(self.busy) as f64 / total as f64
+    }
+}

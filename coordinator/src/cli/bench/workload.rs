@@ -1,0 +1,519 @@
+//! The workloads: lock loops (uncontended, contended), election handoff
+//! and leader failover.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+
+use super::cluster::LocalCluster;
+use super::driver::{Conn, Endpoint};
+use super::stats::{CpuTimes, Samples};
+use super::BenchResult;
+
+/// Timing of one run: samples count only from `warm_end` to `end`.
+#[derive(Debug, Clone, Copy)]
+pub struct Window {
+    /// Start of measurement.
+    pub warm_end: Instant,
+    /// End of the run.
+    pub end: Instant,
+}
+
+impl Window {
+    /// A window starting now.
+    pub fn new(warmup: Duration, duration: Duration) -> Window {
+        let now = Instant::now();
+        Window {
+            warm_end: now + warmup,
+            end: now + warmup + duration,
+        }
+    }
+}
+
+/// Prints a progress line every second until `stop` is set.
+fn spawn_progress(
+    label: String,
+    window: Window,
+    cycles: Arc<AtomicU64>,
+    errors: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let start = Instant::now();
+        let mut last = 0;
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.tick().await;
+        while !stop.load(Ordering::Relaxed) {
+            tick.tick().await;
+            let c = cycles.load(Ordering::Relaxed);
+            let phase = if Instant::now() < window.warm_end {
+                "warm-up"
+            } else {
+                "measure"
+            };
+            eprintln!(
+                "  [{label}] {:>5.1}s {phase} cycles={c} ({}/s) errors={}",
+                start.elapsed().as_secs_f64(),
+                c - last,
+                errors.load(Ordering::Relaxed)
+            );
+            last = c;
+        }
+    })
+}
+
+/// Connects `n` clients.
+pub async fn connect_all(endpoint: &Endpoint, n: usize) -> anyhow::Result<Vec<Conn>> {
+    let mut conns = Vec::with_capacity(n);
+    for i in 0..n {
+        conns.push(
+            Conn::connect(endpoint, i)
+                .await
+                .with_context(|| format!("connecting client {i}"))?,
+        );
+    }
+    Ok(conns)
+}
+
+async fn close_all(conns: Vec<Conn>) {
+    let closes: Vec<_> = conns.into_iter().map(|c| tokio::spawn(c.close())).collect();
+    for c in closes {
+        let _ = c.await;
+    }
+}
+
+/// `uncontended` (own lock per client) or `contended` (one shared lock).
+pub async fn lock_loop(
+    endpoint: &Endpoint,
+    clients: usize,
+    contended: bool,
+    warmup: Duration,
+    duration: Duration,
+    run_id: u64,
+) -> anyhow::Result<BenchResult> {
+    let workload = if contended {
+        "contended"
+    } else {
+        "uncontended"
+    };
+    let target = endpoint.target().name();
+    let conns = connect_all(endpoint, clients).await?;
+    let window = Window::new(warmup, duration);
+    let cycles = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let progress = spawn_progress(
+        format!("{target} {workload} clients={clients}"),
+        window,
+        cycles.clone(),
+        errors.clone(),
+        stop.clone(),
+    );
+    let cpu_window = tokio::spawn(async move {
+        tokio::time::sleep_until(window.warm_end.into()).await;
+        let a = CpuTimes::now();
+        tokio::time::sleep_until(window.end.into()).await;
+        a.busy_pct_until(&CpuTimes::now())
+    });
+    let mut tasks = Vec::new();
+    for (i, mut conn) in conns.into_iter().enumerate() {
+        let name = if contended {
+            format!("bench-{run_id}-shared")
+        } else {
+            format!("bench-{run_id}-{i}")
+        };
+        let cycles = cycles.clone();
+        let errors = errors.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut acq = Samples::default();
+            let mut rel = Samples::default();
+            let mut logged = 0;
+            loop {
+                let t0 = Instant::now();
+                if t0 >= window.end {
+                    break;
+                }
+                let limit = (window.end - t0).max(Duration::from_millis(100));
+                let measured = t0 >= window.warm_end;
+                match conn.acquire(&name, limit).await {
+                    Ok(held) => {
+                        let t1 = Instant::now();
+                        let released = conn.release(held).await;
+                        let t2 = Instant::now();
+                        if measured && t1 <= window.end {
+                            acq.push(t1 - t0);
+                            match released {
+                                Ok(()) => rel.push(t2 - t1),
+                                Err(_) => {
+                                    errors.fetch_add(1, Ordering::Relaxed);
+                                }
+                            }
+                        }
+                        cycles.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) => {
+                        if measured && Instant::now() < window.end {
+                            errors.fetch_add(1, Ordering::Relaxed);
+                            if logged < 3 {
+                                logged += 1;
+                                eprintln!("  client {i}: acquire failed: {e:#}");
+                            }
+                        }
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                }
+            }
+            (conn, acq, rel)
+        }));
+    }
+    let mut acq = Samples::default();
+    let mut rel = Samples::default();
+    let mut conns = Vec::new();
+    for t in tasks {
+        let (conn, a, r) = t.await?;
+        acq.extend(a);
+        rel.extend(r);
+        conns.push(conn);
+    }
+    stop.store(true, Ordering::Relaxed);
+    let cpu = cpu_window.await.unwrap_or(f64::NAN);
+    progress.abort();
+    close_all(conns).await;
+    acq.sort();
+    rel.sort();
+    let n = acq.0.len() as f64;
+    Ok(BenchResult {
+        target,
+        workload: workload.into(),
+        clients,
+        figures: vec![
+            ("cycles_per_s", n / duration.as_secs_f64()),
+            ("acquire_p50_ms", acq.quantile_us(0.5) / 1000.0),
+            ("acquire_p99_ms", acq.quantile_us(0.99) / 1000.0),
+            ("acquire_max_ms", acq.max_us() / 1000.0),
+            ("release_p50_ms", rel.quantile_us(0.5) / 1000.0),
+            ("release_p99_ms", rel.quantile_us(0.99) / 1000.0),
+            ("errors", errors.load(Ordering::Relaxed) as f64),
+            ("cpu_busy_pct", cpu),
+        ],
+    })
+}
+
+/// `election` (Paxlock only): `candidates` campaign on one election, the
+/// leader resigns at once; `watchers` watch it. Measures resign → every
+/// watcher has seen a later `Elected` term.
+pub async fn election(
+    endpoint: &Endpoint,
+    candidates: usize,
+    watchers: usize,
+    warmup: Duration,
+    duration: Duration,
+    run_id: u64,
+) -> anyhow::Result<BenchResult> {
+    let Endpoint::Paxlock { config, ttl } = endpoint else {
+        anyhow::bail!("the election workload is implemented for Paxlock only");
+    };
+    let name = format!("bench-election-{run_id}");
+    let connect = || async {
+        let c = super::driver::paxlock_config(config, *ttl)?;
+        anyhow::Ok(paxlock::Client::connect(c).await?)
+    };
+    let window = Window::new(warmup, duration);
+    let (seen_tx, mut seen_rx) = tokio::sync::mpsc::unbounded_channel::<(usize, u64, Instant)>();
+    let mut watcher_clients = Vec::new();
+    for w in 0..watchers {
+        let client = connect().await?;
+        let mut watch = client.election(name.clone()).watch();
+        let tx = seen_tx.clone();
+        watcher_clients.push(client);
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    ev = watch.next() => match ev {
+                        Ok(paxlock::LeaderEvent::Elected { term, .. }) => {
+                            let _ = tx.send((w, term, Instant::now()));
+                        }
+                        Ok(_) => {}
+                        Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+                    },
+                    _ = tokio::time::sleep_until(window.end.into()) => break,
+                }
+            }
+        });
+    }
+    drop(seen_tx);
+    let cycles = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let progress = spawn_progress(
+        format!("paxlock election candidates={candidates} watchers={watchers}"),
+        window,
+        cycles.clone(),
+        errors.clone(),
+        stop.clone(),
+    );
+    let cpu_window = tokio::spawn(async move {
+        tokio::time::sleep_until(window.warm_end.into()).await;
+        let a = CpuTimes::now();
+        tokio::time::sleep_until(window.end.into()).await;
+        a.busy_pct_until(&CpuTimes::now())
+    });
+    let mut tasks = Vec::new();
+    for c in 0..candidates {
+        let client = connect().await?;
+        let election = client.election(name.clone());
+        let cycles = cycles.clone();
+        let errors = errors.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut resigns = Vec::new();
+            let mut campaign_lat = Samples::default();
+            let mut resign_lat = Samples::default();
+            loop {
+                let t0 = Instant::now();
+                if t0 >= window.end {
+                    break;
+                }
+                let value = format!("candidate-{c}");
+                match tokio::time::timeout_at(window.end.into(), election.campaign(value)).await {
+                    Err(_) => break,
+                    Ok(Err(_)) => {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                    Ok(Ok(leadership)) => {
+                        let t1 = Instant::now();
+                        let term = leadership.term();
+                        let r = leadership.resign().await;
+                        let t2 = Instant::now();
+                        if t1 >= window.warm_end && t1 < window.end {
+                            campaign_lat.push(t1 - t0);
+                            if r.is_ok() {
+                                resign_lat.push(t2 - t1);
+                                resigns.push((term, t1));
+                            } else {
+                                errors.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                        cycles.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            let _ = tokio::time::timeout(Duration::from_secs(2), client.close()).await;
+            (resigns, campaign_lat, resign_lat)
+        }));
+    }
+    let mut resigns = Vec::new();
+    let mut resign_lat = Samples::default();
+    for t in tasks {
+        let (r, _c, l) = t.await?;
+        resigns.extend(r);
+        resign_lat.extend(l);
+    }
+    stop.store(true, Ordering::Relaxed);
+    progress.abort();
+    let cpu = cpu_window.await.unwrap_or(f64::NAN);
+    for c in watcher_clients {
+        let _ = tokio::time::timeout(Duration::from_secs(2), c.close()).await;
+    }
+    let mut seen: Vec<Vec<(u64, Instant)>> = vec![Vec::new(); watchers];
+    while let Some((w, term, at)) = seen_rx.recv().await {
+        seen[w].push((term, at));
+    }
+    let mut handoff = Samples::default();
+    let mut incomplete = 0u64;
+    for (term, at) in &resigns {
+        let mut worst = Duration::ZERO;
+        let mut complete = true;
+        for events in &seen {
+            match events.iter().find(|(t, when)| t > term && when >= at) {
+                Some((_, when)) => worst = worst.max(*when - *at),
+                None => complete = false,
+            }
+        }
+        if complete {
+            handoff.push(worst);
+        } else {
+            incomplete += 1;
+        }
+    }
+    handoff.sort();
+    resign_lat.sort();
+    Ok(BenchResult {
+        target: "paxlock",
+        workload: "election".into(),
+        clients: candidates,
+        figures: vec![
+            (
+                "handoffs_per_s",
+                handoff.0.len() as f64 / duration.as_secs_f64(),
+            ),
+            ("handoff_p50_ms", handoff.quantile_us(0.5) / 1000.0),
+            ("handoff_p99_ms", handoff.quantile_us(0.99) / 1000.0),
+            ("handoff_max_ms", handoff.max_us() / 1000.0),
+            ("resign_p50_ms", resign_lat.quantile_us(0.5) / 1000.0),
+            ("resign_p99_ms", resign_lat.quantile_us(0.99) / 1000.0),
+            ("watchers", watchers as f64),
+            ("incomplete", incomplete as f64),
+            ("errors", errors.load(Ordering::Relaxed) as f64),
+            ("cpu_busy_pct", cpu),
+        ],
+    })
+}
+
+/// `failover`: `clients` run uncontended lock loops; `rounds` times the
+/// leader is SIGKILLed and the time until an acquire issued after the kill
+/// succeeds (first client, and all clients) is measured. The killed member
+/// is restarted between rounds.
+pub async fn failover(
+    endpoint: &Endpoint,
+    cluster: &mut LocalCluster,
+    clients: usize,
+    rounds: usize,
+    warmup: Duration,
+    run_id: u64,
+) -> anyhow::Result<BenchResult> {
+    let target = endpoint.target().name();
+    let conns = connect_all(endpoint, clients).await?;
+    let base = Instant::now();
+    let stop = Arc::new(AtomicBool::new(false));
+    let errors = Arc::new(AtomicU64::new(0));
+    let latest: Arc<Vec<AtomicU64>> = Arc::new((0..clients).map(|_| AtomicU64::new(0)).collect());
+    let mut tasks = Vec::new();
+    for (i, mut conn) in conns.into_iter().enumerate() {
+        let name = format!("bench-{run_id}-failover-{i}");
+        let stop = stop.clone();
+        let errors = errors.clone();
+        let latest = latest.clone();
+        tasks.push(tokio::spawn(async move {
+            // (acquire start, acquire end) since `base`, successes only.
+            let mut ok: Vec<(u64, u64)> = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let t0 = base.elapsed().as_nanos() as u64;
+                match conn.acquire(&name, Duration::from_secs(10)).await {
+                    Ok(held) => {
+                        let t1 = base.elapsed().as_nanos() as u64;
+                        ok.push((t0, t1));
+                        latest[i].fetch_max(t0, Ordering::Relaxed);
+                        if conn.release(held).await.is_err() {
+                            errors.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    Err(e) => {
+                        let n = errors.fetch_add(1, Ordering::Relaxed);
+                        if n.is_multiple_of(2000) {
+                            eprintln!("  client {i}: acquire failed: {e:#}");
+                        }
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                }
+            }
+            (conn, ok)
+        }));
+    }
+    let cpu0 = CpuTimes::now();
+    let mut kills = Vec::new();
+    for round in 0..rounds {
+        tokio::time::sleep(warmup.max(Duration::from_secs(1))).await;
+        let leader = match cluster.wait_healthy(Duration::from_secs(30)).await {
+            Ok(leader) => leader,
+            Err(e) => {
+                eprintln!(
+                    "  [{target} failover] round {}: {e:#}; killing the leader anyway",
+                    round + 1
+                );
+                cluster.wait_healthy_leader_only().await?
+            }
+        };
+        let kill_at = base.elapsed().as_nanos() as u64;
+        cluster.kill(leader).await?;
+        eprintln!(
+            "  [{target} failover] round {}: SIGKILLed leader member {leader}",
+            round + 1
+        );
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let recovered = || {
+            latest
+                .iter()
+                .filter(|l| l.load(Ordering::Relaxed) > kill_at)
+                .count()
+        };
+        while recovered() == 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let first_ms = (base.elapsed().as_nanos() as u64 - kill_at) / 1_000_000;
+        // Let every client recover before the member comes back.
+        while recovered() < clients && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        eprintln!(
+            "  [{target} failover] round {}: first acquire after ~{first_ms} ms, {}/{clients} clients after ~{} ms",
+            round + 1,
+            recovered(),
+            (base.elapsed().as_nanos() as u64 - kill_at) / 1_000_000
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        cluster
+            .restart(leader)
+            .await
+            .context("restarting the killed member")?;
+        kills.push(kill_at);
+    }
+    stop.store(true, Ordering::Relaxed);
+    let cpu = cpu0.busy_pct_until(&CpuTimes::now());
+    let mut per_client = Vec::new();
+    let mut conns = Vec::new();
+    for t in tasks {
+        let (conn, ok) = t.await?;
+        per_client.push(ok);
+        conns.push(conn);
+    }
+    close_all(conns).await;
+    let mut first = Samples::default();
+    let mut all = Samples::default();
+    let mut per_round = Vec::new();
+    for &k in &kills {
+        let recovered: Vec<Option<u64>> = per_client
+            .iter()
+            .map(|ok| ok.iter().filter(|(s, _)| *s > k).map(|(_, e)| e - k).min())
+            .collect();
+        let f = recovered.iter().flatten().min().copied();
+        per_round.push(f.map_or(f64::NAN, |f| f as f64 / 1e6));
+        if let Some(f) = f {
+            first.push(Duration::from_nanos(f));
+        }
+        if recovered.iter().all(Option::is_some) {
+            if let Some(a) = recovered.iter().flatten().max() {
+                all.push(Duration::from_nanos(*a));
+            }
+        }
+    }
+    let mut figures = Vec::new();
+    for (name, v) in ROUND_NAMES.iter().zip(&per_round) {
+        figures.push((*name, *v));
+    }
+    figures.push(("rounds_recovered", first.0.len() as f64));
+    let all_mean = all.0.iter().sum::<u64>() as f64 / all.0.len().max(1) as f64 / 1e6;
+    let first_mean = first.0.iter().sum::<u64>() as f64 / first.0.len().max(1) as f64 / 1e6;
+    first.sort();
+    figures.push(("failover_mean_ms", first_mean));
+    figures.push(("failover_max_ms", first.max_us() / 1000.0));
+    figures.push(("all_clients_mean_ms", all_mean));
+    figures.push(("errors", errors.load(Ordering::Relaxed) as f64));
+    figures.push(("cpu_busy_pct", cpu));
+    Ok(BenchResult {
+        target,
+        workload: "failover".into(),
+        clients,
+        figures,
+    })
+}
+
+const ROUND_NAMES: [&str; 5] = [
+    "failover_r1_ms",
+    "failover_r2_ms",
+    "failover_r3_ms",
+    "failover_r4_ms",
+    "failover_r5_ms",
+];
