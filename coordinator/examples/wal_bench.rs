@@ -4,8 +4,6 @@
 //! Run: `cargo run --release --example wal_bench -- [seconds_per_case] [dir]`
 //! (defaults: 3 s, a temp dir under $TMPDIR; use a dir on the disk you care about).
 
-#![allow(clippy::unwrap_used, clippy::expect_used)] // test and bench scaffolding: a failure should stop the run loudly
-
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,8 +21,16 @@ fn percentile_us(sorted: &[u64], pct: f64) -> u64 {
     sorted[index]
 }
 
-fn run_case(base: &std::path::Path, record_bytes: usize, producers: usize, duration: Duration) {
-    let dir = tempfile::tempdir_in(base).expect("temp dir");
+type BenchResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+fn run_case(
+    base: &std::path::Path,
+    record_bytes: usize,
+    producers: usize,
+    duration: Duration,
+) -> BenchResult<()> {
+    let dir = tempfile::tempdir_in(base)
+        .map_err(|e| format!("cannot make a temp dir in {}: {e}", base.display()))?;
     let identity = Identity {
         cluster_id: 1,
         node_id: 1,
@@ -33,34 +39,30 @@ fn run_case(base: &std::path::Path, record_bytes: usize, producers: usize, durat
         &PathBuf::from(dir.path()),
         identity,
         FileStoreOptions::default(),
-    )
-    .expect("open store");
+    )?;
     let store = Arc::new(store);
     let started = Instant::now();
     let deadline = started + duration;
     let threads: Vec<_> = (0..producers)
         .map(|_| {
             let store = Arc::clone(&store);
-            std::thread::spawn(move || {
+            std::thread::spawn(move || -> BenchResult<Vec<u64>> {
                 let payload = vec![0xabu8; record_bytes];
                 let mut latencies_us = Vec::new();
                 while Instant::now() < deadline && latencies_us.len() < MAX_SAMPLES_PER_PRODUCER {
                     let t0 = Instant::now();
-                    store
-                        .append(1, &payload)
-                        .expect("append")
-                        .wait()
-                        .expect("durable");
+                    store.append(1, &payload)?.wait()?;
                     latencies_us.push(t0.elapsed().as_micros() as u64);
                 }
-                latencies_us
+                Ok(latencies_us)
             })
         })
         .collect();
-    let mut latencies_us: Vec<u64> = threads
-        .into_iter()
-        .flat_map(|t| t.join().expect("producer"))
-        .collect();
+    let mut latencies_us: Vec<u64> = Vec::new();
+    for thread in threads {
+        let samples = thread.join().map_err(|_| "a producer thread panicked")??;
+        latencies_us.extend(samples);
+    }
     let elapsed_s = started.elapsed().as_secs_f64();
     let stats = store.stats();
     latencies_us.sort_unstable();
@@ -73,11 +75,15 @@ fn run_case(base: &std::path::Path, record_bytes: usize, producers: usize, durat
         percentile_us(&latencies_us, 99.0),
         (stats.bytes_written as f64 / elapsed_s / (1024.0 * 1024.0)).round(),
     );
+    Ok(())
 }
 
-fn main() {
+fn main() -> BenchResult<()> {
     let mut args = std::env::args().skip(1);
     let seconds: f64 = args.next().and_then(|s| s.parse().ok()).unwrap_or(3.0);
+    if !(seconds.is_finite() && seconds > 0.0 && seconds < 3600.0) {
+        return Err(format!("seconds per case must be between 0 and 3600, not {seconds}").into());
+    }
     let base = args
         .next()
         .map(PathBuf::from)
@@ -90,7 +96,8 @@ fn main() {
                 record_bytes,
                 producers,
                 Duration::from_secs_f64(seconds),
-            );
+            )?;
         }
     }
+    Ok(())
 }

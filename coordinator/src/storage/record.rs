@@ -88,6 +88,8 @@ pub fn frame_len_bytes(payload_len_bytes: usize) -> usize {
 pub fn encode_frame(out: &mut Vec<u8>, lsn: Lsn, record: RecordRef<'_>) {
     let start = out.len();
     let payload_len = u32::try_from(record.payload.len())
+        // ok: every store rejects payloads over max_record_bytes (capped far
+        // below u32::MAX) with a typed error before they reach the encoder.
         .expect("payload length is checked against max_record_bytes before encoding");
     out.extend_from_slice(&payload_len.to_le_bytes());
     out.push(record.kind);
