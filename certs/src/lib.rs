@@ -261,7 +261,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn node_cert_is_signed_and_pem_encoded() -> Result<(), CertError> {
+    fn node_cert_and_key_are_pem_and_differ_from_the_ca() -> Result<(), CertError> {
         let ca = ClusterCa::generate("test")?;
         let node = ca.node_cert(2, &[], Validity::default())?;
         assert!(node.cert_pem.starts_with("-----BEGIN CERTIFICATE-----"));

@@ -38,6 +38,21 @@ async fn client(
     paxlock::Client::connect(config).await
 }
 
+/// Whether node `id` applies every slot below `commit` within the patience.
+async fn applied_up_to(cluster: &ProcessCluster, id: u64, commit: u64) -> bool {
+    let wait = async {
+        loop {
+            if let Ok(status) = node_status(cluster, id).await {
+                if status.applied_index >= commit {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    tokio::time::timeout(PATIENCE * 2, wait).await.is_ok()
+}
+
 /// Which node leads, according to the cluster.
 async fn leader(client: &paxlock::Client) -> Result<u64, Box<dyn std::error::Error>> {
     let deadline = tokio::time::Instant::now() + PATIENCE;
@@ -148,19 +163,9 @@ fn killing_the_leader_node_keeps_locks_and_a_new_leader_serves() -> TestResult {
         // The killed node comes back and catches up from its peers.
         cluster.spawn(old_leader)?;
         let commit = b.status().await?.commit_index;
-        let caught_up = tokio::time::timeout(PATIENCE * 2, async {
-            loop {
-                if let Ok(status) = node_status(&cluster, old_leader).await {
-                    if status.applied_index >= commit {
-                        return;
-                    }
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        })
-        .await;
+        let caught_up = applied_up_to(&cluster, old_leader, commit).await;
         assert!(
-            caught_up.is_ok(),
+            caught_up,
             "restarted node did not catch up: {}",
             cluster.log(old_leader)
         );
@@ -383,19 +388,9 @@ fn a_node_restarted_far_behind_catches_up_from_a_snapshot_and_serves_the_next_fa
         }
         cluster.spawn(behind)?;
         let commit = node_status(&cluster, first_leader).await?.commit_index;
-        let caught_up = tokio::time::timeout(PATIENCE * 2, async {
-            loop {
-                if let Ok(status) = node_status(&cluster, behind).await {
-                    if status.applied_index >= commit {
-                        return;
-                    }
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        })
-        .await;
+        let caught_up = applied_up_to(&cluster, behind, commit).await;
         assert!(
-            caught_up.is_ok(),
+            caught_up,
             "node {behind} did not catch up: {}",
             cluster.log(behind)
         );

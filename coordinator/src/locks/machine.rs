@@ -305,6 +305,11 @@ impl StateMachine {
         self.sessions.iter().map(|(id, s)| (*id, s.ttl_ms))
     }
 
+    /// The TTL of a live session, in milliseconds; `None` if it is not live.
+    pub fn session_ttl_ms(&self, session: SessionId) -> Option<u64> {
+        self.sessions.get(&session).map(|s| s.ttl_ms)
+    }
+
     /// Whether the session is live.
     pub fn has_session(&self, session: SessionId) -> bool {
         self.sessions.contains_key(&session)

@@ -451,19 +451,3 @@ impl Durability for MemoryDurability {
         Ok(())
     }
 }
-
-/// An application that only counts what it applies; used until the lock
-/// state machine is wired in, and by transport-level tests.
-#[derive(Debug, Default)]
-pub struct CountingApplication {
-    /// Entries applied.
-    pub applied_entries: u64,
-}
-
-impl Application for CountingApplication {
-    fn install_snapshot(&mut self, _snapshot: &Snapshot) {}
-
-    fn apply(&mut self, _entry: &ChosenEntry) {
-        self.applied_entries += 1;
-    }
-}

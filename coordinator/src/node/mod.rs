@@ -278,11 +278,6 @@ impl Node {
         Ok(bound)
     }
 
-    /// The metrics in Prometheus text format.
-    pub fn render_metrics(&self) -> String {
-        self.metrics_sources.render()
-    }
-
     /// The bound address.
     pub fn local_addr(&self) -> Result<SocketAddr, TransportError> {
         self.endpoint.local_addr()

@@ -183,7 +183,7 @@ impl Application for LockApplication {
 
 impl LockApplication {
     fn track_new_session(&self, machine: &StateMachine, session: SessionId) {
-        if let Some((_, ttl_ms)) = machine.sessions().find(|(id, _)| *id == session) {
+        if let Some(ttl_ms) = machine.session_ttl_ms(session) {
             let deadline = self.clock.now().plus(ttl_ms.saturating_mul(1_000_000));
             self.shared.deadlines.insert(session.0, deadline);
         }

@@ -335,7 +335,7 @@ impl Context {
     /// the machine would refuse them too, but an oversized one must not
     /// cost a log entry (or exceed what one may hold).
     fn check_limits(&self, op: &Op) -> Result<(), proto::Error> {
-        let limits = self.shared.machine().config().limits.clone();
+        let limits = &self.shared.limits;
         let (name, value): (Option<&str>, Option<&[u8]>) = match op {
             Op::Acquire(a) => (Some(&a.name), None),
             Op::Release(r) => (Some(&r.name), None),
@@ -392,9 +392,7 @@ impl Context {
         let ttl_ms = self
             .shared
             .machine()
-            .sessions()
-            .find(|(id, _)| *id == session)
-            .map(|(_, ttl)| ttl)
+            .session_ttl_ms(session)
             .ok_or_else(|| {
                 error(
                     ErrorCode::SessionUnknown,

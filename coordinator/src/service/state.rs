@@ -22,6 +22,9 @@ pub const WATCH_BUFFER: usize = 256;
 pub struct Shared {
     /// This node's id (the `origin` of its proposals).
     pub node_id: u64,
+    /// The machine's limits, fixed for the node's life (peers must share
+    /// them), kept outside the lock so request validation never takes it.
+    pub limits: crate::locks::Limits,
     /// The replicated state machine, as applied on this node.
     machine: Mutex<StateMachine>,
     /// Proposal id → the task waiting for that command's result.
@@ -49,6 +52,7 @@ impl Shared {
     pub fn new(node_id: u64, config: Config) -> Self {
         Shared {
             node_id,
+            limits: config.limits.clone(),
             machine: Mutex::new(StateMachine::new(config)),
             pending: DashMap::new(),
             refusals: DashMap::new(),

@@ -1272,8 +1272,7 @@ impl LockSim {
         let local = self.local(node);
         let out = self.nodes[node].machine.apply(slot.0, cmd.clone());
         // The leader role: takeover, new and ended sessions.
-        let ttl_of =
-            |m: &StateMachine, s: SessionId| m.sessions().find(|(id, _)| *id == s).map(|(_, t)| t);
+        let ttl_of = |m: &StateMachine, s: SessionId| m.session_ttl_ms(s);
         {
             let n = &mut self.nodes[node];
             let current_epoch = n.machine.leader_epoch();
