@@ -173,31 +173,29 @@ async fn watchdog(session: Weak<Session>) {
     }
 }
 
-/// Sends keepalives at TTL/3 (sooner after a failure) until the session
-/// is lost or the client is dropped.
+/// Sends keepalives at TTL/3, or at a third of the lease left if that is
+/// sooner (after a slow session open or failed keepalives), until the
+/// session is lost or the client is dropped. Failures are retried at that
+/// shrinking interval rather than after a whole period, so a leader change
+/// costs little of the lease.
 async fn keep_alive(client: Weak<Inner>, session: Weak<Session>) {
+    const MIN_WAIT: Duration = Duration::from_millis(20);
     loop {
         let Some(s) = session.upgrade() else { return };
-        let period = s.ttl / 3;
+        let left = s.valid_until().saturating_sub(boottime());
+        let wait = (s.ttl / 3).min(left / 3).max(MIN_WAIT);
         drop(s);
-        tokio::time::sleep(period).await;
+        tokio::time::sleep(wait).await;
         let (Some(c), Some(s)) = (client.upgrade(), session.upgrade()) else {
             return;
         };
         if !s.is_valid() {
             return;
         }
-        // Keep trying within this period; each attempt counts from its own send.
-        let deadline = tokio::time::Instant::now() + period;
-        while tokio::time::Instant::now() < deadline {
-            match s.renew_once(&c).await {
-                Ok(()) => break,
-                Err(e) if e.is_retryable() => {
-                    debug!(session = s.id, "keepalive failed, retrying: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-                Err(_) => return,
-            }
+        match s.renew_once(&c).await {
+            Ok(()) => {}
+            Err(e) if e.is_retryable() => debug!(session = s.id, "keepalive failed, retrying: {e}"),
+            Err(_) => return,
         }
     }
 }

@@ -30,7 +30,7 @@ impl LockApplication {
         }
         if origin == self.shared.node_id {
             if let Some((_, waiter)) = self.shared.pending.remove(&id) {
-                let _ = waiter.send(output);
+                let _ = waiter.send(Ok(output));
             }
         }
     }
@@ -167,14 +167,12 @@ impl Application for LockApplication {
     }
 
     fn on_rejected(&mut self, rejected: Rejected) {
-        // Dropping the waiter tells the client "not the leader; retry".
         for value in &rejected.values {
             if let Some((origin, id)) = Proposal::header(value) {
                 if origin == self.shared.node_id {
-                    if rejected.reason != crate::paxos::RejectReason::NotLeader {
-                        self.shared.refusals.insert(id, rejected.reason);
+                    if let Some((_, waiter)) = self.shared.pending.remove(&id) {
+                        let _ = waiter.send(Err(rejected.reason));
                     }
-                    self.shared.pending.remove(&id);
                 }
             }
         }

@@ -445,21 +445,23 @@ impl Context {
             ));
         }
         match tokio::time::timeout(COMMIT_TIMEOUT, rx).await {
-            Ok(Ok(output)) => Ok(output),
+            Ok(Ok(Ok(output))) => Ok(output),
             // Refused by the core: leadership moved, or the node is overloaded.
-            Ok(Err(_)) => match self.shared.refusals.remove(&id).map(|(_, r)| r) {
-                Some(crate::paxos::RejectReason::QueueFull) => Err(error(
+            Ok(Ok(Err(reason))) => match reason {
+                crate::paxos::RejectReason::QueueFull => Err(error(
                     ErrorCode::Unavailable,
                     "the leader's proposal queue is full; retry with backoff",
                     true,
                 )),
-                Some(crate::paxos::RejectReason::TooLarge) => Err(error(
+                crate::paxos::RejectReason::TooLarge => Err(error(
                     ErrorCode::ValueTooLarge,
                     "the command is larger than a log entry may be",
                     false,
                 )),
-                _ => Err(self.not_leader()),
+                crate::paxos::RejectReason::NotLeader => Err(self.not_leader()),
             },
+            // The node dropped the waiter (shutting down or stepping down).
+            Ok(Err(_)) => Err(self.not_leader()),
             Err(_) => {
                 self.shared.pending.remove(&id);
                 Err(error(
@@ -480,11 +482,14 @@ impl Context {
     }
 
     fn require_lease(&self) -> Result<(), proto::Error> {
-        let status = self.status.borrow().clone();
+        let (is_leader, lease_until) = {
+            let status = self.status.borrow();
+            (status.is_leader, status.lease_until)
+        };
         let now = self.clock.now();
-        match status.lease_until {
-            Some(until) if status.is_leader && now < until => Ok(()),
-            _ if status.is_leader => Err(error(
+        match lease_until {
+            Some(until) if is_leader && now < until => Ok(()),
+            _ if is_leader => Err(error(
                 ErrorCode::Unavailable,
                 "this node leads but does not hold the leader lease yet; retry shortly",
                 true,

@@ -27,10 +27,9 @@ pub struct Shared {
     pub limits: crate::locks::Limits,
     /// The replicated state machine, as applied on this node.
     machine: Mutex<StateMachine>,
-    /// Proposal id → the task waiting for that command's result.
-    pub pending: DashMap<u64, oneshot::Sender<Output>>,
-    /// Proposal id → why the core refused it, when not for leadership.
-    pub refusals: DashMap<u64, crate::paxos::RejectReason>,
+    /// Proposal id → the task waiting for that command's result, or for
+    /// the reason the consensus core refused to propose it.
+    pub pending: DashMap<u64, oneshot::Sender<Result<Output, crate::paxos::RejectReason>>>,
     next_proposal: AtomicU64,
     /// (session, lock) → the task waiting for a queued acquire's grant.
     pub lock_waiters: DashMap<(u64, String), oneshot::Sender<u64>>,
@@ -55,7 +54,6 @@ impl Shared {
             limits: config.limits.clone(),
             machine: Mutex::new(StateMachine::new(config)),
             pending: DashMap::new(),
-            refusals: DashMap::new(),
             next_proposal: AtomicU64::new(1),
             lock_waiters: DashMap::new(),
             campaign_waiters: DashMap::new(),
