@@ -32,6 +32,20 @@ pub fn write_dev_pki(
     extra_node_sans: &[String],
     clients: &[&str],
 ) -> Result<DevPkiPaths, CertError> {
+    let nodes: Vec<(u64, Vec<String>)> = (1..=nodes)
+        .map(|id| (id, extra_node_sans.to_vec()))
+        .collect();
+    write_pki(out, cluster_name, &nodes, clients)
+}
+
+/// Like [`write_dev_pki`], with each node's own extra SANs: for nodes on
+/// separate hosts, whose certificates name only their own address.
+pub fn write_pki(
+    out: &Path,
+    cluster_name: &str,
+    nodes: &[(u64, Vec<String>)],
+    clients: &[&str],
+) -> Result<DevPkiPaths, CertError> {
     let io = |path: &Path| {
         let path = path.to_path_buf();
         move |source| CertError::Write { path, source }
@@ -45,10 +59,10 @@ pub fn write_dev_pki(
         nodes: Vec::new(),
         clients: Vec::new(),
     };
-    for id in 1..=nodes {
-        let issued = ca.node_cert(id, extra_node_sans, Validity::default())?;
+    for (id, sans) in nodes {
+        let issued = ca.node_cert(*id, sans, Validity::default())?;
         let (cert, key) = write_pair(out, &format!("node-{id}"), &issued)?;
-        paths.nodes.push((id, cert, key));
+        paths.nodes.push((*id, cert, key));
     }
     for &identity in clients {
         let issued = ca.client_cert(identity, Validity::default())?;

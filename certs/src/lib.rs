@@ -15,7 +15,7 @@
 
 mod files;
 
-pub use files::{write_dev_pki, DevPkiPaths};
+pub use files::{write_dev_pki, write_pki, DevPkiPaths};
 
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,

@@ -104,10 +104,23 @@ impl Election {
 
     /// Watches leadership changes, starting with the current state.
     pub fn watch(&self) -> LeaderWatch {
+        self.watch_from(false)
+    }
+
+    /// Watches leadership from the first event the cluster still keeps
+    /// (`limits.election_history` events per election): the whole history,
+    /// then live changes. Starts with `HistoryGone` if older events were
+    /// trimmed, as etcd's watch from a compacted revision fails.
+    pub fn watch_history(&self) -> LeaderWatch {
+        self.watch_from(true)
+    }
+
+    fn watch_from(&self, from_start: bool) -> LeaderWatch {
         LeaderWatch {
             client: self.client.clone(),
             name: self.name.clone(),
             last_index: 0,
+            from_start,
             stream: None,
         }
     }
@@ -178,6 +191,8 @@ pub struct LeaderWatch {
     client: Client,
     name: String,
     last_index: u64,
+    /// Until the first event: ask for the whole retained history.
+    from_start: bool,
     stream: Option<quinn::RecvStream>,
 }
 
@@ -192,6 +207,7 @@ impl LeaderWatch {
                     let watch = proto::Watch {
                         election: self.name.clone(),
                         after_index: self.last_index,
+                        from_start: self.from_start,
                     };
                     self.stream = Some(self.client.inner.open_watch(watch).await?);
                     continue;

@@ -64,6 +64,10 @@ pub struct PeerConfig {
     pub addr: SocketAddr,
 }
 
+/// Upper bound on `limits.election_history`: each retained event is held in
+/// memory (and in snapshots) for every election.
+const MAX_ELECTION_HISTORY: u32 = 100_000;
+
 /// Limits of the lock service. Every node of a cluster must use the same
 /// values (they shape what the replicated state machine accepts); nodes
 /// with different limits refuse to peer.
@@ -88,6 +92,9 @@ pub struct LimitsConfig {
     /// lock stays ungranted this long, as in Chubby and Consul. 0: off.
     #[serde(with = "paxlock::humantime_serde")]
     pub lock_delay: Duration,
+    /// Past events each election keeps for watchers that resume after a
+    /// disconnection; one that missed more gets `HistoryGone`.
+    pub election_history: u32,
 }
 
 impl Default for LimitsConfig {
@@ -101,6 +108,7 @@ impl Default for LimitsConfig {
             max_locks_per_session: limits.max_locks_per_session,
             max_elections: limits.max_elections,
             lock_delay: Duration::ZERO,
+            election_history: crate::locks::Config::default().election_history_len,
         }
     }
 }
@@ -117,6 +125,7 @@ impl LimitsConfig {
         config.limits.max_locks_per_session = self.max_locks_per_session;
         config.limits.max_elections = self.max_elections;
         config.lock_delay_ms = ms(self.lock_delay);
+        config.election_history_len = self.election_history;
         config
     }
 }
@@ -240,6 +249,12 @@ impl NodeConfig {
             return Err(invalid("snapshot_every_slots", "must be at least 1".into()));
         }
         let l = &self.limits;
+        if l.election_history > MAX_ELECTION_HISTORY {
+            return Err(invalid(
+                "limits.election_history",
+                format!("must be at most {MAX_ELECTION_HISTORY} (events are kept in memory per election)"),
+            ));
+        }
         if l.session_ttl_min < Duration::from_millis(500) || l.session_ttl_min > l.session_ttl_max {
             return Err(invalid(
                 "limits.session_ttl_min",
@@ -251,6 +266,7 @@ impl NodeConfig {
             ("limits.max_waiters_per_lock", l.max_waiters_per_lock),
             ("limits.max_locks_per_session", l.max_locks_per_session),
             ("limits.max_elections", l.max_elections),
+            ("limits.election_history", l.election_history),
         ] {
             if value == 0 {
                 return Err(invalid(key, "must be at least 1".into()));
@@ -331,13 +347,14 @@ addr = "127.0.0.1:7003"
     #[test]
     fn limits_parse_with_humantime_and_reach_the_machine() -> Result<(), ConfigError> {
         let text = format!(
-            "{GOOD}\n[limits]\nsession_ttl_min = \"2s\"\nlock_delay = \"15s\"\nmax_sessions = 7\n"
+            "{GOOD}\n[limits]\nsession_ttl_min = \"2s\"\nlock_delay = \"15s\"\nmax_sessions = 7\nelection_history = 500\n"
         );
         let config = NodeConfig::from_toml(&text, Path::new("n.toml"))?;
         let machine = config.limits.machine_config();
         assert_eq!(machine.limits.min_ttl_ms, 2000);
         assert_eq!(machine.limits.max_sessions, 7);
         assert_eq!(machine.lock_delay_ms, 15_000);
+        assert_eq!(machine.election_history_len, 500);
         Ok(())
     }
 
@@ -347,6 +364,16 @@ addr = "127.0.0.1:7003"
         let err = NodeConfig::from_toml(&text, Path::new("n.toml"));
         assert!(
             matches!(&err, Err(ConfigError::Invalid { key, .. }) if key == "limits.max_waiters_per_lock"),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn oversized_election_history_names_the_key() {
+        let text = format!("{GOOD}\n[limits]\nelection_history = 100001\n");
+        let err = NodeConfig::from_toml(&text, Path::new("n.toml"));
+        assert!(
+            matches!(&err, Err(ConfigError::Invalid { key, .. }) if key == "limits.election_history"),
             "{err:?}"
         );
     }

@@ -181,6 +181,24 @@ async fn election_watchers_see_every_term_in_order() -> TestResult {
         .await?
         .ok_or("b leads")?;
     assert_eq!((leader.term, leader.value), (2, b"b:1".to_vec()));
+
+    // A late watcher asking for the history gets the same events from the
+    // first; a plain late watch starts at the current state.
+    let mut history = observer.election("orders").watch_history();
+    let mut replayed = Vec::new();
+    while replayed.len() < 3 {
+        replayed.push(tokio::time::timeout(PATIENCE, history.next()).await??);
+    }
+    assert_eq!(replayed, seen);
+    let mut now = observer.election("orders").watch();
+    let current = tokio::time::timeout(PATIENCE, now.next()).await??;
+    assert_eq!(
+        current,
+        LeaderEvent::Elected {
+            term: 2,
+            value: b"b:1".to_vec()
+        }
+    );
     Ok(())
 }
 

@@ -132,18 +132,32 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
 /// The TOML config of node `id` in a loopback cluster of `nodes` nodes whose
 /// node 1 listens on `base_port`; paths are relative to the cluster folder.
 pub fn node_config(id: u64, nodes: u64, base_port: u16) -> String {
-    let port = |n: u64| u64::from(base_port) + n - 1;
+    let addr = |n: u64| format!("127.0.0.1:{}", u64::from(base_port) + n - 1);
+    let peers: Vec<(u64, String)> = (1..=nodes)
+        .filter(|&p| p != id)
+        .map(|p| (p, addr(p)))
+        .collect();
+    node_config_at(id, &addr(id), &addr(id), &peers, "")
+}
+
+/// The TOML config of node `id` listening on `listen` (UDP) with metrics on
+/// `metrics` (TCP), reaching each peer at the given address; `extra` is
+/// appended verbatim (e.g. a `[limits]` table). Paths are relative to the
+/// cluster folder, as `paxlock certs init` and `paxlock dev` lay it out.
+pub fn node_config_at(
+    id: u64,
+    listen: &str,
+    metrics: &str,
+    peers: &[(u64, String)],
+    extra: &str,
+) -> String {
     let mut text = format!(
-        "node_id = {id}\ncluster_id = \"dev\"\nlisten = \"127.0.0.1:{}\"\ndata_dir = \"data/node-{id}\"\nheartbeat_interval = \"50ms\"\nmetrics_listen = \"127.0.0.1:{}\"\n\n[tls]\nca = \"certs/ca.pem\"\ncert = \"certs/node-{id}.pem\"\nkey = \"certs/node-{id}.key\"\n",
-        port(id),
-        port(id)
+        "node_id = {id}\ncluster_id = \"dev\"\nlisten = \"{listen}\"\ndata_dir = \"data/node-{id}\"\nheartbeat_interval = \"50ms\"\nmetrics_listen = \"{metrics}\"\n\n[tls]\nca = \"certs/ca.pem\"\ncert = \"certs/node-{id}.pem\"\nkey = \"certs/node-{id}.key\"\n"
     );
-    for peer in (1..=nodes).filter(|&p| p != id) {
-        text.push_str(&format!(
-            "\n[[peers]]\nid = {peer}\naddr = \"127.0.0.1:{}\"\n",
-            port(peer)
-        ));
+    for (peer, addr) in peers {
+        text.push_str(&format!("\n[[peers]]\nid = {peer}\naddr = \"{addr}\"\n"));
     }
+    text.push_str(extra);
     text
 }
 

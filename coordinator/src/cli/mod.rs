@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod certs;
+pub mod chaos;
 pub mod dev;
 pub mod elect;
 pub mod lock;
@@ -41,6 +42,9 @@ pub enum Command {
     /// Load generator: lock and election workloads, failover timing, and a
     /// side-by-side comparison with etcd.
     Bench(bench::BenchArgs),
+    /// Fault-injection test of real node processes: network and process
+    /// faults from a seed, client workers, and checks on their history.
+    Chaos(chaos::ChaosArgs),
     /// Print each node, who leads, commit index and lag.
     Status {
         /// The client config file (written by `paxlock dev`).
@@ -66,5 +70,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Lock(args) => lock::run(args).await,
         Command::Elect(args) => elect::run(args).await,
         Command::Bench(args) => bench::run(args).await.map(ok),
+        Command::Chaos(args) => chaos::run(args).await,
     }
 }

@@ -159,6 +159,15 @@ pub fn spawn(
         metrics,
         snapshot_every_slots,
     } = settings;
+    // A recovered node's log starts after its snapshot: the application
+    // must start from that snapshot, not empty, or everything the
+    // snapshot covers (sessions, held locks) would vanish on restart.
+    let mut app = app;
+    let mut applied = 0;
+    if let Some(snapshot) = replica.snapshot() {
+        app.install_snapshot(snapshot);
+        applied = snapshot.up_to.0;
+    }
     let (inbox_tx, inbox_rx) = mpsc::channel(INBOX_CAPACITY);
     let (status_tx, status) = watch::channel(DriverStatus::default());
     let (persist_tx, persist_rx) = mpsc::channel(PERSIST_QUEUE);
@@ -172,13 +181,13 @@ pub fn spawn(
         persisted,
         held: Vec::new(),
         wake_at: None,
-        applied: 0,
+        applied,
         status: status_tx,
         unsent_persists: Vec::new(),
         metrics,
         ballot_round: 0,
         snapshot_every_slots: snapshot_every_slots.max(1),
-        last_snapshot_at: 0,
+        last_snapshot_at: applied,
     };
     let task = tokio::spawn(driver.run(inbox_rx));
     DriverHandle {

@@ -483,9 +483,10 @@ async fn answer_clients(
         match (request.op.as_ref(), reply) {
             (Some(Op::Watch(w)), ReplyTo::Stream(events)) if serves_locks => {
                 let shared = context.shared.clone();
-                let (election, after) = (w.election.clone(), w.after_index);
+                let election = w.election.clone();
+                let start = election_watch::Start::from_request(w.after_index, w.from_start);
                 tokio::spawn(async move {
-                    election_watch::stream(&shared, election, after, events).await
+                    election_watch::stream(&shared, election, start, events).await
                 });
             }
             (_, ReplyTo::Stream(_)) => {} // dropping the sender ends the stream

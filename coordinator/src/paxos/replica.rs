@@ -142,6 +142,12 @@ impl Replica {
         })
     }
 
+    /// The snapshot the log starts after (recovered or installed), which
+    /// the application must hold before the first chosen entry is applied.
+    pub fn snapshot(&self) -> Option<&Snapshot> {
+        self.state.snapshot.as_ref()
+    }
+
     /// This node's id.
     pub fn id(&self) -> NodeId {
         self.cfg.node_id

@@ -7,25 +7,58 @@ use tokio::sync::{broadcast, mpsc};
 use super::state::Shared;
 use crate::locks::{ElectionChange, ElectionEvent};
 
-/// Streams `election`'s events after `after_index` into `out` until the
-/// receiver goes away.
+/// Where a watch starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// One event describing the current state, then changes.
+    Now,
+    /// Every event after this index (resuming a watch).
+    After(u64),
+    /// Every retained event from the first (`HistoryGone` if trimmed).
+    FromFirst,
+}
+
+impl Start {
+    /// The start a `Watch{after_index, from_start}` request asks for.
+    pub fn from_request(after_index: u64, from_start: bool) -> Start {
+        match (after_index, from_start) {
+            (0, true) => Start::FromFirst,
+            (0, false) => Start::Now,
+            (after, _) => Start::After(after),
+        }
+    }
+}
+
+/// Streams `election`'s events from `start` into `out` until the receiver
+/// goes away.
 pub async fn stream(
     shared: &Shared,
     election: String,
-    after_index: u64,
+    start: Start,
     out: mpsc::Sender<WatchEvent>,
 ) {
     // Subscribe before reading history so nothing falls between the two.
     let mut live = shared.subscribe(&election);
-    let mut last = after_index;
-    if after_index == 0 {
-        let current = current_state(shared, &election);
-        last = current.index;
-        if out.send(current).await.is_err() {
-            return;
+    let mut last = 0;
+    match start {
+        Start::Now => {
+            let current = current_state(shared, &election);
+            last = current.index;
+            if out.send(current).await.is_err() {
+                return;
+            }
         }
-    } else if !catch_up(shared, &election, &mut last, &out).await {
-        return;
+        Start::After(after) => {
+            last = after;
+            if !catch_up(shared, &election, &mut last, &out).await {
+                return;
+            }
+        }
+        Start::FromFirst => {
+            if !catch_up(shared, &election, &mut last, &out).await {
+                return;
+            }
+        }
     }
     loop {
         match live.recv().await {
