@@ -1,0 +1,97 @@
+//! The bounded CI version of `paxlock chaos`: real node processes under
+//! seeded network and process faults, on loopback behind the fault proxies
+//! and, as root, with each node in its own network namespace. Each run must
+//! end with every check passed; on failure the output (with the seed to
+//! replay) is printed.
+
+mod common;
+
+use std::process::Command;
+
+use common::cluster::free_port_base;
+
+/// One chaos run at a time: each is a whole cluster plus 8 workers.
+static ONE_RUN_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Runs `paxlock chaos` with `args`; returns its stdout if it passed.
+fn chaos(args: &[&str]) -> Result<String, String> {
+    let _serial = ONE_RUN_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let output = Command::new(env!("CARGO_BIN_EXE_paxlock"))
+        .arg("chaos")
+        .args(args)
+        .arg("--dir")
+        .arg(dir.path().join("run"))
+        .output()
+        .map_err(|e| format!("cannot run paxlock chaos: {e}"))?;
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    if !output.status.success() {
+        return Err(format!(
+            "paxlock chaos {args:?} failed ({}):\n{stdout}\n--- stderr (tail) ---\n{}",
+            output.status,
+            tail(&String::from_utf8_lossy(&output.stderr), 40)
+        ));
+    }
+    Ok(stdout)
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// The summary must name the checks it ran, all passed.
+fn assert_all_checks_passed(stdout: &str) {
+    let passed = stdout
+        .lines()
+        .filter(|l| l.trim_start().starts_with("PASS"))
+        .count();
+    assert!(
+        passed >= 9 && stdout.contains("result: all") && !stdout.contains("FAIL"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn chaos_on_loopback_with_fault_proxies_passes_every_check() {
+    let base = free_port_base(5).to_string();
+    let stdout = chaos(&[
+        "--seed",
+        "11",
+        "--duration",
+        "100s",
+        "--workers",
+        "8",
+        "--base-port",
+        &base,
+    ])
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_all_checks_passed(&stdout);
+    // The schedule really injected faults of several kinds.
+    for kind in ["SIGKILL", "SIGSTOP", "links:", "partition", "isolate"] {
+        assert!(stdout.contains(kind), "no {kind} fault in:\n{stdout}");
+    }
+}
+
+#[test]
+fn chaos_with_a_network_namespace_per_node_passes_every_check() {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("skipped: network namespaces need root (CI runs as root)");
+        return;
+    }
+    let stdout = chaos(&[
+        "--netns",
+        "--seed",
+        "12",
+        "--duration",
+        "40s",
+        "--workers",
+        "8",
+    ])
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_all_checks_passed(&stdout);
+    assert!(
+        stdout.contains("one network namespace per node"),
+        "{stdout}"
+    );
+}
