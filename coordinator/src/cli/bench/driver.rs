@@ -1,13 +1,14 @@
 //! One benchmark client: a Paxlock client (own session) or an etcd
-//! connection with its own lease, behind the same acquire/release calls.
+//! connection with its own lease, behind the same acquire/release calls,
+//! and the same for election candidates and watchers.
 
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
 #[cfg(feature = "etcd")]
-use super::etcd::EtcdConn;
+use super::etcd::{EtcdConn, Observer};
 
 /// Which system a run talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -144,6 +145,194 @@ impl Conn {
             }
             #[cfg(feature = "etcd")]
             Conn::Etcd(conn) => conn.close().await,
+        }
+    }
+}
+
+/// One campaign-then-resign cycle of a [`Candidate`].
+#[derive(Debug)]
+pub struct Cycle {
+    /// The won term (Paxlock term, etcd leader key create revision).
+    pub term: u64,
+    /// When the campaign returned, i.e. just before the resign was sent.
+    pub elected_at: Instant,
+    /// When the resign returned, or why it failed.
+    pub resigned: anyhow::Result<Instant>,
+}
+
+/// An election candidate: its own Paxlock session or etcd lease.
+pub enum Candidate {
+    /// Paxlock client and its handle on the election.
+    Paxlock(paxlock::Client, paxlock::Election),
+    /// etcd connection (its lease is the candidate's identity).
+    #[cfg(feature = "etcd")]
+    Etcd(Box<EtcdConn>),
+}
+
+impl Candidate {
+    /// Connects candidate `index` of election `name`.
+    pub async fn connect(endpoint: &Endpoint, index: usize, name: &str) -> anyhow::Result<Self> {
+        match endpoint {
+            Endpoint::Paxlock { config, ttl } => {
+                let _ = index;
+                let client = paxlock::Client::connect(paxlock_config(config, *ttl)?)
+                    .await
+                    .context("connecting to Paxlock")?;
+                let election = client.election(name.to_string());
+                Ok(Candidate::Paxlock(client, election))
+            }
+            #[cfg(feature = "etcd")]
+            Endpoint::Etcd { endpoints, ttl } => Ok(Candidate::Etcd(Box::new(
+                EtcdConn::connect(endpoints.clone(), index, *ttl).await?,
+            ))),
+        }
+    }
+
+    /// Campaigns as `value` until elected or `deadline`, then resigns at
+    /// once; `None` if the deadline came first. Only the campaign is cut
+    /// off: a resign already sent is waited for.
+    pub async fn cycle(
+        &mut self,
+        name: &str,
+        value: &str,
+        deadline: Instant,
+    ) -> anyhow::Result<Option<Cycle>> {
+        let deadline = tokio::time::Instant::from(deadline);
+        match self {
+            Candidate::Paxlock(_, election) => {
+                let _ = name;
+                let campaign = election.campaign(value.to_string());
+                let leadership = match tokio::time::timeout_at(deadline, campaign).await {
+                    Err(_) => return Ok(None),
+                    Ok(r) => r?,
+                };
+                let elected_at = Instant::now();
+                let term = leadership.term();
+                let resigned = leadership.resign().await.map(|()| Instant::now());
+                Ok(Some(Cycle {
+                    term,
+                    elected_at,
+                    resigned: resigned.map_err(Into::into),
+                }))
+            }
+            #[cfg(feature = "etcd")]
+            Candidate::Etcd(conn) => {
+                // The campaign blocks until every older candidate's key is
+                // gone, so only the deadline bounds it.
+                let wait = deadline.saturating_duration_since(tokio::time::Instant::now());
+                let campaign = conn.campaign(name, value, wait + Duration::from_secs(1));
+                let leader = match tokio::time::timeout_at(deadline, campaign).await {
+                    Err(_) => return Ok(None),
+                    Ok(r) => r?,
+                };
+                let elected_at = Instant::now();
+                let resigned = conn.resign(&leader).await.map(|()| Instant::now());
+                Ok(Some(Cycle {
+                    term: leader.rev,
+                    elected_at,
+                    resigned,
+                }))
+            }
+        }
+    }
+
+    /// Ends the session / revokes the lease (which also drops a pending
+    /// campaign's key).
+    pub async fn close(self) {
+        match self {
+            Candidate::Paxlock(client, _) => {
+                let _ = tokio::time::timeout(Duration::from_secs(2), client.close()).await;
+            }
+            #[cfg(feature = "etcd")]
+            Candidate::Etcd(conn) => conn.close().await,
+        }
+    }
+}
+
+/// A watcher of an election's leader.
+pub enum Watcher {
+    /// Paxlock client (kept for its session) and its watch.
+    Paxlock(paxlock::Client, paxlock::LeaderWatch),
+    /// etcd Observe stream, reopened on `member` after a failure.
+    #[cfg(feature = "etcd")]
+    Etcd {
+        /// `host:port` to observe on.
+        member: String,
+        /// Election name.
+        name: String,
+        /// The open stream, if any.
+        stream: Option<Observer>,
+    },
+}
+
+impl Watcher {
+    /// Starts watcher `index` of election `name`.
+    pub async fn connect(endpoint: &Endpoint, index: usize, name: &str) -> anyhow::Result<Self> {
+        match endpoint {
+            Endpoint::Paxlock { config, ttl } => {
+                let _ = index;
+                let client = paxlock::Client::connect(paxlock_config(config, *ttl)?)
+                    .await
+                    .context("connecting to Paxlock")?;
+                let watch = client.election(name.to_string()).watch();
+                Ok(Watcher::Paxlock(client, watch))
+            }
+            #[cfg(feature = "etcd")]
+            Endpoint::Etcd { endpoints, .. } => {
+                // Spread watchers over members, as Paxlock's spread over nodes.
+                let member = endpoints
+                    .get(index % endpoints.len().max(1))
+                    .cloned()
+                    .context("no etcd endpoints")?;
+                let stream = Observer::open(&member, name, Duration::from_secs(10)).await?;
+                Ok(Watcher::Etcd {
+                    member,
+                    name: name.to_string(),
+                    stream: Some(stream),
+                })
+            }
+        }
+    }
+
+    /// The term of the next new leader seen (Paxlock: `Elected` events
+    /// only; etcd: every observed leader key, whose create revision is the
+    /// term).
+    pub async fn next_leader(&mut self) -> anyhow::Result<u64> {
+        match self {
+            Watcher::Paxlock(_, watch) => loop {
+                if let paxlock::LeaderEvent::Elected { term, .. } = watch.next().await? {
+                    return Ok(term);
+                }
+            },
+            #[cfg(feature = "etcd")]
+            Watcher::Etcd {
+                member,
+                name,
+                stream,
+            } => {
+                let observer = match stream {
+                    Some(o) => o,
+                    None => {
+                        stream.insert(Observer::open(member, name, Duration::from_secs(10)).await?)
+                    }
+                };
+                let next = observer.next().await;
+                if next.is_err() {
+                    *stream = None;
+                }
+                next
+            }
+        }
+    }
+
+    /// Ends the watch (and the Paxlock session).
+    pub async fn close(self) {
+        match self {
+            Watcher::Paxlock(client, _) => {
+                let _ = tokio::time::timeout(Duration::from_secs(2), client.close()).await;
+            }
+            #[cfg(feature = "etcd")]
+            Watcher::Etcd { .. } => {}
         }
     }
 }

@@ -1,7 +1,8 @@
 //! etcd through its v3 JSON gateway (`/v3/lease/*`, `/v3/lock/*`,
-//! `/v3/maintenance/status`): the same gRPC services etcd's concurrency
-//! package uses (one lease per client, reused; v3lock Lock/Unlock), over
-//! plain HTTP/1.1 keep-alive so no protoc or gRPC stack is needed.
+//! `/v3/election/*`, `/v3/maintenance/status`): the same gRPC services
+//! etcd's concurrency package uses (one lease per client, reused; v3lock
+//! Lock/Unlock; v3election Campaign/Resign/Observe), over plain HTTP/1.1
+//! keep-alive so no protoc or gRPC stack is needed.
 
 use std::time::Duration;
 
@@ -14,6 +15,10 @@ pub struct Http {
     endpoints: Vec<String>,
     current: usize,
     stream: Option<BufReader<TcpStream>>,
+    /// A request was written and its response not yet read in full: the
+    /// caller dropped the call (a timeout), so the connection is out of
+    /// step and a later request would read the old response.
+    in_flight: bool,
 }
 
 impl Http {
@@ -24,6 +29,7 @@ impl Http {
             endpoints,
             current,
             stream: None,
+            in_flight: false,
         }
     }
 
@@ -54,26 +60,53 @@ impl Http {
 
     async fn post_once(&mut self, path: &str, body: &str) -> anyhow::Result<(u16, String)> {
         let host = &self.endpoints[self.current];
+        if self.in_flight {
+            self.stream = None;
+        }
         if self.stream.is_none() {
-            let s = TcpStream::connect(host.as_str())
-                .await
-                .with_context(|| format!("connecting to etcd {host}"))?;
-            s.set_nodelay(true)?;
-            self.stream = Some(BufReader::new(s));
+            self.stream = Some(connect(host).await?);
         }
         let Some(stream) = self.stream.as_mut() else {
             bail!("no stream");
         };
-        let request = format!(
-            "POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        );
-        stream.get_mut().write_all(request.as_bytes()).await?;
-        read_response(stream).await
+        self.in_flight = true;
+        write_request(stream, host, path, body).await?;
+        let response = read_response(stream).await?;
+        self.in_flight = false;
+        Ok(response)
     }
 }
 
-async fn read_response(stream: &mut BufReader<TcpStream>) -> anyhow::Result<(u16, String)> {
+async fn connect(host: &str) -> anyhow::Result<BufReader<TcpStream>> {
+    let s = TcpStream::connect(host)
+        .await
+        .with_context(|| format!("connecting to etcd {host}"))?;
+    s.set_nodelay(true)?;
+    Ok(BufReader::new(s))
+}
+
+async fn write_request(
+    stream: &mut BufReader<TcpStream>,
+    host: &str,
+    path: &str,
+    body: &str,
+) -> anyhow::Result<()> {
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.get_mut().write_all(request.as_bytes()).await?;
+    Ok(())
+}
+
+/// Status line and headers of a response.
+struct Head {
+    status: u16,
+    length: Option<usize>,
+    chunked: bool,
+}
+
+async fn read_head(stream: &mut BufReader<TcpStream>) -> anyhow::Result<Head> {
     let mut line = String::new();
     if stream.read_line(&mut line).await? == 0 {
         bail!("connection closed");
@@ -101,30 +134,50 @@ async fn read_response(stream: &mut BufReader<TcpStream>) -> anyhow::Result<(u16
             chunked = true;
         }
     }
+    Ok(Head {
+        status,
+        length,
+        chunked,
+    })
+}
+
+/// Reads one chunk of a chunked body and appends it to `body`; `false` at
+/// the last (empty) chunk.
+async fn read_chunk(stream: &mut BufReader<TcpStream>, body: &mut Vec<u8>) -> anyhow::Result<bool> {
+    let mut line = String::new();
+    if stream.read_line(&mut line).await? == 0 {
+        bail!("connection closed in a chunked body");
+    }
+    // Chunk extensions (`;name=value`) are allowed after the size.
+    let size_text = line.split(';').next().unwrap_or("").trim();
+    let size = usize::from_str_radix(size_text, 16)
+        .with_context(|| format!("bad chunk size line {line:?}"))?;
+    if size == 0 {
+        // No trailers from the gateway: just the final CRLF.
+        line.clear();
+        stream.read_line(&mut line).await?;
+        return Ok(false);
+    }
+    let start = body.len();
+    body.resize(start + size, 0);
+    stream.read_exact(&mut body[start..]).await?;
+    line.clear();
+    stream.read_line(&mut line).await?;
+    Ok(true)
+}
+
+async fn read_response(stream: &mut BufReader<TcpStream>) -> anyhow::Result<(u16, String)> {
+    let head = read_head(stream).await?;
     let mut body = Vec::new();
-    if chunked {
-        loop {
-            line.clear();
-            stream.read_line(&mut line).await?;
-            let size = usize::from_str_radix(line.trim(), 16).unwrap_or(0);
-            if size == 0 {
-                line.clear();
-                stream.read_line(&mut line).await?;
-                break;
-            }
-            let start = body.len();
-            body.resize(start + size, 0);
-            stream.read_exact(&mut body[start..]).await?;
-            line.clear();
-            stream.read_line(&mut line).await?;
-        }
-    } else if let Some(n) = length {
+    if head.chunked {
+        while read_chunk(stream, &mut body).await? {}
+    } else if let Some(n) = head.length {
         body.resize(n, 0);
         stream.read_exact(&mut body).await?;
     } else {
         stream.read_to_end(&mut body).await?;
     }
-    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+    Ok((head.status, String::from_utf8_lossy(&body).into_owned()))
 }
 
 /// The string value of `"field":"..."` in a flat JSON text.
@@ -133,6 +186,15 @@ pub fn json_str(text: &str, field: &str) -> Option<String> {
     let start = text.find(&pat)? + pat.len();
     let end = text[start..].find('"')? + start;
     Some(text[start..end].to_string())
+}
+
+/// The text of the flat object `"field":{...}` (no nested objects), braces
+/// included.
+pub fn json_object<'a>(text: &'a str, field: &str) -> Option<&'a str> {
+    let pat = format!("\"{field}\":{{");
+    let start = text.find(&pat)? + pat.len() - 1;
+    let end = text[start..].find('}')? + start + 1;
+    Some(&text[start..end])
 }
 
 /// Standard base64 (the gateway's encoding of `bytes` fields).
@@ -223,6 +285,44 @@ impl EtcdConn {
             .map(|_| ())
     }
 
+    /// v3election Campaign on our lease: returns once elected. A
+    /// candidate that resigned campaigns again with a new key, so the key's
+    /// create revision (`rev`) grows with every new leader, like a term.
+    pub async fn campaign(
+        &mut self,
+        name: &str,
+        value: &str,
+        timeout: Duration,
+    ) -> anyhow::Result<LeaderKey> {
+        let body = format!(
+            "{{\"name\":\"{}\",\"lease\":\"{}\",\"value\":\"{}\"}}",
+            base64(name.as_bytes()),
+            self.lease,
+            base64(value.as_bytes())
+        );
+        let text = self
+            .http
+            .post("/v3/election/campaign", &body, timeout)
+            .await?;
+        let leader = json_object(&text, "leader").ok_or_else(|| anyhow!("campaign: {text}"))?;
+        let rev = json_str(leader, "rev")
+            .and_then(|r| r.parse().ok())
+            .ok_or_else(|| anyhow!("campaign: no leader rev in {text}"))?;
+        Ok(LeaderKey {
+            json: leader.to_string(),
+            rev,
+        })
+    }
+
+    /// v3election Resign of a leadership `campaign` returned.
+    pub async fn resign(&mut self, leader: &LeaderKey) -> anyhow::Result<()> {
+        let body = format!("{{\"leader\":{}}}", leader.json);
+        self.http
+            .post("/v3/election/resign", &body, Duration::from_secs(10))
+            .await
+            .map(|_| ())
+    }
+
     /// Revokes the lease.
     pub async fn close(mut self) {
         self.keepalive.abort();
@@ -231,6 +331,93 @@ impl EtcdConn {
             .http
             .post("/v3/lease/revoke", &body, Duration::from_secs(2))
             .await;
+    }
+}
+
+/// A won election, as Campaign returns it and Resign takes it back.
+#[derive(Debug, Clone)]
+pub struct LeaderKey {
+    /// The gateway's `LeaderKey` object, passed back verbatim to Resign.
+    json: String,
+    /// Create revision of the leader's key.
+    pub rev: u64,
+}
+
+/// A v3election Observe stream: the gateway answers with a chunked body
+/// that never ends, one JSON message per line, each the current leader's
+/// key; etcd sends one when a leader exists and one per new leader (and
+/// per Proclaim, which the bench does not use).
+pub struct Observer {
+    stream: BufReader<TcpStream>,
+    /// The gateway sends the response head only with the first message,
+    /// i.e. once there is a leader, so it is read by `next`, not `open`.
+    head_read: bool,
+    /// Body bytes received but not yet returned as a message.
+    pending: Vec<u8>,
+}
+
+impl Observer {
+    /// Sends an Observe request for election `name` to member `endpoint`.
+    pub async fn open(endpoint: &str, name: &str, timeout: Duration) -> anyhow::Result<Observer> {
+        let open = async {
+            let mut stream = connect(endpoint).await?;
+            let body = format!("{{\"name\":\"{}\"}}", base64(name.as_bytes()));
+            write_request(&mut stream, endpoint, "/v3/election/observe", &body).await?;
+            anyhow::Ok(stream)
+        };
+        let stream = tokio::time::timeout(timeout, open)
+            .await
+            .map_err(|_| anyhow!("etcd observe: no connection within {timeout:?}"))??;
+        Ok(Observer {
+            stream,
+            head_read: false,
+            pending: Vec::new(),
+        })
+    }
+
+    /// The create revision of the next observed leader key; waits as long
+    /// as it takes (the caller bounds it).
+    pub async fn next(&mut self) -> anyhow::Result<u64> {
+        if !self.head_read {
+            let head = read_head(&mut self.stream).await?;
+            if head.status != 200 {
+                let mut body = Vec::new();
+                if head.chunked {
+                    let _ = read_chunk(&mut self.stream, &mut body).await;
+                }
+                bail!(
+                    "etcd observe: HTTP {}: {}",
+                    head.status,
+                    String::from_utf8_lossy(&body).trim()
+                );
+            }
+            if !head.chunked {
+                bail!("etcd observe: expected a chunked (streaming) response");
+            }
+            self.head_read = true;
+        }
+        loop {
+            if let Some(pos) = self.pending.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = self.pending.drain(..=pos).collect();
+                let text = String::from_utf8_lossy(&line);
+                if text.trim().is_empty() {
+                    continue;
+                }
+                // The gateway wraps each message as {"result":...}, and a
+                // failure of the stream as {"error":...}.
+                if !text.starts_with("{\"result\"") {
+                    bail!("etcd observe: {}", text.trim());
+                }
+                let kv = json_object(&text, "kv")
+                    .ok_or_else(|| anyhow!("etcd observe: no kv in {}", text.trim()))?;
+                return json_str(kv, "create_revision")
+                    .and_then(|r| r.parse().ok())
+                    .ok_or_else(|| anyhow!("etcd observe: no create_revision in {}", text.trim()));
+            }
+            if !read_chunk(&mut self.stream, &mut self.pending).await? {
+                bail!("etcd observe: the stream ended");
+            }
+        }
     }
 }
 
@@ -263,5 +450,20 @@ mod tests {
         let t = r#"{"header":{"member_id":"12"},"ID":"77","TTL":"10"}"#;
         assert_eq!(json_str(t, "ID").as_deref(), Some("77"));
         assert_eq!(json_str(t, "member_id").as_deref(), Some("12"));
+    }
+
+    #[test]
+    fn json_flat_object() {
+        let t = r#"{"header":{"revision":"9"},"leader":{"name":"ZQ==","key":"ZS8x","rev":"9","lease":"5"}}"#;
+        let leader = json_object(t, "leader");
+        assert_eq!(
+            leader,
+            Some(r#"{"name":"ZQ==","key":"ZS8x","rev":"9","lease":"5"}"#)
+        );
+        assert_eq!(
+            leader.and_then(|l| json_str(l, "rev")).as_deref(),
+            Some("9")
+        );
+        assert_eq!(json_object(t, "kv"), None);
     }
 }

@@ -1,11 +1,13 @@
 //! `paxlock bench`: a load generator for Paxlock (and, for comparison,
 //! etcd) with a progress display, one machine-readable line per result and
-//! a Paxlock/etcd ratio table with `--compare`.
+//! a Paxlock/etcd ratio table with `--compare`, and with `--plot` an SVG
+//! chart of every run's latency distribution.
 
 mod cluster;
 mod driver;
 #[cfg(feature = "etcd")]
 mod etcd;
+mod plot;
 mod stats;
 mod workload;
 
@@ -19,6 +21,7 @@ use driver::Endpoint;
 pub use driver::Target;
 
 use cluster::LocalCluster;
+use stats::Latency;
 
 /// The workloads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -27,7 +30,7 @@ pub enum Workload {
     Uncontended,
     /// N clients, one shared lock name, acquire → release.
     Contended,
-    /// K candidates, the leader resigns in a loop, M watchers (Paxlock only).
+    /// K candidates, the leader resigns in a loop, M watchers.
     Election,
     /// Steady lock traffic, SIGKILL the leader, time until acquires work again.
     Failover,
@@ -94,6 +97,10 @@ pub struct BenchArgs {
     /// Election: watchers.
     #[arg(long, default_value_t = 8)]
     pub watchers: usize,
+    /// After all runs, write an SVG chart of every run's latency
+    /// distribution (acquire; election: resign → all watchers) to FILE.
+    #[arg(long, value_name = "FILE.svg")]
+    pub plot: Option<PathBuf>,
 }
 
 /// One result: a list of named figures.
@@ -107,6 +114,8 @@ pub struct BenchResult {
     pub clients: usize,
     /// `(name, value)`; latencies in ms.
     pub figures: Vec<(&'static str, f64)>,
+    /// The samples behind the main latency figures, for `--plot`.
+    pub latency: Option<Latency>,
 }
 
 impl BenchResult {
@@ -128,6 +137,16 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     if args.clients.is_empty() || args.clients.contains(&0) {
         bail!("--clients needs positive counts");
     }
+    if let Some(path) = &args.plot {
+        // Fail before minutes of runs, not after them.
+        let folder = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(std::path::Path::new("."));
+        if !folder.is_dir() {
+            bail!("--plot {}: no folder {}", path.display(), folder.display());
+        }
+    }
     let mut results = Vec::new();
     if args.compare {
         results.extend(run_target(&args, Target::Paxlock, true).await?);
@@ -135,6 +154,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         print_table(&results);
     } else {
         results.extend(run_target(&args, args.target, false).await?);
+    }
+    if let Some(path) = &args.plot {
+        plot::write_svg(path, &results)
+            .with_context(|| format!("writing the chart {}", path.display()))?;
+        eprintln!("wrote {}", path.display());
     }
     Ok(())
 }

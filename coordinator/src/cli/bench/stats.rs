@@ -37,6 +37,15 @@ impl Samples {
     }
 }
 
+/// A run's main latency distribution, kept whole for `--plot`.
+#[derive(Debug, Clone)]
+pub struct Latency {
+    /// What was timed (`acquire`, `handoff`), for the chart's legend.
+    pub what: &'static str,
+    /// The samples, sorted.
+    pub samples: Samples,
+}
+
 /// Host CPU counters from the first line of `/proc/stat`.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct CpuTimes {

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 
 use super::cluster::LocalCluster;
-use super::driver::{Conn, Endpoint};
-use super::stats::{CpuTimes, Samples};
+use super::driver::{Candidate, Conn, Endpoint, Watcher};
+use super::stats::{CpuTimes, Latency, Samples};
 use super::BenchResult;
 
 /// Timing of one run: samples count only from `warm_end` to `end`.
@@ -198,12 +198,17 @@ pub async fn lock_loop(
             ("errors", errors.load(Ordering::Relaxed) as f64),
             ("cpu_busy_pct", cpu),
         ],
+        latency: Some(Latency {
+            what: "acquire",
+            samples: acq,
+        }),
     })
 }
 
-/// `election` (Paxlock only): `candidates` campaign on one election, the
-/// leader resigns at once; `watchers` watch it. Measures resign → every
-/// watcher has seen a later `Elected` term.
+/// `election`: `candidates` campaign on one election, each leader resigns
+/// at once and campaigns again; `watchers` watch it. Measures resign →
+/// every watcher has seen a later term (Paxlock: `Elected` events; etcd:
+/// Observe, where a leader key's create revision plays the term).
 pub async fn election(
     endpoint: &Endpoint,
     candidates: usize,
@@ -212,43 +217,37 @@ pub async fn election(
     duration: Duration,
     run_id: u64,
 ) -> anyhow::Result<BenchResult> {
-    let Endpoint::Paxlock { config, ttl } = endpoint else {
-        anyhow::bail!("the election workload is implemented for Paxlock only");
-    };
+    let target = endpoint.target().name();
     let name = format!("bench-election-{run_id}");
-    let connect = || async {
-        let c = super::driver::paxlock_config(config, *ttl)?;
-        anyhow::Ok(paxlock::Client::connect(c).await?)
-    };
     let window = Window::new(warmup, duration);
     let (seen_tx, mut seen_rx) = tokio::sync::mpsc::unbounded_channel::<(usize, u64, Instant)>();
-    let mut watcher_clients = Vec::new();
+    let mut watcher_tasks = Vec::new();
     for w in 0..watchers {
-        let client = connect().await?;
-        let mut watch = client.election(name.clone()).watch();
+        let mut watcher = Watcher::connect(endpoint, w, &name)
+            .await
+            .with_context(|| format!("starting watcher {w}"))?;
         let tx = seen_tx.clone();
-        watcher_clients.push(client);
-        tokio::spawn(async move {
+        watcher_tasks.push(tokio::spawn(async move {
             loop {
                 tokio::select! {
-                    ev = watch.next() => match ev {
-                        Ok(paxlock::LeaderEvent::Elected { term, .. }) => {
+                    term = watcher.next_leader() => match term {
+                        Ok(term) => {
                             let _ = tx.send((w, term, Instant::now()));
                         }
-                        Ok(_) => {}
                         Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
                     },
                     _ = tokio::time::sleep_until(window.end.into()) => break,
                 }
             }
-        });
+            watcher
+        }));
     }
     drop(seen_tx);
     let cycles = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let progress = spawn_progress(
-        format!("paxlock election candidates={candidates} watchers={watchers}"),
+        format!("{target} election candidates={candidates} watchers={watchers}"),
         window,
         cycles.clone(),
         errors.clone(),
@@ -262,86 +261,68 @@ pub async fn election(
     });
     let mut tasks = Vec::new();
     for c in 0..candidates {
-        let client = connect().await?;
-        let election = client.election(name.clone());
+        let mut candidate = Candidate::connect(endpoint, c, &name)
+            .await
+            .with_context(|| format!("connecting candidate {c}"))?;
+        let name = name.clone();
         let cycles = cycles.clone();
         let errors = errors.clone();
         tasks.push(tokio::spawn(async move {
             let mut resigns = Vec::new();
-            let mut campaign_lat = Samples::default();
             let mut resign_lat = Samples::default();
-            loop {
-                let t0 = Instant::now();
-                if t0 >= window.end {
-                    break;
-                }
-                let value = format!("candidate-{c}");
-                match tokio::time::timeout_at(window.end.into(), election.campaign(value)).await {
-                    Err(_) => break,
-                    Ok(Err(_)) => {
+            let value = format!("candidate-{c}");
+            while Instant::now() < window.end {
+                match candidate.cycle(&name, &value, window.end).await {
+                    Ok(None) => break,
+                    Err(_) => {
                         errors.fetch_add(1, Ordering::Relaxed);
                         tokio::time::sleep(Duration::from_millis(10)).await;
                     }
-                    Ok(Ok(leadership)) => {
-                        let t1 = Instant::now();
-                        let term = leadership.term();
-                        let r = leadership.resign().await;
-                        let t2 = Instant::now();
+                    Ok(Some(cycle)) => {
+                        let t1 = cycle.elected_at;
                         if t1 >= window.warm_end && t1 < window.end {
-                            campaign_lat.push(t1 - t0);
-                            if r.is_ok() {
-                                resign_lat.push(t2 - t1);
-                                resigns.push((term, t1));
-                            } else {
-                                errors.fetch_add(1, Ordering::Relaxed);
+                            match cycle.resigned {
+                                Ok(t2) => {
+                                    resign_lat.push(t2 - t1);
+                                    resigns.push((cycle.term, t1));
+                                }
+                                Err(_) => {
+                                    errors.fetch_add(1, Ordering::Relaxed);
+                                }
                             }
                         }
                         cycles.fetch_add(1, Ordering::Relaxed);
                     }
                 }
             }
-            let _ = tokio::time::timeout(Duration::from_secs(2), client.close()).await;
-            (resigns, campaign_lat, resign_lat)
+            candidate.close().await;
+            (resigns, resign_lat)
         }));
     }
     let mut resigns = Vec::new();
     let mut resign_lat = Samples::default();
     for t in tasks {
-        let (r, _c, l) = t.await?;
+        let (r, l) = t.await?;
         resigns.extend(r);
         resign_lat.extend(l);
     }
     stop.store(true, Ordering::Relaxed);
     progress.abort();
     let cpu = cpu_window.await.unwrap_or(f64::NAN);
-    for c in watcher_clients {
-        let _ = tokio::time::timeout(Duration::from_secs(2), c.close()).await;
+    for t in watcher_tasks {
+        if let Ok(w) = t.await {
+            w.close().await;
+        }
     }
     let mut seen: Vec<Vec<(u64, Instant)>> = vec![Vec::new(); watchers];
     while let Some((w, term, at)) = seen_rx.recv().await {
         seen[w].push((term, at));
     }
-    let mut handoff = Samples::default();
-    let mut incomplete = 0u64;
-    for (term, at) in &resigns {
-        let mut worst = Duration::ZERO;
-        let mut complete = true;
-        for events in &seen {
-            match events.iter().find(|(t, when)| t > term && when >= at) {
-                Some((_, when)) => worst = worst.max(*when - *at),
-                None => complete = false,
-            }
-        }
-        if complete {
-            handoff.push(worst);
-        } else {
-            incomplete += 1;
-        }
-    }
+    let (mut handoff, incomplete) = handoffs(&resigns, &seen);
     handoff.sort();
     resign_lat.sort();
     Ok(BenchResult {
-        target: "paxlock",
+        target,
         workload: "election".into(),
         clients: candidates,
         figures: vec![
@@ -359,7 +340,35 @@ pub async fn election(
             ("errors", errors.load(Ordering::Relaxed) as f64),
             ("cpu_busy_pct", cpu),
         ],
+        latency: Some(Latency {
+            what: "handoff",
+            samples: handoff,
+        }),
     })
+}
+
+/// For each resign `(term, at)`: the time until the last watcher saw a
+/// later term, unsorted; and how many resigns some watcher never saw
+/// followed by a new leader.
+fn handoffs(resigns: &[(u64, Instant)], seen: &[Vec<(u64, Instant)>]) -> (Samples, u64) {
+    let mut handoff = Samples::default();
+    let mut incomplete = 0u64;
+    for (term, at) in resigns {
+        let mut worst = Duration::ZERO;
+        let mut complete = true;
+        for events in seen {
+            match events.iter().find(|(t, when)| t > term && when >= at) {
+                Some((_, when)) => worst = worst.max(*when - *at),
+                None => complete = false,
+            }
+        }
+        if complete {
+            handoff.push(worst);
+        } else {
+            incomplete += 1;
+        }
+    }
+    (handoff, incomplete)
 }
 
 /// `failover`: `clients` run uncontended lock loops; `rounds` times the
@@ -502,11 +511,13 @@ pub async fn failover(
     figures.push(("all_clients_mean_ms", all_mean));
     figures.push(("errors", errors.load(Ordering::Relaxed) as f64));
     figures.push(("cpu_busy_pct", cpu));
+    // A handful of recoveries per run is no distribution to plot.
     Ok(BenchResult {
         target,
         workload: "failover".into(),
         clients,
         figures,
+        latency: None,
     })
 }
 
