@@ -7,10 +7,16 @@ use paxlock_coordinator::cli::{self, Cli};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Under `chaos`, lost sessions and failed connections are the point,
+    // not news: its summary reports them; only errors are logged.
+    let default_filter = match cli.command {
+        cli::Command::Chaos(_) => "error",
+        _ => "warn",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("PAXLOCK_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
         )
         .with_writer(std::io::stderr)
         .init();

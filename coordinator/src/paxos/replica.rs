@@ -103,6 +103,9 @@ pub struct Replica {
     /// Ops of this step, issued as one request at the end of the step.
     ops: Vec<PersistOp>,
     last_issued: PersistSeq,
+    /// The persist that made this node's latest promise durable: what a
+    /// leader's Accept messages depend on (see `propose_slot`).
+    promise_seq: PersistSeq,
     persisted: PersistSeq,
     /// `None` until the first step, when we learn the time.
     acceptor: Option<Acceptor>,
@@ -126,6 +129,7 @@ impl Replica {
         let floor = durable.snapshot.as_ref().map_or(Slot(0), |s| s.up_to);
         Ok(Replica {
             last_issued: durable.persisted_seq,
+            promise_seq: durable.persisted_seq,
             persisted: durable.persisted_seq,
             state: durable,
             ops: Vec::new(),
@@ -257,6 +261,10 @@ impl Replica {
 
     /// Applies `op` in memory now and queues it for disk.
     fn persist(&mut self, op: PersistOp) {
+        if matches!(op, PersistOp::Promise(_)) {
+            // Issued at the end of this step, as the next sequence number.
+            self.promise_seq = PersistSeq(self.last_issued.0 + 1);
+        }
         self.state.apply_op(&op);
         self.ops.push(op);
         self.advance_commit();
@@ -987,7 +995,21 @@ impl Replica {
             batch: batch.clone(),
             commit,
         };
-        self.broadcast(&msg, fx);
+        // Rule "accept in parallel": an Accept claims only that we hold
+        // `ballot`, which rests on promises already durable (ours counted
+        // only once persisted). It does not depend on our own accept of
+        // this slot — our vote, below, waits for that — so followers get
+        // it now and write while we write, instead of one fsync after us.
+        let after = self.promise_seq.min(self.dep_seq());
+        for &to in &self.cfg.members {
+            if to != me {
+                fx.send.push(Outgoing {
+                    to,
+                    msg: msg.clone(),
+                    after,
+                });
+            }
+        }
         let after = self.dep_seq();
         self.send(me, Message::Accepted { ballot, slot }, after, fx);
         let now = self.now;

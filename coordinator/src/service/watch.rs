@@ -39,26 +39,18 @@ pub async fn stream(
 ) {
     // Subscribe before reading history so nothing falls between the two.
     let mut live = shared.subscribe(&election);
-    let mut last = 0;
-    match start {
-        Start::Now => {
-            let current = current_state(shared, &election);
-            last = current.index;
-            if out.send(current).await.is_err() {
-                return;
-            }
+    let mut last = match start {
+        Start::After(after) => after,
+        Start::Now | Start::FromFirst => 0,
+    };
+    if start == Start::Now {
+        let current = current_state(shared, &election);
+        last = current.index;
+        if out.send(current).await.is_err() {
+            return;
         }
-        Start::After(after) => {
-            last = after;
-            if !catch_up(shared, &election, &mut last, &out).await {
-                return;
-            }
-        }
-        Start::FromFirst => {
-            if !catch_up(shared, &election, &mut last, &out).await {
-                return;
-            }
-        }
+    } else if !catch_up(shared, &election, &mut last, &out).await {
+        return;
     }
     loop {
         match live.recv().await {
