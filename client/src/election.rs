@@ -78,6 +78,13 @@ impl Election {
             response::Result::Leader(info) => info,
             other => return Err(unexpected(&other)),
         };
+        // Never take someone else's term for ours.
+        if !info.has_leader || info.leader_session_id != session.id {
+            return Err(Error::Protocol(format!(
+                "campaign answered with the leadership of session {} (term {}), not ours ({})",
+                info.leader_session_id, info.term, session.id
+            )));
+        }
         session.ensure_valid()?;
         Ok(Leadership {
             client: self.client.clone(),

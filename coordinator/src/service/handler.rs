@@ -268,33 +268,47 @@ impl Context {
         let key = (session.0, name.clone());
         let (won_tx, won_rx) = oneshot::channel();
         self.shared.campaign_waiters.insert(key.clone(), won_tx);
+        // The answer describes the term *this* campaign won, never the
+        // election's state when the answer is sent: by then the leadership
+        // may already have passed on (applies can run ahead of this task),
+        // and the caller would believe it leads someone else's term.
+        let won = |term: u64, value: Vec<u8>| {
+            Ok(response::Result::Leader(proto::LeaderInfo {
+                election: name.clone(),
+                term,
+                has_leader: true,
+                value,
+                leader_session_id: session.0,
+            }))
+        };
         let reply = self
             .commit(client(ClientOp::Campaign {
                 name: name.clone(),
-                value: campaign.value,
+                value: campaign.value.clone(),
             }))
             .await;
         match reply {
-            Ok(Reply::Elected { .. }) => {
+            Ok(Reply::Elected { term }) => {
                 self.shared.campaign_waiters.remove(&key);
-                Ok(response::Result::Leader(self.leader_info(&name)))
+                won(term, campaign.value)
             }
             Ok(Reply::Candidate { .. }) => {
-                if self
+                let leading = self
                     .shared
                     .machine()
                     .leader(&name)
-                    .is_some_and(|l| l.session == session)
-                {
+                    .filter(|l| l.session == session);
+                if let Some(view) = leading {
+                    // Elected between our command and now (a retry, say).
                     self.shared.campaign_waiters.remove(&key);
-                    return Ok(response::Result::Leader(self.leader_info(&name)));
+                    return won(view.term, view.value);
                 }
                 let limit = match campaign.timeout_ms {
                     0 => Duration::from_secs(24 * 3600),
                     ms => Duration::from_millis(ms),
                 };
                 match tokio::time::timeout(limit, won_rx).await {
-                    Ok(Ok(_term)) => Ok(response::Result::Leader(self.leader_info(&name))),
+                    Ok(Ok(term)) => won(term, campaign.value),
                     Ok(Err(_)) => Err(error(
                         ErrorCode::SessionUnknown,
                         "the session ended while campaigning",
@@ -533,4 +547,131 @@ pub fn wall_clock_ms() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::locks::{Command, Config};
+    use crate::node::driver::Application;
+    use crate::paxos::{ChosenEntry, Slot};
+    use crate::service::apply::LockApplication;
+
+    /// A stand-in consensus loop: applies each proposal through the real
+    /// application, together with `then` (other clients' commands chosen in
+    /// the same slot), so every apply runs before the proposer's task wakes.
+    fn fake_loop(
+        shared: Arc<Shared>,
+        clock: NodeClock,
+        mut slot: u64,
+        mut then: Vec<CommandKind>,
+    ) -> mpsc::Sender<DriverInput> {
+        let (tx, mut rx) = mpsc::channel(8);
+        tokio::spawn(async move {
+            let mut app = LockApplication::new(shared, clock);
+            while let Some(input) = rx.recv().await {
+                let DriverInput::Propose(mut batch) = input else {
+                    continue;
+                };
+                for (i, kind) in then.drain(..).enumerate() {
+                    let command = Command { at_ms: 0, kind };
+                    batch.push(Proposal::encode(99, i as u64, &command).unwrap());
+                }
+                app.apply(&ChosenEntry {
+                    slot: Slot(slot),
+                    batch,
+                });
+                slot += 1;
+            }
+        });
+        tx
+    }
+
+    fn client(session: u64, request_id: u64, op: ClientOp) -> CommandKind {
+        CommandKind::Client {
+            session: SessionId(session),
+            request_id: RequestId(request_id),
+            ack_below: RequestId(0),
+            op,
+        }
+    }
+
+    fn campaign(name: &str, value: &[u8]) -> ClientOp {
+        ClientOp::Campaign {
+            name: name.into(),
+            value: value.to_vec(),
+        }
+    }
+
+    /// Regression (found by `paxlock chaos --seed 20261127 --workers 12
+    /// --duration 30m`): a campaign's answer was built from the election's
+    /// state when the answer was sent. When the applies that elected the
+    /// candidate had already gone on to end its leadership and elect
+    /// another, the candidate was told it led the other's term.
+    #[tokio::test]
+    async fn a_campaign_is_answered_with_the_term_it_won_not_the_current_one() {
+        let shared = Arc::new(Shared::new(1, Config::default()));
+        let clock = NodeClock::new();
+        let (a, b, c) = {
+            let mut m = shared.machine();
+            let mut open = |slot| match m
+                .apply(
+                    slot,
+                    Command {
+                        at_ms: 0,
+                        kind: CommandKind::OpenSession { ttl_ms: 10_000 },
+                    },
+                )
+                .reply
+            {
+                Ok(Reply::SessionOpened { session }) => session.0,
+                other => panic!("{other:?}"),
+            };
+            let sessions = (open(0), open(1), open(2));
+            let cmd = |kind| Command { at_ms: 0, kind };
+            let r = m.apply(3, cmd(client(sessions.0, 1, campaign("e", b"a"))));
+            assert!(matches!(r.reply, Ok(Reply::Elected { term: 1 })), "{r:?}");
+            sessions
+        };
+        // In the slot that queues b's campaign: a resigns (b elected, term
+        // 2), c campaigns, b's session closes (c elected, term 3).
+        let later = vec![
+            client(a, 2, ClientOp::Resign { name: "e".into() }),
+            client(c, 1, campaign("e", b"c")),
+            client(b, 2, ClientOp::CloseSession),
+        ];
+        let (_status_tx, status) = watch::channel(DriverStatus {
+            is_leader: true,
+            ..DriverStatus::default()
+        });
+        let context = Context {
+            inbox: fake_loop(shared.clone(), clock, 4, later),
+            shared: shared.clone(),
+            status,
+            clock,
+            node_addrs: Arc::new(std::collections::BTreeMap::new()),
+        };
+        let request = Request {
+            request_id: 1,
+            session_id: b,
+            ack_below: 0,
+            op: Some(Op::Campaign(proto::Campaign {
+                election: "e".into(),
+                value: b"b".to_vec(),
+                timeout_ms: 0,
+            })),
+        };
+        let response = tokio::time::timeout(Duration::from_secs(5), context.answer(request))
+            .await
+            .unwrap();
+        let Some(response::Result::Leader(info)) = response.result else {
+            panic!("{response:?}");
+        };
+        assert_eq!(
+            (info.term, info.leader_session_id, info.value.as_slice()),
+            (2, b, &b"b"[..]),
+            "b won term 2; term 3 is c's"
+        );
+        assert_eq!(shared.machine().leader("e").map(|l| l.session.0), Some(c));
+    }
 }

@@ -20,6 +20,14 @@ use tokio::task::JoinHandle;
 
 use crate::sim::rng::SimRng;
 
+/// A sender's upstream socket is closed after this long without a packet
+/// from the node, so a long run with many short-lived clients does not
+/// accumulate sockets (a returning sender simply gets a new one).
+const UPSTREAM_IDLE: Duration = Duration::from_secs(60);
+
+/// Upstream socket per sender, shared with the reply loops that retire them.
+type Upstreams = Arc<Mutex<HashMap<SocketAddr, Arc<UdpSocket>>>>;
+
 /// One end of a link.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Party {
@@ -152,7 +160,7 @@ async fn inbound_loop(
     table: Arc<FaultTable>,
     tasks: Arc<Mutex<Vec<JoinHandle<()>>>>,
 ) {
-    let mut upstreams: HashMap<SocketAddr, Arc<UdpSocket>> = HashMap::new();
+    let upstreams: Upstreams = Arc::default();
     let mut rng = SimRng::new(spec.seed);
     let mut buf = vec![0u8; 65_536];
     let node = Party::Node(spec.node);
@@ -164,21 +172,29 @@ async fn inbound_loop(
             continue;
         };
         let from = party(&spec.node_ports, src);
-        let upstream = match upstreams.get(&src) {
-            Some(u) => u.clone(),
+        let existing = upstreams
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&src)
+            .cloned();
+        let upstream = match existing {
+            Some(u) => u,
             None => {
                 let Ok(u) = open_upstream(spec.upstream).await else {
                     continue;
                 };
                 let u = Arc::new(u);
-                upstreams.insert(src, u.clone());
+                upstreams
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(src, u.clone());
                 let reply = tokio::spawn(reply_loop(
                     u.clone(),
                     listen.clone(),
                     src,
-                    node,
-                    from,
+                    (node, from),
                     table.clone(),
+                    upstreams.clone(),
                     spec.seed ^ u64::from(src.port()).rotate_left(32),
                 ));
                 tasks.lock().unwrap_or_else(|p| p.into_inner()).push(reply);
@@ -204,22 +220,33 @@ async fn open_upstream(node: SocketAddr) -> std::io::Result<UdpSocket> {
     Ok(socket)
 }
 
-/// Node → sender direction of one sender's link.
+/// Node → sender direction of one sender's link (`link`: node, sender);
+/// ends, retiring the upstream socket, after `UPSTREAM_IDLE` of silence.
 async fn reply_loop(
     upstream: Arc<UdpSocket>,
     listen: Arc<UdpSocket>,
     sender: SocketAddr,
-    node: Party,
-    to: Party,
+    (node, to): (Party, Party),
     table: Arc<FaultTable>,
+    upstreams: Upstreams,
     seed: u64,
 ) {
     let mut rng = SimRng::new(seed);
     let mut buf = vec![0u8; 65_536];
     loop {
-        let Ok(len) = upstream.recv(&mut buf).await else {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-            continue;
+        let len = match tokio::time::timeout(UPSTREAM_IDLE, upstream.recv(&mut buf)).await {
+            Ok(Ok(len)) => len,
+            Ok(Err(_)) => {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                continue;
+            }
+            Err(_) => {
+                upstreams
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&sender);
+                return;
+            }
         };
         let faults = table.get(node, to);
         let listen = listen.clone();
