@@ -162,6 +162,20 @@ impl Inner {
         op: Op,
         timeout: Duration,
     ) -> Result<response::Result, Error> {
+        self.call_counting_attempts(session, op, timeout)
+            .await
+            .map(|(result, _)| result)
+    }
+
+    /// Like `call_with_timeout`, also saying whether the answer came after
+    /// more than one attempt (the request reached the cluster more than
+    /// once, through more than one server-side handler).
+    pub(crate) async fn call_counting_attempts(
+        &self,
+        session: u64,
+        op: Op,
+        timeout: Duration,
+    ) -> Result<(response::Result, u32), Error> {
         let request_id = self.next_request_id.fetch_add(1, Ordering::Relaxed);
         let ack_below = {
             let mut in_flight = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
@@ -179,12 +193,13 @@ impl Inner {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&request_id);
-        let response = response?;
+        let (response, attempts) = response?;
         if let Some(error) = response.error {
             return Err(Error::from_proto(error));
         }
         response
             .result
+            .map(|result| (result, attempts))
             .ok_or_else(|| Error::Protocol("response carries neither a result nor an error".into()))
     }
 

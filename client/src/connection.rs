@@ -16,10 +16,6 @@ use crate::wire::{read_frame, write_frame};
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(20);
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
-/// After a node failed us, redirects to it are ignored and it is skipped
-/// for this long: until a new leader is elected, followers still name the
-/// dead one, and following them would only wait out a connect timeout.
-const SUSPECT_FOR: Duration = Duration::from_secs(2);
 
 /// One logical connection to the cluster that survives node failures.
 #[derive(Debug)]
@@ -38,17 +34,7 @@ struct State {
     next: usize,
     /// A node that told us it leads, or that a redirect named.
     leader_hint: Option<String>,
-    /// The node whose connection last failed, and when.
-    suspect: Option<(String, Instant)>,
     jitter: u64,
-}
-
-impl State {
-    fn is_suspect(&self, addr: &str) -> bool {
-        self.suspect
-            .as_ref()
-            .is_some_and(|(a, at)| a == addr && at.elapsed() < SUSPECT_FOR)
-    }
 }
 
 /// Why one attempt failed.
@@ -87,14 +73,15 @@ impl Connector {
         })
     }
 
-    /// Sends `request` and returns the answer, retrying on other nodes (with
-    /// the same request id, so a retry never applies twice) until `timeout`.
-    /// A redirect (`NOT_LEADER` naming a leader) is followed at once.
+    /// Sends `request` and returns the answer with the number of attempts
+    /// it took, retrying on other nodes (with the same request id, so a
+    /// retry never applies twice) until `timeout`. A redirect (`NOT_LEADER`
+    /// naming a leader) is followed at once.
     pub(crate) async fn call(
         &self,
         request: &Request,
         timeout: Duration,
-    ) -> Result<Response, Error> {
+    ) -> Result<(Response, u32), Error> {
         let deadline = Instant::now() + timeout;
         let mut backoff = FIRST_BACKOFF;
         let mut attempts = 0u32;
@@ -106,23 +93,25 @@ impl Connector {
                     Some(err) if err.code == i32::from(ErrorCode::NotLeader) => {
                         last = format!("redirected: {}", err.message);
                         let hint = (!err.leader_addr.is_empty()).then(|| err.leader_addr.clone());
-                        if self.redirect(hint).await {
+                        let follow_now = hint.is_some();
+                        self.forget_current(hint).await;
+                        if follow_now {
                             continue;
                         }
                     }
                     Some(err) if err.retryable => {
                         last = format!("retryable error: {}", err.message);
                         if err.code == i32::from(ErrorCode::ShuttingDown) {
-                            self.abandon_current().await;
+                            self.forget_current(None).await;
                         }
                     }
-                    _ => return Ok(response),
+                    _ => return Ok((response, attempts)),
                 },
                 Err(Attempt::Fatal(e)) => return Err(e),
                 Err(Attempt::Retry(why)) => {
                     debug!("attempt {attempts} failed: {why}");
                     last = why;
-                    self.abandon_current().await;
+                    self.forget_current(None).await;
                 }
             }
             let pause = self.jittered(backoff).await;
@@ -163,7 +152,7 @@ impl Connector {
                 Err(Attempt::Fatal(e)) => return Err(e),
                 Err(Attempt::Retry(why)) => {
                     last = why;
-                    self.abandon_current().await;
+                    self.forget_current(None).await;
                 }
             }
             let pause = self.jittered(backoff).await;
@@ -210,21 +199,12 @@ impl Connector {
         let target = match state.leader_hint.take() {
             Some(hint) => hint,
             None => {
-                // The next node in turn, passing over one that just failed
-                // (unless it is the only one).
-                let mut pick = None;
-                for _ in 0..self.endpoints.len() {
-                    let i = state.next % self.endpoints.len();
-                    state.next = state.next.wrapping_add(1);
-                    let candidate = &self.endpoints[i];
-                    if pick.is_none() || !state.is_suspect(candidate) {
-                        pick = Some(candidate.clone());
-                    }
-                    if !state.is_suspect(candidate) {
-                        break;
-                    }
-                }
-                pick.ok_or_else(|| Attempt::Fatal(Error::Config("no endpoints".into())))?
+                let i = state.next % self.endpoints.len().max(1);
+                state.next = state.next.wrapping_add(1);
+                self.endpoints
+                    .get(i)
+                    .cloned()
+                    .ok_or_else(|| Attempt::Fatal(Error::Config("no endpoints".into())))?
             }
         };
         let (host, port) = split_host_port(&target)
@@ -241,41 +221,20 @@ impl Connector {
         let limit = (Instant::now() + self.connect_timeout).min(deadline);
         let conn = match tokio::time::timeout_at(limit, connecting).await {
             Ok(Ok(conn)) => conn,
-            Ok(Err(e)) => {
-                state.suspect = Some((target.clone(), Instant::now()));
-                return Err(classify_error(&target, &e));
-            }
-            Err(_) => {
-                state.suspect = Some((target.clone(), Instant::now()));
-                return Err(Attempt::Retry(format!("{target} did not accept in time")));
-            }
+            Ok(Err(e)) => return Err(classify_error(&target, &e)),
+            Err(_) => return Err(Attempt::Retry(format!("{target} did not accept in time"))),
         };
         state.current = Some((target.clone(), conn.clone()));
         Ok((target, conn))
     }
 
-    /// Leaves the current node for the leader a redirect named; returns
-    /// whether to go there at once (false: no usable hint, back off first).
-    async fn redirect(&self, leader_hint: Option<String>) -> bool {
+    async fn forget_current(&self, leader_hint: Option<String>) {
         let mut state = self.state.lock().await;
         if let Some((_, conn)) = state.current.take() {
             conn.close(0u32.into(), b"switching node");
         }
-        match leader_hint {
-            Some(hint) if !state.is_suspect(&hint) => {
-                state.leader_hint = Some(hint);
-                true
-            }
-            _ => false,
-        }
-    }
-
-    /// Drops the current node after it failed, and avoids it for a while.
-    async fn abandon_current(&self) {
-        let mut state = self.state.lock().await;
-        if let Some((addr, conn)) = state.current.take() {
-            conn.close(0u32.into(), b"switching node");
-            state.suspect = Some((addr, Instant::now()));
+        if leader_hint.is_some() {
+            state.leader_hint = leader_hint;
         }
     }
 
@@ -310,12 +269,11 @@ fn transport_config() -> quinn::TransportConfig {
 }
 
 /// How often an idle connection is pinged.
-pub const KEEP_ALIVE_INTERVAL: Duration = Duration::from_millis(150);
+pub const KEEP_ALIVE_INTERVAL: Duration = Duration::from_millis(250);
 
 /// How long without any packet from the node before the connection is
-/// declared dead and the client fails over: five pings missed. A call in
-/// flight to a dead leader waits this long, so it bounds failover.
-pub const MAX_IDLE: Duration = Duration::from_millis(750);
+/// declared dead and the client fails over.
+pub const MAX_IDLE: Duration = Duration::from_millis(1500);
 
 /// A failure on an established connection: if the node closed it because
 /// of our TLS credentials, no node will accept them, so it is fatal.

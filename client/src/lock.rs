@@ -97,11 +97,42 @@ impl LockBuilder {
         let result = self
             .client
             .inner
-            .call_with_timeout(session.id, op, call_timeout)
+            .call_counting_attempts(session.id, op, call_timeout)
             .await;
         let granted = match result {
-            Ok(response::Result::Granted(granted)) => granted,
-            Ok(other) => return Err(unexpected(&other)),
+            Ok((response::Result::Granted(granted), 1)) => granted,
+            Ok((response::Result::Granted(granted), _retried)) => {
+                // A retried acquire may be answered from the lock's state by
+                // a second handler while the first one, timing out, is
+                // withdrawing the same request: that withdrawal would release
+                // this grant after we report it. A logged check with a newer
+                // request id settles it: after it, the withdrawal is stale;
+                // before it, the check finds the grant gone.
+                let check = Op::Renew(proto::Renew {
+                    name: self.name.clone(),
+                    fencing_token: granted.fencing_token,
+                });
+                match self.client.inner.call(session.id, check).await {
+                    Ok(_) => granted,
+                    Err(e) => {
+                        if own_session {
+                            close_session(&self.client, &session).await;
+                        }
+                        return Err(match e.code() {
+                            Some(ErrorCode::StaleToken | ErrorCode::NotHeld) => Error::Server {
+                                code: ErrorCode::Timeout,
+                                message: format!(
+                                    "lock {:?} was granted, then withdrawn by a cancel that raced a retry; acquire again",
+                                    self.name
+                                ),
+                                retryable: true,
+                            },
+                            _ => e,
+                        });
+                    }
+                }
+            }
+            Ok((other, _)) => return Err(unexpected(&other)),
             Err(e) if e.code() == Some(ErrorCode::Busy) => {
                 if own_session {
                     close_session(&self.client, &session).await;

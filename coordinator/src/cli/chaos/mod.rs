@@ -256,6 +256,14 @@ async fn drive(args: &ChaosArgs, cluster: &mut ChaosCluster) -> anyhow::Result<V
         args.liveness_bound,
     ));
     print_summary(args, cluster, &injected, &history, &checks);
+    if checks.iter().any(|c| c.status == Status::Fail) {
+        // Everything the checks saw, to debug from (node logs are beside it).
+        let path = args.dir.join("history.txt");
+        match std::fs::write(&path, format!("{history:#?}")) {
+            Ok(()) => println!("history written to {}", path.display()),
+            Err(e) => eprintln!("cannot write {}: {e}", path.display()),
+        }
+    }
     Ok(checks)
 }
 
