@@ -28,16 +28,6 @@ fn runtime() -> Result<tokio::runtime::Runtime, std::io::Error> {
         .build()
 }
 
-async fn client(
-    cluster: &ProcessCluster,
-    ttl: Duration,
-) -> Result<paxlock::Client, paxlock::Error> {
-    let mut config = paxlock::Config::from_file(cluster.client_config())?;
-    config.session_ttl = ttl;
-    config.request_timeout = PATIENCE;
-    paxlock::Client::connect(config).await
-}
-
 /// Whether node `id` applies every slot below `commit` within the patience.
 async fn applied_up_to(cluster: &ProcessCluster, id: u64, commit: u64) -> bool {
     let wait = async {
@@ -143,12 +133,12 @@ fn killing_the_leader_node_keeps_locks_and_a_new_leader_serves() -> TestResult {
     let mut cluster = ProcessCluster::start(3)?;
     let rt = runtime()?;
     rt.block_on(async {
-        let a = client(&cluster, Duration::from_secs(10)).await?;
+        let a = cluster.client(Duration::from_secs(10)).await?;
         let held = a.lock("kept").acquire().await?;
         let old_leader = leader(&a).await?;
         cluster.kill(old_leader);
         // A second client, through the survivors, after a new leader takes over.
-        let b = client(&cluster, Duration::from_secs(10)).await?;
+        let b = cluster.client(Duration::from_secs(10)).await?;
         let new_leader = leader(&b).await?;
         assert_ne!(new_leader, old_leader);
         assert!(
@@ -179,7 +169,7 @@ fn a_full_cluster_crash_loses_nothing_acknowledged() -> TestResult {
     let mut cluster = ProcessCluster::start(3)?;
     let rt = runtime()?;
     rt.block_on(async {
-        let a = client(&cluster, Duration::from_secs(10)).await?;
+        let a = cluster.client(Duration::from_secs(10)).await?;
         let held = a.lock("durable").acquire().await?;
         let token = held.fencing_token();
         for id in 1..=3 {
@@ -188,7 +178,7 @@ fn a_full_cluster_crash_loses_nothing_acknowledged() -> TestResult {
         for id in 1..=3 {
             cluster.spawn(id)?;
         }
-        let b = client(&cluster, Duration::from_secs(10)).await?;
+        let b = cluster.client(Duration::from_secs(10)).await?;
         // The grant was acknowledged before the crash: it must still stand.
         assert!(
             b.lock("durable").try_acquire().await?.is_none(),
@@ -214,7 +204,7 @@ fn a_full_cluster_crash_after_snapshots_keeps_sessions_and_grants() -> TestResul
     let mut cluster = ProcessCluster::start_with(3, "snapshot_every_slots = 16")?;
     let rt = runtime()?;
     rt.block_on(async {
-        let a = client(&cluster, Duration::from_secs(30)).await?;
+        let a = cluster.client(Duration::from_secs(30)).await?;
         let held = a.lock("durable").acquire().await?;
         // Enough commands that every node snapshots past the grant.
         let mut last = 0;
@@ -230,7 +220,7 @@ fn a_full_cluster_crash_after_snapshots_keeps_sessions_and_grants() -> TestResul
             cluster.spawn(id)?;
         }
         held.renew().await?;
-        let b = client(&cluster, Duration::from_secs(10)).await?;
+        let b = cluster.client(Duration::from_secs(10)).await?;
         assert!(
             b.lock("durable").try_acquire().await?.is_none(),
             "a grant older than the snapshot was lost: {}",
@@ -269,7 +259,7 @@ fn metrics_report_leadership_locks_and_fsyncs() -> TestResult {
     let cluster = ProcessCluster::start(3)?;
     let rt = runtime()?;
     rt.block_on(async {
-        let a = client(&cluster, Duration::from_secs(10)).await?;
+        let a = cluster.client(Duration::from_secs(10)).await?;
         let _held = a.lock("metered").acquire().await?;
         let leader_id = leader(&a).await?;
         let text = http_get(&cluster, leader_id, "/metrics")?;
@@ -298,10 +288,10 @@ fn a_watch_resumes_after_a_full_restart_without_skipping_a_term() -> TestResult 
     let mut cluster = ProcessCluster::start(3)?;
     let rt = runtime()?;
     rt.block_on(async {
-        let observer = client(&cluster, Duration::from_secs(10)).await?;
+        let observer = cluster.client(Duration::from_secs(10)).await?;
         let mut watch = observer.election("svc").watch();
         let mut seen = vec![tokio::time::timeout(PATIENCE, watch.next()).await??];
-        let a = client(&cluster, Duration::from_secs(10)).await?;
+        let a = cluster.client(Duration::from_secs(10)).await?;
         let lead = a.election("svc").campaign(b"a".to_vec()).await?;
         seen.push(tokio::time::timeout(PATIENCE, watch.next()).await??);
         for id in 1..=3 {
@@ -313,7 +303,7 @@ fn a_watch_resumes_after_a_full_restart_without_skipping_a_term() -> TestResult 
         // Changes made after the restart reach the watcher through a new
         // connection, continuing from the last event it delivered.
         lead.resign().await?;
-        let b = client(&cluster, Duration::from_secs(10)).await?;
+        let b = cluster.client(Duration::from_secs(10)).await?;
         let _b_lead = b.election("svc").campaign(b"b".to_vec()).await?;
         while seen.len() < 4 {
             seen.push(tokio::time::timeout(PATIENCE * 2, watch.next()).await??);
@@ -345,7 +335,7 @@ fn status_lists_every_node_with_one_leader_and_its_lag() -> TestResult {
     let rt = runtime()?;
     // A lock cycle makes sure a leader exists and the log is non-empty.
     rt.block_on(async {
-        let a = client(&cluster, Duration::from_secs(10)).await?;
+        let a = cluster.client(Duration::from_secs(10)).await?;
         a.lock("s").acquire().await?.release().await?;
         Ok::<_, Box<dyn std::error::Error>>(())
     })?;
@@ -379,7 +369,7 @@ fn sigterm_on_the_leader_hands_leadership_over_and_exits_cleanly() -> TestResult
     let mut cluster = ProcessCluster::start(3)?;
     let rt = runtime()?;
     rt.block_on(async {
-        let a = client(&cluster, Duration::from_secs(10)).await?;
+        let a = cluster.client(Duration::from_secs(10)).await?;
         let held = a.lock("handover").acquire().await?;
         let old = leader(&a).await?;
         cluster.signal(old, Signal::TERM);
@@ -390,7 +380,7 @@ fn sigterm_on_the_leader_hands_leadership_over_and_exits_cleanly() -> TestResult
             "{}",
             cluster.log(old)
         );
-        let b = client(&cluster, Duration::from_secs(10)).await?;
+        let b = cluster.client(Duration::from_secs(10)).await?;
         let new = leader(&b).await?;
         assert_ne!(new, old);
         assert!(
@@ -411,7 +401,7 @@ fn a_node_restarted_far_behind_catches_up_from_a_snapshot_and_serves_the_next_fa
     let mut cluster = ProcessCluster::start_with(3, "snapshot_every_slots = 16")?;
     let rt = runtime()?;
     rt.block_on(async {
-        let a = client(&cluster, Duration::from_secs(10)).await?;
+        let a = cluster.client(Duration::from_secs(10)).await?;
         let first_leader = leader(&a).await?;
         let behind = (1..=3)
             .find(|&id| id != first_leader)
@@ -436,7 +426,7 @@ fn a_node_restarted_far_behind_catches_up_from_a_snapshot_and_serves_the_next_fa
         // must carry the cluster on their own.
         let held = a.lock("after").acquire().await?;
         cluster.kill(first_leader);
-        let b = client(&cluster, Duration::from_secs(10)).await?;
+        let b = cluster.client(Duration::from_secs(10)).await?;
         assert!(b.lock("after").try_acquire().await?.is_none());
         let next = b.lock("next").acquire().await?;
         assert!(next.fencing_token() > held.fencing_token());

@@ -16,23 +16,12 @@ const TTL: Duration = Duration::from_secs(5);
 /// One cluster at a time on a 2-core machine.
 static ONE_CLUSTER_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// A client of `cluster` with session TTL `ttl`.
-async fn connect(
-    cluster: &ProcessCluster,
-    ttl: Duration,
-) -> Result<paxlock::Client, paxlock::Error> {
-    let mut config = paxlock::Config::from_file(cluster.client_config())?;
-    config.session_ttl = ttl;
-    config.request_timeout = PATIENCE;
-    paxlock::Client::connect(config).await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_held_lock_is_exclusive_and_try_acquire_fails_while_held() -> TestResult {
     let _serial = ONE_CLUSTER_AT_A_TIME.lock().await;
     let cluster = ProcessCluster::start(3)?;
-    let a = connect(&cluster, TTL).await?;
-    let b = connect(&cluster, TTL).await?;
+    let a = cluster.client(TTL).await?;
+    let b = cluster.client(TTL).await?;
 
     let guard = a.lock("job").acquire().await?;
     assert!(guard.is_valid());
@@ -53,13 +42,13 @@ async fn a_held_lock_is_exclusive_and_try_acquire_fails_while_held() -> TestResu
 async fn waiters_are_granted_in_fifo_order_with_increasing_tokens() -> TestResult {
     let _serial = ONE_CLUSTER_AT_A_TIME.lock().await;
     let cluster = ProcessCluster::start(3)?;
-    let holder = connect(&cluster, TTL).await?;
+    let holder = cluster.client(TTL).await?;
     let first = holder.lock("queue").acquire().await?;
 
     let (tx, mut rx) = tokio::sync::mpsc::channel(8);
     let mut waiters = Vec::new();
     for i in 0..5u32 {
-        let client = connect(&cluster, TTL).await?;
+        let client = cluster.client(TTL).await?;
         let tx = tx.clone();
         waiters.push(tokio::spawn(async move {
             let guard = client.lock("queue").acquire().await?;
@@ -91,8 +80,8 @@ async fn waiters_are_granted_in_fifo_order_with_increasing_tokens() -> TestResul
 async fn a_blocked_acquire_times_out_and_leaves_no_holder_behind() -> TestResult {
     let _serial = ONE_CLUSTER_AT_A_TIME.lock().await;
     let cluster = ProcessCluster::start(3)?;
-    let a = connect(&cluster, TTL).await?;
-    let b = connect(&cluster, TTL).await?;
+    let a = cluster.client(TTL).await?;
+    let b = cluster.client(TTL).await?;
     let held = a.lock("busy").acquire().await?;
     let err = b
         .lock("busy")
@@ -117,8 +106,8 @@ async fn a_blocked_acquire_times_out_and_leaves_no_holder_behind() -> TestResult
 async fn closing_a_session_hands_its_lock_to_the_next_waiter() -> TestResult {
     let _serial = ONE_CLUSTER_AT_A_TIME.lock().await;
     let cluster = ProcessCluster::start(3)?;
-    let a = connect(&cluster, TTL).await?;
-    let b = connect(&cluster, TTL).await?;
+    let a = cluster.client(TTL).await?;
+    let b = cluster.client(TTL).await?;
     let held = a.lock("handoff").acquire().await?;
     let token = held.fencing_token();
     let waiter =
@@ -135,13 +124,13 @@ async fn closing_a_session_hands_its_lock_to_the_next_waiter() -> TestResult {
 async fn election_watchers_see_every_term_in_order() -> TestResult {
     let _serial = ONE_CLUSTER_AT_A_TIME.lock().await;
     let cluster = ProcessCluster::start(3)?;
-    let observer = connect(&cluster, TTL).await?;
+    let observer = cluster.client(TTL).await?;
     let mut watch = observer.election("orders").watch();
     let first = tokio::time::timeout(PATIENCE, watch.next()).await??;
     assert_eq!(first, LeaderEvent::NoLeader { term: 0 });
 
-    let a = connect(&cluster, TTL).await?;
-    let b = connect(&cluster, TTL).await?;
+    let a = cluster.client(TTL).await?;
+    let b = cluster.client(TTL).await?;
     let lead_a = a.election("orders").campaign(b"a:1".to_vec()).await?;
     assert_eq!(lead_a.term(), 1);
     let b_task = tokio::spawn(async move {
@@ -238,7 +227,7 @@ async fn bad_input_gets_a_specific_error_and_changes_nothing() -> TestResult {
     use paxlock::proto::{request::Op, Release, Request};
     let _serial = ONE_CLUSTER_AT_A_TIME.lock().await;
     let cluster = ProcessCluster::start(3)?;
-    let a = connect(&cluster, TTL).await?;
+    let a = cluster.client(TTL).await?;
 
     let long_name = "n".repeat(513);
     let err = a
@@ -264,7 +253,7 @@ async fn bad_input_gets_a_specific_error_and_changes_nothing() -> TestResult {
         .ok_or("accepted 64 KiB + 1")?;
     assert_eq!(err.code(), Some(ErrorCode::ValueTooLarge), "{err}");
 
-    let absurd = connect(&cluster, Duration::from_secs(100 * 24 * 3600)).await;
+    let absurd = cluster.client(Duration::from_secs(100 * 24 * 3600)).await;
     let err = absurd.err().ok_or("accepted a 100-day TTL")?;
     assert_eq!(err.code(), Some(ErrorCode::TtlOutOfRange), "{err}");
 
@@ -313,7 +302,7 @@ async fn bad_input_gets_a_specific_error_and_changes_nothing() -> TestResult {
     );
 
     // None of that touched the lock: it is still held with the same token.
-    let b = connect(&cluster, TTL).await?;
+    let b = cluster.client(TTL).await?;
     assert!(b.lock("kept").try_acquire().await?.is_none());
     guard.renew().await?;
     Ok(())

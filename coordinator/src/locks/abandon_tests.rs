@@ -95,16 +95,9 @@ fn an_abandon_after_the_grant_releases_it() {
     assert_eq!(h.sm.holder("x"), None);
 }
 
-/// Found by the 30-minute chaos soak (seed 20261128): a retried acquire was
-/// answered "granted" from the lock's state while the first handler of the
-/// same request, timing out, was withdrawing it; the withdrawal then
-/// released the grant the client had been told about. The client now
-/// confirms a grant that came after a retry with a logged check (a newer
-/// request id). These are the two orders the log can put them in.
-#[test]
-fn a_logged_check_after_a_grant_fences_a_racing_abandon_of_the_same_request() {
-    // Check first: the abandon of request 1 is stale and releases nothing.
-    let mut h = Harness::small();
+/// `b` queued behind `a` on "x" with request 1, then granted when `a`
+/// released; returns `b` and its token.
+fn granted_after_waiting(h: &mut Harness) -> (crate::locks::SessionId, crate::locks::FencingToken) {
     let (a, b) = (h.open(), h.open());
     let ta = h.token(a, "x");
     let wait = h.fresh(
@@ -117,6 +110,20 @@ fn a_logged_check_after_a_grant_fences_a_racing_abandon_of_the_same_request() {
     assert!(matches!(h.apply(wait).reply, Ok(Reply::Queued { .. })));
     h.release(a, "x", ta);
     let tb = h.sm.holder("x").map(|g| g.token).expect("b was granted");
+    (b, tb)
+}
+
+/// Found by the 30-minute chaos soak (seed 20261128): a retried acquire was
+/// answered "granted" from the lock's state while the first handler of the
+/// same request, timing out, was withdrawing it; the withdrawal then
+/// released the grant the client had been told about. The client now
+/// confirms a grant that came after a retry with a logged check (a newer
+/// request id). These are the two orders the log can put them in.
+#[test]
+fn a_logged_check_after_a_grant_fences_a_racing_abandon_of_the_same_request() {
+    // Check first: the abandon of request 1 is stale and releases nothing.
+    let mut h = Harness::small();
+    let (b, tb) = granted_after_waiting(&mut h);
     let check = h.fresh(
         b,
         ClientOp::Check {
@@ -139,18 +146,7 @@ fn a_logged_check_after_a_grant_fences_a_racing_abandon_of_the_same_request() {
 
     // Abandon first: the grant is released, and the check says so.
     let mut h = Harness::small();
-    let (a, b) = (h.open(), h.open());
-    let ta = h.token(a, "x");
-    let wait = h.fresh(
-        b,
-        ClientOp::Acquire {
-            name: "x".into(),
-            wait: true,
-        },
-    );
-    assert!(matches!(h.apply(wait).reply, Ok(Reply::Queued { .. })));
-    h.release(a, "x", ta);
-    let tb = h.sm.holder("x").map(|g| g.token).expect("b was granted");
+    let (b, tb) = granted_after_waiting(&mut h);
     assert!(abandon(&mut h, b, 1).reply.is_ok());
     assert!(h.sm.holder("x").is_none());
     let check = h.fresh(

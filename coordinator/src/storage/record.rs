@@ -87,9 +87,10 @@ pub fn frame_len_bytes(payload_len_bytes: usize) -> usize {
 #[allow(clippy::expect_used)]
 pub fn encode_frame(out: &mut Vec<u8>, lsn: Lsn, record: RecordRef<'_>) {
     let start = out.len();
+    // Every store rejects payloads over max_record_bytes (capped far below
+    // u32::MAX) with a typed error before they reach the encoder.
     let payload_len = u32::try_from(record.payload.len())
-        // ok: every store rejects payloads over max_record_bytes (capped far
-        // below u32::MAX) with a typed error before they reach the encoder.
+        // ok: length bounded by max_record_bytes, checked by every caller
         .expect("payload length is checked against max_record_bytes before encoding");
     out.extend_from_slice(&payload_len.to_le_bytes());
     out.push(record.kind);

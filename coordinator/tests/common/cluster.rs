@@ -58,6 +58,18 @@ impl ProcessCluster {
         Ok(cluster)
     }
 
+    /// A client of this cluster with session TTL `ttl`, patient enough
+    /// for a loaded machine.
+    pub async fn client(
+        &self,
+        ttl: std::time::Duration,
+    ) -> Result<paxlock::Client, paxlock::Error> {
+        let mut config = paxlock::Config::from_file(self.client_config())?;
+        config.session_ttl = ttl;
+        config.request_timeout = super::PATIENCE;
+        paxlock::Client::connect(config).await
+    }
+
     /// The client config path.
     pub fn client_config(&self) -> PathBuf {
         self.dir.path().join("client.toml")
