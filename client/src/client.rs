@@ -24,6 +24,9 @@ pub struct ConnectOptions {
     pub request_timeout: Duration,
     /// Time to wait for one node to accept a connection.
     pub connect_timeout: Duration,
+    /// How long a node may stay silent before the client fails over
+    /// (see [`Config::dead_node_timeout`]).
+    pub dead_node_timeout: Duration,
     /// TTL of the client's session.
     pub session_ttl: Duration,
     /// The clock drift bound ρ, in parts per million, the lease rule must
@@ -59,6 +62,7 @@ impl Client {
             endpoints: config.endpoints,
             request_timeout: config.request_timeout,
             connect_timeout: config.connect_timeout,
+            dead_node_timeout: config.dead_node_timeout,
             session_ttl: config.session_ttl,
             max_clock_drift_ppm: config.max_clock_drift_ppm,
         };
@@ -69,7 +73,12 @@ impl Client {
     pub async fn connect_with(tls: TlsMaterial, options: ConnectOptions) -> Result<Client, Error> {
         let quic = tls.client_config(CLIENT_ALPN_V1)?;
         let inner = Arc::new(Inner {
-            connector: Connector::new(quic, options.endpoints, options.connect_timeout)?,
+            connector: Connector::new(
+                quic,
+                options.endpoints,
+                options.connect_timeout,
+                options.dead_node_timeout,
+            )?,
             request_timeout: options.request_timeout,
             drift_ppm: options.max_clock_drift_ppm,
             next_request_id: AtomicU64::new(1),

@@ -43,6 +43,12 @@ pub struct Config {
     /// How long to wait for one node to accept a connection.
     #[serde(default = "default_connect_timeout", with = "crate::humantime_serde")]
     pub connect_timeout: Duration,
+    /// How long a node may send nothing at all before the client gives up
+    /// on it and fails over to another; the client pings at a fifth of
+    /// this, so a live node always has something to answer. This bounds
+    /// how long a call waits on a crashed node.
+    #[serde(default = "default_dead_node_timeout", with = "crate::humantime_serde")]
+    pub dead_node_timeout: Duration,
     /// TTL of the client's session: how long after its last answered
     /// keepalive the cluster may give its locks away.
     #[serde(default = "default_session_ttl", with = "crate::humantime_serde")]
@@ -70,6 +76,19 @@ fn default_request_timeout() -> Duration {
 
 fn default_connect_timeout() -> Duration {
     Duration::from_secs(2)
+}
+
+/// Default of [`Config::dead_node_timeout`]: short enough that a crashed
+/// leader costs about as much as the cluster's own election (140–280 ms by
+/// default), long enough that a loaded node's keepalive answers arrive.
+pub const DEFAULT_DEAD_NODE_TIMEOUT: Duration = Duration::from_millis(250);
+
+/// Bounds of [`Config::dead_node_timeout`].
+pub const DEAD_NODE_TIMEOUT_RANGE: std::ops::RangeInclusive<Duration> =
+    Duration::from_millis(50)..=Duration::from_secs(60);
+
+fn default_dead_node_timeout() -> Duration {
+    DEFAULT_DEAD_NODE_TIMEOUT
 }
 
 impl Config {
@@ -112,6 +131,11 @@ impl Config {
         if self.request_timeout.is_zero() || self.connect_timeout.is_zero() {
             return Err(Error::Config("timeouts must be more than zero".into()));
         }
+        if !DEAD_NODE_TIMEOUT_RANGE.contains(&self.dead_node_timeout) {
+            return Err(Error::Config(
+                "key `dead_node_timeout`: must be between 50ms and 60s".into(),
+            ));
+        }
         if self.session_ttl < Duration::from_millis(500) {
             return Err(Error::Config(
                 "key `session_ttl`: must be at least 500ms".into(),
@@ -149,10 +173,23 @@ mod tests {
             },
             request_timeout: Duration::from_secs(1),
             connect_timeout: Duration::from_secs(1),
+            dead_node_timeout: DEFAULT_DEAD_NODE_TIMEOUT,
             session_ttl: Duration::from_secs(10),
             max_clock_drift_ppm: DEFAULT_DRIFT_PPM,
         };
         assert!(matches!(config.validate(), Err(Error::Config(m)) if m.contains("endpoints")));
+    }
+
+    #[test]
+    fn a_dead_node_timeout_outside_its_range_names_the_key() {
+        let text = "endpoints = [\"127.0.0.1:7101\"]\ndead_node_timeout = \"10ms\"\n[tls]\nca = \"a\"\ncert = \"b\"\nkey = \"c\"\n";
+        let config: Config = toml::from_str(text).unwrap();
+        assert_eq!(config.dead_node_timeout, Duration::from_millis(10));
+        assert!(
+            matches!(config.validate(), Err(Error::Config(m)) if m.contains("dead_node_timeout"))
+        );
+        let fine: Config = toml::from_str(&text.replace("10ms", "2s")).unwrap();
+        assert!(fine.validate().is_ok());
     }
 
     #[test]

@@ -17,6 +17,13 @@ use crate::wire::{read_frame, write_frame};
 const FIRST_BACKOFF: Duration = Duration::from_millis(20);
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
+/// How long a node whose connection just failed is passed over when
+/// choosing where to connect, and redirects naming it are not followed.
+/// Without it, a client that lost the leader would go straight back to it
+/// (round robin, or the survivors' stale "node N leads" before they have
+/// elected a successor) and wait a whole timeout on a dead node again.
+const SUSPECT_FOR: Duration = Duration::from_secs(1);
+
 /// One logical connection to the cluster that survives node failures.
 #[derive(Debug)]
 pub(crate) struct Connector {
@@ -34,7 +41,23 @@ struct State {
     next: usize,
     /// A node that told us it leads, or that a redirect named.
     leader_hint: Option<String>,
+    /// Nodes whose connection failed recently, with when it failed.
+    suspects: Vec<(String, Instant)>,
     jitter: u64,
+}
+
+impl State {
+    fn is_suspect(&self, addr: &str) -> bool {
+        self.suspects
+            .iter()
+            .any(|(a, since)| a == addr && since.elapsed() < SUSPECT_FOR)
+    }
+
+    fn suspect(&mut self, addr: String) {
+        self.suspects
+            .retain(|(a, since)| *a != addr && since.elapsed() < SUSPECT_FOR);
+        self.suspects.push((addr, Instant::now()));
+    }
 }
 
 /// Why one attempt failed.
@@ -50,8 +73,9 @@ impl Connector {
         mut tls: quinn::ClientConfig,
         endpoints: Vec<String>,
         connect_timeout: Duration,
+        dead_node_timeout: Duration,
     ) -> Result<Self, Error> {
-        tls.transport_config(std::sync::Arc::new(transport_config()));
+        tls.transport_config(std::sync::Arc::new(transport_config(dead_node_timeout)));
         let bind = SocketAddr::from(([0, 0, 0, 0], 0));
         let endpoint = quinn::Endpoint::client(bind)
             .map_err(|e| Error::Config(format!("cannot open a UDP socket: {e}")))?;
@@ -101,9 +125,6 @@ impl Connector {
                     }
                     Some(err) if err.retryable => {
                         last = format!("retryable error: {}", err.message);
-                        if err.code == i32::from(ErrorCode::ShuttingDown) {
-                            self.forget_current(None).await;
-                        }
                     }
                     _ => return Ok((response, attempts)),
                 },
@@ -111,7 +132,6 @@ impl Connector {
                 Err(Attempt::Retry(why)) => {
                     debug!("attempt {attempts} failed: {why}");
                     last = why;
-                    self.forget_current(None).await;
                 }
             }
             let pause = self.jittered(backoff).await;
@@ -135,25 +155,29 @@ impl Connector {
         while Instant::now() < deadline {
             attempts += 1;
             let result = async {
-                let (_, conn) = self.connection(deadline).await?;
-                let (mut send, recv) = conn
-                    .open_bi()
-                    .await
-                    .map_err(|e| classify(&conn, e.to_string()))?;
-                write_frame(&mut send, request)
-                    .await
-                    .map_err(|e| classify(&conn, e.to_string()))?;
-                let _ = send.finish();
-                Ok::<_, Attempt>(recv)
+                let (addr, conn) = self.connection(deadline).await?;
+                let opened = async {
+                    let (mut send, recv) = conn
+                        .open_bi()
+                        .await
+                        .map_err(|e| classify(&conn, e.to_string()))?;
+                    write_frame(&mut send, request)
+                        .await
+                        .map_err(|e| classify(&conn, e.to_string()))?;
+                    let _ = send.finish();
+                    Ok::<_, Attempt>(recv)
+                }
+                .await;
+                if opened.is_err() {
+                    self.give_up_on(addr, &conn).await;
+                }
+                opened
             }
             .await;
             match result {
                 Ok(recv) => return Ok(recv),
                 Err(Attempt::Fatal(e)) => return Err(e),
-                Err(Attempt::Retry(why)) => {
-                    last = why;
-                    self.forget_current(None).await;
-                }
+                Err(Attempt::Retry(why)) => last = why,
             }
             let pause = self.jittered(backoff).await;
             tokio::time::sleep_until((Instant::now() + pause).min(deadline)).await;
@@ -182,10 +206,21 @@ impl Connector {
                 Err(e) => Err(classify(&conn, format!("{addr}: {e}"))),
             }
         };
-        match tokio::time::timeout_at(deadline, exchange).await {
+        let result = match tokio::time::timeout_at(deadline, exchange).await {
             Ok(result) => result,
             Err(_) => Err(Attempt::Retry(format!("{addr} did not answer in time"))),
+        };
+        let shutting_down = |r: &Response| {
+            r.error
+                .as_ref()
+                .is_some_and(|e| e.code == i32::from(ErrorCode::ShuttingDown))
+        };
+        match &result {
+            Err(Attempt::Retry(_)) => self.give_up_on(addr, &conn).await,
+            Ok(response) if shutting_down(response) => self.give_up_on(addr, &conn).await,
+            _ => {}
         }
+        result
     }
 
     /// The current connection, or a new one to the next candidate node.
@@ -196,17 +231,7 @@ impl Connector {
                 return Ok((addr.clone(), conn.clone()));
             }
         }
-        let target = match state.leader_hint.take() {
-            Some(hint) => hint,
-            None => {
-                let i = state.next % self.endpoints.len().max(1);
-                state.next = state.next.wrapping_add(1);
-                self.endpoints
-                    .get(i)
-                    .cloned()
-                    .ok_or_else(|| Attempt::Fatal(Error::Config("no endpoints".into())))?
-            }
-        };
+        let target = self.pick_target(&mut state)?;
         let (host, port) = split_host_port(&target)
             .ok_or_else(|| Attempt::Retry(format!("bad node address {target:?}")))?;
         let addr = tokio::net::lookup_host((host, port))
@@ -221,11 +246,61 @@ impl Connector {
         let limit = (Instant::now() + self.connect_timeout).min(deadline);
         let conn = match tokio::time::timeout_at(limit, connecting).await {
             Ok(Ok(conn)) => conn,
-            Ok(Err(e)) => return Err(classify_error(&target, &e)),
-            Err(_) => return Err(Attempt::Retry(format!("{target} did not accept in time"))),
+            Ok(Err(e)) => {
+                state.suspect(target.clone());
+                return Err(classify_error(&target, &e));
+            }
+            Err(_) => {
+                state.suspect(target.clone());
+                return Err(Attempt::Retry(format!("{target} did not accept in time")));
+            }
         };
         state.current = Some((target.clone(), conn.clone()));
         Ok((target, conn))
+    }
+
+    /// Where to connect next: the leader hint unless that node just
+    /// failed, else the next node in round-robin order.
+    fn pick_target(&self, state: &mut State) -> Result<String, Attempt> {
+        match state.leader_hint.take() {
+            Some(hint) if !state.is_suspect(&hint) => Ok(hint),
+            _ => self.next_endpoint(state),
+        }
+    }
+
+    /// The next node in round-robin order, passing over suspects unless
+    /// every node is one.
+    fn next_endpoint(&self, state: &mut State) -> Result<String, Attempt> {
+        let n = self.endpoints.len();
+        if n == 0 {
+            return Err(Attempt::Fatal(Error::Config("no endpoints".into())));
+        }
+        let start = state.next;
+        for k in 0..n {
+            let candidate = &self.endpoints[start.wrapping_add(k) % n];
+            if !state.is_suspect(candidate) {
+                state.next = start.wrapping_add(k + 1);
+                return Ok(candidate.clone());
+            }
+        }
+        state.next = start.wrapping_add(1);
+        Ok(self.endpoints[start % n].clone())
+    }
+
+    /// A node failed (silent, unreachable, shutting down): close the
+    /// connection to it and pass it over for a while. Only that connection:
+    /// another call may already have moved on to a healthy node.
+    async fn give_up_on(&self, addr: String, conn: &quinn::Connection) {
+        conn.close(0u32.into(), b"switching node");
+        let mut state = self.state.lock().await;
+        if state
+            .current
+            .as_ref()
+            .is_some_and(|(_, c)| c.stable_id() == conn.stable_id())
+        {
+            state.current = None;
+        }
+        state.suspect(addr);
     }
 
     async fn forget_current(&self, leader_hint: Option<String>) {
@@ -257,23 +332,17 @@ impl Connector {
 }
 
 /// Pings often and gives up on a silent node quickly: a call waiting on a
-/// dead node must fail over well within a session TTL, not after QUIC's
-/// default 30 s idle timeout.
-fn transport_config() -> quinn::TransportConfig {
+/// dead node must fail over in about an election's time, not after QUIC's
+/// default 30 s idle timeout. Five pings per timeout: one lost or late
+/// answer never kills a live connection.
+fn transport_config(dead_node_timeout: Duration) -> quinn::TransportConfig {
     let mut transport = quinn::TransportConfig::default();
-    transport.keep_alive_interval(Some(KEEP_ALIVE_INTERVAL));
-    if let Ok(idle) = quinn::IdleTimeout::try_from(MAX_IDLE) {
+    transport.keep_alive_interval(Some(dead_node_timeout / 5));
+    if let Ok(idle) = quinn::IdleTimeout::try_from(dead_node_timeout) {
         transport.max_idle_timeout(Some(idle));
     }
     transport
 }
-
-/// How often an idle connection is pinged.
-pub const KEEP_ALIVE_INTERVAL: Duration = Duration::from_millis(250);
-
-/// How long without any packet from the node before the connection is
-/// declared dead and the client fails over.
-pub const MAX_IDLE: Duration = Duration::from_millis(1500);
 
 /// A failure on an established connection: if the node closed it because
 /// of our TLS credentials, no node will accept them, so it is fatal.
@@ -303,5 +372,76 @@ fn classify_error(addr: &str, err: &quinn::ConnectionError) -> Attempt {
         })
     } else {
         Attempt::Retry(format!("{addr}: {err}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn connector(endpoints: &[&str]) -> Connector {
+        // Never used to connect: these tests only exercise node choice.
+        let rustls_config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            crate::tls::provider(),
+        ))
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth();
+        let tls =
+            crate::tls::quic_client_config(rustls_config, crate::wire::CLIENT_ALPN_V1).unwrap();
+        Connector::new(
+            tls,
+            endpoints.iter().map(|e| e.to_string()).collect(),
+            Duration::from_secs(1),
+            Duration::from_millis(250),
+        )
+        .unwrap()
+    }
+
+    fn picks(c: &Connector, state: &mut State, n: usize) -> Vec<String> {
+        (0..n)
+            .map(|_| match c.pick_target(state) {
+                Ok(target) => target,
+                Err(_) => panic!("no target"),
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_node_that_just_failed_is_passed_over_and_its_redirects_ignored() {
+        let c = connector(&["a:1", "b:1", "c:1"]);
+        let mut state = State {
+            jitter: 1,
+            ..State::default()
+        };
+        assert_eq!(picks(&c, &mut state, 3), ["a:1", "b:1", "c:1"]);
+        state.suspect("b:1".into());
+        assert_eq!(picks(&c, &mut state, 4), ["a:1", "c:1", "a:1", "c:1"]);
+        // A survivor's stale "b leads" must not send us back to b...
+        state.leader_hint = Some("b:1".into());
+        assert_eq!(picks(&c, &mut state, 1), ["a:1"]);
+        // ...but a hint naming a healthy node is followed at once.
+        state.leader_hint = Some("c:1".into());
+        assert_eq!(picks(&c, &mut state, 1), ["c:1"]);
+    }
+
+    #[tokio::test]
+    async fn when_every_node_failed_recently_the_round_robin_goes_on() {
+        let c = connector(&["a:1", "b:1"]);
+        let mut state = State::default();
+        state.suspect("a:1".into());
+        state.suspect("b:1".into());
+        assert_eq!(picks(&c, &mut state, 3), ["a:1", "b:1", "a:1"]);
+    }
+
+    #[tokio::test]
+    async fn suspicion_ends_after_a_while() {
+        let c = connector(&["a:1", "b:1"]);
+        let mut state = State::default();
+        state
+            .suspects
+            .push(("a:1".into(), Instant::now() - SUSPECT_FOR));
+        assert_eq!(picks(&c, &mut state, 2), ["a:1", "b:1"]);
     }
 }

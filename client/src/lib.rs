@@ -23,7 +23,7 @@ pub mod tls;
 pub mod wire;
 
 pub use client::{Client, ConnectOptions};
-pub use config::{Config, TlsFiles, DEFAULT_DRIFT_PPM};
+pub use config::{Config, TlsFiles, DEFAULT_DEAD_NODE_TIMEOUT, DEFAULT_DRIFT_PPM};
 pub use election::{Election, LeaderEvent, LeaderInfo, LeaderWatch, Leadership};
 pub use error::Error;
 pub use lock::{LockBuilder, LockGuard};

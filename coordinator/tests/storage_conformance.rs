@@ -53,6 +53,12 @@ fn file_harness() -> Harness<FileStore> {
     }
 }
 
+fn inline_file_harness() -> Harness<FileStore> {
+    let mut harness = file_harness();
+    harness.options.inline_writes = true;
+    harness
+}
+
 fn mem_harness() -> Harness<MemStore> {
     Harness {
         location: MemDisk::new(),
@@ -232,6 +238,9 @@ macro_rules! conformance {
     ($($rule:ident),* $(,)?) => {
         mod file_store {
             $( #[test] fn $rule() { super::$rule(&super::file_harness()); } )*
+        }
+        mod file_store_inline {
+            $( #[test] fn $rule() { super::$rule(&super::inline_file_harness()); } )*
         }
         mod mem_store {
             $( #[test] fn $rule() { super::$rule(&super::mem_harness()); } )*

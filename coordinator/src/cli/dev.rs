@@ -152,7 +152,7 @@ pub fn node_config_at(
     extra: &str,
 ) -> String {
     let mut text = format!(
-        "node_id = {id}\ncluster_id = \"dev\"\nlisten = \"{listen}\"\ndata_dir = \"data/node-{id}\"\nheartbeat_interval = \"50ms\"\nmetrics_listen = \"{metrics}\"\n\n[tls]\nca = \"certs/ca.pem\"\ncert = \"certs/node-{id}.pem\"\nkey = \"certs/node-{id}.key\"\n"
+        "node_id = {id}\ncluster_id = \"dev\"\nlisten = \"{listen}\"\ndata_dir = \"data/node-{id}\"\nmetrics_listen = \"{metrics}\"\n\n[tls]\nca = \"certs/ca.pem\"\ncert = \"certs/node-{id}.pem\"\nkey = \"certs/node-{id}.key\"\n"
     );
     for (peer, addr) in peers {
         text.push_str(&format!("\n[[peers]]\nid = {peer}\naddr = \"{addr}\"\n"));

@@ -83,7 +83,14 @@ impl StoredAcceptor<FileStore> {
             cluster_id: cluster_hash(cluster_id),
             node_id,
         };
-        Self::open_in(&dir.to_path_buf(), identity, FileStoreOptions::default())
+        // The consensus loop's persister thread is the only writer and
+        // already batches everything queued into one call: writing on that
+        // thread saves a hand-off to the writer thread and back per fsync.
+        let options = FileStoreOptions {
+            inline_writes: true,
+            ..FileStoreOptions::default()
+        };
+        Self::open_in(&dir.to_path_buf(), identity, options)
     }
 }
 

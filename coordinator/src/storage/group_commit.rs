@@ -199,7 +199,9 @@ impl Writer {
         }
     }
 
-    fn commit_group(&mut self, group: &mut Vec<Command>) {
+    /// Writes a group's appends with one fsync, then prunes; every
+    /// command's completion is sent before this returns.
+    pub fn commit_group(&mut self, group: &mut Vec<Command>) {
         let mut acks = Vec::new();
         let mut prunes = Vec::new();
         let mut appends = Vec::new();

@@ -173,6 +173,7 @@ pub fn client_options(endpoints: Vec<String>, session_ttl: Duration) -> paxlock:
         endpoints,
         request_timeout: PATIENCE,
         connect_timeout: Duration::from_secs(2),
+        dead_node_timeout: paxlock::DEFAULT_DEAD_NODE_TIMEOUT,
         session_ttl,
         max_clock_drift_ppm: paxlock::DEFAULT_DRIFT_PPM,
     }

@@ -147,6 +147,7 @@ impl ChaosCluster {
             endpoints: self.nodes.iter().map(|n| n.public.to_string()).collect(),
             request_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(1),
+            dead_node_timeout: paxlock::DEFAULT_DEAD_NODE_TIMEOUT,
             session_ttl,
             max_clock_drift_ppm: paxlock::DEFAULT_DRIFT_PPM,
         }
