@@ -227,8 +227,15 @@ impl Connector {
     async fn connection(&self, deadline: Instant) -> Result<(String, quinn::Connection), Attempt> {
         let mut state = self.state.lock().await;
         if let Some((addr, conn)) = &state.current {
-            if conn.close_reason().is_none() {
-                return Ok((addr.clone(), conn.clone()));
+            match conn.close_reason() {
+                None => return Ok((addr.clone(), conn.clone())),
+                // It went silent while no call was waiting on it (pings
+                // are sent all the time): as much a failure as a call's.
+                Some(quinn::ConnectionError::TimedOut) => {
+                    let addr = addr.clone();
+                    state.suspect(addr);
+                }
+                Some(_) => {}
             }
         }
         let target = self.pick_target(&mut state)?;

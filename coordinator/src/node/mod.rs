@@ -10,28 +10,31 @@ pub mod driver;
 pub mod durable_log;
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use paxlock::proto::{self, request::Op, response, ErrorCode, Response};
 use tokio::sync::{mpsc, watch};
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
 use crate::config::NodeConfig;
 use crate::metrics::{MetricsSources, NodeMetrics};
 use crate::paxos::{self, DurableState, Message, NodeId, PersistSeq, Replica};
 use crate::service::sessions::run_expiry;
 use crate::service::{watch as election_watch, Context, LockApplication, Shared};
-use crate::transport::client_streams::{ClientRequest, ReplyTo};
+use crate::transport::client_streams::ClientService;
 use crate::transport::peer_codec;
-use crate::transport::peer_proto::PeerMessage;
 use crate::transport::{Handlers, NodeEndpoint, TlsMaterial, TransportError, TransportMetrics};
 use clock::NodeClock;
 use driver::{Application, DriverHandle, DriverInput, DriverStatus, Durability};
 
-/// Bound on queued inbound requests and peer messages: past it, senders wait
-/// (backpressure) instead of the node buffering without limit.
+/// Bound on queued inbound peer messages: past it, the peers' stream
+/// readers wait (backpressure) instead of the node buffering without limit.
+/// (Client requests need no queue: each is answered on its stream's task,
+/// and QUIC bounds the streams a client may open at once.)
 const INBOUND_QUEUE: usize = 4096;
 
 /// Bound on messages queued for one peer; a full queue drops messages,
@@ -176,14 +179,7 @@ impl Node {
             .map_err(StartError::Consensus)?;
 
         let (peer_tx, peer_rx) = mpsc::channel(INBOUND_QUEUE);
-        let (client_tx, client_rx) = mpsc::channel(INBOUND_QUEUE);
         let mut tasks = Vec::new();
-        let serving = endpoint.clone();
-        let handlers = Handlers {
-            peer_messages: peer_tx,
-            client_requests: client_tx,
-        };
-        tasks.push(tokio::spawn(async move { serving.serve(handlers).await }));
 
         let (connected_tx, connected) = watch::channel(Vec::new());
         let connected_tx = Arc::new(connected_tx);
@@ -211,6 +207,7 @@ impl Node {
             replica,
             app,
             parts.durability,
+            peer_rx,
             outbound,
             driver::LoopSettings {
                 clock,
@@ -235,11 +232,6 @@ impl Node {
         if serves_locks {
             tasks.push(tokio::spawn(run_expiry(context.clone())));
         }
-        tasks.push(tokio::spawn(decode_peer_messages(
-            peer_rx,
-            driver.inbox.clone(),
-            metrics.clone(),
-        )));
         let metrics_sources = MetricsSources {
             node_id: options.node_id,
             node: node_metrics.clone(),
@@ -248,15 +240,19 @@ impl Node {
             shared: context.shared.clone(),
         };
         let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        tasks.push(tokio::spawn(answer_clients(
-            client_rx,
-            options.clone(),
-            connected.clone(),
-            context,
-            serves_locks,
-            node_metrics,
-            draining.clone(),
-        )));
+        let handlers = Handlers {
+            peer_messages: peer_tx,
+            clients: Arc::new(NodeService {
+                options: options.clone(),
+                connected: connected.clone(),
+                context,
+                serves_locks,
+                metrics: node_metrics,
+                draining: draining.clone(),
+            }),
+        };
+        let serving = endpoint.clone();
+        tasks.push(tokio::spawn(async move { serving.serve(handlers).await }));
         Ok(Node {
             endpoint,
             connected,
@@ -430,91 +426,84 @@ async fn keep_peer_link(
     }
 }
 
-async fn decode_peer_messages(
-    mut rx: mpsc::Receiver<(u64, PeerMessage)>,
-    inbox: mpsc::Sender<DriverInput>,
-    metrics: Arc<TransportMetrics>,
-) {
-    while let Some((from, msg)) = rx.recv().await {
-        match peer_codec::decode(msg) {
-            Ok(msg) => {
-                let input = DriverInput::Peer {
-                    from: NodeId(from),
-                    msg,
-                };
-                if inbox.send(input).await.is_err() {
-                    return;
-                }
-            }
-            Err(e) => {
-                TransportMetrics::bump(&metrics.frame_errors);
-                warn!(peer = from, "dropping peer message: {e}");
-            }
-        }
-    }
-}
-
-async fn answer_clients(
-    mut rx: mpsc::Receiver<ClientRequest>,
+/// The node's answers to clients: lock and election requests go to the
+/// service handlers, `Hello` and `Status` are answered from this node's
+/// own view, and a draining node turns everything away.
+struct NodeService {
     options: NodeOptions,
     connected: watch::Receiver<Vec<u64>>,
     context: Context,
     serves_locks: bool,
     metrics: Arc<NodeMetrics>,
     draining: Arc<std::sync::atomic::AtomicBool>,
-) {
-    while let Some(ClientRequest { request, reply }) = rx.recv().await {
-        let started = std::time::Instant::now();
-        if draining.load(std::sync::atomic::Ordering::Acquire) {
-            if let ReplyTo::Once(reply) = reply {
-                let _ = reply.send(Response {
-                    request_id: request.request_id,
-                    error: Some(proto::Error {
-                        code: ErrorCode::ShuttingDown.into(),
-                        message: "this node is shutting down; retry on another node".into(),
-                        retryable: true,
-                        ..Default::default()
-                    }),
-                    result: None,
-                });
+}
+
+impl NodeService {
+    fn draining(&self) -> bool {
+        self.draining.load(std::sync::atomic::Ordering::Acquire)
+    }
+}
+
+impl ClientService for NodeService {
+    fn answer(
+        &self,
+        request: proto::Request,
+    ) -> Pin<Box<dyn Future<Output = Response> + Send + '_>> {
+        Box::pin(async move {
+            let started = std::time::Instant::now();
+            if self.draining() {
+                return refusal(
+                    &request,
+                    ErrorCode::ShuttingDown,
+                    "this node is shutting down; retry on another node",
+                    true,
+                );
             }
-            continue;
+            match request.op {
+                Some(Op::Hello(_)) | Some(Op::Status(_)) => {
+                    local_answer(&request, &self.options, &self.connected, &self.context)
+                }
+                _ if self.serves_locks => {
+                    let response = self.context.answer(request).await;
+                    self.metrics.observe_request(started.elapsed());
+                    response
+                }
+                _ => refusal(
+                    &request,
+                    ErrorCode::Unsupported,
+                    "this node does not serve locks or elections",
+                    false,
+                ),
+            }
+        })
+    }
+
+    fn watch(&self, request: proto::Request, events: mpsc::Sender<proto::WatchEvent>) {
+        // Dropping `events` (draining, or no lock service) ends the stream.
+        if self.draining() || !self.serves_locks {
+            return;
         }
-        match (request.op.as_ref(), reply) {
-            (Some(Op::Watch(w)), ReplyTo::Stream(events)) if serves_locks => {
-                let shared = context.shared.clone();
-                let election = w.election.clone();
-                let start = election_watch::Start::from_request(w.after_index, w.from_start);
-                tokio::spawn(async move {
-                    election_watch::stream(&shared, election, start, events).await
-                });
-            }
-            (_, ReplyTo::Stream(_)) => {} // dropping the sender ends the stream
-            (Some(Op::Hello(_)) | Some(Op::Status(_)), ReplyTo::Once(reply)) => {
-                let response = local_answer(&request, &options, &connected, &context);
-                let _ = reply.send(response);
-            }
-            (_, ReplyTo::Once(reply)) if serves_locks => {
-                let context = context.clone();
-                let metrics = metrics.clone();
-                tokio::spawn(async move {
-                    let response = context.answer(request).await;
-                    metrics.observe_request(started.elapsed());
-                    let _ = reply.send(response);
-                });
-            }
-            (_, ReplyTo::Once(reply)) => {
-                let _ = reply.send(Response {
-                    request_id: request.request_id,
-                    error: Some(proto::Error {
-                        code: ErrorCode::Unsupported.into(),
-                        message: "this node does not serve locks or elections".into(),
-                        ..Default::default()
-                    }),
-                    result: None,
-                });
-            }
+        if let Some(Op::Watch(w)) = request.op {
+            let shared = self.context.shared.clone();
+            let start = election_watch::Start::from_request(w.after_index, w.from_start);
+            tokio::spawn(async move {
+                election_watch::stream(&shared, w.election, start, events).await
+            });
         }
+    }
+}
+
+/// An error answer to `request`.
+fn refusal(request: &proto::Request, code: ErrorCode, message: &str, retryable: bool) -> Response {
+    Response {
+        request_id: request.request_id,
+        error: Some(proto::Error {
+            code: code.into(),
+            message: message.into(),
+            retryable,
+            ..Default::default()
+        }),
+        result: None,
     }
 }
 

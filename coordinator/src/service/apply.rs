@@ -29,8 +29,13 @@ impl LockApplication {
             self.on_event(event);
         }
         if origin == self.shared.node_id {
-            if let Some((_, waiter)) = self.shared.pending.remove(&id) {
-                let _ = waiter.send(Ok(output));
+            if let Some((_, pending)) = self.shared.pending.remove(&id) {
+                // After this command's own events, before any later entry:
+                // only what happens from now on may wake it.
+                if let Some(waiter) = pending.then {
+                    self.shared.register(waiter);
+                }
+                let _ = pending.reply.send(Ok(output));
             }
         }
     }
@@ -170,8 +175,8 @@ impl Application for LockApplication {
         for value in &rejected.values {
             if let Some((origin, id)) = Proposal::header(value) {
                 if origin == self.shared.node_id {
-                    if let Some((_, waiter)) = self.shared.pending.remove(&id) {
-                        let _ = waiter.send(Err(rejected.reason));
+                    if let Some((_, pending)) = self.shared.pending.remove(&id) {
+                        let _ = pending.reply.send(Err(rejected.reason));
                     }
                 }
             }

@@ -9,7 +9,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::errors::{command_error, error};
 use super::proposal::Proposal;
-use super::state::Shared;
+use super::state::{PendingCommand, Shared, Waiter};
 use crate::locks::{
     AbandonedWait, ClientOp, Command, CommandKind, FencingToken, Output, Reply, RequestId,
     SessionId,
@@ -179,17 +179,19 @@ impl Context {
     ) -> Answer {
         let name = acquire.name.clone();
         let key = (session.0, name.clone());
-        // Register before proposing so a grant applied right after the
-        // `Queued` reply cannot be missed.
+        // Registered as the command is applied, so a grant applied right
+        // after the `Queued` reply cannot be missed, nor an older grant
+        // (applied earlier on a node catching up) mistaken for this one.
         let (grant_tx, grant_rx) = oneshot::channel();
-        if acquire.wait {
-            self.shared.lock_waiters.insert(key.clone(), grant_tx);
-        }
+        let then = acquire.wait.then(|| Waiter::Grant(key.clone(), grant_tx));
         let reply = self
-            .commit(client(ClientOp::Acquire {
-                name: name.clone(),
-                wait: acquire.wait,
-            }))
+            .commit_then(
+                client(ClientOp::Acquire {
+                    name: name.clone(),
+                    wait: acquire.wait,
+                }),
+                then,
+            )
             .await;
         let granted = |token: u64| {
             Ok(response::Result::Granted(proto::Granted {
@@ -267,7 +269,6 @@ impl Context {
         let name = campaign.election.clone();
         let key = (session.0, name.clone());
         let (won_tx, won_rx) = oneshot::channel();
-        self.shared.campaign_waiters.insert(key.clone(), won_tx);
         // The answer describes the term *this* campaign won, never the
         // election's state when the answer is sent: by then the leadership
         // may already have passed on (applies can run ahead of this task),
@@ -282,10 +283,13 @@ impl Context {
             }))
         };
         let reply = self
-            .commit(client(ClientOp::Campaign {
-                name: name.clone(),
-                value: campaign.value.clone(),
-            }))
+            .commit_then(
+                client(ClientOp::Campaign {
+                    name: name.clone(),
+                    value: campaign.value.clone(),
+                }),
+                Some(Waiter::Win(key.clone(), won_tx)),
+            )
             .await;
         match reply {
             Ok(Reply::Elected { term }) => {
@@ -421,16 +425,30 @@ impl Context {
 
     /// Proposes `kind` and waits until it is applied here.
     async fn commit(&self, kind: CommandKind) -> Result<Reply, proto::Error> {
-        let output = self.propose(kind).await?;
+        self.commit_then(kind, None).await
+    }
+
+    /// Like `commit`; `then` is registered as a waiter when the command is
+    /// applied (see [`Waiter`]).
+    async fn commit_then(
+        &self,
+        kind: CommandKind,
+        then: Option<Waiter>,
+    ) -> Result<Reply, proto::Error> {
+        let output = self.propose(kind, then).await?;
         output.reply.map_err(|e| command_error(&e))
     }
 
     /// Proposes a leader-internal command (expiry, tick) and waits for it.
     pub async fn propose_internal(&self, kind: CommandKind) -> Result<Output, proto::Error> {
-        self.propose(kind).await
+        self.propose(kind, None).await
     }
 
-    async fn propose(&self, kind: CommandKind) -> Result<Output, proto::Error> {
+    async fn propose(
+        &self,
+        kind: CommandKind,
+        then: Option<Waiter>,
+    ) -> Result<Output, proto::Error> {
         let command = Command {
             at_ms: wall_clock_ms(),
             kind,
@@ -444,7 +462,9 @@ impl Context {
             )
         })?;
         let (tx, rx) = oneshot::channel();
-        self.shared.pending.insert(id, tx);
+        self.shared
+            .pending
+            .insert(id, PendingCommand { reply: tx, then });
         if self
             .inbox
             .send(DriverInput::Propose(vec![bytes]))
@@ -557,26 +577,43 @@ mod tests {
     use crate::paxos::{ChosenEntry, Slot};
     use crate::service::apply::LockApplication;
 
+    /// Other nodes' commands, encoded as log values.
+    fn from_elsewhere(kinds: Vec<CommandKind>) -> Vec<Vec<u8>> {
+        kinds
+            .into_iter()
+            .enumerate()
+            .map(|(i, kind)| Proposal::encode(99, i as u64, &Command { at_ms: 0, kind }).unwrap())
+            .collect()
+    }
+
     /// A stand-in consensus loop: applies each proposal through the real
-    /// application, together with `then` (other clients' commands chosen in
+    /// application, after `before` (entries chosen earlier that this node
+    /// applies only now, as a node catching up does) in a slot of their
+    /// own, and together with `then` (other clients' commands chosen in
     /// the same slot), so every apply runs before the proposer's task wakes.
     fn fake_loop(
         shared: Arc<Shared>,
         clock: NodeClock,
         mut slot: u64,
+        before: Vec<CommandKind>,
         mut then: Vec<CommandKind>,
     ) -> mpsc::Sender<DriverInput> {
         let (tx, mut rx) = mpsc::channel(8);
+        let mut before = from_elsewhere(before);
         tokio::spawn(async move {
             let mut app = LockApplication::new(shared, clock);
             while let Some(input) = rx.recv().await {
                 let DriverInput::Propose(mut batch) = input else {
                     continue;
                 };
-                for (i, kind) in then.drain(..).enumerate() {
-                    let command = Command { at_ms: 0, kind };
-                    batch.push(Proposal::encode(99, i as u64, &command).unwrap());
+                if !before.is_empty() {
+                    app.apply(&ChosenEntry {
+                        slot: Slot(slot),
+                        batch: std::mem::take(&mut before),
+                    });
+                    slot += 1;
                 }
+                batch.extend(from_elsewhere(std::mem::take(&mut then)));
                 app.apply(&ChosenEntry {
                     slot: Slot(slot),
                     batch,
@@ -594,6 +631,47 @@ mod tests {
             ack_below: RequestId(0),
             op,
         }
+    }
+
+    fn open_session(m: &mut crate::locks::StateMachine, slot: u64) -> u64 {
+        let kind = CommandKind::OpenSession { ttl_ms: 10_000 };
+        match m.apply(slot, Command { at_ms: 0, kind }).reply {
+            Ok(Reply::SessionOpened { session }) => session.0,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// A context that believes its node leads, proposing into `inbox`.
+    fn leader_context(
+        shared: Arc<Shared>,
+        clock: NodeClock,
+        inbox: mpsc::Sender<DriverInput>,
+    ) -> Context {
+        // The sender is dropped: the status stays what it was made with.
+        let (_, status) = watch::channel(DriverStatus {
+            is_leader: true,
+            ..DriverStatus::default()
+        });
+        Context {
+            inbox,
+            shared,
+            status,
+            clock,
+            node_addrs: Arc::new(std::collections::BTreeMap::new()),
+        }
+    }
+
+    /// Sends one request of `session` and waits (bounded) for the answer.
+    async fn ask(context: &Context, session: u64, request_id: u64, op: Op) -> Response {
+        let request = Request {
+            request_id,
+            session_id: session,
+            ack_below: 0,
+            op: Some(op),
+        };
+        tokio::time::timeout(Duration::from_secs(5), context.answer(request))
+            .await
+            .unwrap()
     }
 
     fn campaign(name: &str, value: &[u8]) -> ClientOp {
@@ -614,19 +692,7 @@ mod tests {
         let clock = NodeClock::new();
         let (a, b, c) = {
             let mut m = shared.machine();
-            let mut open = |slot| match m
-                .apply(
-                    slot,
-                    Command {
-                        at_ms: 0,
-                        kind: CommandKind::OpenSession { ttl_ms: 10_000 },
-                    },
-                )
-                .reply
-            {
-                Ok(Reply::SessionOpened { session }) => session.0,
-                other => panic!("{other:?}"),
-            };
+            let mut open = |slot| open_session(&mut m, slot);
             let sessions = (open(0), open(1), open(2));
             let cmd = |kind| Command { at_ms: 0, kind };
             let r = m.apply(3, cmd(client(sessions.0, 1, campaign("e", b"a"))));
@@ -640,30 +706,22 @@ mod tests {
             client(c, 1, campaign("e", b"c")),
             client(b, 2, ClientOp::CloseSession),
         ];
-        let (_status_tx, status) = watch::channel(DriverStatus {
-            is_leader: true,
-            ..DriverStatus::default()
-        });
-        let context = Context {
-            inbox: fake_loop(shared.clone(), clock, 4, later),
-            shared: shared.clone(),
-            status,
+        let context = leader_context(
+            shared.clone(),
             clock,
-            node_addrs: Arc::new(std::collections::BTreeMap::new()),
-        };
-        let request = Request {
-            request_id: 1,
-            session_id: b,
-            ack_below: 0,
-            op: Some(Op::Campaign(proto::Campaign {
+            fake_loop(shared.clone(), clock, 4, Vec::new(), later),
+        );
+        let response = ask(
+            &context,
+            b,
+            1,
+            Op::Campaign(proto::Campaign {
                 election: "e".into(),
                 value: b"b".to_vec(),
                 timeout_ms: 0,
-            })),
-        };
-        let response = tokio::time::timeout(Duration::from_secs(5), context.answer(request))
-            .await
-            .unwrap();
+            }),
+        )
+        .await;
         let Some(response::Result::Leader(info)) = response.result else {
             panic!("{response:?}");
         };
@@ -673,5 +731,100 @@ mod tests {
             "b won term 2; term 3 is c's"
         );
         assert_eq!(shared.machine().leader("e").map(|l| l.session.0), Some(c));
+    }
+
+    /// A node with sessions `a` and `b` open (slots 0 and 1), its context
+    /// driven by a stand-in loop that first applies `before`.
+    fn catching_up_node(before: impl FnOnce(u64, u64) -> Vec<CommandKind>) -> (Context, u64, u64) {
+        let shared = Arc::new(Shared::new(1, Config::default()));
+        let clock = NodeClock::new();
+        let (a, b) = {
+            let mut m = shared.machine();
+            let mut open = |slot| open_session(&mut m, slot);
+            (open(0), open(1))
+        };
+        let inbox = fake_loop(shared.clone(), clock, 2, before(a, b), Vec::new());
+        let context = leader_context(shared, clock, inbox);
+        (context, a, b)
+    }
+
+    fn timed_out(response: &Response) -> bool {
+        response
+            .error
+            .as_ref()
+            .is_some_and(|e| e.code == i32::from(ErrorCode::Timeout))
+    }
+
+    /// Regression (found by `paxlock chaos --seed 20261129 --workers 12
+    /// --duration 30m`: two candidates told terms they had won earlier): a
+    /// campaign's waiter was registered before its command was applied,
+    /// so a node still applying older entries woke it with the session's
+    /// *earlier* win. Here b won term 1 and resigned and a leads before
+    /// b's new campaign is applied: it must wait, not win term 1.
+    #[tokio::test]
+    async fn a_campaign_is_not_woken_by_an_older_win_of_its_session() {
+        let (context, _a, b) = catching_up_node(|a, b| {
+            vec![
+                client(b, 1, campaign("e", b"old")),
+                client(b, 2, ClientOp::Resign { name: "e".into() }),
+                client(a, 1, campaign("e", b"a")),
+            ]
+        });
+        let response = ask(
+            &context,
+            b,
+            3,
+            Op::Campaign(proto::Campaign {
+                election: "e".into(),
+                value: b"new".to_vec(),
+                timeout_ms: 300,
+            }),
+        )
+        .await;
+        assert!(
+            timed_out(&response),
+            "b must not win while a leads: {response:?}"
+        );
+    }
+
+    /// The same for locks (a stale grant would be a second holder): b held
+    /// the lock with an older token and released it, a holds it now, and
+    /// b's new acquire is applied only after those: it must queue.
+    #[tokio::test]
+    async fn a_queued_acquire_is_not_woken_by_an_older_grant_to_its_session() {
+        let (context, a, b) = catching_up_node(|a, b| {
+            let acquire = |wait| ClientOp::Acquire {
+                name: "l".into(),
+                wait,
+            };
+            vec![
+                client(b, 1, acquire(false)),
+                // A token is the revision of its grant: two sessions
+                // opened, then b's acquire.
+                client(
+                    b,
+                    2,
+                    ClientOp::Release {
+                        name: "l".into(),
+                        token: crate::locks::FencingToken(3),
+                    },
+                ),
+                client(a, 1, acquire(false)),
+            ]
+        });
+        let response = ask(
+            &context,
+            b,
+            3,
+            Op::Acquire(proto::Acquire {
+                name: "l".into(),
+                wait: true,
+                timeout_ms: 300,
+            }),
+        )
+        .await;
+        assert!(timed_out(&response), "a holds the lock: {response:?}");
+        let holder = context.shared.machine().holder("l").map(|h| h.session.0);
+        assert_eq!(holder, Some(a));
     }
 }

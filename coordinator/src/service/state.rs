@@ -29,11 +29,13 @@ pub struct Shared {
     machine: Mutex<StateMachine>,
     /// Proposal id → the task waiting for that command's result, or for
     /// the reason the consensus core refused to propose it.
-    pub pending: DashMap<u64, oneshot::Sender<Result<Output, crate::paxos::RejectReason>>>,
+    pub pending: DashMap<u64, PendingCommand>,
     next_proposal: AtomicU64,
-    /// (session, lock) → the task waiting for a queued acquire's grant.
+    /// (session, lock) → the task waiting for a queued acquire's grant
+    /// (see [`Waiter`] for when it is registered).
     pub lock_waiters: DashMap<(u64, String), oneshot::Sender<u64>>,
-    /// (session, election) → the task waiting for a campaign to win.
+    /// (session, election) → the task waiting for a campaign to win
+    /// (see [`Waiter`]).
     pub campaign_waiters: DashMap<(u64, String), oneshot::Sender<u64>>,
     /// Election → live watchers.
     pub watchers: DashMap<String, broadcast::Sender<ElectionEvent>>,
@@ -44,6 +46,31 @@ pub struct Shared {
     /// leading). Expiries carry it; keepalives are answered only once the
     /// machine has applied this node's `Takeover` with it.
     pub my_epoch: AtomicU64,
+}
+
+/// A proposed command's waiting task.
+#[derive(Debug)]
+pub struct PendingCommand {
+    /// Gets the command's result, or why the core refused to propose it.
+    pub reply: oneshot::Sender<Result<Output, crate::paxos::RejectReason>>,
+    /// A waiter to register the moment the command is applied.
+    pub then: Option<Waiter>,
+}
+
+/// A task waiting for a state change that a command of its own may lead
+/// to: a queued acquire's grant, a candidacy's win.
+///
+/// Registered by the apply loop right after that command is applied here,
+/// never earlier: a node that is catching up applies *older* grants and
+/// wins of the same session and name first, and one of those must not
+/// wake a request that came after it (it would be told an old token or
+/// term, which another holder or leader has since been given).
+#[derive(Debug)]
+pub enum Waiter {
+    /// (session, lock) is waiting for a grant: sent its token.
+    Grant((u64, String), oneshot::Sender<u64>),
+    /// (session, election) is campaigning: sent the term it wins.
+    Win((u64, String), oneshot::Sender<u64>),
 }
 
 impl Shared {
@@ -70,6 +97,18 @@ impl Shared {
         self.machine
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Registers `waiter` (replacing an earlier one for the same key).
+    pub fn register(&self, waiter: Waiter) {
+        match waiter {
+            Waiter::Grant(key, tx) => {
+                self.lock_waiters.insert(key, tx);
+            }
+            Waiter::Win(key, tx) => {
+                self.campaign_waiters.insert(key, tx);
+            }
+        }
     }
 
     /// A fresh proposal id.

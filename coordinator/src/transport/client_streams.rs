@@ -1,14 +1,16 @@
 //! Serving client connections: one request per bidirectional stream.
 //!
 //! A bad frame closes only its own stream (with `FRAME_TOO_LARGE` or
-//! `MALFORMED_FRAME`), is counted, and never reaches the node: the request
-//! channel only ever sees requests that decoded completely.
+//! `MALFORMED_FRAME`), is counted, and never reaches the node: the
+//! service only ever sees requests that decoded completely.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use paxlock::proto::{request::Op, Request, Response, WatchEvent};
-use paxlock::wire::{codes, read_frame, write_frame, FrameError};
-use tokio::sync::{mpsc, oneshot};
+use paxlock::wire::{read_frame, write_frame, FrameError};
+use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
 use super::metrics::TransportMetrics;
@@ -16,30 +18,22 @@ use super::metrics::TransportMetrics;
 /// Bound on watch events queued for one stream.
 pub const WATCH_STREAM_QUEUE: usize = 64;
 
-/// A decoded client request and where to send its answer.
-#[derive(Debug)]
-pub struct ClientRequest {
-    /// The request as the client sent it.
-    pub request: Request,
-    /// Where the answer goes.
-    pub reply: ReplyTo,
-}
-
-/// How a request is answered.
-#[derive(Debug)]
-pub enum ReplyTo {
-    /// Exactly one response; dropping the sender tells the client the node
-    /// is unavailable.
-    Once(oneshot::Sender<Response>),
-    /// A stream of watch events (for `Watch`), until either side drops.
-    Stream(mpsc::Sender<WatchEvent>),
+/// What answers clients: the node implements it, and the transport calls
+/// it on each request stream's own task, so a request and its answer take
+/// no hand-off between tasks on their way through the node.
+pub trait ClientService: Send + Sync + 'static {
+    /// The answer to one request (anything but `Watch`).
+    fn answer(&self, request: Request) -> Pin<Box<dyn Future<Output = Response> + Send + '_>>;
+    /// Starts a `Watch`: events go to `events` until either side drops it
+    /// (dropping it at once refuses the watch).
+    fn watch(&self, request: Request, events: mpsc::Sender<WatchEvent>);
 }
 
 /// Accepts request streams on `connection` until it closes, handing every
-/// well-formed request to `requests`.
+/// well-formed request to `service`.
 pub async fn serve_connection(
     connection: quinn::Connection,
-    requests: mpsc::Sender<ClientRequest>,
+    service: Arc<dyn ClientService>,
     metrics: Arc<TransportMetrics>,
 ) {
     let remote = connection.remote_address();
@@ -51,14 +45,14 @@ pub async fn serve_connection(
                 return;
             }
         };
-        tokio::spawn(serve_stream(send, recv, requests.clone(), metrics.clone()));
+        tokio::spawn(serve_stream(send, recv, service.clone(), metrics.clone()));
     }
 }
 
 async fn serve_stream(
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
-    requests: mpsc::Sender<ClientRequest>,
+    service: Arc<dyn ClientService>,
     metrics: Arc<TransportMetrics>,
 ) {
     let request = match read_frame::<Request, _>(&mut recv).await {
@@ -70,24 +64,11 @@ async fn serve_stream(
         }
     };
     if matches!(request.op, Some(Op::Watch(_))) {
-        stream_watch(send, request, requests).await;
+        stream_watch(send, request, service.as_ref()).await;
         return;
     }
     let request_id = request.request_id;
-    let (reply, answer) = oneshot::channel();
-    let reply = ReplyTo::Once(reply);
-    if requests
-        .send(ClientRequest { request, reply })
-        .await
-        .is_err()
-    {
-        let _ = send.reset(codes::SHUTTING_DOWN.into());
-        return;
-    }
-    let Ok(response) = answer.await else {
-        let _ = send.reset(codes::SHUTTING_DOWN.into());
-        return;
-    };
+    let response = service.answer(request).await;
     TransportMetrics::bump(&metrics.client_requests);
     debug_assert_eq!(response.request_id, request_id);
     if let Err(e) = write_frame(&mut send, &response).await {
@@ -97,21 +78,9 @@ async fn serve_stream(
     let _ = send.finish();
 }
 
-async fn stream_watch(
-    mut send: quinn::SendStream,
-    request: Request,
-    requests: mpsc::Sender<ClientRequest>,
-) {
+async fn stream_watch(mut send: quinn::SendStream, request: Request, service: &dyn ClientService) {
     let (events_tx, mut events) = mpsc::channel(WATCH_STREAM_QUEUE);
-    let reply = ReplyTo::Stream(events_tx);
-    if requests
-        .send(ClientRequest { request, reply })
-        .await
-        .is_err()
-    {
-        let _ = send.reset(codes::SHUTTING_DOWN.into());
-        return;
-    }
+    service.watch(request, events_tx);
     loop {
         tokio::select! {
             event = events.recv() => {

@@ -7,20 +7,30 @@ use paxlock::wire::{CLIENT_ALPN_V1, PEER_ALPN_V1};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
-use super::client_streams::{serve_connection, ClientRequest};
+use super::client_streams::{serve_connection, ClientService};
 use super::metrics::TransportMetrics;
 use super::peer::{self, InboundPeer, PeerLink};
-use super::peer_proto::PeerMessage;
+use super::peer_codec;
 use super::tls::TlsMaterial;
 use super::TransportError;
+use crate::paxos::{self, NodeId};
 
 /// Where the endpoint delivers what arrives.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Handlers {
-    /// Messages from authenticated peers, tagged with the sender's node id.
-    pub peer_messages: mpsc::Sender<(u64, PeerMessage)>,
-    /// Well-formed client requests.
-    pub client_requests: mpsc::Sender<ClientRequest>,
+    /// Decoded consensus messages from authenticated peers, tagged with the
+    /// sender's node id. The stream's reader decodes and delivers them
+    /// itself, with no task in between, because every hop here is on the
+    /// commit path.
+    pub peer_messages: mpsc::Sender<(NodeId, paxos::Message)>,
+    /// What answers well-formed client requests.
+    pub clients: Arc<dyn ClientService>,
+}
+
+impl std::fmt::Debug for Handlers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Handlers").finish_non_exhaustive()
+    }
 }
 
 /// A node's QUIC endpoint.
@@ -131,13 +141,13 @@ impl NodeEndpoint {
                         {
                             Ok(inbound) => {
                                 info!(peer = inbound.node_id, %remote, "peer connected (mutual TLS)");
-                                forward_peer(inbound, handlers.peer_messages).await;
+                                forward_peer(inbound, handlers.peer_messages, metrics).await;
                             }
                             Err(e) => warn!(%remote, "peer hello failed: {e}"),
                         }
                     }
                     Some(alpn) if alpn == CLIENT_ALPN_V1 => {
-                        serve_connection(connection, handlers.client_requests, metrics).await;
+                        serve_connection(connection, handlers.clients, metrics).await;
                     }
                     // rustls only completes a handshake on an ALPN we offered,
                     // so this is unreachable unless the offer list changes.
@@ -172,14 +182,25 @@ fn negotiated_alpn(connection: &quinn::Connection) -> Option<Vec<u8>> {
         .protocol
 }
 
-async fn forward_peer(mut inbound: InboundPeer, to: mpsc::Sender<(u64, PeerMessage)>) {
+async fn forward_peer(
+    mut inbound: InboundPeer,
+    to: mpsc::Sender<(NodeId, paxos::Message)>,
+    metrics: Arc<TransportMetrics>,
+) {
+    let from = NodeId(inbound.node_id);
     loop {
         match inbound.next().await {
-            Ok(Some(msg)) => {
-                if to.send((inbound.node_id, msg)).await.is_err() {
-                    return;
+            Ok(Some(msg)) => match peer_codec::decode(msg) {
+                Ok(msg) => {
+                    if to.send((from, msg)).await.is_err() {
+                        return;
+                    }
                 }
-            }
+                Err(e) => {
+                    TransportMetrics::bump(&metrics.frame_errors);
+                    warn!(peer = inbound.node_id, "dropping peer message: {e}");
+                }
+            },
             Ok(None) => return,
             Err(e) => {
                 warn!(peer = inbound.node_id, "peer stream ended: {e}");
