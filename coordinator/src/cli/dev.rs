@@ -178,8 +178,10 @@ fn spawn_node(
     config: &Path,
     lines: mpsc::Sender<(u64, String)>,
 ) -> anyhow::Result<Child> {
+    // Three nodes on one machine: one runtime thread each.
     let mut child = Command::new(exe)
         .arg("serve")
+        .args(["--worker-threads", "1"])
         .arg("--config")
         .arg(config)
         .stdout(Stdio::piped())

@@ -24,6 +24,17 @@ pub struct Cli {
     pub command: Command,
 }
 
+impl Cli {
+    /// How many threads the async runtime should have, if the command
+    /// asks for a number (only `serve --worker-threads`).
+    pub fn worker_threads(&self) -> Option<usize> {
+        match &self.command {
+            Command::Serve { worker_threads, .. } => worker_threads.map(usize::from),
+            _ => None,
+        }
+    }
+}
+
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -32,6 +43,12 @@ pub enum Command {
         /// The node's TOML config file.
         #[arg(long, short)]
         config: PathBuf,
+        /// Threads of the node's async runtime (default: one per CPU).
+        /// Where several nodes share a machine (`paxlock dev`, the bench's
+        /// cluster), 1 avoids their threads waking each other across the
+        /// same few cores.
+        #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
+        worker_threads: Option<u16>,
     },
     /// Start a local cluster on loopback with fresh dev certificates.
     Dev(dev::DevArgs),
@@ -63,7 +80,7 @@ pub enum Command {
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let ok = |()| ExitCode::SUCCESS;
     match cli.command {
-        Command::Serve { config } => serve::run(&config).await.map(ok),
+        Command::Serve { config, .. } => serve::run(&config).await.map(ok),
         Command::Dev(args) => dev::run(args).await.map(ok),
         Command::Certs { action } => certs::run(action).map(ok),
         Command::Status { client_config } => status::run(&client_config).await.map(ok),
@@ -71,5 +88,26 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Elect(args) => elect::run(args).await,
         Command::Bench(args) => bench::run(args).await.map(ok),
         Command::Chaos(args) => chaos::run(args).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::Cli;
+
+    #[test]
+    fn serve_takes_a_worker_thread_count_of_at_least_one() {
+        let parse = |extra: &[&str]| {
+            let mut args = vec!["paxlock", "serve", "--config", "node.toml"];
+            args.extend_from_slice(extra);
+            Cli::try_parse_from(args)
+        };
+        assert_eq!(parse(&[]).unwrap().worker_threads(), None);
+        let one = parse(&["--worker-threads", "1"]).unwrap();
+        assert_eq!(one.worker_threads(), Some(1));
+        let zero = parse(&["--worker-threads", "0"]).unwrap_err().to_string();
+        assert!(zero.contains("--worker-threads"), "{zero}");
     }
 }
