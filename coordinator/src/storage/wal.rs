@@ -102,10 +102,11 @@ impl FileStore {
                 queue.send(command).map_err(|_| StorageError::Closed)
             }
             Engine::Inline(writer) => {
-                let mut writer = match writer.lock() {
-                    Ok(guard) => guard,
-                    Err(poisoned) => poisoned.into_inner(),
-                };
+                // A panic mid-write may have left the writer's idea of the
+                // files wrong: refuse further writes, as after a failed fsync.
+                let mut writer = writer.lock().map_err(|_| StorageError::WriterFailed {
+                    reason: "an earlier write panicked".to_string(),
+                })?;
                 writer.commit_group(&mut vec![command]);
                 Ok(())
             }
