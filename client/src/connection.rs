@@ -156,18 +156,7 @@ impl Connector {
             attempts += 1;
             let result = async {
                 let (addr, conn) = self.connection(deadline).await?;
-                let opened = async {
-                    let (mut send, recv) = conn
-                        .open_bi()
-                        .await
-                        .map_err(|e| classify(&conn, e.to_string()))?;
-                    write_frame(&mut send, request)
-                        .await
-                        .map_err(|e| classify(&conn, e.to_string()))?;
-                    let _ = send.finish();
-                    Ok::<_, Attempt>(recv)
-                }
-                .await;
+                let opened = send_request(&conn, request).await;
                 if opened.is_err() {
                     self.give_up_on(addr, &conn).await;
                 }
@@ -189,14 +178,7 @@ impl Connector {
     async fn attempt(&self, request: &Request, deadline: Instant) -> Result<Response, Attempt> {
         let (addr, conn) = self.connection(deadline).await?;
         let exchange = async {
-            let (mut send, mut recv) = conn
-                .open_bi()
-                .await
-                .map_err(|e| classify(&conn, e.to_string()))?;
-            write_frame(&mut send, request)
-                .await
-                .map_err(|e| classify(&conn, e.to_string()))?;
-            let _ = send.finish();
+            let mut recv = send_request(&conn, request).await?;
             match read_frame::<Response, _>(&mut recv).await {
                 Ok(Some(response)) => Ok(response),
                 Ok(None) => Err(classify(
@@ -349,6 +331,23 @@ fn transport_config(dead_node_timeout: Duration) -> quinn::TransportConfig {
         transport.max_idle_timeout(Some(idle));
     }
     transport
+}
+
+/// Opens a stream on `conn` and sends `request` on it; the answer (or a
+/// watch's events) arrives on the returned half.
+async fn send_request(
+    conn: &quinn::Connection,
+    request: &Request,
+) -> Result<quinn::RecvStream, Attempt> {
+    let (mut send, recv) = conn
+        .open_bi()
+        .await
+        .map_err(|e| classify(conn, e.to_string()))?;
+    write_frame(&mut send, request)
+        .await
+        .map_err(|e| classify(conn, e.to_string()))?;
+    let _ = send.finish();
+    Ok(recv)
 }
 
 /// A failure on an established connection: if the node closed it because

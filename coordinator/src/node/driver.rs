@@ -282,14 +282,7 @@ impl Driver {
             // waits for inputs that arrived with it.
             let mut proposals = Vec::new();
             for input in batch.drain(..) {
-                let handled = match input {
-                    DriverInput::Propose(values) => {
-                        proposals.extend(values);
-                        Ok(())
-                    }
-                    other => self.handle(other),
-                };
-                if let Err(reason) = handled {
+                if let Err(reason) = self.handle(input, &mut proposals) {
                     error!("consensus loop stopping: {reason}");
                     self.status.send_modify(|s| s.failed = Some(reason));
                     return;
@@ -315,10 +308,12 @@ impl Driver {
         }
     }
 
-    fn handle(&mut self, input: DriverInput) -> Result<(), String> {
+    /// Steps the core with `input`, except proposals, which are collected
+    /// in `proposals` for the turn's single proposal step.
+    fn handle(&mut self, input: DriverInput, proposals: &mut Vec<Value>) -> Result<(), String> {
         match input {
             DriverInput::Peer { from, msg } => self.step(Input::Peer { from, msg }),
-            DriverInput::Propose(values) => self.step(Input::Propose(values)),
+            DriverInput::Propose(values) => proposals.extend(values),
             DriverInput::Compact { up_to, data } => self.step(Input::Compact { up_to, data }),
             DriverInput::Persisted(seq) => {
                 self.persisted = self.persisted.max(seq);
