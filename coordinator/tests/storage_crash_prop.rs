@@ -1,7 +1,9 @@
 //! Property: after any sequence of appends and a crash that cuts the last
-//! segment at any byte, recovery returns exactly the records that were wholly
-//! written before the cut: never a partial record, and every acknowledged
-//! record whenever the cut only hit bytes written after the acknowledgement.
+//! segment at any byte (or leaves zeros from any byte on, as in preallocated
+//! space the writes never reached), recovery returns exactly the records that
+//! were wholly written before the cut: never a partial record, and every
+//! acknowledged record whenever the cut only hit bytes written after the
+//! acknowledgement.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test failure should stop loudly
 
@@ -55,7 +57,7 @@ proptest! {
     #[test]
     fn crash_at_any_byte_recovers_exactly_the_whole_records(
         rounds in proptest::collection::vec(
-            (batches(), batches(), 0u64..=1000, any::<bool>()),
+            (batches(), batches(), 0u64..=1000, any::<bool>(), any::<bool>()),
             1..4,
         ),
         segment_limit_bytes in prop_oneof![Just(256u64), Just(1024), Just(1 << 20)],
@@ -65,11 +67,11 @@ proptest! {
         // The model: exactly the records the log must hold, LSN = index + 1.
         let mut all: Vec<Vec<u8>> = Vec::new();
         let (mut store, _) = open(tmp.path(), options).expect("open");
-        for (acked, in_flight, cut_fraction_permille, cut_only_in_flight_bytes) in rounds {
+        for (acked, in_flight, cut_fraction_permille, cut_only_in_flight_bytes, zero_from_cut) in rounds {
             append_batches(&store, &acked, &mut all);
             let acked_count = all.len();
             let acked_segment = segments(tmp.path()).pop().expect("segment");
-            let acked_len = fs::metadata(&acked_segment).expect("meta").len();
+            let acked_len = records_end(&acked_segment);
             // The "in flight" records reach the disk, but the crash is
             // modelled as happening before they were acknowledged.
             append_batches(&store, &in_flight, &mut all);
@@ -80,7 +82,13 @@ proptest! {
             let len = bytes.len() as u64;
             let low = if cut_only_in_flight_bytes && last == acked_segment { acked_len } else { SEGMENT_HEADER_BYTES as u64 };
             let cut = low + (len - low) * cut_fraction_permille / 1000;
-            fs::OpenOptions::new().write(true).open(&last).expect("open").set_len(cut).expect("truncate");
+            if zero_from_cut {
+                let mut zeroed = bytes.clone();
+                zeroed[cut as usize..].fill(0);
+                fs::write(&last, zeroed).expect("write");
+            } else {
+                fs::OpenOptions::new().write(true).open(&last).expect("open").set_len(cut).expect("truncate");
+            }
 
             // Expected: every record before the last segment, plus the frames
             // of the last segment that end at or before the cut.
@@ -101,7 +109,8 @@ proptest! {
             prop_assert_eq!(&got[..], &all[..expected_count]);
             let lsns_contiguous = recovered.records.iter().enumerate().all(|(i, r)| r.lsn == Lsn(i as u64 + 1));
             prop_assert!(lsns_contiguous);
-            prop_assert_eq!(recovered.torn_tail.is_some(), !boundaries.contains(&cut));
+            let cut_a_record = cut < end && !boundaries.contains(&cut);
+            prop_assert_eq!(recovered.torn_tail.is_some(), cut_a_record);
             if cut_only_in_flight_bytes {
                 prop_assert!(got.len() >= acked_count, "lost an acknowledged record");
             }

@@ -53,18 +53,30 @@ fn assert_refused_unchanged(dir: &Path, expect_file: &Path, expect_offset: Optio
     );
 }
 
+/// Reopening `dir` finds no torn tail and `count` records, the last one
+/// `last_payload`.
+fn assert_reopens_cleanly_ending_with(dir: &Path, count: usize, last_payload: &[u8]) {
+    let (_, again) = open(dir, small_segments()).expect("reopen");
+    assert!(again.torn_tail.is_none(), "{:?}", again.torn_tail);
+    assert_eq!(again.records.len(), count);
+    assert_eq!(
+        again.records.last().map(|r| r.payload.as_slice()),
+        Some(last_payload)
+    );
+}
+
 #[test]
 fn torn_tail_is_truncated_and_reported() {
     let (tmp, payloads) = populated(12);
     let last = segments(tmp.path()).pop().expect("segment");
     let offsets = frame_offsets(&last);
     let last_frame = *offsets.last().expect("frame");
-    let len = fs::metadata(&last).expect("meta").len();
+    let records_end = records_end(&last);
     fs::OpenOptions::new()
         .write(true)
         .open(&last)
         .expect("open")
-        .set_len(len - 5)
+        .set_len(records_end - 5)
         .expect("truncate");
 
     let (store, recovered) = open(tmp.path(), small_segments()).expect("torn tail is not fatal");
@@ -81,28 +93,84 @@ fn torn_tail_is_truncated_and_reported() {
         Lsn(payloads.len() as u64)
     );
     drop(store);
-    let (_, again) = open(tmp.path(), small_segments()).expect("reopen");
-    assert!(again.torn_tail.is_none());
-    assert_eq!(
-        again.records.last().map(|r| r.payload.clone()),
-        Some(b"next".to_vec())
-    );
+    assert_reopens_cleanly_ending_with(tmp.path(), payloads.len(), b"next");
 }
 
 #[test]
-fn zeros_after_the_last_record_are_a_torn_tail() {
+fn zeros_after_the_last_record_are_free_space_not_a_torn_tail() {
     let (tmp, payloads) = populated(12);
     let last = segments(tmp.path()).pop().expect("segment");
+    let records_end = records_end(&last);
     let mut bytes = fs::read(&last).expect("read");
-    let valid_len = bytes.len();
-    bytes.extend(std::iter::repeat_n(0u8, 4096));
+    bytes.resize(records_end as usize + 4096, 0);
     fs::write(&last, bytes).expect("write");
+
+    let (store, recovered) = open(tmp.path(), small_segments()).expect("open");
+    assert!(recovered.torn_tail.is_none(), "{:?}", recovered.torn_tail);
+    assert_eq!(recovered.records.len(), payloads.len());
+    assert_eq!(
+        fs::metadata(&last).expect("meta").len(),
+        records_end + 4096,
+        "free space is kept, not truncated"
+    );
+    // The next record goes where the records ended, over the zeros.
+    store.append(1, b"next").unwrap().wait().unwrap();
+    drop(store);
+    assert_reopens_cleanly_ending_with(tmp.path(), payloads.len() + 1, b"next");
+}
+
+#[test]
+fn a_partial_record_before_free_space_is_a_torn_tail() {
+    let (tmp, payloads) = populated(12);
+    let last = segments(tmp.path()).pop().expect("segment");
+    let last_frame = *frame_offsets(&last).last().expect("frame");
+    let records_end = records_end(&last) as usize;
+    // The crash wrote the first half of the last record; the rest of the
+    // preallocated space is still zeros.
+    let mut bytes = fs::read(&last).expect("read");
+    bytes.resize(records_end + 4096, 0);
+    let half = last_frame + (records_end - last_frame) / 2;
+    bytes[half..records_end].fill(0);
+    fs::write(&last, bytes).expect("write");
+
     let (_, recovered) = open(tmp.path(), small_segments()).expect("open");
     assert_eq!(
-        recovered.torn_tail.expect("reported").offset_bytes,
-        valid_len as u64
+        recovered.torn_tail.map(|t| t.offset_bytes),
+        Some(last_frame as u64)
     );
-    assert_eq!(recovered.records.len(), payloads.len());
+    assert_eq!(recovered.records.len(), payloads.len() - 1);
+}
+
+#[test]
+fn the_last_segment_is_preallocated_and_sealed_segments_are_trimmed() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let options = FileStoreOptions {
+        segment_size_limit_bytes: 4096,
+        preallocate_bytes: 1024,
+        ..FileStoreOptions::default()
+    };
+    let (store, _) = open(tmp.path(), options).expect("open");
+    let payloads: Vec<Vec<u8>> = (0..150).map(payload).collect();
+    append_all(&store, &payloads);
+    let all = segments(tmp.path());
+    assert!(all.len() >= 2, "the records span segments");
+    let (last, sealed) = all.split_last().expect("segments");
+    for path in sealed {
+        assert_eq!(
+            fs::metadata(path).expect("meta").len(),
+            records_end(path),
+            "{} ends with its last record",
+            path.display()
+        );
+    }
+    let allocated = fs::metadata(last).expect("meta").len();
+    assert!(allocated > records_end(last), "zeros follow the records");
+    assert_eq!(allocated % 1024, 0, "allocated in whole chunks");
+    drop(store);
+    let (_, recovered) = open(tmp.path(), options).expect("reopen");
+    assert!(recovered.torn_tail.is_none());
+    let got: Vec<Vec<u8>> = recovered.records.into_iter().map(|r| r.payload).collect();
+    assert_eq!(got, payloads);
 }
 
 #[test]

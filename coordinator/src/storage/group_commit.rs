@@ -11,6 +11,7 @@
 use std::collections::VecDeque;
 use std::fs::{self, File};
 use std::io::Write;
+use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
@@ -164,7 +165,13 @@ pub(crate) struct WriterLimits {
     pub segment_size_limit_bytes: u64,
     pub max_group_commit_bytes: usize,
     pub max_group_commit_requests: usize,
+    /// Zero-fill the active segment this many bytes at a time ahead of the
+    /// write position; 0 turns preallocation off.
+    pub preallocate_bytes: u64,
 }
+
+/// Source of the zeros `Writer::preallocate` writes.
+static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
 
 /// The writer thread's state: it alone touches the segment files.
 pub(crate) struct Writer {
@@ -172,6 +179,9 @@ pub(crate) struct Writer {
     pub segments: VecDeque<SegmentInfo>,
     pub active: File,
     pub active_len_bytes: u64,
+    /// Size of the active segment on disk: records end at
+    /// `active_len_bytes`, zeros follow up to here (see `preallocate`).
+    pub active_allocated_bytes: u64,
     pub next_lsn: Lsn,
     pub limits: WriterLimits,
     pub shared: Arc<Shared>,
@@ -312,10 +322,12 @@ impl Writer {
         if buf.is_empty() {
             return Ok(());
         }
+        self.preallocate(self.active_len_bytes + buf.len() as u64)?;
         self.active
             .write_all(buf)
             .map_err(|e| StorageError::io("writing segment", self.active_path(), e))?;
         self.active_len_bytes += buf.len() as u64;
+        self.active_allocated_bytes = self.active_allocated_bytes.max(self.active_len_bytes);
         self.shared
             .counters
             .bytes_written
@@ -334,14 +346,68 @@ impl Writer {
         Ok(())
     }
 
-    /// Starts a new segment whose first record gets `next_lsn`.
+    /// Makes sure the active segment exists on disk through byte `end`,
+    /// zero-filling it a chunk at a time ahead of the records.
+    ///
+    /// Why: an fdatasync after an append that grows the file must also write
+    /// the file's size and newly allocated block map; one after overwriting
+    /// blocks that already exist writes only the data. On this project's
+    /// ext4 test machine that is 89 µs instead of 130 µs per fdatasync, and
+    /// every commit waits for one. Zeros are written rather than
+    /// `fallocate`d so the blocks are real on every filesystem (no unwritten
+    /// extents to convert); recovery reads zeros after the last record as
+    /// free space, not as a torn write. The zeros reach the disk with the
+    /// next fdatasync, which is the one that makes the records durable.
+    fn preallocate(&mut self, end: u64) -> Result<()> {
+        let chunk = self.limits.preallocate_bytes;
+        if chunk == 0 || end <= self.active_allocated_bytes {
+            return Ok(());
+        }
+        // Not past the segment limit (the segment rolls there), unless one
+        // oversized record needs it.
+        let target = end
+            .div_ceil(chunk)
+            .saturating_mul(chunk)
+            .min(self.limits.segment_size_limit_bytes)
+            .max(end);
+        let mut at = self.active_allocated_bytes;
+        while at < target {
+            let len = (target - at).min(ZEROS.len() as u64) as usize;
+            self.active
+                .write_all_at(&ZEROS[..len], at)
+                .map_err(|e| StorageError::io("preallocating segment", self.active_path(), e))?;
+            at += len as u64;
+        }
+        self.active_allocated_bytes = target;
+        Ok(())
+    }
+
+    /// Cuts the active segment's unused preallocated zeros off and makes
+    /// that durable, so that a sealed segment ends with its last record
+    /// (recovery accepts free space only in the last segment).
+    fn seal_active(&mut self) -> Result<()> {
+        if self.active_allocated_bytes <= self.active_len_bytes {
+            return Ok(());
+        }
+        self.active
+            .set_len(self.active_len_bytes)
+            .map_err(|e| StorageError::io("trimming sealed segment", self.active_path(), e))?;
+        self.sync_active()?;
+        self.active_allocated_bytes = self.active_len_bytes;
+        Ok(())
+    }
+
+    /// Seals the active segment and starts a new one whose first record
+    /// gets `next_lsn`.
     pub fn roll(&mut self) -> Result<()> {
+        self.seal_active()?;
         let seq = self.segments.back().map_or(1, |s| s.seq + 1);
         let file = create_segment(&self.dir, seq, self.next_lsn)?;
         // create_segment fsyncs the new file and the directory.
         self.shared.counters.fsyncs.fetch_add(2, Ordering::Relaxed);
         self.active = file;
         self.active_len_bytes = SEGMENT_HEADER_BYTES as u64;
+        self.active_allocated_bytes = SEGMENT_HEADER_BYTES as u64;
         self.segments.push_back(SegmentInfo {
             seq,
             first_lsn: self.next_lsn,

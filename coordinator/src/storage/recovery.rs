@@ -58,8 +58,11 @@ pub(crate) struct SegmentInfo {
 /// Where the writer continues after recovery.
 pub(crate) struct LogLayout {
     pub segments: Vec<SegmentInfo>,
-    /// Length of the last segment after repair.
+    /// Where the last segment's records end, after repair.
     pub last_len_bytes: u64,
+    /// The last segment's size on disk after repair: free (zero) space may
+    /// follow its records.
+    pub last_allocated_bytes: u64,
     /// LSN the next record gets (the WAL's, before snapshot adjustment).
     pub wal_next_lsn: Lsn,
 }
@@ -86,6 +89,7 @@ pub(crate) fn recover_dir(dir: &Path, max_payload_bytes: usize) -> Result<(Recov
     let mut records = Vec::new();
     let mut next_lsn = Lsn(1);
     let mut last_len_bytes = 0u64;
+    let mut last_allocated_bytes = 0u64;
     let mut torn = None;
     for (index, (seq, path)) in listed.iter().enumerate() {
         let is_last = index + 1 == listed.len();
@@ -112,6 +116,11 @@ pub(crate) fn recover_dir(dir: &Path, max_payload_bytes: usize) -> Result<(Recov
         records.extend(scan.records.into_iter().filter(|r| r.lsn > covered));
         if is_last {
             last_len_bytes = scan.valid_len_bytes;
+            // A torn tail is cut off below, free space with it.
+            last_allocated_bytes = match scan.torn_tail {
+                Some(_) => scan.valid_len_bytes,
+                None => bytes.len() as u64,
+            };
             if let Some((offset_bytes, reason)) = scan.torn_tail {
                 torn = Some(TornTail {
                     segment: path.clone(),
@@ -150,6 +159,7 @@ pub(crate) fn recover_dir(dir: &Path, max_payload_bytes: usize) -> Result<(Recov
         LogLayout {
             segments,
             last_len_bytes,
+            last_allocated_bytes,
             wal_next_lsn: next_lsn,
         },
     ))

@@ -7,6 +7,8 @@
 //! Segments are created complete (header written, fsynced, then renamed into
 //! place and the directory fsynced), so a segment with a valid name always has
 //! a full header; a bad header is therefore corruption, never a torn write.
+//! The last segment may end in zeros (preallocated space); a sealed one ends
+//! with its last record.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
@@ -93,7 +95,8 @@ pub struct SegmentScan {
     pub first_lsn: Lsn,
     /// The valid records, in order.
     pub records: Vec<WalRecord>,
-    /// Bytes from the start of the file through the last valid record.
+    /// Bytes from the start of the file through the last valid record (in
+    /// the last segment, zeros may follow: preallocated free space).
     pub valid_len_bytes: u64,
     /// Set when the segment ends in a torn write: `(offset, why)`. Only
     /// possible for the last segment.
@@ -108,7 +111,9 @@ pub struct SegmentScan {
 /// offset X is a torn tail only if no intact frame with a later LSN exists at
 /// any aligned offset after X. Writes are sequential and acknowledged only
 /// after fdatasync, so damage followed by intact later records cannot be a
-/// torn write of unacknowledged data: it is corruption.
+/// torn write of unacknowledged data: it is corruption. If everything from X
+/// on is zero, X is just where the records end: the writer zero-fills the
+/// last segment ahead of its records.
 pub fn scan_segment(
     bytes: &[u8],
     path: &Path,
@@ -135,6 +140,12 @@ pub fn scan_segment(
             ),
             Err(frame_error) => frame_error.to_string(),
         };
+        // Only zeros from here on: space the writer preallocated and had not
+        // reached yet. No frame is all zeros (LSNs start at 1), so this
+        // cannot hide a record.
+        if is_last && bytes[offset..].iter().all(|&b| b == 0) {
+            break;
+        }
         if !is_last || intact_frame_after(bytes, offset, expected_lsn, max_payload_bytes) {
             let place = if is_last {
                 "followed by intact records, so it is not a torn write"

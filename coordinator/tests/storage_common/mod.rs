@@ -69,15 +69,26 @@ pub fn flip_bit(path: &Path, offset_bytes: usize, bit: u8) {
     fs::write(path, bytes).expect("write");
 }
 
-/// Byte offsets of each record frame in a segment file (header is 32 bytes).
+/// Byte offsets of each record frame in a segment file (header is 32 bytes),
+/// up to the free (zero) space the writer preallocates.
 pub fn frame_offsets(path: &Path) -> Vec<usize> {
+    frames(path).0
+}
+
+/// Where the records of a segment file end (free space may follow).
+pub fn records_end(path: &Path) -> u64 {
+    frames(path).1 as u64
+}
+
+fn frames(path: &Path) -> (Vec<usize>, usize) {
     let bytes = fs::read(path).expect("read");
     let mut offsets = Vec::new();
     let mut at = paxlock_coordinator::storage::segment::SEGMENT_HEADER_BYTES;
-    while at + 24 <= bytes.len() {
+    // A frame header holds a nonzero LSN at bytes 8..16; zeros there are free space.
+    while at + 24 <= bytes.len() && bytes[at + 8..at + 16] != [0u8; 8] {
         let len = u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes")) as usize;
         offsets.push(at);
         at += paxlock_coordinator::storage::record::frame_len_bytes(len);
     }
-    offsets
+    (offsets, at)
 }
