@@ -103,11 +103,17 @@ fn every_seed_keeps_lock_safety_and_heals_to_liveness() {
     sweep("mixed", &sweep_config(), &seeds(1000));
 }
 
-#[test]
-fn every_seed_keeps_lock_safety_under_contention_for_one_lock() {
+/// The contention sweep's world: six clients on one lock.
+fn contention_config() -> LockSimConfig {
     let mut cfg = sweep_config();
     cfg.clients = 6;
     cfg.locks = 1;
+    cfg
+}
+
+#[test]
+fn every_seed_keeps_lock_safety_under_contention_for_one_lock() {
+    let cfg = contention_config();
     // Different seeds from the mixed sweep's, so contention sees new worlds.
     let offset = if env_u64("PAXLOCK_SIM_SEED").is_some() {
         0
@@ -150,9 +156,29 @@ fn the_sweep_exercises_grants_expiries_and_opposite_drift() {
 
 /// Runs one named regression seed with the default configuration.
 fn regression(seed: u64) {
-    if let Err(v) = run_lock_seed(seed, &LockSimConfig::default()) {
+    regression_with(seed, &LockSimConfig::default());
+}
+
+fn regression_with(seed: u64, cfg: &LockSimConfig) {
+    if let Err(v) = run_lock_seed(seed, cfg) {
         panic!("{}", repro(&v));
     }
+}
+
+/// Found when chosen markers stopped costing an fsync of their own: a
+/// leader crashed before its markers reached the disk, and a follower that
+/// had heard its commit index asked only it, forever, for the entries.
+#[test]
+fn seed_1003603_catch_up_asks_another_member_when_its_peer_lost_the_entries() {
+    regression_with(1_003_603, &contention_config());
+}
+
+/// Found at the same time: the network duplicated an abandon, and the
+/// client read the second copy's answer (nothing to release) as the
+/// outcome. A checker bug, not a service bug: the copy counts as a resend.
+#[test]
+fn seed_568_a_duplicated_abandon_reports_an_unknown_release() {
+    regression_with(568, &sweep_config());
 }
 
 #[test]

@@ -16,6 +16,8 @@ pub(crate) struct Learner {
     pub(crate) catch_up_target: Slot,
     pub(crate) catch_up_peer: Option<NodeId>,
     pub(crate) last_request_at: Option<Nanos>,
+    /// Our commit index when the last catch-up request went out.
+    pub(crate) last_request_commit: Option<Slot>,
 }
 
 impl Learner {
@@ -25,6 +27,7 @@ impl Learner {
             catch_up_target: applied,
             catch_up_peer: None,
             last_request_at: None,
+            last_request_commit: None,
         }
     }
 
@@ -47,14 +50,23 @@ impl Learner {
         if commit >= self.catch_up_target {
             return None;
         }
-        let peer = self.catch_up_peer?;
+        let mut peer = self.catch_up_peer?;
         if self
             .last_request_at
             .is_some_and(|t| now.since(t) < cfg.heartbeat_interval_ns)
         {
             return None;
         }
+        // Rule "ask around": the peer that told us of the target may not
+        // be able to serve it: it may have restarted and lost chosen
+        // markers that were not yet on disk, or be cut off. If the last
+        // request got us nowhere, ask the next member instead.
+        if self.last_request_commit == Some(commit) {
+            peer = next_peer(cfg, peer);
+            self.catch_up_peer = Some(peer);
+        }
         self.last_request_at = Some(now);
+        self.last_request_commit = Some(commit);
         Some((peer, commit))
     }
 
@@ -77,6 +89,13 @@ impl Learner {
 
 /// Answer to a catch-up request: chosen entries from `from_slot`, or the
 /// snapshot first if `from_slot` was compacted away.
+/// The member after `peer` in `cfg.members` (wrapping), never this node.
+fn next_peer(cfg: &Config, peer: NodeId) -> NodeId {
+    let others = cfg.members.iter().copied().filter(|m| *m != cfg.node_id);
+    let after = others.clone().filter(|m| *m > peer).min();
+    after.or_else(|| others.min()).unwrap_or(peer)
+}
+
 pub(crate) fn serve_catch_up(
     state: &DurableState,
     from_slot: Slot,
@@ -99,4 +118,40 @@ pub(crate) fn serve_catch_up(
         .map(|(s, e)| (*s, e.batch.clone()))
         .collect();
     Message::CatchUp { snapshot, entries }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_catch_up_that_got_nowhere_asks_the_next_member() {
+        let cfg = Config::new(NodeId(1), vec![NodeId(1), NodeId(2), NodeId(3)]);
+        let hb = cfg.heartbeat_interval_ns;
+        let mut learner = Learner::new(Slot(5));
+        learner.want(Slot(10), NodeId(2));
+        let at = |i: u64| Nanos(i * hb);
+        assert_eq!(
+            learner.request_due(at(1), Slot(5), &cfg),
+            Some((NodeId(2), Slot(5)))
+        );
+        // Rate-limited within one heartbeat interval.
+        assert_eq!(learner.request_due(at(1), Slot(5), &cfg), None);
+        // No progress: the next member, skipping ourselves, wrapping.
+        assert_eq!(
+            learner.request_due(at(2), Slot(5), &cfg),
+            Some((NodeId(3), Slot(5)))
+        );
+        assert_eq!(
+            learner.request_due(at(3), Slot(5), &cfg),
+            Some((NodeId(2), Slot(5)))
+        );
+        // Progress: the same peer again.
+        assert_eq!(
+            learner.request_due(at(4), Slot(7), &cfg),
+            Some((NodeId(2), Slot(7)))
+        );
+        // Caught up: nothing to ask.
+        assert_eq!(learner.request_due(at(5), Slot(10), &cfg), None);
+    }
 }

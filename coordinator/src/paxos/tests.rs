@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 use proptest::prelude::*;
 
 use super::config::Config;
-use super::durable::{DurableState, PersistOp};
+use super::durable::{DurableState, PersistOp, PersistRequest};
 use super::effects::{ChosenEntry, Effects, LeadershipEvent, Outgoing, RejectReason};
 use super::message::{Message, ReportedEntry};
 use super::proposer::{merge_promises, PromiseInfo};
@@ -458,12 +458,75 @@ fn a_full_proposal_queue_rejects_the_overflow() {
     assert_eq!(overflow, 10);
 }
 
+fn has_chosen_marker(req: &PersistRequest, slot: Slot) -> bool {
+    req.ops
+        .iter()
+        .any(|op| matches!(op, PersistOp::Chosen { slot: s, .. } if *s == slot))
+}
+
+#[test]
+fn a_chosen_marker_waits_for_the_next_accept_instead_of_costing_its_own_fsync() {
+    let mut c = Cluster::new(3);
+    c.elect(1, 2_000);
+    c.nodes[0].step(2_001, Input::Propose(vec![b"a".to_vec()]));
+    let (ballot, slot) = c.nodes[0]
+        .sent
+        .iter()
+        .find_map(|o| match &o.msg {
+            Message::Accept { ballot, slot, .. } => Some((*ballot, *slot)),
+            _ => None,
+        })
+        .expect("an accept was sent");
+    let accepted = Message::Accepted { ballot, slot };
+    let fx = c.nodes[0].raw(
+        2_001,
+        Input::Peer {
+            from: NodeId(2),
+            msg: accepted,
+        },
+    );
+    assert_eq!(
+        fx.chosen.iter().map(|e| e.slot).collect::<Vec<_>>(),
+        vec![slot],
+        "chosen and applied at once"
+    );
+    assert!(
+        fx.persist.is_none(),
+        "no request for the marker alone: {:?}",
+        fx.persist
+    );
+
+    let fx = c.nodes[0].raw(2_002, Input::Propose(vec![b"b".to_vec()]));
+    let req = fx.persist.expect("the next accept is persisted");
+    assert!(has_chosen_marker(&req, slot), "{req:?}");
+    assert!(
+        req.ops
+            .iter()
+            .any(|op| matches!(op, PersistOp::Accept { slot: s, .. } if *s > slot)),
+        "{req:?}"
+    );
+}
+
+#[test]
+fn a_chosen_marker_alone_is_persisted_at_the_next_tick() {
+    let mut c = Cluster::new(3);
+    c.elect(1, 2_000);
+    c.nodes[0].step(2_001, Input::Propose(vec![b"a".to_vec()]));
+    c.pump(2_001);
+    let slot = c.nodes[0].chosen.last().expect("chosen").slot;
+    let fx = c.nodes[0].raw(2_002, Input::Tick);
+    let req = fx.persist.expect("the tick issues the waiting marker");
+    assert!(has_chosen_marker(&req, slot), "{req:?}");
+}
+
 #[test]
 fn a_restarted_replica_replays_its_chosen_entries() {
     let mut c = Cluster::new(3);
     c.elect(1, 2_000);
     c.nodes[0].step(2_001, Input::Propose(vec![b"a".to_vec()]));
     c.pump(2_001);
+    // The chosen marker reaches the disk with the next tick.
+    c.nodes[0].step(2_002, Input::Tick);
     let disk = c.nodes[0].disk.clone();
     let mut again = Node::from_disk(cfg(1, 3), disk);
     again.step(9_000, Input::Tick);

@@ -406,9 +406,10 @@ struct InFlight {
     deadline_local: u64,
     hist: Option<Operation>,
     cancel_hist: Option<Operation>,
-    /// Copies of the abandon sent. Abandon is not deduplicated, so after a
-    /// resend the answer may come from a later copy (which finds nothing to
-    /// release): the cancel's outcome is then recorded as unknown.
+    /// Copies of the abandon sent, counting copies the network duplicated.
+    /// Abandon is not deduplicated, so after a resend the answer may come
+    /// from a later copy (which finds nothing to release): the cancel's
+    /// outcome is then recorded as unknown.
     abandon_sends: u32,
 }
 
@@ -1664,6 +1665,13 @@ impl LockSim {
             NodeId(1_000 + client as u64),
             self.nodes[to].id,
         );
+        // A copy the network duplicated is a resend as far as the answer
+        // goes: the reply the client sees may come from either copy.
+        if matches!(req, Req::Abandon { .. }) && fates.len() > 1 {
+            if let Some(op) = self.clients[client].op.as_mut() {
+                op.abandon_sends += fates.len() as u32 - 1;
+            }
+        }
         for d in fates {
             self.schedule(
                 self.now + d,
