@@ -5,6 +5,12 @@ use std::process::ExitCode;
 use clap::Parser;
 use paxlock_coordinator::cli::{self, Cli};
 
+/// mimalloc instead of glibc's malloc: under load the allocator was 7 % of
+/// a node's CPU samples (malloc, free, consolidation); with mimalloc
+/// `paxlock bench` at 64 clients runs about 10 % more cycles per second.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // Under `chaos`, lost sessions and failed connections are the point,
