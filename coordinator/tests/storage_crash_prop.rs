@@ -82,34 +82,44 @@ proptest! {
             let len = bytes.len() as u64;
             let low = if cut_only_in_flight_bytes && last == acked_segment { acked_len } else { SEGMENT_HEADER_BYTES as u64 };
             let cut = low + (len - low) * cut_fraction_permille / 1000;
+            let mut crashed = bytes.clone();
             if zero_from_cut {
-                let mut zeroed = bytes.clone();
-                zeroed[cut as usize..].fill(0);
-                fs::write(&last, zeroed).expect("write");
+                crashed[cut as usize..].fill(0);
             } else {
-                fs::OpenOptions::new().write(true).open(&last).expect("open").set_len(cut).expect("truncate");
+                crashed.truncate(cut as usize);
             }
+            fs::write(&last, &crashed).expect("write");
 
-            // Expected: every record before the last segment, plus the frames
-            // of the last segment that end at or before the cut.
+            // Expected: every record before the last segment, plus the
+            // leading frames of the last segment the crash left intact (a
+            // frame is intact if all of it survived: zeroing may leave one
+            // whole when the bytes it zeroed were zero already, as padding is).
             let first_in_last = first_lsn_of(&bytes) as usize;
-            let mut end = SEGMENT_HEADER_BYTES as u64;
+            let mut start = SEGMENT_HEADER_BYTES;
             let mut expected_count = first_in_last - 1;
-            let mut boundaries = vec![end];
+            let mut first_damaged = None;
             for payload in &all[first_in_last - 1..] {
-                end += frame_len_bytes(payload.len()) as u64;
-                boundaries.push(end);
-                if end <= cut {
-                    expected_count += 1;
+                let end = start + frame_len_bytes(payload.len());
+                let intact = crashed.get(start..end) == Some(&bytes[start..end]);
+                if first_damaged.is_none() {
+                    if intact {
+                        expected_count += 1;
+                    } else {
+                        first_damaged = Some(start);
+                    }
                 }
+                start = end;
             }
+            // Torn: something other than zeros is left where the first
+            // damaged frame starts (or after the last frame).
+            let first_damaged = first_damaged.unwrap_or(start);
+            let cut_a_record = crashed.get(first_damaged..).is_some_and(|rest| rest.iter().any(|b| *b != 0));
 
             let (reopened, recovered) = open(tmp.path(), options).expect("a cut tail is never fatal");
             let got: Vec<Vec<u8>> = recovered.records.iter().map(|r| r.payload.clone()).collect();
             prop_assert_eq!(&got[..], &all[..expected_count]);
             let lsns_contiguous = recovered.records.iter().enumerate().all(|(i, r)| r.lsn == Lsn(i as u64 + 1));
             prop_assert!(lsns_contiguous);
-            let cut_a_record = cut < end && !boundaries.contains(&cut);
             prop_assert_eq!(recovered.torn_tail.is_some(), cut_a_record);
             if cut_only_in_flight_bytes {
                 prop_assert!(got.len() >= acked_count, "lost an acknowledged record");
