@@ -47,30 +47,22 @@ impl LockApplication {
                 session,
                 token,
             } => {
-                if let Some((_, waiter)) =
-                    self.shared.lock_waiters.remove(&(session.0, name.clone()))
-                {
-                    let _ = waiter.send(token.0);
-                }
+                self.shared
+                    .lock_waiters
+                    .wake(&(session.0, name.clone()), token.0);
             }
             Event::LockReleased { .. } => {}
             Event::SessionEnded { session, .. } => {
                 self.shared.deadlines.remove(&session.0);
                 // Waiters of a dead session learn it when their sender drops.
-                self.shared.lock_waiters.retain(|(s, _), _| *s != session.0);
-                self.shared
-                    .campaign_waiters
-                    .retain(|(s, _), _| *s != session.0);
+                self.shared.lock_waiters.drop_session(session.0);
+                self.shared.campaign_waiters.drop_session(session.0);
             }
             Event::Election(e) => {
                 if let ElectionChange::NewLeader { session, .. } = &e.change {
-                    if let Some((_, waiter)) = self
-                        .shared
+                    self.shared
                         .campaign_waiters
-                        .remove(&(session.0, e.name.clone()))
-                    {
-                        let _ = waiter.send(e.term);
-                    }
+                        .wake(&(session.0, e.name.clone()), e.term);
                 }
                 if let Some(tx) = self.shared.watchers.get(&e.name) {
                     let _ = tx.send(e.clone());

@@ -134,7 +134,7 @@ impl Context {
                 self.require_leader()?;
                 self.shared
                     .lock_waiters
-                    .remove(&(session.0, cancel.name.clone()));
+                    .drop_key(&(session.0, cancel.name.clone()));
                 self.commit(client(ClientOp::CancelAcquire { name: cancel.name }))
                     .await?;
                 Ok(done())
@@ -183,7 +183,10 @@ impl Context {
         // after the `Queued` reply cannot be missed, nor an older grant
         // (applied earlier on a node catching up) mistaken for this one.
         let (grant_tx, grant_rx) = oneshot::channel();
-        let then = acquire.wait.then(|| Waiter::Grant(key.clone(), grant_tx));
+        let waiter = self.shared.next_proposal_id();
+        let then = acquire
+            .wait
+            .then(|| Waiter::Grant(key.clone(), waiter, grant_tx));
         let reply = self
             .commit_then(
                 client(ClientOp::Acquire {
@@ -201,7 +204,7 @@ impl Context {
         };
         match reply {
             Ok(Reply::Granted { token }) => {
-                self.shared.lock_waiters.remove(&key);
+                self.shared.lock_waiters.withdraw(&key, waiter);
                 granted(token.0)
             }
             Ok(Reply::Busy { .. }) => Err(error(
@@ -214,7 +217,7 @@ impl Context {
                 // grant has happened since: check the holder first.
                 if let Some(holder) = self.shared.machine().holder(&name) {
                     if holder.session == session {
-                        self.shared.lock_waiters.remove(&key);
+                        self.shared.lock_waiters.withdraw(&key, waiter);
                         return granted(holder.token.0);
                     }
                 }
@@ -230,7 +233,7 @@ impl Context {
                         false,
                     )),
                     Err(_) => {
-                        self.shared.lock_waiters.remove(&key);
+                        self.shared.lock_waiters.withdraw(&key, waiter);
                         // Logged cancel: a grant that raced it is released.
                         let _ = self
                             .commit(CommandKind::Abandon {
@@ -249,11 +252,11 @@ impl Context {
                 }
             }
             Ok(other) => {
-                self.shared.lock_waiters.remove(&key);
+                self.shared.lock_waiters.withdraw(&key, waiter);
                 Err(unexpected(&other))
             }
             Err(e) => {
-                self.shared.lock_waiters.remove(&key);
+                self.shared.lock_waiters.withdraw(&key, waiter);
                 Err(e)
             }
         }
@@ -269,6 +272,7 @@ impl Context {
         let name = campaign.election.clone();
         let key = (session.0, name.clone());
         let (won_tx, won_rx) = oneshot::channel();
+        let waiter = self.shared.next_proposal_id();
         // The answer describes the term *this* campaign won, never the
         // election's state when the answer is sent: by then the leadership
         // may already have passed on (applies can run ahead of this task),
@@ -288,12 +292,12 @@ impl Context {
                     name: name.clone(),
                     value: campaign.value.clone(),
                 }),
-                Some(Waiter::Win(key.clone(), won_tx)),
+                Some(Waiter::Win(key.clone(), waiter, won_tx)),
             )
             .await;
         match reply {
             Ok(Reply::Elected { term }) => {
-                self.shared.campaign_waiters.remove(&key);
+                self.shared.campaign_waiters.withdraw(&key, waiter);
                 won(term, campaign.value)
             }
             Ok(Reply::Candidate { .. }) => {
@@ -304,7 +308,7 @@ impl Context {
                     .filter(|l| l.session == session);
                 if let Some(view) = leading {
                     // Elected between our command and now (a retry, say).
-                    self.shared.campaign_waiters.remove(&key);
+                    self.shared.campaign_waiters.withdraw(&key, waiter);
                     return won(view.term, view.value);
                 }
                 let limit = match campaign.timeout_ms {
@@ -319,7 +323,7 @@ impl Context {
                         false,
                     )),
                     Err(_) => {
-                        self.shared.campaign_waiters.remove(&key);
+                        self.shared.campaign_waiters.withdraw(&key, waiter);
                         // Not a client Resign: that would reuse the campaign's
                         // request id and get its recorded answer back.
                         let _ = self
@@ -339,11 +343,11 @@ impl Context {
                 }
             }
             Ok(other) => {
-                self.shared.campaign_waiters.remove(&key);
+                self.shared.campaign_waiters.withdraw(&key, waiter);
                 Err(unexpected(&other))
             }
             Err(e) => {
-                self.shared.campaign_waiters.remove(&key);
+                self.shared.campaign_waiters.withdraw(&key, waiter);
                 Err(e)
             }
         }
@@ -785,6 +789,61 @@ mod tests {
             timed_out(&response),
             "b must not win while a leads: {response:?}"
         );
+    }
+
+    /// Two acquires of one lock by one session waiting at once (two tasks
+    /// sharing a client): both are answered with the grant. With waiters
+    /// keyed by (session, lock) alone, the second replaced the first, which
+    /// was told its session had ended.
+    #[tokio::test]
+    async fn two_waiting_acquires_of_one_session_both_get_the_grant() {
+        let (context, a, b) = catching_up_node(|a, _| {
+            vec![client(
+                a,
+                1,
+                ClientOp::Acquire {
+                    name: "l".into(),
+                    wait: false,
+                },
+            )]
+        });
+        let wait = |request_id| {
+            ask(
+                &context,
+                b,
+                request_id,
+                Op::Acquire(proto::Acquire {
+                    name: "l".into(),
+                    wait: true,
+                    timeout_ms: 3_000,
+                }),
+            )
+        };
+        let release = async {
+            // Both acquires are queued by now (each is applied as proposed).
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let holder = context.shared.machine().holder("l").expect("a holds l");
+            assert_eq!(holder.session.0, a);
+            let released = ask(
+                &context,
+                a,
+                2,
+                Op::Release(proto::Release {
+                    name: "l".into(),
+                    fencing_token: holder.token.0,
+                }),
+            )
+            .await;
+            assert!(released.error.is_none(), "{released:?}");
+        };
+        let (first, second, ()) = tokio::join!(wait(1), wait(2), release);
+        let token = |response: &Response| match &response.result {
+            Some(response::Result::Granted(g)) => g.fencing_token,
+            _ => panic!("not granted: {response:?}"),
+        };
+        assert_eq!(token(&first), token(&second));
+        let holder = context.shared.machine().holder("l").map(|h| h.session.0);
+        assert_eq!(holder, Some(b));
     }
 
     /// The same for locks (a stale grant would be a second holder): b held

@@ -31,12 +31,11 @@ pub struct Shared {
     /// the reason the consensus core refused to propose it.
     pub pending: DashMap<u64, PendingCommand>,
     next_proposal: AtomicU64,
-    /// (session, lock) → the task waiting for a queued acquire's grant
-    /// (see [`Waiter`] for when it is registered).
-    pub lock_waiters: DashMap<(u64, String), oneshot::Sender<u64>>,
-    /// (session, election) → the task waiting for a campaign to win
-    /// (see [`Waiter`]).
-    pub campaign_waiters: DashMap<(u64, String), oneshot::Sender<u64>>,
+    /// Tasks waiting for a queued acquire's grant (see [`Waiter`] for
+    /// when they are registered).
+    pub lock_waiters: Waiters,
+    /// Tasks waiting for a campaign to win (see [`Waiter`]).
+    pub campaign_waiters: Waiters,
     /// Election → live watchers.
     pub watchers: DashMap<String, broadcast::Sender<ElectionEvent>>,
     /// Session → expiry deadline on this node's clock. Only meaningful
@@ -68,9 +67,64 @@ pub struct PendingCommand {
 #[derive(Debug)]
 pub enum Waiter {
     /// (session, lock) is waiting for a grant: sent its token.
-    Grant((u64, String), oneshot::Sender<u64>),
+    Grant(WaiterKey, WaiterId, oneshot::Sender<u64>),
     /// (session, election) is campaigning: sent the term it wins.
-    Win((u64, String), oneshot::Sender<u64>),
+    Win(WaiterKey, WaiterId, oneshot::Sender<u64>),
+}
+
+/// (session, lock or election name).
+pub type WaiterKey = (u64, String);
+
+/// Tells apart the tasks waiting under one key: one per request.
+pub type WaiterId = u64;
+
+/// Tasks waiting for (session, name) to be granted a lock or to win an
+/// election. Each request waits under its own id, so two requests of one
+/// session for the same name (two tasks sharing a client, or a retry that
+/// reached the node while the first attempt still waits) are both
+/// answered, and one that gives up withdraws only itself.
+#[derive(Debug, Default)]
+pub struct Waiters(DashMap<WaiterKey, Vec<(WaiterId, oneshot::Sender<u64>)>>);
+
+impl Waiters {
+    /// Adds a waiter for `key`.
+    pub fn add(&self, key: WaiterKey, id: WaiterId, tx: oneshot::Sender<u64>) {
+        self.0.entry(key).or_default().push((id, tx));
+    }
+
+    /// Sends `value` (a token, a term) to every task waiting for `key`.
+    pub fn wake(&self, key: &WaiterKey, value: u64) {
+        if let Some((_, waiting)) = self.0.remove(key) {
+            for (_, tx) in waiting {
+                let _ = tx.send(value);
+            }
+        }
+    }
+
+    /// Withdraws the waiter `id` of `key`, if it is still there.
+    pub fn withdraw(&self, key: &WaiterKey, id: WaiterId) {
+        let now_empty = match self.0.get_mut(key) {
+            Some(mut waiting) => {
+                waiting.retain(|(w, _)| *w != id);
+                waiting.is_empty()
+            }
+            None => false,
+        };
+        // The entry guard is gone: removing now cannot deadlock the shard.
+        if now_empty {
+            self.0.remove_if(key, |_, waiting| waiting.is_empty());
+        }
+    }
+
+    /// Drops every waiter of `key`: their tasks learn it as a closed channel.
+    pub fn drop_key(&self, key: &WaiterKey) {
+        self.0.remove(key);
+    }
+
+    /// Drops every waiter of `session` (it ended).
+    pub fn drop_session(&self, session: u64) {
+        self.0.retain(|(s, _), _| *s != session);
+    }
 }
 
 impl Shared {
@@ -82,8 +136,8 @@ impl Shared {
             machine: Mutex::new(StateMachine::new(config)),
             pending: DashMap::new(),
             next_proposal: AtomicU64::new(1),
-            lock_waiters: DashMap::new(),
-            campaign_waiters: DashMap::new(),
+            lock_waiters: Waiters::default(),
+            campaign_waiters: Waiters::default(),
             watchers: DashMap::new(),
             deadlines: DashMap::new(),
             my_epoch: AtomicU64::new(0),
@@ -99,15 +153,11 @@ impl Shared {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Registers `waiter` (replacing an earlier one for the same key).
+    /// Registers `waiter`.
     pub fn register(&self, waiter: Waiter) {
         match waiter {
-            Waiter::Grant(key, tx) => {
-                self.lock_waiters.insert(key, tx);
-            }
-            Waiter::Win(key, tx) => {
-                self.campaign_waiters.insert(key, tx);
-            }
+            Waiter::Grant(key, id, tx) => self.lock_waiters.add(key, id, tx),
+            Waiter::Win(key, id, tx) => self.campaign_waiters.add(key, id, tx),
         }
     }
 
@@ -134,5 +184,41 @@ impl Shared {
             .entry(election.to_string())
             .or_insert_with(|| broadcast::channel(WATCH_BUFFER).0)
             .subscribe()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::sync::oneshot::error::TryRecvError;
+
+    #[test]
+    fn a_withdrawn_waiter_leaves_the_others_of_its_key_waiting() {
+        let waiters = Waiters::default();
+        let key = (7, "l".to_string());
+        let (gave_up, mut gave_up_rx) = oneshot::channel();
+        let (retry, mut retry_rx) = oneshot::channel();
+        waiters.add(key.clone(), 1, gave_up);
+        waiters.add(key.clone(), 2, retry);
+        waiters.withdraw(&key, 1);
+        assert!(
+            matches!(gave_up_rx.try_recv(), Err(TryRecvError::Closed)),
+            "withdrawn: its sender is gone"
+        );
+        waiters.wake(&key, 42);
+        assert_eq!(retry_rx.try_recv().ok(), Some(42));
+    }
+
+    #[test]
+    fn an_ended_session_drops_only_its_own_waiters() {
+        let waiters = Waiters::default();
+        let (mine, mut mine_rx) = oneshot::channel();
+        let (other, mut other_rx) = oneshot::channel();
+        waiters.add((7, "l".into()), 1, mine);
+        waiters.add((8, "l".into()), 2, other);
+        waiters.drop_session(7);
+        assert!(matches!(mine_rx.try_recv(), Err(TryRecvError::Closed)));
+        waiters.wake(&(8, "l".into()), 5);
+        assert_eq!(other_rx.try_recv().ok(), Some(5));
     }
 }
