@@ -87,8 +87,6 @@ impl Learner {
     }
 }
 
-/// Answer to a catch-up request: chosen entries from `from_slot`, or the
-/// snapshot first if `from_slot` was compacted away.
 /// The member after `peer` in `cfg.members` (wrapping), never this node.
 fn next_peer(cfg: &Config, peer: NodeId) -> NodeId {
     let others = cfg.members.iter().copied().filter(|m| *m != cfg.node_id);
@@ -96,6 +94,8 @@ fn next_peer(cfg: &Config, peer: NodeId) -> NodeId {
     after.or_else(|| others.min()).unwrap_or(peer)
 }
 
+/// Answer to a catch-up request: chosen entries from `from_slot`, or the
+/// snapshot first if `from_slot` was compacted away.
 pub(crate) fn serve_catch_up(
     state: &DurableState,
     from_slot: Slot,
