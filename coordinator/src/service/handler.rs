@@ -184,6 +184,7 @@ impl Context {
         // (applied earlier on a node catching up) mistaken for this one.
         let (grant_tx, grant_rx) = oneshot::channel();
         let waiter = self.shared.next_proposal_id();
+        let _withdraw = self.shared.lock_waiters.guard(key.clone(), waiter);
         let then = acquire
             .wait
             .then(|| Waiter::Grant(key.clone(), waiter, grant_tx));
@@ -203,10 +204,7 @@ impl Context {
             }))
         };
         match reply {
-            Ok(Reply::Granted { token }) => {
-                self.shared.lock_waiters.withdraw(&key, waiter);
-                granted(token.0)
-            }
+            Ok(Reply::Granted { token }) => granted(token.0),
             Ok(Reply::Busy { .. }) => Err(error(
                 ErrorCode::Busy,
                 format!("lock {name:?} is held by another session"),
@@ -217,7 +215,6 @@ impl Context {
                 // grant has happened since: check the holder first.
                 if let Some(holder) = self.shared.machine().holder(&name) {
                     if holder.session == session {
-                        self.shared.lock_waiters.withdraw(&key, waiter);
                         return granted(holder.token.0);
                     }
                 }
@@ -233,7 +230,6 @@ impl Context {
                         false,
                     )),
                     Err(_) => {
-                        self.shared.lock_waiters.withdraw(&key, waiter);
                         // Logged cancel: a grant that raced it is released.
                         let _ = self
                             .commit(CommandKind::Abandon {
@@ -251,14 +247,8 @@ impl Context {
                     }
                 }
             }
-            Ok(other) => {
-                self.shared.lock_waiters.withdraw(&key, waiter);
-                Err(unexpected(&other))
-            }
-            Err(e) => {
-                self.shared.lock_waiters.withdraw(&key, waiter);
-                Err(e)
-            }
+            Ok(other) => Err(unexpected(&other)),
+            Err(e) => Err(e),
         }
     }
 
@@ -273,6 +263,7 @@ impl Context {
         let key = (session.0, name.clone());
         let (won_tx, won_rx) = oneshot::channel();
         let waiter = self.shared.next_proposal_id();
+        let _withdraw = self.shared.campaign_waiters.guard(key.clone(), waiter);
         // The answer describes the term *this* campaign won, never the
         // election's state when the answer is sent: by then the leadership
         // may already have passed on (applies can run ahead of this task),
@@ -296,10 +287,7 @@ impl Context {
             )
             .await;
         match reply {
-            Ok(Reply::Elected { term }) => {
-                self.shared.campaign_waiters.withdraw(&key, waiter);
-                won(term, campaign.value)
-            }
+            Ok(Reply::Elected { term }) => won(term, campaign.value),
             Ok(Reply::Candidate { .. }) => {
                 let leading = self
                     .shared
@@ -308,7 +296,6 @@ impl Context {
                     .filter(|l| l.session == session);
                 if let Some(view) = leading {
                     // Elected between our command and now (a retry, say).
-                    self.shared.campaign_waiters.withdraw(&key, waiter);
                     return won(view.term, view.value);
                 }
                 let limit = match campaign.timeout_ms {
@@ -323,7 +310,6 @@ impl Context {
                         false,
                     )),
                     Err(_) => {
-                        self.shared.campaign_waiters.withdraw(&key, waiter);
                         // Not a client Resign: that would reuse the campaign's
                         // request id and get its recorded answer back.
                         let _ = self
@@ -342,14 +328,8 @@ impl Context {
                     }
                 }
             }
-            Ok(other) => {
-                self.shared.campaign_waiters.withdraw(&key, waiter);
-                Err(unexpected(&other))
-            }
-            Err(e) => {
-                self.shared.campaign_waiters.withdraw(&key, waiter);
-                Err(e)
-            }
+            Ok(other) => Err(unexpected(&other)),
+            Err(e) => Err(e),
         }
     }
 
@@ -715,17 +695,7 @@ mod tests {
             clock,
             fake_loop(shared.clone(), clock, 4, Vec::new(), later),
         );
-        let response = ask(
-            &context,
-            b,
-            1,
-            Op::Campaign(proto::Campaign {
-                election: "e".into(),
-                value: b"b".to_vec(),
-                timeout_ms: 0,
-            }),
-        )
-        .await;
+        let response = ask(&context, b, 1, campaign_op(b"b", 0)).await;
         let Some(response::Result::Leader(info)) = response.result else {
             panic!("{response:?}");
         };
@@ -752,6 +722,24 @@ mod tests {
         (context, a, b)
     }
 
+    /// A campaign for election "e".
+    fn campaign_op(value: &[u8], timeout_ms: u64) -> Op {
+        Op::Campaign(proto::Campaign {
+            election: "e".into(),
+            value: value.to_vec(),
+            timeout_ms,
+        })
+    }
+
+    /// A blocking acquire of lock "l".
+    fn waiting_acquire(timeout_ms: u64) -> Op {
+        Op::Acquire(proto::Acquire {
+            name: "l".into(),
+            wait: true,
+            timeout_ms,
+        })
+    }
+
     fn timed_out(response: &Response) -> bool {
         response
             .error
@@ -774,17 +762,7 @@ mod tests {
                 client(a, 1, campaign("e", b"a")),
             ]
         });
-        let response = ask(
-            &context,
-            b,
-            3,
-            Op::Campaign(proto::Campaign {
-                election: "e".into(),
-                value: b"new".to_vec(),
-                timeout_ms: 300,
-            }),
-        )
-        .await;
+        let response = ask(&context, b, 3, campaign_op(b"new", 300)).await;
         assert!(
             timed_out(&response),
             "b must not win while a leads: {response:?}"
@@ -807,18 +785,7 @@ mod tests {
                 },
             )]
         });
-        let wait = |request_id| {
-            ask(
-                &context,
-                b,
-                request_id,
-                Op::Acquire(proto::Acquire {
-                    name: "l".into(),
-                    wait: true,
-                    timeout_ms: 3_000,
-                }),
-            )
-        };
+        let wait = |request_id| ask(&context, b, request_id, waiting_acquire(3_000));
         let release = async {
             // Both acquires are queued by now (each is applied as proposed).
             tokio::time::sleep(Duration::from_millis(200)).await;
@@ -871,17 +838,7 @@ mod tests {
                 client(a, 1, acquire(false)),
             ]
         });
-        let response = ask(
-            &context,
-            b,
-            3,
-            Op::Acquire(proto::Acquire {
-                name: "l".into(),
-                wait: true,
-                timeout_ms: 300,
-            }),
-        )
-        .await;
+        let response = ask(&context, b, 3, waiting_acquire(300)).await;
         assert!(timed_out(&response), "a holds the lock: {response:?}");
         let holder = context.shared.machine().holder("l").map(|h| h.session.0);
         assert_eq!(holder, Some(a));

@@ -116,6 +116,16 @@ impl Waiters {
         }
     }
 
+    /// A guard that withdraws the waiter `id` of `key` when dropped, so a
+    /// request's waiter never outlives the request, whichever way it ends.
+    pub fn guard(&self, key: WaiterKey, id: WaiterId) -> WaiterGuard<'_> {
+        WaiterGuard {
+            waiters: self,
+            key,
+            id,
+        }
+    }
+
     /// Drops every waiter of `key`: their tasks learn it as a closed channel.
     pub fn drop_key(&self, key: &WaiterKey) {
         self.0.remove(key);
@@ -124,6 +134,20 @@ impl Waiters {
     /// Drops every waiter of `session` (it ended).
     pub fn drop_session(&self, session: u64) {
         self.0.retain(|(s, _), _| *s != session);
+    }
+}
+
+/// See [`Waiters::guard`].
+#[derive(Debug)]
+pub struct WaiterGuard<'a> {
+    waiters: &'a Waiters,
+    key: WaiterKey,
+    id: WaiterId,
+}
+
+impl Drop for WaiterGuard<'_> {
+    fn drop(&mut self) {
+        self.waiters.withdraw(&self.key, self.id);
     }
 }
 

@@ -89,9 +89,7 @@ pub fn encode_frame(out: &mut Vec<u8>, lsn: Lsn, record: RecordRef<'_>) {
     let start = out.len();
     // Every store rejects payloads over max_record_bytes (capped far below
     // u32::MAX) with a typed error before they reach the encoder.
-    let payload_len = u32::try_from(record.payload.len())
-        // ok: length bounded by max_record_bytes, checked by every caller
-        .expect("payload length is checked against max_record_bytes before encoding");
+    let payload_len = u32::try_from(record.payload.len()).expect("payload length is checked"); // ok: bounded by max_record_bytes, checked by every caller
     out.extend_from_slice(&payload_len.to_le_bytes());
     out.push(record.kind);
     out.extend_from_slice(&[0u8; 3]);
