@@ -5,9 +5,11 @@
 //! from their own channel, everything else from the inbox), steps the core
 //! with each (all commands proposed in the turn in one step, so they share
 //! slots), and then:
-//! 1. hands the turn's persist requests to the persister thread, which
-//!    writes them with one fsync (group commit, on its own thread) and
-//!    reports back;
+//! 1. makes the turn's persist requests durable: a leader hands them to
+//!    the persister thread, which writes them with one fsync (group
+//!    commit, on its own thread) and reports back; a follower with nothing
+//!    queued there writes them itself (rule "a follower persists in
+//!    place", on `Driver::flush_persists`);
 //! 2. sends every message whose persist barrier is already durable and
 //!    holds the rest until the persister says so (so followers get accepts
 //!    while the leader's own fsync is still running);
@@ -18,6 +20,7 @@
 //! and a full queue drops the message, which Paxos tolerates by design.
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::{mpsc, watch};
 use tracing::error;
@@ -52,6 +55,10 @@ pub trait Durability: Send + 'static {
         None
     }
 }
+
+/// The store, shared by the loop and the persister thread; never used by
+/// both at once (see `Driver::flush_persists`), so the lock is uncontended.
+type SharedStore = Arc<Mutex<Box<dyn Durability>>>;
 
 /// What the node does with chosen entries (the lock state machine, in
 /// production).
@@ -143,7 +150,7 @@ pub struct LoopSettings {
     /// What is already durable (from recovery).
     pub persisted: PersistSeq,
     /// Where to count applied entries and storage activity.
-    pub metrics: std::sync::Arc<NodeMetrics>,
+    pub metrics: Arc<NodeMetrics>,
     /// Compact the log after this many applied slots.
     pub snapshot_every_slots: u64,
 }
@@ -176,13 +183,16 @@ pub fn spawn(
     let (inbox_tx, inbox_rx) = mpsc::channel(INBOX_CAPACITY);
     let (status_tx, status) = watch::channel(DriverStatus::default());
     let (persist_tx, persist_rx) = mpsc::channel(PERSIST_QUEUE);
-    spawn_persister(durability, persist_rx, inbox_tx.clone(), metrics.clone());
+    let store: SharedStore = Arc::new(Mutex::new(durability));
+    spawn_persister(store.clone(), persist_rx, inbox_tx.clone(), metrics.clone());
     let driver = Driver {
         replica,
         app,
         outbound,
         clock,
         persist_tx,
+        store,
+        handed_over: persisted,
         persisted,
         held: Vec::new(),
         wake_at: None,
@@ -208,6 +218,9 @@ struct Driver {
     outbound: BTreeMap<NodeId, mpsc::Sender<Message>>,
     clock: NodeClock,
     persist_tx: mpsc::Sender<PersistRequest>,
+    store: SharedStore,
+    /// Highest persist sequence handed to the persister thread.
+    handed_over: PersistSeq,
     /// Highest persist sequence known durable.
     persisted: PersistSeq,
     /// Messages waiting for their persist barrier.
@@ -217,7 +230,7 @@ struct Driver {
     status: watch::Sender<DriverStatus>,
     /// Persist requests of this turn, handed over at the end of the turn.
     unsent_persists: Vec<PersistRequest>,
-    metrics: std::sync::Arc<NodeMetrics>,
+    metrics: Arc<NodeMetrics>,
     ballot_round: u64,
     /// Compact the log after this many applied slots, so the WAL and the
     /// catch-up of a lagging or restarted node stay bounded.
@@ -236,11 +249,9 @@ impl Driver {
         // The first step arms the election timer.
         self.step(Input::Tick);
         loop {
-            for request in self.unsent_persists.drain(..) {
-                if self.persist_tx.send(request).await.is_err() {
-                    error!("consensus loop stopping: the persister is gone");
-                    return;
-                }
+            if let Err(reason) = self.flush_persists().await {
+                self.stop(reason);
+                return;
             }
             let sleep = self
                 .clock
@@ -283,8 +294,7 @@ impl Driver {
             let mut proposals = Vec::new();
             for input in batch.drain(..) {
                 if let Err(reason) = self.handle(input, &mut proposals) {
-                    error!("consensus loop stopping: {reason}");
-                    self.status.send_modify(|s| s.failed = Some(reason));
+                    self.stop(reason);
                     return;
                 }
             }
@@ -295,17 +305,51 @@ impl Driver {
                 self.wake_at = None;
                 self.step(Input::Tick);
             }
-            for request in self.unsent_persists.drain(..) {
-                // Bounded: if the disk cannot keep up, the loop waits here,
-                // which is the backpressure we want. Never dropped: a lost
-                // request would hold its messages back forever.
-                if self.persist_tx.send(request).await.is_err() {
-                    error!("consensus loop stopping: the persister is gone");
-                    return;
-                }
+            if let Err(reason) = self.flush_persists().await {
+                self.stop(reason);
+                return;
             }
             self.publish();
         }
+    }
+
+    /// Makes the persist requests gathered so far durable.
+    ///
+    /// Rule "a follower persists in place": a node that does not lead, with
+    /// nothing queued for the persister thread, writes the requests on this
+    /// loop and steps `Persisted` at once. A follower has nothing to do
+    /// until its reply may leave anyway, and skipping the hop to the
+    /// persister thread and back (two thread wake-ups) cut a 1-client
+    /// commit by about 8 % here. A leader never does: its accepts must
+    /// reach the followers while its own fsync runs. Requests stay in
+    /// order either way: the loop writes only when every request handed
+    /// over is durable, so the two writers never overlap.
+    async fn flush_persists(&mut self) -> Result<(), String> {
+        while !self.unsent_persists.is_empty()
+            && !self.replica.is_leader()
+            && self.handed_over <= self.persisted
+        {
+            let batch = std::mem::take(&mut self.unsent_persists);
+            let up_to = persist_batch(&self.store, &batch, &self.metrics)?;
+            self.handed_over = up_to;
+            self.handle(DriverInput::Persisted(up_to), &mut Vec::new())?;
+        }
+        for request in self.unsent_persists.drain(..) {
+            self.handed_over = self.handed_over.max(request.seq);
+            // Bounded: if the disk cannot keep up, the loop waits here,
+            // which is the backpressure we want. Never dropped: a lost
+            // request would hold its messages back forever.
+            if self.persist_tx.send(request).await.is_err() {
+                return Err("the persister is gone".into());
+            }
+        }
+        Ok(())
+    }
+
+    /// Reports why the loop stops, in the log and in the status.
+    fn stop(&self, reason: String) {
+        error!("consensus loop stopping: {reason}");
+        self.status.send_modify(|s| s.failed = Some(reason));
     }
 
     /// Steps the core with `input`, except proposals, which are collected
@@ -443,13 +487,31 @@ impl Driver {
     }
 }
 
+/// Persists `batch` with one durability call (one fsync) and returns the
+/// highest sequence number in it.
+fn persist_batch(
+    store: &Mutex<Box<dyn Durability>>,
+    batch: &[PersistRequest],
+    metrics: &NodeMetrics,
+) -> Result<PersistSeq, String> {
+    let mut store = store
+        .lock()
+        .map_err(|_| "the store is unusable: an earlier write panicked".to_string())?;
+    let result = store.persist(batch);
+    if let Some(stats) = store.stats() {
+        metrics.set_storage(stats);
+    }
+    result.map_err(|e| format!("persisting failed: {e}"))?;
+    Ok(batch.iter().map(|r| r.seq).max().unwrap_or_default())
+}
+
 /// The persister: drains every queued request, persists them with one
 /// durability call (one fsync), then reports the highest sequence number.
 fn spawn_persister(
-    mut durability: Box<dyn Durability>,
+    store: SharedStore,
     mut requests: mpsc::Receiver<PersistRequest>,
     inbox: mpsc::Sender<DriverInput>,
-    metrics: std::sync::Arc<NodeMetrics>,
+    metrics: Arc<NodeMetrics>,
 ) {
     let spawned = std::thread::Builder::new()
         .name("paxlock-persist".into())
@@ -459,14 +521,9 @@ fn spawn_persister(
                 while let Ok(more) = requests.try_recv() {
                     batch.push(more);
                 }
-                let up_to = batch.iter().map(|r| r.seq).max().unwrap_or_default();
-                let result = durability.persist(&batch);
-                if let Some(stats) = durability.stats() {
-                    metrics.set_storage(stats);
-                }
-                let report = match result {
-                    Ok(()) => DriverInput::Persisted(up_to),
-                    Err(e) => DriverInput::PersistFailed(format!("persisting failed: {e}")),
+                let report = match persist_batch(&store, &batch, &metrics) {
+                    Ok(up_to) => DriverInput::Persisted(up_to),
+                    Err(reason) => DriverInput::PersistFailed(reason),
                 };
                 let failed = matches!(report, DriverInput::PersistFailed(_));
                 if inbox.blocking_send(report).is_err() || failed {
@@ -502,7 +559,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::paxos::{Config, DurableState};
+    use crate::paxos::{Ballot, Config, DurableState};
 
     /// Records every chosen entry.
     struct Recorder(Arc<Mutex<Vec<ChosenEntry>>>);
@@ -514,30 +571,71 @@ mod tests {
         }
     }
 
-    /// A one-node cluster with fast timers, so it elects itself at once.
-    fn single_node() -> (DriverHandle, Arc<Mutex<Vec<ChosenEntry>>>) {
-        let mut cfg = Config::new(NodeId(1), vec![NodeId(1)]);
+    /// Records the name of the thread that persisted each batch.
+    struct ThreadRecorder(Arc<Mutex<Vec<Option<String>>>>);
+
+    impl Durability for ThreadRecorder {
+        fn persist(&mut self, _batch: &[PersistRequest]) -> Result<(), String> {
+            let name = std::thread::current().name().map(String::from);
+            self.0.lock().unwrap().push(name);
+            Ok(())
+        }
+    }
+
+    /// Node 1 of `members`, with timers at 1 ms heartbeats and elections
+    /// after `election_ms`.
+    fn config(members: u64, election_ms: u64) -> Config {
+        let mut cfg = Config::new(NodeId(1), (1..=members).map(NodeId).collect());
         cfg.heartbeat_interval_ns = 1_000_000;
         cfg.lease_duration_ns = 10_000_000;
-        cfg.election_timeout_min_ns = 14_000_000;
-        cfg.election_timeout_max_ns = 28_000_000;
-        let replica = Replica::new(cfg, DurableState::default(), 7).unwrap();
-        let chosen = Arc::new(Mutex::new(Vec::new()));
+        cfg.election_timeout_min_ns = election_ms * 1_000_000;
+        cfg.election_timeout_max_ns = election_ms * 2_000_000;
+        cfg
+    }
+
+    /// A one-node cluster with fast timers, so it elects itself at once.
+    fn single_node() -> (DriverHandle, Arc<Mutex<Vec<ChosenEntry>>>) {
+        single_node_with(Box::new(MemoryDurability::default()))
+    }
+
+    fn single_node_with(
+        durability: Box<dyn Durability>,
+    ) -> (DriverHandle, Arc<Mutex<Vec<ChosenEntry>>>) {
         let (_peer_tx, peers) = mpsc::channel(1);
-        let handle = spawn(
+        let chosen = Arc::new(Mutex::new(Vec::new()));
+        let handle = start(config(1, 14), durability, peers, BTreeMap::new(), &chosen);
+        (handle, chosen)
+    }
+
+    fn start(
+        cfg: Config,
+        durability: Box<dyn Durability>,
+        peers: mpsc::Receiver<(NodeId, Message)>,
+        outbound: BTreeMap<NodeId, mpsc::Sender<Message>>,
+        chosen: &Arc<Mutex<Vec<ChosenEntry>>>,
+    ) -> DriverHandle {
+        let replica = Replica::new(cfg, DurableState::default(), 7).unwrap();
+        spawn(
             replica,
             Box::new(Recorder(chosen.clone())),
-            Box::new(MemoryDurability::default()),
+            durability,
             peers,
-            BTreeMap::new(),
+            outbound,
             LoopSettings {
                 clock: NodeClock::new(),
                 persisted: PersistSeq(0),
                 metrics: Arc::new(NodeMetrics::default()),
                 snapshot_every_slots: 1000,
             },
-        );
-        (handle, chosen)
+        )
+    }
+
+    async fn wait_until(what: &str, done: impl Fn() -> bool) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !done() {
+            assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 
     fn values_chosen(chosen: &Mutex<Vec<ChosenEntry>>) -> Vec<Vec<Value>> {
@@ -566,13 +664,79 @@ mod tests {
                 .try_send(DriverInput::Propose(vec![value.to_vec()]))
                 .unwrap();
         }
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while values_chosen(&chosen).is_empty() && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        wait_until("the values are chosen", || {
+            !values_chosen(&chosen).is_empty()
+        })
+        .await;
         assert_eq!(
             values_chosen(&chosen),
             vec![vec![b"a".to_vec(), b"b".to_vec(), b"c".to_vec()]]
+        );
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_follower_persists_its_promise_on_the_loop_itself() {
+        let threads = Arc::new(Mutex::new(Vec::new()));
+        let (peer_tx, peers) = mpsc::channel(8);
+        let (to_node_2, mut at_node_2) = mpsc::channel(8);
+        let chosen = Arc::new(Mutex::new(Vec::new()));
+        // Elections far off: node 1 stays a follower for the whole test.
+        let _handle = start(
+            config(3, 60_000),
+            Box::new(ThreadRecorder(threads.clone())),
+            peers,
+            BTreeMap::from([(NodeId(2), to_node_2)]),
+            &chosen,
+        );
+        let ballot = Ballot {
+            round: 5,
+            node: NodeId(2),
+        };
+        let prepare = Message::Prepare {
+            ballot,
+            from_slot: Slot(0),
+        };
+        // A node that just started refuses promises for one lease (it may
+        // have granted a lease before it restarted): ask until it agrees.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            assert!(tokio::time::Instant::now() < deadline, "no promise in time");
+            peer_tx.send((NodeId(2), prepare.clone())).await.unwrap();
+            let reply = at_node_2.recv().await.expect("the loop is running");
+            if matches!(reply, Message::Promise { ballot: b, .. } if b == ballot) {
+                break;
+            }
+            assert!(matches!(reply, Message::Nack { .. }), "{reply:?}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let threads = threads.lock().unwrap().clone();
+        let here = std::thread::current().name().map(String::from);
+        assert_eq!(threads, vec![here], "the promise was persisted in place");
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_leader_persists_its_accepts_on_the_persister_thread() {
+        let threads = Arc::new(Mutex::new(Vec::new()));
+        let (handle, chosen) = single_node_with(Box::new(ThreadRecorder(threads.clone())));
+        let mut status = handle.status.clone();
+        tokio::time::timeout(Duration::from_secs(10), status.wait_for(|s| s.is_leader))
+            .await
+            .expect("elected in time")
+            .expect("loop running");
+        let before = threads.lock().unwrap().len();
+        handle
+            .inbox
+            .send(DriverInput::Propose(vec![b"v".to_vec()]))
+            .await
+            .unwrap();
+        wait_until("the value is chosen", || !values_chosen(&chosen).is_empty()).await;
+        let after = threads.lock().unwrap()[before..].to_vec();
+        assert!(!after.is_empty(), "the accept was persisted");
+        assert!(
+            after
+                .iter()
+                .all(|name| name.as_deref() == Some("paxlock-persist")),
+            "{after:?}"
         );
     }
 }
