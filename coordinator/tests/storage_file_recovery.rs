@@ -14,9 +14,10 @@ use paxlock_coordinator::storage::{FileStoreOptions, Lsn, RecordRef, Storage, St
 use storage_common::*;
 
 /// Field offsets inside a record frame, by name (see `record` docs).
-const FRAME_REGIONS: [(&str, usize); 6] = [
+const FRAME_REGIONS: [(&str, usize); 7] = [
     ("length", 0),
     ("kind", 4),
+    ("place in group", 6),
     ("lsn", 8),
     ("header crc", 16),
     ("record crc", 20),
@@ -204,6 +205,54 @@ fn bit_flip_in_a_middle_record_of_the_last_segment_is_corruption() {
         flip_bit(&last, offsets[0] + field_offset, 5);
         eprintln!("region {region}");
         assert_refused_unchanged(tmp.path(), &last, Some(offsets[0] as u64));
+    }
+}
+
+/// A data dir (one segment) with 3 records acknowledged one by one, then
+/// the group commits of `groups` (payload counts), each acknowledged.
+fn populated_in_groups(groups: &[usize]) -> (tempfile::TempDir, Vec<usize>) {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (store, _) = open(tmp.path(), FileStoreOptions::default()).expect("open");
+    append_all(&store, &(0..3).map(payload).collect::<Vec<_>>());
+    for &count in groups {
+        append_group(&store, &(0..count).map(payload).collect::<Vec<_>>());
+    }
+    drop(store);
+    let last = segments(tmp.path()).pop().expect("segment");
+    (tmp, frame_offsets(&last))
+}
+
+#[test]
+fn damage_followed_only_by_its_own_group_is_a_torn_tail() {
+    // A power cut during the last group's fdatasync may save its pages in
+    // any order: damage with intact frames of the same group after it.
+    for (region, field_offset) in FRAME_REGIONS {
+        let (tmp, frames) = populated_in_groups(&[4]);
+        let last = segments(tmp.path()).pop().expect("segment");
+        // Frames 3..7 are the group; damage its second one.
+        flip_bit(&last, frames[4] + field_offset, 2);
+        let (_, recovered) = open(tmp.path(), FileStoreOptions::default())
+            .unwrap_or_else(|e| panic!("{region}: {e}"));
+        assert_eq!(
+            recovered.torn_tail.map(|t| t.offset_bytes),
+            Some(frames[4] as u64),
+            "{region}"
+        );
+        assert_eq!(recovered.records.len(), 4, "{region}");
+        assert_eq!(recovered.records.last().map(|r| r.lsn), Some(Lsn(4)));
+    }
+}
+
+#[test]
+fn damage_followed_by_a_later_group_is_corruption() {
+    for (region, field_offset) in FRAME_REGIONS {
+        let (tmp, frames) = populated_in_groups(&[4, 2]);
+        let last = segments(tmp.path()).pop().expect("segment");
+        // The first group's second frame; the second group proves the first
+        // was acknowledged.
+        flip_bit(&last, frames[4] + field_offset, 6);
+        eprintln!("region {region}");
+        assert_refused_unchanged(tmp.path(), &last, Some(frames[4] as u64));
     }
 }
 

@@ -270,6 +270,10 @@ impl Writer {
         }
         let mut buf = Vec::new();
         let mut record_count = 0u64;
+        // Every frame names the first record of its group (what one
+        // fdatasync makes durable), so recovery can tell a group torn by a
+        // power cut from damage to a group that was acknowledged.
+        let mut group_first = self.next_lsn;
         for (records, _) in appends {
             for (kind, payload) in records {
                 let frame_len = frame_len_bytes(payload.len()) as u64;
@@ -284,10 +288,12 @@ impl Writer {
                     // having a torn tail.
                     self.sync_active()?;
                     self.roll()?;
+                    group_first = self.next_lsn;
                 }
                 encode_frame(
                     &mut buf,
                     self.next_lsn,
+                    group_first,
                     RecordRef {
                         kind: *kind,
                         payload,

@@ -20,9 +20,11 @@
 //! - A write or fsync error poisons the store: every later request fails with
 //!   [`StorageError::WriterFailed`] until the node restarts and recovers, because
 //!   retrying an fsync after a failure can report success for lost pages.
-//! - Damage to the *last* record(s) of the last segment, with nothing intact
-//!   after it, is indistinguishable from a torn write: it is truncated with a
-//!   warning even if it had been acknowledged. Everything else is refused.
+//! - Damage in the last segment followed by nothing intact but records of
+//!   the same group commit is what a power cut during that group's
+//!   fdatasync leaves (its pages reach the disk in any order): it is
+//!   truncated with a warning, even if it was in fact acknowledged and
+//!   damaged later. Everything else is refused.
 //! - Recovery reads every record after the snapshot into memory; snapshot
 //!   often enough to keep that bounded.
 //! - The directory is `flock`ed while a [`FileStore`] is open.

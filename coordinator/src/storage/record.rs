@@ -6,7 +6,7 @@
 //! ```text
 //! 0..4    payload length in bytes (u32)
 //! 4       kind (u8)
-//! 5..8    reserved, zero
+//! 5..8    place in its group commit (u24): 0 for the group's first record
 //! 8..16   LSN (u64)
 //! 16..20  header crc32c  = crc32c(bytes 0..16)
 //! 20..24  record crc32c  = crc32c(bytes 0..20 ++ payload)
@@ -20,7 +20,8 @@
 //! the header ties a frame to its place in the log, so a stale but intact frame
 //! at the wrong position is rejected too. Alignment lets recovery scan for
 //! later valid headers at 8-byte steps to tell a torn tail from damage in the
-//! middle.
+//! middle, and a header's place in its group tells recovery which group
+//! commit (one write, one fdatasync) wrote it.
 
 use std::fmt;
 
@@ -70,6 +71,12 @@ pub const FRAME_HEADER_BYTES: usize = 24;
 /// Every frame starts and ends on a multiple of this many bytes.
 pub const FRAME_ALIGN_BYTES: usize = 8;
 
+/// Largest place in a group a header can hold. A record further into a
+/// bigger group is stored with this value: its group then seems to start
+/// later than it did, so recovery may call damage before it corruption, but
+/// never the other way round.
+pub const MAX_PLACE_IN_GROUP: u64 = (1 << 24) - 1;
+
 /// Total on-disk size of a frame carrying `payload_len_bytes` of payload,
 /// padding included.
 pub fn frame_len_bytes(payload_len_bytes: usize) -> usize {
@@ -77,7 +84,8 @@ pub fn frame_len_bytes(payload_len_bytes: usize) -> usize {
     unpadded.div_ceil(FRAME_ALIGN_BYTES) * FRAME_ALIGN_BYTES
 }
 
-/// Appends the frame for `record` at `lsn` to `out`.
+/// Appends the frame for `record` at `lsn` to `out`; `group_first` is the
+/// LSN of the first record of the group commit this frame is written by.
 ///
 /// # Panics
 /// If the payload is longer than `u32::MAX` bytes. Stores reject such
@@ -85,14 +93,15 @@ pub fn frame_len_bytes(payload_len_bytes: usize) -> usize {
 // The length check is an internal invariant, not input validation: callers
 // reject oversized payloads with a typed error first.
 #[allow(clippy::expect_used)]
-pub fn encode_frame(out: &mut Vec<u8>, lsn: Lsn, record: RecordRef<'_>) {
+pub fn encode_frame(out: &mut Vec<u8>, lsn: Lsn, group_first: Lsn, record: RecordRef<'_>) {
     let start = out.len();
     // Every store rejects payloads over max_record_bytes (capped far below
     // u32::MAX) with a typed error before they reach the encoder.
     let payload_len = u32::try_from(record.payload.len()).expect("payload length is checked"); // ok: bounded by max_record_bytes, checked by every caller
     out.extend_from_slice(&payload_len.to_le_bytes());
     out.push(record.kind);
-    out.extend_from_slice(&[0u8; 3]);
+    let place = lsn.0.saturating_sub(group_first.0).min(MAX_PLACE_IN_GROUP);
+    out.extend_from_slice(&place.to_le_bytes()[..3]);
     out.extend_from_slice(&lsn.0.to_le_bytes());
     let header_crc = crc32c::crc32c(&out[start..start + 16]);
     out.extend_from_slice(&header_crc.to_le_bytes());
@@ -161,16 +170,36 @@ pub(crate) fn le_u64(bytes: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(b)
 }
 
-/// Checks only the frame header at `offset`; returns `(lsn, kind, payload_len)`
-/// when its checksum holds. Used both by [`decode_frame`] and by the torn-tail
-/// scan that looks for intact records after a damaged one.
-pub(crate) fn decode_header(bytes: &[u8], offset: usize) -> Option<(Lsn, u8, usize)> {
+/// A frame header whose checksum holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct FrameHeader {
+    /// The record's LSN.
+    pub lsn: Lsn,
+    /// The record's kind.
+    pub kind: u8,
+    /// The payload's length in bytes.
+    pub payload_len: usize,
+    /// LSN of the first record of the group commit that wrote this one.
+    pub group_first: Lsn,
+}
+
+/// Checks only the frame header at `offset`, and returns it when its
+/// checksum holds. Used both by [`decode_frame`] and by the torn-tail scan
+/// that looks for intact records after a damaged one.
+pub(crate) fn decode_header(bytes: &[u8], offset: usize) -> Option<FrameHeader> {
     let header = bytes.get(offset..offset.checked_add(FRAME_HEADER_BYTES)?)?;
     if crc32c::crc32c(&header[0..16]) != le_u32(header, 16) {
         return None;
     }
-    let payload_len = usize::try_from(le_u32(header, 0)).ok()?;
-    Some((Lsn(le_u64(header, 8)), header[4], payload_len))
+    let lsn = Lsn(le_u64(header, 8));
+    // Bytes 4..8 little-endian: the kind in the low byte, the place above.
+    let place = u64::from(le_u32(header, 4) >> 8);
+    Some(FrameHeader {
+        lsn,
+        kind: header[4],
+        payload_len: usize::try_from(le_u32(header, 0)).ok()?,
+        group_first: Lsn(lsn.0.saturating_sub(place)),
+    })
 }
 
 /// Decodes the frame starting at `offset` in `bytes`. On success returns the
@@ -187,8 +216,12 @@ pub fn decode_frame(
             available_bytes,
         });
     }
-    let (lsn, kind, payload_len) =
-        decode_header(bytes, offset).ok_or(FrameError::BadHeaderChecksum)?;
+    let FrameHeader {
+        lsn,
+        kind,
+        payload_len,
+        ..
+    } = decode_header(bytes, offset).ok_or(FrameError::BadHeaderChecksum)?;
     if payload_len > max_payload_bytes {
         return Err(FrameError::TooLong {
             payload_len_bytes: payload_len as u64,
@@ -228,7 +261,7 @@ mod tests {
         #[test]
         fn frame_round_trips(kind in any::<u8>(), lsn in 1u64.., payload in proptest::collection::vec(any::<u8>(), 0..200)) {
             let mut buf = Vec::new();
-            encode_frame(&mut buf, Lsn(lsn), RecordRef { kind, payload: &payload });
+            encode_frame(&mut buf, Lsn(lsn), Lsn(lsn), RecordRef { kind, payload: &payload });
             prop_assert_eq!(buf.len(), frame_len_bytes(payload.len()));
             prop_assert_eq!(buf.len() % FRAME_ALIGN_BYTES, 0);
             let (rec, len) = decode_frame(&buf, 0, 1 << 20).map_err(|e| TestCaseError::fail(e.to_string()))?;
@@ -239,7 +272,7 @@ mod tests {
         #[test]
         fn any_truncated_frame_is_short_never_valid(payload in proptest::collection::vec(any::<u8>(), 0..100), cut in 0usize..200) {
             let mut buf = Vec::new();
-            encode_frame(&mut buf, Lsn(7), RecordRef { kind: 3, payload: &payload });
+            encode_frame(&mut buf, Lsn(7), Lsn(7), RecordRef { kind: 3, payload: &payload });
             let cut = cut % buf.len();
             let is_short = matches!(decode_frame(&buf[..cut], 0, 1 << 20), Err(FrameError::Short { .. }));
             prop_assert!(is_short);
@@ -248,12 +281,28 @@ mod tests {
         #[test]
         fn any_single_bit_flip_outside_padding_is_detected(payload in proptest::collection::vec(any::<u8>(), 1..100), bit in 0usize..10_000) {
             let mut buf = Vec::new();
-            encode_frame(&mut buf, Lsn(9), RecordRef { kind: 1, payload: &payload });
+            encode_frame(&mut buf, Lsn(9), Lsn(9), RecordRef { kind: 1, payload: &payload });
             // Every byte but the trailing zero padding is covered by a checksum.
             let meaningful_bytes = FRAME_HEADER_BYTES + payload.len();
             let byte = (bit / 8) % meaningful_bytes;
             buf[byte] ^= 1 << (bit % 8);
             prop_assert!(decode_frame(&buf, 0, 1 << 20).is_err());
+        }
+
+        #[test]
+        fn the_header_tells_where_its_group_began(lsn in 1u64..1 << 40, place in 0u64..1 << 30) {
+            let group_first = Lsn(lsn.saturating_sub(place).max(1));
+            let mut buf = Vec::new();
+            encode_frame(&mut buf, Lsn(lsn), group_first, RecordRef { kind: 2, payload: b"p" });
+            let header = decode_header(&buf, 0).expect("intact header");
+            prop_assert_eq!(header.lsn, Lsn(lsn));
+            prop_assert_eq!(header.kind, 2);
+            if lsn - group_first.0 <= MAX_PLACE_IN_GROUP {
+                prop_assert_eq!(header.group_first, group_first);
+            } else {
+                // Too far into its group to say: it seems to start later.
+                prop_assert_eq!(header.group_first, Lsn(lsn - MAX_PLACE_IN_GROUP));
+            }
         }
     }
 }

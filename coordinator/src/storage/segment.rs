@@ -108,12 +108,16 @@ pub struct SegmentScan {
 /// The rule that separates a torn write from corruption: only the last
 /// segment can be torn, because the writer fsyncs a segment completely
 /// before creating the next. Within the last segment, the first bad frame at
-/// offset X is a torn tail only if no intact frame with a later LSN exists at
-/// any aligned offset after X. Writes are sequential and acknowledged only
-/// after fdatasync, so damage followed by intact later records cannot be a
-/// torn write of unacknowledged data: it is corruption. If everything from X
-/// on is zero, X is just where the records end: the writer zero-fills the
-/// last segment ahead of its records.
+/// offset X, where LSN E was due, is a torn tail only if no intact frame of
+/// a later group commit exists at any aligned offset after X. A group is
+/// one write and one fdatasync, acknowledged only once that returns, and the
+/// next group is written only then. A power cut during the fdatasync may
+/// have saved any subset of the group's pages, so damage followed by intact
+/// frames of the same group (one whose group began at or before E) is a
+/// torn write of unacknowledged data; an intact frame of a later group
+/// proves the damaged one was acknowledged: that is corruption. If
+/// everything from X on is zero, X is just where the records end: the
+/// writer zero-fills the last segment ahead of its records.
 pub fn scan_segment(
     bytes: &[u8],
     path: &Path,
@@ -146,9 +150,9 @@ pub fn scan_segment(
         if is_last && bytes[offset..].iter().all(|&b| b == 0) {
             break;
         }
-        if !is_last || intact_frame_after(bytes, offset, expected_lsn, max_payload_bytes) {
+        if !is_last || later_group_after(bytes, offset, expected_lsn, max_payload_bytes) {
             let place = if is_last {
-                "followed by intact records, so it is not a torn write"
+                "followed by intact records of a later group commit, so it is not a torn write"
             } else {
                 "in a segment that is not the last one"
             };
@@ -214,18 +218,14 @@ fn check_segment_header(bytes: &[u8], path: &Path, expected_seq: u64) -> Result<
     Ok(Lsn(le_u64(bytes, 16)))
 }
 
-/// True if an intact frame with LSN >= `min_lsn` starts at some aligned
-/// offset after `bad_offset`. Only runs on the (rare) damaged path.
-fn intact_frame_after(
-    bytes: &[u8],
-    bad_offset: usize,
-    min_lsn: Lsn,
-    max_payload_bytes: usize,
-) -> bool {
+/// True if an intact frame of a group commit that began after `due` (the
+/// LSN due at `bad_offset`) starts at some aligned offset after
+/// `bad_offset`. Only runs on the (rare) damaged path.
+fn later_group_after(bytes: &[u8], bad_offset: usize, due: Lsn, max_payload_bytes: usize) -> bool {
     let mut offset = bad_offset + FRAME_ALIGN_BYTES;
     while offset + FRAME_HEADER_BYTES <= bytes.len() {
-        if let Some((lsn, _, _)) = decode_header(bytes, offset) {
-            if lsn >= min_lsn && decode_frame(bytes, offset, max_payload_bytes).is_ok() {
+        if let Some(header) = decode_header(bytes, offset) {
+            if header.group_first > due && decode_frame(bytes, offset, max_payload_bytes).is_ok() {
                 return true;
             }
         }

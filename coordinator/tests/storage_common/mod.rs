@@ -7,7 +7,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use paxlock_coordinator::storage::{
-    FileStore, FileStoreOptions, Identity, Recovered, Storage, StorageError,
+    FileStore, FileStoreOptions, Identity, RecordRef, Recovered, Storage, StorageError,
 };
 
 pub const ID: Identity = Identity {
@@ -32,6 +32,23 @@ pub fn append_all(store: &FileStore, payloads: &[Vec<u8>]) {
     for p in payloads {
         store.append(1, p).expect("queue").wait().expect("durable");
     }
+}
+
+/// Appends `payloads` (kind 1) as one group commit and waits until it is
+/// durable.
+pub fn append_group(store: &FileStore, payloads: &[Vec<u8>]) {
+    let records: Vec<RecordRef<'_>> = payloads
+        .iter()
+        .map(|p| RecordRef {
+            kind: 1,
+            payload: p,
+        })
+        .collect();
+    store
+        .append_batch(&records)
+        .expect("queue")
+        .wait()
+        .expect("durable");
 }
 
 pub fn payload(i: usize) -> Vec<u8> {
