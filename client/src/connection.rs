@@ -68,6 +68,16 @@ enum Attempt {
     Fatal(Error),
 }
 
+/// What one attempt of a retried exchange came to.
+enum Outcome<T> {
+    /// The exchange is over.
+    Done(T),
+    /// A redirect named the leader: try there at once, without a backoff.
+    Redirected(String),
+    /// The attempt failed.
+    Failed(Attempt),
+}
+
 impl Connector {
     pub(crate) fn new(
         mut tls: quinn::ClientConfig,
@@ -106,39 +116,30 @@ impl Connector {
         request: &Request,
         timeout: Duration,
     ) -> Result<(Response, u32), Error> {
-        let deadline = Instant::now() + timeout;
-        let mut backoff = FIRST_BACKOFF;
-        let mut attempts = 0u32;
-        let mut last = String::from("no attempt made");
-        while Instant::now() < deadline {
-            attempts += 1;
-            match self.attempt(request, deadline).await {
-                Ok(response) => match response.error.as_ref() {
-                    Some(err) if err.code == i32::from(ErrorCode::NotLeader) => {
-                        last = format!("redirected: {}", err.message);
-                        let hint = (!err.leader_addr.is_empty()).then(|| err.leader_addr.clone());
-                        let follow_now = hint.is_some();
-                        self.forget_current(hint).await;
-                        if follow_now {
-                            continue;
-                        }
+        self.retrying(timeout, |deadline| async move {
+            let response = match self.attempt(request, deadline).await {
+                Ok(response) => response,
+                Err(failed) => return Outcome::Failed(failed),
+            };
+            match response.error.as_ref() {
+                Some(err) if err.code == i32::from(ErrorCode::NotLeader) => {
+                    let why = format!("redirected: {}", err.message);
+                    let hint = (!err.leader_addr.is_empty()).then(|| err.leader_addr.clone());
+                    let follow_now = hint.is_some();
+                    self.forget_current(hint).await;
+                    if follow_now {
+                        Outcome::Redirected(why)
+                    } else {
+                        Outcome::Failed(Attempt::Retry(why))
                     }
-                    Some(err) if err.retryable => {
-                        last = format!("retryable error: {}", err.message);
-                    }
-                    _ => return Ok((response, attempts)),
-                },
-                Err(Attempt::Fatal(e)) => return Err(e),
-                Err(Attempt::Retry(why)) => {
-                    debug!("attempt {attempts} failed: {why}");
-                    last = why;
                 }
+                Some(err) if err.retryable => {
+                    Outcome::Failed(Attempt::Retry(format!("retryable error: {}", err.message)))
+                }
+                _ => Outcome::Done(response),
             }
-            let pause = self.jittered(backoff).await;
-            tokio::time::sleep_until((Instant::now() + pause).min(deadline)).await;
-            backoff = (backoff * 2).min(MAX_BACKOFF);
-        }
-        Err(Error::Unreachable { attempts, last })
+        })
+        .await
     }
 
     /// Opens a stream for a long-lived exchange (watch): sends `request`
@@ -148,25 +149,51 @@ impl Connector {
         request: &Request,
         timeout: Duration,
     ) -> Result<quinn::RecvStream, Error> {
+        let opened = self.retrying(timeout, |deadline| async move {
+            let (addr, conn) = match self.connection(deadline).await {
+                Ok(current) => current,
+                Err(failed) => return Outcome::Failed(failed),
+            };
+            match send_request(&conn, request).await {
+                Ok(recv) => Outcome::Done(recv),
+                Err(failed) => {
+                    self.give_up_on(addr, &conn).await;
+                    Outcome::Failed(failed)
+                }
+            }
+        });
+        Ok(opened.await?.0)
+    }
+
+    /// Runs `attempt` until it is done or fails for good, or `timeout`
+    /// passes, pausing with capped, jittered exponential backoff between
+    /// failed attempts. Returns the result and the attempts it took.
+    async fn retrying<T, F, Fut>(
+        &self,
+        timeout: Duration,
+        mut attempt: F,
+    ) -> Result<(T, u32), Error>
+    where
+        F: FnMut(Instant) -> Fut,
+        Fut: std::future::Future<Output = Outcome<T>>,
+    {
         let deadline = Instant::now() + timeout;
         let mut backoff = FIRST_BACKOFF;
         let mut attempts = 0u32;
         let mut last = String::from("no attempt made");
         while Instant::now() < deadline {
             attempts += 1;
-            let result = async {
-                let (addr, conn) = self.connection(deadline).await?;
-                let opened = send_request(&conn, request).await;
-                if opened.is_err() {
-                    self.give_up_on(addr, &conn).await;
+            match attempt(deadline).await {
+                Outcome::Done(value) => return Ok((value, attempts)),
+                Outcome::Redirected(why) => {
+                    last = why;
+                    continue;
                 }
-                opened
-            }
-            .await;
-            match result {
-                Ok(recv) => return Ok(recv),
-                Err(Attempt::Fatal(e)) => return Err(e),
-                Err(Attempt::Retry(why)) => last = why,
+                Outcome::Failed(Attempt::Fatal(e)) => return Err(e),
+                Outcome::Failed(Attempt::Retry(why)) => {
+                    debug!("attempt {attempts} failed: {why}");
+                    last = why;
+                }
             }
             let pause = self.jittered(backoff).await;
             tokio::time::sleep_until((Instant::now() + pause).min(deadline)).await;

@@ -38,6 +38,10 @@ pub struct NodeMetrics {
     pub chosen_values: AtomicU64,
     /// The durable store's counters, refreshed after every group commit.
     pub storage: Mutex<DurabilityStats>,
+    /// Node id → the commit index that peer last reported to this node.
+    /// Peers report it in heartbeat replies, which only a leader gets, so
+    /// only a leader's view is current.
+    pub peer_commits: dashmap::DashMap<u64, u64>,
 }
 
 /// What the durable store reports.

@@ -363,6 +363,82 @@ fn status_lists_every_node_with_one_leader_and_its_lag() -> TestResult {
     Ok(())
 }
 
+/// Polls the leader's status until `done` holds for it; returns that status.
+async fn leader_status_until(
+    cluster: &ProcessCluster,
+    leader: u64,
+    what: &str,
+    done: impl Fn(&paxlock::proto::StatusOk) -> bool,
+) -> Result<paxlock::proto::StatusOk, Box<dyn std::error::Error>> {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let status = node_status(cluster, leader).await?;
+        assert_eq!(status.leader_node_id, leader, "leadership moved");
+        if done(&status) {
+            return Ok(status);
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err(format!("{what}: {status:?}").into());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn lag_of(status: &paxlock::proto::StatusOk, id: u64) -> Option<u64> {
+    status
+        .peers
+        .iter()
+        .find(|p| p.node_id == id)
+        .map(|p| p.lag_slots)
+}
+
+#[test]
+fn the_leader_reports_how_far_a_stopped_follower_lags_until_it_catches_up() -> TestResult {
+    let _serial = serial();
+    let cluster = ProcessCluster::start(3)?;
+    let rt = runtime()?;
+    rt.block_on(async {
+        let a = cluster.client(Duration::from_secs(10)).await?;
+        a.lock("lag").acquire().await?.release().await?;
+        let lead = leader(&a).await?;
+        let (stopped, live) = match lead {
+            1 => (2, 3),
+            2 => (1, 3),
+            _ => (1, 2),
+        };
+        leader_status_until(&cluster, lead, "followers caught up", |s| {
+            lag_of(s, stopped) == Some(0) && lag_of(s, live) == Some(0)
+        })
+        .await?;
+        cluster.signal(stopped, Signal::STOP);
+        let before = node_status(&cluster, lead).await?.commit_index;
+        for _ in 0..5 {
+            a.lock("lag").acquire().await?.release().await?;
+        }
+        let after = node_status(&cluster, lead).await?.commit_index;
+        assert!(after >= before + 10, "commits {before} -> {after}");
+        // The stopped follower acknowledged nothing after `before`.
+        let status = leader_status_until(&cluster, lead, "live follower caught up", |s| {
+            lag_of(s, live) == Some(0)
+        })
+        .await?;
+        let lag = lag_of(&status, stopped).unwrap_or(0);
+        assert!(
+            lag >= after - before,
+            "lag {lag} for commits {before} -> {after}"
+        );
+        cluster.signal(stopped, Signal::CONT);
+        leader_status_until(&cluster, lead, "stopped follower caught up", |s| {
+            lag_of(s, stopped) == Some(0)
+        })
+        .await?;
+        // A follower does not know the lags: it reports none.
+        let from_follower = node_status(&cluster, live).await?;
+        assert!(from_follower.peers.iter().all(|p| p.lag_slots == 0));
+        Ok::<_, Box<dyn std::error::Error>>(())
+    })
+}
+
 #[test]
 fn sigterm_on_the_leader_hands_leadership_over_and_exits_cleanly() -> TestResult {
     let _serial = serial();

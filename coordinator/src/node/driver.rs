@@ -356,7 +356,12 @@ impl Driver {
     /// in `proposals` for the turn's single proposal step.
     fn handle(&mut self, input: DriverInput, proposals: &mut Vec<Value>) -> Result<(), String> {
         match input {
-            DriverInput::Peer { from, msg } => self.step(Input::Peer { from, msg }),
+            DriverInput::Peer { from, msg } => {
+                if let Message::HeartbeatAck { commit, .. } = &msg {
+                    self.metrics.peer_commits.insert(from.0, commit.0);
+                }
+                self.step(Input::Peer { from, msg })
+            }
             DriverInput::Propose(values) => proposals.extend(values),
             DriverInput::Compact { up_to, data } => self.step(Input::Compact { up_to, data }),
             DriverInput::Persisted(seq) => {

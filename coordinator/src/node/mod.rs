@@ -461,7 +461,7 @@ impl ClientService for NodeService {
             }
             match request.op {
                 Some(Op::Hello(_)) | Some(Op::Status(_)) => {
-                    local_answer(&request, &self.options, &self.connected, &self.context)
+                    local_answer(&request, self, &self.connected.borrow())
                 }
                 _ if self.serves_locks => {
                     let response = self.context.answer(request).await;
@@ -508,12 +508,10 @@ fn refusal(request: &proto::Request, code: ErrorCode, message: &str, retryable: 
 }
 
 /// Answers `Hello` and `Status` from this node's own view.
-fn local_answer(
-    request: &proto::Request,
-    options: &NodeOptions,
-    connected: &watch::Receiver<Vec<u64>>,
-    context: &Context,
-) -> Response {
+fn local_answer(request: &proto::Request, node: &NodeService, connected: &[u64]) -> Response {
+    let NodeService {
+        options, context, ..
+    } = node;
     let consensus = context.status.borrow().clone();
     let leader_id = consensus.leader.map_or(0, |id| id.0);
     let leader_addr = context
@@ -523,7 +521,14 @@ fn local_answer(
         .unwrap_or_default();
     let result = match request.op {
         Some(Op::Status(_)) => {
-            let up = connected.borrow().clone();
+            // Only a leader hears its followers' commit indexes.
+            let lag = |peer: u64| {
+                if !consensus.is_leader {
+                    return 0;
+                }
+                let reported = node.metrics.peer_commits.get(&peer).map_or(0, |c| *c);
+                consensus.commit_index.saturating_sub(reported)
+            };
             response::Result::Status(proto::StatusOk {
                 node_id: options.node_id,
                 leader_node_id: leader_id,
@@ -535,8 +540,8 @@ fn local_answer(
                     .map(|(&id, addr)| proto::PeerStatus {
                         node_id: id,
                         addr: addr.to_string(),
-                        connected: up.contains(&id),
-                        lag_slots: 0,
+                        connected: connected.contains(&id),
+                        lag_slots: lag(id),
                     })
                     .collect(),
             })

@@ -132,11 +132,13 @@ impl Context {
             }
             Op::CancelAcquire(cancel) => {
                 self.require_leader()?;
-                self.shared
-                    .lock_waiters
-                    .drop_key(&(session.0, cancel.name.clone()));
+                let key = (session.0, cancel.name.clone());
                 self.commit(client(ClientOp::CancelAcquire { name: cancel.name }))
                     .await?;
+                // Only once the cancel is applied: a cancel that failed
+                // leaves the wait in the queue, and its requests must still
+                // be there to take the grant.
+                self.shared.lock_waiters.drop_key(&key);
                 Ok(done())
             }
             Op::Campaign(campaign) => {
@@ -196,7 +198,7 @@ impl Context {
                 }),
                 then,
             )
-            .await;
+            .await?;
         let granted = |token: u64| {
             Ok(response::Result::Granted(proto::Granted {
                 name: name.clone(),
@@ -204,13 +206,13 @@ impl Context {
             }))
         };
         match reply {
-            Ok(Reply::Granted { token }) => granted(token.0),
-            Ok(Reply::Busy { .. }) => Err(error(
+            Reply::Granted { token } => granted(token.0),
+            Reply::Busy { .. } => Err(error(
                 ErrorCode::Busy,
                 format!("lock {name:?} is held by another session"),
                 false,
             )),
-            Ok(Reply::Queued { .. }) => {
+            Reply::Queued { .. } => {
                 // A retried acquire gets the recorded `Queued` even if the
                 // grant has happened since: check the holder first.
                 if let Some(holder) = self.shared.machine().holder(&name) {
@@ -224,6 +226,14 @@ impl Context {
                 };
                 match tokio::time::timeout(limit, grant_rx).await {
                     Ok(Ok(token)) => granted(token),
+                    // Dropped unanswered: a cancel, or the session's end.
+                    Ok(Err(_)) if self.shared.machine().has_session(session) => {
+                        Err(error(
+                            ErrorCode::Cancelled,
+                            format!("the wait for lock {name:?} was cancelled by a CancelAcquire of this session"),
+                            false,
+                        ))
+                    }
                     Ok(Err(_)) => Err(error(
                         ErrorCode::SessionUnknown,
                         "the session ended while waiting for the lock",
@@ -247,8 +257,7 @@ impl Context {
                     }
                 }
             }
-            Ok(other) => Err(unexpected(&other)),
-            Err(e) => Err(e),
+            other => Err(unexpected(&other)),
         }
     }
 
@@ -285,10 +294,10 @@ impl Context {
                 }),
                 Some(Waiter::Win(key.clone(), waiter, won_tx)),
             )
-            .await;
+            .await?;
         match reply {
-            Ok(Reply::Elected { term }) => won(term, campaign.value),
-            Ok(Reply::Candidate { .. }) => {
+            Reply::Elected { term } => won(term, campaign.value),
+            Reply::Candidate { .. } => {
                 let leading = self
                     .shared
                     .machine()
@@ -328,8 +337,7 @@ impl Context {
                     }
                 }
             }
-            Ok(other) => Err(unexpected(&other)),
-            Err(e) => Err(e),
+            other => Err(unexpected(&other)),
         }
     }
 
@@ -811,6 +819,39 @@ mod tests {
         assert_eq!(token(&first), token(&second));
         let holder = context.shared.machine().holder("l").map(|h| h.session.0);
         assert_eq!(holder, Some(b));
+    }
+
+    /// A CancelAcquire answers the session's waiting acquire `CANCELLED`
+    /// (it used to say the session had ended, which it had not).
+    #[tokio::test]
+    async fn a_cancelled_wait_is_answered_cancelled_and_its_session_lives_on() {
+        let (context, a, b) = catching_up_node(|a, _| {
+            vec![client(
+                a,
+                1,
+                ClientOp::Acquire {
+                    name: "l".into(),
+                    wait: false,
+                },
+            )]
+        });
+        let cancel = async {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            while context.shared.machine().waiters("l") != vec![SessionId(b)] {
+                assert!(tokio::time::Instant::now() < deadline, "b never queued");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            let cancel = Op::CancelAcquire(proto::CancelAcquire { name: "l".into() });
+            let done = ask(&context, b, 2, cancel).await;
+            assert!(done.error.is_none(), "{done:?}");
+        };
+        let (waited, ()) = tokio::join!(ask(&context, b, 1, waiting_acquire(10_000)), cancel);
+        let code = waited.error.as_ref().map(|e| e.code);
+        assert_eq!(code, Some(i32::from(ErrorCode::Cancelled)), "{waited:?}");
+        let machine = context.shared.machine();
+        assert!(machine.has_session(SessionId(b)));
+        assert!(machine.waiters("l").is_empty());
+        assert_eq!(machine.holder("l").map(|h| h.session.0), Some(a));
     }
 
     /// The same for locks (a stale grant would be a second holder): b held

@@ -320,8 +320,9 @@ impl LocalCluster {
                 p.lag_slots
             );
         }
-        // `lag_slots` is always 0 in this Paxlock version: compare the
-        // nodes' commit indexes from their metrics endpoints instead.
+        // Only the leader knows `lag_slots`, and the status may have come
+        // from a follower: compare the nodes' commit indexes from their
+        // metrics endpoints too.
         let mut commits = Vec::new();
         for id in 1..=3u64 {
             let addr = format!("127.0.0.1:{}", u64::from(self.base_port) + id - 1);
