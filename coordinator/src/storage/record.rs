@@ -73,8 +73,8 @@ pub const FRAME_ALIGN_BYTES: usize = 8;
 
 /// Largest place in a group a header can hold. A record further into a
 /// bigger group is stored with this value: its group then seems to start
-/// later than it did, so recovery may call damage before it corruption, but
-/// never the other way round.
+/// later than it did, which can make recovery refuse a torn write as
+/// corruption, but never pass corruption off as a torn write.
 pub const MAX_PLACE_IN_GROUP: u64 = (1 << 24) - 1;
 
 /// Total on-disk size of a frame carrying `payload_len_bytes` of payload,
