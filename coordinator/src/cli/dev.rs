@@ -91,12 +91,12 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
                     }
                 }
                 None => {
-                    stop_all(&mut children).await;
+                    super::signals::stop_all(&mut children, STOP_GRACE).await;
                     bail!("a node exited before the cluster was up; see its output above");
                 }
             },
             _ = &mut deadline => {
-                stop_all(&mut children).await;
+                super::signals::stop_all(&mut children, STOP_GRACE).await;
                 bail!("nodes did not connect within {}", humantime::format_duration(args.startup_timeout));
             }
         }
@@ -117,7 +117,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         client_config.display()
     );
     if args.exit_when_connected {
-        stop_all(&mut children).await;
+        super::signals::stop_all(&mut children, STOP_GRACE).await;
         return Ok(());
     }
     println!("Press Ctrl-C to stop.");
@@ -125,7 +125,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         _ = tokio::signal::ctrl_c() => {}
         _ = async { while let Some((id, line)) = lines.recv().await { println!("[node {id}] {line}"); } } => {}
     }
-    stop_all(&mut children).await;
+    super::signals::stop_all(&mut children, STOP_GRACE).await;
     Ok(())
 }
 
@@ -211,22 +211,5 @@ fn spawn_node(
     Ok(child)
 }
 
-/// Asks every node to stop (SIGTERM), then kills any that linger.
-async fn stop_all(children: &mut [Child]) {
-    for child in children.iter() {
-        if let Some(pid) = child
-            .id()
-            .and_then(|pid| rustix::process::Pid::from_raw(pid as i32))
-        {
-            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
-        }
-    }
-    for child in children.iter_mut() {
-        if tokio::time::timeout(Duration::from_secs(5), child.wait())
-            .await
-            .is_err()
-        {
-            let _ = child.kill().await;
-        }
-    }
-}
+/// How long a node may take to stop after SIGTERM before it is killed.
+const STOP_GRACE: Duration = Duration::from_secs(5);

@@ -58,6 +58,31 @@ pub async fn terminate_then_kill(child: &mut Child, grace: Duration) -> Option<E
     status
 }
 
+/// Sends `signal` to `child`, unless it has been reaped already.
+pub fn send(child: &Child, signal: rustix::process::Signal) -> std::io::Result<()> {
+    match child
+        .id()
+        .and_then(|pid| rustix::process::Pid::from_raw(pid as i32))
+    {
+        Some(pid) => rustix::process::kill_process(pid, signal).map_err(std::io::Error::from),
+        None => Ok(()),
+    }
+}
+
+/// Asks every child to stop (SIGTERM, all at once), gives each up to
+/// `grace` to exit, and kills the ones that linger.
+pub async fn stop_all(children: impl IntoIterator<Item = &mut Child>, grace: Duration) {
+    let children: Vec<&mut Child> = children.into_iter().collect();
+    for child in &children {
+        let _ = send(child, rustix::process::Signal::TERM);
+    }
+    for child in children {
+        if tokio::time::timeout(grace, child.wait()).await.is_err() {
+            let _ = child.kill().await;
+        }
+    }
+}
+
 /// The exit code a shell would report for `status` (128 + signal if killed).
 pub fn exit_code_of(status: ExitStatus) -> ExitCode {
     use std::os::unix::process::ExitStatusExt;

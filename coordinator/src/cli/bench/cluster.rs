@@ -362,26 +362,8 @@ impl LocalCluster {
 
     /// SIGTERM to every member, then SIGKILL after a grace period.
     pub async fn stop(mut self) {
-        for m in &self.members {
-            if let Some(pid) = m
-                .child
-                .as_ref()
-                .and_then(|c| c.id())
-                .and_then(|p| rustix::process::Pid::from_raw(p as i32))
-            {
-                let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
-            }
-        }
-        for m in &mut self.members {
-            if let Some(mut child) = m.child.take() {
-                if tokio::time::timeout(Duration::from_secs(5), child.wait())
-                    .await
-                    .is_err()
-                {
-                    let _ = child.kill().await;
-                }
-            }
-        }
+        let children = self.members.iter_mut().filter_map(|m| m.child.as_mut());
+        crate::cli::signals::stop_all(children, Duration::from_secs(5)).await;
     }
 }
 

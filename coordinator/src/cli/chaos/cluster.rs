@@ -12,12 +12,13 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use paxlock::tls::TlsMaterial;
 use paxlock::ConnectOptions;
-use rustix::process::{kill_process, Pid, Signal};
+use rustix::process::Signal;
 use tokio::process::{Child, Command};
 
 use super::netns::HostNet;
 use super::proxy::{self, FaultTable, LinkFaults, Party, Proxy, ProxySpec};
 use crate::cli::dev::node_config_at;
+use crate::cli::signals;
 
 /// The network the nodes talk over.
 enum Network {
@@ -231,15 +232,10 @@ impl ChaosCluster {
     /// SIGSTOP (`stop == true`) or SIGCONT to node `id`.
     pub fn signal_pause(&mut self, id: u64, stop: bool) -> anyhow::Result<()> {
         let node = self.node_mut(id)?;
-        let Some(pid) = node
-            .child
-            .as_ref()
-            .and_then(Child::id)
-            .and_then(|p| Pid::from_raw(p as i32))
-        else {
+        let Some(child) = node.child.as_ref() else {
             return Ok(());
         };
-        kill_process(pid, if stop { Signal::STOP } else { Signal::CONT })
+        signals::send(child, if stop { Signal::STOP } else { Signal::CONT })
             .with_context(|| format!("signalling node {id}"))?;
         node.paused = stop;
         Ok(())
@@ -347,26 +343,8 @@ impl ChaosCluster {
     /// SIGTERM to every node, then SIGKILL after a grace period.
     pub async fn shutdown(mut self) {
         let _ = self.heal();
-        for node in &self.nodes {
-            if let Some(pid) = node
-                .child
-                .as_ref()
-                .and_then(Child::id)
-                .and_then(|p| Pid::from_raw(p as i32))
-            {
-                let _ = kill_process(pid, Signal::TERM);
-            }
-        }
-        for node in &mut self.nodes {
-            if let Some(mut child) = node.child.take() {
-                if tokio::time::timeout(Duration::from_secs(10), child.wait())
-                    .await
-                    .is_err()
-                {
-                    let _ = child.kill().await;
-                }
-            }
-        }
+        let children = self.nodes.iter_mut().filter_map(|n| n.child.as_mut());
+        signals::stop_all(children, Duration::from_secs(10)).await;
     }
 }
 
