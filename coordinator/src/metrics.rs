@@ -58,6 +58,18 @@ pub struct DurabilityStats {
 }
 
 impl NodeMetrics {
+    /// How many slots `peer`'s commit index trails this node's, as of the
+    /// peer's latest heartbeat reply; 0 unless this node leads (only a
+    /// leader hears those replies). A peer never heard from trails by the
+    /// whole log.
+    pub fn peer_lag(&self, peer: u64, status: &DriverStatus) -> u64 {
+        if !status.is_leader {
+            return 0;
+        }
+        let reported = self.peer_commits.get(&peer).map_or(0, |c| *c);
+        status.commit_index.saturating_sub(reported)
+    }
+
     /// Records one answered client request.
     pub fn observe_request(&self, elapsed: Duration) {
         let ms = elapsed.as_secs_f64() * 1000.0;
@@ -229,6 +241,18 @@ impl MetricsSources {
             "Peer messages dropped by the consensus core's checks.",
             status.malformed_messages as f64,
         );
+        let _ = writeln!(
+            out,
+            "# HELP paxlock_peer_lag_slots Slots a peer's commit index trails this leader's (as of its last heartbeat reply; only on the leader).\n# TYPE paxlock_peer_lag_slots gauge"
+        );
+        if status.is_leader {
+            let mut peers: Vec<u64> = self.node.peer_commits.iter().map(|e| *e.key()).collect();
+            peers.sort_unstable();
+            for peer in peers {
+                let lag = self.node.peer_lag(peer, &status);
+                let _ = writeln!(out, "paxlock_peer_lag_slots{{peer=\"{peer}\"}} {lag}");
+            }
+        }
         let _ = writeln!(out, "# HELP paxlock_request_duration_seconds Client request latency.\n# TYPE paxlock_request_duration_seconds histogram");
         let mut cumulative = 0u64;
         for (i, counter) in self.node.latency_buckets.iter().enumerate() {

@@ -274,6 +274,19 @@ fn metrics_report_leadership_locks_and_fsyncs() -> TestResult {
             metric(&text, "paxlock_request_duration_seconds_count").is_some_and(|v| v > 0.0),
             "{text}"
         );
+        // Once both followers have answered a heartbeat, each has a lag.
+        let lags = |text: &str| {
+            text.lines()
+                .filter(|l| l.starts_with("paxlock_peer_lag_slots{peer="))
+                .count()
+        };
+        let deadline = std::time::Instant::now() + PATIENCE;
+        let mut text = text;
+        while lags(&text) < 2 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+            text = http_get(&cluster, leader_id, "/metrics")?;
+        }
+        assert_eq!(lags(&text), 2, "{text}");
         let health = http_get(&cluster, leader_id, "/health")?;
         assert!(health.contains("\"healthy\":true"), "{health}");
         let missing = http_get(&cluster, leader_id, "/nope")?;

@@ -520,32 +520,22 @@ fn local_answer(request: &proto::Request, node: &NodeService, connected: &[u64])
         .cloned()
         .unwrap_or_default();
     let result = match request.op {
-        Some(Op::Status(_)) => {
-            // Only a leader hears its followers' commit indexes.
-            let lag = |peer: u64| {
-                if !consensus.is_leader {
-                    return 0;
-                }
-                let reported = node.metrics.peer_commits.get(&peer).map_or(0, |c| *c);
-                consensus.commit_index.saturating_sub(reported)
-            };
-            response::Result::Status(proto::StatusOk {
-                node_id: options.node_id,
-                leader_node_id: leader_id,
-                commit_index: consensus.commit_index,
-                applied_index: consensus.applied_index,
-                peers: options
-                    .peers
-                    .iter()
-                    .map(|(&id, addr)| proto::PeerStatus {
-                        node_id: id,
-                        addr: addr.to_string(),
-                        connected: connected.contains(&id),
-                        lag_slots: lag(id),
-                    })
-                    .collect(),
-            })
-        }
+        Some(Op::Status(_)) => response::Result::Status(proto::StatusOk {
+            node_id: options.node_id,
+            leader_node_id: leader_id,
+            commit_index: consensus.commit_index,
+            applied_index: consensus.applied_index,
+            peers: options
+                .peers
+                .iter()
+                .map(|(&id, addr)| proto::PeerStatus {
+                    node_id: id,
+                    addr: addr.to_string(),
+                    connected: connected.contains(&id),
+                    lag_slots: node.metrics.peer_lag(id, &consensus),
+                })
+                .collect(),
+        }),
         _ => response::Result::Hello(proto::HelloOk {
             node_id: options.node_id,
             cluster_id: options.cluster_id.clone(),
