@@ -332,7 +332,7 @@ impl Driver {
             let batch = std::mem::take(&mut self.unsent_persists);
             let up_to = persist_batch(&self.store, &batch, &self.metrics)?;
             self.handed_over = up_to;
-            self.handle(DriverInput::Persisted(up_to), &mut Vec::new())?;
+            self.on_persisted(up_to);
         }
         for request in self.unsent_persists.drain(..) {
             self.handed_over = self.handed_over.max(request.seq);
@@ -364,15 +364,18 @@ impl Driver {
             }
             DriverInput::Propose(values) => proposals.extend(values),
             DriverInput::Compact { up_to, data } => self.step(Input::Compact { up_to, data }),
-            DriverInput::Persisted(seq) => {
-                self.persisted = self.persisted.max(seq);
-                self.release_held();
-                self.step(Input::Persisted { up_to: seq });
-            }
+            DriverInput::Persisted(seq) => self.on_persisted(seq),
             DriverInput::PersistFailed(reason) => return Err(reason),
             DriverInput::Abdicate => self.step(Input::Abdicate { successor: None }),
         }
         Ok(())
+    }
+
+    /// Everything up to `seq` is durable: sends what waited for it.
+    fn on_persisted(&mut self, seq: PersistSeq) {
+        self.persisted = self.persisted.max(seq);
+        self.release_held();
+        self.step(Input::Persisted { up_to: seq });
     }
 
     fn step(&mut self, input: Input) {

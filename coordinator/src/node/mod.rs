@@ -460,9 +460,7 @@ impl ClientService for NodeService {
                 );
             }
             match request.op {
-                Some(Op::Hello(_)) | Some(Op::Status(_)) => {
-                    local_answer(&request, self, &self.connected.borrow())
-                }
+                Some(Op::Hello(_)) | Some(Op::Status(_)) => local_answer(&request, self),
                 _ if self.serves_locks => {
                     let response = self.context.answer(request).await;
                     self.metrics.observe_request(started.elapsed());
@@ -508,9 +506,12 @@ fn refusal(request: &proto::Request, code: ErrorCode, message: &str, retryable: 
 }
 
 /// Answers `Hello` and `Status` from this node's own view.
-fn local_answer(request: &proto::Request, node: &NodeService, connected: &[u64]) -> Response {
+fn local_answer(request: &proto::Request, node: &NodeService) -> Response {
     let NodeService {
-        options, context, ..
+        options,
+        context,
+        connected,
+        ..
     } = node;
     let consensus = context.status.borrow().clone();
     let leader_id = consensus.leader.map_or(0, |id| id.0);
@@ -520,22 +521,25 @@ fn local_answer(request: &proto::Request, node: &NodeService, connected: &[u64])
         .cloned()
         .unwrap_or_default();
     let result = match request.op {
-        Some(Op::Status(_)) => response::Result::Status(proto::StatusOk {
-            node_id: options.node_id,
-            leader_node_id: leader_id,
-            commit_index: consensus.commit_index,
-            applied_index: consensus.applied_index,
-            peers: options
-                .peers
-                .iter()
-                .map(|(&id, addr)| proto::PeerStatus {
-                    node_id: id,
-                    addr: addr.to_string(),
-                    connected: connected.contains(&id),
-                    lag_slots: node.metrics.peer_lag(id, &consensus),
-                })
-                .collect(),
-        }),
+        Some(Op::Status(_)) => {
+            let up = connected.borrow();
+            response::Result::Status(proto::StatusOk {
+                node_id: options.node_id,
+                leader_node_id: leader_id,
+                commit_index: consensus.commit_index,
+                applied_index: consensus.applied_index,
+                peers: options
+                    .peers
+                    .iter()
+                    .map(|(&id, addr)| proto::PeerStatus {
+                        node_id: id,
+                        addr: addr.to_string(),
+                        connected: up.contains(&id),
+                        lag_slots: node.metrics.peer_lag(id, &consensus),
+                    })
+                    .collect(),
+            })
+        }
         _ => response::Result::Hello(proto::HelloOk {
             node_id: options.node_id,
             cluster_id: options.cluster_id.clone(),
