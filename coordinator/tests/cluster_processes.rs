@@ -376,6 +376,23 @@ fn status_lists_every_node_with_one_leader_and_its_lag() -> TestResult {
     Ok(())
 }
 
+#[test]
+fn observe_prints_each_leadership_change_of_a_cli_campaign() -> TestResult {
+    let _serial = serial();
+    let cluster = ProcessCluster::start(3)?;
+    let mut observer = CliProcess::start(&cluster, &["observe", "orders"])?;
+    let mut candidate = CliProcess::start(&cluster, &["elect", "orders", "10.0.0.7:8080"])?;
+    candidate.wait_for("elected: orders", PATIENCE)?;
+    observer.wait_for("elected value=10.0.0.7:8080", PATIENCE)?;
+    // Ctrl-C resigns; the observer sees the election without a leader.
+    rustix::process::kill_process(candidate.pid(), Signal::INT)?;
+    candidate.wait_for("resigned: orders", PATIENCE)?;
+    observer.wait_for("no-leader", PATIENCE)?;
+    rustix::process::kill_process(observer.pid(), Signal::INT)?;
+    assert_eq!(observer.wait_exit(PATIENCE)?, Some(0));
+    Ok(())
+}
+
 /// Polls the leader's status until `done` holds for it; returns that status.
 async fn leader_status_until(
     cluster: &ProcessCluster,

@@ -1,6 +1,7 @@
-//! `paxlock elect NAME VALUE` and `paxlock elect --watch NAME`.
+//! `paxlock elect NAME VALUE`, and `paxlock observe NAME` (also spelled
+//! `paxlock elect --watch NAME`).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -39,15 +40,7 @@ pub async fn run(args: ElectArgs) -> anyhow::Result<ExitCode> {
         .context("connecting to the cluster")?;
     let mut shutdown = Shutdown::install()?;
     if args.watch {
-        let mut watch = client.election(args.name.clone()).watch();
-        loop {
-            tokio::select! {
-                event = watch.next() => println!("{}", describe(&event?)),
-                _ = shutdown.recv() => break,
-            }
-        }
-        let _ = client.close().await;
-        return Ok(ExitCode::SUCCESS);
+        return print_changes(client, &args.name, &mut shutdown).await;
     }
     let Some(value) = args.value else {
         bail!("give a VALUE to campaign with, or --watch to observe");
@@ -78,6 +71,33 @@ pub async fn run(args: ElectArgs) -> anyhow::Result<ExitCode> {
     };
     let _ = client.close().await;
     Ok(code)
+}
+
+/// `paxlock observe NAME`: prints one line per leadership change of
+/// election `name` until Ctrl-C, without campaigning.
+pub async fn observe(name: &str, client_config: &Path) -> anyhow::Result<ExitCode> {
+    let config = paxlock::Config::from_file(client_config)?;
+    let client = paxlock::Client::connect(config)
+        .await
+        .context("connecting to the cluster")?;
+    let mut shutdown = Shutdown::install()?;
+    print_changes(client, name, &mut shutdown).await
+}
+
+async fn print_changes(
+    client: paxlock::Client,
+    name: &str,
+    shutdown: &mut Shutdown,
+) -> anyhow::Result<ExitCode> {
+    let mut watch = client.election(name.to_string()).watch();
+    loop {
+        tokio::select! {
+            event = watch.next() => println!("{}", describe(&event?)),
+            _ = shutdown.recv() => break,
+        }
+    }
+    let _ = client.close().await;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// One line per event, stable enough for scripts: `term=N kind value`.

@@ -56,6 +56,15 @@ pub enum Command {
     Lock(lock::LockArgs),
     /// Campaign for leadership until Ctrl-C, or --watch leadership changes.
     Elect(elect::ElectArgs),
+    /// Print one line per leadership change of an election until Ctrl-C
+    /// (the same as `elect --watch`).
+    Observe {
+        /// The election's name.
+        name: String,
+        /// The client config file (written by `paxlock dev`).
+        #[arg(long, default_value = ".paxlock-dev/client.toml")]
+        client_config: PathBuf,
+    },
     /// Load generator: lock and election workloads, failover timing, and a
     /// side-by-side comparison with etcd.
     Bench(bench::BenchArgs),
@@ -86,6 +95,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Status { client_config } => status::run(&client_config).await.map(ok),
         Command::Lock(args) => lock::run(args).await,
         Command::Elect(args) => elect::run(args).await,
+        Command::Observe {
+            name,
+            client_config,
+        } => elect::observe(&name, &client_config).await,
         Command::Bench(args) => bench::run(args).await.map(ok),
         Command::Chaos(args) => chaos::run(args).await,
     }
