@@ -21,17 +21,66 @@ use crate::node::driver::DriverStatus;
 use crate::service::Shared;
 use crate::transport::TransportMetrics;
 
-/// Upper bounds (ms) of the request latency histogram buckets.
-const LATENCY_BUCKETS_MS: [f64; 12] = [
-    0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 5000.0,
+/// Upper bounds (seconds) of every latency histogram's buckets: fine below
+/// a millisecond, where an fsync and a commit on a local disk fall, and
+/// coarse up to the seconds a stalled disk or a failover takes.
+const LATENCY_BUCKETS_S: [f64; 17] = [
+    0.00005, 0.0001, 0.00015, 0.0002, 0.0003, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1,
+    0.25, 0.5, 1.0, 5.0,
 ];
+
+/// A latency histogram with fixed buckets, updated without locks.
+#[derive(Debug, Default)]
+pub struct Histogram {
+    /// Observations per bucket of `LATENCY_BUCKETS_S` (last = +Inf).
+    buckets: [AtomicU64; LATENCY_BUCKETS_S.len() + 1],
+    sum_ns: AtomicU64,
+}
+
+impl Histogram {
+    /// Records one observation.
+    pub fn observe(&self, elapsed: Duration) {
+        let s = elapsed.as_secs_f64();
+        let bucket = LATENCY_BUCKETS_S
+            .iter()
+            .position(|&le| s <= le)
+            .unwrap_or(LATENCY_BUCKETS_S.len());
+        if let Some(counter) = self.buckets.get(bucket) {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+        self.sum_ns.fetch_add(
+            u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+    }
+
+    /// Appends the histogram to `out` in the Prometheus text format.
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        let mut cumulative = 0u64;
+        for (i, counter) in self.buckets.iter().enumerate() {
+            cumulative += counter.load(Ordering::Relaxed);
+            let le = LATENCY_BUCKETS_S
+                .get(i)
+                .map_or("+Inf".to_string(), |s| s.to_string());
+            let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {cumulative}");
+        }
+        let sum_s = self.sum_ns.load(Ordering::Relaxed) as f64 / 1e9;
+        let _ = writeln!(out, "{name}_sum {sum_s}\n{name}_count {cumulative}");
+    }
+}
 
 /// Counters the node updates as it works. All monotonic.
 #[derive(Debug, Default)]
 pub struct NodeMetrics {
-    /// Client requests answered, by latency bucket (last = +Inf).
-    latency_buckets: [AtomicU64; 13],
-    latency_sum_us: AtomicU64,
+    /// Client requests, from arrival to answer (an acquire that queues
+    /// includes its wait).
+    pub requests: Histogram,
+    /// Making one batch of acceptor state durable: WAL write + fdatasync.
+    pub persists: Histogram,
+    /// A client command from its proposal to its application on the node
+    /// that proposed it: one consensus round plus the queueing before it.
+    pub commits: Histogram,
     /// Log slots applied.
     pub chosen_entries: AtomicU64,
     /// Commands in those slots (so the mean batch size is the ratio).
@@ -68,22 +117,6 @@ impl NodeMetrics {
         }
         let reported = self.peer_commits.get(&peer).map_or(0, |c| *c);
         status.commit_index.saturating_sub(reported)
-    }
-
-    /// Records one answered client request.
-    pub fn observe_request(&self, elapsed: Duration) {
-        let ms = elapsed.as_secs_f64() * 1000.0;
-        let bucket = LATENCY_BUCKETS_MS
-            .iter()
-            .position(|&le| ms <= le)
-            .unwrap_or(LATENCY_BUCKETS_MS.len());
-        if let Some(counter) = self.latency_buckets.get(bucket) {
-            counter.fetch_add(1, Ordering::Relaxed);
-        }
-        self.latency_sum_us.fetch_add(
-            u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
-            Ordering::Relaxed,
-        );
     }
 
     /// Stores the durable store's latest counters.
@@ -253,20 +286,21 @@ impl MetricsSources {
                 let _ = writeln!(out, "paxlock_peer_lag_slots{{peer=\"{peer}\"}} {lag}");
             }
         }
-        let _ = writeln!(out, "# HELP paxlock_request_duration_seconds Client request latency.\n# TYPE paxlock_request_duration_seconds histogram");
-        let mut cumulative = 0u64;
-        for (i, counter) in self.node.latency_buckets.iter().enumerate() {
-            cumulative += counter.load(Ordering::Relaxed);
-            let le = LATENCY_BUCKETS_MS
-                .get(i)
-                .map_or("+Inf".to_string(), |ms| format!("{}", ms / 1000.0));
-            let _ = writeln!(
-                out,
-                "paxlock_request_duration_seconds_bucket{{le=\"{le}\"}} {cumulative}"
-            );
-        }
-        let sum_s = self.node.latency_sum_us.load(Ordering::Relaxed) as f64 / 1e6;
-        let _ = writeln!(out, "paxlock_request_duration_seconds_sum {sum_s}\npaxlock_request_duration_seconds_count {cumulative}");
+        self.node.requests.render(
+            &mut out,
+            "paxlock_request_duration_seconds",
+            "Client requests, from arrival to answer (a queued acquire includes its wait).",
+        );
+        self.node.persists.render(
+            &mut out,
+            "paxlock_persist_duration_seconds",
+            "Making one batch of acceptor state durable (WAL write + fdatasync).",
+        );
+        self.node.commits.render(
+            &mut out,
+            "paxlock_commit_duration_seconds",
+            "Client commands from proposal to application on the node that proposed them (the leader).",
+        );
         out
     }
 
@@ -357,4 +391,41 @@ pub async fn serve(listener: TcpListener, sources: MetricsSources) {
 /// Binds the metrics endpoint.
 pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_histogram_counts_each_observation_in_its_bucket_cumulatively() {
+        let h = Histogram::default();
+        h.observe(Duration::from_micros(40)); // ≤ 50 µs
+        h.observe(Duration::from_micros(90)); // ≤ 100 µs
+        h.observe(Duration::from_micros(100)); // ≤ 100 µs: bounds are inclusive
+        h.observe(Duration::from_secs(9)); // +Inf
+        let mut out = String::new();
+        h.render(&mut out, "t_seconds", "test");
+        let sample = |name: &str| {
+            out.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+                .and_then(|v| v.parse::<f64>().ok())
+        };
+        assert_eq!(
+            sample("t_seconds_bucket{le=\"0.00005\"}"),
+            Some(1.0),
+            "{out}"
+        );
+        assert_eq!(
+            sample("t_seconds_bucket{le=\"0.0001\"}"),
+            Some(3.0),
+            "{out}"
+        );
+        assert_eq!(sample("t_seconds_bucket{le=\"5\"}"), Some(3.0), "{out}");
+        assert_eq!(sample("t_seconds_bucket{le=\"+Inf\"}"), Some(4.0), "{out}");
+        assert_eq!(sample("t_seconds_count"), Some(4.0), "{out}");
+        let sum = sample("t_seconds_sum").unwrap_or_default();
+        assert!((sum - 9.00023).abs() < 1e-9, "{out}");
+        assert!(out.starts_with("# HELP t_seconds test\n# TYPE t_seconds histogram\n"));
+    }
 }

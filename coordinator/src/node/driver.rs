@@ -505,7 +505,9 @@ fn persist_batch(
     let mut store = store
         .lock()
         .map_err(|_| "the store is unusable: an earlier write panicked".to_string())?;
+    let started = std::time::Instant::now();
     let result = store.persist(batch);
+    metrics.persists.observe(started.elapsed());
     if let Some(stats) = store.stats() {
         metrics.set_storage(stats);
     }

@@ -198,11 +198,15 @@ impl Node {
         let clock = NodeClock::new();
         let shared = Arc::new(Shared::new(options.node_id, machine_config));
         let serves_locks = matches!(parts.app, App::Locks(_));
+        let node_metrics = Arc::new(NodeMetrics::default());
         let app: Box<dyn Application> = match parts.app {
-            App::Locks(_) => Box::new(LockApplication::new(shared.clone(), clock)),
+            App::Locks(_) => Box::new(LockApplication::new(
+                shared.clone(),
+                clock,
+                node_metrics.clone(),
+            )),
             App::Custom(app) => app,
         };
-        let node_metrics = Arc::new(NodeMetrics::default());
         let driver = driver::spawn(
             replica,
             app,
@@ -463,7 +467,7 @@ impl ClientService for NodeService {
                 Some(Op::Hello(_)) | Some(Op::Status(_)) => local_answer(&request, self),
                 _ if self.serves_locks => {
                     let response = self.context.answer(request).await;
-                    self.metrics.observe_request(started.elapsed());
+                    self.metrics.requests.observe(started.elapsed());
                     response
                 }
                 _ => refusal(

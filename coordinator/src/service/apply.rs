@@ -7,6 +7,7 @@ use tracing::{error, warn};
 use super::proposal::Proposal;
 use super::state::Shared;
 use crate::locks::{ElectionChange, Event, SessionId, StateMachine};
+use crate::metrics::NodeMetrics;
 use crate::node::clock::NodeClock;
 use crate::node::driver::Application;
 use crate::paxos::{ChosenEntry, LeadershipEvent, Nanos, Rejected, Snapshot};
@@ -16,12 +17,19 @@ use crate::paxos::{ChosenEntry, LeadershipEvent, Nanos, Rejected, Snapshot};
 pub struct LockApplication {
     shared: Arc<Shared>,
     clock: NodeClock,
+    metrics: Arc<NodeMetrics>,
 }
 
 impl LockApplication {
     /// Drives `shared`'s machine; `clock` must be the consensus loop's.
-    pub fn new(shared: Arc<Shared>, clock: NodeClock) -> Self {
-        LockApplication { shared, clock }
+    /// Records how long this node's own commands took to commit in
+    /// `metrics`.
+    pub fn new(shared: Arc<Shared>, clock: NodeClock, metrics: Arc<NodeMetrics>) -> Self {
+        LockApplication {
+            shared,
+            clock,
+            metrics,
+        }
     }
 
     fn dispatch(&self, origin: u64, id: u64, output: crate::locks::Output) {
@@ -30,6 +38,7 @@ impl LockApplication {
         }
         if origin == self.shared.node_id {
             if let Some((_, pending)) = self.shared.pending.remove(&id) {
+                self.metrics.commits.observe(pending.proposed_at.elapsed());
                 // After this command's own events, before any later entry:
                 // only what happens from now on may wake it.
                 if let Some(waiter) = pending.then {

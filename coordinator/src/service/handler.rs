@@ -454,9 +454,14 @@ impl Context {
             )
         })?;
         let (tx, rx) = oneshot::channel();
-        self.shared
-            .pending
-            .insert(id, PendingCommand { reply: tx, then });
+        self.shared.pending.insert(
+            id,
+            PendingCommand {
+                reply: tx,
+                then,
+                proposed_at: std::time::Instant::now(),
+            },
+        );
         if self
             .inbox
             .send(DriverInput::Propose(vec![bytes]))
@@ -593,7 +598,7 @@ mod tests {
         let (tx, mut rx) = mpsc::channel(8);
         let mut before = from_elsewhere(before);
         tokio::spawn(async move {
-            let mut app = LockApplication::new(shared, clock);
+            let mut app = LockApplication::new(shared, clock, Default::default());
             while let Some(input) = rx.recv().await {
                 let DriverInput::Propose(mut batch) = input else {
                     continue;

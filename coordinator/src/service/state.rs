@@ -54,6 +54,8 @@ pub struct PendingCommand {
     pub reply: oneshot::Sender<Result<Output, crate::paxos::RejectReason>>,
     /// A waiter to register the moment the command is applied.
     pub then: Option<Waiter>,
+    /// When the command was handed to the consensus loop.
+    pub proposed_at: std::time::Instant,
 }
 
 /// A task waiting for a state change that a command of its own may lead

@@ -15,6 +15,8 @@ use tokio::sync::mpsc;
 use crate::cli::dev::{client_config_text, node_config};
 use crate::cli::serve::CONNECTED_MARKER;
 
+use super::probe::{fetch_metrics, value, Probe};
+
 /// A member process and how to start it again.
 struct Member {
     id: u64,
@@ -324,9 +326,12 @@ impl LocalCluster {
         // from a follower: compare the nodes' commit indexes from their
         // metrics endpoints too.
         let mut commits = Vec::new();
-        for id in 1..=3u64 {
-            let addr = format!("127.0.0.1:{}", u64::from(self.base_port) + id - 1);
-            commits.push(metric(&addr, "paxlock_commit_index").await?);
+        for addr in self.metrics_addrs() {
+            let text = fetch_metrics(&addr).await?;
+            commits.push(
+                value(&text, "paxlock_commit_index")
+                    .with_context(|| format!("paxlock_commit_index not in {addr}/metrics"))?,
+            );
         }
         let max = commits.iter().copied().fold(0.0, f64::max);
         let min = commits.iter().copied().fold(f64::MAX, f64::min);
@@ -334,6 +339,25 @@ impl LocalCluster {
             bail!("a node lags: commit indexes {commits:?}");
         }
         Ok(status.leader_node_id)
+    }
+
+    /// Each member's Prometheus endpoint (`host:port`): Paxlock nodes serve
+    /// it on their own port number over TCP, etcd on its client URL.
+    fn metrics_addrs(&self) -> Vec<String> {
+        match self.kind {
+            Kind::Paxlock => (0..self.members.len() as u64)
+                .map(|i| format!("127.0.0.1:{}", u64::from(self.base_port) + i))
+                .collect(),
+            Kind::Etcd => self.client_endpoints.clone(),
+        }
+    }
+
+    /// Reads the members' server-side latency figures.
+    pub fn probe(&self) -> Probe {
+        match self.kind {
+            Kind::Paxlock => Probe::paxlock(self.metrics_addrs()),
+            Kind::Etcd => Probe::etcd(self.metrics_addrs()),
+        }
     }
 
     /// SIGKILLs member `id`.
@@ -365,26 +389,4 @@ impl LocalCluster {
         let children = self.members.iter_mut().filter_map(|m| m.child.as_mut());
         crate::cli::signals::stop_all(children, Duration::from_secs(5)).await;
     }
-}
-
-/// One gauge from a Paxlock node's Prometheus endpoint (`metrics_listen`).
-async fn metric(addr: &str, name: &str) -> anyhow::Result<f64> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let fetch = async {
-        let mut s = tokio::net::TcpStream::connect(addr).await?;
-        s.write_all(
-            format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")
-                .as_bytes(),
-        )
-        .await?;
-        let mut text = String::new();
-        s.read_to_string(&mut text).await?;
-        anyhow::Ok(text)
-    };
-    let text = tokio::time::timeout(Duration::from_secs(2), fetch)
-        .await
-        .context("metrics timed out")??;
-    text.lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
-        .with_context(|| format!("{name} not in {addr}/metrics"))
 }

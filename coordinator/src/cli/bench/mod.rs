@@ -8,6 +8,7 @@ mod driver;
 #[cfg(feature = "etcd")]
 mod etcd;
 mod plot;
+mod probe;
 mod stats;
 mod workload;
 
@@ -280,6 +281,7 @@ async fn run_workloads(
                         contended,
                         args.warmup,
                         args.duration,
+                        cluster.as_deref().map(LocalCluster::probe),
                         id,
                     )
                     .await
@@ -291,6 +293,7 @@ async fn run_workloads(
                         args.watchers,
                         args.warmup,
                         args.duration,
+                        cluster.as_deref().map(LocalCluster::probe),
                         id,
                     )
                     .await

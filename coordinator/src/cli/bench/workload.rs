@@ -9,6 +9,7 @@ use anyhow::Context;
 
 use super::cluster::LocalCluster;
 use super::driver::{Candidate, Conn, Endpoint, Watcher};
+use super::probe::{Probe, Reading};
 use super::stats::{CpuTimes, Latency, Samples};
 use super::BenchResult;
 
@@ -85,12 +86,15 @@ async fn close_all(conns: Vec<Conn>) {
 }
 
 /// `uncontended` (own lock per client) or `contended` (one shared lock).
+/// With a `probe`, the result also has the servers' mean sync and commit
+/// durations over the measured window.
 pub async fn lock_loop(
     endpoint: &Endpoint,
     clients: usize,
     contended: bool,
     warmup: Duration,
     duration: Duration,
+    probe: Option<Probe>,
     run_id: u64,
 ) -> anyhow::Result<BenchResult> {
     let workload = if contended {
@@ -111,12 +115,7 @@ pub async fn lock_loop(
         errors.clone(),
         stop.clone(),
     );
-    let cpu_window = tokio::spawn(async move {
-        tokio::time::sleep_until(window.warm_end.into()).await;
-        let a = CpuTimes::now();
-        tokio::time::sleep_until(window.end.into()).await;
-        a.busy_pct_until(&CpuTimes::now())
-    });
+    let server_window = spawn_server_window(window, probe);
     let mut tasks = Vec::new();
     for (i, mut conn) in conns.into_iter().enumerate() {
         let name = if contended {
@@ -178,31 +177,65 @@ pub async fn lock_loop(
         conns.push(conn);
     }
     stop.store(true, Ordering::Relaxed);
-    let cpu = cpu_window.await.unwrap_or(f64::NAN);
+    let (cpu, server) = server_window.await.unwrap_or((f64::NAN, Vec::new()));
     progress.abort();
     close_all(conns).await;
     acq.sort();
     rel.sort();
     let n = acq.0.len() as f64;
+    let mut figures = vec![
+        ("cycles_per_s", n / duration.as_secs_f64()),
+        ("acquire_p50_ms", acq.quantile_us(0.5) / 1000.0),
+        ("acquire_p99_ms", acq.quantile_us(0.99) / 1000.0),
+        ("acquire_max_ms", acq.max_us() / 1000.0),
+        ("release_p50_ms", rel.quantile_us(0.5) / 1000.0),
+        ("release_p99_ms", rel.quantile_us(0.99) / 1000.0),
+        ("errors", errors.load(Ordering::Relaxed) as f64),
+        ("cpu_busy_pct", cpu),
+    ];
+    figures.extend(server);
     Ok(BenchResult {
         target,
         workload: workload.into(),
         clients,
-        figures: vec![
-            ("cycles_per_s", n / duration.as_secs_f64()),
-            ("acquire_p50_ms", acq.quantile_us(0.5) / 1000.0),
-            ("acquire_p99_ms", acq.quantile_us(0.99) / 1000.0),
-            ("acquire_max_ms", acq.max_us() / 1000.0),
-            ("release_p50_ms", rel.quantile_us(0.5) / 1000.0),
-            ("release_p99_ms", rel.quantile_us(0.99) / 1000.0),
-            ("errors", errors.load(Ordering::Relaxed) as f64),
-            ("cpu_busy_pct", cpu),
-        ],
+        figures,
         latency: Some(Latency {
             what: "acquire",
             samples: acq,
         }),
     })
+}
+
+/// Measures the host's CPU busy % over the measured `window` and, with a
+/// `probe`, the servers' figures over it.
+fn spawn_server_window(
+    window: Window,
+    probe: Option<Probe>,
+) -> tokio::task::JoinHandle<(f64, Vec<(&'static str, f64)>)> {
+    tokio::spawn(async move {
+        tokio::time::sleep_until(window.warm_end.into()).await;
+        let cpu = CpuTimes::now();
+        let before = read_probe(probe.as_ref()).await;
+        tokio::time::sleep_until(window.end.into()).await;
+        let busy = cpu.busy_pct_until(&CpuTimes::now());
+        let after = read_probe(probe.as_ref()).await;
+        let server = match (probe, before, after) {
+            (Some(probe), Some(before), Some(after)) => probe.figures(&before, &after),
+            _ => Vec::new(),
+        };
+        (busy, server)
+    })
+}
+
+/// A probe reading, or `None` (said on stderr) if a member did not answer.
+async fn read_probe(probe: Option<&Probe>) -> Option<Reading> {
+    match probe?.read().await {
+        Ok(reading) => Some(reading),
+        Err(e) => {
+            eprintln!("  server figures left out: {e:#}");
+            None
+        }
+    }
 }
 
 /// `election`: `candidates` campaign on one election, each leader resigns
@@ -215,6 +248,7 @@ pub async fn election(
     watchers: usize,
     warmup: Duration,
     duration: Duration,
+    probe: Option<Probe>,
     run_id: u64,
 ) -> anyhow::Result<BenchResult> {
     let target = endpoint.target().name();
@@ -253,12 +287,7 @@ pub async fn election(
         errors.clone(),
         stop.clone(),
     );
-    let cpu_window = tokio::spawn(async move {
-        tokio::time::sleep_until(window.warm_end.into()).await;
-        let a = CpuTimes::now();
-        tokio::time::sleep_until(window.end.into()).await;
-        a.busy_pct_until(&CpuTimes::now())
-    });
+    let server_window = spawn_server_window(window, probe);
     let mut tasks = Vec::new();
     for c in 0..candidates {
         let mut candidate = Candidate::connect(endpoint, c, &name)
@@ -308,7 +337,7 @@ pub async fn election(
     }
     stop.store(true, Ordering::Relaxed);
     progress.abort();
-    let cpu = cpu_window.await.unwrap_or(f64::NAN);
+    let (cpu, server) = server_window.await.unwrap_or((f64::NAN, Vec::new()));
     for t in watcher_tasks {
         if let Ok(w) = t.await {
             w.close().await;
@@ -321,25 +350,27 @@ pub async fn election(
     let (mut handoff, incomplete) = handoffs(&resigns, &seen);
     handoff.sort();
     resign_lat.sort();
+    let mut figures = vec![
+        (
+            "handoffs_per_s",
+            handoff.0.len() as f64 / duration.as_secs_f64(),
+        ),
+        ("handoff_p50_ms", handoff.quantile_us(0.5) / 1000.0),
+        ("handoff_p99_ms", handoff.quantile_us(0.99) / 1000.0),
+        ("handoff_max_ms", handoff.max_us() / 1000.0),
+        ("resign_p50_ms", resign_lat.quantile_us(0.5) / 1000.0),
+        ("resign_p99_ms", resign_lat.quantile_us(0.99) / 1000.0),
+        ("watchers", watchers as f64),
+        ("incomplete", incomplete as f64),
+        ("errors", errors.load(Ordering::Relaxed) as f64),
+        ("cpu_busy_pct", cpu),
+    ];
+    figures.extend(server);
     Ok(BenchResult {
         target,
         workload: "election".into(),
         clients: candidates,
-        figures: vec![
-            (
-                "handoffs_per_s",
-                handoff.0.len() as f64 / duration.as_secs_f64(),
-            ),
-            ("handoff_p50_ms", handoff.quantile_us(0.5) / 1000.0),
-            ("handoff_p99_ms", handoff.quantile_us(0.99) / 1000.0),
-            ("handoff_max_ms", handoff.max_us() / 1000.0),
-            ("resign_p50_ms", resign_lat.quantile_us(0.5) / 1000.0),
-            ("resign_p99_ms", resign_lat.quantile_us(0.99) / 1000.0),
-            ("watchers", watchers as f64),
-            ("incomplete", incomplete as f64),
-            ("errors", errors.load(Ordering::Relaxed) as f64),
-            ("cpu_busy_pct", cpu),
-        ],
+        figures,
         latency: Some(Latency {
             what: "handoff",
             samples: handoff,
