@@ -5,7 +5,8 @@
 //! shifts the range (for soak runs split over several processes).
 //! Soak knobs for the sweep: `PAXLOCK_SIM_SECONDS` (faulty time, default
 //! 30), `PAXLOCK_SIM_NODES` (3 or 5; default drawn per seed),
-//! `PAXLOCK_SIM_DRIFT_PPM` (default 20000), `PAXLOCK_SIM_MIX=pause`.
+//! `PAXLOCK_SIM_DRIFT_PPM` (default 20000), `PAXLOCK_SIM_MIX=pause`,
+//! `PAXLOCK_SIM_LOG_WINDOW` (the replicas' `max_log_ahead_slots`).
 
 use paxlock_coordinator::sim::{run_seed, SimConfig, SimReport, Violation};
 
@@ -46,6 +47,9 @@ fn sweep_config() -> SimConfig {
     }
     if let Some(d) = env_u64("PAXLOCK_SIM_DRIFT_PPM") {
         cfg.max_drift_ppm = d;
+    }
+    if let Some(w) = env_u64("PAXLOCK_SIM_LOG_WINDOW") {
+        cfg.max_log_ahead_slots = Some(w);
     }
     cfg
 }
@@ -96,6 +100,24 @@ fn stale_candidates_after_pauses_never_break_the_lease() {
         .take(500)
         .filter_map(|seed| run_seed(seed, &cfg).err())
         .map(|v| report_failure_in(&v, "PAXLOCK_SIM_MIX=pause "))
+        .collect();
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// A log window of 4 slots: lagging nodes (restarted, cut off, paused)
+/// fall past it all the time, exercising rule "lead only within the
+/// window", bounded catch-up and accepts refused past the window.
+#[test]
+fn a_small_log_window_keeps_safety_and_heals_to_liveness() {
+    let cfg = SimConfig {
+        max_log_ahead_slots: Some(4),
+        ..SimConfig::default()
+    };
+    let failures: Vec<String> = seeds()
+        .into_iter()
+        .take(300)
+        .filter_map(|seed| run_seed(seed, &cfg).err())
+        .map(|v| report_failure_in(&v, "PAXLOCK_SIM_LOG_WINDOW=4 "))
         .collect();
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

@@ -837,7 +837,16 @@ impl Replica {
         // the commit are still accepted (the value is the chosen one) so a
         // new leader re-proposing them can gather its quorum.
         let window_end = Slot(self.commit.0.saturating_add(self.cfg.max_log_ahead_slots));
-        if slot >= self.floor() && slot < window_end {
+        // A correct leader proposes a slot's chosen value again, never
+        // another: a vote for another value would let two be chosen.
+        let conflicts = self
+            .state
+            .log
+            .get(&slot)
+            .is_some_and(|e| e.chosen && e.batch != batch);
+        if conflicts {
+            self.stats.malformed += 1;
+        } else if slot >= self.floor() && slot < window_end {
             self.persist(PersistOp::Accept {
                 slot,
                 ballot,
@@ -954,10 +963,10 @@ impl Replica {
     }
 
     fn become_leader(&mut self, fx: &mut Effects) {
-        let Role::Candidate(c) = std::mem::replace(&mut self.role, Role::Follower) else {
-            return;
+        let (result, ballot) = match &self.role {
+            Role::Candidate(c) => (proposer::merge_promises(&c.promises), c.ballot),
+            _ => return,
         };
-        let result = proposer::merge_promises(&c.promises);
         if let Some(s) = result.snapshot.clone() {
             self.install_snapshot(s, fx);
         }
@@ -979,17 +988,34 @@ impl Replica {
             .end_slot
             .max(start)
             .min(Slot(start.0.saturating_add(self.cfg.max_log_ahead_slots)));
-        self.role = Role::Leader(Leader::new(c.ballot, self.now, next_slot));
+        // Rule "lead only within the window": a candidate so far behind that
+        // a slot it must re-propose lies past its own log window would hold
+        // accepts no promise of its may report (peers drop such promises)
+        // and could not adopt what is chosen there. It catches up instead
+        // (asked above) and campaigns again later; a promiser nearer the
+        // front can lead meanwhile, and the one furthest ahead always fits.
+        if next_slot.0 > self.commit.0.saturating_add(self.cfg.max_log_ahead_slots) {
+            self.step_down(None, fx);
+            return;
+        }
+        self.role = Role::Leader(Leader::new(ballot, self.now, next_slot));
         self.election.leader_hint = Some(self.cfg.node_id);
-        fx.leadership
-            .push(LeadershipEvent::BecameLeader { ballot: c.ballot });
+        fx.leadership.push(LeadershipEvent::BecameLeader { ballot });
         // Phase 1 covered every slot from `from_slot`; re-propose what may
-        // have been chosen, fill the gaps with no-ops.
+        // have been chosen, fill the gaps with no-ops. Slots a promiser knows
+        // chosen were adopted above (the rule before guarantees they lie in
+        // the window); should one not have been, it gets its chosen value
+        // again, never a no-op.
         let mut slot = start;
         while slot < next_slot {
             let known = self.state.log.get(&slot).is_some_and(|e| e.chosen);
             if !known {
-                let batch = result.repropose.get(&slot).cloned().unwrap_or_default();
+                let batch = result
+                    .chosen
+                    .get(&slot)
+                    .or_else(|| result.repropose.get(&slot))
+                    .cloned()
+                    .unwrap_or_default();
                 self.propose_slot(slot, batch, fx);
             }
             slot = slot.next();

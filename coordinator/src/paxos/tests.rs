@@ -86,6 +86,26 @@ impl Node {
     }
 }
 
+/// Makes `n` (node 1) campaign at 2 s with node 2's pre-vote; returns the
+/// ballot its Prepare asks promises for.
+fn campaign_with_pre_vote_of_2(n: &mut Node) -> Ballot {
+    n.step(0, Input::Tick);
+    n.step(2_000, Input::Tick);
+    let pv = n.sent.iter().find_map(|o| match o.msg {
+        Message::PreVote { ballot } => Some(ballot),
+        _ => None,
+    });
+    n.deliver(
+        2_001,
+        2,
+        Message::PreVoteReply {
+            ballot: pv.unwrap(),
+            granted: true,
+        },
+    );
+    n.r.status().ballot.expect("campaigning")
+}
+
 /// A tiny lossless cluster: every message is delivered at the same instant.
 struct Cluster {
     nodes: Vec<Node>,
@@ -588,21 +608,7 @@ fn a_catch_up_request_past_the_commit_gets_an_empty_reply() {
 #[test]
 fn an_absurd_promise_is_dropped_not_looped_over() {
     let mut n = Node::new(1, 3);
-    n.step(0, Input::Tick);
-    n.step(2_000, Input::Tick);
-    let pv = n.sent.iter().find_map(|o| match o.msg {
-        Message::PreVote { ballot } => Some(ballot),
-        _ => None,
-    });
-    n.deliver(
-        2_001,
-        2,
-        Message::PreVoteReply {
-            ballot: pv.unwrap(),
-            granted: true,
-        },
-    );
-    let b = n.r.status().ballot.expect("campaigning");
+    let b = campaign_with_pre_vote_of_2(&mut n);
     let absurd = ReportedEntry {
         slot: Slot(u64::MAX - 1),
         ballot: ballot(1, 2),
@@ -621,6 +627,88 @@ fn an_absurd_promise_is_dropped_not_looped_over() {
         },
     );
     assert_eq!(n.r.stats().malformed, 1);
+}
+
+/// Regression (found in review): a candidate far behind its promisers did
+/// not adopt a slot a promiser reported chosen when the slot lay past the
+/// candidate's own log window, and Phase 1 excludes chosen slots from the
+/// re-proposals, so the new leader proposed a no-op there: a second value
+/// for a chosen slot. Rule "lead only within the window": such a candidate
+/// catches up instead of leading, and proposes nothing.
+#[test]
+fn a_candidate_too_far_behind_catches_up_instead_of_leading() {
+    let mut c = cfg(1, 3);
+    c.max_log_ahead_slots = 4;
+    c.pipeline_window_slots = 4;
+    let mut n = Node::from_disk(c, DurableState::default());
+    let b = campaign_with_pre_vote_of_2(&mut n);
+    n.sent.clear();
+    // Node 2 missed slot 10's accept but learned slot 11 chosen; this node
+    // (commit 0, window 4) lags far behind both.
+    n.deliver(
+        2_002,
+        2,
+        Message::Promise {
+            ballot: b,
+            from_slot: Slot(0),
+            chosen_up_to: Slot(10),
+            entries: vec![ReportedEntry {
+                slot: Slot(11),
+                ballot: ballot(1, 3),
+                batch: vec![b"chosen at 11".to_vec()],
+                chosen: true,
+            }],
+            snapshot: None,
+        },
+    );
+    assert!(!n.r.is_leader());
+    assert!(
+        !n.sent
+            .iter()
+            .any(|o| matches!(o.msg, Message::Accept { .. })),
+        "{:?}",
+        n.sent
+    );
+    n.step(2_100, Input::Tick);
+    assert!(
+        n.sent
+            .iter()
+            .any(|o| o.to == NodeId(2) && matches!(o.msg, Message::CatchUpRequest { .. })),
+        "{:?}",
+        n.sent
+    );
+}
+
+/// Second line of defence for the rule above: an acceptor that knows a
+/// slot chosen does not vote for another value there.
+#[test]
+fn an_acceptor_does_not_accept_another_value_for_a_slot_it_knows_chosen() {
+    let mut disk = DurableState::default();
+    disk.apply_op(&PersistOp::Chosen {
+        slot: Slot(0),
+        batch: vec![b"v".to_vec()],
+    });
+    let mut n = Node::from_disk(cfg(2, 3), disk);
+    let accept = |batch: Vec<Vec<u8>>| Message::Accept {
+        ballot: ballot(5, 1),
+        slot: Slot(0),
+        batch,
+        commit: Slot(0),
+    };
+    n.deliver(10_000, 1, accept(Vec::new()));
+    assert!(
+        !n.sent
+            .iter()
+            .any(|o| matches!(o.msg, Message::Accepted { .. })),
+        "{:?}",
+        n.sent
+    );
+    assert_eq!(n.r.stats().malformed, 1);
+    n.deliver(10_001, 1, accept(vec![b"v".to_vec()]));
+    assert!(n
+        .sent
+        .iter()
+        .any(|o| matches!(o.msg, Message::Accepted { slot: Slot(0), .. })));
 }
 
 #[test]

@@ -47,6 +47,10 @@ pub struct SimConfig {
     /// until healing; `None` never. Uses no randomness, so turning it on
     /// keeps every other draw of a seed the same.
     pub abdicate_every_ns: Option<u64>,
+    /// The replicas' `max_log_ahead_slots`; `None` keeps the default
+    /// (1024). A small window (the pipeline window shrinks to fit) makes
+    /// nodes that lag past it common: restarted, partitioned or paused ones.
+    pub max_log_ahead_slots: Option<u64>,
     /// Print leadership changes, crashes and faults to stderr (debugging).
     pub verbose: bool,
     /// Which safety rule (if any) the replicas switch off.
@@ -67,6 +71,7 @@ impl Default for SimConfig {
             fault_gap_max_ns: 2 * SEC,
             pause_max_ns: 3 * SEC,
             abdicate_every_ns: None,
+            max_log_ahead_slots: None,
             verbose: false,
             #[cfg(feature = "canary")]
             canary: Canary::None,
@@ -302,6 +307,10 @@ impl<A: App + Default> Sim<A> {
             .map(|id| {
                 let mut rc = Config::new(*id, members.clone());
                 rc.max_drift_ppm = cfg.max_drift_ppm;
+                if let Some(window) = cfg.max_log_ahead_slots {
+                    rc.max_log_ahead_slots = window;
+                    rc.pipeline_window_slots = rc.pipeline_window_slots.min(window);
+                }
                 #[cfg(feature = "canary")]
                 {
                     rc.canary = cfg.canary;
