@@ -18,7 +18,9 @@ use paxlock_coordinator::paxos::{ChosenEntry, Snapshot};
 struct Recorder(Arc<Mutex<Vec<Vec<u8>>>>);
 
 impl Application for Recorder {
-    fn install_snapshot(&mut self, _snapshot: &Snapshot) {}
+    fn install_snapshot(&mut self, _snapshot: &Snapshot) -> Result<(), String> {
+        Ok(())
+    }
     fn apply(&mut self, entry: &ChosenEntry) {
         if let Ok(mut log) = self.0.lock() {
             log.extend(entry.batch.iter().cloned());

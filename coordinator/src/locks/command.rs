@@ -104,6 +104,20 @@ pub enum CommandKind {
     },
 }
 
+#[cfg(test)]
+impl CommandKind {
+    /// Test shorthand: request `request_id` of `session`, acknowledging
+    /// nothing.
+    pub fn client_op(session: u64, request_id: u64, op: ClientOp) -> CommandKind {
+        CommandKind::Client {
+            session: SessionId(session),
+            request_id: RequestId(request_id),
+            ack_below: RequestId(0),
+            op,
+        }
+    }
+}
+
 /// What an `Abandon` withdraws.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AbandonedWait {

@@ -63,8 +63,10 @@ type SharedStore = Arc<Mutex<Box<dyn Durability>>>;
 /// What the node does with chosen entries (the lock state machine, in
 /// production).
 pub trait Application: Send + 'static {
-    /// Replaces the whole state with a snapshot.
-    fn install_snapshot(&mut self, snapshot: &Snapshot);
+    /// Replaces the whole state with a snapshot. An error is fatal: the
+    /// loop stops (the node refuses to start) rather than apply later
+    /// entries on a state that is not the snapshot's.
+    fn install_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), String>;
     /// Applies one chosen entry; entries arrive in slot order, exactly once
     /// per process lifetime.
     fn apply(&mut self, entry: &ChosenEntry);
@@ -164,7 +166,7 @@ pub fn spawn(
     inbound: mpsc::Receiver<(NodeId, Message)>,
     outbound: BTreeMap<NodeId, mpsc::Sender<Message>>,
     settings: LoopSettings,
-) -> DriverHandle {
+) -> Result<DriverHandle, String> {
     let LoopSettings {
         clock,
         persisted,
@@ -177,14 +179,23 @@ pub fn spawn(
     let mut app = app;
     let mut applied = 0;
     if let Some(snapshot) = replica.snapshot() {
-        app.install_snapshot(snapshot);
+        app.install_snapshot(snapshot).map_err(|e| {
+            format!(
+                "the snapshot up to slot {} in the data directory cannot be restored: {e}",
+                snapshot.up_to.0
+            )
+        })?;
         applied = snapshot.up_to.0;
     }
     let (inbox_tx, inbox_rx) = mpsc::channel(INBOX_CAPACITY);
     let (status_tx, status) = watch::channel(DriverStatus::default());
     let (persist_tx, persist_rx) = mpsc::channel(PERSIST_QUEUE);
     let store: SharedStore = Arc::new(Mutex::new(durability));
-    spawn_persister(store.clone(), persist_rx, inbox_tx.clone(), metrics.clone());
+    // Reports get their own channel: on the inbox, shared with client
+    // commands, a full inbox would block the persister while the loop waits
+    // for room in the persist queue, and neither would move again.
+    let (reports_tx, reports_rx) = mpsc::unbounded_channel();
+    spawn_persister(store.clone(), persist_rx, reports_tx, metrics.clone());
     let driver = Driver {
         replica,
         app,
@@ -203,13 +214,14 @@ pub fn spawn(
         ballot_round: 0,
         snapshot_every_slots: snapshot_every_slots.max(1),
         last_snapshot_at: applied,
+        failed: None,
     };
-    let task = tokio::spawn(driver.run(inbox_rx, inbound));
-    DriverHandle {
+    let task = tokio::spawn(driver.run(inbox_rx, inbound, reports_rx));
+    Ok(DriverHandle {
         inbox: inbox_tx,
         status,
         task,
-    }
+    })
 }
 
 struct Driver {
@@ -236,6 +248,9 @@ struct Driver {
     /// catch-up of a lagging or restarted node stay bounded.
     snapshot_every_slots: u64,
     last_snapshot_at: u64,
+    /// Why the loop must stop, found while acting on a step; checked after
+    /// every input. Nothing is stepped or applied once it is set.
+    failed: Option<String>,
 }
 
 impl Driver {
@@ -243,6 +258,7 @@ impl Driver {
         mut self,
         mut inbox: mpsc::Receiver<DriverInput>,
         mut peers: mpsc::Receiver<(NodeId, Message)>,
+        mut reports: mpsc::UnboundedReceiver<DriverInput>,
     ) {
         let mut batch = Vec::with_capacity(64);
         let mut peers_open = true;
@@ -265,6 +281,9 @@ impl Driver {
                     Some((from, msg)) => batch.push(DriverInput::Peer { from, msg }),
                     None => peers_open = false,
                 },
+                // `None`: the persister is gone, which the next hand-over
+                // reports.
+                Some(report) = reports.recv() => batch.push(report),
                 _ = tokio::time::sleep(sleep) => {
                     self.wake_at = None;
                     self.step(Input::Tick);
@@ -280,6 +299,10 @@ impl Driver {
                     batch.push(DriverInput::Peer { from, msg });
                     got = true;
                 }
+                if let Ok(report) = reports.try_recv() {
+                    batch.push(report);
+                    got = true;
+                }
                 if !got {
                     break;
                 }
@@ -293,7 +316,8 @@ impl Driver {
             // waits for inputs that arrived with it.
             let mut proposals = Vec::new();
             for input in batch.drain(..) {
-                if let Err(reason) = self.handle(input, &mut proposals) {
+                let handled = self.handle(input, &mut proposals);
+                if let Some(reason) = handled.err().or_else(|| self.failed.take()) {
                     self.stop(reason);
                     return;
                 }
@@ -379,6 +403,9 @@ impl Driver {
     }
 
     fn step(&mut self, input: Input) {
+        if self.failed.is_some() {
+            return;
+        }
         let now = self.clock.now();
         let fx = self.replica.step(now, input);
         self.act(fx, now);
@@ -407,7 +434,13 @@ impl Driver {
             }
         }
         if let Some(snapshot) = &fx.install_snapshot {
-            self.app.install_snapshot(snapshot);
+            if let Err(e) = self.app.install_snapshot(snapshot) {
+                self.failed = Some(format!(
+                    "cannot install the snapshot up to slot {} a peer sent: {e}",
+                    snapshot.up_to.0
+                ));
+                return;
+            }
             self.applied = snapshot.up_to.0;
         }
         for entry in &fx.chosen {
@@ -520,7 +553,7 @@ fn persist_batch(
 fn spawn_persister(
     store: SharedStore,
     mut requests: mpsc::Receiver<PersistRequest>,
-    inbox: mpsc::Sender<DriverInput>,
+    reports: mpsc::UnboundedSender<DriverInput>,
     metrics: Arc<NodeMetrics>,
 ) {
     let spawned = std::thread::Builder::new()
@@ -536,7 +569,7 @@ fn spawn_persister(
                     Err(reason) => DriverInput::PersistFailed(reason),
                 };
                 let failed = matches!(report, DriverInput::PersistFailed(_));
-                if inbox.blocking_send(report).is_err() || failed {
+                if reports.send(report).is_err() || failed {
                     return;
                 }
             }
@@ -575,7 +608,9 @@ mod tests {
     struct Recorder(Arc<Mutex<Vec<ChosenEntry>>>);
 
     impl Application for Recorder {
-        fn install_snapshot(&mut self, _snapshot: &Snapshot) {}
+        fn install_snapshot(&mut self, _snapshot: &Snapshot) -> Result<(), String> {
+            Ok(())
+        }
         fn apply(&mut self, entry: &ChosenEntry) {
             self.0.lock().unwrap().push(entry.clone());
         }
@@ -638,6 +673,7 @@ mod tests {
                 snapshot_every_slots: 1000,
             },
         )
+        .unwrap()
     }
 
     async fn wait_until(what: &str, done: impl Fn() -> bool) {
@@ -656,6 +692,83 @@ mod tests {
             .filter(|e| !e.batch.is_empty())
             .map(|e| e.batch.clone())
             .collect()
+    }
+
+    /// Refuses every snapshot, as the lock service does one written by an
+    /// incompatible version.
+    struct Refuser;
+
+    impl Application for Refuser {
+        fn install_snapshot(&mut self, _snapshot: &Snapshot) -> Result<(), String> {
+            Err("unsupported snapshot version 99".into())
+        }
+        fn apply(&mut self, _entry: &ChosenEntry) {}
+    }
+
+    /// Node 1 of 3 (a follower for the first second) recovered from
+    /// `disk`, applying to a [`Refuser`].
+    fn spawn_refuser(
+        disk: DurableState,
+        peers: mpsc::Receiver<(NodeId, Message)>,
+    ) -> Result<DriverHandle, String> {
+        let replica = Replica::new(config(3, 1_000), disk, 7).unwrap();
+        let settings = LoopSettings {
+            clock: NodeClock::new(),
+            persisted: PersistSeq(0),
+            metrics: Arc::new(NodeMetrics::default()),
+            snapshot_every_slots: 1000,
+        };
+        let store = Box::new(MemoryDurability::default());
+        spawn(
+            replica,
+            Box::new(Refuser),
+            store,
+            peers,
+            BTreeMap::new(),
+            settings,
+        )
+    }
+
+    fn snapshot_up_to(slot: u64) -> Snapshot {
+        Snapshot {
+            up_to: crate::paxos::Slot(slot),
+            data: b"state".to_vec(),
+        }
+    }
+
+    /// Regression (found in review): a snapshot the application could not
+    /// restore was logged and skipped, and the node went on applying later
+    /// entries to an empty state.
+    #[tokio::test]
+    async fn a_node_whose_snapshot_cannot_be_restored_refuses_to_start() {
+        let mut disk = DurableState::default();
+        disk.apply_op(&crate::paxos::PersistOp::Snapshot(snapshot_up_to(5)));
+        let (_peer_tx, peers) = mpsc::channel(1);
+        let started = spawn_refuser(disk, peers);
+        let Err(err) = started else {
+            panic!("a node with an unrestorable snapshot started");
+        };
+        assert!(
+            err.contains("slot 5") && err.contains("version 99"),
+            "{err}"
+        );
+    }
+
+    /// The same for a snapshot a peer sends to catch this node up: the loop
+    /// stops and says why.
+    #[tokio::test]
+    async fn a_snapshot_from_a_peer_that_cannot_be_restored_stops_the_loop() {
+        let (peer_tx, peers) = mpsc::channel(4);
+        let handle = spawn_refuser(DurableState::default(), peers).unwrap();
+        let catch_up = Message::CatchUp {
+            snapshot: Some(snapshot_up_to(5)),
+            entries: Vec::new(),
+        };
+        peer_tx.send((NodeId(2), catch_up)).await.unwrap();
+        let status = handle.status.clone();
+        wait_until("the loop stops", || status.borrow().failed.is_some()).await;
+        let reason = status.borrow().failed.clone().unwrap_or_default();
+        assert!(reason.contains("version 99"), "{reason}");
     }
 
     #[tokio::test(flavor = "current_thread")]

@@ -53,6 +53,10 @@ pub enum StartError {
     /// The consensus configuration is inconsistent.
     #[error("invalid consensus configuration: {0:?}")]
     Consensus(paxos::ConfigError),
+    /// The recovered state cannot be used (e.g. a snapshot written by an
+    /// incompatible version).
+    #[error("{0}; restore the data directory from a backup, or move it aside and let the node catch up from its peers")]
+    Recovery(String),
 }
 
 /// What a node needs to start.
@@ -219,7 +223,8 @@ impl Node {
                 metrics: node_metrics.clone(),
                 snapshot_every_slots: options.snapshot_every_slots,
             },
-        );
+        )
+        .map_err(StartError::Recovery)?;
         let mut node_addrs: BTreeMap<u64, String> = options
             .peers
             .iter()

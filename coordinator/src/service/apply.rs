@@ -5,7 +5,7 @@ use std::sync::Arc;
 use tracing::{error, warn};
 
 use super::proposal::Proposal;
-use super::state::Shared;
+use super::state::{Deadline, Shared};
 use crate::locks::{ElectionChange, Event, SessionId, StateMachine};
 use crate::metrics::NodeMetrics;
 use crate::node::clock::NodeClock;
@@ -82,16 +82,12 @@ impl LockApplication {
 }
 
 impl Application for LockApplication {
-    fn install_snapshot(&mut self, snapshot: &Snapshot) {
-        match StateMachine::restore(&snapshot.data) {
-            Ok(machine) => *self.shared.machine() = machine,
-            // The snapshot came from a quorum member and passed its checksum;
-            // refusing it would leave this node unable to catch up, so say so loudly.
-            Err(e) => error!(
-                "cannot install snapshot up to slot {}: {e}",
-                snapshot.up_to.0
-            ),
-        }
+    fn install_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), String> {
+        // Keeping the old state instead would apply later entries on top of
+        // it and silently diverge from every other replica.
+        let machine = StateMachine::restore(&snapshot.data).map_err(|e| e.to_string())?;
+        *self.shared.machine() = machine;
+        Ok(())
     }
 
     fn apply(&mut self, entry: &ChosenEntry) {
@@ -143,9 +139,10 @@ impl Application for LockApplication {
             let machine = self.shared.machine();
             self.shared.deadlines.clear();
             for (session, ttl_ms) in machine.sessions() {
-                self.shared
-                    .deadlines
-                    .insert(session.0, now.plus(ttl_ms.saturating_mul(1_000_000)));
+                self.shared.deadlines.insert(
+                    session.0,
+                    Deadline::At(now.plus(ttl_ms.saturating_mul(1_000_000))),
+                );
             }
             drop(machine);
             // The takeover marker is the first command of the leadership:
@@ -189,7 +186,9 @@ impl LockApplication {
     fn track_new_session(&self, machine: &StateMachine, session: SessionId) {
         if let Some(ttl_ms) = machine.session_ttl_ms(session) {
             let deadline = self.clock.now().plus(ttl_ms.saturating_mul(1_000_000));
-            self.shared.deadlines.insert(session.0, deadline);
+            self.shared
+                .deadlines
+                .insert(session.0, Deadline::At(deadline));
         }
     }
 }

@@ -9,7 +9,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::errors::{command_error, error};
 use super::proposal::Proposal;
-use super::state::{PendingCommand, Shared, Waiter};
+use super::state::{Deadline, PendingCommand, Shared, Waiter};
 use crate::locks::{
     AbandonedWait, ClientOp, Command, CommandKind, FencingToken, Output, Reply, RequestId,
     SessionId,
@@ -165,8 +165,9 @@ impl Context {
             }
             Op::QueryLeader(query) => {
                 // A read served under the leader lease: no other leader can
-                // have applied anything newer.
-                self.require_lease()?;
+                // have applied anything newer, and with the takeover applied
+                // nothing older is missing here.
+                self.require_lease_read()?;
                 Ok(response::Result::Leader(self.leader_info(&query.election)))
             }
         }
@@ -389,29 +390,41 @@ impl Context {
     }
 
     /// Extends `session` by its TTL from now, if this node holds the
-    /// leader lease. Not logged (DESIGN.md, "Keepalives are not logged").
+    /// leader lease and the session's time has not run out (see
+    /// [`Deadline`]). Not logged (DESIGN.md, "Keepalives are not logged").
     fn keep_alive(&self, session: SessionId) -> Result<u64, proto::Error> {
-        self.require_lease()?;
-        if !self.shared.takeover_applied() {
-            return Err(error(
-                ErrorCode::Unavailable,
-                "this node has just become leader and is still taking over; retry shortly",
-                true,
-            ));
-        }
+        self.require_lease_read()?;
+        let unknown = || {
+            error(
+                ErrorCode::SessionUnknown,
+                format!("session {} is closed or expired; open a new one", session.0),
+                false,
+            )
+        };
         let ttl_ms = self
             .shared
             .machine()
             .session_ttl_ms(session)
-            .ok_or_else(|| {
-                error(
-                    ErrorCode::SessionUnknown,
-                    format!("session {} is closed or expired; open a new one", session.0),
-                    false,
-                )
-            })?;
-        let deadline = self.clock.now().plus(ttl_ms.saturating_mul(1_000_000));
-        self.shared.deadlines.insert(session.0, deadline);
+            .ok_or_else(unknown)?;
+        let now = self.clock.now();
+        // Only an entry that exists is moved: one removed since the check
+        // above belongs to a session that just ended.
+        let mut deadline = self
+            .shared
+            .deadlines
+            .get_mut(&session.0)
+            .ok_or_else(unknown)?;
+        if !deadline.extendable(now) {
+            return Err(error(
+                ErrorCode::SessionUnknown,
+                format!(
+                    "session {} outlived its TTL without a keepalive reaching the leader and is being expired; open a new one",
+                    session.0
+                ),
+                false,
+            ));
+        }
+        *deadline = Deadline::At(now.plus(ttl_ms.saturating_mul(1_000_000)));
         Ok(ttl_ms)
     }
 
@@ -510,6 +523,21 @@ impl Context {
         } else {
             Err(self.not_leader())
         }
+    }
+
+    /// For answers from this node's state alone (keepalives, leader
+    /// queries): the leader lease, and this leadership's takeover applied,
+    /// so every entry an earlier leader committed is applied here too.
+    fn require_lease_read(&self) -> Result<(), proto::Error> {
+        self.require_lease()?;
+        if !self.shared.takeover_applied() {
+            return Err(error(
+                ErrorCode::Unavailable,
+                "this node has just become leader and is still taking over; retry shortly",
+                true,
+            ));
+        }
+        Ok(())
     }
 
     fn require_lease(&self) -> Result<(), proto::Error> {
@@ -622,12 +650,7 @@ mod tests {
     }
 
     fn client(session: u64, request_id: u64, op: ClientOp) -> CommandKind {
-        CommandKind::Client {
-            session: SessionId(session),
-            request_id: RequestId(request_id),
-            ack_below: RequestId(0),
-            op,
-        }
+        CommandKind::client_op(session, request_id, op)
     }
 
     fn open_session(m: &mut crate::locks::StateMachine, slot: u64) -> u64 {
@@ -824,6 +847,63 @@ mod tests {
         assert_eq!(token(&first), token(&second));
         let holder = context.shared.machine().holder("l").map(|h| h.session.0);
         assert_eq!(holder, Some(b));
+    }
+
+    /// Regression (found in review): the expiry scan moved a session whose
+    /// time ran out to "retry in 1 s" while its expiry was in the log, so a
+    /// late keepalive revived it and was answered: its client went on as a
+    /// holder while the expiry handed its locks to the next session.
+    #[tokio::test]
+    async fn a_keepalive_cannot_revive_a_session_whose_expiry_is_proposed() {
+        let shared = Arc::new(Shared::new(1, Config::default()));
+        let clock = NodeClock::new();
+        let session = {
+            let mut m = shared.machine();
+            let session = open_session(&mut m, 0);
+            let takeover = CommandKind::Takeover { epoch: 7 };
+            m.apply(
+                1,
+                Command {
+                    at_ms: 0,
+                    kind: takeover,
+                },
+            );
+            session
+        };
+        shared
+            .my_epoch
+            .store(7, std::sync::atomic::Ordering::Release);
+        let (inbox, _) = mpsc::channel(1);
+        let (_, status) = watch::channel(DriverStatus {
+            is_leader: true,
+            lease_until: Some(clock.now().plus(3_600 * 1_000_000_000)),
+            ..DriverStatus::default()
+        });
+        let context = Context {
+            inbox,
+            shared: shared.clone(),
+            status,
+            clock,
+            node_addrs: Arc::new(std::collections::BTreeMap::new()),
+        };
+        let keepalive = || Op::KeepAlive(proto::KeepAlive {});
+        shared
+            .deadlines
+            .insert(session, Deadline::At(clock.now().plus(60_000_000_000)));
+        let alive = ask(&context, session, 0, keepalive()).await;
+        assert!(alive.error.is_none(), "{alive:?}");
+        // Its time runs out; the scan proposes the expiry.
+        shared.deadlines.insert(session, Deadline::At(clock.now()));
+        let due = super::super::sessions::take_due(&shared, clock.now());
+        assert_eq!(due, vec![session]);
+        let late = ask(&context, session, 0, keepalive()).await;
+        let code = late.error.as_ref().map(|e| e.code);
+        assert_eq!(code, Some(i32::from(ErrorCode::SessionUnknown)), "{late:?}");
+        let entry = shared.deadlines.get(&session).map(|d| *d);
+        assert!(
+            matches!(entry, Some(Deadline::Expiring { .. })),
+            "{entry:?}"
+        );
     }
 
     /// A CancelAcquire answers the session's waiting acquire `CANCELLED`

@@ -6,7 +6,9 @@ use std::time::Duration;
 use tracing::debug;
 
 use super::handler::Context;
+use super::state::{Deadline, Shared};
 use crate::locks::{CommandKind, SessionId};
+use crate::paxos::Nanos;
 
 /// How often the leader looks for expired sessions.
 pub const EXPIRY_SCAN_PERIOD: Duration = Duration::from_millis(50);
@@ -45,18 +47,8 @@ pub async fn run_expiry(ctx: Context) {
             }
             continue;
         }
-        let now = ctx.clock.now();
-        let expired: Vec<u64> = ctx
-            .shared
-            .deadlines
-            .iter()
-            .filter(|entry| *entry.value() <= now)
-            .map(|entry| *entry.key())
-            .collect();
+        let expired = take_due(&ctx.shared, ctx.clock.now());
         for session in expired {
-            ctx.shared
-                .deadlines
-                .insert(session, now.plus(EXPIRY_RETRY_NS));
             debug!(session, "session deadline passed; proposing expiry");
             let ctx = ctx.clone();
             tokio::spawn(async move {
@@ -76,4 +68,21 @@ pub async fn run_expiry(ctx: Context) {
             });
         }
     }
+}
+
+/// Marks every session whose time ran out (or whose expiry is due again)
+/// as expiring and returns them. Marked under the map's shard lock: from
+/// here on no keepalive extends them (see `Deadline`).
+pub fn take_due(shared: &Shared, now: Nanos) -> Vec<u64> {
+    let retry_at = now.plus(EXPIRY_RETRY_NS);
+    shared
+        .deadlines
+        .iter_mut()
+        .filter_map(|mut entry| {
+            entry.value().due(now).then(|| {
+                *entry.value_mut() = Deadline::Expiring { retry_at };
+                *entry.key()
+            })
+        })
+        .collect()
 }

@@ -38,13 +38,48 @@ pub struct Shared {
     pub campaign_waiters: Waiters,
     /// Election → live watchers.
     pub watchers: DashMap<String, broadcast::Sender<ElectionEvent>>,
-    /// Session → expiry deadline on this node's clock. Only meaningful
+    /// Session → where it stands on this node's clock. Only meaningful
     /// while this node leads; restarted at takeover.
-    pub deadlines: DashMap<u64, Nanos>,
+    pub deadlines: DashMap<u64, Deadline>,
     /// The takeover epoch of this node's current leadership (0: not
     /// leading). Expiries carry it; keepalives are answered only once the
     /// machine has applied this node's `Takeover` with it.
     pub my_epoch: AtomicU64,
+}
+
+/// Where a session stands on the leader's clock.
+///
+/// A keepalive moves `At` forward and is refused once the time has run
+/// out: from then on the session's expiry may be in the log, and a client
+/// told its session lives while the expiry hands its locks to others would
+/// act as a holder alongside the next one. The expiry scan and keepalives
+/// change an entry under the map's lock, so neither can slip between the
+/// other's check and change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deadline {
+    /// The session ends at this time unless a keepalive moves it.
+    At(Nanos),
+    /// Its time ran out and its expiry was proposed; proposed again at
+    /// `retry_at` if the session is still there (the proposal failed).
+    Expiring {
+        /// When to propose the expiry again.
+        retry_at: Nanos,
+    },
+}
+
+impl Deadline {
+    /// Whether the session's expiry should be proposed at `now`.
+    pub fn due(&self, now: Nanos) -> bool {
+        match *self {
+            Deadline::At(at) => at <= now,
+            Deadline::Expiring { retry_at } => retry_at <= now,
+        }
+    }
+
+    /// Whether a keepalive at `now` may still extend the session.
+    pub fn extendable(&self, now: Nanos) -> bool {
+        matches!(*self, Deadline::At(at) if now < at)
+    }
 }
 
 /// A proposed command's waiting task.
@@ -153,6 +188,25 @@ impl Drop for WaiterGuard<'_> {
     }
 }
 
+/// Where this process starts numbering its proposals: random, so that no
+/// two runs of a node share ids. A restarted node must not answer a new
+/// request with the result of an old run's proposal that a new leader
+/// re-proposed and that is chosen only now: results are matched to
+/// requests by (origin node, id). The top bit stays clear, so counting up
+/// never wraps.
+fn first_proposal_id() -> u64 {
+    let mut bytes = [0u8; 8];
+    let random = paxlock::tls::provider().secure_random.fill(&mut bytes);
+    let seed = match random {
+        Ok(()) => u64::from_le_bytes(bytes),
+        // No system randomness: the wall clock still differs between runs.
+        Err(_) => std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64),
+    };
+    (seed >> 1).max(1)
+}
+
 impl Shared {
     /// New shared state around a fresh machine.
     pub fn new(node_id: u64, config: Config) -> Self {
@@ -161,7 +215,7 @@ impl Shared {
             limits: config.limits.clone(),
             machine: Mutex::new(StateMachine::new(config)),
             pending: DashMap::new(),
-            next_proposal: AtomicU64::new(1),
+            next_proposal: AtomicU64::new(first_proposal_id()),
             lock_waiters: Waiters::default(),
             campaign_waiters: Waiters::default(),
             watchers: DashMap::new(),
@@ -246,5 +300,20 @@ mod tests {
         assert!(matches!(mine_rx.try_recv(), Err(TryRecvError::Closed)));
         waiters.wake(&(8, "l".into()), 5);
         assert_eq!(other_rx.try_recv().ok(), Some(5));
+    }
+
+    /// Regression (found in review): ids restarted at 1 with every run, so
+    /// a restarted node could hand a new request the result of an old run's
+    /// proposal with the same id, re-proposed by a new leader.
+    #[test]
+    fn two_runs_of_a_node_number_their_proposals_apart() {
+        let first_run = Shared::new(1, Config::default());
+        let second_run = Shared::new(1, Config::default());
+        let a = first_run.next_proposal_id();
+        let b = second_run.next_proposal_id();
+        // Random 63-bit starts: equal (or within a run's reach) only by a
+        // 1-in-2^40 chance.
+        assert!(a.abs_diff(b) > 1 << 23, "{a} {b}");
+        assert!(a < u64::MAX / 2 + 1 && b < u64::MAX / 2 + 1);
     }
 }

@@ -133,9 +133,6 @@ impl FileStore {
 fn prepare_dir(dir: &Path, identity: Identity) -> Result<File> {
     if !dir.exists() {
         fs::create_dir_all(dir).map_err(|e| StorageError::io("creating data directory", dir, e))?;
-        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-            fsutil::fsync_dir(parent)?;
-        }
     }
     let lock = File::open(dir).map_err(|e| StorageError::io("opening data directory", dir, e))?;
     match lock.try_lock() {
@@ -156,6 +153,11 @@ fn prepare_dir(dir: &Path, identity: Identity) -> Result<File> {
         return Err(StorageError::IdentityMissing {
             dir: dir.to_path_buf(),
         });
+    }
+    // A fresh directory, perhaps made by the caller just now: its own entry
+    // must be durable before anything in it counts as saved.
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        fsutil::fsync_dir(parent)?;
     }
     write_identity(dir, identity)?;
     Ok(lock)
