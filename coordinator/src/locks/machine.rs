@@ -359,6 +359,14 @@ impl StateMachine {
         self.elections.get(name).map_or(0, |e| e.term)
     }
 
+    /// Index of an election's latest event (0: none yet), whether or not
+    /// older events are still retained.
+    pub fn election_last_index(&self, name: &str) -> u64 {
+        self.elections
+            .get(name)
+            .map_or(0, |e| e.next_index.saturating_sub(1))
+    }
+
     /// Events of an election with index >= `from_index`, for a watcher
     /// resuming after the last index it saw. Unknown election: empty.
     pub fn election_events_since(

@@ -38,24 +38,45 @@ pub async fn stream(
     out: mpsc::Sender<WatchEvent>,
 ) {
     // Subscribe before reading history so nothing falls between the two.
-    let mut live = shared.subscribe(&election);
+    let live = shared.subscribe(&election);
+    follow(shared, &election, start, live, &out).await;
+    // The last watch of an election takes its broadcast channel with it, so
+    // the map holds only elections someone watches.
+    shared
+        .watchers
+        .remove_if(&election, |_, tx| tx.receiver_count() == 0);
+}
+
+async fn follow(
+    shared: &Shared,
+    election: &str,
+    start: Start,
+    mut live: broadcast::Receiver<ElectionEvent>,
+    out: &mpsc::Sender<WatchEvent>,
+) {
     let mut last = match start {
         Start::After(after) => after,
         Start::Now | Start::FromFirst => 0,
     };
     if start == Start::Now {
-        let current = current_state(shared, &election);
+        let current = current_state(shared, election);
         last = current.index;
         if out.send(current).await.is_err() {
             return;
         }
-    } else if !catch_up(shared, &election, &mut last, &out).await {
+    } else if !catch_up(shared, election, &mut last, out).await {
         return;
     }
     loop {
-        match live.recv().await {
+        let received = tokio::select! {
+            received = live.recv() => received,
+            // The watcher left: end now, not at the election's next event,
+            // which may never come.
+            () = out.closed() => return,
+        };
+        match received {
             Ok(event) if event.index <= last => {}
-            Ok(event) if event.index == last + 1 => {
+            Ok(event) if Some(event.index) == last.checked_add(1) => {
                 last = event.index;
                 if out.send(to_proto(&event)).await.is_err() {
                     return;
@@ -63,7 +84,7 @@ pub async fn stream(
             }
             // A gap (missed broadcast) or lag: fill it from the machine.
             Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {
-                if !catch_up(shared, &election, &mut last, &out).await {
+                if !catch_up(shared, election, &mut last, out).await {
                     return;
                 }
             }
@@ -80,7 +101,9 @@ async fn catch_up(
     last: &mut u64,
     out: &mpsc::Sender<WatchEvent>,
 ) -> bool {
-    let history = shared.machine().election_events_since(election, *last + 1);
+    let history = shared
+        .machine()
+        .election_events_since(election, last.saturating_add(1));
     match history {
         Ok(events) => {
             for event in events {
@@ -110,11 +133,9 @@ async fn catch_up(
 /// One event describing the election now, indexed like its latest event.
 fn current_state(shared: &Shared, election: &str) -> WatchEvent {
     let machine = shared.machine();
-    let index = machine
-        .election_events_since(election, 0)
-        .ok()
-        .and_then(|events| events.last().map(|e| e.index))
-        .unwrap_or(0);
+    // The latest event's index even when older ones were trimmed, so a
+    // watch resumed from here neither repeats nor skips one.
+    let index = machine.election_last_index(election);
     match machine.leader(election) {
         Some(view) => WatchEvent {
             kind: Kind::Elected.into(),
@@ -150,5 +171,92 @@ pub fn to_proto(event: &ElectionEvent) -> WatchEvent {
         value,
         leader_session_id: session,
         index: event.index,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::locks::{ClientOp, Command, CommandKind, Config, Event, Reply};
+
+    /// Applies `kind` at `slot` and broadcasts its election events, as the
+    /// apply loop does.
+    fn apply(shared: &Shared, slot: u64, kind: CommandKind) -> Option<Reply> {
+        let output = shared.machine().apply(slot, Command { at_ms: 0, kind });
+        for event in &output.events {
+            if let Event::Election(e) = event {
+                if let Some(tx) = shared.watchers.get(&e.name) {
+                    let _ = tx.send(e.clone());
+                }
+            }
+        }
+        output.reply.ok()
+    }
+
+    fn client(session: u64, request_id: u64, op: ClientOp) -> CommandKind {
+        CommandKind::client_op(session, request_id, op)
+    }
+
+    fn campaign(session: u64, request_id: u64) -> CommandKind {
+        let op = ClientOp::Campaign {
+            name: "e".into(),
+            value: vec![session as u8],
+        };
+        client(session, request_id, op)
+    }
+
+    /// Regression (found in review): once an election's history was
+    /// trimmed, a watch from "now" described the current state with index
+    /// 0, so every later event looked like a gap (`HISTORY_GONE` again and
+    /// again) and a client resuming from index 0 skipped terms.
+    #[tokio::test]
+    async fn a_watch_from_now_carries_the_latest_index_after_history_is_trimmed() {
+        let config = Config {
+            election_history_len: 2,
+            ..Config::default()
+        };
+        let shared = Shared::new(1, config);
+        let open = |slot| match apply(&shared, slot, CommandKind::OpenSession { ttl_ms: 10_000 }) {
+            Some(Reply::SessionOpened { session }) => session.0,
+            other => panic!("{other:?}"),
+        };
+        let (a, b) = (open(0), open(1));
+        let resign = |session| client(session, 2, ClientOp::Resign { name: "e".into() });
+        apply(&shared, 2, campaign(a, 1)); // event 1: a elected
+        apply(&shared, 3, resign(a)); // event 2: no leader
+        apply(&shared, 4, campaign(b, 1)); // event 3: b elected
+        assert!(shared.machine().election_events_since("e", 1).is_err());
+        let shared = std::sync::Arc::new(shared);
+        let (tx, mut rx) = mpsc::channel(8);
+        let task = {
+            let shared = shared.clone();
+            tokio::spawn(async move { stream(&shared, "e".into(), Start::Now, tx).await })
+        };
+        let within = Duration::from_secs(5);
+        let first = tokio::time::timeout(within, rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        let term = shared.machine().term("e");
+        assert_eq!(
+            (first.kind(), first.term, first.index),
+            (Kind::Elected, term, 3)
+        );
+        apply(&shared, 5, resign(b)); // event 4: no leader
+        let second = tokio::time::timeout(within, rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((second.kind(), second.index), (Kind::NoLeader, 4));
+        // The watcher leaves while the election is quiet: the task ends and
+        // takes the election's channel with it.
+        drop(rx);
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(!shared.watchers.contains_key("e"));
     }
 }
