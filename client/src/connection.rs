@@ -177,7 +177,7 @@ impl Connector {
         F: FnMut(Instant) -> Fut,
         Fut: std::future::Future<Output = Outcome<T>>,
     {
-        let deadline = Instant::now() + timeout;
+        let deadline = deadline_in(timeout);
         let mut backoff = FIRST_BACKOFF;
         let mut attempts = 0u32;
         let mut last = String::from("no attempt made");
@@ -259,7 +259,7 @@ impl Connector {
             .endpoint
             .connect_with(self.tls.clone(), addr, host)
             .map_err(|e| Attempt::Retry(format!("cannot connect to {target}: {e}")))?;
-        let limit = (Instant::now() + self.connect_timeout).min(deadline);
+        let limit = deadline_in(self.connect_timeout).min(deadline);
         let conn = match tokio::time::timeout_at(limit, connecting).await {
             Ok(Ok(conn)) => conn,
             Ok(Err(e)) => {
@@ -408,9 +408,29 @@ fn classify_error(addr: &str, err: &quinn::ConnectionError) -> Attempt {
     }
 }
 
+/// `timeout` from now; a timeout too large for the clock (a caller's
+/// `Duration::MAX` for "no limit") means a century, not a panic.
+fn deadline_in(timeout: Duration) -> Instant {
+    const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+    let now = Instant::now();
+    now.checked_add(timeout.min(CENTURY))
+        .or_else(|| now.checked_add(Duration::from_secs(24 * 3600)))
+        .unwrap_or(now)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Regression (found in review): `LockBuilder::timeout(Duration::MAX)`
+    /// ("wait for ever") panicked adding the timeout to the clock.
+    #[test]
+    fn a_timeout_too_large_for_the_clock_is_far_away_not_a_panic() {
+        let year = Duration::from_secs(365 * 24 * 3600);
+        assert!(deadline_in(Duration::MAX) > Instant::now() + year);
+        let soon = deadline_in(Duration::from_millis(5));
+        assert!(soon <= Instant::now() + Duration::from_millis(5));
+    }
 
     fn connector(endpoints: &[&str]) -> Connector {
         // Never used to connect: these tests only exercise node choice.

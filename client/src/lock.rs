@@ -9,6 +9,7 @@ use crate::clock::boottime;
 use crate::error::Error;
 use crate::proto::{self, request::Op, response, ErrorCode};
 use crate::session::{Renewal, Session};
+use tracing::warn;
 
 /// How long a blocking acquire with no timeout may wait: effectively forever.
 const NO_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 3600);
@@ -142,6 +143,8 @@ impl LockBuilder {
             Err(e) => {
                 if own_session {
                     close_session(&self.client, &session).await;
+                } else if wait {
+                    self.withdraw(&session).await;
                 }
                 return Err(e);
             }
@@ -156,6 +159,27 @@ impl LockBuilder {
             token: granted.fencing_token,
             released: AtomicBool::new(false),
         }))
+    }
+}
+
+impl LockBuilder {
+    /// After a waiting acquire failed (timed out, say), makes sure the wait
+    /// is gone, with a request of its own. The node withdraws a timed-out
+    /// wait itself, but that withdrawal is skipped once the shared session
+    /// has moved on (it cannot tell a late copy from a timely one) or lost
+    /// when leadership moves; a wait left queued would take the lock later
+    /// for a session whose caller was told it failed, and hold it as long
+    /// as the client lives. A grant that raced the failure is released.
+    async fn withdraw(&self, session: &Arc<Session>) {
+        if !session.is_valid() {
+            return;
+        }
+        let cancel = Op::CancelAcquire(proto::CancelAcquire {
+            name: self.name.clone(),
+        });
+        if let Err(e) = self.client.inner.call(session.id, cancel).await {
+            warn!(lock = %self.name, "could not withdraw a failed wait: {e}");
+        }
     }
 }
 

@@ -144,7 +144,12 @@ pub enum CommandError {
     /// The session has too many unacknowledged replies. Nothing was applied
     /// and nothing was recorded: acknowledge replies (`ack_below`) and retry
     /// with the same request id.
-    #[error("session has {max} unacknowledged replies, the limit; acknowledge some and retry")]
+    #[error(
+        "session has {max} unacknowledged replies, the limit: an older request of this session \
+         is probably still waiting (a campaign or blocking acquire) and holds the acknowledged \
+         floor; give long waits a session (client) of their own, or raise \
+         limits.max_unacked_replies_per_session"
+    )]
     TooManyUnackedReplies {
         /// The configured limit.
         max: u32,

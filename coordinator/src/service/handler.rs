@@ -242,7 +242,7 @@ impl Context {
                     )),
                     Err(_) => {
                         // Logged cancel: a grant that raced it is released.
-                        let _ = self
+                        let withdrawn = self
                             .commit(CommandKind::Abandon {
                                 session,
                                 name: name.clone(),
@@ -250,9 +250,14 @@ impl Context {
                                 up_to: request_id,
                             })
                             .await;
+                        let what = if withdrawn.is_ok() {
+                            "the wait was cancelled"
+                        } else {
+                            "its withdrawal is not confirmed: send CancelAcquire (the paxlock client does), or the session may be granted the lock later"
+                        };
                         Err(error(
                             ErrorCode::Timeout,
-                            format!("lock {name:?} was not granted within {limit:?}; the wait was cancelled"),
+                            format!("lock {name:?} was not granted within {limit:?}; {what}"),
                             false,
                         ))
                     }
@@ -322,7 +327,7 @@ impl Context {
                     Err(_) => {
                         // Not a client Resign: that would reuse the campaign's
                         // request id and get its recorded answer back.
-                        let _ = self
+                        let withdrawn = self
                             .commit(CommandKind::Abandon {
                                 session,
                                 name: name.clone(),
@@ -330,9 +335,14 @@ impl Context {
                                 up_to: request_id,
                             })
                             .await;
+                        let what = if withdrawn.is_ok() {
+                            "the candidacy was withdrawn"
+                        } else {
+                            "its withdrawal is not confirmed: send Resign, or the session may still be elected"
+                        };
                         Err(error(
                             ErrorCode::Timeout,
-                            format!("election {name:?} was not won within {limit:?}; the candidacy was withdrawn"),
+                            format!("election {name:?} was not won within {limit:?}; {what}"),
                             false,
                         ))
                     }

@@ -424,20 +424,21 @@ impl Writer {
         Ok(())
     }
 
-    /// Deletes segments wholly at or below `covered_lsn`, oldest first so a
-    /// crash midway leaves a contiguous suffix. Never deletes the active one.
+    /// Deletes segments wholly at or below `covered_lsn`, oldest first,
+    /// making each deletion durable before the next: a filesystem may
+    /// otherwise keep a later unlink and lose an earlier one in a crash,
+    /// leaving a gap that recovery rightly refuses. Never deletes the active
+    /// segment.
     fn prune(&mut self, covered_lsn: Lsn) -> Result<()> {
-        let mut removed_any = false;
-        while self.segments.len() > 1 && self.segments[1].first_lsn.0 <= covered_lsn.0 + 1 {
+        while self.segments.len() > 1
+            && self.segments[1].first_lsn.0 <= covered_lsn.0.saturating_add(1)
+        {
             if let Some(oldest) = self.segments.pop_front() {
                 fs::remove_file(&oldest.path)
                     .map_err(|e| StorageError::io("deleting old segment", &oldest.path, e))?;
-                removed_any = true;
+                fsutil::fsync_dir(&self.dir)?;
+                self.shared.counters.fsyncs.fetch_add(1, Ordering::Relaxed);
             }
-        }
-        if removed_any {
-            fsutil::fsync_dir(&self.dir)?;
-            self.shared.counters.fsyncs.fetch_add(1, Ordering::Relaxed);
         }
         Ok(())
     }

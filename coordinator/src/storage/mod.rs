@@ -29,7 +29,6 @@
 //!   often enough to keep that bounded.
 //! - The directory is `flock`ed while a [`FileStore`] is open.
 
-pub mod acceptor;
 pub mod error;
 pub mod fsutil;
 pub mod group_commit;
@@ -42,7 +41,6 @@ pub mod snapshot;
 pub mod store;
 pub mod wal;
 
-pub use acceptor::AcceptorRecord;
 pub use error::{Result, StorageError};
 pub use group_commit::{StorageStats, Ticket};
 pub use mem::{MemDisk, MemStore, MemStoreOptions};

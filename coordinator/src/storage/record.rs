@@ -34,9 +34,10 @@ impl Lsn {
     /// The LSN before any record.
     pub const ZERO: Lsn = Lsn(0);
 
-    /// The LSN right after this one.
+    /// The LSN right after this one (saturating: LSNs come from disk, and
+    /// an absurd one must fail a continuity check, not overflow).
     pub fn next(self) -> Lsn {
-        Lsn(self.0 + 1)
+        Lsn(self.0.saturating_add(1))
     }
 }
 

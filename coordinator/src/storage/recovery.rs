@@ -76,10 +76,10 @@ pub(crate) fn recover_dir(dir: &Path, max_payload_bytes: usize) -> Result<(Recov
     for pair in listed.windows(2) {
         let (prev_seq, _) = &pair[0];
         let (seq, _) = &pair[1];
-        if *seq != prev_seq + 1 {
+        if prev_seq.checked_add(1) != Some(*seq) {
             return Err(StorageError::MissingSegment {
                 dir: dir.to_path_buf(),
-                expected_file: segment_file_name(prev_seq + 1),
+                expected_file: segment_file_name(prev_seq.saturating_add(1)),
                 found_file: segment_file_name(*seq),
             });
         }
@@ -99,7 +99,8 @@ pub(crate) fn recover_dir(dir: &Path, max_payload_bytes: usize) -> Result<(Recov
         // gap entirely covered by the snapshot is harmless (those records are
         // no longer needed; see FileStore::open).
         let continues = scan.first_lsn == next_lsn;
-        let gap_covered = scan.first_lsn > next_lsn && scan.first_lsn.0 <= covered.0 + 1;
+        let gap_covered =
+            scan.first_lsn > next_lsn && scan.first_lsn.0 <= covered.0.saturating_add(1);
         if !(continues || gap_covered) {
             return Err(StorageError::corrupt(
                 path,
@@ -107,12 +108,12 @@ pub(crate) fn recover_dir(dir: &Path, max_payload_bytes: usize) -> Result<(Recov
                 format!(
                     "segment starts at LSN {} but the log before it ends at LSN {} and the snapshot covers only through LSN {}: records are missing",
                     scan.first_lsn,
-                    next_lsn.0 - 1,
+                    next_lsn.0.saturating_sub(1),
                     covered
                 ),
             ));
         }
-        next_lsn = Lsn(scan.first_lsn.0 + scan.records.len() as u64);
+        next_lsn = Lsn(scan.first_lsn.0.saturating_add(scan.records.len() as u64));
         records.extend(scan.records.into_iter().filter(|r| r.lsn > covered));
         if is_last {
             last_len_bytes = scan.valid_len_bytes;

@@ -202,7 +202,7 @@ impl Storage for FileStore {
                 (file, layout.last_len_bytes, layout.last_allocated_bytes)
             }
             None => {
-                let first_lsn = Lsn(covered.0 + 1);
+                let first_lsn = covered.next();
                 wal_next_lsn = first_lsn;
                 let file = create_segment(dir, 1, first_lsn)?;
                 segments.push_back(crate::storage::recovery::SegmentInfo {
@@ -221,7 +221,7 @@ impl Storage for FileStore {
             active,
             active_len_bytes,
             active_allocated_bytes,
-            next_lsn: wal_next_lsn.max(Lsn(covered.0 + 1)),
+            next_lsn: wal_next_lsn.max(covered.next()),
             limits: WriterLimits {
                 segment_size_limit_bytes: options.segment_size_limit_bytes,
                 max_group_commit_bytes: options.max_group_commit_bytes,
