@@ -1,6 +1,6 @@
 //! `Client`: the handle applications hold.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -50,6 +50,10 @@ pub(crate) struct Inner {
     next_request_id: AtomicU64,
     /// Request ids sent and not yet answered; the smallest is `ack_below`.
     in_flight: Mutex<BTreeSet<u64>>,
+    /// Undo requests sent in the background for waits whose callers left,
+    /// by what they undo (see `undo`): a new wait on the same lock or
+    /// election goes out only after them, or an undo would take it back.
+    pub(crate) undoing: Mutex<HashMap<String, tokio::task::JoinHandle<()>>>,
 }
 
 impl Client {
@@ -83,6 +87,7 @@ impl Client {
             drift_ppm: options.max_clock_drift_ppm,
             next_request_id: AtomicU64::new(1),
             in_flight: Mutex::new(BTreeSet::new()),
+            undoing: Mutex::new(HashMap::new()),
         });
         let session = Session::open(
             &inner,

@@ -6,6 +6,7 @@ use crate::client::{unexpected, Client};
 use crate::clock::boottime;
 use crate::error::Error;
 use crate::proto::{self, request::Op, response, watch_event::Kind, WatchEvent};
+use crate::undo::{settle, UndoOnDrop};
 use crate::wire::read_frame;
 
 /// A handle on one election.
@@ -69,6 +70,15 @@ impl Election {
             timeout_ms: 0,
         });
         let wait = std::time::Duration::from_secs(365 * 24 * 3600);
+        // Until this leadership is handed out, a caller that leaves (or a
+        // failure) resigns: a candidacy left queued would later lead for
+        // nobody (see `undo`).
+        let resign = Op::Resign(proto::Resign {
+            election: self.name.clone(),
+        });
+        let key = format!("election:{}", self.name);
+        settle(&self.client, &key).await;
+        let mut undo_on_drop = UndoOnDrop::armed(&self.client, session, key, resign);
         let info = match self
             .client
             .inner
@@ -86,6 +96,7 @@ impl Election {
             )));
         }
         session.ensure_valid()?;
+        undo_on_drop.disarm();
         Ok(Leadership {
             client: self.client.clone(),
             name: self.name.clone(),

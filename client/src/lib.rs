@@ -20,6 +20,7 @@ pub mod lease;
 mod lock;
 mod session;
 pub mod tls;
+mod undo;
 pub mod wire;
 
 pub use client::{Client, ConnectOptions};

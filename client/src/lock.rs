@@ -9,7 +9,7 @@ use crate::clock::boottime;
 use crate::error::Error;
 use crate::proto::{self, request::Op, response, ErrorCode};
 use crate::session::{Renewal, Session};
-use tracing::warn;
+use crate::undo::{settle, undo, UndoOnDrop};
 
 /// How long a blocking acquire with no timeout may wait: effectively forever.
 const NO_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 3600);
@@ -85,6 +85,14 @@ impl LockBuilder {
             self.client.session.clone()
         };
         session.ensure_valid()?;
+        settle(&self.client, &self.undo_key()).await;
+        // Armed until a guard is handed out or the wait is withdrawn here
+        // (an own session ends with its wait when its last handle drops).
+        let mut undo_on_drop = if wait && !own_session {
+            UndoOnDrop::armed(&self.client, &session, self.undo_key(), self.cancel())
+        } else {
+            UndoOnDrop::unarmed()
+        };
         let timeout = self.timeout.unwrap_or(NO_TIMEOUT);
         let op = Op::Acquire(proto::Acquire {
             name: self.name.clone(),
@@ -144,13 +152,20 @@ impl LockBuilder {
                 if own_session {
                     close_session(&self.client, &session).await;
                 } else if wait {
-                    self.withdraw(&session).await;
+                    // The node withdraws a timed-out wait itself, but skips
+                    // that once the shared session has moved on (it cannot
+                    // tell a late copy from a timely one) and loses it when
+                    // leadership moves.
+                    undo_on_drop.disarm();
+                    undo(&self.client, &session, self.cancel()).await;
                 }
                 return Err(e);
             }
         };
-        // A grant that arrives after the lease ran out cannot be trusted.
+        // A grant that arrives after the lease ran out cannot be trusted
+        // (returning here withdraws it).
         session.ensure_valid()?;
+        undo_on_drop.disarm();
         Ok(Some(LockGuard {
             client: self.client,
             session,
@@ -160,26 +175,16 @@ impl LockBuilder {
             released: AtomicBool::new(false),
         }))
     }
-}
 
-impl LockBuilder {
-    /// After a waiting acquire failed (timed out, say), makes sure the wait
-    /// is gone, with a request of its own. The node withdraws a timed-out
-    /// wait itself, but that withdrawal is skipped once the shared session
-    /// has moved on (it cannot tell a late copy from a timely one) or lost
-    /// when leadership moves; a wait left queued would take the lock later
-    /// for a session whose caller was told it failed, and hold it as long
-    /// as the client lives. A grant that raced the failure is released.
-    async fn withdraw(&self, session: &Arc<Session>) {
-        if !session.is_valid() {
-            return;
-        }
-        let cancel = Op::CancelAcquire(proto::CancelAcquire {
+    fn undo_key(&self) -> String {
+        format!("lock:{}", self.name)
+    }
+
+    /// The request that undoes this lock's wait (or a grant that raced it).
+    fn cancel(&self) -> Op {
+        Op::CancelAcquire(proto::CancelAcquire {
             name: self.name.clone(),
-        });
-        if let Err(e) = self.client.inner.call(session.id, cancel).await {
-            warn!(lock = %self.name, "could not withdraw a failed wait: {e}");
-        }
+        })
     }
 }
 

@@ -134,6 +134,58 @@ async fn a_timed_out_acquire_leaves_no_wait_even_if_its_session_was_busy() -> Te
     Ok(())
 }
 
+/// Regression (found in review): an acquire whose caller stopped waiting
+/// (here `tokio::time::timeout` dropped the future) left its wait queued,
+/// and the lock went to b's session on release, held by nobody who knew.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abandoned_acquire_future_leaves_no_wait_behind() -> TestResult {
+    let _serial = ONE_CLUSTER_AT_A_TIME.lock().await;
+    let cluster = ProcessCluster::start(3)?;
+    let a = cluster.client(TTL).await?;
+    let b = cluster.client(TTL).await?;
+    let held = a.lock("busy").acquire().await?;
+    let gave_up = tokio::time::timeout(Duration::from_millis(500), b.lock("busy").acquire()).await;
+    assert!(gave_up.is_err(), "the lock is held: b cannot have it");
+    // The withdrawal runs in the background: give it time to land.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    held.release().await?;
+    let again = a.lock("busy").try_acquire().await?;
+    assert!(again.is_some(), "b's abandoned wait took the lock");
+    Ok(())
+}
+
+/// The same for a campaign: a candidacy whose caller left must not be
+/// promoted to leader of an election nobody on that client acts for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abandoned_campaign_future_leaves_no_candidacy_behind() -> TestResult {
+    let _serial = ONE_CLUSTER_AT_A_TIME.lock().await;
+    let cluster = ProcessCluster::start(3)?;
+    let active = cluster.client(TTL).await?;
+    let standby = cluster.client(TTL).await?;
+    let leadership = active.election("svc").campaign(b"active".to_vec()).await?;
+    let election = standby.election("svc");
+    let gave_up = tokio::time::timeout(
+        Duration::from_millis(500),
+        election.campaign(b"standby".to_vec()),
+    )
+    .await;
+    assert!(gave_up.is_err(), "active leads: standby cannot win yet");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    leadership.resign().await?;
+    let leader = active.election("svc").leader().await?;
+    assert!(
+        leader.is_none(),
+        "the abandoned candidacy was promoted: {leader:?}"
+    );
+    // The standby can still campaign for real afterwards.
+    let won = standby
+        .election("svc")
+        .campaign(b"standby".to_vec())
+        .await?;
+    assert!(won.term() > 0);
+    Ok(())
+}
+
 /// Regression (found in review): a campaign waiting for its turn pinned
 /// the session's acknowledged floor, so every later request's answer
 /// stayed recorded, and after 128 of them the session refused everything

@@ -265,7 +265,8 @@ impl Driver {
         // The first step arms the election timer.
         self.step(Input::Tick);
         loop {
-            if let Err(reason) = self.flush_persists().await {
+            let flushed = self.flush_persists().await;
+            if let Some(reason) = flushed.err().or_else(|| self.failed.take()) {
                 self.stop(reason);
                 return;
             }
