@@ -5,7 +5,7 @@ use std::sync::Arc;
 use tracing::{error, warn};
 
 use super::proposal::Proposal;
-use super::state::{Deadline, Shared};
+use super::state::{AfterApply, Deadline, Shared};
 use crate::locks::{ElectionChange, Event, SessionId, StateMachine};
 use crate::metrics::NodeMetrics;
 use crate::node::clock::NodeClock;
@@ -41,8 +41,14 @@ impl LockApplication {
                 self.metrics.commits.observe(pending.proposed_at.elapsed());
                 // After this command's own events, before any later entry:
                 // only what happens from now on may wake it.
-                if let Some(waiter) = pending.then {
-                    self.shared.register(waiter);
+                match pending.then {
+                    Some(AfterApply::Register(waiter)) => self.shared.register(waiter),
+                    Some(AfterApply::DropLockWaiters(key))
+                        if !output.duplicate && output.reply.is_ok() =>
+                    {
+                        self.shared.lock_waiters.drop_key(&key)
+                    }
+                    _ => {}
                 }
                 let _ = pending.reply.send(Ok(output));
             }

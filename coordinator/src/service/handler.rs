@@ -9,7 +9,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::errors::{command_error, error};
 use super::proposal::Proposal;
-use super::state::{Deadline, PendingCommand, Shared, Waiter};
+use super::state::{AfterApply, Deadline, PendingCommand, Shared, Waiter};
 use crate::locks::{
     AbandonedWait, ClientOp, Command, CommandKind, FencingToken, Output, Reply, RequestId,
     SessionId,
@@ -133,12 +133,14 @@ impl Context {
             Op::CancelAcquire(cancel) => {
                 self.require_leader()?;
                 let key = (session.0, cancel.name.clone());
-                self.commit(client(ClientOp::CancelAcquire { name: cancel.name }))
-                    .await?;
-                // Only once the cancel is applied: a cancel that failed
+                // Dropped as the cancel is applied (a cancel that failed
                 // leaves the wait in the queue, and its requests must still
-                // be there to take the grant.
-                self.shared.lock_waiters.drop_key(&key);
+                // be there to take the grant), not after.
+                self.commit_then(
+                    client(ClientOp::CancelAcquire { name: cancel.name }),
+                    Some(AfterApply::DropLockWaiters(key)),
+                )
+                .await?;
                 Ok(done())
             }
             Op::Campaign(campaign) => {
@@ -190,7 +192,7 @@ impl Context {
         let _withdraw = self.shared.lock_waiters.guard(key.clone(), waiter);
         let then = acquire
             .wait
-            .then(|| Waiter::Grant(key.clone(), waiter, grant_tx));
+            .then(|| AfterApply::Register(Waiter::Grant(key.clone(), waiter, grant_tx)));
         let reply = self
             .commit_then(
                 client(ClientOp::Acquire {
@@ -298,7 +300,11 @@ impl Context {
                     name: name.clone(),
                     value: campaign.value.clone(),
                 }),
-                Some(Waiter::Win(key.clone(), waiter, won_tx)),
+                Some(AfterApply::Register(Waiter::Win(
+                    key.clone(),
+                    waiter,
+                    won_tx,
+                ))),
             )
             .await?;
         match reply {
@@ -448,7 +454,7 @@ impl Context {
     async fn commit_then(
         &self,
         kind: CommandKind,
-        then: Option<Waiter>,
+        then: Option<AfterApply>,
     ) -> Result<Reply, proto::Error> {
         let output = self.propose(kind, then).await?;
         output.reply.map_err(|e| command_error(&e))
@@ -462,7 +468,7 @@ impl Context {
     async fn propose(
         &self,
         kind: CommandKind,
-        then: Option<Waiter>,
+        then: Option<AfterApply>,
     ) -> Result<Output, proto::Error> {
         let command = Command {
             at_ms: wall_clock_ms(),
@@ -914,6 +920,74 @@ mod tests {
             matches!(entry, Some(Deadline::Expiring { .. })),
             "{entry:?}"
         );
+    }
+
+    /// Regression (found in review): a CancelAcquire dropped the session's
+    /// lock waiters on its own task after the commit, so a later acquire of
+    /// the same lock by the same session, applied in between, lost its
+    /// waiter and was answered `CANCELLED` while still queued. They are
+    /// dropped as the cancel is applied.
+    #[tokio::test]
+    async fn a_cancel_drops_only_the_waiters_registered_before_it() {
+        use tokio::sync::oneshot::error::TryRecvError;
+        let shared = Arc::new(Shared::new(1, Config::default()));
+        let acquire = |wait| ClientOp::Acquire {
+            name: "l".into(),
+            wait,
+        };
+        let b = {
+            let mut m = shared.machine();
+            let (a, b) = (open_session(&mut m, 0), open_session(&mut m, 1));
+            let cmd = |kind| Command { at_ms: 0, kind };
+            let held = m.apply(2, cmd(client(a, 1, acquire(false))));
+            assert!(matches!(held.reply, Ok(Reply::Granted { .. })), "{held:?}");
+            let queued = m.apply(3, cmd(client(b, 1, acquire(true))));
+            assert!(
+                matches!(queued.reply, Ok(Reply::Queued { .. })),
+                "{queued:?}"
+            );
+            b
+        };
+        let key = (b, "l".to_string());
+        let (cancelled_tx, mut cancelled_rx) = oneshot::channel();
+        shared.lock_waiters.add(key.clone(), 1, cancelled_tx);
+        let (later_tx, mut later_rx) = oneshot::channel();
+        // This node proposed both, chosen in this order in one slot: the
+        // cancel, then a new wait for the same lock.
+        let proposed = |id, kind, then| {
+            let (reply, _) = oneshot::channel();
+            let proposed_at = std::time::Instant::now();
+            shared.pending.insert(
+                id,
+                PendingCommand {
+                    reply,
+                    then,
+                    proposed_at,
+                },
+            );
+            Proposal::encode(1, id, &Command { at_ms: 0, kind }).unwrap()
+        };
+        let cancel = ClientOp::CancelAcquire { name: "l".into() };
+        let batch = vec![
+            proposed(
+                100,
+                client(b, 2, cancel),
+                Some(AfterApply::DropLockWaiters(key.clone())),
+            ),
+            proposed(
+                101,
+                client(b, 3, acquire(true)),
+                Some(AfterApply::Register(Waiter::Grant(key, 2, later_tx))),
+            ),
+        ];
+        let mut app = LockApplication::new(shared.clone(), NodeClock::new(), Default::default());
+        app.apply(&ChosenEntry {
+            slot: Slot(4),
+            batch,
+        });
+        assert!(matches!(cancelled_rx.try_recv(), Err(TryRecvError::Closed)));
+        assert!(matches!(later_rx.try_recv(), Err(TryRecvError::Empty)));
+        assert_eq!(shared.machine().waiters("l"), vec![SessionId(b)]);
     }
 
     /// A CancelAcquire answers the session's waiting acquire `CANCELLED`

@@ -87,8 +87,8 @@ impl Deadline {
 pub struct PendingCommand {
     /// Gets the command's result, or why the core refused to propose it.
     pub reply: oneshot::Sender<Result<Output, crate::paxos::RejectReason>>,
-    /// A waiter to register the moment the command is applied.
-    pub then: Option<Waiter>,
+    /// What to do the moment the command is applied.
+    pub then: Option<AfterApply>,
     /// When the command was handed to the consensus loop.
     pub proposed_at: std::time::Instant,
 }
@@ -107,6 +107,20 @@ pub enum Waiter {
     Grant(WaiterKey, WaiterId, oneshot::Sender<u64>),
     /// (session, election) is campaigning: sent the term it wins.
     Win(WaiterKey, WaiterId, oneshot::Sender<u64>),
+}
+
+/// What the apply loop does for a command of this node the moment the
+/// command is applied: before any later entry, so only what happens from
+/// then on can touch it.
+#[derive(Debug)]
+pub enum AfterApply {
+    /// Register a waiter (see [`Waiter`]).
+    Register(Waiter),
+    /// Drop the lock waiters of (session, lock) the command cancelled: only
+    /// those registered before it, not a later acquire's (which a drop on
+    /// the proposer's task, after the commit, could catch). Skipped for a
+    /// duplicate or a refused command.
+    DropLockWaiters(WaiterKey),
 }
 
 /// (session, lock or election name).
