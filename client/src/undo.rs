@@ -93,6 +93,8 @@ impl Drop for UndoOnDrop {
             return;
         };
         let mut undoing = lock_undoing(&client);
+        // Finished undos nobody settled (a lock never asked for again).
+        undoing.retain(|_, task| !task.is_finished());
         // After any earlier undo of the same wait, in order.
         let earlier = undoing.remove(&key);
         let task_client = client.clone();
