@@ -85,11 +85,12 @@ impl LockBuilder {
             self.client.session.clone()
         };
         session.ensure_valid()?;
-        settle(&self.client, &self.undo_key()).await;
+        let undo_key = format!("lock:{}", self.name);
+        settle(&self.client, &undo_key).await;
         // Armed until a guard is handed out or the wait is withdrawn here
         // (an own session ends with its wait when its last handle drops).
         let mut undo_on_drop = if wait && !own_session {
-            UndoOnDrop::armed(&self.client, &session, self.undo_key(), self.cancel())
+            UndoOnDrop::armed(&self.client, &session, undo_key, self.cancel())
         } else {
             UndoOnDrop::unarmed()
         };
@@ -174,10 +175,6 @@ impl LockBuilder {
             token: granted.fencing_token,
             released: AtomicBool::new(false),
         }))
-    }
-
-    fn undo_key(&self) -> String {
-        format!("lock:{}", self.name)
     }
 
     /// The request that undoes this lock's wait (or a grant that raced it).

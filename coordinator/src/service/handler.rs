@@ -245,14 +245,9 @@ impl Context {
                     Err(_) => {
                         // Logged cancel: a grant that raced it is released.
                         let withdrawn = self
-                            .commit(CommandKind::Abandon {
-                                session,
-                                name: name.clone(),
-                                wait: AbandonedWait::Acquire,
-                                up_to: request_id,
-                            })
+                            .withdraw(session, &name, AbandonedWait::Acquire, request_id)
                             .await;
-                        let what = if withdrawn.is_ok() {
+                        let what = if withdrawn {
                             "the wait was cancelled"
                         } else {
                             "its withdrawal is not confirmed: send CancelAcquire (the paxlock client does), or the session may be granted the lock later"
@@ -334,14 +329,9 @@ impl Context {
                         // Not a client Resign: that would reuse the campaign's
                         // request id and get its recorded answer back.
                         let withdrawn = self
-                            .commit(CommandKind::Abandon {
-                                session,
-                                name: name.clone(),
-                                wait: AbandonedWait::Campaign,
-                                up_to: request_id,
-                            })
+                            .withdraw(session, &name, AbandonedWait::Campaign, request_id)
                             .await;
-                        let what = if withdrawn.is_ok() {
+                        let what = if withdrawn {
                             "the candidacy was withdrawn"
                         } else {
                             "its withdrawal is not confirmed: send Resign, or the session may still be elected"
@@ -356,6 +346,24 @@ impl Context {
             }
             other => Err(unexpected(&other)),
         }
+    }
+
+    /// Withdraws a wait that timed out (request `up_to` of `session`) with
+    /// a logged `Abandon`; whether that was committed.
+    async fn withdraw(
+        &self,
+        session: SessionId,
+        name: &str,
+        wait: AbandonedWait,
+        up_to: RequestId,
+    ) -> bool {
+        let abandon = CommandKind::Abandon {
+            session,
+            name: name.to_string(),
+            wait,
+            up_to,
+        };
+        self.commit(abandon).await.is_ok()
     }
 
     /// Refuses names and values over the limits before they reach the log:
