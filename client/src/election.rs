@@ -215,8 +215,10 @@ pub struct LeaderWatch {
 }
 
 impl LeaderWatch {
-    /// The next event. Reconnects as needed; fails only when no node can be
-    /// reached within the request timeout (calling again keeps trying).
+    /// The next event. Reconnects as needed; fails when no node can be
+    /// reached within the request timeout (calling again keeps trying) or
+    /// when the node refuses the watch (`INVALID_NAME` for a name outside
+    /// the limits).
     pub async fn next(&mut self) -> Result<LeaderEvent, Error> {
         loop {
             let stream = match self.stream.as_mut() {
@@ -233,6 +235,10 @@ impl LeaderWatch {
             };
             match read_frame::<WatchEvent, _>(stream).await {
                 Ok(Some(event)) => {
+                    if let Some(error) = event.error {
+                        self.stream = None;
+                        return Err(Error::from_proto(error));
+                    }
                     if event.index > self.last_index {
                         self.last_index = event.index;
                     }

@@ -354,6 +354,12 @@ async fn bad_input_gets_a_specific_error_and_changes_nothing() -> TestResult {
         .err()
         .ok_or("accepted an empty name")?;
     assert_eq!(err.code(), Some(ErrorCode::InvalidName), "{err}");
+    let mut watch = a.election("w".repeat(513)).watch();
+    let err = tokio::time::timeout(PATIENCE, watch.next())
+        .await?
+        .err()
+        .ok_or("watched a 513-byte name")?;
+    assert_eq!(err.code(), Some(ErrorCode::InvalidName), "{err}");
 
     let err = a
         .election("big")

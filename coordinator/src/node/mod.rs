@@ -491,6 +491,15 @@ impl ClientService for NodeService {
             return;
         }
         if let Some(Op::Watch(w)) = request.op {
+            if let Err(error) = self.context.check_watch(&w.election) {
+                // The queue is fresh, so the refusal always fits.
+                let _ = events.try_send(proto::WatchEvent {
+                    election: w.election,
+                    error: Some(error),
+                    ..Default::default()
+                });
+                return;
+            }
             let shared = self.context.shared.clone();
             let start = election_watch::Start::from_request(w.after_index, w.from_start);
             tokio::spawn(async move {

@@ -57,6 +57,15 @@ impl Context {
         }
     }
 
+    /// Why a watch of `election` is refused (a name outside the limits),
+    /// or `Ok` to start it. Checked before the watch holds any state.
+    pub fn check_watch(&self, election: &str) -> Result<(), proto::Error> {
+        self.shared
+            .limits
+            .check_name(election)
+            .map_err(|e| command_error(&e))
+    }
+
     async fn dispatch(&self, request: Request) -> Answer {
         let session = SessionId(request.session_id);
         let Some(op) = request.op else {

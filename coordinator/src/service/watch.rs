@@ -144,6 +144,7 @@ fn current_state(shared: &Shared, election: &str) -> WatchEvent {
             value: view.value,
             leader_session_id: view.session.0,
             index,
+            error: None,
         },
         None => WatchEvent {
             kind: Kind::NoLeader.into(),
@@ -171,6 +172,7 @@ pub fn to_proto(event: &ElectionEvent) -> WatchEvent {
         value,
         leader_session_id: session,
         index: event.index,
+        error: None,
     }
 }
 
