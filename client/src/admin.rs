@@ -46,6 +46,7 @@ pub async fn node_status(
             request_id: 1,
             session_id: 0,
             ack_below: 0,
+            waiting: Vec::new(),
             op: Some(Op::Status(proto::Status {})),
         };
         write_frame(&mut send, &request)

@@ -1,6 +1,6 @@
 //! `Client`: the handle applications hold.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -13,7 +13,7 @@ use crate::lock::LockBuilder;
 use crate::proto::{self, request::Op, response, Request};
 use crate::session::{Renewal, Session};
 use crate::tls::TlsMaterial;
-use crate::wire::CLIENT_ALPN_V1;
+use crate::wire::{acknowledgement, CLIENT_ALPN_V1};
 
 /// How a client connects and what session it keeps.
 #[derive(Debug, Clone)]
@@ -48,8 +48,9 @@ pub(crate) struct Inner {
     request_timeout: Duration,
     pub(crate) drift_ppm: u32,
     next_request_id: AtomicU64,
-    /// Request ids sent and not yet answered; the smallest is `ack_below`.
-    in_flight: Mutex<BTreeSet<u64>>,
+    /// Request ids sent and not yet answered, each marked `true` if it is
+    /// a long wait (see [`acknowledgement`]).
+    in_flight: Mutex<BTreeMap<u64, bool>>,
     /// Undo requests sent in the background for waits whose callers left,
     /// by what they undo (see `undo`): a new wait on the same lock or
     /// election goes out only after them, or an undo would take it back.
@@ -86,7 +87,7 @@ impl Client {
             request_timeout: options.request_timeout,
             drift_ppm: options.max_clock_drift_ppm,
             next_request_id: AtomicU64::new(1),
-            in_flight: Mutex::new(BTreeSet::new()),
+            in_flight: Mutex::new(BTreeMap::new()),
             undoing: Mutex::new(HashMap::new()),
         });
         let session = Session::open(
@@ -190,24 +191,35 @@ impl Inner {
         op: Op,
         timeout: Duration,
     ) -> Result<(response::Result, u32), Error> {
-        let request_id = self.next_request_id.fetch_add(1, Ordering::Relaxed);
-        let ack_below = {
+        let is_wait = match &op {
+            Op::Acquire(acquire) => acquire.wait,
+            Op::Campaign(_) => true,
+            _ => false,
+        };
+        let (request_id, ack_below, waiting) = {
             let mut in_flight = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
-            in_flight.insert(request_id);
-            in_flight.first().copied().unwrap_or(request_id)
+            // Numbered under the lock: every smaller id is then either in
+            // `in_flight` or answered, never about to be sent unlisted.
+            let request_id = self.next_request_id.fetch_add(1, Ordering::Relaxed);
+            in_flight.insert(request_id, is_wait);
+            let (ack_below, waiting) = acknowledgement(&in_flight, request_id);
+            (request_id, ack_below, waiting)
         };
         let request = Request {
             request_id,
             session_id: session,
             ack_below,
+            waiting,
             op: Some(op),
         };
-        let response = self.connector.call(&request, timeout).await;
-        self.in_flight
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&request_id);
-        let (response, attempts) = response?;
+        // Leaves `in_flight` however the call ends, dropped by its caller
+        // included: a stale entry would hold the session's acknowledgement
+        // back for good.
+        let _answered = InFlight {
+            in_flight: &self.in_flight,
+            request_id,
+        };
+        let (response, attempts) = self.connector.call(&request, timeout).await?;
         if let Some(error) = response.error {
             return Err(Error::from_proto(error));
         }
@@ -223,9 +235,25 @@ impl Inner {
             request_id: 0,
             session_id: 0,
             ack_below: 0,
+            waiting: Vec::new(),
             op: Some(Op::Watch(watch)),
         };
         self.connector.open(&request, self.request_timeout).await
+    }
+}
+
+/// A request's entry in `Inner::in_flight`, removed when dropped.
+struct InFlight<'a> {
+    in_flight: &'a Mutex<BTreeMap<u64, bool>>,
+    request_id: u64,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.in_flight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.request_id);
     }
 }
 

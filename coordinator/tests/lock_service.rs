@@ -191,7 +191,6 @@ async fn an_abandoned_campaign_future_leaves_no_candidacy_behind() -> TestResult
 /// stayed recorded, and after 128 of them the session refused everything
 /// (REQUEST_ID_ACKNOWLEDGED), the standby's locks included.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known bug, needs per-request acknowledgements in the protocol (PROTOCOL.md, \"a long wait holds the floor\")"]
 async fn a_session_waiting_in_a_campaign_keeps_serving_its_lock_requests() -> TestResult {
     let _serial = ONE_CLUSTER_AT_A_TIME.lock().await;
     let cluster = ProcessCluster::start(3)?;
@@ -378,6 +377,7 @@ async fn bad_input_gets_a_specific_error_and_changes_nothing() -> TestResult {
         request_id: 1_000_000,
         session_id: a.session_id(),
         ack_below: 0,
+        waiting: Vec::new(),
         op: Some(Op::Release(Release {
             name: "kept".into(),
             fencing_token: guard.fencing_token() - 1,
@@ -393,6 +393,7 @@ async fn bad_input_gets_a_specific_error_and_changes_nothing() -> TestResult {
         request_id: 1,
         session_id: 987_654,
         ack_below: 0,
+        waiting: Vec::new(),
         op: Some(Op::Release(Release {
             name: "kept".into(),
             fencing_token: guard.fencing_token(),
@@ -408,9 +409,27 @@ async fn bad_input_gets_a_specific_error_and_changes_nothing() -> TestResult {
         request_id: 2,
         session_id: a.session_id(),
         ack_below: 0,
+        waiting: Vec::new(),
         op: None,
     };
     let response = raw_request(&cluster, &a, empty).await?;
+    assert_eq!(
+        error_code(&response),
+        Some(ErrorCode::InvalidRequest),
+        "{response:?}"
+    );
+    // More running waits than answers a session may keep.
+    let too_many_waits = Request {
+        request_id: 1_000_001,
+        session_id: a.session_id(),
+        ack_below: 1_000_001,
+        waiting: (1..=129).collect(),
+        op: Some(Op::Release(Release {
+            name: "kept".into(),
+            fencing_token: guard.fencing_token(),
+        })),
+    };
+    let response = raw_request(&cluster, &a, too_many_waits).await?;
     assert_eq!(
         error_code(&response),
         Some(ErrorCode::InvalidRequest),

@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use paxlock::wire::{codes, CLIENT_ALPN_V1, PEER_ALPN_V1};
+use paxlock::wire::{codes, CLIENT_ALPN_V1, PEER_ALPN};
 use paxlock_certs::{ClusterCa, Validity};
 use paxlock_coordinator::transport::TransportMetrics;
 
@@ -235,7 +235,7 @@ async fn peer_hello_verdict(
 ) -> Result<quinn::ConnectionError, Box<dyn std::error::Error>> {
     let conn = client_endpoint()?
         .connect_with(
-            client_config(ca, Some(cert), PEER_ALPN_V1)?,
+            client_config(ca, Some(cert), PEER_ALPN)?,
             node.local_addr()?,
             "node-1.paxlock",
         )?

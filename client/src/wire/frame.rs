@@ -171,6 +171,7 @@ mod tests {
             request_id: 7,
             session_id: 0,
             ack_below: 0,
+            waiting: Vec::new(),
             op: Some(request::Op::Hello(Hello {
                 client_name: "test".into(),
             })),

@@ -1,9 +1,12 @@
-//! How protocol messages travel: framing, size caps, ALPN names and the
-//! QUIC error codes both sides use. Shared by clients and coordinators.
+//! How protocol messages travel: framing, size caps, ALPN names, the
+//! QUIC error codes both sides use, and what a request acknowledges.
+//! Shared by clients and coordinators.
 
+pub mod ack;
 pub mod codes;
 pub mod frame;
 
+pub use ack::acknowledgement;
 pub use frame::{
     decode_frame, encode_frame, read_frame, write_frame, FrameError, FRAME_HEADER_BYTES,
     MAX_FRAME_BYTES,
@@ -15,5 +18,8 @@ pub use frame::{
 /// `no_application_protocol`).
 pub const CLIENT_ALPN_V1: &[u8] = b"paxlock/1";
 
-/// ALPN protocol id of node-to-node connections, version 1.
-pub const PEER_ALPN_V1: &[u8] = b"paxlock-peer/1";
+/// ALPN protocol id of node-to-node connections. Version 2: lock commands
+/// carry the client's running waits, which a version-1 node cannot decode,
+/// so nodes of the two versions refuse to connect rather than replicate
+/// commands one of them would skip.
+pub const PEER_ALPN: &[u8] = b"paxlock-peer/2";

@@ -32,6 +32,7 @@ fn a_copy_of_a_withdrawn_acquire_chosen_after_the_abandon_is_rejected() {
         session: b,
         request_id: RequestId(2),
         ack_below: RequestId(2),
+        waiting: Vec::new(),
         op: ClientOp::Acquire {
             name: "x".into(),
             wait: true,

@@ -51,8 +51,12 @@ pub enum CommandKind {
         /// The request id (exactly-once key).
         request_id: RequestId,
         /// The client has received the replies of all its requests below
-        /// this id; the machine may forget them. Capped at `request_id`.
+        /// this id, except `waiting`; the machine may forget them. Capped
+        /// at `request_id`.
         ack_below: RequestId,
+        /// The client's waits (blocking acquires, campaigns) still running
+        /// below `ack_below`: their replies are kept for their retries.
+        waiting: Vec<RequestId>,
         /// The operation.
         op: ClientOp,
     },
@@ -113,6 +117,7 @@ impl CommandKind {
             session: SessionId(session),
             request_id: RequestId(request_id),
             ack_below: RequestId(0),
+            waiting: Vec::new(),
             op,
         }
     }

@@ -145,10 +145,9 @@ pub enum CommandError {
     /// and nothing was recorded: acknowledge replies (`ack_below`) and retry
     /// with the same request id.
     #[error(
-        "session has {max} unacknowledged replies, the limit: an older request of this session \
-         is probably still waiting (a campaign or blocking acquire) and holds the acknowledged \
-         floor; give long waits a session (client) of their own, or raise \
-         limits.max_unacked_replies_per_session"
+        "session has {max} unacknowledged replies, the limit: the client does not acknowledge \
+         answers (ack_below), or lists that many running waits; acknowledge answers and retry, \
+         or raise limits.max_unacked_replies_per_session"
     )]
     TooManyUnackedReplies {
         /// The configured limit.

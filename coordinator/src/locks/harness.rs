@@ -65,6 +65,7 @@ impl Harness {
             session,
             request_id,
             ack_below: request_id,
+            waiting: Vec::new(),
             op,
         })
     }
@@ -77,6 +78,7 @@ impl Harness {
             session,
             request_id: RequestId(*rid),
             ack_below: RequestId(0),
+            waiting: Vec::new(),
             op,
         }
     }

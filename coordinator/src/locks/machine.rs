@@ -211,8 +211,9 @@ impl StateMachine {
                 session,
                 request_id,
                 ack_below,
+                waiting,
                 op,
-            } => self.apply_client(session, request_id, ack_below, op, &mut cx),
+            } => self.apply_client(session, request_id, ack_below, &waiting, op, &mut cx),
             CommandKind::ExpireSession { session, epoch } => {
                 let reply = if epoch != self.leader_epoch {
                     Err(CommandError::StaleExpiry {
@@ -246,7 +247,7 @@ impl StateMachine {
                     .is_some_and(|s| s.dedup.moved_past(up_to));
                 // Fence later copies of the withdrawn request (see `up_to`).
                 if let Some(s) = self.sessions.get_mut(&session) {
-                    s.dedup.ack_below(RequestId(up_to.0.saturating_add(1)));
+                    s.dedup.withdraw(up_to);
                 }
                 let reply = if stale {
                     Err(CommandError::StaleAbandon { up_to })
@@ -401,6 +402,7 @@ impl StateMachine {
         session: SessionId,
         request_id: RequestId,
         ack_below: RequestId,
+        waiting: &[RequestId],
         op: ClientOp,
         cx: &mut Cx,
     ) -> (Result<Reply, CommandError>, bool) {
@@ -416,13 +418,13 @@ impl StateMachine {
                 )
             }
             Lookup::Recorded(reply) => {
-                s.dedup.ack_below(ack_below.min(request_id));
+                s.dedup.acknowledge(ack_below.min(request_id), waiting);
                 return (reply, true);
             }
             Lookup::New => {}
         }
         // A client cannot have seen the reply to this request yet.
-        s.dedup.ack_below(ack_below.min(request_id));
+        s.dedup.acknowledge(ack_below.min(request_id), waiting);
         if !s.dedup.has_room(max_unacked) {
             // Not recorded: the client retries this same id after acking.
             return (

@@ -82,6 +82,7 @@ impl Driver {
             request_id: RequestId(*rid),
             // Acknowledge all but the last few, so retries can still hit.
             ack_below: RequestId(rid.saturating_sub(3)),
+            waiting: Vec::new(),
             op,
         };
         self.last.insert(s, kind.clone());

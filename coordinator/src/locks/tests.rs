@@ -315,6 +315,7 @@ fn retried_request_returns_recorded_reply() {
         session: a,
         request_id: RequestId(7),
         ack_below: RequestId(0),
+        waiting: Vec::new(),
         op: ClientOp::Acquire {
             name: "x".into(),
             wait: false,
@@ -327,6 +328,7 @@ fn retried_request_returns_recorded_reply() {
         session: a,
         request_id: RequestId(8),
         ack_below: rid,
+        waiting: Vec::new(),
         op: ClientOp::Release {
             name: "x".into(),
             token: t.unwrap_or(FencingToken(0)),
@@ -351,6 +353,7 @@ fn rejected_try_acquire_retry_stays_rejected() {
         session: b,
         request_id: RequestId(100),
         ack_below: RequestId(0),
+        waiting: Vec::new(),
         op: ClientOp::Acquire {
             name: "x".into(),
             wait: false,
@@ -371,6 +374,7 @@ fn request_below_acked_floor_gets_specific_error() {
         session: a,
         request_id: RequestId(rid),
         ack_below: RequestId(ack),
+        waiting: Vec::new(),
         op: ClientOp::Resign { name: "e".into() },
     };
     h.apply(mk(1, 0));
@@ -392,6 +396,7 @@ fn unacked_replies_are_bounded() {
         session: a,
         request_id: RequestId(rid),
         ack_below: RequestId(0),
+        waiting: Vec::new(),
         op: ClientOp::Resign { name: "e".into() },
     };
     for rid in 0..16 {
@@ -593,6 +598,7 @@ fn command_bytes_round_trip_and_garbage_is_a_typed_error() {
             session: SessionId(1),
             request_id: RequestId(2),
             ack_below: RequestId(1),
+            waiting: Vec::new(),
             op: ClientOp::Campaign {
                 name: "e".into(),
                 value: vec![1, 2, 3],
@@ -613,6 +619,7 @@ fn command_bytes_round_trip_and_garbage_is_a_typed_error() {
             session: SessionId(1),
             request_id: RequestId(1),
             ack_below: RequestId(0),
+            waiting: Vec::new(),
             op: ClientOp::Resign { name: "ab".into() },
         },
     };

@@ -76,10 +76,23 @@ impl Context {
             ));
         };
         self.check_limits(&op)?;
+        let max_waits = self.shared.limits.max_unacked_replies_per_session as usize;
+        if request.waiting.len() > max_waits {
+            return Err(error(
+                ErrorCode::InvalidRequest,
+                format!(
+                    "the request lists {} running waits, more than the {max_waits} answers a session may keep",
+                    request.waiting.len()
+                ),
+                false,
+            ));
+        }
+        let waiting: Vec<RequestId> = request.waiting.iter().copied().map(RequestId).collect();
         let client = |op: ClientOp| CommandKind::Client {
             session,
             request_id: RequestId(request.request_id),
             ack_below: RequestId(request.ack_below),
+            waiting: waiting.clone(),
             op,
         };
         match op {
@@ -720,6 +733,7 @@ mod tests {
             request_id,
             session_id: session,
             ack_below: 0,
+            waiting: Vec::new(),
             op: Some(op),
         };
         tokio::time::timeout(Duration::from_secs(5), context.answer(request))

@@ -1558,6 +1558,7 @@ impl LockSim {
                         // Clients run one request at a time, so everything
                         // below this id was answered or given up.
                         ack_below: request_id,
+                        waiting: Vec::new(),
                         op,
                     },
                 };

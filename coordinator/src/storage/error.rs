@@ -45,6 +45,18 @@ pub enum StorageError {
         found_file: String,
     },
 
+    /// The data directory was written by a paxlock version with another
+    /// data format. Nothing was modified.
+    #[error("{file} says data format {found}, but this paxlock reads format {expected}: the directory was written by another paxlock version. Run that version, or move the directory aside and let this node catch up from its peers")]
+    UnsupportedFormat {
+        /// The file that carries the format version.
+        file: PathBuf,
+        /// The version found.
+        found: u32,
+        /// The version this build reads.
+        expected: u32,
+    },
+
     /// The data directory belongs to another cluster or another node.
     #[error("data directory {dir} was created for cluster {found_cluster_id} node {found_node_id}, but this node runs as cluster {expected_cluster_id} node {expected_node_id}. Point the node at its own data directory; never reuse another node's")]
     IdentityMismatch {
@@ -135,7 +147,9 @@ impl StorageError {
     pub fn is_corruption(&self) -> bool {
         matches!(
             self,
-            StorageError::Corrupt { .. } | StorageError::MissingSegment { .. }
+            StorageError::Corrupt { .. }
+                | StorageError::MissingSegment { .. }
+                | StorageError::UnsupportedFormat { .. }
         )
     }
 }

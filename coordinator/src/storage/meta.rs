@@ -18,7 +18,10 @@ use crate::storage::record::le_u64;
 /// File name of the identity file inside the data directory.
 pub const IDENTITY_FILE: &str = "identity";
 const MAGIC: &[u8; 8] = b"PXIDENT1";
-const FORMAT_VERSION: u32 = 1;
+/// The data directory's format. 2: lock commands in the log carry the
+/// client's running waits (`CommandKind::Client::waiting`); a version-1 log
+/// would not decode.
+const FORMAT_VERSION: u32 = 2;
 const IDENTITY_LEN_BYTES: usize = 32;
 
 /// Who owns a data directory.
@@ -75,11 +78,11 @@ impl Identity {
         version.copy_from_slice(&bytes[24..28]);
         let version = u32::from_le_bytes(version);
         if version != FORMAT_VERSION {
-            return Err(StorageError::corrupt(
-                path,
-                24,
-                format!("unsupported identity format version {version}"),
-            ));
+            return Err(StorageError::UnsupportedFormat {
+                file: path.to_path_buf(),
+                found: version,
+                expected: FORMAT_VERSION,
+            });
         }
         Ok(Identity {
             cluster_id: le_u64(bytes, 8),
@@ -118,4 +121,36 @@ pub fn check_identity(dir: &Path, expected: Identity) -> Result<bool> {
 /// Writes the identity file durably (atomic replace + directory fsync).
 pub fn write_identity(dir: &Path, identity: Identity) -> Result<()> {
     fsutil::write_atomic(dir, IDENTITY_FILE, &identity.encode())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_directory_of_another_data_format_is_refused_as_such() {
+        let identity = Identity {
+            cluster_id: 7,
+            node_id: 2,
+        };
+        let path = Path::new("data/identity");
+        assert_eq!(
+            Identity::decode(&identity.encode(), path).ok(),
+            Some(identity)
+        );
+
+        // Format 1 (before lock commands listed running waits), checksum valid.
+        let mut old = identity.encode();
+        old[24..28].copy_from_slice(&1u32.to_le_bytes());
+        let crc = crc32c::crc32c(&old[..28]);
+        old[28..32].copy_from_slice(&crc.to_le_bytes());
+        match Identity::decode(&old, path) {
+            Err(StorageError::UnsupportedFormat {
+                found: 1,
+                expected: FORMAT_VERSION,
+                ..
+            }) => {}
+            other => panic!("format 1 accepted or misreported: {other:?}"),
+        }
+    }
 }

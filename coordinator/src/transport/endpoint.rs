@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use paxlock::wire::{CLIENT_ALPN_V1, PEER_ALPN_V1};
+use paxlock::wire::{CLIENT_ALPN_V1, PEER_ALPN};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
@@ -63,7 +63,7 @@ impl NodeEndpoint {
         }
         let transport = Arc::new(transport);
         server_config.transport_config(transport.clone());
-        let mut peer_dial_config = tls.client_config(PEER_ALPN_V1)?;
+        let mut peer_dial_config = tls.client_config(PEER_ALPN)?;
         peer_dial_config.transport_config(transport);
         let endpoint = quinn::Endpoint::server(server_config, addr)
             .map_err(|source| TransportError::Bind { addr, source })?;
@@ -129,7 +129,7 @@ impl NodeEndpoint {
                     }
                 };
                 match negotiated_alpn(&connection).as_deref() {
-                    Some(alpn) if alpn == PEER_ALPN_V1 => {
+                    Some(alpn) if alpn == PEER_ALPN => {
                         match peer::accept(
                             connection,
                             node_id,
