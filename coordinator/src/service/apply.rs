@@ -55,6 +55,52 @@ impl LockApplication {
         }
     }
 
+    /// Answers the waits of this node's requests that the restored state
+    /// settled: grants, wins and session ends inside a snapshot were never
+    /// applied here, so no event of theirs woke anyone. Only newer state
+    /// than any waiter's own command is restored (a waiter registers as
+    /// its command is applied), so a grant found here is not an older one.
+    fn settle_waiters_after_restore(&self) {
+        let shared = &self.shared;
+        let (mut wake_locks, mut drop_locks, mut wake_wins, mut drop_wins) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        {
+            let machine = shared.machine();
+            for key in shared.lock_waiters.keys() {
+                let session = SessionId(key.0);
+                match machine.holder(&key.1) {
+                    Some(holder) if holder.session == session => {
+                        wake_locks.push((key, holder.token.0))
+                    }
+                    // Ended, or no longer queued (cancelled or abandoned).
+                    _ if !machine.waiters(&key.1).contains(&session) => drop_locks.push(key),
+                    _ => {}
+                }
+            }
+            for key in shared.campaign_waiters.keys() {
+                let session = SessionId(key.0);
+                match machine.leader(&key.1) {
+                    Some(leader) if leader.session == session => wake_wins.push((key, leader.term)),
+                    _ if !machine.has_session(session) => drop_wins.push(key),
+                    _ => {}
+                }
+            }
+        }
+        // The machine's lock is released: waking never runs under it.
+        for (key, token) in wake_locks {
+            shared.lock_waiters.wake(&key, token);
+        }
+        for key in drop_locks {
+            shared.lock_waiters.drop_key(&key);
+        }
+        for (key, term) in wake_wins {
+            shared.campaign_waiters.wake(&key, term);
+        }
+        for key in drop_wins {
+            shared.campaign_waiters.drop_key(&key);
+        }
+    }
+
     fn on_event(&self, event: &Event) {
         match event {
             Event::LockGranted {
@@ -93,6 +139,7 @@ impl Application for LockApplication {
         // it and silently diverge from every other replica.
         let machine = StateMachine::restore(&snapshot.data).map_err(|e| e.to_string())?;
         *self.shared.machine() = machine;
+        self.settle_waiters_after_restore();
         Ok(())
     }
 

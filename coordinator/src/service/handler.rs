@@ -1021,6 +1021,67 @@ mod tests {
         assert_eq!(shared.machine().waiters("l"), vec![SessionId(b)]);
     }
 
+    /// Regression (found in review): a node that installed a snapshot
+    /// holding grants never applied them one by one, so its waiting
+    /// requests were not woken and waited until their timeout, the lock
+    /// held all the while by a session that did not know it.
+    #[tokio::test]
+    async fn a_snapshot_answers_the_waits_it_settled() {
+        use tokio::sync::oneshot::error::TryRecvError;
+        let shared = Arc::new(Shared::new(1, Config::default()));
+        let cmd = |kind| Command { at_ms: 0, kind };
+        let acquire = |wait| ClientOp::Acquire {
+            name: "l".into(),
+            wait,
+        };
+        let (holder, granted, cancelled, queued, token) = {
+            let mut m = shared.machine();
+            let sessions: Vec<u64> = (0..4).map(|slot| open_session(&mut m, slot)).collect();
+            let held = m.apply(4, cmd(client(sessions[0], 1, acquire(false))));
+            let Ok(Reply::Granted { token }) = held.reply else {
+                panic!("{held:?}")
+            };
+            for (slot, session) in (5..).zip(&sessions[1..]) {
+                let waiting = m.apply(slot, cmd(client(*session, 1, acquire(true))));
+                assert!(
+                    matches!(waiting.reply, Ok(Reply::Queued { .. })),
+                    "{waiting:?}"
+                );
+            }
+            (sessions[0], sessions[1], sessions[2], sessions[3], token)
+        };
+        let mut waiting = Vec::new();
+        for (id, session) in [granted, cancelled, queued].into_iter().enumerate() {
+            let (tx, rx) = oneshot::channel();
+            shared
+                .lock_waiters
+                .add((session, "l".into()), id as u64, tx);
+            waiting.push(rx);
+        }
+        // Elsewhere, later: the holder releases (the first waiter gets the
+        // lock) and the second waiter cancels. This node gets a snapshot.
+        let mut later =
+            crate::locks::StateMachine::restore(&shared.machine().snapshot().unwrap()).unwrap();
+        let release = ClientOp::Release {
+            name: "l".into(),
+            token,
+        };
+        later.apply(8, cmd(client(holder, 2, release)));
+        let cancel = ClientOp::CancelAcquire { name: "l".into() };
+        later.apply(9, cmd(client(cancelled, 2, cancel)));
+        let new_token = later.holder("l").unwrap().token.0;
+        let snapshot = crate::paxos::Snapshot {
+            up_to: Slot(10),
+            data: later.snapshot().unwrap(),
+        };
+
+        let mut app = LockApplication::new(shared.clone(), NodeClock::new(), Default::default());
+        app.install_snapshot(&snapshot).unwrap();
+        assert_eq!(waiting[0].try_recv(), Ok(new_token), "the grant");
+        assert!(matches!(waiting[1].try_recv(), Err(TryRecvError::Closed)));
+        assert!(matches!(waiting[2].try_recv(), Err(TryRecvError::Empty)));
+    }
+
     /// A CancelAcquire answers the session's waiting acquire `CANCELLED`
     /// (it used to say the session had ended, which it had not).
     #[tokio::test]

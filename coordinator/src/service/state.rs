@@ -177,6 +177,11 @@ impl Waiters {
         }
     }
 
+    /// The keys someone waits under.
+    pub fn keys(&self) -> Vec<WaiterKey> {
+        self.0.iter().map(|entry| entry.key().clone()).collect()
+    }
+
     /// Drops every waiter of `key`: their tasks learn it as a closed channel.
     pub fn drop_key(&self, key: &WaiterKey) {
         self.0.remove(key);
