@@ -8,6 +8,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod entropy;
 pub mod locks;
 pub mod metrics;
 pub mod node;

@@ -243,6 +243,41 @@ fn damage_followed_only_by_its_own_group_is_a_torn_tail() {
     }
 }
 
+/// Regression (found in review): a client's value is stored verbatim in a
+/// record's payload, so a client could embed an intact-looking frame of a
+/// "later group". A torn write of that record then read as corruption and
+/// the node refused to start. Frames are salted per segment: a frame forged
+/// without the salt is not intact, and the torn tail is cut off as usual.
+#[test]
+fn a_frame_forged_inside_a_payload_does_not_turn_a_torn_tail_into_corruption() {
+    use paxlock_coordinator::storage::record::encode_frame;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (store, _) = open(tmp.path(), FileStoreOptions::default()).expect("open");
+    append_all(&store, &(0..3).map(payload).collect::<Vec<_>>());
+    // Forged under guessed salts, claiming a group far in the future.
+    let mut forged = Vec::new();
+    for salt in [0, 1, u64::MAX] {
+        let record = RecordRef {
+            kind: 1,
+            payload: b"forged",
+        };
+        encode_frame(&mut forged, salt, Lsn(1 << 40), Lsn(1 << 40), record);
+    }
+    append_all(&store, &[forged]);
+    drop(store);
+    let last = segments(tmp.path()).pop().expect("segment");
+    let frames = frame_offsets(&last);
+    // The write of the record holding the forgery was torn.
+    flip_bit(&last, frames[3], 1);
+    let (_, recovered) = open(tmp.path(), FileStoreOptions::default())
+        .unwrap_or_else(|e| panic!("a forged frame made a torn tail fatal: {e}"));
+    assert_eq!(
+        recovered.torn_tail.map(|t| t.offset_bytes),
+        Some(frames[3] as u64)
+    );
+    assert_eq!(recovered.records.len(), 3);
+}
+
 #[test]
 fn damage_followed_by_a_later_group_is_corruption() {
     for (region, field_offset) in FRAME_REGIONS {

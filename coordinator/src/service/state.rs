@@ -214,16 +214,7 @@ impl Drop for WaiterGuard<'_> {
 /// requests by (origin node, id). The top bit stays clear, so counting up
 /// never wraps.
 fn first_proposal_id() -> u64 {
-    let mut bytes = [0u8; 8];
-    let random = paxlock::tls::provider().secure_random.fill(&mut bytes);
-    let seed = match random {
-        Ok(()) => u64::from_le_bytes(bytes),
-        // No system randomness: the wall clock still differs between runs.
-        Err(_) => std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(1, |d| d.as_nanos() as u64),
-    };
-    (seed >> 1).max(1)
+    (crate::entropy::random_u64() >> 1).max(1)
 }
 
 impl Shared {

@@ -178,6 +178,8 @@ pub(crate) struct Writer {
     pub dir: PathBuf,
     pub segments: VecDeque<SegmentInfo>,
     pub active: File,
+    /// The active segment's salt: every frame written to it carries it.
+    pub active_salt: u64,
     pub active_len_bytes: u64,
     /// Size of the active segment on disk: records end at
     /// `active_len_bytes`, zeros follow up to here (see `preallocate`).
@@ -292,6 +294,7 @@ impl Writer {
                 }
                 encode_frame(
                     &mut buf,
+                    self.active_salt,
                     self.next_lsn,
                     group_first,
                     RecordRef {
@@ -408,10 +411,11 @@ impl Writer {
     pub fn roll(&mut self) -> Result<()> {
         self.seal_active()?;
         let seq = self.segments.back().map_or(1, |s| s.seq + 1);
-        let file = create_segment(&self.dir, seq, self.next_lsn)?;
+        let segment = create_segment(&self.dir, seq, self.next_lsn)?;
         // create_segment fsyncs the new file and the directory.
         self.shared.counters.fsyncs.fetch_add(2, Ordering::Relaxed);
-        self.active = file;
+        self.active = segment.file;
+        self.active_salt = segment.salt;
         self.active_len_bytes = SEGMENT_HEADER_BYTES as u64;
         self.active_allocated_bytes = SEGMENT_HEADER_BYTES as u64;
         self.segments.push_back(SegmentInfo {

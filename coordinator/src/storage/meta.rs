@@ -19,8 +19,9 @@ use crate::storage::record::le_u64;
 pub const IDENTITY_FILE: &str = "identity";
 const MAGIC: &[u8; 8] = b"PXIDENT1";
 /// The data directory's format. 2: lock commands in the log carry the
-/// client's running waits (`CommandKind::Client::waiting`); a version-1 log
-/// would not decode.
+/// client's running waits (`CommandKind::Client::waiting`), which a
+/// version-1 log would not decode, and WAL segments are salted (segment
+/// format 2).
 const FORMAT_VERSION: u32 = 2;
 const IDENTITY_LEN_BYTES: usize = 32;
 

@@ -2,8 +2,8 @@
 //! crash recovery, and an in-memory twin for the deterministic simulator.
 //!
 //! Modules, one job each:
-//! - [`record`] — generic frame codec (kind + payload + LSN, two checksums);
-//! - [`acceptor`] — typed Paxos acceptor records on top of it;
+//! - [`record`] — generic frame codec (kind + payload + LSN, two checksums,
+//!   salted per segment);
 //! - [`segment`] — segment files, their header, scanning one segment;
 //! - [`group_commit`] — the writer thread, tickets, counters;
 //! - [`snapshot`] — snapshot files;

@@ -8,7 +8,7 @@
 //! 4       kind (u8)
 //! 5..8    place in its group commit (u24): 0 for the group's first record
 //! 8..16   LSN (u64)
-//! 16..20  header crc32c  = crc32c(bytes 0..16)
+//! 16..20  header crc32c  = crc32c(segment salt ++ bytes 0..16)
 //! 20..24  record crc32c  = crc32c(bytes 0..20 ++ payload)
 //! 24..    payload, then zero padding up to the next multiple of 8
 //! ```
@@ -22,6 +22,12 @@
 //! later valid headers at 8-byte steps to tell a torn tail from damage in the
 //! middle, and a header's place in its group tells recovery which group
 //! commit (one write, one fdatasync) wrote it.
+//!
+//! Why a salt: payloads carry client bytes (a campaign's value, say). A
+//! client could embed what looks like an intact frame of a later group, so
+//! that a torn tail around it read as corruption and the node refused to
+//! start. The salt is random per segment and stays on disk: a frame forged
+//! without it fails the header checksum.
 
 use std::fmt;
 
@@ -94,7 +100,13 @@ pub fn frame_len_bytes(payload_len_bytes: usize) -> usize {
 // The length check is an internal invariant, not input validation: callers
 // reject oversized payloads with a typed error first.
 #[allow(clippy::expect_used)]
-pub fn encode_frame(out: &mut Vec<u8>, lsn: Lsn, group_first: Lsn, record: RecordRef<'_>) {
+pub fn encode_frame(
+    out: &mut Vec<u8>,
+    salt: u64,
+    lsn: Lsn,
+    group_first: Lsn,
+    record: RecordRef<'_>,
+) {
     let start = out.len();
     // Every store rejects payloads over max_record_bytes (capped far below
     // u32::MAX) with a typed error before they reach the encoder.
@@ -104,7 +116,7 @@ pub fn encode_frame(out: &mut Vec<u8>, lsn: Lsn, group_first: Lsn, record: Recor
     let place = lsn.0.saturating_sub(group_first.0).min(MAX_PLACE_IN_GROUP);
     out.extend_from_slice(&place.to_le_bytes()[..3]);
     out.extend_from_slice(&lsn.0.to_le_bytes());
-    let header_crc = crc32c::crc32c(&out[start..start + 16]);
+    let header_crc = header_crc(salt, &out[start..start + 16]);
     out.extend_from_slice(&header_crc.to_le_bytes());
     let record_crc = crc32c::crc32c_append(crc32c::crc32c(&out[start..start + 20]), record.payload);
     out.extend_from_slice(&record_crc.to_le_bytes());
@@ -184,12 +196,18 @@ pub(crate) struct FrameHeader {
     pub group_first: Lsn,
 }
 
-/// Checks only the frame header at `offset`, and returns it when its
-/// checksum holds. Used both by [`decode_frame`] and by the torn-tail scan
-/// that looks for intact records after a damaged one.
-pub(crate) fn decode_header(bytes: &[u8], offset: usize) -> Option<FrameHeader> {
+/// The header checksum: the segment's salt, then the header's first 16 bytes.
+fn header_crc(salt: u64, header: &[u8]) -> u32 {
+    crc32c::crc32c_append(crc32c::crc32c(&salt.to_le_bytes()), header)
+}
+
+/// Checks only the frame header at `offset` of a segment salted `salt`,
+/// and returns it when its checksum holds. Used both by [`decode_frame`]
+/// and by the torn-tail scan that looks for intact records after a
+/// damaged one.
+pub(crate) fn decode_header(bytes: &[u8], offset: usize, salt: u64) -> Option<FrameHeader> {
     let header = bytes.get(offset..offset.checked_add(FRAME_HEADER_BYTES)?)?;
-    if crc32c::crc32c(&header[0..16]) != le_u32(header, 16) {
+    if header_crc(salt, &header[0..16]) != le_u32(header, 16) {
         return None;
     }
     let lsn = Lsn(le_u64(header, 8));
@@ -203,11 +221,13 @@ pub(crate) fn decode_header(bytes: &[u8], offset: usize) -> Option<FrameHeader> 
     })
 }
 
-/// Decodes the frame starting at `offset` in `bytes`. On success returns the
-/// record and the frame's total length (padding included).
+/// Decodes the frame starting at `offset` in `bytes`, a segment salted
+/// `salt`. On success returns the record and the frame's total length
+/// (padding included).
 pub fn decode_frame(
     bytes: &[u8],
     offset: usize,
+    salt: u64,
     max_payload_bytes: usize,
 ) -> Result<(WalRecord, usize), FrameError> {
     let available_bytes = bytes.len().saturating_sub(offset);
@@ -222,7 +242,7 @@ pub fn decode_frame(
         kind,
         payload_len,
         ..
-    } = decode_header(bytes, offset).ok_or(FrameError::BadHeaderChecksum)?;
+    } = decode_header(bytes, offset, salt).ok_or(FrameError::BadHeaderChecksum)?;
     if payload_len > max_payload_bytes {
         return Err(FrameError::TooLong {
             payload_len_bytes: payload_len as u64,
@@ -258,14 +278,25 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    const SALT: u64 = 0x5eed_5a17;
+
     proptest! {
+        #[test]
+        fn a_frame_written_under_another_salt_is_not_intact(salt in any::<u64>(), payload in proptest::collection::vec(any::<u8>(), 0..100)) {
+            prop_assume!(salt != SALT);
+            let mut buf = Vec::new();
+            encode_frame(&mut buf, salt, Lsn(5), Lsn(5), RecordRef { kind: 1, payload: &payload });
+            prop_assert!(decode_header(&buf, 0, SALT).is_none());
+            prop_assert_eq!(decode_frame(&buf, 0, SALT, 1 << 20).err(), Some(FrameError::BadHeaderChecksum));
+        }
+
         #[test]
         fn frame_round_trips(kind in any::<u8>(), lsn in 1u64.., payload in proptest::collection::vec(any::<u8>(), 0..200)) {
             let mut buf = Vec::new();
-            encode_frame(&mut buf, Lsn(lsn), Lsn(lsn), RecordRef { kind, payload: &payload });
+            encode_frame(&mut buf, SALT, Lsn(lsn), Lsn(lsn), RecordRef { kind, payload: &payload });
             prop_assert_eq!(buf.len(), frame_len_bytes(payload.len()));
             prop_assert_eq!(buf.len() % FRAME_ALIGN_BYTES, 0);
-            let (rec, len) = decode_frame(&buf, 0, 1 << 20).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let (rec, len) = decode_frame(&buf, 0, SALT, 1 << 20).map_err(|e| TestCaseError::fail(e.to_string()))?;
             prop_assert_eq!(len, buf.len());
             prop_assert_eq!(rec, WalRecord { lsn: Lsn(lsn), kind, payload });
         }
@@ -273,29 +304,29 @@ mod tests {
         #[test]
         fn any_truncated_frame_is_short_never_valid(payload in proptest::collection::vec(any::<u8>(), 0..100), cut in 0usize..200) {
             let mut buf = Vec::new();
-            encode_frame(&mut buf, Lsn(7), Lsn(7), RecordRef { kind: 3, payload: &payload });
+            encode_frame(&mut buf, SALT, Lsn(7), Lsn(7), RecordRef { kind: 3, payload: &payload });
             let cut = cut % buf.len();
-            let is_short = matches!(decode_frame(&buf[..cut], 0, 1 << 20), Err(FrameError::Short { .. }));
+            let is_short = matches!(decode_frame(&buf[..cut], 0, SALT, 1 << 20), Err(FrameError::Short { .. }));
             prop_assert!(is_short);
         }
 
         #[test]
         fn any_single_bit_flip_outside_padding_is_detected(payload in proptest::collection::vec(any::<u8>(), 1..100), bit in 0usize..10_000) {
             let mut buf = Vec::new();
-            encode_frame(&mut buf, Lsn(9), Lsn(9), RecordRef { kind: 1, payload: &payload });
+            encode_frame(&mut buf, SALT, Lsn(9), Lsn(9), RecordRef { kind: 1, payload: &payload });
             // Every byte but the trailing zero padding is covered by a checksum.
             let meaningful_bytes = FRAME_HEADER_BYTES + payload.len();
             let byte = (bit / 8) % meaningful_bytes;
             buf[byte] ^= 1 << (bit % 8);
-            prop_assert!(decode_frame(&buf, 0, 1 << 20).is_err());
+            prop_assert!(decode_frame(&buf, 0, SALT, 1 << 20).is_err());
         }
 
         #[test]
         fn the_header_tells_where_its_group_began(lsn in 1u64..1 << 40, place in 0u64..1 << 30) {
             let group_first = Lsn(lsn.saturating_sub(place).max(1));
             let mut buf = Vec::new();
-            encode_frame(&mut buf, Lsn(lsn), group_first, RecordRef { kind: 2, payload: b"p" });
-            let header = decode_header(&buf, 0).expect("intact header");
+            encode_frame(&mut buf, SALT, Lsn(lsn), group_first, RecordRef { kind: 2, payload: b"p" });
+            let header = decode_header(&buf, 0, SALT).expect("intact header");
             prop_assert_eq!(header.lsn, Lsn(lsn));
             prop_assert_eq!(header.kind, 2);
             if lsn - group_first.0 <= MAX_PLACE_IN_GROUP {

@@ -63,6 +63,8 @@ pub(crate) struct LogLayout {
     /// The last segment's size on disk after repair: free (zero) space may
     /// follow its records.
     pub last_allocated_bytes: u64,
+    /// The last segment's salt, for the frames appended to it.
+    pub last_salt: u64,
     /// LSN the next record gets (the WAL's, before snapshot adjustment).
     pub wal_next_lsn: Lsn,
 }
@@ -90,6 +92,7 @@ pub(crate) fn recover_dir(dir: &Path, max_payload_bytes: usize) -> Result<(Recov
     let mut next_lsn = Lsn(1);
     let mut last_len_bytes = 0u64;
     let mut last_allocated_bytes = 0u64;
+    let mut last_salt = 0u64;
     let mut torn = None;
     for (index, (seq, path)) in listed.iter().enumerate() {
         let is_last = index + 1 == listed.len();
@@ -117,6 +120,7 @@ pub(crate) fn recover_dir(dir: &Path, max_payload_bytes: usize) -> Result<(Recov
         records.extend(scan.records.into_iter().filter(|r| r.lsn > covered));
         if is_last {
             last_len_bytes = scan.valid_len_bytes;
+            last_salt = scan.salt;
             // A torn tail is cut off below, free space with it.
             last_allocated_bytes = match scan.torn_tail {
                 Some(_) => scan.valid_len_bytes,
@@ -161,6 +165,7 @@ pub(crate) fn recover_dir(dir: &Path, max_payload_bytes: usize) -> Result<(Recov
             segments,
             last_len_bytes,
             last_allocated_bytes,
+            last_salt,
             wal_next_lsn: next_lsn,
         },
     ))

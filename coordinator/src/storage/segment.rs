@@ -1,9 +1,10 @@
 //! WAL segment files: naming, the segment header, creation, and scanning one
 //! segment's records.
 //!
-//! A segment is `wal-<seq, 16 digits>.log`: a 32-byte header (magic
+//! A segment is `wal-<seq, 16 digits>.log`: a 40-byte header (magic
 //! `PXWALSEG` | sequence number u64 | first LSN u64 | format version u32 |
-//! crc32c of bytes 0..28) followed by record frames (see `record`).
+//! salt u64 | crc32c of bytes 0..36) followed by record frames (see
+//! `record`, which says what the random salt is for).
 //! Segments are created complete (header written, fsynced, then renamed into
 //! place and the directory fsynced), so a segment with a valid name always has
 //! a full header; a bad header is therefore corruption, never a torn write.
@@ -21,9 +22,10 @@ use crate::storage::record::{
 };
 
 /// Size of the segment header in bytes; the first record starts here.
-pub const SEGMENT_HEADER_BYTES: usize = 32;
+pub const SEGMENT_HEADER_BYTES: usize = 40;
 const MAGIC: &[u8; 8] = b"PXWALSEG";
-const FORMAT_VERSION: u32 = 1;
+/// 2: the header carries a salt that every frame's header checksum covers.
+const FORMAT_VERSION: u32 = 2;
 
 /// File name of segment number `seq`.
 pub fn segment_file_name(seq: u64) -> String {
@@ -52,21 +54,32 @@ pub fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
     Ok(found)
 }
 
-fn encode_segment_header(seq: u64, first_lsn: Lsn) -> Vec<u8> {
+fn encode_segment_header(seq: u64, first_lsn: Lsn, salt: u64) -> Vec<u8> {
     let mut out = Vec::with_capacity(SEGMENT_HEADER_BYTES);
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&seq.to_le_bytes());
     out.extend_from_slice(&first_lsn.0.to_le_bytes());
     out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    out.extend_from_slice(&salt.to_le_bytes());
     let crc = crc32c::crc32c(&out);
     out.extend_from_slice(&crc.to_le_bytes());
     out
 }
 
+/// An open segment and the salt its frames are written with.
+#[derive(Debug)]
+pub struct NewSegment {
+    /// Opened for appending right after the header.
+    pub file: File,
+    /// The segment's random salt (see `record`).
+    pub salt: u64,
+}
+
 /// Creates segment `seq` whose first record will have `first_lsn`, durably:
 /// the header is fsynced under a temp name, renamed into place, and the
-/// directory fsynced. Returns the file opened for appending after the header.
-pub fn create_segment(dir: &Path, seq: u64, first_lsn: Lsn) -> Result<File> {
+/// directory fsynced. The segment gets a fresh random salt.
+pub fn create_segment(dir: &Path, seq: u64, first_lsn: Lsn) -> Result<NewSegment> {
+    let salt = crate::entropy::random_u64();
     let name = segment_file_name(seq);
     let tmp_path = dir.join(format!("{name}{TMP_SUFFIX}"));
     let final_path = dir.join(&name);
@@ -76,7 +89,7 @@ pub fn create_segment(dir: &Path, seq: u64, first_lsn: Lsn) -> Result<File> {
         .truncate(true)
         .open(&tmp_path)
         .map_err(|e| StorageError::io("creating segment", &tmp_path, e))?;
-    file.write_all(&encode_segment_header(seq, first_lsn))
+    file.write_all(&encode_segment_header(seq, first_lsn, salt))
         .map_err(|e| StorageError::io("writing segment header", &tmp_path, e))?;
     file.sync_all()
         .map_err(|e| StorageError::io("fsyncing new segment", &tmp_path, e))?;
@@ -85,7 +98,7 @@ pub fn create_segment(dir: &Path, seq: u64, first_lsn: Lsn) -> Result<File> {
     fs::rename(&tmp_path, &final_path)
         .map_err(|e| StorageError::io("renaming segment into place", &final_path, e))?;
     fsutil::fsync_dir(dir)?;
-    Ok(file)
+    Ok(NewSegment { file, salt })
 }
 
 /// What scanning one segment found.
@@ -93,6 +106,8 @@ pub fn create_segment(dir: &Path, seq: u64, first_lsn: Lsn) -> Result<File> {
 pub struct SegmentScan {
     /// LSN of the first record, from the segment header.
     pub first_lsn: Lsn,
+    /// The salt of the segment's frames, from its header.
+    pub salt: u64,
     /// The valid records, in order.
     pub records: Vec<WalRecord>,
     /// Bytes from the start of the file through the last valid record (in
@@ -125,13 +140,13 @@ pub fn scan_segment(
     is_last: bool,
     max_payload_bytes: usize,
 ) -> Result<SegmentScan> {
-    let first_lsn = check_segment_header(bytes, path, expected_seq)?;
+    let (first_lsn, salt) = check_segment_header(bytes, path, expected_seq)?;
     let mut records = Vec::new();
     let mut offset = SEGMENT_HEADER_BYTES;
     let mut expected_lsn = first_lsn;
     let mut torn_tail = None;
     while offset < bytes.len() {
-        let problem = match decode_frame(bytes, offset, max_payload_bytes) {
+        let problem = match decode_frame(bytes, offset, salt, max_payload_bytes) {
             Ok((record, frame_len)) if record.lsn == expected_lsn => {
                 records.push(record);
                 offset += frame_len;
@@ -150,7 +165,7 @@ pub fn scan_segment(
         if is_last && bytes[offset..].iter().all(|&b| b == 0) {
             break;
         }
-        if !is_last || later_group_after(bytes, offset, expected_lsn, max_payload_bytes) {
+        if !is_last || later_group_after(bytes, offset, salt, expected_lsn, max_payload_bytes) {
             let place = if is_last {
                 "followed by intact records of a later group commit, so it is not a torn write"
             } else {
@@ -167,13 +182,15 @@ pub fn scan_segment(
     }
     Ok(SegmentScan {
         first_lsn,
+        salt,
         records,
         valid_len_bytes: offset as u64,
         torn_tail,
     })
 }
 
-fn check_segment_header(bytes: &[u8], path: &Path, expected_seq: u64) -> Result<Lsn> {
+/// The segment's first LSN and salt, once its header checks out.
+fn check_segment_header(bytes: &[u8], path: &Path, expected_seq: u64) -> Result<(Lsn, u64)> {
     if bytes.len() < SEGMENT_HEADER_BYTES {
         return Err(StorageError::corrupt(
             path,
@@ -182,8 +199,8 @@ fn check_segment_header(bytes: &[u8], path: &Path, expected_seq: u64) -> Result<
         ));
     }
     let mut stored_crc = [0u8; 4];
-    stored_crc.copy_from_slice(&bytes[28..32]);
-    if crc32c::crc32c(&bytes[..28]) != u32::from_le_bytes(stored_crc) {
+    stored_crc.copy_from_slice(&bytes[36..40]);
+    if crc32c::crc32c(&bytes[..36]) != u32::from_le_bytes(stored_crc) {
         return Err(StorageError::corrupt(
             path,
             0,
@@ -209,23 +226,31 @@ fn check_segment_header(bytes: &[u8], path: &Path, expected_seq: u64) -> Result<
     version.copy_from_slice(&bytes[24..28]);
     let version = u32::from_le_bytes(version);
     if version != FORMAT_VERSION {
-        return Err(StorageError::corrupt(
-            path,
-            24,
-            format!("unsupported segment format version {version}"),
-        ));
+        return Err(StorageError::UnsupportedFormat {
+            file: path.to_path_buf(),
+            found: version,
+            expected: FORMAT_VERSION,
+        });
     }
-    Ok(Lsn(le_u64(bytes, 16)))
+    Ok((Lsn(le_u64(bytes, 16)), le_u64(bytes, 28)))
 }
 
 /// True if an intact frame of a group commit that began after `due` (the
 /// LSN due at `bad_offset`) starts at some aligned offset after
 /// `bad_offset`. Only runs on the (rare) damaged path.
-fn later_group_after(bytes: &[u8], bad_offset: usize, due: Lsn, max_payload_bytes: usize) -> bool {
+fn later_group_after(
+    bytes: &[u8],
+    bad_offset: usize,
+    salt: u64,
+    due: Lsn,
+    max_payload_bytes: usize,
+) -> bool {
     let mut offset = bad_offset + FRAME_ALIGN_BYTES;
     while offset + FRAME_HEADER_BYTES <= bytes.len() {
-        if let Some(header) = decode_header(bytes, offset) {
-            if header.group_first > due && decode_frame(bytes, offset, max_payload_bytes).is_ok() {
+        if let Some(header) = decode_header(bytes, offset, salt) {
+            if header.group_first > due
+                && decode_frame(bytes, offset, salt, max_payload_bytes).is_ok()
+            {
                 return true;
             }
         }

@@ -191,7 +191,8 @@ impl Storage for FileStore {
 
         let mut segments: VecDeque<_> = layout.segments.into();
         let mut wal_next_lsn = layout.wal_next_lsn;
-        let (active, active_len_bytes, active_allocated_bytes) = match segments.back() {
+        let (active, active_salt, active_len_bytes, active_allocated_bytes) = match segments.back()
+        {
             Some(last) => {
                 let mut file = OpenOptions::new()
                     .write(true)
@@ -199,19 +200,24 @@ impl Storage for FileStore {
                     .map_err(|e| StorageError::io("opening segment", &last.path, e))?;
                 file.seek(SeekFrom::Start(layout.last_len_bytes))
                     .map_err(|e| StorageError::io("seeking in segment", &last.path, e))?;
-                (file, layout.last_len_bytes, layout.last_allocated_bytes)
+                (
+                    file,
+                    layout.last_salt,
+                    layout.last_len_bytes,
+                    layout.last_allocated_bytes,
+                )
             }
             None => {
                 let first_lsn = covered.next();
                 wal_next_lsn = first_lsn;
-                let file = create_segment(dir, 1, first_lsn)?;
+                let segment = create_segment(dir, 1, first_lsn)?;
                 segments.push_back(crate::storage::recovery::SegmentInfo {
                     seq: 1,
                     first_lsn,
                     path: dir.join(crate::storage::segment::segment_file_name(1)),
                 });
                 let header_end = SEGMENT_HEADER_BYTES as u64;
-                (file, header_end, header_end)
+                (segment.file, segment.salt, header_end, header_end)
             }
         };
         let durable = recovered.last_lsn();
@@ -219,6 +225,7 @@ impl Storage for FileStore {
             dir: dir.clone(),
             segments,
             active,
+            active_salt,
             active_len_bytes,
             active_allocated_bytes,
             next_lsn: wal_next_lsn.max(covered.next()),

@@ -86,7 +86,7 @@ pub fn flip_bit(path: &Path, offset_bytes: usize, bit: u8) {
     fs::write(path, bytes).expect("write");
 }
 
-/// Byte offsets of each record frame in a segment file (header is 32 bytes),
+/// Byte offsets of each record frame in a segment file (after its header),
 /// up to the free (zero) space the writer preallocates.
 pub fn frame_offsets(path: &Path) -> Vec<usize> {
     frames(path).0
