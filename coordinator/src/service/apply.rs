@@ -5,7 +5,7 @@ use std::sync::Arc;
 use tracing::{error, warn};
 
 use super::proposal::Proposal;
-use super::state::{AfterApply, Deadline, Shared};
+use super::state::{AfterApply, Deadline, Shared, WaiterKey, Waiters};
 use crate::locks::{ElectionChange, Event, SessionId, StateMachine};
 use crate::metrics::NodeMetrics;
 use crate::node::clock::NodeClock;
@@ -62,43 +62,30 @@ impl LockApplication {
     /// its command is applied), so a grant found here is not an older one.
     fn settle_waiters_after_restore(&self) {
         let shared = &self.shared;
-        let (mut wake_locks, mut drop_locks, mut wake_wins, mut drop_wins) =
-            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        {
+        let (locks, wins) = {
             let machine = shared.machine();
-            for key in shared.lock_waiters.keys() {
-                let session = SessionId(key.0);
-                match machine.holder(&key.1) {
+            let locks = decide(&shared.lock_waiters, |session, name| {
+                match machine.holder(name) {
                     Some(holder) if holder.session == session => {
-                        wake_locks.push((key, holder.token.0))
+                        Some(Settled::Wake(holder.token.0))
                     }
                     // Ended, or no longer queued (cancelled or abandoned).
-                    _ if !machine.waiters(&key.1).contains(&session) => drop_locks.push(key),
-                    _ => {}
+                    _ if !machine.waiters(name).contains(&session) => Some(Settled::Drop),
+                    _ => None,
                 }
-            }
-            for key in shared.campaign_waiters.keys() {
-                let session = SessionId(key.0);
-                match machine.leader(&key.1) {
-                    Some(leader) if leader.session == session => wake_wins.push((key, leader.term)),
-                    _ if !machine.has_session(session) => drop_wins.push(key),
-                    _ => {}
+            });
+            let wins = decide(&shared.campaign_waiters, |session, name| {
+                match machine.leader(name) {
+                    Some(leader) if leader.session == session => Some(Settled::Wake(leader.term)),
+                    _ if !machine.has_session(session) => Some(Settled::Drop),
+                    _ => None,
                 }
-            }
-        }
+            });
+            (locks, wins)
+        };
         // The machine's lock is released: waking never runs under it.
-        for (key, token) in wake_locks {
-            shared.lock_waiters.wake(&key, token);
-        }
-        for key in drop_locks {
-            shared.lock_waiters.drop_key(&key);
-        }
-        for (key, term) in wake_wins {
-            shared.campaign_waiters.wake(&key, term);
-        }
-        for key in drop_wins {
-            shared.campaign_waiters.drop_key(&key);
-        }
+        settle(&shared.lock_waiters, locks);
+        settle(&shared.campaign_waiters, wins);
     }
 
     fn on_event(&self, event: &Event) {
@@ -129,6 +116,35 @@ impl LockApplication {
                     let _ = tx.send(e.clone());
                 }
             }
+        }
+    }
+}
+
+/// What a restored state says about one key's waiters.
+enum Settled {
+    /// Answer them with this token or term.
+    Wake(u64),
+    /// Drop them: their tasks learn it as a closed channel.
+    Drop,
+}
+
+/// `settled(session, name)` for every key of `waiters`, where it decides.
+fn decide(
+    waiters: &Waiters,
+    mut settled: impl FnMut(SessionId, &str) -> Option<Settled>,
+) -> Vec<(WaiterKey, Settled)> {
+    waiters
+        .keys()
+        .into_iter()
+        .filter_map(|key| settled(SessionId(key.0), &key.1).map(|s| (key, s)))
+        .collect()
+}
+
+fn settle(waiters: &Waiters, decided: Vec<(WaiterKey, Settled)>) {
+    for (key, settled) in decided {
+        match settled {
+            Settled::Wake(value) => waiters.wake(&key, value),
+            Settled::Drop => waiters.drop_key(&key),
         }
     }
 }

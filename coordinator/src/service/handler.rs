@@ -402,7 +402,6 @@ impl Context {
             Op::Resign(r) => (Some(&r.election), None),
             Op::Proclaim(p) => (Some(&p.election), Some(&p.value)),
             Op::QueryLeader(q) => (Some(&q.election), None),
-            Op::Watch(w) => (Some(&w.election), None),
             _ => (None, None),
         };
         if let Some(name) = name {
