@@ -9,6 +9,7 @@ mod common;
 use std::process::Command;
 
 use common::cluster::free_port_base;
+use common::requires::{machine_has, Need};
 
 /// One chaos run at a time: each is a whole cluster plus 8 workers.
 static ONE_RUN_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -75,8 +76,8 @@ fn chaos_on_loopback_with_fault_proxies_passes_every_check() {
 
 #[test]
 fn chaos_with_a_network_namespace_per_node_passes_every_check() {
-    if !rustix::process::geteuid().is_root() {
-        eprintln!("skipped: network namespaces need root (CI runs as root)");
+    let needs = [Need::Root, Need::Tool("ip"), Need::Tool("iptables")];
+    if !machine_has("chaos_with_a_network_namespace_per_node", &needs) {
         return;
     }
     let stdout = chaos(&[

@@ -43,19 +43,37 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     let peers = config.peers.len();
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing the SIGTERM handler")?;
+    // A node whose consensus loop stopped (storage failed: disk full, too
+    // many open files, an I/O error) must not linger answering from frozen
+    // state: it exits non-zero, so that a supervisor with `Restart=always`
+    // restarts it and it recovers from what is on disk.
+    let mut stopped = std::pin::pin!(node.stopped());
     tokio::select! {
         ids = node.wait_connected(peers) => {
             println!("node {}: {CONNECTED_MARKER} {ids:?}", config.node_id);
             let _ = std::io::stdout().flush();
         }
+        reason = &mut stopped => return fail(node, reason).await,
         _ = terminate.recv() => return shutdown(node).await,
         _ = tokio::signal::ctrl_c() => return shutdown(node).await,
     }
     tokio::select! {
+        reason = &mut stopped => return fail(node, reason).await,
         _ = terminate.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
     }
     shutdown(node).await
+}
+
+/// The consensus loop stopped: close the connections (peers and clients
+/// then fail over at once instead of waiting for a timeout) and exit
+/// non-zero with the cause.
+async fn fail(node: Node, reason: String) -> anyhow::Result<()> {
+    node.shutdown().await;
+    anyhow::bail!(
+        "the node stopped because its consensus loop could not go on: {reason}. \
+         Nothing unsaved was acknowledged; fix the cause and start the node again"
+    )
 }
 
 /// SIGTERM / Ctrl-C: stop taking requests, hand leadership over if this

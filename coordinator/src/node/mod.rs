@@ -344,6 +344,27 @@ impl Node {
         handed_over.is_ok()
     }
 
+    /// Resolves once the consensus loop has stopped for good (its storage
+    /// failed, say), with the reason. A node in that state can still answer
+    /// `Hello` and `Status` from its last view, but nothing it says about
+    /// the log is true any more: its process should exit, so that a
+    /// supervisor restarts it and it recovers from what is on disk.
+    pub fn stopped(&self) -> impl Future<Output = String> + Send + 'static {
+        let mut status = self.driver.status.clone();
+        async move {
+            loop {
+                if let Some(reason) = status.borrow_and_update().failed.clone() {
+                    return reason;
+                }
+                if status.changed().await.is_err() {
+                    // The loop is gone; it publishes why before it returns.
+                    let failed = status.borrow().failed.clone();
+                    return failed.unwrap_or_else(|| "the consensus loop ended".to_string());
+                }
+            }
+        }
+    }
+
     /// Resolves once outbound links to `peers` peers are up; returns their ids.
     pub async fn wait_connected(&mut self, peers: usize) -> Vec<u64> {
         loop {

@@ -29,6 +29,17 @@ impl ProcessCluster {
 
     /// Like `start`, with `top_level` TOML lines added to every node config.
     pub fn start_with(nodes: u64, top_level: &str) -> Result<Self, Box<dyn std::error::Error>> {
+        let mut cluster = Self::prepare(nodes, top_level)?;
+        for id in 1..=nodes {
+            cluster.spawn(id)?;
+        }
+        Ok(cluster)
+    }
+
+    /// Writes certificates and configs (as `start_with`) without starting
+    /// any node, so a test can set up the folder first (mount something
+    /// at a data directory, say); then `spawn` each node.
+    pub fn prepare(nodes: u64, top_level: &str) -> Result<Self, Box<dyn std::error::Error>> {
         let dir = tempfile::tempdir()?;
         paxlock_certs::write_dev_pki(
             &dir.path().join("certs"),
@@ -46,16 +57,22 @@ impl ProcessCluster {
             dir.path().join("client.toml"),
             client_config_text(nodes, base_port),
         )?;
-        let mut cluster = ProcessCluster {
+        Ok(ProcessCluster {
             dir,
             nodes,
             base_port,
             children: (0..nodes).map(|_| None).collect(),
-        };
-        for id in 1..=nodes {
-            cluster.spawn(id)?;
-        }
-        Ok(cluster)
+        })
+    }
+
+    /// Node `id`'s data directory (as its config names it).
+    pub fn data_dir(&self, id: u64) -> PathBuf {
+        self.dir.path().join("data").join(format!("node-{id}"))
+    }
+
+    /// Node `id`'s process id, while it runs.
+    pub fn pid(&self, id: u64) -> Option<u32> {
+        self.children[(id - 1) as usize].as_ref().map(Child::id)
     }
 
     /// A client of this cluster with session TTL `ttl`, patient enough
@@ -138,7 +155,15 @@ impl ProcessCluster {
         }
     }
 
-    /// The node log so far (for assertion messages).
+    /// The last `lines` lines of node `id`'s log (for assertion messages,
+    /// which must stay readable).
+    pub fn log_tail(&self, id: u64, lines: usize) -> String {
+        let log = self.log(id);
+        let all: Vec<&str> = log.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    /// The node log so far (to search; print `log_tail` instead).
     pub fn log(&self, id: u64) -> String {
         std::fs::read_to_string(self.dir.path().join(format!("node-{id}.log"))).unwrap_or_default()
     }

@@ -197,6 +197,7 @@ pub async fn connect_client(
     )
 }
 pub mod cluster;
+pub mod requires;
 
 /// `Status` as one particular node answers it (no redirect).
 pub async fn node_status(
