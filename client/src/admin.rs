@@ -28,7 +28,7 @@ pub async fn node_status(
         let endpoint_socket = quinn::Endpoint::client(bind)
             .map_err(|e| Error::Config(format!("cannot open a UDP socket: {e}")))?;
         let conn = endpoint_socket
-            .connect_with(tls.client_config(CLIENT_ALPN_V1)?, addr, host)
+            .connect_with(tls.client_config(&[CLIENT_ALPN_V1])?, addr, host)
             .map_err(|e| Error::Rejected {
                 addr: endpoint.to_string(),
                 reason: e.to_string(),

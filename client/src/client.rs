@@ -76,7 +76,7 @@ impl Client {
 
     /// Like `connect`, with TLS material already in memory.
     pub async fn connect_with(tls: TlsMaterial, options: ConnectOptions) -> Result<Client, Error> {
-        let quic = tls.client_config(CLIENT_ALPN_V1)?;
+        let quic = tls.client_config(&[CLIENT_ALPN_V1])?;
         let inner = Arc::new(Inner {
             connector: Connector::new(
                 quic,
@@ -198,6 +198,15 @@ impl Inner {
         };
         let (request_id, ack_below, waiting) = {
             let mut in_flight = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+            // The cluster keeps the answers of at most this many waits of
+            // a session and refuses every request that lists more, so one
+            // wait too many must not leave: it would stop the session's
+            // keepalives too.
+            if is_wait && in_flight.values().filter(|w| **w).count() >= MAX_RUNNING_WAITS {
+                return Err(Error::TooManyWaits {
+                    limit: MAX_RUNNING_WAITS,
+                });
+            }
             // Numbered under the lock: every smaller id is then either in
             // `in_flight` or answered, never about to be sent unlisted.
             let request_id = self.next_request_id.fetch_add(1, Ordering::Relaxed);
@@ -241,6 +250,13 @@ impl Inner {
         self.connector.open(&request, self.request_timeout).await
     }
 }
+
+/// Most blocking acquires and campaigns one `Client` (one session) runs at
+/// once. The cluster keeps at most `max_unacked_replies_per_session` (by
+/// default 128) answers of a session, the running waits' among them, and
+/// refuses requests past it: half of that leaves the session's other
+/// requests room.
+pub const MAX_RUNNING_WAITS: usize = 64;
 
 /// A request's entry in `Inner::in_flight`, removed when dropped.
 struct InFlight<'a> {

@@ -442,7 +442,7 @@ mod tests {
         .with_root_certificates(rustls::RootCertStore::empty())
         .with_no_client_auth();
         let tls =
-            crate::tls::quic_client_config(rustls_config, crate::wire::CLIENT_ALPN_V1).unwrap();
+            crate::tls::quic_client_config(rustls_config, &[crate::wire::CLIENT_ALPN_V1]).unwrap();
         Connector::new(
             tls,
             endpoints.iter().map(|e| e.to_string()).collect(),

@@ -52,6 +52,14 @@ pub enum Error {
     /// The client was closed.
     #[error("client closed")]
     Closed,
+    /// This client already runs as many blocking acquires and campaigns as
+    /// a session may wait on at once (PROTOCOL.md, "acknowledging around
+    /// long waits"); the new one was not sent.
+    #[error("this client already runs {limit} blocking acquires and campaigns, as many as one session may wait on at once; let one finish, or give the waits more clients (sessions)")]
+    TooManyWaits {
+        /// The limit.
+        limit: usize,
+    },
 }
 
 impl Error {
@@ -66,7 +74,8 @@ impl Error {
             | Error::Rejected { .. }
             | Error::Protocol(_)
             | Error::SessionLost(_)
-            | Error::Closed => false,
+            | Error::Closed
+            | Error::TooManyWaits { .. } => false,
         }
     }
 

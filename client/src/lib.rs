@@ -23,7 +23,7 @@ pub mod tls;
 mod undo;
 pub mod wire;
 
-pub use client::{Client, ConnectOptions};
+pub use client::{Client, ConnectOptions, MAX_RUNNING_WAITS};
 pub use config::{Config, TlsFiles, DEFAULT_DEAD_NODE_TIMEOUT, DEFAULT_DRIFT_PPM};
 pub use election::{Election, LeaderEvent, LeaderInfo, LeaderWatch, Leadership};
 pub use error::Error;

@@ -144,25 +144,27 @@ impl TlsMaterial {
         Ok(Arc::new(roots))
     }
 
-    /// The dialing side for connections that speak `alpn` (the peer
-    /// protocol for nodes, the client protocol for clients).
-    pub fn client_config(&self, alpn: &[u8]) -> Result<quinn::ClientConfig, TlsError> {
+    /// The dialing side for connections that speak one of `alpns`, offered
+    /// newest first (the peer protocol versions for nodes, the client
+    /// protocol for clients).
+    pub fn client_config(&self, alpns: &[&[u8]]) -> Result<quinn::ClientConfig, TlsError> {
         let config = rustls::ClientConfig::builder_with_provider(Arc::new(provider()))
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(|e| TlsError::Config(e.to_string()))?
             .with_root_certificates(self.roots()?)
             .with_client_auth_cert(self.chain.clone(), self.key.clone_key())
             .map_err(|e| TlsError::Config(e.to_string()))?;
-        quic_client_config(config, alpn)
+        quic_client_config(config, alpns)
     }
 }
 
-/// Wraps a rustls client configuration for QUIC with one ALPN and no 0-RTT.
+/// Wraps a rustls client configuration for QUIC offering `alpns` (newest
+/// first), with no 0-RTT.
 pub fn quic_client_config(
     mut config: rustls::ClientConfig,
-    alpn: &[u8],
+    alpns: &[&[u8]],
 ) -> Result<quinn::ClientConfig, TlsError> {
-    config.alpn_protocols = vec![alpn.to_vec()];
+    config.alpn_protocols = alpns.iter().map(|a| a.to_vec()).collect();
     config.enable_early_data = false;
     let quic = QuicClientConfig::try_from(config)
         .map_err(|e| TlsError::Config(format!("not usable for QUIC: {e}")))?;

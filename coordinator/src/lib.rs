@@ -6,6 +6,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod bounded;
 pub mod cli;
 pub mod config;
 pub mod entropy;

@@ -195,7 +195,7 @@ fn write_acceptor_records(data: &Path) -> TestResult {
             ops: vec![PersistOp::Accept {
                 slot: Slot(slot),
                 ballot,
-                batch: vec![vec![0xab; 64]],
+                batch: vec![vec![0xab; 64].into()],
             }],
         }])?;
     }

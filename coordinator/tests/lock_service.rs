@@ -313,7 +313,7 @@ async fn raw_request(
         &certs.join("client-dev-client.pem"),
         &certs.join("client-dev-client.key"),
     )?;
-    let config = tls.client_config(paxlock::wire::CLIENT_ALPN_V1)?;
+    let config = tls.client_config(&[paxlock::wire::CLIENT_ALPN_V1])?;
     let conn = client_endpoint()?
         .connect_with(config, leader.parse()?, "localhost")?
         .await?;

@@ -23,7 +23,7 @@ impl Application for Recorder {
     }
     fn apply(&mut self, entry: &ChosenEntry) {
         if let Ok(mut log) = self.0.lock() {
-            log.extend(entry.batch.iter().cloned());
+            log.extend(entry.batch.iter().map(|v| v.to_vec()));
         }
     }
 }

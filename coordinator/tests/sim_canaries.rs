@@ -38,3 +38,17 @@ fn promising_during_a_lease_is_caught() {
         paxlock_coordinator::sim::SimConfig::pause_heavy(),
     );
 }
+
+/// Rule "every message fits": with batches bounded only by their command
+/// count, an Accept outgrows the byte bound, and the simulator (which
+/// encodes every message with the real codec) says so.
+#[test]
+fn batches_unbounded_in_bytes_are_caught() {
+    assert_caught(
+        Canary::NoBatchByteBound,
+        SimConfig {
+            small_messages: true,
+            ..SimConfig::default()
+        },
+    );
+}

@@ -6,7 +6,8 @@
 //! Soak knobs for the sweep: `PAXLOCK_SIM_SECONDS` (faulty time, default
 //! 30), `PAXLOCK_SIM_NODES` (3 or 5; default drawn per seed),
 //! `PAXLOCK_SIM_DRIFT_PPM` (default 20000), `PAXLOCK_SIM_MIX=pause`,
-//! `PAXLOCK_SIM_LOG_WINDOW` (the replicas' `max_log_ahead_slots`).
+//! `PAXLOCK_SIM_LOG_WINDOW` (the replicas' `max_log_ahead_slots`),
+//! `PAXLOCK_SIM_SMALL_MESSAGES=1` (byte bounds small enough to reach).
 
 use paxlock_coordinator::sim::{run_seed, SimConfig, SimReport, Violation};
 
@@ -51,6 +52,7 @@ fn sweep_config() -> SimConfig {
     if let Some(w) = env_u64("PAXLOCK_SIM_LOG_WINDOW") {
         cfg.max_log_ahead_slots = Some(w);
     }
+    cfg.small_messages = env_u64("PAXLOCK_SIM_SMALL_MESSAGES") == Some(1);
     cfg
 }
 
@@ -120,6 +122,38 @@ fn a_small_log_window_keeps_safety_and_heals_to_liveness() {
         .map(|v| report_failure_in(&v, "PAXLOCK_SIM_LOG_WINDOW=4 "))
         .collect();
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// Byte bounds small enough to reach all the time (four commands a batch,
+/// 300-byte messages, 5-byte snapshot chunks): batches close on bytes,
+/// promises travel in parts, snapshots in chunks, and every message is
+/// encoded with the real codec and checked against the bound.
+#[test]
+fn small_message_bounds_keep_safety_and_heal_to_liveness() {
+    let cfg = SimConfig {
+        small_messages: true,
+        ..SimConfig::default()
+    };
+    let mut parts = 0;
+    let mut chunks = 0;
+    let mut installs = 0;
+    let mut failures = Vec::new();
+    for seed in seeds().into_iter().take(300) {
+        match run_seed(seed, &cfg) {
+            Ok(r) => {
+                parts += r.promise_parts;
+                chunks += r.snapshot_chunks;
+                installs += r.snapshot_installs;
+            }
+            Err(v) => failures.push(report_failure_in(&v, "PAXLOCK_SIM_SMALL_MESSAGES=1 ")),
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    eprintln!("{parts} promise parts, {chunks} snapshot chunks, {installs} snapshot installs");
+    assert!(
+        parts > 0 && chunks > 0 && installs > 0,
+        "the bounds were never reached"
+    );
 }
 
 #[test]

@@ -4,8 +4,9 @@
 mod common;
 
 use common::*;
-use paxlock::wire::{codes, CLIENT_ALPN_V1, PEER_ALPN};
+use paxlock::wire::{codes, CLIENT_ALPN_V1};
 use paxlock_certs::{ClusterCa, Validity};
+use paxlock_coordinator::transport::peer_version::PEER_ALPN_V3 as PEER_ALPN;
 use paxlock_coordinator::transport::TransportMetrics;
 
 // TLS alert numbers (RFC 8446 §6); QUIC carries them as 0x100 + alert.

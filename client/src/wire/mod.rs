@@ -17,9 +17,3 @@ pub use frame::{
 /// node picks one it also speaks (or the TLS handshake fails with
 /// `no_application_protocol`).
 pub const CLIENT_ALPN_V1: &[u8] = b"paxlock/1";
-
-/// ALPN protocol id of node-to-node connections. Version 2: lock commands
-/// carry the client's running waits, which a version-1 node cannot decode,
-/// so nodes of the two versions refuse to connect rather than replicate
-/// commands one of them would skip.
-pub const PEER_ALPN: &[u8] = b"paxlock-peer/2";

@@ -22,8 +22,8 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::{mpsc, watch};
-use tracing::error;
+use tokio::sync::{mpsc, oneshot, watch};
+use tracing::{error, info};
 
 use super::clock::NodeClock;
 use crate::metrics::{DurabilityStats, NodeMetrics};
@@ -31,6 +31,8 @@ use crate::paxos::{
     ChosenEntry, Effects, Input, LeadershipEvent, Message, Nanos, NodeId, Outgoing, PersistRequest,
     PersistSeq, Rejected, Replica, Slot, Snapshot, Value,
 };
+use crate::bounded;
+use crate::transport::lanes::{PeerInboxReceiver, PeerOutbox};
 
 /// Most inputs handled in one turn before effects are flushed; bounds the
 /// latency one turn can add.
@@ -133,15 +135,23 @@ pub struct DriverStatus {
     pub failed: Option<String>,
 }
 
-/// The running loop's handles.
+/// The running loop's handles. Dropping them stops the loop.
 #[derive(Debug)]
 pub struct DriverHandle {
     /// Where to send inputs.
     pub inbox: mpsc::Sender<DriverInput>,
     /// The latest status.
     pub status: watch::Receiver<DriverStatus>,
-    /// The loop task.
-    pub task: tokio::task::JoinHandle<()>,
+    /// Dropped to stop the loop.
+    stop: Option<oneshot::Sender<()>>,
+}
+
+impl DriverHandle {
+    /// Stops the loop at its next turn; nothing it has not yet made
+    /// durable has been acknowledged, so nothing is lost.
+    pub fn stop(&mut self) {
+        self.stop.take();
+    }
 }
 
 /// How the loop runs, besides what it drives.
@@ -163,8 +173,8 @@ pub fn spawn(
     replica: Replica,
     app: Box<dyn Application>,
     durability: Box<dyn Durability>,
-    inbound: mpsc::Receiver<(NodeId, Message)>,
-    outbound: BTreeMap<NodeId, mpsc::Sender<Message>>,
+    inbound: PeerInboxReceiver,
+    outbound: BTreeMap<NodeId, PeerOutbox>,
     settings: LoopSettings,
 ) -> Result<DriverHandle, String> {
     let LoopSettings {
@@ -216,18 +226,30 @@ pub fn spawn(
         last_snapshot_at: applied,
         failed: None,
     };
-    let task = tokio::spawn(driver.run(inbox_rx, inbound, reports_rx));
+    // Rule "consensus has a thread of its own": the loop runs on a
+    // dedicated thread with its own runtime, so no amount of client work
+    // on the node's runtime (hundreds of streams decoding large requests,
+    // say) can hold back its heartbeats and cost the leader its quorum.
+    let (stop_tx, stop_rx) = oneshot::channel();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .map_err(|e| format!("cannot start the consensus loop's runtime: {e}"))?;
+    std::thread::Builder::new()
+        .name("paxlock-consensus".into())
+        .spawn(move || runtime.block_on(driver.run(inbox_rx, inbound, reports_rx, stop_rx)))
+        .map_err(|e| format!("cannot start the consensus loop's thread: {e}"))?;
     Ok(DriverHandle {
         inbox: inbox_tx,
         status,
-        task,
+        stop: Some(stop_tx),
     })
 }
 
 struct Driver {
     replica: Replica,
     app: Box<dyn Application>,
-    outbound: BTreeMap<NodeId, mpsc::Sender<Message>>,
+    outbound: BTreeMap<NodeId, PeerOutbox>,
     clock: NodeClock,
     persist_tx: mpsc::Sender<PersistRequest>,
     store: SharedStore,
@@ -257,10 +279,14 @@ impl Driver {
     async fn run(
         mut self,
         mut inbox: mpsc::Receiver<DriverInput>,
-        mut peers: mpsc::Receiver<(NodeId, Message)>,
+        mut peers: PeerInboxReceiver,
         mut reports: mpsc::UnboundedReceiver<DriverInput>,
+        mut stop: oneshot::Receiver<()>,
     ) {
         let mut batch = Vec::with_capacity(64);
+        // What the turn's peer messages hold of the inbound byte budget,
+        // given back once the turn has handled them.
+        let mut charges = Vec::with_capacity(64);
         let mut peers_open = true;
         // The first step arms the election timer.
         self.step(Input::Tick);
@@ -274,12 +300,19 @@ impl Driver {
                 .clock
                 .until(self.wake_at.unwrap_or(Nanos(u64::MAX / 2)));
             tokio::select! {
+                // Stopped, or the handle dropped.
+                _ = &mut stop => return,
                 input = inbox.recv() => match input {
                     Some(input) => batch.push(input),
                     None => return,
                 },
-                peer = peers.recv(), if peers_open => match peer {
-                    Some((from, msg)) => batch.push(DriverInput::Peer { from, msg }),
+                // Control first (see `transport::lanes`).
+                peer = peers.control.recv(), if peers_open => match peer {
+                    Some(held) => take_peer_message(held, &mut batch, &mut charges),
+                    None => peers_open = false,
+                },
+                peer = peers.bulk.recv(), if peers_open => match peer {
+                    Some(held) => take_peer_message(held, &mut batch, &mut charges),
                     None => peers_open = false,
                 },
                 // `None`: the persister is gone, which the next hand-over
@@ -296,9 +329,11 @@ impl Driver {
                     batch.push(input);
                     got = true;
                 }
-                if let Ok((from, msg)) = peers.try_recv() {
-                    batch.push(DriverInput::Peer { from, msg });
-                    got = true;
+                for lane in [&mut peers.control, &mut peers.bulk] {
+                    if let Ok(held) = lane.try_recv() {
+                        take_peer_message(held, &mut batch, &mut charges);
+                        got = true;
+                    }
                 }
                 if let Ok(report) = reports.try_recv() {
                     batch.push(report);
@@ -323,6 +358,7 @@ impl Driver {
                     return;
                 }
             }
+            charges.clear();
             if !proposals.is_empty() {
                 self.step(Input::Propose(proposals));
             }
@@ -353,6 +389,7 @@ impl Driver {
         while !self.unsent_persists.is_empty()
             && !self.replica.is_leader()
             && self.handed_over <= self.persisted
+            && persist_bytes(&self.unsent_persists) <= MAX_IN_PLACE_PERSIST_BYTES
         {
             let batch = std::mem::take(&mut self.unsent_persists);
             let up_to = persist_batch(&self.store, &batch, &self.metrics)?;
@@ -458,8 +495,14 @@ impl Driver {
         let mut first_proposals = Vec::new();
         for event in &fx.leadership {
             match event {
-                LeadershipEvent::BecameLeader { ballot } => self.ballot_round = ballot.round,
-                LeadershipEvent::LostLeadership => self.ballot_round = 0,
+                LeadershipEvent::BecameLeader { ballot } => {
+                    info!(round = ballot.round, "this node leads the cluster");
+                    self.ballot_round = ballot.round;
+                }
+                LeadershipEvent::LostLeadership => {
+                    info!(leader = ?self.replica.leader_hint(), "this node no longer leads the cluster");
+                    self.ballot_round = 0;
+                }
                 LeadershipEvent::LeaseUntil { .. } => {}
             }
             first_proposals.extend(self.app.on_leadership(event, now));
@@ -502,7 +545,7 @@ impl Driver {
     fn send(&self, to: NodeId, msg: Message) {
         if let Some(link) = self.outbound.get(&to) {
             // Dropping on a full queue is safe: Paxos retries by timeout.
-            let _ = link.try_send(msg);
+            let _ = link.offer(msg);
         }
     }
 
@@ -527,6 +570,39 @@ impl Driver {
             }
         });
     }
+}
+
+/// Adds a peer message to the turn's inputs, keeping its charge on the
+/// inbound byte budget until the turn has handled it.
+fn take_peer_message(
+    held: bounded::Held<(NodeId, Message)>,
+    batch: &mut Vec<DriverInput>,
+    charges: &mut Vec<bounded::Charge>,
+) {
+    let ((from, msg), charge) = held.into_parts();
+    batch.push(DriverInput::Peer { from, msg });
+    charges.push(charge);
+}
+
+/// Most bytes a follower writes on the loop itself (rule "a follower
+/// persists in place"): a larger write would keep the loop from answering
+/// heartbeats for as long as it takes, so it goes to the persister thread.
+const MAX_IN_PLACE_PERSIST_BYTES: usize = 64 * 1024;
+
+/// The payload bytes of `requests` (log entries and snapshots).
+fn persist_bytes(requests: &[PersistRequest]) -> usize {
+    use crate::paxos::PersistOp;
+    requests
+        .iter()
+        .flat_map(|r| &r.ops)
+        .map(|op| match op {
+            PersistOp::Promise(_) => 0,
+            PersistOp::Accept { batch, .. } | PersistOp::Chosen { batch, .. } => {
+                crate::paxos::wire_size::batch_bytes(batch)
+            }
+            PersistOp::Snapshot(s) => s.data.len(),
+        })
+        .fold(0, usize::saturating_add)
 }
 
 /// Persists `batch` with one durability call (one fsync) and returns the
@@ -604,6 +680,7 @@ mod tests {
 
     use super::*;
     use crate::paxos::{Ballot, Config, DurableState};
+    use crate::transport::lanes;
 
     /// Records every chosen entry.
     struct Recorder(Arc<Mutex<Vec<ChosenEntry>>>);
@@ -639,15 +716,10 @@ mod tests {
         cfg
     }
 
-    /// A one-node cluster with fast timers, so it elects itself at once.
-    fn single_node() -> (DriverHandle, Arc<Mutex<Vec<ChosenEntry>>>) {
-        single_node_with(Box::new(MemoryDurability::default()))
-    }
-
     fn single_node_with(
         durability: Box<dyn Durability>,
     ) -> (DriverHandle, Arc<Mutex<Vec<ChosenEntry>>>) {
-        let (_peer_tx, peers) = mpsc::channel(1);
+        let (_peer_tx, peers) = lanes::channels();
         let chosen = Arc::new(Mutex::new(Vec::new()));
         let handle = start(config(1, 14), durability, peers, BTreeMap::new(), &chosen);
         (handle, chosen)
@@ -656,8 +728,8 @@ mod tests {
     fn start(
         cfg: Config,
         durability: Box<dyn Durability>,
-        peers: mpsc::Receiver<(NodeId, Message)>,
-        outbound: BTreeMap<NodeId, mpsc::Sender<Message>>,
+        peers: PeerInboxReceiver,
+        outbound: BTreeMap<NodeId, PeerOutbox>,
         chosen: &Arc<Mutex<Vec<ChosenEntry>>>,
     ) -> DriverHandle {
         let replica = Replica::new(cfg, DurableState::default(), 7).unwrap();
@@ -708,10 +780,7 @@ mod tests {
 
     /// Node 1 of 3 (a follower for the first second) recovered from
     /// `disk`, applying to a [`Refuser`].
-    fn spawn_refuser(
-        disk: DurableState,
-        peers: mpsc::Receiver<(NodeId, Message)>,
-    ) -> Result<DriverHandle, String> {
+    fn spawn_refuser(disk: DurableState, peers: PeerInboxReceiver) -> Result<DriverHandle, String> {
         let replica = Replica::new(config(3, 1_000), disk, 7).unwrap();
         let settings = LoopSettings {
             clock: NodeClock::new(),
@@ -744,7 +813,7 @@ mod tests {
     async fn a_node_whose_snapshot_cannot_be_restored_refuses_to_start() {
         let mut disk = DurableState::default();
         disk.apply_op(&crate::paxos::PersistOp::Snapshot(snapshot_up_to(5)));
-        let (_peer_tx, peers) = mpsc::channel(1);
+        let (_peer_tx, peers) = lanes::channels();
         let started = spawn_refuser(disk, peers);
         let Err(err) = started else {
             panic!("a node with an unrestorable snapshot started");
@@ -759,50 +828,110 @@ mod tests {
     /// stops and says why.
     #[tokio::test]
     async fn a_snapshot_from_a_peer_that_cannot_be_restored_stops_the_loop() {
-        let (peer_tx, peers) = mpsc::channel(4);
+        let (peer_tx, peers) = lanes::channels();
         let handle = spawn_refuser(DurableState::default(), peers).unwrap();
         let catch_up = Message::CatchUp {
-            snapshot: Some(snapshot_up_to(5)),
+            snapshot: Some(crate::paxos::SnapshotChunk {
+                up_to: Slot(5),
+                total_bytes: 5,
+                offset: 0,
+                data: bytes::Bytes::from_static(b"state"),
+            }),
             entries: Vec::new(),
         };
-        peer_tx.send((NodeId(2), catch_up)).await.unwrap();
+        peer_tx.deliver(NodeId(2), catch_up).await.unwrap();
         let status = handle.status.clone();
         wait_until("the loop stops", || status.borrow().failed.is_some()).await;
         let reason = status.borrow().failed.clone().unwrap_or_default();
         assert!(reason.contains("version 99"), "{reason}");
     }
 
-    #[tokio::test(flavor = "current_thread")]
+    /// Records every chosen entry; applying the value `gate` blocks the
+    /// loop until the test releases it.
+    struct GatedRecorder {
+        chosen: Arc<Mutex<Vec<ChosenEntry>>>,
+        entered: std::sync::mpsc::Sender<()>,
+        release: std::sync::mpsc::Receiver<()>,
+    }
+
+    impl Application for GatedRecorder {
+        fn install_snapshot(&mut self, _snapshot: &Snapshot) -> Result<(), String> {
+            Ok(())
+        }
+        fn apply(&mut self, entry: &ChosenEntry) {
+            if entry.batch.iter().any(|v| v.as_ref() == b"gate") {
+                let _ = self.entered.send(());
+                let _ = self.release.recv();
+            }
+            self.chosen.lock().unwrap().push(entry.clone());
+        }
+    }
+
+    #[tokio::test]
     async fn commands_proposed_in_one_turn_share_one_slot_in_order() {
-        let (handle, chosen) = single_node();
+        let chosen = Arc::new(Mutex::new(Vec::new()));
+        let (entered_tx, entered) = std::sync::mpsc::channel();
+        let (release, release_rx) = std::sync::mpsc::channel();
+        let app = GatedRecorder {
+            chosen: chosen.clone(),
+            entered: entered_tx,
+            release: release_rx,
+        };
+        let (_peer_tx, peers) = lanes::channels();
+        let replica = Replica::new(config(1, 14), DurableState::default(), 7).unwrap();
+        let settings = LoopSettings {
+            clock: NodeClock::new(),
+            persisted: PersistSeq(0),
+            metrics: Arc::new(NodeMetrics::default()),
+            snapshot_every_slots: 1000,
+        };
+        let store = Box::new(MemoryDurability::default());
+        let handle = spawn(
+            replica,
+            Box::new(app),
+            store,
+            peers,
+            BTreeMap::new(),
+            settings,
+        )
+        .unwrap();
         let mut status = handle.status.clone();
         tokio::time::timeout(Duration::from_secs(10), status.wait_for(|s| s.is_leader))
             .await
             .expect("elected in time")
             .expect("loop running");
-        // On a current-thread runtime the loop cannot run between these
-        // sends: all three are waiting when its next turn starts.
-        for value in [b"a", b"b", b"c"] {
+        let propose = |value: &'static [u8]| {
             handle
                 .inbox
-                .try_send(DriverInput::Propose(vec![value.to_vec()]))
+                .try_send(DriverInput::Propose(vec![Value::from_static(value)]))
                 .unwrap();
+        };
+        // While the loop is held inside a turn, three commands arrive: its
+        // next turn takes them all.
+        propose(b"gate");
+        tokio::task::spawn_blocking(move || entered.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        for value in [b"a", b"b", b"c"] {
+            propose(value);
         }
+        release.send(()).unwrap();
         wait_until("the values are chosen", || {
-            !values_chosen(&chosen).is_empty()
+            values_chosen(&chosen).len() >= 2
         })
         .await;
         assert_eq!(
-            values_chosen(&chosen),
-            vec![vec![b"a".to_vec(), b"b".to_vec(), b"c".to_vec()]]
+            values_chosen(&chosen)[1],
+            vec![b"a".to_vec(), b"b".to_vec(), b"c".to_vec()]
         );
     }
 
     #[tokio::test(flavor = "current_thread")]
     async fn a_follower_persists_its_promise_on_the_loop_itself() {
         let threads = Arc::new(Mutex::new(Vec::new()));
-        let (peer_tx, peers) = mpsc::channel(8);
-        let (to_node_2, mut at_node_2) = mpsc::channel(8);
+        let (peer_tx, peers) = lanes::channels();
+        let (to_node_2, mut at_node_2) = lanes::channels();
         let chosen = Arc::new(Mutex::new(Vec::new()));
         // Elections far off: node 1 stays a follower for the whole test.
         let _handle = start(
@@ -825,8 +954,13 @@ mod tests {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         loop {
             assert!(tokio::time::Instant::now() < deadline, "no promise in time");
-            peer_tx.send((NodeId(2), prepare.clone())).await.unwrap();
-            let reply = at_node_2.recv().await.expect("the loop is running");
+            peer_tx.deliver(NodeId(2), prepare.clone()).await.unwrap();
+            // Promises and nacks travel in different lanes.
+            let reply = tokio::select! {
+                m = at_node_2.control.recv() => m,
+                m = at_node_2.bulk.recv() => m,
+            };
+            let reply = reply.expect("the loop is running").item;
             if matches!(reply, Message::Promise { ballot: b, .. } if b == ballot) {
                 break;
             }
@@ -834,8 +968,12 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         let threads = threads.lock().unwrap().clone();
-        let here = std::thread::current().name().map(String::from);
-        assert_eq!(threads, vec![here], "the promise was persisted in place");
+        let in_place = Some("paxlock-consensus".to_string());
+        assert_eq!(
+            threads,
+            vec![in_place],
+            "the promise was persisted in place"
+        );
     }
 
     #[tokio::test(flavor = "current_thread")]
@@ -850,7 +988,7 @@ mod tests {
         let before = threads.lock().unwrap().len();
         handle
             .inbox
-            .send(DriverInput::Propose(vec![b"v".to_vec()]))
+            .send(DriverInput::Propose(vec![Value::from_static(b"v")]))
             .await
             .unwrap();
         wait_until("the value is chosen", || !values_chosen(&chosen).is_empty()).await;

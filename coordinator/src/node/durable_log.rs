@@ -303,7 +303,9 @@ impl<'a> Reader<'a> {
         if count > (self.bytes.len() / 8) as u64 {
             return Err("batch count beyond the record");
         }
-        (0..count).map(|_| self.bytes()).collect()
+        (0..count)
+            .map(|_| self.bytes().map(crate::paxos::Value::from))
+            .collect()
     }
     fn ballot(&mut self) -> Result<Ballot, &'static str> {
         Ok(Ballot {
@@ -401,11 +403,17 @@ mod tests {
                     PersistOp::Accept {
                         slot: Slot(0),
                         ballot: ballot(3, 2),
-                        batch: vec![b"a".to_vec(), vec![]],
+                        batch: vec![
+                            crate::paxos::Value::from_static(b"a"),
+                            crate::paxos::Value::new(),
+                        ],
                     },
                     PersistOp::Chosen {
                         slot: Slot(0),
-                        batch: vec![b"a".to_vec(), vec![]],
+                        batch: vec![
+                            crate::paxos::Value::from_static(b"a"),
+                            crate::paxos::Value::new(),
+                        ],
                     },
                 ],
             ),

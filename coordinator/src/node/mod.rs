@@ -18,28 +18,23 @@ use std::time::Duration;
 
 use paxlock::proto::{self, request::Op, response, ErrorCode, Response};
 use tokio::sync::{mpsc, watch};
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
+use crate::bounded;
 use crate::config::NodeConfig;
 use crate::metrics::{MetricsSources, NodeMetrics};
 use crate::paxos::{self, DurableState, Message, NodeId, PersistSeq, Replica};
 use crate::service::sessions::run_expiry;
 use crate::service::{watch as election_watch, Context, LockApplication, Shared};
 use crate::transport::client_streams::ClientService;
-use crate::transport::peer_codec;
+use crate::transport::lanes::{self, Lanes, PeerOutboxReceiver};
+use crate::transport::peer::{PeerLink, PeerSender, Sent};
 use crate::transport::{Handlers, NodeEndpoint, TlsMaterial, TransportError, TransportMetrics};
 use clock::NodeClock;
 use driver::{Application, DriverHandle, DriverInput, DriverStatus, Durability};
 
-/// Bound on queued inbound peer messages: past it, the peers' stream
-/// readers wait (backpressure) instead of the node buffering without limit.
-/// (Client requests need no queue: each is answered on its stream's task,
-/// and QUIC bounds the streams a client may open at once.)
-const INBOUND_QUEUE: usize = 4096;
-
-/// Bound on messages queued for one peer; a full queue drops messages,
-/// which consensus tolerates, rather than stall the loop on a slow peer.
-const PEER_QUEUE: usize = 4096;
+/// A peer link that had to withhold messages says so at most this often.
+const WITHHELD_WARNING_INTERVAL: Duration = Duration::from_secs(10);
 
 /// How long one attempt to dial a peer may take.
 const PEER_DIAL_TIMEOUT: Duration = Duration::from_millis(500);
@@ -179,17 +174,25 @@ impl Node {
             metrics.clone(),
         )?);
         let persisted: PersistSeq = parts.recovered.persisted_seq;
-        let replica = Replica::new(options.paxos_config(), parts.recovered, options.seed)
+        let consensus = options.paxos_config();
+        // Rule "every message fits": what the core bounds its messages by
+        // must fit the frame both peer protocol versions read.
+        if consensus.max_message_bytes > paxlock::wire::MAX_FRAME_BYTES {
+            return Err(StartError::Consensus(paxos::ConfigError::BadSize(
+                "max_message_bytes must fit one frame",
+            )));
+        }
+        let replica = Replica::new(consensus, parts.recovered, options.seed)
             .map_err(StartError::Consensus)?;
 
-        let (peer_tx, peer_rx) = mpsc::channel(INBOUND_QUEUE);
+        let (peer_tx, peer_rx) = lanes::channels();
         let mut tasks = Vec::new();
 
         let (connected_tx, connected) = watch::channel(Vec::new());
         let connected_tx = Arc::new(connected_tx);
         let mut outbound = BTreeMap::new();
         for (&peer_id, &addr) in &options.peers {
-            let (tx, rx) = mpsc::channel(PEER_QUEUE);
+            let (tx, rx) = lanes::channels();
             outbound.insert(NodeId(peer_id), tx);
             tasks.push(tokio::spawn(keep_peer_link(
                 endpoint.clone(),
@@ -309,7 +312,9 @@ impl Node {
     pub async fn propose(&self, values: Vec<Vec<u8>>) -> bool {
         self.driver
             .inbox
-            .send(DriverInput::Propose(values))
+            .send(DriverInput::Propose(
+                values.into_iter().map(paxos::Value::from).collect(),
+            ))
             .await
             .is_ok()
     }
@@ -379,10 +384,10 @@ impl Node {
     }
 
     /// Closes all connections and stops every task.
-    pub async fn shutdown(self) {
+    pub async fn shutdown(mut self) {
         self.endpoint
             .close(paxlock::wire::codes::SHUTTING_DOWN, b"node shutting down");
-        self.driver.task.abort();
+        self.driver.stop();
         for task in &self.tasks {
             task.abort();
         }
@@ -409,7 +414,7 @@ async fn keep_peer_link(
     endpoint: Arc<NodeEndpoint>,
     peer_id: u64,
     addr: SocketAddr,
-    mut messages: mpsc::Receiver<Message>,
+    mut messages: PeerOutboxReceiver,
     connected: Arc<watch::Sender<Vec<u64>>>,
 ) {
     let mut backoff = Duration::from_millis(50);
@@ -420,9 +425,10 @@ async fn keep_peer_link(
         let dial = tokio::time::timeout(PEER_DIAL_TIMEOUT, endpoint.dial_peer(peer_id, addr)).await;
         let dial = dial.unwrap_or_else(|_| Err(TransportError::Timeout("peer handshake")));
         match dial {
-            Ok(mut link) => {
+            Ok(link) => {
                 backoff = Duration::from_millis(50);
-                info!(peer = peer_id, %addr, "connected to peer over mutual TLS");
+                let version = link.version;
+                info!(peer = peer_id, %addr, ?version, "connected to peer over mutual TLS");
                 connected.send_modify(|ids| {
                     if !ids.contains(&peer_id) {
                         ids.push(peer_id);
@@ -431,20 +437,16 @@ async fn keep_peer_link(
                 });
                 // Messages queued while the link was down are stale; the
                 // core re-sends what still matters.
-                while messages.try_recv().is_ok() {}
-                loop {
-                    tokio::select! {
-                        msg = messages.recv() => {
-                            let Some(msg) = msg else { return };
-                            if let Err(e) = link.send(&peer_codec::encode(&msg)).await {
-                                info!(peer = peer_id, "lost peer link: {e}");
-                                break;
-                            }
-                        }
-                        reason = link.connection.closed() => {
-                            info!(peer = peer_id, "peer link closed: {reason}");
-                            break;
-                        }
+                while messages.control.try_recv().is_ok() {}
+                while messages.bulk.try_recv().is_ok() {}
+                let connection = link.connection.clone();
+                tokio::select! {
+                    ended = serve_link(link, &mut messages) => match ended {
+                        LinkEnd::Shutdown => return,
+                        LinkEnd::Failed(e) => warn!(peer = peer_id, "lost peer link: {e}"),
+                    },
+                    reason = connection.closed() => {
+                        warn!(peer = peer_id, "peer link closed: {reason}");
                     }
                 }
                 connected.send_modify(|ids| ids.retain(|&id| id != peer_id));
@@ -453,6 +455,110 @@ async fn keep_peer_link(
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_millis(500));
+    }
+}
+
+/// Why a link stopped sending.
+enum LinkEnd {
+    /// The consensus loop is gone: the node is stopping.
+    Shutdown,
+    /// Writing failed; the link must be dialled again.
+    Failed(TransportError),
+}
+
+/// Sends the queued messages on `link`: each lane on its own stream where
+/// the peer has them (version 3), so bulk data never holds a heartbeat
+/// back; on the one stream otherwise, control messages first.
+async fn serve_link(link: PeerLink, messages: &mut PeerOutboxReceiver) -> LinkEnd {
+    let peer = link.node_id;
+    let PeerLink { bulk, control, .. } = link;
+    let Lanes {
+        control: control_queue,
+        bulk: bulk_queue,
+    } = messages;
+    match control {
+        Some(control) => {
+            tokio::select! {
+                end = send_lane(peer, control, control_queue) => end,
+                end = send_lane(peer, bulk, bulk_queue) => end,
+            }
+        }
+        None => {
+            let mut stream = bulk;
+            let mut withheld = WithheldWarning::default();
+            loop {
+                let msg = tokio::select! {
+                    biased;
+                    msg = control_queue.recv() => msg,
+                    msg = bulk_queue.recv() => msg,
+                };
+                let Some(msg) = msg else {
+                    return LinkEnd::Shutdown;
+                };
+                if let Err(e) = send_one(peer, &mut stream, &msg.item, &mut withheld).await {
+                    return LinkEnd::Failed(e);
+                }
+            }
+        }
+    }
+}
+
+/// Sends one lane's queue on its stream until writing fails or the queue
+/// closes.
+async fn send_lane(
+    peer: u64,
+    mut stream: PeerSender,
+    queue: &mut bounded::Receiver<Message>,
+) -> LinkEnd {
+    let mut withheld = WithheldWarning::default();
+    while let Some(msg) = queue.recv().await {
+        if let Err(e) = send_one(peer, &mut stream, &msg.item, &mut withheld).await {
+            return LinkEnd::Failed(e);
+        }
+    }
+    LinkEnd::Shutdown
+}
+
+async fn send_one(
+    peer: u64,
+    stream: &mut PeerSender,
+    msg: &Message,
+    withheld: &mut WithheldWarning,
+) -> Result<(), TransportError> {
+    match stream.send(msg).await? {
+        Sent::Whole => {}
+        Sent::Fragmented(pieces) => {
+            // Only an entry accepted by a release that did not bound
+            // batches in bytes gets here.
+            info!(
+                peer,
+                pieces, "sent a message larger than a frame in fragments"
+            );
+        }
+        Sent::Withheld(why) => withheld.warn(peer, why),
+    }
+    Ok(())
+}
+
+/// Says that a link withholds messages (an older peer), at most every
+/// [`WITHHELD_WARNING_INTERVAL`].
+#[derive(Default)]
+struct WithheldWarning {
+    last: Option<std::time::Instant>,
+}
+
+impl WithheldWarning {
+    fn warn(&mut self, peer: u64, why: &str) {
+        if self
+            .last
+            .is_none_or(|at| at.elapsed() >= WITHHELD_WARNING_INTERVAL)
+        {
+            self.last = Some(std::time::Instant::now());
+            warn!(
+                peer,
+                "withholding a consensus message from the peer: {why} (upgrade the peer)"
+            );
+        }
     }
 }
 

@@ -3,8 +3,9 @@
 
 use super::config::{CanaryRef, Config};
 use super::durable::DurableState;
-use super::message::ReportedEntry;
+use super::message::{Message, ReportedEntry};
 use super::types::{Ballot, Nanos, NodeId, Slot};
+use super::wire_size::{entry_bytes, MESSAGE_OVERHEAD_BYTES};
 
 /// Volatile acceptor state (the durable part lives in [`DurableState`]).
 #[derive(Debug, Clone)]
@@ -94,6 +95,52 @@ pub(crate) fn first_unchosen(state: &DurableState) -> Slot {
         s = s.next();
     }
     s
+}
+
+/// Rule "a promise travels in parts": the entries a promise reports (see
+/// [`report_entries`]) split into messages of at most
+/// `max_message_bytes`, each saying which slots it covers, so the
+/// candidate knows when it has heard all of them. Parts cover
+/// `[from_slot, ∞)` without gaps; each holds at least one entry, so an
+/// entry larger than the bound (accepted before batches were bounded in
+/// bytes) travels whole in a part of its own rather than being dropped.
+pub(crate) fn promise_parts(
+    state: &DurableState,
+    ballot: Ballot,
+    from_slot: Slot,
+    chosen_up_to: Slot,
+    cfg: &Config,
+) -> Vec<Message> {
+    let part = |entries, part_start, part_end| Message::Promise {
+        ballot,
+        from_slot,
+        chosen_up_to,
+        entries,
+        part_start,
+        part_end,
+    };
+    let budget = cfg.max_message_bytes.saturating_sub(MESSAGE_OVERHEAD_BYTES);
+    let mut parts = Vec::new();
+    let mut current: Vec<ReportedEntry> = Vec::new();
+    let mut current_bytes = 0usize;
+    let mut part_start = from_slot;
+    for entry in report_entries(state, from_slot, chosen_up_to, cfg) {
+        let bytes = entry_bytes(&entry.batch);
+        if !current.is_empty() && current_bytes.saturating_add(bytes) > budget {
+            let part_end = entry.slot;
+            parts.push(part(
+                std::mem::take(&mut current),
+                part_start,
+                Some(part_end),
+            ));
+            part_start = part_end;
+            current_bytes = 0;
+        }
+        current_bytes = current_bytes.saturating_add(bytes);
+        current.push(entry);
+    }
+    parts.push(part(current, part_start, None));
+    parts
 }
 
 /// The entries a promise reports: every entry at or after

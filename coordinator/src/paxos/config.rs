@@ -1,6 +1,7 @@
 //! Static configuration of one replica: membership, timing and bounds.
 
 use super::types::NodeId;
+use super::wire_size::{ENTRY_OVERHEAD_BYTES, MESSAGE_OVERHEAD_BYTES, VALUE_OVERHEAD_BYTES};
 
 /// Test-only switches that disable exactly one safety rule, so the simulator
 /// can show that its checks catch the resulting violations.
@@ -16,6 +17,9 @@ pub enum Canary {
     NoBallotCheckInAccept,
     /// The acceptor promises a new ballot while its lease to the leader runs.
     NoLeaseWaitBeforePromise,
+    /// A batch closes on its command count only, not on its bytes, so an
+    /// Accept can outgrow the transport's frame.
+    NoBatchByteBound,
 }
 
 /// Why a [`Config`] was refused.
@@ -27,6 +31,8 @@ pub enum ConfigError {
     BadTiming(&'static str),
     /// A bound is zero.
     ZeroBound(&'static str),
+    /// Byte bounds that do not fit inside one another.
+    BadSize(&'static str),
 }
 
 impl std::fmt::Display for ConfigError {
@@ -37,6 +43,7 @@ impl std::fmt::Display for ConfigError {
             }
             ConfigError::BadTiming(why) => write!(f, "bad timing: {why}"),
             ConfigError::ZeroBound(name) => write!(f, "{name} must be > 0"),
+            ConfigError::BadSize(why) => write!(f, "bad size bounds: {why}"),
         }
     }
 }
@@ -69,8 +76,29 @@ pub struct Config {
     pub max_batch_values: usize,
     /// Largest single command accepted, in bytes.
     pub max_value_bytes: usize,
+    /// Most bytes one slot's batch may take (`wire_size::batch_bytes`). A
+    /// batch closes at this bound or at `max_batch_values`, whichever
+    /// comes first; one command always fits (`max_value_bytes` is below).
+    pub max_batch_bytes: usize,
+    /// Most bytes any message this replica builds may take on the wire
+    /// (`Message::encoded_len_bound`): an Accept, a promise part, a
+    /// catch-up reply, a snapshot chunk. Only an entry accepted before
+    /// batches were bounded in bytes may exceed it, alone in its message,
+    /// because an accepted entry may be chosen and must travel whole.
+    pub max_message_bytes: usize,
+    /// Most snapshot bytes one chunk carries.
+    pub snapshot_chunk_bytes: usize,
+    /// Largest snapshot a replica accepts from a peer.
+    pub max_snapshot_bytes: usize,
     /// Most commands a leader queues for proposal; more are rejected.
     pub max_pending_values: usize,
+    /// Most bytes of commands a leader queues for proposal; more are rejected.
+    pub max_pending_bytes: usize,
+    /// A leader opens no new slot while its slots in flight hold this many
+    /// bytes of batches (besides `pipeline_window_slots`): everything in
+    /// flight travels to each follower on one ordered stream, ahead of the
+    /// leader's next heartbeat.
+    pub max_in_flight_bytes: usize,
     /// Most chosen entries in one catch-up reply.
     pub max_catchup_entries: usize,
     /// Most entries an acceptor will report or hold past its commit index.
@@ -94,7 +122,13 @@ impl Config {
             pipeline_window_slots: 16,
             max_batch_values: 64,
             max_value_bytes: 64 * 1024,
+            max_batch_bytes: 1024 * 1024,
+            max_message_bytes: 2 * 1024 * 1024,
+            snapshot_chunk_bytes: 2 * 1024 * 1024 - MESSAGE_OVERHEAD_BYTES,
+            max_snapshot_bytes: 1 << 30,
             max_pending_values: 4096,
+            max_pending_bytes: 32 * 1024 * 1024,
+            max_in_flight_bytes: 4 * 1024 * 1024,
             max_catchup_entries: 64,
             max_log_ahead_slots: 1024,
             #[cfg(feature = "canary")]
@@ -137,12 +171,46 @@ impl Config {
             ("max_batch_values", self.max_batch_values as u64),
             ("max_value_bytes", self.max_value_bytes as u64),
             ("max_pending_values", self.max_pending_values as u64),
+            ("snapshot_chunk_bytes", self.snapshot_chunk_bytes as u64),
+            ("max_snapshot_bytes", self.max_snapshot_bytes as u64),
+            ("max_in_flight_bytes", self.max_in_flight_bytes as u64),
             ("max_catchup_entries", self.max_catchup_entries as u64),
             ("max_log_ahead_slots", self.max_log_ahead_slots),
         ] {
             if v == 0 {
                 return Err(ConfigError::ZeroBound(name));
             }
+        }
+        // Rule "every message fits": one command fits a batch, one batch
+        // fits an Accept (and a promise part or catch-up reply of one
+        // entry), a chunk fits a catch-up reply, and the queue holds a batch.
+        let value = self.max_value_bytes.saturating_add(VALUE_OVERHEAD_BYTES);
+        if value > self.max_batch_bytes {
+            return Err(ConfigError::BadSize(
+                "max_value_bytes plus its overhead must fit max_batch_bytes",
+            ));
+        }
+        let entry = MESSAGE_OVERHEAD_BYTES
+            .saturating_add(ENTRY_OVERHEAD_BYTES)
+            .saturating_add(self.max_batch_bytes);
+        if entry > self.max_message_bytes {
+            return Err(ConfigError::BadSize(
+                "a full batch plus its overheads must fit max_message_bytes",
+            ));
+        }
+        if self
+            .snapshot_chunk_bytes
+            .saturating_add(MESSAGE_OVERHEAD_BYTES)
+            > self.max_message_bytes
+        {
+            return Err(ConfigError::BadSize(
+                "snapshot_chunk_bytes plus a message's overhead must fit max_message_bytes",
+            ));
+        }
+        if self.max_pending_bytes < self.max_batch_bytes {
+            return Err(ConfigError::BadSize(
+                "max_pending_bytes must hold at least one full batch",
+            ));
         }
         if self.max_log_ahead_slots < self.pipeline_window_slots {
             return Err(ConfigError::BadTiming(
@@ -188,6 +256,7 @@ impl Config {
                         CanaryRef::LeaseWaitBeforePromise,
                         Canary::NoLeaseWaitBeforePromise
                     )
+                    | (CanaryRef::BatchByteBound, Canary::NoBatchByteBound)
             )
         }
         #[cfg(not(feature = "canary"))]
@@ -204,4 +273,5 @@ pub(crate) enum CanaryRef {
     PersistBeforeReply,
     BallotCheckInAccept,
     LeaseWaitBeforePromise,
+    BatchByteBound,
 }

@@ -1,11 +1,63 @@
 //! Learner side: which chosen entries the application has seen, and
-//! catching up from peers when entries are missing.
+//! catching up from peers when entries are missing: by entries, or by a
+//! snapshot fetched in chunks when the entries were compacted away.
 
 use super::config::Config;
 use super::durable::DurableState;
 use super::effects::ChosenEntry;
-use super::message::Message;
-use super::types::{Nanos, NodeId, Slot};
+use super::message::{Message, SnapshotChunk};
+use super::types::{Nanos, NodeId, Slot, Snapshot};
+use super::wire_size::{entry_bytes, MESSAGE_OVERHEAD_BYTES};
+
+/// Requests for the next chunk of a snapshot sent without any chunk
+/// arriving, after which the download is given up (the peer may be gone,
+/// or have compacted again) and catch-up starts over, maybe elsewhere.
+const MAX_UNANSWERED_CHUNK_REQUESTS: u32 = 10;
+
+/// A snapshot being fetched from a peer, one chunk at a time.
+#[derive(Debug, Clone)]
+pub(crate) struct Download {
+    /// Who sends it (the sender of the latest chunk).
+    peer: NodeId,
+    /// The snapshot covers every slot below this.
+    up_to: Slot,
+    /// Its whole length, as its first chunk announced (at most
+    /// `Config::max_snapshot_bytes`, checked on receipt).
+    total_bytes: u64,
+    /// The bytes received so far, in order.
+    data: Vec<u8>,
+    /// When the latest chunk request went out.
+    last_request_at: Nanos,
+    /// Requests sent since the latest chunk arrived.
+    unanswered: u32,
+}
+
+/// What a running snapshot download asks of the learner on a tick.
+#[derive(Debug)]
+enum DownloadStep {
+    /// No download runs: ordinary catch-up applies.
+    Idle,
+    /// Its next chunk was asked for recently: ask nothing.
+    Wait,
+    /// Ask this peer (again) for the next chunk.
+    Ask(NodeId, Message),
+}
+
+/// What a received snapshot chunk leads to.
+#[derive(Debug)]
+pub(crate) enum ChunkOutcome {
+    /// Not the chunk the download needs (or a snapshot we are past).
+    Ignored,
+    /// Ask `peer` for the rest.
+    Request {
+        /// Who to ask.
+        peer: NodeId,
+        /// The request.
+        msg: Message,
+    },
+    /// The whole snapshot arrived.
+    Complete(Snapshot),
+}
 
 /// Volatile learner state.
 #[derive(Debug, Clone)]
@@ -18,6 +70,8 @@ pub(crate) struct Learner {
     pub(crate) last_request_at: Option<Nanos>,
     /// Our commit index when the last catch-up request went out.
     pub(crate) last_request_commit: Option<Slot>,
+    /// The snapshot being fetched, if any.
+    pub(crate) download: Option<Download>,
 }
 
 impl Learner {
@@ -28,6 +82,7 @@ impl Learner {
             catch_up_peer: None,
             last_request_at: None,
             last_request_commit: None,
+            download: None,
         }
     }
 
@@ -41,12 +96,18 @@ impl Learner {
 
     /// Rule "catch up by pull, rate-limited": one request per heartbeat
     /// interval, so a lagging node costs its peer a bounded amount of work.
+    /// While a snapshot downloads, the request is for its next chunk.
     pub(crate) fn request_due(
         &mut self,
         now: Nanos,
         commit: Slot,
         cfg: &Config,
-    ) -> Option<(NodeId, Slot)> {
+    ) -> Option<(NodeId, Message)> {
+        match self.chunk_request_due(now, commit, cfg) {
+            DownloadStep::Idle => {}
+            DownloadStep::Wait => return None,
+            DownloadStep::Ask(peer, msg) => return Some((peer, msg)),
+        }
         if commit >= self.catch_up_target {
             return None;
         }
@@ -67,7 +128,88 @@ impl Learner {
         }
         self.last_request_at = Some(now);
         self.last_request_commit = Some(commit);
-        Some((peer, commit))
+        Some((peer, Message::CatchUpRequest { from_slot: commit }))
+    }
+
+    /// What a running download needs now: nothing else is asked for while
+    /// one runs, and its next chunk is asked for again if none arrived for
+    /// two heartbeat intervals.
+    fn chunk_request_due(&mut self, now: Nanos, commit: Slot, cfg: &Config) -> DownloadStep {
+        let Some(d) = self.download.as_mut() else {
+            return DownloadStep::Idle;
+        };
+        if d.up_to <= commit || d.unanswered >= MAX_UNANSWERED_CHUNK_REQUESTS {
+            self.download = None;
+            return DownloadStep::Idle;
+        }
+        if now.since(d.last_request_at) < 2 * cfg.heartbeat_interval_ns {
+            return DownloadStep::Wait;
+        }
+        d.last_request_at = now;
+        d.unanswered += 1;
+        let msg = Message::SnapshotRequest {
+            up_to: d.up_to,
+            offset: d.data.len() as u64,
+        };
+        DownloadStep::Ask(d.peer, msg)
+    }
+
+    /// Rule "a snapshot arrives in order": a chunk is kept only if it
+    /// continues the running download (or starts one, at offset 0, for a
+    /// snapshot newer than ours and than the running download's); the next
+    /// one is asked for as soon as one arrives.
+    pub(crate) fn on_chunk(
+        &mut self,
+        from: NodeId,
+        chunk: SnapshotChunk,
+        commit: Slot,
+        now: Nanos,
+    ) -> ChunkOutcome {
+        if chunk.up_to <= commit {
+            return ChunkOutcome::Ignored;
+        }
+        let continues = self
+            .download
+            .as_ref()
+            .is_some_and(|d| d.up_to == chunk.up_to);
+        if !continues {
+            let newer = self.download.as_ref().is_none_or(|d| d.up_to < chunk.up_to);
+            if chunk.offset != 0 || !newer {
+                return ChunkOutcome::Ignored;
+            }
+            self.download = Some(Download {
+                peer: from,
+                up_to: chunk.up_to,
+                total_bytes: chunk.total_bytes,
+                data: Vec::new(),
+                last_request_at: now,
+                unanswered: 0,
+            });
+        }
+        let Some(d) = self.download.as_mut() else {
+            return ChunkOutcome::Ignored;
+        };
+        if chunk.offset != d.data.len() as u64 || chunk.total_bytes != d.total_bytes {
+            return ChunkOutcome::Ignored;
+        }
+        d.data.extend_from_slice(&chunk.data);
+        d.peer = from;
+        d.last_request_at = now;
+        d.unanswered = 0;
+        if (d.data.len() as u64) < d.total_bytes {
+            let msg = Message::SnapshotRequest {
+                up_to: d.up_to,
+                offset: d.data.len() as u64,
+            };
+            return ChunkOutcome::Request { peer: from, msg };
+        }
+        match self.download.take() {
+            Some(d) => ChunkOutcome::Complete(Snapshot {
+                up_to: d.up_to,
+                data: d.data,
+            }),
+            None => ChunkOutcome::Ignored,
+        }
     }
 
     /// Chosen entries not yet handed to the application, in slot order.
@@ -94,30 +236,81 @@ fn next_peer(cfg: &Config, peer: NodeId) -> NodeId {
     after.or_else(|| others.min()).unwrap_or(peer)
 }
 
-/// Answer to a catch-up request: chosen entries from `from_slot`, or the
-/// snapshot first if `from_slot` was compacted away.
+/// The chunk of `snapshot` that starts at `offset` (at most
+/// `snapshot_chunk_bytes` long).
+fn chunk_of(snapshot: &Snapshot, offset: u64, cfg: &Config) -> SnapshotChunk {
+    let start = (offset as usize).min(snapshot.data.len());
+    let end = start
+        .saturating_add(cfg.snapshot_chunk_bytes)
+        .min(snapshot.data.len());
+    SnapshotChunk {
+        up_to: snapshot.up_to,
+        total_bytes: snapshot.data.len() as u64,
+        offset: start as u64,
+        data: bytes::Bytes::copy_from_slice(&snapshot.data[start..end]),
+    }
+}
+
+/// Answer to a catch-up request: chosen entries from `from_slot`, as many
+/// as fit one message, or, if `from_slot` was compacted away, the first
+/// chunk of the snapshot.
 pub(crate) fn serve_catch_up(
     state: &DurableState,
     from_slot: Slot,
     commit: Slot,
     cfg: &Config,
 ) -> Message {
+    if let Some(snapshot) = &state.snapshot {
+        if from_slot < snapshot.up_to {
+            return Message::CatchUp {
+                snapshot: Some(chunk_of(snapshot, 0, cfg)),
+                entries: Vec::new(),
+            };
+        }
+    }
     let floor = state.snapshot.as_ref().map_or(Slot(0), |s| s.up_to);
-    let snapshot = if from_slot < floor {
-        state.snapshot.clone()
-    } else {
-        None
-    };
     let start = from_slot.max(floor);
     // `from_slot` is untrusted: an empty range, never an inverted one.
     let end = commit.max(start);
-    let entries = state
-        .log
-        .range(start..end)
-        .take(cfg.max_catchup_entries)
-        .map(|(s, e)| (*s, e.batch.clone()))
-        .collect();
-    Message::CatchUp { snapshot, entries }
+    let budget = cfg.max_message_bytes.saturating_sub(MESSAGE_OVERHEAD_BYTES);
+    let mut bytes = 0usize;
+    let mut entries = Vec::new();
+    for (slot, e) in state.log.range(start..end).take(cfg.max_catchup_entries) {
+        bytes = bytes.saturating_add(entry_bytes(&e.batch));
+        // At least one entry, so catch-up always moves on (an entry too
+        // large for the bound predates the bound and travels alone).
+        if !entries.is_empty() && bytes > budget {
+            break;
+        }
+        entries.push((*slot, e.batch.clone()));
+    }
+    Message::CatchUp {
+        snapshot: None,
+        entries,
+    }
+}
+
+/// Answer to a request for a snapshot's chunk: that chunk, or the first
+/// chunk of a newer snapshot if this node compacted since; nothing if it
+/// has no snapshot as new as the one asked for.
+pub(crate) fn serve_snapshot_chunk(
+    state: &DurableState,
+    up_to: Slot,
+    offset: u64,
+    cfg: &Config,
+) -> Option<Message> {
+    let snapshot = state.snapshot.as_ref()?;
+    let chunk = if snapshot.up_to == up_to && offset < snapshot.data.len() as u64 {
+        chunk_of(snapshot, offset, cfg)
+    } else if snapshot.up_to > up_to {
+        chunk_of(snapshot, 0, cfg)
+    } else {
+        return None;
+    };
+    Some(Message::CatchUp {
+        snapshot: Some(chunk),
+        entries: Vec::new(),
+    })
 }
 
 #[cfg(test)]
@@ -131,26 +324,22 @@ mod tests {
         let mut learner = Learner::new(Slot(5));
         learner.want(Slot(10), NodeId(2));
         let at = |i: u64| Nanos(i * hb);
-        assert_eq!(
-            learner.request_due(at(1), Slot(5), &cfg),
-            Some((NodeId(2), Slot(5)))
-        );
+        let ask = |peer: u64, from: u64| {
+            Some((
+                NodeId(peer),
+                Message::CatchUpRequest {
+                    from_slot: Slot(from),
+                },
+            ))
+        };
+        assert_eq!(learner.request_due(at(1), Slot(5), &cfg), ask(2, 5));
         // Rate-limited within one heartbeat interval.
         assert_eq!(learner.request_due(at(1), Slot(5), &cfg), None);
         // No progress: the next member, skipping ourselves, wrapping.
-        assert_eq!(
-            learner.request_due(at(2), Slot(5), &cfg),
-            Some((NodeId(3), Slot(5)))
-        );
-        assert_eq!(
-            learner.request_due(at(3), Slot(5), &cfg),
-            Some((NodeId(2), Slot(5)))
-        );
+        assert_eq!(learner.request_due(at(2), Slot(5), &cfg), ask(3, 5));
+        assert_eq!(learner.request_due(at(3), Slot(5), &cfg), ask(2, 5));
         // Progress: the same peer again.
-        assert_eq!(
-            learner.request_due(at(4), Slot(7), &cfg),
-            Some((NodeId(2), Slot(7)))
-        );
+        assert_eq!(learner.request_due(at(4), Slot(7), &cfg), ask(2, 7));
         // Caught up: nothing to ask.
         assert_eq!(learner.request_due(at(5), Slot(10), &cfg), None);
     }

@@ -2,7 +2,7 @@
 //! runs before any handler sees a message.
 
 use super::config::Config;
-use super::types::{Ballot, Batch, NodeId, Slot, Snapshot};
+use super::types::{Ballot, Batch, NodeId, Slot};
 
 /// One log entry as an acceptor reports it in a [`Message::Promise`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -15,6 +15,29 @@ pub struct ReportedEntry {
     pub batch: Batch,
     /// The acceptor knows `batch` is chosen, so the new leader may adopt it as is.
     pub chosen: bool,
+}
+
+/// A part of an application snapshot, sent to a replica that is behind
+/// the sender's compaction point. A snapshot may be larger than any one
+/// message may be, so it travels in chunks the receiver asks for in turn
+/// ([`Message::SnapshotRequest`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotChunk {
+    /// The snapshot covers every slot below this.
+    pub up_to: Slot,
+    /// The snapshot's whole length in bytes.
+    pub total_bytes: u64,
+    /// Where in the snapshot `data` starts.
+    pub offset: u64,
+    /// The bytes from `offset` on (at most the sender's chunk size).
+    pub data: bytes::Bytes,
+}
+
+impl SnapshotChunk {
+    /// Whether this chunk is the whole snapshot.
+    pub fn is_whole(&self) -> bool {
+        self.offset == 0 && self.data.len() as u64 == self.total_bytes
+    }
 }
 
 /// A peer-to-peer protocol message.
@@ -40,7 +63,11 @@ pub enum Message {
         /// The candidate's first unchosen slot.
         from_slot: Slot,
     },
-    /// Phase 1b: the acceptor promised `ballot`.
+    /// Phase 1b: the acceptor promised `ballot`. One promise may take
+    /// several messages (parts), each within the message size bound: a part
+    /// reports the acceptor's entries in the slots `[part_start, part_end)`,
+    /// and the candidate counts the promise once its parts cover every slot
+    /// from `from_slot` on.
     Promise {
         /// The promised ballot.
         ballot: Ballot,
@@ -48,11 +75,15 @@ pub enum Message {
         from_slot: Slot,
         /// The acceptor's first unchosen slot: everything below is chosen.
         chosen_up_to: Slot,
-        /// Every entry the acceptor holds at or after `max(from_slot,
-        /// chosen_up_to)`, plus (as a bonus, bounded) chosen entries below.
+        /// The entries the acceptor holds in this part's slots: every one
+        /// at or after `max(from_slot, chosen_up_to)`, plus (as a bonus,
+        /// bounded) chosen entries below.
         entries: Vec<ReportedEntry>,
-        /// The acceptor's snapshot, if it covers slots at or after `from_slot`.
-        snapshot: Option<Snapshot>,
+        /// First slot this part reports on (`from_slot` for the first part).
+        part_start: Slot,
+        /// The slot after the last one this part reports on; `None` for the
+        /// last part (it reports on every slot from `part_start` on).
+        part_end: Option<Slot>,
     },
     /// The receiver refuses `ballot`; it has promised `promised`.
     Nack {
@@ -113,12 +144,22 @@ pub enum Message {
         /// First slot the requester lacks.
         from_slot: Slot,
     },
-    /// Chosen entries (and a snapshot if the requester is too far behind).
+    /// Chosen entries, or, to a requester behind the sender's compaction
+    /// point, a chunk of the sender's snapshot instead.
     CatchUp {
-        /// Present when `from_slot` was already compacted away.
-        snapshot: Option<Snapshot>,
+        /// Present when the requested slots were already compacted away.
+        snapshot: Option<SnapshotChunk>,
         /// Chosen entries in slot order, contiguous.
         entries: Vec<(Slot, Batch)>,
+    },
+    /// "Send me the chunk of your snapshot up to `up_to` that starts at
+    /// `offset`." Answered with a [`Message::CatchUp`] carrying it (or the
+    /// first chunk of a newer snapshot, if the sender compacted again).
+    SnapshotRequest {
+        /// Which snapshot.
+        up_to: Slot,
+        /// Where the next chunk starts.
+        offset: u64,
     },
 }
 
@@ -133,6 +174,9 @@ pub enum Malformed {
     UnknownBallotOwner,
     /// Entries are not strictly ascending or are out of range.
     BadOrder,
+    /// A snapshot chunk reaches past its snapshot's length, or announces a
+    /// snapshot larger than any this cluster accepts.
+    BadSnapshotChunk,
 }
 
 fn batch_ok(batch: &Batch, cfg: &Config) -> bool {
@@ -159,7 +203,9 @@ impl Message {
                 ballot, entries, ..
             } => !ballot_ok(ballot) || entries.iter().any(|e| !ballot_ok(&e.ballot)),
             Message::Nack { ballot, promised } => !ballot_ok(ballot) || !ballot_ok(promised),
-            Message::CatchUpRequest { .. } | Message::CatchUp { .. } => false,
+            Message::CatchUpRequest { .. }
+            | Message::CatchUp { .. }
+            | Message::SnapshotRequest { .. } => false,
         };
         if bad_ballot {
             return Err(Malformed::UnknownBallotOwner);
@@ -172,8 +218,20 @@ impl Message {
                 entries,
                 from_slot,
                 chosen_up_to,
+                part_start,
+                part_end,
                 ..
             } => {
+                // A part starts at or after the prepare's first slot, ends
+                // after it starts, and holds only entries of its own slots.
+                if part_start < from_slot || part_end.is_some_and(|end| end <= *part_start) {
+                    return Err(Malformed::BadOrder);
+                }
+                let in_part =
+                    |slot: Slot| slot >= *part_start && part_end.is_none_or(|end| slot < end);
+                if entries.iter().any(|e| !in_part(e.slot)) {
+                    return Err(Malformed::BadOrder);
+                }
                 let limit = cfg
                     .max_log_ahead_slots
                     .saturating_add(cfg.max_catchup_entries as u64);
@@ -195,9 +253,17 @@ impl Message {
                 }
                 Ok(())
             }
-            Message::CatchUp { entries, .. } => {
+            Message::CatchUp { entries, snapshot } => {
                 if entries.len() > cfg.max_catchup_entries {
                     return Err(Malformed::TooManyEntries);
+                }
+                if let Some(chunk) = snapshot {
+                    let end = chunk.offset.checked_add(chunk.data.len() as u64);
+                    if end.is_none_or(|end| end > chunk.total_bytes)
+                        || chunk.total_bytes > cfg.max_snapshot_bytes as u64
+                    {
+                        return Err(Malformed::BadSnapshotChunk);
+                    }
                 }
                 if entries.iter().any(|(_, b)| !batch_ok(b, cfg)) {
                     return Err(Malformed::OversizedBatch);

@@ -11,13 +11,14 @@ pub mod message;
 pub mod proposer;
 pub mod replica;
 pub mod types;
+pub mod wire_size;
 
 #[cfg(feature = "canary")]
 pub use config::Canary;
 pub use config::{Config, ConfigError};
 pub use durable::{DurableEntry, DurableState, PersistOp, PersistRequest};
 pub use effects::{ChosenEntry, Effects, LeadershipEvent, Outgoing, RejectReason, Rejected};
-pub use message::{Malformed, Message, ReportedEntry};
+pub use message::{Malformed, Message, ReportedEntry, SnapshotChunk};
 pub use replica::{Input, Replica, Stats, Status};
 pub use types::{Ballot, Batch, Nanos, NodeId, PersistSeq, Slot, Snapshot, Value};
 

@@ -4,18 +4,68 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use super::message::ReportedEntry;
-use super::types::{Ballot, Batch, Nanos, NodeId, Slot, Snapshot};
+use super::types::{Ballot, Batch, Nanos, NodeId, Slot};
 
 /// Most heartbeat rounds a leader remembers while waiting for acks; older
 /// rounds cannot extend the lease further than newer ones anyway.
 pub(crate) const MAX_HEARTBEAT_ROUNDS: usize = 16;
 
-/// What one acceptor told a candidate.
-#[derive(Debug, Clone)]
+/// What one acceptor told a candidate, gathered from the parts of its
+/// promise (see `acceptor::promise_parts`).
+#[derive(Debug, Clone, Default)]
 pub(crate) struct PromiseInfo {
+    /// The highest first-unchosen slot any part reported.
     pub(crate) chosen_up_to: Slot,
-    pub(crate) entries: Vec<ReportedEntry>,
-    pub(crate) snapshot: Option<Snapshot>,
+    /// The entries reported so far, by slot.
+    pub(crate) entries: BTreeMap<Slot, ReportedEntry>,
+    /// The slot ranges the parts received so far cover (`None`: no end).
+    covered: Vec<(Slot, Option<Slot>)>,
+}
+
+/// Most parts one acceptor's promise is gathered from; past it the parts
+/// are forgotten and the candidate asks again. An honest promise has at
+/// most one part per reported entry.
+const MAX_PROMISE_PARTS: usize = 4096;
+
+impl PromiseInfo {
+    /// Adds one part. Parts may come from different answers to the same
+    /// prepare (a lost part is re-sent with all the others): each tells the
+    /// truth about its own slots, and nothing below the promised ballot can
+    /// be accepted once it is promised, so they combine.
+    pub(crate) fn add_part(
+        &mut self,
+        chosen_up_to: Slot,
+        entries: Vec<ReportedEntry>,
+        part_start: Slot,
+        part_end: Option<Slot>,
+    ) {
+        if self.covered.len() >= MAX_PROMISE_PARTS {
+            *self = PromiseInfo::default();
+        }
+        self.chosen_up_to = self.chosen_up_to.max(chosen_up_to);
+        for e in entries {
+            self.entries.insert(e.slot, e);
+        }
+        self.covered.push((part_start, part_end));
+    }
+
+    /// Whether the parts received cover every slot from `from_slot` on:
+    /// only then does the promise count.
+    pub(crate) fn complete(&self, from_slot: Slot) -> bool {
+        let mut ranges = self.covered.clone();
+        ranges.sort();
+        let mut reached = from_slot;
+        for (start, end) in ranges {
+            if start > reached {
+                return false;
+            }
+            match end {
+                None => return true,
+                Some(end) => reached = reached.max(end),
+            }
+        }
+        false
+    }
 }
 
 /// A node running phase 1 with `ballot`.
@@ -28,17 +78,25 @@ pub(crate) struct Candidate {
     pub(crate) last_sent_at: Nanos,
 }
 
+impl Candidate {
+    /// The acceptors whose promise is complete.
+    pub(crate) fn promised(&self) -> impl Iterator<Item = (&NodeId, &PromiseInfo)> {
+        self.promises
+            .iter()
+            .filter(|(_, p)| p.complete(self.from_slot))
+    }
+}
+
 /// The outcome of a successful phase 1.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct PhaseOneResult {
-    /// Highest snapshot any promiser reported beyond `from_slot`.
-    pub(crate) snapshot: Option<Snapshot>,
     /// Entries some promiser knows chosen.
     pub(crate) chosen: BTreeMap<Slot, Batch>,
     /// Highest-ballot value per slot at or above `max_commit`.
     pub(crate) repropose: BTreeMap<Slot, Batch>,
     /// Highest commit index among promisers: slots below are chosen even if
-    /// unreported, so the leader must learn (not propose) them.
+    /// unreported, so the leader must learn (not propose) them (from a
+    /// snapshot, if the promiser compacted them away).
     pub(crate) max_commit: Slot,
     /// The promiser that reported `max_commit`.
     pub(crate) max_commit_peer: Option<NodeId>,
@@ -50,7 +108,9 @@ pub(crate) struct PhaseOneResult {
 /// accepted for a slot, only the one with the highest ballot can have been
 /// chosen, so a new leader proposes exactly that value (or a no-op if none).
 /// Slots a promiser knows chosen are adopted as chosen.
-pub(crate) fn merge_promises(promises: &BTreeMap<NodeId, PromiseInfo>) -> PhaseOneResult {
+pub(crate) fn merge_promises<'a>(
+    promises: impl IntoIterator<Item = (&'a NodeId, &'a PromiseInfo)>,
+) -> PhaseOneResult {
     let mut out = PhaseOneResult::default();
     let mut best: BTreeMap<Slot, (Ballot, &Batch)> = BTreeMap::new();
     for (node, p) in promises {
@@ -58,12 +118,7 @@ pub(crate) fn merge_promises(promises: &BTreeMap<NodeId, PromiseInfo>) -> PhaseO
             out.max_commit = p.chosen_up_to;
             out.max_commit_peer = Some(*node);
         }
-        if let Some(s) = &p.snapshot {
-            if out.snapshot.as_ref().is_none_or(|cur| cur.up_to < s.up_to) {
-                out.snapshot = Some(s.clone());
-            }
-        }
-        for e in &p.entries {
+        for e in p.entries.values() {
             out.end_slot = out.end_slot.max(e.slot.next());
             if e.chosen {
                 out.chosen.insert(e.slot, e.batch.clone());
@@ -86,6 +141,9 @@ pub(crate) struct InFlight {
     pub(crate) batch: Batch,
     pub(crate) acks: BTreeSet<NodeId>,
     pub(crate) last_sent_at: Nanos,
+    /// How often it was sent again (the wait before the next resend
+    /// doubles each time).
+    pub(crate) resends: u32,
 }
 
 /// One heartbeat round: when it was sent and who acknowledged it.

@@ -8,10 +8,11 @@ use super::config::{CanaryRef, Config, ConfigError};
 use super::durable::{DurableState, PersistOp, PersistRequest};
 use super::effects::{Effects, LeadershipEvent, Outgoing, RejectReason, Rejected};
 use super::election::{self, Election, PreVoteRound};
-use super::learner::{self, Learner};
-use super::message::Message;
-use super::proposer::{self, Candidate, HeartbeatRound, InFlight, Leader, PromiseInfo};
+use super::learner::{self, ChunkOutcome, Learner};
+use super::message::{Message, SnapshotChunk};
+use super::proposer::{self, Candidate, HeartbeatRound, InFlight, Leader};
 use super::types::{Ballot, Batch, Nanos, NodeId, PersistSeq, Slot, Snapshot, Value};
+use super::wire_size::{self, VALUE_OVERHEAD_BYTES};
 
 /// Most self-addressed messages waiting for persistence. Each step adds a
 /// handful; they drain on every `Persisted`.
@@ -129,6 +130,9 @@ pub struct Replica {
     commit: Slot,
     loopback: VecDeque<(PersistSeq, Message)>,
     pending: VecDeque<Value>,
+    /// `wire_size::batch_bytes` of `pending`: the queue is bounded in bytes
+    /// as well as in commands.
+    pending_bytes: usize,
     now: Nanos,
     stats: Stats,
 }
@@ -154,6 +158,7 @@ impl Replica {
             commit,
             loopback: VecDeque::new(),
             pending: VecDeque::new(),
+            pending_bytes: 0,
             now: Nanos(0),
             stats: Stats::default(),
             cfg,
@@ -215,6 +220,11 @@ impl Replica {
             persist_issued: self.last_issued,
             persisted: self.persisted,
         }
+    }
+
+    /// The configuration this replica runs with.
+    pub fn config(&self) -> &Config {
+        &self.cfg
     }
 
     /// Counters of ignored input.
@@ -320,6 +330,20 @@ impl Replica {
             PersistSeq(0)
         } else {
             self.dep_seq()
+        }
+    }
+
+    /// Rule "acknowledge a leader on its promise alone": a heartbeat ack
+    /// claims only that this acceptor follows the ballot, i.e. that its
+    /// promise of it is durable; not that its accepts are. Gating it on
+    /// every persist issued (as a promise reply is) would hold the leader's
+    /// lease renewal behind this node's fsync of a large batch, and a leader
+    /// whose followers write a lot would lose its quorum for nothing.
+    fn ack_seq(&self) -> PersistSeq {
+        if self.cfg.canary_on(CanaryRef::PersistBeforeReply) {
+            PersistSeq(0)
+        } else {
+            self.promise_seq.min(self.dep_seq())
         }
     }
 
@@ -471,6 +495,7 @@ impl Replica {
         }
         self.election.leader_hint = hint;
         if !self.pending.is_empty() {
+            self.pending_bytes = 0;
             fx.rejected.push(Rejected {
                 values: self.pending.drain(..).collect(),
                 leader_hint: hint,
@@ -508,39 +533,47 @@ impl Replica {
                 reason: RejectReason::TooLarge,
             });
         }
-        let room = self
-            .cfg
-            .max_pending_values
-            .saturating_sub(self.pending.len());
-        let mut ok = ok;
-        if ok.len() > room {
-            let overflow = ok.split_off(room);
+        // Rule "a bounded queue": at most `max_pending_values` commands and
+        // `max_pending_bytes` bytes wait; the rest are refused at once (the
+        // client backs off) rather than held without limit.
+        let mut overflow = Vec::new();
+        for value in ok {
+            let bytes = value.len().saturating_add(VALUE_OVERHEAD_BYTES);
+            let fits = self.pending.len() < self.cfg.max_pending_values
+                && self.pending_bytes.saturating_add(bytes) <= self.cfg.max_pending_bytes;
+            if fits && overflow.is_empty() {
+                self.pending_bytes += bytes;
+                self.pending.push_back(value);
+            } else {
+                overflow.push(value);
+            }
+        }
+        if !overflow.is_empty() {
             fx.rejected.push(Rejected {
                 values: overflow,
                 leader_hint: Some(self.cfg.node_id),
                 reason: RejectReason::QueueFull,
             });
         }
-        self.pending.extend(ok);
     }
 
     fn on_tick(&mut self, fx: &mut Effects) {
         let now = self.now;
         let hb = self.cfg.heartbeat_interval_ns;
-        if let Some((peer, from_slot)) = self.learner.request_due(now, self.commit, &self.cfg) {
-            self.send(
-                peer,
-                Message::CatchUpRequest { from_slot },
-                PersistSeq(0),
-                fx,
-            );
+        if let Some((peer, request)) = self.learner.request_due(now, self.commit, &self.cfg) {
+            self.send(peer, request, PersistSeq(0), fx);
         }
         match &self.role {
             Role::Leader(l) => {
                 // Rule "step down without a quorum": a leader that has not
-                // heard a quorum for an election timeout is cut off; its
-                // lease is long gone and clients should look elsewhere.
-                if now.since(l.last_quorum_at) > self.cfg.election_timeout_min_ns {
+                // heard a quorum for the longest election timeout is cut
+                // off; its lease is long gone and clients should look
+                // elsewhere. Safety never rests on this (the lease does),
+                // so it waits that long, not the shortest timeout: acks
+                // merely slowed by a loaded node should not cost a
+                // leadership that its followers still follow.
+                let patience = self.cfg.election_timeout_max_ns;
+                if now.since(l.last_quorum_at) > patience {
                     self.step_down(None, fx);
                     return;
                 }
@@ -562,7 +595,10 @@ impl Replica {
                         .members
                         .iter()
                         .copied()
-                        .filter(|m| !c.promises.contains_key(m) && *m != self.cfg.node_id)
+                        .filter(|m| {
+                            *m != self.cfg.node_id
+                                && !c.promises.get(m).is_some_and(|p| p.complete(c.from_slot))
+                        })
                         .collect();
                     let after = self.dep_seq();
                     for to in missing {
@@ -634,23 +670,14 @@ impl Replica {
             last_sent_at: self.now,
         });
         self.broadcast(&Message::Prepare { ballot, from_slot }, fx);
-        let promise = self.build_promise(ballot, from_slot);
         let after = self.dep_seq();
-        self.send(me, promise, after, fx);
+        for part in self.promise_parts(ballot, from_slot) {
+            self.send(me, part, after, fx);
+        }
     }
 
-    fn build_promise(&self, ballot: Ballot, from_slot: Slot) -> Message {
-        let snapshot = match &self.state.snapshot {
-            Some(s) if from_slot < s.up_to => Some(s.clone()),
-            _ => None,
-        };
-        Message::Promise {
-            ballot,
-            from_slot,
-            chosen_up_to: self.commit,
-            entries: acceptor::report_entries(&self.state, from_slot, self.commit, &self.cfg),
-            snapshot,
-        }
+    fn promise_parts(&self, ballot: Ballot, from_slot: Slot) -> Vec<Message> {
+        acceptor::promise_parts(&self.state, ballot, from_slot, self.commit, &self.cfg)
     }
 
     fn on_message(&mut self, from: NodeId, msg: Message, fx: &mut Effects) {
@@ -687,24 +714,23 @@ impl Replica {
             Message::Prepare { ballot, from_slot } => self.on_prepare(from, ballot, from_slot, fx),
             Message::Promise {
                 ballot,
-                from_slot: _,
+                from_slot,
                 chosen_up_to,
                 entries,
-                snapshot,
+                part_start,
+                part_end,
             } => {
                 let quorum = self.cfg.quorum();
                 let mut done = false;
                 if let Role::Candidate(c) = &mut self.role {
-                    if c.ballot == ballot {
-                        c.promises.insert(
-                            from,
-                            PromiseInfo {
-                                chosen_up_to,
-                                entries,
-                                snapshot,
-                            },
+                    if c.ballot == ballot && c.from_slot == from_slot {
+                        c.promises.entry(from).or_default().add_part(
+                            chosen_up_to,
+                            entries,
+                            part_start,
+                            part_end,
                         );
-                        done = c.promises.len() >= quorum;
+                        done = c.promised().count() >= quorum;
                     }
                 }
                 if done {
@@ -737,7 +763,7 @@ impl Replica {
                     return;
                 }
                 self.follow(from, ballot, fx);
-                let after = self.reply_seq();
+                let after = self.ack_seq();
                 self.learn_commit(from, ballot, commit);
                 let commit = self.commit;
                 let ack = Message::HeartbeatAck {
@@ -764,7 +790,13 @@ impl Replica {
                 let reply = learner::serve_catch_up(&self.state, from_slot, self.commit, &self.cfg);
                 self.send(from, reply, PersistSeq(0), fx);
             }
-            Message::CatchUp { snapshot, entries } => self.on_catch_up(snapshot, entries, fx),
+            Message::SnapshotRequest { up_to, offset } => {
+                let reply = learner::serve_snapshot_chunk(&self.state, up_to, offset, &self.cfg);
+                if let Some(reply) = reply {
+                    self.send(from, reply, PersistSeq(0), fx);
+                }
+            }
+            Message::CatchUp { snapshot, entries } => self.on_catch_up(from, snapshot, entries, fx),
         }
     }
 
@@ -789,9 +821,10 @@ impl Replica {
                 self.step_down(Some(ballot.node), fx);
             }
         }
-        let promise = self.build_promise(ballot, from_slot);
         let after = self.reply_seq();
-        self.send(from, promise, after, fx);
+        for part in self.promise_parts(ballot, from_slot) {
+            self.send(from, part, after, fx);
+        }
     }
 
     /// We hear a leader with `ballot >= promised`: raise the promise if
@@ -936,12 +969,17 @@ impl Replica {
 
     fn on_catch_up(
         &mut self,
-        snapshot: Option<Snapshot>,
+        from: NodeId,
+        chunk: Option<SnapshotChunk>,
         entries: Vec<(Slot, Batch)>,
         fx: &mut Effects,
     ) {
-        if let Some(s) = snapshot {
-            self.install_snapshot(s, fx);
+        if let Some(chunk) = chunk {
+            match self.learner.on_chunk(from, chunk, self.commit, self.now) {
+                ChunkOutcome::Ignored => {}
+                ChunkOutcome::Request { peer, msg } => self.send(peer, msg, PersistSeq(0), fx),
+                ChunkOutcome::Complete(snapshot) => self.install_snapshot(snapshot, fx),
+            }
         }
         for (slot, batch) in entries {
             let known = self.state.log.get(&slot).is_some_and(|e| e.chosen);
@@ -964,12 +1002,9 @@ impl Replica {
 
     fn become_leader(&mut self, fx: &mut Effects) {
         let (result, ballot) = match &self.role {
-            Role::Candidate(c) => (proposer::merge_promises(&c.promises), c.ballot),
+            Role::Candidate(c) => (proposer::merge_promises(c.promised()), c.ballot),
             _ => return,
         };
-        if let Some(s) = result.snapshot.clone() {
-            self.install_snapshot(s, fx);
-        }
         for (slot, batch) in &result.chosen {
             let known = self.state.log.get(slot).is_some_and(|e| e.chosen);
             if self.in_window(*slot) && !known {
@@ -1067,6 +1102,7 @@ impl Replica {
                     batch,
                     acks: BTreeSet::new(),
                     last_sent_at: now,
+                    resends: 0,
                 },
             );
         }
@@ -1087,6 +1123,17 @@ impl Replica {
             if slot.0 >= self.commit.0.saturating_add(window) {
                 return;
             }
+            // Rule "a bounded pipeline in bytes": what is in flight must
+            // reach the followers well within a heartbeat's patience, or
+            // their leader's heartbeats queue behind it on the way.
+            let in_flight_bytes = l
+                .in_flight
+                .values()
+                .map(|f| wire_size::batch_bytes(&f.batch))
+                .fold(0, usize::saturating_add);
+            if !l.in_flight.is_empty() && in_flight_bytes >= self.cfg.max_in_flight_bytes {
+                return;
+            }
             if self.state.log.get(&slot).is_some_and(|e| e.chosen) {
                 // Already known chosen (e.g. from a late catch-up reply).
                 if let Role::Leader(l) = &mut self.role {
@@ -1094,13 +1141,37 @@ impl Replica {
                 }
                 continue;
             }
-            let n = self.pending.len().min(self.cfg.max_batch_values);
-            let batch: Batch = self.pending.drain(..n).collect();
+            let batch = self.next_batch();
             if let Role::Leader(l) = &mut self.role {
                 l.next_slot = slot.next();
             }
             self.propose_slot(slot, batch, fx);
         }
+    }
+
+    /// Takes the next batch off the queue: commands in order until
+    /// `max_batch_values` or `max_batch_bytes` is reached (at least one:
+    /// a command alone always fits, `Config::validate` sees to it).
+    fn next_batch(&mut self) -> Batch {
+        let mut batch = Batch::new();
+        let mut bytes = 0usize;
+        while batch.len() < self.cfg.max_batch_values {
+            let Some(value) = self.pending.front() else {
+                break;
+            };
+            let size = value.len().saturating_add(VALUE_OVERHEAD_BYTES);
+            let bounded = !self.cfg.canary_on(CanaryRef::BatchByteBound);
+            if bounded && !batch.is_empty() && bytes.saturating_add(size) > self.cfg.max_batch_bytes
+            {
+                break;
+            }
+            bytes += size;
+            if let Some(value) = self.pending.pop_front() {
+                batch.push(value);
+            }
+        }
+        self.pending_bytes = self.pending_bytes.saturating_sub(bytes);
+        batch
     }
 
     fn heartbeat(&mut self, fx: &mut Effects) {
@@ -1142,12 +1213,16 @@ impl Replica {
         }
     }
 
-    /// Accepts can be lost; resend those unanswered for two heartbeats to
-    /// the acceptors that have not answered.
+    /// Accepts can be lost; resend those unanswered to the acceptors that
+    /// have not answered: after two heartbeats, then after twice as long
+    /// each time (up to 32 heartbeats). Rule "back off on resends": a large
+    /// batch may take longer than two heartbeats to travel and be written,
+    /// and resending it at every heartbeat would only queue more copies
+    /// ahead of the ones on their way.
     fn retransmit_accepts(&mut self, fx: &mut Effects) {
         let now = self.now;
         let commit = self.commit;
-        let wait = 2 * self.cfg.heartbeat_interval_ns;
+        let hb = self.cfg.heartbeat_interval_ns;
         let members = self.cfg.members.clone();
         let me = self.cfg.node_id;
         let after = self.dep_seq();
@@ -1158,10 +1233,12 @@ impl Replica {
         l.in_flight.retain(|slot, _| *slot >= commit);
         let ballot = l.ballot;
         for (slot, f) in l.in_flight.iter_mut() {
+            let wait = hb.saturating_mul(2u64 << f.resends.min(4));
             if now.since(f.last_sent_at) < wait {
                 continue;
             }
             f.last_sent_at = now;
+            f.resends = f.resends.saturating_add(1);
             for to in &members {
                 if *to != me && !f.acks.contains(to) {
                     fx.send.push(Outgoing {

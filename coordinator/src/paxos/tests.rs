@@ -8,12 +8,17 @@ use proptest::prelude::*;
 use super::config::Config;
 use super::durable::{DurableState, PersistOp, PersistRequest};
 use super::effects::{ChosenEntry, Effects, LeadershipEvent, Outgoing, RejectReason};
-use super::message::{Message, ReportedEntry};
+use super::message::{Message, ReportedEntry, SnapshotChunk};
 use super::proposer::{merge_promises, PromiseInfo};
 use super::replica::{Input, Replica};
-use super::types::{Ballot, Nanos, NodeId, PersistSeq, Slot, Snapshot};
+use super::types::{Ballot, Nanos, NodeId, PersistSeq, Slot, Snapshot, Value};
 
 const MS: u64 = 1_000_000;
+
+/// A command with these bytes.
+fn val(bytes: &[u8]) -> Value {
+    Value::copy_from_slice(bytes)
+}
 
 fn members(n: u64) -> Vec<NodeId> {
     (1..=n).map(NodeId).collect()
@@ -64,6 +69,15 @@ impl Node {
         self.absorb(now_ms, fx);
     }
     fn absorb(&mut self, now_ms: u64, fx: Effects) {
+        // Rule "every message fits", checked on everything any test builds.
+        let limit = self.r.config().max_message_bytes;
+        for out in &fx.send {
+            assert!(
+                out.msg.encoded_len_bound() <= limit,
+                "a message of {} bytes exceeds max_message_bytes {limit}",
+                out.msg.encoded_len_bound()
+            );
+        }
         self.installs.extend(fx.install_snapshot);
         self.sent.extend(fx.send);
         self.chosen.extend(fx.chosen);
@@ -272,7 +286,7 @@ fn an_accepted_reply_does_not_leave_before_the_value_is_durable() {
     let accept = Message::Accept {
         ballot: ballot(1, 1),
         slot: Slot(0),
-        batch: vec![b"x".to_vec()],
+        batch: vec![val(b"x")],
         commit: Slot(0),
     };
     let fx = a.raw(
@@ -329,28 +343,17 @@ fn a_new_leader_reproposes_the_highest_ballot_value() {
     let entry = |round, v: &[u8]| ReportedEntry {
         slot: Slot(3),
         ballot: ballot(round, 1),
-        batch: vec![v.to_vec()],
+        batch: vec![val(v)],
         chosen: false,
     };
     let mut promises = std::collections::BTreeMap::new();
-    promises.insert(
-        NodeId(1),
-        PromiseInfo {
-            chosen_up_to: Slot(3),
-            entries: vec![entry(2, b"old")],
-            snapshot: None,
-        },
-    );
-    promises.insert(
-        NodeId(2),
-        PromiseInfo {
-            chosen_up_to: Slot(3),
-            entries: vec![entry(4, b"new")],
-            snapshot: None,
-        },
-    );
+    for (node, e) in [(1, entry(2, b"old")), (2, entry(4, b"new"))] {
+        let mut info = PromiseInfo::default();
+        info.add_part(Slot(3), vec![e], Slot(3), None);
+        promises.insert(NodeId(node), info);
+    }
     let r = merge_promises(&promises);
-    assert_eq!(r.repropose.get(&Slot(3)), Some(&vec![b"new".to_vec()]));
+    assert_eq!(r.repropose.get(&Slot(3)), Some(&vec![val(b"new")]));
 }
 
 #[test]
@@ -358,17 +361,17 @@ fn a_three_node_cluster_elects_a_leader_and_chooses_a_batch() {
     let mut c = Cluster::new(3);
     c.elect(1, 2_000);
     assert!(c.nodes[0].r.is_leader());
-    c.nodes[0].step(2_001, Input::Propose(vec![b"a".to_vec(), b"b".to_vec()]));
+    c.nodes[0].step(2_001, Input::Propose(vec![val(b"a"), val(b"b")]));
     c.pump(2_001);
     let leader_chosen: Vec<_> = c.nodes[0].chosen.iter().map(|e| e.batch.clone()).collect();
-    assert_eq!(leader_chosen, vec![vec![b"a".to_vec(), b"b".to_vec()]]);
+    assert_eq!(leader_chosen, vec![vec![val(b"a"), val(b"b")]]);
 }
 
 #[test]
 fn followers_learn_chosen_entries_from_the_commit_index_on_heartbeats() {
     let mut c = Cluster::new(3);
     c.elect(1, 2_000);
-    c.nodes[0].step(2_001, Input::Propose(vec![b"a".to_vec()]));
+    c.nodes[0].step(2_001, Input::Propose(vec![val(b"a")]));
     c.pump(2_001);
     assert!(
         c.nodes[1].chosen.is_empty(),
@@ -399,7 +402,7 @@ fn a_follower_does_not_learn_an_entry_accepted_at_another_ballot() {
         Message::Accept {
             ballot: ballot(1, 1),
             slot: Slot(0),
-            batch: vec![b"old".to_vec()],
+            batch: vec![val(b"old")],
             commit: Slot(0),
         },
     );
@@ -428,7 +431,7 @@ fn a_replica_behind_a_compacted_peer_is_sent_the_snapshot() {
     let mut c = Cluster::new(3);
     c.elect(1, 2_000);
     for i in 0..3u64 {
-        c.nodes[0].step(2_001 + i, Input::Propose(vec![vec![i as u8]]));
+        c.nodes[0].step(2_001 + i, Input::Propose(vec![val(&[i as u8])]));
         c.pump(2_001 + i);
     }
     c.nodes[0].step(
@@ -457,7 +460,7 @@ fn a_replica_behind_a_compacted_peer_is_sent_the_snapshot() {
 fn proposals_to_a_follower_are_rejected_with_a_leader_hint() {
     let mut c = Cluster::new(3);
     c.elect(1, 2_000);
-    let fx = c.nodes[1].raw(2_001, Input::Propose(vec![b"x".to_vec()]));
+    let fx = c.nodes[1].raw(2_001, Input::Propose(vec![val(b"x")]));
     assert_eq!(fx.rejected.len(), 1);
     assert_eq!(fx.rejected[0].reason, RejectReason::NotLeader);
     assert_eq!(fx.rejected[0].leader_hint, Some(NodeId(1)));
@@ -467,7 +470,7 @@ fn proposals_to_a_follower_are_rejected_with_a_leader_hint() {
 fn a_full_proposal_queue_rejects_the_overflow() {
     let mut c = Cluster::new(3);
     c.elect(1, 2_000);
-    let too_many = vec![b"x".to_vec(); cfg(1, 3).max_pending_values + 10];
+    let too_many = vec![val(b"x"); cfg(1, 3).max_pending_values + 10];
     let fx = c.nodes[0].raw(2_001, Input::Propose(too_many));
     let overflow: usize = fx
         .rejected
@@ -488,7 +491,7 @@ fn has_chosen_marker(req: &PersistRequest, slot: Slot) -> bool {
 fn a_chosen_marker_waits_for_the_next_accept_instead_of_costing_its_own_fsync() {
     let mut c = Cluster::new(3);
     c.elect(1, 2_000);
-    c.nodes[0].step(2_001, Input::Propose(vec![b"a".to_vec()]));
+    c.nodes[0].step(2_001, Input::Propose(vec![val(b"a")]));
     let (ballot, slot) = c.nodes[0]
         .sent
         .iter()
@@ -516,7 +519,7 @@ fn a_chosen_marker_waits_for_the_next_accept_instead_of_costing_its_own_fsync() 
         fx.persist
     );
 
-    let fx = c.nodes[0].raw(2_002, Input::Propose(vec![b"b".to_vec()]));
+    let fx = c.nodes[0].raw(2_002, Input::Propose(vec![val(b"b")]));
     let req = fx.persist.expect("the next accept is persisted");
     assert!(has_chosen_marker(&req, slot), "{req:?}");
     assert!(
@@ -531,7 +534,7 @@ fn a_chosen_marker_waits_for_the_next_accept_instead_of_costing_its_own_fsync() 
 fn a_chosen_marker_alone_is_persisted_at_the_next_tick() {
     let mut c = Cluster::new(3);
     c.elect(1, 2_000);
-    c.nodes[0].step(2_001, Input::Propose(vec![b"a".to_vec()]));
+    c.nodes[0].step(2_001, Input::Propose(vec![val(b"a")]));
     c.pump(2_001);
     let slot = c.nodes[0].chosen.last().expect("chosen").slot;
     let fx = c.nodes[0].raw(2_002, Input::Tick);
@@ -543,7 +546,7 @@ fn a_chosen_marker_alone_is_persisted_at_the_next_tick() {
 fn a_restarted_replica_replays_its_chosen_entries() {
     let mut c = Cluster::new(3);
     c.elect(1, 2_000);
-    c.nodes[0].step(2_001, Input::Propose(vec![b"a".to_vec()]));
+    c.nodes[0].step(2_001, Input::Propose(vec![val(b"a")]));
     c.pump(2_001);
     // The chosen marker reaches the disk with the next tick.
     c.nodes[0].step(2_002, Input::Tick);
@@ -623,7 +626,8 @@ fn an_absurd_promise_is_dropped_not_looped_over() {
             from_slot: Slot(0),
             chosen_up_to: Slot(0),
             entries: vec![absurd],
-            snapshot: None,
+            part_start: Slot(0),
+            part_end: None,
         },
     );
     assert_eq!(n.r.stats().malformed, 1);
@@ -655,10 +659,11 @@ fn a_candidate_too_far_behind_catches_up_instead_of_leading() {
             entries: vec![ReportedEntry {
                 slot: Slot(11),
                 ballot: ballot(1, 3),
-                batch: vec![b"chosen at 11".to_vec()],
+                batch: vec![val(b"chosen at 11")],
                 chosen: true,
             }],
-            snapshot: None,
+            part_start: Slot(0),
+            part_end: None,
         },
     );
     assert!(!n.r.is_leader());
@@ -686,10 +691,10 @@ fn an_acceptor_does_not_accept_another_value_for_a_slot_it_knows_chosen() {
     let mut disk = DurableState::default();
     disk.apply_op(&PersistOp::Chosen {
         slot: Slot(0),
-        batch: vec![b"v".to_vec()],
+        batch: vec![val(b"v")],
     });
     let mut n = Node::from_disk(cfg(2, 3), disk);
-    let accept = |batch: Vec<Vec<u8>>| Message::Accept {
+    let accept = |batch: Vec<Value>| Message::Accept {
         ballot: ballot(5, 1),
         slot: Slot(0),
         batch,
@@ -704,7 +709,7 @@ fn an_acceptor_does_not_accept_another_value_for_a_slot_it_knows_chosen() {
         n.sent
     );
     assert_eq!(n.r.stats().malformed, 1);
-    n.deliver(10_001, 1, accept(vec![b"v".to_vec()]));
+    n.deliver(10_001, 1, accept(vec![val(b"v")]));
     assert!(n
         .sent
         .iter()
@@ -717,8 +722,17 @@ fn a_leader_that_hears_no_quorum_steps_down() {
     c.elect(1, 2_000);
     let leader = &mut c.nodes[0];
     leader.sent.clear();
-    // Heartbeats go out but nothing comes back.
-    for t in (2_050..=2_750).step_by(50) {
+    // Heartbeats go out but nothing comes back: it still leads after the
+    // shortest election timeout (acks may be merely slow), and steps down
+    // after the longest (0.7 s and 1.4 s by default).
+    for t in (2_050..=3_350).step_by(50) {
+        leader.step(t, Input::Tick);
+    }
+    assert!(
+        leader.r.is_leader(),
+        "stepped down before the longest election timeout"
+    );
+    for t in (3_400..=3_500).step_by(50) {
         leader.step(t, Input::Tick);
     }
     assert!(!leader.r.is_leader());
@@ -807,8 +821,11 @@ fn arb_slot() -> impl Strategy<Value = Slot> {
     prop_oneof![0u64..8, Just(u64::MAX), Just(u64::MAX - 1)].prop_map(Slot)
 }
 
-fn arb_batch() -> impl Strategy<Value = Vec<Vec<u8>>> {
-    proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..4), 0..3)
+fn arb_batch() -> impl Strategy<Value = Vec<Value>> {
+    proptest::collection::vec(
+        proptest::collection::vec(any::<u8>(), 0..4).prop_map(Value::from),
+        0..3,
+    )
 }
 
 fn arb_message() -> impl Strategy<Value = (u64, Message)> {
@@ -822,23 +839,28 @@ fn arb_message() -> impl Strategy<Value = (u64, Message)> {
             arb_ballot(),
             arb_slot(),
             arb_slot(),
-            proptest::collection::vec((arb_slot(), arb_ballot(), arb_batch(), any::<bool>()), 0..4)
+            proptest::collection::vec((arb_slot(), arb_ballot(), arb_batch(), any::<bool>()), 0..4),
+            arb_slot(),
+            proptest::option::of(arb_slot()),
         )
-            .prop_map(|(ballot, from_slot, chosen_up_to, es)| Message::Promise {
-                ballot,
-                from_slot,
-                chosen_up_to,
-                entries: es
-                    .into_iter()
-                    .map(|(slot, ballot, batch, chosen)| ReportedEntry {
-                        slot,
-                        ballot,
-                        batch,
-                        chosen
-                    })
-                    .collect(),
-                snapshot: None,
-            }),
+            .prop_map(
+                |(ballot, from_slot, chosen_up_to, es, part_start, part_end)| Message::Promise {
+                    ballot,
+                    from_slot,
+                    chosen_up_to,
+                    entries: es
+                        .into_iter()
+                        .map(|(slot, ballot, batch, chosen)| ReportedEntry {
+                            slot,
+                            ballot,
+                            batch,
+                            chosen
+                        })
+                        .collect(),
+                    part_start,
+                    part_end,
+                }
+            ),
         (arb_ballot(), arb_ballot())
             .prop_map(|(ballot, promised)| Message::Nack { ballot, promised }),
         (arb_ballot(), arb_slot(), arb_batch(), arb_slot()).prop_map(
@@ -865,15 +887,19 @@ fn arb_message() -> impl Strategy<Value = (u64, Message)> {
             }
         }),
         arb_slot().prop_map(|from_slot| Message::CatchUpRequest { from_slot }),
+        (arb_slot(), any::<u64>())
+            .prop_map(|(up_to, offset)| Message::SnapshotRequest { up_to, offset }),
         (
             arb_slot(),
             proptest::collection::vec(arb_batch(), 0..4),
-            any::<bool>()
+            proptest::option::of((0u64..20, 0u64..20, 0usize..20)),
         )
             .prop_map(|(start, bs, snap)| Message::CatchUp {
-                snapshot: snap.then(|| Snapshot {
+                snapshot: snap.map(|(total_bytes, offset, len)| SnapshotChunk {
                     up_to: start,
-                    data: vec![1, 2]
+                    total_bytes,
+                    offset,
+                    data: vec![1; len].into(),
                 }),
                 entries: bs
                     .into_iter()
@@ -913,4 +939,279 @@ fn persist_sequence_numbers_continue_after_a_restart() {
     );
     assert!(fx.persist.unwrap().seq > before);
     assert!(before > PersistSeq(0));
+}
+
+/// A configuration whose byte bounds are small enough for a test to reach:
+/// values up to 40 bytes, batches up to 100, messages up to 300.
+fn small_messages(id: u64, n: u64) -> Config {
+    let mut c = cfg(id, n);
+    c.max_value_bytes = 40;
+    c.max_batch_bytes = 100;
+    c.max_message_bytes = 300;
+    c.snapshot_chunk_bytes = 3;
+    c.max_pending_bytes = 400;
+    c
+}
+
+fn small_cluster(n: u64) -> Cluster {
+    Cluster {
+        nodes: (1..=n)
+            .map(|i| Node::from_disk(small_messages(i, n), DurableState::default()))
+            .collect(),
+    }
+}
+
+#[test]
+fn a_batch_closes_at_its_byte_bound() {
+    let mut c = small_cluster(3);
+    c.elect(1, 2_000);
+    // Five 30-byte commands (38 bytes each with overhead): two per batch.
+    let values: Vec<Value> = (0..5u8).map(|i| val(&[i; 30])).collect();
+    c.nodes[0].step(2_001, Input::Propose(values.clone()));
+    c.pump(2_001);
+    let batches: Vec<_> = c.nodes[0]
+        .chosen
+        .iter()
+        .filter(|e| !e.batch.is_empty())
+        .map(|e| e.batch.clone())
+        .collect();
+    assert_eq!(batches.len(), 3, "{batches:?}");
+    assert!(batches
+        .iter()
+        .all(|b| super::wire_size::batch_bytes(b) <= 100));
+    assert_eq!(batches.concat(), values, "order kept, nothing lost");
+}
+
+#[test]
+fn the_proposal_queue_is_bounded_in_bytes() {
+    let mut c = small_cluster(3);
+    c.elect(1, 2_000);
+    // 400 bytes hold ten 32-byte commands (40 with overhead), not more.
+    let fx = c.nodes[0].raw(2_001, Input::Propose(vec![val(&[7; 32]); 25]));
+    let refused: usize = fx
+        .rejected
+        .iter()
+        .filter(|r| r.reason == RejectReason::QueueFull)
+        .map(|r| r.values.len())
+        .sum();
+    // The pipeline takes some at once; what stays queued fits the bound.
+    assert!(refused > 0, "nothing refused: {fx:?}");
+    assert!(c.nodes[0].r.status().pending_values <= 10);
+}
+
+/// Accepted (not chosen) entries on node 2, more than one message holds,
+/// each ~70 bytes: node 1's promise from node 2 comes in parts.
+fn acceptor_with_many_accepted_entries() -> (Node, Ballot) {
+    let mut disk = DurableState::default();
+    for slot in 0..6u64 {
+        disk.apply_op(&PersistOp::Accept {
+            slot: Slot(slot),
+            ballot: ballot(1, 3),
+            batch: vec![val(&[slot as u8; 30])],
+        });
+    }
+    disk.apply_op(&PersistOp::Promise(ballot(1, 3)));
+    let mut a = Node::from_disk(small_messages(2, 3), disk);
+    a.step(0, Input::Tick);
+    (a, ballot(2, 1))
+}
+
+#[test]
+fn a_promise_larger_than_a_message_travels_in_parts_that_cover_every_slot() {
+    let (mut a, b) = acceptor_with_many_accepted_entries();
+    a.sent.clear();
+    a.deliver(
+        2_000,
+        1,
+        Message::Prepare {
+            ballot: b,
+            from_slot: Slot(0),
+        },
+    );
+    let parts: Vec<_> = a
+        .sent
+        .iter()
+        .filter_map(|o| match &o.msg {
+            Message::Promise {
+                entries,
+                part_start,
+                part_end,
+                ..
+            } => Some((entries.len(), *part_start, *part_end)),
+            _ => None,
+        })
+        .collect();
+    assert!(parts.len() > 1, "{parts:?}");
+    assert_eq!(parts[0].1, Slot(0));
+    assert!(
+        parts.windows(2).all(|w| w[0].2 == Some(w[1].1)),
+        "{parts:?}"
+    );
+    assert_eq!(parts.last().map(|p| p.2), Some(None));
+    assert_eq!(parts.iter().map(|p| p.0).sum::<usize>(), 6);
+}
+
+#[test]
+fn a_candidate_counts_a_promise_only_once_every_part_arrived() {
+    let (mut a, _) = acceptor_with_many_accepted_entries();
+    let mut n = Node::from_disk(small_messages(1, 3), DurableState::default());
+    let b = campaign_with_pre_vote_of_2(&mut n);
+    a.sent.clear();
+    a.deliver(
+        2_002,
+        1,
+        Message::Prepare {
+            ballot: b,
+            from_slot: Slot(0),
+        },
+    );
+    let mut parts: Vec<Message> = a.sent.drain(..).map(|o| o.msg).collect();
+    let held_back = parts.remove(1);
+    for part in parts {
+        n.deliver(2_003, 2, part);
+    }
+    assert!(!n.r.is_leader(), "led on an incomplete promise");
+    n.deliver(2_004, 2, held_back);
+    assert!(n.r.is_leader());
+    // Every accepted value is proposed again, none replaced by a no-op.
+    let reproposed: Vec<_> = n
+        .sent
+        .iter()
+        .filter_map(|o| match &o.msg {
+            Message::Accept { slot, batch, .. } if o.to == NodeId(2) => {
+                Some((*slot, batch.clone()))
+            }
+            _ => None,
+        })
+        .collect();
+    for slot in 0..6u64 {
+        assert!(
+            reproposed.contains(&(Slot(slot), vec![val(&[slot as u8; 30])])),
+            "slot {slot} not re-proposed: {reproposed:?}"
+        );
+    }
+}
+
+#[test]
+fn a_snapshot_larger_than_a_chunk_arrives_in_chunks_and_is_installed_whole() {
+    let mut c = small_cluster(3);
+    c.elect(1, 2_000);
+    for i in 0..3u64 {
+        c.nodes[0].step(2_001 + i, Input::Propose(vec![val(&[i as u8])]));
+        c.pump(2_001 + i);
+    }
+    let state = b"state@3, longer than a chunk".to_vec();
+    c.nodes[0].step(
+        2_010,
+        Input::Compact {
+            up_to: Slot(3),
+            data: state.clone(),
+        },
+    );
+    let mut fresh = Node::from_disk(small_messages(3, 3), DurableState::default());
+    fresh.step(2_010, Input::Tick);
+    c.nodes[0].sent.clear();
+    c.nodes[0].deliver(2_011, 3, Message::CatchUpRequest { from_slot: Slot(0) });
+    // Ping-pong: each chunk asks for the next.
+    let mut chunks = 0;
+    while let Some(reply) = c.nodes[0].sent.pop() {
+        assert!(matches!(
+            reply.msg,
+            Message::CatchUp {
+                snapshot: Some(_),
+                ..
+            }
+        ));
+        chunks += 1;
+        fresh.deliver(2_012, 1, reply.msg);
+        for ask in fresh.sent.drain(..) {
+            assert!(
+                matches!(ask.msg, Message::SnapshotRequest { .. }),
+                "{ask:?}"
+            );
+            c.nodes[0].deliver(2_012, 3, ask.msg);
+        }
+    }
+    assert_eq!(chunks, state.len().div_ceil(3));
+    assert_eq!(
+        fresh.installs,
+        vec![Snapshot {
+            up_to: Slot(3),
+            data: state
+        }]
+    );
+    assert_eq!(fresh.r.commit_index(), Slot(3));
+}
+
+#[test]
+fn a_chunk_out_of_order_or_of_another_snapshot_is_ignored() {
+    let mut n = Node::from_disk(small_messages(3, 3), DurableState::default());
+    n.step(0, Input::Tick);
+    let chunk = |up_to, offset, data: &[u8]| Message::CatchUp {
+        snapshot: Some(SnapshotChunk {
+            up_to: Slot(up_to),
+            total_bytes: 6,
+            offset,
+            data: bytes::Bytes::copy_from_slice(data),
+        }),
+        entries: Vec::new(),
+    };
+    // Not a start: nothing to continue.
+    n.deliver(10, 1, chunk(5, 3, b"def"));
+    assert!(n.sent.is_empty() && n.installs.is_empty());
+    n.deliver(11, 1, chunk(5, 0, b"abc"));
+    assert!(matches!(
+        n.sent[..],
+        [Outgoing {
+            msg: Message::SnapshotRequest {
+                up_to: Slot(5),
+                offset: 3
+            },
+            ..
+        }]
+    ));
+    // An older snapshot's first chunk does not replace the download.
+    n.deliver(12, 2, chunk(4, 0, b"xyz"));
+    n.deliver(13, 1, chunk(5, 3, b"def"));
+    assert_eq!(
+        n.installs,
+        vec![Snapshot {
+            up_to: Slot(5),
+            data: b"abcdef".to_vec()
+        }]
+    );
+}
+
+#[test]
+fn a_stalled_snapshot_download_asks_again_then_gives_up() {
+    let mut n = Node::from_disk(small_messages(3, 3), DurableState::default());
+    n.step(0, Input::Tick);
+    n.deliver(
+        10,
+        1,
+        Message::CatchUp {
+            snapshot: Some(SnapshotChunk {
+                up_to: Slot(5),
+                total_bytes: 6,
+                offset: 0,
+                data: bytes::Bytes::from_static(b"abc"),
+            }),
+            entries: Vec::new(),
+        },
+    );
+    n.sent.clear();
+    let asks = |n: &Node| {
+        n.sent
+            .iter()
+            .filter(|o| matches!(o.msg, Message::SnapshotRequest { .. }))
+            .count()
+    };
+    let hb_ms = cfg(1, 3).heartbeat_interval_ns / MS;
+    let mut t = 10;
+    for _ in 0..30 {
+        t += 2 * hb_ms;
+        n.step(t, Input::Tick);
+    }
+    // Asked again a bounded number of times, then dropped the download.
+    assert_eq!(asks(&n), 10, "{:?}", n.sent);
 }

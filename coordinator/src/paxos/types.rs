@@ -56,8 +56,9 @@ impl Nanos {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct PersistSeq(pub u64);
 
-/// One opaque client command. The core never looks inside.
-pub type Value = Vec<u8>;
+/// One opaque client command. The core never looks inside. Shared, not
+/// copied, as it goes to the store, the followers and the application.
+pub type Value = bytes::Bytes;
 
 /// What one slot carries: many commands, so one Paxos round commits many.
 pub type Batch = Vec<Value>;

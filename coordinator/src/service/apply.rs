@@ -10,7 +10,7 @@ use crate::locks::{ElectionChange, Event, SessionId, StateMachine};
 use crate::metrics::NodeMetrics;
 use crate::node::clock::NodeClock;
 use crate::node::driver::Application;
-use crate::paxos::{ChosenEntry, LeadershipEvent, Nanos, Rejected, Snapshot};
+use crate::paxos::{ChosenEntry, LeadershipEvent, Nanos, Rejected, Snapshot, Value};
 
 /// Applies log entries to the lock state machine and wakes whoever waits.
 #[derive(Debug)]
@@ -187,7 +187,7 @@ impl Application for LockApplication {
         }
     }
 
-    fn on_leadership(&mut self, event: &LeadershipEvent, now: Nanos) -> Vec<Vec<u8>> {
+    fn on_leadership(&mut self, event: &LeadershipEvent, now: Nanos) -> Vec<Value> {
         if let LeadershipEvent::LostLeadership = event {
             self.shared
                 .my_epoch
@@ -222,7 +222,7 @@ impl Application for LockApplication {
             };
             let id = self.shared.next_proposal_id();
             if let Ok(bytes) = Proposal::encode(self.shared.node_id, id, &command) {
-                return vec![bytes];
+                return vec![Value::from(bytes)];
             }
         }
         Vec::new()

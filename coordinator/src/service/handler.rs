@@ -511,6 +511,21 @@ impl Context {
                 false,
             )
         })?;
+        // Held until this function returns: the command is then applied,
+        // refused, or given up on.
+        let charge = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
+        let Ok(_proposing) = self
+            .shared
+            .proposing_bytes
+            .clone()
+            .try_acquire_many_owned(charge)
+        else {
+            return Err(error(
+                ErrorCode::Unavailable,
+                "this node has as many commands in flight as it holds; retry with backoff",
+                true,
+            ));
+        };
         let (tx, rx) = oneshot::channel();
         self.shared.pending.insert(
             id,
@@ -522,7 +537,7 @@ impl Context {
         );
         if self
             .inbox
-            .send(DriverInput::Propose(vec![bytes]))
+            .send(DriverInput::Propose(vec![bytes.into()]))
             .await
             .is_err()
         {
@@ -648,11 +663,12 @@ mod tests {
     use crate::service::apply::LockApplication;
 
     /// Other nodes' commands, encoded as log values.
-    fn from_elsewhere(kinds: Vec<CommandKind>) -> Vec<Vec<u8>> {
+    fn from_elsewhere(kinds: Vec<CommandKind>) -> Vec<crate::paxos::Value> {
         kinds
             .into_iter()
             .enumerate()
             .map(|(i, kind)| Proposal::encode(99, i as u64, &Command { at_ms: 0, kind }).unwrap())
+            .map(crate::paxos::Value::from)
             .collect()
     }
 
@@ -995,7 +1011,7 @@ mod tests {
                     proposed_at,
                 },
             );
-            Proposal::encode(1, id, &Command { at_ms: 0, kind }).unwrap()
+            crate::paxos::Value::from(Proposal::encode(1, id, &Command { at_ms: 0, kind }).unwrap())
         };
         let cancel = ClientOp::CancelAcquire { name: "l".into() };
         let batch = vec![

@@ -17,6 +17,13 @@ use crate::paxos::Nanos;
 /// further behind is told history is gone and resumes from the machine.
 pub const WATCH_BUFFER: usize = 256;
 
+/// Most bytes of commands this node's request handlers may have proposed
+/// and not yet seen applied or refused: the consensus loop's inbox, the
+/// core's proposal queue and the slots in flight hold at most this much of
+/// this node's commands. Past it a request is refused (`UNAVAILABLE`,
+/// retryable) rather than queued.
+pub const MAX_PROPOSING_BYTES: usize = 16 * 1024 * 1024;
+
 /// Shared node-side service state.
 #[derive(Debug)]
 pub struct Shared {
@@ -45,6 +52,9 @@ pub struct Shared {
     /// leading). Expiries carry it; keepalives are answered only once the
     /// machine has applied this node's `Takeover` with it.
     pub my_epoch: AtomicU64,
+    /// The budget of [`MAX_PROPOSING_BYTES`]: a handler holds its command's
+    /// bytes of it from proposal until the command is applied or refused.
+    pub proposing_bytes: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
 /// Where a session stands on the leader's clock.
@@ -231,6 +241,7 @@ impl Shared {
             watchers: DashMap::new(),
             deadlines: DashMap::new(),
             my_epoch: AtomicU64::new(0),
+            proposing_bytes: std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_PROPOSING_BYTES)),
         }
     }
 

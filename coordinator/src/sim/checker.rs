@@ -107,7 +107,7 @@ impl Checker {
         &mut self,
         node: NodeId,
         slot: Slot,
-        batch: &[Vec<u8>],
+        batch: &[crate::paxos::Value],
         app_digest: u64,
     ) -> Result<(), String> {
         let d = batch_digest(batch);

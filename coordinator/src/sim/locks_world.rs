@@ -1197,7 +1197,7 @@ impl LockSim {
                         at_ms: self.stamp_ms(node),
                         kind: CommandKind::Takeover { epoch },
                     };
-                    let value = cmd.encode().map_err(|e| format!("encode: {e:?}"))?;
+                    let value = Value::from(cmd.encode().map_err(|e| format!("encode: {e:?}"))?);
                     let inc = self.nodes[node].incarnation;
                     self.schedule(
                         self.now,
@@ -1581,7 +1581,7 @@ impl LockSim {
                 (cmd, Tag::Abandon { name, up_to })
             }
         };
-        let value = value.encode().map_err(|e| format!("encode: {e:?}"))?;
+        let value = Value::from(value.encode().map_err(|e| format!("encode: {e:?}"))?);
         let pend = &mut self.nodes[node].pending;
         if pend.len() >= MAX_PENDING {
             pend.pop_front();
@@ -1651,7 +1651,9 @@ impl LockSim {
         }
         let mut encoded = Vec::with_capacity(values.len());
         for c in values {
-            encoded.push(c.encode().map_err(|e| format!("encode: {e:?}"))?);
+            encoded.push(Value::from(
+                c.encode().map_err(|e| format!("encode: {e:?}"))?,
+            ));
         }
         self.step(node, Input::Propose(encoded))
     }

@@ -64,7 +64,7 @@ impl Fnv {
 }
 
 /// Digest of a batch: order and boundaries of commands both count.
-pub fn batch_digest(batch: &[Vec<u8>]) -> u64 {
+pub fn batch_digest(batch: &[crate::paxos::Value]) -> u64 {
     let mut h = Fnv::default();
     h.u64(batch.len() as u64);
     for v in batch {

@@ -51,6 +51,10 @@ pub struct SimConfig {
     /// (1024). A small window (the pipeline window shrinks to fit) makes
     /// nodes that lag past it common: restarted, partitioned or paused ones.
     pub max_log_ahead_slots: Option<u64>,
+    /// Byte bounds small enough that the runs reach them all the time:
+    /// batches close on bytes, promises travel in parts and snapshots in
+    /// chunks (see [`small_message_bounds`]).
+    pub small_messages: bool,
     /// Print leadership changes, crashes and faults to stderr (debugging).
     pub verbose: bool,
     /// Which safety rule (if any) the replicas switch off.
@@ -72,6 +76,7 @@ impl Default for SimConfig {
             pause_max_ns: 3 * SEC,
             abdicate_every_ns: None,
             max_log_ahead_slots: None,
+            small_messages: false,
             verbose: false,
             #[cfg(feature = "canary")]
             canary: Canary::None,
@@ -117,6 +122,21 @@ pub struct SimReport {
     pub snapshot_installs: u64,
     /// Catch-up replies sent.
     pub catch_ups: u64,
+    /// Promise messages that were one part of several.
+    pub promise_parts: u64,
+    /// Snapshot chunks sent that were not a whole snapshot.
+    pub snapshot_chunks: u64,
+}
+
+/// The byte bounds of [`SimConfig::small_messages`]: four of the
+/// simulator's 16-byte commands per batch, a message of at most 300 bytes
+/// (a few log entries), and snapshots in 5-byte chunks.
+pub fn small_message_bounds(cfg: &mut Config) {
+    cfg.max_value_bytes = 16;
+    cfg.max_batch_bytes = 4 * (16 + crate::paxos::wire_size::VALUE_OVERHEAD_BYTES);
+    cfg.max_message_bytes = 300;
+    cfg.snapshot_chunk_bytes = 5;
+    cfg.max_pending_bytes = 64 * 1024;
 }
 
 /// A broken invariant, with what is needed to reproduce it.
@@ -217,6 +237,15 @@ impl Event {
     }
 }
 
+fn msg_kind(m: &Message) -> &'static str {
+    match m {
+        Message::Promise { .. } => "a promise",
+        Message::Accept { .. } => "an accept",
+        Message::CatchUp { .. } => "a catch-up reply",
+        _ => "a message",
+    }
+}
+
 fn msg_tag(m: &Message) -> u64 {
     match m {
         Message::PreVote { .. } => 0,
@@ -231,6 +260,7 @@ fn msg_tag(m: &Message) -> u64 {
         Message::CatchUpRequest { .. } => 9,
         Message::CatchUp { .. } => 10,
         Message::Abdicate { .. } => 11,
+        Message::SnapshotRequest { .. } => 12,
     }
 }
 
@@ -285,6 +315,8 @@ pub struct Sim<A: App + Default> {
     crashes: u64,
     snapshot_installs: u64,
     catch_ups: u64,
+    promise_parts: u64,
+    snapshot_chunks: u64,
 }
 
 impl<A: App + Default> Sim<A> {
@@ -307,6 +339,9 @@ impl<A: App + Default> Sim<A> {
             .map(|id| {
                 let mut rc = Config::new(*id, members.clone());
                 rc.max_drift_ppm = cfg.max_drift_ppm;
+                if cfg.small_messages {
+                    small_message_bounds(&mut rc);
+                }
                 if let Some(window) = cfg.max_log_ahead_slots {
                     rc.max_log_ahead_slots = window;
                     rc.pipeline_window_slots = rc.pipeline_window_slots.min(window);
@@ -380,6 +415,8 @@ impl<A: App + Default> Sim<A> {
             crashes: 0,
             snapshot_installs: 0,
             catch_ups: 0,
+            promise_parts: 0,
+            snapshot_chunks: 0,
         }
     }
 
@@ -478,6 +515,8 @@ impl<A: App + Default> Sim<A> {
             crashes: self.crashes,
             snapshot_installs: self.snapshot_installs,
             catch_ups: self.catch_ups,
+            promise_parts: self.promise_parts,
+            snapshot_chunks: self.snapshot_chunks,
         })
     }
 
@@ -784,7 +823,7 @@ impl<A: App + Default> Sim<A> {
             c.next_seq += 1;
             let mut v = (client as u64).to_le_bytes().to_vec();
             v.extend_from_slice(&seq.to_le_bytes());
-            c.pending.insert(seq, (v, 0));
+            c.pending.insert(seq, (v.into(), 0));
             self.submitted += 1;
         }
         let now = self.now;
@@ -826,6 +865,18 @@ impl<A: App + Default> Sim<A> {
             ));
         }
         self.checker.on_send(n.id, &msg, &n.disk.durable)?;
+        // Rule "every message fits", on the real codec: what the replica
+        // built must fit its own bound (which the node checks against the
+        // transport's frame at start-up).
+        let encoded = prost::Message::encoded_len(&crate::transport::peer_codec::encode(&msg));
+        if encoded > n.cfg.max_message_bytes {
+            return Err(format!(
+                "node {} built a message of {encoded} encoded bytes, over max_message_bytes {}: {}",
+                n.id.0,
+                n.cfg.max_message_bytes,
+                msg_kind(&msg)
+            ));
+        }
         let fates = self.net.fate(&mut self.rng, n.id, self.nodes[to].id);
         for d in fates {
             self.schedule(
@@ -873,8 +924,20 @@ impl<A: App + Default> Sim<A> {
                 continue;
             };
             self.trace.u64(msg_tag(&out.msg) << 8 | to as u64);
-            if matches!(out.msg, Message::CatchUp { .. }) {
-                self.catch_ups += 1;
+            match &out.msg {
+                Message::CatchUp { snapshot, .. } => {
+                    self.catch_ups += 1;
+                    if snapshot.as_ref().is_some_and(|c| !c.is_whole()) {
+                        self.snapshot_chunks += 1;
+                    }
+                }
+                Message::Promise {
+                    from_slot,
+                    part_start,
+                    part_end,
+                    ..
+                } if part_end.is_some() || part_start != from_slot => self.promise_parts += 1,
+                _ => {}
             }
             if out.after <= self.nodes[node].disk.durable.persisted_seq {
                 self.transmit(node, to, out.msg, out.after)?;

@@ -3,17 +3,19 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use paxlock::wire::{CLIENT_ALPN_V1, PEER_ALPN};
-use tokio::sync::mpsc;
+use paxlock::wire::CLIENT_ALPN_V1;
 use tracing::{info, warn};
 
 use super::client_streams::{serve_connection, ClientService};
+use super::lanes::PeerInbox;
 use super::metrics::TransportMetrics;
-use super::peer::{self, InboundPeer, PeerLink};
+use super::negotiated_alpn;
+use super::peer::{self, FrameReader, InboundPeer, PeerLink};
 use super::peer_codec;
+use super::peer_version::{PeerVersion, PEER_ALPNS};
 use super::tls::TlsMaterial;
 use super::TransportError;
-use crate::paxos::{self, NodeId};
+use crate::paxos::NodeId;
 
 /// Where the endpoint delivers what arrives.
 #[derive(Clone)]
@@ -22,7 +24,10 @@ pub struct Handlers {
     /// sender's node id. The stream's reader decodes and delivers them
     /// itself, with no task in between, because every hop here is on the
     /// commit path.
-    pub peer_messages: mpsc::Sender<(NodeId, paxos::Message)>,
+    /// One queue per lane (see `lanes`), bounded in bytes as well (each
+    /// message is charged its `encoded_len_bound`): a reader waits for
+    /// room, which holds back its peer through QUIC flow control.
+    pub peer_messages: PeerInbox,
     /// What answers well-formed client requests.
     pub clients: Arc<dyn ClientService>,
 }
@@ -63,7 +68,7 @@ impl NodeEndpoint {
         }
         let transport = Arc::new(transport);
         server_config.transport_config(transport.clone());
-        let mut peer_dial_config = tls.client_config(PEER_ALPN)?;
+        let mut peer_dial_config = tls.client_config(&PEER_ALPNS)?;
         peer_dial_config.transport_config(transport);
         let endpoint = quinn::Endpoint::server(server_config, addr)
             .map_err(|source| TransportError::Bind { addr, source })?;
@@ -129,7 +134,7 @@ impl NodeEndpoint {
                     }
                 };
                 match negotiated_alpn(&connection).as_deref() {
-                    Some(alpn) if alpn == PEER_ALPN => {
+                    Some(alpn) if PeerVersion::from_alpn(alpn).is_some() => {
                         match peer::accept(
                             connection,
                             node_id,
@@ -174,36 +179,48 @@ impl NodeEndpoint {
     }
 }
 
-fn negotiated_alpn(connection: &quinn::Connection) -> Option<Vec<u8>> {
-    connection
-        .handshake_data()?
-        .downcast::<quinn::crypto::rustls::HandshakeData>()
-        .ok()?
-        .protocol
+async fn forward_peer(inbound: InboundPeer, to: PeerInbox, metrics: Arc<TransportMetrics>) {
+    let from = NodeId(inbound.node_id);
+    let InboundPeer {
+        connection, bulk, ..
+    } = inbound;
+    // A version-3 peer sends its control lane on a unidirectional stream
+    // of its own; read it alongside the hello's stream, one at a time.
+    let control = async {
+        while let Ok(recv) = connection.accept_uni().await {
+            forward_stream(FrameReader::new(recv), from, &to, &metrics).await;
+        }
+    };
+    tokio::select! {
+        () = forward_stream(bulk, from, &to, &metrics) => {}
+        () = control => {}
+    }
 }
 
-async fn forward_peer(
-    mut inbound: InboundPeer,
-    to: mpsc::Sender<(NodeId, paxos::Message)>,
-    metrics: Arc<TransportMetrics>,
+/// Delivers every message of one peer stream into its lane of the inbox,
+/// until the stream ends.
+async fn forward_stream(
+    mut reader: FrameReader,
+    from: NodeId,
+    to: &PeerInbox,
+    metrics: &TransportMetrics,
 ) {
-    let from = NodeId(inbound.node_id);
     loop {
-        match inbound.next().await {
+        match reader.next().await {
             Ok(Some(msg)) => match peer_codec::decode(msg) {
                 Ok(msg) => {
-                    if to.send((from, msg)).await.is_err() {
+                    if to.deliver(from, msg).await.is_err() {
                         return;
                     }
                 }
                 Err(e) => {
                     TransportMetrics::bump(&metrics.frame_errors);
-                    warn!(peer = inbound.node_id, "dropping peer message: {e}");
+                    warn!(peer = from.0, "dropping peer message: {e}");
                 }
             },
             Ok(None) => return,
             Err(e) => {
-                warn!(peer = inbound.node_id, "peer stream ended: {e}");
+                warn!(peer = from.0, "peer stream ended: {e}");
                 return;
             }
         }

@@ -4,9 +4,11 @@
 pub mod client_streams;
 pub mod endpoint;
 pub mod identity;
+pub mod lanes;
 pub mod metrics;
 pub mod peer;
 pub mod peer_codec;
+pub mod peer_version;
 pub mod tls;
 
 pub use endpoint::{Handlers, NodeEndpoint};
@@ -19,8 +21,18 @@ pub mod peer_proto {
     include!(concat!(env!("OUT_DIR"), "/paxlock.peer.v1.rs"));
 }
 
-/// Version of the peer protocol carried in `PeerHello`.
-pub const PEER_PROTOCOL_VERSION: u32 = 1;
+/// Version of the peer protocol carried in `PeerHello` (informational: the
+/// version spoken is negotiated by ALPN, see [`peer_version`]).
+pub const PEER_PROTOCOL_VERSION: u32 = 3;
+
+/// The ALPN protocol a connection settled on, if any.
+pub fn negotiated_alpn(connection: &quinn::Connection) -> Option<Vec<u8>> {
+    connection
+        .handshake_data()?
+        .downcast::<quinn::crypto::rustls::HandshakeData>()
+        .ok()?
+        .protocol
+}
 
 /// Everything that can fail in the transport.
 #[derive(Debug, thiserror::Error)]

@@ -9,35 +9,102 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use paxlock::wire::{codes, read_frame, write_frame};
+use paxlock::wire::{codes, read_frame, write_frame, MAX_FRAME_BYTES};
+use prost::Message as _;
 use tracing::warn;
 
 use super::identity::{peer_certificates, verify_node_identity};
 use super::metrics::TransportMetrics;
-use super::peer_proto::{PeerHello, PeerHelloOk, PeerMessage};
-use super::{TransportError, PEER_PROTOCOL_VERSION};
+use super::peer_codec;
+use super::peer_proto::{peer_message::Body, Fragment, PeerHello, PeerHelloOk, PeerMessage};
+use super::peer_version::PeerVersion;
+use super::{negotiated_alpn, TransportError, PEER_PROTOCOL_VERSION};
+use crate::paxos;
+
+/// Bytes of encoded message one fragment carries (well within a frame).
+const FRAGMENT_BYTES: usize = 1024 * 1024;
+
+/// The largest message a peer may send in fragments. Only a log entry
+/// accepted by a previous release can make a message larger than a frame,
+/// and such an entry is at most 64 commands of at most 81 KiB each, in an
+/// entry's framing: about 5.3 MB.
+pub const MAX_FRAGMENTED_MESSAGE_BYTES: usize = 8 * 1024 * 1024;
+
+/// What became of a message handed to [`PeerLink::send`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sent {
+    /// Sent in one frame.
+    Whole,
+    /// Larger than a frame (a legacy log entry): sent in this many fragments.
+    Fragmented(usize),
+    /// Not sent: the peer's protocol version cannot carry it (see
+    /// [`PeerVersion::carries`]) or it is too large for that version.
+    Withheld(&'static str),
+}
 
 /// How long an accepting node waits for a dialer's hello before closing.
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// An authenticated outbound link to one peer: frames written here arrive,
-/// in order, at that peer.
+/// An authenticated outbound link to one peer: messages sent here arrive,
+/// in order per lane, at that peer.
 #[derive(Debug)]
 pub struct PeerLink {
     /// The peer's node id, proven by its certificate.
     pub node_id: u64,
+    /// The protocol version the peer chose.
+    pub version: PeerVersion,
     /// The connection (kept to notice when it closes).
     pub connection: quinn::Connection,
+    /// The stream bulk messages (and, with a version-2 peer, every
+    /// message) travel on: the one the hello opened.
+    pub bulk: PeerSender,
+    /// The control lane's own stream, at a higher priority (version 3).
+    pub control: Option<PeerSender>,
+}
+
+/// One stream of a peer link, sending consensus messages in the form the
+/// peer's version reads.
+#[derive(Debug)]
+pub struct PeerSender {
+    version: PeerVersion,
     send: quinn::SendStream,
 }
 
-impl PeerLink {
-    /// Sends one message on the ordered peer stream.
-    pub async fn send(&mut self, msg: &PeerMessage) -> Result<(), TransportError> {
-        write_frame(&mut self.send, msg).await?;
-        Ok(())
+impl PeerSender {
+    /// Sends one consensus message, or withholds it if the peer's version
+    /// cannot carry it.
+    pub async fn send(&mut self, msg: &paxos::Message) -> Result<Sent, TransportError> {
+        if !self.version.carries(msg) {
+            return Ok(Sent::Withheld("its protocol version cannot carry it"));
+        }
+        let encoded = peer_codec::encode(msg);
+        if encoded.encoded_len() <= MAX_FRAME_BYTES {
+            write_frame(&mut self.send, &encoded).await?;
+            return Ok(Sent::Whole);
+        }
+        if !self.version.fragments() {
+            return Ok(Sent::Withheld("it is larger than a frame"));
+        }
+        let bytes = bytes::Bytes::from(encoded.encode_to_vec());
+        let pieces = bytes.len().div_ceil(FRAGMENT_BYTES);
+        for i in 0..pieces {
+            let start = i * FRAGMENT_BYTES;
+            let end = (start + FRAGMENT_BYTES).min(bytes.len());
+            let fragment = PeerMessage {
+                body: Some(Body::Fragment(Fragment {
+                    data: bytes.slice(start..end),
+                    last: i + 1 == pieces,
+                })),
+            };
+            write_frame(&mut self.send, &fragment).await?;
+        }
+        Ok(Sent::Fragmented(pieces))
     }
 }
+
+/// Priority of the control lane's stream over the bulk one (quinn sends
+/// the higher first).
+const CONTROL_PRIORITY: i32 = 1;
 
 /// Dials `peer_id` at `addr` as `my_id` and performs the hello.
 pub async fn dial(
@@ -62,6 +129,12 @@ pub async fn dial(
     let reply = tokio::time::timeout(HELLO_TIMEOUT, read_frame::<PeerHelloOk, _>(&mut recv))
         .await
         .map_err(|_| TransportError::Timeout("peer hello reply"))?;
+    let version = negotiated_alpn(&connection)
+        .as_deref()
+        .and_then(PeerVersion::from_alpn)
+        .ok_or_else(|| {
+            TransportError::Protocol("the peer chose no peer protocol version".into())
+        })?;
     let ok = match reply {
         Ok(Some(ok)) => ok,
         // A refusal arrives as a connection close; report that, it says why.
@@ -80,28 +153,90 @@ pub async fn dial(
             ok.node_id, ok.cluster_id
         )));
     }
+    let control = if version.fragments() {
+        let control = connection.open_uni().await?;
+        let _ = control.set_priority(CONTROL_PRIORITY);
+        Some(PeerSender {
+            version,
+            send: control,
+        })
+    } else {
+        None
+    };
     Ok(PeerLink {
         node_id: peer_id,
+        version,
         connection,
-        send,
+        bulk: PeerSender { version, send },
+        control,
     })
 }
 
-/// An authenticated inbound link: the stream the peer will send on.
+/// An authenticated inbound link: the stream the peer will send on (more
+/// may follow: a version-3 peer opens a unidirectional stream for its
+/// control lane, see `endpoint`).
 #[derive(Debug)]
 pub struct InboundPeer {
     /// The peer's node id, proven by its certificate.
     pub node_id: u64,
     /// The connection.
     pub connection: quinn::Connection,
-    /// Frames from the peer.
-    pub recv: quinn::RecvStream,
+    /// Messages from the peer on the hello's stream.
+    pub bulk: FrameReader,
 }
 
-impl InboundPeer {
+/// Reads consensus messages from one stream of a peer, reassembled from
+/// their fragments where they came in several.
+#[derive(Debug)]
+pub struct FrameReader {
+    recv: quinn::RecvStream,
+    /// The fragments of a message received so far.
+    partial: Vec<u8>,
+}
+
+impl FrameReader {
+    /// Reads from `recv`.
+    pub fn new(recv: quinn::RecvStream) -> FrameReader {
+        FrameReader {
+            recv,
+            partial: Vec::new(),
+        }
+    }
+
     /// Reads the next message; `Ok(None)` when the peer closed the stream.
     pub async fn next(&mut self) -> Result<Option<PeerMessage>, TransportError> {
-        Ok(read_frame(&mut self.recv).await?)
+        loop {
+            let Some(frame) = read_frame::<PeerMessage, _>(&mut self.recv).await? else {
+                if self.partial.is_empty() {
+                    return Ok(None);
+                }
+                return Err(TransportError::Protocol(
+                    "the peer stream ended inside a fragmented message".into(),
+                ));
+            };
+            let fragment = match frame.body {
+                Some(Body::Fragment(fragment)) => fragment,
+                _ if self.partial.is_empty() => return Ok(Some(frame)),
+                _ => {
+                    return Err(TransportError::Protocol(
+                        "a message arrived between the fragments of another".into(),
+                    ))
+                }
+            };
+            if self.partial.len().saturating_add(fragment.data.len()) > MAX_FRAGMENTED_MESSAGE_BYTES
+            {
+                return Err(TransportError::Protocol(format!(
+                    "a fragmented message exceeds {MAX_FRAGMENTED_MESSAGE_BYTES} bytes"
+                )));
+            }
+            self.partial.extend_from_slice(&fragment.data);
+            if fragment.last {
+                let whole = std::mem::take(&mut self.partial);
+                let msg = PeerMessage::decode(whole.as_slice())
+                    .map_err(paxlock::wire::FrameError::Decode)?;
+                return Ok(Some(msg));
+            }
+        }
     }
 }
 
@@ -183,6 +318,6 @@ pub async fn accept(
     Ok(InboundPeer {
         node_id: hello.node_id,
         connection,
-        recv,
+        bulk: FrameReader::new(recv),
     })
 }

@@ -4,7 +4,7 @@
 //! a missing required field is refused here (`MissingField`), and the core
 //! still runs its own bounds checks (`Message::check`) afterwards.
 
-use crate::paxos::{self, Ballot, NodeId, ReportedEntry, Slot};
+use crate::paxos::{self, Ballot, NodeId, ReportedEntry, Slot, SnapshotChunk};
 
 use super::peer_proto::{self as pb, peer_message::Body};
 
@@ -39,18 +39,28 @@ fn batch(b: Option<pb::Batch>) -> paxos::Batch {
     b.map(|b| b.values).unwrap_or_default()
 }
 
-fn snapshot_pb(s: &Option<paxos::Snapshot>) -> Option<pb::Snapshot> {
-    s.as_ref().map(|s| pb::Snapshot {
-        up_to: s.up_to.0,
-        data: s.data.clone(),
-    })
+fn chunk_pb(chunk: &SnapshotChunk) -> pb::Snapshot {
+    pb::Snapshot {
+        up_to: chunk.up_to.0,
+        data: chunk.data.clone(),
+        total_bytes: chunk.total_bytes,
+        offset: chunk.offset,
+    }
 }
 
-fn snapshot(s: Option<pb::Snapshot>) -> Option<paxos::Snapshot> {
-    s.map(|s| paxos::Snapshot {
+fn chunk(s: pb::Snapshot) -> SnapshotChunk {
+    // Version 2 sends the whole snapshot and no length: it is one chunk.
+    let total_bytes = if s.total_bytes == 0 && s.offset == 0 {
+        s.data.len() as u64
+    } else {
+        s.total_bytes
+    };
+    SnapshotChunk {
         up_to: Slot(s.up_to),
+        total_bytes,
+        offset: s.offset,
         data: s.data,
-    })
+    }
 }
 
 /// Encodes a consensus message for the wire.
@@ -73,7 +83,8 @@ pub fn encode(msg: &paxos::Message) -> pb::PeerMessage {
             from_slot,
             chosen_up_to,
             entries,
-            snapshot,
+            part_start,
+            part_end,
         } => Body::Promise(pb::Promise {
             ballot: ballot_pb(ballot),
             from_slot: from_slot.0,
@@ -87,7 +98,9 @@ pub fn encode(msg: &paxos::Message) -> pb::PeerMessage {
                     chosen: e.chosen,
                 })
                 .collect(),
-            snapshot: snapshot_pb(snapshot),
+            snapshot: None,
+            part_start: part_start.0,
+            part_end: part_end.map_or(0, |end| end.0),
         }),
         M::Nack { ballot, promised } => Body::Nack(pb::Nack {
             ballot: ballot_pb(ballot),
@@ -133,8 +146,12 @@ pub fn encode(msg: &paxos::Message) -> pb::PeerMessage {
         M::CatchUpRequest { from_slot } => Body::CatchUpRequest(pb::CatchUpRequest {
             from_slot: from_slot.0,
         }),
+        M::SnapshotRequest { up_to, offset } => Body::SnapshotRequest(pb::SnapshotRequest {
+            up_to: up_to.0,
+            offset: *offset,
+        }),
         M::CatchUp { snapshot, entries } => Body::CatchUp(pb::CatchUp {
-            snapshot: snapshot_pb(snapshot),
+            snapshot: snapshot.as_ref().map(chunk_pb),
             entries: entries
                 .iter()
                 .map(|(slot, b)| pb::ChosenEntry {
@@ -178,7 +195,10 @@ pub fn decode(msg: pb::PeerMessage) -> Result<paxos::Message, MissingField> {
                     })
                 })
                 .collect::<Result<_, MissingField>>()?,
-            snapshot: snapshot(m.snapshot),
+            // Version 2 has no parts: its promise is one whole part, and
+            // its inline snapshot is left aside (see peer.proto).
+            part_start: Slot(m.part_start.max(m.from_slot)),
+            part_end: (m.part_end != 0).then_some(Slot(m.part_end)),
         },
         Body::Nack(m) => M::Nack {
             ballot: ballot(m.ballot, "nack.ballot")?,
@@ -211,8 +231,14 @@ pub fn decode(msg: pb::PeerMessage) -> Result<paxos::Message, MissingField> {
         Body::CatchUpRequest(m) => M::CatchUpRequest {
             from_slot: Slot(m.from_slot),
         },
+        Body::SnapshotRequest(m) => M::SnapshotRequest {
+            up_to: Slot(m.up_to),
+            offset: m.offset,
+        },
+        // Fragments are reassembled by the peer stream before decoding.
+        Body::Fragment(_) => return Err(MissingField("body (a stray fragment)")),
         Body::CatchUp(m) => M::CatchUp {
-            snapshot: snapshot(m.snapshot),
+            snapshot: m.snapshot.map(chunk),
             entries: m
                 .entries
                 .into_iter()
@@ -227,6 +253,10 @@ mod tests {
     use super::*;
     use paxos::Message as M;
 
+    fn v(bytes: &[u8]) -> paxos::Value {
+        paxos::Value::copy_from_slice(bytes)
+    }
+
     fn b(round: u64, node: u64) -> Ballot {
         Ballot {
             round,
@@ -236,9 +266,11 @@ mod tests {
 
     #[test]
     fn every_message_kind_round_trips() {
-        let snap = Some(paxos::Snapshot {
+        let snap = Some(SnapshotChunk {
             up_to: Slot(4),
-            data: vec![1, 2],
+            total_bytes: 10,
+            offset: 2,
+            data: bytes::Bytes::from_static(&[1, 2]),
         });
         let messages = vec![
             M::PreVote { ballot: b(1, 2) },
@@ -257,10 +289,23 @@ mod tests {
                 entries: vec![ReportedEntry {
                     slot: Slot(9),
                     ballot: b(2, 2),
-                    batch: vec![vec![7], vec![]],
+                    batch: vec![v(&[7]), v(&[])],
                     chosen: false,
                 }],
-                snapshot: snap.clone(),
+                part_start: Slot(9),
+                part_end: Some(Slot(12)),
+            },
+            M::Promise {
+                ballot: b(3, 1),
+                from_slot: Slot(9),
+                chosen_up_to: Slot(8),
+                entries: vec![],
+                part_start: Slot(12),
+                part_end: None,
+            },
+            M::SnapshotRequest {
+                up_to: Slot(40),
+                offset: 1 << 20,
             },
             M::Nack {
                 ballot: b(1, 1),
@@ -269,7 +314,7 @@ mod tests {
             M::Accept {
                 ballot: b(3, 1),
                 slot: Slot(10),
-                batch: vec![vec![1, 2, 3]],
+                batch: vec![v(&[1, 2, 3])],
                 commit: Slot(9),
             },
             M::Accept {
@@ -299,7 +344,7 @@ mod tests {
             },
             M::CatchUp {
                 snapshot: snap,
-                entries: vec![(Slot(4), vec![vec![9]]), (Slot(5), vec![])],
+                entries: vec![(Slot(4), vec![v(&[9])]), (Slot(5), vec![])],
             },
         ];
         for msg in messages {
@@ -324,5 +369,179 @@ mod tests {
             decode(pb::PeerMessage { body: None }),
             Err(MissingField("body"))
         );
+    }
+
+    /// A version-2 node's promise has no parts and may carry its snapshot:
+    /// it is one whole part, the snapshot left aside.
+    #[test]
+    fn a_version_2_promise_is_one_whole_part() {
+        let msg = pb::PeerMessage {
+            body: Some(Body::Promise(pb::Promise {
+                ballot: ballot_pb(&b(3, 1)),
+                from_slot: 9,
+                chosen_up_to: 12,
+                entries: vec![],
+                snapshot: Some(pb::Snapshot {
+                    up_to: 12,
+                    data: vec![7; 3].into(),
+                    total_bytes: 0,
+                    offset: 0,
+                }),
+                part_start: 0,
+                part_end: 0,
+            })),
+        };
+        assert_eq!(
+            decode(msg),
+            Ok(M::Promise {
+                ballot: b(3, 1),
+                from_slot: Slot(9),
+                chosen_up_to: Slot(12),
+                entries: vec![],
+                part_start: Slot(9),
+                part_end: None,
+            })
+        );
+    }
+
+    /// A version-2 catch-up reply carries a whole snapshot: one chunk.
+    #[test]
+    fn a_version_2_snapshot_is_one_whole_chunk() {
+        let msg = pb::PeerMessage {
+            body: Some(Body::CatchUp(pb::CatchUp {
+                snapshot: Some(pb::Snapshot {
+                    up_to: 12,
+                    data: vec![7; 3].into(),
+                    total_bytes: 0,
+                    offset: 0,
+                }),
+                entries: vec![],
+            })),
+        };
+        let Ok(M::CatchUp {
+            snapshot: Some(chunk),
+            ..
+        }) = decode(msg)
+        else {
+            panic!("not a catch-up with a snapshot");
+        };
+        assert!(chunk.is_whole());
+        assert_eq!((chunk.up_to, chunk.total_bytes), (Slot(12), 3));
+    }
+
+    mod size_bound {
+        use super::*;
+        use proptest::prelude::*;
+        use prost::Message as _;
+
+        /// Field values at their widest encodings, or small.
+        fn wide() -> impl Strategy<Value = u64> {
+            prop_oneof![Just(u64::MAX), 0..1_000u64]
+        }
+
+        fn arb_ballot() -> impl Strategy<Value = Ballot> {
+            (wide(), wide()).prop_map(|(round, node)| Ballot {
+                round,
+                node: NodeId(node),
+            })
+        }
+
+        fn arb_batch() -> impl Strategy<Value = paxos::Batch> {
+            prop::collection::vec(
+                prop_oneof![
+                    prop::collection::vec(any::<u8>(), 0..200).prop_map(paxos::Value::from),
+                    (0..70_000usize).prop_map(|n| paxos::Value::from(vec![0xA5; n])),
+                ],
+                0..6,
+            )
+        }
+
+        fn arb_message() -> impl Strategy<Value = paxos::Message> {
+            let entry = (wide(), arb_ballot(), arb_batch(), any::<bool>()).prop_map(
+                |(slot, ballot, batch, chosen)| ReportedEntry {
+                    slot: Slot(slot),
+                    ballot,
+                    batch,
+                    chosen,
+                },
+            );
+            let chunk = (
+                wide(),
+                wide(),
+                wide(),
+                prop::collection::vec(any::<u8>(), 0..3_000),
+            )
+                .prop_map(|(up_to, total_bytes, offset, data)| SnapshotChunk {
+                    up_to: Slot(up_to),
+                    total_bytes,
+                    offset,
+                    data: data.into(),
+                });
+            prop_oneof![
+                (arb_ballot(), wide(), arb_batch(), wide()).prop_map(
+                    |(ballot, slot, batch, commit)| M::Accept {
+                        ballot,
+                        slot: Slot(slot),
+                        batch,
+                        commit: Slot(commit),
+                    }
+                ),
+                (
+                    arb_ballot(),
+                    wide(),
+                    wide(),
+                    prop::collection::vec(entry, 0..5),
+                    wide(),
+                    prop::option::of(wide())
+                )
+                    .prop_map(|(ballot, from, chosen, entries, start, end)| {
+                        M::Promise {
+                            ballot,
+                            from_slot: Slot(from),
+                            chosen_up_to: Slot(chosen),
+                            entries,
+                            part_start: Slot(start),
+                            part_end: end.map(Slot),
+                        }
+                    }),
+                (
+                    prop::option::of(chunk),
+                    prop::collection::vec((wide(), arb_batch()), 0..5)
+                )
+                    .prop_map(|(snapshot, entries)| M::CatchUp {
+                        snapshot,
+                        entries: entries.into_iter().map(|(s, b)| (Slot(s), b)).collect(),
+                    }),
+                (arb_ballot(), arb_ballot())
+                    .prop_map(|(ballot, promised)| M::Nack { ballot, promised }),
+                (arb_ballot(), wide(), wide()).prop_map(|(ballot, round, commit)| {
+                    M::HeartbeatAck {
+                        ballot,
+                        round,
+                        commit: Slot(commit),
+                    }
+                }),
+                (wide(), wide()).prop_map(|(up_to, offset)| M::SnapshotRequest {
+                    up_to: Slot(up_to),
+                    offset
+                }),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            /// Rule "every message fits", on the transport's side: the
+            /// core's bound is never below what the encoding takes, so a
+            /// message within `max_message_bytes` fits the frame.
+            #[test]
+            fn the_core_bound_covers_the_encoded_length(msg in arb_message()) {
+                let encoded = encode(&msg).encoded_len();
+                prop_assert!(
+                    encoded <= msg.encoded_len_bound(),
+                    "encoded {} > bound {}", encoded, msg.encoded_len_bound()
+                );
+            }
+        }
     }
 }

@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 pub use paxlock::tls::{provider, quic_client_config, TlsError, TlsMaterial};
-use paxlock::wire::{CLIENT_ALPN_V1, PEER_ALPN};
+use paxlock::wire::CLIENT_ALPN_V1;
 use quinn::crypto::rustls::QuicServerConfig;
 use rustls::server::WebPkiClientVerifier;
 
@@ -26,7 +26,12 @@ pub fn server_config(material: &TlsMaterial) -> Result<quinn::ServerConfig, TlsE
         .with_client_cert_verifier(verifier)
         .with_single_cert(material.chain.clone(), material.key.clone_key())
         .map_err(|e| TlsError::Config(e.to_string()))?;
-    config.alpn_protocols = vec![CLIENT_ALPN_V1.to_vec(), PEER_ALPN.to_vec()];
+    // The server picks the first of these the other side offers; a dialing
+    // node offers every peer version it speaks, newest first.
+    config.alpn_protocols = std::iter::once(CLIENT_ALPN_V1)
+        .chain(super::peer_version::PEER_ALPNS)
+        .map(<[u8]>::to_vec)
+        .collect();
     // No 0-RTT: early data can be replayed, and every request may change state.
     config.max_early_data_size = 0;
     let quic = QuicServerConfig::try_from(config)

@@ -92,6 +92,41 @@ impl ProcessCluster {
         self.dir.path().join("client.toml")
     }
 
+    /// A raw wire-protocol client of node `id`, with the dev client's
+    /// certificate (or `identity`'s, if the cluster issued one).
+    pub async fn raw_client(
+        &self,
+        id: u64,
+        identity: &str,
+    ) -> Result<super::RawClient, Box<dyn std::error::Error>> {
+        let certs = self.dir.path().join("certs");
+        super::RawClient::connect(
+            &certs.join("ca.pem"),
+            &certs.join(format!("client-{identity}.pem")),
+            &certs.join(format!("client-{identity}.key")),
+            &self.addr(id),
+        )
+        .await
+    }
+
+    /// The node that leads, as node 1 (or, if it is down, another) sees it.
+    pub async fn leader(&self) -> Result<u64, Box<dyn std::error::Error>> {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            for id in 1..=self.nodes {
+                if let Ok(status) = super::node_status(self, id).await {
+                    if status.leader_node_id != 0 {
+                        return Ok(status.leader_node_id);
+                    }
+                }
+            }
+            if Instant::now() > deadline {
+                return Err("no node knows a leader".into());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Node `id`'s address.
     pub fn addr(&self, id: u64) -> String {
         format!("127.0.0.1:{}", u64::from(self.base_port) + id - 1)
@@ -99,12 +134,18 @@ impl ProcessCluster {
 
     /// Starts node `id` (again).
     pub fn spawn(&mut self, id: u64) -> Result<(), Box<dyn std::error::Error>> {
+        self.spawn_binary(id, Path::new(PAXLOCK))
+    }
+
+    /// Starts node `id` (again) running the `paxlock` binary at `exe` (an
+    /// older release, say).
+    pub fn spawn_binary(&mut self, id: u64, exe: &Path) -> Result<(), Box<dyn std::error::Error>> {
         let config = self.dir.path().join(format!("node-{id}.toml"));
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.dir.path().join(format!("node-{id}.log")))?;
-        let child = Command::new(PAXLOCK)
+        let child = Command::new(exe)
             .args(["serve", "--config"])
             .arg(&config)
             .env("PAXLOCK_LOG", "info")
@@ -174,6 +215,13 @@ impl Drop for ProcessCluster {
         for id in 1..=self.nodes {
             self.signal(id, rustix::process::Signal::CONT);
             self.kill(id);
+        }
+        // For debugging a failure: keep the folder (logs, data) around.
+        if std::env::var_os("PAXLOCK_KEEP_TEST_DIRS").is_some() {
+            if let Ok(empty) = tempfile::tempdir() {
+                let dir = std::mem::replace(&mut self.dir, empty);
+                eprintln!("kept the cluster folder {}", dir.keep().display());
+            }
         }
     }
 }

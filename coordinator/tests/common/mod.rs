@@ -74,7 +74,7 @@ pub fn client_config(
         )?,
         None => builder.with_no_client_auth(),
     };
-    Ok(quic_client_config(config, alpn)?)
+    Ok(quic_client_config(config, &[alpn])?)
 }
 
 /// Connects and returns how the connection ended: from our side a TLS 1.3
@@ -211,4 +211,69 @@ pub async fn node_status(
         &certs.join("client-dev-client.key"),
     )?;
     Ok(paxlock::admin::node_status(&tls, &cluster.addr(id), PATIENCE).await?)
+}
+
+/// A client that speaks the wire protocol by hand to one node: no session
+/// management, no retries, no acknowledgement bookkeeping. For tests that
+/// must send exactly the requests a (hostile or careless) client would.
+#[derive(Clone)]
+pub struct RawClient {
+    pub connection: quinn::Connection,
+}
+
+impl RawClient {
+    /// Connects to `addr` presenting the certificate and key at
+    /// `cert`/`key`, trusting `ca`.
+    pub async fn connect(
+        ca: &std::path::Path,
+        cert: &std::path::Path,
+        key: &std::path::Path,
+        addr: &str,
+    ) -> Result<RawClient, Box<dyn std::error::Error>> {
+        let tls = paxlock::tls::TlsMaterial::load(ca, cert, key)?;
+        let config = tls.client_config(&[paxlock::wire::CLIENT_ALPN_V1])?;
+        let endpoint = client_endpoint()?;
+        let connection = endpoint
+            .connect_with(config, addr.parse()?, "localhost")?
+            .await?;
+        Ok(RawClient { connection })
+    }
+
+    /// Sends one request on its own stream and reads the one answer.
+    pub async fn ask(
+        &self,
+        request: paxlock::proto::Request,
+    ) -> Result<paxlock::proto::Response, String> {
+        let exchange = async {
+            let (mut send, mut recv) =
+                self.connection.open_bi().await.map_err(|e| e.to_string())?;
+            paxlock::wire::write_frame(&mut send, &request)
+                .await
+                .map_err(|e| e.to_string())?;
+            let _ = send.finish();
+            let response = paxlock::wire::read_frame(&mut recv)
+                .await
+                .map_err(|e| e.to_string())?;
+            response.ok_or_else(|| "the stream ended without an answer".to_string())
+        };
+        exchange.await
+    }
+
+    /// `ask` for `op` as request `request_id` of `session`, acknowledging
+    /// nothing.
+    pub async fn ask_op(
+        &self,
+        session: u64,
+        request_id: u64,
+        op: paxlock::proto::request::Op,
+    ) -> Result<paxlock::proto::Response, String> {
+        self.ask(paxlock::proto::Request {
+            request_id,
+            session_id: session,
+            ack_below: 0,
+            waiting: Vec::new(),
+            op: Some(op),
+        })
+        .await
+    }
 }

@@ -209,6 +209,7 @@ fn kind(e: &Error) -> String {
         Error::Rejected { .. } => "rejected".into(),
         Error::Protocol(_) => "protocol".into(),
         Error::Config(_) | Error::Tls(_) => "config".into(),
+        Error::TooManyWaits { .. } => "too many waits".into(),
     }
 }
 

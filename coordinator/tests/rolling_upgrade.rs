@@ -1,0 +1,124 @@
+//! Upgrades are a feature: a cluster of the previous release, upgraded one
+//! node at a time to this one (same data directories, the others serving
+//! meanwhile), keeps serving and keeps everything it acknowledged. Nodes of
+//! the two releases talk peer protocol version 2 between them.
+//!
+//! Needs the previous release's binary: `.ci/run` builds it from the commit
+//! in `.ci/previous-release` and names it in `PAXLOCK_PREVIOUS_RELEASE_BIN`.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::cluster::ProcessCluster;
+use common::requires::{machine_has, previous_release_bin, Need};
+use common::{TestResult, PATIENCE};
+
+/// Lock cycles on one lock until one succeeds; returns its token.
+async fn one_cycle(client: &paxlock::Client) -> Result<u64, paxlock::Error> {
+    let guard = client.lock("upgrade/cycle").acquire().await?;
+    let token = guard.fencing_token();
+    guard.release().await?;
+    Ok(token)
+}
+
+/// Waits until node `id` has applied everything the leader had committed
+/// when the wait began.
+async fn caught_up(cluster: &ProcessCluster, id: u64) -> TestResult {
+    let leader = cluster.leader().await?;
+    let target = common::node_status(cluster, leader).await?.commit_index;
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        if common::node_status(cluster, id)
+            .await
+            .is_ok_and(|s| s.applied_index >= target)
+        {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "node {id} did not catch up to {target}; its log ends:\n{}",
+                cluster.log_tail(id, 15)
+            )
+            .into());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[test]
+fn a_cluster_upgraded_one_node_at_a_time_keeps_serving_and_loses_nothing() -> TestResult {
+    if !machine_has("rolling_upgrade", &[Need::PreviousRelease]) {
+        return Ok(());
+    }
+    let previous = previous_release_bin().ok_or("no previous release")?;
+    // Snapshots every 20 slots: restarted nodes catch up across them.
+    let mut cluster = ProcessCluster::prepare(3, "snapshot_every_slots = 20")?;
+    for id in 1..=3 {
+        cluster.spawn_binary(id, &previous)?;
+    }
+    let runtime = tokio::runtime::Runtime::new()?;
+    let client = runtime.block_on(cluster.client(Duration::from_secs(60)))?;
+    let (held, leadership, mut tokens) = runtime.block_on(async {
+        let held = client.lock("upgrade/held").acquire().await?;
+        let leadership = client
+            .election("upgrade/leader")
+            .campaign(b"v0".to_vec())
+            .await?;
+        let mut tokens = vec![held.fencing_token()];
+        for _ in 0..30 {
+            tokens.push(one_cycle(&client).await?);
+        }
+        Ok::<_, paxlock::Error>((held, leadership, tokens))
+    })?;
+    // The leader first (it hands over to an old node), then the others.
+    let first = runtime.block_on(cluster.leader())?;
+    let order: Vec<u64> = std::iter::once(first)
+        .chain((1..=3).filter(|id| *id != first))
+        .collect();
+    for (step, id) in order.iter().copied().enumerate() {
+        cluster.signal(id, rustix::process::Signal::TERM);
+        let code = cluster.wait_exit(id, PATIENCE)?;
+        assert_eq!(
+            code,
+            Some(0),
+            "node {id} of the previous release did not stop cleanly"
+        );
+        cluster.spawn(id)?;
+        runtime.block_on(async {
+            for _ in 0..20 {
+                tokens.push(one_cycle(&client).await?);
+            }
+            caught_up(&cluster, id).await?;
+            // Held all along: the grant and the leadership are still ours.
+            held.renew().await?;
+            leadership
+                .proclaim(format!("v{}", step + 1).into_bytes())
+                .await?;
+            Ok::<_, Box<dyn std::error::Error>>(())
+        })?;
+        if step < 2 {
+            assert!(
+                cluster.log(id).contains("version=V2"),
+                "node {id} of this release never talked to an older node:\n{}",
+                cluster.log_tail(id, 15)
+            );
+        }
+    }
+    assert!(
+        tokens.windows(2).all(|w| w[0] < w[1]),
+        "fencing tokens went backwards across the upgrade: {tokens:?}"
+    );
+    runtime.block_on(async {
+        let info = client
+            .election("upgrade/leader")
+            .leader()
+            .await?
+            .ok_or("the election lost its leader")?;
+        assert_eq!(info.term, leadership.term());
+        assert_eq!(info.value, b"v3".to_vec());
+        assert!(held.is_valid());
+        Ok::<_, Box<dyn std::error::Error>>(())
+    })?;
+    Ok(())
+}
