@@ -26,12 +26,12 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{error, info};
 
 use super::clock::NodeClock;
+use crate::bounded;
 use crate::metrics::{DurabilityStats, NodeMetrics};
 use crate::paxos::{
     ChosenEntry, Effects, Input, LeadershipEvent, Message, Nanos, NodeId, Outgoing, PersistRequest,
     PersistSeq, Rejected, Replica, Slot, Snapshot, Value,
 };
-use crate::bounded;
 use crate::transport::lanes::{PeerInboxReceiver, PeerOutbox};
 
 /// Most inputs handled in one turn before effects are flushed; bounds the
