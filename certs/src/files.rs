@@ -72,6 +72,34 @@ pub fn write_pki(
     Ok(paths)
 }
 
+/// Issues one more client certificate for `identity` from the CA of an
+/// existing cluster (its `ca.pem` and `ca.key`), and writes it into `out`
+/// as `client-<identity>.pem` and `.key` (mode 0600). Returns their paths.
+pub fn issue_client_files(
+    ca_cert: &Path,
+    ca_key: &Path,
+    identity: &str,
+    out: &Path,
+) -> Result<(PathBuf, PathBuf), CertError> {
+    let read = |path: &Path| {
+        fs::read_to_string(path).map_err(|e| CertError::LoadCa {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })
+    };
+    let (cert_pem, key_pem) = (read(ca_cert)?, read(ca_key)?);
+    let ca = ClusterCa::load(&cert_pem, &key_pem).map_err(|e| CertError::LoadCa {
+        path: ca_cert.to_path_buf(),
+        reason: format!("{e} (is {} its private key?)", ca_key.display()),
+    })?;
+    let issued = ca.client_cert(identity, Validity::default())?;
+    fs::create_dir_all(out).map_err(|source| CertError::Write {
+        path: out.to_path_buf(),
+        source,
+    })?;
+    write_pair(out, &format!("client-{identity}"), &issued)
+}
+
 fn write_pair(out: &Path, stem: &str, issued: &Issued) -> Result<(PathBuf, PathBuf), CertError> {
     let cert = out.join(format!("{stem}.pem"));
     let key = out.join(format!("{stem}.key"));
@@ -105,6 +133,45 @@ fn write_file(path: &Path, contents: &[u8], mode: u32) -> Result<(), CertError> 
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn a_client_issued_from_the_written_ca_is_signed_by_it(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let paths = write_dev_pki(dir.path(), "t", 1, &[], &[])?;
+        let (cert, key) = issue_client_files(&paths.ca_cert, &paths.ca_key, "second", dir.path())?;
+        let der = x509_parser::pem::parse_x509_pem(fs::read(&cert)?.as_slice())?
+            .1
+            .contents;
+        assert_eq!(crate::certificate_identity(&der)?, "second");
+        let (_, parsed) = x509_parser::parse_x509_certificate(&der)?;
+        let ca_der = x509_parser::pem::parse_x509_pem(fs::read(&paths.ca_cert)?.as_slice())?
+            .1
+            .contents;
+        let (_, ca) = x509_parser::parse_x509_certificate(&ca_der)?;
+        parsed.verify_signature(Some(ca.public_key()))?;
+        assert_eq!(fs::metadata(&key)?.permissions().mode() & 0o777, 0o600);
+        Ok(())
+    }
+
+    #[test]
+    fn issuing_from_a_key_that_is_not_the_cas_is_a_clear_error(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let paths = write_dev_pki(dir.path(), "t", 1, &[], &[])?;
+        let missing = dir.path().join("nope.key");
+        let err = issue_client_files(&paths.ca_cert, &missing, "x", dir.path())
+            .err()
+            .ok_or("issued without a key")?;
+        assert!(err.to_string().contains("nope.key"), "{err}");
+        let other = tempfile::tempdir()?;
+        let other_paths = write_dev_pki(other.path(), "other", 1, &[], &[])?;
+        let wrong_key = issue_client_files(&paths.ca_cert, &other_paths.ca_key, "x", dir.path());
+        assert!(matches!(wrong_key, Err(CertError::LoadCa { .. })));
+        let bad_name = issue_client_files(&paths.ca_cert, &paths.ca_key, "bad name", dir.path());
+        assert!(matches!(bad_name, Err(CertError::InvalidIdentity(_))));
+        Ok(())
+    }
 
     #[test]
     fn private_keys_are_written_with_mode_0600() -> Result<(), Box<dyn std::error::Error>> {

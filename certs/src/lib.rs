@@ -14,12 +14,14 @@
 #![forbid(unsafe_code)]
 
 mod files;
+mod identity;
 
-pub use files::{write_dev_pki, write_pki, DevPkiPaths};
+pub use files::{issue_client_files, write_dev_pki, write_pki, DevPkiPaths};
+pub use identity::{certificate_identity, IdentityError, MAX_IDENTITY_BYTES};
 
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose, SanType,
+    Issuer, KeyPair, KeyUsagePurpose, PublicKeyData, SanType,
 };
 
 /// The DNS name a node's certificate must carry for node `node_id`.
@@ -45,6 +47,14 @@ pub enum CertError {
     /// A client identity that cannot be used as a certificate subject.
     #[error("client identity {0:?} is invalid: use 1-64 characters from [A-Za-z0-9._-]")]
     InvalidIdentity(String),
+    /// The CA certificate or key given to issue from cannot be used.
+    #[error("cannot use {path} as the cluster CA: {reason}")]
+    LoadCa {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// Writing the PEM files failed.
     #[error("could not write {path}: {source}")]
     Write {
@@ -148,6 +158,33 @@ impl ClusterCa {
         })
     }
 
+    /// The CA of an existing cluster, from its certificate and private key
+    /// as written by `paxlock certs init` (PEM), to issue more certificates
+    /// that the cluster's nodes trust.
+    pub fn load(cert_pem: &str, key_pem: &str) -> Result<Self, rcgen::Error> {
+        let key = KeyPair::from_pem(key_pem)?;
+        let cert_der = pem_to_der(cert_pem)?;
+        // rcgen would sign with any key; certificates signed by a key that
+        // is not the CA's would be refused by every node, later and
+        // obscurely. Refuse here instead.
+        let (_, parsed) = x509_parser::parse_x509_certificate(&cert_der)
+            .map_err(|_| rcgen::Error::CouldNotParseCertificate)?;
+        if parsed.public_key().subject_public_key.data.as_ref() != key.der_bytes() {
+            return Err(rcgen::Error::CouldNotParseKeyPair);
+        }
+        let issued = Issued {
+            cert_der,
+            cert_pem: cert_pem.to_string(),
+            key_der: key.serialize_der(),
+            key_pem: key.serialize_pem(),
+        };
+        let issuer = Issuer::from_ca_cert_pem(cert_pem, key)?;
+        Ok(ClusterCa {
+            issuer,
+            cert: issued,
+        })
+    }
+
     /// The CA certificate (and key) that every node and client must trust.
     pub fn certificate(&self) -> &Issued {
         &self.cert
@@ -239,6 +276,13 @@ impl ClusterCa {
             key_pem: key.serialize_pem(),
         })
     }
+}
+
+/// The DER bytes of a PEM certificate.
+fn pem_to_der(pem: &str) -> Result<Vec<u8>, rcgen::Error> {
+    let (_, parsed) = x509_parser::pem::parse_x509_pem(pem.as_bytes())
+        .map_err(|_| rcgen::Error::CouldNotParseCertificate)?;
+    Ok(parsed.contents)
 }
 
 fn set_validity(params: &mut CertificateParams, validity: Validity) {

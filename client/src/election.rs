@@ -25,6 +25,9 @@ pub struct LeaderInfo {
     pub value: Vec<u8>,
     /// The leader's session id.
     pub session_id: u64,
+    /// The identity (client certificate name) the leader's session belongs
+    /// to; empty for a session opened before the cluster recorded owners.
+    pub identity: String,
 }
 
 /// A change of leadership, in order.
@@ -36,6 +39,9 @@ pub enum LeaderEvent {
         term: u64,
         /// The leader's value.
         value: Vec<u8>,
+        /// The identity the leader's session belongs to (as in
+        /// [`LeaderInfo::identity`]).
+        identity: String,
     },
     /// The leader proclaimed a new value.
     ValueChanged {
@@ -43,6 +49,8 @@ pub enum LeaderEvent {
         term: u64,
         /// The new value.
         value: Vec<u8>,
+        /// The leader's identity.
+        identity: String,
     },
     /// Nobody leads.
     NoLeader {
@@ -114,6 +122,7 @@ impl Election {
                 term: info.term,
                 value: info.value,
                 session_id: info.leader_session_id,
+                identity: info.leader_identity,
             })),
             response::Result::Leader(_) => Ok(None),
             other => Err(unexpected(&other)),
@@ -261,10 +270,12 @@ fn convert(event: WatchEvent) -> Option<LeaderEvent> {
         Kind::Elected => Some(LeaderEvent::Elected {
             term: event.term,
             value: event.value,
+            identity: event.leader_identity,
         }),
         Kind::ValueChanged => Some(LeaderEvent::ValueChanged {
             term: event.term,
             value: event.value,
+            identity: event.leader_identity,
         }),
         Kind::NoLeader => Some(LeaderEvent::NoLeader { term: event.term }),
         Kind::HistoryGone => Some(LeaderEvent::HistoryGone),

@@ -269,6 +269,12 @@ impl MetricsSources {
             TransportMetrics::get(&t.peer_identity_rejections) as f64,
         );
         metric(
+            "paxlock_client_identity_rejections_total",
+            "counter",
+            "Clients refused for a certificate that names no usable identity.",
+            TransportMetrics::get(&t.client_identity_rejections) as f64,
+        );
+        metric(
             "paxlock_malformed_peer_messages_total",
             "counter",
             "Peer messages dropped by the consensus core's checks.",

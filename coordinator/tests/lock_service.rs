@@ -233,6 +233,9 @@ async fn closing_a_session_hands_its_lock_to_the_next_waiter() -> TestResult {
 async fn election_watchers_see_every_term_in_order() -> TestResult {
     let _serial = ONE_CLUSTER_AT_A_TIME.lock().await;
     let cluster = ProcessCluster::start(3)?;
+    // Sessions belong to identities (and events name them) once the log
+    // records that every node speaks protocol 3.
+    cluster.wait_protocol(3).await?;
     let observer = cluster.client(TTL).await?;
     let mut watch = observer.election("orders").watch();
     let first = tokio::time::timeout(PATIENCE, watch.next()).await??;
@@ -261,15 +264,18 @@ async fn election_watchers_see_every_term_in_order() -> TestResult {
         vec![
             LeaderEvent::Elected {
                 term: 1,
-                value: b"a:1".to_vec()
+                value: b"a:1".to_vec(),
+                identity: "dev-client".into(),
             },
             LeaderEvent::ValueChanged {
                 term: 1,
-                value: b"a:2".to_vec()
+                value: b"a:2".to_vec(),
+                identity: "dev-client".into(),
             },
             LeaderEvent::Elected {
                 term: 2,
-                value: b"b:1".to_vec()
+                value: b"b:1".to_vec(),
+                identity: "dev-client".into(),
             },
         ]
     );
@@ -294,7 +300,8 @@ async fn election_watchers_see_every_term_in_order() -> TestResult {
         current,
         LeaderEvent::Elected {
             term: 2,
-            value: b"b:1".to_vec()
+            value: b"b:1".to_vec(),
+            identity: "dev-client".into(),
         }
     );
     Ok(())

@@ -1,7 +1,10 @@
 //! Upgrades are a feature: a cluster of the previous release, upgraded one
 //! node at a time to this one (same data directories, the others serving
 //! meanwhile), keeps serving and keeps everything it acknowledged. Nodes of
-//! the two releases talk peer protocol version 2 between them.
+//! the two releases talk peer protocol version 2 between them, and the log
+//! records protocol 3 (sessions belong to identities) only once every node
+//! runs this release; sessions opened before are then claimed by their
+//! own client and refused to any other identity.
 //!
 //! Needs the previous release's binary: `.ci/run` builds it from the commit
 //! in `.ci/previous-release` and names it in `PAXLOCK_PREVIOUS_RELEASE_BIN`.
@@ -103,8 +106,17 @@ fn a_cluster_upgraded_one_node_at_a_time_keeps_serving_and_loses_nothing() -> Te
                 "node {id} of this release never talked to an older node:\n{}",
                 cluster.log_tail(id, 15)
             );
+            // An older node could not read protocol 3 commands.
+            let status = runtime.block_on(common::node_status(&cluster, id))?;
+            assert_eq!(status.cluster_protocol, 2, "raised with an older node up");
         }
     }
+    runtime.block_on(async {
+        cluster.wait_protocol(3).await?;
+        // The first request since claims the session for its own identity.
+        leadership.proclaim(b"v3".to_vec()).await?;
+        Ok::<_, Box<dyn std::error::Error>>(())
+    })?;
     assert!(
         tokens.windows(2).all(|w| w[0] < w[1]),
         "fencing tokens went backwards across the upgrade: {tokens:?}"
@@ -117,7 +129,40 @@ fn a_cluster_upgraded_one_node_at_a_time_keeps_serving_and_loses_nothing() -> Te
             .ok_or("the election lost its leader")?;
         assert_eq!(info.term, leadership.term());
         assert_eq!(info.value, b"v3".to_vec());
+        assert_eq!(info.identity, "dev-client");
         assert!(held.is_valid());
+
+        // Another identity gets nothing of the session opened before the
+        // upgrade: not its lock, not its leadership, not its life.
+        let certs = cluster.dir.path().join("certs");
+        paxlock_certs::issue_client_files(
+            &certs.join("ca.pem"),
+            &certs.join("ca.key"),
+            "mallory",
+            &certs,
+        )?;
+        let mallory = cluster
+            .raw_client(cluster.leader().await?, "mallory")
+            .await?;
+        use paxlock::proto::{self, request::Op, ErrorCode};
+        let hostile = [
+            Op::KeepAlive(proto::KeepAlive {}),
+            Op::Release(proto::Release {
+                name: "upgrade/held".into(),
+                fencing_token: held.fencing_token(),
+            }),
+            Op::Resign(proto::Resign {
+                election: "upgrade/leader".into(),
+            }),
+        ];
+        for (i, op) in hostile.into_iter().enumerate() {
+            let answer = mallory
+                .ask_op(info.session_id, 1_000 + i as u64, op)
+                .await?;
+            let code = answer.error.as_ref().map(|e| e.code);
+            assert_eq!(code, Some(ErrorCode::PermissionDenied.into()), "{answer:?}");
+        }
+        held.renew().await?;
         Ok::<_, Box<dyn std::error::Error>>(())
     })?;
     Ok(())

@@ -17,5 +17,8 @@ pub const PEER_IDENTITY_MISMATCH: u32 = 0x20;
 pub const CLUSTER_MISMATCH: u32 = 0x21;
 /// Connection close: the peer did not send a valid hello in time.
 pub const HELLO_REQUIRED: u32 = 0x22;
+/// Connection close: the client certificate names no usable identity (no
+/// common name or DNS name, or one that cannot be an identity).
+pub const CLIENT_IDENTITY_MISSING: u32 = 0x23;
 /// Connection close: the node is shutting down.
 pub const SHUTTING_DOWN: u32 = 0x30;

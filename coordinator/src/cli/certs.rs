@@ -1,4 +1,5 @@
-//! `paxlock certs init`: write a development PKI.
+//! `paxlock certs init`: write a development PKI; `paxlock certs
+//! issue-client`: one more client certificate from an existing CA.
 
 use std::path::PathBuf;
 
@@ -27,6 +28,22 @@ pub enum CertsCommand {
         #[arg(long = "san")]
         sans: Vec<String>,
     },
+    /// Issue one more client certificate from the cluster CA. Its name is
+    /// the identity the client's requests act as: sessions belong to it.
+    IssueClient {
+        /// The identity (certificate common name): 1-64 characters from
+        /// [A-Za-z0-9._-].
+        name: String,
+        /// The cluster CA certificate.
+        #[arg(long, default_value = "certs/dev/ca.pem")]
+        ca_cert: PathBuf,
+        /// The cluster CA private key.
+        #[arg(long, default_value = "certs/dev/ca.key")]
+        ca_key: PathBuf,
+        /// Output folder for client-<name>.pem and client-<name>.key.
+        #[arg(long, default_value = "certs/dev")]
+        out: PathBuf,
+    },
 }
 
 /// Runs a certificate action.
@@ -53,6 +70,17 @@ pub fn run(action: CertsCommand) -> anyhow::Result<()> {
                 "private keys are mode 0600; keep {} out of version control",
                 out.display()
             );
+            Ok(())
+        }
+        CertsCommand::IssueClient {
+            name,
+            ca_cert,
+            ca_key,
+            out,
+        } => {
+            let (cert, key) = paxlock_certs::issue_client_files(&ca_cert, &ca_key, &name, &out)
+                .with_context(|| format!("issuing a client certificate for {name:?}"))?;
+            println!("client {name}: {} {}", cert.display(), key.display());
             Ok(())
         }
     }

@@ -100,21 +100,39 @@ async fn print_changes(
     Ok(ExitCode::SUCCESS)
 }
 
-/// One line per event, stable enough for scripts: `term=N kind value`.
+/// One line per event, stable enough for scripts: `term=N kind
+/// [identity=I] value=V` (the value last: it may hold spaces; the identity
+/// is the leader's certificate name, left out when the session has none).
 pub fn describe(event: &paxlock::LeaderEvent) -> String {
     use paxlock::LeaderEvent as E;
     match event {
-        E::Elected { term, value } => format!(
-            "term={term} elected value={}",
+        E::Elected {
+            term,
+            value,
+            identity,
+        } => format!(
+            "term={term} elected {}value={}",
+            identity_field(identity),
             String::from_utf8_lossy(value)
         ),
-        E::ValueChanged { term, value } => {
-            format!(
-                "term={term} value-changed value={}",
-                String::from_utf8_lossy(value)
-            )
-        }
+        E::ValueChanged {
+            term,
+            value,
+            identity,
+        } => format!(
+            "term={term} value-changed {}value={}",
+            identity_field(identity),
+            String::from_utf8_lossy(value)
+        ),
         E::NoLeader { term } => format!("term={term} no-leader"),
         E::HistoryGone => "history-gone (some events were missed)".to_string(),
+    }
+}
+
+fn identity_field(identity: &str) -> String {
+    if identity.is_empty() {
+        String::new()
+    } else {
+        format!("identity={identity} ")
     }
 }

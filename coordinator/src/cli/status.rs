@@ -1,4 +1,5 @@
-//! `paxlock status`: each node, who leads, commit index and lag.
+//! `paxlock status`: each node, who leads, commit index, lag, and the
+//! protocol its log records (2 until every node is upgraded).
 
 use std::path::Path;
 use std::time::Duration;
@@ -36,8 +37,8 @@ pub async fn run(config: &Path) -> anyhow::Result<()> {
         }
     }
     println!(
-        "{:<6} {:<24} {:<9} {:>8} {:>8} {:>5}",
-        "node", "address", "role", "commit", "applied", "lag"
+        "{:<6} {:<24} {:<9} {:>8} {:>8} {:>5} {:>8}",
+        "node", "address", "role", "commit", "applied", "lag", "protocol"
     );
     for (endpoint, row) in rows {
         match row {
@@ -48,13 +49,14 @@ pub async fn run(config: &Path) -> anyhow::Result<()> {
                     "follower"
                 };
                 println!(
-                    "{:<6} {:<24} {:<9} {:>8} {:>8} {:>5}",
+                    "{:<6} {:<24} {:<9} {:>8} {:>8} {:>5} {:>8}",
                     s.node_id,
                     endpoint,
                     role,
                     s.commit_index,
                     s.applied_index,
-                    highest.saturating_sub(s.commit_index)
+                    highest.saturating_sub(s.commit_index),
+                    s.cluster_protocol
                 );
             }
             Err(e) => println!("{:<6} {:<24} unreachable: {e}", "?", endpoint),

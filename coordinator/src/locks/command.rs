@@ -20,6 +20,40 @@ pub struct RequestId(pub u64);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct FencingToken(pub u64);
 
+/// Who a request acts as: the name of the client certificate it came with
+/// (see `transport::client_identity`). A session belongs to the identity
+/// that opened it; requests of any other identity on it are refused.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Identity(pub String);
+
+/// Longest identity in bytes: a DNS name's limit, which also holds every
+/// certificate common name (at most 64 characters by X.509).
+pub const MAX_IDENTITY_BYTES: usize = 253;
+
+impl Identity {
+    /// The identity as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The version of the replicated state's rules, recorded in the log (see
+/// [`CommandKind::RaiseProtocol`]) so every replica and every later leader
+/// agrees on it. Version 2 is the previous release: sessions have no owner.
+pub const PROTOCOL_V2: u32 = 2;
+
+/// Version 3: sessions belong to identities (the `...As` commands).
+pub const PROTOCOL_V3: u32 = 3;
+
+/// The newest protocol this release applies and proposes.
+pub const CURRENT_PROTOCOL: u32 = PROTOCOL_V3;
+
 /// Hard cap on the encoded size of one command: a 512-byte name plus a
 /// 64 KiB value plus headers fits with room to spare.
 pub const MAX_COMMAND_BYTES: usize = 80 * 1024;
@@ -106,6 +140,69 @@ pub enum CommandKind {
         /// again as an orphan waiter (found by the lock simulator, seed 213).
         up_to: RequestId,
     },
+    // Variants below are protocol 3: a node of the previous release cannot
+    // decode them, so a leader proposes them only once the log says every
+    // node speaks protocol 3 (`RaiseProtocol`). New variants go at the end:
+    // the encoding numbers them by position.
+    /// Records that every node of the cluster speaks `version`, so leaders
+    /// may propose its commands from now on. Never lowers the version.
+    RaiseProtocol {
+        /// The version every node speaks.
+        version: u32,
+    },
+    /// [`CommandKind::OpenSession`] by `owner`: the session belongs to it.
+    OpenSessionAs {
+        /// Session time-to-live in milliseconds.
+        ttl_ms: u64,
+        /// The identity that opens (and owns) the session.
+        owner: Identity,
+    },
+    /// [`CommandKind::Client`] sent by `caller`: refused (and nothing
+    /// applied, acknowledged or recorded) unless the session belongs to
+    /// `caller`. A session without an owner (opened before protocol 3) is
+    /// claimed by its first caller.
+    ClientAs {
+        /// The identity the request came from.
+        caller: Identity,
+        /// Issuing session.
+        session: SessionId,
+        /// The request id (exactly-once key).
+        request_id: RequestId,
+        /// As in [`CommandKind::Client`].
+        ack_below: RequestId,
+        /// As in [`CommandKind::Client`].
+        waiting: Vec<RequestId>,
+        /// The operation.
+        op: ClientOp,
+    },
+    /// Claims a session opened before protocol 3 for `owner` (proposed when
+    /// its first keepalive since arrives); refused if another identity
+    /// owns it already.
+    ClaimSession {
+        /// The session.
+        session: SessionId,
+        /// The identity claiming it.
+        owner: Identity,
+    },
+}
+
+impl CommandKind {
+    /// The protocol version that introduced this kind of command: a leader
+    /// proposes it only once the log records that every node speaks it.
+    pub fn protocol(&self) -> u32 {
+        match self {
+            CommandKind::OpenSession { .. }
+            | CommandKind::Client { .. }
+            | CommandKind::ExpireSession { .. }
+            | CommandKind::Takeover { .. }
+            | CommandKind::Tick
+            | CommandKind::Abandon { .. } => PROTOCOL_V2,
+            CommandKind::RaiseProtocol { version } => (*version).min(CURRENT_PROTOCOL),
+            CommandKind::OpenSessionAs { .. }
+            | CommandKind::ClientAs { .. }
+            | CommandKind::ClaimSession { .. } => PROTOCOL_V3,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -153,6 +153,27 @@ pub enum CommandError {
         /// The configured limit.
         max: u32,
     },
+    // Variants below are protocol 3; new ones go at the end (replies are
+    // stored in snapshots, where the encoding numbers variants by position).
+    /// The session belongs to another identity (or, for a request without
+    /// one, to any identity). Nothing was applied.
+    #[error(
+        "session {session:?} belongs to another identity; a request may act only for \
+         sessions its own certificate opened: open a session of your own"
+    )]
+    PermissionDenied {
+        /// The session named by the command.
+        session: SessionId,
+    },
+    /// An identity that is empty or longer than
+    /// [`crate::locks::command::MAX_IDENTITY_BYTES`].
+    #[error("identity of {len} bytes: identities must be 1..={max} bytes")]
+    InvalidIdentity {
+        /// Its length in bytes.
+        len: u64,
+        /// The limit.
+        max: u32,
+    },
 }
 
 /// Why bytes did not decode into a command or a snapshot.

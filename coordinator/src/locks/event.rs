@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::locks::command::{FencingToken, SessionId};
+use crate::locks::command::{FencingToken, Identity, SessionId};
 
 /// Why a lock stopped being held.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -36,6 +36,9 @@ pub enum ElectionChange {
         session: SessionId,
         /// The value it campaigned with.
         value: Vec<u8>,
+        /// The identity the session belongs to (`None`: opened before
+        /// protocol 3 and not claimed yet).
+        owner: Option<Identity>,
     },
     /// The same leader published a new value (the term is unchanged).
     Proclaimed {
@@ -43,6 +46,8 @@ pub enum ElectionChange {
         session: SessionId,
         /// The new value.
         value: Vec<u8>,
+        /// The identity the session belongs to, as in `NewLeader`.
+        owner: Option<Identity>,
     },
     /// Nobody leads any more (the term is new).
     NoLeader,

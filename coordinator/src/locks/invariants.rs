@@ -3,6 +3,7 @@
 
 use std::collections::BTreeSet;
 
+use crate::locks::command::{CURRENT_PROTOCOL, PROTOCOL_V2, PROTOCOL_V3};
 use crate::locks::machine::StateMachine;
 
 impl StateMachine {
@@ -13,7 +14,18 @@ impl StateMachine {
         if self.sessions.len() > limits.max_sessions as usize {
             return Err("more sessions than max_sessions".into());
         }
+        if self.protocol < PROTOCOL_V2 || self.protocol > CURRENT_PROTOCOL {
+            return Err(format!(
+                "protocol {} unknown to this release",
+                self.protocol
+            ));
+        }
         for (id, s) in &self.sessions {
+            // The version-1 snapshot layout, written below protocol 3, has
+            // no owners: it may drop none.
+            if s.owner.is_some() && self.protocol < PROTOCOL_V3 {
+                return Err(format!("{id:?} has an owner below protocol 3"));
+            }
             if s.lock_count() > limits.max_locks_per_session as usize {
                 return Err(format!("{id:?} over max_locks_per_session"));
             }

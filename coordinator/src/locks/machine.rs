@@ -32,6 +32,19 @@
 //! re-proposed during recovery cannot end a session the new leader has
 //! kept alive.
 //!
+//! # Sessions belong to identities
+//!
+//! From protocol 3 on (see [`CommandKind::RaiseProtocol`]) a leader opens
+//! sessions with `OpenSessionAs` and sends requests as `ClientAs`, both
+//! naming the identity of the client's certificate. A `ClientAs` whose
+//! caller is not the session's owner is refused with `PermissionDenied`
+//! before anything else: its `ack_below` is not applied and nothing is
+//! recorded for its request id, so another identity can neither act for
+//! the session nor read, drop or shadow its recorded answers. A session
+//! opened before protocol 3 has no owner until its first `ClientAs` or
+//! `ClaimSession` sets it; a request without a caller (`Client`) is
+//! refused on any owned session.
+//!
 //! # Term rule
 //!
 //! An election's term increases by exactly one on every change of leader
@@ -43,7 +56,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use crate::locks::command::{
-    AbandonedWait, ClientOp, Command, CommandKind, FencingToken, RequestId, SessionId,
+    AbandonedWait, ClientOp, Command, CommandKind, FencingToken, Identity, RequestId, SessionId,
+    MAX_IDENTITY_BYTES, PROTOCOL_V2,
 };
 use crate::locks::dedup::Lookup;
 use crate::locks::election::{Election, HistoryGone, Leader};
@@ -152,6 +166,9 @@ pub struct LeaderView {
     pub value: Vec<u8>,
     /// The current term.
     pub term: u64,
+    /// The identity the leading session belongs to (`None`: opened before
+    /// protocol 3 and not claimed yet).
+    pub owner: Option<Identity>,
 }
 
 /// The replicated state machine. Serializable as a whole (see
@@ -169,6 +186,9 @@ pub struct StateMachine {
     pub(crate) elections: BTreeMap<String, Election>,
     /// Locks in lock-delay, by the time the delay ends.
     pub(crate) delays: BTreeSet<(u64, String)>,
+    /// The protocol every node speaks, as recorded by `RaiseProtocol`:
+    /// which commands a leader may propose.
+    pub(crate) protocol: u32,
 }
 
 /// Per-apply scratch: the events produced and whether this command already
@@ -192,6 +212,7 @@ impl StateMachine {
             locks: BTreeMap::new(),
             elections: BTreeMap::new(),
             delays: BTreeSet::new(),
+            protocol: PROTOCOL_V2,
         }
     }
 
@@ -205,15 +226,48 @@ impl StateMachine {
         self.now_ms = self.now_ms.max(command.at_ms);
         let mut cx = Cx::default();
         self.end_passed_delays(&mut cx);
+        if command.kind.protocol() > self.protocol {
+            // A leader proposes a command of protocol 3 only once every
+            // node speaks it, so the command itself records that.
+            self.protocol = command.kind.protocol();
+        }
         let (reply, duplicate) = match command.kind {
-            CommandKind::OpenSession { ttl_ms } => (self.open_session(ttl_ms), false),
+            CommandKind::OpenSession { ttl_ms } => (self.open_session(ttl_ms, None), false),
+            CommandKind::OpenSessionAs { ttl_ms, owner } => (
+                check_identity(&owner).and_then(|()| self.open_session(ttl_ms, Some(owner))),
+                false,
+            ),
             CommandKind::Client {
                 session,
                 request_id,
                 ack_below,
                 waiting,
                 op,
-            } => self.apply_client(session, request_id, ack_below, &waiting, op, &mut cx),
+            } => match self.authorize(session, None) {
+                Ok(()) => self.apply_client(session, request_id, ack_below, &waiting, op, &mut cx),
+                Err(e) => (Err(e), false),
+            },
+            CommandKind::ClientAs {
+                caller,
+                session,
+                request_id,
+                ack_below,
+                waiting,
+                op,
+            } => match self.authorize(session, Some(caller)) {
+                Ok(()) => self.apply_client(session, request_id, ack_below, &waiting, op, &mut cx),
+                Err(e) => (Err(e), false),
+            },
+            CommandKind::ClaimSession { session, owner } => {
+                let reply = if self.sessions.contains_key(&session) {
+                    self.authorize(session, Some(owner)).map(|()| Reply::Done)
+                } else {
+                    Err(CommandError::SessionNotFound { session })
+                };
+                (reply, false)
+            }
+            // Raised above, like every command's protocol.
+            CommandKind::RaiseProtocol { .. } => (Ok(Reply::Done), false),
             CommandKind::ExpireSession { session, epoch } => {
                 let reply = if epoch != self.leader_epoch {
                     Err(CommandError::StaleExpiry {
@@ -300,6 +354,21 @@ impl StateMachine {
         self.last_applied_slot
     }
 
+    /// The protocol every node of the cluster speaks, as the log records
+    /// it: a leader proposes only commands of this version or older.
+    pub fn protocol(&self) -> u32 {
+        self.protocol
+    }
+
+    /// The identity a live session belongs to: `Ok(None)` for a session
+    /// opened before protocol 3 and not claimed yet, `Err` if it is not live.
+    pub fn session_owner(&self, session: SessionId) -> Result<Option<&Identity>, CommandError> {
+        self.sessions
+            .get(&session)
+            .map(|s| s.owner.as_ref())
+            .ok_or(CommandError::SessionNotFound { session })
+    }
+
     /// Live sessions with their TTLs, in id order. A new leader restarts
     /// every deadline at `takeover + ttl_ms` from this list.
     pub fn sessions(&self) -> impl Iterator<Item = (SessionId, u64)> + '_ {
@@ -337,6 +406,7 @@ impl StateMachine {
             session: l.session,
             value: l.value.clone(),
             term: e.term,
+            owner: self.sessions.get(&l.session).and_then(|s| s.owner.clone()),
         })
     }
 
@@ -383,7 +453,11 @@ impl StateMachine {
 
     // ----- sessions ------------------------------------------------------
 
-    fn open_session(&mut self, ttl_ms: u64) -> Result<Reply, CommandError> {
+    fn open_session(
+        &mut self,
+        ttl_ms: u64,
+        owner: Option<Identity>,
+    ) -> Result<Reply, CommandError> {
         let limits = &self.config.limits;
         limits.check_ttl(ttl_ms)?;
         if self.sessions.len() >= limits.max_sessions as usize {
@@ -393,8 +467,37 @@ impl StateMachine {
         }
         // The revision is unique per command, so it is a fresh id.
         let session = SessionId(self.revision);
-        self.sessions.insert(session, Session::new(ttl_ms));
+        self.sessions.insert(session, Session::new(ttl_ms, owner));
         Ok(Reply::SessionOpened { session })
+    }
+
+    /// Whether `caller` may act for `session` (see "Sessions belong to
+    /// identities"); claims an ownerless session for a caller. A session
+    /// that is not live passes: the command then reports it unknown.
+    fn authorize(
+        &mut self,
+        session: SessionId,
+        caller: Option<Identity>,
+    ) -> Result<(), CommandError> {
+        if let Some(caller) = &caller {
+            check_identity(caller)?;
+        }
+        let Some(s) = self.sessions.get_mut(&session) else {
+            return Ok(());
+        };
+        #[cfg(feature = "canary")]
+        if canary::any_caller() {
+            return Ok(());
+        }
+        match (&s.owner, caller) {
+            (None, None) => Ok(()),
+            (None, Some(caller)) => {
+                s.owner = Some(caller);
+                Ok(())
+            }
+            (Some(owner), Some(caller)) if *owner == caller => Ok(()),
+            (Some(_), _) => Err(CommandError::PermissionDenied { session }),
+        }
     }
 
     fn apply_client(
@@ -765,6 +868,7 @@ impl StateMachine {
         if let Some(s) = self.sessions.get_mut(&session) {
             s.campaigns.insert(name.clone());
         }
+        let owner = self.sessions.get(&session).and_then(|s| s.owner.clone());
         let e = self.elections.entry(name.clone()).or_default();
         if e.leader.is_some() {
             e.candidates.push_back(Leader { session, value });
@@ -778,7 +882,11 @@ impl StateMachine {
         });
         let event = e.record(
             &name,
-            ElectionChange::NewLeader { session, value },
+            ElectionChange::NewLeader {
+                session,
+                value,
+                owner,
+            },
             history_cap,
         );
         let term = e.term;
@@ -803,6 +911,10 @@ impl StateMachine {
                     let change = ElectionChange::NewLeader {
                         session: next.session,
                         value: next.value.clone(),
+                        owner: self
+                            .sessions
+                            .get(&next.session)
+                            .and_then(|s| s.owner.clone()),
                     };
                     e.leader = Some(next);
                     change
@@ -843,15 +955,34 @@ impl StateMachine {
             });
         };
         leader.value = value.clone();
+        let owner = self.sessions.get(&session).and_then(|s| s.owner.clone());
         let event = e.record(
             name,
-            ElectionChange::Proclaimed { session, value },
+            ElectionChange::Proclaimed {
+                session,
+                value,
+                owner,
+            },
             history_cap,
         );
         let term = e.term;
         cx.events.push(Event::Election(event));
         Ok(Reply::Proclaimed { term })
     }
+}
+
+/// Refuses an identity outside 1..=[`MAX_IDENTITY_BYTES`] bytes. Checked
+/// at apply (not only where certificates are read) so that every replica
+/// refuses the same commands.
+fn check_identity(identity: &Identity) -> Result<(), CommandError> {
+    let len = identity.0.len();
+    if len == 0 || len > MAX_IDENTITY_BYTES {
+        return Err(CommandError::InvalidIdentity {
+            len: len as u64,
+            max: MAX_IDENTITY_BYTES as u32,
+        });
+    }
+    Ok(())
 }
 
 /// Test-only runtime switch that breaks one rule of the machine, so the
@@ -863,6 +994,17 @@ pub mod canary {
 
     thread_local! {
         static LIFO_GRANTS: Cell<bool> = const { Cell::new(false) };
+        static ANY_CALLER: Cell<bool> = const { Cell::new(false) };
+    }
+
+    /// Makes sessions on this thread accept requests of any identity.
+    pub fn set_any_caller(on: bool) {
+        ANY_CALLER.with(|c| c.set(on));
+    }
+
+    /// Whether the ownership-breaking canary is on for this thread.
+    pub fn any_caller() -> bool {
+        ANY_CALLER.with(Cell::get)
     }
 
     /// Makes `grant_next` on this thread pick the LAST waiter (breaks FIFO).

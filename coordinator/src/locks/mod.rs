@@ -21,7 +21,8 @@ pub mod session;
 pub mod snapshot;
 
 pub use command::{
-    AbandonedWait, ClientOp, Command, CommandKind, FencingToken, RequestId, SessionId,
+    AbandonedWait, ClientOp, Command, CommandKind, FencingToken, Identity, RequestId, SessionId,
+    CURRENT_PROTOCOL,
 };
 pub use error::{CommandError, DecodeError};
 pub use event::{CloseReason, ElectionChange, ElectionEvent, Event, ReleaseReason};
@@ -32,6 +33,8 @@ pub use machine::{Gauges, Output, Reply, StateMachine};
 mod abandon_tests;
 #[cfg(test)]
 mod harness;
+#[cfg(test)]
+mod owner_tests;
 #[cfg(test)]
 mod proptests;
 #[cfg(test)]

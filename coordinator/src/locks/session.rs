@@ -5,6 +5,7 @@ use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 
+use crate::locks::command::Identity;
 use crate::locks::dedup::DedupTable;
 
 /// State of one live session.
@@ -21,13 +22,17 @@ pub struct Session {
     pub campaigns: BTreeSet<String>,
     /// Recorded replies for exactly-once retries.
     pub dedup: DedupTable,
+    /// The identity it belongs to; `None` for a session opened before
+    /// protocol 3, until its first request since claims it.
+    pub owner: Option<Identity>,
 }
 
 impl Session {
-    /// A fresh session with nothing held.
-    pub fn new(ttl_ms: u64) -> Self {
+    /// A fresh session of `owner` with nothing held.
+    pub fn new(ttl_ms: u64, owner: Option<Identity>) -> Self {
         Session {
             ttl_ms,
+            owner,
             ..Session::default()
         }
     }

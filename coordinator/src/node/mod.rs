@@ -22,6 +22,7 @@ use tracing::{debug, info, warn};
 
 use crate::bounded;
 use crate::config::NodeConfig;
+use crate::locks::Identity;
 use crate::metrics::{MetricsSources, NodeMetrics};
 use crate::paxos::{self, DurableState, Message, NodeId, PersistSeq, Replica};
 use crate::service::sessions::run_expiry;
@@ -29,6 +30,7 @@ use crate::service::{watch as election_watch, Context, LockApplication, Shared};
 use crate::transport::client_streams::ClientService;
 use crate::transport::lanes::{self, Lanes, PeerOutboxReceiver};
 use crate::transport::peer::{PeerLink, PeerSender, Sent};
+use crate::transport::peer_version::PeerVersions;
 use crate::transport::{Handlers, NodeEndpoint, TlsMaterial, TransportError, TransportMetrics};
 use clock::NodeClock;
 use driver::{Application, DriverHandle, DriverInput, DriverStatus, Durability};
@@ -144,7 +146,7 @@ impl std::fmt::Debug for NodeParts {
 #[derive(Debug)]
 pub struct Node {
     endpoint: Arc<NodeEndpoint>,
-    connected: watch::Receiver<Vec<u64>>,
+    connected: watch::Receiver<PeerVersions>,
     driver: DriverHandle,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     metrics_sources: MetricsSources,
@@ -188,7 +190,7 @@ impl Node {
         let (peer_tx, peer_rx) = lanes::channels();
         let mut tasks = Vec::new();
 
-        let (connected_tx, connected) = watch::channel(Vec::new());
+        let (connected_tx, connected) = watch::channel(PeerVersions::new());
         let connected_tx = Arc::new(connected_tx);
         let mut outbound = BTreeMap::new();
         for (&peer_id, &addr) in &options.peers {
@@ -240,6 +242,7 @@ impl Node {
             status: driver.status.clone(),
             clock,
             node_addrs: Arc::new(node_addrs),
+            peers: connected.clone(),
         };
         if serves_locks {
             tasks.push(tokio::spawn(run_expiry(context.clone())));
@@ -373,7 +376,7 @@ impl Node {
     /// Resolves once outbound links to `peers` peers are up; returns their ids.
     pub async fn wait_connected(&mut self, peers: usize) -> Vec<u64> {
         loop {
-            let now = self.connected.borrow().clone();
+            let now: Vec<u64> = self.connected.borrow().keys().copied().collect();
             if now.len() >= peers {
                 return now;
             }
@@ -415,7 +418,7 @@ async fn keep_peer_link(
     peer_id: u64,
     addr: SocketAddr,
     mut messages: PeerOutboxReceiver,
-    connected: Arc<watch::Sender<Vec<u64>>>,
+    connected: Arc<watch::Sender<PeerVersions>>,
 ) {
     let mut backoff = Duration::from_millis(50);
     loop {
@@ -429,11 +432,8 @@ async fn keep_peer_link(
                 backoff = Duration::from_millis(50);
                 let version = link.version;
                 info!(peer = peer_id, %addr, ?version, "connected to peer over mutual TLS");
-                connected.send_modify(|ids| {
-                    if !ids.contains(&peer_id) {
-                        ids.push(peer_id);
-                        ids.sort_unstable();
-                    }
+                connected.send_modify(|peers| {
+                    peers.insert(peer_id, version);
                 });
                 // Messages queued while the link was down are stale; the
                 // core re-sends what still matters.
@@ -449,7 +449,9 @@ async fn keep_peer_link(
                         warn!(peer = peer_id, "peer link closed: {reason}");
                     }
                 }
-                connected.send_modify(|ids| ids.retain(|&id| id != peer_id));
+                connected.send_modify(|peers| {
+                    peers.remove(&peer_id);
+                });
             }
             Err(e) => debug!(peer = peer_id, %addr, "cannot reach peer yet: {e}"),
         }
@@ -567,7 +569,7 @@ impl WithheldWarning {
 /// own view, and a draining node turns everything away.
 struct NodeService {
     options: NodeOptions,
-    connected: watch::Receiver<Vec<u64>>,
+    connected: watch::Receiver<PeerVersions>,
     context: Context,
     serves_locks: bool,
     metrics: Arc<NodeMetrics>,
@@ -581,10 +583,11 @@ impl NodeService {
 }
 
 impl ClientService for NodeService {
-    fn answer(
-        &self,
+    fn answer<'a>(
+        &'a self,
         request: proto::Request,
-    ) -> Pin<Box<dyn Future<Output = Response> + Send + '_>> {
+        caller: &'a Identity,
+    ) -> Pin<Box<dyn Future<Output = Response> + Send + 'a>> {
         Box::pin(async move {
             let started = std::time::Instant::now();
             if self.draining() {
@@ -596,9 +599,9 @@ impl ClientService for NodeService {
                 );
             }
             match request.op {
-                Some(Op::Hello(_)) | Some(Op::Status(_)) => local_answer(&request, self),
+                Some(Op::Hello(_)) | Some(Op::Status(_)) => local_answer(&request, caller, self),
                 _ if self.serves_locks => {
-                    let response = self.context.answer(request).await;
+                    let response = self.context.answer(request, caller).await;
                     self.metrics.requests.observe(started.elapsed());
                     response
                 }
@@ -651,7 +654,7 @@ fn refusal(request: &proto::Request, code: ErrorCode, message: &str, retryable: 
 }
 
 /// Answers `Hello` and `Status` from this node's own view.
-fn local_answer(request: &proto::Request, node: &NodeService) -> Response {
+fn local_answer(request: &proto::Request, caller: &Identity, node: &NodeService) -> Response {
     let NodeService {
         options,
         context,
@@ -673,13 +676,14 @@ fn local_answer(request: &proto::Request, node: &NodeService) -> Response {
                 leader_node_id: leader_id,
                 commit_index: consensus.commit_index,
                 applied_index: consensus.applied_index,
+                cluster_protocol: context.shared.machine().protocol(),
                 peers: options
                     .peers
                     .iter()
                     .map(|(&id, addr)| proto::PeerStatus {
                         node_id: id,
                         addr: addr.to_string(),
-                        connected: up.contains(&id),
+                        connected: up.contains_key(&id),
                         lag_slots: node.metrics.peer_lag(id, &consensus),
                     })
                     .collect(),
@@ -690,6 +694,7 @@ fn local_answer(request: &proto::Request, node: &NodeService) -> Response {
             cluster_id: options.cluster_id.clone(),
             leader_node_id: leader_id,
             leader_addr,
+            identity: caller.0.clone(),
         }),
     };
     Response {

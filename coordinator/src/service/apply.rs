@@ -42,7 +42,11 @@ impl LockApplication {
                 // After this command's own events, before any later entry:
                 // only what happens from now on may wake it.
                 match pending.then {
-                    Some(AfterApply::Register(waiter)) => self.shared.register(waiter),
+                    // A refused command waits for nothing (and one refused
+                    // for its caller must not wait on another's session).
+                    Some(AfterApply::Register(waiter)) if output.reply.is_ok() => {
+                        self.shared.register(waiter)
+                    }
                     Some(AfterApply::DropLockWaiters(key))
                         if !output.duplicate && output.reply.is_ok() =>
                     {
@@ -171,15 +175,10 @@ impl Application for LockApplication {
             };
             let output = {
                 let mut machine = self.shared.machine();
-                let is_open = matches!(
-                    proposal.command.kind,
-                    crate::locks::CommandKind::OpenSession { .. }
-                );
                 let output = machine.apply(entry.slot.0, proposal.command);
-                if is_open {
-                    if let Ok(crate::locks::Reply::SessionOpened { session }) = &output.reply {
-                        self.track_new_session(&machine, *session);
-                    }
+                // Only an open (of either protocol) answers this.
+                if let Ok(crate::locks::Reply::SessionOpened { session }) = &output.reply {
+                    self.track_new_session(&machine, *session);
                 }
                 output
             };

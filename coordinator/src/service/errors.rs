@@ -24,6 +24,9 @@ pub fn command_error(err: &CommandError) -> proto::Error {
         E::RequestIdAcked { .. } | E::TooManyUnackedReplies { .. } => {
             ErrorCode::RequestIdAcknowledged
         }
+        E::PermissionDenied { .. } => ErrorCode::PermissionDenied,
+        // Identities come from certificates the transport checked first.
+        E::InvalidIdentity { .. } => ErrorCode::InvalidRequest,
     };
     proto::Error {
         code: code.into(),

@@ -11,11 +11,12 @@ use super::errors::{command_error, error};
 use super::proposal::Proposal;
 use super::state::{AfterApply, Deadline, PendingCommand, Shared, Waiter};
 use crate::locks::{
-    AbandonedWait, ClientOp, Command, CommandKind, FencingToken, Output, Reply, RequestId,
-    SessionId,
+    AbandonedWait, ClientOp, Command, CommandError, CommandKind, FencingToken, Identity, Output,
+    Reply, RequestId, SessionId, CURRENT_PROTOCOL,
 };
 use crate::node::clock::NodeClock;
 use crate::node::driver::{DriverInput, DriverStatus};
+use crate::transport::peer_version::{PeerVersion, PeerVersions};
 
 /// How long a proposal may take to be chosen and applied before the client
 /// is told to retry (with the same request id, so a retry is safe).
@@ -34,15 +35,21 @@ pub struct Context {
     pub clock: NodeClock,
     /// Client address of every node, for redirects.
     pub node_addrs: Arc<std::collections::BTreeMap<u64, String>>,
+    /// The peer protocol version of each connected peer: once every peer
+    /// speaks version 3, the leader records it in the log and sessions get
+    /// owners (see `sessions::run_expiry`).
+    pub peers: watch::Receiver<PeerVersions>,
 }
 
 type Answer = Result<response::Result, proto::Error>;
 
 impl Context {
-    /// Answers one request (not `Watch`, which streams).
-    pub async fn answer(&self, request: Request) -> Response {
+    /// Answers one request (not `Watch`, which streams) from `caller`, the
+    /// identity of the client's certificate: it acts only for sessions
+    /// that identity opened.
+    pub async fn answer(&self, request: Request, caller: &Identity) -> Response {
         let request_id = request.request_id;
-        let result = self.dispatch(request).await;
+        let result = self.dispatch(request, caller).await;
         match result {
             Ok(result) => Response {
                 request_id,
@@ -66,7 +73,7 @@ impl Context {
             .map_err(|e| command_error(&e))
     }
 
-    async fn dispatch(&self, request: Request) -> Answer {
+    async fn dispatch(&self, request: Request, caller: &Identity) -> Answer {
         let session = SessionId(request.session_id);
         let Some(op) = request.op else {
             return Err(error(
@@ -88,12 +95,43 @@ impl Context {
             ));
         }
         let waiting: Vec<RequestId> = request.waiting.iter().copied().map(RequestId).collect();
-        let client = |op: ClientOp| CommandKind::Client {
-            session,
-            request_id: RequestId(request.request_id),
-            ack_below: RequestId(request.ack_below),
-            waiting: waiting.clone(),
-            op,
+        // One look at the machine per request: whether the log records
+        // protocol 3 (until then requests go in the previous release's
+        // form, which carries no caller), and whether the session belongs
+        // to another identity. The machine checks that again as it applies
+        // (owners never change, so this check cannot refuse wrongly); here
+        // it only saves a log entry.
+        let (recorded, foreign) = {
+            let machine = self.shared.machine();
+            let foreign =
+                matches!(machine.session_owner(session), Ok(Some(owner)) if owner != caller);
+            (machine.protocol() >= CURRENT_PROTOCOL, foreign)
+        };
+        if foreign && !matches!(op, Op::OpenSession(_) | Op::QueryLeader(_)) {
+            return Err(command_error(&CommandError::PermissionDenied { session }));
+        }
+        let owned = recorded || self.record_protocol().await;
+        let client = |op: ClientOp| {
+            let (request_id, ack_below) =
+                (RequestId(request.request_id), RequestId(request.ack_below));
+            if owned {
+                CommandKind::ClientAs {
+                    caller: caller.clone(),
+                    session,
+                    request_id,
+                    ack_below,
+                    waiting: waiting.clone(),
+                    op,
+                }
+            } else {
+                CommandKind::Client {
+                    session,
+                    request_id,
+                    ack_below,
+                    waiting: waiting.clone(),
+                    op,
+                }
+            }
         };
         match op {
             Op::Hello(_) | Op::Status(_) | Op::Watch(_) => Err(error(
@@ -103,12 +141,16 @@ impl Context {
             )),
             Op::OpenSession(open) => {
                 self.require_leader()?;
-                match self
-                    .commit(CommandKind::OpenSession {
-                        ttl_ms: open.ttl_ms,
-                    })
-                    .await?
-                {
+                let ttl_ms = open.ttl_ms;
+                let command = if owned {
+                    CommandKind::OpenSessionAs {
+                        ttl_ms,
+                        owner: caller.clone(),
+                    }
+                } else {
+                    CommandKind::OpenSession { ttl_ms }
+                };
+                match self.commit(command).await? {
                     Reply::SessionOpened { session } => {
                         Ok(response::Result::SessionOpened(proto::SessionOpened {
                             session_id: session.0,
@@ -119,6 +161,7 @@ impl Context {
                 }
             }
             Op::KeepAlive(_) => {
+                self.claim_if_ownerless(session, caller).await?;
                 let ttl_ms = self.keep_alive(session)?;
                 Ok(response::Result::KeepAlive(proto::KeepAliveOk { ttl_ms }))
             }
@@ -309,6 +352,7 @@ impl Context {
                 has_leader: true,
                 value,
                 leader_session_id: session.0,
+                leader_identity: self.owner_name(session),
             }))
         };
         let reply = self
@@ -423,6 +467,7 @@ impl Context {
                 has_leader: true,
                 value: view.value,
                 leader_session_id: view.session.0,
+                leader_identity: view.owner.map(|o| o.0).unwrap_or_default(),
             },
             None => proto::LeaderInfo {
                 election: election.to_string(),
@@ -430,8 +475,72 @@ impl Context {
                 has_leader: false,
                 value: Vec::new(),
                 leader_session_id: 0,
+                leader_identity: String::new(),
             },
         }
+    }
+
+    /// Records protocol 3 in the log if every peer speaks it and this node
+    /// leads, so commands may carry their caller; whether the log records
+    /// it now. Sessions then get owners from the first request on, not
+    /// from the next expiry scan.
+    async fn record_protocol(&self) -> bool {
+        if !self.status.borrow().is_leader || !self.may_raise_protocol() {
+            return false;
+        }
+        let version = CURRENT_PROTOCOL;
+        let raised = self
+            .propose_internal(CommandKind::RaiseProtocol { version })
+            .await;
+        raised.is_ok() && self.shared.machine().protocol() >= version
+    }
+
+    /// Whether the log does not yet record [`CURRENT_PROTOCOL`] while every
+    /// peer is connected and speaks it. A peer that is down may run an older
+    /// release, so all of them must be seen; once recorded, the version is
+    /// never lowered (a node of an older release cannot rejoin: see README,
+    /// "Upgrades").
+    pub fn may_raise_protocol(&self) -> bool {
+        if self.shared.machine().protocol() >= CURRENT_PROTOCOL {
+            return false;
+        }
+        let peers = self.peers.borrow();
+        let expected = self.node_addrs.len().saturating_sub(1);
+        peers.len() == expected && peers.values().all(|v| *v >= PeerVersion::V3)
+    }
+
+    /// The identity `session` belongs to, empty if none (or not live).
+    fn owner_name(&self, session: SessionId) -> String {
+        let machine = self.shared.machine();
+        match machine.session_owner(session) {
+            Ok(Some(owner)) => owner.0.clone(),
+            _ => String::new(),
+        }
+    }
+
+    /// A keepalive is not logged, so it cannot claim a session that has no
+    /// owner yet (opened before protocol 3) as `ClientAs` does: it claims
+    /// it with a logged `ClaimSession` first, whose refusal (another
+    /// identity claimed it first) refuses the keepalive.
+    async fn claim_if_ownerless(
+        &self,
+        session: SessionId,
+        caller: &Identity,
+    ) -> Result<(), proto::Error> {
+        let ownerless = {
+            let machine = self.shared.machine();
+            machine.protocol() >= CURRENT_PROTOCOL
+                && matches!(machine.session_owner(session), Ok(None))
+        };
+        if ownerless {
+            self.require_leader()?;
+            self.commit(CommandKind::ClaimSession {
+                session,
+                owner: caller.clone(),
+            })
+            .await?;
+        }
+        Ok(())
     }
 
     /// Extends `session` by its TTL from now, if this node holds the
@@ -738,8 +847,15 @@ mod tests {
             shared,
             status,
             clock,
-            node_addrs: Arc::new(std::collections::BTreeMap::new()),
+            node_addrs: unconnected_peer(),
+            peers: watch::channel(PeerVersions::new()).1,
         }
+    }
+
+    /// Node addresses naming a peer that never connects: these contexts
+    /// never raise the protocol, so requests go as protocol 2 commands.
+    fn unconnected_peer() -> Arc<std::collections::BTreeMap<u64, String>> {
+        Arc::new([(1, String::new()), (2, String::new())].into())
     }
 
     /// Sends one request of `session` and waits (bounded) for the answer.
@@ -751,7 +867,8 @@ mod tests {
             waiting: Vec::new(),
             op: Some(op),
         };
-        tokio::time::timeout(Duration::from_secs(5), context.answer(request))
+        let caller = Identity("tester".into());
+        tokio::time::timeout(Duration::from_secs(5), context.answer(request, &caller))
             .await
             .unwrap()
     }
@@ -946,7 +1063,8 @@ mod tests {
             shared: shared.clone(),
             status,
             clock,
-            node_addrs: Arc::new(std::collections::BTreeMap::new()),
+            node_addrs: unconnected_peer(),
+            peers: watch::channel(PeerVersions::new()).1,
         };
         let keepalive = || Op::KeepAlive(proto::KeepAlive {});
         shared

@@ -1,13 +1,14 @@
 //! The leader's session timers: expire sessions whose deadline passed, and
-//! advance logical time so lock-delays end.
+//! advance logical time so lock-delays end. Also where a leader records,
+//! once every peer speaks this release's protocol, that the cluster does.
 
 use std::time::Duration;
 
-use tracing::debug;
+use tracing::{debug, info};
 
 use super::handler::Context;
 use super::state::{Deadline, Shared};
-use crate::locks::{CommandKind, SessionId};
+use crate::locks::{CommandKind, SessionId, CURRENT_PROTOCOL};
 use crate::paxos::Nanos;
 
 /// How often the leader looks for expired sessions.
@@ -58,6 +59,22 @@ pub async fn run_expiry(ctx: Context) {
                         epoch,
                     })
                     .await;
+            });
+        }
+        if scans.is_multiple_of(4) && ctx.may_raise_protocol() {
+            let ctx = ctx.clone();
+            tokio::spawn(async move {
+                let version = CURRENT_PROTOCOL;
+                if ctx
+                    .propose_internal(CommandKind::RaiseProtocol { version })
+                    .await
+                    .is_ok()
+                {
+                    info!(
+                        version,
+                        "every node speaks this protocol; sessions now belong to identities"
+                    );
+                }
             });
         }
         let lock_delay = ctx.shared.machine().config().lock_delay_ms > 0;

@@ -145,6 +145,7 @@ fn current_state(shared: &Shared, election: &str) -> WatchEvent {
             leader_session_id: view.session.0,
             index,
             error: None,
+            leader_identity: view.owner.map(|o| o.0).unwrap_or_default(),
         },
         None => WatchEvent {
             kind: Kind::NoLeader.into(),
@@ -158,12 +159,18 @@ fn current_state(shared: &Shared, election: &str) -> WatchEvent {
 
 /// The wire form of a machine event.
 pub fn to_proto(event: &ElectionEvent) -> WatchEvent {
-    let (kind, value, session) = match &event.change {
-        ElectionChange::NewLeader { session, value } => (Kind::Elected, value.clone(), session.0),
-        ElectionChange::Proclaimed { session, value } => {
-            (Kind::ValueChanged, value.clone(), session.0)
-        }
-        ElectionChange::NoLeader => (Kind::NoLeader, Vec::new(), 0),
+    let (kind, value, session, owner) = match &event.change {
+        ElectionChange::NewLeader {
+            session,
+            value,
+            owner,
+        } => (Kind::Elected, value.clone(), session.0, owner),
+        ElectionChange::Proclaimed {
+            session,
+            value,
+            owner,
+        } => (Kind::ValueChanged, value.clone(), session.0, owner),
+        ElectionChange::NoLeader => (Kind::NoLeader, Vec::new(), 0, &None),
     };
     WatchEvent {
         kind: kind.into(),
@@ -173,6 +180,7 @@ pub fn to_proto(event: &ElectionEvent) -> WatchEvent {
         leader_session_id: session,
         index: event.index,
         error: None,
+        leader_identity: owner.as_ref().map(|o| o.0.clone()).unwrap_or_default(),
     }
 }
 

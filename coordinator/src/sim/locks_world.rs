@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use crate::locks::{
     AbandonedWait, ClientOp, Command, CommandError, CommandKind, ElectionChange,
-    Event as LockEvent, Reply, RequestId, SessionId, StateMachine,
+    Event as LockEvent, Identity, Reply, RequestId, SessionId, StateMachine,
 };
 use crate::paxos::{
     Config, Effects, Input, LeadershipEvent, Message, Nanos, NodeId, PersistSeq, Replica, Slot,
@@ -207,6 +207,13 @@ enum Req {
         name: String,
         up_to: RequestId,
     },
+}
+
+/// The identity (certificate name) of simulated client `client`: each
+/// client has its own, as on a real cluster with one certificate per
+/// service instance.
+fn client_identity(client: usize) -> Identity {
+    Identity(format!("client-{client}"))
 }
 
 /// A node's answer as it travels to a client.
@@ -1425,12 +1432,12 @@ impl LockSim {
         }
         // Queue model updates that follow the command's own events.
         let (session, name, cancel, acquire) = match &cmd.kind {
-            CommandKind::Client {
+            CommandKind::ClientAs {
                 session,
                 op: ClientOp::Acquire { name, .. },
                 ..
             } => (*session, name.clone(), false, true),
-            CommandKind::Client {
+            CommandKind::ClientAs {
                 session,
                 op: ClientOp::CancelAcquire { name },
                 ..
@@ -1541,7 +1548,10 @@ impl LockSim {
             Req::Open { ttl_ms, nonce } => {
                 let cmd = Command {
                     at_ms,
-                    kind: CommandKind::OpenSession { ttl_ms },
+                    kind: CommandKind::OpenSessionAs {
+                        ttl_ms,
+                        owner: client_identity(client),
+                    },
                 };
                 (cmd, Tag::Open { nonce })
             }
@@ -1552,7 +1562,8 @@ impl LockSim {
             } => {
                 let cmd = Command {
                     at_ms,
-                    kind: CommandKind::Client {
+                    kind: CommandKind::ClientAs {
+                        caller: client_identity(client),
                         session,
                         request_id,
                         // Clients run one request at a time, so everything

@@ -14,6 +14,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
 use super::metrics::TransportMetrics;
+use crate::locks::Identity;
 
 /// Bound on watch events queued for one stream.
 pub const WATCH_STREAM_QUEUE: usize = 64;
@@ -22,21 +23,28 @@ pub const WATCH_STREAM_QUEUE: usize = 64;
 /// it on each request stream's own task, so a request and its answer take
 /// no hand-off between tasks on their way through the node.
 pub trait ClientService: Send + Sync + 'static {
-    /// The answer to one request (anything but `Watch`).
-    fn answer(&self, request: Request) -> Pin<Box<dyn Future<Output = Response> + Send + '_>>;
+    /// The answer to one request (anything but `Watch`) that came from
+    /// `caller`, the identity of the connection's certificate.
+    fn answer<'a>(
+        &'a self,
+        request: Request,
+        caller: &'a Identity,
+    ) -> Pin<Box<dyn Future<Output = Response> + Send + 'a>>;
     /// Starts a `Watch`: events go to `events` until either side drops it
     /// (dropping it at once refuses the watch).
     fn watch(&self, request: Request, events: mpsc::Sender<WatchEvent>);
 }
 
 /// Accepts request streams on `connection` until it closes, handing every
-/// well-formed request to `service`.
+/// well-formed request to `service` as coming from `caller`.
 pub async fn serve_connection(
     connection: quinn::Connection,
+    caller: Identity,
     service: Arc<dyn ClientService>,
     metrics: Arc<TransportMetrics>,
 ) {
     let remote = connection.remote_address();
+    let caller = Arc::new(caller);
     loop {
         let (send, recv) = match connection.accept_bi().await {
             Ok(streams) => streams,
@@ -45,13 +53,20 @@ pub async fn serve_connection(
                 return;
             }
         };
-        tokio::spawn(serve_stream(send, recv, service.clone(), metrics.clone()));
+        tokio::spawn(serve_stream(
+            send,
+            recv,
+            caller.clone(),
+            service.clone(),
+            metrics.clone(),
+        ));
     }
 }
 
 async fn serve_stream(
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
+    caller: Arc<Identity>,
     service: Arc<dyn ClientService>,
     metrics: Arc<TransportMetrics>,
 ) {
@@ -68,7 +83,7 @@ async fn serve_stream(
         return;
     }
     let request_id = request.request_id;
-    let response = service.answer(request).await;
+    let response = service.answer(request, &caller).await;
     TransportMetrics::bump(&metrics.client_requests);
     debug_assert_eq!(response.request_id, request_id);
     if let Err(e) = write_frame(&mut send, &response).await {

@@ -7,6 +7,7 @@ use paxlock::wire::CLIENT_ALPN_V1;
 use tracing::{info, warn};
 
 use super::client_streams::{serve_connection, ClientService};
+use super::identity::{client_identity, peer_certificates};
 use super::lanes::PeerInbox;
 use super::metrics::TransportMetrics;
 use super::negotiated_alpn;
@@ -152,7 +153,20 @@ impl NodeEndpoint {
                         }
                     }
                     Some(alpn) if alpn == CLIENT_ALPN_V1 => {
-                        serve_connection(connection, handlers.clients, metrics).await;
+                        match client_identity(&peer_certificates(&connection)) {
+                            Ok(identity) => {
+                                serve_connection(connection, identity, handlers.clients, metrics)
+                                    .await;
+                            }
+                            Err(e) => {
+                                TransportMetrics::bump(&metrics.client_identity_rejections);
+                                warn!(%remote, "refused client connection: {e}");
+                                connection.close(
+                                    paxlock::wire::codes::CLIENT_IDENTITY_MISSING.into(),
+                                    e.to_string().as_bytes(),
+                                );
+                            }
+                        }
                     }
                     // rustls only completes a handshake on an ALPN we offered,
                     // so this is unreachable unless the offer list changes.

@@ -1,6 +1,8 @@
 //! Who is on the other end of a connection, according to its certificate.
 
 use paxlock_certs::node_dns_name;
+
+use crate::locks::Identity;
 use rustls::pki_types::{CertificateDer, DnsName, ServerName};
 
 /// Why a peer's claimed node id was not accepted.
@@ -21,6 +23,18 @@ pub enum IdentityError {
         /// The SAN that would have proved it.
         expected: String,
     },
+}
+
+/// The identity a client connection acts as: the name of the certificate it
+/// presented (see [`paxlock_certs::certificate_identity`]). The chain was
+/// verified against the cluster CA during the handshake.
+pub fn client_identity(
+    certs: &[CertificateDer<'_>],
+) -> Result<Identity, paxlock_certs::IdentityError> {
+    let leaf = certs
+        .first()
+        .ok_or_else(|| paxlock_certs::IdentityError::Unparsable("no certificate".into()))?;
+    paxlock_certs::certificate_identity(leaf).map(Identity)
 }
 
 /// The certificate chain the remote end presented, leaf first.

@@ -13,6 +13,9 @@ pub struct TransportMetrics {
     /// Peer connections closed because the certificate did not name the
     /// claimed node id, or the cluster id differed.
     pub peer_identity_rejections: AtomicU64,
+    /// Client connections closed because the certificate names no usable
+    /// identity.
+    pub client_identity_rejections: AtomicU64,
     /// Client request streams that were answered.
     pub client_requests: AtomicU64,
 }

@@ -19,6 +19,10 @@ pub const PEER_ALPN_V2: &[u8] = b"paxlock-peer/2";
 /// Every peer ALPN this node speaks, newest first (the order of the offer).
 pub const PEER_ALPNS: [&[u8]; 2] = [PEER_ALPN_V3, PEER_ALPN_V2];
 
+/// The version each connected peer speaks, by node id: what a leader reads
+/// to know whether every node of the cluster speaks a version.
+pub type PeerVersions = std::collections::BTreeMap<u64, PeerVersion>;
+
 /// A peer protocol version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum PeerVersion {

@@ -127,6 +127,24 @@ impl ProcessCluster {
         }
     }
 
+    /// Waits until the leader's log records `protocol` (every node speaks
+    /// it: from protocol 3 on, sessions belong to identities).
+    pub async fn wait_protocol(&self, protocol: u32) -> Result<(), Box<dyn std::error::Error>> {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let leader = self.leader().await?;
+            if let Ok(status) = super::node_status(self, leader).await {
+                if status.cluster_protocol >= protocol {
+                    return Ok(());
+                }
+            }
+            if Instant::now() > deadline {
+                return Err(format!("the cluster did not record protocol {protocol}").into());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Node `id`'s address.
     pub fn addr(&self, id: u64) -> String {
         format!("127.0.0.1:{}", u64::from(self.base_port) + id - 1)

@@ -22,10 +22,13 @@ async fn main() -> anyhow::Result<()> {
     loop {
         tokio::select! {
             event = watch.next() => match event? {
-                LeaderEvent::Elected { term, value } => {
-                    println!("term {term}: {} leads", String::from_utf8_lossy(&value));
+                LeaderEvent::Elected { term, value, identity } => {
+                    println!(
+                        "term {term}: {} leads (as {identity})",
+                        String::from_utf8_lossy(&value)
+                    );
                 }
-                LeaderEvent::ValueChanged { term, value } => {
+                LeaderEvent::ValueChanged { term, value, .. } => {
                     println!("term {term}: leader now says {}", String::from_utf8_lossy(&value));
                 }
                 LeaderEvent::NoLeader { term } => println!("term {term}: no leader"),

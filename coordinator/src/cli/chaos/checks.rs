@@ -245,7 +245,7 @@ pub fn elections(history: &History, replay: &[LeaderEvent]) -> Vec<Check> {
     let mut terms_won = BTreeMap::new();
     for won in &history.campaigns {
         let found = replay.iter().any(|e| {
-            matches!(e, LeaderEvent::Elected { term, value } if *term == won.term && *value == won.value)
+            matches!(e, LeaderEvent::Elected { term, value, .. } if *term == won.term && *value == won.value)
         });
         if !found && missing.is_none() {
             missing = Some(format!(
@@ -379,6 +379,7 @@ mod tests {
         let elected = |term, v: &str| LeaderEvent::Elected {
             term,
             value: v.as_bytes().to_vec(),
+            identity: "chaos".into(),
         };
         let replay = vec![
             elected(1, "a"),
@@ -407,6 +408,7 @@ mod tests {
         let replay = vec![LeaderEvent::Elected {
             term: 1,
             value: b"a".to_vec(),
+            identity: "chaos".into(),
         }];
         let rec = Recorder::new();
         rec.campaign(CampaignWon {
