@@ -1,7 +1,7 @@
 //! `Client`: the handle applications hold.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -30,7 +30,8 @@ pub struct ConnectOptions {
     /// TTL of the client's session.
     pub session_ttl: Duration,
     /// The clock drift bound ρ, in parts per million, the lease rule must
-    /// tolerate (the cluster's configured bound).
+    /// tolerate. The client uses the larger of this and the cluster's own
+    /// bound, which the node it first reaches reports.
     pub max_clock_drift_ppm: u32,
 }
 
@@ -46,7 +47,9 @@ pub struct Client {
 pub(crate) struct Inner {
     connector: Connector,
     request_timeout: Duration,
-    pub(crate) drift_ppm: u32,
+    /// The drift bound the lease rule allows for: the larger of the
+    /// client's and the cluster's (learnt at connect).
+    drift_ppm: AtomicU32,
     next_request_id: AtomicU64,
     /// Request ids sent and not yet answered, each marked `true` if it is
     /// a long wait (see [`acknowledgement`]).
@@ -85,15 +88,22 @@ impl Client {
                 options.dead_node_timeout,
             )?,
             request_timeout: options.request_timeout,
-            drift_ppm: options.max_clock_drift_ppm,
+            drift_ppm: AtomicU32::new(options.max_clock_drift_ppm),
             next_request_id: AtomicU64::new(1),
             in_flight: Mutex::new(BTreeMap::new()),
             undoing: Mutex::new(HashMap::new()),
         });
+        // A lease rule that allows for less drift than the cluster's would
+        // let the client trust a lock past the cluster's expiry of it.
+        let cluster_drift = match inner.call(0, Op::Hello(proto::Hello::default())).await? {
+            response::Result::Hello(hello) => hello.max_clock_drift_ppm,
+            other => return Err(unexpected(&other)),
+        };
+        inner.drift_ppm.fetch_max(cluster_drift, Ordering::Relaxed);
         let session = Session::open(
             &inner,
             options.session_ttl,
-            options.max_clock_drift_ppm,
+            inner.drift_ppm(),
             Renewal::Background,
         )
         .await?;
@@ -163,6 +173,11 @@ impl Client {
 }
 
 impl Inner {
+    /// The drift bound, in ppm, every lease rule of this client allows for.
+    pub(crate) fn drift_ppm(&self) -> u32 {
+        self.drift_ppm.load(Ordering::Relaxed)
+    }
+
     /// Sends one request for `session` (0: none) and returns its result,
     /// retrying with the same request id across nodes until the timeout.
     pub(crate) async fn call(&self, session: u64, op: Op) -> Result<response::Result, Error> {

@@ -1,12 +1,14 @@
 //! Leader election: campaign, proclaim, resign, and a watch of leadership.
 
-use std::time::Instant;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crate::client::{unexpected, Client};
-use crate::clock::boottime;
 use crate::error::Error;
 use crate::proto::{self, request::Op, response, watch_event::Kind, WatchEvent};
-use crate::undo::{settle, UndoOnDrop};
+use crate::session::{Renewal, Session, SessionChoice};
+use crate::undo::{settle, undo_in_background, UndoOnDrop};
 use crate::wire::read_frame;
 
 /// A handle on one election.
@@ -67,49 +69,25 @@ impl Election {
         Election { client, name }
     }
 
-    /// Joins as a candidate with `value` and waits until this client leads.
+    /// Joins as a candidate with `value` and waits, however long it takes,
+    /// until this client leads, on the client's shared session. For a
+    /// timeout, a session of its own or manual renewal, use [`candidate`].
+    ///
+    /// [`candidate`]: Election::candidate
     pub async fn campaign(&self, value: impl Into<Vec<u8>>) -> Result<Leadership, Error> {
-        let session = &self.client.session;
-        session.ensure_valid()?;
-        let value = value.into();
-        let op = Op::Campaign(proto::Campaign {
-            election: self.name.clone(),
-            value: value.clone(),
-            timeout_ms: 0,
-        });
-        let wait = std::time::Duration::from_secs(365 * 24 * 3600);
-        // Until this leadership is handed out, a caller that leaves (or a
-        // failure) resigns: a candidacy left queued would later lead for
-        // nobody (see `undo`).
-        let resign = Op::Resign(proto::Resign {
-            election: self.name.clone(),
-        });
-        let key = format!("election:{}", self.name);
-        settle(&self.client, &key).await;
-        let mut undo_on_drop = UndoOnDrop::armed(&self.client, session, key, resign);
-        let info = match self
-            .client
-            .inner
-            .call_with_timeout(session.id, op, wait)
-            .await?
-        {
-            response::Result::Leader(info) => info,
-            other => return Err(unexpected(&other)),
-        };
-        // Never take someone else's term for ours.
-        if !info.has_leader || info.leader_session_id != session.id {
-            return Err(Error::Protocol(format!(
-                "campaign answered with the leadership of session {} (term {}), not ours ({})",
-                info.leader_session_id, info.term, session.id
-            )));
-        }
-        session.ensure_valid()?;
-        undo_on_drop.disarm();
-        Ok(Leadership {
+        self.candidate(value).campaign().await
+    }
+
+    /// A candidacy with `value`, to set up before it campaigns: the same
+    /// options as a lock's ([`crate::LockBuilder`]).
+    pub fn candidate(&self, value: impl Into<Vec<u8>>) -> CampaignBuilder {
+        CampaignBuilder {
             client: self.client.clone(),
             name: self.name.clone(),
-            term: info.term,
-        })
+            value: value.into(),
+            timeout: None,
+            session: SessionChoice::shared(),
+        }
     }
 
     /// Who leads now, if anyone.
@@ -153,12 +131,145 @@ impl Election {
     }
 }
 
-/// This client's leadership of an election.
+/// Builds a candidacy; finish with `campaign`.
+#[derive(Debug)]
+pub struct CampaignBuilder {
+    client: Client,
+    name: String,
+    value: Vec<u8>,
+    timeout: Option<Duration>,
+    session: SessionChoice,
+}
+
+impl CampaignBuilder {
+    /// Gives up after `timeout` without leading: the cluster withdraws the
+    /// candidacy (a logged command), so it cannot win afterwards, and the
+    /// campaign fails with `TIMEOUT`. Without it, the campaign waits as
+    /// long as it takes.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// Campaigns on a session of its own with this TTL instead of the
+    /// client's shared session: the leadership ends when that session does.
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.session.ttl = Some(ttl);
+        self
+    }
+
+    /// No background keepalive: the caller must call `Leadership::renew`
+    /// before `valid_until`, or the leadership lapses (as a Kubernetes
+    /// Lease does when its holder stalls). Implies a session of its own.
+    pub fn manual_renewal(mut self) -> Self {
+        self.session.renewal = Renewal::Manual;
+        self
+    }
+
+    /// Joins as a candidate and waits until this client leads (or the
+    /// timeout passes).
+    pub async fn campaign(self) -> Result<Leadership, Error> {
+        let own_session = self.session.is_own();
+        let session = self.session.session(&self.client).await?;
+        let result = self.campaign_on(&session, own_session).await;
+        if result.is_err() && own_session {
+            end_session(&self.client, &session).await;
+        }
+        result
+    }
+
+    async fn campaign_on(
+        &self,
+        session: &Arc<Session>,
+        own_session: bool,
+    ) -> Result<Leadership, Error> {
+        session.ensure_valid()?;
+        let timeout_ms = self.timeout.map_or(0, |t| {
+            u64::try_from(t.as_millis()).unwrap_or(u64::MAX).max(1)
+        });
+        let op = Op::Campaign(proto::Campaign {
+            election: self.name.clone(),
+            value: self.value.clone(),
+            timeout_ms,
+        });
+        // The node waits up to the timeout; allow for round trips on top.
+        let wait = self
+            .timeout
+            .unwrap_or(NO_TIMEOUT)
+            .saturating_add(Duration::from_secs(10));
+        // Until this leadership is handed out, a caller that leaves (or a
+        // failure) resigns: a candidacy left queued would later lead for
+        // nobody (see `undo`). An own session ends with it instead.
+        let key = election_key(&self.name);
+        settle(&self.client, &key).await;
+        let mut undo_on_drop = if own_session {
+            UndoOnDrop::unarmed()
+        } else {
+            UndoOnDrop::armed(&self.client, session, key, resign_op(&self.name))
+        };
+        let info = match self
+            .client
+            .inner
+            .call_with_timeout(session.id, op, wait)
+            .await?
+        {
+            response::Result::Leader(info) => info,
+            other => return Err(unexpected(&other)),
+        };
+        // Never take someone else's term for ours.
+        if !info.has_leader || info.leader_session_id != session.id {
+            return Err(Error::Protocol(format!(
+                "campaign answered with the leadership of session {} (term {}), not ours ({})",
+                info.leader_session_id, info.term, session.id
+            )));
+        }
+        session.ensure_valid()?;
+        undo_on_drop.disarm();
+        Ok(Leadership {
+            client: self.client.clone(),
+            session: session.clone(),
+            own_session,
+            name: self.name.clone(),
+            term: info.term,
+            resigned: AtomicBool::new(false),
+        })
+    }
+}
+
+/// How long a campaign with no timeout may wait: effectively forever.
+const NO_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// What an election's waits, undos and resignations are ordered by.
+fn election_key(name: &str) -> String {
+    format!("election:{name}")
+}
+
+fn resign_op(name: &str) -> Op {
+    Op::Resign(proto::Resign {
+        election: name.to_string(),
+    })
+}
+
+/// Closes a session of its own (ending its candidacy or leadership).
+async fn end_session(client: &Client, session: &Arc<Session>) {
+    let _ = client
+        .inner
+        .call(session.id, Op::CloseSession(proto::CloseSession {}))
+        .await;
+    session.mark_closed();
+}
+
+/// This client's leadership of an election. Dropping it resigns in the
+/// background (best effort), as dropping a `LockGuard` releases;
+/// `resign()` does it and reports the outcome.
 #[derive(Debug)]
 pub struct Leadership {
     client: Client,
+    session: Arc<Session>,
+    own_session: bool,
     name: String,
     term: u64,
+    resigned: AtomicBool,
 }
 
 impl Leadership {
@@ -170,43 +281,79 @@ impl Leadership {
 
     /// Whether this leadership may still be trusted (the session lease).
     pub fn is_valid(&self) -> bool {
-        self.client.session.is_valid()
+        !self.resigned.load(Ordering::Acquire) && self.session.is_valid()
     }
 
     /// The latest moment at which the client may still believe it leads.
     pub fn valid_until(&self) -> Instant {
-        Instant::now() + self.client.session.valid_until().saturating_sub(boottime())
+        let session = &self.session;
+        Instant::now() + session.valid_until().saturating_sub(session.now())
     }
 
     /// Resolves when the leadership can no longer be trusted.
     pub async fn lost(&self) {
-        self.client.session.lost().await
+        self.session.lost().await
+    }
+
+    /// Resolves once the lease has less than `within` left: time to finish
+    /// up (or renew, with manual renewal) before `lost` fires.
+    pub async fn expiring(&self, within: Duration) {
+        self.session.expiring(within).await
+    }
+
+    /// Extends the leadership's lease from now (the session's keepalive):
+    /// what a campaign with `manual_renewal` must call before
+    /// `valid_until`. Returns the new `valid_until`.
+    pub async fn renew(&self) -> Result<Instant, Error> {
+        self.session.renew_once(&self.client.inner).await?;
+        Ok(self.valid_until())
     }
 
     /// Publishes a new value to watchers.
     pub async fn proclaim(&self, value: impl Into<Vec<u8>>) -> Result<(), Error> {
-        self.client.session.ensure_valid()?;
+        self.session.ensure_valid()?;
         let op = Op::Proclaim(proto::Proclaim {
             election: self.name.clone(),
             value: value.into(),
         });
         self.client
             .inner
-            .call(self.client.session.id, op)
+            .call(self.session.id, op)
             .await
             .map(|_| ())
     }
 
-    /// Steps down; the next candidate (if any) becomes leader.
+    /// Steps down; the next candidate (if any) becomes leader. A leadership
+    /// on a session of its own closes that session too.
     pub async fn resign(self) -> Result<(), Error> {
-        let op = Op::Resign(proto::Resign {
-            election: self.name.clone(),
-        });
-        self.client
+        self.resigned.store(true, Ordering::Release);
+        let result = self
+            .client
             .inner
-            .call(self.client.session.id, op)
+            .call(self.session.id, resign_op(&self.name))
             .await
-            .map(|_| ())
+            .map(|_| ());
+        if self.own_session {
+            end_session(&self.client, &self.session).await;
+        }
+        result
+    }
+}
+
+impl Drop for Leadership {
+    fn drop(&mut self) {
+        if self.resigned.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        if !self.own_session {
+            // Ordered before the next campaign in this election.
+            let key = election_key(&self.name);
+            let op = resign_op(&self.name);
+            undo_in_background(&self.client, self.session.clone(), key, op);
+        } else if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            let (client, session) = (self.client.clone(), self.session.clone());
+            handle.spawn(async move { end_session(&client, &session).await });
+        }
     }
 }
 

@@ -52,6 +52,13 @@ pub enum Error {
     /// The client was closed.
     #[error("client closed")]
     Closed,
+    /// This client already holds (or is acquiring) the lock on its session:
+    /// one guard per grant (see `LockBuilder::acquire`).
+    #[error("this client already holds or is acquiring lock {name:?} on its session; use that guard, or acquire with an own session (LockBuilder::ttl) to queue behind it")]
+    AlreadyHeld {
+        /// The lock.
+        name: String,
+    },
     /// This client already runs as many blocking acquires and campaigns as
     /// a session may wait on at once (PROTOCOL.md, "acknowledging around
     /// long waits"); the new one was not sent.
@@ -75,6 +82,7 @@ impl Error {
             | Error::Protocol(_)
             | Error::SessionLost(_)
             | Error::Closed
+            | Error::AlreadyHeld { .. }
             | Error::TooManyWaits { .. } => false,
         }
     }

@@ -25,7 +25,7 @@ pub mod wire;
 
 pub use client::{Client, ConnectOptions, MAX_RUNNING_WAITS};
 pub use config::{Config, TlsFiles, DEFAULT_DEAD_NODE_TIMEOUT, DEFAULT_DRIFT_PPM};
-pub use election::{Election, LeaderEvent, LeaderInfo, LeaderWatch, Leadership};
+pub use election::{CampaignBuilder, Election, LeaderEvent, LeaderInfo, LeaderWatch, Leadership};
 pub use error::Error;
 pub use lock::{LockBuilder, LockGuard};
 pub use session::Renewal;

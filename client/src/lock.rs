@@ -5,11 +5,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::client::{unexpected, Client};
-use crate::clock::boottime;
 use crate::error::Error;
 use crate::proto::{self, request::Op, response, ErrorCode};
-use crate::session::{Renewal, Session};
-use crate::undo::{settle, undo, UndoOnDrop};
+use crate::session::{Renewal, Session, SessionChoice};
+use crate::undo::{settle, undo, undo_in_background, UndoOnDrop};
 
 /// How long a blocking acquire with no timeout may wait: effectively forever.
 const NO_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 3600);
@@ -20,8 +19,7 @@ pub struct LockBuilder {
     client: Client,
     name: String,
     timeout: Option<Duration>,
-    ttl: Option<Duration>,
-    renewal: Renewal,
+    session: SessionChoice,
 }
 
 impl LockBuilder {
@@ -30,8 +28,7 @@ impl LockBuilder {
             client,
             name,
             timeout: None,
-            ttl: None,
-            renewal: Renewal::Background,
+            session: SessionChoice::shared(),
         }
     }
 
@@ -45,7 +42,7 @@ impl LockBuilder {
     /// Holds the lock on its own session with this TTL instead of the
     /// client's shared session.
     pub fn ttl(mut self, ttl: Duration) -> Self {
-        self.ttl = Some(ttl);
+        self.session.ttl = Some(ttl);
         self
     }
 
@@ -53,11 +50,18 @@ impl LockBuilder {
     /// before `valid_until`, or the lease lapses. For work loops that want
     /// the lock to go away when they stall. Implies an own session.
     pub fn manual_renewal(mut self) -> Self {
-        self.renewal = Renewal::Manual;
+        self.session.renewal = Renewal::Manual;
         self
     }
 
     /// Waits (in FIFO order) until the lock is granted or the timeout passes.
+    ///
+    /// One guard per grant: on the client's shared session, acquiring a
+    /// lock this client already holds (or is acquiring) fails with
+    /// [`Error::AlreadyHeld`] instead of handing out a second guard for the
+    /// same grant, which would release the lock when either is dropped.
+    /// Share the guard, or acquire with an own session (`ttl`), which
+    /// queues behind the holder like any other session.
     pub async fn acquire(self) -> Result<LockGuard, Error> {
         match self.request(true).await? {
             Some(guard) => Ok(guard),
@@ -71,21 +75,15 @@ impl LockBuilder {
     }
 
     async fn request(self, wait: bool) -> Result<Option<LockGuard>, Error> {
-        let own_session = self.ttl.is_some() || self.renewal == Renewal::Manual;
-        let session = if own_session {
-            let ttl = self.ttl.unwrap_or(self.client.session.ttl);
-            Session::open(
-                &self.client.inner,
-                ttl,
-                self.client.inner.drift_ppm,
-                self.renewal,
-            )
-            .await?
-        } else {
-            self.client.session.clone()
-        };
+        let own_session = self.session.is_own();
+        let session = self.session.session(&self.client).await?;
         session.ensure_valid()?;
-        let undo_key = format!("lock:{}", self.name);
+        let guarded = if own_session {
+            None
+        } else {
+            Some(GuardedName::new(&session, &self.name)?)
+        };
+        let undo_key = lock_key(&self.name);
         settle(&self.client, &undo_key).await;
         // Armed until a guard is handed out or the wait is withdrawn here
         // (an own session ends with its wait when its last handle drops).
@@ -174,6 +172,7 @@ impl LockBuilder {
             name: self.name,
             token: granted.fencing_token,
             released: AtomicBool::new(false),
+            _guarded: guarded,
         }))
     }
 
@@ -182,6 +181,39 @@ impl LockBuilder {
         Op::CancelAcquire(proto::CancelAcquire {
             name: self.name.clone(),
         })
+    }
+}
+
+/// What a lock's waits, undos and releases are ordered by (see `undo`).
+fn lock_key(name: &str) -> String {
+    format!("lock:{name}")
+}
+
+/// A lock marked as guarded on a session while this lives: from the start
+/// of an acquire to the end of its guard.
+#[derive(Debug)]
+struct GuardedName {
+    session: Arc<Session>,
+    name: String,
+}
+
+impl GuardedName {
+    fn new(session: &Arc<Session>, name: &str) -> Result<Self, Error> {
+        if !session.guard_lock(name) {
+            return Err(Error::AlreadyHeld {
+                name: name.to_string(),
+            });
+        }
+        Ok(GuardedName {
+            session: session.clone(),
+            name: name.to_string(),
+        })
+    }
+}
+
+impl Drop for GuardedName {
+    fn drop(&mut self) {
+        self.session.unguard_lock(&self.name);
     }
 }
 
@@ -205,6 +237,8 @@ pub struct LockGuard {
     name: String,
     token: u64,
     released: AtomicBool,
+    /// Dropped after `Drop::drop` has queued the release.
+    _guarded: Option<GuardedName>,
 }
 
 impl LockGuard {
@@ -222,7 +256,10 @@ impl LockGuard {
     /// The latest moment at which the client may still believe it holds
     /// the lock (the client lease rule; see `PROTOCOL.md`).
     pub fn valid_until(&self) -> Instant {
-        let left = self.session.valid_until().saturating_sub(boottime());
+        let left = self
+            .session
+            .valid_until()
+            .saturating_sub(self.session.now());
         Instant::now() + left
     }
 
@@ -237,12 +274,20 @@ impl LockGuard {
         self.session.lost().await
     }
 
+    /// Resolves once the lease has less than `within` left: a warning to
+    /// finish up (or renew, with manual renewal) before `lost` fires, as
+    /// Kubernetes' leader-election health check and DynamoDB's lock client
+    /// session monitor give. A renewal in the meantime moves it on.
+    pub async fn expiring(&self, within: Duration) {
+        self.session.expiring(within).await
+    }
+
     /// Checks the grant with the cluster and extends the lease from now;
     /// returns the new `valid_until`. Fails with `STALE_TOKEN` if the lock
     /// was given to someone else.
     pub async fn renew(&self) -> Result<Instant, Error> {
-        self.session.ensure_valid()?;
-        let sent_at = boottime();
+        self.session.ensure_valid_or_lost()?;
+        let sent_at = self.session.now();
         let op = Op::Renew(proto::Renew {
             name: self.name.clone(),
             fencing_token: self.token,
@@ -299,16 +344,23 @@ impl Drop for LockGuard {
         if self.released.swap(true, Ordering::AcqRel) {
             return;
         }
-        if let Ok(handle) = tokio::runtime::Handle::try_current() {
-            let (client, session, own, name, token) = (
+        if !self.own_session {
+            // Ordered before the next acquire of this lock on the session.
+            let op = Op::Release(proto::Release {
+                name: self.name.clone(),
+                fencing_token: self.token,
+            });
+            let key = lock_key(&self.name);
+            undo_in_background(&self.client, self.session.clone(), key, op);
+        } else if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            let (client, session, name, token) = (
                 self.client.clone(),
                 self.session.clone(),
-                self.own_session,
                 self.name.clone(),
                 self.token,
             );
             handle.spawn(async move {
-                let _ = release(&client, &session, own, &name, token).await;
+                let _ = release(&client, &session, true, &name, token).await;
             });
         }
     }

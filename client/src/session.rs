@@ -5,14 +5,15 @@
 //! it treats every lock and leadership as lost, before the cluster could
 //! give them to anyone else, even if the whole cluster is unreachable.
 
-use std::sync::{Mutex, Weak};
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use tokio::sync::watch;
 use tracing::{debug, warn};
 
 use crate::client::Inner;
-use crate::clock::boottime;
+use crate::clock::Clock;
 use crate::error::Error;
 use crate::lease::{Lease, LeaseRule};
 use crate::proto::{self, request::Op, response, ErrorCode};
@@ -27,6 +28,47 @@ pub enum Renewal {
     Manual,
 }
 
+/// Which session a lock or a candidacy rides on: the client's shared one,
+/// or, with a TTL of its own or manual renewal, one opened for it alone.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SessionChoice {
+    /// A TTL of its own.
+    pub(crate) ttl: Option<Duration>,
+    /// How it is kept alive.
+    pub(crate) renewal: Renewal,
+}
+
+impl SessionChoice {
+    /// The client's shared session.
+    pub(crate) fn shared() -> Self {
+        SessionChoice {
+            ttl: None,
+            renewal: Renewal::Background,
+        }
+    }
+
+    /// Whether a session of its own is opened.
+    pub(crate) fn is_own(&self) -> bool {
+        self.ttl.is_some() || self.renewal == Renewal::Manual
+    }
+
+    /// The session chosen: the client's, or a new one of its own.
+    pub(crate) async fn session(&self, client: &crate::Client) -> Result<Arc<Session>, Error> {
+        if !self.is_own() {
+            return Ok(client.session.clone());
+        }
+        let ttl = self.ttl.unwrap_or(client.session.ttl);
+        let inner = &client.inner;
+        Session::open(inner, ttl, inner.drift_ppm(), self.renewal).await
+    }
+}
+
+/// How often whatever waits for a lease to run out looks at the clock. A
+/// timer cannot simply be set for the lease's end: timers stop while the
+/// machine is suspended and the lease's clock does not (see `clock.rs`),
+/// so after a resume `lost()` fires within this much of the truth.
+pub(crate) const LEASE_CHECK_PERIOD: Duration = Duration::from_millis(250);
+
 /// One open session.
 #[derive(Debug)]
 pub(crate) struct Session {
@@ -34,6 +76,10 @@ pub(crate) struct Session {
     pub(crate) ttl: Duration,
     lease: Mutex<Lease>,
     lost_tx: watch::Sender<bool>,
+    clock: Clock,
+    /// Locks this session has a guard for (or an acquire under way): one
+    /// guard per grant (see `LockBuilder::acquire`).
+    guarded: Mutex<BTreeSet<String>>,
 }
 
 impl Session {
@@ -50,7 +96,8 @@ impl Session {
         let margin = (ttl / 20).min(Duration::from_millis(250));
         let rule = LeaseRule::new(ttl, drift_ppm, margin)
             .map_err(|e| Error::Config(format!("session lease rule: {e:?}")))?;
-        let sent_at = boottime();
+        let clock = Clock::boot();
+        let sent_at = clock.now();
         let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
         let result = client
             .call(0, Op::OpenSession(proto::OpenSession { ttl_ms }))
@@ -62,14 +109,7 @@ impl Session {
         };
         let mut lease = Lease::new(rule);
         lease.on_answered(sent_at);
-        let (lost_tx, _) = watch::channel(false);
-        let session = std::sync::Arc::new(Session {
-            id: opened.session_id,
-            ttl,
-            lease: Mutex::new(lease),
-            lost_tx,
-        });
-        tokio::spawn(watchdog(std::sync::Arc::downgrade(&session)));
+        let session = Session::start(opened.session_id, ttl, lease, clock);
         if renewal == Renewal::Background {
             tokio::spawn(keep_alive(
                 std::sync::Arc::downgrade(client),
@@ -77,6 +117,39 @@ impl Session {
             ));
         }
         Ok(session)
+    }
+
+    /// A session with `lease`, reading `clock`, watched from now on: `lost`
+    /// fires once the lease runs out.
+    fn start(id: u64, ttl: Duration, lease: Lease, clock: Clock) -> Arc<Session> {
+        let (lost_tx, _) = watch::channel(false);
+        let session = Arc::new(Session {
+            id,
+            ttl,
+            lease: Mutex::new(lease),
+            lost_tx,
+            clock,
+            guarded: Mutex::new(BTreeSet::new()),
+        });
+        tokio::spawn(watchdog(Arc::downgrade(&session)));
+        session
+    }
+
+    /// The lease clock's time now.
+    pub(crate) fn now(&self) -> Duration {
+        self.clock.now()
+    }
+
+    /// Marks `name` as guarded on this session; `false` if it already is.
+    pub(crate) fn guard_lock(&self, name: &str) -> bool {
+        let mut guarded = self.guarded.lock().unwrap_or_else(|p| p.into_inner());
+        guarded.insert(name.to_string())
+    }
+
+    /// `name` is no longer guarded on this session.
+    pub(crate) fn unguard_lock(&self, name: &str) {
+        let mut guarded = self.guarded.lock().unwrap_or_else(|p| p.into_inner());
+        guarded.remove(name);
     }
 
     fn lease(&self) -> std::sync::MutexGuard<'_, Lease> {
@@ -90,7 +163,7 @@ impl Session {
 
     /// Whether the session may still be trusted now.
     pub(crate) fn is_valid(&self) -> bool {
-        !*self.lost_tx.borrow() && self.lease().is_valid(boottime())
+        !*self.lost_tx.borrow() && self.lease().is_valid(self.now())
     }
 
     /// Records an answered keepalive (or renew) sent at `sent_at`.
@@ -120,6 +193,25 @@ impl Session {
         let _ = rx.wait_for(|lost| *lost).await;
     }
 
+    /// Resolves once the lease has less than `within` left (at once if it
+    /// has already, or the session is lost), looking at the lease clock at
+    /// least every [`LEASE_CHECK_PERIOD`]. A renewal in the meantime moves
+    /// the moment on.
+    pub(crate) async fn expiring(&self, within: Duration) {
+        let mut lost = self.lost_tx.subscribe();
+        loop {
+            let left = self.valid_until().saturating_sub(self.now());
+            if left <= within || *lost.borrow() {
+                return;
+            }
+            let nap = (left - within).min(LEASE_CHECK_PERIOD);
+            tokio::select! {
+                _ = tokio::time::sleep(nap) => {}
+                _ = lost.wait_for(|l| *l) => return,
+            }
+        }
+    }
+
     /// Fails with `SessionLost` unless the session is still trusted.
     pub(crate) fn ensure_valid(&self) -> Result<(), Error> {
         if self.is_valid() {
@@ -132,10 +224,21 @@ impl Session {
         }
     }
 
+    /// Fails with `SessionLost` unless the session is still trusted, and
+    /// marks it lost if its lease ran out: the one that finds the lease gone
+    /// says so at once, rather than leaving it to the watchdog's next look.
+    pub(crate) fn ensure_valid_or_lost(&self) -> Result<(), Error> {
+        let valid = self.ensure_valid();
+        if valid.is_err() {
+            self.mark_lost("lease ran out before a keepalive was answered");
+        }
+        valid
+    }
+
     /// Sends one keepalive now and extends the lease if it is answered.
     pub(crate) async fn renew_once(&self, client: &Inner) -> Result<(), Error> {
-        self.ensure_valid()?;
-        let sent_at = boottime();
+        self.ensure_valid_or_lost()?;
+        let sent_at = self.now();
         match client
             .call(self.id, Op::KeepAlive(proto::KeepAlive {}))
             .await
@@ -148,17 +251,21 @@ impl Session {
                 if e.code() == Some(ErrorCode::SessionUnknown) {
                     self.mark_lost("the cluster no longer knows the session");
                 }
+                // The attempt may have outlasted the lease.
+                let _ = self.ensure_valid_or_lost();
                 Err(e)
             }
         }
     }
 }
 
-/// Fires `lost` when the lease runs out without a renewal.
+/// Fires `lost` when the lease runs out without a renewal: looks at the
+/// lease clock at its end, and at least every [`LEASE_CHECK_PERIOD`], since
+/// the timer does not count time the machine spends suspended.
 async fn watchdog(session: Weak<Session>) {
     loop {
         let Some(s) = session.upgrade() else { return };
-        let now = boottime();
+        let now = s.now();
         let until = s.valid_until();
         if now >= until {
             s.mark_lost("lease ran out before a keepalive was answered");
@@ -166,8 +273,9 @@ async fn watchdog(session: Weak<Session>) {
         }
         let mut lost = s.lost_tx.subscribe();
         drop(s);
+        let nap = (until - now).min(LEASE_CHECK_PERIOD);
         tokio::select! {
-            _ = tokio::time::sleep(until - now) => {}
+            _ = tokio::time::sleep(nap) => {}
             _ = lost.wait_for(|l| *l) => return,
         }
     }
@@ -182,14 +290,14 @@ async fn keep_alive(client: Weak<Inner>, session: Weak<Session>) {
     const MIN_WAIT: Duration = Duration::from_millis(20);
     loop {
         let Some(s) = session.upgrade() else { return };
-        let left = s.valid_until().saturating_sub(boottime());
+        let left = s.valid_until().saturating_sub(s.now());
         let wait = (s.ttl / 3).min(left / 3).max(MIN_WAIT);
         drop(s);
         tokio::time::sleep(wait).await;
         let (Some(c), Some(s)) = (client.upgrade(), session.upgrade()) else {
             return;
         };
-        if !s.is_valid() {
+        if s.ensure_valid_or_lost().is_err() {
             return;
         }
         match s.renew_once(&c).await {
@@ -197,5 +305,86 @@ async fn keep_alive(client: Weak<Inner>, session: Weak<Session>) {
             Err(e) if e.is_retryable() => debug!(session = s.id, "keepalive failed, retrying: {e}"),
             Err(_) => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use super::*;
+
+    /// A clock the test moves: nanoseconds in an atomic.
+    fn jumping_clock() -> (Clock, Arc<AtomicU64>) {
+        let nanos = Arc::new(AtomicU64::new(1_000_000_000));
+        let read = nanos.clone();
+        let clock = Clock::from_fn(move || Duration::from_nanos(read.load(Ordering::SeqCst)));
+        (clock, nanos)
+    }
+
+    fn session_on(clock: Clock, ttl: Duration) -> Arc<Session> {
+        let rule = LeaseRule::new(ttl, 500, Duration::from_millis(10)).unwrap();
+        let mut lease = Lease::new(rule);
+        lease.on_answered(clock.now());
+        Session::start(7, ttl, lease, clock)
+    }
+
+    /// Regression (issue 18): the watchdog slept on a timer until the
+    /// lease's end, and timers stop while the machine is suspended, so after
+    /// a resume `lost()` could fire up to a whole TTL late.
+    #[tokio::test]
+    async fn lost_fires_soon_after_a_suspend_longer_than_the_lease() {
+        let (clock, nanos) = jumping_clock();
+        let session = session_on(clock, Duration::from_secs(60));
+        assert!(session.is_valid());
+        // Let the watchdog go to sleep, then "suspend" for two minutes: the
+        // lease clock jumps, the timer does not.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        nanos.fetch_add(120_000_000_000, Ordering::SeqCst);
+        let noticed = tokio::time::timeout(LEASE_CHECK_PERIOD * 4, session.lost()).await;
+        assert!(noticed.is_ok(), "lost() did not fire after the suspend");
+        assert!(!session.is_valid());
+    }
+
+    #[tokio::test]
+    async fn finding_the_lease_gone_marks_the_session_lost() {
+        let (clock, nanos) = jumping_clock();
+        let session = session_on(clock, Duration::from_secs(60));
+        nanos.fetch_add(120_000_000_000, Ordering::SeqCst);
+        assert!(session.ensure_valid_or_lost().is_err());
+        // At once, not at the watchdog's next look.
+        assert!(*session.lost_tx.borrow());
+    }
+
+    #[tokio::test]
+    async fn expiring_fires_when_the_lease_nears_its_end_and_not_before() {
+        let (clock, nanos) = jumping_clock();
+        let session = session_on(clock, Duration::from_secs(60));
+        let early = tokio::time::timeout(
+            Duration::from_millis(600),
+            session.expiring(Duration::from_secs(5)),
+        )
+        .await;
+        assert!(early.is_err(), "warned with most of the lease left");
+        // Within five seconds of the end (the safe TTL is under 60 s).
+        nanos.fetch_add(56_000_000_000, Ordering::SeqCst);
+        let warned = tokio::time::timeout(
+            LEASE_CHECK_PERIOD * 4,
+            session.expiring(Duration::from_secs(5)),
+        )
+        .await;
+        assert!(warned.is_ok(), "no warning near the lease's end");
+        assert!(session.is_valid(), "warned, not lost");
+    }
+
+    #[tokio::test]
+    async fn a_session_keeps_one_guard_per_lock() {
+        let (clock, _) = jumping_clock();
+        let session = session_on(clock, Duration::from_secs(60));
+        assert!(session.guard_lock("a"));
+        assert!(!session.guard_lock("a"));
+        assert!(session.guard_lock("b"));
+        session.unguard_lock("a");
+        assert!(session.guard_lock("a"));
     }
 }

@@ -89,23 +89,31 @@ impl Drop for UndoOnDrop {
         else {
             return;
         };
-        let Ok(handle) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        let mut undoing = lock_undoing(&client);
-        // Finished undos nobody settled (a lock never asked for again).
-        undoing.retain(|_, task| !task.is_finished());
-        // After any earlier undo of the same wait, in order.
-        let earlier = undoing.remove(&key);
-        let task_client = client.clone();
-        let task = handle.spawn(async move {
-            if let Some(earlier) = earlier {
-                let _ = earlier.await;
-            }
-            undo(&task_client, &session, op).await;
-        });
-        undoing.insert(key, task);
+        undo_in_background(&client, session, key, op);
     }
+}
+
+/// Sends `op` for `session` in the background, after any earlier undo of
+/// `key`, and before the next wait on `key` goes out (see [`settle`]).
+/// Also how a dropped lock guard releases: an acquire of the same lock
+/// right after must not be answered by the grant being released.
+pub(crate) fn undo_in_background(client: &Client, session: Arc<Session>, key: String, op: Op) {
+    let Ok(handle) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    let mut undoing = lock_undoing(client);
+    // Finished undos nobody settled (a lock never asked for again).
+    undoing.retain(|_, task| !task.is_finished());
+    // After any earlier undo of the same wait, in order.
+    let earlier = undoing.remove(&key);
+    let task_client = client.clone();
+    let task = handle.spawn(async move {
+        if let Some(earlier) = earlier {
+            let _ = earlier.await;
+        }
+        undo(&task_client, &session, op).await;
+    });
+    undoing.insert(key, task);
 }
 
 fn lock_undoing(

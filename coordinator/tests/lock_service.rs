@@ -38,6 +38,112 @@ async fn a_held_lock_is_exclusive_and_try_acquire_fails_while_held() -> TestResu
     Ok(())
 }
 
+/// One guard per grant: a second acquire of a lock the client holds is
+/// refused (two guards for one grant would release it when either drops),
+/// and a lock dropped and acquired again is a new grant, not the old one
+/// on its way out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_gets_one_guard_per_lock_and_a_dropped_one_is_released_first() -> TestResult {
+    let _serial = ONE_CLUSTER_AT_A_TIME.lock().await;
+    let cluster = ProcessCluster::start(3)?;
+    let a = cluster.client(TTL).await?;
+    let guard = a.lock("one").acquire().await?;
+    let second = a.lock("one").acquire().await;
+    assert!(
+        matches!(&second, Err(paxlock::Error::AlreadyHeld { name }) if name == "one"),
+        "a second guard for one grant: {second:?}"
+    );
+    let tried = a.lock("one").try_acquire().await;
+    assert!(
+        matches!(&tried, Err(paxlock::Error::AlreadyHeld { .. })),
+        "a second guard for one grant: {tried:?}"
+    );
+    assert!(guard.is_valid());
+    let token = guard.fencing_token();
+    drop(guard);
+    let again = a.lock("one").acquire().await?;
+    assert!(
+        again.fencing_token() > token,
+        "the grant being released was handed out again"
+    );
+    again.renew().await?;
+    again.release().await?;
+    Ok(())
+}
+
+/// Elections have a lock's options and drop semantics: a campaign times
+/// out (and leaves no candidacy), dropping a leadership resigns (as
+/// dropping a guard releases), and a leadership on a session of its own
+/// with manual renewal warns before it lapses, lives while renewed and
+/// ends when not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn campaigns_time_out_dropped_leaderships_resign_and_manual_ones_lapse() -> TestResult {
+    let _serial = ONE_CLUSTER_AT_A_TIME.lock().await;
+    let cluster = ProcessCluster::start(3)?;
+    let a = cluster.client(TTL).await?;
+    let b = cluster.client(TTL).await?;
+    let lead_a = a.election("opts").campaign(b"a".to_vec()).await?;
+    let timed_out = b
+        .election("opts")
+        .candidate(b"b".to_vec())
+        .timeout(Duration::from_millis(300))
+        .campaign()
+        .await;
+    let code = timed_out.as_ref().err().and_then(|e| e.code());
+    assert_eq!(code, Some(ErrorCode::Timeout), "{timed_out:?}");
+
+    drop(lead_a);
+    let lead_b =
+        tokio::time::timeout(PATIENCE, b.election("opts").campaign(b"b".to_vec())).await??;
+    // Term 2 is "no leader": the dropped leadership resigned.
+    assert_eq!(lead_b.term(), 3, "the dropped leadership did not resign");
+    lead_b.resign().await?;
+
+    let ttl = Duration::from_secs(2);
+    let manual = a
+        .election("opts")
+        .candidate(b"manual".to_vec())
+        .ttl(ttl)
+        .manual_renewal()
+        .campaign()
+        .await?;
+    tokio::time::timeout(PATIENCE, manual.expiring(Duration::from_millis(800))).await?;
+    assert!(manual.is_valid(), "warned before, not after, the end");
+    manual.renew().await?;
+    assert!(manual.is_valid());
+    // Not renewed again: the lease lapses, and the cluster ends it.
+    tokio::time::timeout(PATIENCE, manual.lost()).await?;
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while b.election("opts").leader().await?.is_some() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the lapsed leadership lives on"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
+}
+
+/// A client's lease rule allows for the cluster's clock drift bound when
+/// it is larger than the client's own setting: it would otherwise trust a
+/// lock past the moment the cluster may expire it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lease_rule_allows_for_the_clusters_drift_bound_when_larger() -> TestResult {
+    let _serial = ONE_CLUSTER_AT_A_TIME.lock().await;
+    let cluster = ProcessCluster::start_with(3, "max_clock_drift_ppm = 90000")?;
+    // The client config keeps the default bound, 2%.
+    let client = cluster.client(Duration::from_secs(10)).await?;
+    let guard = client.lock("drift").acquire().await?;
+    let left = guard
+        .valid_until()
+        .saturating_duration_since(std::time::Instant::now());
+    // 9%: 10 s × 0.91/1.09 ≈ 8.35 s less the margin; 2% would give 9.4 s.
+    assert!(left < Duration::from_millis(8_400), "{left:?}");
+    assert!(left > Duration::from_secs(7), "{left:?}");
+    guard.release().await?;
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn waiters_are_granted_in_fifo_order_with_increasing_tokens() -> TestResult {
     let _serial = ONE_CLUSTER_AT_A_TIME.lock().await;
@@ -247,13 +353,14 @@ async fn election_watchers_see_every_term_in_order() -> TestResult {
     assert_eq!(lead_a.term(), 1);
     let b_task = tokio::spawn(async move {
         let lead = b.election("orders").campaign(b"b:1".to_vec()).await?;
-        Ok::<_, paxlock::Error>((b, lead.term()))
+        // Returned, not dropped: dropping a leadership resigns.
+        Ok::<_, paxlock::Error>((b, lead))
     });
     tokio::time::sleep(Duration::from_millis(200)).await;
     lead_a.proclaim(b"a:2".to_vec()).await?;
     lead_a.resign().await?;
-    let (_b, b_term) = tokio::time::timeout(PATIENCE, b_task).await???;
-    assert_eq!(b_term, 2);
+    let (_b, lead_b) = tokio::time::timeout(PATIENCE, b_task).await???;
+    assert_eq!(lead_b.term(), 2);
 
     let mut seen = Vec::new();
     while seen.len() < 3 {

@@ -695,6 +695,7 @@ fn local_answer(request: &proto::Request, caller: &Identity, node: &NodeService)
             leader_node_id: leader_id,
             leader_addr,
             identity: caller.0.clone(),
+            max_clock_drift_ppm: options.max_clock_drift_ppm,
         }),
     };
     Response {

@@ -18,6 +18,17 @@ use crate::node::clock::NodeClock;
 use crate::node::driver::{DriverInput, DriverStatus};
 use crate::transport::peer_version::{PeerVersion, PeerVersions};
 
+/// `wait`'s outcome, or `None` if `timeout_ms` (0: no limit, however long
+/// it takes) passed first.
+async fn wait_at_most<T>(timeout_ms: u64, wait: impl std::future::Future<Output = T>) -> Option<T> {
+    match timeout_ms {
+        0 => Some(wait.await),
+        ms => tokio::time::timeout(Duration::from_millis(ms), wait)
+            .await
+            .ok(),
+    }
+}
+
 /// How long a proposal may take to be chosen and applied before the client
 /// is told to retry (with the same request id, so a retry is safe).
 pub const COMMIT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -288,26 +299,23 @@ impl Context {
                         return granted(holder.token.0);
                     }
                 }
-                let limit = match acquire.timeout_ms {
-                    0 => Duration::from_secs(24 * 3600),
-                    ms => Duration::from_millis(ms),
-                };
-                match tokio::time::timeout(limit, grant_rx).await {
-                    Ok(Ok(token)) => granted(token),
+                let limit = Duration::from_millis(acquire.timeout_ms);
+                match wait_at_most(acquire.timeout_ms, grant_rx).await {
+                    Some(Ok(token)) => granted(token),
                     // Dropped unanswered: a cancel, or the session's end.
-                    Ok(Err(_)) if self.shared.machine().has_session(session) => {
+                    Some(Err(_)) if self.shared.machine().has_session(session) => {
                         Err(error(
                             ErrorCode::Cancelled,
                             format!("the wait for lock {name:?} was cancelled by a CancelAcquire of this session"),
                             false,
                         ))
                     }
-                    Ok(Err(_)) => Err(error(
+                    Some(Err(_)) => Err(error(
                         ErrorCode::SessionUnknown,
                         "the session ended while waiting for the lock",
                         false,
                     )),
-                    Err(_) => {
+                    None => {
                         // Logged cancel: a grant that raced it is released.
                         let withdrawn = self
                             .withdraw(session, &name, AbandonedWait::Acquire, request_id)
@@ -380,18 +388,15 @@ impl Context {
                     // Elected between our command and now (a retry, say).
                     return won(view.term, view.value);
                 }
-                let limit = match campaign.timeout_ms {
-                    0 => Duration::from_secs(24 * 3600),
-                    ms => Duration::from_millis(ms),
-                };
-                match tokio::time::timeout(limit, won_rx).await {
-                    Ok(Ok(term)) => won(term, campaign.value),
-                    Ok(Err(_)) => Err(error(
+                let limit = Duration::from_millis(campaign.timeout_ms);
+                match wait_at_most(campaign.timeout_ms, won_rx).await {
+                    Some(Ok(term)) => won(term, campaign.value),
+                    Some(Err(_)) => Err(error(
                         ErrorCode::SessionUnknown,
                         "the session ended while campaigning",
                         false,
                     )),
-                    Err(_) => {
+                    None => {
                         // Not a client Resign: that would reuse the campaign's
                         // request id and get its recorded answer back.
                         let withdrawn = self
@@ -953,6 +958,34 @@ mod tests {
             wait: true,
             timeout_ms,
         })
+    }
+
+    /// No timeout means no timeout: a wait is not cut at a day (it was,
+    /// at 24 hours, and standby candidates gave up).
+    #[tokio::test(start_paused = true)]
+    async fn a_wait_without_a_timeout_is_not_cut_after_a_day() {
+        let (context, _a, b) = catching_up_node(|a, _| {
+            vec![client(
+                a,
+                1,
+                ClientOp::Acquire {
+                    name: "l".into(),
+                    wait: false,
+                },
+            )]
+        });
+        let request = Request {
+            request_id: 1,
+            session_id: b,
+            ack_below: 0,
+            waiting: Vec::new(),
+            op: Some(waiting_acquire(0)),
+        };
+        let caller = Identity("tester".into());
+        let two_days = Duration::from_secs(48 * 3600);
+        let waited = tokio::time::timeout(two_days, context.answer(request, &caller)).await;
+        assert!(waited.is_err(), "answered within two days: {waited:?}");
+        assert_eq!(context.shared.machine().waiters("l"), vec![SessionId(b)]);
     }
 
     fn timed_out(response: &Response) -> bool {

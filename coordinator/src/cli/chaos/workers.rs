@@ -210,6 +210,7 @@ fn kind(e: &Error) -> String {
         Error::Protocol(_) => "protocol".into(),
         Error::Config(_) | Error::Tls(_) => "config".into(),
         Error::TooManyWaits { .. } => "too many waits".into(),
+        Error::AlreadyHeld { .. } => "already held".into(),
     }
 }
 
