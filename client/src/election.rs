@@ -173,7 +173,7 @@ impl CampaignBuilder {
         let session = self.session.session(&self.client).await?;
         let result = self.campaign_on(&session, own_session).await;
         if result.is_err() && own_session {
-            end_session(&self.client, &session).await;
+            session.close(&self.client.inner).await;
         }
         result
     }
@@ -248,15 +248,6 @@ fn resign_op(name: &str) -> Op {
     Op::Resign(proto::Resign {
         election: name.to_string(),
     })
-}
-
-/// Closes a session of its own (ending its candidacy or leadership).
-async fn end_session(client: &Client, session: &Arc<Session>) {
-    let _ = client
-        .inner
-        .call(session.id, Op::CloseSession(proto::CloseSession {}))
-        .await;
-    session.mark_closed();
 }
 
 /// This client's leadership of an election. Dropping it resigns in the
@@ -334,7 +325,7 @@ impl Leadership {
             .await
             .map(|_| ());
         if self.own_session {
-            end_session(&self.client, &self.session).await;
+            self.session.close(&self.client.inner).await;
         }
         result
     }
@@ -352,7 +343,7 @@ impl Drop for Leadership {
             undo_in_background(&self.client, self.session.clone(), key, op);
         } else if let Ok(handle) = tokio::runtime::Handle::try_current() {
             let (client, session) = (self.client.clone(), self.session.clone());
-            handle.spawn(async move { end_session(&client, &session).await });
+            handle.spawn(async move { session.close(&client.inner).await });
         }
     }
 }

@@ -16,7 +16,8 @@ mod connection;
 mod election;
 mod error;
 pub mod humantime_serde;
-pub mod lease;
+/// The lease rule (see [`paxlock_client_rules::lease`]).
+pub use paxlock_client_rules::lease;
 mod lock;
 mod session;
 pub mod tls;

@@ -124,7 +124,7 @@ impl LockBuilder {
                     Ok(_) => granted,
                     Err(e) => {
                         if own_session {
-                            close_session(&self.client, &session).await;
+                            session.close(&self.client.inner).await;
                         }
                         return Err(match e.code() {
                             Some(ErrorCode::StaleToken | ErrorCode::NotHeld) => Error::Server {
@@ -143,13 +143,13 @@ impl LockBuilder {
             Ok((other, _)) => return Err(unexpected(&other)),
             Err(e) if e.code() == Some(ErrorCode::Busy) => {
                 if own_session {
-                    close_session(&self.client, &session).await;
+                    session.close(&self.client.inner).await;
                 }
                 return Ok(None);
             }
             Err(e) => {
                 if own_session {
-                    close_session(&self.client, &session).await;
+                    session.close(&self.client.inner).await;
                 } else if wait {
                     // The node withdraws a timed-out wait itself, but skips
                     // that once the shared session has moved on (it cannot
@@ -215,14 +215,6 @@ impl Drop for GuardedName {
     fn drop(&mut self) {
         self.session.unguard_lock(&self.name);
     }
-}
-
-async fn close_session(client: &Client, session: &Arc<Session>) {
-    let _ = client
-        .inner
-        .call(session.id, Op::CloseSession(proto::CloseSession {}))
-        .await;
-    session.mark_closed();
 }
 
 /// A held lock. Pass `fencing_token()` to the resource the lock protects;
@@ -334,7 +326,7 @@ async fn release(
     });
     let result = client.inner.call(session.id, op).await.map(|_| ());
     if own_session {
-        close_session(client, session).await;
+        session.close(&client.inner).await;
     }
     result
 }

@@ -99,8 +99,12 @@ impl Session {
         let clock = Clock::boot();
         let sent_at = clock.now();
         let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+        // Sent again with every retry of this open: the cluster answers a
+        // retry with the session the first copy opened, instead of leaking
+        // a second one until its TTL.
+        let open_key = random_open_key();
         let result = client
-            .call(0, Op::OpenSession(proto::OpenSession { ttl_ms }))
+            .call(0, Op::OpenSession(proto::OpenSession { ttl_ms, open_key }))
             .await?;
         let response::Result::SessionOpened(opened) = result else {
             return Err(Error::Protocol(format!(
@@ -181,6 +185,15 @@ impl Session {
         }
     }
 
+    /// Closes the session on the cluster (best effort: otherwise it expires
+    /// after its TTL) and marks it closed here: how a lock or leadership on
+    /// a session of its own ends.
+    pub(crate) async fn close(&self, client: &Inner) {
+        let close = Op::CloseSession(proto::CloseSession {});
+        let _ = client.call(self.id, close).await;
+        self.mark_closed();
+    }
+
     /// Marks the session ended because the client closed it.
     pub(crate) fn mark_closed(&self) {
         debug!(session = self.id, "session closed by the client");
@@ -257,6 +270,19 @@ impl Session {
             }
         }
     }
+}
+
+/// A random non-zero key for one open (`OpenSession.open_key`), from the
+/// TLS provider's secure random source; the boot clock's nanoseconds if
+/// that fails, which still tells this client's opens apart.
+fn random_open_key() -> u64 {
+    let mut bytes = [0u8; 8];
+    let random = rustls::crypto::ring::default_provider().secure_random;
+    let key = match random.fill(&mut bytes) {
+        Ok(()) => u64::from_le_bytes(bytes),
+        Err(_) => crate::clock::boottime().as_nanos() as u64,
+    };
+    key.max(1)
 }
 
 /// Fires `lost` when the lease runs out without a renewal: looks at the

@@ -10,11 +10,12 @@ pub mod bounded;
 pub mod cli;
 pub mod config;
 pub mod entropy;
-pub mod locks;
 pub mod metrics;
 pub mod node;
-pub mod paxos;
 pub mod service;
 pub mod sim;
 pub mod storage;
 pub mod transport;
+
+// The I/O-free core, under the paths the node has always used.
+pub use paxlock_core::{leader_role, locks, paxos};

@@ -23,7 +23,14 @@ fn code(response: &Response) -> Option<ErrorCode> {
 }
 
 async fn open_session(client: &RawClient) -> Result<u64, Box<dyn std::error::Error>> {
-    let open = Op::OpenSession(proto::OpenSession { ttl_ms: TTL_MS });
+    open_keyed(client, 0).await
+}
+
+async fn open_keyed(client: &RawClient, open_key: u64) -> Result<u64, Box<dyn std::error::Error>> {
+    let open = Op::OpenSession(proto::OpenSession {
+        ttl_ms: TTL_MS,
+        open_key,
+    });
     match client.ask_op(0, 0, open).await?.result {
         Some(response::Result::SessionOpened(s)) => Ok(s.session_id),
         other => Err(format!("no session: {other:?}").into()),
@@ -172,6 +179,17 @@ fn a_session_acts_only_for_the_identity_that_opened_it() -> TestResult {
         assert_eq!(info.leader_session_id, victim_session);
         assert_eq!(info.leader_identity, "dev-client");
         assert_eq!(info.value, b"v".to_vec());
+
+        // Opens are exactly-once per identity and key: a retry gets the
+        // session its first copy opened; another identity's same key does
+        // not reach it.
+        let keyed = open_keyed(&victim, 77).await?;
+        assert_eq!(
+            open_keyed(&victim, 77).await?,
+            keyed,
+            "a retried open leaked a session"
+        );
+        assert_ne!(open_keyed(&mallory, 77).await?, keyed);
 
         // The victim's own requests still work: it resigns and releases.
         let resign = Op::Resign(proto::Resign { election });

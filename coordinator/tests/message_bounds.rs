@@ -93,7 +93,14 @@ fn a_burst_of_the_largest_legal_campaigns_leaves_the_cluster_serving() -> TestRe
         let leader = cluster.leader().await?;
         let raw = cluster.raw_client(leader, "dev-client").await?;
         let opened = raw
-            .ask_op(0, 0, Op::OpenSession(proto::OpenSession { ttl_ms: 60_000 }))
+            .ask_op(
+                0,
+                0,
+                Op::OpenSession(proto::OpenSession {
+                    ttl_ms: 60_000,
+                    open_key: 0,
+                }),
+            )
             .await?;
         let Some(response::Result::SessionOpened(session)) = opened.result else {
             return Err(format!("no session: {opened:?}").into());
@@ -274,7 +281,7 @@ fn write_legacy_oversized_entry(
     use paxlock_coordinator::locks::{ClientOp, Command, CommandKind, RequestId, SessionId};
     use paxlock_coordinator::node::durable_log::FileDurability;
     use paxlock_coordinator::paxos::{PersistOp, PersistRequest, PersistSeq, Slot, Value};
-    use paxlock_coordinator::service::proposal::Proposal;
+    use paxlock_core::proposal::Proposal;
 
     let at_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?

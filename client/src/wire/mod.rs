@@ -2,15 +2,15 @@
 //! QUIC error codes both sides use, and what a request acknowledges.
 //! Shared by clients and coordinators.
 
-pub mod ack;
 pub mod codes;
 pub mod frame;
 
-pub use ack::acknowledgement;
 pub use frame::{
     decode_frame, encode_frame, read_frame, write_frame, FrameError, FRAME_HEADER_BYTES,
     MAX_FRAME_BYTES,
 };
+/// What a request acknowledges (see [`paxlock_client_rules::ack`]).
+pub use paxlock_client_rules::acknowledgement;
 
 /// ALPN protocol id of client connections, version 1. Version negotiation
 /// is ALPN: a client offers every version it speaks, newest first, and the

@@ -25,7 +25,7 @@ use crate::config::NodeConfig;
 use crate::locks::Identity;
 use crate::metrics::{MetricsSources, NodeMetrics};
 use crate::paxos::{self, DurableState, Message, NodeId, PersistSeq, Replica};
-use crate::service::sessions::run_expiry;
+use crate::service::sessions::run_leader_scans;
 use crate::service::{watch as election_watch, Context, LockApplication, Shared};
 use crate::transport::client_streams::ClientService;
 use crate::transport::lanes::{self, Lanes, PeerOutboxReceiver};
@@ -245,7 +245,7 @@ impl Node {
             peers: connected.clone(),
         };
         if serves_locks {
-            tasks.push(tokio::spawn(run_expiry(context.clone())));
+            tasks.push(tokio::spawn(run_leader_scans(context.clone())));
         }
         let metrics_sources = MetricsSources {
             node_id: options.node_id,

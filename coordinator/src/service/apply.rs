@@ -4,13 +4,13 @@ use std::sync::Arc;
 
 use tracing::{error, warn};
 
-use super::proposal::Proposal;
-use super::state::{AfterApply, Deadline, Shared, WaiterKey, Waiters};
+use super::state::{AfterApply, Shared, WaiterKey, Waiters};
 use crate::locks::{ElectionChange, Event, SessionId, StateMachine};
 use crate::metrics::NodeMetrics;
 use crate::node::clock::NodeClock;
 use crate::node::driver::Application;
 use crate::paxos::{ChosenEntry, LeadershipEvent, Nanos, Rejected, Snapshot, Value};
+use paxlock_core::proposal::Proposal;
 
 /// Applies log entries to the lock state machine and wakes whoever waits.
 #[derive(Debug)]
@@ -105,7 +105,6 @@ impl LockApplication {
             }
             Event::LockReleased { .. } => {}
             Event::SessionEnded { session, .. } => {
-                self.shared.deadlines.remove(&session.0);
                 // Waiters of a dead session learn it when their sender drops.
                 self.shared.lock_waiters.drop_session(session.0);
                 self.shared.campaign_waiters.drop_session(session.0);
@@ -157,8 +156,12 @@ impl Application for LockApplication {
     fn install_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), String> {
         // Keeping the old state instead would apply later entries on top of
         // it and silently diverge from every other replica.
-        let machine = StateMachine::restore(&snapshot.data).map_err(|e| e.to_string())?;
-        *self.shared.machine() = machine;
+        let restored = StateMachine::restore(&snapshot.data).map_err(|e| e.to_string())?;
+        {
+            let mut machine = self.shared.machine();
+            *machine = restored;
+            self.shared.role().restored(&machine, self.clock.now());
+        }
         self.settle_waiters_after_restore();
         Ok(())
     }
@@ -176,10 +179,9 @@ impl Application for LockApplication {
             let output = {
                 let mut machine = self.shared.machine();
                 let output = machine.apply(entry.slot.0, proposal.command);
-                // Only an open (of either protocol) answers this.
-                if let Ok(crate::locks::Reply::SessionOpened { session }) = &output.reply {
-                    self.track_new_session(&machine, *session);
-                }
+                self.shared
+                    .role()
+                    .applied(&machine, &output, self.clock.now());
                 output
             };
             self.dispatch(proposal.origin, proposal.id, output);
@@ -187,42 +189,18 @@ impl Application for LockApplication {
     }
 
     fn on_leadership(&mut self, event: &LeadershipEvent, now: Nanos) -> Vec<Value> {
-        if let LeadershipEvent::LostLeadership = event {
-            self.shared
-                .my_epoch
-                .store(0, std::sync::atomic::Ordering::Release);
-        }
-        if let LeadershipEvent::BecameLeader { ballot } = event {
-            // Ballots are unique and increase with each leadership, so an
-            // epoch made from one does too (node ids are below 1024).
-            let epoch = ballot
-                .round
-                .saturating_mul(1024)
-                .saturating_add(ballot.node.0 % 1024);
-            self.shared
-                .my_epoch
-                .store(epoch, std::sync::atomic::Ordering::Release);
-            // Chubby's grace: a new leader cannot know when sessions last
-            // renewed, so every deadline restarts at takeover + TTL.
-            let machine = self.shared.machine();
-            self.shared.deadlines.clear();
-            for (session, ttl_ms) in machine.sessions() {
-                self.shared.deadlines.insert(
-                    session.0,
-                    Deadline::At(now.plus(ttl_ms.saturating_mul(1_000_000))),
-                );
+        match event {
+            LeadershipEvent::LostLeadership => self.shared.role().lost_leadership(),
+            LeadershipEvent::BecameLeader { ballot } => {
+                // The takeover is the first command of the leadership:
+                // keepalives wait for it, so it must not wait for anything.
+                let takeover = self.shared.role().became_leader(*ballot, now);
+                let id = self.shared.next_proposal_id();
+                if let Ok(bytes) = Proposal::encode(self.shared.node_id, id, &takeover) {
+                    return vec![Value::from(bytes)];
+                }
             }
-            drop(machine);
-            // The takeover marker is the first command of the leadership:
-            // keepalives wait for it, so it must not wait for anything.
-            let command = crate::locks::Command {
-                at_ms: super::handler::wall_clock_ms(),
-                kind: crate::locks::CommandKind::Takeover { epoch },
-            };
-            let id = self.shared.next_proposal_id();
-            if let Ok(bytes) = Proposal::encode(self.shared.node_id, id, &command) {
-                return vec![Value::from(bytes)];
-            }
+            LeadershipEvent::LeaseUntil { .. } => {}
         }
         Vec::new()
     }
@@ -246,17 +224,6 @@ impl Application for LockApplication {
                     }
                 }
             }
-        }
-    }
-}
-
-impl LockApplication {
-    fn track_new_session(&self, machine: &StateMachine, session: SessionId) {
-        if let Some(ttl_ms) = machine.session_ttl_ms(session) {
-            let deadline = self.clock.now().plus(ttl_ms.saturating_mul(1_000_000));
-            self.shared
-                .deadlines
-                .insert(session.0, Deadline::At(deadline));
         }
     }
 }

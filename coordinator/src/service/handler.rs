@@ -8,8 +8,8 @@ use paxlock::proto::{self, request::Op, response, ErrorCode, Request, Response};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::errors::{command_error, error};
-use super::proposal::Proposal;
-use super::state::{AfterApply, Deadline, PendingCommand, Shared, Waiter};
+use super::state::{AfterApply, PendingCommand, Shared, Waiter};
+use crate::leader_role::KeepaliveRefused;
 use crate::locks::{
     AbandonedWait, ClientOp, Command, CommandError, CommandKind, FencingToken, Identity, Output,
     Reply, RequestId, SessionId, CURRENT_PROTOCOL,
@@ -17,6 +17,7 @@ use crate::locks::{
 use crate::node::clock::NodeClock;
 use crate::node::driver::{DriverInput, DriverStatus};
 use crate::transport::peer_version::{PeerVersion, PeerVersions};
+use paxlock_core::proposal::Proposal;
 
 /// `wait`'s outcome, or `None` if `timeout_ms` (0: no limit, however long
 /// it takes) passed first.
@@ -48,7 +49,7 @@ pub struct Context {
     pub node_addrs: Arc<std::collections::BTreeMap<u64, String>>,
     /// The peer protocol version of each connected peer: once every peer
     /// speaks version 3, the leader records it in the log and sessions get
-    /// owners (see `sessions::run_expiry`).
+    /// owners (see `sessions::run_leader_scans`).
     pub peers: watch::Receiver<PeerVersions>,
 }
 
@@ -157,6 +158,7 @@ impl Context {
                     CommandKind::OpenSessionAs {
                         ttl_ms,
                         owner: caller.clone(),
+                        open_key: open.open_key,
                     }
                 } else {
                     CommandKind::OpenSession { ttl_ms }
@@ -506,7 +508,7 @@ impl Context {
     /// never lowered (a node of an older release cannot rejoin: see README,
     /// "Upgrades").
     pub fn may_raise_protocol(&self) -> bool {
-        if self.shared.machine().protocol() >= CURRENT_PROTOCOL {
+        if !self.shared.takeover_applied() || self.shared.machine().protocol() >= CURRENT_PROTOCOL {
             return false;
         }
         let peers = self.peers.borrow();
@@ -548,43 +550,40 @@ impl Context {
         Ok(())
     }
 
-    /// Extends `session` by its TTL from now, if this node holds the
-    /// leader lease and the session's time has not run out (see
-    /// [`Deadline`]). Not logged (DESIGN.md, "Keepalives are not logged").
+    /// Extends `session` by its TTL from now, if the leader role allows
+    /// it (the leader lease, the takeover applied, the session's time not
+    /// run out: see [`crate::leader_role::LeaderRole::keep_alive`]). Not
+    /// logged (DESIGN.md, "Keepalives are not logged").
     fn keep_alive(&self, session: SessionId) -> Result<u64, proto::Error> {
-        self.require_lease_read()?;
-        let unknown = || {
-            error(
+        let lease_until = {
+            let status = self.status.borrow();
+            status.lease_until.filter(|_| status.is_leader)
+        };
+        let now = self.clock.now();
+        let decided = {
+            let machine = self.shared.machine();
+            self.shared
+                .role()
+                .keep_alive(&machine, session, now, lease_until)
+        };
+        decided.map_err(|refused| match refused {
+            KeepaliveRefused::NotLeader => self.not_leader(),
+            KeepaliveRefused::NoLease => self
+                .require_lease()
+                .err()
+                .unwrap_or_else(|| self.not_leader()),
+            KeepaliveRefused::TakingOver => taking_over(),
+            KeepaliveRefused::Unknown => error(
                 ErrorCode::SessionUnknown,
                 format!("session {} is closed or expired; open a new one", session.0),
                 false,
-            )
-        };
-        let ttl_ms = self
-            .shared
-            .machine()
-            .session_ttl_ms(session)
-            .ok_or_else(unknown)?;
-        let now = self.clock.now();
-        // Only an entry that exists is moved: one removed since the check
-        // above belongs to a session that just ended.
-        let mut deadline = self
-            .shared
-            .deadlines
-            .get_mut(&session.0)
-            .ok_or_else(unknown)?;
-        if !deadline.extendable(now) {
-            return Err(error(
+            ),
+            KeepaliveRefused::Expiring => error(
                 ErrorCode::SessionUnknown,
-                format!(
-                    "session {} outlived its TTL without a keepalive reaching the leader and is being expired; open a new one",
-                    session.0
-                ),
+                format!("session {}: {refused}; open a new one", session.0),
                 false,
-            ));
-        }
-        *deadline = Deadline::At(now.plus(ttl_ms.saturating_mul(1_000_000)));
-        Ok(ttl_ms)
+            ),
+        })
     }
 
     /// Proposes `kind` and waits until it is applied here.
@@ -614,7 +613,7 @@ impl Context {
         then: Option<AfterApply>,
     ) -> Result<Output, proto::Error> {
         let command = Command {
-            at_ms: wall_clock_ms(),
+            at_ms: self.shared.role().stamp_ms(self.clock.now()),
             kind,
         };
         let id = self.shared.next_proposal_id();
@@ -705,11 +704,7 @@ impl Context {
     fn require_lease_read(&self) -> Result<(), proto::Error> {
         self.require_lease()?;
         if !self.shared.takeover_applied() {
-            return Err(error(
-                ErrorCode::Unavailable,
-                "this node has just become leader and is still taking over; retry shortly",
-                true,
-            ));
+            return Err(taking_over());
         }
         Ok(())
     }
@@ -759,13 +754,12 @@ fn unexpected(reply: &Reply) -> proto::Error {
     )
 }
 
-/// Milliseconds since the Unix epoch: the logical time a leader stamps on
-/// commands (used only for lock-delay; the machine never lets it go back).
-pub fn wall_clock_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+fn taking_over() -> proto::Error {
+    error(
+        ErrorCode::Unavailable,
+        "this node has just become leader and is still taking over; retry shortly",
+        true,
+    )
 }
 
 #[cfg(test)]
@@ -1061,30 +1055,26 @@ mod tests {
         assert_eq!(holder, Some(b));
     }
 
-    /// Regression (found in review): the expiry scan moved a session whose
-    /// time ran out to "retry in 1 s" while its expiry was in the log, so a
-    /// late keepalive revived it and was answered: its client went on as a
-    /// holder while the expiry handed its locks to the next session.
+    /// The rule itself is the leader role's (its unit tests); this shows
+    /// the service asks it and tells the client its session is gone.
     #[tokio::test]
-    async fn a_keepalive_cannot_revive_a_session_whose_expiry_is_proposed() {
+    async fn a_keepalive_for_a_session_being_expired_is_answered_session_unknown() {
         let shared = Arc::new(Shared::new(1, Config::default()));
         let clock = NodeClock::new();
         let session = {
             let mut m = shared.machine();
             let session = open_session(&mut m, 0);
-            let takeover = CommandKind::Takeover { epoch: 7 };
-            m.apply(
-                1,
-                Command {
-                    at_ms: 0,
-                    kind: takeover,
+            let takeover = shared.role().became_leader(
+                crate::paxos::Ballot {
+                    round: 1,
+                    node: crate::paxos::NodeId(1),
                 },
+                clock.now(),
             );
+            let output = m.apply(1, takeover);
+            shared.role().applied(&m, &output, clock.now());
             session
         };
-        shared
-            .my_epoch
-            .store(7, std::sync::atomic::Ordering::Release);
         let (inbox, _) = mpsc::channel(1);
         let (_, status) = watch::channel(DriverStatus {
             is_leader: true,
@@ -1100,23 +1090,19 @@ mod tests {
             peers: watch::channel(PeerVersions::new()).1,
         };
         let keepalive = || Op::KeepAlive(proto::KeepAlive {});
-        shared
-            .deadlines
-            .insert(session, Deadline::At(clock.now().plus(60_000_000_000)));
         let alive = ask(&context, session, 0, keepalive()).await;
         assert!(alive.error.is_none(), "{alive:?}");
-        // Its time runs out; the scan proposes the expiry.
-        shared.deadlines.insert(session, Deadline::At(clock.now()));
-        let due = super::super::sessions::take_due(&shared, clock.now());
-        assert_eq!(due, vec![session]);
+        // Its time runs out (an hour from now, on the role's clock); the
+        // scan proposes the expiry.
+        let later = clock.now().plus(3_600 * 1_000_000_000);
+        let due = {
+            let m = shared.machine();
+            shared.role().due(&m, later)
+        };
+        assert_eq!(due.len(), 1, "{due:?}");
         let late = ask(&context, session, 0, keepalive()).await;
         let code = late.error.as_ref().map(|e| e.code);
         assert_eq!(code, Some(i32::from(ErrorCode::SessionUnknown)), "{late:?}");
-        let entry = shared.deadlines.get(&session).map(|d| *d);
-        assert!(
-            matches!(entry, Some(Deadline::Expiring { .. })),
-            "{entry:?}"
-        );
     }
 
     /// Regression (found in review): a CancelAcquire dropped the session's

@@ -5,7 +5,6 @@
 pub mod apply;
 pub mod errors;
 pub mod handler;
-pub mod proposal;
 pub mod sessions;
 pub mod state;
 pub mod watch;

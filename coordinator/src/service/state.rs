@@ -10,8 +10,8 @@ use std::sync::{Mutex, MutexGuard};
 use dashmap::DashMap;
 use tokio::sync::{broadcast, oneshot};
 
+use crate::leader_role::LeaderRole;
 use crate::locks::{Config, ElectionEvent, Output, StateMachine};
-use crate::paxos::Nanos;
 
 /// Bound on buffered election events per watcher; a watcher that falls
 /// further behind is told history is gone and resumes from the machine.
@@ -45,51 +45,13 @@ pub struct Shared {
     pub campaign_waiters: Waiters,
     /// Election → live watchers.
     pub watchers: DashMap<String, broadcast::Sender<ElectionEvent>>,
-    /// Session → where it stands on this node's clock. Only meaningful
-    /// while this node leads; restarted at takeover.
-    pub deadlines: DashMap<u64, Deadline>,
-    /// The takeover epoch of this node's current leadership (0: not
-    /// leading). Expiries carry it; keepalives are answered only once the
-    /// machine has applied this node's `Takeover` with it.
-    pub my_epoch: AtomicU64,
+    /// What this node decides as leader (session deadlines, keepalives,
+    /// expiries, command time): the I/O-free [`LeaderRole`]. Taken after
+    /// the machine's lock where both are held, never before it.
+    role: Mutex<LeaderRole>,
     /// The budget of [`MAX_PROPOSING_BYTES`]: a handler holds its command's
     /// bytes of it from proposal until the command is applied or refused.
     pub proposing_bytes: std::sync::Arc<tokio::sync::Semaphore>,
-}
-
-/// Where a session stands on the leader's clock.
-///
-/// A keepalive moves `At` forward and is refused once the time has run
-/// out: from then on the session's expiry may be in the log, and a client
-/// told its session lives while the expiry hands its locks to others would
-/// act as a holder alongside the next one. The expiry scan and keepalives
-/// change an entry under the map's lock, so neither can slip between the
-/// other's check and change.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Deadline {
-    /// The session ends at this time unless a keepalive moves it.
-    At(Nanos),
-    /// Its time ran out and its expiry was proposed; proposed again at
-    /// `retry_at` if the session is still there (the proposal failed).
-    Expiring {
-        /// When to propose the expiry again.
-        retry_at: Nanos,
-    },
-}
-
-impl Deadline {
-    /// Whether the session's expiry should be proposed at `now`.
-    pub fn due(&self, now: Nanos) -> bool {
-        match *self {
-            Deadline::At(at) => at <= now,
-            Deadline::Expiring { retry_at } => retry_at <= now,
-        }
-    }
-
-    /// Whether a keepalive at `now` may still extend the session.
-    pub fn extendable(&self, now: Nanos) -> bool {
-        matches!(*self, Deadline::At(at) if now < at)
-    }
 }
 
 /// A proposed command's waiting task.
@@ -239,8 +201,7 @@ impl Shared {
             lock_waiters: Waiters::default(),
             campaign_waiters: Waiters::default(),
             watchers: DashMap::new(),
-            deadlines: DashMap::new(),
-            my_epoch: AtomicU64::new(0),
+            role: Mutex::new(LeaderRole::default()),
             proposing_bytes: std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_PROPOSING_BYTES)),
         }
     }
@@ -267,16 +228,19 @@ impl Shared {
         self.next_proposal.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// This node's takeover epoch, 0 if it does not lead.
-    pub fn my_epoch(&self) -> u64 {
-        self.my_epoch.load(Ordering::Acquire)
+    /// The leader role, for a short decision. Take the machine first
+    /// where both are needed.
+    pub fn role(&self) -> MutexGuard<'_, LeaderRole> {
+        self.role
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Whether this node leads and its takeover has been applied, so its
     /// session deadlines are authoritative.
     pub fn takeover_applied(&self) -> bool {
-        let epoch = self.my_epoch();
-        epoch != 0 && self.machine().leader_epoch() == epoch
+        let machine = self.machine();
+        self.role().serving(&machine)
     }
 
     /// A receiver of `election`'s future events.

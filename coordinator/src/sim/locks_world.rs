@@ -19,12 +19,16 @@
 //! 7. liveness after healing: a lock held by a dead session with waiters is
 //!    handed on within TTL + lock-delay + election timeout + slack.
 //!
-//! The node-side leader logic lives here (not in the Paxos core) because in
-//! the real crate it lives in the node shell; keep the two in step.
+//! Every node's leader role is the shipped [`LeaderRole`]: takeover,
+//! session deadlines, keepalives under the lease, expiries, ticks and
+//! command time are decided by the code the node runs.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
+#[cfg(feature = "canary")]
+use crate::leader_role::RoleCanary;
+use crate::leader_role::{KeepaliveRefused, LeaderRole, SCAN_PERIOD};
 use crate::locks::{
     AbandonedWait, ClientOp, Command, CommandError, CommandKind, ElectionChange,
     Event as LockEvent, Identity, Reply, RequestId, SessionId, StateMachine,
@@ -33,7 +37,8 @@ use crate::paxos::{
     Config, Effects, Input, LeadershipEvent, Message, Nanos, NodeId, PersistSeq, Replica, Slot,
     Value,
 };
-use paxlock::lease::{Lease, LeaseRule};
+use paxlock_client_rules::lease::{Lease, LeaseRule};
+use paxlock_core::proposal::Proposal;
 
 use super::checker::Checker;
 use super::clock::ClockModel;
@@ -47,10 +52,11 @@ use super::world::{SimConfig, Violation};
 const MS: u64 = 1_000_000;
 const SEC: u64 = 1_000_000_000;
 
-/// How often each node's leader role looks at its session deadlines. Late
-/// checks only make expiry later (safe); 10 ms keeps the canary window
-/// (2ρ·TTL) wide enough to be hit.
-const LEADER_TICK_NS: u64 = 10 * MS;
+/// How often each node's leader role looks at its session deadlines: five
+/// times as often as the node's scan ([`SCAN_PERIOD`]). A late scan only
+/// makes an expiry later (safe), so the simulator scans early to widen the
+/// windows where a broken rule shows (the canaries' 2ρ·TTL).
+const LEADER_TICK_NS: u64 = SCAN_PERIOD.as_nanos() as u64 / 5;
 /// Client resend interval for an unanswered request.
 const RESEND_NS: u64 = 150 * MS;
 /// Bound on the in-memory list of proposals awaiting their apply, per node.
@@ -70,7 +76,8 @@ pub enum LockCanary {
     #[default]
     None,
     /// A new leader does not restart session deadlines at takeover + TTL
-    /// (it treats them as already due).
+    /// (it treats them as already due): switched off in the shipped
+    /// [`LeaderRole`].
     NoDeadlineRestart,
     /// Clients do not shorten their lease by the drift bound.
     UnshortenedLease,
@@ -352,26 +359,6 @@ impl Ev {
     }
 }
 
-/// The leader role of a node: exists from `BecameLeader` to losing it.
-#[derive(Debug, Clone)]
-struct Role {
-    epoch: u64,
-    /// Our `Takeover` applied and no later one: only then do we answer
-    /// keepalives and propose expiries.
-    takeover_applied: bool,
-    /// Session deadlines on this node's clock (ns).
-    deadlines: BTreeMap<SessionId, u64>,
-    /// Sessions whose expiry we proposed, with when (local ns), to re-propose.
-    expiring: BTreeMap<SessionId, u64>,
-    last_tick_proposed: u64,
-    /// (logical ms, local ns) when our takeover applied: `at_ms` stamps
-    /// continue the replicated logical clock from there at our clock's rate.
-    /// Stamping raw local readings instead stalls the logical clock (and
-    /// every lock-delay) after a failover to a node whose clock reads lower:
-    /// monotonic clocks have per-node origins (found by the liveness check).
-    clock_base: Option<(u64, u64)>,
-}
-
 struct LNode {
     id: NodeId,
     cfg: Config,
@@ -384,7 +371,9 @@ struct LNode {
     wake_at_true_ns: Option<u64>,
     machine: StateMachine,
     app_next: Slot,
-    role: Option<Role>,
+    role: LeaderRole,
+    /// The id of this node's latest proposal (the envelope's).
+    next_proposal: u64,
     pending: VecDeque<Pending>,
     /// Election name -> (last index, last term) this replica applied.
     observed: BTreeMap<String, (u64, u64)>,
@@ -540,7 +529,8 @@ impl LockSim {
                     wake_at_true_ns: None,
                     machine: StateMachine::new(machine_cfg.clone()),
                     app_next: Slot(0),
-                    role: None,
+                    role: new_role(&cfg),
+                    next_proposal: 0,
                     pending: VecDeque::new(),
                     observed: BTreeMap::new(),
                 }
@@ -1034,7 +1024,7 @@ impl LockSim {
         n.outbox.clear();
         n.paused_until = None;
         n.wake_at_true_ns = None;
-        n.role = None;
+        n.role = new_role(&self.cfg);
         n.pending.clear();
         self.checker.on_lease_lost(id, self.now);
         if self.leader_guess == Some(node) {
@@ -1100,17 +1090,19 @@ impl LockSim {
         self.nodes[node].clock.local(self.now)
     }
 
-    /// The `at_ms` a node stamps on what it proposes: the replicated logical
-    /// clock continued on this node's clock since its takeover applied (see
-    /// `Role::clock_base`); before that, the logical clock as applied here.
+    /// The `at_ms` a node stamps on what it proposes (its leader role's).
     fn stamp_ms(&self, node: usize) -> u64 {
-        let n = &self.nodes[node];
-        match n.role.as_ref().and_then(|r| r.clock_base) {
-            Some((base_ms, base_local)) => {
-                base_ms.saturating_add(self.local(node).saturating_sub(base_local) / MS)
-            }
-            None => n.machine.now_ms(),
-        }
+        self.nodes[node].role.stamp_ms(Nanos(self.local(node)))
+    }
+
+    /// `command` in the log entry envelope the node uses, under the node's
+    /// next proposal id.
+    fn envelope(&mut self, node: usize, command: &Command) -> Result<Value, String> {
+        let n = &mut self.nodes[node];
+        n.next_proposal += 1;
+        Proposal::encode(n.id.0, n.next_proposal, command)
+            .map(Value::from)
+            .map_err(|e| format!("encode: {e}"))
     }
 
     fn step(&mut self, node: usize, input: Input) -> Result<(), String> {
@@ -1156,6 +1148,8 @@ impl LockSim {
             n.machine = StateMachine::restore(&s.data)
                 .map_err(|e| format!("node {} got an invalid snapshot: {e:?}", id.0))?;
             n.app_next = s.up_to;
+            let local = Nanos(n.clock.local(self.now));
+            n.role.restored(&n.machine, local);
             // Events inside the snapshot were never seen here: restart the
             // per-election observation from the next event.
             n.observed.clear();
@@ -1187,24 +1181,10 @@ impl LockSim {
                 LeadershipEvent::BecameLeader { ballot } => {
                     self.report.elections += 1;
                     self.leader_guess = Some(node);
-                    let epoch = ballot
-                        .round
-                        .saturating_mul(1024)
-                        .saturating_add(ballot.node.0);
-                    self.nodes[node].role = Some(Role {
-                        epoch,
-                        takeover_applied: false,
-                        deadlines: BTreeMap::new(),
-                        expiring: BTreeMap::new(),
-                        last_tick_proposed: 0,
-                        clock_base: None,
-                    });
                     // The first command of a new leader: its takeover.
-                    let cmd = Command {
-                        at_ms: self.stamp_ms(node),
-                        kind: CommandKind::Takeover { epoch },
-                    };
-                    let value = Value::from(cmd.encode().map_err(|e| format!("encode: {e:?}"))?);
+                    let local = Nanos(self.local(node));
+                    let cmd = self.nodes[node].role.became_leader(ballot, local);
+                    let value = self.envelope(node, &cmd)?;
                     let inc = self.nodes[node].incarnation;
                     self.schedule(
                         self.now,
@@ -1216,7 +1196,7 @@ impl LockSim {
                     );
                 }
                 LeadershipEvent::LostLeadership => {
-                    self.nodes[node].role = None;
+                    self.nodes[node].role.lost_leadership();
                     self.checker.on_lease_lost(id, self.now);
                     if self.leader_guess == Some(node) {
                         self.leader_guess = None;
@@ -1273,53 +1253,15 @@ impl LockSim {
         value: &[u8],
         first: bool,
     ) -> Result<(), String> {
-        let Ok(cmd) = Command::decode(value) else {
+        let Ok(Proposal { command: cmd, .. }) = Proposal::decode(value) else {
             // Every replica skips the same undecodable bytes.
             return Ok(());
         };
         let local = self.local(node);
         let out = self.nodes[node].machine.apply(slot.0, cmd.clone());
-        // The leader role: takeover, new and ended sessions.
-        let ttl_of = |m: &StateMachine, s: SessionId| m.session_ttl_ms(s);
         {
             let n = &mut self.nodes[node];
-            let current_epoch = n.machine.leader_epoch();
-            if let Some(role) = n.role.as_mut() {
-                if role.epoch != current_epoch {
-                    role.takeover_applied = false;
-                }
-                if let CommandKind::Takeover { epoch } = cmd.kind {
-                    if epoch == role.epoch && current_epoch == epoch {
-                        role.takeover_applied = true;
-                        role.clock_base = Some((n.machine.now_ms(), local));
-                        role.deadlines.clear();
-                        for (s, ttl_ms) in n.machine.sessions() {
-                            // The grace rule: every session gets a full TTL
-                            // from the takeover, because the old leader may
-                            // have answered a keepalive just before it left.
-                            #[allow(unused_mut)]
-                            let mut deadline = local.saturating_add(ttl_ms.saturating_mul(MS));
-                            #[cfg(feature = "canary")]
-                            if self.cfg.canary == LockCanary::NoDeadlineRestart {
-                                deadline = local;
-                            }
-                            role.deadlines.insert(s, deadline);
-                        }
-                    }
-                }
-                if let Ok(Reply::SessionOpened { session }) = out.reply {
-                    if let Some(ttl) = ttl_of(&n.machine, session) {
-                        role.deadlines
-                            .insert(session, local.saturating_add(ttl.saturating_mul(MS)));
-                    }
-                }
-                for ev in &out.events {
-                    if let LockEvent::SessionEnded { session, .. } = ev {
-                        role.deadlines.remove(session);
-                        role.expiring.remove(session);
-                    }
-                }
-            }
+            n.role.applied(&n.machine, &out, Nanos(local));
         }
         // Each replica is an observer of every election's event stream.
         for ev in &out.events {
@@ -1499,11 +1441,7 @@ impl LockSim {
         let hint = replica
             .leader_hint()
             .and_then(|h| self.nodes.iter().position(|x| x.id == h));
-        let epoch = n.machine.leader_epoch();
-        let serving = replica.is_leader()
-            && n.role
-                .as_ref()
-                .is_some_and(|r| r.takeover_applied && r.epoch == epoch);
+        let serving = replica.is_leader() && n.role.serving(&n.machine);
         if !serving {
             self.reply(node, client, cinc, Resp::NotLeader { hint });
             return Ok(());
@@ -1513,36 +1451,27 @@ impl LockSim {
                 session,
                 sent_local,
             } => {
-                // Answer only under the leader lease: a new leader cannot
-                // exist before it ends, so every answer precedes takeover.
-                if replica.lease_until(Nanos(local)).is_none() {
-                    return Ok(());
-                }
+                let lease_until = replica.lease_until(Nanos(local));
                 let revision = n.machine.revision();
-                let ttl = n
-                    .machine
-                    .sessions()
-                    .find(|(s, _)| *s == session)
-                    .map(|(_, t)| t);
-                let Some(ttl) = ttl else {
-                    if session.0 <= revision {
+                let n = &mut self.nodes[node];
+                match n
+                    .role
+                    .keep_alive(&n.machine, session, Nanos(local), lease_until)
+                {
+                    Ok(_) => {
+                        self.reply(node, client, cinc, Resp::KeepaliveOk { sent_local });
+                    }
+                    // Unknown here: gone, unless this node has not yet
+                    // applied its open (session ids are revisions).
+                    Err(KeepaliveRefused::Unknown) if session.0 <= revision => {
                         self.reply(node, client, cinc, Resp::SessionGone { session });
                     }
-                    return Ok(());
-                };
-                let Some(role) = self.nodes[node].role.as_mut() else {
-                    return Ok(());
-                };
-                // A session whose deadline passed is being expired: do not
-                // revive it, or the client would believe past its expiry.
-                let due = role.deadlines.get(&session).is_some_and(|d| *d <= local)
-                    || role.expiring.contains_key(&session);
-                if due {
-                    return Ok(());
+                    // As the node answers it: SESSION_UNKNOWN.
+                    Err(KeepaliveRefused::Expiring) => {
+                        self.reply(node, client, cinc, Resp::SessionGone { session });
+                    }
+                    Err(_) => {}
                 }
-                role.deadlines
-                    .insert(session, local.saturating_add(ttl.saturating_mul(MS)));
-                self.reply(node, client, cinc, Resp::KeepaliveOk { sent_local });
                 return Ok(());
             }
             Req::Open { ttl_ms, nonce } => {
@@ -1551,6 +1480,7 @@ impl LockSim {
                     kind: CommandKind::OpenSessionAs {
                         ttl_ms,
                         owner: client_identity(client),
+                        open_key: nonce,
                     },
                 };
                 (cmd, Tag::Open { nonce })
@@ -1592,7 +1522,7 @@ impl LockSim {
                 (cmd, Tag::Abandon { name, up_to })
             }
         };
-        let value = Value::from(value.encode().map_err(|e| format!("encode: {e:?}"))?);
+        let value = self.envelope(node, &value)?;
         let pend = &mut self.nodes[node].pending;
         if pend.len() >= MAX_PENDING {
             pend.pop_front();
@@ -1606,65 +1536,21 @@ impl LockSim {
         self.step(node, Input::Propose(vec![value]))
     }
 
-    /// Deadline tracking of the leader role: propose expiries when due, and
-    /// ticks so that lock-delays end even without other traffic.
+    /// The leader role's scan: propose what it finds due.
     fn leader_tick(&mut self, node: usize) -> Result<(), String> {
-        let local = self.local(node);
-        let at_ms = self.stamp_ms(node);
+        let local = Nanos(self.local(node));
         let n = &mut self.nodes[node];
-        let Some(replica) = n.replica.as_ref() else {
-            return Ok(());
-        };
-        let epoch = n.machine.leader_epoch();
-        let waiters = n.machine.gauges().waiters;
-        let Some(role) = n.role.as_mut() else {
-            return Ok(());
-        };
-        if !replica.is_leader() || !role.takeover_applied || role.epoch != epoch {
+        if n.replica.as_ref().is_none_or(|r| !r.is_leader()) {
             return Ok(());
         }
-        let mut values = Vec::new();
-        let due: Vec<SessionId> = role
-            .deadlines
-            .iter()
-            .filter(|(s, d)| {
-                **d <= local
-                    && role
-                        .expiring
-                        .get(s)
-                        .is_none_or(|at| local.saturating_sub(*at) >= SEC)
-            })
-            .map(|(s, _)| *s)
-            .take(16)
-            .collect();
-        for s in due {
-            role.expiring.insert(s, local);
-            values.push(Command {
-                at_ms,
-                kind: CommandKind::ExpireSession {
-                    session: s,
-                    epoch: role.epoch,
-                },
-            });
-        }
-        if self.lock_delay_ms > 0
-            && waiters > 0
-            && local.saturating_sub(role.last_tick_proposed) >= 100 * MS
-        {
-            role.last_tick_proposed = local;
-            values.push(Command {
-                at_ms,
-                kind: CommandKind::Tick,
-            });
-        }
-        if values.is_empty() {
+        let due = n.role.due(&n.machine, local);
+        if due.is_empty() {
             return Ok(());
         }
-        let mut encoded = Vec::with_capacity(values.len());
-        for c in values {
-            encoded.push(Value::from(
-                c.encode().map_err(|e| format!("encode: {e:?}"))?,
-            ));
+        let at_ms = self.stamp_ms(node);
+        let mut encoded = Vec::with_capacity(due.len());
+        for kind in due {
+            encoded.push(self.envelope(node, &Command { at_ms, kind })?);
         }
         self.step(node, Input::Propose(encoded))
     }
@@ -2260,4 +2146,18 @@ fn machine_digest(m: &StateMachine) -> Result<u64, String> {
 fn short_verdict(v: &Verdict) -> String {
     let s = format!("{v:?}");
     s.chars().take(300).collect()
+}
+
+/// A node's leader role, with the canary's rule switched off if any.
+fn new_role(_cfg: &LockSimConfig) -> LeaderRole {
+    #[cfg(feature = "canary")]
+    {
+        let canary = match _cfg.canary {
+            LockCanary::NoDeadlineRestart => RoleCanary::NoDeadlineRestart,
+            _ => RoleCanary::None,
+        };
+        LeaderRole::with_canary(canary)
+    }
+    #[cfg(not(feature = "canary"))]
+    LeaderRole::default()
 }

@@ -12,6 +12,8 @@ pub mod world;
 
 pub use app::{App, HashChainApp};
 pub use world::{run_seed, Sim, SimConfig, SimReport, Violation};
+#[cfg(test)]
+mod checker_props;
 pub mod linearizability;
 pub mod locks_world;
 pub mod resource;

@@ -151,11 +151,17 @@ pub enum CommandKind {
         version: u32,
     },
     /// [`CommandKind::OpenSession`] by `owner`: the session belongs to it.
+    /// Exactly-once by `open_key`: while a session `owner` opened with the
+    /// same non-zero key lives, a copy answers that session instead of
+    /// opening another.
     OpenSessionAs {
         /// Session time-to-live in milliseconds.
         ttl_ms: u64,
         /// The identity that opens (and owns) the session.
         owner: Identity,
+        /// The client's key for this open (the same on its retries); 0:
+        /// none, every copy opens a session.
+        open_key: u64,
     },
     /// [`CommandKind::Client`] sent by `caller`: refused (and nothing
     /// applied, acknowledged or recorded) unless the session belongs to
@@ -205,7 +211,7 @@ impl CommandKind {
     }
 }
 
-#[cfg(test)]
+#[cfg(any(test, feature = "testing"))]
 impl CommandKind {
     /// Test shorthand: request `request_id` of `session`, acknowledging
     /// nothing.

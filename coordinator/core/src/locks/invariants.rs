@@ -20,6 +20,19 @@ impl StateMachine {
                 self.protocol
             ));
         }
+        let keyed = self
+            .sessions
+            .values()
+            .filter(|s| s.open_key != 0 && s.owner.is_some())
+            .count();
+        let indexed = self.open_keys.iter().all(|((owner, key), id)| {
+            self.sessions
+                .get(id)
+                .is_some_and(|s| s.open_key == *key && s.owner.as_ref() == Some(owner))
+        });
+        if keyed != self.open_keys.len() || !indexed {
+            return Err("the open-key index disagrees with the sessions".into());
+        }
         for (id, s) in &self.sessions {
             // The version-1 snapshot layout, written below protocol 3, has
             // no owners: it may drop none.

@@ -189,6 +189,10 @@ pub struct StateMachine {
     /// The protocol every node speaks, as recorded by `RaiseProtocol`:
     /// which commands a leader may propose.
     pub(crate) protocol: u32,
+    /// (owner, open key) → the live session opened with them: derived from
+    /// `sessions` (rebuilt on restore), for exactly-once opens.
+    #[serde(skip)]
+    pub(crate) open_keys: BTreeMap<(Identity, u64), SessionId>,
 }
 
 /// Per-apply scratch: the events produced and whether this command already
@@ -213,6 +217,7 @@ impl StateMachine {
             elections: BTreeMap::new(),
             delays: BTreeSet::new(),
             protocol: PROTOCOL_V2,
+            open_keys: BTreeMap::new(),
         }
     }
 
@@ -233,10 +238,29 @@ impl StateMachine {
         }
         let (reply, duplicate) = match command.kind {
             CommandKind::OpenSession { ttl_ms } => (self.open_session(ttl_ms, None), false),
-            CommandKind::OpenSessionAs { ttl_ms, owner } => (
-                check_identity(&owner).and_then(|()| self.open_session(ttl_ms, Some(owner))),
-                false,
-            ),
+            CommandKind::OpenSessionAs {
+                ttl_ms,
+                owner,
+                open_key,
+            } => match check_identity(&owner) {
+                Err(e) => (Err(e), false),
+                Ok(()) => match self.opened_with(&owner, open_key) {
+                    Some(session) => (Ok(Reply::SessionOpened { session }), true),
+                    None => {
+                        let owner_key = owner.clone();
+                        let opened = self.open_session(ttl_ms, Some(owner));
+                        if let (Ok(Reply::SessionOpened { session }), true) =
+                            (&opened, open_key != 0)
+                        {
+                            if let Some(s) = self.sessions.get_mut(session) {
+                                s.open_key = open_key;
+                                self.open_keys.insert((owner_key, open_key), *session);
+                            }
+                        }
+                        (opened, false)
+                    }
+                },
+            },
             CommandKind::Client {
                 session,
                 request_id,
@@ -341,6 +365,13 @@ impl StateMachine {
     /// The logical clock: the largest `at_ms` applied so far.
     pub fn now_ms(&self) -> u64 {
         self.now_ms
+    }
+
+    /// When the earliest lock-delay in force ends, on the logical clock
+    /// (`None`: no lock is in lock-delay). A command stamped at or after it
+    /// ends that delay.
+    pub fn next_delay_end_ms(&self) -> Option<u64> {
+        self.delays.first().map(|(until_ms, _)| *until_ms)
     }
 
     /// Epoch of the latest applied `Takeover` (0 before any). A leader
@@ -471,6 +502,25 @@ impl StateMachine {
         Ok(Reply::SessionOpened { session })
     }
 
+    /// The live session `owner` opened with `open_key`, if any (0: none).
+    fn opened_with(&self, owner: &Identity, open_key: u64) -> Option<SessionId> {
+        if open_key == 0 {
+            return None;
+        }
+        self.open_keys.get(&(owner.clone(), open_key)).copied()
+    }
+
+    /// Rebuilds the index of open keys from the sessions (after a restore:
+    /// it is derived state, not stored).
+    pub(crate) fn index_open_keys(&mut self) {
+        self.open_keys = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.open_key != 0)
+            .filter_map(|(id, s)| Some(((s.owner.clone()?, s.open_key), *id)))
+            .collect();
+    }
+
     /// Whether `caller` may act for `session` (see "Sessions belong to
     /// identities"); claims an ownerless session for a caller. A session
     /// that is not live passes: the command then reports it unknown.
@@ -594,6 +644,9 @@ impl StateMachine {
         let Some(s) = self.sessions.remove(&session) else {
             return;
         };
+        if let (Some(owner), true) = (s.owner.clone(), s.open_key != 0) {
+            self.open_keys.remove(&(owner, s.open_key));
+        }
         cx.events.push(Event::SessionEnded { session, reason });
         for name in &s.waiting {
             if let Some(lock) = self.locks.get_mut(name) {

@@ -31,8 +31,8 @@ pub use machine::{Gauges, Output, Reply, StateMachine};
 
 #[cfg(test)]
 mod abandon_tests;
-#[cfg(test)]
-mod harness;
+#[cfg(any(test, feature = "testing"))]
+pub mod harness;
 #[cfg(test)]
 mod owner_tests;
 #[cfg(test)]

@@ -80,7 +80,7 @@ impl DurableState {
 
     /// Applies one change; the replica uses this same function on its
     /// in-memory copy so memory and disk can never disagree on semantics.
-    pub(crate) fn apply_op(&mut self, op: &PersistOp) {
+    pub fn apply_op(&mut self, op: &PersistOp) {
         let floor = self.snapshot.as_ref().map_or(Slot(0), |s| s.up_to);
         match op {
             PersistOp::Promise(b) => self.promised = self.promised.max(*b),

@@ -256,7 +256,7 @@ mod tests {
         ]
     }
 
-    /// The client's rule (`paxlock::wire::acknowledgement`) against this
+    /// The client's rule (`paxlock_client_rules::acknowledgement`) against this
     /// table, with copies applied in any order and retried: the model of
     /// `StateMachine::apply_client`'s bookkeeping.
     struct World {
@@ -299,7 +299,8 @@ mod tests {
                     let id = self.next_id;
                     self.next_id += 1;
                     self.in_flight.insert(id, wait);
-                    let (below, waiting) = paxlock::wire::acknowledgement(&self.in_flight, id);
+                    let (below, waiting) =
+                        paxlock_client_rules::acknowledgement(&self.in_flight, id);
                     let sent = Sent {
                         id,
                         below,

@@ -25,6 +25,8 @@ pub struct Session {
     /// The identity it belongs to; `None` for a session opened before
     /// protocol 3, until its first request since claims it.
     pub owner: Option<Identity>,
+    /// The key its open came with (0: none), so a retried open finds it.
+    pub open_key: u64,
 }
 
 impl Session {

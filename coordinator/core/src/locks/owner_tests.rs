@@ -13,14 +13,47 @@ fn id(name: &str) -> Identity {
 }
 
 fn open_as(h: &mut Harness, owner: &str) -> SessionId {
+    open_keyed(h, owner, 0)
+}
+
+fn open_keyed(h: &mut Harness, owner: &str, open_key: u64) -> SessionId {
     let kind = CommandKind::OpenSessionAs {
         ttl_ms: 1_000,
         owner: id(owner),
+        open_key,
     };
     match h.apply(kind).reply {
         Ok(Reply::SessionOpened { session }) => session,
         other => panic!("open failed: {other:?}"),
     }
+}
+
+#[test]
+fn a_retried_open_answers_the_session_the_first_copy_opened() {
+    let mut h = Harness::small();
+    let first = open_keyed(&mut h, "alice", 42);
+    assert_eq!(
+        open_keyed(&mut h, "alice", 42),
+        first,
+        "a retry opened another"
+    );
+    assert_eq!(h.sm.gauges().sessions, 1);
+    // The key is per identity; another key or no key opens anew.
+    let bobs = open_keyed(&mut h, "bob", 42);
+    let other = open_keyed(&mut h, "alice", 43);
+    let unkeyed = (open_as(&mut h, "alice"), open_as(&mut h, "alice"));
+    assert!(bobs != first && other != first && unkeyed.0 != unkeyed.1);
+    // The index survives a snapshot and forgets a session that ended.
+    let restored = StateMachine::restore(&h.snapshot()).unwrap();
+    assert_eq!(restored, h.sm);
+    let close = as_caller("alice", first, 1, 0, ClientOp::CloseSession);
+    assert_eq!(h.apply(close).reply, Ok(Reply::SessionClosed));
+    assert_ne!(
+        open_keyed(&mut h, "alice", 42),
+        first,
+        "a closed session came back"
+    );
+    assert_eq!(h.sm.check_invariants(), Ok(()));
 }
 
 fn as_caller(
@@ -155,6 +188,7 @@ fn identities_outside_the_bounds_are_refused_alike_everywhere() {
         let out = h.apply(CommandKind::OpenSessionAs {
             ttl_ms: 1_000,
             owner: id(bad),
+            open_key: 0,
         });
         assert!(
             matches!(out.reply, Err(CommandError::InvalidIdentity { .. })),

@@ -48,7 +48,11 @@ impl StateMachine {
         let (version, _) = postcard::take_from_bytes::<u32>(bytes)
             .map_err(|reason| DecodeError::Malformed { reason })?;
         let machine = match version {
-            SNAPSHOT_VERSION => decode_exact::<(u32, StateMachine)>(bytes, MAX_SNAPSHOT_BYTES)?.1,
+            SNAPSHOT_VERSION => {
+                let mut machine = decode_exact::<(u32, StateMachine)>(bytes, MAX_SNAPSHOT_BYTES)?.1;
+                machine.index_open_keys();
+                machine
+            }
             SNAPSHOT_VERSION_V1 => decode_exact::<(u32, v1::MachineV1)>(bytes, MAX_SNAPSHOT_BYTES)?
                 .1
                 .into(),
@@ -147,6 +151,7 @@ mod v1 {
                             campaigns: s.campaigns,
                             dedup: s.dedup,
                             owner: None,
+                            open_key: 0,
                         };
                         (id, session)
                     })
@@ -168,6 +173,7 @@ mod v1 {
                     .collect(),
                 delays: m.delays,
                 protocol: PROTOCOL_V2,
+                open_keys: std::collections::BTreeMap::new(),
             }
         }
     }

@@ -1,4 +1,6 @@
 //! Test harness: a machine plus slot, clock and request-id bookkeeping.
+//! For tests only (this crate's, and other crates' with the `testing`
+//! feature); it panics where a test should fail.
 
 use std::collections::BTreeMap;
 
@@ -7,14 +9,19 @@ use crate::locks::{
     RequestId, SessionId, StateMachine,
 };
 
+/// A machine and what a test needs to drive it.
 pub struct Harness {
+    /// The machine.
     pub sm: StateMachine,
+    /// The last slot applied.
     pub slot: u64,
+    /// The time stamped on the next command.
     pub at_ms: u64,
     next_request: BTreeMap<SessionId, u64>,
 }
 
 impl Harness {
+    /// A fresh machine with `config`.
     pub fn new(config: Config) -> Self {
         Harness {
             sm: StateMachine::new(config),
@@ -24,6 +31,7 @@ impl Harness {
         }
     }
 
+    /// A fresh machine with small limits, to reach them in few steps.
     pub fn small() -> Self {
         let mut config = Config::default();
         config.limits.min_ttl_ms = 10;
@@ -38,6 +46,7 @@ impl Harness {
         Harness::new(config)
     }
 
+    /// Applies `kind` at the next slot.
     pub fn apply(&mut self, kind: CommandKind) -> Output {
         self.slot += 1;
         self.sm.apply(
@@ -49,6 +58,7 @@ impl Harness {
         )
     }
 
+    /// Opens a session (1 s TTL); panics if refused.
     pub fn open(&mut self) -> SessionId {
         match self.apply(CommandKind::OpenSession { ttl_ms: 1_000 }).reply {
             Ok(Reply::SessionOpened { session }) => session,
@@ -83,6 +93,7 @@ impl Harness {
         }
     }
 
+    /// `s` acquires `name`, waiting or not.
     pub fn acquire(&mut self, s: SessionId, name: &str, wait: bool) -> Output {
         self.op(
             s,
@@ -93,6 +104,7 @@ impl Harness {
         )
     }
 
+    /// `s` try-acquires `name`; panics unless granted.
     pub fn token(&mut self, s: SessionId, name: &str) -> FencingToken {
         match self.acquire(s, name, false).reply {
             Ok(Reply::Granted { token }) => token,
@@ -100,6 +112,7 @@ impl Harness {
         }
     }
 
+    /// `s` releases `name` held with `token`.
     pub fn release(&mut self, s: SessionId, name: &str, token: FencingToken) -> Output {
         self.op(
             s,
@@ -110,6 +123,7 @@ impl Harness {
         )
     }
 
+    /// `s` campaigns in `name` with `value`.
     pub fn campaign(&mut self, s: SessionId, name: &str, value: &[u8]) -> Output {
         self.op(
             s,
@@ -120,11 +134,13 @@ impl Harness {
         )
     }
 
+    /// Expires `session` under the current epoch.
     pub fn expire(&mut self, session: SessionId) -> Output {
         let epoch = self.sm.leader_epoch();
         self.apply(CommandKind::ExpireSession { session, epoch })
     }
 
+    /// The machine's snapshot; panics if it cannot be written.
     pub fn snapshot(&self) -> Vec<u8> {
         match self.sm.snapshot() {
             Ok(b) => b,
@@ -148,6 +164,7 @@ pub fn grants(events: &[Event]) -> Vec<(String, SessionId, FencingToken)> {
         .collect()
 }
 
+/// The error of `out`, if refused.
 pub fn err(out: &Output) -> Option<&CommandError> {
     out.reply.as_ref().err()
 }
