@@ -9,13 +9,13 @@
 pub mod bounded;
 pub mod cli;
 pub mod config;
-pub mod entropy;
 pub mod metrics;
 pub mod node;
 pub mod service;
-pub mod sim;
-pub mod storage;
 pub mod transport;
 
 // The I/O-free core, under the paths the node has always used.
 pub use paxlock_core::{leader_role, locks, paxos};
+// The simulator's checker and generator, for `paxlock chaos` (until the lab
+// moves out of the server binary).
+pub use paxlock_sim as sim;

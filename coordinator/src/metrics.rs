@@ -93,18 +93,7 @@ pub struct NodeMetrics {
     pub peer_commits: dashmap::DashMap<u64, u64>,
 }
 
-/// What the durable store reports.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct DurabilityStats {
-    /// Records made durable.
-    pub records: u64,
-    /// fsync/fdatasync calls.
-    pub fsyncs: u64,
-    /// Group commits.
-    pub batches: u64,
-    /// Bytes written.
-    pub bytes: u64,
-}
+pub use paxlock_storage::DurabilityStats;
 
 impl NodeMetrics {
     /// How many slots `peer`'s commit index trails this node's, as of the

@@ -182,8 +182,8 @@ fn invalid_config_value_names_the_key() -> TestResult {
 /// Writes a few acceptor records into `data` as node 1 of cluster "t".
 fn write_acceptor_records(data: &Path) -> TestResult {
     use paxlock_coordinator::node::driver::Durability;
-    use paxlock_coordinator::node::durable_log::FileDurability;
     use paxlock_coordinator::paxos::{Ballot, NodeId, PersistOp, PersistRequest, PersistSeq, Slot};
+    use paxlock_storage::FileDurability;
     let (mut store, _) = FileDurability::open(data, "t", 1)?;
     let ballot = Ballot {
         round: 1,

@@ -279,9 +279,9 @@ fn write_legacy_oversized_entry(
     ballot: paxlock_coordinator::paxos::Ballot,
 ) -> TestResult {
     use paxlock_coordinator::locks::{ClientOp, Command, CommandKind, RequestId, SessionId};
-    use paxlock_coordinator::node::durable_log::FileDurability;
     use paxlock_coordinator::paxos::{PersistOp, PersistRequest, PersistSeq, Slot, Value};
     use paxlock_core::proposal::Proposal;
+    use paxlock_storage::FileDurability;
 
     let at_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?

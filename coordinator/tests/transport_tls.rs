@@ -242,7 +242,7 @@ async fn peer_hello_verdict(
         )?
         .await?;
     let (mut send, _recv) = conn.open_bi().await?;
-    let hello = paxlock_coordinator::transport::peer_proto::PeerHello {
+    let hello = paxlock_peer_codec::proto::PeerHello {
         cluster_id: "test".into(),
         node_id: claimed_id,
         protocol_version: 1,

@@ -7,9 +7,9 @@ use anyhow::Context;
 use tracing::info;
 
 use crate::config::NodeConfig;
-use crate::node::durable_log::FileDurability;
 use crate::node::{App, Node, NodeOptions, NodeParts};
 use crate::transport::TlsMaterial;
+use paxlock_storage::FileDurability;
 
 /// The line a node prints (and flushes) on stdout once every outbound peer
 /// link is up; `paxlock dev` and tests wait for it.

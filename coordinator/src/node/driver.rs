@@ -27,12 +27,13 @@ use tracing::{error, info};
 
 use super::clock::NodeClock;
 use crate::bounded;
-use crate::metrics::{DurabilityStats, NodeMetrics};
+use crate::metrics::NodeMetrics;
 use crate::paxos::{
     ChosenEntry, Effects, Input, LeadershipEvent, Message, Nanos, NodeId, Outgoing, PersistRequest,
     PersistSeq, Rejected, Replica, Slot, Snapshot, Value,
 };
 use crate::transport::lanes::{PeerInboxReceiver, PeerOutbox};
+pub use paxlock_storage::{Durability, MemoryDurability};
 
 /// Most inputs handled in one turn before effects are flushed; bounds the
 /// latency one turn can add.
@@ -43,20 +44,6 @@ pub const INBOX_CAPACITY: usize = 8192;
 
 /// Bound on persist requests queued for the persister thread.
 pub const PERSIST_QUEUE: usize = 4096;
-
-/// Makes persist requests durable. Implemented by the file store (fsync)
-/// and by an in-memory store for tests.
-pub trait Durability: Send + 'static {
-    /// Writes every request in `batch`, in order, and returns only once all
-    /// of them are durable. An error is fatal: the node stops rather than
-    /// answer on state it could not save.
-    fn persist(&mut self, batch: &[PersistRequest]) -> Result<(), String>;
-
-    /// The store's counters, if it keeps any.
-    fn stats(&self) -> Option<DurabilityStats> {
-        None
-    }
-}
 
 /// The store, shared by the loop and the persister thread; never used by
 /// both at once (see `Driver::flush_persists`), so the lock is uncontended.
@@ -664,23 +651,6 @@ fn spawn_persister(
         });
     if let Err(e) = spawned {
         error!("cannot start the persister thread: {e}");
-    }
-}
-
-/// Keeps acceptor state in memory only. For tests and single-process
-/// experiments: nothing survives a restart.
-#[derive(Debug, Default)]
-pub struct MemoryDurability {
-    /// Everything persisted so far.
-    pub state: crate::paxos::DurableState,
-}
-
-impl Durability for MemoryDurability {
-    fn persist(&mut self, batch: &[PersistRequest]) -> Result<(), String> {
-        for request in batch {
-            self.state.apply(request);
-        }
-        Ok(())
     }
 }
 

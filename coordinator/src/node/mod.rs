@@ -7,7 +7,6 @@
 
 pub mod clock;
 pub mod driver;
-pub mod durable_log;
 
 use std::collections::BTreeMap;
 use std::future::Future;

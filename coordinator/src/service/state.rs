@@ -186,7 +186,7 @@ impl Drop for WaiterGuard<'_> {
 /// requests by (origin node, id). The top bit stays clear, so counting up
 /// never wraps.
 fn first_proposal_id() -> u64 {
-    (crate::entropy::random_u64() >> 1).max(1)
+    (paxlock_storage::entropy::random_u64() >> 1).max(1)
 }
 
 impl Shared {

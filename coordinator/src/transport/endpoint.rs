@@ -12,11 +12,11 @@ use super::lanes::PeerInbox;
 use super::metrics::TransportMetrics;
 use super::negotiated_alpn;
 use super::peer::{self, FrameReader, InboundPeer, PeerLink};
-use super::peer_codec;
 use super::peer_version::{PeerVersion, PEER_ALPNS};
 use super::tls::TlsMaterial;
 use super::TransportError;
 use crate::paxos::NodeId;
+use paxlock_peer_codec as peer_codec;
 
 /// Where the endpoint delivers what arrives.
 #[derive(Clone)]

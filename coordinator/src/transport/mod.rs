@@ -7,19 +7,12 @@ pub mod identity;
 pub mod lanes;
 pub mod metrics;
 pub mod peer;
-pub mod peer_codec;
 pub mod peer_version;
 pub mod tls;
 
 pub use endpoint::{Handlers, NodeEndpoint};
 pub use metrics::TransportMetrics;
 pub use tls::{TlsError, TlsMaterial};
-
-/// The protobuf messages of the node-to-node protocol (`proto/peer.proto`).
-#[allow(missing_docs, clippy::all, clippy::pedantic)]
-pub mod peer_proto {
-    include!(concat!(env!("OUT_DIR"), "/paxlock.peer.v1.rs"));
-}
 
 /// Version of the peer protocol carried in `PeerHello` (informational: the
 /// version spoken is negotiated by ALPN, see [`peer_version`]).

@@ -15,11 +15,13 @@ use tracing::warn;
 
 use super::identity::{peer_certificates, verify_node_identity};
 use super::metrics::TransportMetrics;
-use super::peer_codec;
-use super::peer_proto::{peer_message::Body, Fragment, PeerHello, PeerHelloOk, PeerMessage};
 use super::peer_version::PeerVersion;
 use super::{negotiated_alpn, TransportError, PEER_PROTOCOL_VERSION};
 use crate::paxos;
+use paxlock_peer_codec as peer_codec;
+use paxlock_peer_codec::proto::{
+    peer_message::Body, Fragment, PeerHello, PeerHelloOk, PeerMessage,
+};
 
 /// Bytes of encoded message one fragment carries (well within a frame).
 const FRAGMENT_BYTES: usize = 1024 * 1024;

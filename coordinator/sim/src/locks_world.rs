@@ -1,0 +1,2163 @@
+//! The lock service under simulation: every replica runs the lock
+//! [`StateMachine`] on the Paxos log, the leader role does what the real
+//! node does (takeover, deadline tracking, keepalives under the leader
+//! lease, expiries), and simulated clients open sessions, lock, unlock,
+//! campaign, resign, pause and crash, each keeping its [`Lease`] on its own
+//! drifting clock and writing to a [`FencedResource`] while it believes it
+//! holds a lock. Same faults as [`super::world`] (network, disks, crashes,
+//! pauses, drift); same seed, same run.
+//!
+//! Checked per seed (first violation stops the run):
+//! 1. mutual exclusion in TRUE time between clients' lease-rule beliefs;
+//! 2. every write of a believing holder is accepted by the fenced resource;
+//! 3. replicas apply the same batches to the same state (digest per slot,
+//!    via [`Checker`]), plus the Paxos invariants the checker already has;
+//! 4. election events seen by each replica: index +1 each, term +1 per
+//!    leader change (same on proclaim);
+//! 5. grants follow FIFO order of the queue (an independent model of it);
+//! 6. each lock's history is linearizable ([`check_all`]);
+//! 7. liveness after healing: a lock held by a dead session with waiters is
+//!    handed on within TTL + lock-delay + election timeout + slack.
+//!
+//! Every node's leader role is the shipped [`LeaderRole`]: takeover,
+//! session deadlines, keepalives under the lease, expiries, ticks and
+//! command time are decided by the code the node runs.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::Duration;
+
+use paxlock_client_rules::lease::{Lease, LeaseRule};
+#[cfg(feature = "canary")]
+use paxlock_core::leader_role::RoleCanary;
+use paxlock_core::leader_role::{KeepaliveRefused, LeaderRole, SCAN_PERIOD};
+use paxlock_core::locks::{
+    AbandonedWait, ClientOp, Command, CommandError, CommandKind, ElectionChange,
+    Event as LockEvent, Identity, Reply, RequestId, SessionId, StateMachine,
+};
+use paxlock_core::paxos::{
+    Config, Effects, Input, LeadershipEvent, Message, Nanos, NodeId, PersistSeq, Replica, Slot,
+    Value,
+};
+use paxlock_core::proposal::Proposal;
+
+use super::checker::Checker;
+use super::clock::ClockModel;
+use super::disk::Disk;
+use super::linearizability::{check_all, Call, Operation, Outcome, Verdict};
+use super::network::{NetProfile, Network};
+use super::resource::FencedResource;
+use super::rng::{Fnv, SimRng};
+use super::world::{SimConfig, Violation};
+
+const MS: u64 = 1_000_000;
+const SEC: u64 = 1_000_000_000;
+
+/// How often each node's leader role looks at its session deadlines: five
+/// times as often as the node's scan ([`SCAN_PERIOD`]). A late scan only
+/// makes an expiry later (safe), so the simulator scans early to widen the
+/// windows where a broken rule shows (the canaries' 2ρ·TTL).
+const LEADER_TICK_NS: u64 = SCAN_PERIOD.as_nanos() as u64 / 5;
+/// Client resend interval for an unanswered request.
+const RESEND_NS: u64 = 150 * MS;
+/// Bound on the in-memory list of proposals awaiting their apply, per node.
+const MAX_PENDING: usize = 4096;
+/// Extra time allowed by the liveness check beyond TTL + lock-delay +
+/// election timeout: commit latency, keepalive cadence, polling.
+const LIVENESS_SLACK_NS: u64 = 2 * SEC;
+/// Step budget of the linearizability search per lock.
+const LIN_MAX_STEPS: u64 = 2_000_000;
+
+/// Test-only switches that each break one rule, so the canary tests can
+/// show the checks catch it.
+#[cfg(feature = "canary")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LockCanary {
+    /// All rules on.
+    #[default]
+    None,
+    /// A new leader does not restart session deadlines at takeover + TTL
+    /// (it treats them as already due): switched off in the shipped
+    /// [`LeaderRole`].
+    NoDeadlineRestart,
+    /// Clients do not shorten their lease by the drift bound.
+    UnshortenedLease,
+    /// The state machine grants the LAST waiter instead of the first.
+    GrantOutOfOrder,
+}
+
+/// What to simulate on top of [`SimConfig`] (which gives the cluster, the
+/// fault mix and durations, and the drift bound).
+#[derive(Debug, Clone)]
+pub struct LockSimConfig {
+    /// Cluster, faults, durations, drift bound. Its `clients` is ignored.
+    pub sim: SimConfig,
+    /// Number of lock clients.
+    pub clients: usize,
+    /// Number of lock names (and as many election names).
+    pub locks: usize,
+    /// Session TTL; `None` draws 1.5 s, 2.5 s or 4 s per seed.
+    pub ttl_ms: Option<u64>,
+    /// Lock-delay after an expiry; `None` draws 0 or 300 ms per seed.
+    pub lock_delay_ms: Option<u64>,
+    /// Drift every node's clock at +ρ and every client's at −ρ (the
+    /// dangerous pairing for the lease rule); `None` draws it per seed.
+    pub opposite_drift: Option<bool>,
+    /// The client lease rule's margin.
+    pub lease_margin_ms: u64,
+    /// Whether clients pause and crash during the faulty period.
+    pub client_faults: bool,
+    /// Which rule (if any) is switched off.
+    #[cfg(feature = "canary")]
+    pub canary: LockCanary,
+}
+
+impl Default for LockSimConfig {
+    fn default() -> Self {
+        LockSimConfig {
+            sim: SimConfig {
+                fault_duration_ns: 12 * SEC,
+                heal_duration_ns: 10 * SEC,
+                clients: 0,
+                ..SimConfig::default()
+            },
+            clients: 4,
+            locks: 2,
+            ttl_ms: None,
+            lock_delay_ms: None,
+            opposite_drift: None,
+            lease_margin_ms: 1,
+            client_faults: true,
+            #[cfg(feature = "canary")]
+            canary: LockCanary::None,
+        }
+    }
+}
+
+/// Summary of a run that found no violation.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct LockSimReport {
+    /// The seed.
+    pub seed: u64,
+    /// Hash of the event trace: equal seeds give equal hashes.
+    pub trace_hash: u64,
+    /// Cluster size.
+    pub nodes: usize,
+    /// Events processed.
+    pub events: u64,
+    /// Slots applied (by the first replica to apply each).
+    pub slots: u64,
+    /// Lock grants applied.
+    pub grants: u64,
+    /// Sessions ended by expiry.
+    pub expiries: u64,
+    /// Paxos leader changes seen.
+    pub elections: u64,
+    /// Client crashes and pauses injected.
+    pub client_faults: u64,
+    /// Writes accepted by the fenced resources.
+    pub resource_writes: u64,
+    /// Operations in the lock histories.
+    pub history_ops: u64,
+    /// Locks whose linearizability search ran out of budget (not failures).
+    pub lin_unknown: u64,
+    /// Whether this seed drifted clients and nodes in opposite directions.
+    pub opposite_drift: bool,
+    /// After healing: locks seen held by a dead session (or in lock-delay)
+    /// with waiters that were then handed on within the bound.
+    pub stuck_locks_resolved: u64,
+}
+
+/// Runs one seed of the lock-service simulation.
+pub fn run_lock_seed(seed: u64, cfg: &LockSimConfig) -> Result<LockSimReport, Violation> {
+    #[cfg(feature = "canary")]
+    let _guard = CanaryGuard::set(cfg.canary == LockCanary::GrantOutOfOrder);
+    LockSim::new(seed, cfg.clone())?.run()
+}
+
+/// Resets the thread-local state-machine canary even if the run panics.
+#[cfg(feature = "canary")]
+struct CanaryGuard;
+
+#[cfg(feature = "canary")]
+impl CanaryGuard {
+    fn set(on: bool) -> CanaryGuard {
+        paxlock_core::locks::machine::canary::set_lifo_grants(on);
+        CanaryGuard
+    }
+}
+
+#[cfg(feature = "canary")]
+impl Drop for CanaryGuard {
+    fn drop(&mut self) {
+        paxlock_core::locks::machine::canary::set_lifo_grants(false);
+    }
+}
+
+/// A client request as it travels to a node.
+#[derive(Debug, Clone)]
+enum Req {
+    Open {
+        ttl_ms: u64,
+        nonce: u64,
+    },
+    Keepalive {
+        session: SessionId,
+        sent_local: u64,
+    },
+    Cmd {
+        session: SessionId,
+        request_id: RequestId,
+        op: ClientOp,
+    },
+    Abandon {
+        session: SessionId,
+        name: String,
+        up_to: RequestId,
+    },
+}
+
+/// The identity (certificate name) of simulated client `client`: each
+/// client has its own, as on a real cluster with one certificate per
+/// service instance.
+fn client_identity(client: usize) -> Identity {
+    Identity(format!("client-{client}"))
+}
+
+/// A node's answer as it travels to a client.
+#[derive(Debug, Clone)]
+enum Resp {
+    Opened {
+        nonce: u64,
+        result: Result<Reply, CommandError>,
+    },
+    KeepaliveOk {
+        sent_local: u64,
+    },
+    SessionGone {
+        session: SessionId,
+    },
+    Applied {
+        request_id: RequestId,
+        result: Result<Reply, CommandError>,
+    },
+    Abandoned {
+        name: String,
+        up_to: RequestId,
+        result: Result<Reply, CommandError>,
+    },
+    NotLeader {
+        hint: Option<usize>,
+    },
+}
+
+/// What a proposal's reply should be routed as.
+#[derive(Debug, Clone)]
+enum Tag {
+    Open { nonce: u64 },
+    Cmd { request_id: RequestId },
+    Abandon { name: String, up_to: RequestId },
+}
+
+#[derive(Debug, Clone)]
+struct Pending {
+    value: Value,
+    client: usize,
+    cinc: u64,
+    tag: Tag,
+}
+
+#[derive(Debug, Clone)]
+enum Ev {
+    Deliver {
+        from: usize,
+        to: usize,
+        msg: Message,
+    },
+    Wake {
+        node: usize,
+        incarnation: u64,
+    },
+    DiskDone {
+        node: usize,
+        incarnation: u64,
+    },
+    Crash {
+        node: usize,
+    },
+    Restart {
+        node: usize,
+    },
+    Pause {
+        node: usize,
+        for_ns: u64,
+    },
+    Resume {
+        node: usize,
+        incarnation: u64,
+    },
+    Fault,
+    Flap {
+        from: usize,
+        to: usize,
+        remaining: u32,
+    },
+    Compact {
+        node: usize,
+    },
+    Heal,
+    NodePropose {
+        node: usize,
+        incarnation: u64,
+        values: Vec<Value>,
+    },
+    LeaderTick {
+        node: usize,
+    },
+    ToNode {
+        client: usize,
+        cinc: u64,
+        to: usize,
+        req: Req,
+    },
+    ToClient {
+        client: usize,
+        cinc: u64,
+        resp: Resp,
+    },
+    ClientTick {
+        client: usize,
+        cinc: u64,
+    },
+    ClientRestart {
+        client: usize,
+    },
+    LivenessCheck,
+}
+
+impl Ev {
+    fn tag(&self) -> (u64, u64) {
+        match self {
+            Ev::Deliver { to, .. } => (1, *to as u64),
+            Ev::Wake { node, .. } => (2, *node as u64),
+            Ev::DiskDone { node, .. } => (3, *node as u64),
+            Ev::Crash { node } => (4, *node as u64),
+            Ev::Restart { node } => (5, *node as u64),
+            Ev::Pause { node, .. } => (6, *node as u64),
+            Ev::Resume { node, .. } => (7, *node as u64),
+            Ev::Fault => (8, 0),
+            Ev::Flap { from, .. } => (9, *from as u64),
+            Ev::Compact { node } => (10, *node as u64),
+            Ev::Heal => (11, 0),
+            Ev::NodePropose { node, .. } => (12, *node as u64),
+            Ev::LeaderTick { node } => (13, *node as u64),
+            Ev::ToNode { to, .. } => (14, *to as u64),
+            Ev::ToClient { client, .. } => (15, *client as u64),
+            Ev::ClientTick { client, .. } => (16, *client as u64),
+            Ev::ClientRestart { client } => (17, *client as u64),
+            Ev::LivenessCheck => (18, 0),
+        }
+    }
+}
+
+struct LNode {
+    id: NodeId,
+    cfg: Config,
+    replica: Option<Replica>,
+    incarnation: u64,
+    disk: Disk,
+    outbox: Vec<(PersistSeq, usize, Message)>,
+    clock: ClockModel,
+    paused_until: Option<u64>,
+    wake_at_true_ns: Option<u64>,
+    machine: StateMachine,
+    app_next: Slot,
+    role: LeaderRole,
+    /// The id of this node's latest proposal (the envelope's).
+    next_proposal: u64,
+    pending: VecDeque<Pending>,
+    /// Election name -> (last index, last term) this replica applied.
+    observed: BTreeMap<String, (u64, u64)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OpKind {
+    TryAcquire,
+    Acquire,
+    Release,
+    Campaign,
+    Resign,
+    Abandon,
+}
+
+#[derive(Debug, Clone)]
+struct InFlight {
+    kind: OpKind,
+    name: String,
+    op: ClientOp,
+    request_id: RequestId,
+    awaiting: bool,
+    last_sent: u64,
+    next_poll: u64,
+    /// Blocking acquire: give up (abandon) at this client-clock instant.
+    deadline_local: u64,
+    hist: Option<Operation>,
+    cancel_hist: Option<Operation>,
+    /// Copies of the abandon sent, counting copies the network duplicated.
+    /// Abandon is not deduplicated, so after a resend the answer may come
+    /// from a later copy (which finds nothing to release): the cancel's
+    /// outcome is then recorded as unknown.
+    abandon_sends: u32,
+}
+
+struct LClient {
+    clock: ClockModel,
+    alive: bool,
+    incarnation: u64,
+    paused_until: Option<u64>,
+    target: usize,
+    session: Option<SessionId>,
+    lease: Lease,
+    opening: Option<(u64, u64, u64)>,
+    next_req: u64,
+    next_nonce: u64,
+    op: Option<InFlight>,
+    held: BTreeMap<String, u64>,
+    campaigns: BTreeSet<String>,
+    last_ka_local: u64,
+}
+
+#[derive(Debug, Clone)]
+struct Belief {
+    client: usize,
+    cinc: u64,
+    session: SessionId,
+    token: u64,
+    start: u64,
+    end: Option<u64>,
+}
+
+struct LockSim {
+    seed: u64,
+    cfg: LockSimConfig,
+    rng: SimRng,
+    now: u64,
+    seq: u64,
+    queue: BTreeMap<(u64, u64), Ev>,
+    nodes: Vec<LNode>,
+    clients: Vec<LClient>,
+    net: Network,
+    weights: [u64; 8],
+    disk_delay_max_ns: u64,
+    checker: Checker,
+    trace: Fnv,
+    healed: bool,
+    ttl_ms: u64,
+    lock_delay_ms: u64,
+    lock_names: Vec<String>,
+    election_names: Vec<String>,
+    rule: LeaseRule,
+    /// The canonical stream: every slot applied once, in order, by the first
+    /// replica to reach it.
+    oracle: StateMachine,
+    oracle_next: Slot,
+    fifo: BTreeMap<String, VecDeque<SessionId>>,
+    histories: BTreeMap<String, Vec<Operation>>,
+    touched: BTreeMap<SessionId, BTreeSet<String>>,
+    beliefs: BTreeMap<String, Vec<Belief>>,
+    resources: BTreeMap<String, FencedResource>,
+    dead_since: BTreeMap<(String, u64), u64>,
+    leader_guess: Option<usize>,
+    report: LockSimReport,
+}
+
+fn dur_ns(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+impl LockSim {
+    fn new(seed: u64, cfg: LockSimConfig) -> Result<LockSim, Violation> {
+        let mut rng = SimRng::new(seed);
+        let n = if cfg.sim.nodes == 0 {
+            if rng.range(0, 1) == 0 {
+                3
+            } else {
+                5
+            }
+        } else {
+            cfg.sim.nodes
+        };
+        let rho = cfg.sim.max_drift_ppm as i64;
+        let opposite = cfg.opposite_drift.unwrap_or_else(|| rng.range(0, 1) == 0);
+        let ttl_ms = cfg
+            .ttl_ms
+            .unwrap_or_else(|| [1_500, 2_500, 4_000][rng.index(3)]);
+        let lock_delay_ms = cfg.lock_delay_ms.unwrap_or_else(|| [0, 300][rng.index(2)]);
+        let members: Vec<NodeId> = (1..=n as u64).map(NodeId).collect();
+        let mut machine_cfg = paxlock_core::locks::Config {
+            lock_delay_ms,
+            ..paxlock_core::locks::Config::default()
+        };
+        machine_cfg.limits.min_ttl_ms = 1_000;
+        let nodes = members
+            .iter()
+            .map(|id| {
+                let mut rc = Config::new(*id, members.clone());
+                rc.max_drift_ppm = cfg.sim.max_drift_ppm;
+                #[cfg(feature = "canary")]
+                {
+                    rc.canary = cfg.sim.canary;
+                }
+                // Opposite drift: every leader runs fast, so it expires
+                // sessions as early as the bound allows.
+                let drift_ppm = if opposite {
+                    rho
+                } else {
+                    rng.range(0, 2 * rho as u64) as i64 - rho
+                };
+                LNode {
+                    id: *id,
+                    cfg: rc,
+                    replica: None,
+                    incarnation: 0,
+                    disk: Disk::default(),
+                    outbox: Vec::new(),
+                    clock: ClockModel {
+                        offset_ns: rng.range(0, 1_000 * SEC),
+                        drift_ppm,
+                    },
+                    paused_until: None,
+                    wake_at_true_ns: None,
+                    machine: StateMachine::new(machine_cfg.clone()),
+                    app_next: Slot(0),
+                    role: new_role(&cfg),
+                    next_proposal: 0,
+                    pending: VecDeque::new(),
+                    observed: BTreeMap::new(),
+                }
+            })
+            .collect();
+        let ttl = Duration::from_millis(ttl_ms);
+        let margin = Duration::from_millis(cfg.lease_margin_ms);
+        let drift_u32 = u32::try_from(cfg.sim.max_drift_ppm).unwrap_or(u32::MAX);
+        // An impossible drift bound (>= 100%) is a configuration error.
+        let rule = LeaseRule::new(ttl, drift_u32, margin).map_err(|e| Violation {
+            seed,
+            at_true_ns: 0,
+            what: format!("bad configuration: {e}"),
+        })?;
+        #[cfg(feature = "canary")]
+        let rule = if cfg.canary == LockCanary::UnshortenedLease {
+            LeaseRule::unshortened_canary(ttl, margin)
+        } else {
+            rule
+        };
+        let clients = (0..cfg.clients)
+            .map(|_| {
+                // Opposite drift: every client runs slow, so it believes
+                // in its lease as long as the bound allows.
+                let drift_ppm = if opposite {
+                    -rho
+                } else {
+                    rng.range(0, 2 * rho as u64) as i64 - rho
+                };
+                LClient {
+                    clock: ClockModel {
+                        offset_ns: rng.range(0, 1_000 * SEC),
+                        drift_ppm,
+                    },
+                    alive: true,
+                    incarnation: 0,
+                    paused_until: None,
+                    target: rng.index(n),
+                    session: None,
+                    lease: Lease::new(rule),
+                    opening: None,
+                    next_req: 1,
+                    next_nonce: 0,
+                    op: None,
+                    held: BTreeMap::new(),
+                    campaigns: BTreeSet::new(),
+                    last_ka_local: 0,
+                }
+            })
+            .collect();
+        let profile = if cfg.sim.faults {
+            NetProfile::draw(&mut rng)
+        } else {
+            NetProfile::healthy()
+        };
+        let mut weights = [0u64; 8];
+        for w in weights.iter_mut() {
+            *w = rng.range(0, 10);
+        }
+        if let Some(fixed) = cfg.sim.fault_weights {
+            weights = fixed;
+        }
+        let disk_delay_max_ns = rng.range(100_000, 20 * MS);
+        let lock_names: Vec<String> = (0..cfg.locks.max(1)).map(|i| format!("lock{i}")).collect();
+        let election_names: Vec<String> =
+            (0..cfg.locks.max(1)).map(|i| format!("elect{i}")).collect();
+        Ok(LockSim {
+            seed,
+            rng,
+            now: 0,
+            seq: 0,
+            queue: BTreeMap::new(),
+            nodes,
+            clients,
+            net: Network {
+                profile,
+                cut: BTreeSet::new(),
+            },
+            weights,
+            disk_delay_max_ns,
+            checker: Checker::new(n / 2 + 1),
+            trace: Fnv::default(),
+            healed: false,
+            ttl_ms,
+            lock_delay_ms,
+            lock_names,
+            election_names,
+            rule,
+            oracle: StateMachine::new(machine_cfg),
+            oracle_next: Slot(0),
+            fifo: BTreeMap::new(),
+            histories: BTreeMap::new(),
+            touched: BTreeMap::new(),
+            beliefs: BTreeMap::new(),
+            resources: BTreeMap::new(),
+            dead_since: BTreeMap::new(),
+            leader_guess: None,
+            report: LockSimReport {
+                seed,
+                nodes: n,
+                opposite_drift: opposite,
+                ..LockSimReport::default()
+            },
+            cfg,
+        })
+    }
+
+    fn schedule(&mut self, at: u64, ev: Ev) {
+        self.seq += 1;
+        self.queue.insert((at, self.seq), ev);
+    }
+
+    fn fail(&self, what: String) -> Violation {
+        Violation {
+            seed: self.seed,
+            at_true_ns: self.now,
+            what,
+        }
+    }
+
+    fn run(mut self) -> Result<LockSimReport, Violation> {
+        for i in 0..self.nodes.len() {
+            self.schedule(0, Ev::Restart { node: i });
+            let t = self.rng.range(SEC, 3 * SEC);
+            self.schedule(t, Ev::Compact { node: i });
+            let t = self.rng.range(0, LEADER_TICK_NS);
+            self.schedule(t, Ev::LeaderTick { node: i });
+        }
+        for c in 0..self.clients.len() {
+            let t = self.rng.range(0, 100 * MS);
+            self.schedule(t, Ev::ClientTick { client: c, cinc: 0 });
+        }
+        if self.cfg.sim.faults {
+            let t = self.rng.range(500 * MS, 2 * SEC);
+            self.schedule(t, Ev::Fault);
+        }
+        let heal_at = self.cfg.sim.fault_duration_ns;
+        self.schedule(heal_at, Ev::Heal);
+        let end = heal_at + self.cfg.sim.heal_duration_ns;
+        while let Some(((at, _), ev)) = self.queue.pop_first() {
+            if at > end {
+                break;
+            }
+            self.now = at;
+            self.report.events += 1;
+            let (kind, who) = ev.tag();
+            self.trace.u64(at);
+            self.trace.u64(kind << 8 | who);
+            if self.cfg.sim.verbose
+                && !matches!(
+                    ev,
+                    Ev::Deliver { .. }
+                        | Ev::Wake { .. }
+                        | Ev::DiskDone { .. }
+                        | Ev::ClientTick { .. }
+                        | Ev::LeaderTick { .. }
+                        | Ev::ToNode { .. }
+                        | Ev::ToClient { .. }
+                )
+            {
+                eprintln!("{:>8.3} ms  {ev:?}", at as f64 / 1e6);
+            }
+            self.handle(ev).map_err(|w| self.fail(w))?;
+        }
+        self.now = end;
+        // Operations still open at the end have unknown outcomes.
+        for c in 0..self.clients.len() {
+            self.abandon_in_flight(c);
+        }
+        self.report.history_ops = self.histories.values().map(|h| h.len() as u64).sum();
+        for (name, ops) in &self.histories {
+            let one: BTreeMap<String, Vec<Operation>> =
+                [(name.clone(), ops.clone())].into_iter().collect();
+            match check_all(&one, LIN_MAX_STEPS) {
+                Ok(()) => {}
+                Err((_, Verdict::Unknown { .. })) => self.report.lin_unknown += 1,
+                Err((lock, verdict)) => {
+                    if self.cfg.sim.verbose {
+                        for (i, op) in ops.iter().enumerate() {
+                            eprintln!("{i:>4} {op:?}");
+                        }
+                    }
+                    return Err(self.fail(format!(
+                        "linearizability: history of {lock} ({} ops) is not linearizable: {}",
+                        ops.len(),
+                        short_verdict(&verdict)
+                    )));
+                }
+            }
+        }
+        self.report.trace_hash = self.trace.0;
+        self.report.resource_writes = self.resources.values().map(FencedResource::accepted).sum();
+        Ok(self.report)
+    }
+
+    fn deferred(&mut self, node: usize, ev: &Ev) -> bool {
+        if let Some(until) = self.nodes[node].paused_until {
+            self.schedule(until.max(self.now + 1), ev.clone());
+            return true;
+        }
+        false
+    }
+
+    fn handle(&mut self, ev: Ev) -> Result<(), String> {
+        match ev {
+            Ev::Deliver { from, to, ref msg } => {
+                if self.deferred(to, &ev) {
+                    return Ok(());
+                }
+                let from_id = self.nodes[from].id;
+                self.step(
+                    to,
+                    Input::Peer {
+                        from: from_id,
+                        msg: msg.clone(),
+                    },
+                )?;
+            }
+            Ev::Wake { node, incarnation } => {
+                if self.nodes[node].incarnation != incarnation || self.deferred(node, &ev) {
+                    return Ok(());
+                }
+                if self.nodes[node].wake_at_true_ns == Some(self.now) {
+                    self.nodes[node].wake_at_true_ns = None;
+                    self.step(node, Input::Tick)?;
+                }
+            }
+            Ev::DiskDone { node, incarnation } => {
+                if self.nodes[node].incarnation != incarnation || self.deferred(node, &ev) {
+                    return Ok(());
+                }
+                let done = self.nodes[node].disk.complete(self.now)?;
+                let id = self.nodes[node].id;
+                for req in &done {
+                    self.checker.on_durable(id, req)?;
+                }
+                if done.is_empty() {
+                    return Ok(());
+                }
+                let up_to = self.nodes[node].disk.durable.persisted_seq;
+                let (ready, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut self.nodes[node].outbox)
+                    .into_iter()
+                    .partition(|(a, _, _)| *a <= up_to);
+                self.nodes[node].outbox = keep;
+                for (after, to, msg) in ready {
+                    self.transmit(node, to, msg, after)?;
+                }
+                self.step(node, Input::Persisted { up_to })?;
+            }
+            Ev::Crash { node } => self.crash(node),
+            Ev::Restart { node } => self.restart(node)?,
+            Ev::Pause { node, for_ns } => {
+                let n = &mut self.nodes[node];
+                if n.replica.is_some() && n.paused_until.is_none() {
+                    n.paused_until = Some(self.now + for_ns);
+                    let inc = n.incarnation;
+                    self.schedule(
+                        self.now + for_ns,
+                        Ev::Resume {
+                            node,
+                            incarnation: inc,
+                        },
+                    );
+                }
+            }
+            Ev::Resume { node, incarnation } => {
+                if self.nodes[node].incarnation == incarnation
+                    && self.nodes[node].paused_until.is_some()
+                {
+                    self.nodes[node].paused_until = None;
+                    self.step(node, Input::Tick)?;
+                }
+            }
+            Ev::Fault => self.inject_fault(),
+            Ev::Flap {
+                from,
+                to,
+                remaining,
+            } => {
+                if !self.healed && remaining > 0 {
+                    let link = (self.nodes[from].id, self.nodes[to].id);
+                    if !self.net.cut.remove(&link) {
+                        self.net.cut.insert(link);
+                    }
+                    let t = self.now + self.rng.range(20 * MS, 400 * MS);
+                    self.schedule(
+                        t,
+                        Ev::Flap {
+                            from,
+                            to,
+                            remaining: remaining - 1,
+                        },
+                    );
+                }
+            }
+            Ev::Compact { node } => {
+                let t = self.now + self.rng.range(SEC, 4 * SEC);
+                self.schedule(t, Ev::Compact { node });
+                let n = &self.nodes[node];
+                if n.replica.is_some() && n.paused_until.is_none() && n.app_next.0 > 0 {
+                    let data = n
+                        .machine
+                        .snapshot()
+                        .map_err(|e| format!("node {} cannot snapshot: {e:?}", n.id.0))?;
+                    let input = Input::Compact {
+                        up_to: n.app_next,
+                        data,
+                    };
+                    self.step(node, input)?;
+                }
+            }
+            Ev::Heal => {
+                self.healed = true;
+                self.net.cut.clear();
+                self.net.profile = NetProfile::healthy();
+                for i in 0..self.nodes.len() {
+                    if self.nodes[i].replica.is_none() {
+                        self.restart(i)?;
+                    } else if self.nodes[i].paused_until.is_some() {
+                        self.nodes[i].paused_until = None;
+                        self.step(i, Input::Tick)?;
+                    }
+                }
+                self.schedule(self.now + 100 * MS, Ev::LivenessCheck);
+            }
+            Ev::NodePropose {
+                node,
+                incarnation,
+                ref values,
+            } => {
+                if self.nodes[node].incarnation != incarnation || self.deferred(node, &ev) {
+                    return Ok(());
+                }
+                self.step(node, Input::Propose(values.clone()))?;
+            }
+            Ev::LeaderTick { node } => {
+                self.schedule(self.now + LEADER_TICK_NS, Ev::LeaderTick { node });
+                if self.nodes[node].paused_until.is_none() {
+                    self.leader_tick(node)?;
+                }
+            }
+            Ev::ToNode {
+                client,
+                cinc,
+                to,
+                ref req,
+            } => {
+                if self.deferred(to, &ev) {
+                    return Ok(());
+                }
+                self.node_request(to, client, cinc, req.clone())?;
+            }
+            Ev::ToClient {
+                client,
+                cinc,
+                ref resp,
+            } => {
+                let c = &self.clients[client];
+                if !c.alive || c.incarnation != cinc {
+                    return Ok(());
+                }
+                if let Some(until) = c.paused_until {
+                    if until > self.now {
+                        self.schedule(until, ev.clone());
+                        return Ok(());
+                    }
+                }
+                self.client_response(client, resp.clone())?;
+            }
+            Ev::ClientTick { client, cinc } => {
+                let c = &self.clients[client];
+                if !c.alive || c.incarnation != cinc {
+                    return Ok(());
+                }
+                if let Some(until) = c.paused_until {
+                    if until > self.now {
+                        self.schedule(until, Ev::ClientTick { client, cinc });
+                        return Ok(());
+                    }
+                }
+                self.clients[client].paused_until = None;
+                let t = self.now + self.rng.range(10 * MS, 30 * MS);
+                self.schedule(t, Ev::ClientTick { client, cinc });
+                self.client_tick(client)?;
+            }
+            Ev::ClientRestart { client } => {
+                let c = &mut self.clients[client];
+                if !c.alive {
+                    c.alive = true;
+                    c.incarnation += 1;
+                    let cinc = c.incarnation;
+                    self.schedule(self.now + MS, Ev::ClientTick { client, cinc });
+                }
+            }
+            Ev::LivenessCheck => {
+                self.schedule(self.now + 100 * MS, Ev::LivenessCheck);
+                self.liveness_check()?;
+            }
+        }
+        Ok(())
+    }
+
+    fn inject_fault(&mut self) {
+        if self.healed {
+            return;
+        }
+        let t = self.now + self.rng.range(100 * MS, self.cfg.sim.fault_gap_max_ns);
+        self.schedule(t, Ev::Fault);
+        let total: u64 = self.weights.iter().sum::<u64>().max(1);
+        let mut pick = self.rng.range(0, total - 1);
+        let mut kind = 0;
+        for (i, w) in self.weights.iter().enumerate() {
+            if pick < *w {
+                kind = i;
+                break;
+            }
+            pick -= *w;
+        }
+        let n = self.nodes.len();
+        let ids: Vec<NodeId> = self.nodes.iter().map(|x| x.id).collect();
+        match kind {
+            0 => {
+                let mut a = Vec::new();
+                let mut b = Vec::new();
+                for id in &ids {
+                    if self.rng.range(0, 1) == 0 {
+                        a.push(*id);
+                    } else {
+                        b.push(*id);
+                    }
+                }
+                self.net.partition(&a, &b);
+            }
+            1 => {
+                let x = ids[self.rng.index(n)];
+                let inbound = self.rng.range(0, 1) == 0;
+                for y in &ids {
+                    if *y != x && self.rng.range(0, 1) == 0 {
+                        self.net.cut.insert(if inbound { (*y, x) } else { (x, *y) });
+                    }
+                }
+            }
+            2 => {
+                let from = self.rng.index(n);
+                let to = (from + 1 + self.rng.index(n - 1)) % n;
+                let flips = self.rng.range(4, 30) as u32;
+                self.schedule(
+                    self.now,
+                    Ev::Flap {
+                        from,
+                        to,
+                        remaining: flips,
+                    },
+                );
+            }
+            3 => {
+                let x = ids[self.rng.index(n)];
+                let rest: Vec<NodeId> = ids.iter().copied().filter(|y| *y != x).collect();
+                self.net.partition(&[x], &rest);
+            }
+            4 => self.net.cut.clear(),
+            5 => {
+                let x = self.rng.index(n);
+                let down = self.rng.range(10 * MS, 3 * SEC);
+                self.schedule(self.now, Ev::Crash { node: x });
+                self.schedule(self.now + down, Ev::Restart { node: x });
+            }
+            6 => {
+                let x = self.rng.index(n);
+                let down = self.rng.range(MS, 60 * MS);
+                self.schedule(self.now, Ev::Crash { node: x });
+                self.schedule(self.now + down, Ev::Restart { node: x });
+            }
+            _ => {
+                let x = self.rng.index(n);
+                let for_ns = self.rng.range(50 * MS, self.cfg.sim.pause_max_ns);
+                self.schedule(self.now, Ev::Pause { node: x, for_ns });
+            }
+        }
+    }
+
+    fn crash(&mut self, node: usize) {
+        let id = self.nodes[node].id;
+        let n = &mut self.nodes[node];
+        if n.replica.is_none() {
+            return;
+        }
+        n.replica = None;
+        n.incarnation += 1;
+        n.disk.crash();
+        n.outbox.clear();
+        n.paused_until = None;
+        n.wake_at_true_ns = None;
+        n.role = new_role(&self.cfg);
+        n.pending.clear();
+        self.checker.on_lease_lost(id, self.now);
+        if self.leader_guess == Some(node) {
+            self.leader_guess = None;
+        }
+    }
+
+    fn restart(&mut self, node: usize) -> Result<(), String> {
+        if self.nodes[node].replica.is_some() {
+            return Ok(());
+        }
+        let seed = self.rng.u64();
+        let machine_cfg = self.oracle.config().clone();
+        let n = &mut self.nodes[node];
+        n.incarnation += 1;
+        let recovered = n.disk.recover()?;
+        let replica = Replica::new(n.cfg.clone(), recovered, seed)
+            .map_err(|e| format!("bad config: {e:?}"))?;
+        n.replica = Some(replica);
+        n.machine = StateMachine::new(machine_cfg);
+        n.app_next = Slot(0);
+        n.observed.clear();
+        if let Some(s) = n.disk.durable.snapshot.clone() {
+            n.machine = StateMachine::restore(&s.data)
+                .map_err(|e| format!("node {} cannot restore its own snapshot: {e:?}", n.id.0))?;
+            n.app_next = s.up_to;
+            let (id, d) = (n.id, machine_digest(&n.machine)?);
+            self.checker.on_snapshot(id, s.up_to, d)?;
+        }
+        self.step(node, Input::Tick)
+    }
+
+    fn transmit(
+        &mut self,
+        from: usize,
+        to: usize,
+        msg: Message,
+        after: PersistSeq,
+    ) -> Result<(), String> {
+        let n = &self.nodes[from];
+        if after > n.disk.durable.persisted_seq {
+            return Err(format!(
+                "node {} released a message before persist {}",
+                n.id.0, after.0
+            ));
+        }
+        self.checker.on_send(n.id, &msg, &n.disk.durable)?;
+        let fates = self.net.fate(&mut self.rng, n.id, self.nodes[to].id);
+        for d in fates {
+            self.schedule(
+                self.now + d,
+                Ev::Deliver {
+                    from,
+                    to,
+                    msg: msg.clone(),
+                },
+            );
+        }
+        Ok(())
+    }
+
+    fn local(&self, node: usize) -> u64 {
+        self.nodes[node].clock.local(self.now)
+    }
+
+    /// The `at_ms` a node stamps on what it proposes (its leader role's).
+    fn stamp_ms(&self, node: usize) -> u64 {
+        self.nodes[node].role.stamp_ms(Nanos(self.local(node)))
+    }
+
+    /// `command` in the log entry envelope the node uses, under the node's
+    /// next proposal id.
+    fn envelope(&mut self, node: usize, command: &Command) -> Result<Value, String> {
+        let n = &mut self.nodes[node];
+        n.next_proposal += 1;
+        Proposal::encode(n.id.0, n.next_proposal, command)
+            .map(Value::from)
+            .map_err(|e| format!("encode: {e}"))
+    }
+
+    fn step(&mut self, node: usize, input: Input) -> Result<(), String> {
+        let local = self.local(node);
+        let Some(r) = self.nodes[node].replica.as_mut() else {
+            return Ok(());
+        };
+        let fx = r.step(Nanos(local), input);
+        self.apply_effects(node, fx)
+    }
+
+    fn apply_effects(&mut self, node: usize, fx: Effects) -> Result<(), String> {
+        let id = self.nodes[node].id;
+        if let Some(req) = fx.persist {
+            let delay = if self.rng.chance_ppm(20_000) {
+                self.rng.range(MS, 50 * MS)
+            } else {
+                self.rng.range(20_000, self.disk_delay_max_ns)
+            };
+            let n = &mut self.nodes[node];
+            let at = n.disk.submit(req, self.now + delay);
+            let inc = n.incarnation;
+            self.schedule(
+                at,
+                Ev::DiskDone {
+                    node,
+                    incarnation: inc,
+                },
+            );
+        }
+        for out in fx.send {
+            let Some(to) = self.nodes.iter().position(|x| x.id == out.to) else {
+                continue;
+            };
+            if out.after <= self.nodes[node].disk.durable.persisted_seq {
+                self.transmit(node, to, out.msg, out.after)?;
+            } else {
+                self.nodes[node].outbox.push((out.after, to, out.msg));
+            }
+        }
+        if let Some(s) = fx.install_snapshot {
+            let n = &mut self.nodes[node];
+            n.machine = StateMachine::restore(&s.data)
+                .map_err(|e| format!("node {} got an invalid snapshot: {e:?}", id.0))?;
+            n.app_next = s.up_to;
+            let local = Nanos(n.clock.local(self.now));
+            n.role.restored(&n.machine, local);
+            // Events inside the snapshot were never seen here: restart the
+            // per-election observation from the next event.
+            n.observed.clear();
+            let d = machine_digest(&n.machine)?;
+            self.checker.on_snapshot(id, s.up_to, d)?;
+        }
+        for e in fx.chosen {
+            if e.slot != self.nodes[node].app_next {
+                return Err(format!(
+                    "node {} applied slot {} but expected {}",
+                    id.0, e.slot.0, self.nodes[node].app_next.0
+                ));
+            }
+            let first = e.slot == self.oracle_next;
+            for v in &e.batch {
+                self.apply_value(node, e.slot, v, first)?;
+            }
+            if first {
+                self.oracle_next = e.slot.next();
+                self.report.slots += 1;
+            }
+            let n = &mut self.nodes[node];
+            n.app_next = e.slot.next();
+            let d = machine_digest(&n.machine)?;
+            self.checker.on_apply(id, e.slot, &e.batch, d)?;
+        }
+        for ev in fx.leadership {
+            match ev {
+                LeadershipEvent::BecameLeader { ballot } => {
+                    self.report.elections += 1;
+                    self.leader_guess = Some(node);
+                    // The first command of a new leader: its takeover.
+                    let local = Nanos(self.local(node));
+                    let cmd = self.nodes[node].role.became_leader(ballot, local);
+                    let value = self.envelope(node, &cmd)?;
+                    let inc = self.nodes[node].incarnation;
+                    self.schedule(
+                        self.now,
+                        Ev::NodePropose {
+                            node,
+                            incarnation: inc,
+                            values: vec![value],
+                        },
+                    );
+                }
+                LeadershipEvent::LostLeadership => {
+                    self.nodes[node].role.lost_leadership();
+                    self.checker.on_lease_lost(id, self.now);
+                    if self.leader_guess == Some(node) {
+                        self.leader_guess = None;
+                    }
+                }
+                LeadershipEvent::LeaseUntil { until } => {
+                    let end = self.nodes[node].clock.true_at(until.0);
+                    self.checker.on_lease(id, self.now, end)?;
+                }
+            }
+        }
+        for r in fx.rejected {
+            let hint = r
+                .leader_hint
+                .and_then(|h| self.nodes.iter().position(|x| x.id == h));
+            for v in &r.values {
+                if let Some(p) = self.take_pending(node, v) {
+                    self.reply(node, p.client, p.cinc, Resp::NotLeader { hint });
+                }
+            }
+        }
+        if let Some(w) = fx.wake_at {
+            let t = self.nodes[node].clock.true_at(w.0).max(self.now + 100_000);
+            let n = &mut self.nodes[node];
+            if n.wake_at_true_ns
+                .is_none_or(|cur| t < cur || cur < self.now)
+            {
+                n.wake_at_true_ns = Some(t);
+                let inc = n.incarnation;
+                self.schedule(
+                    t,
+                    Ev::Wake {
+                        node,
+                        incarnation: inc,
+                    },
+                );
+            }
+        }
+        Ok(())
+    }
+
+    fn take_pending(&mut self, node: usize, value: &[u8]) -> Option<Pending> {
+        let pend = &mut self.nodes[node].pending;
+        let i = pend.iter().position(|p| p.value == value)?;
+        pend.remove(i)
+    }
+
+    /// Applies one command at `node`; `first` marks the first replica to
+    /// apply this slot, whose output feeds the run-wide checks.
+    fn apply_value(
+        &mut self,
+        node: usize,
+        slot: Slot,
+        value: &[u8],
+        first: bool,
+    ) -> Result<(), String> {
+        let Ok(Proposal { command: cmd, .. }) = Proposal::decode(value) else {
+            // Every replica skips the same undecodable bytes.
+            return Ok(());
+        };
+        let local = self.local(node);
+        let out = self.nodes[node].machine.apply(slot.0, cmd.clone());
+        {
+            let n = &mut self.nodes[node];
+            n.role.applied(&n.machine, &out, Nanos(local));
+        }
+        // Each replica is an observer of every election's event stream.
+        for ev in &out.events {
+            if let LockEvent::Election(e) = ev {
+                let n = &mut self.nodes[node];
+                if let Some((index, term)) = n.observed.get(&e.name).copied() {
+                    let want_term = match e.change {
+                        ElectionChange::Proclaimed { .. } => term,
+                        _ => term + 1,
+                    };
+                    if e.index != index + 1 || e.term != want_term {
+                        return Err(format!(
+                            "election {}: node {} saw event index {} term {} after index {index} term {term}",
+                            e.name, n.id.0, e.index, e.term
+                        ));
+                    }
+                }
+                n.observed.insert(e.name.clone(), (e.index, e.term));
+            }
+        }
+        // Answer the client whose proposal this was, if we proposed it.
+        if let Some(p) = self.take_pending(node, value) {
+            let resp = match p.tag {
+                Tag::Open { nonce } => Resp::Opened {
+                    nonce,
+                    result: out.reply.clone(),
+                },
+                Tag::Cmd { request_id } => Resp::Applied {
+                    request_id,
+                    result: out.reply.clone(),
+                },
+                Tag::Abandon { name, up_to } => Resp::Abandoned {
+                    name,
+                    up_to,
+                    result: out.reply.clone(),
+                },
+            };
+            self.reply(node, p.client, p.cinc, resp);
+        }
+        if first {
+            self.canonical(slot, &cmd, &out)?;
+        }
+        Ok(())
+    }
+
+    /// Run-wide checks on the first application of each command.
+    fn canonical(
+        &mut self,
+        slot: Slot,
+        cmd: &Command,
+        out: &paxlock_core::locks::Output,
+    ) -> Result<(), String> {
+        let oracle_out = self.oracle.apply(slot.0, cmd.clone());
+        if oracle_out != *out {
+            return Err(format!(
+                "slot {}: the first replica's output differs from a fresh replay",
+                slot.0
+            ));
+        }
+        if self.cfg.sim.verbose {
+            eprintln!(
+                "{:>10.3} ms slot {} {:?} -> {:?} {:?}",
+                self.now as f64 / 1e6,
+                slot.0,
+                cmd.kind,
+                out.reply,
+                out.events
+            );
+        }
+        for ev in &out.events {
+            match ev {
+                LockEvent::SessionEnded { session, reason } => {
+                    let expired = *reason == paxlock_core::locks::CloseReason::Expired;
+                    if expired {
+                        self.report.expiries += 1;
+                    }
+                    for q in self.fifo.values_mut() {
+                        q.retain(|s| s != session);
+                    }
+                    if let Some(names) = self.touched.remove(session) {
+                        for name in names {
+                            self.histories.entry(name).or_default().push(Operation {
+                                client: session.0,
+                                call: Call::EndSession { expired },
+                                outcome: Outcome::Ended,
+                                invoked_at: self.now,
+                                completed_at: Some(self.now),
+                            });
+                        }
+                    }
+                }
+                LockEvent::LockGranted { name, session, .. } => {
+                    self.report.grants += 1;
+                    let q = self.fifo.entry(name.clone()).or_default();
+                    match q.front() {
+                        Some(front) if front == session => {
+                            q.pop_front();
+                        }
+                        Some(front) => {
+                            return Err(format!(
+                                "FIFO: {name} granted to session {} while session {} waited longer",
+                                session.0, front.0
+                            ))
+                        }
+                        None => {}
+                    }
+                }
+                _ => {}
+            }
+        }
+        // Queue model updates that follow the command's own events.
+        let (session, name, cancel, acquire) = match &cmd.kind {
+            CommandKind::ClientAs {
+                session,
+                op: ClientOp::Acquire { name, .. },
+                ..
+            } => (*session, name.clone(), false, true),
+            CommandKind::ClientAs {
+                session,
+                op: ClientOp::CancelAcquire { name },
+                ..
+            } => (*session, name.clone(), true, false),
+            CommandKind::Abandon {
+                session,
+                name,
+                wait: AbandonedWait::Acquire,
+                ..
+            } => (*session, name.clone(), true, false),
+            _ => return Ok(()),
+        };
+        let q = self.fifo.entry(name).or_default();
+        // Only a cancel that was applied withdraws (a stale abandon is not).
+        if cancel && out.reply.is_ok() {
+            q.retain(|s| *s != session);
+        }
+        if acquire && !out.duplicate {
+            if let Ok(Reply::Queued { .. }) = out.reply {
+                if !q.contains(&session) {
+                    q.push_back(session);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn reply(&mut self, _node: usize, client: usize, cinc: u64, resp: Resp) {
+        let from = self.nodes[_node].id;
+        let fates = self
+            .net
+            .fate(&mut self.rng, from, NodeId(1_000 + client as u64));
+        for d in fates {
+            self.schedule(
+                self.now + d,
+                Ev::ToClient {
+                    client,
+                    cinc,
+                    resp: resp.clone(),
+                },
+            );
+        }
+    }
+
+    /// The node's leader role answering a client.
+    fn node_request(
+        &mut self,
+        node: usize,
+        client: usize,
+        cinc: u64,
+        req: Req,
+    ) -> Result<(), String> {
+        let local = self.local(node);
+        let at_ms = self.stamp_ms(node);
+        let n = &self.nodes[node];
+        let Some(replica) = n.replica.as_ref() else {
+            return Ok(());
+        };
+        let hint = replica
+            .leader_hint()
+            .and_then(|h| self.nodes.iter().position(|x| x.id == h));
+        let serving = replica.is_leader() && n.role.serving(&n.machine);
+        if !serving {
+            self.reply(node, client, cinc, Resp::NotLeader { hint });
+            return Ok(());
+        }
+        let (value, tag) = match req {
+            Req::Keepalive {
+                session,
+                sent_local,
+            } => {
+                let lease_until = replica.lease_until(Nanos(local));
+                let revision = n.machine.revision();
+                let n = &mut self.nodes[node];
+                match n
+                    .role
+                    .keep_alive(&n.machine, session, Nanos(local), lease_until)
+                {
+                    Ok(_) => {
+                        self.reply(node, client, cinc, Resp::KeepaliveOk { sent_local });
+                    }
+                    // Unknown here: gone, unless this node has not yet
+                    // applied its open (session ids are revisions).
+                    Err(KeepaliveRefused::Unknown) if session.0 <= revision => {
+                        self.reply(node, client, cinc, Resp::SessionGone { session });
+                    }
+                    // As the node answers it: SESSION_UNKNOWN.
+                    Err(KeepaliveRefused::Expiring) => {
+                        self.reply(node, client, cinc, Resp::SessionGone { session });
+                    }
+                    Err(_) => {}
+                }
+                return Ok(());
+            }
+            Req::Open { ttl_ms, nonce } => {
+                let cmd = Command {
+                    at_ms,
+                    kind: CommandKind::OpenSessionAs {
+                        ttl_ms,
+                        owner: client_identity(client),
+                        open_key: nonce,
+                    },
+                };
+                (cmd, Tag::Open { nonce })
+            }
+            Req::Cmd {
+                session,
+                request_id,
+                op,
+            } => {
+                let cmd = Command {
+                    at_ms,
+                    kind: CommandKind::ClientAs {
+                        caller: client_identity(client),
+                        session,
+                        request_id,
+                        // Clients run one request at a time, so everything
+                        // below this id was answered or given up.
+                        ack_below: request_id,
+                        waiting: Vec::new(),
+                        op,
+                    },
+                };
+                (cmd, Tag::Cmd { request_id })
+            }
+            Req::Abandon {
+                session,
+                name,
+                up_to,
+            } => {
+                let cmd = Command {
+                    at_ms,
+                    kind: CommandKind::Abandon {
+                        session,
+                        name: name.clone(),
+                        wait: AbandonedWait::Acquire,
+                        up_to,
+                    },
+                };
+                (cmd, Tag::Abandon { name, up_to })
+            }
+        };
+        let value = self.envelope(node, &value)?;
+        let pend = &mut self.nodes[node].pending;
+        if pend.len() >= MAX_PENDING {
+            pend.pop_front();
+        }
+        pend.push_back(Pending {
+            value: value.clone(),
+            client,
+            cinc,
+            tag,
+        });
+        self.step(node, Input::Propose(vec![value]))
+    }
+
+    /// The leader role's scan: propose what it finds due.
+    fn leader_tick(&mut self, node: usize) -> Result<(), String> {
+        let local = Nanos(self.local(node));
+        let n = &mut self.nodes[node];
+        if n.replica.as_ref().is_none_or(|r| !r.is_leader()) {
+            return Ok(());
+        }
+        let due = n.role.due(&n.machine, local);
+        if due.is_empty() {
+            return Ok(());
+        }
+        let at_ms = self.stamp_ms(node);
+        let mut encoded = Vec::with_capacity(due.len());
+        for kind in due {
+            encoded.push(self.envelope(node, &Command { at_ms, kind })?);
+        }
+        self.step(node, Input::Propose(encoded))
+    }
+
+    // ----- clients -------------------------------------------------------
+
+    fn send(&mut self, client: usize, req: Req) {
+        let c = &self.clients[client];
+        let (to, cinc) = (c.target, c.incarnation);
+        let fates = self.net.fate(
+            &mut self.rng,
+            NodeId(1_000 + client as u64),
+            self.nodes[to].id,
+        );
+        // A copy the network duplicated is a resend as far as the answer
+        // goes: the reply the client sees may come from either copy.
+        if matches!(req, Req::Abandon { .. }) && fates.len() > 1 {
+            if let Some(op) = self.clients[client].op.as_mut() {
+                op.abandon_sends += fates.len() as u32 - 1;
+            }
+        }
+        for d in fates {
+            self.schedule(
+                self.now + d,
+                Ev::ToNode {
+                    client,
+                    cinc,
+                    to,
+                    req: req.clone(),
+                },
+            );
+        }
+    }
+
+    fn retarget(&mut self, client: usize, hint: Option<usize>) {
+        let n = self.nodes.len();
+        self.clients[client].target = match hint {
+            Some(h) if self.rng.range(0, 3) > 0 => h,
+            _ => self.rng.index(n),
+        };
+    }
+
+    fn client_local(&self, client: usize) -> u64 {
+        self.clients[client].clock.local(self.now)
+    }
+
+    fn next_request_id(&mut self, client: usize) -> RequestId {
+        let c = &mut self.clients[client];
+        let id = RequestId(c.next_req);
+        c.next_req += 1;
+        id
+    }
+
+    /// The client's lease ran out (or it crashed): every belief ends, the
+    /// in-flight operation's outcome becomes unknown, the session is dropped.
+    fn lose_session(&mut self, client: usize, beliefs_end: u64) {
+        let names: Vec<String> = self.clients[client].held.keys().cloned().collect();
+        for name in names {
+            self.end_belief(client, &name, beliefs_end);
+        }
+        self.clients[client].held.clear();
+        self.clients[client].campaigns.clear();
+        self.abandon_in_flight(client);
+        let c = &mut self.clients[client];
+        c.session = None;
+        c.opening = None;
+        c.lease = Lease::new(self.rule);
+    }
+
+    fn abandon_in_flight(&mut self, client: usize) {
+        if let Some(op) = self.clients[client].op.take() {
+            for h in [op.hist, op.cancel_hist].into_iter().flatten() {
+                self.histories
+                    .entry(op.name.clone())
+                    .or_default()
+                    .push(Operation {
+                        outcome: Outcome::Unknown,
+                        completed_at: None,
+                        ..h
+                    });
+            }
+        }
+    }
+
+    fn start_belief(&mut self, client: usize, name: &str, token: u64) -> Result<(), String> {
+        let c = &self.clients[client];
+        let Some(session) = c.session else {
+            return Ok(());
+        };
+        if c.held.get(name) == Some(&token) {
+            return Ok(());
+        }
+        let t = self.now;
+        let list = self.beliefs.entry(name.to_owned()).or_default();
+        for b in list.iter() {
+            if b.client == client && b.session == session {
+                continue;
+            }
+            let end = match b.end {
+                Some(e) => e,
+                None => {
+                    let o = &self.clients[b.client];
+                    match o.lease.valid_until() {
+                        Some(u) if o.alive && o.incarnation == b.cinc => o.clock.true_at(dur_ns(u)),
+                        _ => t,
+                    }
+                }
+            };
+            if end > t {
+                return Err(format!(
+                    "mutual exclusion: client {} (session {}, token {token}) and client {} (session {}, token {}) both believe they hold {name} at true {} ms (other's belief ends at {} ms)",
+                    client, session.0, b.client, b.session.0, b.token, t / MS, end / MS
+                ));
+            }
+        }
+        if list.len() >= 16 {
+            list.retain(|b| b.end.is_none());
+        }
+        list.push(Belief {
+            client,
+            cinc: c.incarnation,
+            session,
+            token,
+            start: t,
+            end: None,
+        });
+        self.clients[client].held.insert(name.to_owned(), token);
+        Ok(())
+    }
+
+    fn end_belief(&mut self, client: usize, name: &str, at: u64) {
+        let cinc = self.clients[client].incarnation;
+        if let Some(list) = self.beliefs.get_mut(name) {
+            for b in list.iter_mut() {
+                if b.client == client && b.cinc == cinc && b.end.is_none() {
+                    b.end = Some(at.max(b.start));
+                }
+            }
+        }
+        self.clients[client].held.remove(name);
+    }
+
+    fn client_tick(&mut self, client: usize) -> Result<(), String> {
+        let local = self.client_local(client);
+        // 1. The lease rule, on the client's own clock.
+        let c = &self.clients[client];
+        if c.session.is_some() && !c.lease.is_valid(Duration::from_nanos(local)) {
+            let end = c
+                .lease
+                .valid_until()
+                .map_or(self.now, |u| c.clock.true_at(dur_ns(u)).min(self.now));
+            self.lose_session(client, end);
+        }
+        // 2. A believing holder uses its lock.
+        let held: Vec<(String, u64)> = self.clients[client]
+            .held
+            .iter()
+            .map(|(n, t)| (n.clone(), *t))
+            .collect();
+        for (name, token) in held {
+            let r = self.resources.entry(name.clone()).or_default();
+            if !r.write(token) {
+                return Err(format!(
+                    "fencing: client {client} believes it holds {name} with token {token} but the resource already saw token {}",
+                    r.highest_seen()
+                ));
+            }
+        }
+        // 3. No session: open one.
+        if self.clients[client].session.is_none() {
+            let resend = match self.clients[client].opening {
+                None => true,
+                Some((_, _, last)) => self.now.saturating_sub(last) >= RESEND_NS,
+            };
+            if resend {
+                if self.clients[client].opening.is_some() {
+                    self.retarget(client, self.leader_guess);
+                }
+                let c = &mut self.clients[client];
+                c.next_nonce += 1;
+                let nonce = c.next_nonce;
+                c.opening = Some((nonce, local, self.now));
+                let ttl_ms = self.ttl_ms;
+                self.send(client, Req::Open { ttl_ms, nonce });
+            }
+            return Ok(());
+        }
+        let Some(session) = self.clients[client].session else {
+            return Ok(());
+        };
+        // 4. Keepalives, several per TTL so one loss does not lapse the lease.
+        if local.saturating_sub(self.clients[client].last_ka_local) >= self.ttl_ms * MS / 5 {
+            self.clients[client].last_ka_local = local;
+            self.send(
+                client,
+                Req::Keepalive {
+                    session,
+                    sent_local: local,
+                },
+            );
+        }
+        // 5. The operation in flight.
+        if let Some(op) = self.clients[client].op.clone() {
+            if op.kind == OpKind::Acquire && local >= op.deadline_local {
+                // The blocking acquire timed out: withdraw it.
+                let cancel = Operation {
+                    client: session.0,
+                    call: Call::Cancel,
+                    outcome: Outcome::Unknown,
+                    invoked_at: self.now,
+                    completed_at: None,
+                };
+                if let Some(o) = self.clients[client].op.as_mut() {
+                    o.kind = OpKind::Abandon;
+                    o.cancel_hist = Some(cancel);
+                    o.abandon_sends = 1;
+                    o.awaiting = true;
+                    o.last_sent = self.now;
+                }
+                self.send(
+                    client,
+                    Req::Abandon {
+                        session,
+                        name: op.name.clone(),
+                        up_to: op.request_id,
+                    },
+                );
+            } else if op.awaiting && self.now.saturating_sub(op.last_sent) >= RESEND_NS {
+                self.retarget(client, self.leader_guess);
+                self.resend(client, session);
+            } else if !op.awaiting && op.kind == OpKind::Acquire && self.now >= op.next_poll {
+                // Queued: learn the grant with a NEW idempotent acquire.
+                let id = self.next_request_id(client);
+                if let Some(o) = self.clients[client].op.as_mut() {
+                    o.request_id = id;
+                    o.awaiting = true;
+                }
+                self.resend(client, session);
+            }
+            return Ok(());
+        }
+        // 6. Something new.
+        self.new_action(client, session);
+        Ok(())
+    }
+
+    fn resend(&mut self, client: usize, session: SessionId) {
+        let Some(op) = self.clients[client].op.as_mut() else {
+            return;
+        };
+        op.last_sent = self.now;
+        let req = if op.kind == OpKind::Abandon {
+            op.abandon_sends += 1;
+            Req::Abandon {
+                session,
+                name: op.name.clone(),
+                up_to: op.request_id,
+            }
+        } else {
+            Req::Cmd {
+                session,
+                request_id: op.request_id,
+                op: op.op.clone(),
+            }
+        };
+        self.send(client, req);
+    }
+
+    fn new_action(&mut self, client: usize, session: SessionId) {
+        if self.rng.range(0, 99) >= 15 {
+            return;
+        }
+        let roll = self.rng.range(0, 99);
+        let faults_on = self.cfg.client_faults && !self.healed;
+        let lock = self.lock_names[self.rng.index(self.lock_names.len())].clone();
+        let election = self.election_names[self.rng.index(self.election_names.len())].clone();
+        let local = self.client_local(client);
+        let held = self.clients[client].held.contains_key(&lock);
+        let (kind, name, op) = match roll {
+            0..=34 if !held => {
+                let wait = self.rng.range(0, 2) > 0;
+                (
+                    if wait {
+                        OpKind::Acquire
+                    } else {
+                        OpKind::TryAcquire
+                    },
+                    lock.clone(),
+                    ClientOp::Acquire { name: lock, wait },
+                )
+            }
+            0..=59 => {
+                let Some((name, token)) = self.clients[client]
+                    .held
+                    .iter()
+                    .next()
+                    .map(|(n, t)| (n.clone(), *t))
+                else {
+                    return;
+                };
+                // Stop believing before asking: the release may apply at once.
+                self.end_belief(client, &name, self.now);
+                (
+                    OpKind::Release,
+                    name.clone(),
+                    ClientOp::Release {
+                        name,
+                        token: paxlock_core::locks::FencingToken(token),
+                    },
+                )
+            }
+            60..=69 if !self.clients[client].campaigns.contains(&election) => (
+                OpKind::Campaign,
+                election.clone(),
+                ClientOp::Campaign {
+                    name: election,
+                    value: vec![client as u8],
+                },
+            ),
+            60..=74 => (
+                OpKind::Resign,
+                election.clone(),
+                ClientOp::Resign { name: election },
+            ),
+            75..=76 => {
+                // Close: stop believing, fire and forget (a lost close
+                // becomes an expiry).
+                let names: Vec<String> = self.clients[client].held.keys().cloned().collect();
+                for n in names {
+                    self.end_belief(client, &n, self.now);
+                }
+                let id = self.next_request_id(client);
+                self.send(
+                    client,
+                    Req::Cmd {
+                        session,
+                        request_id: id,
+                        op: ClientOp::CloseSession,
+                    },
+                );
+                self.lose_session(client, self.now);
+                return;
+            }
+            77 if faults_on => {
+                // Pause, sometimes for longer than the TTL.
+                let for_ns = self.rng.range(50 * MS, self.ttl_ms * MS * 5 / 2);
+                self.clients[client].paused_until = Some(self.now + for_ns);
+                self.report.client_faults += 1;
+                return;
+            }
+            78 if faults_on => {
+                // Crash: a dead process believes nothing.
+                self.lose_session(client, self.now);
+                let c = &mut self.clients[client];
+                c.alive = false;
+                c.incarnation += 1;
+                self.report.client_faults += 1;
+                if self.rng.range(0, 9) < 7 {
+                    let t = self.now + self.rng.range(500 * MS, 5 * SEC);
+                    self.schedule(t, Ev::ClientRestart { client });
+                }
+                return;
+            }
+            _ => return,
+        };
+        let request_id = self.next_request_id(client);
+        let hist = match &op {
+            ClientOp::Acquire { .. } => Some(Call::Acquire),
+            ClientOp::Release { token, .. } => Some(Call::Release { token: token.0 }),
+            _ => None,
+        }
+        .map(|call| {
+            self.touched
+                .entry(session)
+                .or_default()
+                .insert(name.clone());
+            Operation {
+                client: session.0,
+                call,
+                outcome: Outcome::Unknown,
+                invoked_at: self.now,
+                completed_at: None,
+            }
+        });
+        let timeout = self.rng.range(300 * MS, 3 * SEC);
+        self.clients[client].op = Some(InFlight {
+            kind,
+            name,
+            op,
+            request_id,
+            awaiting: true,
+            last_sent: self.now,
+            next_poll: 0,
+            deadline_local: local + timeout,
+            hist,
+            cancel_hist: None,
+            abandon_sends: 0,
+        });
+        self.resend(client, session);
+    }
+
+    fn finish_op(&mut self, client: usize, outcome: Option<Outcome>) {
+        if let Some(op) = self.clients[client].op.take() {
+            if let (Some(h), Some(outcome)) = (op.hist, outcome) {
+                self.histories.entry(op.name).or_default().push(Operation {
+                    outcome,
+                    completed_at: Some(self.now),
+                    ..h
+                });
+            }
+        }
+    }
+
+    fn client_response(&mut self, client: usize, resp: Resp) -> Result<(), String> {
+        let local = self.client_local(client);
+        // The lease rule first: a late answer must not revive a lapsed lease.
+        {
+            let c = &self.clients[client];
+            if c.session.is_some() && !c.lease.is_valid(Duration::from_nanos(local)) {
+                let end = c
+                    .lease
+                    .valid_until()
+                    .map_or(self.now, |u| c.clock.true_at(dur_ns(u)).min(self.now));
+                self.lose_session(client, end);
+            }
+        }
+        let session = self.clients[client].session;
+        match resp {
+            Resp::NotLeader { hint } => {
+                self.retarget(client, hint);
+            }
+            Resp::Opened { nonce, result } => {
+                let c = &mut self.clients[client];
+                if let (Some((want, sent_local, _)), Ok(Reply::SessionOpened { session })) =
+                    (c.opening, result)
+                {
+                    if want == nonce && c.session.is_none() {
+                        c.session = Some(session);
+                        c.opening = None;
+                        c.lease = Lease::new(self.rule);
+                        c.lease.on_answered(Duration::from_nanos(sent_local));
+                        c.last_ka_local = sent_local;
+                    }
+                }
+            }
+            Resp::KeepaliveOk { sent_local } => {
+                if session.is_some() {
+                    self.clients[client]
+                        .lease
+                        .on_answered(Duration::from_nanos(sent_local));
+                }
+            }
+            Resp::SessionGone { session: gone } => {
+                if session == Some(gone) {
+                    self.lose_session(client, self.now);
+                }
+            }
+            Resp::Applied { request_id, result } => {
+                let Some(op) = self.clients[client].op.clone() else {
+                    return Ok(());
+                };
+                if op.request_id != request_id || op.kind == OpKind::Abandon || !op.awaiting {
+                    return Ok(());
+                }
+                match (op.kind, result) {
+                    (OpKind::TryAcquire | OpKind::Acquire, Ok(Reply::Granted { token })) => {
+                        self.finish_op(client, Some(Outcome::Granted { token: token.0 }));
+                        self.start_belief(client, &op.name, token.0)?;
+                    }
+                    (OpKind::TryAcquire, Ok(Reply::Busy { .. })) => {
+                        self.finish_op(client, Some(Outcome::Busy));
+                    }
+                    (OpKind::Acquire, Ok(Reply::Queued { .. })) => {
+                        let poll = self.now + self.rng.range(10 * MS, 40 * MS);
+                        if let Some(o) = self.clients[client].op.as_mut() {
+                            o.awaiting = false;
+                            o.next_poll = poll;
+                        }
+                    }
+                    (OpKind::Release, Ok(Reply::Released)) => {
+                        self.finish_op(client, Some(Outcome::Released));
+                    }
+                    (OpKind::Release, Err(_)) => {
+                        self.finish_op(client, Some(Outcome::Stale));
+                    }
+                    (OpKind::Campaign, Ok(_)) => {
+                        self.clients[client].campaigns.insert(op.name.clone());
+                        self.finish_op(client, None);
+                    }
+                    (OpKind::Resign, _) => {
+                        self.clients[client].campaigns.remove(&op.name);
+                        self.finish_op(client, None);
+                    }
+                    // Errors that change nothing (unknown session, limits):
+                    // the operation had no effect; leave it out.
+                    _ => self.finish_op(client, None),
+                }
+            }
+            Resp::Abandoned {
+                name,
+                up_to,
+                result,
+            } => {
+                let Some(op) = self.clients[client].op.take() else {
+                    return Ok(());
+                };
+                if op.kind != OpKind::Abandon || op.name != name || op.request_id != up_to {
+                    self.clients[client].op = Some(op);
+                    return Ok(());
+                }
+                let h = self.histories.entry(name).or_default();
+                if let Some(acq) = op.hist {
+                    // Per the checker's convention: the acquire completes
+                    // with the cancel, outcome unknown.
+                    h.push(Operation {
+                        outcome: Outcome::Unknown,
+                        completed_at: Some(self.now),
+                        ..acq
+                    });
+                }
+                if let (Some(c), Ok(Reply::Cancelled { released })) = (op.cancel_hist, result) {
+                    let outcome = if op.abandon_sends > 1 {
+                        Outcome::Unknown
+                    } else {
+                        Outcome::Cancelled {
+                            released: released.is_some(),
+                        }
+                    };
+                    h.push(Operation {
+                        outcome,
+                        completed_at: Some(self.now),
+                        ..c
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// After healing, a lock held by a dead session with waiters must be
+    /// handed on within TTL + lock-delay + election timeout (+ slack).
+    fn liveness_check(&mut self) -> Result<(), String> {
+        let election_ns = self
+            .nodes
+            .first()
+            .map_or(0, |n| n.cfg.election_timeout_max_ns);
+        let bound = self.ttl_ms * MS + self.lock_delay_ms * MS + election_ns + LIVENESS_SLACK_NS;
+        let live: BTreeSet<SessionId> = self
+            .clients
+            .iter()
+            .filter(|c| c.alive)
+            .filter_map(|c| c.session)
+            .collect();
+        let mut seen = BTreeSet::new();
+        for name in &self.lock_names {
+            if self.oracle.waiters(name).is_empty() {
+                continue;
+            }
+            // Stuck: held by a dead session, or free (lock-delay) with
+            // waiters. Token 0 keys the free case.
+            let key = match self.oracle.holder(name) {
+                Some(h) if live.contains(&h.session) => continue,
+                Some(h) => (name.clone(), h.token.0),
+                None => (name.clone(), 0),
+            };
+            seen.insert(key.clone());
+            let since = *self.dead_since.entry(key).or_insert(self.now);
+            if self.now.saturating_sub(since) > bound {
+                let holder = self.oracle.holder(name);
+                return Err(format!(
+                    "liveness: {name} not handed to its waiters {} ms after healing noticed it (holder {:?}, bound {} ms, logical clock {} ms)",
+                    (self.now - since) / MS,
+                    holder,
+                    bound / MS,
+                    self.oracle.now_ms()
+                ));
+            }
+        }
+        let before = self.dead_since.len();
+        self.dead_since.retain(|k, _| seen.contains(k));
+        self.report.stuck_locks_resolved += (before - self.dead_since.len()) as u64;
+        Ok(())
+    }
+}
+
+fn machine_digest(m: &StateMachine) -> Result<u64, String> {
+    let bytes = m.snapshot().map_err(|e| format!("snapshot: {e:?}"))?;
+    let mut h = Fnv::default();
+    h.bytes(&bytes);
+    Ok(h.0)
+}
+
+fn short_verdict(v: &Verdict) -> String {
+    let s = format!("{v:?}");
+    s.chars().take(300).collect()
+}
+
+/// A node's leader role, with the canary's rule switched off if any.
+fn new_role(_cfg: &LockSimConfig) -> LeaderRole {
+    #[cfg(feature = "canary")]
+    {
+        let canary = match _cfg.canary {
+            LockCanary::NoDeadlineRestart => RoleCanary::NoDeadlineRestart,
+            _ => RoleCanary::None,
+        };
+        LeaderRole::with_canary(canary)
+    }
+    #[cfg(not(feature = "canary"))]
+    LeaderRole::default()
+}

@@ -1,0 +1,52 @@
+//! Canaries for the lock simulation: each switches off one rule and the
+//! simulator must catch it within a bounded number of seeds. Run with
+//! `cargo test --features canary --test sim_lock_canaries`.
+#![cfg(feature = "canary")]
+
+use paxlock_sim::locks_world::LockCanary;
+use paxlock_sim::{run_lock_seed, LockSimConfig};
+
+/// Runs seeds `0..max_seeds` and returns the first violation's repro line.
+fn first_violation(cfg: &LockSimConfig, max_seeds: u64) -> Option<(u64, String)> {
+    (0..max_seeds).find_map(|seed| {
+        run_lock_seed(seed, cfg)
+            .err()
+            .map(|v| (seed, v.repro_line("sim_lock_canaries")))
+    })
+}
+
+fn report(name: &str, found: Option<(u64, String)>, max_seeds: u64) {
+    match found {
+        Some((seed, line)) => eprintln!("canary {name}: caught at seed {seed}: {line}"),
+        None => panic!("canary {name}: not caught in {max_seeds} seeds"),
+    }
+}
+
+#[test]
+fn a_leader_that_does_not_restart_deadlines_at_takeover_is_caught() {
+    let cfg = LockSimConfig {
+        canary: LockCanary::NoDeadlineRestart,
+        ..LockSimConfig::default()
+    };
+    report("no deadline restart", first_violation(&cfg, 40), 40);
+}
+
+#[test]
+fn a_client_lease_not_shortened_by_the_drift_bound_is_caught() {
+    let cfg = LockSimConfig {
+        canary: LockCanary::UnshortenedLease,
+        opposite_drift: Some(true),
+        lock_delay_ms: Some(0),
+        ..LockSimConfig::default()
+    };
+    report("unshortened lease", first_violation(&cfg, 40), 40);
+}
+
+#[test]
+fn granting_a_waiter_out_of_fifo_order_is_caught() {
+    let cfg = LockSimConfig {
+        canary: LockCanary::GrantOutOfOrder,
+        ..LockSimConfig::default()
+    };
+    report("out-of-order grant", first_violation(&cfg, 40), 40);
+}
