@@ -1,5 +1,6 @@
 //! The application side of the simulator: what chosen entries are applied
-//! to. The lock state machine will plug in here later.
+//! to by the Paxos workload (the lock workload runs the real lock state
+//! machine instead).
 
 use paxlock_core::paxos::{Slot, Snapshot, Value};
 

@@ -10,10 +10,15 @@
 //! adds is the world (event queue, network, disks, clocks, faults) and the
 //! checks.
 //!
-//! - [`world`]: the Paxos workload, checked by [`checker`] (one value per
-//!   slot, nothing acknowledged lost, messages only after their persist);
-//! - [`locks_world`]: the lock service workload, its histories checked by
-//!   [`linearizability`] and [`resource`] (fencing at the guarded resource);
+//! - `engine`: the one simulation engine (event queue, nodes running the
+//!   shipped replica, network through the real codec and frame bound,
+//!   disks, clocks, crashes, pauses, fault injection, abdication), checked
+//!   by [`checker`] (one value per slot, nothing acknowledged lost,
+//!   messages only after their persist, leader leases);
+//! - [`paxos_workload`]: opaque commands over a hash-chain application;
+//! - [`lock_workload`]: the lock service (state machine, leader role,
+//!   clients), its histories checked by [`linearizability`] and
+//!   [`resource`] (fencing at the guarded resource);
 //! - [`network`], [`disk`], [`clock`], [`rng`]: the faulty parts.
 //!
 //! No async runtime and no real I/O: the compiler keeps it that way, as
@@ -25,13 +30,17 @@ pub mod checker;
 mod checker_props;
 pub mod clock;
 pub mod disk;
+mod engine;
 pub mod linearizability;
-pub mod locks_world;
+pub mod lock_workload;
 pub mod network;
+pub mod paxos_workload;
 pub mod resource;
 pub mod rng;
-pub mod world;
 
 pub use app::{App, HashChainApp};
-pub use locks_world::{run_lock_seed, LockSimConfig, LockSimReport};
-pub use world::{run_seed, Sim, SimConfig, SimReport, Violation};
+pub use engine::{small_message_bounds, SimConfig, Violation};
+#[cfg(feature = "canary")]
+pub use lock_workload::LockCanary;
+pub use lock_workload::{run_lock_seed, LockSimConfig, LockSimReport};
+pub use paxos_workload::{run_seed, Sim, SimReport};

@@ -3,7 +3,7 @@
 //! `cargo test --features canary --test sim_lock_canaries`.
 #![cfg(feature = "canary")]
 
-use paxlock_sim::locks_world::LockCanary;
+use paxlock_sim::LockCanary;
 use paxlock_sim::{run_lock_seed, LockSimConfig};
 
 /// Runs seeds `0..max_seeds` and returns the first violation's repro line.

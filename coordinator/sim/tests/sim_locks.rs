@@ -124,6 +124,22 @@ fn every_seed_keeps_lock_safety_under_contention_for_one_lock() {
     sweep("contention", &cfg, &seeds);
 }
 
+/// Graceful handovers: whichever node leads abdicates every 1.5 s (the
+/// engine's abdication, as a node being drained does), on top of the usual
+/// faults. The new leader's takeover must keep every lock rule.
+#[test]
+fn graceful_handovers_keep_lock_safety() {
+    let mut cfg = sweep_config();
+    cfg.sim.abdicate_every_ns = Some(1_500_000_000);
+    let offset = if env_u64("PAXLOCK_SIM_SEED").is_some() {
+        0
+    } else {
+        2_000_000
+    };
+    let seeds: Vec<u64> = seeds(100).into_iter().map(|s| s + offset).collect();
+    sweep("handovers", &cfg, &seeds);
+}
+
 #[test]
 fn same_seed_gives_the_same_lock_run() {
     let cfg = LockSimConfig::default();

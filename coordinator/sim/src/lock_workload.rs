@@ -4,8 +4,9 @@
 //! lease, expiries), and simulated clients open sessions, lock, unlock,
 //! campaign, resign, pause and crash, each keeping its [`Lease`] on its own
 //! drifting clock and writing to a [`FencedResource`] while it believes it
-//! holds a lock. Same faults as [`super::world`] (network, disks, crashes,
-//! pauses, drift); same seed, same run.
+//! holds a lock. A workload over the one [`Engine`]: the same faults as
+//! the Paxos workload (network, disks, crashes, pauses, drift, abdication);
+//! same seed, same run.
 //!
 //! Checked per seed (first violation stops the run):
 //! 1. mutual exclusion in TRUE time between clients' lease-rule beliefs;
@@ -35,22 +36,15 @@ use paxlock_core::locks::{
     Event as LockEvent, Identity, Reply, RequestId, SessionId, StateMachine,
 };
 use paxlock_core::paxos::{
-    Config, Effects, Input, LeadershipEvent, Message, Nanos, NodeId, PersistSeq, Replica, Slot,
-    Value,
+    ChosenEntry, Input, LeadershipEvent, Nanos, NodeId, Rejected, Slot, Snapshot, Value,
 };
 use paxlock_core::proposal::Proposal;
 
-use super::checker::Checker;
 use super::clock::ClockModel;
-use super::disk::Disk;
+use super::engine::{Engine, SimConfig, SimNode, Violation, Workload, MS, SEC};
 use super::linearizability::{check_all, Call, Operation, Outcome, Verdict};
-use super::network::{NetProfile, Network};
 use super::resource::FencedResource;
 use super::rng::{Fnv, SimRng};
-use super::world::{SimConfig, Violation};
-
-const MS: u64 = 1_000_000;
-const SEC: u64 = 1_000_000_000;
 
 /// How often each node's leader role looks at its session deadlines: five
 /// times as often as the node's scan ([`SCAN_PERIOD`]). A late scan only
@@ -171,7 +165,7 @@ pub struct LockSimReport {
 pub fn run_lock_seed(seed: u64, cfg: &LockSimConfig) -> Result<LockSimReport, Violation> {
     #[cfg(feature = "canary")]
     let _guard = CanaryGuard::set(cfg.canary == LockCanary::GrantOutOfOrder);
-    LockSim::new(seed, cfg.clone())?.run()
+    run(new_engine(seed, cfg.clone())?)
 }
 
 /// Resets the thread-local state-machine canary even if the run panics.
@@ -195,7 +189,7 @@ impl Drop for CanaryGuard {
 
 /// A client request as it travels to a node.
 #[derive(Debug, Clone)]
-enum Req {
+pub(crate) enum Req {
     Open {
         ttl_ms: u64,
         nonce: u64,
@@ -225,7 +219,7 @@ fn client_identity(client: usize) -> Identity {
 
 /// A node's answer as it travels to a client.
 #[derive(Debug, Clone)]
-enum Resp {
+pub(crate) enum Resp {
     Opened {
         nonce: u64,
         result: Result<Reply, CommandError>,
@@ -266,45 +260,9 @@ struct Pending {
     tag: Tag,
 }
 
+/// The lock workload's own events.
 #[derive(Debug, Clone)]
-enum Ev {
-    Deliver {
-        from: usize,
-        to: usize,
-        msg: Message,
-    },
-    Wake {
-        node: usize,
-        incarnation: u64,
-    },
-    DiskDone {
-        node: usize,
-        incarnation: u64,
-    },
-    Crash {
-        node: usize,
-    },
-    Restart {
-        node: usize,
-    },
-    Pause {
-        node: usize,
-        for_ns: u64,
-    },
-    Resume {
-        node: usize,
-        incarnation: u64,
-    },
-    Fault,
-    Flap {
-        from: usize,
-        to: usize,
-        remaining: u32,
-    },
-    Compact {
-        node: usize,
-    },
-    Heal,
+pub(crate) enum Ev {
     NodePropose {
         node: usize,
         incarnation: u64,
@@ -337,17 +295,6 @@ enum Ev {
 impl Ev {
     fn tag(&self) -> (u64, u64) {
         match self {
-            Ev::Deliver { to, .. } => (1, *to as u64),
-            Ev::Wake { node, .. } => (2, *node as u64),
-            Ev::DiskDone { node, .. } => (3, *node as u64),
-            Ev::Crash { node } => (4, *node as u64),
-            Ev::Restart { node } => (5, *node as u64),
-            Ev::Pause { node, .. } => (6, *node as u64),
-            Ev::Resume { node, .. } => (7, *node as u64),
-            Ev::Fault => (8, 0),
-            Ev::Flap { from, .. } => (9, *from as u64),
-            Ev::Compact { node } => (10, *node as u64),
-            Ev::Heal => (11, 0),
             Ev::NodePropose { node, .. } => (12, *node as u64),
             Ev::LeaderTick { node } => (13, *node as u64),
             Ev::ToNode { to, .. } => (14, *to as u64),
@@ -359,18 +306,10 @@ impl Ev {
     }
 }
 
-struct LNode {
-    id: NodeId,
-    cfg: Config,
-    replica: Option<Replica>,
-    incarnation: u64,
-    disk: Disk,
-    outbox: Vec<(PersistSeq, usize, Message)>,
-    clock: ClockModel,
-    paused_until: Option<u64>,
-    wake_at_true_ns: Option<u64>,
+/// The lock service on one node: its replica of the state machine and
+/// what its leader role and request handling keep.
+pub(crate) struct LockNode {
     machine: StateMachine,
-    app_next: Slot,
     role: LeaderRole,
     /// The id of this node's latest proposal (the envelope's).
     next_proposal: u64,
@@ -436,21 +375,11 @@ struct Belief {
     end: Option<u64>,
 }
 
-struct LockSim {
-    seed: u64,
+/// The lock workload's state: its clients, the model the checks compare
+/// against, and what they recorded.
+pub(crate) struct Locks {
     cfg: LockSimConfig,
-    rng: SimRng,
-    now: u64,
-    seq: u64,
-    queue: BTreeMap<(u64, u64), Ev>,
-    nodes: Vec<LNode>,
     clients: Vec<LClient>,
-    net: Network,
-    weights: [u64; 8],
-    disk_delay_max_ns: u64,
-    checker: Checker,
-    trace: Fnv,
-    healed: bool,
     ttl_ms: u64,
     lock_delay_ms: u64,
     lock_names: Vec<String>,
@@ -466,249 +395,160 @@ struct LockSim {
     beliefs: BTreeMap<String, Vec<Belief>>,
     resources: BTreeMap<String, FencedResource>,
     dead_since: BTreeMap<(String, u64), u64>,
-    leader_guess: Option<usize>,
     report: LockSimReport,
 }
+
+/// The engine running the lock workload.
+type LockSim = Engine<Locks>;
 
 fn dur_ns(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
-impl LockSim {
-    fn new(seed: u64, cfg: LockSimConfig) -> Result<LockSim, Violation> {
-        let mut rng = SimRng::new(seed);
-        let n = if cfg.sim.nodes == 0 {
-            if rng.range(0, 1) == 0 {
-                3
+/// Draws the world for `seed`: cluster, clocks, lease settings, clients,
+/// then the engine's network and faults.
+fn new_engine(seed: u64, cfg: LockSimConfig) -> Result<LockSim, Violation> {
+    let mut rng = SimRng::new(seed);
+    let n = if cfg.sim.nodes == 0 {
+        if rng.range(0, 1) == 0 {
+            3
+        } else {
+            5
+        }
+    } else {
+        cfg.sim.nodes
+    };
+    let rho = cfg.sim.max_drift_ppm as i64;
+    let opposite = cfg.opposite_drift.unwrap_or_else(|| rng.range(0, 1) == 0);
+    let ttl_ms = cfg
+        .ttl_ms
+        .unwrap_or_else(|| [1_500, 2_500, 4_000][rng.index(3)]);
+    let lock_delay_ms = cfg.lock_delay_ms.unwrap_or_else(|| [0, 300][rng.index(2)]);
+    let members: Vec<NodeId> = (1..=n as u64).map(NodeId).collect();
+    let mut machine_cfg = paxlock_core::locks::Config {
+        lock_delay_ms,
+        ..paxlock_core::locks::Config::default()
+    };
+    machine_cfg.limits.min_ttl_ms = 1_000;
+    let nodes = members
+        .iter()
+        .map(|id| {
+            // Opposite drift: every leader runs fast, so it expires
+            // sessions as early as the bound allows.
+            let drift_ppm = if opposite {
+                rho
             } else {
-                5
-            }
-        } else {
-            cfg.sim.nodes
-        };
-        let rho = cfg.sim.max_drift_ppm as i64;
-        let opposite = cfg.opposite_drift.unwrap_or_else(|| rng.range(0, 1) == 0);
-        let ttl_ms = cfg
-            .ttl_ms
-            .unwrap_or_else(|| [1_500, 2_500, 4_000][rng.index(3)]);
-        let lock_delay_ms = cfg.lock_delay_ms.unwrap_or_else(|| [0, 300][rng.index(2)]);
-        let members: Vec<NodeId> = (1..=n as u64).map(NodeId).collect();
-        let mut machine_cfg = paxlock_core::locks::Config {
-            lock_delay_ms,
-            ..paxlock_core::locks::Config::default()
-        };
-        machine_cfg.limits.min_ttl_ms = 1_000;
-        let nodes = members
-            .iter()
-            .map(|id| {
-                let mut rc = Config::new(*id, members.clone());
-                rc.max_drift_ppm = cfg.sim.max_drift_ppm;
-                #[cfg(feature = "canary")]
-                {
-                    rc.canary = cfg.sim.canary;
-                }
-                // Opposite drift: every leader runs fast, so it expires
-                // sessions as early as the bound allows.
-                let drift_ppm = if opposite {
-                    rho
-                } else {
-                    rng.range(0, 2 * rho as u64) as i64 - rho
-                };
-                LNode {
-                    id: *id,
-                    cfg: rc,
-                    replica: None,
-                    incarnation: 0,
-                    disk: Disk::default(),
-                    outbox: Vec::new(),
-                    clock: ClockModel {
-                        offset_ns: rng.range(0, 1_000 * SEC),
-                        drift_ppm,
-                    },
-                    paused_until: None,
-                    wake_at_true_ns: None,
-                    machine: StateMachine::new(machine_cfg.clone()),
-                    app_next: Slot(0),
-                    role: new_role(&cfg),
-                    next_proposal: 0,
-                    pending: VecDeque::new(),
-                    observed: BTreeMap::new(),
-                }
-            })
-            .collect();
-        let ttl = Duration::from_millis(ttl_ms);
-        let margin = Duration::from_millis(cfg.lease_margin_ms);
-        let drift_u32 = u32::try_from(cfg.sim.max_drift_ppm).unwrap_or(u32::MAX);
-        // An impossible drift bound (>= 100%) is a configuration error.
-        let rule = LeaseRule::new(ttl, drift_u32, margin).map_err(|e| Violation {
-            seed,
-            at_true_ns: 0,
-            what: format!("bad configuration: {e}"),
-        })?;
-        #[cfg(feature = "canary")]
-        let rule = if cfg.canary == LockCanary::UnshortenedLease {
-            LeaseRule::unshortened_canary(ttl, margin)
-        } else {
-            rule
-        };
-        let clients = (0..cfg.clients)
-            .map(|_| {
-                // Opposite drift: every client runs slow, so it believes
-                // in its lease as long as the bound allows.
-                let drift_ppm = if opposite {
-                    -rho
-                } else {
-                    rng.range(0, 2 * rho as u64) as i64 - rho
-                };
-                LClient {
-                    clock: ClockModel {
-                        offset_ns: rng.range(0, 1_000 * SEC),
-                        drift_ppm,
-                    },
-                    alive: true,
-                    incarnation: 0,
-                    paused_until: None,
-                    target: rng.index(n),
-                    session: None,
-                    lease: Lease::new(rule),
-                    opening: None,
-                    next_req: 1,
-                    next_nonce: 0,
-                    op: None,
-                    held: BTreeMap::new(),
-                    campaigns: BTreeSet::new(),
-                    last_ka_local: 0,
-                }
-            })
-            .collect();
-        let profile = if cfg.sim.faults {
-            NetProfile::draw(&mut rng)
-        } else {
-            NetProfile::healthy()
-        };
-        let mut weights = [0u64; 8];
-        for w in weights.iter_mut() {
-            *w = rng.range(0, 10);
-        }
-        if let Some(fixed) = cfg.sim.fault_weights {
-            weights = fixed;
-        }
-        let disk_delay_max_ns = rng.range(100_000, 20 * MS);
-        let lock_names: Vec<String> = (0..cfg.locks.max(1)).map(|i| format!("lock{i}")).collect();
-        let election_names: Vec<String> =
-            (0..cfg.locks.max(1)).map(|i| format!("elect{i}")).collect();
-        Ok(LockSim {
-            seed,
-            rng,
-            now: 0,
-            seq: 0,
-            queue: BTreeMap::new(),
-            nodes,
-            clients,
-            net: Network {
-                profile,
-                cut: BTreeSet::new(),
-            },
-            weights,
-            disk_delay_max_ns,
-            checker: Checker::new(n / 2 + 1),
-            trace: Fnv::default(),
-            healed: false,
-            ttl_ms,
-            lock_delay_ms,
-            lock_names,
-            election_names,
-            rule,
-            oracle: StateMachine::new(machine_cfg),
-            oracle_next: Slot(0),
-            fifo: BTreeMap::new(),
-            histories: BTreeMap::new(),
-            touched: BTreeMap::new(),
-            beliefs: BTreeMap::new(),
-            resources: BTreeMap::new(),
-            dead_since: BTreeMap::new(),
-            leader_guess: None,
-            report: LockSimReport {
-                seed,
-                nodes: n,
-                opposite_drift: opposite,
-                ..LockSimReport::default()
-            },
-            cfg,
+                rng.range(0, 2 * rho as u64) as i64 - rho
+            };
+            let clock = ClockModel {
+                offset_ns: rng.range(0, 1_000 * SEC),
+                drift_ppm,
+            };
+            let node = LockNode {
+                machine: StateMachine::new(machine_cfg.clone()),
+                role: new_role(&cfg),
+                next_proposal: 0,
+                pending: VecDeque::new(),
+                observed: BTreeMap::new(),
+            };
+            SimNode::new(*id, cfg.sim.replica_config(*id, &members), clock, node)
         })
-    }
+        .collect();
+    let ttl = Duration::from_millis(ttl_ms);
+    let margin = Duration::from_millis(cfg.lease_margin_ms);
+    let drift_u32 = u32::try_from(cfg.sim.max_drift_ppm).unwrap_or(u32::MAX);
+    // An impossible drift bound (>= 100%) is a configuration error.
+    let rule = LeaseRule::new(ttl, drift_u32, margin).map_err(|e| Violation {
+        seed,
+        at_true_ns: 0,
+        what: format!("bad configuration: {e}"),
+    })?;
+    #[cfg(feature = "canary")]
+    let rule = if cfg.canary == LockCanary::UnshortenedLease {
+        LeaseRule::unshortened_canary(ttl, margin)
+    } else {
+        rule
+    };
+    let clients = (0..cfg.clients)
+        .map(|_| {
+            // Opposite drift: every client runs slow, so it believes
+            // in its lease as long as the bound allows.
+            let drift_ppm = if opposite {
+                -rho
+            } else {
+                rng.range(0, 2 * rho as u64) as i64 - rho
+            };
+            LClient {
+                clock: ClockModel {
+                    offset_ns: rng.range(0, 1_000 * SEC),
+                    drift_ppm,
+                },
+                alive: true,
+                incarnation: 0,
+                paused_until: None,
+                target: rng.index(n),
+                session: None,
+                lease: Lease::new(rule),
+                opening: None,
+                next_req: 1,
+                next_nonce: 0,
+                op: None,
+                held: BTreeMap::new(),
+                campaigns: BTreeSet::new(),
+                last_ka_local: 0,
+            }
+        })
+        .collect();
+    let lock_names: Vec<String> = (0..cfg.locks.max(1)).map(|i| format!("lock{i}")).collect();
+    let election_names: Vec<String> = (0..cfg.locks.max(1)).map(|i| format!("elect{i}")).collect();
+    let workload = Locks {
+        clients,
+        ttl_ms,
+        lock_delay_ms,
+        lock_names,
+        election_names,
+        rule,
+        oracle: StateMachine::new(machine_cfg),
+        oracle_next: Slot(0),
+        fifo: BTreeMap::new(),
+        histories: BTreeMap::new(),
+        touched: BTreeMap::new(),
+        beliefs: BTreeMap::new(),
+        resources: BTreeMap::new(),
+        dead_since: BTreeMap::new(),
+        report: LockSimReport {
+            seed,
+            nodes: n,
+            opposite_drift: opposite,
+            ..LockSimReport::default()
+        },
+        cfg: cfg.clone(),
+    };
+    Ok(Engine::new(seed, cfg.sim, rng, nodes, workload))
+}
 
-    fn schedule(&mut self, at: u64, ev: Ev) {
-        self.seq += 1;
-        self.queue.insert((at, self.seq), ev);
-    }
+/// Runs the events, then checks every lock's history.
+fn run(sim: LockSim) -> Result<LockSimReport, Violation> {
+    sim.run()
+}
 
-    fn fail(&self, what: String) -> Violation {
-        Violation {
-            seed: self.seed,
-            at_true_ns: self.now,
-            what,
-        }
-    }
-
+impl LockSim {
+    /// Runs the events, then checks every lock's history.
     fn run(mut self) -> Result<LockSimReport, Violation> {
-        for i in 0..self.nodes.len() {
-            self.schedule(0, Ev::Restart { node: i });
-            let t = self.rng.range(SEC, 3 * SEC);
-            self.schedule(t, Ev::Compact { node: i });
-            let t = self.rng.range(0, LEADER_TICK_NS);
-            self.schedule(t, Ev::LeaderTick { node: i });
-        }
-        for c in 0..self.clients.len() {
-            let t = self.rng.range(0, 100 * MS);
-            self.schedule(t, Ev::ClientTick { client: c, cinc: 0 });
-        }
-        if self.cfg.sim.faults {
-            let t = self.rng.range(500 * MS, 2 * SEC);
-            self.schedule(t, Ev::Fault);
-        }
-        let heal_at = self.cfg.sim.fault_duration_ns;
-        self.schedule(heal_at, Ev::Heal);
-        let end = heal_at + self.cfg.sim.heal_duration_ns;
-        while let Some(((at, _), ev)) = self.queue.pop_first() {
-            if at > end {
-                break;
-            }
-            self.now = at;
-            self.report.events += 1;
-            let (kind, who) = ev.tag();
-            self.trace.u64(at);
-            self.trace.u64(kind << 8 | who);
-            if self.cfg.sim.verbose
-                && !matches!(
-                    ev,
-                    Ev::Deliver { .. }
-                        | Ev::Wake { .. }
-                        | Ev::DiskDone { .. }
-                        | Ev::ClientTick { .. }
-                        | Ev::LeaderTick { .. }
-                        | Ev::ToNode { .. }
-                        | Ev::ToClient { .. }
-                )
-            {
-                eprintln!("{:>8.3} ms  {ev:?}", at as f64 / 1e6);
-            }
-            self.handle(ev).map_err(|w| self.fail(w))?;
-        }
-        self.now = end;
+        self.run_events()?;
         // Operations still open at the end have unknown outcomes.
-        for c in 0..self.clients.len() {
+        for c in 0..self.w.clients.len() {
             self.abandon_in_flight(c);
         }
-        self.report.history_ops = self.histories.values().map(|h| h.len() as u64).sum();
-        for (name, ops) in &self.histories {
+        self.w.report.history_ops = self.w.histories.values().map(|h| h.len() as u64).sum();
+        for (name, ops) in &self.w.histories {
             let one: BTreeMap<String, Vec<Operation>> =
                 [(name.clone(), ops.clone())].into_iter().collect();
             match check_all(&one, LIN_MAX_STEPS) {
                 Ok(()) => {}
-                Err((_, Verdict::Unknown { .. })) => self.report.lin_unknown += 1,
+                Err((_, Verdict::Unknown { .. })) => self.w.report.lin_unknown += 1,
                 Err((lock, verdict)) => {
-                    if self.cfg.sim.verbose {
+                    if self.cfg.verbose {
                         for (i, op) in ops.iter().enumerate() {
                             eprintln!("{i:>4} {op:?}");
                         }
@@ -721,153 +561,33 @@ impl LockSim {
                 }
             }
         }
-        self.report.trace_hash = self.trace.0;
-        self.report.resource_writes = self.resources.values().map(FencedResource::accepted).sum();
-        Ok(self.report)
+        self.w.report.trace_hash = self.trace.0;
+        self.w.report.events = self.stats.events;
+        self.w.report.elections = self.stats.elections;
+        self.w.report.resource_writes = self
+            .w
+            .resources
+            .values()
+            .map(FencedResource::accepted)
+            .sum();
+        Ok(self.w.report)
     }
 
-    fn deferred(&mut self, node: usize, ev: &Ev) -> bool {
-        if let Some(until) = self.nodes[node].paused_until {
-            self.schedule(until.max(self.now + 1), ev.clone());
-            return true;
-        }
-        false
-    }
-
-    fn handle(&mut self, ev: Ev) -> Result<(), String> {
+    /// Handles one of the workload's events.
+    fn handle_work(&mut self, ev: Ev) -> Result<(), String> {
         match ev {
-            Ev::Deliver { from, to, ref msg } => {
-                if self.deferred(to, &ev) {
-                    return Ok(());
-                }
-                let from_id = self.nodes[from].id;
-                self.step(
-                    to,
-                    Input::Peer {
-                        from: from_id,
-                        msg: msg.clone(),
-                    },
-                )?;
-            }
-            Ev::Wake { node, incarnation } => {
-                if self.nodes[node].incarnation != incarnation || self.deferred(node, &ev) {
-                    return Ok(());
-                }
-                if self.nodes[node].wake_at_true_ns == Some(self.now) {
-                    self.nodes[node].wake_at_true_ns = None;
-                    self.step(node, Input::Tick)?;
-                }
-            }
-            Ev::DiskDone { node, incarnation } => {
-                if self.nodes[node].incarnation != incarnation || self.deferred(node, &ev) {
-                    return Ok(());
-                }
-                let done = self.nodes[node].disk.complete(self.now)?;
-                let id = self.nodes[node].id;
-                for req in &done {
-                    self.checker.on_durable(id, req)?;
-                }
-                if done.is_empty() {
-                    return Ok(());
-                }
-                let up_to = self.nodes[node].disk.durable.persisted_seq;
-                let (ready, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut self.nodes[node].outbox)
-                    .into_iter()
-                    .partition(|(a, _, _)| *a <= up_to);
-                self.nodes[node].outbox = keep;
-                for (after, to, msg) in ready {
-                    self.transmit(node, to, msg, after)?;
-                }
-                self.step(node, Input::Persisted { up_to })?;
-            }
-            Ev::Crash { node } => self.crash(node),
-            Ev::Restart { node } => self.restart(node)?,
-            Ev::Pause { node, for_ns } => {
-                let n = &mut self.nodes[node];
-                if n.replica.is_some() && n.paused_until.is_none() {
-                    n.paused_until = Some(self.now + for_ns);
-                    let inc = n.incarnation;
-                    self.schedule(
-                        self.now + for_ns,
-                        Ev::Resume {
-                            node,
-                            incarnation: inc,
-                        },
-                    );
-                }
-            }
-            Ev::Resume { node, incarnation } => {
-                if self.nodes[node].incarnation == incarnation
-                    && self.nodes[node].paused_until.is_some()
-                {
-                    self.nodes[node].paused_until = None;
-                    self.step(node, Input::Tick)?;
-                }
-            }
-            Ev::Fault => self.inject_fault(),
-            Ev::Flap {
-                from,
-                to,
-                remaining,
-            } => {
-                if !self.healed && remaining > 0 {
-                    let link = (self.nodes[from].id, self.nodes[to].id);
-                    if !self.net.cut.remove(&link) {
-                        self.net.cut.insert(link);
-                    }
-                    let t = self.now + self.rng.range(20 * MS, 400 * MS);
-                    self.schedule(
-                        t,
-                        Ev::Flap {
-                            from,
-                            to,
-                            remaining: remaining - 1,
-                        },
-                    );
-                }
-            }
-            Ev::Compact { node } => {
-                let t = self.now + self.rng.range(SEC, 4 * SEC);
-                self.schedule(t, Ev::Compact { node });
-                let n = &self.nodes[node];
-                if n.replica.is_some() && n.paused_until.is_none() && n.app_next.0 > 0 {
-                    let data = n
-                        .machine
-                        .snapshot()
-                        .map_err(|e| format!("node {} cannot snapshot: {e:?}", n.id.0))?;
-                    let input = Input::Compact {
-                        up_to: n.app_next,
-                        data,
-                    };
-                    self.step(node, input)?;
-                }
-            }
-            Ev::Heal => {
-                self.healed = true;
-                self.net.cut.clear();
-                self.net.profile = NetProfile::healthy();
-                for i in 0..self.nodes.len() {
-                    if self.nodes[i].replica.is_none() {
-                        self.restart(i)?;
-                    } else if self.nodes[i].paused_until.is_some() {
-                        self.nodes[i].paused_until = None;
-                        self.step(i, Input::Tick)?;
-                    }
-                }
-                self.schedule(self.now + 100 * MS, Ev::LivenessCheck);
-            }
             Ev::NodePropose {
                 node,
                 incarnation,
                 ref values,
             } => {
-                if self.nodes[node].incarnation != incarnation || self.deferred(node, &ev) {
+                if self.nodes[node].incarnation != incarnation || self.deferred_work(node, &ev) {
                     return Ok(());
                 }
                 self.step(node, Input::Propose(values.clone()))?;
             }
             Ev::LeaderTick { node } => {
-                self.schedule(self.now + LEADER_TICK_NS, Ev::LeaderTick { node });
+                self.schedule_work(self.now + LEADER_TICK_NS, Ev::LeaderTick { node });
                 if self.nodes[node].paused_until.is_none() {
                     self.leader_tick(node)?;
                 }
@@ -878,7 +598,7 @@ impl LockSim {
                 to,
                 ref req,
             } => {
-                if self.deferred(to, &ev) {
+                if self.deferred_work(to, &ev) {
                     return Ok(());
                 }
                 self.node_request(to, client, cinc, req.clone())?;
@@ -888,358 +608,68 @@ impl LockSim {
                 cinc,
                 ref resp,
             } => {
-                let c = &self.clients[client];
+                let c = &self.w.clients[client];
                 if !c.alive || c.incarnation != cinc {
                     return Ok(());
                 }
                 if let Some(until) = c.paused_until {
                     if until > self.now {
-                        self.schedule(until, ev.clone());
+                        self.schedule_work(until, ev.clone());
                         return Ok(());
                     }
                 }
                 self.client_response(client, resp.clone())?;
             }
             Ev::ClientTick { client, cinc } => {
-                let c = &self.clients[client];
+                let c = &self.w.clients[client];
                 if !c.alive || c.incarnation != cinc {
                     return Ok(());
                 }
                 if let Some(until) = c.paused_until {
                     if until > self.now {
-                        self.schedule(until, Ev::ClientTick { client, cinc });
+                        self.schedule_work(until, Ev::ClientTick { client, cinc });
                         return Ok(());
                     }
                 }
-                self.clients[client].paused_until = None;
+                self.w.clients[client].paused_until = None;
                 let t = self.now + self.rng.range(10 * MS, 30 * MS);
-                self.schedule(t, Ev::ClientTick { client, cinc });
+                self.schedule_work(t, Ev::ClientTick { client, cinc });
                 self.client_tick(client)?;
             }
             Ev::ClientRestart { client } => {
-                let c = &mut self.clients[client];
+                let c = &mut self.w.clients[client];
                 if !c.alive {
                     c.alive = true;
                     c.incarnation += 1;
                     let cinc = c.incarnation;
-                    self.schedule(self.now + MS, Ev::ClientTick { client, cinc });
+                    self.schedule_work(self.now + MS, Ev::ClientTick { client, cinc });
                 }
             }
             Ev::LivenessCheck => {
-                self.schedule(self.now + 100 * MS, Ev::LivenessCheck);
+                self.schedule_work(self.now + 100 * MS, Ev::LivenessCheck);
                 self.liveness_check()?;
             }
         }
         Ok(())
     }
 
-    fn inject_fault(&mut self) {
-        if self.healed {
-            return;
-        }
-        let t = self.now + self.rng.range(100 * MS, self.cfg.sim.fault_gap_max_ns);
-        self.schedule(t, Ev::Fault);
-        let total: u64 = self.weights.iter().sum::<u64>().max(1);
-        let mut pick = self.rng.range(0, total - 1);
-        let mut kind = 0;
-        for (i, w) in self.weights.iter().enumerate() {
-            if pick < *w {
-                kind = i;
-                break;
-            }
-            pick -= *w;
-        }
-        let n = self.nodes.len();
-        let ids: Vec<NodeId> = self.nodes.iter().map(|x| x.id).collect();
-        match kind {
-            0 => {
-                let mut a = Vec::new();
-                let mut b = Vec::new();
-                for id in &ids {
-                    if self.rng.range(0, 1) == 0 {
-                        a.push(*id);
-                    } else {
-                        b.push(*id);
-                    }
-                }
-                self.net.partition(&a, &b);
-            }
-            1 => {
-                let x = ids[self.rng.index(n)];
-                let inbound = self.rng.range(0, 1) == 0;
-                for y in &ids {
-                    if *y != x && self.rng.range(0, 1) == 0 {
-                        self.net.cut.insert(if inbound { (*y, x) } else { (x, *y) });
-                    }
-                }
-            }
-            2 => {
-                let from = self.rng.index(n);
-                let to = (from + 1 + self.rng.index(n - 1)) % n;
-                let flips = self.rng.range(4, 30) as u32;
-                self.schedule(
-                    self.now,
-                    Ev::Flap {
-                        from,
-                        to,
-                        remaining: flips,
-                    },
-                );
-            }
-            3 => {
-                let x = ids[self.rng.index(n)];
-                let rest: Vec<NodeId> = ids.iter().copied().filter(|y| *y != x).collect();
-                self.net.partition(&[x], &rest);
-            }
-            4 => self.net.cut.clear(),
-            5 => {
-                let x = self.rng.index(n);
-                let down = self.rng.range(10 * MS, 3 * SEC);
-                self.schedule(self.now, Ev::Crash { node: x });
-                self.schedule(self.now + down, Ev::Restart { node: x });
-            }
-            6 => {
-                let x = self.rng.index(n);
-                let down = self.rng.range(MS, 60 * MS);
-                self.schedule(self.now, Ev::Crash { node: x });
-                self.schedule(self.now + down, Ev::Restart { node: x });
-            }
-            _ => {
-                let x = self.rng.index(n);
-                let for_ns = self.rng.range(50 * MS, self.cfg.sim.pause_max_ns);
-                self.schedule(self.now, Ev::Pause { node: x, for_ns });
-            }
-        }
-    }
-
-    fn crash(&mut self, node: usize) {
-        let id = self.nodes[node].id;
-        let n = &mut self.nodes[node];
-        if n.replica.is_none() {
-            return;
-        }
-        n.replica = None;
-        n.incarnation += 1;
-        n.disk.crash();
-        n.outbox.clear();
-        n.paused_until = None;
-        n.wake_at_true_ns = None;
-        n.role = new_role(&self.cfg);
-        n.pending.clear();
-        self.checker.on_lease_lost(id, self.now);
-        if self.leader_guess == Some(node) {
-            self.leader_guess = None;
-        }
-    }
-
-    fn restart(&mut self, node: usize) -> Result<(), String> {
-        if self.nodes[node].replica.is_some() {
-            return Ok(());
-        }
-        let seed = self.rng.u64();
-        let machine_cfg = self.oracle.config().clone();
-        let n = &mut self.nodes[node];
-        n.incarnation += 1;
-        let recovered = n.disk.recover()?;
-        let replica = Replica::new(n.cfg.clone(), recovered, seed)
-            .map_err(|e| format!("bad config: {e:?}"))?;
-        n.replica = Some(replica);
-        n.machine = StateMachine::new(machine_cfg);
-        n.app_next = Slot(0);
-        n.observed.clear();
-        if let Some(s) = n.disk.durable.snapshot.clone() {
-            n.machine = StateMachine::restore(&s.data)
-                .map_err(|e| format!("node {} cannot restore its own snapshot: {e:?}", n.id.0))?;
-            n.app_next = s.up_to;
-            let (id, d) = (n.id, machine_digest(&n.machine)?);
-            self.checker.on_snapshot(id, s.up_to, d)?;
-        }
-        self.step(node, Input::Tick)
-    }
-
-    fn transmit(
-        &mut self,
-        from: usize,
-        to: usize,
-        msg: Message,
-        after: PersistSeq,
-    ) -> Result<(), String> {
-        let n = &self.nodes[from];
-        if after > n.disk.durable.persisted_seq {
-            return Err(format!(
-                "node {} released a message before persist {}",
-                n.id.0, after.0
-            ));
-        }
-        self.checker.on_send(n.id, &msg, &n.disk.durable)?;
-        let fates = self.net.fate(&mut self.rng, n.id, self.nodes[to].id);
-        for d in fates {
-            self.schedule(
-                self.now + d,
-                Ev::Deliver {
-                    from,
-                    to,
-                    msg: msg.clone(),
-                },
-            );
-        }
-        Ok(())
-    }
-
-    fn local(&self, node: usize) -> u64 {
-        self.nodes[node].clock.local(self.now)
-    }
-
     /// The `at_ms` a node stamps on what it proposes (its leader role's).
     fn stamp_ms(&self, node: usize) -> u64 {
-        self.nodes[node].role.stamp_ms(Nanos(self.local(node)))
+        self.nodes[node].app.role.stamp_ms(Nanos(self.local(node)))
     }
 
     /// `command` in the log entry envelope the node uses, under the node's
     /// next proposal id.
     fn envelope(&mut self, node: usize, command: &Command) -> Result<Value, String> {
         let n = &mut self.nodes[node];
-        n.next_proposal += 1;
-        Proposal::encode(n.id.0, n.next_proposal, command)
+        n.app.next_proposal += 1;
+        Proposal::encode(n.id.0, n.app.next_proposal, command)
             .map(Value::from)
             .map_err(|e| format!("encode: {e}"))
     }
 
-    fn step(&mut self, node: usize, input: Input) -> Result<(), String> {
-        let local = self.local(node);
-        let Some(r) = self.nodes[node].replica.as_mut() else {
-            return Ok(());
-        };
-        let fx = r.step(Nanos(local), input);
-        self.apply_effects(node, fx)
-    }
-
-    fn apply_effects(&mut self, node: usize, fx: Effects) -> Result<(), String> {
-        let id = self.nodes[node].id;
-        if let Some(req) = fx.persist {
-            let delay = if self.rng.chance_ppm(20_000) {
-                self.rng.range(MS, 50 * MS)
-            } else {
-                self.rng.range(20_000, self.disk_delay_max_ns)
-            };
-            let n = &mut self.nodes[node];
-            let at = n.disk.submit(req, self.now + delay);
-            let inc = n.incarnation;
-            self.schedule(
-                at,
-                Ev::DiskDone {
-                    node,
-                    incarnation: inc,
-                },
-            );
-        }
-        for out in fx.send {
-            let Some(to) = self.nodes.iter().position(|x| x.id == out.to) else {
-                continue;
-            };
-            if out.after <= self.nodes[node].disk.durable.persisted_seq {
-                self.transmit(node, to, out.msg, out.after)?;
-            } else {
-                self.nodes[node].outbox.push((out.after, to, out.msg));
-            }
-        }
-        if let Some(s) = fx.install_snapshot {
-            let n = &mut self.nodes[node];
-            n.machine = StateMachine::restore(&s.data)
-                .map_err(|e| format!("node {} got an invalid snapshot: {e:?}", id.0))?;
-            n.app_next = s.up_to;
-            let local = Nanos(n.clock.local(self.now));
-            n.role.restored(&n.machine, local);
-            // Events inside the snapshot were never seen here: restart the
-            // per-election observation from the next event.
-            n.observed.clear();
-            let d = machine_digest(&n.machine)?;
-            self.checker.on_snapshot(id, s.up_to, d)?;
-        }
-        for e in fx.chosen {
-            if e.slot != self.nodes[node].app_next {
-                return Err(format!(
-                    "node {} applied slot {} but expected {}",
-                    id.0, e.slot.0, self.nodes[node].app_next.0
-                ));
-            }
-            let first = e.slot == self.oracle_next;
-            for v in &e.batch {
-                self.apply_value(node, e.slot, v, first)?;
-            }
-            if first {
-                self.oracle_next = e.slot.next();
-                self.report.slots += 1;
-            }
-            let n = &mut self.nodes[node];
-            n.app_next = e.slot.next();
-            let d = machine_digest(&n.machine)?;
-            self.checker.on_apply(id, e.slot, &e.batch, d)?;
-        }
-        for ev in fx.leadership {
-            match ev {
-                LeadershipEvent::BecameLeader { ballot } => {
-                    self.report.elections += 1;
-                    self.leader_guess = Some(node);
-                    // The first command of a new leader: its takeover.
-                    let local = Nanos(self.local(node));
-                    let cmd = self.nodes[node].role.became_leader(ballot, local);
-                    let value = self.envelope(node, &cmd)?;
-                    let inc = self.nodes[node].incarnation;
-                    self.schedule(
-                        self.now,
-                        Ev::NodePropose {
-                            node,
-                            incarnation: inc,
-                            values: vec![value],
-                        },
-                    );
-                }
-                LeadershipEvent::LostLeadership => {
-                    self.nodes[node].role.lost_leadership();
-                    self.checker.on_lease_lost(id, self.now);
-                    if self.leader_guess == Some(node) {
-                        self.leader_guess = None;
-                    }
-                }
-                LeadershipEvent::LeaseUntil { until } => {
-                    let end = self.nodes[node].clock.true_at(until.0);
-                    self.checker.on_lease(id, self.now, end)?;
-                }
-            }
-        }
-        for r in fx.rejected {
-            let hint = r
-                .leader_hint
-                .and_then(|h| self.nodes.iter().position(|x| x.id == h));
-            for v in &r.values {
-                if let Some(p) = self.take_pending(node, v) {
-                    self.reply(node, p.client, p.cinc, Resp::NotLeader { hint });
-                }
-            }
-        }
-        if let Some(w) = fx.wake_at {
-            let t = self.nodes[node].clock.true_at(w.0).max(self.now + 100_000);
-            let n = &mut self.nodes[node];
-            if n.wake_at_true_ns
-                .is_none_or(|cur| t < cur || cur < self.now)
-            {
-                n.wake_at_true_ns = Some(t);
-                let inc = n.incarnation;
-                self.schedule(
-                    t,
-                    Ev::Wake {
-                        node,
-                        incarnation: inc,
-                    },
-                );
-            }
-        }
-        Ok(())
-    }
-
     fn take_pending(&mut self, node: usize, value: &[u8]) -> Option<Pending> {
-        let pend = &mut self.nodes[node].pending;
+        let pend = &mut self.nodes[node].app.pending;
         let i = pend.iter().position(|p| p.value == value)?;
         pend.remove(i)
     }
@@ -1258,16 +688,16 @@ impl LockSim {
             return Ok(());
         };
         let local = self.local(node);
-        let out = self.nodes[node].machine.apply(slot.0, cmd.clone());
+        let out = self.nodes[node].app.machine.apply(slot.0, cmd.clone());
         {
             let n = &mut self.nodes[node];
-            n.role.applied(&n.machine, &out, Nanos(local));
+            n.app.role.applied(&n.app.machine, &out, Nanos(local));
         }
         // Each replica is an observer of every election's event stream.
         for ev in &out.events {
             if let LockEvent::Election(e) = ev {
                 let n = &mut self.nodes[node];
-                if let Some((index, term)) = n.observed.get(&e.name).copied() {
+                if let Some((index, term)) = n.app.observed.get(&e.name).copied() {
                     let want_term = match e.change {
                         ElectionChange::Proclaimed { .. } => term,
                         _ => term + 1,
@@ -1279,7 +709,7 @@ impl LockSim {
                         ));
                     }
                 }
-                n.observed.insert(e.name.clone(), (e.index, e.term));
+                n.app.observed.insert(e.name.clone(), (e.index, e.term));
             }
         }
         // Answer the client whose proposal this was, if we proposed it.
@@ -1314,14 +744,14 @@ impl LockSim {
         cmd: &Command,
         out: &paxlock_core::locks::Output,
     ) -> Result<(), String> {
-        let oracle_out = self.oracle.apply(slot.0, cmd.clone());
+        let oracle_out = self.w.oracle.apply(slot.0, cmd.clone());
         if oracle_out != *out {
             return Err(format!(
                 "slot {}: the first replica's output differs from a fresh replay",
                 slot.0
             ));
         }
-        if self.cfg.sim.verbose {
+        if self.cfg.verbose {
             eprintln!(
                 "{:>10.3} ms slot {} {:?} -> {:?} {:?}",
                 self.now as f64 / 1e6,
@@ -1336,14 +766,14 @@ impl LockSim {
                 LockEvent::SessionEnded { session, reason } => {
                     let expired = *reason == paxlock_core::locks::CloseReason::Expired;
                     if expired {
-                        self.report.expiries += 1;
+                        self.w.report.expiries += 1;
                     }
-                    for q in self.fifo.values_mut() {
+                    for q in self.w.fifo.values_mut() {
                         q.retain(|s| s != session);
                     }
-                    if let Some(names) = self.touched.remove(session) {
+                    if let Some(names) = self.w.touched.remove(session) {
                         for name in names {
-                            self.histories.entry(name).or_default().push(Operation {
+                            self.w.histories.entry(name).or_default().push(Operation {
                                 client: session.0,
                                 call: Call::EndSession { expired },
                                 outcome: Outcome::Ended,
@@ -1354,8 +784,8 @@ impl LockSim {
                     }
                 }
                 LockEvent::LockGranted { name, session, .. } => {
-                    self.report.grants += 1;
-                    let q = self.fifo.entry(name.clone()).or_default();
+                    self.w.report.grants += 1;
+                    let q = self.w.fifo.entry(name.clone()).or_default();
                     match q.front() {
                         Some(front) if front == session => {
                             q.pop_front();
@@ -1392,7 +822,7 @@ impl LockSim {
             } => (*session, name.clone(), true, false),
             _ => return Ok(()),
         };
-        let q = self.fifo.entry(name).or_default();
+        let q = self.w.fifo.entry(name).or_default();
         // Only a cancel that was applied withdraws (a stale abandon is not).
         if cancel && out.reply.is_ok() {
             q.retain(|s| *s != session);
@@ -1413,7 +843,7 @@ impl LockSim {
             .net
             .fate(&mut self.rng, from, NodeId(1_000 + client as u64));
         for d in fates {
-            self.schedule(
+            self.schedule_work(
                 self.now + d,
                 Ev::ToClient {
                     client,
@@ -1441,7 +871,7 @@ impl LockSim {
         let hint = replica
             .leader_hint()
             .and_then(|h| self.nodes.iter().position(|x| x.id == h));
-        let serving = replica.is_leader() && n.role.serving(&n.machine);
+        let serving = replica.is_leader() && n.app.role.serving(&n.app.machine);
         if !serving {
             self.reply(node, client, cinc, Resp::NotLeader { hint });
             return Ok(());
@@ -1452,11 +882,12 @@ impl LockSim {
                 sent_local,
             } => {
                 let lease_until = replica.lease_until(Nanos(local));
-                let revision = n.machine.revision();
+                let revision = n.app.machine.revision();
                 let n = &mut self.nodes[node];
                 match n
+                    .app
                     .role
-                    .keep_alive(&n.machine, session, Nanos(local), lease_until)
+                    .keep_alive(&n.app.machine, session, Nanos(local), lease_until)
                 {
                     Ok(_) => {
                         self.reply(node, client, cinc, Resp::KeepaliveOk { sent_local });
@@ -1523,7 +954,7 @@ impl LockSim {
             }
         };
         let value = self.envelope(node, &value)?;
-        let pend = &mut self.nodes[node].pending;
+        let pend = &mut self.nodes[node].app.pending;
         if pend.len() >= MAX_PENDING {
             pend.pop_front();
         }
@@ -1543,7 +974,7 @@ impl LockSim {
         if n.replica.as_ref().is_none_or(|r| !r.is_leader()) {
             return Ok(());
         }
-        let due = n.role.due(&n.machine, local);
+        let due = n.app.role.due(&n.app.machine, local);
         if due.is_empty() {
             return Ok(());
         }
@@ -1558,7 +989,7 @@ impl LockSim {
     // ----- clients -------------------------------------------------------
 
     fn send(&mut self, client: usize, req: Req) {
-        let c = &self.clients[client];
+        let c = &self.w.clients[client];
         let (to, cinc) = (c.target, c.incarnation);
         let fates = self.net.fate(
             &mut self.rng,
@@ -1568,12 +999,12 @@ impl LockSim {
         // A copy the network duplicated is a resend as far as the answer
         // goes: the reply the client sees may come from either copy.
         if matches!(req, Req::Abandon { .. }) && fates.len() > 1 {
-            if let Some(op) = self.clients[client].op.as_mut() {
+            if let Some(op) = self.w.clients[client].op.as_mut() {
                 op.abandon_sends += fates.len() as u32 - 1;
             }
         }
         for d in fates {
-            self.schedule(
+            self.schedule_work(
                 self.now + d,
                 Ev::ToNode {
                     client,
@@ -1587,18 +1018,18 @@ impl LockSim {
 
     fn retarget(&mut self, client: usize, hint: Option<usize>) {
         let n = self.nodes.len();
-        self.clients[client].target = match hint {
+        self.w.clients[client].target = match hint {
             Some(h) if self.rng.range(0, 3) > 0 => h,
             _ => self.rng.index(n),
         };
     }
 
     fn client_local(&self, client: usize) -> u64 {
-        self.clients[client].clock.local(self.now)
+        self.w.clients[client].clock.local(self.now)
     }
 
     fn next_request_id(&mut self, client: usize) -> RequestId {
-        let c = &mut self.clients[client];
+        let c = &mut self.w.clients[client];
         let id = RequestId(c.next_req);
         c.next_req += 1;
         id
@@ -1607,23 +1038,24 @@ impl LockSim {
     /// The client's lease ran out (or it crashed): every belief ends, the
     /// in-flight operation's outcome becomes unknown, the session is dropped.
     fn lose_session(&mut self, client: usize, beliefs_end: u64) {
-        let names: Vec<String> = self.clients[client].held.keys().cloned().collect();
+        let names: Vec<String> = self.w.clients[client].held.keys().cloned().collect();
         for name in names {
             self.end_belief(client, &name, beliefs_end);
         }
-        self.clients[client].held.clear();
-        self.clients[client].campaigns.clear();
+        self.w.clients[client].held.clear();
+        self.w.clients[client].campaigns.clear();
         self.abandon_in_flight(client);
-        let c = &mut self.clients[client];
+        let c = &mut self.w.clients[client];
         c.session = None;
         c.opening = None;
-        c.lease = Lease::new(self.rule);
+        c.lease = Lease::new(self.w.rule);
     }
 
     fn abandon_in_flight(&mut self, client: usize) {
-        if let Some(op) = self.clients[client].op.take() {
+        if let Some(op) = self.w.clients[client].op.take() {
             for h in [op.hist, op.cancel_hist].into_iter().flatten() {
-                self.histories
+                self.w
+                    .histories
                     .entry(op.name.clone())
                     .or_default()
                     .push(Operation {
@@ -1636,7 +1068,7 @@ impl LockSim {
     }
 
     fn start_belief(&mut self, client: usize, name: &str, token: u64) -> Result<(), String> {
-        let c = &self.clients[client];
+        let c = &self.w.clients[client];
         let Some(session) = c.session else {
             return Ok(());
         };
@@ -1644,7 +1076,7 @@ impl LockSim {
             return Ok(());
         }
         let t = self.now;
-        let list = self.beliefs.entry(name.to_owned()).or_default();
+        let list = self.w.beliefs.entry(name.to_owned()).or_default();
         for b in list.iter() {
             if b.client == client && b.session == session {
                 continue;
@@ -1652,7 +1084,7 @@ impl LockSim {
             let end = match b.end {
                 Some(e) => e,
                 None => {
-                    let o = &self.clients[b.client];
+                    let o = &self.w.clients[b.client];
                     match o.lease.valid_until() {
                         Some(u) if o.alive && o.incarnation == b.cinc => o.clock.true_at(dur_ns(u)),
                         _ => t,
@@ -1677,26 +1109,26 @@ impl LockSim {
             start: t,
             end: None,
         });
-        self.clients[client].held.insert(name.to_owned(), token);
+        self.w.clients[client].held.insert(name.to_owned(), token);
         Ok(())
     }
 
     fn end_belief(&mut self, client: usize, name: &str, at: u64) {
-        let cinc = self.clients[client].incarnation;
-        if let Some(list) = self.beliefs.get_mut(name) {
+        let cinc = self.w.clients[client].incarnation;
+        if let Some(list) = self.w.beliefs.get_mut(name) {
             for b in list.iter_mut() {
                 if b.client == client && b.cinc == cinc && b.end.is_none() {
                     b.end = Some(at.max(b.start));
                 }
             }
         }
-        self.clients[client].held.remove(name);
+        self.w.clients[client].held.remove(name);
     }
 
     fn client_tick(&mut self, client: usize) -> Result<(), String> {
         let local = self.client_local(client);
         // 1. The lease rule, on the client's own clock.
-        let c = &self.clients[client];
+        let c = &self.w.clients[client];
         if c.session.is_some() && !c.lease.is_valid(Duration::from_nanos(local)) {
             let end = c
                 .lease
@@ -1705,13 +1137,13 @@ impl LockSim {
             self.lose_session(client, end);
         }
         // 2. A believing holder uses its lock.
-        let held: Vec<(String, u64)> = self.clients[client]
+        let held: Vec<(String, u64)> = self.w.clients[client]
             .held
             .iter()
             .map(|(n, t)| (n.clone(), *t))
             .collect();
         for (name, token) in held {
-            let r = self.resources.entry(name.clone()).or_default();
+            let r = self.w.resources.entry(name.clone()).or_default();
             if !r.write(token) {
                 return Err(format!(
                     "fencing: client {client} believes it holds {name} with token {token} but the resource already saw token {}",
@@ -1720,30 +1152,30 @@ impl LockSim {
             }
         }
         // 3. No session: open one.
-        if self.clients[client].session.is_none() {
-            let resend = match self.clients[client].opening {
+        if self.w.clients[client].session.is_none() {
+            let resend = match self.w.clients[client].opening {
                 None => true,
                 Some((_, _, last)) => self.now.saturating_sub(last) >= RESEND_NS,
             };
             if resend {
-                if self.clients[client].opening.is_some() {
+                if self.w.clients[client].opening.is_some() {
                     self.retarget(client, self.leader_guess);
                 }
-                let c = &mut self.clients[client];
+                let c = &mut self.w.clients[client];
                 c.next_nonce += 1;
                 let nonce = c.next_nonce;
                 c.opening = Some((nonce, local, self.now));
-                let ttl_ms = self.ttl_ms;
+                let ttl_ms = self.w.ttl_ms;
                 self.send(client, Req::Open { ttl_ms, nonce });
             }
             return Ok(());
         }
-        let Some(session) = self.clients[client].session else {
+        let Some(session) = self.w.clients[client].session else {
             return Ok(());
         };
         // 4. Keepalives, several per TTL so one loss does not lapse the lease.
-        if local.saturating_sub(self.clients[client].last_ka_local) >= self.ttl_ms * MS / 5 {
-            self.clients[client].last_ka_local = local;
+        if local.saturating_sub(self.w.clients[client].last_ka_local) >= self.w.ttl_ms * MS / 5 {
+            self.w.clients[client].last_ka_local = local;
             self.send(
                 client,
                 Req::Keepalive {
@@ -1753,7 +1185,7 @@ impl LockSim {
             );
         }
         // 5. The operation in flight.
-        if let Some(op) = self.clients[client].op.clone() {
+        if let Some(op) = self.w.clients[client].op.clone() {
             if op.kind == OpKind::Acquire && local >= op.deadline_local {
                 // The blocking acquire timed out: withdraw it.
                 let cancel = Operation {
@@ -1763,7 +1195,7 @@ impl LockSim {
                     invoked_at: self.now,
                     completed_at: None,
                 };
-                if let Some(o) = self.clients[client].op.as_mut() {
+                if let Some(o) = self.w.clients[client].op.as_mut() {
                     o.kind = OpKind::Abandon;
                     o.cancel_hist = Some(cancel);
                     o.abandon_sends = 1;
@@ -1784,7 +1216,7 @@ impl LockSim {
             } else if !op.awaiting && op.kind == OpKind::Acquire && self.now >= op.next_poll {
                 // Queued: learn the grant with a NEW idempotent acquire.
                 let id = self.next_request_id(client);
-                if let Some(o) = self.clients[client].op.as_mut() {
+                if let Some(o) = self.w.clients[client].op.as_mut() {
                     o.request_id = id;
                     o.awaiting = true;
                 }
@@ -1798,7 +1230,7 @@ impl LockSim {
     }
 
     fn resend(&mut self, client: usize, session: SessionId) {
-        let Some(op) = self.clients[client].op.as_mut() else {
+        let Some(op) = self.w.clients[client].op.as_mut() else {
             return;
         };
         op.last_sent = self.now;
@@ -1824,11 +1256,11 @@ impl LockSim {
             return;
         }
         let roll = self.rng.range(0, 99);
-        let faults_on = self.cfg.client_faults && !self.healed;
-        let lock = self.lock_names[self.rng.index(self.lock_names.len())].clone();
-        let election = self.election_names[self.rng.index(self.election_names.len())].clone();
+        let faults_on = self.w.cfg.client_faults && !self.healed;
+        let lock = self.w.lock_names[self.rng.index(self.w.lock_names.len())].clone();
+        let election = self.w.election_names[self.rng.index(self.w.election_names.len())].clone();
         let local = self.client_local(client);
-        let held = self.clients[client].held.contains_key(&lock);
+        let held = self.w.clients[client].held.contains_key(&lock);
         let (kind, name, op) = match roll {
             0..=34 if !held => {
                 let wait = self.rng.range(0, 2) > 0;
@@ -1843,7 +1275,7 @@ impl LockSim {
                 )
             }
             0..=59 => {
-                let Some((name, token)) = self.clients[client]
+                let Some((name, token)) = self.w.clients[client]
                     .held
                     .iter()
                     .next()
@@ -1862,7 +1294,7 @@ impl LockSim {
                     },
                 )
             }
-            60..=69 if !self.clients[client].campaigns.contains(&election) => (
+            60..=69 if !self.w.clients[client].campaigns.contains(&election) => (
                 OpKind::Campaign,
                 election.clone(),
                 ClientOp::Campaign {
@@ -1878,7 +1310,7 @@ impl LockSim {
             75..=76 => {
                 // Close: stop believing, fire and forget (a lost close
                 // becomes an expiry).
-                let names: Vec<String> = self.clients[client].held.keys().cloned().collect();
+                let names: Vec<String> = self.w.clients[client].held.keys().cloned().collect();
                 for n in names {
                     self.end_belief(client, &n, self.now);
                 }
@@ -1896,21 +1328,21 @@ impl LockSim {
             }
             77 if faults_on => {
                 // Pause, sometimes for longer than the TTL.
-                let for_ns = self.rng.range(50 * MS, self.ttl_ms * MS * 5 / 2);
-                self.clients[client].paused_until = Some(self.now + for_ns);
-                self.report.client_faults += 1;
+                let for_ns = self.rng.range(50 * MS, self.w.ttl_ms * MS * 5 / 2);
+                self.w.clients[client].paused_until = Some(self.now + for_ns);
+                self.w.report.client_faults += 1;
                 return;
             }
             78 if faults_on => {
                 // Crash: a dead process believes nothing.
                 self.lose_session(client, self.now);
-                let c = &mut self.clients[client];
+                let c = &mut self.w.clients[client];
                 c.alive = false;
                 c.incarnation += 1;
-                self.report.client_faults += 1;
+                self.w.report.client_faults += 1;
                 if self.rng.range(0, 9) < 7 {
                     let t = self.now + self.rng.range(500 * MS, 5 * SEC);
-                    self.schedule(t, Ev::ClientRestart { client });
+                    self.schedule_work(t, Ev::ClientRestart { client });
                 }
                 return;
             }
@@ -1923,7 +1355,8 @@ impl LockSim {
             _ => None,
         }
         .map(|call| {
-            self.touched
+            self.w
+                .touched
                 .entry(session)
                 .or_default()
                 .insert(name.clone());
@@ -1936,7 +1369,7 @@ impl LockSim {
             }
         });
         let timeout = self.rng.range(300 * MS, 3 * SEC);
-        self.clients[client].op = Some(InFlight {
+        self.w.clients[client].op = Some(InFlight {
             kind,
             name,
             op,
@@ -1953,13 +1386,17 @@ impl LockSim {
     }
 
     fn finish_op(&mut self, client: usize, outcome: Option<Outcome>) {
-        if let Some(op) = self.clients[client].op.take() {
+        if let Some(op) = self.w.clients[client].op.take() {
             if let (Some(h), Some(outcome)) = (op.hist, outcome) {
-                self.histories.entry(op.name).or_default().push(Operation {
-                    outcome,
-                    completed_at: Some(self.now),
-                    ..h
-                });
+                self.w
+                    .histories
+                    .entry(op.name)
+                    .or_default()
+                    .push(Operation {
+                        outcome,
+                        completed_at: Some(self.now),
+                        ..h
+                    });
             }
         }
     }
@@ -1968,7 +1405,7 @@ impl LockSim {
         let local = self.client_local(client);
         // The lease rule first: a late answer must not revive a lapsed lease.
         {
-            let c = &self.clients[client];
+            let c = &self.w.clients[client];
             if c.session.is_some() && !c.lease.is_valid(Duration::from_nanos(local)) {
                 let end = c
                     .lease
@@ -1977,20 +1414,20 @@ impl LockSim {
                 self.lose_session(client, end);
             }
         }
-        let session = self.clients[client].session;
+        let session = self.w.clients[client].session;
         match resp {
             Resp::NotLeader { hint } => {
                 self.retarget(client, hint);
             }
             Resp::Opened { nonce, result } => {
-                let c = &mut self.clients[client];
+                let c = &mut self.w.clients[client];
                 if let (Some((want, sent_local, _)), Ok(Reply::SessionOpened { session })) =
                     (c.opening, result)
                 {
                     if want == nonce && c.session.is_none() {
                         c.session = Some(session);
                         c.opening = None;
-                        c.lease = Lease::new(self.rule);
+                        c.lease = Lease::new(self.w.rule);
                         c.lease.on_answered(Duration::from_nanos(sent_local));
                         c.last_ka_local = sent_local;
                     }
@@ -1998,7 +1435,7 @@ impl LockSim {
             }
             Resp::KeepaliveOk { sent_local } => {
                 if session.is_some() {
-                    self.clients[client]
+                    self.w.clients[client]
                         .lease
                         .on_answered(Duration::from_nanos(sent_local));
                 }
@@ -2009,7 +1446,7 @@ impl LockSim {
                 }
             }
             Resp::Applied { request_id, result } => {
-                let Some(op) = self.clients[client].op.clone() else {
+                let Some(op) = self.w.clients[client].op.clone() else {
                     return Ok(());
                 };
                 if op.request_id != request_id || op.kind == OpKind::Abandon || !op.awaiting {
@@ -2025,7 +1462,7 @@ impl LockSim {
                     }
                     (OpKind::Acquire, Ok(Reply::Queued { .. })) => {
                         let poll = self.now + self.rng.range(10 * MS, 40 * MS);
-                        if let Some(o) = self.clients[client].op.as_mut() {
+                        if let Some(o) = self.w.clients[client].op.as_mut() {
                             o.awaiting = false;
                             o.next_poll = poll;
                         }
@@ -2037,11 +1474,11 @@ impl LockSim {
                         self.finish_op(client, Some(Outcome::Stale));
                     }
                     (OpKind::Campaign, Ok(_)) => {
-                        self.clients[client].campaigns.insert(op.name.clone());
+                        self.w.clients[client].campaigns.insert(op.name.clone());
                         self.finish_op(client, None);
                     }
                     (OpKind::Resign, _) => {
-                        self.clients[client].campaigns.remove(&op.name);
+                        self.w.clients[client].campaigns.remove(&op.name);
                         self.finish_op(client, None);
                     }
                     // Errors that change nothing (unknown session, limits):
@@ -2054,14 +1491,14 @@ impl LockSim {
                 up_to,
                 result,
             } => {
-                let Some(op) = self.clients[client].op.take() else {
+                let Some(op) = self.w.clients[client].op.take() else {
                     return Ok(());
                 };
                 if op.kind != OpKind::Abandon || op.name != name || op.request_id != up_to {
-                    self.clients[client].op = Some(op);
+                    self.w.clients[client].op = Some(op);
                     return Ok(());
                 }
-                let h = self.histories.entry(name).or_default();
+                let h = self.w.histories.entry(name).or_default();
                 if let Some(acq) = op.hist {
                     // Per the checker's convention: the acquire completes
                     // with the cancel, outcome unknown.
@@ -2097,41 +1534,43 @@ impl LockSim {
             .nodes
             .first()
             .map_or(0, |n| n.cfg.election_timeout_max_ns);
-        let bound = self.ttl_ms * MS + self.lock_delay_ms * MS + election_ns + LIVENESS_SLACK_NS;
+        let bound =
+            self.w.ttl_ms * MS + self.w.lock_delay_ms * MS + election_ns + LIVENESS_SLACK_NS;
         let live: BTreeSet<SessionId> = self
+            .w
             .clients
             .iter()
             .filter(|c| c.alive)
             .filter_map(|c| c.session)
             .collect();
         let mut seen = BTreeSet::new();
-        for name in &self.lock_names {
-            if self.oracle.waiters(name).is_empty() {
+        for name in &self.w.lock_names {
+            if self.w.oracle.waiters(name).is_empty() {
                 continue;
             }
             // Stuck: held by a dead session, or free (lock-delay) with
             // waiters. Token 0 keys the free case.
-            let key = match self.oracle.holder(name) {
+            let key = match self.w.oracle.holder(name) {
                 Some(h) if live.contains(&h.session) => continue,
                 Some(h) => (name.clone(), h.token.0),
                 None => (name.clone(), 0),
             };
             seen.insert(key.clone());
-            let since = *self.dead_since.entry(key).or_insert(self.now);
+            let since = *self.w.dead_since.entry(key).or_insert(self.now);
             if self.now.saturating_sub(since) > bound {
-                let holder = self.oracle.holder(name);
+                let holder = self.w.oracle.holder(name);
                 return Err(format!(
                     "liveness: {name} not handed to its waiters {} ms after healing noticed it (holder {:?}, bound {} ms, logical clock {} ms)",
                     (self.now - since) / MS,
                     holder,
                     bound / MS,
-                    self.oracle.now_ms()
+                    self.w.oracle.now_ms()
                 ));
             }
         }
-        let before = self.dead_since.len();
-        self.dead_since.retain(|k, _| seen.contains(k));
-        self.report.stuck_locks_resolved += (before - self.dead_since.len()) as u64;
+        let before = self.w.dead_since.len();
+        self.w.dead_since.retain(|k, _| seen.contains(k));
+        self.w.report.stuck_locks_resolved += (before - self.w.dead_since.len()) as u64;
         Ok(())
     }
 }
@@ -2160,4 +1599,127 @@ fn new_role(_cfg: &LockSimConfig) -> LeaderRole {
     }
     #[cfg(not(feature = "canary"))]
     LeaderRole::default()
+}
+
+impl Workload for Locks {
+    type Event = Ev;
+    type Node = LockNode;
+
+    fn tag(ev: &Ev) -> (u64, u64) {
+        ev.tag()
+    }
+
+    fn quiet(ev: &Ev) -> bool {
+        matches!(
+            ev,
+            Ev::ClientTick { .. } | Ev::LeaderTick { .. } | Ev::ToNode { .. } | Ev::ToClient { .. }
+        )
+    }
+
+    fn start_node(sim: &mut LockSim, node: usize) {
+        let t = sim.rng.range(0, LEADER_TICK_NS);
+        sim.schedule_work(t, Ev::LeaderTick { node });
+    }
+
+    fn start(sim: &mut LockSim) {
+        for client in 0..sim.w.clients.len() {
+            let t = sim.rng.range(0, 100 * MS);
+            sim.schedule_work(t, Ev::ClientTick { client, cinc: 0 });
+        }
+    }
+
+    fn handle(sim: &mut LockSim, ev: Ev) -> Result<(), String> {
+        sim.handle_work(ev)
+    }
+
+    fn crashed(sim: &mut LockSim, node: usize) {
+        let n = &mut sim.nodes[node].app;
+        n.role = new_role(&sim.w.cfg);
+        n.pending.clear();
+    }
+
+    fn reset(sim: &mut LockSim, node: usize) -> Result<(), String> {
+        let machine_cfg = sim.w.oracle.config().clone();
+        let n = &mut sim.nodes[node].app;
+        n.machine = StateMachine::new(machine_cfg);
+        n.observed.clear();
+        Ok(())
+    }
+
+    fn restore(
+        sim: &mut LockSim,
+        node: usize,
+        snapshot: &Snapshot,
+        from_peer: bool,
+    ) -> Result<u64, String> {
+        let local = Nanos(sim.local(node));
+        let n = &mut sim.nodes[node].app;
+        n.machine = StateMachine::restore(&snapshot.data).map_err(|e| format!("{e:?}"))?;
+        if from_peer {
+            n.role.restored(&n.machine, local);
+            // Events inside the snapshot were never seen here: restart the
+            // per-election observation from the next event.
+            n.observed.clear();
+        }
+        machine_digest(&n.machine)
+    }
+
+    fn snapshot(sim: &LockSim, node: usize) -> Result<Vec<u8>, String> {
+        let n = &sim.nodes[node];
+        n.app
+            .machine
+            .snapshot()
+            .map_err(|e| format!("node {} cannot snapshot: {e:?}", n.id.0))
+    }
+
+    fn apply(sim: &mut LockSim, node: usize, entry: &ChosenEntry) -> Result<u64, String> {
+        let first = entry.slot == sim.w.oracle_next;
+        for v in &entry.batch {
+            sim.apply_value(node, entry.slot, v, first)?;
+        }
+        if first {
+            sim.w.oracle_next = entry.slot.next();
+            sim.w.report.slots += 1;
+        }
+        machine_digest(&sim.nodes[node].app.machine)
+    }
+
+    fn leadership(sim: &mut LockSim, node: usize, ev: &LeadershipEvent) -> Result<(), String> {
+        match ev {
+            LeadershipEvent::BecameLeader { ballot } => {
+                // The first command of a new leader: its takeover.
+                let local = Nanos(sim.local(node));
+                let cmd = sim.nodes[node].app.role.became_leader(*ballot, local);
+                let value = sim.envelope(node, &cmd)?;
+                let incarnation = sim.nodes[node].incarnation;
+                sim.schedule_work(
+                    sim.now,
+                    Ev::NodePropose {
+                        node,
+                        incarnation,
+                        values: vec![value],
+                    },
+                );
+            }
+            LeadershipEvent::LostLeadership => sim.nodes[node].app.role.lost_leadership(),
+            LeadershipEvent::LeaseUntil { .. } => {}
+        }
+        Ok(())
+    }
+
+    fn rejected(sim: &mut LockSim, node: usize, rejected: Rejected) -> Result<(), String> {
+        let hint = rejected
+            .leader_hint
+            .and_then(|h| sim.nodes.iter().position(|x| x.id == h));
+        for v in &rejected.values {
+            if let Some(p) = sim.take_pending(node, v) {
+                sim.reply(node, p.client, p.cinc, Resp::NotLeader { hint });
+            }
+        }
+        Ok(())
+    }
+
+    fn healed(sim: &mut LockSim) {
+        sim.schedule_work(sim.now + 100 * MS, Ev::LivenessCheck);
+    }
 }

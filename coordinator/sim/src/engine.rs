@@ -1,24 +1,38 @@
-//! The simulated world: nodes, disks, network, clients, and the event loop
-//! that runs them on one thread from one seed.
+//! The one simulation engine: an event queue in true time, nodes running
+//! the shipped `paxos::Replica` over simulated disks and clocks, a faulty
+//! network that carries every message through the real peer codec, and
+//! the fault injector (partitions, cut and flapping links, crashes, quick
+//! restarts, pauses, abdication). Same seed, same run, bit for bit.
+//!
+//! What runs over a cluster is a [`Workload`]: the Paxos workload
+//! (`paxos_workload`, opaque commands and a hash-chain application) and
+//! the lock service (`lock_workload`, the shipped lock state machine and
+//! leader role, with clients). A workload owns its application state per
+//! node and its own events; the engine calls it where the replica's
+//! effects need an application (chosen entries, snapshots, leadership,
+//! refused proposals) and where a node's life changes (crash, restart,
+//! heal).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Debug;
 
 #[cfg(feature = "canary")]
 use paxlock_core::paxos::Canary;
 use paxlock_core::paxos::{
-    Config, Effects, Input, LeadershipEvent, Message, Nanos, NodeId, PersistSeq, Replica, Slot,
-    Value,
+    ChosenEntry, Config, Effects, Input, LeadershipEvent, Message, Nanos, NodeId, PersistSeq,
+    Rejected, Replica, Slot, Snapshot,
 };
 
-use super::app::{App, HashChainApp};
 use super::checker::Checker;
 use super::clock::ClockModel;
 use super::disk::Disk;
 use super::network::{NetProfile, Network};
 use super::rng::{Fnv, SimRng};
 
-const MS: u64 = 1_000_000;
-const SEC: u64 = 1_000_000_000;
+/// One millisecond of simulated time, in nanoseconds.
+pub(crate) const MS: u64 = 1_000_000;
+/// One second of simulated time, in nanoseconds.
+pub(crate) const SEC: u64 = 1_000_000_000;
 
 /// What to simulate. Everything not listed here is drawn from the seed.
 #[derive(Debug, Clone)]
@@ -95,37 +109,26 @@ impl SimConfig {
             ..SimConfig::default()
         }
     }
-}
 
-/// Summary of a run that found no violation.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SimReport {
-    /// The seed.
-    pub seed: u64,
-    /// Hash of the whole event trace: equal seeds must give equal hashes.
-    pub trace_hash: u64,
-    /// Cluster size drawn.
-    pub nodes: usize,
-    /// Events processed.
-    pub events: u64,
-    /// Slots chosen (quorum durably accepted).
-    pub chosen_slots: usize,
-    /// Client commands submitted / seen chosen.
-    pub commands_submitted: u64,
-    /// Client commands seen chosen.
-    pub commands_chosen: u64,
-    /// Times any node became leader.
-    pub elections: u64,
-    /// Crashes injected.
-    pub crashes: u64,
-    /// Snapshots installed from a peer (catch-up past compaction).
-    pub snapshot_installs: u64,
-    /// Catch-up replies sent.
-    pub catch_ups: u64,
-    /// Promise messages that were one part of several.
-    pub promise_parts: u64,
-    /// Snapshot chunks sent that were not a whole snapshot.
-    pub snapshot_chunks: u64,
+    /// The replica configuration of node `id` in a cluster of `members`:
+    /// the defaults, with this run's drift bound, log window, byte bounds
+    /// and canary.
+    pub(crate) fn replica_config(&self, id: NodeId, members: &[NodeId]) -> Config {
+        let mut rc = Config::new(id, members.to_vec());
+        rc.max_drift_ppm = self.max_drift_ppm;
+        if self.small_messages {
+            small_message_bounds(&mut rc);
+        }
+        if let Some(window) = self.max_log_ahead_slots {
+            rc.max_log_ahead_slots = window;
+            rc.pipeline_window_slots = rc.pipeline_window_slots.min(window);
+        }
+        #[cfg(feature = "canary")]
+        {
+            rc.canary = self.canary;
+        }
+        rc
+    }
 }
 
 /// The byte bounds of [`SimConfig::small_messages`]: four of the
@@ -144,7 +147,7 @@ pub fn small_message_bounds(cfg: &mut Config) {
 pub struct Violation {
     /// The seed that produced it.
     pub seed: u64,
-    /// True time at which it was detected.
+    /// Simulated true time of the failing event.
     pub at_true_ns: u64,
     /// What went wrong.
     pub what: String,
@@ -162,21 +165,97 @@ impl Violation {
     }
 }
 
-/// Runs one seed with the default hash-chain application.
-pub fn run_seed(seed: u64, cfg: &SimConfig) -> Result<SimReport, Violation> {
-    Sim::<HashChainApp>::new(seed, cfg.clone()).run()
+/// A workload over the engine: its per-node application state, its own
+/// events, and what it does with the replicas' effects. Every function gets
+/// the whole engine (the workload's own state is `sim.w`).
+pub(crate) trait Workload: Sized {
+    /// The workload's own events (clients, timers of its application).
+    type Event: Clone + Debug;
+    /// The workload's state on each node (its application).
+    type Node;
+
+    /// The event's kind and subject, hashed into the trace.
+    fn tag(ev: &Self::Event) -> (u64, u64);
+    /// Whether verbose runs leave it out (frequent events).
+    fn quiet(ev: &Self::Event) -> bool;
+    /// Schedules node `node`'s own timers at the start of the run.
+    fn start_node(sim: &mut Engine<Self>, node: usize);
+    /// Schedules the workload's first events (after every node's).
+    fn start(sim: &mut Engine<Self>);
+    /// Handles one of the workload's events.
+    fn handle(sim: &mut Engine<Self>, ev: Self::Event) -> Result<(), String>;
+    /// The node crashed: its memory is gone.
+    fn crashed(sim: &mut Engine<Self>, node: usize);
+    /// The node restarts: its application starts empty.
+    fn reset(sim: &mut Engine<Self>, node: usize) -> Result<(), String>;
+    /// Replaces the node's application with `snapshot` (its own, at a
+    /// restart, or a peer's, on catch-up) and returns the new state's
+    /// digest; `Err` if the snapshot is invalid.
+    fn restore(
+        sim: &mut Engine<Self>,
+        node: usize,
+        snapshot: &Snapshot,
+        from_peer: bool,
+    ) -> Result<u64, String>;
+    /// The node's application as a snapshot, for compaction.
+    fn snapshot(sim: &Engine<Self>, node: usize) -> Result<Vec<u8>, String>;
+    /// Applies one chosen entry (the engine checked the slot order) and
+    /// returns the new state's digest.
+    fn apply(sim: &mut Engine<Self>, node: usize, entry: &ChosenEntry) -> Result<u64, String>;
+    /// A leadership event, after the engine's own bookkeeping.
+    fn leadership(sim: &mut Engine<Self>, node: usize, ev: &LeadershipEvent) -> Result<(), String>;
+    /// Proposals the replica refused.
+    fn rejected(sim: &mut Engine<Self>, node: usize, rejected: Rejected) -> Result<(), String>;
+    /// After healing (every node restarted and resumed).
+    fn healed(_sim: &mut Engine<Self>) {}
 }
 
+/// One simulated node: the shipped replica, its disk, clock and outbox,
+/// and the workload's application state.
+pub(crate) struct SimNode<N> {
+    pub(crate) id: NodeId,
+    pub(crate) cfg: Config,
+    /// `None` while crashed.
+    pub(crate) replica: Option<Replica>,
+    /// Bumped at every crash and restart: events of an older life are void.
+    pub(crate) incarnation: u64,
+    pub(crate) disk: Disk,
+    /// Messages waiting for their persist sequence to become durable.
+    pub(crate) outbox: Vec<(PersistSeq, usize, Message)>,
+    pub(crate) clock: ClockModel,
+    pub(crate) paused_until: Option<u64>,
+    pub(crate) wake_at_true_ns: Option<u64>,
+    /// The next slot the application applies.
+    pub(crate) app_next: Slot,
+    pub(crate) app: N,
+}
+
+impl<N> SimNode<N> {
+    /// A node that has not started yet (the run restarts every node at 0).
+    pub(crate) fn new(id: NodeId, cfg: Config, clock: ClockModel, app: N) -> SimNode<N> {
+        SimNode {
+            id,
+            cfg,
+            replica: None,
+            incarnation: 0,
+            disk: Disk::default(),
+            outbox: Vec::new(),
+            clock,
+            paused_until: None,
+            wake_at_true_ns: None,
+            app_next: Slot(0),
+            app,
+        }
+    }
+}
+
+/// An event: the engine's, or the workload's.
 #[derive(Debug, Clone)]
-enum Event {
+pub(crate) enum Event<E> {
     Deliver {
         from: usize,
         to: usize,
         msg: Message,
-    },
-    Propose {
-        to: usize,
-        values: Vec<Value>,
     },
     Wake {
         node: usize,
@@ -206,168 +285,59 @@ enum Event {
         to: usize,
         remaining: u32,
     },
-    ClientTick {
-        client: usize,
-    },
     Compact {
         node: usize,
     },
     Heal,
     Abdicate,
+    Work(E),
 }
 
-impl Event {
-    fn tag(&self) -> (u64, u64) {
-        match self {
-            Event::Deliver { to, msg, .. } => (1 + msg_tag(msg), *to as u64),
-            Event::Propose { to, .. } => (20, *to as u64),
-            Event::Wake { node, .. } => (21, *node as u64),
-            Event::DiskDone { node, .. } => (22, *node as u64),
-            Event::Crash { node } => (23, *node as u64),
-            Event::Restart { node } => (24, *node as u64),
-            Event::Pause { node, .. } => (25, *node as u64),
-            Event::Resume { node, .. } => (26, *node as u64),
-            Event::Fault => (27, 0),
-            Event::Flap { from, .. } => (28, *from as u64),
-            Event::ClientTick { client } => (29, *client as u64),
-            Event::Compact { node } => (30, *node as u64),
-            Event::Heal => (31, 0),
-            Event::Abdicate => (32, 0),
-        }
-    }
+/// Counters of what the engine did, for the reports.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct EngineStats {
+    pub(crate) events: u64,
+    pub(crate) elections: u64,
+    pub(crate) crashes: u64,
+    pub(crate) snapshot_installs: u64,
+    pub(crate) catch_ups: u64,
+    pub(crate) promise_parts: u64,
+    pub(crate) snapshot_chunks: u64,
 }
 
-fn msg_kind(m: &Message) -> &'static str {
-    match m {
-        Message::Promise { .. } => "a promise",
-        Message::Accept { .. } => "an accept",
-        Message::CatchUp { .. } => "a catch-up reply",
-        _ => "a message",
-    }
-}
-
-fn msg_tag(m: &Message) -> u64 {
-    match m {
-        Message::PreVote { .. } => 0,
-        Message::PreVoteReply { .. } => 1,
-        Message::Prepare { .. } => 2,
-        Message::Promise { .. } => 3,
-        Message::Nack { .. } => 4,
-        Message::Accept { .. } => 5,
-        Message::Accepted { .. } => 6,
-        Message::Heartbeat { .. } => 7,
-        Message::HeartbeatAck { .. } => 8,
-        Message::CatchUpRequest { .. } => 9,
-        Message::CatchUp { .. } => 10,
-        Message::Abdicate { .. } => 11,
-        Message::SnapshotRequest { .. } => 12,
-    }
-}
-
-struct SimNode<A> {
-    id: NodeId,
-    cfg: Config,
-    replica: Option<Replica>,
-    incarnation: u64,
-    disk: Disk,
-    /// Messages waiting for their persist sequence to become durable.
-    outbox: Vec<(PersistSeq, usize, Message)>,
-    clock: ClockModel,
-    paused_until: Option<u64>,
-    wake_at_true_ns: Option<u64>,
-    app: A,
-    app_next: Slot,
-}
-
-struct Client {
-    next_seq: u64,
-    /// Command id -> (value, last time sent).
-    pending: BTreeMap<u64, (Value, u64)>,
-}
-
-/// Per-seed weights of the fault kinds.
-#[derive(Debug, Clone)]
-struct FaultMix {
+/// One deterministic run: the world, and the workload in `w`.
+pub(crate) struct Engine<W: Workload> {
+    pub(crate) seed: u64,
+    pub(crate) cfg: SimConfig,
+    pub(crate) rng: SimRng,
+    /// True time, in nanoseconds.
+    pub(crate) now: u64,
+    seq: u64,
+    queue: BTreeMap<(u64, u64), Event<W::Event>>,
+    pub(crate) nodes: Vec<SimNode<W::Node>>,
+    pub(crate) net: Network,
     weights: [u64; 8],
     disk_delay_max_ns: u64,
+    pub(crate) checker: Checker,
+    pub(crate) trace: Fnv,
+    /// Faults have stopped and the network is healthy.
+    pub(crate) healed: bool,
+    /// The node that most recently became leader or was named by one.
+    pub(crate) leader_guess: Option<usize>,
+    pub(crate) stats: EngineStats,
+    pub(crate) w: W,
 }
 
-/// One deterministic simulation run.
-pub struct Sim<A: App + Default> {
-    seed: u64,
-    cfg: SimConfig,
-    rng: SimRng,
-    now: u64,
-    seq: u64,
-    queue: BTreeMap<(u64, u64), Event>,
-    nodes: Vec<SimNode<A>>,
-    net: Network,
-    mix: FaultMix,
-    clients: Vec<Client>,
-    chosen_cmds: BTreeSet<(u64, u64)>,
-    checker: Checker,
-    trace: Fnv,
-    leader_guess: Option<usize>,
-    healed: bool,
-    events: u64,
-    submitted: u64,
-    elections: u64,
-    crashes: u64,
-    snapshot_installs: u64,
-    catch_ups: u64,
-    promise_parts: u64,
-    snapshot_chunks: u64,
-}
-
-impl<A: App + Default> Sim<A> {
-    /// Draws the world for `seed`: cluster size, clocks, fault mix.
-    pub fn new(seed: u64, cfg: SimConfig) -> Sim<A> {
-        let mut rng = SimRng::new(seed);
-        let n = if cfg.nodes == 0 {
-            if rng.range(0, 1) == 0 {
-                3
-            } else {
-                5
-            }
-        } else {
-            cfg.nodes
-        };
-        let members: Vec<NodeId> = (1..=n as u64).map(NodeId).collect();
-        let drift = cfg.max_drift_ppm as i64;
-        let nodes = members
-            .iter()
-            .map(|id| {
-                let mut rc = Config::new(*id, members.clone());
-                rc.max_drift_ppm = cfg.max_drift_ppm;
-                if cfg.small_messages {
-                    small_message_bounds(&mut rc);
-                }
-                if let Some(window) = cfg.max_log_ahead_slots {
-                    rc.max_log_ahead_slots = window;
-                    rc.pipeline_window_slots = rc.pipeline_window_slots.min(window);
-                }
-                #[cfg(feature = "canary")]
-                {
-                    rc.canary = cfg.canary;
-                }
-                SimNode {
-                    id: *id,
-                    cfg: rc,
-                    replica: None,
-                    incarnation: 0,
-                    disk: Disk::default(),
-                    outbox: Vec::new(),
-                    clock: ClockModel {
-                        offset_ns: rng.range(0, 1_000 * SEC),
-                        drift_ppm: rng.range(0, 2 * drift as u64) as i64 - drift,
-                    },
-                    paused_until: None,
-                    wake_at_true_ns: None,
-                    app: A::default(),
-                    app_next: Slot(0),
-                }
-            })
-            .collect();
+impl<W: Workload> Engine<W> {
+    /// The engine over `nodes` (drawn by the workload, with `rng`), after
+    /// drawing the network, the fault mix and the disks' speed.
+    pub(crate) fn new(
+        seed: u64,
+        cfg: SimConfig,
+        mut rng: SimRng,
+        nodes: Vec<SimNode<W::Node>>,
+        w: W,
+    ) -> Engine<W> {
         let profile = if cfg.faults {
             NetProfile::draw(&mut rng)
         } else {
@@ -380,19 +350,10 @@ impl<A: App + Default> Sim<A> {
         if let Some(fixed) = cfg.fault_weights {
             weights = fixed;
         }
-        let mix = FaultMix {
-            weights,
-            disk_delay_max_ns: rng.range(100_000, 20 * MS),
-        };
-        let clients = (0..cfg.clients)
-            .map(|_| Client {
-                next_seq: 0,
-                pending: BTreeMap::new(),
-            })
-            .collect();
-        Sim {
+        let disk_delay_max_ns = rng.range(100_000, 20 * MS);
+        Engine {
             seed,
-            checker: Checker::new(n / 2 + 1),
+            checker: Checker::new(nodes.len() / 2 + 1),
             cfg,
             rng,
             now: 0,
@@ -403,29 +364,27 @@ impl<A: App + Default> Sim<A> {
                 profile,
                 cut: BTreeSet::new(),
             },
-            mix,
-            clients,
-            chosen_cmds: BTreeSet::new(),
+            weights,
+            disk_delay_max_ns,
             trace: Fnv::default(),
-            leader_guess: None,
             healed: false,
-            events: 0,
-            submitted: 0,
-            elections: 0,
-            crashes: 0,
-            snapshot_installs: 0,
-            catch_ups: 0,
-            promise_parts: 0,
-            snapshot_chunks: 0,
+            leader_guess: None,
+            stats: EngineStats::default(),
+            w,
         }
     }
 
-    fn schedule(&mut self, at: u64, ev: Event) {
+    pub(crate) fn schedule(&mut self, at: u64, ev: Event<W::Event>) {
         self.seq += 1;
         self.queue.insert((at, self.seq), ev);
     }
 
-    fn fail(&self, what: String) -> Violation {
+    /// Schedules one of the workload's events.
+    pub(crate) fn schedule_work(&mut self, at: u64, ev: W::Event) {
+        self.schedule(at, Event::Work(ev));
+    }
+
+    pub(crate) fn fail(&self, what: String) -> Violation {
         Violation {
             seed: self.seed,
             at_true_ns: self.now,
@@ -433,17 +392,21 @@ impl<A: App + Default> Sim<A> {
         }
     }
 
-    /// Runs to the end; the first violation stops the run.
-    pub fn run(mut self) -> Result<SimReport, Violation> {
+    /// Node `node`'s clock now.
+    pub(crate) fn local(&self, node: usize) -> u64 {
+        self.nodes[node].clock.local(self.now)
+    }
+
+    /// Runs every event up to the end of the healing time; the first
+    /// violation stops the run. The workload checks what it must at the end.
+    pub(crate) fn run_events(&mut self) -> Result<(), Violation> {
         for i in 0..self.nodes.len() {
             self.schedule(0, Event::Restart { node: i });
             let t = self.rng.range(SEC, 3 * SEC);
             self.schedule(t, Event::Compact { node: i });
+            W::start_node(self, i);
         }
-        for c in 0..self.clients.len() {
-            let t = self.rng.range(0, 100 * MS);
-            self.schedule(t, Event::ClientTick { client: c });
-        }
+        W::start(self);
         if self.cfg.faults {
             let t = self.rng.range(500 * MS, 2 * SEC);
             self.schedule(t, Event::Fault);
@@ -459,69 +422,31 @@ impl<A: App + Default> Sim<A> {
                 break;
             }
             self.now = at;
-            self.events += 1;
-            let (kind, who) = ev.tag();
+            self.stats.events += 1;
+            let (kind, who) = match &ev {
+                Event::Work(work) => {
+                    let (kind, who) = W::tag(work);
+                    (64 + kind, who)
+                }
+                engine => tag(engine),
+            };
             self.trace.u64(at);
             self.trace.u64(kind << 8 | who);
-            if self.cfg.verbose
-                && !matches!(
-                    ev,
-                    Event::Deliver { .. }
-                        | Event::Wake { .. }
-                        | Event::DiskDone { .. }
-                        | Event::ClientTick { .. }
-                )
-            {
+            let quiet = match &ev {
+                Event::Work(work) => W::quiet(work),
+                engine => quiet(engine),
+            };
+            if self.cfg.verbose && !quiet {
                 eprintln!("{:>8.3} ms  {ev:?}", at as f64 / 1e6);
             }
             self.handle(ev).map_err(|w| self.fail(w))?;
         }
         self.now = end;
-        if self.cfg.verbose {
-            for n in &self.nodes {
-                eprintln!(
-                    "node {} at end: {:?}",
-                    n.id.0,
-                    n.replica.as_ref().map(|r| r.status())
-                );
-            }
-        }
-        let mut missing = 0usize;
-        let mut example = None;
-        for (ci, c) in self.clients.iter().enumerate() {
-            for seq in c.pending.keys() {
-                if !self.chosen_cmds.contains(&(ci as u64, *seq)) {
-                    missing += 1;
-                    example.get_or_insert((ci, *seq));
-                }
-            }
-        }
-        if missing > 0 {
-            return Err(self.fail(format!(
-                "liveness: {missing} commands not chosen {} ms after healing (e.g. client {:?})",
-                self.cfg.heal_duration_ns / MS,
-                example
-            )));
-        }
-        Ok(SimReport {
-            seed: self.seed,
-            trace_hash: self.trace.0,
-            nodes: self.nodes.len(),
-            events: self.events,
-            chosen_slots: self.checker.chosen_slots(),
-            commands_submitted: self.submitted,
-            commands_chosen: self.chosen_cmds.len() as u64,
-            elections: self.elections,
-            crashes: self.crashes,
-            snapshot_installs: self.snapshot_installs,
-            catch_ups: self.catch_ups,
-            promise_parts: self.promise_parts,
-            snapshot_chunks: self.snapshot_chunks,
-        })
+        Ok(())
     }
 
     /// Events for a paused node wait until it resumes.
-    fn deferred(&mut self, node: usize, ev: &Event) -> bool {
+    pub(crate) fn deferred(&mut self, node: usize, ev: &Event<W::Event>) -> bool {
         if let Some(until) = self.nodes[node].paused_until {
             self.schedule(until.max(self.now + 1), ev.clone());
             return true;
@@ -529,7 +454,16 @@ impl<A: App + Default> Sim<A> {
         false
     }
 
-    fn handle(&mut self, ev: Event) -> Result<(), String> {
+    /// A workload event for a paused node waits until it resumes.
+    pub(crate) fn deferred_work(&mut self, node: usize, ev: &W::Event) -> bool {
+        if let Some(until) = self.nodes[node].paused_until {
+            self.schedule(until.max(self.now + 1), Event::Work(ev.clone()));
+            return true;
+        }
+        false
+    }
+
+    fn handle(&mut self, ev: Event<W::Event>) -> Result<(), String> {
         match ev {
             Event::Deliver { from, to, ref msg } => {
                 if self.deferred(to, &ev) {
@@ -544,12 +478,6 @@ impl<A: App + Default> Sim<A> {
                     },
                 )?;
             }
-            Event::Propose { to, ref values } => {
-                if self.deferred(to, &ev) {
-                    return Ok(());
-                }
-                self.step(to, Input::Propose(values.clone()))?;
-            }
             Event::Wake { node, incarnation } => {
                 if self.nodes[node].incarnation != incarnation || self.deferred(node, &ev) {
                     return Ok(());
@@ -563,28 +491,7 @@ impl<A: App + Default> Sim<A> {
                 if self.nodes[node].incarnation != incarnation || self.deferred(node, &ev) {
                     return Ok(());
                 }
-                let done = self.nodes[node].disk.complete(self.now)?;
-                let id = self.nodes[node].id;
-                for req in &done {
-                    self.checker.on_durable(id, req)?;
-                }
-                if done.is_empty() {
-                    return Ok(());
-                }
-                let up_to = self.nodes[node].disk.durable.persisted_seq;
-                let ready: Vec<(PersistSeq, usize, Message)>;
-                {
-                    let n = &mut self.nodes[node];
-                    let (r, keep) = std::mem::take(&mut n.outbox)
-                        .into_iter()
-                        .partition(|(a, _, _)| *a <= up_to);
-                    ready = r;
-                    n.outbox = keep;
-                }
-                for (after, to, msg) in ready {
-                    self.transmit(node, to, msg, after)?;
-                }
-                self.step(node, Input::Persisted { up_to })?;
+                self.disk_done(node)?;
             }
             Event::Crash { node } => self.crash(node),
             Event::Restart { node } => self.restart(node)?,
@@ -611,23 +518,6 @@ impl<A: App + Default> Sim<A> {
                 }
             }
             Event::Fault => self.inject_fault(),
-            Event::Abdicate => {
-                let leaders: Vec<usize> = (0..self.nodes.len())
-                    .filter(|&i| {
-                        self.nodes[i].paused_until.is_none()
-                            && self.nodes[i]
-                                .replica
-                                .as_ref()
-                                .is_some_and(|r| r.is_leader())
-                    })
-                    .collect();
-                for node in leaders {
-                    self.step(node, Input::Abdicate { successor: None })?;
-                }
-                if let (Some(every), false) = (self.cfg.abdicate_every_ns, self.healed) {
-                    self.schedule(self.now + every, Event::Abdicate);
-                }
-            }
             Event::Flap {
                 from,
                 to,
@@ -649,17 +539,14 @@ impl<A: App + Default> Sim<A> {
                     );
                 }
             }
-            Event::ClientTick { client } => self.client_tick(client),
             Event::Compact { node } => {
                 let t = self.now + self.rng.range(SEC, 4 * SEC);
                 self.schedule(t, Event::Compact { node });
                 let n = &self.nodes[node];
                 if n.replica.is_some() && n.paused_until.is_none() && n.app_next.0 > 0 {
-                    let input = Input::Compact {
-                        up_to: n.app_next,
-                        data: n.app.snapshot(),
-                    };
-                    self.step(node, input)?;
+                    let up_to = n.app_next;
+                    let data = W::snapshot(self, node)?;
+                    self.step(node, Input::Compact { up_to, data })?;
                 }
             }
             Event::Heal => {
@@ -674,9 +561,50 @@ impl<A: App + Default> Sim<A> {
                         self.step(i, Input::Tick)?;
                     }
                 }
+                W::healed(self);
             }
+            Event::Abdicate => {
+                let leaders: Vec<usize> = (0..self.nodes.len())
+                    .filter(|&i| {
+                        self.nodes[i].paused_until.is_none()
+                            && self.nodes[i]
+                                .replica
+                                .as_ref()
+                                .is_some_and(|r| r.is_leader())
+                    })
+                    .collect();
+                for node in leaders {
+                    self.step(node, Input::Abdicate { successor: None })?;
+                }
+                if let (Some(every), false) = (self.cfg.abdicate_every_ns, self.healed) {
+                    self.schedule(self.now + every, Event::Abdicate);
+                }
+            }
+            Event::Work(ev) => W::handle(self, ev)?,
         }
         Ok(())
+    }
+
+    /// A group commit completed: tell the checker, release the messages it
+    /// held back, and tell the replica.
+    fn disk_done(&mut self, node: usize) -> Result<(), String> {
+        let done = self.nodes[node].disk.complete(self.now)?;
+        let id = self.nodes[node].id;
+        for req in &done {
+            self.checker.on_durable(id, req)?;
+        }
+        if done.is_empty() {
+            return Ok(());
+        }
+        let up_to = self.nodes[node].disk.durable.persisted_seq;
+        let (ready, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut self.nodes[node].outbox)
+            .into_iter()
+            .partition(|(a, _, _)| *a <= up_to);
+        self.nodes[node].outbox = keep;
+        for (after, to, msg) in ready {
+            self.transmit(node, to, msg, after)?;
+        }
+        self.step(node, Input::Persisted { up_to })
     }
 
     fn inject_fault(&mut self) {
@@ -685,10 +613,10 @@ impl<A: App + Default> Sim<A> {
         }
         let t = self.now + self.rng.range(100 * MS, self.cfg.fault_gap_max_ns);
         self.schedule(t, Event::Fault);
-        let total: u64 = self.mix.weights.iter().sum::<u64>().max(1);
+        let total: u64 = self.weights.iter().sum::<u64>().max(1);
         let mut pick = self.rng.range(0, total - 1);
         let mut kind = 0;
-        for (i, w) in self.mix.weights.iter().enumerate() {
+        for (i, w) in self.weights.iter().enumerate() {
             if pick < *w {
                 kind = i;
                 break;
@@ -772,20 +700,22 @@ impl<A: App + Default> Sim<A> {
         if n.replica.is_none() {
             return;
         }
-        self.crashes += 1;
+        self.stats.crashes += 1;
         n.replica = None;
         n.incarnation += 1;
         n.disk.crash();
         n.outbox.clear();
         n.paused_until = None;
         n.wake_at_true_ns = None;
+        W::crashed(self, node);
         self.checker.on_lease_lost(id, self.now);
         if self.leader_guess == Some(node) {
             self.leader_guess = None;
         }
     }
 
-    fn restart(&mut self, node: usize) -> Result<(), String> {
+    /// Starts a crashed (or not yet started) node from what its disk kept.
+    pub(crate) fn restart(&mut self, node: usize) -> Result<(), String> {
         if self.nodes[node].replica.is_some() {
             return Ok(());
         }
@@ -796,60 +726,22 @@ impl<A: App + Default> Sim<A> {
         let replica = Replica::new(n.cfg.clone(), recovered, seed)
             .map_err(|e| format!("bad config: {e:?}"))?;
         n.replica = Some(replica);
-        n.app = A::default();
         n.app_next = Slot(0);
-        if let Some(s) = n.disk.durable.snapshot.clone() {
-            if !n.app.restore(&s) {
-                return Err(format!("node {} cannot restore its own snapshot", n.id.0));
-            }
-            n.app_next = s.up_to;
-            let (id, d) = (n.id, n.app.digest());
-            self.checker.on_snapshot(id, s.up_to, d)?;
+        W::reset(self, node)?;
+        if let Some(s) = self.nodes[node].disk.durable.snapshot.clone() {
+            let id = self.nodes[node].id;
+            let digest = W::restore(self, node, &s, false)
+                .map_err(|e| format!("node {} cannot restore its own snapshot: {e}", id.0))?;
+            self.nodes[node].app_next = s.up_to;
+            self.checker.on_snapshot(id, s.up_to, digest)?;
         }
         self.step(node, Input::Tick)
     }
 
-    fn client_tick(&mut self, client: usize) {
-        let t = self.now + self.rng.range(20 * MS, 120 * MS);
-        self.schedule(t, Event::ClientTick { client });
-        // Drop commands seen chosen.
-        let chosen = &self.chosen_cmds;
-        self.clients[client]
-            .pending
-            .retain(|seq, _| !chosen.contains(&(client as u64, *seq)));
-        if !self.healed && self.clients[client].pending.len() < 64 && self.rng.range(0, 2) == 0 {
-            let c = &mut self.clients[client];
-            let seq = c.next_seq;
-            c.next_seq += 1;
-            let mut v = (client as u64).to_le_bytes().to_vec();
-            v.extend_from_slice(&seq.to_le_bytes());
-            c.pending.insert(seq, (v.into(), 0));
-            self.submitted += 1;
-        }
-        let now = self.now;
-        let retry_ns = 300 * MS;
-        let mut values = Vec::new();
-        for (v, last) in self.clients[client].pending.values_mut() {
-            if *last == 0 || now.saturating_sub(*last) >= retry_ns {
-                *last = now.max(1);
-                values.push(v.clone());
-            }
-        }
-        if values.is_empty() {
-            return;
-        }
-        let live: Vec<usize> = (0..self.nodes.len())
-            .filter(|i| self.nodes[*i].replica.is_some())
-            .collect();
-        let to = match self.leader_guess {
-            Some(l) if self.rng.range(0, 9) > 0 => l,
-            _ if !live.is_empty() => live[self.rng.index(live.len())],
-            _ => return,
-        };
-        let at = self.now + self.rng.range(100_000, 2 * MS);
-        self.schedule(at, Event::Propose { to, values });
-    }
-
+    /// Sends `msg` from `from` to `to` through the faulty network, after
+    /// checking the rules every message must keep: released only once the
+    /// persist it depends on is durable, consistent with what the sender
+    /// promised and accepted, and small enough for the real transport.
     fn transmit(
         &mut self,
         from: usize,
@@ -891,8 +783,9 @@ impl<A: App + Default> Sim<A> {
         Ok(())
     }
 
-    fn step(&mut self, node: usize, input: Input) -> Result<(), String> {
-        let local = self.nodes[node].clock.local(self.now);
+    /// Steps node `node`'s replica (if it is up) and carries out its effects.
+    pub(crate) fn step(&mut self, node: usize, input: Input) -> Result<(), String> {
+        let local = self.local(node);
         let Some(r) = self.nodes[node].replica.as_mut() else {
             return Ok(());
         };
@@ -900,13 +793,16 @@ impl<A: App + Default> Sim<A> {
         self.apply_effects(node, fx)
     }
 
+    /// Carries out a replica's effects in the order the shell must: persist,
+    /// send what the persist barrier allows, install, apply, then leadership,
+    /// refusals and the next wake-up.
     fn apply_effects(&mut self, node: usize, fx: Effects) -> Result<(), String> {
         let id = self.nodes[node].id;
         if let Some(req) = fx.persist {
             let delay = if self.rng.chance_ppm(20_000) {
                 self.rng.range(MS, 50 * MS)
             } else {
-                self.rng.range(20_000, self.mix.disk_delay_max_ns)
+                self.rng.range(20_000, self.disk_delay_max_ns)
             };
             let n = &mut self.nodes[node];
             let at = n.disk.submit(req, self.now + delay);
@@ -924,21 +820,7 @@ impl<A: App + Default> Sim<A> {
                 continue;
             };
             self.trace.u64(msg_tag(&out.msg) << 8 | to as u64);
-            match &out.msg {
-                Message::CatchUp { snapshot, .. } => {
-                    self.catch_ups += 1;
-                    if snapshot.as_ref().is_some_and(|c| !c.is_whole()) {
-                        self.snapshot_chunks += 1;
-                    }
-                }
-                Message::Promise {
-                    from_slot,
-                    part_start,
-                    part_end,
-                    ..
-                } if part_end.is_some() || part_start != from_slot => self.promise_parts += 1,
-                _ => {}
-            }
+            self.count_sent(&out.msg);
             if out.after <= self.nodes[node].disk.durable.persisted_seq {
                 self.transmit(node, to, out.msg, out.after)?;
             } else {
@@ -946,37 +828,22 @@ impl<A: App + Default> Sim<A> {
             }
         }
         if let Some(s) = fx.install_snapshot {
-            self.snapshot_installs += 1;
-            let n = &mut self.nodes[node];
-            if !n.app.restore(&s) {
-                return Err(format!("node {} got an invalid snapshot", id.0));
-            }
-            n.app_next = s.up_to;
-            let d = n.app.digest();
-            self.checker.on_snapshot(id, s.up_to, d)?;
+            self.stats.snapshot_installs += 1;
+            let digest = W::restore(self, node, &s, true)
+                .map_err(|e| format!("node {} got an invalid snapshot: {e}", id.0))?;
+            self.nodes[node].app_next = s.up_to;
+            self.checker.on_snapshot(id, s.up_to, digest)?;
         }
         for e in fx.chosen {
-            let n = &mut self.nodes[node];
-            if e.slot != n.app_next {
+            if e.slot != self.nodes[node].app_next {
                 return Err(format!(
                     "node {} applied slot {} but expected {}",
-                    id.0, e.slot.0, n.app_next.0
+                    id.0, e.slot.0, self.nodes[node].app_next.0
                 ));
             }
-            n.app.apply(e.slot, &e.batch);
-            n.app_next = e.slot.next();
-            let d = n.app.digest();
-            self.checker.on_apply(id, e.slot, &e.batch, d)?;
-            for v in &e.batch {
-                if v.len() == 16 {
-                    let mut a = [0u8; 8];
-                    let mut b = [0u8; 8];
-                    a.copy_from_slice(&v[..8]);
-                    b.copy_from_slice(&v[8..]);
-                    self.chosen_cmds
-                        .insert((u64::from_le_bytes(a), u64::from_le_bytes(b)));
-                }
-            }
+            let digest = W::apply(self, node, &e)?;
+            self.nodes[node].app_next = e.slot.next();
+            self.checker.on_apply(id, e.slot, &e.batch, digest)?;
         }
         for ev in fx.leadership {
             if self.cfg.verbose {
@@ -993,7 +860,7 @@ impl<A: App + Default> Sim<A> {
             }
             match ev {
                 LeadershipEvent::BecameLeader { .. } => {
-                    self.elections += 1;
+                    self.stats.elections += 1;
                     self.leader_guess = Some(node);
                 }
                 LeadershipEvent::LostLeadership => {
@@ -1007,14 +874,10 @@ impl<A: App + Default> Sim<A> {
                     self.checker.on_lease(id, self.now, end)?;
                 }
             }
+            W::leadership(self, node, &ev)?;
         }
-        // Clients follow "not leader, try X" answers, as a real client would.
-        for r in &fx.rejected {
-            if let Some(h) = r.leader_hint {
-                if let Some(i) = self.nodes.iter().position(|x| x.id == h) {
-                    self.leader_guess = Some(i);
-                }
-            }
+        for r in fx.rejected {
+            W::rejected(self, node, r)?;
         }
         if let Some(w) = fx.wake_at {
             let t = self.nodes[node].clock.true_at(w.0).max(self.now + 100_000);
@@ -1034,5 +897,87 @@ impl<A: App + Default> Sim<A> {
             }
         }
         Ok(())
+    }
+
+    fn count_sent(&mut self, msg: &Message) {
+        match msg {
+            Message::CatchUp { snapshot, .. } => {
+                self.stats.catch_ups += 1;
+                if snapshot.as_ref().is_some_and(|c| !c.is_whole()) {
+                    self.stats.snapshot_chunks += 1;
+                }
+            }
+            Message::Promise {
+                from_slot,
+                part_start,
+                part_end,
+                ..
+            } if part_end.is_some() || part_start != from_slot => self.stats.promise_parts += 1,
+            _ => {}
+        }
+    }
+}
+
+/// The engine event's kind and subject, hashed into the trace.
+fn tag<E>(ev: &Event<E>) -> (u64, u64) {
+    match ev {
+        Event::Deliver { to, msg, .. } => (1 + msg_tag(msg), *to as u64),
+        Event::Wake { node, .. } => (21, *node as u64),
+        Event::DiskDone { node, .. } => (22, *node as u64),
+        Event::Crash { node } => (23, *node as u64),
+        Event::Restart { node } => (24, *node as u64),
+        Event::Pause { node, .. } => (25, *node as u64),
+        Event::Resume { node, .. } => (26, *node as u64),
+        Event::Fault => (27, 0),
+        Event::Flap { from, .. } => (28, *from as u64),
+        Event::Compact { node } => (30, *node as u64),
+        Event::Heal => (31, 0),
+        Event::Abdicate => (32, 0),
+        Event::Work(_) => (64, 0),
+    }
+}
+
+/// Whether verbose runs leave the engine event out (frequent ones).
+fn quiet<E>(ev: &Event<E>) -> bool {
+    matches!(
+        ev,
+        Event::Deliver { .. } | Event::Wake { .. } | Event::DiskDone { .. }
+    )
+}
+
+/// The message's kind, for violation reports.
+pub(crate) fn msg_kind(m: &Message) -> &'static str {
+    match m {
+        Message::PreVote { .. } => "PreVote",
+        Message::PreVoteReply { .. } => "PreVoteReply",
+        Message::Prepare { .. } => "Prepare",
+        Message::Promise { .. } => "Promise",
+        Message::Nack { .. } => "Nack",
+        Message::Accept { .. } => "Accept",
+        Message::Accepted { .. } => "Accepted",
+        Message::Heartbeat { .. } => "Heartbeat",
+        Message::HeartbeatAck { .. } => "HeartbeatAck",
+        Message::CatchUpRequest { .. } => "CatchUpRequest",
+        Message::CatchUp { .. } => "CatchUp",
+        Message::Abdicate { .. } => "Abdicate",
+        Message::SnapshotRequest { .. } => "SnapshotRequest",
+    }
+}
+
+fn msg_tag(m: &Message) -> u64 {
+    match m {
+        Message::PreVote { .. } => 0,
+        Message::PreVoteReply { .. } => 1,
+        Message::Prepare { .. } => 2,
+        Message::Promise { .. } => 3,
+        Message::Nack { .. } => 4,
+        Message::Accept { .. } => 5,
+        Message::Accepted { .. } => 6,
+        Message::Heartbeat { .. } => 7,
+        Message::HeartbeatAck { .. } => 8,
+        Message::CatchUpRequest { .. } => 9,
+        Message::CatchUp { .. } => 10,
+        Message::Abdicate { .. } => 11,
+        Message::SnapshotRequest { .. } => 12,
     }
 }
