@@ -7,7 +7,9 @@
 //! - [`locks`]: the replicated lock state machine;
 //! - [`leader_role`]: what a leading node decides about sessions and time;
 //! - [`proposal`]: the log entry envelope (who proposed a command, under
-//!   which id).
+//!   which id);
+//! - [`waiters`]: who waits on a node for a grant or a win, and what each
+//!   applied command and restored snapshot does to them.
 
 #![forbid(unsafe_code)]
 
@@ -15,3 +17,4 @@ pub mod leader_role;
 pub mod locks;
 pub mod paxos;
 pub mod proposal;
+pub mod waiters;

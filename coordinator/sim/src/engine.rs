@@ -190,7 +190,8 @@ pub(crate) trait Workload: Sized {
     fn reset(sim: &mut Engine<Self>, node: usize) -> Result<(), String>;
     /// Replaces the node's application with `snapshot` (its own, at a
     /// restart, or a peer's, on catch-up) and returns the new state's
-    /// digest; `Err` if the snapshot is invalid.
+    /// digest; `Err` (a whole message) if the snapshot is invalid or the
+    /// workload's checks fail.
     fn restore(
         sim: &mut Engine<Self>,
         node: usize,
@@ -730,8 +731,7 @@ impl<W: Workload> Engine<W> {
         W::reset(self, node)?;
         if let Some(s) = self.nodes[node].disk.durable.snapshot.clone() {
             let id = self.nodes[node].id;
-            let digest = W::restore(self, node, &s, false)
-                .map_err(|e| format!("node {} cannot restore its own snapshot: {e}", id.0))?;
+            let digest = W::restore(self, node, &s, false)?;
             self.nodes[node].app_next = s.up_to;
             self.checker.on_snapshot(id, s.up_to, digest)?;
         }
@@ -829,8 +829,7 @@ impl<W: Workload> Engine<W> {
         }
         if let Some(s) = fx.install_snapshot {
             self.stats.snapshot_installs += 1;
-            let digest = W::restore(self, node, &s, true)
-                .map_err(|e| format!("node {} got an invalid snapshot: {e}", id.0))?;
+            let digest = W::restore(self, node, &s, true)?;
             self.nodes[node].app_next = s.up_to;
             self.checker.on_snapshot(id, s.up_to, digest)?;
         }
@@ -943,6 +942,15 @@ fn quiet<E>(ev: &Event<E>) -> bool {
         ev,
         Event::Deliver { .. } | Event::Wake { .. } | Event::DiskDone { .. }
     )
+}
+
+/// The violation of a node whose snapshot does not restore.
+pub(crate) fn invalid_snapshot(node: NodeId, from_peer: bool, why: &str) -> String {
+    if from_peer {
+        format!("node {} got an invalid snapshot: {why}", node.0)
+    } else {
+        format!("node {} cannot restore its own snapshot: {why}", node.0)
+    }
 }
 
 /// The message's kind, for violation reports.

@@ -33,15 +33,16 @@ use paxlock_core::leader_role::RoleCanary;
 use paxlock_core::leader_role::{KeepaliveRefused, LeaderRole, SCAN_PERIOD};
 use paxlock_core::locks::{
     AbandonedWait, ClientOp, Command, CommandError, CommandKind, ElectionChange,
-    Event as LockEvent, Identity, Reply, RequestId, SessionId, StateMachine,
+    Event as LockEvent, Identity, Output, Reply, RequestId, SessionId, StateMachine,
 };
 use paxlock_core::paxos::{
     ChosenEntry, Input, LeadershipEvent, Nanos, NodeId, Rejected, Slot, Snapshot, Value,
 };
 use paxlock_core::proposal::Proposal;
+use paxlock_core::waiters::{AfterApply, Settled, WaitFor, WaiterBook};
 
 use super::clock::ClockModel;
-use super::engine::{Engine, SimConfig, SimNode, Violation, Workload, MS, SEC};
+use super::engine::{invalid_snapshot, Engine, SimConfig, SimNode, Violation, Workload, MS, SEC};
 use super::linearizability::{check_all, Call, Operation, Outcome, Verdict};
 use super::resource::FencedResource;
 use super::rng::{Fnv, SimRng};
@@ -77,6 +78,9 @@ pub enum LockCanary {
     UnshortenedLease,
     /// The state machine grants the LAST waiter instead of the first.
     GrantOutOfOrder,
+    /// A node that installs a snapshot settles none of its waiters:
+    /// switched off in the shipped [`WaiterBook`].
+    NoSettleAfterRestore,
 }
 
 /// What to simulate on top of [`SimConfig`] (which gives the cluster, the
@@ -258,6 +262,18 @@ struct Pending {
     client: usize,
     cinc: u64,
     tag: Tag,
+    /// What the node does for it as it is applied (the core's rule).
+    then: Option<AfterApply<Waiting>>,
+}
+
+/// A client request waiting on a node for its grant, as the node's
+/// request handler waits (the simulator's waiter in the core's book).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Waiting {
+    client: usize,
+    cinc: u64,
+    request_id: RequestId,
+    session: SessionId,
 }
 
 /// The lock workload's own events.
@@ -316,6 +332,10 @@ pub(crate) struct LockNode {
     pending: VecDeque<Pending>,
     /// Election name -> (last index, last term) this replica applied.
     observed: BTreeMap<String, (u64, u64)>,
+    /// Requests waiting here for a grant, and what wakes them: the core's.
+    waiters: WaiterBook<Waiting>,
+    /// Tells apart the waiters of one key (the handler's waiter id).
+    next_waiter: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -336,7 +356,6 @@ struct InFlight {
     request_id: RequestId,
     awaiting: bool,
     last_sent: u64,
-    next_poll: u64,
     /// Blocking acquire: give up (abandon) at this client-clock instant.
     deadline_local: u64,
     hist: Option<Operation>,
@@ -450,6 +469,8 @@ fn new_engine(seed: u64, cfg: LockSimConfig) -> Result<LockSim, Violation> {
                 next_proposal: 0,
                 pending: VecDeque::new(),
                 observed: BTreeMap::new(),
+                waiters: new_waiters(&cfg),
+                next_waiter: 0,
             };
             SimNode::new(*id, cfg.sim.replica_config(*id, &members), clock, node)
         })
@@ -712,27 +733,87 @@ impl LockSim {
                 n.app.observed.insert(e.name.clone(), (e.index, e.term));
             }
         }
+        // The waiters, as the node's apply loop carries them: this
+        // command's events, then its own waiter.
+        let own = self.take_pending(node, value);
+        let then = own.as_ref().and_then(|p| p.then.clone());
+        let n = &mut self.nodes[node].app;
+        let settled = n.waiters.applied(&n.machine, &out, then);
+        self.settle_waiters(node, settled);
+        self.check_no_waiter_asleep(node)?;
         // Answer the client whose proposal this was, if we proposed it.
-        if let Some(p) = self.take_pending(node, value) {
+        if let Some(p) = own {
             let resp = match p.tag {
-                Tag::Open { nonce } => Resp::Opened {
+                Tag::Open { nonce } => Some(Resp::Opened {
                     nonce,
                     result: out.reply.clone(),
-                },
-                Tag::Cmd { request_id } => Resp::Applied {
-                    request_id,
-                    result: out.reply.clone(),
-                },
-                Tag::Abandon { name, up_to } => Resp::Abandoned {
+                }),
+                Tag::Cmd { request_id } => Self::command_answer(&p, request_id, &out),
+                Tag::Abandon { name, up_to } => Some(Resp::Abandoned {
                     name,
                     up_to,
                     result: out.reply.clone(),
-                },
+                }),
             };
-            self.reply(node, p.client, p.cinc, resp);
+            if let Some(resp) = resp {
+                self.reply(node, p.client, p.cinc, resp);
+            }
         }
         if first {
             self.canonical(slot, &cmd, &out)?;
+        }
+        Ok(())
+    }
+
+    /// The answer to a client command, as the node's handler gives it: a
+    /// queued blocking acquire is answered by its waiter instead (the core
+    /// registered it, or woke it at once if the grant has happened).
+    fn command_answer(p: &Pending, request_id: RequestId, out: &Output) -> Option<Resp> {
+        let waits = matches!(p.then, Some(AfterApply::Register { .. }));
+        if waits && matches!(out.reply, Ok(Reply::Queued { .. })) {
+            return None;
+        }
+        Some(Resp::Applied {
+            request_id,
+            result: out.reply.clone(),
+        })
+    }
+
+    /// Carries out what the core decided for the node's waiters: a grant
+    /// answers its request; a wait ended by its session's end is answered
+    /// as the handler does (the session is unknown); one withdrawn by its
+    /// own abandon, or refused, is not answered.
+    fn settle_waiters(&mut self, node: usize, settled: Settled<Waiting>) {
+        for (_, w, token) in settled.woken {
+            let resp = Resp::Applied {
+                request_id: w.request_id,
+                result: Ok(Reply::Granted {
+                    token: paxlock_core::locks::FencingToken(token),
+                }),
+            };
+            self.reply(node, w.client, w.cinc, resp);
+        }
+        for (_, w) in settled.dropped {
+            if !self.nodes[node].app.machine.has_session(w.session) {
+                let resp = Resp::SessionGone { session: w.session };
+                self.reply(node, w.client, w.cinc, resp);
+            }
+        }
+    }
+
+    /// No request may sleep on a grant its session already has: it would
+    /// wait out its timeout while the lock is held by a session that does
+    /// not know it (the bug of waiters left asleep by a snapshot install).
+    fn check_no_waiter_asleep(&self, node: usize) -> Result<(), String> {
+        let n = &self.nodes[node];
+        for (wait, (session, name)) in n.app.waiters.keys() {
+            let held = n.app.machine.holder(name);
+            if wait == WaitFor::Grant && held.is_some_and(|h| h.session.0 == *session) {
+                return Err(format!(
+                    "node {} keeps session {session}'s request waiting for {name}, which the session holds",
+                    n.id.0
+                ));
+            }
         }
         Ok(())
     }
@@ -876,6 +957,7 @@ impl LockSim {
             self.reply(node, client, cinc, Resp::NotLeader { hint });
             return Ok(());
         }
+        let mut then = None;
         let (value, tag) = match req {
             Req::Keepalive {
                 session,
@@ -921,6 +1003,26 @@ impl LockSim {
                 request_id,
                 op,
             } => {
+                // A blocking acquire waits here for its grant, registered
+                // as its command is applied (the handler's `AfterApply`).
+                then = match &op {
+                    ClientOp::Acquire { name, wait: true } => {
+                        let n = &mut self.nodes[node].app;
+                        n.next_waiter += 1;
+                        Some(AfterApply::Register {
+                            wait: WaitFor::Grant,
+                            key: (session.0, name.clone()),
+                            id: n.next_waiter,
+                            waiter: Waiting {
+                                client,
+                                cinc,
+                                request_id,
+                                session,
+                            },
+                        })
+                    }
+                    _ => None,
+                };
                 let cmd = Command {
                     at_ms,
                     kind: CommandKind::ClientAs {
@@ -941,6 +1043,8 @@ impl LockSim {
                 name,
                 up_to,
             } => {
+                // The abandoned request's waiters end with it.
+                then = Some(AfterApply::DropLockWaiters((session.0, name.clone())));
                 let cmd = Command {
                     at_ms,
                     kind: CommandKind::Abandon {
@@ -963,6 +1067,7 @@ impl LockSim {
             client,
             cinc,
             tag,
+            then,
         });
         self.step(node, Input::Propose(vec![value]))
     }
@@ -1213,14 +1318,6 @@ impl LockSim {
             } else if op.awaiting && self.now.saturating_sub(op.last_sent) >= RESEND_NS {
                 self.retarget(client, self.leader_guess);
                 self.resend(client, session);
-            } else if !op.awaiting && op.kind == OpKind::Acquire && self.now >= op.next_poll {
-                // Queued: learn the grant with a NEW idempotent acquire.
-                let id = self.next_request_id(client);
-                if let Some(o) = self.w.clients[client].op.as_mut() {
-                    o.request_id = id;
-                    o.awaiting = true;
-                }
-                self.resend(client, session);
             }
             return Ok(());
         }
@@ -1376,7 +1473,6 @@ impl LockSim {
             request_id,
             awaiting: true,
             last_sent: self.now,
-            next_poll: 0,
             deadline_local: local + timeout,
             hist,
             cancel_hist: None,
@@ -1461,11 +1557,9 @@ impl LockSim {
                         self.finish_op(client, Some(Outcome::Busy));
                     }
                     (OpKind::Acquire, Ok(Reply::Queued { .. })) => {
-                        let poll = self.now + self.rng.range(10 * MS, 40 * MS);
-                        if let Some(o) = self.w.clients[client].op.as_mut() {
-                            o.awaiting = false;
-                            o.next_poll = poll;
-                        }
+                        return Err(format!(
+                            "client {client} was answered Queued for blocking acquire {request_id:?}: the node must wait for the grant"
+                        ));
                     }
                     (OpKind::Release, Ok(Reply::Released)) => {
                         self.finish_op(client, Some(Outcome::Released));
@@ -1587,6 +1681,15 @@ fn short_verdict(v: &Verdict) -> String {
     s.chars().take(300).collect()
 }
 
+/// A node's waiters, with the canary's rule switched off if any.
+fn new_waiters(_cfg: &LockSimConfig) -> WaiterBook<Waiting> {
+    #[cfg(feature = "canary")]
+    if _cfg.canary == LockCanary::NoSettleAfterRestore {
+        return WaiterBook::with_canary(paxlock_core::waiters::WaiterCanary::NoSettleAfterRestore);
+    }
+    WaiterBook::default()
+}
+
 /// A node's leader role, with the canary's rule switched off if any.
 fn new_role(_cfg: &LockSimConfig) -> LeaderRole {
     #[cfg(feature = "canary")]
@@ -1636,6 +1739,8 @@ impl Workload for Locks {
         let n = &mut sim.nodes[node].app;
         n.role = new_role(&sim.w.cfg);
         n.pending.clear();
+        // Its waiting requests' connections broke: their clients retry.
+        n.waiters = new_waiters(&sim.w.cfg);
     }
 
     fn reset(sim: &mut LockSim, node: usize) -> Result<(), String> {
@@ -1653,15 +1758,21 @@ impl Workload for Locks {
         from_peer: bool,
     ) -> Result<u64, String> {
         let local = Nanos(sim.local(node));
+        let id = sim.nodes[node].id;
         let n = &mut sim.nodes[node].app;
-        n.machine = StateMachine::restore(&snapshot.data).map_err(|e| format!("{e:?}"))?;
+        n.machine = StateMachine::restore(&snapshot.data)
+            .map_err(|e| invalid_snapshot(id, from_peer, &format!("{e:?}")))?;
+        let digest = machine_digest(&n.machine)?;
         if from_peer {
             n.role.restored(&n.machine, local);
             // Events inside the snapshot were never seen here: restart the
             // per-election observation from the next event.
             n.observed.clear();
+            let settled = n.waiters.restored(&n.machine);
+            sim.settle_waiters(node, settled);
+            sim.check_no_waiter_asleep(node)?;
         }
-        machine_digest(&n.machine)
+        Ok(digest)
     }
 
     fn snapshot(sim: &LockSim, node: usize) -> Result<Vec<u8>, String> {

@@ -10,7 +10,7 @@ use paxlock_core::paxos::{ChosenEntry, Input, LeadershipEvent, NodeId, Rejected,
 
 use super::app::{App, HashChainApp};
 use super::clock::ClockModel;
-use super::engine::{Engine, SimConfig, SimNode, Violation, Workload, MS, SEC};
+use super::engine::{invalid_snapshot, Engine, SimConfig, SimNode, Violation, Workload, MS, SEC};
 use super::rng::SimRng;
 
 /// Summary of a run that found no violation.
@@ -213,13 +213,17 @@ impl<A: App + Default> Workload for Paxos<A> {
         sim: &mut Engine<Self>,
         node: usize,
         snapshot: &Snapshot,
-        _from_peer: bool,
+        from_peer: bool,
     ) -> Result<u64, String> {
-        let app = &mut sim.nodes[node].app;
-        if !app.restore(snapshot) {
-            return Err("the application refused it".into());
+        let n = &mut sim.nodes[node];
+        if !n.app.restore(snapshot) {
+            return Err(invalid_snapshot(
+                n.id,
+                from_peer,
+                "the application refused it",
+            ));
         }
-        Ok(app.digest())
+        Ok(n.app.digest())
     }
 
     fn snapshot(sim: &Engine<Self>, node: usize) -> Result<Vec<u8>, String> {

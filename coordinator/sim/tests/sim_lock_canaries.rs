@@ -50,3 +50,18 @@ fn granting_a_waiter_out_of_fifo_order_is_caught() {
     };
     report("out-of-order grant", first_violation(&cfg, 40), 40);
 }
+
+/// The shipped waiter rule of `paxlock-core`: a node that installs a
+/// snapshot answers the waiting requests whose grants it holds.
+#[test]
+fn waiters_left_asleep_after_a_snapshot_install_are_caught() {
+    let cfg = LockSimConfig {
+        canary: LockCanary::NoSettleAfterRestore,
+        ..LockSimConfig::default()
+    };
+    report(
+        "waiters asleep after restore",
+        first_violation(&cfg, 400),
+        400,
+    );
+}

@@ -170,6 +170,12 @@ fn the_sweep_exercises_grants_expiries_and_opposite_drift() {
     assert!(resolved > 0, "the liveness check never saw a stuck lock");
 }
 
+// The seeds below found their bugs when blocking acquires polled with new
+// request ids; since the simulated nodes keep waiters (the core's
+// `WaiterBook`), those seeds run other worlds. The machine rules they
+// found stay pinned by `paxlock-core`'s `locks/abandon_tests.rs`; the
+// seeds stay as runs that must keep passing.
+
 /// Runs one named regression seed with the default configuration.
 fn regression(seed: u64) {
     regression_with(seed, &LockSimConfig::default());

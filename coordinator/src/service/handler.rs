@@ -8,7 +8,7 @@ use paxlock::proto::{self, request::Op, response, ErrorCode, Request, Response};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::errors::{command_error, error};
-use super::state::{AfterApply, PendingCommand, Shared, Waiter};
+use super::state::{AfterApply, PendingCommand, Shared};
 use crate::leader_role::KeepaliveRefused;
 use crate::locks::{
     AbandonedWait, ClientOp, Command, CommandError, CommandKind, FencingToken, Identity, Output,
@@ -18,6 +18,7 @@ use crate::node::clock::NodeClock;
 use crate::node::driver::{DriverInput, DriverStatus};
 use crate::transport::peer_version::{PeerVersion, PeerVersions};
 use paxlock_core::proposal::Proposal;
+use paxlock_core::waiters::WaitFor;
 
 /// `wait`'s outcome, or `None` if `timeout_ms` (0: no limit, however long
 /// it takes) passed first.
@@ -267,10 +268,15 @@ impl Context {
         // (applied earlier on a node catching up) mistaken for this one.
         let (grant_tx, grant_rx) = oneshot::channel();
         let waiter = self.shared.next_proposal_id();
-        let _withdraw = self.shared.lock_waiters.guard(key.clone(), waiter);
-        let then = acquire
-            .wait
-            .then(|| AfterApply::Register(Waiter::Grant(key.clone(), waiter, grant_tx)));
+        let _withdraw = self
+            .shared
+            .waiter_guard(WaitFor::Grant, key.clone(), waiter);
+        let then = acquire.wait.then(|| AfterApply::Register {
+            wait: WaitFor::Grant,
+            key: key.clone(),
+            id: waiter,
+            waiter: grant_tx,
+        });
         let reply = self
             .commit_then(
                 client(ClientOp::Acquire {
@@ -294,13 +300,8 @@ impl Context {
                 false,
             )),
             Reply::Queued { .. } => {
-                // A retried acquire gets the recorded `Queued` even if the
-                // grant has happened since: check the holder first.
-                if let Some(holder) = self.shared.machine().holder(&name) {
-                    if holder.session == session {
-                        return granted(holder.token.0);
-                    }
-                }
+                // Registered, or answered already if a retry was told the
+                // recorded `Queued` after its grant (the core's rule).
                 let limit = Duration::from_millis(acquire.timeout_ms);
                 match wait_at_most(acquire.timeout_ms, grant_rx).await {
                     Some(Ok(token)) => granted(token),
@@ -350,7 +351,7 @@ impl Context {
         let key = (session.0, name.clone());
         let (won_tx, won_rx) = oneshot::channel();
         let waiter = self.shared.next_proposal_id();
-        let _withdraw = self.shared.campaign_waiters.guard(key.clone(), waiter);
+        let _withdraw = self.shared.waiter_guard(WaitFor::Win, key.clone(), waiter);
         // The answer describes the term *this* campaign won, never the
         // election's state when the answer is sent: by then the leadership
         // may already have passed on (applies can run ahead of this task),
@@ -371,25 +372,19 @@ impl Context {
                     name: name.clone(),
                     value: campaign.value.clone(),
                 }),
-                Some(AfterApply::Register(Waiter::Win(
-                    key.clone(),
-                    waiter,
-                    won_tx,
-                ))),
+                Some(AfterApply::Register {
+                    wait: WaitFor::Win,
+                    key: key.clone(),
+                    id: waiter,
+                    waiter: won_tx,
+                }),
             )
             .await?;
         match reply {
             Reply::Elected { term } => won(term, campaign.value),
             Reply::Candidate { .. } => {
-                let leading = self
-                    .shared
-                    .machine()
-                    .leader(&name)
-                    .filter(|l| l.session == session);
-                if let Some(view) = leading {
-                    // Elected between our command and now (a retry, say).
-                    return won(view.term, view.value);
-                }
+                // Registered, or answered already if this session leads
+                // (a retry after its win): the core's rule.
                 let limit = Duration::from_millis(campaign.timeout_ms);
                 match wait_at_most(campaign.timeout_ms, won_rx).await {
                     Some(Ok(term)) => won(term, campaign.value),
@@ -1133,7 +1128,9 @@ mod tests {
         };
         let key = (b, "l".to_string());
         let (cancelled_tx, mut cancelled_rx) = oneshot::channel();
-        shared.lock_waiters.add(key.clone(), 1, cancelled_tx);
+        shared
+            .waiters()
+            .add(WaitFor::Grant, key.clone(), 1, cancelled_tx);
         let (later_tx, mut later_rx) = oneshot::channel();
         // This node proposed both, chosen in this order in one slot: the
         // cancel, then a new wait for the same lock.
@@ -1160,7 +1157,12 @@ mod tests {
             proposed(
                 101,
                 client(b, 3, acquire(true)),
-                Some(AfterApply::Register(Waiter::Grant(key, 2, later_tx))),
+                Some(AfterApply::Register {
+                    wait: WaitFor::Grant,
+                    key,
+                    id: 2,
+                    waiter: later_tx,
+                }),
             ),
         ];
         let mut app = LockApplication::new(shared.clone(), NodeClock::new(), Default::default());
@@ -1206,8 +1208,8 @@ mod tests {
         for (id, session) in [granted, cancelled, queued].into_iter().enumerate() {
             let (tx, rx) = oneshot::channel();
             shared
-                .lock_waiters
-                .add((session, "l".into()), id as u64, tx);
+                .waiters()
+                .add(WaitFor::Grant, (session, "l".into()), id as u64, tx);
             waiting.push(rx);
         }
         // Elsewhere, later: the holder releases (the first waiter gets the

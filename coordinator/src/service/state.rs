@@ -12,6 +12,7 @@ use tokio::sync::{broadcast, oneshot};
 
 use crate::leader_role::LeaderRole;
 use crate::locks::{Config, ElectionEvent, Output, StateMachine};
+use paxlock_core::waiters::{self, WaitFor, WaiterBook, WaiterId, WaiterKey};
 
 /// Bound on buffered election events per watcher; a watcher that falls
 /// further behind is told history is gone and resumes from the machine.
@@ -38,11 +39,10 @@ pub struct Shared {
     /// the reason the consensus core refused to propose it.
     pub pending: DashMap<u64, PendingCommand>,
     next_proposal: AtomicU64,
-    /// Tasks waiting for a queued acquire's grant (see [`Waiter`] for
-    /// when they are registered).
-    pub lock_waiters: Waiters,
-    /// Tasks waiting for a campaign to win (see [`Waiter`]).
-    pub campaign_waiters: Waiters,
+    /// Tasks waiting for a queued acquire's grant or a campaign's win;
+    /// what wakes or drops them is decided by the core's [`WaiterBook`].
+    /// Taken after the machine's lock where both are held, never before.
+    waiters: Mutex<WaiterBook<oneshot::Sender<u64>>>,
     /// Election → live watchers.
     pub watchers: DashMap<String, broadcast::Sender<ElectionEvent>>,
     /// What this node decides as leader (session deadlines, keepalives,
@@ -65,117 +65,29 @@ pub struct PendingCommand {
     pub proposed_at: std::time::Instant,
 }
 
-/// A task waiting for a state change that a command of its own may lead
-/// to: a queued acquire's grant, a candidacy's win.
-///
-/// Registered by the apply loop right after that command is applied here,
-/// never earlier: a node that is catching up applies *older* grants and
-/// wins of the same session and name first, and one of those must not
-/// wake a request that came after it (it would be told an old token or
-/// term, which another holder or leader has since been given).
-#[derive(Debug)]
-pub enum Waiter {
-    /// (session, lock) is waiting for a grant: sent its token.
-    Grant(WaiterKey, WaiterId, oneshot::Sender<u64>),
-    /// (session, election) is campaigning: sent the term it wins.
-    Win(WaiterKey, WaiterId, oneshot::Sender<u64>),
-}
+/// What the apply loop does for a command of this node the moment it is
+/// applied (see [`paxlock_core::waiters`]): register the request's waiter
+/// (a channel its task awaits), or drop the waiters a cancel withdrew.
+pub type AfterApply = waiters::AfterApply<oneshot::Sender<u64>>;
 
-/// What the apply loop does for a command of this node the moment the
-/// command is applied: before any later entry, so only what happens from
-/// then on can touch it.
-#[derive(Debug)]
-pub enum AfterApply {
-    /// Register a waiter (see [`Waiter`]).
-    Register(Waiter),
-    /// Drop the lock waiters of (session, lock) the command cancelled: only
-    /// those registered before it, not a later acquire's (which a drop on
-    /// the proposer's task, after the commit, could catch). Skipped for a
-    /// duplicate or a refused command.
-    DropLockWaiters(WaiterKey),
-}
-
-/// (session, lock or election name).
-pub type WaiterKey = (u64, String);
-
-/// Tells apart the tasks waiting under one key: one per request.
-pub type WaiterId = u64;
-
-/// Tasks waiting for (session, name) to be granted a lock or to win an
-/// election. Each request waits under its own id, so two requests of one
-/// session for the same name (two tasks sharing a client, or a retry that
-/// reached the node while the first attempt still waits) are both
-/// answered, and one that gives up withdraws only itself.
-#[derive(Debug, Default)]
-pub struct Waiters(DashMap<WaiterKey, Vec<(WaiterId, oneshot::Sender<u64>)>>);
-
-impl Waiters {
-    /// Adds a waiter for `key`.
-    pub fn add(&self, key: WaiterKey, id: WaiterId, tx: oneshot::Sender<u64>) {
-        self.0.entry(key).or_default().push((id, tx));
-    }
-
-    /// Sends `value` (a token, a term) to every task waiting for `key`.
-    pub fn wake(&self, key: &WaiterKey, value: u64) {
-        if let Some((_, waiting)) = self.0.remove(key) {
-            for (_, tx) in waiting {
-                let _ = tx.send(value);
-            }
-        }
-    }
-
-    /// Withdraws the waiter `id` of `key`, if it is still there.
-    pub fn withdraw(&self, key: &WaiterKey, id: WaiterId) {
-        let now_empty = match self.0.get_mut(key) {
-            Some(mut waiting) => {
-                waiting.retain(|(w, _)| *w != id);
-                waiting.is_empty()
-            }
-            None => false,
-        };
-        // The entry guard is gone: removing now cannot deadlock the shard.
-        if now_empty {
-            self.0.remove_if(key, |_, waiting| waiting.is_empty());
-        }
-    }
-
-    /// A guard that withdraws the waiter `id` of `key` when dropped, so a
-    /// request's waiter never outlives the request, whichever way it ends.
-    pub fn guard(&self, key: WaiterKey, id: WaiterId) -> WaiterGuard<'_> {
-        WaiterGuard {
-            waiters: self,
-            key,
-            id,
-        }
-    }
-
-    /// The keys someone waits under.
-    pub fn keys(&self) -> Vec<WaiterKey> {
-        self.0.iter().map(|entry| entry.key().clone()).collect()
-    }
-
-    /// Drops every waiter of `key`: their tasks learn it as a closed channel.
-    pub fn drop_key(&self, key: &WaiterKey) {
-        self.0.remove(key);
-    }
-
-    /// Drops every waiter of `session` (it ended).
-    pub fn drop_session(&self, session: u64) {
-        self.0.retain(|(s, _), _| *s != session);
-    }
-}
-
-/// See [`Waiters::guard`].
+/// Withdraws a request's waiter when dropped, so a waiter never outlives
+/// its request, whichever way the request ends.
 #[derive(Debug)]
 pub struct WaiterGuard<'a> {
-    waiters: &'a Waiters,
+    shared: &'a Shared,
+    wait: WaitFor,
     key: WaiterKey,
     id: WaiterId,
 }
 
 impl Drop for WaiterGuard<'_> {
     fn drop(&mut self) {
-        self.waiters.withdraw(&self.key, self.id);
+        // Dropped outside the lock: the task may be woken by it.
+        let withdrawn = self
+            .shared
+            .waiters()
+            .withdraw(self.wait, &self.key, self.id);
+        drop(withdrawn);
     }
 }
 
@@ -198,8 +110,7 @@ impl Shared {
             machine: Mutex::new(StateMachine::new(config)),
             pending: DashMap::new(),
             next_proposal: AtomicU64::new(first_proposal_id()),
-            lock_waiters: Waiters::default(),
-            campaign_waiters: Waiters::default(),
+            waiters: Mutex::new(WaiterBook::default()),
             watchers: DashMap::new(),
             role: Mutex::new(LeaderRole::default()),
             proposing_bytes: std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_PROPOSING_BYTES)),
@@ -215,11 +126,37 @@ impl Shared {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Registers `waiter`.
-    pub fn register(&self, waiter: Waiter) {
-        match waiter {
-            Waiter::Grant(key, id, tx) => self.lock_waiters.add(key, id, tx),
-            Waiter::Win(key, id, tx) => self.campaign_waiters.add(key, id, tx),
+    /// The node's waiters, for one short decision. Take the machine first
+    /// where both are needed.
+    pub fn waiters(&self) -> MutexGuard<'_, WaiterBook<oneshot::Sender<u64>>> {
+        self.waiters
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// A guard that withdraws the waiter `id` of `key` when dropped: the
+    /// request that will register it holds it for as long as it waits.
+    pub fn waiter_guard(&self, wait: WaitFor, key: WaiterKey, id: WaiterId) -> WaiterGuard<'_> {
+        WaiterGuard {
+            shared: self,
+            wait,
+            key,
+            id,
+        }
+    }
+
+    /// Carries out what the core decided for the waiters: answers, drops
+    /// (a closed channel tells the task) and watcher events. Call without
+    /// the machine's or the waiters' lock held.
+    pub fn settle(&self, settled: waiters::Settled<oneshot::Sender<u64>>) {
+        for (_, tx, value) in settled.woken {
+            let _ = tx.send(value);
+        }
+        drop(settled.dropped);
+        for event in settled.published {
+            if let Some(tx) = self.watchers.get(&event.name) {
+                let _ = tx.send(event);
+            }
         }
     }
 
@@ -255,37 +192,6 @@ impl Shared {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::sync::oneshot::error::TryRecvError;
-
-    #[test]
-    fn a_withdrawn_waiter_leaves_the_others_of_its_key_waiting() {
-        let waiters = Waiters::default();
-        let key = (7, "l".to_string());
-        let (gave_up, mut gave_up_rx) = oneshot::channel();
-        let (retry, mut retry_rx) = oneshot::channel();
-        waiters.add(key.clone(), 1, gave_up);
-        waiters.add(key.clone(), 2, retry);
-        waiters.withdraw(&key, 1);
-        assert!(
-            matches!(gave_up_rx.try_recv(), Err(TryRecvError::Closed)),
-            "withdrawn: its sender is gone"
-        );
-        waiters.wake(&key, 42);
-        assert_eq!(retry_rx.try_recv().ok(), Some(42));
-    }
-
-    #[test]
-    fn an_ended_session_drops_only_its_own_waiters() {
-        let waiters = Waiters::default();
-        let (mine, mut mine_rx) = oneshot::channel();
-        let (other, mut other_rx) = oneshot::channel();
-        waiters.add((7, "l".into()), 1, mine);
-        waiters.add((8, "l".into()), 2, other);
-        waiters.drop_session(7);
-        assert!(matches!(mine_rx.try_recv(), Err(TryRecvError::Closed)));
-        waiters.wake(&(8, "l".into()), 5);
-        assert_eq!(other_rx.try_recv().ok(), Some(5));
-    }
 
     /// Regression (found in review): ids restarted at 1 with every run, so
     /// a restarted node could hand a new request the result of an old run's

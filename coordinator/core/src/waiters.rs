@@ -1,0 +1,359 @@
+//! Who waits on one node for a lock grant or an election win, and what each
+//! applied command and each restored snapshot does to them.
+//!
+//! A blocking acquire or a campaign that is not answered at once waits on
+//! the node that took the request. The node keeps its waiters here and
+//! carries out what [`WaiterBook::applied`] and [`WaiterBook::restored`]
+//! decide: whom to answer with which token or term, whom to drop (their
+//! request learns the wait is over, unanswered), and which election events
+//! go to watchers. The node's waiter is a channel to the request's task;
+//! the simulator's is a client's request. Both run these rules:
+//!
+//! - a waiter is registered as its own command is applied, never earlier,
+//!   and only if that command left it waiting (queued, or a candidate);
+//!   a retried command's recorded answer may say so although the grant or
+//!   win has happened since, so the state decides, and such a waiter is
+//!   answered at once:
+//!   a node catching up applies *older* grants and wins of the same
+//!   session and name first, and one of those must not answer a request
+//!   that came after it (it would be told a token or term that another
+//!   holder or leader has since been given);
+//! - a refused command registers nothing (and one refused for its caller
+//!   must not wait on another's session);
+//! - a cancel drops the waiters registered before it, not a later
+//!   acquire's, and only if it took effect (not a duplicate, not refused);
+//! - a session's end drops all of its waiters;
+//! - a restored snapshot settles every waiter whose grant or win it holds
+//!   (the events inside it were never applied here, so nothing else would
+//!   answer them), and drops those it shows can never be answered.
+
+use std::collections::BTreeMap;
+
+use crate::locks::{ElectionChange, ElectionEvent, Event, Output, Reply, SessionId, StateMachine};
+
+/// (session, lock or election name).
+pub type WaiterKey = (u64, String);
+
+/// Tells apart the waiters under one key: one per request, so two requests
+/// of one session for the same name (two tasks sharing a client, or a retry
+/// that reached the node while the first attempt still waits) are both
+/// answered, and one that gives up withdraws only itself.
+pub type WaiterId = u64;
+
+/// What a waiter waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitFor {
+    /// A queued acquire's grant: answered with the fencing token.
+    Grant,
+    /// A campaign's win: answered with the term won.
+    Win,
+}
+
+/// What the node does for a command of its own the moment it is applied:
+/// before any later entry, so only what happens from then on can touch it.
+#[derive(Debug, Clone)]
+pub enum AfterApply<T> {
+    /// Register `waiter` under `key`, if the command succeeded.
+    Register {
+        /// Grant or win.
+        wait: WaitFor,
+        /// (session, name).
+        key: WaiterKey,
+        /// This request's id among the key's waiters.
+        id: WaiterId,
+        /// The node's handle on the waiting request.
+        waiter: T,
+    },
+    /// Drop the lock waiters of `key` that the command (a cancel)
+    /// withdrew: those registered before it, not a later acquire's.
+    /// Skipped for a duplicate or a refused command.
+    DropLockWaiters(WaiterKey),
+}
+
+/// What an applied command or a restored snapshot means for the waiters,
+/// for the node to carry out (outside any lock).
+#[derive(Debug)]
+pub struct Settled<T> {
+    /// Answer these with the token or term.
+    pub woken: Vec<(WaitFor, T, u64)>,
+    /// Their wait is over unanswered: the session ended, or a cancel
+    /// withdrew it, or a restored state shows it can no longer be granted;
+    /// or it never began (the command's own reply answers the request).
+    pub dropped: Vec<(WaitFor, T)>,
+    /// Election events, in order, for the election's watchers.
+    pub published: Vec<ElectionEvent>,
+}
+
+impl<T> Default for Settled<T> {
+    fn default() -> Self {
+        Settled {
+            woken: Vec::new(),
+            dropped: Vec::new(),
+            published: Vec::new(),
+        }
+    }
+}
+
+impl<T> Settled<T> {
+    /// Nothing to do.
+    pub fn is_empty(&self) -> bool {
+        self.woken.is_empty() && self.dropped.is_empty() && self.published.is_empty()
+    }
+}
+
+/// Test-only switches that each break one waiter rule, so the simulator's
+/// canary tests can show that its checks catch it.
+#[cfg(feature = "canary")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WaiterCanary {
+    /// All rules on.
+    #[default]
+    None,
+    /// A restored snapshot settles no waiter (they sleep until their
+    /// timeout, the lock held all the while by a session that does not
+    /// know it).
+    NoSettleAfterRestore,
+}
+
+/// The waiters of one node, by what they wait for and under which key.
+#[derive(Debug)]
+pub struct WaiterBook<T> {
+    grants: BTreeMap<WaiterKey, Vec<(WaiterId, T)>>,
+    wins: BTreeMap<WaiterKey, Vec<(WaiterId, T)>>,
+    #[cfg(feature = "canary")]
+    canary: WaiterCanary,
+}
+
+impl<T> Default for WaiterBook<T> {
+    fn default() -> Self {
+        WaiterBook {
+            grants: BTreeMap::new(),
+            wins: BTreeMap::new(),
+            #[cfg(feature = "canary")]
+            canary: WaiterCanary::None,
+        }
+    }
+}
+
+impl<T> WaiterBook<T> {
+    /// An empty book with one rule switched off (canary builds only).
+    #[cfg(feature = "canary")]
+    pub fn with_canary(canary: WaiterCanary) -> WaiterBook<T> {
+        WaiterBook {
+            canary,
+            ..WaiterBook::default()
+        }
+    }
+
+    fn map(&mut self, wait: WaitFor) -> &mut BTreeMap<WaiterKey, Vec<(WaiterId, T)>> {
+        match wait {
+            WaitFor::Grant => &mut self.grants,
+            WaitFor::Win => &mut self.wins,
+        }
+    }
+
+    /// Adds `waiter` for `key`.
+    pub fn add(&mut self, wait: WaitFor, key: WaiterKey, id: WaiterId, waiter: T) {
+        self.map(wait).entry(key).or_default().push((id, waiter));
+    }
+
+    /// Takes the waiter `id` of `key` out, if it is still there (its
+    /// request ended some other way).
+    pub fn withdraw(&mut self, wait: WaitFor, key: &WaiterKey, id: WaiterId) -> Option<T> {
+        let map = self.map(wait);
+        let waiting = map.get_mut(key)?;
+        let at = waiting.iter().position(|(w, _)| *w == id)?;
+        let (_, waiter) = waiting.remove(at);
+        if waiting.is_empty() {
+            map.remove(key);
+        }
+        Some(waiter)
+    }
+
+    /// How many waiters there are.
+    pub fn len(&self) -> usize {
+        self.grants
+            .values()
+            .chain(self.wins.values())
+            .map(Vec::len)
+            .sum()
+    }
+
+    /// Whether nobody waits.
+    pub fn is_empty(&self) -> bool {
+        self.grants.is_empty() && self.wins.is_empty()
+    }
+
+    /// Every key someone waits under, with what for.
+    pub fn keys(&self) -> impl Iterator<Item = (WaitFor, &WaiterKey)> {
+        let grants = self.grants.keys().map(|k| (WaitFor::Grant, k));
+        grants.chain(self.wins.keys().map(|k| (WaitFor::Win, k)))
+    }
+
+    /// What applying a command with `output` to `machine` (the state after
+    /// it) does: its events wake or drop waiters and go to watchers; then,
+    /// if the command is this node's own, `own` registers its request's
+    /// waiter (or answers it, if the state already holds its grant or win)
+    /// or drops the waiters it cancelled.
+    pub fn applied(
+        &mut self,
+        machine: &StateMachine,
+        output: &Output,
+        own: Option<AfterApply<T>>,
+    ) -> Settled<T> {
+        let mut settled = Settled::default();
+        for event in &output.events {
+            match event {
+                Event::LockGranted {
+                    name,
+                    session,
+                    token,
+                } => self.wake(
+                    WaitFor::Grant,
+                    &(session.0, name.clone()),
+                    token.0,
+                    &mut settled,
+                ),
+                Event::LockReleased { .. } => {}
+                Event::SessionEnded { session, .. } => self.drop_session(*session, &mut settled),
+                Event::Election(e) => {
+                    if let ElectionChange::NewLeader { session, .. } = &e.change {
+                        self.wake(
+                            WaitFor::Win,
+                            &(session.0, e.name.clone()),
+                            e.term,
+                            &mut settled,
+                        );
+                    }
+                    settled.published.push(e.clone());
+                }
+            }
+        }
+        match own {
+            Some(AfterApply::Register {
+                wait,
+                key,
+                id,
+                waiter,
+            }) => {
+                let session = SessionId(key.0);
+                let already = match (wait, &output.reply) {
+                    (WaitFor::Grant, Ok(Reply::Queued { .. })) => Some(
+                        machine
+                            .holder(&key.1)
+                            .filter(|h| h.session == session)
+                            .map(|h| h.token.0),
+                    ),
+                    (WaitFor::Win, Ok(Reply::Candidate { .. })) => Some(
+                        machine
+                            .leader(&key.1)
+                            .filter(|l| l.session == session)
+                            .map(|l| l.term),
+                    ),
+                    // Answered by the reply itself, or refused.
+                    _ => None,
+                };
+                match already {
+                    Some(Some(value)) => settled.woken.push((wait, waiter, value)),
+                    Some(None) => self.add(wait, key, id, waiter),
+                    None => settled.dropped.push((wait, waiter)),
+                }
+            }
+            Some(AfterApply::DropLockWaiters(key)) if !output.duplicate && output.reply.is_ok() => {
+                self.drop_key(WaitFor::Grant, &key, &mut settled)
+            }
+            Some(AfterApply::DropLockWaiters(_)) | None => {}
+        }
+        settled
+    }
+
+    /// What installing `machine` from a snapshot does: grants and wins
+    /// inside it were never applied here, so no event of theirs woke
+    /// anyone. A waiter whose grant or win the state holds is answered;
+    /// one whose session ended, or whose acquire is no longer queued
+    /// (cancelled or abandoned), is dropped. Only state newer than any
+    /// waiter's own command is ever restored (a waiter registers as its
+    /// command is applied), so a grant found here is not an older one.
+    pub fn restored(&mut self, machine: &StateMachine) -> Settled<T> {
+        let mut settled = Settled::default();
+        #[cfg(feature = "canary")]
+        if self.canary == WaiterCanary::NoSettleAfterRestore {
+            return settled;
+        }
+        self.settle_each(
+            WaitFor::Grant,
+            &mut settled,
+            |session, name| match machine.holder(name) {
+                Some(holder) if holder.session == session => Some(Some(holder.token.0)),
+                _ if !machine.waiters(name).contains(&session) => Some(None),
+                _ => None,
+            },
+        );
+        self.settle_each(WaitFor::Win, &mut settled, |session, name| {
+            match machine.leader(name) {
+                Some(leader) if leader.session == session => Some(Some(leader.term)),
+                _ if !machine.has_session(session) => Some(None),
+                _ => None,
+            }
+        });
+        settled
+    }
+
+    /// For every key of `wait`, `decide(session, name)` says: wake with a
+    /// value (`Some(Some)`), drop (`Some(None)`), or keep waiting (`None`).
+    fn settle_each(
+        &mut self,
+        wait: WaitFor,
+        settled: &mut Settled<T>,
+        decide: impl Fn(SessionId, &str) -> Option<Option<u64>>,
+    ) {
+        let decided: Vec<(WaiterKey, Option<u64>)> = self
+            .map(wait)
+            .keys()
+            .filter_map(|key| decide(SessionId(key.0), &key.1).map(|d| (key.clone(), d)))
+            .collect();
+        for (key, value) in decided {
+            match value {
+                Some(value) => self.wake(wait, &key, value, settled),
+                None => self.drop_key(wait, &key, settled),
+            }
+        }
+    }
+
+    fn wake(&mut self, wait: WaitFor, key: &WaiterKey, value: u64, settled: &mut Settled<T>) {
+        if let Some(waiting) = self.map(wait).remove(key) {
+            settled
+                .woken
+                .extend(waiting.into_iter().map(|(_, w)| (wait, w, value)));
+        }
+    }
+
+    fn drop_key(&mut self, wait: WaitFor, key: &WaiterKey, settled: &mut Settled<T>) {
+        if let Some(waiting) = self.map(wait).remove(key) {
+            settled
+                .dropped
+                .extend(waiting.into_iter().map(|(_, w)| (wait, w)));
+        }
+    }
+
+    /// Drops every waiter of `session` (it ended). Keys order by session
+    /// first, so this visits only that session's keys.
+    fn drop_session(&mut self, session: SessionId, settled: &mut Settled<T>) {
+        for wait in [WaitFor::Grant, WaitFor::Win] {
+            let map = self.map(wait);
+            let mut theirs = map.split_off(&(session.0, String::new()));
+            if let Some(next) = session.0.checked_add(1) {
+                let mut later = theirs.split_off(&(next, String::new()));
+                map.append(&mut later);
+            }
+            for (_, waiting) in theirs {
+                settled
+                    .dropped
+                    .extend(waiting.into_iter().map(|(_, w)| (wait, w)));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
