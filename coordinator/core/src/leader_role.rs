@@ -33,7 +33,9 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::locks::{Command, CommandKind, Event, Output, Reply, SessionId, StateMachine};
+use crate::locks::{
+    Command, CommandKind, Event, Output, Reply, SessionId, StateMachine, CURRENT_PROTOCOL,
+};
 use crate::paxos::{Ballot, Nanos};
 
 const NS_PER_MS: u64 = 1_000_000;
@@ -212,6 +214,24 @@ impl LeaderRole {
         self.leadership
             .as_ref()
             .is_some_and(|l| l.takeover_applied && machine.leader_epoch() == l.epoch)
+    }
+
+    /// The protocol version to record in the log now, if any: this node
+    /// serves (its takeover is applied), the log records less than
+    /// [`CURRENT_PROTOCOL`], and every other member (`peers` of them) is
+    /// connected and speaks it (`peers_speaking_current`). A member that is
+    /// down may run an older release, so every one must be seen; once
+    /// recorded, the version is never lowered.
+    pub fn protocol_to_record(
+        &self,
+        machine: &StateMachine,
+        peers: usize,
+        peers_speaking_current: usize,
+    ) -> Option<u32> {
+        let ready = self.serving(machine)
+            && machine.protocol() < CURRENT_PROTOCOL
+            && peers_speaking_current >= peers;
+        ready.then_some(CURRENT_PROTOCOL)
     }
 
     /// A command was applied to `machine` with `output`. The first time
@@ -456,6 +476,48 @@ mod tests {
 
     fn forever() -> Option<Nanos> {
         Some(Nanos(u64::MAX))
+    }
+
+    #[test]
+    fn the_protocol_is_recorded_only_by_a_serving_leader_once_every_peer_speaks_it() {
+        let mut node = Node::new(0);
+        assert_eq!(
+            node.role.protocol_to_record(&node.machine, 2, 2),
+            None,
+            "not leading"
+        );
+        let ballot = Ballot {
+            round: 1,
+            node: NodeId(1),
+        };
+        let takeover = node.role.became_leader(ballot, at(1));
+        assert_eq!(
+            node.role.protocol_to_record(&node.machine, 2, 2),
+            None,
+            "takeover not applied"
+        );
+        node.apply(takeover.kind, takeover.at_ms, at(1));
+        assert_eq!(
+            node.role.protocol_to_record(&node.machine, 2, 1),
+            None,
+            "a peer is older or down"
+        );
+        assert_eq!(
+            node.role.protocol_to_record(&node.machine, 2, 2),
+            Some(CURRENT_PROTOCOL)
+        );
+        node.apply(
+            CommandKind::RaiseProtocol {
+                version: CURRENT_PROTOCOL,
+            },
+            0,
+            at(2),
+        );
+        assert_eq!(
+            node.role.protocol_to_record(&node.machine, 2, 2),
+            None,
+            "recorded"
+        );
     }
 
     #[test]

@@ -27,6 +27,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
+use paxlock_client_rules::acknowledgement;
 use paxlock_client_rules::lease::{Lease, LeaseRule};
 #[cfg(feature = "canary")]
 use paxlock_core::leader_role::RoleCanary;
@@ -205,6 +206,9 @@ pub(crate) enum Req {
     Cmd {
         session: SessionId,
         request_id: RequestId,
+        /// What the request acknowledges, by the client crate's rule.
+        ack_below: RequestId,
+        waiting: Vec<RequestId>,
         op: ClientOp,
     },
     Abandon {
@@ -212,6 +216,27 @@ pub(crate) enum Req {
         name: String,
         up_to: RequestId,
     },
+}
+
+/// A client command as the client crate sends it: what it acknowledges is
+/// decided by the client rules' [`acknowledgement`], given what is in
+/// flight (these clients run one request at a time: only this one), with
+/// blocking acquires and campaigns as long waits, as the client counts
+/// them.
+fn command(session: SessionId, request_id: RequestId, op: ClientOp) -> Req {
+    let long_wait = matches!(
+        op,
+        ClientOp::Acquire { wait: true, .. } | ClientOp::Campaign { .. }
+    );
+    let in_flight = BTreeMap::from([(request_id.0, long_wait)]);
+    let (below, waiting) = acknowledgement(&in_flight, request_id.0);
+    Req::Cmd {
+        session,
+        request_id,
+        ack_below: RequestId(below),
+        waiting: waiting.into_iter().map(RequestId).collect(),
+        op,
+    }
 }
 
 /// The identity (certificate name) of simulated client `client`: each
@@ -1001,6 +1026,8 @@ impl LockSim {
             Req::Cmd {
                 session,
                 request_id,
+                ack_below,
+                waiting,
                 op,
             } => {
                 // A blocking acquire waits here for its grant, registered
@@ -1029,10 +1056,8 @@ impl LockSim {
                         caller: client_identity(client),
                         session,
                         request_id,
-                        // Clients run one request at a time, so everything
-                        // below this id was answered or given up.
-                        ack_below: request_id,
-                        waiting: Vec::new(),
+                        ack_below,
+                        waiting,
                         op,
                     },
                 };
@@ -1079,7 +1104,14 @@ impl LockSim {
         if n.replica.as_ref().is_none_or(|r| !r.is_leader()) {
             return Ok(());
         }
-        let due = n.app.role.due(&n.app.machine, local);
+        let mut due = n.app.role.due(&n.app.machine, local);
+        // Every simulated node runs this release: once the takeover is
+        // applied, the leader records the protocol (as the node's scan does).
+        let peers = self.nodes.len() - 1;
+        let n = &self.nodes[node];
+        if let Some(version) = n.app.role.protocol_to_record(&n.app.machine, peers, peers) {
+            due.push(CommandKind::RaiseProtocol { version });
+        }
         if due.is_empty() {
             return Ok(());
         }
@@ -1339,11 +1371,7 @@ impl LockSim {
                 up_to: op.request_id,
             }
         } else {
-            Req::Cmd {
-                session,
-                request_id: op.request_id,
-                op: op.op.clone(),
-            }
+            command(session, op.request_id, op.op.clone())
         };
         self.send(client, req);
     }
@@ -1412,14 +1440,7 @@ impl LockSim {
                     self.end_belief(client, &n, self.now);
                 }
                 let id = self.next_request_id(client);
-                self.send(
-                    client,
-                    Req::Cmd {
-                        session,
-                        request_id: id,
-                        op: ClientOp::CloseSession,
-                    },
-                );
+                self.send(client, command(session, id, ClientOp::CloseSession));
                 self.lose_session(client, self.now);
                 return;
             }

@@ -487,28 +487,31 @@ impl Context {
     /// it now. Sessions then get owners from the first request on, not
     /// from the next expiry scan.
     async fn record_protocol(&self) -> bool {
-        if !self.status.borrow().is_leader || !self.may_raise_protocol() {
+        if !self.status.borrow().is_leader {
             return false;
         }
-        let version = CURRENT_PROTOCOL;
+        let Some(version) = self.protocol_to_record() else {
+            return false;
+        };
         let raised = self
             .propose_internal(CommandKind::RaiseProtocol { version })
             .await;
         raised.is_ok() && self.shared.machine().protocol() >= version
     }
 
-    /// Whether the log does not yet record [`CURRENT_PROTOCOL`] while every
-    /// peer is connected and speaks it. A peer that is down may run an older
-    /// release, so all of them must be seen; once recorded, the version is
-    /// never lowered (a node of an older release cannot rejoin: see README,
-    /// "Upgrades").
-    pub fn may_raise_protocol(&self) -> bool {
-        if !self.shared.takeover_applied() || self.shared.machine().protocol() >= CURRENT_PROTOCOL {
-            return false;
-        }
-        let peers = self.peers.borrow();
+    /// The protocol version to record in the log now, if any: the leader
+    /// role decides (`LeaderRole::protocol_to_record`) from how many peers
+    /// are connected and speak this release's protocol.
+    pub fn protocol_to_record(&self) -> Option<u32> {
+        let speaking = {
+            let peers = self.peers.borrow();
+            peers.values().filter(|v| **v >= PeerVersion::V3).count()
+        };
         let expected = self.node_addrs.len().saturating_sub(1);
-        peers.len() == expected && peers.values().all(|v| *v >= PeerVersion::V3)
+        let machine = self.shared.machine();
+        self.shared
+            .role()
+            .protocol_to_record(&machine, expected, speaking)
     }
 
     /// The identity `session` belongs to, empty if none (or not live).

@@ -7,7 +7,7 @@ use tracing::{debug, info};
 
 use super::handler::Context;
 use crate::leader_role::SCAN_PERIOD;
-use crate::locks::{CommandKind, CURRENT_PROTOCOL};
+use crate::locks::CommandKind;
 
 /// How many scans between looks at the peers' protocol versions.
 const PROTOCOL_CHECK_SCANS: u64 = 4;
@@ -31,10 +31,13 @@ pub async fn run_leader_scans(ctx: Context) {
                 let _ = ctx.propose_internal(kind).await;
             });
         }
-        if scans.is_multiple_of(PROTOCOL_CHECK_SCANS) && ctx.may_raise_protocol() {
+        let record = scans
+            .is_multiple_of(PROTOCOL_CHECK_SCANS)
+            .then(|| ctx.protocol_to_record())
+            .flatten();
+        if let Some(version) = record {
             let ctx = ctx.clone();
             tokio::spawn(async move {
-                let version = CURRENT_PROTOCOL;
                 if ctx
                     .propose_internal(CommandKind::RaiseProtocol { version })
                     .await
