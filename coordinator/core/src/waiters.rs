@@ -70,6 +70,81 @@ pub enum AfterApply<T> {
     DropLockWaiters(WaiterKey),
 }
 
+/// A command's own waiter as the state after the command decides it (see
+/// [`AfterApply::read`]), for [`WaiterBook::applied`].
+#[derive(Debug)]
+pub enum Own<T> {
+    /// Left waiting (queued, or a candidate): register it.
+    Waits {
+        /// Grant or win.
+        wait: WaitFor,
+        /// (session, name).
+        key: WaiterKey,
+        /// This request's id among the key's waiters.
+        id: WaiterId,
+        /// The node's handle on the waiting request.
+        waiter: T,
+    },
+    /// A retry told the recorded `Queued` or `Candidate` after its grant
+    /// or win: answer it at once with the token or term.
+    Answered(WaitFor, T, u64),
+    /// The command's own reply answers the request (or refuses it):
+    /// nothing to wait for.
+    NotWaiting(WaitFor, T),
+    /// Drop the lock waiters of this key registered before the command.
+    DropLockWaiters(WaiterKey),
+    /// A cancel that did not take effect (a duplicate, or refused).
+    Nothing,
+}
+
+impl<T> AfterApply<T> {
+    /// Reads what the state after the command (`machine`, `output`) says
+    /// of this waiter. Cheap: call it while the machine is held, then hand
+    /// the result to [`WaiterBook::applied`] without the machine.
+    pub fn read(self, machine: &StateMachine, output: &Output) -> Own<T> {
+        match self {
+            AfterApply::Register {
+                wait,
+                key,
+                id,
+                waiter,
+            } => {
+                let session = SessionId(key.0);
+                let already = match (wait, &output.reply) {
+                    (WaitFor::Grant, Ok(Reply::Queued { .. })) => Some(
+                        machine
+                            .holder(&key.1)
+                            .filter(|h| h.session == session)
+                            .map(|h| h.token.0),
+                    ),
+                    (WaitFor::Win, Ok(Reply::Candidate { .. })) => Some(
+                        machine
+                            .leader(&key.1)
+                            .filter(|l| l.session == session)
+                            .map(|l| l.term),
+                    ),
+                    // Answered by the reply itself, or refused.
+                    _ => None,
+                };
+                match already {
+                    Some(Some(value)) => Own::Answered(wait, waiter, value),
+                    Some(None) => Own::Waits {
+                        wait,
+                        key,
+                        id,
+                        waiter,
+                    },
+                    None => Own::NotWaiting(wait, waiter),
+                }
+            }
+            AfterApply::DropLockWaiters(key) if !output.duplicate && output.reply.is_ok() => {
+                Own::DropLockWaiters(key)
+            }
+            AfterApply::DropLockWaiters(_) => Own::Nothing,
+        }
+    }
+}
+
 /// What an applied command or a restored snapshot means for the waiters,
 /// for the node to carry out (outside any lock).
 #[derive(Debug)]
@@ -120,6 +195,8 @@ pub enum WaiterCanary {
 pub struct WaiterBook<T> {
     grants: BTreeMap<WaiterKey, Vec<(WaiterId, T)>>,
     wins: BTreeMap<WaiterKey, Vec<(WaiterId, T)>>,
+    /// How many waiters there are, kept so that asking is O(1).
+    count: usize,
     #[cfg(feature = "canary")]
     canary: WaiterCanary,
 }
@@ -129,6 +206,7 @@ impl<T> Default for WaiterBook<T> {
         WaiterBook {
             grants: BTreeMap::new(),
             wins: BTreeMap::new(),
+            count: 0,
             #[cfg(feature = "canary")]
             canary: WaiterCanary::None,
         }
@@ -155,6 +233,7 @@ impl<T> WaiterBook<T> {
     /// Adds `waiter` for `key`.
     pub fn add(&mut self, wait: WaitFor, key: WaiterKey, id: WaiterId, waiter: T) {
         self.map(wait).entry(key).or_default().push((id, waiter));
+        self.count += 1;
     }
 
     /// Takes the waiter `id` of `key` out, if it is still there (its
@@ -167,6 +246,7 @@ impl<T> WaiterBook<T> {
         if waiting.is_empty() {
             map.remove(key);
         }
+        self.count -= 1;
         Some(waiter)
     }
 
@@ -190,17 +270,28 @@ impl<T> WaiterBook<T> {
         grants.chain(self.wins.keys().map(|k| (WaitFor::Win, k)))
     }
 
-    /// What applying a command with `output` to `machine` (the state after
-    /// it) does: its events wake or drop waiters and go to watchers; then,
-    /// if the command is this node's own, `own` registers its request's
-    /// waiter (or answers it, if the state already holds its grant or win)
-    /// or drops the waiters it cancelled.
-    pub fn applied(
-        &mut self,
-        machine: &StateMachine,
-        output: &Output,
-        own: Option<AfterApply<T>>,
-    ) -> Settled<T> {
+    /// Whether [`applied`](Self::applied) could do anything for a book of
+    /// `waiting` waiters: most commands (an immediate grant, a release
+    /// nobody waits on) cannot, and the node then skips taking the book.
+    pub fn concerns(output: &Output, own: Option<&Own<T>>, waiting: usize) -> bool {
+        let own_matters = match own {
+            Some(Own::Waits { .. } | Own::Answered(..)) => true,
+            Some(Own::DropLockWaiters(_)) => waiting > 0,
+            Some(Own::NotWaiting(..) | Own::Nothing) | None => false,
+        };
+        own_matters
+            || output.events.iter().any(|event| match event {
+                Event::Election(_) => true,
+                Event::LockGranted { .. } | Event::SessionEnded { .. } => waiting > 0,
+                Event::LockReleased { .. } => false,
+            })
+    }
+
+    /// What applying a command with `output` does: its events wake or drop
+    /// waiters and go to watchers; then, if the command is this node's
+    /// own, `own` (read from the state after it) registers its request's
+    /// waiter, answers it, or drops the waiters it cancelled.
+    pub fn applied(&mut self, output: &Output, own: Option<Own<T>>) -> Settled<T> {
         let mut settled = Settled::default();
         for event in &output.events {
             match event {
@@ -230,39 +321,16 @@ impl<T> WaiterBook<T> {
             }
         }
         match own {
-            Some(AfterApply::Register {
+            Some(Own::Waits {
                 wait,
                 key,
                 id,
                 waiter,
-            }) => {
-                let session = SessionId(key.0);
-                let already = match (wait, &output.reply) {
-                    (WaitFor::Grant, Ok(Reply::Queued { .. })) => Some(
-                        machine
-                            .holder(&key.1)
-                            .filter(|h| h.session == session)
-                            .map(|h| h.token.0),
-                    ),
-                    (WaitFor::Win, Ok(Reply::Candidate { .. })) => Some(
-                        machine
-                            .leader(&key.1)
-                            .filter(|l| l.session == session)
-                            .map(|l| l.term),
-                    ),
-                    // Answered by the reply itself, or refused.
-                    _ => None,
-                };
-                match already {
-                    Some(Some(value)) => settled.woken.push((wait, waiter, value)),
-                    Some(None) => self.add(wait, key, id, waiter),
-                    None => settled.dropped.push((wait, waiter)),
-                }
-            }
-            Some(AfterApply::DropLockWaiters(key)) if !output.duplicate && output.reply.is_ok() => {
-                self.drop_key(WaitFor::Grant, &key, &mut settled)
-            }
-            Some(AfterApply::DropLockWaiters(_)) | None => {}
+            }) => self.add(wait, key, id, waiter),
+            Some(Own::Answered(wait, waiter, value)) => settled.woken.push((wait, waiter, value)),
+            Some(Own::NotWaiting(wait, waiter)) => settled.dropped.push((wait, waiter)),
+            Some(Own::DropLockWaiters(key)) => self.drop_key(WaitFor::Grant, &key, &mut settled),
+            Some(Own::Nothing) | None => {}
         }
         settled
     }
@@ -322,6 +390,7 @@ impl<T> WaiterBook<T> {
 
     fn wake(&mut self, wait: WaitFor, key: &WaiterKey, value: u64, settled: &mut Settled<T>) {
         if let Some(waiting) = self.map(wait).remove(key) {
+            self.count -= waiting.len();
             settled
                 .woken
                 .extend(waiting.into_iter().map(|(_, w)| (wait, w, value)));
@@ -330,6 +399,7 @@ impl<T> WaiterBook<T> {
 
     fn drop_key(&mut self, wait: WaitFor, key: &WaiterKey, settled: &mut Settled<T>) {
         if let Some(waiting) = self.map(wait).remove(key) {
+            self.count -= waiting.len();
             settled
                 .dropped
                 .extend(waiting.into_iter().map(|(_, w)| (wait, w)));
@@ -347,6 +417,7 @@ impl<T> WaiterBook<T> {
                 map.append(&mut later);
             }
             for (_, waiting) in theirs {
+                self.count -= waiting.len();
                 settled
                     .dropped
                     .extend(waiting.into_iter().map(|(_, w)| (wait, w)));

@@ -763,7 +763,8 @@ impl LockSim {
         let own = self.take_pending(node, value);
         let then = own.as_ref().and_then(|p| p.then.clone());
         let n = &mut self.nodes[node].app;
-        let settled = n.waiters.applied(&n.machine, &out, then);
+        let waiter = then.map(|then| then.read(&n.machine, &out));
+        let settled = n.waiters.applied(&out, waiter);
         self.settle_waiters(node, settled);
         self.check_no_waiter_asleep(node)?;
         // Answer the client whose proposal this was, if we proposed it.

@@ -53,7 +53,7 @@ impl Application for LockApplication {
             let mut machine = self.shared.machine();
             *machine = restored;
             self.shared.role().restored(&machine, self.clock.now());
-            self.shared.waiters().restored(&machine)
+            self.shared.with_waiters(|book| book.restored(&machine))
         };
         // The locks are released: answering never runs under them.
         self.shared.settle(settled);
@@ -71,21 +71,22 @@ impl Application for LockApplication {
                 }
             };
             let own = self.take_own(proposal.origin, proposal.id);
-            let (output, settled, reply) = {
+            let (output, own, reply) = {
                 let mut machine = self.shared.machine();
                 let output = machine.apply(entry.slot.0, proposal.command);
                 self.shared
                     .role()
                     .applied(&machine, &output, self.clock.now());
-                // The command's events first, then its own waiter: only
-                // what happens from now on may wake it (the core decides).
+                // What the state after it says of its own waiter, read
+                // while the machine is held.
                 let (then, reply) = own.map_or((None, None), |p| (p.then, Some(p.reply)));
-                let settled = (!output.events.is_empty() || then.is_some())
-                    .then(|| self.shared.waiters().applied(&machine, &output, then));
-                (output, settled, reply)
+                let own = then.map(|then| then.read(&machine, &output));
+                (output, own, reply)
             };
-            // The locks are released: answering never runs under them.
-            if let Some(settled) = settled {
+            // The command's events first, then its own waiter: only what
+            // happens from now on may wake it (the core decides). The
+            // apply loop is the only one applying, so nothing comes between.
+            if let Some(settled) = self.shared.waiters_applied(&output, own) {
                 self.shared.settle(settled);
             }
             if let Some(reply) = reply {

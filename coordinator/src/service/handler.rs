@@ -1131,9 +1131,7 @@ mod tests {
         };
         let key = (b, "l".to_string());
         let (cancelled_tx, mut cancelled_rx) = oneshot::channel();
-        shared
-            .waiters()
-            .add(WaitFor::Grant, key.clone(), 1, cancelled_tx);
+        shared.with_waiters(|book| book.add(WaitFor::Grant, key.clone(), 1, cancelled_tx));
         let (later_tx, mut later_rx) = oneshot::channel();
         // This node proposed both, chosen in this order in one slot: the
         // cancel, then a new wait for the same lock.
@@ -1210,9 +1208,9 @@ mod tests {
         let mut waiting = Vec::new();
         for (id, session) in [granted, cancelled, queued].into_iter().enumerate() {
             let (tx, rx) = oneshot::channel();
-            shared
-                .waiters()
-                .add(WaitFor::Grant, (session, "l".into()), id as u64, tx);
+            shared.with_waiters(|book| {
+                book.add(WaitFor::Grant, (session, "l".into()), id as u64, tx)
+            });
             waiting.push(rx);
         }
         // Elsewhere, later: the holder releases (the first waiter gets the

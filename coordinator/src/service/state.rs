@@ -4,7 +4,7 @@
 //! Everything here is per node and in memory; the replicated truth is the
 //! `StateMachine`, which every node applies identically.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use dashmap::DashMap;
@@ -12,7 +12,7 @@ use tokio::sync::{broadcast, oneshot};
 
 use crate::leader_role::LeaderRole;
 use crate::locks::{Config, ElectionEvent, Output, StateMachine};
-use paxlock_core::waiters::{self, WaitFor, WaiterBook, WaiterId, WaiterKey};
+use paxlock_core::waiters::{self, Own, WaitFor, WaiterBook, WaiterId, WaiterKey};
 
 /// Bound on buffered election events per watcher; a watcher that falls
 /// further behind is told history is gone and resumes from the machine.
@@ -43,6 +43,11 @@ pub struct Shared {
     /// what wakes or drops them is decided by the core's [`WaiterBook`].
     /// Taken after the machine's lock where both are held, never before.
     waiters: Mutex<WaiterBook<oneshot::Sender<u64>>>,
+    /// How many waiters the book holds, as of its last change: most
+    /// applied commands and finished requests concern no waiter, and skip
+    /// the book's lock when it is empty. Only the apply loop adds waiters,
+    /// so it never reads a count below what it registered.
+    waiting: AtomicUsize,
     /// Election → live watchers.
     pub watchers: DashMap<String, broadcast::Sender<ElectionEvent>>,
     /// What this node decides as leader (session deadlines, keepalives,
@@ -82,11 +87,14 @@ pub struct WaiterGuard<'a> {
 
 impl Drop for WaiterGuard<'_> {
     fn drop(&mut self) {
-        // Dropped outside the lock: the task may be woken by it.
+        // Registered before this request was answered, or not at all.
+        if self.shared.waiting.load(Ordering::Acquire) == 0 {
+            return;
+        }
         let withdrawn = self
             .shared
-            .waiters()
-            .withdraw(self.wait, &self.key, self.id);
+            .with_waiters(|book| book.withdraw(self.wait, &self.key, self.id));
+        // Dropped outside the lock.
         drop(withdrawn);
     }
 }
@@ -111,6 +119,7 @@ impl Shared {
             pending: DashMap::new(),
             next_proposal: AtomicU64::new(first_proposal_id()),
             waiters: Mutex::new(WaiterBook::default()),
+            waiting: AtomicUsize::new(0),
             watchers: DashMap::new(),
             role: Mutex::new(LeaderRole::default()),
             proposing_bytes: std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_PROPOSING_BYTES)),
@@ -126,12 +135,30 @@ impl Shared {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// The node's waiters, for one short decision. Take the machine first
-    /// where both are needed.
-    pub fn waiters(&self) -> MutexGuard<'_, WaiterBook<oneshot::Sender<u64>>> {
-        self.waiters
+    /// Runs `f` on the node's waiters, for one short decision. Take the
+    /// machine first where both are needed.
+    pub fn with_waiters<R>(&self, f: impl FnOnce(&mut WaiterBook<oneshot::Sender<u64>>) -> R) -> R {
+        let mut book = self
+            .waiters
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let result = f(&mut book);
+        self.waiting.store(book.len(), Ordering::Release);
+        result
+    }
+
+    /// What an applied command does to the waiters (the core decides; see
+    /// [`WaiterBook::applied`]), or `None` if it concerns none of them.
+    pub fn waiters_applied(
+        &self,
+        output: &Output,
+        own: Option<Own<oneshot::Sender<u64>>>,
+    ) -> Option<waiters::Settled<oneshot::Sender<u64>>> {
+        let waiting = self.waiting.load(Ordering::Acquire);
+        if !WaiterBook::concerns(output, own.as_ref(), waiting) {
+            return None;
+        }
+        Some(self.with_waiters(|book| book.applied(output, own)))
     }
 
     /// A guard that withdraws the waiter `id` of `key` when dropped: the

@@ -1,6 +1,6 @@
 use super::*;
 use crate::locks::harness::Harness;
-use crate::locks::{ClientOp, Reply, StateMachine};
+use crate::locks::{ClientOp, Output, Reply, StateMachine};
 
 /// A waiter as the tests see it: the request it stands for.
 type Req = &'static str;
@@ -12,6 +12,16 @@ fn register(wait: WaitFor, session: SessionId, name: &str, id: u64, req: Req) ->
         id,
         waiter: req,
     }
+}
+
+/// Applies `out` to the book as the node does: `own` read from the state.
+fn apply(
+    book: &mut WaiterBook<Req>,
+    machine: &StateMachine,
+    out: &Output,
+    own: Option<AfterApply<Req>>,
+) -> Settled<Req> {
+    book.applied(out, own.map(|o| o.read(machine, out)))
 }
 
 fn woken(s: &Settled<Req>) -> Vec<(WaitFor, Req, u64)> {
@@ -30,7 +40,8 @@ fn a_queued_acquire_is_answered_by_its_grant_with_the_token() {
     h.acquire(a, "l", false);
     let queued = h.acquire(b, "l", true);
     assert!(matches!(queued.reply, Ok(Reply::Queued { .. })));
-    let s = book.applied(
+    let s = apply(
+        &mut book,
         &h.sm,
         &queued,
         Some(register(WaitFor::Grant, b, "l", 1, "b")),
@@ -39,7 +50,7 @@ fn a_queued_acquire_is_answered_by_its_grant_with_the_token() {
     assert_eq!(book.len(), 1);
     let token = h.token(a, "l");
     let released = h.release(a, "l", token);
-    let s = book.applied(&h.sm, &released, None);
+    let s = book.applied(&released, None);
     let granted = h.sm.holder("l").expect("granted to b").token.0;
     assert_eq!(woken(&s), vec![(WaitFor::Grant, "b", granted)]);
     assert!(book.is_empty());
@@ -59,7 +70,8 @@ fn a_refused_command_registers_nothing_and_its_waiter_is_dropped() {
         },
     );
     assert!(refused.reply.is_err());
-    let s = book.applied(
+    let s = apply(
+        &mut book,
         &h.sm,
         &refused,
         Some(register(WaitFor::Grant, gone, "l", 1, "x")),
@@ -76,13 +88,14 @@ fn an_older_grant_applied_before_the_command_does_not_answer_it() {
     let mut book = WaiterBook::default();
     let (a, b) = (h.open(), h.open());
     let first = h.acquire(a, "l", false);
-    assert!(book.applied(&h.sm, &first, None).woken.is_empty());
+    assert!(book.applied(&first, None).woken.is_empty());
     let token = h.token(a, "l");
     h.release(a, "l", token);
     h.acquire(b, "l", false);
     let second = h.acquire(a, "l", true);
     assert!(matches!(second.reply, Ok(Reply::Queued { .. })));
-    let s = book.applied(
+    let s = apply(
+        &mut book,
         &h.sm,
         &second,
         Some(register(WaitFor::Grant, a, "l", 7, "a2")),
@@ -98,7 +111,8 @@ fn a_cancel_drops_the_waiters_before_it_and_only_if_it_took_effect() {
     let (a, b) = (h.open(), h.open());
     h.acquire(a, "l", false);
     let queued = h.acquire(b, "l", true);
-    book.applied(
+    apply(
+        &mut book,
         &h.sm,
         &queued,
         Some(register(WaitFor::Grant, b, "l", 1, "b")),
@@ -106,13 +120,15 @@ fn a_cancel_drops_the_waiters_before_it_and_only_if_it_took_effect() {
     let cancel = h.op(b, ClientOp::CancelAcquire { name: "l".into() });
     let mut duplicate = cancel.clone();
     duplicate.duplicate = true;
-    let s = book.applied(
+    let s = apply(
+        &mut book,
         &h.sm,
         &duplicate,
         Some(AfterApply::DropLockWaiters((b.0, "l".into()))),
     );
     assert!(s.dropped.is_empty(), "a duplicate cancel drops nothing");
-    let s = book.applied(
+    let s = apply(
+        &mut book,
         &h.sm,
         &cancel,
         Some(AfterApply::DropLockWaiters((b.0, "l".into()))),
@@ -120,7 +136,8 @@ fn a_cancel_drops_the_waiters_before_it_and_only_if_it_took_effect() {
     assert_eq!(dropped(&s), vec!["b"]);
     // A later acquire's waiter, registered after the cancel, stays.
     let again = h.acquire(b, "l", true);
-    book.applied(
+    apply(
+        &mut book,
         &h.sm,
         &again,
         Some(register(WaitFor::Grant, b, "l", 2, "b-again")),
@@ -136,14 +153,20 @@ fn a_session_end_drops_only_that_sessions_waiters() {
     h.acquire(a, "l", false);
     for (s, req) in [(b, "b"), (c, "c")] {
         let out = h.acquire(s, "l", true);
-        book.applied(&h.sm, &out, Some(register(WaitFor::Grant, s, "l", 1, req)));
+        book.applied(
+            &out,
+            Some(register(WaitFor::Grant, s, "l", 1, req).read(&h.sm, &out)),
+        );
         let out = h.campaign(s, "e", b"v");
-        book.applied(&h.sm, &out, Some(register(WaitFor::Win, s, "e", 2, req)));
+        book.applied(
+            &out,
+            Some(register(WaitFor::Win, s, "e", 2, req).read(&h.sm, &out)),
+        );
     }
     // b won "e" at once (first candidate): its reply answered it, so only
     // c waits for the win; b's end hands "e" to c.
     let ended = h.expire(b);
-    let s = book.applied(&h.sm, &ended, None);
+    let s = book.applied(&ended, None);
     assert_eq!(dropped(&s), vec!["b"], "b's queued acquire");
     let term = h.sm.leader("e").expect("c leads").term;
     assert_eq!(woken(&s), vec![(WaitFor::Win, "c", term)]);
@@ -160,11 +183,14 @@ fn a_campaign_is_answered_by_its_win_with_the_term_and_watchers_hear_every_chang
     let mut book = WaiterBook::default();
     let (a, b) = (h.open(), h.open());
     let first = h.campaign(a, "e", b"a");
-    assert_eq!(book.applied(&h.sm, &first, None).published.len(), 1);
+    assert_eq!(book.applied(&first, None).published.len(), 1);
     let second = h.campaign(b, "e", b"b");
-    book.applied(&h.sm, &second, Some(register(WaitFor::Win, b, "e", 1, "b")));
+    book.applied(
+        &second,
+        Some(register(WaitFor::Win, b, "e", 1, "b").read(&h.sm, &second)),
+    );
     let resigned = h.op(a, ClientOp::Resign { name: "e".into() });
-    let s = book.applied(&h.sm, &resigned, None);
+    let s = book.applied(&resigned, None);
     let term = h.sm.leader("e").expect("b leads").term;
     assert_eq!(woken(&s), vec![(WaitFor::Win, "b", term)]);
     assert!(s.published.iter().all(|e| e.name == "e"));
@@ -180,7 +206,10 @@ fn a_restored_state_answers_the_waiters_it_settled_and_drops_the_hopeless() {
     h.acquire(a, "gone", false);
     for (s, name, req) in [(b, "granted", "b"), (c, "still", "c"), (d, "gone", "d")] {
         let out = h.acquire(s, name, true);
-        book.applied(&h.sm, &out, Some(register(WaitFor::Grant, s, name, 1, req)));
+        book.applied(
+            &out,
+            Some(register(WaitFor::Grant, s, name, 1, req).read(&h.sm, &out)),
+        );
     }
     // Applied elsewhere, arriving here only as a snapshot: a releases
     // "granted" (b gets it) and d's session expires.
@@ -223,7 +252,8 @@ fn a_retried_acquire_told_queued_after_its_grant_is_answered_at_once() {
     // b's retry gets the recorded answer (Queued) though b holds the lock.
     let mut retry = queued.clone();
     retry.duplicate = true;
-    let s = book.applied(
+    let s = apply(
+        &mut book,
         &h.sm,
         &retry,
         Some(register(WaitFor::Grant, b, "l", 2, "retry")),
@@ -240,18 +270,47 @@ fn an_answered_command_leaves_no_waiter() {
     let a = h.open();
     let granted = h.acquire(a, "l", true);
     assert!(matches!(granted.reply, Ok(Reply::Granted { .. })));
-    let s = book.applied(
+    let s = apply(
+        &mut book,
         &h.sm,
         &granted,
         Some(register(WaitFor::Grant, a, "l", 1, "a")),
     );
     assert_eq!(dropped(&s), vec!["a"]);
     let elected = h.campaign(a, "e", b"v");
-    let s = book.applied(
+    let s = apply(
+        &mut book,
         &h.sm,
         &elected,
         Some(register(WaitFor::Win, a, "e", 2, "a")),
     );
     assert_eq!(dropped(&s), vec!["a"]);
     assert!(book.is_empty());
+}
+
+#[test]
+fn most_commands_do_not_concern_an_empty_book() {
+    let mut h = Harness::small();
+    let (a, b) = (h.open(), h.open());
+    let granted = h.acquire(a, "l", true);
+    let own = register(WaitFor::Grant, a, "l", 1, "a").read(&h.sm, &granted);
+    assert!(
+        !WaiterBook::concerns(&granted, Some(&own), 0),
+        "answered by its reply"
+    );
+    assert!(
+        WaiterBook::concerns(&granted, Some(&own), 1),
+        "someone may wait for it"
+    );
+    let queued = h.acquire(b, "l", true);
+    let own = register(WaitFor::Grant, b, "l", 2, "b").read(&h.sm, &queued);
+    assert!(
+        WaiterBook::concerns(&queued, Some(&own), 0),
+        "it waits: register it"
+    );
+    let campaign = h.campaign(a, "e", b"v");
+    assert!(
+        WaiterBook::<Req>::concerns(&campaign, None, 0),
+        "watchers hear it"
+    );
 }
