@@ -53,7 +53,8 @@ pub enum WaitFor {
 /// before any later entry, so only what happens from then on can touch it.
 #[derive(Debug, Clone)]
 pub enum AfterApply<T> {
-    /// Register `waiter` under `key`, if the command succeeded.
+    /// Register `waiter` under `key`, if the command left it waiting (see
+    /// [`AfterApply::read`]).
     Register {
         /// Grant or win.
         wait: WaitFor,
