@@ -18,11 +18,15 @@
 //! 5. grants follow FIFO order of the queue (an independent model of it);
 //! 6. each lock's history is linearizable ([`check_all`]);
 //! 7. liveness after healing: a lock held by a dead session with waiters is
-//!    handed on within TTL + lock-delay + election timeout + slack.
+//!    handed on within TTL + lock-delay + election timeout + slack;
+//! 8. no node keeps a request waiting for a grant its session holds.
 //!
 //! Every node's leader role is the shipped [`LeaderRole`]: takeover,
-//! session deadlines, keepalives under the lease, expiries, ticks and
-//! command time are decided by the code the node runs.
+//! session deadlines, keepalives under the lease, expiries, ticks, command
+//! time and the protocol record are decided by the code the node runs. Its
+//! waiting requests are kept in the shipped [`WaiterBook`], which decides
+//! whom each applied command and installed snapshot answers; the clients
+//! acknowledge by the client rules' [`acknowledgement`].
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
@@ -58,7 +62,7 @@ const RESEND_NS: u64 = 150 * MS;
 /// Bound on the in-memory list of proposals awaiting their apply, per node.
 const MAX_PENDING: usize = 4096;
 /// Extra time allowed by the liveness check beyond TTL + lock-delay +
-/// election timeout: commit latency, keepalive cadence, polling.
+/// election timeout: commit latency, keepalive cadence, resends.
 const LIVENESS_SLACK_NS: u64 = 2 * SEC;
 /// Step budget of the linearizability search per lock.
 const LIN_MAX_STEPS: u64 = 2_000_000;
