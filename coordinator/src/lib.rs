@@ -1,8 +1,11 @@
 //! Paxlock coordinator: the node that serves locks and elections.
 //!
-//! Layout (see DESIGN.md): `transport` carries bytes between nodes and
-//! clients over QUIC with mutual TLS; `config` reads node configuration;
-//! `cli` is the `paxlock` command line.
+//! The I/O shell around the crates that decide (see ARCHITECTURE.md):
+//! `node` runs the consensus loop over `paxlock-core`'s replica and
+//! `paxlock-storage`; `service` carries client requests in and the core's
+//! decisions (leader role, waiters) out; `transport` carries bytes between
+//! nodes and clients over QUIC with mutual TLS; `config` reads node
+//! configuration; `cli` is the `paxlock` command line.
 
 #![forbid(unsafe_code)]
 

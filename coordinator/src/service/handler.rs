@@ -551,7 +551,8 @@ impl Context {
     /// Extends `session` by its TTL from now, if the leader role allows
     /// it (the leader lease, the takeover applied, the session's time not
     /// run out: see [`crate::leader_role::LeaderRole::keep_alive`]). Not
-    /// logged (DESIGN.md, "Keepalives are not logged").
+    /// logged: a new leader restarts every deadline a full TTL after its
+    /// takeover instead (ARCHITECTURE.md, `service`).
     fn keep_alive(&self, session: SessionId) -> Result<u64, proto::Error> {
         let lease_until = {
             let status = self.status.borrow();
