@@ -81,6 +81,9 @@ pub enum LockCanary {
     NoDeadlineRestart,
     /// Clients do not shorten their lease by the drift bound.
     UnshortenedLease,
+    /// Leaders answer keepalives without the leader lease: switched off
+    /// in the shipped [`LeaderRole`].
+    NoLeaseCheck,
     /// The state machine grants the LAST waiter instead of the first.
     GrantOutOfOrder,
     /// A node that installs a snapshot settles none of its waiters:
@@ -109,6 +112,10 @@ pub struct LockSimConfig {
     pub lease_margin_ms: u64,
     /// Whether clients pause and crash during the faulty period.
     pub client_faults: bool,
+    /// Percent of a client's ticks (every 10–30 ms) on which it starts an
+    /// operation when it has none running. Lower: clients hold their locks
+    /// longer, with only keepalives between operations.
+    pub action_percent: u64,
     /// Which rule (if any) is switched off.
     #[cfg(feature = "canary")]
     pub canary: LockCanary,
@@ -130,6 +137,7 @@ impl Default for LockSimConfig {
             opposite_drift: None,
             lease_margin_ms: 1,
             client_faults: true,
+            action_percent: 15,
             #[cfg(feature = "canary")]
             canary: LockCanary::None,
         }
@@ -1382,7 +1390,7 @@ impl LockSim {
     }
 
     fn new_action(&mut self, client: usize, session: SessionId) {
-        if self.rng.range(0, 99) >= 15 {
+        if self.rng.range(0, 99) >= self.w.cfg.action_percent {
             return;
         }
         let roll = self.rng.range(0, 99);
@@ -1722,6 +1730,7 @@ fn new_role(_cfg: &LockSimConfig) -> LeaderRole {
     {
         let canary = match _cfg.canary {
             LockCanary::NoDeadlineRestart => RoleCanary::NoDeadlineRestart,
+            LockCanary::NoLeaseCheck => RoleCanary::NoLeaseCheck,
             _ => RoleCanary::None,
         };
         LeaderRole::with_canary(canary)

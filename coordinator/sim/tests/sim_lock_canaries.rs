@@ -65,3 +65,23 @@ fn waiters_left_asleep_after_a_snapshot_install_are_caught() {
         400,
     );
 }
+
+/// The shipped lease rule of keepalives: a leader cut off from its peers
+/// but not from its clients answers their keepalives only under its
+/// lease. The world that shows it: faults that isolate one node (clients
+/// still reach it) and heal, no lock-delay, short TTLs, one lock that six
+/// clients want and hold a while, with only keepalives meanwhile.
+#[test]
+fn keepalives_answered_without_the_leader_lease_are_caught() {
+    let mut cfg = LockSimConfig {
+        canary: LockCanary::NoLeaseCheck,
+        clients: 6,
+        locks: 1,
+        lock_delay_ms: Some(0),
+        ttl_ms: Some(1_500),
+        action_percent: 3,
+        ..LockSimConfig::default()
+    };
+    cfg.sim.fault_weights = Some([0, 0, 0, 10, 3, 0, 0, 0]);
+    report("keepalive without lease", first_violation(&cfg, 400), 400);
+}

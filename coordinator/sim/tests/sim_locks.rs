@@ -140,6 +140,29 @@ fn graceful_handovers_keep_lock_safety() {
     sweep("handovers", &cfg, &seeds);
 }
 
+/// Leaders cut off from their peers but not from their clients (the
+/// simulated network never cuts a client's link), clients that hold their
+/// lock a while with only keepalives, no lock-delay: the world in which a
+/// keepalive answered without the leader lease breaks mutual exclusion
+/// (its canary is caught there).
+#[test]
+fn isolated_leaders_reachable_by_their_clients_keep_lock_safety() {
+    let mut cfg = sweep_config();
+    cfg.clients = 6;
+    cfg.locks = 1;
+    cfg.lock_delay_ms = Some(0);
+    cfg.ttl_ms = Some(1_500);
+    cfg.action_percent = 3;
+    cfg.sim.fault_weights = Some([0, 0, 0, 10, 3, 0, 0, 0]);
+    let offset = if env_u64("PAXLOCK_SIM_SEED").is_some() {
+        0
+    } else {
+        3_000_000
+    };
+    let seeds: Vec<u64> = seeds(200).into_iter().map(|s| s + offset).collect();
+    sweep("isolated leaders", &cfg, &seeds);
+}
+
 #[test]
 fn same_seed_gives_the_same_lock_run() {
     let cfg = LockSimConfig::default();
