@@ -84,6 +84,9 @@ pub enum LockCanary {
     /// Leaders answer keepalives without the leader lease: switched off
     /// in the shipped [`LeaderRole`].
     NoLeaseCheck,
+    /// The state machine applies a request again when a copy of it
+    /// arrives (exactly-once switched off).
+    ReapplyDuplicates,
     /// The state machine grants the LAST waiter instead of the first.
     GrantOutOfOrder,
     /// A node that installs a snapshot settles none of its waiters:
@@ -181,7 +184,7 @@ pub struct LockSimReport {
 /// Runs one seed of the lock-service simulation.
 pub fn run_lock_seed(seed: u64, cfg: &LockSimConfig) -> Result<LockSimReport, Violation> {
     #[cfg(feature = "canary")]
-    let _guard = CanaryGuard::set(cfg.canary == LockCanary::GrantOutOfOrder);
+    let _guard = CanaryGuard::set(cfg.canary);
     run(new_engine(seed, cfg.clone())?)
 }
 
@@ -191,8 +194,10 @@ struct CanaryGuard;
 
 #[cfg(feature = "canary")]
 impl CanaryGuard {
-    fn set(on: bool) -> CanaryGuard {
-        paxlock_core::locks::machine::canary::set_lifo_grants(on);
+    fn set(canary: LockCanary) -> CanaryGuard {
+        use paxlock_core::locks::machine::canary;
+        canary::set_lifo_grants(canary == LockCanary::GrantOutOfOrder);
+        canary::set_reapply_duplicates(canary == LockCanary::ReapplyDuplicates);
         CanaryGuard
     }
 }
@@ -201,6 +206,7 @@ impl CanaryGuard {
 impl Drop for CanaryGuard {
     fn drop(&mut self) {
         paxlock_core::locks::machine::canary::set_lifo_grants(false);
+        paxlock_core::locks::machine::canary::set_reapply_duplicates(false);
     }
 }
 

@@ -85,3 +85,15 @@ fn keepalives_answered_without_the_leader_lease_are_caught() {
     cfg.sim.fault_weights = Some([0, 0, 0, 10, 3, 0, 0, 0]);
     report("keepalive without lease", first_violation(&cfg, 400), 400);
 }
+
+/// The state machine's exactly-once rule: a copy of a request (a resend,
+/// or one the network duplicated) gets the recorded answer and changes
+/// nothing.
+#[test]
+fn requests_applied_again_when_a_copy_arrives_are_caught() {
+    let cfg = LockSimConfig {
+        canary: LockCanary::ReapplyDuplicates,
+        ..LockSimConfig::default()
+    };
+    report("reapplied duplicates", first_violation(&cfg, 100), 100);
+}

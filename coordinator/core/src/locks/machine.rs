@@ -204,6 +204,14 @@ struct Cx {
 }
 
 impl StateMachine {
+    /// Whether the exactly-once rule is switched off (canary builds only).
+    fn canary_reapply_duplicates() -> bool {
+        #[cfg(feature = "canary")]
+        return canary::reapply_duplicates();
+        #[cfg(not(feature = "canary"))]
+        false
+    }
+
     /// An empty machine at revision 0.
     pub fn new(config: Config) -> Self {
         StateMachine {
@@ -570,11 +578,11 @@ impl StateMachine {
                     false,
                 )
             }
-            Lookup::Recorded(reply) => {
+            Lookup::Recorded(reply) if !Self::canary_reapply_duplicates() => {
                 s.dedup.acknowledge(ack_below.min(request_id), waiting);
                 return (reply, true);
             }
-            Lookup::New => {}
+            Lookup::Recorded(_) | Lookup::New => {}
         }
         // A client cannot have seen the reply to this request yet.
         s.dedup.acknowledge(ack_below.min(request_id), waiting);
@@ -1048,6 +1056,18 @@ pub mod canary {
     thread_local! {
         static LIFO_GRANTS: Cell<bool> = const { Cell::new(false) };
         static ANY_CALLER: Cell<bool> = const { Cell::new(false) };
+        static REAPPLY_DUPLICATES: Cell<bool> = const { Cell::new(false) };
+    }
+
+    /// Makes the machine on this thread apply a request again when a copy
+    /// arrives (breaks exactly-once).
+    pub fn set_reapply_duplicates(on: bool) {
+        REAPPLY_DUPLICATES.with(|c| c.set(on));
+    }
+
+    /// Whether the exactly-once-breaking canary is on for this thread.
+    pub fn reapply_duplicates() -> bool {
+        REAPPLY_DUPLICATES.with(Cell::get)
     }
 
     /// Makes sessions on this thread accept requests of any identity.
