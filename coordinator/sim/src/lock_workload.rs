@@ -1281,9 +1281,9 @@ impl LockSim {
         self.w.clients[client].held.remove(name);
     }
 
-    fn client_tick(&mut self, client: usize) -> Result<(), String> {
-        let local = self.client_local(client);
-        // 1. The lease rule, on the client's own clock.
+    /// The lease rule on the client's clock (`local`): a session whose
+    /// lease has lapsed is lost, its beliefs ending when the lease did.
+    fn enforce_lease(&mut self, client: usize, local: u64) {
         let c = &self.w.clients[client];
         if c.session.is_some() && !c.lease.is_valid(Duration::from_nanos(local)) {
             let end = c
@@ -1292,6 +1292,12 @@ impl LockSim {
                 .map_or(self.now, |u| c.clock.true_at(dur_ns(u)).min(self.now));
             self.lose_session(client, end);
         }
+    }
+
+    fn client_tick(&mut self, client: usize) -> Result<(), String> {
+        let local = self.client_local(client);
+        // 1. The lease rule, on the client's own clock.
+        self.enforce_lease(client, local);
         // 2. A believing holder uses its lock.
         let held: Vec<(String, u64)> = self.w.clients[client]
             .held
@@ -1540,16 +1546,7 @@ impl LockSim {
     fn client_response(&mut self, client: usize, resp: Resp) -> Result<(), String> {
         let local = self.client_local(client);
         // The lease rule first: a late answer must not revive a lapsed lease.
-        {
-            let c = &self.w.clients[client];
-            if c.session.is_some() && !c.lease.is_valid(Duration::from_nanos(local)) {
-                let end = c
-                    .lease
-                    .valid_until()
-                    .map_or(self.now, |u| c.clock.true_at(dur_ns(u)).min(self.now));
-                self.lose_session(client, end);
-            }
-        }
+        self.enforce_lease(client, local);
         let session = self.w.clients[client].session;
         match resp {
             Resp::NotLeader { hint } => {
