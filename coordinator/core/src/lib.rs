@@ -5,6 +5,10 @@
 //!
 //! - [`paxos`]: Multi-Paxos, `Replica::step(now, Input) -> Effects`;
 //! - [`locks`]: the replicated lock state machine;
+//! - [`admission`]: what a node does with a client request before anything
+//!   is logged (refuse, answer, or propose which command);
+//! - [`consensus_loop`]: in which order a node carries out a step's effects,
+//!   which messages wait for their persist barrier, when to compact;
 //! - [`leader_role`]: what a leading node decides about sessions and time;
 //! - [`proposal`]: the log entry envelope (who proposed a command, under
 //!   which id);
@@ -13,6 +17,8 @@
 
 #![forbid(unsafe_code)]
 
+pub mod admission;
+pub mod consensus_loop;
 pub mod leader_role;
 pub mod locks;
 pub mod paxos;

@@ -17,10 +17,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Debug;
 
 #[cfg(feature = "canary")]
+use paxlock_core::consensus_loop::LoopCanary;
+use paxlock_core::consensus_loop::{ConsensusLoop, LoopAction};
+#[cfg(feature = "canary")]
 use paxlock_core::paxos::Canary;
 use paxlock_core::paxos::{
-    ChosenEntry, Config, Effects, Input, LeadershipEvent, Message, Nanos, NodeId, PersistSeq,
-    Rejected, Replica, Slot, Snapshot,
+    ChosenEntry, Config, Effects, Input, LeadershipEvent, Message, Nanos, NodeId, PersistRequest,
+    PersistSeq, Rejected, Replica, Slot, Snapshot,
 };
 
 use super::checker::Checker;
@@ -69,11 +72,19 @@ pub struct SimConfig {
     /// batches close on bytes, promises travel in parts and snapshots in
     /// chunks (see [`small_message_bounds`]).
     pub small_messages: bool,
+    /// Compact each node's log every this many applied slots (the
+    /// consensus loop's cadence; nodes ship with 10,000); `None` draws 10,
+    /// 50, 200 or 1,000 per seed, so that runs see snapshots taken, sent
+    /// and installed often, and rarely.
+    pub snapshot_every_slots: Option<u64>,
     /// Print leadership changes, crashes and faults to stderr (debugging).
     pub verbose: bool,
     /// Which safety rule (if any) the replicas switch off.
     #[cfg(feature = "canary")]
     pub canary: Canary,
+    /// Which rule (if any) the nodes' consensus loops switch off.
+    #[cfg(feature = "canary")]
+    pub loop_canary: LoopCanary,
 }
 
 impl Default for SimConfig {
@@ -91,9 +102,12 @@ impl Default for SimConfig {
             abdicate_every_ns: None,
             max_log_ahead_slots: None,
             small_messages: false,
+            snapshot_every_slots: None,
             verbose: false,
             #[cfg(feature = "canary")]
             canary: Canary::None,
+            #[cfg(feature = "canary")]
+            loop_canary: LoopCanary::None,
         }
     }
 }
@@ -128,6 +142,22 @@ impl SimConfig {
             rc.canary = self.canary;
         }
         rc
+    }
+
+    /// A consensus loop compacting every `snapshot_every_slots`, for a
+    /// node that starts with `persisted` durable and its application
+    /// before slot `next_slot`.
+    pub(crate) fn consensus_loop(
+        &self,
+        snapshot_every_slots: u64,
+        persisted: PersistSeq,
+        next_slot: Slot,
+    ) -> ConsensusLoop {
+        #[allow(unused_mut)]
+        let mut consensus = ConsensusLoop::new(persisted, next_slot, snapshot_every_slots);
+        #[cfg(feature = "canary")]
+        consensus.set_canary(self.loop_canary);
+        consensus
     }
 }
 
@@ -221,13 +251,13 @@ pub(crate) struct SimNode<N> {
     /// Bumped at every crash and restart: events of an older life are void.
     pub(crate) incarnation: u64,
     pub(crate) disk: Disk,
-    /// Messages waiting for their persist sequence to become durable.
-    pub(crate) outbox: Vec<(PersistSeq, usize, Message)>,
+    /// The shipped consensus loop's decisions: effect order, the messages
+    /// held for their persist barrier, slot order, the snapshot cadence.
+    /// A new one for every life of the node.
+    pub(crate) consensus: ConsensusLoop,
     pub(crate) clock: ClockModel,
     pub(crate) paused_until: Option<u64>,
     pub(crate) wake_at_true_ns: Option<u64>,
-    /// The next slot the application applies.
-    pub(crate) app_next: Slot,
     pub(crate) app: N,
 }
 
@@ -240,11 +270,11 @@ impl<N> SimNode<N> {
             replica: None,
             incarnation: 0,
             disk: Disk::default(),
-            outbox: Vec::new(),
+            // Replaced as the node starts (`Engine::restart`).
+            consensus: ConsensusLoop::new(PersistSeq(0), Slot(0), 1),
             clock,
             paused_until: None,
             wake_at_true_ns: None,
-            app_next: Slot(0),
             app,
         }
     }
@@ -286,9 +316,6 @@ pub(crate) enum Event<E> {
         to: usize,
         remaining: u32,
     },
-    Compact {
-        node: usize,
-    },
     Heal,
     Abdicate,
     Work(E),
@@ -323,6 +350,8 @@ pub(crate) struct Engine<W: Workload> {
     pub(crate) trace: Fnv,
     /// Faults have stopped and the network is healthy.
     pub(crate) healed: bool,
+    /// This run's compaction cadence (see [`SimConfig::snapshot_every_slots`]).
+    pub(crate) snapshot_every_slots: u64,
     /// The node that most recently became leader or was named by one.
     pub(crate) leader_guess: Option<usize>,
     pub(crate) stats: EngineStats,
@@ -352,6 +381,10 @@ impl<W: Workload> Engine<W> {
             weights = fixed;
         }
         let disk_delay_max_ns = rng.range(100_000, 20 * MS);
+        let cadences = [10, 50, 200, 1_000];
+        let snapshot_every_slots = cfg
+            .snapshot_every_slots
+            .unwrap_or_else(|| cadences[rng.index(cadences.len())]);
         Engine {
             seed,
             checker: Checker::new(nodes.len() / 2 + 1),
@@ -367,6 +400,7 @@ impl<W: Workload> Engine<W> {
             },
             weights,
             disk_delay_max_ns,
+            snapshot_every_slots,
             trace: Fnv::default(),
             healed: false,
             leader_guess: None,
@@ -403,8 +437,6 @@ impl<W: Workload> Engine<W> {
     pub(crate) fn run_events(&mut self) -> Result<(), Violation> {
         for i in 0..self.nodes.len() {
             self.schedule(0, Event::Restart { node: i });
-            let t = self.rng.range(SEC, 3 * SEC);
-            self.schedule(t, Event::Compact { node: i });
             W::start_node(self, i);
         }
         W::start(self);
@@ -540,16 +572,6 @@ impl<W: Workload> Engine<W> {
                     );
                 }
             }
-            Event::Compact { node } => {
-                let t = self.now + self.rng.range(SEC, 4 * SEC);
-                self.schedule(t, Event::Compact { node });
-                let n = &self.nodes[node];
-                if n.replica.is_some() && n.paused_until.is_none() && n.app_next.0 > 0 {
-                    let up_to = n.app_next;
-                    let data = W::snapshot(self, node)?;
-                    self.step(node, Input::Compact { up_to, data })?;
-                }
-            }
             Event::Heal => {
                 self.healed = true;
                 self.net.cut.clear();
@@ -598,12 +620,8 @@ impl<W: Workload> Engine<W> {
             return Ok(());
         }
         let up_to = self.nodes[node].disk.durable.persisted_seq;
-        let (ready, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut self.nodes[node].outbox)
-            .into_iter()
-            .partition(|(a, _, _)| *a <= up_to);
-        self.nodes[node].outbox = keep;
-        for (after, to, msg) in ready {
-            self.transmit(node, to, msg, after)?;
+        for out in self.nodes[node].consensus.persisted(up_to) {
+            self.transmit(node, out.to, out.msg, out.after)?;
         }
         self.step(node, Input::Persisted { up_to })
     }
@@ -705,7 +723,8 @@ impl<W: Workload> Engine<W> {
         n.replica = None;
         n.incarnation += 1;
         n.disk.crash();
-        n.outbox.clear();
+        // What it held back is gone with it.
+        n.consensus = ConsensusLoop::new(PersistSeq(0), Slot(0), 1);
         n.paused_until = None;
         n.wake_at_true_ns = None;
         W::crashed(self, node);
@@ -727,12 +746,17 @@ impl<W: Workload> Engine<W> {
         let replica = Replica::new(n.cfg.clone(), recovered, seed)
             .map_err(|e| format!("bad config: {e:?}"))?;
         n.replica = Some(replica);
-        n.app_next = Slot(0);
+        let snapshot = n.disk.durable.snapshot.clone();
+        let next_slot = snapshot.as_ref().map_or(Slot(0), |s| s.up_to);
+        n.consensus = self.cfg.consensus_loop(
+            self.snapshot_every_slots,
+            n.disk.durable.persisted_seq,
+            next_slot,
+        );
         W::reset(self, node)?;
-        if let Some(s) = self.nodes[node].disk.durable.snapshot.clone() {
+        if let Some(s) = snapshot {
             let id = self.nodes[node].id;
             let digest = W::restore(self, node, &s, false)?;
-            self.nodes[node].app_next = s.up_to;
             self.checker.on_snapshot(id, s.up_to, digest)?;
         }
         self.step(node, Input::Tick)
@@ -745,10 +769,15 @@ impl<W: Workload> Engine<W> {
     fn transmit(
         &mut self,
         from: usize,
-        to: usize,
+        to: NodeId,
         msg: Message,
         after: PersistSeq,
     ) -> Result<(), String> {
+        let Some(to) = self.nodes.iter().position(|x| x.id == to) else {
+            return Ok(());
+        };
+        self.trace.u64(msg_tag(&msg) << 8 | to as u64);
+        self.count_sent(&msg);
         let n = &self.nodes[from];
         if after > n.disk.durable.persisted_seq {
             return Err(format!(
@@ -793,109 +822,118 @@ impl<W: Workload> Engine<W> {
         self.apply_effects(node, fx)
     }
 
-    /// Carries out a replica's effects in the order the shell must: persist,
-    /// send what the persist barrier allows, install, apply, then leadership,
-    /// refusals and the next wake-up.
+    /// Carries out a replica's effects as the shipped consensus loop orders
+    /// them (`ConsensusLoop::effects`): persist, send what the persist
+    /// barrier allows, install, apply, then leadership, refusals and the
+    /// next wake-up; then compacts the log on the loop's cadence.
     fn apply_effects(&mut self, node: usize, fx: Effects) -> Result<(), String> {
         let id = self.nodes[node].id;
-        if let Some(req) = fx.persist {
-            let delay = if self.rng.chance_ppm(20_000) {
-                self.rng.range(MS, 50 * MS)
-            } else {
-                self.rng.range(20_000, self.disk_delay_max_ns)
-            };
-            let n = &mut self.nodes[node];
-            let at = n.disk.submit(req, self.now + delay);
+        let actions = self.nodes[node]
+            .consensus
+            .effects(fx)
+            .map_err(|e| format!("node {}: {e}", id.0))?;
+        for action in actions {
+            match action {
+                // Nothing to publish to: the simulated node answers its
+                // clients from the replica itself, which no longer leads
+                // once this step returned.
+                LoopAction::PublishLostLeadership => {}
+                LoopAction::Persist(req) => self.submit_to_disk(node, req),
+                LoopAction::Send(out) => self.transmit(node, out.to, out.msg, out.after)?,
+                LoopAction::Install(s) => {
+                    self.stats.snapshot_installs += 1;
+                    let digest = W::restore(self, node, &s, true)?;
+                    self.checker.on_snapshot(id, s.up_to, digest)?;
+                }
+                LoopAction::Apply(e) => {
+                    let digest = W::apply(self, node, &e)?;
+                    self.checker.on_apply(id, e.slot, &e.batch, digest)?;
+                }
+                LoopAction::Leadership(ev) => self.leadership(node, ev)?,
+                LoopAction::Rejected(r) => W::rejected(self, node, r)?,
+                LoopAction::WakeAt(w) => self.wake_at(node, w),
+            }
+        }
+        if self.nodes[node].replica.is_some() {
+            if let Some(up_to) = self.nodes[node].consensus.snapshot_due() {
+                let data = W::snapshot(self, node)?;
+                self.step(node, Input::Compact { up_to, data })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Hands a persist request to the node's simulated disk.
+    fn submit_to_disk(&mut self, node: usize, req: PersistRequest) {
+        let delay = if self.rng.chance_ppm(20_000) {
+            self.rng.range(MS, 50 * MS)
+        } else {
+            self.rng.range(20_000, self.disk_delay_max_ns)
+        };
+        let n = &mut self.nodes[node];
+        let at = n.disk.submit(req, self.now + delay);
+        let inc = n.incarnation;
+        self.schedule(
+            at,
+            Event::DiskDone {
+                node,
+                incarnation: inc,
+            },
+        );
+    }
+
+    /// A leadership change of node `node`: the checker learns of leases
+    /// and their loss, then the workload of the change.
+    fn leadership(&mut self, node: usize, ev: LeadershipEvent) -> Result<(), String> {
+        let id = self.nodes[node].id;
+        if self.cfg.verbose {
+            eprintln!(
+                "{:>8.3} ms  node {} {ev:?} (true end {:?})",
+                self.now as f64 / 1e6,
+                id.0,
+                if let LeadershipEvent::LeaseUntil { until } = &ev {
+                    Some(self.nodes[node].clock.true_at(until.0) as f64 / 1e6)
+                } else {
+                    None
+                }
+            );
+        }
+        match ev {
+            LeadershipEvent::BecameLeader { .. } => {
+                self.stats.elections += 1;
+                self.leader_guess = Some(node);
+            }
+            LeadershipEvent::LostLeadership => {
+                self.checker.on_lease_lost(id, self.now);
+                if self.leader_guess == Some(node) {
+                    self.leader_guess = None;
+                }
+            }
+            LeadershipEvent::LeaseUntil { until } => {
+                let end = self.nodes[node].clock.true_at(until.0);
+                self.checker.on_lease(id, self.now, end)?;
+            }
+        }
+        W::leadership(self, node, &ev)
+    }
+
+    /// Arms node `node`'s timer for node-clock time `w`.
+    fn wake_at(&mut self, node: usize, w: Nanos) {
+        let t = self.nodes[node].clock.true_at(w.0).max(self.now + 100_000);
+        let n = &mut self.nodes[node];
+        if n.wake_at_true_ns
+            .is_none_or(|cur| t < cur || cur < self.now)
+        {
+            n.wake_at_true_ns = Some(t);
             let inc = n.incarnation;
             self.schedule(
-                at,
-                Event::DiskDone {
+                t,
+                Event::Wake {
                     node,
                     incarnation: inc,
                 },
             );
         }
-        for out in fx.send {
-            let Some(to) = self.nodes.iter().position(|x| x.id == out.to) else {
-                continue;
-            };
-            self.trace.u64(msg_tag(&out.msg) << 8 | to as u64);
-            self.count_sent(&out.msg);
-            if out.after <= self.nodes[node].disk.durable.persisted_seq {
-                self.transmit(node, to, out.msg, out.after)?;
-            } else {
-                self.nodes[node].outbox.push((out.after, to, out.msg));
-            }
-        }
-        if let Some(s) = fx.install_snapshot {
-            self.stats.snapshot_installs += 1;
-            let digest = W::restore(self, node, &s, true)?;
-            self.nodes[node].app_next = s.up_to;
-            self.checker.on_snapshot(id, s.up_to, digest)?;
-        }
-        for e in fx.chosen {
-            if e.slot != self.nodes[node].app_next {
-                return Err(format!(
-                    "node {} applied slot {} but expected {}",
-                    id.0, e.slot.0, self.nodes[node].app_next.0
-                ));
-            }
-            let digest = W::apply(self, node, &e)?;
-            self.nodes[node].app_next = e.slot.next();
-            self.checker.on_apply(id, e.slot, &e.batch, digest)?;
-        }
-        for ev in fx.leadership {
-            if self.cfg.verbose {
-                eprintln!(
-                    "{:>8.3} ms  node {} {ev:?} (true end {:?})",
-                    self.now as f64 / 1e6,
-                    id.0,
-                    if let LeadershipEvent::LeaseUntil { until } = &ev {
-                        Some(self.nodes[node].clock.true_at(until.0) as f64 / 1e6)
-                    } else {
-                        None
-                    }
-                );
-            }
-            match ev {
-                LeadershipEvent::BecameLeader { .. } => {
-                    self.stats.elections += 1;
-                    self.leader_guess = Some(node);
-                }
-                LeadershipEvent::LostLeadership => {
-                    self.checker.on_lease_lost(id, self.now);
-                    if self.leader_guess == Some(node) {
-                        self.leader_guess = None;
-                    }
-                }
-                LeadershipEvent::LeaseUntil { until } => {
-                    let end = self.nodes[node].clock.true_at(until.0);
-                    self.checker.on_lease(id, self.now, end)?;
-                }
-            }
-            W::leadership(self, node, &ev)?;
-        }
-        for r in fx.rejected {
-            W::rejected(self, node, r)?;
-        }
-        if let Some(w) = fx.wake_at {
-            let t = self.nodes[node].clock.true_at(w.0).max(self.now + 100_000);
-            let n = &mut self.nodes[node];
-            if n.wake_at_true_ns
-                .is_none_or(|cur| t < cur || cur < self.now)
-            {
-                n.wake_at_true_ns = Some(t);
-                let inc = n.incarnation;
-                self.schedule(
-                    t,
-                    Event::Wake {
-                        node,
-                        incarnation: inc,
-                    },
-                );
-            }
-        }
-        Ok(())
     }
 
     fn count_sent(&mut self, msg: &Message) {
@@ -929,7 +967,6 @@ fn tag<E>(ev: &Event<E>) -> (u64, u64) {
         Event::Resume { node, .. } => (26, *node as u64),
         Event::Fault => (27, 0),
         Event::Flap { from, .. } => (28, *from as u64),
-        Event::Compact { node } => (30, *node as u64),
         Event::Heal => (31, 0),
         Event::Abdicate => (32, 0),
         Event::Work(_) => (64, 0),

@@ -33,9 +33,12 @@ use std::time::Duration;
 
 use paxlock_client_rules::acknowledgement;
 use paxlock_client_rules::lease::{Lease, LeaseRule};
+use paxlock_core::admission::{
+    self, Admission, ClientRequest, Follow, NodeView, Refusal, RequestOp,
+};
 #[cfg(feature = "canary")]
 use paxlock_core::leader_role::RoleCanary;
-use paxlock_core::leader_role::{KeepaliveRefused, LeaderRole, SCAN_PERIOD};
+use paxlock_core::leader_role::{LeaderRole, SCAN_PERIOD};
 use paxlock_core::locks::{
     AbandonedWait, ClientOp, Command, CommandError, CommandKind, ElectionChange,
     Event as LockEvent, Identity, Output, Reply, RequestId, SessionId, StateMachine,
@@ -89,6 +92,10 @@ pub enum LockCanary {
     ReapplyDuplicates,
     /// The state machine grants the LAST waiter instead of the first.
     GrantOutOfOrder,
+    /// The state machine takes a release of a lock the session holds
+    /// whatever token it presents: one from an earlier grant ends the
+    /// current one.
+    AcceptStaleTokens,
     /// A node that installs a snapshot settles none of its waiters:
     /// switched off in the shipped [`WaiterBook`].
     NoSettleAfterRestore,
@@ -198,6 +205,7 @@ impl CanaryGuard {
         use paxlock_core::locks::machine::canary;
         canary::set_lifo_grants(canary == LockCanary::GrantOutOfOrder);
         canary::set_reapply_duplicates(canary == LockCanary::ReapplyDuplicates);
+        canary::set_accept_stale_tokens(canary == LockCanary::AcceptStaleTokens);
         CanaryGuard
     }
 }
@@ -207,6 +215,7 @@ impl Drop for CanaryGuard {
     fn drop(&mut self) {
         paxlock_core::locks::machine::canary::set_lifo_grants(false);
         paxlock_core::locks::machine::canary::set_reapply_duplicates(false);
+        paxlock_core::locks::machine::canary::set_accept_stale_tokens(false);
     }
 }
 
@@ -260,6 +269,77 @@ fn command(session: SessionId, request_id: RequestId, op: ClientOp) -> Req {
 /// The identity (certificate name) of simulated client `client`: each
 /// client has its own, as on a real cluster with one certificate per
 /// service instance.
+/// A simulated client's request in the core's terms, as the node's
+/// handler decodes a wire request; `None` for the node's own withdrawal.
+fn client_request(req: &Req) -> Option<ClientRequest> {
+    let (session, request_id, ack_below, waiting, op) = match req {
+        Req::Open { ttl_ms, nonce } => (
+            SessionId(0),
+            RequestId(0),
+            RequestId(0),
+            Vec::new(),
+            RequestOp::OpenSession {
+                ttl_ms: *ttl_ms,
+                open_key: *nonce,
+            },
+        ),
+        Req::Keepalive { session, .. } => (
+            *session,
+            RequestId(0),
+            RequestId(0),
+            Vec::new(),
+            RequestOp::KeepAlive,
+        ),
+        Req::Cmd {
+            session,
+            request_id,
+            ack_below,
+            waiting,
+            op,
+        } => (
+            *session,
+            *request_id,
+            *ack_below,
+            waiting.clone(),
+            RequestOp::Client(op.clone()),
+        ),
+        Req::Abandon { .. } => return None,
+    };
+    Some(ClientRequest {
+        session,
+        request_id,
+        ack_below,
+        waiting,
+        op,
+    })
+}
+
+/// A refusal as the simulated client learns it, as the node's handler
+/// answers it: a redirect, the session's end, or the command's error.
+/// `None`: the client hears nothing and retries by its timer, as a real
+/// client retries an `Unavailable` (no lease yet, still taking over).
+fn refused(req: &Req, refusal: Refusal, hint: Option<usize>) -> Option<Resp> {
+    match refusal {
+        Refusal::NotLeader => Some(Resp::NotLeader { hint }),
+        Refusal::NoLease | Refusal::TakingOver | Refusal::TooManyWaits { .. } => None,
+        Refusal::SessionUnknown(session) | Refusal::SessionExpiring(session) => {
+            Some(Resp::SessionGone { session })
+        }
+        Refusal::Command(e) => match req {
+            Req::Open { nonce, .. } => Some(Resp::Opened {
+                nonce: *nonce,
+                result: Err(e),
+            }),
+            Req::Cmd { request_id, .. } => Some(Resp::Applied {
+                request_id: *request_id,
+                result: Err(e),
+            }),
+            Req::Keepalive { session, .. } => Some(Resp::SessionGone { session: *session }),
+            Req::Abandon { .. } => None,
+        },
+    }
+}
+
 fn client_identity(client: usize) -> Identity {
     Identity(format!("client-{client}"))
 }
@@ -294,9 +374,22 @@ pub(crate) enum Resp {
 /// What a proposal's reply should be routed as.
 #[derive(Debug, Clone)]
 enum Tag {
-    Open { nonce: u64 },
-    Cmd { request_id: RequestId },
-    Abandon { name: String, up_to: RequestId },
+    /// A command the core asked for before the request itself (recording
+    /// the protocol, claiming a session): once applied, the request is
+    /// admitted again.
+    First {
+        req: Req,
+    },
+    Open {
+        nonce: u64,
+    },
+    Cmd {
+        request_id: RequestId,
+    },
+    Abandon {
+        name: String,
+        up_to: RequestId,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -423,6 +516,9 @@ struct LClient {
     next_nonce: u64,
     op: Option<InFlight>,
     held: BTreeMap<String, u64>,
+    /// The last lock this client released, with the token it released:
+    /// another task of the same program may release it again later.
+    released: Option<(String, u64)>,
     campaigns: BTreeSet<String>,
     last_ka_local: u64,
 }
@@ -558,6 +654,7 @@ fn new_engine(seed: u64, cfg: LockSimConfig) -> Result<LockSim, Violation> {
                 next_nonce: 0,
                 op: None,
                 held: BTreeMap::new(),
+                released: None,
                 campaigns: BTreeSet::new(),
                 last_ka_local: 0,
             }
@@ -798,6 +895,21 @@ impl LockSim {
                     up_to,
                     result: out.reply.clone(),
                 }),
+                // Admitted again at once, as the handler does after
+                // committing it (or refused with the command's refusal).
+                Tag::First { req } => match &out.reply {
+                    Ok(_) => {
+                        let again = Ev::ToNode {
+                            client: p.client,
+                            cinc: p.cinc,
+                            to: node,
+                            req,
+                        };
+                        self.schedule_work(self.now, again);
+                        None
+                    }
+                    Err(e) => refused(&req, Refusal::Command(e.clone()), None),
+                },
             };
             if let Some(resp) = resp {
                 self.reply(node, p.client, p.cinc, resp);
@@ -979,7 +1091,9 @@ impl LockSim {
         }
     }
 
-    /// The node's leader role answering a client.
+    /// A client request reaching a node: the core decides what the node
+    /// does with it (`admission::admit`, as the node's handler calls it);
+    /// this carries the decision out.
     fn node_request(
         &mut self,
         node: usize,
@@ -987,121 +1101,107 @@ impl LockSim {
         cinc: u64,
         req: Req,
     ) -> Result<(), String> {
-        let local = self.local(node);
-        let at_ms = self.stamp_ms(node);
-        let n = &self.nodes[node];
-        let Some(replica) = n.replica.as_ref() else {
+        let local = Nanos(self.local(node));
+        let peers = self.nodes.len() - 1;
+        let Some(replica) = self.nodes[node].replica.as_ref() else {
             return Ok(());
         };
         let hint = replica
             .leader_hint()
             .and_then(|h| self.nodes.iter().position(|x| x.id == h));
-        let serving = replica.is_leader() && n.app.role.serving(&n.app.machine);
-        if !serving {
-            self.reply(node, client, cinc, Resp::NotLeader { hint });
-            return Ok(());
-        }
-        let mut then = None;
-        let (value, tag) = match req {
-            Req::Keepalive {
-                session,
-                sent_local,
-            } => {
-                let lease_until = replica.lease_until(Nanos(local));
-                let revision = n.app.machine.revision();
-                let n = &mut self.nodes[node];
-                match n
-                    .app
-                    .role
-                    .keep_alive(&n.app.machine, session, Nanos(local), lease_until)
-                {
-                    Ok(_) => {
-                        self.reply(node, client, cinc, Resp::KeepaliveOk { sent_local });
-                    }
-                    // Unknown here: gone, unless this node has not yet
-                    // applied its open (session ids are revisions).
-                    Err(KeepaliveRefused::Unknown) if session.0 <= revision => {
-                        self.reply(node, client, cinc, Resp::SessionGone { session });
-                    }
-                    // As the node answers it: SESSION_UNKNOWN.
-                    Err(KeepaliveRefused::Expiring) => {
-                        self.reply(node, client, cinc, Resp::SessionGone { session });
-                    }
-                    Err(_) => {}
-                }
-                return Ok(());
-            }
-            Req::Open { ttl_ms, nonce } => {
-                let cmd = Command {
-                    at_ms,
-                    kind: CommandKind::OpenSessionAs {
-                        ttl_ms,
-                        owner: client_identity(client),
-                        open_key: nonce,
-                    },
-                };
-                (cmd, Tag::Open { nonce })
-            }
-            Req::Cmd {
-                session,
-                request_id,
-                ack_below,
-                waiting,
-                op,
-            } => {
-                // A blocking acquire waits here for its grant, registered
-                // as its command is applied (the handler's `AfterApply`).
-                then = match &op {
-                    ClientOp::Acquire { name, wait: true } => {
-                        let n = &mut self.nodes[node].app;
-                        n.next_waiter += 1;
-                        Some(AfterApply::Register {
-                            wait: WaitFor::Grant,
-                            key: (session.0, name.clone()),
-                            id: n.next_waiter,
-                            waiter: Waiting {
-                                client,
-                                cinc,
-                                request_id,
-                                session,
-                            },
-                        })
-                    }
-                    _ => None,
-                };
-                let cmd = Command {
-                    at_ms,
-                    kind: CommandKind::ClientAs {
-                        caller: client_identity(client),
-                        session,
-                        request_id,
-                        ack_below,
-                        waiting,
-                        op,
-                    },
-                };
-                (cmd, Tag::Cmd { request_id })
-            }
+        // Every simulated node runs this release: every peer speaks it.
+        let view = NodeView {
+            now: local,
+            leads: replica.is_leader(),
+            lease_until: replica.lease_until(local),
+            peers,
+            peers_speaking_current: peers,
+        };
+        let (kind, follow, tag) = match &req {
+            // Not a client request: the node's own withdrawal of a wait it
+            // gave up on, proposed if it still leads.
             Req::Abandon {
                 session,
                 name,
                 up_to,
             } => {
-                // The abandoned request's waiters end with it.
-                then = Some(AfterApply::DropLockWaiters((session.0, name.clone())));
-                let cmd = Command {
-                    at_ms,
-                    kind: CommandKind::Abandon {
-                        session,
-                        name: name.clone(),
-                        wait: AbandonedWait::Acquire,
-                        up_to,
-                    },
+                if !view.leads {
+                    self.reply(node, client, cinc, Resp::NotLeader { hint });
+                    return Ok(());
+                }
+                let (kind, follow) =
+                    admission::withdrawal(*session, name, AbandonedWait::Acquire, *up_to);
+                let tag = Tag::Abandon {
+                    name: name.clone(),
+                    up_to: *up_to,
                 };
-                (cmd, Tag::Abandon { name, up_to })
+                (kind, follow, tag)
+            }
+            _ => {
+                let request = client_request(&req).ok_or("a withdrawal is no client request")?;
+                let caller = client_identity(client);
+                let app = &mut self.nodes[node].app;
+                let admission =
+                    admission::admit(&mut app.role, &app.machine, view, &caller, request);
+                match admission {
+                    Admission::Refused(refusal) => {
+                        if let Some(resp) = refused(&req, refusal, hint) {
+                            self.reply(node, client, cinc, resp);
+                        }
+                        return Ok(());
+                    }
+                    Admission::KeptAlive { .. } => {
+                        if let Req::Keepalive { sent_local, .. } = req {
+                            self.reply(node, client, cinc, Resp::KeepaliveOk { sent_local });
+                        }
+                        return Ok(());
+                    }
+                    // These clients send no reads.
+                    Admission::Read => return Ok(()),
+                    Admission::First(kind) => {
+                        (kind, Follow::Reply, Tag::First { req: req.clone() })
+                    }
+                    Admission::Propose { kind, follow } => {
+                        let tag = match &req {
+                            Req::Open { nonce, .. } => Tag::Open { nonce: *nonce },
+                            Req::Cmd { request_id, .. } => Tag::Cmd {
+                                request_id: *request_id,
+                            },
+                            Req::Keepalive { .. } | Req::Abandon { .. } => {
+                                return Err(format!("admitted {req:?} as a proposal"))
+                            }
+                        };
+                        (kind, follow, tag)
+                    }
+                }
             }
         };
-        let value = self.envelope(node, &value)?;
+        // A blocking acquire waits here for its grant, registered as its
+        // command is applied (the handler's `AfterApply`).
+        let app = &mut self.nodes[node].app;
+        let then = follow.after_apply(|| {
+            app.next_waiter += 1;
+            let Req::Cmd {
+                session,
+                request_id,
+                ..
+            } = &req
+            else {
+                unreachable!("only commands wait")
+            };
+            let waiting = Waiting {
+                client,
+                cinc,
+                request_id: *request_id,
+                session: *session,
+            };
+            (app.next_waiter, waiting)
+        });
+        let command = Command {
+            at_ms: self.stamp_ms(node),
+            kind,
+        };
+        let value = self.envelope(node, &command)?;
         let pend = &mut self.nodes[node].app.pending;
         if pend.len() >= MAX_PENDING {
             pend.pop_front();
@@ -1469,6 +1569,24 @@ impl LockSim {
                 self.lose_session(client, self.now);
                 return;
             }
+            79..=81 => {
+                // A stray release: another task of the program releases
+                // the lock again with the token of an earlier grant, as a
+                // new request (an application-level retry). The session
+                // may hold the lock again by now under a later token; the
+                // node must refuse the stale one and leave that grant be.
+                let Some((name, token)) = self.w.clients[client].released.clone() else {
+                    return;
+                };
+                (
+                    OpKind::Release,
+                    name.clone(),
+                    ClientOp::Release {
+                        name,
+                        token: paxlock_core::locks::FencingToken(token),
+                    },
+                )
+            }
             77 if faults_on => {
                 // Pause, sometimes for longer than the TTL.
                 let for_ns = self.rng.range(50 * MS, self.w.ttl_ms * MS * 5 / 2);
@@ -1599,6 +1717,9 @@ impl LockSim {
                         ));
                     }
                     (OpKind::Release, Ok(Reply::Released)) => {
+                        if let ClientOp::Release { token, .. } = &op.op {
+                            self.w.clients[client].released = Some((op.name.clone(), token.0));
+                        }
                         self.finish_op(client, Some(Outcome::Released));
                     }
                     (OpKind::Release, Err(_)) => {

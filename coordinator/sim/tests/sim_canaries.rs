@@ -52,3 +52,20 @@ fn batches_unbounded_in_bytes_are_caught() {
         },
     );
 }
+
+/// Rule "fsync before acknowledging", where the shipped consensus loop
+/// keeps it (`consensus_loop`): with the persist barrier off, messages
+/// leave before what they acknowledge is durable, and the simulator (which
+/// checks every message against the sender's durable state) says so.
+#[test]
+fn sending_before_the_persist_barrier_is_caught() {
+    let cfg = SimConfig {
+        loop_canary: paxlock_core::consensus_loop::LoopCanary::NoPersistBarrier,
+        ..SimConfig::default()
+    };
+    let found = (0..MAX_SEEDS).find_map(|seed| run_seed(seed, &cfg).err().map(|v| (seed, v.what)));
+    match found {
+        Some((seed, what)) => eprintln!("NoPersistBarrier: caught at seed {seed}: {what}"),
+        None => panic!("NoPersistBarrier: no violation in {MAX_SEEDS} seeds; the checks are blind"),
+    }
+}

@@ -28,7 +28,7 @@ fn a_leader_that_does_not_restart_deadlines_at_takeover_is_caught() {
         canary: LockCanary::NoDeadlineRestart,
         ..LockSimConfig::default()
     };
-    report("no deadline restart", first_violation(&cfg, 40), 40);
+    report("no deadline restart", first_violation(&cfg, 150), 150);
 }
 
 #[test]
@@ -83,7 +83,11 @@ fn keepalives_answered_without_the_leader_lease_are_caught() {
         ..LockSimConfig::default()
     };
     cfg.sim.fault_weights = Some([0, 0, 0, 10, 3, 0, 0, 0]);
-    report("keepalive without lease", first_violation(&cfg, 400), 400);
+    report(
+        "keepalive without lease",
+        first_violation(&cfg, 1_500),
+        1_500,
+    );
 }
 
 /// The state machine's exactly-once rule: a copy of a request (a resend,
@@ -96,4 +100,16 @@ fn requests_applied_again_when_a_copy_arrives_are_caught() {
         ..LockSimConfig::default()
     };
     report("reapplied duplicates", first_violation(&cfg, 100), 100);
+}
+
+/// Stale-token refusal: a release presenting the token of an earlier
+/// grant (a program's second task releasing again, as a new request)
+/// must not end the session's later grant of the same lock.
+#[test]
+fn a_release_with_a_stale_token_taken_is_caught() {
+    let cfg = LockSimConfig {
+        canary: LockCanary::AcceptStaleTokens,
+        ..LockSimConfig::default()
+    };
+    report("stale tokens accepted", first_violation(&cfg, 100), 100);
 }

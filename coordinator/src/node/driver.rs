@@ -4,17 +4,18 @@
 //! Per turn it gathers every input that is ready (bounded: peer messages
 //! from their own channel, everything else from the inbox), steps the core
 //! with each (all commands proposed in the turn in one step, so they share
-//! slots), and then:
-//! 1. makes the turn's persist requests durable: a leader hands them to
-//!    the persister thread, which writes them with one fsync (group
-//!    commit, on its own thread) and reports back; a follower with nothing
-//!    queued there writes them itself (rule "a follower persists in
-//!    place", on `Driver::flush_persists`);
-//! 2. sends every message whose persist barrier is already durable and
-//!    holds the rest until the persister says so (so followers get accepts
-//!    while the leader's own fsync is still running);
-//! 3. installs snapshots and applies chosen entries, in slot order;
-//! 4. re-arms the timer.
+//! slots), and carries out the actions the core's consensus loop
+//! (`paxlock_core::consensus_loop`) orders for each step: publish a loss
+//! of leadership, persist, send what the persist barrier lets go (so
+//! followers get accepts while the leader's own fsync is still running),
+//! install and apply in slot order, hand leadership changes and refusals
+//! to the application, re-arm the timer, and compact the log on the
+//! loop's cadence. Every such decision is the core's; what is left here is
+//! I/O: which inputs are ready together, and which thread writes a persist
+//! request (a leader hands them to the persister thread, which writes them
+//! with one fsync and reports back; a follower with nothing queued there
+//! writes them itself: rule "a follower persists in place", on
+//! `Driver::flush_persists`).
 //!
 //! A slow or dead peer never blocks the loop: its outbound queue is bounded
 //! and a full queue drops the message, which Paxos tolerates by design.
@@ -29,10 +30,11 @@ use super::clock::NodeClock;
 use crate::bounded;
 use crate::metrics::NodeMetrics;
 use crate::paxos::{
-    ChosenEntry, Effects, Input, LeadershipEvent, Message, Nanos, NodeId, Outgoing, PersistRequest,
+    ChosenEntry, Effects, Input, LeadershipEvent, Message, Nanos, NodeId, PersistRequest,
     PersistSeq, Rejected, Replica, Slot, Snapshot, Value,
 };
 use crate::transport::lanes::{PeerInboxReceiver, PeerOutbox};
+use paxlock_core::consensus_loop::{ConsensusLoop, LoopAction};
 pub use paxlock_storage::{Durability, MemoryDurability};
 
 /// Most inputs handled in one turn before effects are flushed; bounds the
@@ -201,16 +203,12 @@ pub fn spawn(
         persist_tx,
         store,
         handed_over: persisted,
-        persisted,
-        held: Vec::new(),
+        consensus: ConsensusLoop::new(persisted, Slot(applied), snapshot_every_slots),
         wake_at: None,
-        applied,
         status: status_tx,
         unsent_persists: Vec::new(),
         metrics,
         ballot_round: 0,
-        snapshot_every_slots: snapshot_every_slots.max(1),
-        last_snapshot_at: applied,
         failed: None,
     };
     // Rule "consensus has a thread of its own": the loop runs on a
@@ -253,21 +251,15 @@ struct Driver {
     store: SharedStore,
     /// Highest persist sequence handed to the persister thread.
     handed_over: PersistSeq,
-    /// Highest persist sequence known durable.
-    persisted: PersistSeq,
-    /// Messages waiting for their persist barrier.
-    held: Vec<Outgoing>,
+    /// The core's decisions on effects: their order, the messages held
+    /// for their persist barrier, slot order, the snapshot cadence.
+    consensus: ConsensusLoop,
     wake_at: Option<Nanos>,
-    applied: u64,
     status: watch::Sender<DriverStatus>,
     /// Persist requests of this turn, handed over at the end of the turn.
     unsent_persists: Vec<PersistRequest>,
     metrics: Arc<NodeMetrics>,
     ballot_round: u64,
-    /// Compact the log after this many applied slots, so the WAL and the
-    /// catch-up of a lagging or restarted node stay bounded.
-    snapshot_every_slots: u64,
-    last_snapshot_at: u64,
     /// Why the loop must stop, found while acting on a step; checked after
     /// every input. Nothing is stepped or applied once it is set.
     failed: Option<String>,
@@ -386,7 +378,7 @@ impl Driver {
     async fn flush_persists(&mut self) -> Result<(), String> {
         while !self.unsent_persists.is_empty()
             && !self.replica.is_leader()
-            && self.handed_over <= self.persisted
+            && self.handed_over <= self.consensus.durable()
             && persist_bytes(&self.unsent_persists) <= MAX_IN_PLACE_PERSIST_BYTES
         {
             let batch = std::mem::take(&mut self.unsent_persists);
@@ -433,8 +425,9 @@ impl Driver {
 
     /// Everything up to `seq` is durable: sends what waited for it.
     fn on_persisted(&mut self, seq: PersistSeq) {
-        self.persisted = self.persisted.max(seq);
-        self.release_held();
+        for out in self.consensus.persisted(seq) {
+            self.send(out.to, out.msg);
+        }
         self.step(Input::Persisted { up_to: seq });
     }
 
@@ -447,96 +440,75 @@ impl Driver {
         self.act(fx, now);
     }
 
+    /// Carries out the actions the core's consensus loop orders for one
+    /// step's effects, then proposes a new leadership's first commands and
+    /// compacts the log if the loop says it is due.
     fn act(&mut self, fx: Effects, now: Nanos) {
-        if fx
-            .leadership
-            .iter()
-            .any(|e| matches!(e, LeadershipEvent::LostLeadership))
-        {
-            // Connection tasks must stop serving lease reads and keepalives
-            // before any message of this step (an abdication, say) can let
-            // a successor take over.
-            self.ballot_round = 0;
-            self.publish();
-        }
-        if let Some(request) = fx.persist {
-            self.unsent_persists.push(request);
-        }
-        for out in fx.send {
-            if out.after <= self.persisted {
-                self.send(out.to, out.msg);
-            } else {
-                self.held.push(out);
-            }
-        }
-        if let Some(snapshot) = &fx.install_snapshot {
-            if let Err(e) = self.app.install_snapshot(snapshot) {
-                self.failed = Some(format!(
-                    "cannot install the snapshot up to slot {} a peer sent: {e}",
-                    snapshot.up_to.0
-                ));
+        let actions = match self.consensus.effects(fx) {
+            Ok(actions) => actions,
+            Err(e) => {
+                self.failed = Some(e.to_string());
                 return;
             }
-            self.applied = snapshot.up_to.0;
-        }
-        for entry in &fx.chosen {
-            self.app.apply(entry);
-            self.applied = entry.slot.0 + 1;
-            self.metrics
-                .chosen_entries
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            self.metrics.chosen_values.fetch_add(
-                entry.batch.len() as u64,
-                std::sync::atomic::Ordering::Relaxed,
-            );
-        }
+        };
         let mut first_proposals = Vec::new();
-        for event in &fx.leadership {
-            match event {
-                LeadershipEvent::BecameLeader { ballot } => {
-                    info!(round = ballot.round, "this node leads the cluster");
-                    self.ballot_round = ballot.round;
-                }
-                LeadershipEvent::LostLeadership => {
-                    info!(leader = ?self.replica.leader_hint(), "this node no longer leads the cluster");
+        for action in actions {
+            match action {
+                // Connection tasks must stop serving lease reads and
+                // keepalives before any message of this step (an
+                // abdication, say) can let a successor take over.
+                LoopAction::PublishLostLeadership => {
                     self.ballot_round = 0;
+                    self.publish();
                 }
-                LeadershipEvent::LeaseUntil { .. } => {}
+                LoopAction::Persist(request) => self.unsent_persists.push(request),
+                LoopAction::Send(out) => self.send(out.to, out.msg),
+                LoopAction::Install(snapshot) => {
+                    if let Err(e) = self.app.install_snapshot(&snapshot) {
+                        self.failed = Some(format!(
+                            "cannot install the snapshot up to slot {} a peer sent: {e}",
+                            snapshot.up_to.0
+                        ));
+                        return;
+                    }
+                }
+                LoopAction::Apply(entry) => {
+                    self.app.apply(&entry);
+                    self.metrics
+                        .chosen_entries
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    self.metrics.chosen_values.fetch_add(
+                        entry.batch.len() as u64,
+                        std::sync::atomic::Ordering::Relaxed,
+                    );
+                }
+                LoopAction::Leadership(event) => {
+                    match &event {
+                        LeadershipEvent::BecameLeader { ballot } => {
+                            info!(round = ballot.round, "this node leads the cluster");
+                            self.ballot_round = ballot.round;
+                        }
+                        LeadershipEvent::LostLeadership => {
+                            info!(leader = ?self.replica.leader_hint(), "this node no longer leads the cluster");
+                            self.ballot_round = 0;
+                        }
+                        LeadershipEvent::LeaseUntil { .. } => {}
+                    }
+                    first_proposals.extend(self.app.on_leadership(&event, now));
+                }
+                LoopAction::Rejected(rejected) => self.app.on_rejected(rejected),
+                LoopAction::WakeAt(at) => {
+                    self.wake_at = Some(self.wake_at.map_or(at, |w| w.min(at)));
+                }
             }
-            first_proposals.extend(self.app.on_leadership(event, now));
-        }
-        for rejected in fx.rejected {
-            self.app.on_rejected(rejected);
-        }
-        if let Some(at) = fx.wake_at {
-            self.wake_at = Some(self.wake_at.map_or(at, |w| w.min(at)));
         }
         if !first_proposals.is_empty() {
             self.step(Input::Propose(first_proposals));
         }
-        if self.applied
-            >= self
-                .last_snapshot_at
-                .saturating_add(self.snapshot_every_slots)
-        {
-            self.last_snapshot_at = self.applied;
+        if let Some(up_to) = self.consensus.snapshot_due() {
             if let Some(data) = self.app.snapshot() {
-                self.step(Input::Compact {
-                    up_to: Slot(self.applied),
-                    data,
-                });
+                self.step(Input::Compact { up_to, data });
             }
-        }
-    }
-
-    fn release_held(&mut self) {
-        let persisted = self.persisted;
-        let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.held)
-            .into_iter()
-            .partition(|o| o.after <= persisted);
-        self.held = waiting;
-        for out in ready {
-            self.send(out.to, out.msg);
         }
     }
 
@@ -554,7 +526,7 @@ impl Driver {
             leader: self.replica.leader_hint(),
             commit_index: self.replica.commit_index().0,
             lease_until: self.replica.lease_until(now),
-            applied_index: self.applied,
+            applied_index: self.consensus.applied(),
             malformed_messages: self.replica.stats().malformed,
             ballot_round: self.ballot_round,
             failed: None,

@@ -9,16 +9,18 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::errors::{command_error, error};
 use super::state::{AfterApply, PendingCommand, Shared};
-use crate::leader_role::KeepaliveRefused;
 use crate::locks::{
-    AbandonedWait, ClientOp, Command, CommandError, CommandKind, FencingToken, Identity, Output,
-    Reply, RequestId, SessionId, CURRENT_PROTOCOL,
+    AbandonedWait, ClientOp, Command, CommandKind, FencingToken, Identity, Output, Reply,
+    RequestId, SessionId,
 };
 use crate::node::clock::NodeClock;
 use crate::node::driver::{DriverInput, DriverStatus};
 use crate::transport::peer_version::{PeerVersion, PeerVersions};
+use paxlock_core::admission::{
+    self, Admission, ClientRequest, Follow, NodeView, Refusal, RequestOp,
+};
 use paxlock_core::proposal::Proposal;
-use paxlock_core::waiters::WaitFor;
+use paxlock_core::waiters::{WaitFor, WaiterId};
 
 /// `wait`'s outcome, or `None` if `timeout_ms` (0: no limit, however long
 /// it takes) passed first.
@@ -87,7 +89,6 @@ impl Context {
     }
 
     async fn dispatch(&self, request: Request, caller: &Identity) -> Answer {
-        let session = SessionId(request.session_id);
         let Some(op) = request.op else {
             return Err(error(
                 ErrorCode::InvalidRequest,
@@ -95,162 +96,146 @@ impl Context {
                 false,
             ));
         };
-        self.check_limits(&op)?;
-        let max_waits = self.shared.limits.max_unacked_replies_per_session as usize;
-        if request.waiting.len() > max_waits {
-            return Err(error(
-                ErrorCode::InvalidRequest,
-                format!(
-                    "the request lists {} running waits, more than the {max_waits} answers a session may keep",
-                    request.waiting.len()
-                ),
-                false,
-            ));
-        }
-        let waiting: Vec<RequestId> = request.waiting.iter().copied().map(RequestId).collect();
-        // One look at the machine per request: whether the log records
-        // protocol 3 (until then requests go in the previous release's
-        // form, which carries no caller), and whether the session belongs
-        // to another identity. The machine checks that again as it applies
-        // (owners never change, so this check cannot refuse wrongly); here
-        // it only saves a log entry.
-        let (recorded, foreign) = {
-            let machine = self.shared.machine();
-            let foreign =
-                matches!(machine.session_owner(session), Ok(Some(owner)) if owner != caller);
-            (machine.protocol() >= CURRENT_PROTOCOL, foreign)
+        let session = SessionId(request.session_id);
+        let request_id = RequestId(request.request_id);
+        let asked = ClientRequest {
+            session,
+            request_id,
+            ack_below: RequestId(request.ack_below),
+            waiting: request.waiting.iter().copied().map(RequestId).collect(),
+            op: request_op(&op)?,
         };
-        if foreign && !matches!(op, Op::OpenSession(_) | Op::QueryLeader(_)) {
-            return Err(command_error(&CommandError::PermissionDenied { session }));
-        }
-        let owned = recorded || self.record_protocol().await;
-        let client = |op: ClientOp| {
-            let (request_id, ack_below) =
-                (RequestId(request.request_id), RequestId(request.ack_below));
-            if owned {
-                CommandKind::ClientAs {
-                    caller: caller.clone(),
-                    session,
-                    request_id,
-                    ack_below,
-                    waiting: waiting.clone(),
-                    op,
-                }
-            } else {
-                CommandKind::Client {
-                    session,
-                    request_id,
-                    ack_below,
-                    waiting: waiting.clone(),
-                    op,
-                }
+        // Every decision is the core's (`admission::admit`); this only
+        // carries it out and writes the answer in the wire's terms.
+        let (kind, follow) = match self.admitted(asked, caller).await? {
+            Admitted::KeptAlive { ttl_ms } => {
+                return Ok(response::Result::KeepAlive(proto::KeepAliveOk { ttl_ms }))
             }
+            Admitted::Read => {
+                let election = match &op {
+                    Op::QueryLeader(query) => query.election.as_str(),
+                    _ => "",
+                };
+                return Ok(response::Result::Leader(self.leader_info(election)));
+            }
+            Admitted::Propose { kind, follow } => (kind, follow),
         };
         match op {
-            Op::Hello(_) | Op::Status(_) | Op::Watch(_) => Err(error(
-                ErrorCode::InvalidRequest,
-                "hello, status and watch are answered by the transport layer",
-                false,
-            )),
-            Op::OpenSession(open) => {
-                self.require_leader()?;
-                let ttl_ms = open.ttl_ms;
-                let command = if owned {
-                    CommandKind::OpenSessionAs {
-                        ttl_ms,
-                        owner: caller.clone(),
-                        open_key: open.open_key,
-                    }
-                } else {
-                    CommandKind::OpenSession { ttl_ms }
-                };
-                match self.commit(command).await? {
-                    Reply::SessionOpened { session } => {
-                        Ok(response::Result::SessionOpened(proto::SessionOpened {
-                            session_id: session.0,
-                            ttl_ms: open.ttl_ms,
-                        }))
-                    }
-                    other => Err(unexpected(&other)),
+            Op::OpenSession(open) => match self.commit(kind).await? {
+                Reply::SessionOpened { session } => {
+                    Ok(response::Result::SessionOpened(proto::SessionOpened {
+                        session_id: session.0,
+                        ttl_ms: open.ttl_ms,
+                    }))
                 }
-            }
-            Op::KeepAlive(_) => {
-                self.claim_if_ownerless(session, caller).await?;
-                let ttl_ms = self.keep_alive(session)?;
-                Ok(response::Result::KeepAlive(proto::KeepAliveOk { ttl_ms }))
-            }
-            Op::CloseSession(_) => {
-                self.require_leader()?;
-                self.commit(client(ClientOp::CloseSession)).await?;
-                Ok(done())
-            }
+                other => Err(unexpected(&other)),
+            },
             Op::Acquire(acquire) => {
-                self.require_leader()?;
-                self.acquire(session, RequestId(request.request_id), client, acquire)
+                self.acquire(session, request_id, kind, follow, acquire)
                     .await
-            }
-            Op::Release(release) => {
-                self.require_leader()?;
-                self.commit(client(ClientOp::Release {
-                    name: release.name,
-                    token: FencingToken(release.fencing_token),
-                }))
-                .await?;
-                Ok(done())
-            }
-            Op::Renew(renew) => {
-                self.require_leader()?;
-                self.commit(client(ClientOp::Check {
-                    name: renew.name,
-                    token: FencingToken(renew.fencing_token),
-                }))
-                .await?;
-                // A valid grant proves the session alive: extend it too.
-                let ttl_ms = self.keep_alive(session)?;
-                Ok(response::Result::Renewed(proto::Renewed { ttl_ms }))
-            }
-            Op::CancelAcquire(cancel) => {
-                self.require_leader()?;
-                let key = (session.0, cancel.name.clone());
-                // Dropped as the cancel is applied (a cancel that failed
-                // leaves the wait in the queue, and its requests must still
-                // be there to take the grant), not after.
-                self.commit_then(
-                    client(ClientOp::CancelAcquire { name: cancel.name }),
-                    Some(AfterApply::DropLockWaiters(key)),
-                )
-                .await?;
-                Ok(done())
             }
             Op::Campaign(campaign) => {
-                self.require_leader()?;
-                self.campaign(session, RequestId(request.request_id), client, campaign)
+                self.campaign(session, request_id, kind, follow, campaign)
                     .await
             }
-            Op::Resign(resign) => {
-                self.require_leader()?;
-                self.commit(client(ClientOp::Resign {
-                    name: resign.election,
-                }))
-                .await?;
+            Op::Renew(_) => {
+                self.commit(kind).await?;
+                // A valid grant proves the session alive: extend it too.
+                let keepalive = ClientRequest {
+                    session,
+                    request_id,
+                    ack_below: RequestId(0),
+                    waiting: Vec::new(),
+                    op: RequestOp::KeepAlive,
+                };
+                match self.admitted(keepalive, caller).await? {
+                    Admitted::KeptAlive { ttl_ms } => {
+                        Ok(response::Result::Renewed(proto::Renewed { ttl_ms }))
+                    }
+                    _ => Err(error(
+                        ErrorCode::Internal,
+                        "a keepalive after a renew was not answered as one",
+                        false,
+                    )),
+                }
+            }
+            _ => {
+                self.commit_then(kind, follow.after_apply(no_waiter))
+                    .await?;
                 Ok(done())
             }
-            Op::Proclaim(proclaim) => {
-                self.require_leader()?;
-                self.commit(client(ClientOp::Proclaim {
-                    name: proclaim.election,
-                    value: proclaim.value,
-                }))
-                .await?;
-                Ok(done())
+        }
+    }
+
+    /// What the core decides for `request` (see `admission::admit`), with
+    /// the commands it asks for first (recording the protocol, claiming an
+    /// ownerless session) committed on the way.
+    async fn admitted(
+        &self,
+        request: ClientRequest,
+        caller: &Identity,
+    ) -> Result<Admitted, proto::Error> {
+        // A protocol record and a claim at most, then the request itself.
+        for _ in 0..3 {
+            let view = self.view();
+            let admission = {
+                let machine = self.shared.machine();
+                let mut role = self.shared.role();
+                admission::admit(&mut role, &machine, view, caller, request.clone())
+            };
+            match admission {
+                Admission::Refused(refusal) => return Err(self.refused(refusal)),
+                Admission::KeptAlive { ttl_ms } => return Ok(Admitted::KeptAlive { ttl_ms }),
+                Admission::Read => return Ok(Admitted::Read),
+                Admission::Propose { kind, follow } => {
+                    return Ok(Admitted::Propose { kind, follow })
+                }
+                Admission::First(kind) => {
+                    self.commit(kind).await?;
+                }
             }
-            Op::QueryLeader(query) => {
-                // A read served under the leader lease: no other leader can
-                // have applied anything newer, and with the takeover applied
-                // nothing older is missing here.
-                self.require_lease_read()?;
-                Ok(response::Result::Leader(self.leader_info(&query.election)))
+        }
+        Err(error(
+            ErrorCode::Unavailable,
+            "the cluster's state moved while the request was admitted; retry",
+            true,
+        ))
+    }
+
+    /// This node as the core needs to see it to admit a request.
+    fn view(&self) -> NodeView {
+        let (leads, lease_until) = {
+            let status = self.status.borrow();
+            (status.is_leader, status.lease_until)
+        };
+        let speaking = {
+            let peers = self.peers.borrow();
+            peers.values().filter(|v| **v >= PeerVersion::V3).count()
+        };
+        NodeView {
+            now: self.clock.now(),
+            leads,
+            lease_until,
+            peers: self.node_addrs.len().saturating_sub(1),
+            peers_speaking_current: speaking,
+        }
+    }
+
+    /// A refusal in the wire's terms: a redirect to the leader, a retry
+    /// here, or an error the client must act on.
+    fn refused(&self, refusal: Refusal) -> proto::Error {
+        match refusal {
+            Refusal::NotLeader => self.not_leader(),
+            Refusal::NoLease | Refusal::TakingOver => {
+                error(ErrorCode::Unavailable, refusal.to_string(), true)
             }
+            Refusal::SessionUnknown(_) | Refusal::SessionExpiring(_) => {
+                error(ErrorCode::SessionUnknown, refusal.to_string(), false)
+            }
+            Refusal::TooManyWaits { .. } => {
+                error(ErrorCode::InvalidRequest, refusal.to_string(), false)
+            }
+            Refusal::Command(e) => command_error(&e),
         }
     }
 
@@ -258,33 +243,20 @@ impl Context {
         &self,
         session: SessionId,
         request_id: RequestId,
-        client: impl Fn(ClientOp) -> CommandKind,
+        kind: CommandKind,
+        follow: Follow,
         acquire: proto::Acquire,
     ) -> Answer {
-        let name = acquire.name.clone();
+        let name = acquire.name;
         let key = (session.0, name.clone());
         // Registered as the command is applied, so a grant applied right
         // after the `Queued` reply cannot be missed, nor an older grant
         // (applied earlier on a node catching up) mistaken for this one.
         let (grant_tx, grant_rx) = oneshot::channel();
         let waiter = self.shared.next_proposal_id();
-        let _withdraw = self
-            .shared
-            .waiter_guard(WaitFor::Grant, key.clone(), waiter);
-        let then = acquire.wait.then(|| AfterApply::Register {
-            wait: WaitFor::Grant,
-            key: key.clone(),
-            id: waiter,
-            waiter: grant_tx,
-        });
+        let _withdraw = self.shared.waiter_guard(WaitFor::Grant, key, waiter);
         let reply = self
-            .commit_then(
-                client(ClientOp::Acquire {
-                    name: name.clone(),
-                    wait: acquire.wait,
-                }),
-                then,
-            )
+            .commit_then(kind, follow.after_apply(|| (waiter, grant_tx)))
             .await?;
         let granted = |token: u64| {
             Ok(response::Result::Granted(proto::Granted {
@@ -344,14 +316,15 @@ impl Context {
         &self,
         session: SessionId,
         request_id: RequestId,
-        client: impl Fn(ClientOp) -> CommandKind,
+        kind: CommandKind,
+        follow: Follow,
         campaign: proto::Campaign,
     ) -> Answer {
-        let name = campaign.election.clone();
+        let name = campaign.election;
         let key = (session.0, name.clone());
         let (won_tx, won_rx) = oneshot::channel();
         let waiter = self.shared.next_proposal_id();
-        let _withdraw = self.shared.waiter_guard(WaitFor::Win, key.clone(), waiter);
+        let _withdraw = self.shared.waiter_guard(WaitFor::Win, key, waiter);
         // The answer describes the term *this* campaign won, never the
         // election's state when the answer is sent: by then the leadership
         // may already have passed on (applies can run ahead of this task),
@@ -367,18 +340,7 @@ impl Context {
             }))
         };
         let reply = self
-            .commit_then(
-                client(ClientOp::Campaign {
-                    name: name.clone(),
-                    value: campaign.value.clone(),
-                }),
-                Some(AfterApply::Register {
-                    wait: WaitFor::Win,
-                    key: key.clone(),
-                    id: waiter,
-                    waiter: won_tx,
-                }),
-            )
+            .commit_then(kind, follow.after_apply(|| (waiter, won_tx)))
             .await?;
         match reply {
             Reply::Elected { term } => won(term, campaign.value),
@@ -417,7 +379,7 @@ impl Context {
     }
 
     /// Withdraws a wait that timed out (request `up_to` of `session`) with
-    /// a logged `Abandon`; whether that was committed.
+    /// the core's logged withdrawal; whether that was committed.
     async fn withdraw(
         &self,
         session: SessionId,
@@ -425,38 +387,10 @@ impl Context {
         wait: AbandonedWait,
         up_to: RequestId,
     ) -> bool {
-        let abandon = CommandKind::Abandon {
-            session,
-            name: name.to_string(),
-            wait,
-            up_to,
-        };
-        self.commit(abandon).await.is_ok()
-    }
-
-    /// Refuses names and values over the limits before they reach the log:
-    /// the machine would refuse them too, but an oversized one must not
-    /// cost a log entry (or exceed what one may hold).
-    fn check_limits(&self, op: &Op) -> Result<(), proto::Error> {
-        let limits = &self.shared.limits;
-        let (name, value): (Option<&str>, Option<&[u8]>) = match op {
-            Op::Acquire(a) => (Some(&a.name), None),
-            Op::Release(r) => (Some(&r.name), None),
-            Op::Renew(r) => (Some(&r.name), None),
-            Op::CancelAcquire(c) => (Some(&c.name), None),
-            Op::Campaign(c) => (Some(&c.election), Some(&c.value)),
-            Op::Resign(r) => (Some(&r.election), None),
-            Op::Proclaim(p) => (Some(&p.election), Some(&p.value)),
-            Op::QueryLeader(q) => (Some(&q.election), None),
-            _ => (None, None),
-        };
-        if let Some(name) = name {
-            limits.check_name(name).map_err(|e| command_error(&e))?;
-        }
-        if let Some(value) = value {
-            limits.check_value(value).map_err(|e| command_error(&e))?;
-        }
-        Ok(())
+        let (kind, follow) = admission::withdrawal(session, name, wait, up_to);
+        self.commit_then(kind, follow.after_apply(no_waiter))
+            .await
+            .is_ok()
     }
 
     fn leader_info(&self, election: &str) -> proto::LeaderInfo {
@@ -482,36 +416,15 @@ impl Context {
         }
     }
 
-    /// Records protocol 3 in the log if every peer speaks it and this node
-    /// leads, so commands may carry their caller; whether the log records
-    /// it now. Sessions then get owners from the first request on, not
-    /// from the next expiry scan.
-    async fn record_protocol(&self) -> bool {
-        if !self.status.borrow().is_leader {
-            return false;
-        }
-        let Some(version) = self.protocol_to_record() else {
-            return false;
-        };
-        let raised = self
-            .propose_internal(CommandKind::RaiseProtocol { version })
-            .await;
-        raised.is_ok() && self.shared.machine().protocol() >= version
-    }
-
     /// The protocol version to record in the log now, if any: the leader
     /// role decides (`LeaderRole::protocol_to_record`) from how many peers
     /// are connected and speak this release's protocol.
     pub fn protocol_to_record(&self) -> Option<u32> {
-        let speaking = {
-            let peers = self.peers.borrow();
-            peers.values().filter(|v| **v >= PeerVersion::V3).count()
-        };
-        let expected = self.node_addrs.len().saturating_sub(1);
+        let view = self.view();
         let machine = self.shared.machine();
         self.shared
             .role()
-            .protocol_to_record(&machine, expected, speaking)
+            .protocol_to_record(&machine, view.peers, view.peers_speaking_current)
     }
 
     /// The identity `session` belongs to, empty if none (or not live).
@@ -521,68 +434,6 @@ impl Context {
             Ok(Some(owner)) => owner.0.clone(),
             _ => String::new(),
         }
-    }
-
-    /// A keepalive is not logged, so it cannot claim a session that has no
-    /// owner yet (opened before protocol 3) as `ClientAs` does: it claims
-    /// it with a logged `ClaimSession` first, whose refusal (another
-    /// identity claimed it first) refuses the keepalive.
-    async fn claim_if_ownerless(
-        &self,
-        session: SessionId,
-        caller: &Identity,
-    ) -> Result<(), proto::Error> {
-        let ownerless = {
-            let machine = self.shared.machine();
-            machine.protocol() >= CURRENT_PROTOCOL
-                && matches!(machine.session_owner(session), Ok(None))
-        };
-        if ownerless {
-            self.require_leader()?;
-            self.commit(CommandKind::ClaimSession {
-                session,
-                owner: caller.clone(),
-            })
-            .await?;
-        }
-        Ok(())
-    }
-
-    /// Extends `session` by its TTL from now, if the leader role allows
-    /// it (the leader lease, the takeover applied, the session's time not
-    /// run out: see [`crate::leader_role::LeaderRole::keep_alive`]). Not
-    /// logged: a new leader restarts every deadline a full TTL after its
-    /// takeover instead (ARCHITECTURE.md, `service`).
-    fn keep_alive(&self, session: SessionId) -> Result<u64, proto::Error> {
-        let lease_until = {
-            let status = self.status.borrow();
-            status.lease_until.filter(|_| status.is_leader)
-        };
-        let now = self.clock.now();
-        let decided = {
-            let machine = self.shared.machine();
-            self.shared
-                .role()
-                .keep_alive(&machine, session, now, lease_until)
-        };
-        decided.map_err(|refused| match refused {
-            KeepaliveRefused::NotLeader => self.not_leader(),
-            KeepaliveRefused::NoLease => self
-                .require_lease()
-                .err()
-                .unwrap_or_else(|| self.not_leader()),
-            KeepaliveRefused::TakingOver => taking_over(),
-            KeepaliveRefused::Unknown => error(
-                ErrorCode::SessionUnknown,
-                format!("session {} is closed or expired; open a new one", session.0),
-                false,
-            ),
-            KeepaliveRefused::Expiring => error(
-                ErrorCode::SessionUnknown,
-                format!("session {}: {refused}; open a new one", session.0),
-                false,
-            ),
-        })
     }
 
     /// Proposes `kind` and waits until it is applied here.
@@ -689,42 +540,6 @@ impl Context {
         }
     }
 
-    fn require_leader(&self) -> Result<(), proto::Error> {
-        if self.status.borrow().is_leader {
-            Ok(())
-        } else {
-            Err(self.not_leader())
-        }
-    }
-
-    /// For answers from this node's state alone (keepalives, leader
-    /// queries): the leader lease, and this leadership's takeover applied,
-    /// so every entry an earlier leader committed is applied here too.
-    fn require_lease_read(&self) -> Result<(), proto::Error> {
-        self.require_lease()?;
-        if !self.shared.takeover_applied() {
-            return Err(taking_over());
-        }
-        Ok(())
-    }
-
-    fn require_lease(&self) -> Result<(), proto::Error> {
-        let (is_leader, lease_until) = {
-            let status = self.status.borrow();
-            (status.is_leader, status.lease_until)
-        };
-        let now = self.clock.now();
-        match lease_until {
-            Some(until) if is_leader && now < until => Ok(()),
-            _ if is_leader => Err(error(
-                ErrorCode::Unavailable,
-                "this node leads but does not hold the leader lease yet; retry shortly",
-                true,
-            )),
-            _ => Err(self.not_leader()),
-        }
-    }
-
     fn not_leader(&self) -> proto::Error {
         let leader = self.status.borrow().leader.map(|id| id.0);
         let mut err = error(
@@ -741,6 +556,70 @@ impl Context {
     }
 }
 
+/// What the core decided for a request, once the commands it asked for
+/// first are committed.
+enum Admitted {
+    KeptAlive { ttl_ms: u64 },
+    Read,
+    Propose { kind: CommandKind, follow: Follow },
+}
+
+/// A wire request's operation in the core's terms.
+fn request_op(op: &Op) -> Result<RequestOp, proto::Error> {
+    let client = RequestOp::Client;
+    Ok(match op {
+        Op::Hello(_) | Op::Status(_) | Op::Watch(_) => {
+            return Err(error(
+                ErrorCode::InvalidRequest,
+                "hello, status and watch are answered by the transport layer",
+                false,
+            ))
+        }
+        Op::OpenSession(open) => RequestOp::OpenSession {
+            ttl_ms: open.ttl_ms,
+            open_key: open.open_key,
+        },
+        Op::KeepAlive(_) => RequestOp::KeepAlive,
+        Op::CloseSession(_) => client(ClientOp::CloseSession),
+        Op::Acquire(acquire) => client(ClientOp::Acquire {
+            name: acquire.name.clone(),
+            wait: acquire.wait,
+        }),
+        Op::Release(release) => client(ClientOp::Release {
+            name: release.name.clone(),
+            token: FencingToken(release.fencing_token),
+        }),
+        Op::Renew(renew) => RequestOp::Renew {
+            name: renew.name.clone(),
+            token: FencingToken(renew.fencing_token),
+        },
+        Op::CancelAcquire(cancel) => client(ClientOp::CancelAcquire {
+            name: cancel.name.clone(),
+        }),
+        Op::Campaign(campaign) => client(ClientOp::Campaign {
+            name: campaign.election.clone(),
+            value: campaign.value.clone(),
+        }),
+        Op::Resign(resign) => client(ClientOp::Resign {
+            name: resign.election.clone(),
+        }),
+        Op::Proclaim(proclaim) => client(ClientOp::Proclaim {
+            name: proclaim.election.clone(),
+            value: proclaim.value.clone(),
+        }),
+        Op::QueryLeader(query) => RequestOp::QueryLeader {
+            election: query.election.clone(),
+        },
+    })
+}
+
+/// The waiter of a request that cannot wait. Never called: only an
+/// `Await` follow asks for a waiter, and only acquires and campaigns
+/// (which bring their own) are told to await.
+fn no_waiter() -> (WaiterId, tokio::sync::oneshot::Sender<u64>) {
+    (0, oneshot::channel().0)
+}
+
 fn done() -> response::Result {
     response::Result::Done(proto::Done {})
 }
@@ -750,14 +629,6 @@ fn unexpected(reply: &Reply) -> proto::Error {
         ErrorCode::Internal,
         format!("unexpected state machine reply {reply:?}"),
         false,
-    )
-}
-
-fn taking_over() -> proto::Error {
-    error(
-        ErrorCode::Unavailable,
-        "this node has just become leader and is still taking over; retry shortly",
-        true,
     )
 }
 

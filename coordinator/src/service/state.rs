@@ -200,13 +200,6 @@ impl Shared {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Whether this node leads and its takeover has been applied, so its
-    /// session deadlines are authoritative.
-    pub fn takeover_applied(&self) -> bool {
-        let machine = self.machine();
-        self.role().serving(&machine)
-    }
-
     /// A receiver of `election`'s future events.
     pub fn subscribe(&self, election: &str) -> broadcast::Receiver<ElectionEvent> {
         self.watchers

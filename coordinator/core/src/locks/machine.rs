@@ -832,6 +832,10 @@ impl StateMachine {
     }
 
     fn holds(&self, session: SessionId, name: &str, token: FencingToken) -> bool {
+        #[cfg(feature = "canary")]
+        if canary::accept_stale_tokens() {
+            return self.holder(name).is_some_and(|h| h.session == session);
+        }
         self.holder(name) == Some(Holder { session, token })
     }
 
@@ -1057,6 +1061,19 @@ pub mod canary {
         static LIFO_GRANTS: Cell<bool> = const { Cell::new(false) };
         static ANY_CALLER: Cell<bool> = const { Cell::new(false) };
         static REAPPLY_DUPLICATES: Cell<bool> = const { Cell::new(false) };
+        static STALE_TOKENS: Cell<bool> = const { Cell::new(false) };
+    }
+
+    /// Makes the machine on this thread take a release or check of a lock
+    /// the session holds whatever token it presents (breaks stale-token
+    /// refusal: a release from an earlier grant ends the current one).
+    pub fn set_accept_stale_tokens(on: bool) {
+        STALE_TOKENS.with(|c| c.set(on));
+    }
+
+    /// Whether the stale-token canary is on for this thread.
+    pub fn accept_stale_tokens() -> bool {
+        STALE_TOKENS.with(Cell::get)
     }
 
     /// Makes the machine on this thread apply a request again when a copy

@@ -1,0 +1,419 @@
+//! What a node does with one client request before anything is logged:
+//! refuse it, answer it from its own state, or propose one command for it
+//! (and what to do for the request as that command is applied).
+//!
+//! The node's request handler and the simulator's nodes both call
+//! [`admit`]; the handler then only carries the decision out (proposes,
+//! waits, writes the wire answer), so every rule below is the rule that
+//! ships and the rule the simulator checks:
+//!
+//! - a request names at most `max_unacked_replies_per_session` running
+//!   waits, and names and values within the limits, or it is refused
+//!   before it costs a log entry (the machine would refuse it too);
+//! - a request on a session another identity owns is refused here
+//!   (`PermissionDenied`); the machine checks again as it applies (owners
+//!   never change, so this check cannot refuse wrongly);
+//! - until the log records protocol [`CURRENT_PROTOCOL`], a leader that
+//!   may record it ([`LeaderRole::protocol_to_record`]) proposes that
+//!   first, so commands carry their caller from the first request on;
+//!   otherwise requests go in the previous release's form, without one;
+//! - a keepalive for a session that has no owner yet (opened before
+//!   protocol 3) claims it with a logged `ClaimSession` first: a keepalive
+//!   is not logged, so it could not claim it otherwise;
+//! - keepalives and reads are answered from the node's own state only
+//!   under the leader lease with the takeover applied (the leader role's
+//!   rules); everything else is proposed by a node that leads;
+//! - a blocking acquire and a campaign wait for their grant or win,
+//!   registered as their command is applied (see [`crate::waiters`]); a
+//!   cancel and a withdrawal drop the lock waiters they end.
+
+use crate::leader_role::{KeepaliveRefused, LeaderRole};
+use crate::locks::{
+    AbandonedWait, ClientOp, CommandError, CommandKind, FencingToken, Identity, Limits, RequestId,
+    SessionId, StateMachine, CURRENT_PROTOCOL,
+};
+use crate::paxos::Nanos;
+use crate::waiters::{AfterApply, WaitFor, WaiterId, WaiterKey};
+
+/// One client request in the core's terms (the shell decodes the wire
+/// form into this).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientRequest {
+    /// The session the request acts for (0 for an open).
+    pub session: SessionId,
+    /// The request's id within its session (retries reuse it).
+    pub request_id: RequestId,
+    /// Every reply of the session below this id may be forgotten.
+    pub ack_below: RequestId,
+    /// The session's requests below `ack_below` still waiting (their
+    /// replies must be kept).
+    pub waiting: Vec<RequestId>,
+    /// What it asks.
+    pub op: RequestOp,
+}
+
+/// What a client request asks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RequestOp {
+    /// Open a session with this TTL; `open_key` makes a retried open find
+    /// the session its first attempt opened.
+    OpenSession {
+        /// Session TTL in milliseconds.
+        ttl_ms: u64,
+        /// The client's key for this open (0: none).
+        open_key: u64,
+    },
+    /// Extend the session by its TTL (not logged).
+    KeepAlive,
+    /// Check that `token` is still the grant of lock `name`, and extend
+    /// the session if so.
+    Renew {
+        /// The lock.
+        name: String,
+        /// The grant's fencing token.
+        token: FencingToken,
+    },
+    /// Who leads `election` (a read under the leader lease).
+    QueryLeader {
+        /// The election.
+        election: String,
+    },
+    /// A logged operation of the session.
+    Client(ClientOp),
+}
+
+/// What this node knows of itself when a request arrives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NodeView {
+    /// The node clock now.
+    pub now: Nanos,
+    /// Whether this node leads the cluster.
+    pub leads: bool,
+    /// Until when it holds the leader lease (`None`: it does not).
+    pub lease_until: Option<Nanos>,
+    /// How many other members the cluster has.
+    pub peers: usize,
+    /// How many of them are connected and speak this release's protocol.
+    pub peers_speaking_current: usize,
+}
+
+/// Why a request was refused before anything was logged.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// This node does not lead: send the request to the leader.
+    #[error("this node does not lead the cluster")]
+    NotLeader,
+    /// This node leads but does not hold the leader lease (yet, or any
+    /// more): retry shortly.
+    #[error("this node leads but does not hold the leader lease yet; retry shortly")]
+    NoLease,
+    /// This node has just become leader and its takeover is not applied.
+    #[error("this node has just become leader and is still taking over; retry shortly")]
+    TakingOver,
+    /// The session is closed, expired or never existed.
+    #[error("session {} is closed or expired; open a new one", .0 .0)]
+    SessionUnknown(SessionId),
+    /// The session's time ran out and its expiry is proposed.
+    #[error("session {}: {}; open a new one", .0 .0, KeepaliveRefused::Expiring)]
+    SessionExpiring(SessionId),
+    /// The request lists more running waits than a session may keep.
+    #[error(
+        "the request lists {listed} running waits, more than the {max} answers a session may keep"
+    )]
+    TooManyWaits {
+        /// Waits listed.
+        listed: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// Refused as the machine would refuse it (limits, another identity's
+    /// session).
+    #[error(transparent)]
+    Command(#[from] CommandError),
+}
+
+impl Refusal {
+    fn keepalive(session: SessionId, refused: KeepaliveRefused) -> Refusal {
+        match refused {
+            KeepaliveRefused::NotLeader => Refusal::NotLeader,
+            KeepaliveRefused::NoLease => Refusal::NoLease,
+            KeepaliveRefused::TakingOver => Refusal::TakingOver,
+            KeepaliveRefused::Unknown => Refusal::SessionUnknown(session),
+            KeepaliveRefused::Expiring => Refusal::SessionExpiring(session),
+        }
+    }
+}
+
+/// What the node does with a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Admission {
+    /// Refuse it.
+    Refused(Refusal),
+    /// The keepalive extended the session: answer with its TTL (ms).
+    KeptAlive {
+        /// The session's TTL in milliseconds.
+        ttl_ms: u64,
+    },
+    /// Answer the read from the machine now (it is linearizable here).
+    Read,
+    /// Propose `kind` and wait for it to be applied, then admit the same
+    /// request again: the protocol must be recorded, or the session
+    /// claimed, before the request itself can be.
+    First(CommandKind),
+    /// Propose `kind` for the request; `follow` says what to do for it as
+    /// the command is applied.
+    Propose {
+        /// The command.
+        kind: CommandKind,
+        /// What the request does as it is applied.
+        follow: Follow,
+    },
+}
+
+/// What a proposed request does as its command is applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Follow {
+    /// Answer with the command's reply.
+    Reply,
+    /// If the reply leaves it waiting, wait for the grant or win of `key`
+    /// (registered as the command is applied).
+    Await {
+        /// Grant or win.
+        wait: WaitFor,
+        /// (session, name).
+        key: WaiterKey,
+    },
+    /// Drop the lock waiters of `key` the command ends, as it is applied.
+    DropLockWaiters(WaiterKey),
+    /// A renew: if the command succeeded, extend the session (admit a
+    /// [`RequestOp::KeepAlive`] of it) and answer with that.
+    KeepAlive,
+}
+
+impl Follow {
+    /// What the node registers for the request as its command is applied;
+    /// `waiter` gives the request's waiter id and handle, called only if
+    /// the request may wait.
+    pub fn after_apply<T>(&self, waiter: impl FnOnce() -> (WaiterId, T)) -> Option<AfterApply<T>> {
+        match self {
+            Follow::Await { wait, key } => {
+                let (id, waiter) = waiter();
+                Some(AfterApply::Register {
+                    wait: *wait,
+                    key: key.clone(),
+                    id,
+                    waiter,
+                })
+            }
+            Follow::DropLockWaiters(key) => Some(AfterApply::DropLockWaiters(key.clone())),
+            Follow::Reply | Follow::KeepAlive => None,
+        }
+    }
+}
+
+/// Decides what the node does with `request` from `caller` (the identity
+/// of its certificate): see the module docs for the rules.
+pub fn admit(
+    role: &mut LeaderRole,
+    machine: &StateMachine,
+    node: NodeView,
+    caller: &Identity,
+    request: ClientRequest,
+) -> Admission {
+    match decide(role, machine, node, caller, request) {
+        Ok(admission) => admission,
+        Err(refusal) => Admission::Refused(refusal),
+    }
+}
+
+fn decide(
+    role: &mut LeaderRole,
+    machine: &StateMachine,
+    node: NodeView,
+    caller: &Identity,
+    request: ClientRequest,
+) -> Result<Admission, Refusal> {
+    check_limits(&machine.config().limits, &request)?;
+    let ClientRequest {
+        session,
+        request_id,
+        ack_below,
+        waiting,
+        op,
+    } = request;
+    let owner = machine.session_owner(session).ok().flatten();
+    let foreign = owner.is_some_and(|owner| owner != caller);
+    if foreign
+        && !matches!(
+            op,
+            RequestOp::OpenSession { .. } | RequestOp::QueryLeader { .. }
+        )
+    {
+        return Err(CommandError::PermissionDenied { session }.into());
+    }
+    let recorded = machine.protocol() >= CURRENT_PROTOCOL;
+    let lease_until = node.lease_until.filter(|_| node.leads);
+    match op {
+        RequestOp::KeepAlive => {
+            require_leader(node)?;
+            if recorded && owner.is_none() && machine.has_session(session) {
+                return Ok(Admission::First(CommandKind::ClaimSession {
+                    session,
+                    owner: caller.clone(),
+                }));
+            }
+            let ttl_ms = role
+                .keep_alive(machine, session, node.now, lease_until)
+                .map_err(|refused| Refusal::keepalive(session, refused))?;
+            return Ok(Admission::KeptAlive { ttl_ms });
+        }
+        RequestOp::QueryLeader { .. } => {
+            // A read served under the leader lease: no other leader can
+            // have applied anything newer, and with the takeover applied
+            // nothing older is missing here.
+            match lease_until {
+                Some(until) if node.now < until => {}
+                _ if node.leads => return Err(Refusal::NoLease),
+                _ => return Err(Refusal::NotLeader),
+            }
+            if !role.serving(machine) {
+                return Err(Refusal::TakingOver);
+            }
+            return Ok(Admission::Read);
+        }
+        _ => require_leader(node)?,
+    }
+    if !recorded {
+        let speaking = node.peers_speaking_current;
+        if let Some(version) = role.protocol_to_record(machine, node.peers, speaking) {
+            return Ok(Admission::First(CommandKind::RaiseProtocol { version }));
+        }
+    }
+    let key = |name: &str| (session.0, name.to_string());
+    let (op, follow) = match op {
+        RequestOp::OpenSession { ttl_ms, open_key } => {
+            let kind = if recorded {
+                CommandKind::OpenSessionAs {
+                    ttl_ms,
+                    owner: caller.clone(),
+                    open_key,
+                }
+            } else {
+                CommandKind::OpenSession { ttl_ms }
+            };
+            return Ok(Admission::Propose {
+                kind,
+                follow: Follow::Reply,
+            });
+        }
+        RequestOp::Renew { name, token } => (ClientOp::Check { name, token }, Follow::KeepAlive),
+        RequestOp::Client(op) => {
+            let follow = match &op {
+                ClientOp::Acquire { name, wait: true } => Follow::Await {
+                    wait: WaitFor::Grant,
+                    key: key(name),
+                },
+                ClientOp::Campaign { name, .. } => Follow::Await {
+                    wait: WaitFor::Win,
+                    key: key(name),
+                },
+                // Dropped as the cancel is applied (a cancel that failed
+                // leaves the wait in the queue, and its requests must still
+                // be there to take the grant), not after.
+                ClientOp::CancelAcquire { name } => Follow::DropLockWaiters(key(name)),
+                _ => Follow::Reply,
+            };
+            (op, follow)
+        }
+        RequestOp::KeepAlive | RequestOp::QueryLeader { .. } => unreachable!("answered above"),
+    };
+    let kind = if recorded {
+        CommandKind::ClientAs {
+            caller: caller.clone(),
+            session,
+            request_id,
+            ack_below,
+            waiting,
+            op,
+        }
+    } else {
+        CommandKind::Client {
+            session,
+            request_id,
+            ack_below,
+            waiting,
+            op,
+        }
+    };
+    Ok(Admission::Propose { kind, follow })
+}
+
+/// The command that withdraws a wait the node gave up on (request `up_to`
+/// of `session`, for `name`): a logged `Abandon`, so a grant or win that
+/// raced the timeout is handed back; the session's lock waiters for `name`
+/// end with it.
+pub fn withdrawal(
+    session: SessionId,
+    name: &str,
+    wait: AbandonedWait,
+    up_to: RequestId,
+) -> (CommandKind, Follow) {
+    let kind = CommandKind::Abandon {
+        session,
+        name: name.to_string(),
+        wait,
+        up_to,
+    };
+    let follow = match wait {
+        AbandonedWait::Acquire => Follow::DropLockWaiters((session.0, name.to_string())),
+        AbandonedWait::Campaign => Follow::Reply,
+    };
+    (kind, follow)
+}
+
+fn require_leader(node: NodeView) -> Result<(), Refusal> {
+    if node.leads {
+        Ok(())
+    } else {
+        Err(Refusal::NotLeader)
+    }
+}
+
+/// Refuses names and values over the limits, and waiting lists longer
+/// than a session's kept answers, before they reach the log: the machine
+/// would refuse them too, but an oversized one must not cost a log entry.
+fn check_limits(limits: &Limits, request: &ClientRequest) -> Result<(), Refusal> {
+    let max = limits.max_unacked_replies_per_session as usize;
+    if request.waiting.len() > max {
+        return Err(Refusal::TooManyWaits {
+            listed: request.waiting.len(),
+            max,
+        });
+    }
+    let (name, value): (Option<&str>, Option<&[u8]>) = match &request.op {
+        RequestOp::Renew { name, .. } => (Some(name), None),
+        RequestOp::QueryLeader { election } => (Some(election), None),
+        RequestOp::Client(op) => match op {
+            ClientOp::Acquire { name, .. }
+            | ClientOp::Release { name, .. }
+            | ClientOp::Check { name, .. }
+            | ClientOp::CancelAcquire { name }
+            | ClientOp::Resign { name } => (Some(name), None),
+            ClientOp::Campaign { name, value } | ClientOp::Proclaim { name, value } => {
+                (Some(name), Some(value))
+            }
+            ClientOp::CloseSession => (None, None),
+        },
+        RequestOp::OpenSession { .. } | RequestOp::KeepAlive => (None, None),
+    };
+    if let Some(name) = name {
+        limits.check_name(name)?;
+    }
+    if let Some(value) = value {
+        limits.check_value(value)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;
