@@ -404,12 +404,14 @@ struct Pending {
 
 /// A client request waiting on a node for its grant, as the node's
 /// request handler waits (the simulator's waiter in the core's book).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct Waiting {
     client: usize,
     cinc: u64,
     request_id: RequestId,
     session: SessionId,
+    /// The lock or election waited for.
+    name: String,
 }
 
 /// The lock workload's own events.
@@ -548,6 +550,8 @@ pub(crate) struct Locks {
     oracle: StateMachine,
     oracle_next: Slot,
     fifo: BTreeMap<String, VecDeque<SessionId>>,
+    /// (election, term) -> the session the log elected in that term.
+    elected: BTreeMap<(String, u64), SessionId>,
     histories: BTreeMap<String, Vec<Operation>>,
     touched: BTreeMap<SessionId, BTreeSet<String>>,
     beliefs: BTreeMap<String, Vec<Belief>>,
@@ -672,6 +676,7 @@ fn new_engine(seed: u64, cfg: LockSimConfig) -> Result<LockSim, Violation> {
         oracle: StateMachine::new(machine_cfg),
         oracle_next: Slot(0),
         fifo: BTreeMap::new(),
+        elected: BTreeMap::new(),
         histories: BTreeMap::new(),
         touched: BTreeMap::new(),
         beliefs: BTreeMap::new(),
@@ -873,6 +878,11 @@ impl LockSim {
                 n.app.observed.insert(e.name.clone(), (e.index, e.term));
             }
         }
+        // The run-wide record first: what a waiter is told is checked
+        // against it.
+        if first {
+            self.canonical(slot, &cmd, &out)?;
+        }
         // The waiters, as the node's apply loop carries them: this
         // command's events, then its own waiter.
         let own = self.take_pending(node, value);
@@ -880,7 +890,7 @@ impl LockSim {
         let n = &mut self.nodes[node].app;
         let waiter = then.map(|then| then.read(&n.machine, &out));
         let settled = n.waiters.applied(&out, waiter);
-        self.settle_waiters(node, settled);
+        self.settle_waiters(node, settled)?;
         self.check_no_waiter_asleep(node)?;
         // Answer the client whose proposal this was, if we proposed it.
         if let Some(p) = own {
@@ -915,9 +925,6 @@ impl LockSim {
                 self.reply(node, p.client, p.cinc, resp);
             }
         }
-        if first {
-            self.canonical(slot, &cmd, &out)?;
-        }
         Ok(())
     }
 
@@ -939,13 +946,20 @@ impl LockSim {
     /// answers its request; a wait ended by its session's end is answered
     /// as the handler does (the session is unknown); one withdrawn by its
     /// own abandon, or refused, is not answered.
-    fn settle_waiters(&mut self, node: usize, settled: Settled<Waiting>) {
-        for (_, w, token) in settled.woken {
+    fn settle_waiters(&mut self, node: usize, settled: Settled<Waiting>) -> Result<(), String> {
+        for (wait, w, value) in settled.woken {
+            let reply = match wait {
+                WaitFor::Grant => Reply::Granted {
+                    token: paxlock_core::locks::FencingToken(value),
+                },
+                WaitFor::Win => {
+                    self.check_elected(w.session, &w.name, value)?;
+                    Reply::Elected { term: value }
+                }
+            };
             let resp = Resp::Applied {
                 request_id: w.request_id,
-                result: Ok(Reply::Granted {
-                    token: paxlock_core::locks::FencingToken(token),
-                }),
+                result: Ok(reply),
             };
             self.reply(node, w.client, w.cinc, resp);
         }
@@ -954,6 +968,20 @@ impl LockSim {
                 let resp = Resp::SessionGone { session: w.session };
                 self.reply(node, w.client, w.cinc, resp);
             }
+        }
+        Ok(())
+    }
+
+    /// A candidate may be told only a term its session won: not a term it
+    /// won before this campaign, nor another's (the two chaos-found bugs
+    /// of the node's handler answered with both).
+    fn check_elected(&self, session: SessionId, name: &str, term: u64) -> Result<(), String> {
+        match self.w.elected.get(&(name.to_string(), term)) {
+            Some(won) if *won == session => Ok(()),
+            won => Err(format!(
+                "election {name}: session {} is told it won term {term}, which the log gave to {won:?}",
+                session.0
+            )),
         }
     }
 
@@ -1020,6 +1048,11 @@ impl LockSim {
                         }
                     }
                 }
+                LockEvent::Election(e) => {
+                    if let ElectionChange::NewLeader { session, .. } = &e.change {
+                        self.w.elected.insert((e.name.clone(), e.term), *session);
+                    }
+                }
                 LockEvent::LockGranted { name, session, .. } => {
                     self.w.report.grants += 1;
                     let q = self.w.fifo.entry(name.clone()).or_default();
@@ -1041,12 +1074,24 @@ impl LockSim {
         }
         // Queue model updates that follow the command's own events.
         let (session, name, cancel, acquire) = match &cmd.kind {
+            // Either form: before the protocol is recorded, requests go
+            // without their caller.
             CommandKind::ClientAs {
+                session,
+                op: ClientOp::Acquire { name, .. },
+                ..
+            }
+            | CommandKind::Client {
                 session,
                 op: ClientOp::Acquire { name, .. },
                 ..
             } => (*session, name.clone(), false, true),
             CommandKind::ClientAs {
+                session,
+                op: ClientOp::CancelAcquire { name },
+                ..
+            }
+            | CommandKind::Client {
                 session,
                 op: ClientOp::CancelAcquire { name },
                 ..
@@ -1184,16 +1229,22 @@ impl LockSim {
             let Req::Cmd {
                 session,
                 request_id,
+                op,
                 ..
             } = &req
             else {
                 unreachable!("only commands wait")
+            };
+            let name = match op {
+                ClientOp::Acquire { name, .. } | ClientOp::Campaign { name, .. } => name.clone(),
+                _ => String::new(),
             };
             let waiting = Waiting {
                 client,
                 cinc,
                 request_id: *request_id,
                 session: *session,
+                name,
             };
             (app.next_waiter, waiting)
         });
@@ -1725,7 +1776,10 @@ impl LockSim {
                     (OpKind::Release, Err(_)) => {
                         self.finish_op(client, Some(Outcome::Stale));
                     }
-                    (OpKind::Campaign, Ok(_)) => {
+                    (OpKind::Campaign, Ok(reply)) => {
+                        if let (Reply::Elected { term }, Some(session)) = (reply, session) {
+                            self.check_elected(session, &op.name, term)?;
+                        }
                         self.w.clients[client].campaigns.insert(op.name.clone());
                         self.finish_op(client, None);
                     }
@@ -1928,7 +1982,7 @@ impl Workload for Locks {
             // per-election observation from the next event.
             n.observed.clear();
             let settled = n.waiters.restored(&n.machine);
-            sim.settle_waiters(node, settled);
+            sim.settle_waiters(node, settled)?;
             sim.check_no_waiter_asleep(node)?;
         }
         Ok(digest)
