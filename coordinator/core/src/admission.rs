@@ -16,7 +16,9 @@
 //! - until the log records protocol [`CURRENT_PROTOCOL`], a leader that
 //!   may record it ([`LeaderRole::protocol_to_record`]) proposes that
 //!   first, so commands carry their caller from the first request on;
-//!   otherwise requests go in the previous release's form, without one;
+//!   otherwise requests go in the previous release's form, without one,
+//!   but only from a leader whose takeover is applied: before that its
+//!   machine may not show that the log records the protocol already;
 //! - a keepalive for a session that has no owner yet (opened before
 //!   protocol 3) claims it with a logged `ClaimSession` first: a keepalive
 //!   is not logged, so it could not claim it otherwise;
@@ -256,7 +258,10 @@ fn decide(
     match op {
         RequestOp::KeepAlive => {
             require_leader(node)?;
-            if recorded && owner.is_none() && machine.has_session(session) {
+            // Only a serving leader's machine shows every owner the log
+            // gave; before that the role refuses the keepalive anyway.
+            let ownerless = owner.is_none() && machine.has_session(session);
+            if recorded && ownerless && role.serving(machine) {
                 return Ok(Admission::First(CommandKind::ClaimSession {
                     session,
                     owner: caller.clone(),
@@ -284,6 +289,15 @@ fn decide(
         _ => require_leader(node)?,
     }
     if !recorded {
+        // Until its takeover is applied, this node's machine may be behind
+        // the log, which may record the protocol already: a request in the
+        // previous release's form would then be refused for its own
+        // session (`PermissionDenied`), and an open would make a session
+        // without an owner, which any identity could claim. Found by the
+        // simulator (seed 20049515).
+        if !role.serving(machine) {
+            return Err(Refusal::TakingOver);
+        }
         let speaking = node.peers_speaking_current;
         if let Some(version) = role.protocol_to_record(machine, node.peers, speaking) {
             return Ok(Admission::First(CommandKind::RaiseProtocol { version }));

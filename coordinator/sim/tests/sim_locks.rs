@@ -231,6 +231,15 @@ fn seed_7_lock_delay_ends_after_failover_to_a_node_whose_clock_reads_lower() {
     regression(7);
 }
 
+/// A new leader still catching up proposed a release in the previous
+/// release's form (its machine did not show the protocol record yet): the
+/// caller was told `PermissionDenied` for its own session, although an
+/// earlier copy had released the lock. Found by the 100,000-seed soak.
+#[test]
+fn seed_20049515_a_leader_taking_over_proposes_nothing_in_the_previous_form() {
+    regression(20_049_515);
+}
+
 #[test]
 fn seed_119_an_unknown_acquire_may_never_have_taken_effect() {
     regression(119);

@@ -346,3 +346,35 @@ fn oversized_names_values_and_waiting_lists_are_refused_before_the_log() {
         })
     );
 }
+
+/// Regression (simulator seed 20049515): a new leader still catching up
+/// has not applied the protocol record of an earlier leader; a request it
+/// sent in the previous release's form was refused `PermissionDenied` for
+/// the caller's own session, although an earlier copy had been applied.
+#[test]
+fn a_leader_not_yet_serving_sends_nothing_in_the_previous_form() {
+    let mut node = Node::leading();
+    let s = node.open(None);
+    let ballot = Ballot {
+        round: 2,
+        node: NodeId(1),
+    };
+    node.role.became_leader(ballot, Nanos(2 * SEC));
+    for op in [
+        acquire("l", false),
+        RequestOp::OpenSession {
+            ttl_ms: 10_000,
+            open_key: 1,
+        },
+    ] {
+        assert_eq!(
+            node.admit("a", s, op),
+            Admission::Refused(Refusal::TakingOver)
+        );
+    }
+    assert_eq!(
+        node.admit("a", s, RequestOp::KeepAlive),
+        Admission::Refused(Refusal::TakingOver),
+        "no claim from a machine that may be behind"
+    );
+}
