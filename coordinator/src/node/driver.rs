@@ -281,7 +281,7 @@ impl Driver {
         // The first step arms the election timer.
         self.step(Input::Tick);
         loop {
-            let flushed = self.flush_persists().await;
+            let flushed = self.flush_persists(&mut reports).await;
             if let Some(reason) = flushed.err().or_else(|| self.failed.take()) {
                 self.stop(reason);
                 return;
@@ -356,7 +356,7 @@ impl Driver {
                 self.wake_at = None;
                 self.step(Input::Tick);
             }
-            if let Err(reason) = self.flush_persists().await {
+            if let Err(reason) = self.flush_persists(&mut reports).await {
                 self.stop(reason);
                 return;
             }
@@ -375,7 +375,15 @@ impl Driver {
     /// reach the followers while its own fsync runs. Requests stay in
     /// order either way: the loop writes only when every request handed
     /// over is durable, so the two writers never overlap.
-    async fn flush_persists(&mut self) -> Result<(), String> {
+    ///
+    /// A persister that failed reported why before it stopped taking
+    /// requests, so a refused hand-over returns that report (the cause an
+    /// operator can act on, such as "Too many open files") rather than the
+    /// mere fact that the persister is gone.
+    async fn flush_persists(
+        &mut self,
+        reports: &mut mpsc::UnboundedReceiver<DriverInput>,
+    ) -> Result<(), String> {
         while !self.unsent_persists.is_empty()
             && !self.replica.is_leader()
             && self.handed_over <= self.consensus.durable()
@@ -392,7 +400,9 @@ impl Driver {
             // which is the backpressure we want. Never dropped: a lost
             // request would hold its messages back forever.
             if self.persist_tx.send(request).await.is_err() {
-                return Err("the persister is gone".into());
+                return Err(
+                    persister_failure(reports).unwrap_or_else(|| "the persister is gone".into())
+                );
             }
         }
         Ok(())
@@ -593,6 +603,18 @@ fn persist_batch(
     }
     result.map_err(|e| format!("persisting failed: {e}"))?;
     Ok(batch.iter().map(|r| r.seq).max().unwrap_or_default())
+}
+
+/// Why the persister stopped, if it said so: its failure report, found
+/// among the reports not yet handled (it sends the report before it drops
+/// its request queue, so the report is there once hand-overs are refused).
+fn persister_failure(reports: &mut mpsc::UnboundedReceiver<DriverInput>) -> Option<String> {
+    while let Ok(report) = reports.try_recv() {
+        if let DriverInput::PersistFailed(reason) = report {
+            return Some(reason);
+        }
+    }
+    None
 }
 
 /// The persister: drains every queued request, persists them with one
@@ -945,6 +967,66 @@ mod tests {
         }
         let persisted_on = threads.lock().unwrap().clone();
         persisted_on
+    }
+
+    /// Fails every write made on the persister thread, as a node out of
+    /// file descriptors does once its next file cannot be opened.
+    struct FailsOnPersister;
+
+    impl Durability for FailsOnPersister {
+        fn persist(&mut self, _batch: &[PersistRequest]) -> Result<(), String> {
+            match std::thread::current().name() {
+                Some("paxlock-persist") => Err("Too many open files (os error 24)".into()),
+                _ => Ok(()),
+            }
+        }
+    }
+
+    /// Regression (CI, `a_node_out_of_file_descriptors_exits_saying_so`):
+    /// when the loop's next hand-over found the failed persister gone
+    /// before it read the persister's report, the node stopped saying only
+    /// "the persister is gone". Whichever it notices first, the loop stops
+    /// with the persister's own reason.
+    ///
+    /// The race is timing-dependent, so the test runs it 20 times (without
+    /// the fix, about one run in six lost the reason here).
+    #[tokio::test]
+    async fn a_failed_persister_stops_the_loop_with_its_reason() {
+        for _ in 0..20 {
+            let (handle, _chosen) = single_node_with(Box::new(FailsOnPersister));
+            let mut status = handle.status.clone();
+            tokio::time::timeout(Duration::from_secs(10), status.wait_for(|s| s.is_leader))
+                .await
+                .expect("elected in time")
+                .expect("loop running");
+            // Keep proposing, so hand-overs race the persister's report.
+            for _ in 0..1_000 {
+                if status.borrow().failed.is_some() {
+                    break;
+                }
+                let proposed = handle
+                    .inbox
+                    .send(DriverInput::Propose(vec![Value::from_static(b"v")]))
+                    .await;
+                if proposed.is_err() {
+                    break;
+                }
+            }
+            wait_until("the loop stops", || status.borrow().failed.is_some()).await;
+            let reason = status.borrow().failed.clone().unwrap_or_default();
+            assert!(reason.contains("Too many open files"), "{reason}");
+        }
+    }
+
+    /// The persister's report is found behind other reports.
+    #[test]
+    fn the_persisters_failure_is_found_among_its_reports() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        tx.send(DriverInput::Persisted(PersistSeq(3))).unwrap();
+        tx.send(DriverInput::PersistFailed("disk full".into()))
+            .unwrap();
+        assert_eq!(persister_failure(&mut rx).as_deref(), Some("disk full"));
+        assert_eq!(persister_failure(&mut rx), None);
     }
 
     #[tokio::test(flavor = "current_thread")]
