@@ -128,6 +128,9 @@ pub enum RoleCanary {
     /// Keepalives are answered without the leader lease (by a leader that
     /// may already have been replaced).
     NoLeaseCheck,
+    /// A keepalive revives a session whose time ran out, though its expiry
+    /// may be in the log already (the bug of ef29f03).
+    ReviveExpiring,
 }
 
 /// The leader role of one node (see the module docs). `Default` is a node
@@ -179,6 +182,15 @@ impl LeaderRole {
     fn canary_no_lease_check(&self) -> bool {
         #[cfg(feature = "canary")]
         return self.canary == RoleCanary::NoLeaseCheck;
+        #[cfg(not(feature = "canary"))]
+        false
+    }
+
+    /// Whether keepalives may revive a session whose time ran out (the
+    /// canary build only).
+    fn canary_revive_expiring(&self) -> bool {
+        #[cfg(feature = "canary")]
+        return self.canary == RoleCanary::ReviveExpiring;
         #[cfg(not(feature = "canary"))]
         false
     }
@@ -332,12 +344,13 @@ impl LeaderRole {
         let ttl_ms = machine
             .session_ttl_ms(session)
             .ok_or(KeepaliveRefused::Unknown)?;
+        let revive_expiring = self.canary_revive_expiring();
         let deadline = self
             .leadership
             .as_mut()
             .and_then(|l| l.deadlines.get_mut(&session))
             .ok_or(KeepaliveRefused::Unknown)?;
-        if !deadline.extendable(now) {
+        if !deadline.extendable(now) && !revive_expiring {
             return Err(KeepaliveRefused::Expiring);
         }
         *deadline = Deadline::At(now.plus(ms(ttl_ms)));

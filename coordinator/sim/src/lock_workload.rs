@@ -99,6 +99,9 @@ pub enum LockCanary {
     /// A node that installs a snapshot settles none of its waiters:
     /// switched off in the shipped [`WaiterBook`].
     NoSettleAfterRestore,
+    /// A keepalive revives a session whose time ran out (its expiry may be
+    /// in the log already): switched off in the shipped [`LeaderRole`].
+    ReviveExpiring,
 }
 
 /// What to simulate on top of [`SimConfig`] (which gives the cluster, the
@@ -122,6 +125,11 @@ pub struct LockSimConfig {
     pub lease_margin_ms: u64,
     /// Whether clients pause and crash during the faulty period.
     pub client_faults: bool,
+    /// Whether, during the faulty period, three in ten messages between a
+    /// client and a node take 0.3 to 1.5 s more (a QUIC stream
+    /// retransmitting under loss): keepalives then arrive after their
+    /// session's deadline, and answers after the sender's lease.
+    pub slow_client_links: bool,
     /// Percent of a client's ticks (every 10–30 ms) on which it starts an
     /// operation when it has none running. Lower: clients hold their locks
     /// longer, with only keepalives between operations.
@@ -147,6 +155,7 @@ impl Default for LockSimConfig {
             opposite_drift: None,
             lease_margin_ms: 1,
             client_faults: true,
+            slow_client_links: false,
             action_percent: 15,
             #[cfg(feature = "canary")]
             canary: LockCanary::None,
@@ -352,6 +361,7 @@ pub(crate) enum Resp {
         result: Result<Reply, CommandError>,
     },
     KeepaliveOk {
+        session: SessionId,
         sent_local: u64,
     },
     SessionGone {
@@ -552,6 +562,13 @@ pub(crate) struct Locks {
     fifo: BTreeMap<String, VecDeque<SessionId>>,
     /// (election, term) -> the session the log elected in that term.
     elected: BTreeMap<(String, u64), SessionId>,
+    /// Session -> the latest true time an answered keepalive promised it
+    /// lives to: its send time plus the lease rule's safe TTL, on the
+    /// sender's clock. What the protocol lets any client rely on, whether
+    /// or not this client's own lease had lapsed by the answer.
+    promised: BTreeMap<SessionId, u64>,
+    /// Session -> when (true time) its expiry was first applied.
+    expired_at: BTreeMap<SessionId, u64>,
     histories: BTreeMap<String, Vec<Operation>>,
     touched: BTreeMap<SessionId, BTreeSet<String>>,
     beliefs: BTreeMap<String, Vec<Belief>>,
@@ -677,6 +694,8 @@ fn new_engine(seed: u64, cfg: LockSimConfig) -> Result<LockSim, Violation> {
         oracle_next: Slot(0),
         fifo: BTreeMap::new(),
         elected: BTreeMap::new(),
+        promised: BTreeMap::new(),
+        expired_at: BTreeMap::new(),
         histories: BTreeMap::new(),
         touched: BTreeMap::new(),
         beliefs: BTreeMap::new(),
@@ -975,6 +994,47 @@ impl LockSim {
     /// A candidate may be told only a term its session won: not a term it
     /// won before this campaign, nor another's (the two chaos-found bugs
     /// of the node's handler answered with both).
+    /// An answered keepalive sent at `sent_local` (on `client`'s clock)
+    /// promises that `session` lives for the lease rule's safe TTL from
+    /// then: an expiry applied before that end breaks the promise any
+    /// client may rely on (a keepalive answered for a session whose expiry
+    /// was already proposed, the bug of ef29f03).
+    fn check_keepalive_promise(
+        &mut self,
+        client: usize,
+        session: SessionId,
+        sent_local: u64,
+    ) -> Result<(), String> {
+        let until = self.w.rule.safe_until(Duration::from_nanos(sent_local));
+        let until = self.w.clients[client].clock.true_at(dur_ns(until));
+        let promised = self.w.promised.entry(session).or_default();
+        *promised = (*promised).max(until);
+        match self.w.expired_at.get(&session) {
+            Some(&at) if at < until => Err(format!(
+                "keepalive promise: session {} was answered a keepalive promising it until true {} ms, but its expiry was applied at {} ms",
+                session.0,
+                until / MS,
+                at / MS
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// The other half of [`Self::check_keepalive_promise`]: `session`'s
+    /// expiry, applied now, ends no promise early.
+    fn check_expiry_keeps_promise(&mut self, session: SessionId) -> Result<(), String> {
+        self.w.expired_at.entry(session).or_insert(self.now);
+        match self.w.promised.get(&session) {
+            Some(&until) if self.now < until => Err(format!(
+                "keepalive promise: session {}'s expiry was applied at true {} ms, but an answered keepalive promised it until {} ms",
+                session.0,
+                self.now / MS,
+                until / MS
+            )),
+            _ => Ok(()),
+        }
+    }
+
     fn check_elected(&self, session: SessionId, name: &str, term: u64) -> Result<(), String> {
         match self.w.elected.get(&(name.to_string(), term)) {
             Some(won) if *won == session => Ok(()),
@@ -1032,6 +1092,7 @@ impl LockSim {
                     let expired = *reason == paxlock_core::locks::CloseReason::Expired;
                     if expired {
                         self.w.report.expiries += 1;
+                        self.check_expiry_keeps_promise(*session)?;
                     }
                     for q in self.w.fifo.values_mut() {
                         q.retain(|s| s != session);
@@ -1121,9 +1182,7 @@ impl LockSim {
 
     fn reply(&mut self, _node: usize, client: usize, cinc: u64, resp: Resp) {
         let from = self.nodes[_node].id;
-        let fates = self
-            .net
-            .fate(&mut self.rng, from, NodeId(1_000 + client as u64));
+        let fates = self.client_link_fates(from, NodeId(1_000 + client as u64));
         for d in fates {
             self.schedule_work(
                 self.now + d,
@@ -1196,8 +1255,16 @@ impl LockSim {
                         return Ok(());
                     }
                     Admission::KeptAlive { .. } => {
-                        if let Req::Keepalive { sent_local, .. } = req {
-                            self.reply(node, client, cinc, Resp::KeepaliveOk { sent_local });
+                        if let Req::Keepalive {
+                            session,
+                            sent_local,
+                        } = req
+                        {
+                            let ok = Resp::KeepaliveOk {
+                                session,
+                                sent_local,
+                            };
+                            self.reply(node, client, cinc, ok);
                         }
                         return Ok(());
                     }
@@ -1298,11 +1365,7 @@ impl LockSim {
     fn send(&mut self, client: usize, req: Req) {
         let c = &self.w.clients[client];
         let (to, cinc) = (c.target, c.incarnation);
-        let fates = self.net.fate(
-            &mut self.rng,
-            NodeId(1_000 + client as u64),
-            self.nodes[to].id,
-        );
+        let fates = self.client_link_fates(NodeId(1_000 + client as u64), self.nodes[to].id);
         // A copy the network duplicated is a resend as far as the answer
         // goes: the reply the client sees may come from either copy.
         if matches!(req, Req::Abandon { .. }) && fates.len() > 1 {
@@ -1321,6 +1384,21 @@ impl LockSim {
                 },
             );
         }
+    }
+
+    /// Delivery delays of one message between a client and a node: the
+    /// network's, slowed down on slow client links (see
+    /// [`LockSimConfig::slow_client_links`]).
+    fn client_link_fates(&mut self, from: NodeId, to: NodeId) -> Vec<u64> {
+        let mut fates = self.net.fate(&mut self.rng, from, to);
+        if self.w.cfg.slow_client_links && !self.healed {
+            for delay in &mut fates {
+                if self.rng.chance_ppm(300_000) {
+                    *delay += self.rng.range(300 * MS, 1_500 * MS);
+                }
+            }
+        }
+        fates
     }
 
     fn retarget(&mut self, client: usize, hint: Option<usize>) {
@@ -1735,8 +1813,12 @@ impl LockSim {
                     }
                 }
             }
-            Resp::KeepaliveOk { sent_local } => {
-                if session.is_some() {
+            Resp::KeepaliveOk {
+                session: kept,
+                sent_local,
+            } => {
+                self.check_keepalive_promise(client, kept, sent_local)?;
+                if session == Some(kept) {
                     self.w.clients[client]
                         .lease
                         .on_answered(Duration::from_nanos(sent_local));
@@ -1909,6 +1991,7 @@ fn new_role(_cfg: &LockSimConfig) -> LeaderRole {
         let canary = match _cfg.canary {
             LockCanary::NoDeadlineRestart => RoleCanary::NoDeadlineRestart,
             LockCanary::NoLeaseCheck => RoleCanary::NoLeaseCheck,
+            LockCanary::ReviveExpiring => RoleCanary::ReviveExpiring,
             _ => RoleCanary::None,
         };
         LeaderRole::with_canary(canary)

@@ -113,3 +113,26 @@ fn a_release_with_a_stale_token_taken_is_caught() {
     };
     report("stale tokens accepted", first_violation(&cfg, 100), 100);
 }
+
+/// The shipped rule that a keepalive never revives a session whose time
+/// ran out (its expiry may be in the log already): an answered keepalive
+/// promises the session a safe TTL from its send time, which an expiry
+/// already on its way breaks. Clients following the client crate's lease
+/// rule ignore such a late answer (their lease lapsed first), so what
+/// catches it is the promise itself, which the protocol lets any client
+/// rely on: the world delays some messages by up to 1.5 s (a QUIC stream
+/// retransmitting under loss), so keepalives arrive after the deadline.
+#[test]
+fn a_keepalive_reviving_an_expiring_session_is_caught() {
+    let cfg = LockSimConfig {
+        canary: LockCanary::ReviveExpiring,
+        slow_client_links: true,
+        ttl_ms: Some(1_500),
+        ..LockSimConfig::default()
+    };
+    report(
+        "keepalive revives an expiring session",
+        first_violation(&cfg, 2_000),
+        2_000,
+    );
+}

@@ -7,8 +7,10 @@
 //! `PAXLOCK_SIM_FIRST_SEED=F` shifts the range. `PAXLOCK_SIM_SECONDS` sets
 //! the faulty time (default 20), `PAXLOCK_SIM_NODES` the cluster size,
 //! `PAXLOCK_SIM_DRIFT_PPM` the drift bound (default 20000),
-//! `PAXLOCK_SIM_CLIENTS` the client count, `PAXLOCK_SIM_VERBOSE=1` prints
-//! every applied command and, on a linearizability failure, the history.
+//! `PAXLOCK_SIM_CLIENTS` the client count, `PAXLOCK_SIM_SLOW_CLIENT_LINKS=1`
+//! slows client links down (see `LockSimConfig::slow_client_links`),
+//! `PAXLOCK_SIM_VERBOSE=1` prints every applied command and, on a
+//! linearizability failure, the history.
 
 use paxlock_sim::{run_lock_seed, LockSimConfig, LockSimReport, Violation};
 
@@ -41,6 +43,7 @@ fn sweep_config() -> LockSimConfig {
         cfg.clients = c as usize;
     }
     cfg.sim.verbose = std::env::var("PAXLOCK_SIM_VERBOSE").is_ok();
+    cfg.slow_client_links = std::env::var("PAXLOCK_SIM_SLOW_CLIENT_LINKS").is_ok();
     cfg
 }
 
@@ -122,6 +125,24 @@ fn every_seed_keeps_lock_safety_under_contention_for_one_lock() {
     };
     let seeds: Vec<u64> = seeds(500).into_iter().map(|s| s + offset).collect();
     sweep("contention", &cfg, &seeds);
+}
+
+/// Slow client links: messages between clients and nodes now and then
+/// take up to 1.5 s more, so keepalives arrive after their session's
+/// deadline and answers after their sender's lease. An answered keepalive
+/// must still keep the session alive for the safe TTL it promised.
+#[test]
+fn slow_client_links_keep_lock_safety_and_keepalive_promises() {
+    let mut cfg = sweep_config();
+    cfg.slow_client_links = true;
+    cfg.ttl_ms = Some(1_500);
+    let offset = if env_u64("PAXLOCK_SIM_SEED").is_some() {
+        0
+    } else {
+        3_000_000
+    };
+    let seeds: Vec<u64> = seeds(200).into_iter().map(|s| s + offset).collect();
+    sweep("slow client links", &cfg, &seeds);
 }
 
 /// Graceful handovers: whichever node leads abdicates every 1.5 s (the
