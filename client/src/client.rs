@@ -5,15 +5,17 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tracing::debug;
+
 use crate::config::Config;
 use crate::connection::Connector;
 use crate::election::Election;
 use crate::error::Error;
 use crate::lock::LockBuilder;
-use crate::proto::{self, request::Op, response, Request};
+use crate::proto::{self, request::Op, response, ErrorCode, Request};
 use crate::session::{Renewal, Session};
 use crate::tls::TlsMaterial;
-use crate::wire::{acknowledgement, CLIENT_ALPN_V1};
+use crate::wire::{acknowledgement, CLIENT_ALPN_V1, MAX_RENUMBERED_SENDS};
 
 /// How a client connects and what session it keeps.
 #[derive(Debug, Clone)]
@@ -200,7 +202,40 @@ impl Inner {
     /// Like `call_with_timeout`, also saying whether the answer came after
     /// more than one attempt (the request reached the cluster more than
     /// once, through more than one server-side handler).
+    ///
+    /// A request refused as acknowledged before it was answered was never
+    /// applied (a withdrawal of a later wait fenced it): it is sent again
+    /// under a new request id, at most [`MAX_RENUMBERED_SENDS`] times,
+    /// within the same timeout.
     pub(crate) async fn call_counting_attempts(
+        &self,
+        session: u64,
+        op: Op,
+        timeout: Duration,
+    ) -> Result<(response::Result, u32), Error> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut attempts = 0;
+        let mut renumbered = 0;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.send_numbered(session, op.clone(), left).await {
+                Ok((result, tries)) => return Ok((result, attempts + tries)),
+                Err(e)
+                    if e.code() == Some(ErrorCode::RequestIdAcknowledged)
+                        && renumbered < MAX_RENUMBERED_SENDS =>
+                {
+                    renumbered += 1;
+                    attempts += 1;
+                    debug!(session, "request fenced by a withdrawal before it was applied; sending it again under a new id");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Numbers `op` as the session's next request and sends it (the same
+    /// request id on every attempt) until answered or `timeout` passes.
+    async fn send_numbered(
         &self,
         session: u64,
         op: Op,

@@ -9,8 +9,9 @@ pub use frame::{
     decode_frame, encode_frame, read_frame, write_frame, FrameError, FRAME_HEADER_BYTES,
     MAX_FRAME_BYTES,
 };
-/// What a request acknowledges (see [`paxlock_client_rules::ack`]).
-pub use paxlock_client_rules::acknowledgement;
+/// What a request acknowledges, and how often one fenced before it was
+/// applied is sent again (see [`paxlock_client_rules::ack`]).
+pub use paxlock_client_rules::ack::{acknowledgement, MAX_RENUMBERED_SENDS};
 
 /// ALPN protocol id of client connections, version 1. Version negotiation
 /// is ALPN: a client offers every version it speaks, newest first, and the

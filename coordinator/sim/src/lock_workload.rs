@@ -19,7 +19,12 @@
 //! 6. each lock's history is linearizable ([`check_all`]);
 //! 7. liveness after healing: a lock held by a dead session with waiters is
 //!    handed on within TTL + lock-delay + election timeout + slack;
-//! 8. no node keeps a request waiting for a grant its session holds.
+//! 8. no node keeps a request waiting for a grant its session holds;
+//! 9. a candidate is told only a term its session won;
+//! 10. an answered keepalive keeps its session alive for the safe TTL it
+//!     promised;
+//! 11. a client following the acknowledgement rule is never refused for
+//!     it (its request acknowledged already, or too many answers kept).
 //!
 //! Every node's leader role is the shipped [`LeaderRole`]: takeover,
 //! session deadlines, keepalives under the lease, expiries, ticks, command
@@ -31,7 +36,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
-use paxlock_client_rules::acknowledgement;
+use paxlock_client_rules::ack::{acknowledgement, MAX_RENUMBERED_SENDS};
 use paxlock_client_rules::lease::{Lease, LeaseRule};
 use paxlock_core::admission::{
     self, Admission, ClientRequest, Follow, NodeView, Refusal, RequestOp,
@@ -102,6 +107,10 @@ pub enum LockCanary {
     /// A keepalive revives a session whose time ran out (its expiry may be
     /// in the log already): switched off in the shipped [`LeaderRole`].
     ReviveExpiring,
+    /// Clients acknowledge by the rule before long waits were listed: a
+    /// running campaign holds the session's floor, so its other answers
+    /// pile up: switched off in the shipped client rules.
+    LongWaitsHoldTheFloor,
 }
 
 /// What to simulate on top of [`SimConfig`] (which gives the cluster, the
@@ -130,6 +139,17 @@ pub struct LockSimConfig {
     /// retransmitting under loss): keepalives then arrive after their
     /// session's deadline, and answers after the sender's lease.
     pub slow_client_links: bool,
+    /// Whether clients campaign in the background, as a service instance
+    /// does while it goes on working: a campaign waits for its win (a long
+    /// wait, as the client crate counts it) while the same session takes
+    /// and releases locks, so its other answers must be acknowledged
+    /// around it. Sessions then keep at most 16 unacknowledged answers
+    /// (instead of 128), so that a floor held back shows within a run.
+    /// A node's withdrawal of one of them that timed out fences the floor
+    /// past the other's first copy if it is still on its way, which the
+    /// client then sends again under a new id (the client rules'
+    /// [`MAX_RENUMBERED_SENDS`]; found here, seed 4000098).
+    pub background_campaigns: bool,
     /// Percent of a client's ticks (every 10–30 ms) on which it starts an
     /// operation when it has none running. Lower: clients hold their locks
     /// longer, with only keepalives between operations.
@@ -156,6 +176,7 @@ impl Default for LockSimConfig {
             lease_margin_ms: 1,
             client_faults: true,
             slow_client_links: false,
+            background_campaigns: false,
             action_percent: 15,
             #[cfg(feature = "canary")]
             canary: LockCanary::None,
@@ -195,6 +216,9 @@ pub struct LockSimReport {
     /// After healing: locks seen held by a dead session (or in lock-delay)
     /// with waiters that were then handed on within the bound.
     pub stuck_locks_resolved: u64,
+    /// Requests sent again under a new id, fenced by a withdrawal before
+    /// they were applied.
+    pub renumbered: u64,
 }
 
 /// Runs one seed of the lock-service simulation.
@@ -215,6 +239,9 @@ impl CanaryGuard {
         canary::set_lifo_grants(canary == LockCanary::GrantOutOfOrder);
         canary::set_reapply_duplicates(canary == LockCanary::ReapplyDuplicates);
         canary::set_accept_stale_tokens(canary == LockCanary::AcceptStaleTokens);
+        paxlock_client_rules::ack::canary::set_long_waits_hold_the_floor(
+            canary == LockCanary::LongWaitsHoldTheFloor,
+        );
         CanaryGuard
     }
 }
@@ -225,6 +252,7 @@ impl Drop for CanaryGuard {
         paxlock_core::locks::machine::canary::set_lifo_grants(false);
         paxlock_core::locks::machine::canary::set_reapply_duplicates(false);
         paxlock_core::locks::machine::canary::set_accept_stale_tokens(false);
+        paxlock_client_rules::ack::canary::set_long_waits_hold_the_floor(false);
     }
 }
 
@@ -251,20 +279,28 @@ pub(crate) enum Req {
         session: SessionId,
         name: String,
         up_to: RequestId,
+        wait: AbandonedWait,
     },
 }
 
-/// A client command as the client crate sends it: what it acknowledges is
-/// decided by the client rules' [`acknowledgement`], given what is in
-/// flight (these clients run one request at a time: only this one), with
-/// blocking acquires and campaigns as long waits, as the client counts
-/// them.
-fn command(session: SessionId, request_id: RequestId, op: ClientOp) -> Req {
-    let long_wait = matches!(
+/// Whether `op` is a long wait, as the client crate counts them.
+fn is_long_wait(op: &ClientOp) -> bool {
+    matches!(
         op,
         ClientOp::Acquire { wait: true, .. } | ClientOp::Campaign { .. }
-    );
-    let in_flight = BTreeMap::from([(request_id.0, long_wait)]);
+    )
+}
+
+/// A client command as the client crate sends it: what it acknowledges is
+/// decided by the client rules' [`acknowledgement`], given the session's
+/// requests in flight (`in_flight`, request id -> long wait) and this one.
+fn command(
+    session: SessionId,
+    request_id: RequestId,
+    op: ClientOp,
+    mut in_flight: BTreeMap<u64, bool>,
+) -> Req {
+    in_flight.insert(request_id.0, is_long_wait(&op));
     let (below, waiting) = acknowledgement(&in_flight, request_id.0);
     Req::Cmd {
         session,
@@ -513,6 +549,17 @@ struct InFlight {
     /// from a later copy (which finds nothing to release): the cancel's
     /// outcome is then recorded as unknown.
     abandon_sends: u32,
+    /// Times the request was sent again under a new id, refused as
+    /// acknowledged before it was applied (see [`MAX_RENUMBERED_SENDS`]).
+    renumbered: u32,
+}
+
+/// Which of a client's tasks a request in flight belongs to: its
+/// operations, or its background campaign.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Task {
+    Op,
+    Campaign,
 }
 
 struct LClient {
@@ -527,6 +574,9 @@ struct LClient {
     next_req: u64,
     next_nonce: u64,
     op: Option<InFlight>,
+    /// A campaign running in the background (see
+    /// [`LockSimConfig::background_campaigns`]).
+    campaign: Option<InFlight>,
     held: BTreeMap<String, u64>,
     /// The last lock this client released, with the token it released:
     /// another task of the same program may release it again later.
@@ -609,6 +659,9 @@ fn new_engine(seed: u64, cfg: LockSimConfig) -> Result<LockSim, Violation> {
         ..paxlock_core::locks::Config::default()
     };
     machine_cfg.limits.min_ttl_ms = 1_000;
+    if cfg.background_campaigns {
+        machine_cfg.limits.max_unacked_replies_per_session = 16;
+    }
     let nodes = members
         .iter()
         .map(|id| {
@@ -674,6 +727,7 @@ fn new_engine(seed: u64, cfg: LockSimConfig) -> Result<LockSim, Violation> {
                 next_req: 1,
                 next_nonce: 0,
                 op: None,
+                campaign: None,
                 held: BTreeMap::new(),
                 released: None,
                 campaigns: BTreeSet::new(),
@@ -948,11 +1002,17 @@ impl LockSim {
     }
 
     /// The answer to a client command, as the node's handler gives it: a
-    /// queued blocking acquire is answered by its waiter instead (the core
-    /// registered it, or woke it at once if the grant has happened).
+    /// queued blocking acquire or a campaign left a candidate is answered
+    /// by its waiter instead (the core registered it, or woke it at once
+    /// if the grant or win has happened).
     fn command_answer(p: &Pending, request_id: RequestId, out: &Output) -> Option<Resp> {
         let waits = matches!(p.then, Some(AfterApply::Register { .. }));
-        if waits && matches!(out.reply, Ok(Reply::Queued { .. })) {
+        if waits
+            && matches!(
+                out.reply,
+                Ok(Reply::Queued { .. } | Reply::Candidate { .. })
+            )
+        {
             return None;
         }
         Some(Resp::Applied {
@@ -991,9 +1051,6 @@ impl LockSim {
         Ok(())
     }
 
-    /// A candidate may be told only a term its session won: not a term it
-    /// won before this campaign, nor another's (the two chaos-found bugs
-    /// of the node's handler answered with both).
     /// An answered keepalive sent at `sent_local` (on `client`'s clock)
     /// promises that `session` lives for the lease rule's safe TTL from
     /// then: an expiry applied before that end breaks the promise any
@@ -1035,6 +1092,9 @@ impl LockSim {
         }
     }
 
+    /// A candidate may be told only a term its session won: not a term it
+    /// won before this campaign, nor another's (the two chaos-found bugs
+    /// of the node's handler answered with both).
     fn check_elected(&self, session: SessionId, name: &str, term: u64) -> Result<(), String> {
         match self.w.elected.get(&(name.to_string(), term)) {
             Some(won) if *won == session => Ok(()),
@@ -1228,13 +1288,13 @@ impl LockSim {
                 session,
                 name,
                 up_to,
+                wait,
             } => {
                 if !view.leads {
                     self.reply(node, client, cinc, Resp::NotLeader { hint });
                     return Ok(());
                 }
-                let (kind, follow) =
-                    admission::withdrawal(*session, name, AbandonedWait::Acquire, *up_to);
+                let (kind, follow) = admission::withdrawal(*session, name, *wait, *up_to);
                 let tag = Tag::Abandon {
                     name: name.clone(),
                     up_to: *up_to,
@@ -1368,9 +1428,12 @@ impl LockSim {
         let fates = self.client_link_fates(NodeId(1_000 + client as u64), self.nodes[to].id);
         // A copy the network duplicated is a resend as far as the answer
         // goes: the reply the client sees may come from either copy.
-        if matches!(req, Req::Abandon { .. }) && fates.len() > 1 {
-            if let Some(op) = self.w.clients[client].op.as_mut() {
-                op.abandon_sends += fates.len() as u32 - 1;
+        if let (Req::Abandon { up_to, .. }, true) = (&req, fates.len() > 1) {
+            let c = &mut self.w.clients[client];
+            for op in [c.op.as_mut(), c.campaign.as_mut()].into_iter().flatten() {
+                if op.request_id == *up_to {
+                    op.abandon_sends += fates.len() as u32 - 1;
+                }
             }
         }
         for d in fates {
@@ -1437,6 +1500,7 @@ impl LockSim {
     }
 
     fn abandon_in_flight(&mut self, client: usize) {
+        self.w.clients[client].campaign = None;
         if let Some(op) = self.w.clients[client].op.take() {
             for h in [op.hist, op.cancel_hist].into_iter().flatten() {
                 self.w
@@ -1575,57 +1639,101 @@ impl LockSim {
                 },
             );
         }
-        // 5. The operation in flight.
-        if let Some(op) = self.w.clients[client].op.clone() {
-            if op.kind == OpKind::Acquire && local >= op.deadline_local {
-                // The blocking acquire timed out: withdraw it.
-                let cancel = Operation {
-                    client: session.0,
-                    call: Call::Cancel,
-                    outcome: Outcome::Unknown,
-                    invoked_at: self.now,
-                    completed_at: None,
-                };
-                if let Some(o) = self.w.clients[client].op.as_mut() {
-                    o.kind = OpKind::Abandon;
-                    o.cancel_hist = Some(cancel);
-                    o.abandon_sends = 1;
-                    o.awaiting = true;
-                    o.last_sent = self.now;
-                }
-                self.send(
-                    client,
-                    Req::Abandon {
-                        session,
-                        name: op.name.clone(),
-                        up_to: op.request_id,
-                    },
-                );
-            } else if op.awaiting && self.now.saturating_sub(op.last_sent) >= RESEND_NS {
-                self.retarget(client, self.leader_guess);
-                self.resend(client, session);
-            }
-            return Ok(());
+        // 5. The background campaign, if any.
+        self.drive(client, session, local, Task::Campaign);
+        // 6. The operation in flight, or something new.
+        if self.w.clients[client].op.is_some() {
+            self.drive(client, session, local, Task::Op);
+        } else {
+            self.new_action(client, session);
         }
-        // 6. Something new.
-        self.new_action(client, session);
         Ok(())
     }
 
-    fn resend(&mut self, client: usize, session: SessionId) {
-        let Some(op) = self.w.clients[client].op.as_mut() else {
+    fn flight(&mut self, client: usize, task: Task) -> &mut Option<InFlight> {
+        let c = &mut self.w.clients[client];
+        match task {
+            Task::Op => &mut c.op,
+            Task::Campaign => &mut c.campaign,
+        }
+    }
+
+    /// The client's requests in flight, as its acknowledgement counts them
+    /// (request id -> long wait): a wait it gave up on is not (the client
+    /// crate drops a call's entry when the call ends).
+    fn in_flight(&self, client: usize) -> BTreeMap<u64, bool> {
+        let c = &self.w.clients[client];
+        [c.op.as_ref(), c.campaign.as_ref()]
+            .into_iter()
+            .flatten()
+            .filter(|op| op.kind != OpKind::Abandon)
+            .map(|op| (op.request_id.0, is_long_wait(&op.op)))
+            .collect()
+    }
+
+    /// A request in flight on the client's tick: a wait past its timeout is
+    /// given up (the node withdraws it, as the handler does on a timeout);
+    /// one unanswered for a while is sent again.
+    fn drive(&mut self, client: usize, session: SessionId, local: u64, task: Task) {
+        let Some(op) = self.flight(client, task).clone() else {
             return;
         };
-        op.last_sent = self.now;
+        let wait = match op.kind {
+            OpKind::Acquire => Some(AbandonedWait::Acquire),
+            OpKind::Campaign => Some(AbandonedWait::Campaign),
+            _ => None,
+        };
+        if let (Some(wait), true) = (wait, local >= op.deadline_local) {
+            // The lock history records the cancel of an acquire.
+            let cancel = (wait == AbandonedWait::Acquire).then_some(Operation {
+                client: session.0,
+                call: Call::Cancel,
+                outcome: Outcome::Unknown,
+                invoked_at: self.now,
+                completed_at: None,
+            });
+            let now = self.now;
+            if let Some(o) = self.flight(client, task).as_mut() {
+                o.kind = OpKind::Abandon;
+                o.cancel_hist = cancel;
+                o.abandon_sends = 1;
+                o.awaiting = true;
+                o.last_sent = now;
+            }
+            let abandon = Req::Abandon {
+                session,
+                name: op.name.clone(),
+                up_to: op.request_id,
+                wait,
+            };
+            self.send(client, abandon);
+        } else if op.awaiting && self.now.saturating_sub(op.last_sent) >= RESEND_NS {
+            self.retarget(client, self.leader_guess);
+            self.resend(client, session, task);
+        }
+    }
+
+    fn resend(&mut self, client: usize, session: SessionId, task: Task) {
+        let in_flight = self.in_flight(client);
+        let now = self.now;
+        let Some(op) = self.flight(client, task).as_mut() else {
+            return;
+        };
+        op.last_sent = now;
         let req = if op.kind == OpKind::Abandon {
             op.abandon_sends += 1;
+            let wait = match op.op {
+                ClientOp::Campaign { .. } => AbandonedWait::Campaign,
+                _ => AbandonedWait::Acquire,
+            };
             Req::Abandon {
                 session,
                 name: op.name.clone(),
                 up_to: op.request_id,
+                wait,
             }
         } else {
-            command(session, op.request_id, op.op.clone())
+            command(session, op.request_id, op.op.clone(), in_flight)
         };
         self.send(client, req);
     }
@@ -1694,7 +1802,8 @@ impl LockSim {
                     self.end_belief(client, &n, self.now);
                 }
                 let id = self.next_request_id(client);
-                self.send(client, command(session, id, ClientOp::CloseSession));
+                let close = command(session, id, ClientOp::CloseSession, self.in_flight(client));
+                self.send(client, close);
                 self.lose_session(client, self.now);
                 return;
             }
@@ -1738,6 +1847,14 @@ impl LockSim {
             }
             _ => return,
         };
+        let task = if kind == OpKind::Campaign && self.w.cfg.background_campaigns {
+            Task::Campaign
+        } else {
+            Task::Op
+        };
+        if task == Task::Campaign && self.w.clients[client].campaign.is_some() {
+            return;
+        }
         let request_id = self.next_request_id(client);
         let hist = match &op {
             ClientOp::Acquire { .. } => Some(Call::Acquire),
@@ -1759,23 +1876,30 @@ impl LockSim {
             }
         });
         let timeout = self.rng.range(300 * MS, 3 * SEC);
-        self.w.clients[client].op = Some(InFlight {
+        // A background campaign waits longer than the session's other
+        // requests, as a service instance's would.
+        let deadline_local = match task {
+            Task::Op => local + timeout,
+            Task::Campaign => local + 4 * timeout,
+        };
+        *self.flight(client, task) = Some(InFlight {
             kind,
             name,
             op,
             request_id,
             awaiting: true,
             last_sent: self.now,
-            deadline_local: local + timeout,
+            deadline_local,
             hist,
             cancel_hist: None,
             abandon_sends: 0,
+            renumbered: 0,
         });
-        self.resend(client, session);
+        self.resend(client, session, task);
     }
 
-    fn finish_op(&mut self, client: usize, outcome: Option<Outcome>) {
-        if let Some(op) = self.w.clients[client].op.take() {
+    fn finish_op(&mut self, client: usize, task: Task, outcome: Option<Outcome>) {
+        if let Some(op) = self.flight(client, task).take() {
             if let (Some(h), Some(outcome)) = (op.hist, outcome) {
                 self.w
                     .histories
@@ -1830,19 +1954,50 @@ impl LockSim {
                 }
             }
             Resp::Applied { request_id, result } => {
-                let Some(op) = self.w.clients[client].op.clone() else {
+                let answered = [Task::Op, Task::Campaign].into_iter().find(|task| {
+                    self.flight(client, *task).as_ref().is_some_and(|op| {
+                        op.request_id == request_id && op.kind != OpKind::Abandon && op.awaiting
+                    })
+                });
+                let Some(task) = answered else {
                     return Ok(());
                 };
-                if op.request_id != request_id || op.kind == OpKind::Abandon || !op.awaiting {
+                let Some(op) = self.flight(client, task).clone() else {
                     return Ok(());
+                };
+                if let (Err(CommandError::RequestIdAcked { .. }), true) =
+                    (&result, op.renumbered < MAX_RENUMBERED_SENDS)
+                {
+                    // Fenced by a withdrawal before it was applied: the
+                    // client rule sends it again under a new id.
+                    let id = self.next_request_id(client);
+                    if let Some(o) = self.flight(client, task).as_mut() {
+                        o.request_id = id;
+                        o.renumbered += 1;
+                    }
+                    self.w.report.renumbered += 1;
+                    if let Some(session) = session {
+                        self.resend(client, session, task);
+                    }
+                    return Ok(());
+                }
+                if let Err(
+                    e @ (CommandError::RequestIdAcked { .. }
+                    | CommandError::TooManyUnackedReplies { .. }),
+                ) = &result
+                {
+                    return Err(format!(
+                        "acknowledgement: client {client}'s request {} ({:?}) was refused although the client acknowledges by the rule: {e}",
+                        request_id.0, op.kind
+                    ));
                 }
                 match (op.kind, result) {
                     (OpKind::TryAcquire | OpKind::Acquire, Ok(Reply::Granted { token })) => {
-                        self.finish_op(client, Some(Outcome::Granted { token: token.0 }));
+                        self.finish_op(client, task, Some(Outcome::Granted { token: token.0 }));
                         self.start_belief(client, &op.name, token.0)?;
                     }
                     (OpKind::TryAcquire, Ok(Reply::Busy { .. })) => {
-                        self.finish_op(client, Some(Outcome::Busy));
+                        self.finish_op(client, task, Some(Outcome::Busy));
                     }
                     (OpKind::Acquire, Ok(Reply::Queued { .. })) => {
                         return Err(format!(
@@ -1853,25 +2008,25 @@ impl LockSim {
                         if let ClientOp::Release { token, .. } = &op.op {
                             self.w.clients[client].released = Some((op.name.clone(), token.0));
                         }
-                        self.finish_op(client, Some(Outcome::Released));
+                        self.finish_op(client, task, Some(Outcome::Released));
                     }
                     (OpKind::Release, Err(_)) => {
-                        self.finish_op(client, Some(Outcome::Stale));
+                        self.finish_op(client, task, Some(Outcome::Stale));
                     }
                     (OpKind::Campaign, Ok(reply)) => {
                         if let (Reply::Elected { term }, Some(session)) = (reply, session) {
                             self.check_elected(session, &op.name, term)?;
                         }
                         self.w.clients[client].campaigns.insert(op.name.clone());
-                        self.finish_op(client, None);
+                        self.finish_op(client, task, None);
                     }
                     (OpKind::Resign, _) => {
                         self.w.clients[client].campaigns.remove(&op.name);
-                        self.finish_op(client, None);
+                        self.finish_op(client, task, None);
                     }
                     // Errors that change nothing (unknown session, limits):
                     // the operation had no effect; leave it out.
-                    _ => self.finish_op(client, None),
+                    _ => self.finish_op(client, task, None),
                 }
             }
             Resp::Abandoned {
@@ -1879,11 +2034,16 @@ impl LockSim {
                 up_to,
                 result,
             } => {
-                let Some(op) = self.w.clients[client].op.take() else {
+                let abandoned = [Task::Op, Task::Campaign].into_iter().find(|task| {
+                    self.flight(client, *task).as_ref().is_some_and(|op| {
+                        op.kind == OpKind::Abandon && op.name == name && op.request_id == up_to
+                    })
+                });
+                let Some(op) = abandoned.and_then(|task| self.flight(client, task).take()) else {
                     return Ok(());
                 };
-                if op.kind != OpKind::Abandon || op.name != name || op.request_id != up_to {
-                    self.w.clients[client].op = Some(op);
+                if op.hist.is_none() && op.cancel_hist.is_none() {
+                    // A campaign's: no lock history to complete.
                     return Ok(());
                 }
                 let h = self.w.histories.entry(name).or_default();

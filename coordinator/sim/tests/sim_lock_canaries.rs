@@ -136,3 +136,17 @@ fn a_keepalive_reviving_an_expiring_session_is_caught() {
         2_000,
     );
 }
+
+/// The client's acknowledgement around long waits (the fix of 04405ef):
+/// with the rule before it, a campaign waiting in the background holds
+/// its session's floor, the session's other answers pile up, and the
+/// session refuses its requests once the limit is reached.
+#[test]
+fn long_waits_holding_the_acknowledged_floor_are_caught() {
+    let cfg = LockSimConfig {
+        canary: LockCanary::LongWaitsHoldTheFloor,
+        background_campaigns: true,
+        ..LockSimConfig::default()
+    };
+    report("long waits hold the floor", first_violation(&cfg, 200), 200);
+}

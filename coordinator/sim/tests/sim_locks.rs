@@ -9,6 +9,8 @@
 //! `PAXLOCK_SIM_DRIFT_PPM` the drift bound (default 20000),
 //! `PAXLOCK_SIM_CLIENTS` the client count, `PAXLOCK_SIM_SLOW_CLIENT_LINKS=1`
 //! slows client links down (see `LockSimConfig::slow_client_links`),
+//! `PAXLOCK_SIM_BACKGROUND_CAMPAIGNS=1` has clients campaign in the
+//! background (see `LockSimConfig::background_campaigns`),
 //! `PAXLOCK_SIM_VERBOSE=1` prints every applied command and, on a
 //! linearizability failure, the history.
 
@@ -25,6 +27,21 @@ fn seeds(default_count: u64) -> Vec<u64> {
     let n = env_u64("PAXLOCK_SIM_SEEDS").unwrap_or(default_count);
     let first = env_u64("PAXLOCK_SIM_FIRST_SEED").unwrap_or(0);
     (first..first + n).collect()
+}
+
+/// The seeds of a sweep over a world of its own: shifted by `offset`, so
+/// that it draws other runs than the mixed sweep's seeds would;
+/// `PAXLOCK_SIM_SEED` still names the one seed to run, unshifted.
+fn shifted_seeds(default_count: u64, offset: u64) -> Vec<u64> {
+    let shift = if env_u64("PAXLOCK_SIM_SEED").is_some() {
+        0
+    } else {
+        offset
+    };
+    seeds(default_count)
+        .into_iter()
+        .map(|s| s + shift)
+        .collect()
 }
 
 fn sweep_config() -> LockSimConfig {
@@ -44,6 +61,7 @@ fn sweep_config() -> LockSimConfig {
     }
     cfg.sim.verbose = std::env::var("PAXLOCK_SIM_VERBOSE").is_ok();
     cfg.slow_client_links = std::env::var("PAXLOCK_SIM_SLOW_CLIENT_LINKS").is_ok();
+    cfg.background_campaigns = std::env::var("PAXLOCK_SIM_BACKGROUND_CAMPAIGNS").is_ok();
     cfg
 }
 
@@ -72,13 +90,14 @@ fn sweep(label: &str, cfg: &LockSimConfig, seeds: &[u64]) {
                 total.history_ops += r.history_ops;
                 total.lin_unknown += r.lin_unknown;
                 total.stuck_locks_resolved += r.stuck_locks_resolved;
+                total.renumbered += r.renumbered;
                 opposite += u64::from(r.opposite_drift);
             }
             Err(v) => failures.push(repro(&v)),
         }
     }
     eprintln!(
-        "{label}: {} seeds ({} with opposite drift) in {:.1} s: {} events, {} slots, {} grants, {} expiries, {} elections, {} client faults, {} resource writes, {} history ops, {} locks over the linearizability budget, {} dead-holder/lock-delay hand-offs checked after healing",
+        "{label}: {} seeds ({} with opposite drift) in {:.1} s: {} events, {} slots, {} grants, {} expiries, {} elections, {} client faults, {} resource writes, {} history ops, {} locks over the linearizability budget, {} dead-holder/lock-delay hand-offs checked after healing, {} requests sent again under a new id",
         seeds.len(),
         opposite,
         started.elapsed().as_secs_f64(),
@@ -91,7 +110,8 @@ fn sweep(label: &str, cfg: &LockSimConfig, seeds: &[u64]) {
         total.resource_writes,
         total.history_ops,
         total.lin_unknown,
-        total.stuck_locks_resolved
+        total.stuck_locks_resolved,
+        total.renumbered
     );
     assert!(
         failures.is_empty(),
@@ -117,13 +137,7 @@ fn contention_config() -> LockSimConfig {
 #[test]
 fn every_seed_keeps_lock_safety_under_contention_for_one_lock() {
     let cfg = contention_config();
-    // Different seeds from the mixed sweep's, so contention sees new worlds.
-    let offset = if env_u64("PAXLOCK_SIM_SEED").is_some() {
-        0
-    } else {
-        1_000_000
-    };
-    let seeds: Vec<u64> = seeds(500).into_iter().map(|s| s + offset).collect();
+    let seeds = shifted_seeds(500, 1_000_000);
     sweep("contention", &cfg, &seeds);
 }
 
@@ -136,13 +150,39 @@ fn slow_client_links_keep_lock_safety_and_keepalive_promises() {
     let mut cfg = sweep_config();
     cfg.slow_client_links = true;
     cfg.ttl_ms = Some(1_500);
-    let offset = if env_u64("PAXLOCK_SIM_SEED").is_some() {
-        0
-    } else {
-        3_000_000
-    };
-    let seeds: Vec<u64> = seeds(200).into_iter().map(|s| s + offset).collect();
+    let seeds = shifted_seeds(200, 5_000_000);
     sweep("slow client links", &cfg, &seeds);
+}
+
+/// Background campaigns: a campaign waits for its win while the same
+/// session takes and releases locks, as a service instance's does. Its
+/// other answers are acknowledged around the running wait, so none is
+/// ever refused for acknowledgement, and the campaign's own retries still
+/// find its answer.
+#[test]
+fn background_campaigns_are_acknowledged_around() {
+    let mut cfg = sweep_config();
+    cfg.background_campaigns = true;
+    let seeds = shifted_seeds(200, 4_000_000);
+    sweep("background campaigns", &cfg, &seeds);
+}
+
+/// Found by the background-campaign world: a blocking acquire timed out
+/// and its node's withdrawal moved the session's floor past the
+/// campaign's first copy, still on its way; applied later, it was refused
+/// as acknowledged though never applied. The client now sends such a
+/// request again under a new id, and this seed does so.
+#[test]
+fn seed_4000098_a_request_fenced_by_a_withdrawal_is_sent_again_under_a_new_id() {
+    let mut cfg = sweep_config();
+    cfg.background_campaigns = true;
+    match run_lock_seed(4_000_098, &cfg) {
+        Ok(report) => assert!(
+            report.renumbered > 0,
+            "the seed no longer fences a request: {report:?}"
+        ),
+        Err(v) => panic!("{}", repro(&v)),
+    }
 }
 
 /// Graceful handovers: whichever node leads abdicates every 1.5 s (the
@@ -152,12 +192,7 @@ fn slow_client_links_keep_lock_safety_and_keepalive_promises() {
 fn graceful_handovers_keep_lock_safety() {
     let mut cfg = sweep_config();
     cfg.sim.abdicate_every_ns = Some(1_500_000_000);
-    let offset = if env_u64("PAXLOCK_SIM_SEED").is_some() {
-        0
-    } else {
-        2_000_000
-    };
-    let seeds: Vec<u64> = seeds(100).into_iter().map(|s| s + offset).collect();
+    let seeds = shifted_seeds(100, 2_000_000);
     sweep("handovers", &cfg, &seeds);
 }
 
@@ -175,12 +210,7 @@ fn isolated_leaders_reachable_by_their_clients_keep_lock_safety() {
     cfg.ttl_ms = Some(1_500);
     cfg.action_percent = 3;
     cfg.sim.fault_weights = Some([0, 0, 0, 10, 3, 0, 0, 0]);
-    let offset = if env_u64("PAXLOCK_SIM_SEED").is_some() {
-        0
-    } else {
-        3_000_000
-    };
-    let seeds: Vec<u64> = seeds(200).into_iter().map(|s| s + offset).collect();
+    let seeds = shifted_seeds(200, 3_000_000);
     sweep("isolated leaders", &cfg, &seeds);
 }
 
