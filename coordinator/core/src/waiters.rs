@@ -138,7 +138,10 @@ impl<T> AfterApply<T> {
                     None => Own::NotWaiting(wait, waiter),
                 }
             }
-            AfterApply::DropLockWaiters(key) if !output.duplicate && output.reply.is_ok() => {
+            AfterApply::DropLockWaiters(key)
+                if (!output.duplicate && output.reply.is_ok())
+                    || canary::drop_on_refused_cancel() =>
+            {
                 Own::DropLockWaiters(key)
             }
             AfterApply::DropLockWaiters(_) => Own::Nothing,
@@ -174,6 +177,32 @@ impl<T> Settled<T> {
     /// Nothing to do.
     pub fn is_empty(&self) -> bool {
         self.woken.is_empty() && self.dropped.is_empty() && self.published.is_empty()
+    }
+}
+
+/// A switch that breaks the rule that only a cancel that took effect drops
+/// waiters; off (and constant false) outside canary builds.
+pub mod canary {
+    #[cfg(feature = "canary")]
+    thread_local! {
+        static DROP_ON_REFUSED_CANCEL: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
+
+    /// Makes a cancel that did not take effect (a duplicate, or refused:
+    /// a stale withdrawal of an earlier wait) drop the lock waiters of its
+    /// key on this thread, a later acquire's included (canary builds
+    /// only).
+    #[cfg(feature = "canary")]
+    pub fn set_drop_on_refused_cancel(on: bool) {
+        DROP_ON_REFUSED_CANCEL.with(|c| c.set(on));
+    }
+
+    /// Whether the canary is on for this thread.
+    pub fn drop_on_refused_cancel() -> bool {
+        #[cfg(feature = "canary")]
+        return DROP_ON_REFUSED_CANCEL.with(std::cell::Cell::get);
+        #[cfg(not(feature = "canary"))]
+        false
     }
 }
 

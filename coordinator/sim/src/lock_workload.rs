@@ -19,7 +19,8 @@
 //! 6. each lock's history is linearizable ([`check_all`]);
 //! 7. liveness after healing: a lock held by a dead session with waiters is
 //!    handed on within TTL + lock-delay + election timeout + slack;
-//! 8. no node keeps a request waiting for a grant its session holds;
+//! 8. no node keeps a request waiting for a grant its session holds, nor
+//!    drops the waiter of an acquire still queued;
 //! 9. a candidate is told only a term its session won;
 //! 10. an answered keepalive keeps its session alive for the safe TTL it
 //!     promised;
@@ -52,7 +53,7 @@ use paxlock_core::paxos::{
     ChosenEntry, Input, LeadershipEvent, Nanos, NodeId, Rejected, Slot, Snapshot, Value,
 };
 use paxlock_core::proposal::Proposal;
-use paxlock_core::waiters::{AfterApply, Settled, WaitFor, WaiterBook};
+use paxlock_core::waiters::{AfterApply, Own, Settled, WaitFor, WaiterBook};
 
 use super::clock::ClockModel;
 use super::engine::{invalid_snapshot, Engine, SimConfig, SimNode, Violation, Workload, MS, SEC};
@@ -111,6 +112,10 @@ pub enum LockCanary {
     /// running campaign holds the session's floor, so its other answers
     /// pile up: switched off in the shipped client rules.
     LongWaitsHoldTheFloor,
+    /// A cancel that did not take effect (a stale withdrawal of an earlier
+    /// wait, or a copy) still drops its key's lock waiters, a later
+    /// acquire's included: switched off in the shipped waiter rules.
+    DropOnRefusedCancel,
 }
 
 /// What to simulate on top of [`SimConfig`] (which gives the cluster, the
@@ -242,6 +247,9 @@ impl CanaryGuard {
         paxlock_client_rules::ack::canary::set_long_waits_hold_the_floor(
             canary == LockCanary::LongWaitsHoldTheFloor,
         );
+        paxlock_core::waiters::canary::set_drop_on_refused_cancel(
+            canary == LockCanary::DropOnRefusedCancel,
+        );
         CanaryGuard
     }
 }
@@ -253,6 +261,7 @@ impl Drop for CanaryGuard {
         paxlock_core::locks::machine::canary::set_reapply_duplicates(false);
         paxlock_core::locks::machine::canary::set_accept_stale_tokens(false);
         paxlock_client_rules::ack::canary::set_long_waits_hold_the_floor(false);
+        paxlock_core::waiters::canary::set_drop_on_refused_cancel(false);
     }
 }
 
@@ -962,7 +971,14 @@ impl LockSim {
         let then = own.as_ref().and_then(|p| p.then.clone());
         let n = &mut self.nodes[node].app;
         let waiter = then.map(|then| then.read(&n.machine, &out));
+        // This command's own request, answered by its reply: not a waiter
+        // that was registered, whatever the state says.
+        let answered = match &waiter {
+            Some(Own::NotWaiting(_, w)) => Some((w.session, w.request_id)),
+            _ => None,
+        };
         let settled = n.waiters.applied(&out, waiter);
+        self.check_dropped_waiters(node, &settled, answered)?;
         self.settle_waiters(node, settled)?;
         self.check_no_waiter_asleep(node)?;
         // Answer the client whose proposal this was, if we proposed it.
@@ -1046,6 +1062,34 @@ impl LockSim {
             if !self.nodes[node].app.machine.has_session(w.session) {
                 let resp = Resp::SessionGone { session: w.session };
                 self.reply(node, w.client, w.cinc, resp);
+            }
+        }
+        Ok(())
+    }
+
+    /// A lock waiter the node registered is dropped only once its wait is
+    /// over: its session ended, or its acquire is no longer queued (a
+    /// cancel that took effect withdrew it, or a restored state shows it
+    /// granted elsewhere or gone). Dropping one still queued leaves its
+    /// request unanswered when the grant comes (a cancel dropping a later
+    /// acquire's waiter was such a bug of the node's handler). `answered`
+    /// is the command's own request, answered by its reply.
+    fn check_dropped_waiters(
+        &self,
+        node: usize,
+        settled: &Settled<Waiting>,
+        answered: Option<(SessionId, RequestId)>,
+    ) -> Result<(), String> {
+        let machine = &self.nodes[node].app.machine;
+        for (wait, w) in &settled.dropped {
+            let own = answered == Some((w.session, w.request_id));
+            let queued =
+                machine.has_session(w.session) && machine.waiters(&w.name).contains(&w.session);
+            if *wait == WaitFor::Grant && !own && queued {
+                return Err(format!(
+                    "node {} dropped the waiter of session {}'s acquire {} of {}, which is still queued",
+                    self.nodes[node].id.0, w.session.0, w.request_id.0, w.name
+                ));
             }
         }
         Ok(())
@@ -2225,6 +2269,7 @@ impl Workload for Locks {
             // per-election observation from the next event.
             n.observed.clear();
             let settled = n.waiters.restored(&n.machine);
+            sim.check_dropped_waiters(node, &settled, None)?;
             sim.settle_waiters(node, settled)?;
             sim.check_no_waiter_asleep(node)?;
         }

@@ -150,3 +150,20 @@ fn long_waits_holding_the_acknowledged_floor_are_caught() {
     };
     report("long waits hold the floor", first_violation(&cfg, 200), 200);
 }
+
+/// Only a cancel that took effect drops waiters: a stale withdrawal of an
+/// earlier wait (a delayed copy of it, applied after the session queued
+/// again for the same lock) must leave the later acquire's waiter, or that
+/// request goes unanswered when its grant comes.
+#[test]
+fn a_refused_cancel_dropping_a_later_acquires_waiter_is_caught() {
+    let cfg = LockSimConfig {
+        canary: LockCanary::DropOnRefusedCancel,
+        ..LockSimConfig::default()
+    };
+    report(
+        "refused cancel drops waiters",
+        first_violation(&cfg, 2_000),
+        2_000,
+    );
+}
