@@ -621,6 +621,10 @@ pub(crate) struct Locks {
     fifo: BTreeMap<String, VecDeque<SessionId>>,
     /// (election, term) -> the session the log elected in that term.
     elected: BTreeMap<(String, u64), SessionId>,
+    /// (session, campaign request) -> the election's term just before the
+    /// campaign was first applied: the campaign may not be told a term
+    /// below it (one its session won before this campaign).
+    campaign_floor: BTreeMap<(SessionId, RequestId), u64>,
     /// Session -> the latest true time an answered keepalive promised it
     /// lives to: its send time plus the lease rule's safe TTL, on the
     /// sender's clock. What the protocol lets any client rely on, whether
@@ -757,6 +761,7 @@ fn new_engine(seed: u64, cfg: LockSimConfig) -> Result<LockSim, Violation> {
         oracle_next: Slot(0),
         fifo: BTreeMap::new(),
         elected: BTreeMap::new(),
+        campaign_floor: BTreeMap::new(),
         promised: BTreeMap::new(),
         expired_at: BTreeMap::new(),
         histories: BTreeMap::new(),
@@ -1048,7 +1053,7 @@ impl LockSim {
                     token: paxlock_core::locks::FencingToken(value),
                 },
                 WaitFor::Win => {
-                    self.check_elected(w.session, &w.name, value)?;
+                    self.check_elected(w.session, w.request_id, &w.name, value)?;
                     Reply::Elected { term: value }
                 }
             };
@@ -1139,13 +1144,28 @@ impl LockSim {
     /// A candidate may be told only a term its session won: not a term it
     /// won before this campaign, nor another's (the two chaos-found bugs
     /// of the node's handler answered with both).
-    fn check_elected(&self, session: SessionId, name: &str, term: u64) -> Result<(), String> {
+    fn check_elected(
+        &self,
+        session: SessionId,
+        request_id: RequestId,
+        name: &str,
+        term: u64,
+    ) -> Result<(), String> {
         match self.w.elected.get(&(name.to_string(), term)) {
-            Some(won) if *won == session => Ok(()),
-            won => Err(format!(
-                "election {name}: session {} is told it won term {term}, which the log gave to {won:?}",
-                session.0
+            Some(won) if *won == session => {}
+            won => {
+                return Err(format!(
+                    "election {name}: session {} is told it won term {term}, which the log gave to {won:?}",
+                    session.0
+                ))
+            }
+        }
+        match self.w.campaign_floor.get(&(session, request_id)) {
+            Some(&floor) if term < floor => Err(format!(
+                "election {name}: session {}'s campaign {} is told it won term {term}, which it won before this campaign (the election was at term {floor})",
+                session.0, request_id.0
             )),
+            _ => Ok(()),
         }
     }
 
@@ -1173,6 +1193,25 @@ impl LockSim {
         cmd: &Command,
         out: &paxlock_core::locks::Output,
     ) -> Result<(), String> {
+        if let CommandKind::Client {
+            session,
+            request_id,
+            op: ClientOp::Campaign { name, .. },
+            ..
+        }
+        | CommandKind::ClientAs {
+            session,
+            request_id,
+            op: ClientOp::Campaign { name, .. },
+            ..
+        } = &cmd.kind
+        {
+            let before = self.w.oracle.term(name);
+            self.w
+                .campaign_floor
+                .entry((*session, *request_id))
+                .or_insert(before);
+        }
         let oracle_out = self.w.oracle.apply(slot.0, cmd.clone());
         if oracle_out != *out {
             return Err(format!(
@@ -2059,7 +2098,7 @@ impl LockSim {
                     }
                     (OpKind::Campaign, Ok(reply)) => {
                         if let (Reply::Elected { term }, Some(session)) = (reply, session) {
-                            self.check_elected(session, &op.name, term)?;
+                            self.check_elected(session, request_id, &op.name, term)?;
                         }
                         self.w.clients[client].campaigns.insert(op.name.clone());
                         self.finish_op(client, task, None);

@@ -147,11 +147,16 @@ fn every_seed_keeps_lock_safety_under_contention_for_one_lock() {
 /// must still keep the session alive for the safe TTL it promised.
 #[test]
 fn slow_client_links_keep_lock_safety_and_keepalive_promises() {
+    let seeds = shifted_seeds(200, 5_000_000);
+    sweep("slow client links", &slow_links_config(), &seeds);
+}
+
+/// The slow-client-links sweep's world.
+fn slow_links_config() -> LockSimConfig {
     let mut cfg = sweep_config();
     cfg.slow_client_links = true;
     cfg.ttl_ms = Some(1_500);
-    let seeds = shifted_seeds(200, 5_000_000);
-    sweep("slow client links", &cfg, &seeds);
+    cfg
 }
 
 /// Background campaigns: a campaign waits for its win while the same
@@ -259,6 +264,25 @@ fn regression_with(seed: u64, cfg: &LockSimConfig) {
     if let Err(v) = run_lock_seed(seed, cfg) {
         panic!("{}", repro(&v));
     }
+}
+
+/// Found by reverting 34e54ba (chaos seed 20261129) in a scratch copy: a
+/// node registered a blocking acquire's waiter when it proposed the
+/// request, so a node catching up woke it with the session's older grant
+/// of the same lock, and the client went on with a token another holder
+/// had superseded (not linearizable here; fencing at seed 5000020).
+/// Waiters now register as their own command is applied
+/// (`paxlock-core::waiters`).
+#[test]
+fn seed_81_a_waiter_is_not_woken_by_an_older_grant() {
+    regression_with(81, &sweep_config());
+}
+
+/// The same bug, found by the slow-client-links sweep: the client believed
+/// it held a lock with a token the resource had seen superseded.
+#[test]
+fn seed_5000020_a_waiter_is_not_woken_by_an_older_grant() {
+    regression_with(5_000_020, &slow_links_config());
 }
 
 /// Found when chosen markers stopped costing an fsync of their own: a
