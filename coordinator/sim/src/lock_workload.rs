@@ -155,6 +155,21 @@ pub struct LockSimConfig {
     /// client then sends again under a new id (the client rules'
     /// [`MAX_RENUMBERED_SENDS`]; found here, seed 4000098).
     pub background_campaigns: bool,
+    /// Whether a client gives a wait up itself when its time is over, as
+    /// the client crate does when the caller leaves (its future dropped):
+    /// with a `CancelAcquire` or `Resign` of its own, answered before its
+    /// next request, instead of leaving the withdrawal to the node.
+    ///
+    /// Not in the CI sweep: with background campaigns it finds an open
+    /// bug (seed 6001702): a `CancelAcquire` cannot fence the abandoned
+    /// acquire's first copy while an older wait of the session (the
+    /// campaign) is listed but not yet applied, because the floor stops
+    /// below that wait; the acquire's delayed copy is then applied after
+    /// its cancel, and the session holds the lock for nobody until it
+    /// ends. Reproduce with `PAXLOCK_SIM_CLIENT_UNDO=1
+    /// PAXLOCK_SIM_BACKGROUND_CAMPAIGNS=1 PAXLOCK_SIM_SEED=6001702` on the
+    /// `sim_locks` sweep.
+    pub client_undo: bool,
     /// Percent of a client's ticks (every 10–30 ms) on which it starts an
     /// operation when it has none running. Lower: clients hold their locks
     /// longer, with only keepalives between operations.
@@ -182,6 +197,7 @@ impl Default for LockSimConfig {
             client_faults: true,
             slow_client_links: false,
             background_campaigns: false,
+            client_undo: false,
             action_percent: 15,
             #[cfg(feature = "canary")]
             canary: LockCanary::None,
@@ -538,7 +554,11 @@ enum OpKind {
     Release,
     Campaign,
     Resign,
+    /// The node withdraws a wait the client gave up (after its timeout).
     Abandon,
+    /// The client undoes a wait its caller left, with a request of its
+    /// own (see [`LockSimConfig::client_undo`]).
+    Undo,
 }
 
 #[derive(Debug, Clone)]
@@ -1766,7 +1786,10 @@ impl LockSim {
             OpKind::Campaign => Some(AbandonedWait::Campaign),
             _ => None,
         };
-        if let (Some(wait), true) = (wait, local >= op.deadline_local) {
+        let given_up = local >= op.deadline_local;
+        if let (Some(wait), true, true) = (wait, given_up, self.w.cfg.client_undo) {
+            self.undo(client, session, task, wait);
+        } else if let (Some(wait), true) = (wait, given_up) {
             // The lock history records the cancel of an acquire.
             let cancel = (wait == AbandonedWait::Acquire).then_some(Operation {
                 client: session.0,
@@ -1793,6 +1816,65 @@ impl LockSim {
         } else if op.awaiting && self.now.saturating_sub(op.last_sent) >= RESEND_NS {
             self.retarget(client, self.leader_guess);
             self.resend(client, session, task);
+        }
+    }
+
+    /// The client undoes the wait in flight in `task` with a request of
+    /// its own, as the client crate's `undo` does: a `CancelAcquire`
+    /// (which also releases a grant that raced it) or a `Resign`. The
+    /// task's next request waits for its answer.
+    fn undo(&mut self, client: usize, session: SessionId, task: Task, wait: AbandonedWait) {
+        let request_id = self.next_request_id(client);
+        let now = self.now;
+        let Some(op) = self.flight(client, task).as_mut() else {
+            return;
+        };
+        let name = op.name.clone();
+        op.op = match wait {
+            AbandonedWait::Acquire => ClientOp::CancelAcquire { name },
+            AbandonedWait::Campaign => ClientOp::Resign { name },
+        };
+        op.kind = OpKind::Undo;
+        op.request_id = request_id;
+        op.awaiting = true;
+        // The lock history records the cancel of an acquire.
+        op.cancel_hist = (wait == AbandonedWait::Acquire).then_some(Operation {
+            client: session.0,
+            call: Call::Cancel,
+            outcome: Outcome::Unknown,
+            invoked_at: now,
+            completed_at: None,
+        });
+        self.resend(client, session, task);
+    }
+
+    /// The answer to an undo: the acquire it withdrew completes with it,
+    /// outcome unknown (the checker's convention), and the cancel with
+    /// what it did. Exactly once: every copy gets the first answer.
+    fn undone(&mut self, client: usize, task: Task, result: Result<Reply, CommandError>) {
+        let Some(op) = self.flight(client, task).take() else {
+            return;
+        };
+        let h = self.w.histories.entry(op.name).or_default();
+        if let Some(acq) = op.hist {
+            h.push(Operation {
+                outcome: Outcome::Unknown,
+                completed_at: Some(self.now),
+                ..acq
+            });
+        }
+        if let Some(cancel) = op.cancel_hist {
+            let outcome = match result {
+                Ok(Reply::Cancelled { released }) => Outcome::Cancelled {
+                    released: released.is_some(),
+                },
+                _ => Outcome::Unknown,
+            };
+            h.push(Operation {
+                outcome,
+                completed_at: Some(self.now),
+                ..cancel
+            });
         }
     }
 
@@ -2107,6 +2189,7 @@ impl LockSim {
                         self.w.clients[client].campaigns.remove(&op.name);
                         self.finish_op(client, task, None);
                     }
+                    (OpKind::Undo, result) => self.undone(client, task, result),
                     // Errors that change nothing (unknown session, limits):
                     // the operation had no effect; leave it out.
                     _ => self.finish_op(client, task, None),

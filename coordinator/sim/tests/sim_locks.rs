@@ -11,6 +11,8 @@
 //! slows client links down (see `LockSimConfig::slow_client_links`),
 //! `PAXLOCK_SIM_BACKGROUND_CAMPAIGNS=1` has clients campaign in the
 //! background (see `LockSimConfig::background_campaigns`),
+//! `PAXLOCK_SIM_CLIENT_UNDO=1` has clients undo the waits they give up
+//! (see `LockSimConfig::client_undo`),
 //! `PAXLOCK_SIM_VERBOSE=1` prints every applied command and, on a
 //! linearizability failure, the history.
 
@@ -62,6 +64,7 @@ fn sweep_config() -> LockSimConfig {
     cfg.sim.verbose = std::env::var("PAXLOCK_SIM_VERBOSE").is_ok();
     cfg.slow_client_links = std::env::var("PAXLOCK_SIM_SLOW_CLIENT_LINKS").is_ok();
     cfg.background_campaigns = std::env::var("PAXLOCK_SIM_BACKGROUND_CAMPAIGNS").is_ok();
+    cfg.client_undo = std::env::var("PAXLOCK_SIM_CLIENT_UNDO").is_ok();
     cfg
 }
 
