@@ -21,7 +21,8 @@
 //!    handed on within TTL + lock-delay + election timeout + slack;
 //! 8. no node keeps a request waiting for a grant its session holds, nor
 //!    drops the waiter of an acquire still queued;
-//! 9. a candidate is told only a term its session won;
+//! 9. a candidate is told only a term its session won since its campaign
+//!    was applied;
 //! 10. an answered keepalive keeps its session alive for the safe TTL it
 //!     promised;
 //! 11. a client following the acknowledgement rule is never refused for
