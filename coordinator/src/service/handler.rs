@@ -700,12 +700,24 @@ mod tests {
         }
     }
 
-    /// A context that believes its node leads, proposing into `inbox`.
+    /// A context whose node leads and serves (its takeover applied, after
+    /// what its machine holds so far), proposing into `inbox`.
     fn leader_context(
         shared: Arc<Shared>,
         clock: NodeClock,
         inbox: mpsc::Sender<DriverInput>,
     ) -> Context {
+        {
+            let mut m = shared.machine();
+            let ballot = crate::paxos::Ballot {
+                round: 1,
+                node: crate::paxos::NodeId(1),
+            };
+            let takeover = shared.role().became_leader(ballot, clock.now());
+            let slot = m.last_applied_slot();
+            let output = m.apply(slot, takeover);
+            shared.role().applied(&m, &output, clock.now());
+        }
         // The sender is dropped: the status stays what it was made with.
         let (_, status) = watch::channel(DriverStatus {
             is_leader: true,
@@ -1155,13 +1167,13 @@ mod tests {
             vec![
                 client(b, 1, acquire(false)),
                 // A token is the revision of its grant: two sessions
-                // opened, then b's acquire.
+                // opened, the takeover, then b's acquire.
                 client(
                     b,
                     2,
                     ClientOp::Release {
                         name: "l".into(),
-                        token: crate::locks::FencingToken(3),
+                        token: crate::locks::FencingToken(4),
                     },
                 ),
                 client(a, 1, acquire(false)),
