@@ -216,9 +216,10 @@ impl Inner {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut attempts = 0;
         let mut renumbered = 0;
+        let mut op = Some(op);
         loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            match self.send_numbered(session, op.clone(), left).await {
+            match self.send_numbered(session, &mut op, left).await {
                 Ok((result, tries)) => return Ok((result, attempts + tries)),
                 Err(e)
                     if e.code() == Some(ErrorCode::RequestIdAcknowledged)
@@ -235,15 +236,17 @@ impl Inner {
 
     /// Numbers `op` as the session's next request and sends it (the same
     /// request id on every attempt) until answered or `timeout` passes.
+    /// `op` is moved into the request and back once the call returns, so a
+    /// send under a new id needs no copy of it.
     async fn send_numbered(
         &self,
         session: u64,
-        op: Op,
+        op: &mut Option<Op>,
         timeout: Duration,
     ) -> Result<(response::Result, u32), Error> {
-        let is_wait = match &op {
-            Op::Acquire(acquire) => acquire.wait,
-            Op::Campaign(_) => true,
+        let is_wait = match op {
+            Some(Op::Acquire(acquire)) => acquire.wait,
+            Some(Op::Campaign(_)) => true,
             _ => false,
         };
         let (request_id, ack_below, waiting) = {
@@ -264,12 +267,12 @@ impl Inner {
             let (ack_below, waiting) = acknowledgement(&in_flight, request_id);
             (request_id, ack_below, waiting)
         };
-        let request = Request {
+        let mut request = Request {
             request_id,
             session_id: session,
             ack_below,
             waiting,
-            op: Some(op),
+            op: op.take(),
         };
         // Leaves `in_flight` however the call ends, dropped by its caller
         // included: a stale entry would hold the session's acknowledgement
@@ -278,7 +281,9 @@ impl Inner {
             in_flight: &self.in_flight,
             request_id,
         };
-        let (response, attempts) = self.connector.call(&request, timeout).await?;
+        let called = self.connector.call(&request, timeout).await;
+        *op = request.op.take();
+        let (response, attempts) = called?;
         if let Some(error) = response.error {
             return Err(Error::from_proto(error));
         }

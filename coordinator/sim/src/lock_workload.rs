@@ -1856,6 +1856,23 @@ impl LockSim {
         let Some(op) = self.flight(client, task).take() else {
             return;
         };
+        let cancelled = match result {
+            Ok(Reply::Cancelled { released }) => Outcome::Cancelled {
+                released: released.is_some(),
+            },
+            _ => Outcome::Unknown,
+        };
+        self.complete_withdrawal(op, Some(cancelled));
+    }
+
+    /// Completes a withdrawn acquire's lock history: the acquire with
+    /// the withdrawal, outcome unknown (the checker's convention), and the
+    /// cancel with `cancelled`, if known. A campaign's has none.
+    fn complete_withdrawal(&mut self, op: InFlight, cancelled: Option<Outcome>) {
+        let cancel = op.cancel_hist.zip(cancelled);
+        if op.hist.is_none() && cancel.is_none() {
+            return;
+        }
         let h = self.w.histories.entry(op.name).or_default();
         if let Some(acq) = op.hist {
             h.push(Operation {
@@ -1864,13 +1881,7 @@ impl LockSim {
                 ..acq
             });
         }
-        if let Some(cancel) = op.cancel_hist {
-            let outcome = match result {
-                Ok(Reply::Cancelled { released }) => Outcome::Cancelled {
-                    released: released.is_some(),
-                },
-                _ => Outcome::Unknown,
-            };
+        if let Some((cancel, outcome)) = cancel {
             h.push(Operation {
                 outcome,
                 completed_at: Some(self.now),
@@ -2209,34 +2220,16 @@ impl LockSim {
                 let Some(op) = abandoned.and_then(|task| self.flight(client, task).take()) else {
                     return Ok(());
                 };
-                if op.hist.is_none() && op.cancel_hist.is_none() {
-                    // A campaign's: no lock history to complete.
-                    return Ok(());
-                }
-                let h = self.w.histories.entry(name).or_default();
-                if let Some(acq) = op.hist {
-                    // Per the checker's convention: the acquire completes
-                    // with the cancel, outcome unknown.
-                    h.push(Operation {
-                        outcome: Outcome::Unknown,
-                        completed_at: Some(self.now),
-                        ..acq
-                    });
-                }
-                if let (Some(c), Ok(Reply::Cancelled { released })) = (op.cancel_hist, result) {
-                    let outcome = if op.abandon_sends > 1 {
-                        Outcome::Unknown
-                    } else {
-                        Outcome::Cancelled {
-                            released: released.is_some(),
-                        }
-                    };
-                    h.push(Operation {
-                        outcome,
-                        completed_at: Some(self.now),
-                        ..c
-                    });
-                }
+                // Abandon is not deduplicated: after a resend the answer
+                // may be a later copy's, which found nothing to release.
+                let cancelled = match result {
+                    Ok(Reply::Cancelled { .. }) if op.abandon_sends > 1 => Some(Outcome::Unknown),
+                    Ok(Reply::Cancelled { released }) => Some(Outcome::Cancelled {
+                        released: released.is_some(),
+                    }),
+                    _ => None,
+                };
+                self.complete_withdrawal(op, cancelled);
             }
         }
         Ok(())

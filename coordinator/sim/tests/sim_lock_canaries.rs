@@ -15,8 +15,10 @@ fn first_violation(cfg: &LockSimConfig, max_seeds: u64) -> Option<(u64, String)>
     })
 }
 
-fn report(name: &str, found: Option<(u64, String)>, max_seeds: u64) {
-    match found {
+/// Fails unless a seed below `max_seeds` of `cfg` shows a violation;
+/// prints the first one's repro line.
+fn assert_caught(name: &str, cfg: &LockSimConfig, max_seeds: u64) {
+    match first_violation(cfg, max_seeds) {
         Some((seed, line)) => eprintln!("canary {name}: caught at seed {seed}: {line}"),
         None => panic!("canary {name}: not caught in {max_seeds} seeds"),
     }
@@ -28,7 +30,7 @@ fn a_leader_that_does_not_restart_deadlines_at_takeover_is_caught() {
         canary: LockCanary::NoDeadlineRestart,
         ..LockSimConfig::default()
     };
-    report("no deadline restart", first_violation(&cfg, 150), 150);
+    assert_caught("no deadline restart", &cfg, 150);
 }
 
 #[test]
@@ -39,7 +41,7 @@ fn a_client_lease_not_shortened_by_the_drift_bound_is_caught() {
         lock_delay_ms: Some(0),
         ..LockSimConfig::default()
     };
-    report("unshortened lease", first_violation(&cfg, 40), 40);
+    assert_caught("unshortened lease", &cfg, 40);
 }
 
 #[test]
@@ -48,7 +50,7 @@ fn granting_a_waiter_out_of_fifo_order_is_caught() {
         canary: LockCanary::GrantOutOfOrder,
         ..LockSimConfig::default()
     };
-    report("out-of-order grant", first_violation(&cfg, 40), 40);
+    assert_caught("out-of-order grant", &cfg, 40);
 }
 
 /// The shipped waiter rule of `paxlock-core`: a node that installs a
@@ -59,11 +61,7 @@ fn waiters_left_asleep_after_a_snapshot_install_are_caught() {
         canary: LockCanary::NoSettleAfterRestore,
         ..LockSimConfig::default()
     };
-    report(
-        "waiters asleep after restore",
-        first_violation(&cfg, 400),
-        400,
-    );
+    assert_caught("waiters asleep after restore", &cfg, 400);
 }
 
 /// The shipped lease rule of keepalives: a leader cut off from its peers
@@ -83,11 +81,7 @@ fn keepalives_answered_without_the_leader_lease_are_caught() {
         ..LockSimConfig::default()
     };
     cfg.sim.fault_weights = Some([0, 0, 0, 10, 3, 0, 0, 0]);
-    report(
-        "keepalive without lease",
-        first_violation(&cfg, 1_500),
-        1_500,
-    );
+    assert_caught("keepalive without lease", &cfg, 1_500);
 }
 
 /// The state machine's exactly-once rule: a copy of a request (a resend,
@@ -99,7 +93,7 @@ fn requests_applied_again_when_a_copy_arrives_are_caught() {
         canary: LockCanary::ReapplyDuplicates,
         ..LockSimConfig::default()
     };
-    report("reapplied duplicates", first_violation(&cfg, 100), 100);
+    assert_caught("reapplied duplicates", &cfg, 100);
 }
 
 /// Stale-token refusal: a release presenting the token of an earlier
@@ -111,7 +105,7 @@ fn a_release_with_a_stale_token_taken_is_caught() {
         canary: LockCanary::AcceptStaleTokens,
         ..LockSimConfig::default()
     };
-    report("stale tokens accepted", first_violation(&cfg, 100), 100);
+    assert_caught("stale tokens accepted", &cfg, 100);
 }
 
 /// The shipped rule that a keepalive never revives a session whose time
@@ -130,11 +124,7 @@ fn a_keepalive_reviving_an_expiring_session_is_caught() {
         ttl_ms: Some(1_500),
         ..LockSimConfig::default()
     };
-    report(
-        "keepalive revives an expiring session",
-        first_violation(&cfg, 2_000),
-        2_000,
-    );
+    assert_caught("keepalive revives an expiring session", &cfg, 2_000);
 }
 
 /// The client's acknowledgement around long waits (the fix of 04405ef):
@@ -148,7 +138,7 @@ fn long_waits_holding_the_acknowledged_floor_are_caught() {
         background_campaigns: true,
         ..LockSimConfig::default()
     };
-    report("long waits hold the floor", first_violation(&cfg, 200), 200);
+    assert_caught("long waits hold the floor", &cfg, 200);
 }
 
 /// Only a cancel that took effect drops waiters: a stale withdrawal of an
@@ -161,9 +151,5 @@ fn a_refused_cancel_dropping_a_later_acquires_waiter_is_caught() {
         canary: LockCanary::DropOnRefusedCancel,
         ..LockSimConfig::default()
     };
-    report(
-        "refused cancel drops waiters",
-        first_violation(&cfg, 2_000),
-        2_000,
-    );
+    assert_caught("refused cancel drops waiters", &cfg, 2_000);
 }
