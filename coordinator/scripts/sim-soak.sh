@@ -3,7 +3,9 @@
 # service), split over JOBS processes, in a release build.
 #   SEEDS=100000 JOBS=2 coordinator/scripts/sim-soak.sh
 #   WORKLOADS=locks SEEDS=50000 FIRST=5000000 coordinator/scripts/sim-soak.sh
-# PAXLOCK_SIM_SLOW_CLIENT_LINKS=1 runs the lock seeds over slow client links.
+# PAXLOCK_SIM_SLOW_CLIENT_LINKS=1 runs the lock seeds over slow client links,
+# PAXLOCK_SIM_LATE_WAKEUPS=1 with woken requests answered late (and so on:
+# every PAXLOCK_SIM_* world switch of sim_locks.rs applies).
 # A failing seed prints its one-line repro (PAXLOCK_SIM_SEED=... cargo test ...).
 set -euo pipefail
 cd "$(dirname "$0")/../.."

@@ -22,6 +22,8 @@
 //!   must not wait on another's session);
 //! - a cancel drops the waiters registered before it, not a later
 //!   acquire's, and only if it took effect (not a duplicate, not refused);
+//! - a woken request is told the grant or win that woke it
+//!   ([`Woken::reply`]), never the state when its task gets to answer;
 //! - a session's end drops all of its waiters;
 //! - a restored snapshot settles every waiter whose grant or win it holds
 //!   (the events inside it were never applied here, so nothing else would
@@ -29,7 +31,9 @@
 
 use std::collections::BTreeMap;
 
-use crate::locks::{ElectionChange, ElectionEvent, Event, Output, Reply, SessionId, StateMachine};
+use crate::locks::{
+    ElectionChange, ElectionEvent, Event, FencingToken, Output, Reply, SessionId, StateMachine,
+};
 
 /// (session, lock or election name).
 pub type WaiterKey = (u64, String);
@@ -47,6 +51,38 @@ pub enum WaitFor {
     Grant,
     /// A campaign's win: answered with the term won.
     Win,
+}
+
+/// What woke a waiter: the fencing token it was granted or the term it
+/// won, taken from the event (or restored state) that ended its wait, and
+/// carried to the waiting request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Woken {
+    /// Grant or win.
+    pub wait: WaitFor,
+    /// The fencing token granted, or the term won.
+    pub value: u64,
+}
+
+impl Woken {
+    /// What the woken request is told: the grant or win that woke it.
+    ///
+    /// The request's task runs after the node's apply loop has moved on,
+    /// and by then later entries may have released the lock or ended the
+    /// leadership and handed it on. So the answer is built from what woke
+    /// the request, never from the state when its task runs: a candidate
+    /// told the election's later term would believe it leads a term that
+    /// another session won (the chaos soak's seed 20261127 found the
+    /// node's handler doing that; the simulator's late wake-ups find it,
+    /// see `LockSimConfig::late_wakeups`).
+    pub fn reply(self) -> Reply {
+        match self.wait {
+            WaitFor::Grant => Reply::Granted {
+                token: FencingToken(self.value),
+            },
+            WaitFor::Win => Reply::Elected { term: self.value },
+        }
+    }
 }
 
 /// What the node does for a command of its own the moment it is applied:
@@ -153,8 +189,8 @@ impl<T> AfterApply<T> {
 /// for the node to carry out (outside any lock).
 #[derive(Debug)]
 pub struct Settled<T> {
-    /// Answer these with the token or term.
-    pub woken: Vec<(WaitFor, T, u64)>,
+    /// Answer these with the token or term ([`Woken::reply`]).
+    pub woken: Vec<(T, Woken)>,
     /// Their wait is over unanswered: the session ended, or a cancel
     /// withdrew it, or a restored state shows it can no longer be granted;
     /// or it never began (the command's own reply answers the request).
@@ -357,7 +393,9 @@ impl<T> WaiterBook<T> {
                 id,
                 waiter,
             }) => self.add(wait, key, id, waiter),
-            Some(Own::Answered(wait, waiter, value)) => settled.woken.push((wait, waiter, value)),
+            Some(Own::Answered(wait, waiter, value)) => {
+                settled.woken.push((waiter, Woken { wait, value }))
+            }
             Some(Own::NotWaiting(wait, waiter)) => settled.dropped.push((wait, waiter)),
             Some(Own::DropLockWaiters(key)) => self.drop_key(WaitFor::Grant, &key, &mut settled),
             Some(Own::Nothing) | None => {}
@@ -423,7 +461,7 @@ impl<T> WaiterBook<T> {
             self.count -= waiting.len();
             settled
                 .woken
-                .extend(waiting.into_iter().map(|(_, w)| (wait, w, value)));
+                .extend(waiting.into_iter().map(|(_, w)| (w, Woken { wait, value })));
         }
     }
 

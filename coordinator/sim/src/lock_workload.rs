@@ -54,7 +54,7 @@ use paxlock_core::paxos::{
     ChosenEntry, Input, LeadershipEvent, Nanos, NodeId, Rejected, Slot, Snapshot, Value,
 };
 use paxlock_core::proposal::Proposal;
-use paxlock_core::waiters::{AfterApply, Own, Settled, WaitFor, WaiterBook};
+use paxlock_core::waiters::{AfterApply, Own, Settled, WaitFor, WaiterBook, Woken};
 
 use super::clock::ClockModel;
 use super::engine::{invalid_snapshot, Engine, SimConfig, SimNode, Violation, Workload, MS, SEC};
@@ -145,6 +145,16 @@ pub struct LockSimConfig {
     /// retransmitting under loss): keepalives then arrive after their
     /// session's deadline, and answers after the sender's lease.
     pub slow_client_links: bool,
+    /// Whether, during the faulty period, three in ten woken requests are
+    /// answered 5 ms to 1.5 s after the apply that woke them, as a node's
+    /// request task runs when the scheduler gets to it: the node's apply
+    /// loop goes on meanwhile, so the lock may be released and the
+    /// leadership handed on before the answer is written. The answer is
+    /// built then ([`Woken::reply`], as the node's handler calls it), so
+    /// an answer read from the state of that moment instead of from what
+    /// woke the request is caught (the chaos soak's seed 20261127; found
+    /// here at seed 7000007 with that fix reverted).
+    pub late_wakeups: bool,
     /// Whether clients campaign in the background, as a service instance
     /// does while it goes on working: a campaign waits for its win (a long
     /// wait, as the client crate counts it) while the same session takes
@@ -197,6 +207,7 @@ impl Default for LockSimConfig {
             lease_margin_ms: 1,
             client_faults: true,
             slow_client_links: false,
+            late_wakeups: false,
             background_campaigns: false,
             client_undo: false,
             action_percent: 15,
@@ -241,6 +252,8 @@ pub struct LockSimReport {
     /// Requests sent again under a new id, fenced by a withdrawal before
     /// they were applied.
     pub renumbered: u64,
+    /// Woken requests answered late (see [`LockSimConfig::late_wakeups`]).
+    pub late_answers: u64,
 }
 
 /// Runs one seed of the lock-service simulation.
@@ -477,7 +490,7 @@ struct Pending {
 /// A client request waiting on a node for its grant, as the node's
 /// request handler waits (the simulator's waiter in the core's book).
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Waiting {
+pub(crate) struct Waiting {
     client: usize,
     cinc: u64,
     request_id: RequestId,
@@ -515,6 +528,14 @@ pub(crate) enum Ev {
     ClientRestart {
         client: usize,
     },
+    /// A woken request's task answers it (see
+    /// [`LockSimConfig::late_wakeups`]); it died with its node's process.
+    Woken {
+        node: usize,
+        incarnation: u64,
+        waiting: Waiting,
+        woken: Woken,
+    },
     LivenessCheck,
 }
 
@@ -528,6 +549,7 @@ impl Ev {
             Ev::ClientTick { client, .. } => (16, *client as u64),
             Ev::ClientRestart { client } => (17, *client as u64),
             Ev::LivenessCheck => (18, 0),
+            Ev::Woken { node, .. } => (19, *node as u64),
         }
     }
 }
@@ -923,6 +945,17 @@ impl LockSim {
                 self.schedule_work(self.now + 100 * MS, Ev::LivenessCheck);
                 self.liveness_check()?;
             }
+            Ev::Woken {
+                node,
+                incarnation,
+                ref waiting,
+                woken,
+            } => {
+                if self.nodes[node].incarnation != incarnation || self.deferred_work(node, &ev) {
+                    return Ok(());
+                }
+                self.answer_woken(node, waiting.clone(), woken)?;
+            }
         }
         Ok(())
     }
@@ -1068,21 +1101,21 @@ impl LockSim {
     /// as the handler does (the session is unknown); one withdrawn by its
     /// own abandon, or refused, is not answered.
     fn settle_waiters(&mut self, node: usize, settled: Settled<Waiting>) -> Result<(), String> {
-        for (wait, w, value) in settled.woken {
-            let reply = match wait {
-                WaitFor::Grant => Reply::Granted {
-                    token: paxlock_core::locks::FencingToken(value),
-                },
-                WaitFor::Win => {
-                    self.check_elected(w.session, w.request_id, &w.name, value)?;
-                    Reply::Elected { term: value }
-                }
-            };
-            let resp = Resp::Applied {
-                request_id: w.request_id,
-                result: Ok(reply),
-            };
-            self.reply(node, w.client, w.cinc, resp);
+        for (w, woken) in settled.woken {
+            if self.w.cfg.late_wakeups && !self.healed && self.rng.chance_ppm(300_000) {
+                let at = self.now + self.rng.range(5 * MS, 1_500 * MS);
+                let incarnation = self.nodes[node].incarnation;
+                let late = Ev::Woken {
+                    node,
+                    incarnation,
+                    waiting: w,
+                    woken,
+                };
+                self.schedule_work(at, late);
+                self.w.report.late_answers += 1;
+            } else {
+                self.answer_woken(node, w, woken)?;
+            }
         }
         for (_, w) in settled.dropped {
             if !self.nodes[node].app.machine.has_session(w.session) {
@@ -1090,6 +1123,21 @@ impl LockSim {
                 self.reply(node, w.client, w.cinc, resp);
             }
         }
+        Ok(())
+    }
+
+    /// A woken request's task answers it, as the node's handler does when
+    /// its task runs: with [`Woken::reply`].
+    fn answer_woken(&mut self, node: usize, w: Waiting, woken: Woken) -> Result<(), String> {
+        let reply = woken.reply();
+        if let Reply::Elected { term } = reply {
+            self.check_elected(w.session, w.request_id, &w.name, term)?;
+        }
+        let resp = Resp::Applied {
+            request_id: w.request_id,
+            result: Ok(reply),
+        };
+        self.reply(node, w.client, w.cinc, resp);
         Ok(())
     }
 

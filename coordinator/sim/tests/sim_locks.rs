@@ -11,6 +11,8 @@
 //! slows client links down (see `LockSimConfig::slow_client_links`),
 //! `PAXLOCK_SIM_BACKGROUND_CAMPAIGNS=1` has clients campaign in the
 //! background (see `LockSimConfig::background_campaigns`),
+//! `PAXLOCK_SIM_LATE_WAKEUPS=1` answers woken requests late (see
+//! `LockSimConfig::late_wakeups`),
 //! `PAXLOCK_SIM_CLIENT_UNDO=1` has clients undo the waits they give up
 //! (see `LockSimConfig::client_undo`),
 //! `PAXLOCK_SIM_VERBOSE=1` prints every applied command and, on a
@@ -65,6 +67,7 @@ fn sweep_config() -> LockSimConfig {
     cfg.slow_client_links = std::env::var("PAXLOCK_SIM_SLOW_CLIENT_LINKS").is_ok();
     cfg.background_campaigns = std::env::var("PAXLOCK_SIM_BACKGROUND_CAMPAIGNS").is_ok();
     cfg.client_undo = std::env::var("PAXLOCK_SIM_CLIENT_UNDO").is_ok();
+    cfg.late_wakeups = std::env::var("PAXLOCK_SIM_LATE_WAKEUPS").is_ok();
     cfg
 }
 
@@ -94,13 +97,14 @@ fn sweep(label: &str, cfg: &LockSimConfig, seeds: &[u64]) {
                 total.lin_unknown += r.lin_unknown;
                 total.stuck_locks_resolved += r.stuck_locks_resolved;
                 total.renumbered += r.renumbered;
+                total.late_answers += r.late_answers;
                 opposite += u64::from(r.opposite_drift);
             }
             Err(v) => failures.push(repro(&v)),
         }
     }
     eprintln!(
-        "{label}: {} seeds ({} with opposite drift) in {:.1} s: {} events, {} slots, {} grants, {} expiries, {} elections, {} client faults, {} resource writes, {} history ops, {} locks over the linearizability budget, {} dead-holder/lock-delay hand-offs checked after healing, {} requests sent again under a new id",
+        "{label}: {} seeds ({} with opposite drift) in {:.1} s: {} events, {} slots, {} grants, {} expiries, {} elections, {} client faults, {} resource writes, {} history ops, {} locks over the linearizability budget, {} dead-holder/lock-delay hand-offs checked after healing, {} requests sent again under a new id, {} woken requests answered late",
         seeds.len(),
         opposite,
         started.elapsed().as_secs_f64(),
@@ -114,7 +118,8 @@ fn sweep(label: &str, cfg: &LockSimConfig, seeds: &[u64]) {
         total.history_ops,
         total.lin_unknown,
         total.stuck_locks_resolved,
-        total.renumbered
+        total.renumbered,
+        total.late_answers
     );
     assert!(
         failures.is_empty(),
@@ -188,6 +193,39 @@ fn seed_4000098_a_request_fenced_by_a_withdrawal_is_sent_again_under_a_new_id() 
         Ok(report) => assert!(
             report.renumbered > 0,
             "the seed no longer fences a request: {report:?}"
+        ),
+        Err(v) => panic!("{}", repro(&v)),
+    }
+}
+
+/// Late wake-ups: a woken request's task answers it up to 1.5 s after the
+/// apply that woke it, while the node goes on applying (releases,
+/// expiries, other elections). Every answer still names the grant or the
+/// term that woke its request.
+#[test]
+fn late_wakeups_answer_with_what_woke_the_request() {
+    let seeds = shifted_seeds(200, 7_000_000);
+    sweep("late wake-ups", &late_wakeups_config(), &seeds);
+}
+
+/// The late-wake-up sweep's world.
+fn late_wakeups_config() -> LockSimConfig {
+    let mut cfg = sweep_config();
+    cfg.late_wakeups = true;
+    cfg
+}
+
+/// Found by reverting c48bc2a (chaos seed 20261127) in a scratch copy:
+/// the campaign's answer was read from the election's state when the
+/// woken task ran, and session 5 was told it had won term 3, which the
+/// log gave to session 6. A woken request is now answered with what woke
+/// it (`paxlock-core::waiters::Woken::reply`).
+#[test]
+fn seed_7000007_a_late_woken_campaign_is_told_the_term_it_won() {
+    match run_lock_seed(7_000_007, &late_wakeups_config()) {
+        Ok(report) => assert!(
+            report.late_answers > 0,
+            "the seed no longer answers a woken request late: {report:?}"
         ),
         Err(v) => panic!("{}", repro(&v)),
     }

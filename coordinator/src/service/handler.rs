@@ -20,7 +20,7 @@ use paxlock_core::admission::{
     self, Admission, ClientRequest, Follow, NodeView, Refusal, RequestOp,
 };
 use paxlock_core::proposal::Proposal;
-use paxlock_core::waiters::{WaitFor, WaiterId};
+use paxlock_core::waiters::{WaitFor, WaiterId, Woken};
 
 /// `wait`'s outcome, or `None` if `timeout_ms` (0: no limit, however long
 /// it takes) passed first.
@@ -276,7 +276,10 @@ impl Context {
                 // recorded `Queued` after its grant (the core's rule).
                 let limit = Duration::from_millis(acquire.timeout_ms);
                 match wait_at_most(acquire.timeout_ms, grant_rx).await {
-                    Some(Ok(token)) => granted(token),
+                    Some(Ok(woken)) => match woken.reply() {
+                        Reply::Granted { token } => granted(token.0),
+                        other => Err(unexpected(&other)),
+                    },
                     // Dropped unanswered: a cancel, or the session's end.
                     Some(Err(_)) if self.shared.machine().has_session(session) => {
                         Err(error(
@@ -349,7 +352,10 @@ impl Context {
                 // (a retry after its win): the core's rule.
                 let limit = Duration::from_millis(campaign.timeout_ms);
                 match wait_at_most(campaign.timeout_ms, won_rx).await {
-                    Some(Ok(term)) => won(term, campaign.value),
+                    Some(Ok(woken)) => match woken.reply() {
+                        Reply::Elected { term } => won(term, campaign.value),
+                        other => Err(unexpected(&other)),
+                    },
                     Some(Err(_)) => Err(error(
                         ErrorCode::SessionUnknown,
                         "the session ended while campaigning",
@@ -616,7 +622,7 @@ fn request_op(op: &Op) -> Result<RequestOp, proto::Error> {
 /// The waiter of a request that cannot wait. Never called: only an
 /// `Await` follow asks for a waiter, and only acquires and campaigns
 /// (which bring their own) are told to await.
-fn no_waiter() -> (WaiterId, tokio::sync::oneshot::Sender<u64>) {
+fn no_waiter() -> (WaiterId, tokio::sync::oneshot::Sender<Woken>) {
     (0, oneshot::channel().0)
 }
 
@@ -1116,7 +1122,11 @@ mod tests {
 
         let mut app = LockApplication::new(shared.clone(), NodeClock::new(), Default::default());
         app.install_snapshot(&snapshot).unwrap();
-        assert_eq!(waiting[0].try_recv(), Ok(new_token), "the grant");
+        let granted = Woken {
+            wait: WaitFor::Grant,
+            value: new_token,
+        };
+        assert_eq!(waiting[0].try_recv(), Ok(granted), "the grant");
         assert!(matches!(waiting[1].try_recv(), Err(TryRecvError::Closed)));
         assert!(matches!(waiting[2].try_recv(), Err(TryRecvError::Empty)));
     }

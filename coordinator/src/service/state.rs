@@ -12,7 +12,7 @@ use tokio::sync::{broadcast, oneshot};
 
 use crate::leader_role::LeaderRole;
 use crate::locks::{Config, ElectionEvent, Output, StateMachine};
-use paxlock_core::waiters::{self, Own, WaitFor, WaiterBook, WaiterId, WaiterKey};
+use paxlock_core::waiters::{self, Own, WaitFor, WaiterBook, WaiterId, WaiterKey, Woken};
 
 /// Bound on buffered election events per watcher; a watcher that falls
 /// further behind is told history is gone and resumes from the machine.
@@ -42,7 +42,7 @@ pub struct Shared {
     /// Tasks waiting for a queued acquire's grant or a campaign's win;
     /// what wakes or drops them is decided by the core's [`WaiterBook`].
     /// Taken after the machine's lock where both are held, never before.
-    waiters: Mutex<WaiterBook<oneshot::Sender<u64>>>,
+    waiters: Mutex<WaiterBook<oneshot::Sender<Woken>>>,
     /// How many waiters the book holds, as of its last change: most
     /// applied commands and finished requests concern no waiter, and skip
     /// the book's lock when it is empty. Only the apply loop adds waiters,
@@ -73,7 +73,7 @@ pub struct PendingCommand {
 /// What the apply loop does for a command of this node the moment it is
 /// applied (see [`paxlock_core::waiters`]): register the request's waiter
 /// (a channel its task awaits), or drop the waiters a cancel withdrew.
-pub type AfterApply = waiters::AfterApply<oneshot::Sender<u64>>;
+pub type AfterApply = waiters::AfterApply<oneshot::Sender<Woken>>;
 
 /// Withdraws a request's waiter when dropped, so a waiter never outlives
 /// its request, whichever way the request ends.
@@ -137,7 +137,10 @@ impl Shared {
 
     /// Runs `f` on the node's waiters, for one short decision. Take the
     /// machine first where both are needed.
-    pub fn with_waiters<R>(&self, f: impl FnOnce(&mut WaiterBook<oneshot::Sender<u64>>) -> R) -> R {
+    pub fn with_waiters<R>(
+        &self,
+        f: impl FnOnce(&mut WaiterBook<oneshot::Sender<Woken>>) -> R,
+    ) -> R {
         let mut book = self
             .waiters
             .lock()
@@ -152,8 +155,8 @@ impl Shared {
     pub fn waiters_applied(
         &self,
         output: &Output,
-        own: Option<Own<oneshot::Sender<u64>>>,
-    ) -> Option<waiters::Settled<oneshot::Sender<u64>>> {
+        own: Option<Own<oneshot::Sender<Woken>>>,
+    ) -> Option<waiters::Settled<oneshot::Sender<Woken>>> {
         let waiting = self.waiting.load(Ordering::Acquire);
         if !WaiterBook::concerns(output, own.as_ref(), waiting) {
             return None;
@@ -175,9 +178,9 @@ impl Shared {
     /// Carries out what the core decided for the waiters: answers, drops
     /// (a closed channel tells the task) and watcher events. Call without
     /// the machine's or the waiters' lock held.
-    pub fn settle(&self, settled: waiters::Settled<oneshot::Sender<u64>>) {
-        for (_, tx, value) in settled.woken {
-            let _ = tx.send(value);
+    pub fn settle(&self, settled: waiters::Settled<oneshot::Sender<Woken>>) {
+        for (tx, woken) in settled.woken {
+            let _ = tx.send(woken);
         }
         drop(settled.dropped);
         for event in settled.published {

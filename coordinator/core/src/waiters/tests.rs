@@ -25,7 +25,7 @@ fn apply(
 }
 
 fn woken(s: &Settled<Req>) -> Vec<(WaitFor, Req, u64)> {
-    s.woken.clone()
+    s.woken.iter().map(|(w, k)| (k.wait, *w, k.value)).collect()
 }
 
 fn dropped(s: &Settled<Req>) -> Vec<Req> {
