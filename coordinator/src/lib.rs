@@ -10,6 +10,8 @@
 #![forbid(unsafe_code)]
 
 pub mod bounded;
+#[cfg(feature = "canary")]
+pub mod canary;
 pub mod cli;
 pub mod config;
 pub mod metrics;

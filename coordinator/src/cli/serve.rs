@@ -18,13 +18,21 @@ pub const CONNECTED_MARKER: &str = "connected to all peers over mutual TLS";
 /// Runs a node from its config file.
 pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     let config = NodeConfig::from_file(config_path)?;
+    #[cfg(feature = "canary")]
+    if let Some(canary) = crate::canary::install_from_env().map_err(anyhow::Error::msg)? {
+        tracing::warn!(%canary, "CANARY BUILD: this node runs with a durability rule switched off");
+    }
     let tls = TlsMaterial::load(&config.tls.ca, &config.tls.cert, &config.tls.key)?;
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
     let options = NodeOptions::from(&config);
-    let (durability, recovered) =
-        FileDurability::open(&config.data_dir, &config.cluster_id, config.node_id)
-            .with_context(|| format!("opening the data directory {}", config.data_dir.display()))?;
+    let (durability, recovered) = FileDurability::open_with_segments(
+        &config.data_dir,
+        &config.cluster_id,
+        config.node_id,
+        config.wal_segment_bytes,
+    )
+    .with_context(|| format!("opening the data directory {}", config.data_dir.display()))?;
     let parts = NodeParts {
         app: App::Locks(config.limits.machine_config()),
         durability: Box::new(durability),

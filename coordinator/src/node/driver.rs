@@ -195,7 +195,8 @@ pub fn spawn(
     // for room in the persist queue, and neither would move again.
     let (reports_tx, reports_rx) = mpsc::unbounded_channel();
     spawn_persister(store.clone(), persist_rx, reports_tx, metrics.clone());
-    let driver = Driver {
+    #[cfg_attr(not(feature = "canary"), allow(unused_mut))]
+    let mut driver = Driver {
         replica,
         app,
         outbound,
@@ -211,6 +212,8 @@ pub fn spawn(
         ballot_round: 0,
         failed: None,
     };
+    #[cfg(feature = "canary")]
+    driver.consensus.set_canary(crate::canary::loop_canary());
     // Rule "consensus has a thread of its own": the loop runs on a
     // dedicated thread with its own runtime, so no amount of client work
     // on the node's runtime (hundreds of streams decoding large requests,

@@ -79,6 +79,18 @@ impl StoredAcceptor<FileStore> {
         cluster_id: &str,
         node_id: u64,
     ) -> Result<(Self, DurableState), DurableLogError> {
+        let segment_bytes = FileStoreOptions::default().segment_size_limit_bytes;
+        Self::open_with_segments(dir, cluster_id, node_id, segment_bytes)
+    }
+
+    /// Like [`open`](Self::open), with WAL segments of at most
+    /// `segment_size_limit_bytes` (see [`FileStoreOptions`]).
+    pub fn open_with_segments(
+        dir: &Path,
+        cluster_id: &str,
+        node_id: u64,
+        segment_size_limit_bytes: u64,
+    ) -> Result<(Self, DurableState), DurableLogError> {
         let identity = Identity {
             cluster_id: cluster_hash(cluster_id),
             node_id,
@@ -88,6 +100,7 @@ impl StoredAcceptor<FileStore> {
         // thread saves a hand-off to the writer thread and back per fsync.
         let options = FileStoreOptions {
             inline_writes: true,
+            segment_size_limit_bytes,
             ..FileStoreOptions::default()
         };
         Self::open_in(&dir.to_path_buf(), identity, options)

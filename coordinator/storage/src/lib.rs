@@ -36,6 +36,7 @@
 //!   often enough to keep that bounded.
 //! - The directory is `flock`ed while a [`FileStore`] is open.
 
+pub mod canary;
 pub mod durable_log;
 pub mod entropy;
 pub mod error;

@@ -19,6 +19,8 @@ pub struct ProcessCluster {
     pub nodes: u64,
     pub base_port: u16,
     children: Vec<Option<Child>>,
+    /// Environment variables set (`Some`) or removed (`None`) for nodes.
+    node_env: Vec<(String, Option<String>)>,
 }
 
 impl ProcessCluster {
@@ -62,6 +64,7 @@ impl ProcessCluster {
             nodes,
             base_port,
             children: (0..nodes).map(|_| None).collect(),
+            node_env: Vec::new(),
         })
     }
 
@@ -150,6 +153,14 @@ impl ProcessCluster {
         format!("127.0.0.1:{}", u64::from(self.base_port) + id - 1)
     }
 
+    /// Sets `key` to `value` (or removes it, for `None`) in the
+    /// environment of every node started from now on.
+    pub fn set_node_env(&mut self, key: &str, value: Option<&str>) {
+        self.node_env.retain(|(k, _)| k != key);
+        self.node_env
+            .push((key.to_string(), value.map(str::to_string)));
+    }
+
     /// Starts node `id` (again).
     pub fn spawn(&mut self, id: u64) -> Result<(), Box<dyn std::error::Error>> {
         self.spawn_binary(id, Path::new(PAXLOCK))
@@ -163,13 +174,20 @@ impl ProcessCluster {
             .create(true)
             .append(true)
             .open(self.dir.path().join(format!("node-{id}.log")))?;
-        let child = Command::new(exe)
+        let mut command = Command::new(exe);
+        command
             .args(["serve", "--config"])
             .arg(&config)
             .env("PAXLOCK_LOG", "info")
             .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()?;
+            .stderr(log);
+        for (key, value) in &self.node_env {
+            match value {
+                Some(value) => command.env(key, value),
+                None => command.env_remove(key),
+            };
+        }
+        let child = command.spawn()?;
         self.children[(id - 1) as usize] = Some(child);
         Ok(())
     }

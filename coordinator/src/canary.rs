@@ -1,0 +1,48 @@
+//! Process canaries (canary builds only): `PAXLOCK_CANARY` names one
+//! durability rule a node process runs without, so that the power-loss
+//! test can show it catches each. Never in a release build.
+//!
+//! - `skip-wal-fsync`: the WAL acknowledges appends without fdatasync;
+//! - `skip-dir-fsync`: new segments, snapshot renames and deletions are
+//!   never made durable by a directory fsync;
+//! - `reply-before-persist`: the consensus loop sends its promises and
+//!   accepts before what they follow is durable.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use paxlock_core::consensus_loop::LoopCanary;
+use paxlock_storage::canary::StorageCanary;
+
+/// The environment variable a node process reads its canary from.
+pub const ENV: &str = "PAXLOCK_CANARY";
+
+static NO_PERSIST_BARRIER: AtomicBool = AtomicBool::new(false);
+
+/// Switches on the canary `PAXLOCK_CANARY` names, if any; its name, for
+/// the log. An unknown name is refused, so a typo cannot pass for a
+/// canary that was never on.
+pub fn install_from_env() -> Result<Option<String>, String> {
+    let Ok(name) = std::env::var(ENV) else {
+        return Ok(None);
+    };
+    match name.as_str() {
+        "skip-wal-fsync" => paxlock_storage::canary::set(StorageCanary::SkipWalSync),
+        "skip-dir-fsync" => paxlock_storage::canary::set(StorageCanary::SkipDirSync),
+        "reply-before-persist" => NO_PERSIST_BARRIER.store(true, Ordering::Relaxed),
+        other => {
+            return Err(format!(
+                "{ENV}={other:?} is not a canary: use skip-wal-fsync, skip-dir-fsync or reply-before-persist"
+            ))
+        }
+    }
+    Ok(Some(name))
+}
+
+/// The consensus loop's canary for this process.
+pub fn loop_canary() -> LoopCanary {
+    if NO_PERSIST_BARRIER.load(Ordering::Relaxed) {
+        LoopCanary::NoPersistBarrier
+    } else {
+        LoopCanary::None
+    }
+}
