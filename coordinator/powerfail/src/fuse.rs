@@ -23,8 +23,10 @@ pub(crate) struct PowerFailFs {
     pub(crate) model: Arc<Mutex<Model>>,
     /// How long an fsync takes, as a device's flush does.
     pub(crate) fsync_delay: Duration,
-    /// Whether the power is on: once off, every request fails with EIO and
-    /// changes nothing, a flush in progress included.
+    /// Whether the power is on: once off, every request that would change
+    /// the disk (a write, a flush, a name) fails with EIO and changes
+    /// nothing, a flush in progress included; reads still answer, for the
+    /// processes about to be killed.
     pub(crate) powered: Arc<AtomicBool>,
 }
 

@@ -39,7 +39,9 @@ pub enum PowerFailError {
     },
 }
 
-/// A mounted power-fail filesystem. Unmounted when dropped.
+/// A mounted power-fail filesystem. Unmounted when dropped, which waits
+/// until no process uses it: kill those first (the power-loss test's
+/// cluster is dropped before its disks).
 pub struct PowerFailDisk {
     model: Arc<Mutex<Model>>,
     mountpoint: PathBuf,
@@ -110,9 +112,9 @@ impl PowerFailDisk {
         &self.mountpoint
     }
 
-    /// The power goes, now: from here on every request fails with EIO
-    /// and changes nothing, a flush in progress included (what it was
-    /// flushing is not durable). Kill the processes using the disk next,
+    /// The power goes, now: from here on every write, flush or change of
+    /// names fails with EIO and changes nothing, a flush in progress
+    /// included (what it was flushing is not durable). Kill the processes using the disk next,
     /// then [`restore_power`](Self::restore_power).
     pub fn power_off(&self) {
         self.powered.store(false, Ordering::SeqCst);

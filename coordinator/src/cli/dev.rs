@@ -2,7 +2,10 @@
 //!
 //! Makes fresh dev certificates, one config and data directory per node,
 //! starts every node as its own `paxlock serve` process, and waits until
-//! each has connected to all the others over mutual TLS.
+//! each has connected to all the others over mutual TLS. The nodes stop
+//! with it: on its SIGINT, SIGTERM or SIGHUP it stops them, and each
+//! watches its stdin, a pipe only this process holds, so they stop when
+//! it dies however it dies.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -37,7 +40,8 @@ pub struct DevArgs {
     pub exit_when_connected: bool,
 }
 
-/// Runs the dev cluster until Ctrl-C (or until connected, if asked).
+/// Runs the dev cluster until Ctrl-C, SIGTERM or SIGHUP (or until
+/// connected, if asked); the nodes never outlive it.
 pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     if !matches!(args.nodes, 1 | 3 | 5) {
         bail!("--nodes must be 1, 3 or 5 (a majority must survive a failure)");
@@ -69,6 +73,10 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         client_config_text(args.nodes, args.base_port),
     )
     .with_context(|| format!("writing {}", client_config.display()))?;
+    // Before any node starts: a SIGTERM, SIGINT or SIGHUP from here on
+    // stops the nodes, and so does this process's death, however it dies
+    // (each node watches its stdin, a pipe only this process holds).
+    let mut shutdown = super::signals::Shutdown::install()?;
     let exe = std::env::current_exe().context("finding the paxlock executable")?;
     let (lines_tx, mut lines) = mpsc::channel::<(u64, String)>(256);
     let mut children = Vec::new();
@@ -99,6 +107,10 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
                 super::signals::stop_all(&mut children, STOP_GRACE).await;
                 bail!("nodes did not connect within {}", humantime::format_duration(args.startup_timeout));
             }
+            _ = shutdown.recv() => {
+                super::signals::stop_all(&mut children, STOP_GRACE).await;
+                bail!("stopped by a signal before the cluster was up");
+            }
         }
     }
     println!();
@@ -122,7 +134,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     }
     println!("Press Ctrl-C to stop.");
     tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
+        _ = shutdown.recv() => {}
         _ = async { while let Some((id, line)) = lines.recv().await { println!("[node {id}] {line}"); } } => {}
     }
     super::signals::stop_all(&mut children, STOP_GRACE).await;
@@ -179,11 +191,14 @@ fn spawn_node(
     lines: mpsc::Sender<(u64, String)>,
 ) -> anyhow::Result<Child> {
     // Three nodes on one machine: one runtime thread each.
+    // Its stdin is a pipe whose other end only this process holds (in the
+    // returned `Child`): the node stops when it closes.
     let mut child = Command::new(exe)
         .arg("serve")
-        .args(["--worker-threads", "1"])
+        .args(["--worker-threads", "1", "--exit-with-parent"])
         .arg("--config")
         .arg(config)
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true)

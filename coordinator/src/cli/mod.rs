@@ -49,6 +49,12 @@ pub enum Command {
         /// same few cores.
         #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
         worker_threads: Option<u16>,
+        /// Stop, as on SIGTERM, when standard input reaches its end: a
+        /// supervisor that holds a pipe to the node's stdin (as `paxlock
+        /// dev` does) takes the node with it however it ends, SIGKILL
+        /// included, instead of leaving it running and holding its port.
+        #[arg(long)]
+        exit_with_parent: bool,
     },
     /// Start a local cluster on loopback with fresh dev certificates.
     Dev(dev::DevArgs),
@@ -89,7 +95,11 @@ pub enum Command {
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let ok = |()| ExitCode::SUCCESS;
     match cli.command {
-        Command::Serve { config, .. } => serve::run(&config).await.map(ok),
+        Command::Serve {
+            config,
+            exit_with_parent,
+            ..
+        } => serve::run(&config, exit_with_parent).await.map(ok),
         Command::Dev(args) => dev::run(args).await.map(ok),
         Command::Certs { action } => certs::run(action).map(ok),
         Command::Status { client_config } => status::run(&client_config).await.map(ok),

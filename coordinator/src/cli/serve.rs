@@ -15,8 +15,18 @@ use paxlock_storage::FileDurability;
 /// link is up; `paxlock dev` and tests wait for it.
 pub const CONNECTED_MARKER: &str = "connected to all peers over mutual TLS";
 
-/// Runs a node from its config file.
-pub async fn run(config_path: &Path) -> anyhow::Result<()> {
+/// Resolves once standard input reaches its end (or fails): the process
+/// that held its other end is gone.
+async fn stdin_closed() {
+    use tokio::io::AsyncReadExt;
+    let mut stdin = tokio::io::stdin();
+    let mut buf = [0u8; 256];
+    while matches!(stdin.read(&mut buf).await, Ok(n) if n > 0) {}
+}
+
+/// Runs a node from its config file; with `exit_with_parent`, stops when
+/// its standard input closes (see `paxlock serve --exit-with-parent`).
+pub async fn run(config_path: &Path, exit_with_parent: bool) -> anyhow::Result<()> {
     let config = NodeConfig::from_file(config_path)?;
     #[cfg(feature = "canary")]
     if let Some(canary) = crate::canary::install_from_env().map_err(anyhow::Error::msg)? {
@@ -56,6 +66,14 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     // state: it exits non-zero, so that a supervisor with `Restart=always`
     // restarts it and it recovers from what is on disk.
     let mut stopped = std::pin::pin!(node.stopped());
+    let mut parent_gone = std::pin::pin!(async {
+        if exit_with_parent {
+            stdin_closed().await;
+            info!("the supervising process is gone (stdin closed): stopping");
+        } else {
+            std::future::pending::<()>().await;
+        }
+    });
     tokio::select! {
         ids = node.wait_connected(peers) => {
             println!("node {}: {CONNECTED_MARKER} {ids:?}", config.node_id);
@@ -64,11 +82,13 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         reason = &mut stopped => return fail(node, reason).await,
         _ = terminate.recv() => return shutdown(node).await,
         _ = tokio::signal::ctrl_c() => return shutdown(node).await,
+        _ = &mut parent_gone => return shutdown(node).await,
     }
     tokio::select! {
         reason = &mut stopped => return fail(node, reason).await,
         _ = terminate.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
+        _ = &mut parent_gone => {}
     }
     shutdown(node).await
 }

@@ -8,11 +8,14 @@ use anyhow::Context;
 use tokio::process::Child;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
-/// Resolves on SIGTERM or SIGINT.
+/// Resolves on SIGTERM, SIGINT or SIGHUP: a supervisor stopping us, Ctrl-C,
+/// or the terminal going away. Each would end the process anyway; caught,
+/// the command first stops what it started.
 #[derive(Debug)]
 pub struct Shutdown {
     term: Signal,
     int: Signal,
+    hup: Signal,
 }
 
 impl Shutdown {
@@ -21,14 +24,16 @@ impl Shutdown {
         Ok(Shutdown {
             term: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
             int: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+            hup: signal(SignalKind::hangup()).context("installing the SIGHUP handler")?,
         })
     }
 
-    /// Waits for the next SIGTERM or SIGINT.
+    /// Waits for the next SIGTERM, SIGINT or SIGHUP.
     pub async fn recv(&mut self) {
         tokio::select! {
             _ = self.term.recv() => {}
             _ = self.int.recv() => {}
+            _ = self.hup.recv() => {}
         }
     }
 }
