@@ -255,7 +255,8 @@ fn decide(
     }
     let recorded = machine.protocol() >= CURRENT_PROTOCOL;
     let lease_until = node.lease_until.filter(|_| node.leads);
-    match op {
+    // What is left once keepalives and reads are answered: a write to log.
+    let write = match op {
         RequestOp::KeepAlive => {
             require_leader(node)?;
             // Only a serving leader's machine shows every owner the log
@@ -286,8 +287,11 @@ fn decide(
             }
             return Ok(Admission::Read);
         }
-        _ => require_leader(node)?,
-    }
+        RequestOp::OpenSession { ttl_ms, open_key } => Write::Open { ttl_ms, open_key },
+        RequestOp::Renew { name, token } => Write::Renew { name, token },
+        RequestOp::Client(op) => Write::Client(op),
+    };
+    require_leader(node)?;
     if !recorded {
         // Until its takeover is applied, this node's machine may be behind
         // the log, which may record the protocol already: a request in the
@@ -304,8 +308,8 @@ fn decide(
         }
     }
     let key = |name: &str| (session.0, name.to_string());
-    let (op, follow) = match op {
-        RequestOp::OpenSession { ttl_ms, open_key } => {
+    let (op, follow) = match write {
+        Write::Open { ttl_ms, open_key } => {
             let kind = if recorded {
                 CommandKind::OpenSessionAs {
                     ttl_ms,
@@ -320,8 +324,8 @@ fn decide(
                 follow: Follow::Reply,
             });
         }
-        RequestOp::Renew { name, token } => (ClientOp::Check { name, token }, Follow::KeepAlive),
-        RequestOp::Client(op) => {
+        Write::Renew { name, token } => (ClientOp::Check { name, token }, Follow::KeepAlive),
+        Write::Client(op) => {
             let follow = match &op {
                 ClientOp::Acquire { name, wait: true } => Follow::Await {
                     wait: WaitFor::Grant,
@@ -339,7 +343,6 @@ fn decide(
             };
             (op, follow)
         }
-        RequestOp::KeepAlive | RequestOp::QueryLeader { .. } => unreachable!("answered above"),
     };
     let kind = if recorded {
         CommandKind::ClientAs {
@@ -383,6 +386,14 @@ pub fn withdrawal(
         AbandonedWait::Campaign => Follow::Reply,
     };
     (kind, follow)
+}
+
+/// A request that writes to the log: what [`admit`] has left once
+/// keepalives and reads are answered.
+enum Write {
+    Open { ttl_ms: u64, open_key: u64 },
+    Renew { name: String, token: FencingToken },
+    Client(ClientOp),
 }
 
 fn require_leader(node: NodeView) -> Result<(), Refusal> {
