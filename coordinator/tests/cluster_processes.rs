@@ -511,6 +511,32 @@ fn sigterm_on_the_leader_hands_leadership_over_and_exits_cleanly() -> TestResult
     })
 }
 
+/// `paxlock serve --exit-with-parent` stops, cleanly, when its stdin
+/// closes (its supervisor died), and the cluster goes on without it.
+#[test]
+fn a_node_whose_supervisor_is_gone_stops_cleanly() -> TestResult {
+    let _serial = serial();
+    let mut cluster = ProcessCluster::start(3)?;
+    let rt = runtime()?;
+    rt.block_on(async {
+        let a = cluster.client(Duration::from_secs(10)).await?;
+        let before = a.lock("supervised").acquire().await?;
+        cluster.close_stdin(3);
+        let code = cluster.wait_exit(3, PATIENCE)?;
+        assert_eq!(code, Some(0), "{}", cluster.log(3));
+        assert!(
+            cluster.log(3).contains("the supervising process is gone"),
+            "{}",
+            cluster.log_tail(3, 10)
+        );
+        let first = before.fencing_token();
+        before.release().await?;
+        let after = a.lock("supervised").acquire().await?;
+        assert!(after.fencing_token() > first, "two nodes still serve");
+        Ok::<_, Box<dyn std::error::Error>>(())
+    })
+}
+
 #[test]
 fn a_node_restarted_far_behind_catches_up_from_a_snapshot_and_serves_the_next_failover(
 ) -> TestResult {

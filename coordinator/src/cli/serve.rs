@@ -16,12 +16,30 @@ use paxlock_storage::FileDurability;
 pub const CONNECTED_MARKER: &str = "connected to all peers over mutual TLS";
 
 /// Resolves once standard input reaches its end (or fails): the process
-/// that held its other end is gone.
+/// that held its other end is gone. The read blocks on a thread of its
+/// own, not the runtime's blocking pool, whose shutdown would wait for
+/// it: a node told to stop by SIGTERM must not hang on its stdin.
 async fn stdin_closed() {
-    use tokio::io::AsyncReadExt;
-    let mut stdin = tokio::io::stdin();
-    let mut buf = [0u8; 256];
-    while matches!(stdin.read(&mut buf).await, Ok(n) if n > 0) {}
+    let (closed_tx, closed) = tokio::sync::oneshot::channel::<()>();
+    let spawned = std::thread::Builder::new()
+        .name("stdin-watch".into())
+        .spawn(move || {
+            use std::io::Read;
+            let mut stdin = std::io::stdin();
+            let mut buf = [0u8; 256];
+            while matches!(stdin.read(&mut buf), Ok(n) if n > 0) {}
+            let _ = closed_tx.send(());
+        });
+    match spawned {
+        // Sender dropped or sent: either way the watch is over.
+        Ok(_) => {
+            let _ = closed.await;
+        }
+        Err(e) => {
+            tracing::warn!("cannot watch stdin ({e}); --exit-with-parent is off");
+            std::future::pending::<()>().await;
+        }
+    }
 }
 
 /// Runs a node from its config file; with `exit_with_parent`, stops when

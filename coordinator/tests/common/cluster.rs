@@ -181,6 +181,13 @@ impl ProcessCluster {
             .env("PAXLOCK_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log);
+        // A node of this build stops when its stdin (a pipe the `Child`
+        // below holds) closes, so a test process that is killed (a CI
+        // timeout) leaves no node behind; an older release has no such
+        // flag.
+        if exe == Path::new(PAXLOCK) {
+            command.arg("--exit-with-parent").stdin(Stdio::piped());
+        }
         for (key, value) in &self.node_env {
             match value {
                 Some(value) => command.env(key, value),
@@ -221,6 +228,14 @@ impl ProcessCluster {
                 return Err(format!("node {id} still running after {patience:?}").into());
             }
             std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Closes node `id`'s stdin, as its parent's death would: a node of
+    /// this build (started with `--exit-with-parent`) then stops.
+    pub fn close_stdin(&mut self, id: u64) {
+        if let Some(child) = self.children[(id - 1) as usize].as_mut() {
+            drop(child.stdin.take());
         }
     }
 
