@@ -27,7 +27,14 @@ async fn stdin_closed() {
             use std::io::Read;
             let mut stdin = std::io::stdin();
             let mut buf = [0u8; 256];
-            while matches!(stdin.read(&mut buf), Ok(n) if n > 0) {}
+            loop {
+                match stdin.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(_) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(_) => break,
+                }
+            }
             let _ = closed_tx.send(());
         });
     match spawned {
