@@ -18,10 +18,15 @@ pub const ENV: &str = "PAXLOCK_CANARY";
 
 static NO_PERSIST_BARRIER: AtomicBool = AtomicBool::new(false);
 
+/// `PAXLOCK_CANARY` names no canary.
+#[derive(Debug, thiserror::Error)]
+#[error("{ENV}={0:?} is not a canary: use skip-wal-fsync, skip-dir-fsync or reply-before-persist")]
+pub struct UnknownCanary(pub String);
+
 /// Switches on the canary `PAXLOCK_CANARY` names, if any; its name, for
 /// the log. An unknown name is refused, so a typo cannot pass for a
 /// canary that was never on.
-pub fn install_from_env() -> Result<Option<String>, String> {
+pub fn install_from_env() -> Result<Option<String>, UnknownCanary> {
     let Ok(name) = std::env::var(ENV) else {
         return Ok(None);
     };
@@ -29,11 +34,7 @@ pub fn install_from_env() -> Result<Option<String>, String> {
         "skip-wal-fsync" => paxlock_storage::canary::set(StorageCanary::SkipWalSync),
         "skip-dir-fsync" => paxlock_storage::canary::set(StorageCanary::SkipDirSync),
         "reply-before-persist" => NO_PERSIST_BARRIER.store(true, Ordering::Relaxed),
-        other => {
-            return Err(format!(
-                "{ENV}={other:?} is not a canary: use skip-wal-fsync, skip-dir-fsync or reply-before-persist"
-            ))
-        }
+        _ => return Err(UnknownCanary(name)),
     }
     Ok(Some(name))
 }

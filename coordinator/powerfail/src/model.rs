@@ -209,6 +209,24 @@ impl Model {
         }
     }
 
+    /// The inode named `name` in directory `parent`.
+    fn entry(&self, parent: u64, name: &OsStr) -> Result<u64, FsError> {
+        let dir = self.dir(parent)?;
+        dir.entries.get(name).copied().ok_or(FsError::NotFound)
+    }
+
+    /// Whether `ino` may lose its name as a directory (`dir`, and then
+    /// only if empty) or as a file: by an unlink or rmdir, or to a rename
+    /// onto it.
+    fn removable(&self, ino: u64, dir: bool) -> Result<(), FsError> {
+        match (&self.inode(ino)?.body, dir) {
+            (Body::File(_), true) => Err(FsError::NotDir),
+            (Body::Dir(_), false) => Err(FsError::IsDir),
+            (Body::Dir(d), true) if !d.entries.is_empty() => Err(FsError::NotEmpty),
+            _ => Ok(()),
+        }
+    }
+
     /// The attributes of `ino`.
     pub fn attr(&self, ino: u64) -> Result<Attr, FsError> {
         let inode = self.inode(ino)?;
@@ -226,11 +244,7 @@ impl Model {
 
     /// The inode named `name` in directory `parent`.
     pub fn lookup(&self, parent: u64, name: &OsStr) -> Result<Attr, FsError> {
-        let ino = *self
-            .dir(parent)?
-            .entries
-            .get(name)
-            .ok_or(FsError::NotFound)?;
+        let ino = self.entry(parent, name)?;
         self.attr(ino)
     }
 
@@ -261,17 +275,8 @@ impl Model {
     /// directory (`dir: true`). The inode stays until a power cut finds no
     /// name for it (a process may still have it open).
     pub fn remove(&mut self, parent: u64, name: &OsStr, dir: bool) -> Result<(), FsError> {
-        let ino = *self
-            .dir(parent)?
-            .entries
-            .get(name)
-            .ok_or(FsError::NotFound)?;
-        match (&self.inode(ino)?.body, dir) {
-            (Body::File(_), true) => return Err(FsError::NotDir),
-            (Body::Dir(_), false) => return Err(FsError::IsDir),
-            (Body::Dir(d), true) if !d.entries.is_empty() => return Err(FsError::NotEmpty),
-            _ => {}
-        }
+        let ino = self.entry(parent, name)?;
+        self.removable(ino, dir)?;
         self.dir_mut(parent)?.entries.remove(name);
         Ok(())
     }
@@ -285,11 +290,7 @@ impl Model {
         (new_parent, new_name): (u64, &OsStr),
         no_replace: bool,
     ) -> Result<(), FsError> {
-        let ino = *self
-            .dir(parent)?
-            .entries
-            .get(name)
-            .ok_or(FsError::NotFound)?;
+        let ino = self.entry(parent, name)?;
         let moving_dir = matches!(self.inode(ino)?.body, Body::Dir(_));
         if let Some(&there) = self.dir(new_parent)?.entries.get(new_name) {
             if there == ino {
@@ -298,12 +299,7 @@ impl Model {
             if no_replace {
                 return Err(FsError::Exists);
             }
-            match (&self.inode(there)?.body, moving_dir) {
-                (Body::Dir(_), false) => return Err(FsError::IsDir),
-                (Body::File(_), true) => return Err(FsError::NotDir),
-                (Body::Dir(d), true) if !d.entries.is_empty() => return Err(FsError::NotEmpty),
-                _ => {}
-            }
+            self.removable(there, moving_dir)?;
         }
         self.dir_mut(parent)?.entries.remove(name);
         self.dir_mut(new_parent)?
@@ -377,9 +373,8 @@ impl Model {
 
     /// Makes directory `ino`'s names durable.
     pub fn fsync_dir(&mut self, ino: u64) -> Result<(), FsError> {
-        let dir = self.dir_mut(ino)?;
-        dir.durable = dir.entries.clone();
-        Ok(())
+        self.dir(ino)?;
+        self.fsync(ino)
     }
 
     /// Whether anything a power cut may lose is waiting for an fsync.

@@ -54,7 +54,7 @@ async fn stdin_closed() {
 pub async fn run(config_path: &Path, exit_with_parent: bool) -> anyhow::Result<()> {
     let config = NodeConfig::from_file(config_path)?;
     #[cfg(feature = "canary")]
-    if let Some(canary) = crate::canary::install_from_env().map_err(anyhow::Error::msg)? {
+    if let Some(canary) = crate::canary::install_from_env()? {
         tracing::warn!(%canary, "CANARY BUILD: this node runs with a durability rule switched off");
     }
     let tls = TlsMaterial::load(&config.tls.ca, &config.tls.cert, &config.tls.key)?;
