@@ -21,6 +21,3 @@ pub mod transport;
 
 // The I/O-free core, under the paths the node has always used.
 pub use paxlock_core::{leader_role, locks, paxos};
-// The simulator's checker and generator, for `paxlock chaos` (until the lab
-// moves out of the server binary).
-pub use paxlock_sim as sim;

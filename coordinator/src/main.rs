@@ -13,12 +13,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // Under `chaos`, lost sessions and failed connections are the point,
-    // not news: its summary reports them; only errors are logged.
-    let default_filter = match cli.command {
-        cli::Command::Chaos(_) => "error",
-        _ => "warn",
-    };
+    let default_filter = "warn";
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("PAXLOCK_LOG")

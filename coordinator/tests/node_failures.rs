@@ -10,8 +10,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::cluster::ProcessCluster;
-use common::requires::{machine_has, Need};
 use common::{TestResult, PATIENCE};
+use paxlock_launcher::requires::{machine_has, Need};
 
 /// Mounts a tmpfs of `size` at `dir` (created if needed); unmounted on drop.
 struct Tmpfs(std::path::PathBuf);

@@ -14,8 +14,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::cluster::ProcessCluster;
-use common::requires::{machine_has, previous_release_bin, Need};
 use common::{TestResult, PATIENCE};
+use paxlock_launcher::requires::{machine_has, previous_release_bin, Need};
 
 /// Lock cycles on one lock until one succeeds; returns its token.
 async fn one_cycle(client: &paxlock::Client) -> Result<u64, paxlock::Error> {

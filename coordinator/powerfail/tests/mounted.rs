@@ -8,28 +8,16 @@ use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
+use paxlock_launcher::requires::{machine_has, Need};
 use paxlock_powerfail::PowerFailDisk;
 
+/// Whether this machine can mount a FUSE filesystem (the workspace's one
+/// requirement check: skip with a reason, or fail under CI).
 fn can_mount(test: &str) -> bool {
-    let has = |tool: &str| {
-        std::env::var_os("PATH")
-            .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(tool).exists()))
-    };
-    let missing: Vec<&str> = [
-        (!Path::new("/dev/fuse").exists()).then_some("/dev/fuse"),
-        (!has("fusermount3")).then_some("fusermount3 (Debian's fuse3)"),
-    ]
-    .into_iter()
-    .flatten()
-    .collect();
-    if missing.is_empty() {
-        return true;
-    }
-    if std::env::var("PAXLOCK_REQUIRE_SYSTEM_TESTS").is_ok_and(|v| v == "1") {
-        panic!("{test} cannot run: missing {missing:?}");
-    }
-    eprintln!("SKIPPED {test}: missing {missing:?}");
-    false
+    machine_has(
+        test,
+        &[Need::Device("/dev/fuse"), Need::Tool("fusermount3")],
+    )
 }
 
 fn fsync_dir(dir: &Path) -> std::io::Result<()> {

@@ -1,23 +1,20 @@
 //! `paxlock dev`: a local cluster on loopback for trying Paxlock out.
 //!
-//! Makes fresh dev certificates, one config and data directory per node,
-//! starts every node as its own `paxlock serve` process, and waits until
-//! each has connected to all the others over mutual TLS. The nodes stop
-//! with it: on its SIGINT, SIGTERM or SIGHUP it stops them, and each
-//! watches its stdin, a pipe only this process holds, so they stop when
-//! it dies however it dies.
+//! Through the launcher (`paxlock-launcher`, as the lab and the tests):
+//! fresh dev certificates, one config and data directory per node, every
+//! node its own `paxlock serve` process, ready once each answers the status
+//! request connected to all the others. The nodes stop with it: on its
+//! SIGINT, SIGTERM or SIGHUP it stops them, and each watches its stdin, a
+//! pipe only this process holds, so they stop when it dies however it
+//! dies.
 
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::Args;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use paxlock_launcher::{Cluster, ClusterSpec, LogSink, NodeBinary, NodeLine};
 use tokio::sync::mpsc;
-
-use super::serve::CONNECTED_MARKER;
 
 /// Options of `paxlock dev`.
 #[derive(Debug, Args)]
@@ -54,63 +51,43 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             args.nodes
         );
     }
-    let certs = args.dir.join("certs");
-    let pki = paxlock_certs::write_dev_pki(&certs, "dev", args.nodes, &[], &["dev-client"])
-        .with_context(|| format!("writing dev certificates to {}", certs.display()))?;
-    let mut configs = Vec::new();
-    for id in 1..=args.nodes {
-        let path = args.dir.join(format!("node-{id}.toml"));
-        let data_dir = args.dir.join("data").join(format!("node-{id}"));
-        std::fs::create_dir_all(&data_dir)
-            .with_context(|| format!("creating {}", data_dir.display()))?;
-        std::fs::write(&path, node_config(id, args.nodes, args.base_port))
-            .with_context(|| format!("writing {}", path.display()))?;
-        configs.push(path);
-    }
-    let client_config = args.dir.join("client.toml");
-    std::fs::write(
-        &client_config,
-        client_config_text(args.nodes, args.base_port),
-    )
-    .with_context(|| format!("writing {}", client_config.display()))?;
     // Before any node starts: a SIGTERM, SIGINT or SIGHUP from here on
     // stops the nodes, and so does this process's death, however it dies
-    // (each node watches its stdin, a pipe only this process holds).
+    // (the launcher starts each node watching its stdin, a pipe only this
+    // process holds).
     let mut shutdown = super::signals::Shutdown::install()?;
     let exe = std::env::current_exe().context("finding the paxlock executable")?;
-    let (lines_tx, mut lines) = mpsc::channel::<(u64, String)>(256);
-    let mut children = Vec::new();
-    for (i, config) in configs.iter().enumerate() {
-        let id = i as u64 + 1;
-        children.push(spawn_node(&exe, id, config, lines_tx.clone())?);
+    let binary = NodeBinary::probe(exe)?;
+    let (lines_tx, mut lines) = mpsc::channel::<NodeLine>(256);
+    let spec = ClusterSpec::loopback(&args.dir, args.nodes, args.base_port)
+        .logs(LogSink::Lines(lines_tx))
+        .startup_timeout(args.startup_timeout);
+    let mut cluster = Cluster::prepare(binary, spec)
+        .with_context(|| format!("writing the dev cluster into {}", args.dir.display()))?;
+    let ids = cluster.ids();
+    for &id in &ids {
+        cluster.spawn(id)?;
     }
-    drop(lines_tx);
-
-    let mut ready = std::collections::BTreeSet::new();
-    let deadline = tokio::time::sleep(args.startup_timeout);
-    tokio::pin!(deadline);
-    while ready.len() < args.nodes as usize {
-        tokio::select! {
-            line = lines.recv() => match line {
-                Some((id, line)) => {
-                    println!("[node {id}] {line}");
-                    if line.contains(CONNECTED_MARKER) {
-                        ready.insert(id);
-                    }
-                }
-                None => {
-                    super::signals::stop_all(&mut children, STOP_GRACE).await;
-                    bail!("a node exited before the cluster was up; see its output above");
-                }
-            },
-            _ = &mut deadline => {
-                super::signals::stop_all(&mut children, STOP_GRACE).await;
-                bail!("nodes did not connect within {}", humantime::format_duration(args.startup_timeout));
+    let print_lines = async {
+        while let Some(NodeLine { node, line }) = lines.recv().await {
+            println!("[node {node}] {line}");
+        }
+    };
+    tokio::pin!(print_lines);
+    tokio::select! {
+        ready = cluster.wait_ready(&ids, args.startup_timeout) => {
+            if let Err(e) = ready {
+                cluster.stop(STOP_GRACE).await;
+                return Err(e).context("the dev cluster did not come up");
             }
-            _ = shutdown.recv() => {
-                super::signals::stop_all(&mut children, STOP_GRACE).await;
-                bail!("stopped by a signal before the cluster was up");
-            }
+        }
+        _ = shutdown.recv() => {
+            cluster.stop(STOP_GRACE).await;
+            bail!("stopped by a signal before the cluster was up");
+        }
+        _ = &mut print_lines => {
+            cluster.stop(STOP_GRACE).await;
+            bail!("the nodes' output ended before the cluster was up");
         }
     }
     println!();
@@ -118,112 +95,27 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         "Paxlock dev cluster is up: {} nodes on 127.0.0.1:{}..={last_port}",
         args.nodes, args.base_port
     );
-    println!(
-        "  certificates: {}",
-        pki.ca_cert.parent().unwrap_or(Path::new(".")).display()
-    );
+    println!("  certificates: {}", cluster.certs_dir().display());
     println!("  node configs: {}/node-*.toml", args.dir.display());
-    println!("  client config: {}", client_config.display());
+    println!(
+        "  client config: {}",
+        cluster.client_config_path().display()
+    );
     println!(
         "Try: paxlock status --client-config {}",
-        client_config.display()
+        cluster.client_config_path().display()
     );
     if args.exit_when_connected {
-        super::signals::stop_all(&mut children, STOP_GRACE).await;
+        cluster.stop(STOP_GRACE).await;
         return Ok(());
     }
     println!("Press Ctrl-C to stop.");
     tokio::select! {
         _ = shutdown.recv() => {}
-        _ = async { while let Some((id, line)) = lines.recv().await { println!("[node {id}] {line}"); } } => {}
+        _ = &mut print_lines => {}
     }
-    super::signals::stop_all(&mut children, STOP_GRACE).await;
+    cluster.stop(STOP_GRACE).await;
     Ok(())
-}
-
-/// The TOML config of node `id` in a loopback cluster of `nodes` nodes whose
-/// node 1 listens on `base_port`; paths are relative to the cluster folder.
-pub fn node_config(id: u64, nodes: u64, base_port: u16) -> String {
-    let addr = |n: u64| format!("127.0.0.1:{}", u64::from(base_port) + n - 1);
-    let peers: Vec<(u64, String)> = (1..=nodes)
-        .filter(|&p| p != id)
-        .map(|p| (p, addr(p)))
-        .collect();
-    node_config_at(id, &addr(id), &addr(id), &peers, "")
-}
-
-/// The TOML config of node `id` listening on `listen` (UDP) with metrics on
-/// `metrics` (TCP), reaching each peer at the given address; `extra` is
-/// appended verbatim (e.g. a `[limits]` table). Paths are relative to the
-/// cluster folder, as `paxlock certs init` and `paxlock dev` lay it out.
-pub fn node_config_at(
-    id: u64,
-    listen: &str,
-    metrics: &str,
-    peers: &[(u64, String)],
-    extra: &str,
-) -> String {
-    let mut text = format!(
-        "node_id = {id}\ncluster_id = \"dev\"\nlisten = \"{listen}\"\ndata_dir = \"data/node-{id}\"\nmetrics_listen = \"{metrics}\"\n\n[tls]\nca = \"certs/ca.pem\"\ncert = \"certs/node-{id}.pem\"\nkey = \"certs/node-{id}.key\"\n"
-    );
-    for (peer, addr) in peers {
-        text.push_str(&format!("\n[[peers]]\nid = {peer}\naddr = \"{addr}\"\n"));
-    }
-    text.push_str(extra);
-    text
-}
-
-/// The client config for the same cluster.
-pub fn client_config_text(nodes: u64, base_port: u16) -> String {
-    let endpoints: Vec<String> = (0..nodes)
-        .map(|i| format!("\"127.0.0.1:{}\"", u64::from(base_port) + i))
-        .collect();
-    format!(
-        "endpoints = [{}]\nrequest_timeout = \"10s\"\n\n[tls]\nca = \"certs/ca.pem\"\ncert = \"certs/client-dev-client.pem\"\nkey = \"certs/client-dev-client.key\"\n",
-        endpoints.join(", ")
-    )
-}
-
-fn spawn_node(
-    exe: &Path,
-    id: u64,
-    config: &Path,
-    lines: mpsc::Sender<(u64, String)>,
-) -> anyhow::Result<Child> {
-    // Three nodes on one machine: one runtime thread each.
-    // Its stdin is a pipe whose other end only this process holds (in the
-    // returned `Child`): the node stops when it closes.
-    let mut child = Command::new(exe)
-        .arg("serve")
-        .args(["--worker-threads", "1", "--exit-with-parent"])
-        .arg("--config")
-        .arg(config)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .with_context(|| format!("starting node {id}"))?;
-    let stdout = child.stdout.take();
-    let stderr = child.stderr.take();
-    for stream in [
-        stdout.map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Send + Unpin>),
-        stderr.map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Send + Unpin>),
-    ]
-    .into_iter()
-    .flatten()
-    {
-        let lines = lines.clone();
-        tokio::spawn(async move {
-            let mut reader = BufReader::new(stream).lines();
-            while let Ok(Some(line)) = reader.next_line().await {
-                if lines.send((id, line)).await.is_err() {
-                    return;
-                }
-            }
-        });
-    }
-    Ok(child)
 }
 
 /// How long a node may take to stop after SIGTERM before it is killed.

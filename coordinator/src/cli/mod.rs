@@ -1,8 +1,6 @@
 //! The `paxlock` command line.
 
-pub mod bench;
 pub mod certs;
-pub mod chaos;
 pub mod dev;
 pub mod elect;
 pub mod lock;
@@ -71,12 +69,6 @@ pub enum Command {
         #[arg(long, default_value = ".paxlock-dev/client.toml")]
         client_config: PathBuf,
     },
-    /// Load generator: lock and election workloads, failover timing, and a
-    /// side-by-side comparison with etcd.
-    Bench(bench::BenchArgs),
-    /// Fault-injection test of real node processes: network and process
-    /// faults from a seed, client workers, and checks on their history.
-    Chaos(chaos::ChaosArgs),
     /// Print each node, who leads, commit index and lag.
     Status {
         /// The client config file (written by `paxlock dev`).
@@ -109,8 +101,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             name,
             client_config,
         } => elect::observe(&name, &client_config).await,
-        Command::Bench(args) => bench::run(args).await.map(ok),
-        Command::Chaos(args) => chaos::run(args).await,
     }
 }
 

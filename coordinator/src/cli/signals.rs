@@ -1,5 +1,6 @@
 //! Signal plumbing shared by the commands that supervise a child or wait
-//! for Ctrl-C / SIGTERM.
+//! for Ctrl-C / SIGTERM (node processes are the launcher's:
+//! `paxlock_launcher::process`).
 
 use std::process::{ExitCode, ExitStatus};
 use std::time::Duration;
@@ -61,31 +62,6 @@ pub async fn terminate_then_kill(child: &mut Child, grace: Duration) -> Option<E
         let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
     }
     status
-}
-
-/// Sends `signal` to `child`, unless it has been reaped already.
-pub fn send(child: &Child, signal: rustix::process::Signal) -> std::io::Result<()> {
-    match child
-        .id()
-        .and_then(|pid| rustix::process::Pid::from_raw(pid as i32))
-    {
-        Some(pid) => rustix::process::kill_process(pid, signal).map_err(std::io::Error::from),
-        None => Ok(()),
-    }
-}
-
-/// Asks every child to stop (SIGTERM, all at once), gives each up to
-/// `grace` to exit, and kills the ones that linger.
-pub async fn stop_all(children: impl IntoIterator<Item = &mut Child>, grace: Duration) {
-    let children: Vec<&mut Child> = children.into_iter().collect();
-    for child in &children {
-        let _ = send(child, rustix::process::Signal::TERM);
-    }
-    for child in children {
-        if tokio::time::timeout(grace, child.wait()).await.is_err() {
-            let _ = child.kill().await;
-        }
-    }
 }
 
 /// The exit code a shell would report for `status` (128 + signal if killed).

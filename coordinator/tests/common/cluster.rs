@@ -1,5 +1,6 @@
-//! Three (or more) real `paxlock serve` processes on loopback, with
-//! certificates made by the test, for kill -9 / SIGSTOP / restart tests.
+//! Three (or more) real `paxlock serve` processes on loopback, started by
+//! the launcher (as `paxlock dev` and the lab start theirs) in a temporary
+//! folder, for kill -9 / SIGSTOP / restart tests.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -7,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use paxlock_coordinator::cli::dev::{client_config_text, node_config};
+use paxlock_launcher::{Cluster, ClusterSpec, NodeBinary};
 
 use super::PATIENCE;
 
@@ -15,16 +16,16 @@ pub const PAXLOCK: &str = env!("CARGO_BIN_EXE_paxlock");
 
 /// A cluster of node processes in a temporary folder.
 pub struct ProcessCluster {
+    /// The nodes; dropped (killed) before the folder goes.
+    pub launched: Cluster,
     pub dir: tempfile::TempDir,
     pub nodes: u64,
     pub base_port: u16,
-    children: Vec<Option<Child>>,
-    /// Environment variables set (`Some`) or removed (`None`) for nodes.
-    node_env: Vec<(String, Option<String>)>,
 }
 
 impl ProcessCluster {
-    /// Writes certificates and configs and starts every node.
+    /// Writes certificates and configs, starts every node and waits until
+    /// each is ready (the launcher's status check).
     pub fn start(nodes: u64) -> Result<Self, Box<dyn std::error::Error>> {
         Self::start_with(nodes, "")
     }
@@ -32,10 +33,31 @@ impl ProcessCluster {
     /// Like `start`, with `top_level` TOML lines added to every node config.
     pub fn start_with(nodes: u64, top_level: &str) -> Result<Self, Box<dyn std::error::Error>> {
         let mut cluster = Self::prepare(nodes, top_level)?;
-        for id in 1..=nodes {
+        let ids = cluster.launched.ids();
+        for &id in &ids {
             cluster.spawn(id)?;
         }
+        cluster.wait_ready(&ids)?;
         Ok(cluster)
+    }
+
+    /// Waits until each of `ids` is ready. Callable from synchronous tests
+    /// and from inside a runtime alike: the wait runs on a thread (and a
+    /// runtime) of its own.
+    pub fn wait_ready(&mut self, ids: &[u64]) -> Result<(), Box<dyn std::error::Error>> {
+        let launched = &mut self.launched;
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+                    let runtime = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()?;
+                    Ok(runtime.block_on(launched.wait_ready(ids, READY_PATIENCE))?)
+                })
+                .join()
+                .map_err(|_| "the readiness wait panicked")?
+        })
+        .map_err(|e| e.to_string().into())
     }
 
     /// Writes certificates and configs (as `start_with`) without starting
@@ -43,39 +65,28 @@ impl ProcessCluster {
     /// at a data directory, say); then `spawn` each node.
     pub fn prepare(nodes: u64, top_level: &str) -> Result<Self, Box<dyn std::error::Error>> {
         let dir = tempfile::tempdir()?;
-        paxlock_certs::write_dev_pki(
-            &dir.path().join("certs"),
-            "dev",
-            nodes,
-            &[],
-            &["dev-client"],
-        )?;
-        let base_port = free_port_base(nodes as u16);
-        for id in 1..=nodes {
-            let config = format!("{top_level}\n{}", node_config(id, nodes, base_port));
-            std::fs::write(dir.path().join(format!("node-{id}.toml")), config)?;
-        }
-        std::fs::write(
-            dir.path().join("client.toml"),
-            client_config_text(nodes, base_port),
-        )?;
+        let base_port = paxlock_launcher::ports::free_udp_base(nodes as u16)
+            .ok_or("no free loopback UDP ports")?;
+        let spec = ClusterSpec::loopback(dir.path(), nodes, base_port)
+            .top_level(top_level)
+            .env("PAXLOCK_LOG", Some("info"));
+        let launched = Cluster::prepare(NodeBinary::probe(PAXLOCK)?, spec)?;
         Ok(ProcessCluster {
+            launched,
             dir,
             nodes,
             base_port,
-            children: (0..nodes).map(|_| None).collect(),
-            node_env: Vec::new(),
         })
     }
 
     /// Node `id`'s data directory (as its config names it).
     pub fn data_dir(&self, id: u64) -> PathBuf {
-        self.dir.path().join("data").join(format!("node-{id}"))
+        self.launched.data_dir(id)
     }
 
     /// Node `id`'s process id, while it runs.
     pub fn pid(&self, id: u64) -> Option<u32> {
-        self.children[(id - 1) as usize].as_ref().map(Child::id)
+        self.launched.pid(id)
     }
 
     /// A client of this cluster with session TTL `ttl`, patient enough
@@ -92,7 +103,7 @@ impl ProcessCluster {
 
     /// The client config path.
     pub fn client_config(&self) -> PathBuf {
-        self.dir.path().join("client.toml")
+        self.launched.client_config_path()
     }
 
     /// A raw wire-protocol client of node `id`, with the dev client's
@@ -102,7 +113,7 @@ impl ProcessCluster {
         id: u64,
         identity: &str,
     ) -> Result<super::RawClient, Box<dyn std::error::Error>> {
-        let certs = self.dir.path().join("certs");
+        let certs = self.launched.certs_dir();
         super::RawClient::connect(
             &certs.join("ca.pem"),
             &certs.join(format!("client-{identity}.pem")),
@@ -156,56 +167,23 @@ impl ProcessCluster {
     /// Sets `key` to `value` (or removes it, for `None`) in the
     /// environment of every node started from now on.
     pub fn set_node_env(&mut self, key: &str, value: Option<&str>) {
-        self.node_env.retain(|(k, _)| k != key);
-        self.node_env
-            .push((key.to_string(), value.map(str::to_string)));
+        self.launched.set_env(key, value);
     }
 
-    /// Starts node `id` (again).
+    /// Starts node `id` (again); does not wait for it.
     pub fn spawn(&mut self, id: u64) -> Result<(), Box<dyn std::error::Error>> {
-        self.spawn_binary(id, Path::new(PAXLOCK))
+        Ok(self.launched.spawn(id)?)
     }
 
     /// Starts node `id` (again) running the `paxlock` binary at `exe` (an
     /// older release, say).
     pub fn spawn_binary(&mut self, id: u64, exe: &Path) -> Result<(), Box<dyn std::error::Error>> {
-        let config = self.dir.path().join(format!("node-{id}.toml"));
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.path().join(format!("node-{id}.log")))?;
-        let mut command = Command::new(exe);
-        command
-            .args(["serve", "--config"])
-            .arg(&config)
-            .env("PAXLOCK_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(log);
-        // A node of this build stops when its stdin (a pipe the `Child`
-        // below holds) closes, so a test process that is killed (a CI
-        // timeout) leaves no node behind; an older release has no such
-        // flag.
-        if exe == Path::new(PAXLOCK) {
-            command.arg("--exit-with-parent").stdin(Stdio::piped());
-        }
-        for (key, value) in &self.node_env {
-            match value {
-                Some(value) => command.env(key, value),
-                None => command.env_remove(key),
-            };
-        }
-        let child = command.spawn()?;
-        self.children[(id - 1) as usize] = Some(child);
-        Ok(())
+        Ok(self.launched.spawn_with(id, &NodeBinary::probe(exe)?)?)
     }
 
     /// Sends `signal` to node `id`'s process.
     pub fn signal(&self, id: u64, signal: rustix::process::Signal) {
-        if let Some(child) = &self.children[(id - 1) as usize] {
-            if let Some(pid) = rustix::process::Pid::from_raw(child.id() as i32) {
-                let _ = rustix::process::kill_process(pid, signal);
-            }
-        }
+        let _ = self.launched.signal(id, signal);
     }
 
     /// Waits for node `id` to exit by itself; returns its exit code.
@@ -214,37 +192,19 @@ impl ProcessCluster {
         id: u64,
         patience: Duration,
     ) -> Result<Option<i32>, Box<dyn std::error::Error>> {
-        let deadline = Instant::now() + patience;
-        loop {
-            if let Some(child) = self.children[(id - 1) as usize].as_mut() {
-                if let Some(status) = child.try_wait()? {
-                    self.children[(id - 1) as usize] = None;
-                    return Ok(status.code());
-                }
-            } else {
-                return Ok(None);
-            }
-            if Instant::now() > deadline {
-                return Err(format!("node {id} still running after {patience:?}").into());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let status = self.launched.wait_exit_blocking(id, patience)?;
+        Ok(status.and_then(|s| s.code()))
     }
 
     /// Closes node `id`'s stdin, as its parent's death would: a node of
     /// this build (started with `--exit-with-parent`) then stops.
     pub fn close_stdin(&mut self, id: u64) {
-        if let Some(child) = self.children[(id - 1) as usize].as_mut() {
-            drop(child.stdin.take());
-        }
+        self.launched.close_stdin(id);
     }
 
     /// SIGKILLs node `id` and reaps it.
     pub fn kill(&mut self, id: u64) {
-        if let Some(mut child) = self.children[(id - 1) as usize].take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.launched.kill(id);
     }
 
     /// The last `lines` lines of node `id`'s log (for assertion messages,
@@ -257,16 +217,17 @@ impl ProcessCluster {
 
     /// The node log so far (to search; print `log_tail` instead).
     pub fn log(&self, id: u64) -> String {
-        std::fs::read_to_string(self.dir.path().join(format!("node-{id}.log"))).unwrap_or_default()
+        std::fs::read_to_string(self.launched.log_path(id)).unwrap_or_default()
     }
 }
 
+/// How long `start` waits for every node to be ready: the status check
+/// needs a leader, which on a loaded machine can take a few elections.
+const READY_PATIENCE: Duration = Duration::from_secs(60);
+
 impl Drop for ProcessCluster {
     fn drop(&mut self) {
-        for id in 1..=self.nodes {
-            self.signal(id, rustix::process::Signal::CONT);
-            self.kill(id);
-        }
+        self.launched.kill_all();
         // For debugging a failure: keep the folder (logs, data) around.
         if std::env::var_os("PAXLOCK_KEEP_TEST_DIRS").is_some() {
             if let Ok(empty) = tempfile::tempdir() {
@@ -279,22 +240,7 @@ impl Drop for ProcessCluster {
 
 /// A free UDP port base with room for `n` consecutive ports.
 pub fn free_port_base(n: u16) -> u16 {
-    for _ in 0..100 {
-        let Ok(sock) = std::net::UdpSocket::bind("127.0.0.1:0") else {
-            continue;
-        };
-        let Ok(addr) = sock.local_addr() else {
-            continue;
-        };
-        let base = addr.port();
-        drop(sock);
-        if base < 60000
-            && (0..n).all(|i| std::net::UdpSocket::bind(("127.0.0.1", base + i)).is_ok())
-        {
-            return base;
-        }
-    }
-    27101
+    paxlock_launcher::ports::free_udp_base(n).unwrap_or(27101)
 }
 
 /// A `paxlock lock` (or other CLI) process whose output lines are collected.

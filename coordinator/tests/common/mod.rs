@@ -197,20 +197,13 @@ pub async fn connect_client(
     )
 }
 pub mod cluster;
-pub mod requires;
 
 /// `Status` as one particular node answers it (no redirect).
 pub async fn node_status(
     cluster: &cluster::ProcessCluster,
     id: u64,
 ) -> Result<paxlock::proto::StatusOk, Box<dyn std::error::Error>> {
-    let certs = cluster.dir.path().join("certs");
-    let tls = paxlock::tls::TlsMaterial::load(
-        &certs.join("ca.pem"),
-        &certs.join("client-dev-client.pem"),
-        &certs.join("client-dev-client.key"),
-    )?;
-    Ok(paxlock::admin::node_status(&tls, &cluster.addr(id), PATIENCE).await?)
+    Ok(cluster.launched.status(id, PATIENCE).await?)
 }
 
 /// A client that speaks the wire protocol by hand to one node: no session

@@ -71,7 +71,7 @@ pub fn render(results: &[BenchResult]) -> anyhow::Result<String> {
         root.fill(&WHITE)?;
         let mut chart = ChartBuilder::on(&root)
             .caption(
-                "paxlock bench: latency distribution (CDF)",
+                "paxlock-lab bench: latency distribution (CDF)",
                 ("sans-serif", 22),
             )
             .margin(16)

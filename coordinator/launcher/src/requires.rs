@@ -1,4 +1,5 @@
-//! Tests that need something of the machine (root, a system tool, a kernel
+//! What a test needs of the machine, shared by every crate's tests. Tests
+//! that need something of the machine (root, a system tool, a kernel
 //! feature) say so here, so that `cargo test` on a fresh machine skips them
 //! with a printed reason instead of failing, while CI, which sets
 //! `PAXLOCK_REQUIRE_SYSTEM_TESTS=1` after installing what they need, runs
@@ -10,12 +11,14 @@ use std::path::Path;
 pub const REQUIRE_ALL: &str = "PAXLOCK_REQUIRE_SYSTEM_TESTS";
 
 /// Something a test needs of the machine.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Need {
     /// Running as root (namespaces, mounts).
     Root,
     /// An executable on `PATH` (`iptables`, `ip`, `prlimit`...).
     Tool(&'static str),
+    /// A device node (`/dev/fuse`).
+    Device(&'static str),
     /// The previous release's `paxlock` binary, at the path in
     /// `PAXLOCK_PREVIOUS_RELEASE_BIN` (`.ci/run` builds it from the commit
     /// named in `.ci/previous-release`).
@@ -39,6 +42,8 @@ impl Need {
             Need::Root => None,
             Need::Tool(tool) if !on_path(tool) => Some(format!("`{tool}` is not installed")),
             Need::Tool(_) => None,
+            Need::Device(path) if !Path::new(path).exists() => Some(format!("{path} is missing")),
+            Need::Device(_) => None,
             Need::PreviousRelease if previous_release_bin().is_none() => Some(
                 "PAXLOCK_PREVIOUS_RELEASE_BIN does not name the previous release's paxlock \
                  (build it as .ci/run does)"

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use super::proxy::{LinkFaults, Party};
-use crate::sim::rng::SimRng;
+use paxlock_sim::rng::SimRng;
 
 /// Which node a process or isolation fault hits, resolved when injected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

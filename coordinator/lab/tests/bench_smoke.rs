@@ -1,14 +1,18 @@
-//! `paxlock bench` runs end to end (briefly: it is a benchmark, not a test
+//! `paxlock-lab bench` runs end to end (briefly: it is a benchmark, not a test
 //! of speed; this only proves it works and reports a result line).
 
-use std::process::Command;
+mod common;
 
 #[test]
 fn bench_runs_a_short_uncontended_workload_and_reports_a_result_line(
 ) -> Result<(), Box<dyn std::error::Error>> {
-    let out = Command::new(env!("CARGO_BIN_EXE_paxlock"))
+    let dir = tempfile::tempdir()?;
+    let base_port = paxlock_launcher::ports::free_udp_base(3).ok_or("no free UDP ports")?;
+    let out = common::lab("bench")
+        .arg("--dir")
+        .arg(dir.path())
+        .args(["--base-port", &base_port.to_string()])
         .args([
-            "bench",
             "--workloads",
             "uncontended",
             "--clients",

@@ -1,4 +1,4 @@
-//! `paxlock bench`: a load generator for Paxlock (and, for comparison,
+//! `paxlock-lab bench`: a load generator for Paxlock (and, for comparison,
 //! etcd) with a progress display, one machine-readable line per result and
 //! a Paxlock/etcd ratio table with `--compare`, and with `--plot` an SVG
 //! chart of every run's latency distribution.
@@ -37,7 +37,7 @@ pub enum Workload {
     Failover,
 }
 
-/// Options of `paxlock bench`.
+/// Options of `paxlock-lab bench`.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
     /// Workloads to run, comma-separated.
@@ -70,7 +70,8 @@ pub struct BenchArgs {
     /// workload on both and print the Paxlock/etcd ratios.
     #[arg(long)]
     pub compare: bool,
-    /// The `paxlock` executable for started clusters (default: this one).
+    /// The `paxlock` executable for started clusters (default: the one
+    /// next to this executable, else on PATH).
     #[arg(long)]
     pub paxlock_bin: Option<PathBuf>,
     /// The `etcd` executable (Debian: `apt-get install etcd-server`).
@@ -164,17 +165,6 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn paxlock_exe(args: &BenchArgs) -> anyhow::Result<PathBuf> {
-    if let Some(p) = &args.paxlock_bin {
-        return Ok(p.clone());
-    }
-    let me = std::env::current_exe().context("finding this executable")?;
-    if me.file_stem().is_some_and(|n| n == "paxlock") {
-        return Ok(me);
-    }
-    bail!("pass --paxlock-bin PATH so the bench can start paxlock nodes")
-}
-
 async fn run_target(
     args: &BenchArgs,
     target: Target,
@@ -203,7 +193,7 @@ async fn run_target(
         match target {
             Target::Paxlock => {
                 let c = LocalCluster::start_paxlock(
-                    &paxlock_exe(args)?,
+                    crate::node_binary::node_binary(args.paxlock_bin.as_deref())?,
                     &args.dir.join("paxlock"),
                     args.base_port,
                 )

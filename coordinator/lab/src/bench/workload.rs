@@ -467,7 +467,7 @@ pub async fn failover(
             }
         };
         let kill_at = base.elapsed().as_nanos() as u64;
-        cluster.kill(leader).await?;
+        cluster.kill(leader)?;
         eprintln!(
             "  [{target} failover] round {}: SIGKILLed leader member {leader}",
             round + 1

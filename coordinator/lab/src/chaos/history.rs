@@ -9,8 +9,8 @@ use std::time::Instant;
 
 use paxlock::LeaderEvent;
 
-use crate::sim::linearizability::{Call, ClientId, Operation, Outcome};
-use crate::sim::resource::FencedResource;
+use paxlock_sim::linearizability::{Call, ClientId, Operation, Outcome};
+use paxlock_sim::resource::FencedResource;
 
 /// One write offered to a fenced resource.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

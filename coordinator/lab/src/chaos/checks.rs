@@ -7,7 +7,7 @@ use std::time::Duration;
 use paxlock::LeaderEvent;
 
 use super::history::{event_term, History};
-use crate::sim::linearizability::{check_lock_history, Outcome, Verdict};
+use paxlock_sim::linearizability::{check_lock_history, Outcome, Verdict};
 
 /// One check's result.
 #[derive(Debug, Clone)]
@@ -334,7 +334,7 @@ pub fn liveness(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cli::chaos::history::{CampaignWon, Recorder, Write};
+    use crate::chaos::history::{CampaignWon, Recorder, Write};
 
     fn write(worker: usize, session: u64, token: u64, paused: bool) -> Write {
         Write {

@@ -18,7 +18,7 @@ use std::time::Duration;
 use tokio::net::UdpSocket;
 use tokio::task::JoinHandle;
 
-use crate::sim::rng::SimRng;
+use paxlock_sim::rng::SimRng;
 
 /// A sender's upstream socket is closed after this long without a packet
 /// from the node, so a long run with many short-lived clients does not

@@ -18,8 +18,8 @@ use paxlock::{Client, ConnectOptions, Error, LeaderEvent, LeaderWatch, LockGuard
 use tokio::sync::mpsc;
 
 use super::history::{CampaignWon, Recorder, SessionOps, Write};
-use crate::sim::linearizability::{Call, Outcome};
-use crate::sim::rng::SimRng;
+use paxlock_sim::linearizability::{Call, Outcome};
+use paxlock_sim::rng::SimRng;
 
 /// How long a blocking acquire waits before the cluster withdraws it.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(2);

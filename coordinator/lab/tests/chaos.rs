@@ -1,4 +1,4 @@
-//! The bounded CI version of `paxlock chaos`: real node processes under
+//! The bounded CI version of `paxlock-lab chaos`: real node processes under
 //! seeded network and process faults, on loopback behind the fault proxies
 //! and, as root, with each node in its own network namespace. Each run must
 //! end with every check passed; on failure the output (with the seed to
@@ -6,29 +6,26 @@
 
 mod common;
 
-use std::process::Command;
-
-use common::cluster::free_port_base;
-use common::requires::{machine_has, Need};
+use paxlock_launcher::ports::free_udp_base;
+use paxlock_launcher::requires::{machine_has, Need};
 
 /// One chaos run at a time: each is a whole cluster plus 8 workers.
 static ONE_RUN_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-/// Runs `paxlock chaos` with `args`; returns its stdout if it passed.
+/// Runs `paxlock-lab chaos` with `args`; returns its stdout if it passed.
 fn chaos(args: &[&str]) -> Result<String, String> {
     let _serial = ONE_RUN_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let output = Command::new(env!("CARGO_BIN_EXE_paxlock"))
-        .arg("chaos")
+    let output = common::lab("chaos")
         .args(args)
         .arg("--dir")
         .arg(dir.path().join("run"))
         .output()
-        .map_err(|e| format!("cannot run paxlock chaos: {e}"))?;
+        .map_err(|e| format!("cannot run paxlock-lab chaos: {e}"))?;
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     if !output.status.success() {
         return Err(format!(
-            "paxlock chaos {args:?} failed ({}):\n{stdout}\n--- stderr (tail) ---\n{}",
+            "paxlock-lab chaos {args:?} failed ({}):\n{stdout}\n--- stderr (tail) ---\n{}",
             output.status,
             tail(&String::from_utf8_lossy(&output.stderr), 40)
         ));
@@ -55,7 +52,10 @@ fn assert_all_checks_passed(stdout: &str) {
 
 #[test]
 fn chaos_on_loopback_with_fault_proxies_passes_every_check() {
-    let base = free_port_base(5).to_string();
+    // Nodes on base..base+4, their proxies on base+100..base+104.
+    let base = free_udp_base(105)
+        .expect("no free loopback UDP ports")
+        .to_string();
     let stdout = chaos(&[
         "--seed",
         "11",

@@ -1,4 +1,4 @@
-//! `paxlock chaos`: real `paxlock serve` processes under network and
+//! `paxlock-lab chaos`: real `paxlock serve` processes under network and
 //! process faults drawn from a seed, client workers recording every
 //! operation, and checks on what they saw — mutual exclusion at a fenced
 //! resource, linearizable lock histories, gap-free election terms seen by
@@ -35,7 +35,7 @@ use proxy::{LinkFaults, Party};
 use schedule::{Episode, Fault, ScheduleSpec, Target};
 use workers::{Role, WorkerCtx};
 
-/// Options of `paxlock chaos`.
+/// Options of `paxlock-lab chaos`.
 #[derive(Debug, Args)]
 pub struct ChaosArgs {
     /// Seed of the fault schedule and the workers' choices.
@@ -66,7 +66,8 @@ pub struct ChaosArgs {
     /// Search budget of the linearizability checker, per lock.
     #[arg(long, default_value_t = 5_000_000)]
     pub check_steps: u64,
-    /// The `paxlock` executable to run as nodes (default: this one).
+    /// The `paxlock` executable to run as nodes (default: the one next to
+    /// this executable, else on PATH).
     #[arg(long)]
     pub paxlock_bin: Option<PathBuf>,
 }
@@ -86,10 +87,7 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<ExitCode> {
     if !(4..=32).contains(&args.workers) {
         bail!("--workers must be between 4 and 32 (the issue asks for 8 to 16)");
     }
-    let exe = match &args.paxlock_bin {
-        Some(p) => p.clone(),
-        None => std::env::current_exe().context("locating the paxlock executable")?,
-    };
+    let binary = crate::node_binary::node_binary(args.paxlock_bin.as_deref())?;
     let mode = if args.netns {
         "one network namespace per node"
     } else {
@@ -104,9 +102,11 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<ExitCode> {
         args.dir.display()
     );
     let mut cluster = if args.netns {
-        ChaosCluster::start_hosts(&exe, &args.dir, args.nodes, (args.seed % 200) as u8 + 20).await?
+        ChaosCluster::start_hosts(binary, &args.dir, args.nodes, (args.seed % 200) as u8 + 20)
+            .await?
     } else {
-        ChaosCluster::start_loopback(&exe, &args.dir, args.nodes, args.base_port, args.seed).await?
+        ChaosCluster::start_loopback(binary, &args.dir, args.nodes, args.base_port, args.seed)
+            .await?
     };
     let outcome = drive(&args, &mut cluster).await;
     cluster.shutdown().await;
@@ -130,7 +130,7 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<ExitCode> {
         println!("result: {failed} of {} checks FAILED", checks.len());
     }
     println!(
-        "replay: paxlock chaos --seed {} --nodes {} --workers {} --duration {}{}",
+        "replay: paxlock-lab chaos --seed {} --nodes {} --workers {} --duration {}{}",
         args.seed,
         args.nodes,
         args.workers,
@@ -228,7 +228,7 @@ async fn drive(args: &ChaosArgs, cluster: &mut ChaosCluster) -> anyhow::Result<V
 
     // Nothing acknowledged may be lost: crash every node at once, restart.
     let max_token = ctx.recorder.max_granted_token();
-    cluster.kill_all().await?;
+    cluster.kill_all();
     cluster.heal()?;
     cluster.wait_leader(Duration::from_secs(60)).await?;
     let durability = check_durability(cluster, &probe, &durable, max_token, &replay_before).await;
@@ -345,7 +345,7 @@ async fn inject(
         }
         Fault::Kill(target, down) => {
             let id = resolve(cluster, *target).await;
-            cluster.kill(id).await?;
+            cluster.kill(id);
             tokio::time::sleep(*down).await;
             cluster.restart(id)?;
             format!("SIGKILLed node {id} ({target:?}), restarted after {down:?}")

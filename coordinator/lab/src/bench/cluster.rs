@@ -1,0 +1,319 @@
+//! Local 3-node clusters the bench starts itself: Paxlock (through the
+//! launcher, as `paxlock dev` and the tests start theirs) and etcd (`etcd`
+//! members on loopback, supervised the same way), each with its own data
+//! directories.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use paxlock_launcher::process::{self, Supervised};
+use paxlock_launcher::{Cluster, ClusterSpec, LogSink, NodeBinary};
+
+use super::probe::{fetch_metrics, value, Probe};
+
+/// How long a cluster may take to start, or a member to rejoin.
+const STARTUP: Duration = Duration::from_secs(60);
+
+/// A running local cluster.
+pub struct LocalCluster {
+    members: Members,
+    /// Paxlock: the client config; etcd: unused.
+    pub client_config: PathBuf,
+    /// etcd: client `host:port` per member (index = id - 1).
+    pub client_endpoints: Vec<String>,
+}
+
+enum Members {
+    Paxlock(Box<Cluster>),
+    Etcd(EtcdMembers),
+}
+
+/// etcd member processes and how to start each again.
+struct EtcdMembers {
+    dir: PathBuf,
+    program: PathBuf,
+    /// Arguments per member (index = id - 1).
+    args: Vec<Vec<String>>,
+    running: Vec<Option<Supervised>>,
+}
+
+impl EtcdMembers {
+    fn spawn(&mut self, id: u64) -> anyhow::Result<()> {
+        let index = (id - 1) as usize;
+        let args = self.args.get(index).context("no such member")?;
+        let mut command = Command::new(&self.program);
+        command.args(args).stdin(Stdio::null());
+        let log = self.dir.join(format!("member-{id}.log"));
+        let member = Supervised::spawn(command, &LogSink::Files, &log, id)
+            .with_context(|| format!("starting {}", self.program.display()))?;
+        self.running[index] = Some(member);
+        Ok(())
+    }
+}
+
+impl LocalCluster {
+    /// Writes certificates and configs into `dir` and starts 3 Paxlock
+    /// nodes (one runtime thread each, the launcher's default: measured,
+    /// lower latency and higher throughput than one thread per core in
+    /// every process).
+    pub async fn start_paxlock(
+        binary: NodeBinary,
+        dir: &Path,
+        base_port: u16,
+    ) -> anyhow::Result<LocalCluster> {
+        let _ = std::fs::remove_dir_all(dir);
+        let spec = ClusterSpec::loopback(dir, 3, base_port).startup_timeout(STARTUP);
+        let cluster = Cluster::start(binary, spec).await?;
+        Ok(LocalCluster {
+            client_config: cluster.client_config_path(),
+            client_endpoints: Vec::new(),
+            members: Members::Paxlock(Box::new(cluster)),
+        })
+    }
+
+    /// Starts a 3-member etcd cluster on loopback: client ports
+    /// `base_port`, +1, +2; peer ports +10, +11, +12. Default fsync settings.
+    pub async fn start_etcd(
+        exe: &Path,
+        dir: &Path,
+        base_port: u16,
+    ) -> anyhow::Result<LocalCluster> {
+        let _ = std::fs::remove_dir_all(dir);
+        std::fs::create_dir_all(dir)?;
+        let client = |id: u64| format!("127.0.0.1:{}", u64::from(base_port) + id - 1);
+        let peer = |id: u64| format!("http://127.0.0.1:{}", u64::from(base_port) + 9 + id);
+        let initial: Vec<String> = (1..=3).map(|id| format!("m{id}={}", peer(id))).collect();
+        let args = (1..=3u64)
+            .map(|id| {
+                vec![
+                    "--name".into(),
+                    format!("m{id}"),
+                    "--data-dir".into(),
+                    dir.join(format!("m{id}")).display().to_string(),
+                    "--listen-client-urls".into(),
+                    format!("http://{}", client(id)),
+                    "--advertise-client-urls".into(),
+                    format!("http://{}", client(id)),
+                    "--listen-peer-urls".into(),
+                    peer(id),
+                    "--initial-advertise-peer-urls".into(),
+                    peer(id),
+                    "--initial-cluster".into(),
+                    initial.join(","),
+                    "--initial-cluster-state".into(),
+                    "new".into(),
+                    "--initial-cluster-token".into(),
+                    format!("paxlock-bench-{base_port}"),
+                ]
+            })
+            .collect();
+        let mut members = EtcdMembers {
+            dir: dir.to_path_buf(),
+            program: exe.to_path_buf(),
+            args,
+            running: (0..3).map(|_| None).collect(),
+        };
+        for id in 1..=3 {
+            members.spawn(id)?;
+        }
+        let cluster = LocalCluster {
+            members: Members::Etcd(members),
+            client_config: PathBuf::new(),
+            client_endpoints: (1..=3).map(client).collect(),
+        };
+        cluster.wait_etcd_healthy(STARTUP).await?;
+        Ok(cluster)
+    }
+
+    fn dir(&self) -> &Path {
+        match &self.members {
+            Members::Paxlock(cluster) => cluster.dir(),
+            Members::Etcd(members) => &members.dir,
+        }
+    }
+
+    async fn wait_etcd_healthy(&self, timeout: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.etcd_leader().await.is_ok() {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "etcd not healthy within {timeout:?}; see {}/member-*.log",
+                    self.dir().display()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Member id (1-based) of the current etcd leader, when all members agree.
+    #[cfg(feature = "etcd")]
+    async fn etcd_leader(&self) -> anyhow::Result<u64> {
+        let mut ids = Vec::new();
+        let mut leader = None;
+        for ep in &self.client_endpoints {
+            let (member, l) = super::etcd::member_status(ep).await?;
+            if l == "0" {
+                bail!("no leader");
+            }
+            ids.push(member);
+            leader = Some(l);
+        }
+        let leader = leader.context("no members")?;
+        let pos = ids
+            .iter()
+            .position(|m| *m == leader)
+            .context("leader unknown")?;
+        Ok(pos as u64 + 1)
+    }
+
+    #[cfg(not(feature = "etcd"))]
+    async fn etcd_leader(&self) -> anyhow::Result<u64> {
+        bail!("built without the etcd feature")
+    }
+
+    /// Waits until there is a leader and (Paxlock) every peer is connected
+    /// and caught up; returns the leader.
+    pub async fn wait_healthy(&self, timeout: Duration) -> anyhow::Result<u64> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let last = match self.health().await {
+                Ok(leader) => return Ok(leader),
+                Err(e) => e,
+            };
+            if Instant::now() > deadline {
+                return Err(last.context(format!("cluster not healthy within {timeout:?}")));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The leader, without the catch-up check.
+    pub async fn wait_healthy_leader_only(&self) -> anyhow::Result<u64> {
+        if let Members::Etcd(_) = self.members {
+            return self.etcd_leader().await;
+        }
+        Ok(self.paxlock_status().await?.leader_node_id)
+    }
+
+    async fn health(&self) -> anyhow::Result<u64> {
+        if let Members::Etcd(_) = self.members {
+            return self.etcd_leader().await;
+        }
+        let status = self.paxlock_status().await?;
+        if status.leader_node_id == 0 {
+            bail!("no leader");
+        }
+        if let Some(p) = status
+            .peers
+            .iter()
+            .find(|p| !p.connected || p.lag_slots > 0)
+        {
+            bail!(
+                "node {} connected={} lag={}",
+                p.node_id,
+                p.connected,
+                p.lag_slots
+            );
+        }
+        // Only the leader knows `lag_slots`, and the status may have come
+        // from a follower: compare the nodes' commit indexes from their
+        // metrics endpoints too.
+        let mut commits = Vec::new();
+        for addr in self.metrics_addrs() {
+            let text = fetch_metrics(&addr).await?;
+            commits.push(
+                value(&text, "paxlock_commit_index")
+                    .with_context(|| format!("paxlock_commit_index not in {addr}/metrics"))?,
+            );
+        }
+        let max = commits.iter().copied().fold(0.0, f64::max);
+        let min = commits.iter().copied().fold(f64::MAX, f64::min);
+        if max - min > 200.0 {
+            bail!("a node lags: commit indexes {commits:?}");
+        }
+        Ok(status.leader_node_id)
+    }
+
+    /// The cluster's status, as a client sees it (through the leader).
+    async fn paxlock_status(&self) -> anyhow::Result<paxlock::proto::StatusOk> {
+        let config = super::driver::paxlock_config(&self.client_config, Duration::from_secs(10))?;
+        let client = paxlock::Client::connect(config).await?;
+        let status = client.status().await;
+        let _ = client.close().await;
+        Ok(status?)
+    }
+
+    /// Each member's Prometheus endpoint (`host:port`): Paxlock nodes serve
+    /// it on their own port number over TCP, etcd on its client URL.
+    fn metrics_addrs(&self) -> Vec<String> {
+        match &self.members {
+            Members::Paxlock(cluster) => cluster
+                .spec()
+                .nodes
+                .iter()
+                .map(|n| n.listen.to_string())
+                .collect(),
+            Members::Etcd(_) => self.client_endpoints.clone(),
+        }
+    }
+
+    /// Reads the members' server-side latency figures.
+    pub fn probe(&self) -> Probe {
+        match self.members {
+            Members::Paxlock(_) => Probe::paxlock(self.metrics_addrs()),
+            Members::Etcd(_) => Probe::etcd(self.metrics_addrs()),
+        }
+    }
+
+    /// SIGKILLs member `id`.
+    pub fn kill(&mut self, id: u64) -> anyhow::Result<()> {
+        match &mut self.members {
+            Members::Paxlock(cluster) => {
+                cluster.node(id)?;
+                cluster.kill(id);
+            }
+            Members::Etcd(members) => {
+                let member = members
+                    .running
+                    .get_mut((id as usize).wrapping_sub(1))
+                    .context("no such member")?;
+                if let Some(mut member) = member.take() {
+                    member.kill();
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts member `id` again on its data directory and waits until it
+    /// has rejoined.
+    pub async fn restart(&mut self, id: u64) -> anyhow::Result<()> {
+        match &mut self.members {
+            Members::Paxlock(cluster) => {
+                cluster.spawn(id)?;
+                cluster.wait_ready(&[id], STARTUP).await?;
+            }
+            Members::Etcd(members) => {
+                members.spawn(id)?;
+                self.wait_etcd_healthy(STARTUP).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// SIGTERM to every member, then SIGKILL after a grace period.
+    pub async fn stop(mut self) {
+        let grace = Duration::from_secs(5);
+        match &mut self.members {
+            Members::Paxlock(cluster) => cluster.stop(grace).await,
+            Members::Etcd(members) => {
+                process::stop_all(members.running.iter_mut().flatten(), grace).await;
+            }
+        }
+    }
+}

@@ -1,0 +1,257 @@
+//! The cluster under test: `paxlock serve` processes (started by the
+//! launcher) that the runner can kill, restart, stop and continue, on a
+//! network it can break: either loopback behind fault proxies or one
+//! namespace per node.
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use paxlock::tls::TlsMaterial;
+use paxlock::ConnectOptions;
+use paxlock_launcher::{Cluster, ClusterSpec, NodeBinary, NodeSpec};
+
+use super::netns::HostNet;
+use super::proxy::{self, FaultTable, LinkFaults, Party, Proxy, ProxySpec};
+
+/// The network the nodes talk over.
+enum Network {
+    /// 127.0.0.1, every node behind its own fault proxy.
+    Loopback {
+        table: Arc<FaultTable>,
+        _proxies: Vec<Proxy>,
+    },
+    /// One namespace per node; faults are iptables rules.
+    Hosts(HostNet),
+}
+
+/// A running chaos cluster. The nodes (first field) stop before the
+/// network they talk over goes away.
+pub struct ChaosCluster {
+    nodes: Cluster,
+    net: Network,
+    /// The client certificate every worker uses.
+    pub tls: TlsMaterial,
+}
+
+/// Limits shared by every node: election history long enough that the
+/// final replay covers the whole run, and a short minimum TTL for workers.
+const LIMITS: &str = "[limits]\nsession_ttl_min = \"1s\"\nelection_history = 50000";
+
+impl ChaosCluster {
+    /// Starts `n` nodes on 127.0.0.1: node `i` listens on `base_port + i - 1`
+    /// and is reached through its proxy on `base_port + 100 + i - 1`.
+    pub async fn start_loopback(
+        binary: NodeBinary,
+        dir: &Path,
+        n: u64,
+        base_port: u16,
+        seed: u64,
+    ) -> anyhow::Result<ChaosCluster> {
+        let real = |id: u64| SocketAddr::from(([127, 0, 0, 1], base_port + id as u16 - 1));
+        let public = |id: u64| SocketAddr::from(([127, 0, 0, 1], base_port + 100 + id as u16 - 1));
+        let table = Arc::new(FaultTable::default());
+        let node_ports: HashMap<u16, u64> = (1..=n).map(|id| (real(id).port(), id)).collect();
+        let mut proxies = Vec::new();
+        for id in 1..=n {
+            let spec = ProxySpec {
+                node: id,
+                listen: public(id),
+                upstream: real(id),
+                node_ports: node_ports.clone(),
+                seed: seed.wrapping_mul(31).wrapping_add(id),
+            };
+            proxies.push(
+                proxy::start(spec, table.clone()).await.with_context(|| {
+                    format!("starting the proxy for node {id} on {}", public(id))
+                })?,
+            );
+        }
+        let nodes = (1..=n)
+            .map(|id| NodeSpec {
+                public: public(id),
+                ..NodeSpec::at(id, real(id))
+            })
+            .collect();
+        let net = Network::Loopback {
+            table,
+            _proxies: proxies,
+        };
+        ChaosCluster::start(binary, dir, nodes, net).await
+    }
+
+    /// Starts `n` nodes, each in its own namespace with its own address
+    /// (port 7000), certificates naming that address.
+    pub async fn start_hosts(
+        binary: NodeBinary,
+        dir: &Path,
+        n: u64,
+        tag: u8,
+    ) -> anyhow::Result<ChaosCluster> {
+        let ids: Vec<u64> = (1..=n).collect();
+        let net = HostNet::create(tag, &ids)?;
+        let nodes = ids
+            .iter()
+            .map(|&id| {
+                let ip = net.node_ip(id);
+                let wrapper = ["ip", "netns", "exec"]
+                    .into_iter()
+                    .map(OsString::from)
+                    .chain([OsString::from(net.namespace(id))])
+                    .collect();
+                NodeSpec {
+                    extra_sans: vec![ip.to_string()],
+                    wrapper,
+                    ..NodeSpec::at(id, SocketAddr::from((ip, 7000)))
+                }
+            })
+            .collect();
+        ChaosCluster::start(binary, dir, nodes, Network::Hosts(net)).await
+    }
+
+    async fn start(
+        binary: NodeBinary,
+        dir: &Path,
+        nodes: Vec<NodeSpec>,
+        net: Network,
+    ) -> anyhow::Result<ChaosCluster> {
+        let _ = std::fs::remove_dir_all(dir);
+        let log_level =
+            std::env::var("PAXLOCK_CHAOS_NODE_LOG").unwrap_or_else(|_| "info".to_string());
+        let spec = ClusterSpec::with_nodes(dir, nodes)
+            .clients(&["chaos"])
+            .tables(LIMITS)
+            .env("PAXLOCK_LOG", Some(&log_level))
+            .startup_timeout(Duration::from_secs(60));
+        let nodes = Cluster::start(binary, spec).await?;
+        Ok(ChaosCluster {
+            tls: nodes.tls().clone(),
+            nodes,
+            net,
+        })
+    }
+
+    /// Node ids.
+    pub fn ids(&self) -> Vec<u64> {
+        self.nodes.ids()
+    }
+
+    /// Options for a worker's client: every node's public address.
+    pub fn connect_options(&self, session_ttl: Duration) -> ConnectOptions {
+        ConnectOptions {
+            endpoints: self.nodes.endpoints(),
+            request_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(1),
+            dead_node_timeout: paxlock::DEFAULT_DEAD_NODE_TIMEOUT,
+            session_ttl,
+            max_clock_drift_ppm: paxlock::DEFAULT_DRIFT_PPM,
+        }
+    }
+
+    /// SIGKILLs node `id`.
+    pub fn kill(&mut self, id: u64) {
+        self.nodes.kill(id);
+    }
+
+    /// Starts node `id` again on its data directory (no wait).
+    pub fn restart(&mut self, id: u64) -> anyhow::Result<()> {
+        if !self.nodes.is_running(id) {
+            self.nodes.spawn(id)?;
+        }
+        Ok(())
+    }
+
+    /// SIGSTOP (`stop == true`) or SIGCONT to node `id`.
+    pub fn signal_pause(&mut self, id: u64, stop: bool) -> anyhow::Result<()> {
+        if stop {
+            self.nodes.pause(id)?;
+        } else {
+            self.nodes.resume(id)?;
+        }
+        Ok(())
+    }
+
+    /// Sets the faults of one direction of one link.
+    pub fn set_link(&self, from: Party, to: Party, faults: LinkFaults) -> anyhow::Result<()> {
+        match &self.net {
+            Network::Loopback { table, .. } => {
+                table.set(from, to, faults);
+                Ok(())
+            }
+            Network::Hosts(net) => net.apply(from, to, &faults),
+        }
+    }
+
+    /// Whether packets can be delayed and duplicated (loopback proxies
+    /// only).
+    pub fn supports_delay(&self) -> bool {
+        matches!(self.net, Network::Loopback { .. })
+    }
+
+    /// The proxies' packet counts (loopback only).
+    pub fn packet_counts(&self) -> Option<&proxy::PacketCounts> {
+        match &self.net {
+            Network::Loopback { table, .. } => Some(&table.counts),
+            Network::Hosts(_) => None,
+        }
+    }
+
+    /// Removes every network fault.
+    pub fn heal_network(&self) -> anyhow::Result<()> {
+        match &self.net {
+            Network::Loopback { table, .. } => table.heal(),
+            Network::Hosts(net) => net.heal()?,
+        }
+        Ok(())
+    }
+
+    /// Removes every network fault, continues paused nodes and restarts
+    /// killed ones.
+    pub fn heal(&mut self) -> anyhow::Result<()> {
+        self.heal_network()?;
+        for id in self.ids() {
+            if self.nodes.is_paused(id) {
+                self.nodes.resume(id)?;
+            }
+            self.restart(id)?;
+        }
+        Ok(())
+    }
+
+    /// SIGKILLs every node at once.
+    pub fn kill_all(&mut self) {
+        self.nodes.kill_all();
+    }
+
+    /// The node that says it leads (asked directly, not through faults).
+    pub async fn leader(&self) -> Option<u64> {
+        self.nodes.leader().await
+    }
+
+    /// Waits until some node leads.
+    pub async fn wait_leader(&self, timeout: Duration) -> anyhow::Result<u64> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(id) = self.leader().await {
+                return Ok(id);
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "no leader within {timeout:?}; see {}/node-*.log",
+                    self.nodes.dir().display()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// SIGTERM to every node, then SIGKILL after a grace period.
+    pub async fn shutdown(mut self) {
+        let _ = self.heal_network();
+        self.nodes.stop(Duration::from_secs(10)).await;
+    }
+}
