@@ -44,6 +44,7 @@ impl Cluster {
     /// Writes certificates, node configs, data folders and `client.toml`
     /// into the spec's folder, starting no node.
     pub fn prepare(binary: NodeBinary, spec: ClusterSpec) -> Result<Cluster, LaunchError> {
+        spec.check()?;
         let write_err = |path: &Path| {
             let path = path.to_path_buf();
             move |source| LaunchError::Write { path, source }
@@ -360,7 +361,8 @@ impl Cluster {
     }
 
     /// Waits until each of `ids` is ready: it answers the status request,
-    /// knows a leader, and is connected to every peer that runs. Fails at
+    /// knows a leader, and is connected to every peer that runs and is not
+    /// paused. Fails at
     /// once if one of them exits, and after `timeout` with the reason the
     /// last status gave.
     pub async fn wait_ready(&mut self, ids: &[u64], timeout: Duration) -> Result<(), LaunchError> {
@@ -409,7 +411,7 @@ impl Cluster {
         let disconnected: Vec<u64> = status
             .peers
             .iter()
-            .filter(|p| !p.connected && self.is_running(p.node_id))
+            .filter(|p| !p.connected && self.is_running(p.node_id) && !self.is_paused(p.node_id))
             .map(|p| p.node_id)
             .collect();
         if !disconnected.is_empty() {

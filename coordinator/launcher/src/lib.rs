@@ -56,6 +56,9 @@ pub enum LaunchError {
         /// The error.
         source: paxlock_certs::CertError,
     },
+    /// The spec cannot be launched.
+    #[error("this cluster spec cannot be launched: {0}")]
+    Spec(String),
     /// The spec names no client identity, and the launcher needs one to
     /// ask nodes for their status.
     #[error("the cluster spec names no client identity; give it at least one")]

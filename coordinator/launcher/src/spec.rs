@@ -2,12 +2,15 @@
 //! every node gets, how nodes run and where their output goes; and the
 //! config files written from it.
 
+use std::collections::BTreeSet;
 use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
+
+use crate::LaunchError;
 
 /// One node of a cluster to launch.
 #[derive(Debug, Clone)]
@@ -98,7 +101,9 @@ pub struct ClusterSpec {
 pub const DEV_CLIENT: &str = "dev-client";
 
 impl ClusterSpec {
-    /// `nodes` nodes on 127.0.0.1, node N on `base_port + N - 1`, in `dir`.
+    /// `nodes` nodes on 127.0.0.1, node N on `base_port + N - 1`, in `dir`
+    /// (ports past 65535 become 65535, which [`ClusterSpec::check`] then
+    /// refuses as shared).
     pub fn loopback(dir: impl Into<PathBuf>, nodes: u64, base_port: u16) -> ClusterSpec {
         let nodes = (1..=nodes)
             .map(|id| {
@@ -172,6 +177,31 @@ impl ClusterSpec {
         self
     }
 
+    /// Refuses a spec whose nodes could not all run: no nodes, a node id
+    /// of 0 or given twice, or two nodes on one listen address.
+    pub fn check(&self) -> Result<(), LaunchError> {
+        if self.nodes.is_empty() {
+            return Err(LaunchError::Spec("it has no nodes".into()));
+        }
+        let mut ids = BTreeSet::new();
+        let mut addrs = BTreeSet::new();
+        for node in &self.nodes {
+            if node.id == 0 || !ids.insert(node.id) {
+                return Err(LaunchError::Spec(format!(
+                    "node id {} is 0 or given twice; ids are 1 and up, one per node",
+                    node.id
+                )));
+            }
+            if !addrs.insert(node.listen) {
+                return Err(LaunchError::Spec(format!(
+                    "two nodes listen on {}; give each its own port",
+                    node.listen
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// Node `id`'s spec.
     pub fn node(&self, id: u64) -> Option<&NodeSpec> {
         self.nodes.iter().find(|n| n.id == id)
@@ -233,6 +263,19 @@ mod tests {
         let peers = config["peers"].as_array().unwrap();
         let addrs: Vec<&str> = peers.iter().map(|p| p["addr"].as_str().unwrap()).collect();
         assert_eq!(addrs, ["127.0.0.1:7202", "127.0.0.1:7103"]);
+    }
+
+    #[test]
+    fn a_spec_with_shared_ports_or_ids_is_refused_before_anything_is_written() {
+        let near_the_end = ClusterSpec::loopback("/tmp/x", 3, 65534);
+        let err = near_the_end.check().unwrap_err().to_string();
+        assert!(err.contains("127.0.0.1:65535"), "{err}");
+        let mut twice = ClusterSpec::loopback("/tmp/x", 2, 9000);
+        twice.nodes[1].id = 1;
+        assert!(twice.check().unwrap_err().to_string().contains("node id 1"));
+        let none = ClusterSpec::with_nodes("/tmp/x", Vec::new());
+        assert!(none.check().is_err());
+        assert!(ClusterSpec::loopback("/tmp/x", 3, 9000).check().is_ok());
     }
 
     #[test]

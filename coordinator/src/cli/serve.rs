@@ -12,8 +12,9 @@ use crate::transport::TlsMaterial;
 use paxlock_storage::FileDurability;
 
 /// The line a node prints (and flushes) on stdout once every outbound peer
-/// link is up; `paxlock dev` and tests wait for it.
-pub const CONNECTED_MARKER: &str = "connected to all peers over mutual TLS";
+/// link is up: for people. Launchers decide readiness by the status
+/// request, which also says whether the node knows a leader.
+const CONNECTED_MARKER: &str = "connected to all peers over mutual TLS";
 
 /// Resolves once standard input reaches its end (or fails): the process
 /// that held its other end is gone. The read blocks on a thread of its
