@@ -130,6 +130,36 @@ impl LimitsConfig {
     }
 }
 
+/// Bounds on client connections to this node (`[clients]`). Node-local:
+/// nodes of one cluster may differ, and none of it is replicated.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClientsConfig {
+    /// Client connections to this node, all identities together.
+    pub max_connections: usize,
+    /// Client connections to this node of one identity (one `Client`
+    /// needs one connection per node, whatever its sessions).
+    pub max_connections_per_identity: usize,
+    /// Request and watch streams one connection may have open at once;
+    /// a client opening more waits for one to finish.
+    pub max_streams_per_connection: u32,
+    /// How long a request frame may take to arrive once its stream is
+    /// open; a stalled one is reset (`FRAME_TIMEOUT`).
+    #[serde(with = "paxlock::humantime_serde")]
+    pub frame_read_timeout: Duration,
+}
+
+impl Default for ClientsConfig {
+    fn default() -> Self {
+        ClientsConfig {
+            max_connections: 4096,
+            max_connections_per_identity: 512,
+            max_streams_per_connection: 1024,
+            frame_read_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
 /// The whole node configuration.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -175,6 +205,9 @@ pub struct NodeConfig {
     /// Limits of the lock service.
     #[serde(default)]
     pub limits: LimitsConfig,
+    /// Bounds on client connections to this node.
+    #[serde(default)]
+    pub clients: ClientsConfig,
 }
 
 fn default_snapshot_every() -> u64 {
@@ -269,6 +302,28 @@ impl NodeConfig {
             return Err(invalid(
                 "wal_segment_bytes",
                 format!("must be at least {MIN_WAL_SEGMENT_BYTES} (64 KiB); the default is 64 MiB"),
+            ));
+        }
+        let c = &self.clients;
+        for (key, value) in [
+            ("clients.max_connections", c.max_connections),
+            (
+                "clients.max_connections_per_identity",
+                c.max_connections_per_identity,
+            ),
+            (
+                "clients.max_streams_per_connection",
+                c.max_streams_per_connection as usize,
+            ),
+        ] {
+            if value == 0 {
+                return Err(invalid(key, "must be at least 1".into()));
+            }
+        }
+        if c.frame_read_timeout < Duration::from_millis(100) {
+            return Err(invalid(
+                "clients.frame_read_timeout",
+                "must be at least 100ms; the default is 10s".into(),
             ));
         }
         let l = &self.limits;

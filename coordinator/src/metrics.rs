@@ -242,8 +242,14 @@ impl MetricsSources {
         metric(
             "paxlock_frame_errors_total",
             "counter",
-            "Malformed or oversized frames (each closed its stream).",
+            "Malformed, oversized or stalled frames (each closed its stream).",
             TransportMetrics::get(&t.frame_errors) as f64,
+        );
+        metric(
+            "paxlock_client_connections_refused_total",
+            "counter",
+            "Client connections refused: the node, or their identity, held as many as allowed.",
+            TransportMetrics::get(&t.client_connections_refused) as f64,
         );
         metric(
             "paxlock_handshake_failures_total",

@@ -6,9 +6,7 @@
 
 mod common;
 
-use std::process::Command;
-
-use common::cluster::{ProcessCluster, PAXLOCK};
+use common::cluster::ProcessCluster;
 use common::{RawClient, TestResult};
 use paxlock::proto::{self, request::Op, response, ErrorCode, Response};
 
@@ -48,20 +46,7 @@ async fn hello_identity(client: &RawClient) -> Result<String, Box<dyn std::error
 #[test]
 fn a_session_acts_only_for_the_identity_that_opened_it() -> TestResult {
     let cluster = ProcessCluster::start(3)?;
-    let certs = cluster.dir.path().join("certs");
-    let issued = Command::new(PAXLOCK)
-        .args(["certs", "issue-client", "mallory", "--ca-cert"])
-        .arg(certs.join("ca.pem"))
-        .arg("--ca-key")
-        .arg(certs.join("ca.key"))
-        .arg("--out")
-        .arg(&certs)
-        .output()?;
-    assert!(
-        issued.status.success(),
-        "{}",
-        String::from_utf8_lossy(&issued.stderr)
-    );
+    cluster.issue_client("mallory")?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

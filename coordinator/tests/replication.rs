@@ -63,6 +63,7 @@ async fn start_recorded_cluster(
             metrics_listen: None,
             max_clock_drift_ppm: paxlock::DEFAULT_DRIFT_PPM,
             snapshot_every_slots: 1000,
+            clients: Default::default(),
         };
         let parts = NodeParts {
             app: App::Custom(Box::new(recorder.clone())),

@@ -187,6 +187,7 @@ async fn peers_with_matching_certificates_connect() -> TestResult {
         metrics_listen: None,
         max_clock_drift_ppm: paxlock::DEFAULT_DRIFT_PPM,
         snapshot_every_slots: 1000,
+        clients: Default::default(),
     };
     let mut node2 = paxlock_coordinator::node::Node::start(
         options,

@@ -10,6 +10,9 @@ pub const MALFORMED_FRAME: u32 = 0x10;
 pub const FRAME_TOO_LARGE: u32 = 0x11;
 /// The stream carried something out of order (e.g. a second request).
 pub const UNEXPECTED_FRAME: u32 = 0x12;
+/// A request frame did not arrive within the node's read timeout (a
+/// stalled sender). Closes the stream only; send the request again.
+pub const FRAME_TIMEOUT: u32 = 0x13;
 /// Connection close: the peer's certificate does not name the node id that
 /// it claimed in its hello.
 pub const PEER_IDENTITY_MISMATCH: u32 = 0x20;
@@ -20,5 +23,8 @@ pub const HELLO_REQUIRED: u32 = 0x22;
 /// Connection close: the client certificate names no usable identity (no
 /// common name or DNS name, or one that cannot be an identity).
 pub const CLIENT_IDENTITY_MISSING: u32 = 0x23;
+/// Connection close: the node holds as many client connections as it
+/// allows, in all or for this identity; the reason says which.
+pub const TOO_MANY_CONNECTIONS: u32 = 0x24;
 /// Connection close: the node is shutting down.
 pub const SHUTTING_DOWN: u32 = 0x30;

@@ -42,6 +42,13 @@ pub enum FrameError {
     /// The underlying stream failed.
     #[error("stream error: {0}")]
     Io(#[from] std::io::Error),
+    /// The frame did not arrive in time (a receiver that bounds how long
+    /// a stalled sender may hold its buffers).
+    #[error("frame did not arrive within {after:?}")]
+    TimedOut {
+        /// The wait.
+        after: std::time::Duration,
+    },
 }
 
 impl FrameError {
@@ -50,6 +57,7 @@ impl FrameError {
         match self {
             FrameError::TooLarge { .. } => super::codes::FRAME_TOO_LARGE,
             FrameError::Truncated { .. } | FrameError::Decode(_) => super::codes::MALFORMED_FRAME,
+            FrameError::TimedOut { .. } => super::codes::FRAME_TIMEOUT,
             FrameError::Io(_) => super::codes::NO_ERROR,
         }
     }
@@ -87,7 +95,7 @@ pub fn decode_frame<M: Message + Default>(buf: &[u8]) -> Result<Option<(M, usize
     let Some(header) = buf.get(..FRAME_HEADER_BYTES) else {
         return Ok(None);
     };
-    let len = frame_len(header)?;
+    let len = frame_len(header, MAX_FRAME_BYTES)?;
     let Some(body) = buf.get(FRAME_HEADER_BYTES..FRAME_HEADER_BYTES + len) else {
         return Ok(None);
     };
@@ -95,26 +103,42 @@ pub fn decode_frame<M: Message + Default>(buf: &[u8]) -> Result<Option<(M, usize
     Ok(Some((msg, FRAME_HEADER_BYTES + len)))
 }
 
-fn frame_len(header: &[u8]) -> Result<usize, FrameError> {
+fn frame_len(header: &[u8], max: usize) -> Result<usize, FrameError> {
     let mut prefix = [0u8; FRAME_HEADER_BYTES];
     prefix.copy_from_slice(header);
     let len = u32::from_be_bytes(prefix) as usize;
-    if len > MAX_FRAME_BYTES {
-        return Err(FrameError::TooLarge {
-            len,
-            max: MAX_FRAME_BYTES,
-        });
+    if len > max {
+        return Err(FrameError::TooLarge { len, max });
     }
     Ok(len)
 }
 
-/// Reads one frame from `reader`.
+/// How much a frame body's buffer grows by at a time: a body's memory
+/// follows the bytes that arrived, not the length its header claims.
+const BODY_CHUNK_BYTES: usize = 64 * 1024;
+
+/// Reads one frame from `reader`, of at most `MAX_FRAME_BYTES`.
 ///
 /// Returns `Ok(None)` on a clean end of stream *between* frames; an end of
 /// stream inside a frame is `Truncated`.
 pub async fn read_frame<M, R>(reader: &mut R) -> Result<Option<M>, FrameError>
 where
     M: Message + Default,
+    R: AsyncRead + Unpin,
+{
+    match read_frame_header(reader, MAX_FRAME_BYTES).await? {
+        Some(len) => Ok(Some(read_frame_body(reader, len).await?)),
+        None => Ok(None),
+    }
+}
+
+/// Reads one frame's length prefix: `Ok(None)` on a clean end of stream,
+/// else the body's length, refused (`TooLarge`) above `max`.
+///
+/// With [`read_frame_body`], for a reader that does something between the
+/// two (a node charges the body against a memory budget).
+pub async fn read_frame_header<R>(reader: &mut R, max: usize) -> Result<Option<usize>, FrameError>
+where
     R: AsyncRead + Unpin,
 {
     let mut header = [0u8; FRAME_HEADER_BYTES];
@@ -128,13 +152,31 @@ where
             got,
         });
     }
-    let len = frame_len(&header)?;
-    let mut body = vec![0u8; len];
-    let got = read_full(reader, &mut body).await?;
-    if got < len {
-        return Err(FrameError::Truncated { expected: len, got });
+    frame_len(&header, max.min(MAX_FRAME_BYTES)).map(Some)
+}
+
+/// Reads and decodes a frame body of `len` bytes. Its buffer grows as the
+/// bytes arrive, so a sender that announces a large frame and stalls holds
+/// only what it sent.
+pub async fn read_frame_body<M, R>(reader: &mut R, len: usize) -> Result<M, FrameError>
+where
+    M: Message + Default,
+    R: AsyncRead + Unpin,
+{
+    let mut body = Vec::with_capacity(len.min(BODY_CHUNK_BYTES));
+    while body.len() < len {
+        let filled = body.len();
+        let chunk = (len - filled).min(BODY_CHUNK_BYTES);
+        body.resize(filled + chunk, 0);
+        let got = read_full(reader, &mut body[filled..]).await?;
+        if got < chunk {
+            return Err(FrameError::Truncated {
+                expected: len,
+                got: filled + got,
+            });
+        }
     }
-    Ok(Some(M::decode(body.as_slice())?))
+    Ok(M::decode(body.as_slice())?)
 }
 
 /// Reads until `buf` is full or the stream ends; returns the bytes read.

@@ -6,8 +6,8 @@ pub mod codes;
 pub mod frame;
 
 pub use frame::{
-    decode_frame, encode_frame, read_frame, write_frame, FrameError, FRAME_HEADER_BYTES,
-    MAX_FRAME_BYTES,
+    decode_frame, encode_frame, read_frame, read_frame_body, read_frame_header, write_frame,
+    FrameError, FRAME_HEADER_BYTES, MAX_FRAME_BYTES,
 };
 /// What a request acknowledges, and how often one fenced before it was
 /// applied is sent again (see [`paxlock_client_rules::ack`]).

@@ -20,12 +20,13 @@ use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
 use crate::bounded;
-use crate::config::NodeConfig;
+use crate::config::{ClientsConfig, NodeConfig};
 use crate::locks::Identity;
 use crate::metrics::{MetricsSources, NodeMetrics};
 use crate::paxos::{self, DurableState, Message, NodeId, PersistSeq, Replica};
 use crate::service::sessions::run_leader_scans;
 use crate::service::{watch as election_watch, Context, LockApplication, Shared};
+use crate::transport::client_limits::{ClientGate, ClientLimits};
 use crate::transport::client_streams::ClientService;
 use crate::transport::lanes::{self, Lanes, PeerOutboxReceiver};
 use crate::transport::peer::{PeerLink, PeerSender, Sent};
@@ -76,6 +77,8 @@ pub struct NodeOptions {
     pub max_clock_drift_ppm: u32,
     /// Snapshot the state machine and compact the log every this many slots.
     pub snapshot_every_slots: u64,
+    /// Bounds on client connections.
+    pub clients: ClientsConfig,
 }
 
 impl From<&NodeConfig> for NodeOptions {
@@ -90,6 +93,7 @@ impl From<&NodeConfig> for NodeOptions {
             metrics_listen: config.metrics_listen,
             max_clock_drift_ppm: config.max_clock_drift_ppm,
             snapshot_every_slots: config.snapshot_every_slots,
+            clients: config.clients.clone(),
         }
     }
 }
@@ -166,6 +170,8 @@ impl Node {
             App::Locks(config) => config.clone(),
             App::Custom(_) => crate::locks::Config::default(),
         };
+        let client_gate =
+            ClientGate::new(ClientLimits::new(&options.clients, &machine_config.limits));
         let endpoint = Arc::new(NodeEndpoint::bind(
             options.listen,
             options.node_id,
@@ -264,6 +270,7 @@ impl Node {
                 metrics: node_metrics,
                 draining: draining.clone(),
             }),
+            client_gate,
         };
         let serving = endpoint.clone();
         tasks.push(tokio::spawn(async move { serving.serve(handlers).await }));

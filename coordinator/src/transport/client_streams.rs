@@ -1,18 +1,22 @@
 //! Serving client connections: one request per bidirectional stream.
 //!
-//! A bad frame closes only its own stream (with `FRAME_TOO_LARGE` or
-//! `MALFORMED_FRAME`), is counted, and never reaches the node: the
-//! service only ever sees requests that decoded completely.
+//! A bad frame closes only its own stream (with `FRAME_TOO_LARGE`,
+//! `MALFORMED_FRAME` or, stalled, `FRAME_TIMEOUT`), is counted, and never
+//! reaches the node: the service only ever sees requests that decoded
+//! completely. What a connection may hold (streams, unread bytes, request
+//! bodies being read, connections per identity) is bounded by the
+//! [`ClientGate`].
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
 use paxlock::proto::{request::Op, Request, Response, WatchEvent};
-use paxlock::wire::{read_frame, write_frame, FrameError};
+use paxlock::wire::{read_frame_body, read_frame_header, write_frame, FrameError};
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
+use super::client_limits::ClientGate;
 use super::metrics::TransportMetrics;
 use crate::locks::Identity;
 
@@ -36,14 +40,37 @@ pub trait ClientService: Send + Sync + 'static {
 }
 
 /// Accepts request streams on `connection` until it closes, handing every
-/// well-formed request to `service` as coming from `caller`.
+/// well-formed request to `service` as coming from `caller`; refuses the
+/// connection (`TOO_MANY_CONNECTIONS`, saying which limit) if the gate
+/// has no place for it.
 pub async fn serve_connection(
     connection: quinn::Connection,
     caller: Identity,
     service: Arc<dyn ClientService>,
+    gate: Arc<ClientGate>,
     metrics: Arc<TransportMetrics>,
 ) {
     let remote = connection.remote_address();
+    let _slot = match gate.admit(&caller) {
+        Ok(slot) => slot,
+        Err(refusal) => {
+            TransportMetrics::bump(&metrics.client_connections_refused);
+            warn!(%remote, identity = %caller.0, "refused client connection: {refusal}");
+            connection.close(
+                paxlock::wire::codes::TOO_MANY_CONNECTIONS.into(),
+                refusal.to_string().as_bytes(),
+            );
+            return;
+        }
+    };
+    // Clients use bidirectional streams only; these bound how many and how
+    // many unread bytes (the endpoint's defaults suit peers, which stream
+    // snapshots). No new unidirectional credit: the few streams the
+    // handshake allowed are never read, so they hold at most the window.
+    let limits = gate.limits();
+    connection.set_max_concurrent_uni_streams(0u32.into());
+    connection.set_max_concurrent_bi_streams(limits.max_streams_per_connection.into());
+    connection.set_receive_window(limits.receive_window_bytes.into());
     let caller = Arc::new(caller);
     loop {
         let (send, recv) = match connection.accept_bi().await {
@@ -58,6 +85,7 @@ pub async fn serve_connection(
             recv,
             caller.clone(),
             service.clone(),
+            gate.clone(),
             metrics.clone(),
         ));
     }
@@ -68,9 +96,10 @@ async fn serve_stream(
     mut recv: quinn::RecvStream,
     caller: Arc<Identity>,
     service: Arc<dyn ClientService>,
+    gate: Arc<ClientGate>,
     metrics: Arc<TransportMetrics>,
 ) {
-    let request = match read_frame::<Request, _>(&mut recv).await {
+    let request = match read_request(&mut recv, &gate).await {
         Ok(Some(request)) => request,
         Ok(None) => return,
         Err(err) => {
@@ -91,6 +120,32 @@ async fn serve_stream(
         return;
     }
     let _ = send.finish();
+}
+
+/// Reads a stream's request: its length checked against the largest legal
+/// request, its body read only once the gate has room for it, the whole of
+/// it within the read timeout, so a stalled sender holds a bounded buffer
+/// for a bounded time.
+async fn read_request(
+    recv: &mut quinn::RecvStream,
+    gate: &ClientGate,
+) -> Result<Option<Request>, FrameError> {
+    let limits = gate.limits();
+    let read = async {
+        let Some(len) = read_frame_header(recv, limits.request_frame_bytes).await? else {
+            return Ok(None);
+        };
+        let _room = gate
+            .reserve_reading(len)
+            .await
+            .map_err(|e| FrameError::Io(std::io::Error::other(e)))?;
+        read_frame_body(recv, len).await.map(Some)
+    };
+    tokio::time::timeout(limits.frame_read_timeout, read)
+        .await
+        .unwrap_or(Err(FrameError::TimedOut {
+            after: limits.frame_read_timeout,
+        }))
 }
 
 async fn stream_watch(mut send: quinn::SendStream, request: Request, service: &dyn ClientService) {

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use paxlock::wire::CLIENT_ALPN_V1;
 use tracing::{info, warn};
 
+use super::client_limits::ClientGate;
 use super::client_streams::{serve_connection, ClientService};
 use super::identity::{client_identity, peer_certificates};
 use super::lanes::PeerInbox;
@@ -31,6 +32,8 @@ pub struct Handlers {
     pub peer_messages: PeerInbox,
     /// What answers well-formed client requests.
     pub clients: Arc<dyn ClientService>,
+    /// What client connections may hold of the node.
+    pub client_gate: Arc<ClientGate>,
 }
 
 impl std::fmt::Debug for Handlers {
@@ -38,6 +41,10 @@ impl std::fmt::Debug for Handlers {
         f.debug_struct("Handlers").finish_non_exhaustive()
     }
 }
+
+/// Unidirectional streams a connection may have open at once (a peer's
+/// control lane needs one).
+const PEER_UNI_STREAMS: u32 = 4;
 
 /// A node's QUIC endpoint.
 #[derive(Debug)]
@@ -67,6 +74,12 @@ impl NodeEndpoint {
         if let Ok(idle) = quinn::IdleTimeout::try_from(std::time::Duration::from_millis(1500)) {
             transport.max_idle_timeout(Some(idle));
         }
+        // A peer opens one unidirectional stream (its control lane), a
+        // client none. The handshake grants this credit before the ALPN
+        // tells the two apart, and QUIC cannot take credit back, so it is
+        // kept small; a client connection then gets no more, and the node
+        // never reads the few it could open.
+        transport.max_concurrent_uni_streams(PEER_UNI_STREAMS.into());
         let transport = Arc::new(transport);
         server_config.transport_config(transport.clone());
         let mut peer_dial_config = tls.client_config(&PEER_ALPNS)?;
@@ -155,8 +168,14 @@ impl NodeEndpoint {
                     Some(alpn) if alpn == CLIENT_ALPN_V1 => {
                         match client_identity(&peer_certificates(&connection)) {
                             Ok(identity) => {
-                                serve_connection(connection, identity, handlers.clients, metrics)
-                                    .await;
+                                serve_connection(
+                                    connection,
+                                    identity,
+                                    handlers.clients,
+                                    handlers.client_gate,
+                                    metrics,
+                                )
+                                .await;
                             }
                             Err(e) => {
                                 TransportMetrics::bump(&metrics.client_identity_rejections);

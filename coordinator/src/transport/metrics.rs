@@ -18,6 +18,9 @@ pub struct TransportMetrics {
     pub client_identity_rejections: AtomicU64,
     /// Client request streams that were answered.
     pub client_requests: AtomicU64,
+    /// Client connections refused because the node, or the identity, held
+    /// as many as allowed.
+    pub client_connections_refused: AtomicU64,
 }
 
 impl TransportMetrics {

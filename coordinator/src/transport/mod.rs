@@ -1,6 +1,7 @@
 //! QUIC transport: one quinn endpoint per node, mutual TLS on every
 //! connection, ALPN to tell peers from clients, length-capped frames.
 
+pub mod client_limits;
 pub mod client_streams;
 pub mod endpoint;
 pub mod identity;

@@ -79,6 +79,24 @@ impl ProcessCluster {
         })
     }
 
+    /// Issues a client certificate for `identity` from the cluster's CA,
+    /// as an operator would (`paxlock certs issue-client`).
+    pub fn issue_client(&self, identity: &str) -> Result<(), Box<dyn std::error::Error>> {
+        let certs = self.launched.certs_dir();
+        let issued = Command::new(PAXLOCK)
+            .args(["certs", "issue-client", identity, "--ca-cert"])
+            .arg(certs.join("ca.pem"))
+            .arg("--ca-key")
+            .arg(certs.join("ca.key"))
+            .arg("--out")
+            .arg(&certs)
+            .output()?;
+        if !issued.status.success() {
+            return Err(String::from_utf8_lossy(&issued.stderr).into_owned().into());
+        }
+        Ok(())
+    }
+
     /// Node `id`'s data directory (as its config names it).
     pub fn data_dir(&self, id: u64) -> PathBuf {
         self.launched.data_dir(id)

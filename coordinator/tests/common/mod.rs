@@ -39,6 +39,7 @@ pub fn start_lone_node(ca: &ClusterCa, id: u64) -> Result<Node, Box<dyn std::err
         metrics_listen: None,
         max_clock_drift_ppm: paxlock::DEFAULT_DRIFT_PPM,
         snapshot_every_slots: 1000,
+        clients: Default::default(),
     };
     Ok(Node::start(options, &material(ca, &cert)?, memory_parts())?)
 }
@@ -149,6 +150,7 @@ pub async fn start_cluster(
             metrics_listen: None,
             max_clock_drift_ppm: paxlock::DEFAULT_DRIFT_PPM,
             snapshot_every_slots: 1000,
+            clients: Default::default(),
         };
         nodes.push(Node::start(options, &material(ca, &cert)?, memory_parts())?);
     }

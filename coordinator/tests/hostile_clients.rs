@@ -1,0 +1,289 @@
+//! A client with a valid certificate that attacks a node's transport, on
+//! real processes: streams that stall mid-frame, frames larger than any
+//! legal request, more connections than its identity may hold, streams the
+//! protocol has no use for. For each, what the node holds stays bounded,
+//! and other clients are served.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::cluster::{ProcessCluster, PAXLOCK};
+use common::{TestResult, PATIENCE};
+use paxlock::wire::codes;
+
+/// One cluster at a time: the memory figures must be this test's own.
+static ONE_CLUSTER_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_CLUSTER_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// A body the node accepts the length of (below the largest legal
+/// request, about 70 KiB with the default limits).
+const STALLED_FRAME_BYTES: usize = 65_000;
+
+/// What the attack may add to the node's resident memory: the reading
+/// budget (64 MiB) bounds the bodies being read, plus QUIC's buffers and
+/// the streams' tasks. Without the bounds, two such connections raised a
+/// node from 20 MB to 880 MB.
+const MEMORY_BOUND_BYTES: u64 = 160 * 1024 * 1024;
+
+/// The node's resident memory, from /proc.
+fn resident_bytes(pid: u32) -> Result<u64, Box<dyn std::error::Error>> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .ok_or("no VmRSS in /proc/PID/status")?
+        .parse()?;
+    Ok(kib * 1024)
+}
+
+/// Opens up to `wanted` streams on `conn` (giving up once one does not
+/// open within a second), on each announcing a body of `announced` bytes
+/// and sending all of it but the last byte, as far as the node lets it
+/// (a refused stream's write fails, a stalled one's waits at most
+/// `write_patience`). Returns the streams, still open.
+async fn stall_streams(
+    conn: &quinn::Connection,
+    wanted: usize,
+    announced: usize,
+    write_patience: Duration,
+) -> Vec<(quinn::SendStream, quinn::RecvStream)> {
+    let mut bytes = (announced as u32).to_be_bytes().to_vec();
+    bytes.resize(4 + announced - 1, 0x42);
+    let bytes = std::sync::Arc::new(bytes);
+    // The writes run side by side, as an attacker's would.
+    let mut writes = tokio::task::JoinSet::new();
+    for _ in 0..wanted {
+        let opened = tokio::time::timeout(Duration::from_secs(1), conn.open_bi()).await;
+        let Ok(Ok((mut send, recv))) = opened else {
+            break;
+        };
+        let bytes = bytes.clone();
+        writes.spawn(async move {
+            let _ = tokio::time::timeout(write_patience, send.write_all(&bytes)).await;
+            (send, recv)
+        });
+    }
+    writes.join_all().await
+}
+
+/// The code a stream was reset with, waiting up to `patience`.
+async fn reset_code(recv: &mut quinn::RecvStream, patience: Duration) -> Option<u64> {
+    match tokio::time::timeout(patience, recv.read_to_end(1 << 20)).await {
+        Ok(Err(quinn::ReadToEndError::Read(quinn::ReadError::Reset(code)))) => {
+            Some(code.into_inner())
+        }
+        _ => None,
+    }
+}
+
+/// `paxlock lock NAME -- true` against the cluster succeeds.
+fn a_lock_is_granted(cluster: &ProcessCluster, name: &str) -> Result<(), String> {
+    let out = Command::new(PAXLOCK)
+        .arg("lock")
+        .arg("--client-config")
+        .arg(cluster.client_config())
+        .args(["--timeout", "20s", name, "--", "true"])
+        .output()
+        .map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+#[test]
+fn streams_stalled_mid_frame_hold_bounded_memory_for_a_bounded_time() -> TestResult {
+    let _serial = one_at_a_time();
+    let cluster = ProcessCluster::start_with(
+        3,
+        "[clients]\nframe_read_timeout = \"3s\"\nmax_streams_per_connection = 256",
+    )?;
+    let pid = cluster.pid(1).ok_or("node 1 is not running")?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        let before = resident_bytes(pid)?;
+        // The reproduction from the issue: two connections, each with 100
+        // streams that announce a 4 MiB frame (the old cap) and send all
+        // but its last byte. Each is refused from its length now.
+        let mut large = Vec::new();
+        for _ in 0..2 {
+            let client = cluster.raw_client(1, "dev-client").await?;
+            let streams =
+                stall_streams(&client.connection, 100, 4 * 1024 * 1024, Duration::from_secs(5))
+                    .await;
+            large.push((client, streams));
+        }
+        let after_large = resident_bytes(pid)?;
+        assert!(
+            after_large.saturating_sub(before) < MEMORY_BOUND_BYTES,
+            "200 streams announcing 4 MiB raised node 1 from {before} to {after_large} bytes"
+        );
+        let (_, refused) = &mut large[0];
+        let (_, recv) = refused.first_mut().ok_or("no large stream opened")?;
+        assert_eq!(
+            reset_code(recv, PATIENCE).await,
+            Some(u64::from(codes::FRAME_TOO_LARGE))
+        );
+        drop(large);
+
+        // Four connections, each with as many stalled streams as it may
+        // open (the node allows 256 per connection): more stalled bytes
+        // than the node's reading budget.
+        let mut connections = Vec::new();
+        let mut stalled = Vec::new();
+        for _ in 0..4 {
+            let client = cluster.raw_client(1, "dev-client").await?;
+            let streams = stall_streams(
+                &client.connection,
+                400,
+                STALLED_FRAME_BYTES,
+                Duration::from_secs(2),
+            )
+            .await;
+            assert!(
+                (100..=256).contains(&streams.len()),
+                "a connection opened {} streams at once; the node allows 256",
+                streams.len()
+            );
+            stalled.push(streams);
+            connections.push(client);
+        }
+        let streams: usize = stalled.iter().map(Vec::len).sum();
+        let during = resident_bytes(pid)?;
+        assert!(
+            during.saturating_sub(before) < MEMORY_BOUND_BYTES,
+            "{streams} stalled streams ({} MB announced) raised node 1 from {before} to {during} bytes",
+            streams * STALLED_FRAME_BYTES / 1_000_000
+        );
+
+        eprintln!(
+            "node 1 resident: {before} bytes before, {after_large} after 200 streams \
+             announcing 4 MiB, {during} with {streams} stalled legal-size streams"
+        );
+
+        // Meanwhile another client is served, through node 1 too.
+        let served = tokio::task::spawn_blocking({
+            let config = cluster.client_config();
+            move || {
+                let out = Command::new(PAXLOCK)
+                    .arg("lock")
+                    .arg("--client-config")
+                    .arg(config)
+                    .args(["--timeout", "20s", "hostile/during-stall", "--", "true"])
+                    .output();
+                out.map(|o| o.status.success())
+            }
+        })
+        .await??;
+        assert!(served, "a lock was not granted while streams were stalled");
+
+        // After the read timeout every stalled stream is reset, saying why.
+        let (_, recv) = stalled[0].first_mut().ok_or("no stalled stream")?;
+        assert_eq!(
+            reset_code(recv, PATIENCE).await,
+            Some(u64::from(codes::FRAME_TIMEOUT)),
+            "a stream stalled mid-frame was not reset with FRAME_TIMEOUT"
+        );
+        Ok::<_, Box<dyn std::error::Error>>(())
+    })?;
+    a_lock_is_granted(&cluster, "hostile/after-stall")?;
+    Ok(())
+}
+
+#[test]
+fn a_frame_larger_than_any_legal_request_is_refused_from_its_length() -> TestResult {
+    let _serial = one_at_a_time();
+    let cluster = ProcessCluster::start(3)?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        let client = cluster.raw_client(1, "dev-client").await?;
+        // 1 MiB: within the old 4 MiB frame cap, beyond any request the
+        // limits allow (a 64 KiB value and a 512-byte name).
+        let (mut send, mut recv) = client.connection.open_bi().await?;
+        send.write_all(&(1u32 << 20).to_be_bytes()).await?;
+        assert_eq!(
+            reset_code(&mut recv, PATIENCE).await,
+            Some(u64::from(codes::FRAME_TOO_LARGE))
+        );
+        Ok::<_, Box<dyn std::error::Error>>(())
+    })?;
+    a_lock_is_granted(&cluster, "hostile/after-large")?;
+    Ok(())
+}
+
+#[test]
+fn one_identity_cannot_hold_more_connections_than_its_quota() -> TestResult {
+    let _serial = one_at_a_time();
+    let cluster = ProcessCluster::start_with(3, "[clients]\nmax_connections_per_identity = 3")?;
+    cluster.issue_client("other")?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        let hello = || paxlock::proto::request::Op::Hello(Default::default());
+        let mut held = Vec::new();
+        for _ in 0..3 {
+            let client = cluster.raw_client(1, "dev-client").await?;
+            client.ask_op(0, 1, hello()).await?;
+            held.push(client);
+        }
+        // The fourth is closed, saying which limit and whose.
+        let fourth = cluster.raw_client(1, "dev-client").await?;
+        let closed = tokio::time::timeout(PATIENCE, fourth.connection.closed()).await?;
+        match &closed {
+            quinn::ConnectionError::ApplicationClosed(close) => {
+                assert_eq!(
+                    u64::from(close.error_code),
+                    u64::from(codes::TOO_MANY_CONNECTIONS)
+                );
+                let reason = String::from_utf8_lossy(&close.reason);
+                assert!(reason.contains("dev-client"), "{reason}");
+            }
+            other => panic!("expected TOO_MANY_CONNECTIONS, got {other}"),
+        }
+        // Another identity still connects, and a freed place is reused.
+        let other = cluster.raw_client(1, "other").await?;
+        other.ask_op(0, 1, hello()).await?;
+        drop(held.pop());
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let again = cluster.raw_client(1, "dev-client").await?;
+            if again.ask_op(0, 1, hello()).await.is_ok() {
+                break;
+            }
+            // The node counts a connection free once it sees it closed.
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the freed place was not reused"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // Clients have no use for unidirectional streams: a connection gets
+        // no more than the handful the handshake allows (QUIC's default
+        // would be 100).
+        let mut opened = 0;
+        while opened < 100 {
+            let uni = tokio::time::timeout(Duration::from_secs(1), other.connection.open_uni());
+            match uni.await {
+                Ok(Ok(mut stream)) => {
+                    let _ = stream.write_all(b"not a request").await;
+                    opened += 1;
+                }
+                _ => break,
+            }
+        }
+        assert!(
+            opened <= 4,
+            "a client opened {opened} unidirectional streams"
+        );
+        Ok::<_, Box<dyn std::error::Error>>(())
+    })?;
+    Ok(())
+}
