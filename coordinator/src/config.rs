@@ -141,7 +141,8 @@ pub struct ClientsConfig {
     /// needs one connection per node, whatever its sessions).
     pub max_connections_per_identity: usize,
     /// Request and watch streams one connection may have open at once;
-    /// a client opening more waits for one to finish.
+    /// a client opening more waits for one to finish. Raising it lets a
+    /// client keep more watches on one node, at some cost per connection.
     pub max_streams_per_connection: u32,
     /// How long a request frame may take to arrive once its stream is
     /// open; a stalled one is reset (`FRAME_TIMEOUT`).
@@ -154,7 +155,9 @@ impl Default for ClientsConfig {
         ClientsConfig {
             max_connections: 4096,
             max_connections_per_identity: 512,
-            max_streams_per_connection: 1024,
+            // QUIC's (quinn's) own default: measured, 1024 cost about 3 %
+            // of uncontended throughput at 64 clients.
+            max_streams_per_connection: 100,
             frame_read_timeout: Duration::from_secs(10),
         }
     }
