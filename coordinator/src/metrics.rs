@@ -323,10 +323,19 @@ impl MetricsSources {
 /// Largest request head read; anything longer is refused.
 const MAX_REQUEST_BYTES: usize = 8192;
 
+/// Connections the metrics endpoint serves at once; more are closed as
+/// soon as they are accepted, so the endpoint cannot use up the node's file
+/// descriptors (which it needs for its WAL).
+const MAX_METRICS_CONNECTIONS: usize = 32;
+
+/// How long one metrics connection may take, request and response.
+const METRICS_CONNECTION_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Serves `/metrics` and `/health` on `listener` until the task is dropped.
 pub async fn serve(listener: TcpListener, sources: MetricsSources) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_METRICS_CONNECTIONS));
     loop {
-        let (mut stream, peer) = match listener.accept().await {
+        let (stream, peer) = match listener.accept().await {
             Ok(conn) => conn,
             Err(e) => {
                 warn!("metrics endpoint accept failed: {e}");
@@ -334,59 +343,75 @@ pub async fn serve(listener: TcpListener, sources: MetricsSources) {
                 continue;
             }
         };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            debug!(%peer, "metrics endpoint busy: closing the connection");
+            drop(stream);
+            continue;
+        };
         let sources = sources.clone();
         tokio::spawn(async move {
-            let mut buf = vec![0u8; MAX_REQUEST_BYTES];
-            let mut len = 0;
-            // Read the request head (bounded in size and time).
-            let read = tokio::time::timeout(Duration::from_secs(5), async {
-                while len < buf.len() {
-                    match stream.read(&mut buf[len..]).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => {
-                            len += n;
-                            if buf[..len].windows(4).any(|w| w == b"\r\n\r\n") {
-                                break;
-                            }
-                        }
-                    }
-                }
-            })
-            .await;
-            if read.is_err() {
-                return;
-            }
-            let head = String::from_utf8_lossy(&buf[..len]);
-            let path = head.split_whitespace().nth(1).unwrap_or("");
-            let method_ok = head.starts_with("GET ");
-            let (code, kind, body) = match (method_ok, path) {
-                (true, "/metrics") => ("200 OK", "text/plain; version=0.0.4", sources.render()),
-                (true, "/health") => {
-                    let failed = sources.status.borrow().failed.is_some();
-                    let code = if failed {
-                        "503 Service Unavailable"
-                    } else {
-                        "200 OK"
-                    };
-                    (code, "application/json", sources.health())
-                }
-                (true, _) => (
-                    "404 Not Found",
-                    "text/plain",
-                    "try /metrics or /health\n".into(),
-                ),
-                (false, _) => ("405 Method Not Allowed", "text/plain", "only GET\n".into()),
-            };
-            let response = format!(
-                "HTTP/1.1 {code}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
+            let _slot = slot;
+            let answered = tokio::time::timeout(
+                METRICS_CONNECTION_TIMEOUT,
+                answer_metrics_request(stream, peer, &sources),
             );
-            if let Err(e) = stream.write_all(response.as_bytes()).await {
-                debug!(%peer, "metrics client went away: {e}");
+            if answered.await.is_err() {
+                debug!(%peer, "metrics connection timed out");
             }
-            let _ = stream.shutdown().await;
         });
     }
+}
+
+/// Reads one request head (at most `MAX_REQUEST_BYTES`) and writes the
+/// answer.
+async fn answer_metrics_request(
+    mut stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    sources: &MetricsSources,
+) {
+    let mut buf = vec![0u8; MAX_REQUEST_BYTES];
+    let mut len = 0;
+    // The caller bounds the time; the buffer bounds the size.
+    while len < buf.len() {
+        match stream.read(&mut buf[len..]).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                len += n;
+                if buf[..len].windows(4).any(|w| w == b"\r\n\r\n") {
+                    break;
+                }
+            }
+        }
+    }
+    let head = String::from_utf8_lossy(&buf[..len]);
+    let path = head.split_whitespace().nth(1).unwrap_or("");
+    let method_ok = head.starts_with("GET ");
+    let (code, kind, body) = match (method_ok, path) {
+        (true, "/metrics") => ("200 OK", "text/plain; version=0.0.4", sources.render()),
+        (true, "/health") => {
+            let failed = sources.status.borrow().failed.is_some();
+            let code = if failed {
+                "503 Service Unavailable"
+            } else {
+                "200 OK"
+            };
+            (code, "application/json", sources.health())
+        }
+        (true, _) => (
+            "404 Not Found",
+            "text/plain",
+            "try /metrics or /health\n".into(),
+        ),
+        (false, _) => ("405 Method Not Allowed", "text/plain", "only GET\n".into()),
+    };
+    let response = format!(
+        "HTTP/1.1 {code}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    if let Err(e) = stream.write_all(response.as_bytes()).await {
+        debug!(%peer, "metrics client went away: {e}");
+    }
+    let _ = stream.shutdown().await;
 }
 
 /// Binds the metrics endpoint.

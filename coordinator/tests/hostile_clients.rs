@@ -287,3 +287,52 @@ fn one_identity_cannot_hold_more_connections_than_its_quota() -> TestResult {
     })?;
     Ok(())
 }
+
+/// `GET /metrics` on `addr`; the status line.
+fn scrape(addr: &str) -> Result<String, Box<dyn std::error::Error>> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(PATIENCE))?;
+    stream.write_all(b"GET /metrics HTTP/1.0\r\n\r\n")?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer)?;
+    Ok(answer.lines().next().unwrap_or_default().to_string())
+}
+
+#[test]
+fn idle_connections_to_the_metrics_endpoint_cannot_use_up_file_descriptors() -> TestResult {
+    let _serial = one_at_a_time();
+    let cluster = ProcessCluster::start(3)?;
+    let pid = cluster.pid(1).ok_or("node 1 is not running")?;
+    let open_fds = || std::fs::read_dir(format!("/proc/{pid}/fd")).map(Iterator::count);
+    // Node 1 serves metrics over TCP on its own port number.
+    let addr = cluster.addr(1);
+    assert!(
+        scrape(&addr)?.contains("200"),
+        "no metrics before the flood"
+    );
+    let before = open_fds()?;
+    let idle: Vec<std::net::TcpStream> = (0..300)
+        .filter_map(|_| std::net::TcpStream::connect(&addr).ok())
+        .collect();
+    assert!(idle.len() >= 100, "only {} connections", idle.len());
+    std::thread::sleep(Duration::from_millis(500));
+    let during = open_fds()?;
+    // 32 connections are served at once; the rest are closed on arrival.
+    assert!(
+        during <= before + 32 + 16,
+        "{} idle metrics connections took node 1 from {before} to {during} descriptors",
+        idle.len()
+    );
+    drop(idle);
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while !scrape(&addr).is_ok_and(|status| status.contains("200")) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "metrics do not answer after the flood"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    a_lock_is_granted(&cluster, "hostile/after-metrics-flood")?;
+    Ok(())
+}

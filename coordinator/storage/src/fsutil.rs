@@ -26,16 +26,54 @@ pub fn fsync_dir(dir: &Path) -> Result<()> {
         .map_err(|e| StorageError::io("fsyncing directory", dir, e))
 }
 
+/// Mode of every file the store creates: the node's acceptor state and
+/// lock table are its own (owner read and write only).
+pub const FILE_MODE: u32 = 0o600;
+
+/// Mode of the data directory: only the node's user may list or enter it,
+/// whatever the modes of files older releases created in it.
+pub const DIR_MODE: u32 = 0o700;
+
+/// Options that create (or truncate) a file of the store, mode
+/// [`FILE_MODE`].
+pub fn create_options() -> OpenOptions {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut options = OpenOptions::new();
+    options
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(FILE_MODE);
+    options
+}
+
+/// Makes `dir` private ([`DIR_MODE`]) if it is not. A directory this
+/// process cannot change (another user's) is left as it is, with a
+/// warning: the node still works, its data is just readable by others.
+pub fn make_private(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(meta) = fs::metadata(dir) else {
+        return;
+    };
+    if meta.permissions().mode() & 0o777 == DIR_MODE {
+        return;
+    }
+    if let Err(e) = fs::set_permissions(dir, fs::Permissions::from_mode(DIR_MODE)) {
+        tracing::warn!(
+            dir = %dir.display(),
+            "the data directory is readable by other users and cannot be made private ({e}); \
+             chown it to the node's user"
+        );
+    }
+}
+
 /// Writes `bytes` to `dir/name` atomically: temp file, fsync, rename, fsync
 /// directory. After it returns the new contents are durable; if it fails or
 /// the machine crashes midway, the old file (if any) is intact.
 pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
     let tmp_path = dir.join(format!("{name}{TMP_SUFFIX}"));
     let final_path = dir.join(name);
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
+    let mut file = create_options()
         .open(&tmp_path)
         .map_err(|e| StorageError::io("creating", &tmp_path, e))?;
     file.write_all(bytes)

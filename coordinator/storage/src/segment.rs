@@ -11,7 +11,7 @@
 //! The last segment may end in zeros (preallocated space); a sealed one ends
 //! with its last record.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -83,10 +83,7 @@ pub fn create_segment(dir: &Path, seq: u64, first_lsn: Lsn) -> Result<NewSegment
     let name = segment_file_name(seq);
     let tmp_path = dir.join(format!("{name}{TMP_SUFFIX}"));
     let final_path = dir.join(&name);
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
+    let mut file = crate::fsutil::create_options()
         .open(&tmp_path)
         .map_err(|e| StorageError::io("creating segment", &tmp_path, e))?;
     file.write_all(&encode_segment_header(seq, first_lsn, salt))

@@ -132,7 +132,12 @@ impl FileStore {
 /// file) means a refused open creates nothing.
 fn prepare_dir(dir: &Path, identity: Identity) -> Result<File> {
     if !dir.exists() {
-        fs::create_dir_all(dir).map_err(|e| StorageError::io("creating data directory", dir, e))?;
+        use std::os::unix::fs::DirBuilderExt;
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(fsutil::DIR_MODE)
+            .create(dir)
+            .map_err(|e| StorageError::io("creating data directory", dir, e))?;
     }
     let lock = File::open(dir).map_err(|e| StorageError::io("opening data directory", dir, e))?;
     match lock.try_lock() {
@@ -146,6 +151,8 @@ fn prepare_dir(dir: &Path, identity: Identity) -> Result<File> {
             return Err(StorageError::io("locking data directory", dir, e))
         }
     }
+    // Also a directory the operator (or an older release) made.
+    fsutil::make_private(dir);
     if check_identity(dir, identity)? {
         return Ok(lock);
     }

@@ -606,3 +606,33 @@ fn a_failed_write_poisons_the_store_until_restart() {
     let (_, recovered) = open(tmp.path(), small_segments()).expect("restart recovers");
     assert!(recovered.records.len() as u64 >= acked);
 }
+
+/// The data directory and every file in it are the node user's alone: a
+/// fresh directory is made 0700 with files 0600, and a directory an older
+/// release (or an operator) left readable by others is made private when
+/// the store opens it.
+#[test]
+fn the_data_directory_and_its_files_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let fresh = tmp.path().join("fresh");
+    let (store, _) = open(&fresh, small_segments()).expect("open");
+    append_all(&store, &[payload(1), payload(2)]);
+    drop(store);
+    assert_eq!(mode(&fresh), 0o700);
+    let files: Vec<_> = fs::read_dir(&fresh)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert!(!files.is_empty());
+    for file in &files {
+        assert_eq!(mode(file), 0o600, "{}", file.display());
+    }
+
+    let (old, _) = populated(3);
+    fs::set_permissions(old.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let (store, _) = open(old.path(), small_segments()).expect("open");
+    drop(store);
+    assert_eq!(mode(old.path()), 0o700);
+}
