@@ -10,6 +10,9 @@ use std::time::Duration;
 
 use dashmap::DashMap;
 use tokio::sync::Semaphore;
+use tracing::warn;
+
+use super::log_limit::{LogLimiter, LogVerdict};
 
 use crate::config::ClientsConfig;
 use crate::locks::{Identity, Limits};
@@ -110,6 +113,7 @@ pub struct ClientGate {
     total: AtomicUsize,
     per_identity: DashMap<String, usize>,
     reading: Semaphore,
+    refusals_log: LogLimiter,
 }
 
 impl ClientGate {
@@ -125,6 +129,7 @@ impl ClientGate {
             total: AtomicUsize::new(0),
             per_identity: DashMap::new(),
             reading: Semaphore::new(budget),
+            refusals_log: LogLimiter::default(),
         })
     }
 
@@ -174,6 +179,19 @@ impl ClientGate {
         // `bytes` is at most the request frame cap, far below u32::MAX.
         let bytes = u32::try_from(bytes).unwrap_or(u32::MAX);
         self.reading.acquire_many(bytes).await
+    }
+
+    /// Logs `what` a client was refused at warn level, at most a few lines
+    /// a second (the rest are counted, and the count is logged with the
+    /// next line): a client sending refusals in a loop cannot flood the log.
+    pub fn warn_refusal(&self, what: std::fmt::Arguments<'_>) {
+        match self.refusals_log.check(std::time::Instant::now()) {
+            LogVerdict::Log { suppressed: 0 } => warn!("{what}"),
+            LogVerdict::Log { suppressed } => {
+                warn!("{what} ({suppressed} more client refusals were not logged)")
+            }
+            LogVerdict::Suppress => {}
+        }
     }
 
     /// Client connections open now.

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use paxlock::proto::{request::Op, Request, Response, WatchEvent};
 use paxlock::wire::{read_frame_body, read_frame_header, write_frame, FrameError};
 use tokio::sync::mpsc;
-use tracing::{debug, warn};
+use tracing::debug;
 
 use super::client_limits::ClientGate;
 use super::metrics::TransportMetrics;
@@ -55,7 +55,10 @@ pub async fn serve_connection(
         Ok(slot) => slot,
         Err(refusal) => {
             TransportMetrics::bump(&metrics.client_connections_refused);
-            warn!(%remote, identity = %caller.0, "refused client connection: {refusal}");
+            gate.warn_refusal(format_args!(
+                "refused client connection from {remote} ({}): {refusal}",
+                caller.0
+            ));
             connection.close(
                 paxlock::wire::codes::TOO_MANY_CONNECTIONS.into(),
                 refusal.to_string().as_bytes(),
@@ -103,7 +106,7 @@ async fn serve_stream(
         Ok(Some(request)) => request,
         Ok(None) => return,
         Err(err) => {
-            close_with_frame_error(&mut send, &mut recv, &err, &metrics);
+            close_with_frame_error(&mut send, &mut recv, &err, &gate, &metrics);
             return;
         }
     };
@@ -169,16 +172,17 @@ async fn stream_watch(mut send: quinn::SendStream, request: Request, service: &d
 }
 
 /// Closes both halves of a stream whose frame was bad, with the code that
-/// says why, and counts it.
-pub fn close_with_frame_error(
+/// says why, and counts it (and logs it, rate-limited).
+fn close_with_frame_error(
     send: &mut quinn::SendStream,
     recv: &mut quinn::RecvStream,
     err: &FrameError,
+    gate: &ClientGate,
     metrics: &TransportMetrics,
 ) {
     if err.is_protocol_violation() {
         TransportMetrics::bump(&metrics.frame_errors);
-        warn!("closing stream: {err}");
+        gate.warn_refusal(format_args!("closing a client stream: {err}"));
     }
     let code = err.close_code();
     let _ = recv.stop(code.into());

@@ -179,7 +179,9 @@ impl NodeEndpoint {
                             }
                             Err(e) => {
                                 TransportMetrics::bump(&metrics.client_identity_rejections);
-                                warn!(%remote, "refused client connection: {e}");
+                                handlers.client_gate.warn_refusal(format_args!(
+                                    "refused client connection from {remote}: {e}"
+                                ));
                                 connection.close(
                                     paxlock::wire::codes::CLIENT_IDENTITY_MISSING.into(),
                                     e.to_string().as_bytes(),

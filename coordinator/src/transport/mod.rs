@@ -6,6 +6,7 @@ pub mod client_streams;
 pub mod endpoint;
 pub mod identity;
 pub mod lanes;
+pub mod log_limit;
 pub mod metrics;
 pub mod peer;
 pub mod peer_version;
