@@ -20,7 +20,6 @@ pub struct ProcessCluster {
     pub launched: Cluster,
     pub dir: tempfile::TempDir,
     pub nodes: u64,
-    pub base_port: u16,
 }
 
 impl ProcessCluster {
@@ -75,7 +74,6 @@ impl ProcessCluster {
             launched,
             dir,
             nodes,
-            base_port,
         })
     }
 
@@ -177,9 +175,12 @@ impl ProcessCluster {
         }
     }
 
-    /// Node `id`'s address.
+    /// Node `id`'s address (empty for an id the cluster does not have).
     pub fn addr(&self, id: u64) -> String {
-        format!("127.0.0.1:{}", u64::from(self.base_port) + id - 1)
+        self.launched
+            .node(id)
+            .map(|n| n.public.to_string())
+            .unwrap_or_default()
     }
 
     /// Sets `key` to `value` (or removes it, for `None`) in the
