@@ -2,7 +2,7 @@
 
 use std::fs;
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::{CertError, ClusterCa, Issued, Validity};
@@ -10,9 +10,12 @@ use crate::{CertError, ClusterCa, Issued, Validity};
 /// Where `write_dev_pki` put each file.
 #[derive(Debug, Clone)]
 pub struct DevPkiPaths {
-    /// The cluster CA certificate (`ca.pem`): what every node and client trusts.
+    /// The cluster CA certificate (`ca.pem` beside the leaves): what every
+    /// node and client trusts.
     pub ca_cert: PathBuf,
-    /// The CA private key (`ca.key`, mode 0600).
+    /// The CA private key (`ca.key`, mode 0600), in a folder of its own
+    /// (mode 0700, with a copy of `ca.pem`): never beside the node keys,
+    /// so copying a node's files never copies the power to issue more.
     pub ca_key: PathBuf,
     /// `(node_id, cert, key)` for every node.
     pub nodes: Vec<(u64, PathBuf, PathBuf)>,
@@ -20,13 +23,25 @@ pub struct DevPkiPaths {
     pub clients: Vec<(String, PathBuf, PathBuf)>,
 }
 
+/// Where `paxlock certs init` keeps the CA key when not told: a folder
+/// beside `out`, named after it (`certs/dev` → `certs/dev-ca`).
+pub fn default_ca_dir(out: &Path) -> PathBuf {
+    let name = out
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "certs".to_string());
+    out.with_file_name(format!("{name}-ca"))
+}
+
 /// Makes a fresh CA, certificates for nodes `1..=nodes` and the named
-/// clients, and writes them as PEM files into `out`.
+/// clients, and writes them as PEM files into `out`, the CA's key into
+/// `ca_dir` (which must be another folder).
 ///
 /// Certificates are written with mode 0644 and private keys with mode 0600.
 /// Existing files are replaced, so re-running gives a consistent set.
 pub fn write_dev_pki(
     out: &Path,
+    ca_dir: &Path,
     cluster_name: &str,
     nodes: u64,
     extra_node_sans: &[String],
@@ -35,13 +50,14 @@ pub fn write_dev_pki(
     let nodes: Vec<(u64, Vec<String>)> = (1..=nodes)
         .map(|id| (id, extra_node_sans.to_vec()))
         .collect();
-    write_pki(out, cluster_name, &nodes, clients)
+    write_pki(out, ca_dir, cluster_name, &nodes, clients)
 }
 
 /// Like [`write_dev_pki`], with each node's own extra SANs: for nodes on
 /// separate hosts, whose certificates name only their own address.
 pub fn write_pki(
     out: &Path,
+    ca_dir: &Path,
     cluster_name: &str,
     nodes: &[(u64, Vec<String>)],
     clients: &[&str],
@@ -50,9 +66,25 @@ pub fn write_pki(
         let path = path.to_path_buf();
         move |source| CertError::Write { path, source }
     };
+    if same_folder(out, ca_dir) {
+        return Err(CertError::CaKeyBesideLeaves(ca_dir.to_path_buf()));
+    }
     fs::create_dir_all(out).map_err(io(out))?;
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(ca_dir)
+        .map_err(io(ca_dir))?;
+    fs::set_permissions(ca_dir, fs::Permissions::from_mode(0o700)).map_err(io(ca_dir))?;
     let ca = ClusterCa::generate(cluster_name)?;
-    let (ca_cert, ca_key) = write_pair(out, "ca", ca.certificate())?;
+    let (_, ca_key) = write_pair(ca_dir, "ca", ca.certificate())?;
+    let ca_cert = out.join("ca.pem");
+    write_file(&ca_cert, ca.certificate().cert_pem.as_bytes(), 0o644)?;
+    // A CA key an earlier version left beside the leaves goes.
+    let stale = out.join("ca.key");
+    if stale.exists() {
+        fs::remove_file(&stale).map_err(io(&stale))?;
+    }
     let mut paths = DevPkiPaths {
         ca_cert,
         ca_key,
@@ -100,6 +132,15 @@ pub fn issue_client_files(
     write_pair(out, &format!("client-{identity}"), &issued)
 }
 
+/// Whether two paths name one folder (as far as can be told before either
+/// exists: the same path once made absolute).
+fn same_folder(a: &Path, b: &Path) -> bool {
+    match (fs::canonicalize(a), fs::canonicalize(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => std::path::absolute(a).ok() == std::path::absolute(b).ok(),
+    }
+}
+
 fn write_pair(out: &Path, stem: &str, issued: &Issued) -> Result<(PathBuf, PathBuf), CertError> {
     let cert = out.join(format!("{stem}.pem"));
     let key = out.join(format!("{stem}.key"));
@@ -138,7 +179,14 @@ mod tests {
     fn a_client_issued_from_the_written_ca_is_signed_by_it(
     ) -> Result<(), Box<dyn std::error::Error>> {
         let dir = tempfile::tempdir()?;
-        let paths = write_dev_pki(dir.path(), "t", 1, &[], &[])?;
+        let paths = write_dev_pki(
+            &dir.path().join("certs"),
+            &dir.path().join("ca"),
+            "t",
+            1,
+            &[],
+            &[],
+        )?;
         let (cert, key) = issue_client_files(&paths.ca_cert, &paths.ca_key, "second", dir.path())?;
         let der = x509_parser::pem::parse_x509_pem(fs::read(&cert)?.as_slice())?
             .1
@@ -158,14 +206,28 @@ mod tests {
     fn issuing_from_a_key_that_is_not_the_cas_is_a_clear_error(
     ) -> Result<(), Box<dyn std::error::Error>> {
         let dir = tempfile::tempdir()?;
-        let paths = write_dev_pki(dir.path(), "t", 1, &[], &[])?;
+        let paths = write_dev_pki(
+            &dir.path().join("certs"),
+            &dir.path().join("ca"),
+            "t",
+            1,
+            &[],
+            &[],
+        )?;
         let missing = dir.path().join("nope.key");
         let err = issue_client_files(&paths.ca_cert, &missing, "x", dir.path())
             .err()
             .ok_or("issued without a key")?;
         assert!(err.to_string().contains("nope.key"), "{err}");
         let other = tempfile::tempdir()?;
-        let other_paths = write_dev_pki(other.path(), "other", 1, &[], &[])?;
+        let other_paths = write_dev_pki(
+            &other.path().join("certs"),
+            &other.path().join("ca"),
+            "other",
+            1,
+            &[],
+            &[],
+        )?;
         let wrong_key = issue_client_files(&paths.ca_cert, &other_paths.ca_key, "x", dir.path());
         assert!(matches!(wrong_key, Err(CertError::LoadCa { .. })));
         let bad_name = issue_client_files(&paths.ca_cert, &paths.ca_key, "bad name", dir.path());
@@ -176,7 +238,20 @@ mod tests {
     #[test]
     fn private_keys_are_written_with_mode_0600() -> Result<(), Box<dyn std::error::Error>> {
         let dir = tempfile::tempdir()?;
-        let paths = write_dev_pki(dir.path(), "t", 3, &[], &["app"])?;
+        let out = dir.path().join("certs");
+        let paths = write_dev_pki(&out, &default_ca_dir(&out), "t", 3, &[], &["app"])?;
+        assert!(
+            !out.join("ca.key").exists(),
+            "the CA key beside the node keys"
+        );
+        assert_eq!(paths.ca_key, dir.path().join("certs-ca").join("ca.key"));
+        let ca_dir_mode = fs::metadata(dir.path().join("certs-ca"))?
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(ca_dir_mode, 0o700);
+        let beside = write_dev_pki(&out, &out, "t", 1, &[], &[]);
+        assert!(matches!(beside, Err(CertError::CaKeyBesideLeaves(_))));
         let mut keys = vec![paths.ca_key.clone()];
         keys.extend(paths.nodes.iter().map(|(_, _, k)| k.clone()));
         keys.extend(paths.clients.iter().map(|(_, _, k)| k.clone()));

@@ -16,8 +16,11 @@
 mod files;
 mod identity;
 
-pub use files::{issue_client_files, write_dev_pki, write_pki, DevPkiPaths};
-pub use identity::{certificate_identity, IdentityError, MAX_IDENTITY_BYTES};
+pub use files::{default_ca_dir, issue_client_files, write_dev_pki, write_pki, DevPkiPaths};
+pub use identity::{
+    allows_server_auth, certificate_identity, certificate_serial, is_node_name, IdentityError,
+    MAX_IDENTITY_BYTES,
+};
 
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
@@ -45,7 +48,10 @@ pub enum CertError {
         source: rcgen::Error,
     },
     /// A client identity that cannot be used as a certificate subject.
-    #[error("client identity {0:?} is invalid: use 1-64 characters from [A-Za-z0-9._-]")]
+    #[error(
+        "client identity {0:?} is invalid: use 1-64 characters from [A-Za-z0-9._-], \
+         not ending in .paxlock (reserved for nodes)"
+    )]
     InvalidIdentity(String),
     /// The CA certificate or key given to issue from cannot be used.
     #[error("cannot use {path} as the cluster CA: {reason}")]
@@ -55,6 +61,13 @@ pub enum CertError {
         /// What is wrong with it.
         reason: String,
     },
+    /// The CA key was to be written into the folder of the node and client
+    /// keys.
+    #[error(
+        "{} would put the CA key beside the node keys: give the CA its own folder \
+         (--ca-dir)", .0.display()
+    )]
+    CaKeyBesideLeaves(std::path::PathBuf),
     /// Writing the PEM files failed.
     #[error("could not write {path}: {source}")]
     Write {
@@ -219,12 +232,14 @@ impl ClusterCa {
     }
 
     /// Issues a client certificate whose subject common name is `identity`.
+    /// Names ending in `.paxlock` are reserved (nodes are `node-N.paxlock`).
     pub fn client_cert(&self, identity: &str, validity: Validity) -> Result<Issued, CertError> {
         let valid = !identity.is_empty()
             && identity.len() <= 64
             && identity
                 .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+            && !identity.to_ascii_lowercase().ends_with(".paxlock");
         if !valid {
             return Err(CertError::InvalidIdentity(identity.to_string()));
         }
@@ -235,6 +250,22 @@ impl ClusterCa {
             vec![format!("{identity}.client.paxlock")],
             &[ExtendedKeyUsagePurpose::ClientAuth],
             validity,
+        )
+    }
+
+    /// A client-usage certificate with any names, as an outside CA might
+    /// issue it: for tests of what nodes refuse.
+    #[doc(hidden)]
+    pub fn leaf_for_tests(
+        &self,
+        common_name: &str,
+        names: Vec<String>,
+    ) -> Result<Issued, CertError> {
+        self.leaf(
+            common_name,
+            names,
+            &[ExtendedKeyUsagePurpose::ClientAuth],
+            Validity::default(),
         )
     }
 

@@ -8,6 +8,7 @@
 
 #![forbid(unsafe_code)]
 
+mod access;
 pub mod admin;
 mod client;
 mod clock;
@@ -24,6 +25,7 @@ pub mod tls;
 mod undo;
 pub mod wire;
 
+pub use access::{AccessRule, AccessRules, Permission};
 pub use client::{Client, ConnectOptions, MAX_RUNNING_WAITS};
 pub use config::{Config, TlsFiles, DEFAULT_DEAD_NODE_TIMEOUT, DEFAULT_DRIFT_PPM};
 pub use election::{CampaignBuilder, Election, LeaderEvent, LeaderInfo, LeaderWatch, Leadership};

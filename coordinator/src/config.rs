@@ -163,6 +163,23 @@ impl Default for ClientsConfig {
     }
 }
 
+/// Who administers the cluster (`[access]`). Node-local, like `[clients]`;
+/// give every node the same list (the leader's is the one that counts).
+/// The rules themselves are replicated (`paxlock acl`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AccessConfig {
+    /// Identities (client certificate names) that may do everything,
+    /// whatever the rules say: change the rules, and lock, campaign and
+    /// read any name. With no rules set, nobody else administers.
+    pub admins: Vec<String>,
+    /// A file of revoked identities and certificate serials (see
+    /// `transport::revocation`), followed while the node runs: a change
+    /// closes the connections it revokes and refuses new ones, without a
+    /// restart. Relative to the config file's folder.
+    pub revocations: Option<PathBuf>,
+}
+
 /// The whole node configuration.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -211,6 +228,9 @@ pub struct NodeConfig {
     /// Bounds on client connections to this node.
     #[serde(default)]
     pub clients: ClientsConfig,
+    /// Administrators.
+    #[serde(default)]
+    pub access: AccessConfig,
 }
 
 fn default_snapshot_every() -> u64 {
@@ -374,6 +394,9 @@ impl NodeConfig {
             if p.is_relative() {
                 *p = base.join(&*p);
             }
+        }
+        if let Some(p) = self.access.revocations.as_mut().filter(|p| p.is_relative()) {
+            *p = base.join(&*p);
         }
     }
 }

@@ -84,8 +84,22 @@ fn certs_init_writes_keys_readable_only_by_the_owner() -> TestResult {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    let ca_dir = out_dir.with_file_name(format!(
+        "{}-ca",
+        out_dir.file_name().ok_or("no name")?.to_string_lossy()
+    ));
+    assert!(
+        !out_dir.join("ca.key").exists(),
+        "the CA key was written beside the node keys"
+    );
+    let ca_mode = std::fs::metadata(&ca_dir)?.permissions().mode() & 0o777;
+    assert_eq!(ca_mode, 0o700, "the CA folder");
+    let ca_key_mode = std::fs::metadata(ca_dir.join("ca.key"))?
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(ca_key_mode, 0o600, "ca.key");
     for name in [
-        "ca.key",
         "node-1.key",
         "node-2.key",
         "node-3.key",
@@ -108,7 +122,7 @@ fn certs_init_writes_keys_readable_only_by_the_owner() -> TestResult {
 
 /// Writes a PKI and a single-node config into `dir`; returns the config path.
 fn write_single_node(dir: &Path) -> Result<std::path::PathBuf, Box<dyn std::error::Error>> {
-    paxlock_certs::write_dev_pki(&dir.join("certs"), "t", 2, &[], &[])?;
+    paxlock_certs::write_dev_pki(&dir.join("certs"), &dir.join("ca"), "t", 2, &[], &[])?;
     let config = dir.join("node.toml");
     std::fs::write(
         &config,
@@ -254,4 +268,46 @@ fn a_data_directory_of_another_node_is_refused() -> TestResult {
         .replace("node-1.", "node-2.");
     std::fs::write(&config, text)?;
     expect_clean_failure(&config, &["was created for", "node 1", "runs as", "node 2"])
+}
+
+#[test]
+fn issuing_a_client_certificate_names_the_ca_files_explicitly() -> TestResult {
+    let out = paxlock(&["certs", "issue-client", "app"])?;
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--ca-cert") && stderr.contains("--ca-key"),
+        "{stderr}"
+    );
+    // A name a node would carry is no client's.
+    let dir = tempfile::tempdir()?;
+    let init = paxlock(&[
+        "certs",
+        "init",
+        "--nodes",
+        "1",
+        "--out",
+        &dir.path().join("pki").to_string_lossy(),
+    ])?;
+    assert!(
+        init.status.success(),
+        "{}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+    let ca = dir.path().join("pki-ca");
+    let reserved = paxlock(&[
+        "certs",
+        "issue-client",
+        "node-1.paxlock",
+        "--ca-cert",
+        &ca.join("ca.pem").to_string_lossy(),
+        "--ca-key",
+        &ca.join("ca.key").to_string_lossy(),
+        "--out",
+        &dir.path().join("pki").to_string_lossy(),
+    ])?;
+    assert!(!reserved.status.success());
+    let stderr = String::from_utf8_lossy(&reserved.stderr);
+    assert!(stderr.contains(".paxlock"), "{stderr}");
+    Ok(())
 }

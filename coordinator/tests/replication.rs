@@ -64,6 +64,8 @@ async fn start_recorded_cluster(
             max_clock_drift_ppm: paxlock::DEFAULT_DRIFT_PPM,
             snapshot_every_slots: 1000,
             clients: Default::default(),
+            admins: Default::default(),
+            revocations: None,
         };
         let parts = NodeParts {
             app: App::Custom(Box::new(recorder.clone())),

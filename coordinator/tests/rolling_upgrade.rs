@@ -87,6 +87,12 @@ fn a_cluster_upgraded_one_node_at_a_time_keeps_serving_and_loses_nothing() -> Te
             Some(0),
             "node {id} of the previous release did not stop cleanly"
         );
+        // The new release's config names its administrator, as an
+        // operator adds the keys a release brings with it.
+        let mut config = std::fs::OpenOptions::new()
+            .append(true)
+            .open(cluster.launched.config_path(id))?;
+        std::io::Write::write_all(&mut config, b"\n[access]\nadmins = [\"dev-client\"]\n")?;
         cluster.spawn(id)?;
         runtime.block_on(async {
             for _ in 0..20 {
@@ -134,13 +140,7 @@ fn a_cluster_upgraded_one_node_at_a_time_keeps_serving_and_loses_nothing() -> Te
 
         // Another identity gets nothing of the session opened before the
         // upgrade: not its lock, not its leadership, not its life.
-        let certs = cluster.dir.path().join("certs");
-        paxlock_certs::issue_client_files(
-            &certs.join("ca.pem"),
-            &certs.join("ca.key"),
-            "mallory",
-            &certs,
-        )?;
+        cluster.issue_client("mallory")?;
         let mallory = cluster
             .raw_client(cluster.leader().await?, "mallory")
             .await?;
@@ -163,6 +163,30 @@ fn a_cluster_upgraded_one_node_at_a_time_keeps_serving_and_loses_nothing() -> Te
             assert_eq!(code, Some(ErrorCode::PermissionDenied.into()), "{answer:?}");
         }
         held.renew().await?;
+
+        // Access rules, new in this release, work once every node runs it.
+        let rules = [paxlock::AccessRule {
+            identities: vec!["dev-client".into()],
+            permissions: vec![paxlock::Permission::Lock, paxlock::Permission::Campaign],
+            prefixes: vec!["upgrade/".into()],
+        }];
+        client.set_access_rules(&rules, None).await?;
+        let open = Op::OpenSession(proto::OpenSession {
+            ttl_ms: 30_000,
+            open_key: 0,
+        });
+        let session = match mallory.ask_op(0, 2_000, open).await?.result {
+            Some(proto::response::Result::SessionOpened(s)) => s.session_id,
+            other => return Err(format!("no session for mallory: {other:?}").into()),
+        };
+        let acquire = Op::Acquire(proto::Acquire {
+            name: "upgrade/other".into(),
+            wait: false,
+            timeout_ms: 0,
+        });
+        let answer = mallory.ask_op(session, 1, acquire).await?;
+        let code = answer.error.as_ref().map(|e| e.code);
+        assert_eq!(code, Some(ErrorCode::PermissionDenied.into()), "{answer:?}");
         Ok::<_, Box<dyn std::error::Error>>(())
     })?;
     Ok(())

@@ -172,6 +172,62 @@ async fn client_certificate_cannot_pose_as_a_node() -> TestResult {
     Ok(())
 }
 
+/// A client connection with `leaf` is closed with CLIENT_IDENTITY_MISSING,
+/// its reason containing `says`.
+async fn refused_as_client(ca: &ClusterCa, leaf: &paxlock_certs::Issued, says: &str) -> TestResult {
+    let node = start_lone_node(ca, 1)?;
+    let err = close_reason(
+        &client_endpoint()?,
+        client_config(ca, Some(leaf), CLIENT_ALPN_V1)?,
+        node.local_addr()?,
+        "node-1.paxlock",
+    )
+    .await?;
+    match &err {
+        quinn::ConnectionError::ApplicationClosed(close) => {
+            assert_eq!(close.error_code, codes::CLIENT_IDENTITY_MISSING.into());
+            let reason = String::from_utf8_lossy(&close.reason);
+            assert!(reason.contains(says), "{reason}");
+        }
+        other => panic!("expected an application close, got {other}"),
+    }
+    node.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_node_certificate_cannot_act_as_a_client() -> TestResult {
+    let ca = ClusterCa::generate("test")?;
+    let node2 = ca.node_cert(2, &[], Validity::default())?;
+    refused_as_client(&ca, &node2, "node-2.paxlock").await
+}
+
+#[tokio::test]
+async fn a_wildcard_certificate_cannot_act_as_a_client() -> TestResult {
+    let ca = ClusterCa::generate("test")?;
+    let wildcard = ca.leaf_for_tests("*.apps.example", vec!["*.apps.example".into()])?;
+    refused_as_client(&ca, &wildcard, "wildcard").await
+}
+
+#[tokio::test]
+async fn a_client_certificate_naming_a_node_cannot_pose_as_it() -> TestResult {
+    // As an outside CA might issue it: a node's name, client usage only.
+    let ca = ClusterCa::generate("test")?;
+    let node = start_lone_node(&ca, 1)?;
+    let forged = ca.leaf_for_tests("node-2.paxlock", vec!["node-2.paxlock".into()])?;
+    let err = peer_hello_verdict(&ca, &node, &forged, 2, shared_digest()).await?;
+    match &err {
+        quinn::ConnectionError::ApplicationClosed(close) => {
+            assert_eq!(close.error_code, codes::PEER_IDENTITY_MISMATCH.into());
+            let reason = String::from_utf8_lossy(&close.reason);
+            assert!(reason.contains("not a node certificate"), "{reason}");
+        }
+        other => panic!("expected an application close, got {other}"),
+    }
+    node.shutdown().await;
+    Ok(())
+}
+
 #[tokio::test]
 async fn peers_with_matching_certificates_connect() -> TestResult {
     let ca = ClusterCa::generate("test")?;
@@ -188,6 +244,8 @@ async fn peers_with_matching_certificates_connect() -> TestResult {
         max_clock_drift_ppm: paxlock::DEFAULT_DRIFT_PPM,
         snapshot_every_slots: 1000,
         clients: Default::default(),
+        admins: Default::default(),
+        revocations: None,
     };
     let mut node2 = paxlock_coordinator::node::Node::start(
         options,

@@ -17,11 +17,13 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match paxlock_certs::write_dev_pki(&out, "dev", nodes, &[], &["dev-client"]) {
+    let ca_dir = paxlock_certs::default_ca_dir(&out);
+    match paxlock_certs::write_dev_pki(&out, &ca_dir, "dev", nodes, &[], &["dev-client"]) {
         Ok(paths) => {
             println!(
-                "wrote CA {} and {nodes} node certificates",
-                paths.ca_cert.display()
+                "wrote CA {} (its key: {}) and {nodes} node certificates",
+                paths.ca_cert.display(),
+                paths.ca_key.display()
             );
             ExitCode::SUCCESS
         }

@@ -26,5 +26,9 @@ pub const CLIENT_IDENTITY_MISSING: u32 = 0x23;
 /// Connection close: the node holds as many client connections as it
 /// allows, in all or for this identity; the reason says which.
 pub const TOO_MANY_CONNECTIONS: u32 = 0x24;
+/// Connection close: the client's certificate, or its identity, is revoked
+/// (the node's revocation file lists it); the reason says which. Issue the
+/// client a new certificate, or ask the operator.
+pub const CERTIFICATE_REVOKED: u32 = 0x25;
 /// Connection close: the node is shutting down.
 pub const SHUTTING_DOWN: u32 = 0x30;

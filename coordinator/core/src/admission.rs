@@ -10,6 +10,10 @@
 //! - a request names at most `max_unacked_replies_per_session` running
 //!   waits, and names and values within the limits, or it is refused
 //!   before it costs a log entry (the machine would refuse it too);
+//! - a request the access rules do not allow its caller is refused here
+//!   (`Denied`, naming the permission and the name), before anything is
+//!   logged: the rules are the machine's, so a change applied before the
+//!   request was admitted is in force for it (see [`crate::access`]);
 //! - a request on a session another identity owns is refused here
 //!   (`PermissionDenied`); the machine checks again as it applies (owners
 //!   never change, so this check cannot refuse wrongly);
@@ -29,6 +33,7 @@
 //!   registered as their command is applied (see [`crate::waiters`]); a
 //!   cancel and a withdrawal drop the lock waiters they end.
 
+use crate::access::{self, AccessRules, Admins, Denied, Permission};
 use crate::leader_role::{KeepaliveRefused, LeaderRole};
 use crate::locks::{
     AbandonedWait, ClientOp, CommandError, CommandKind, FencingToken, Identity, Limits, RequestId,
@@ -82,6 +87,63 @@ pub enum RequestOp {
     },
     /// A logged operation of the session.
     Client(ClientOp),
+    /// Replace the access rules (an administrator's request, no session).
+    SetAccessRules {
+        /// The new rules.
+        rules: AccessRules,
+        /// The version they were made against, if the change is
+        /// conditional.
+        expected_version: Option<u64>,
+    },
+    /// Read the access rules (an administrator's read under the leader
+    /// lease).
+    GetAccessRules,
+}
+
+impl RequestOp {
+    /// The lock or election the request names, if any.
+    pub fn name(&self) -> Option<&str> {
+        match self {
+            RequestOp::Renew { name, .. } | RequestOp::QueryLeader { election: name } => Some(name),
+            RequestOp::Client(op) => match op {
+                ClientOp::Acquire { name, .. }
+                | ClientOp::Release { name, .. }
+                | ClientOp::Check { name, .. }
+                | ClientOp::CancelAcquire { name }
+                | ClientOp::Resign { name }
+                | ClientOp::Campaign { name, .. }
+                | ClientOp::Proclaim { name, .. } => Some(name),
+                ClientOp::CloseSession => None,
+            },
+            RequestOp::OpenSession { .. }
+            | RequestOp::KeepAlive
+            | RequestOp::SetAccessRules { .. }
+            | RequestOp::GetAccessRules => None,
+        }
+    }
+
+    /// The permission the request needs, and on which name (`""`: the
+    /// cluster); `None` for what a caller does to its own sessions.
+    pub fn permission(&self) -> Option<(Permission, &str)> {
+        let permission = match self {
+            RequestOp::OpenSession { .. }
+            | RequestOp::KeepAlive
+            | RequestOp::Client(ClientOp::CloseSession) => return None,
+            RequestOp::Renew { .. }
+            | RequestOp::Client(
+                ClientOp::Acquire { .. }
+                | ClientOp::Release { .. }
+                | ClientOp::Check { .. }
+                | ClientOp::CancelAcquire { .. },
+            ) => Permission::Lock,
+            RequestOp::Client(
+                ClientOp::Campaign { .. } | ClientOp::Proclaim { .. } | ClientOp::Resign { .. },
+            ) => Permission::Campaign,
+            RequestOp::QueryLeader { .. } => Permission::Read,
+            RequestOp::SetAccessRules { .. } | RequestOp::GetAccessRules => Permission::Admin,
+        };
+        Some((permission, self.name().unwrap_or("")))
+    }
 }
 
 /// What this node knows of itself when a request arrives.
@@ -118,6 +180,13 @@ pub enum Refusal {
     /// The session's time ran out and its expiry is proposed.
     #[error("session {}: {}; open a new one", .0 .0, KeepaliveRefused::Expiring)]
     SessionExpiring(SessionId),
+    /// The cluster still runs nodes of the previous release, which cannot
+    /// apply this request's command.
+    #[error("{what} need every node on this release; finish the upgrade first")]
+    Unsupported {
+        /// What was asked.
+        what: &'static str,
+    },
     /// The request lists more running waits than a session may keep.
     #[error(
         "the request lists {listed} running waits, more than the {max} answers a session may keep"
@@ -132,6 +201,9 @@ pub enum Refusal {
     /// session).
     #[error(transparent)]
     Command(#[from] CommandError),
+    /// The access rules do not allow it.
+    #[error(transparent)]
+    Denied(#[from] Denied),
 }
 
 impl Refusal {
@@ -214,15 +286,17 @@ impl Follow {
 }
 
 /// Decides what the node does with `request` from `caller` (the identity
-/// of its certificate): see the module docs for the rules.
+/// of its certificate; `admins` are the node config's administrators):
+/// see the module docs for the rules.
 pub fn admit(
     role: &mut LeaderRole,
     machine: &StateMachine,
     node: NodeView,
     caller: &Identity,
+    admins: &Admins,
     request: ClientRequest,
 ) -> Admission {
-    match decide(role, machine, node, caller, request) {
+    match decide(role, machine, node, caller, admins, request) {
         Ok(admission) => admission,
         Err(refusal) => Admission::Refused(refusal),
     }
@@ -233,9 +307,13 @@ fn decide(
     machine: &StateMachine,
     node: NodeView,
     caller: &Identity,
+    admins: &Admins,
     request: ClientRequest,
 ) -> Result<Admission, Refusal> {
     check_limits(&machine.config().limits, &request)?;
+    if let Some((permission, name)) = request.op.permission() {
+        access::check(machine.access_rules(), admins, caller, permission, name)?;
+    }
     let ClientRequest {
         session,
         request_id,
@@ -248,7 +326,10 @@ fn decide(
     if foreign
         && !matches!(
             op,
-            RequestOp::OpenSession { .. } | RequestOp::QueryLeader { .. }
+            RequestOp::OpenSession { .. }
+                | RequestOp::QueryLeader { .. }
+                | RequestOp::SetAccessRules { .. }
+                | RequestOp::GetAccessRules
         )
     {
         return Err(CommandError::PermissionDenied { session }.into());
@@ -273,7 +354,7 @@ fn decide(
                 .map_err(|refused| Refusal::keepalive(session, refused))?;
             return Ok(Admission::KeptAlive { ttl_ms });
         }
-        RequestOp::QueryLeader { .. } => {
+        RequestOp::QueryLeader { .. } | RequestOp::GetAccessRules => {
             // A read served under the leader lease: no other leader can
             // have applied anything newer, and with the takeover applied
             // nothing older is missing here.
@@ -290,6 +371,20 @@ fn decide(
         RequestOp::OpenSession { ttl_ms, open_key } => Write::Open { ttl_ms, open_key },
         RequestOp::Renew { name, token } => Write::Renew { name, token },
         RequestOp::Client(op) => Write::Client(op),
+        RequestOp::SetAccessRules {
+            rules,
+            expected_version,
+        } => {
+            rules
+                .validate()
+                .map_err(|e| CommandError::InvalidAccessRules {
+                    reason: e.to_string(),
+                })?;
+            Write::Rules {
+                rules,
+                expected_version,
+            }
+        }
     };
     require_leader(node)?;
     if !recorded {
@@ -321,6 +416,25 @@ fn decide(
             };
             return Ok(Admission::Propose {
                 kind,
+                follow: Follow::Reply,
+            });
+        }
+        Write::Rules {
+            rules,
+            expected_version,
+        } => {
+            if !recorded {
+                // The previous release cannot apply this command.
+                return Err(Refusal::Unsupported {
+                    what: "access rules",
+                });
+            }
+            return Ok(Admission::Propose {
+                kind: CommandKind::SetAccessRules {
+                    by: caller.clone(),
+                    rules,
+                    expected_version,
+                },
                 follow: Follow::Reply,
             });
         }
@@ -391,8 +505,18 @@ pub fn withdrawal(
 /// A request that writes to the log: what [`admit`] has left once
 /// keepalives and reads are answered.
 enum Write {
-    Open { ttl_ms: u64, open_key: u64 },
-    Renew { name: String, token: FencingToken },
+    Open {
+        ttl_ms: u64,
+        open_key: u64,
+    },
+    Rules {
+        rules: AccessRules,
+        expected_version: Option<u64>,
+    },
+    Renew {
+        name: String,
+        token: FencingToken,
+    },
     Client(ClientOp),
 }
 
@@ -415,22 +539,13 @@ fn check_limits(limits: &Limits, request: &ClientRequest) -> Result<(), Refusal>
             max,
         });
     }
-    let (name, value): (Option<&str>, Option<&[u8]>) = match &request.op {
-        RequestOp::Renew { name, .. } => (Some(name), None),
-        RequestOp::QueryLeader { election } => (Some(election), None),
-        RequestOp::Client(op) => match op {
-            ClientOp::Acquire { name, .. }
-            | ClientOp::Release { name, .. }
-            | ClientOp::Check { name, .. }
-            | ClientOp::CancelAcquire { name }
-            | ClientOp::Resign { name } => (Some(name), None),
-            ClientOp::Campaign { name, value } | ClientOp::Proclaim { name, value } => {
-                (Some(name), Some(value))
-            }
-            ClientOp::CloseSession => (None, None),
-        },
-        RequestOp::OpenSession { .. } | RequestOp::KeepAlive => (None, None),
+    let value = match &request.op {
+        RequestOp::Client(ClientOp::Campaign { value, .. } | ClientOp::Proclaim { value, .. }) => {
+            Some(value)
+        }
+        _ => None,
     };
+    let name = request.op.name();
     if let Some(name) = name {
         limits.check_name(name)?;
     }

@@ -5,6 +5,7 @@
 //!
 //! - [`paxos`]: Multi-Paxos, `Replica::step(now, Input) -> Effects`;
 //! - [`locks`]: the replicated lock state machine;
+//! - [`access`]: which identity may do what to which names;
 //! - [`admission`]: what a node does with a client request before anything
 //!   is logged (refuse, answer, or propose which command);
 //! - [`consensus_loop`]: in which order a node carries out a step's effects,
@@ -17,6 +18,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod access;
 pub mod admission;
 pub mod consensus_loop;
 pub mod leader_role;

@@ -56,12 +56,12 @@ impl Cluster {
             .map(|n| (n.id, n.extra_sans.clone()))
             .collect();
         let clients: Vec<&str> = spec.clients.iter().map(String::as_str).collect();
-        let pki = paxlock_certs::write_pki(&certs, &spec.cluster_id, &sans, &clients).map_err(
-            |source| LaunchError::Certs {
+        let ca_dir = spec.dir.join("ca");
+        let pki = paxlock_certs::write_pki(&certs, &ca_dir, &spec.cluster_id, &sans, &clients)
+            .map_err(|source| LaunchError::Certs {
                 path: certs.clone(),
                 source,
-            },
-        )?;
+            })?;
         for node in &spec.nodes {
             let data = spec.dir.join("data").join(format!("node-{}", node.id));
             std::fs::create_dir_all(&data).map_err(write_err(&data))?;
@@ -127,6 +127,13 @@ impl Cluster {
     /// The certificates folder (`ca.pem`, `node-N.pem`, `client-NAME.pem`).
     pub fn certs_dir(&self) -> PathBuf {
         self.spec.dir.join("certs")
+    }
+
+    /// The folder of the CA's key and certificate (`ca.key`, `ca.pem`),
+    /// apart from the nodes' certificates: what issuing another client
+    /// certificate needs.
+    pub fn ca_dir(&self) -> PathBuf {
+        self.spec.dir.join("ca")
     }
 
     /// Node `id`'s config file.

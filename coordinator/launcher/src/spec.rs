@@ -145,6 +145,14 @@ impl ClusterSpec {
         self
     }
 
+    /// Names `identities` the cluster's administrators (an `[access]`
+    /// table in every node config; nodes of releases before access control
+    /// refuse it).
+    pub fn admins(self, identities: &[&str]) -> ClusterSpec {
+        let quoted: Vec<String> = identities.iter().map(|i| format!("{i:?}")).collect();
+        self.tables(&format!("\n[access]\nadmins = [{}]\n", quoted.join(", ")))
+    }
+
     /// Sets the client identities (the first is the launcher's own).
     pub fn clients(mut self, identities: &[&str]) -> ClusterSpec {
         self.clients = identities.iter().map(|s| s.to_string()).collect();

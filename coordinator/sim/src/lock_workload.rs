@@ -40,6 +40,7 @@ use std::time::Duration;
 
 use paxlock_client_rules::ack::{acknowledgement, MAX_RENUMBERED_SENDS};
 use paxlock_client_rules::lease::{Lease, LeaseRule};
+use paxlock_core::access::Admins;
 use paxlock_core::admission::{
     self, Admission, ClientRequest, Follow, NodeView, Refusal, RequestOp,
 };
@@ -406,6 +407,8 @@ fn refused(req: &Req, refusal: Refusal, hint: Option<usize>) -> Option<Resp> {
     match refusal {
         Refusal::NotLeader => Some(Resp::NotLeader { hint }),
         Refusal::NoLease | Refusal::TakingOver | Refusal::TooManyWaits { .. } => None,
+        // Under the open default rules and one release, never given.
+        Refusal::Denied(_) | Refusal::Unsupported { .. } => None,
         Refusal::SessionUnknown(session) | Refusal::SessionExpiring(session) => {
             Some(Resp::SessionGone { session })
         }
@@ -1456,9 +1459,17 @@ impl LockSim {
             _ => {
                 let request = client_request(&req).ok_or("a withdrawal is no client request")?;
                 let caller = client_identity(client);
+                // The simulated clusters run with the open default rules.
+                let no_admins = Admins::default();
                 let app = &mut self.nodes[node].app;
-                let admission =
-                    admission::admit(&mut app.role, &app.machine, view, &caller, request);
+                let admission = admission::admit(
+                    &mut app.role,
+                    &app.machine,
+                    view,
+                    &caller,
+                    &no_admins,
+                    request,
+                );
                 match admission {
                     Admission::Refused(refusal) => {
                         if let Some(resp) = refused(&req, refusal, hint) {

@@ -14,9 +14,15 @@ pub enum CertsCommand {
         /// How many nodes (ids 1..=N).
         #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=7))]
         nodes: u64,
-        /// Output folder (git-ignored by default).
+        /// Output folder for ca.pem and the node and client certificates
+        /// and keys (git-ignored by default).
         #[arg(long, default_value = "certs/dev")]
         out: PathBuf,
+        /// Folder for the CA's private key (and a copy of ca.pem), apart
+        /// from the node keys; keep it offline. Default: OUT's name with
+        /// `-ca` (certs/dev-ca).
+        #[arg(long)]
+        ca_dir: Option<PathBuf>,
         /// The cluster's name, written into the CA's subject.
         #[arg(long, default_value = "dev")]
         cluster: String,
@@ -34,11 +40,13 @@ pub enum CertsCommand {
         /// The identity (certificate common name): 1-64 characters from
         /// [A-Za-z0-9._-].
         name: String,
-        /// The cluster CA certificate.
-        #[arg(long, default_value = "certs/dev/ca.pem")]
+        /// The cluster CA certificate (`certs init` wrote it into OUT and
+        /// into the CA folder).
+        #[arg(long)]
         ca_cert: PathBuf,
-        /// The cluster CA private key.
-        #[arg(long, default_value = "certs/dev/ca.key")]
+        /// The cluster CA private key (`certs init` wrote it into the CA
+        /// folder, certs/dev-ca/ca.key by default).
+        #[arg(long)]
         ca_key: PathBuf,
         /// Output folder for client-<name>.pem and client-<name>.key.
         #[arg(long, default_value = "certs/dev")]
@@ -52,14 +60,21 @@ pub fn run(action: CertsCommand) -> anyhow::Result<()> {
         CertsCommand::Init {
             nodes,
             out,
+            ca_dir,
             cluster,
             clients,
             sans,
         } => {
             let clients: Vec<&str> = clients.iter().map(String::as_str).collect();
-            let paths = paxlock_certs::write_dev_pki(&out, &cluster, nodes, &sans, &clients)
-                .with_context(|| format!("writing certificates to {}", out.display()))?;
+            let ca_dir = ca_dir.unwrap_or_else(|| paxlock_certs::default_ca_dir(&out));
+            let paths =
+                paxlock_certs::write_dev_pki(&out, &ca_dir, &cluster, nodes, &sans, &clients)
+                    .with_context(|| format!("writing certificates to {}", out.display()))?;
             println!("CA certificate: {}", paths.ca_cert.display());
+            println!(
+                "CA key: {} (apart from the node keys; keep it offline)",
+                paths.ca_key.display()
+            );
             for (id, cert, key) in &paths.nodes {
                 println!("node {id}: {} {}", cert.display(), key.display());
             }

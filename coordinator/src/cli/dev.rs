@@ -61,6 +61,8 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let (lines_tx, mut lines) = mpsc::channel::<NodeLine>(256);
     let spec = ClusterSpec::loopback(&args.dir, args.nodes, args.base_port)
         .logs(LogSink::Lines(lines_tx))
+        // Its client administers: `paxlock acl` works out of the box.
+        .admins(&[paxlock_launcher::DEV_CLIENT])
         .startup_timeout(args.startup_timeout);
     let mut cluster = Cluster::prepare(binary, spec)
         .with_context(|| format!("writing the dev cluster into {}", args.dir.display()))?;

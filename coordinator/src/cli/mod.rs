@@ -1,5 +1,6 @@
 //! The `paxlock` command line.
 
+pub mod acl;
 pub mod certs;
 pub mod dev;
 pub mod elect;
@@ -75,6 +76,12 @@ pub enum Command {
         #[arg(long, default_value = ".paxlock-dev/client.toml")]
         client_config: PathBuf,
     },
+    /// Read or change the cluster's access rules (administrators only).
+    Acl {
+        /// The rules action.
+        #[command(subcommand)]
+        action: acl::AclCommand,
+    },
     /// Manage the development PKI.
     Certs {
         /// The certificate action.
@@ -94,6 +101,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => serve::run(&config, exit_with_parent).await.map(ok),
         Command::Dev(args) => dev::run(args).await.map(ok),
         Command::Certs { action } => certs::run(action).map(ok),
+        Command::Acl { action } => acl::run(action).await.map(ok),
         Command::Status { client_config } => status::run(&client_config).await.map(ok),
         Command::Lock(args) => lock::run(args).await,
         Command::Elect(args) => elect::run(args).await,

@@ -31,9 +31,11 @@ use crate::transport::client_streams::ClientService;
 use crate::transport::lanes::{self, Lanes, PeerOutboxReceiver};
 use crate::transport::peer::{PeerLink, PeerSender, Sent};
 use crate::transport::peer_version::PeerVersions;
+use crate::transport::revocation;
 use crate::transport::{Handlers, NodeEndpoint, TlsMaterial, TransportError, TransportMetrics};
 use clock::NodeClock;
 use driver::{Application, DriverHandle, DriverInput, DriverStatus, Durability};
+use paxlock_core::access::Admins;
 
 /// A peer link that had to withhold messages says so at most this often.
 const WITHHELD_WARNING_INTERVAL: Duration = Duration::from_secs(10);
@@ -54,6 +56,9 @@ pub enum StartError {
     /// incompatible version).
     #[error("{0}; restore the data directory from a backup, or move it aside and let the node catch up from its peers")]
     Recovery(String),
+    /// The revocation file cannot be used.
+    #[error(transparent)]
+    Revocations(#[from] revocation::RevocationError),
 }
 
 /// What a node needs to start.
@@ -79,6 +84,10 @@ pub struct NodeOptions {
     pub snapshot_every_slots: u64,
     /// Bounds on client connections.
     pub clients: ClientsConfig,
+    /// The identities that administer the cluster (`[access] admins`).
+    pub admins: Admins,
+    /// The revocation file to follow (`[access] revocations`), if any.
+    pub revocations: Option<std::path::PathBuf>,
 }
 
 impl From<&NodeConfig> for NodeOptions {
@@ -94,6 +103,8 @@ impl From<&NodeConfig> for NodeOptions {
             max_clock_drift_ppm: config.max_clock_drift_ppm,
             snapshot_every_slots: config.snapshot_every_slots,
             clients: config.clients.clone(),
+            admins: Admins::new(config.access.admins.iter().cloned().map(Identity)),
+            revocations: config.access.revocations.clone(),
         }
     }
 }
@@ -170,8 +181,16 @@ impl Node {
             App::Locks(config) => config.clone(),
             App::Custom(_) => crate::locks::Config::default(),
         };
-        let client_gate =
-            ClientGate::new(ClientLimits::new(&options.clients, &machine_config.limits));
+        let mut tasks = Vec::new();
+        let client_limits = ClientLimits::new(&options.clients, &machine_config.limits);
+        let client_gate = match &options.revocations {
+            Some(path) => {
+                let (revocations, follower) = revocation::follow(path.clone())?;
+                tasks.push(follower);
+                ClientGate::with_revocations(client_limits, revocations)
+            }
+            None => ClientGate::new(client_limits),
+        };
         let endpoint = Arc::new(NodeEndpoint::bind(
             options.listen,
             options.node_id,
@@ -193,7 +212,6 @@ impl Node {
             .map_err(StartError::Consensus)?;
 
         let (peer_tx, peer_rx) = lanes::channels();
-        let mut tasks = Vec::new();
 
         let (connected_tx, connected) = watch::channel(PeerVersions::new());
         let connected_tx = Arc::new(connected_tx);
@@ -210,7 +228,9 @@ impl Node {
             )));
         }
         let clock = NodeClock::new();
-        let shared = Arc::new(Shared::new(options.node_id, machine_config));
+        let shared = Arc::new(
+            Shared::new(options.node_id, machine_config).with_admins(options.admins.clone()),
+        );
         let serves_locks = matches!(parts.app, App::Locks(_));
         let node_metrics = Arc::new(NodeMetrics::default());
         let app: Box<dyn Application> = match parts.app {
@@ -621,13 +641,18 @@ impl ClientService for NodeService {
         })
     }
 
-    fn watch(&self, request: proto::Request, events: mpsc::Sender<proto::WatchEvent>) {
+    fn watch(
+        &self,
+        request: proto::Request,
+        caller: &Identity,
+        events: mpsc::Sender<proto::WatchEvent>,
+    ) {
         // Dropping `events` (draining, or no lock service) ends the stream.
         if self.draining() || !self.serves_locks {
             return;
         }
         if let Some(Op::Watch(w)) = request.op {
-            if let Err(error) = self.context.check_watch(&w.election) {
+            if let Err(error) = self.context.check_watch(&w.election, caller) {
                 // The queue is fresh, so the refusal always fits.
                 let _ = events.try_send(proto::WatchEvent {
                     election: w.election,
@@ -638,8 +663,9 @@ impl ClientService for NodeService {
             }
             let shared = self.context.shared.clone();
             let start = election_watch::Start::from_request(w.after_index, w.from_start);
+            let caller = caller.clone();
             tokio::spawn(async move {
-                election_watch::stream(&shared, w.election, start, events).await
+                election_watch::stream(&shared, &caller, w.election, start, events).await
             });
         }
     }

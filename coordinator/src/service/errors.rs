@@ -26,7 +26,8 @@ pub fn command_error(err: &CommandError) -> proto::Error {
         }
         E::PermissionDenied { .. } => ErrorCode::PermissionDenied,
         // Identities come from certificates the transport checked first.
-        E::InvalidIdentity { .. } => ErrorCode::InvalidRequest,
+        E::InvalidIdentity { .. } | E::InvalidAccessRules { .. } => ErrorCode::InvalidRequest,
+        E::AccessRulesChanged { .. } => ErrorCode::AccessRulesChanged,
     };
     proto::Error {
         code: code.into(),

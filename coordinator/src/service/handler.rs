@@ -7,6 +7,7 @@ use std::time::Duration;
 use paxlock::proto::{self, request::Op, response, ErrorCode, Request, Response};
 use tokio::sync::{mpsc, oneshot, watch};
 
+use super::access;
 use super::errors::{command_error, error};
 use super::state::{AfterApply, PendingCommand, Shared};
 use crate::locks::{
@@ -16,6 +17,7 @@ use crate::locks::{
 use crate::node::clock::NodeClock;
 use crate::node::driver::{DriverInput, DriverStatus};
 use crate::transport::peer_version::{PeerVersion, PeerVersions};
+use paxlock_core::access::Permission;
 use paxlock_core::admission::{
     self, Admission, ClientRequest, Follow, NodeView, Refusal, RequestOp,
 };
@@ -79,13 +81,18 @@ impl Context {
         }
     }
 
-    /// Why a watch of `election` is refused (a name outside the limits),
-    /// or `Ok` to start it. Checked before the watch holds any state.
-    pub fn check_watch(&self, election: &str) -> Result<(), proto::Error> {
+    /// Why a watch of `election` by `caller` is refused (a name outside
+    /// the limits, no `read` permission on it under the rules this node
+    /// has applied), or `Ok` to start it. Checked before the watch holds
+    /// any state.
+    pub fn check_watch(&self, election: &str, caller: &Identity) -> Result<(), proto::Error> {
         self.shared
             .limits
             .check_name(election)
-            .map_err(|e| command_error(&e))
+            .map_err(|e| command_error(&e))?;
+        self.shared
+            .check_access(caller, Permission::Read, election)
+            .map_err(|refused| access::denied(&self.shared, &refused))
     }
 
     async fn dispatch(&self, request: Request, caller: &Identity) -> Answer {
@@ -112,11 +119,19 @@ impl Context {
                 return Ok(response::Result::KeepAlive(proto::KeepAliveOk { ttl_ms }))
             }
             Admitted::Read => {
-                let election = match &op {
-                    Op::QueryLeader(query) => query.election.as_str(),
-                    _ => "",
-                };
-                return Ok(response::Result::Leader(self.leader_info(election)));
+                return Ok(match &op {
+                    Op::GetAccessRules(_) => response::Result::AccessRules(self.access_rules()),
+                    Op::QueryLeader(query) => {
+                        response::Result::Leader(self.leader_info(&query.election))
+                    }
+                    _ => {
+                        return Err(error(
+                            ErrorCode::Internal,
+                            "a read that is neither a leader query nor the access rules",
+                            false,
+                        ))
+                    }
+                });
             }
             Admitted::Propose { kind, follow } => (kind, follow),
         };
@@ -137,6 +152,10 @@ impl Context {
             Op::Campaign(campaign) => {
                 self.campaign(session, request_id, kind, follow, campaign)
                     .await
+            }
+            Op::SetAccessRules(_) => {
+                self.commit(kind).await?;
+                Ok(response::Result::AccessRules(self.access_rules()))
             }
             Op::Renew(_) => {
                 self.commit(kind).await?;
@@ -181,7 +200,8 @@ impl Context {
             let admission = {
                 let machine = self.shared.machine();
                 let mut role = self.shared.role();
-                admission::admit(&mut role, &machine, view, caller, request.clone())
+                let admins = &self.shared.admins;
+                admission::admit(&mut role, &machine, view, caller, admins, request.clone())
             };
             match admission {
                 Admission::Refused(refusal) => return Err(self.refused(refusal)),
@@ -236,6 +256,10 @@ impl Context {
                 error(ErrorCode::InvalidRequest, refusal.to_string(), false)
             }
             Refusal::Command(e) => command_error(&e),
+            Refusal::Denied(refused) => access::denied(&self.shared, &refused),
+            Refusal::Unsupported { .. } => {
+                error(ErrorCode::Unsupported, refusal.to_string(), false)
+            }
         }
     }
 
@@ -397,6 +421,12 @@ impl Context {
         self.commit_then(kind, follow.after_apply(no_waiter))
             .await
             .is_ok()
+    }
+
+    /// The access rules in force here, with their version.
+    fn access_rules(&self) -> proto::AccessRulesOk {
+        let machine = self.shared.machine();
+        access::rules_to_wire(machine.access_rules(), machine.access_version())
     }
 
     fn leader_info(&self, election: &str) -> proto::LeaderInfo {
@@ -616,6 +646,11 @@ fn request_op(op: &Op) -> Result<RequestOp, proto::Error> {
         Op::QueryLeader(query) => RequestOp::QueryLeader {
             election: query.election.clone(),
         },
+        Op::SetAccessRules(set) => RequestOp::SetAccessRules {
+            rules: access::rules_from_wire(&set.rules)?,
+            expected_version: set.expected_version,
+        },
+        Op::GetAccessRules(_) => RequestOp::GetAccessRules,
     })
 }
 

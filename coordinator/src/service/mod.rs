@@ -2,6 +2,7 @@
 //! log entries. The replicated truth is `crate::locks::StateMachine`; this
 //! module routes requests into the log and results back to clients.
 
+pub mod access;
 pub mod apply;
 pub mod errors;
 pub mod handler;

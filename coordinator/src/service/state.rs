@@ -11,7 +11,9 @@ use dashmap::DashMap;
 use tokio::sync::{broadcast, oneshot};
 
 use crate::leader_role::LeaderRole;
-use crate::locks::{Config, ElectionEvent, Output, StateMachine};
+use crate::locks::{Config, ElectionEvent, Identity, Output, StateMachine};
+use crate::transport::log_limit::LogLimiter;
+use paxlock_core::access::{self, Admins, Denied, Permission};
 use paxlock_core::waiters::{self, Own, WaitFor, WaiterBook, WaiterId, WaiterKey, Woken};
 
 /// Bound on buffered election events per watcher; a watcher that falls
@@ -57,6 +59,10 @@ pub struct Shared {
     /// The budget of [`MAX_PROPOSING_BYTES`]: a handler holds its command's
     /// bytes of it from proposal until the command is applied or refused.
     pub proposing_bytes: std::sync::Arc<tokio::sync::Semaphore>,
+    /// The node config's administrators (see `paxlock_core::access`).
+    pub admins: Admins,
+    /// Requests the access rules refused, logged a few a second.
+    pub denials_log: LogLimiter,
 }
 
 /// A proposed command's waiting task.
@@ -123,7 +129,33 @@ impl Shared {
             watchers: DashMap::new(),
             role: Mutex::new(LeaderRole::default()),
             proposing_bytes: std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_PROPOSING_BYTES)),
+            admins: Admins::default(),
+            denials_log: LogLimiter::default(),
         }
+    }
+
+    /// Whether `caller` may do `permission` to `name` under the rules this
+    /// node has applied (see `paxlock_core::access`).
+    pub fn check_access(
+        &self,
+        caller: &Identity,
+        permission: Permission,
+        name: &str,
+    ) -> Result<(), Denied> {
+        let machine = self.machine();
+        access::check(
+            machine.access_rules(),
+            &self.admins,
+            caller,
+            permission,
+            name,
+        )
+    }
+
+    /// The same, administered by `admins`.
+    pub fn with_admins(mut self, admins: Admins) -> Self {
+        self.admins = admins;
+        self
     }
 
     /// The machine, for a short read or for applying. A poisoned lock

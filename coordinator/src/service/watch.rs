@@ -4,8 +4,10 @@
 use paxlock::proto::{watch_event::Kind, WatchEvent};
 use tokio::sync::{broadcast, mpsc};
 
+use super::access;
 use super::state::Shared;
-use crate::locks::{ElectionChange, ElectionEvent};
+use crate::locks::{ElectionChange, ElectionEvent, Identity};
+use paxlock_core::access::Permission;
 
 /// Where a watch starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,16 +32,24 @@ impl Start {
 }
 
 /// Streams `election`'s events from `start` into `out` until the receiver
-/// goes away.
+/// goes away, or until the access rules no longer let `caller` read it
+/// (the stream then ends with a `PERMISSION_DENIED` event).
 pub async fn stream(
     shared: &Shared,
+    caller: &Identity,
     election: String,
     start: Start,
     out: mpsc::Sender<WatchEvent>,
 ) {
     // Subscribe before reading history so nothing falls between the two.
     let live = shared.subscribe(&election);
-    follow(shared, &election, start, live, &out).await;
+    let watcher = Watcher {
+        shared,
+        caller,
+        election: &election,
+        out: &out,
+    };
+    follow(&watcher, start, live).await;
     // The last watch of an election takes its broadcast channel with it, so
     // the map holds only elections someone watches.
     shared
@@ -47,13 +57,46 @@ pub async fn stream(
         .remove_if(&election, |_, tx| tx.receiver_count() == 0);
 }
 
-async fn follow(
-    shared: &Shared,
-    election: &str,
-    start: Start,
-    mut live: broadcast::Receiver<ElectionEvent>,
-    out: &mpsc::Sender<WatchEvent>,
-) {
+/// One watch: whose, of what, and where its events go.
+struct Watcher<'a> {
+    shared: &'a Shared,
+    caller: &'a Identity,
+    election: &'a str,
+    out: &'a mpsc::Sender<WatchEvent>,
+}
+
+impl Watcher<'_> {
+    /// Whether the watcher may still read the election; if not, it is told
+    /// so (the stream's last event).
+    async fn still_allowed(&self) -> bool {
+        match self
+            .shared
+            .check_access(self.caller, Permission::Read, self.election)
+        {
+            Ok(()) => true,
+            Err(refused) => {
+                let error = access::denied(self.shared, &refused);
+                let _ = self
+                    .out
+                    .send(WatchEvent {
+                        election: self.election.to_string(),
+                        error: Some(error),
+                        ..Default::default()
+                    })
+                    .await;
+                false
+            }
+        }
+    }
+}
+
+async fn follow(watcher: &Watcher<'_>, start: Start, mut live: broadcast::Receiver<ElectionEvent>) {
+    let Watcher {
+        shared,
+        election,
+        out,
+        ..
+    } = *watcher;
     let mut last = match start {
         Start::After(after) => after,
         Start::Now | Start::FromFirst => 0,
@@ -74,6 +117,11 @@ async fn follow(
             // which may never come.
             () = out.closed() => return,
         };
+        // A rule change applied since the watch began counts for what it
+        // shows next.
+        if !watcher.still_allowed().await {
+            return;
+        }
         match received {
             Ok(event) if event.index <= last => {}
             Ok(event) if Some(event.index) == last.checked_add(1) => {
@@ -205,6 +253,20 @@ mod tests {
         output.reply.ok()
     }
 
+    /// Identity `w`'s watch of election `e` from now: its task and events.
+    fn watch_now(
+        shared: &std::sync::Arc<Shared>,
+    ) -> (tokio::task::JoinHandle<()>, mpsc::Receiver<WatchEvent>) {
+        let (tx, rx) = mpsc::channel(8);
+        let shared = shared.clone();
+        let watcher = Identity("w".into());
+        let task =
+            tokio::spawn(
+                async move { stream(&shared, &watcher, "e".into(), Start::Now, tx).await },
+            );
+        (task, rx)
+    }
+
     fn client(session: u64, request_id: u64, op: ClientOp) -> CommandKind {
         CommandKind::client_op(session, request_id, op)
     }
@@ -239,11 +301,7 @@ mod tests {
         apply(&shared, 4, campaign(b, 1)); // event 3: b elected
         assert!(shared.machine().election_events_since("e", 1).is_err());
         let shared = std::sync::Arc::new(shared);
-        let (tx, mut rx) = mpsc::channel(8);
-        let task = {
-            let shared = shared.clone();
-            tokio::spawn(async move { stream(&shared, "e".into(), Start::Now, tx).await })
-        };
+        let (task, mut rx) = watch_now(&shared);
         let within = Duration::from_secs(5);
         let first = tokio::time::timeout(within, rx.recv())
             .await
@@ -268,5 +326,52 @@ mod tests {
             .unwrap()
             .unwrap();
         assert!(!shared.watchers.contains_key("e"));
+    }
+
+    /// A rule change applied while a watch runs counts for its next event:
+    /// the watcher who may no longer read the election is told so, and the
+    /// stream ends.
+    #[tokio::test]
+    async fn a_watch_ends_with_permission_denied_once_the_rules_stop_allowing_it() {
+        use paxlock_core::access::{AccessRule, AccessRules};
+        let shared = std::sync::Arc::new(Shared::new(1, Config::default()));
+        let open = |slot| match apply(&shared, slot, CommandKind::OpenSession { ttl_ms: 10_000 }) {
+            Some(Reply::SessionOpened { session }) => session.0,
+            other => panic!("{other:?}"),
+        };
+        let a = open(1);
+        let (task, mut rx) = watch_now(&shared);
+        let within = Duration::from_secs(5);
+        let first = tokio::time::timeout(within, rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(first.kind(), Kind::NoLeader);
+        let only_others = AccessRules {
+            rules: vec![AccessRule {
+                identities: vec!["someone-else".into()],
+                permissions: [Permission::Read].into_iter().collect(),
+                prefixes: vec![String::new()],
+            }],
+        };
+        let set = CommandKind::SetAccessRules {
+            by: Identity("ops".into()),
+            rules: only_others,
+            expected_version: None,
+        };
+        assert_eq!(apply(&shared, 2, set), Some(Reply::Done));
+        apply(&shared, 3, campaign(a, 1));
+        let last = tokio::time::timeout(within, rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        let code = last.error.as_ref().map(|e| e.code);
+        assert_eq!(
+            code,
+            Some(paxlock::proto::ErrorCode::PermissionDenied.into()),
+            "{last:?}"
+        );
+        assert_eq!(tokio::time::timeout(within, rx.recv()).await.unwrap(), None);
+        tokio::time::timeout(within, task).await.unwrap().unwrap();
     }
 }

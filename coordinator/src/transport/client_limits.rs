@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use dashmap::DashMap;
 use tokio::sync::Semaphore;
-use tracing::warn;
 
-use super::log_limit::{LogLimiter, LogVerdict};
+use super::log_limit::LogLimiter;
+use super::revocation::{self, RevocationWatch};
 
 use crate::config::ClientsConfig;
 use crate::locks::{Identity, Limits};
@@ -114,11 +114,17 @@ pub struct ClientGate {
     per_identity: DashMap<String, usize>,
     reading: Semaphore,
     refusals_log: LogLimiter,
+    revocations: RevocationWatch,
 }
 
 impl ClientGate {
-    /// A gate enforcing `limits`.
+    /// A gate enforcing `limits`, with nothing revoked.
     pub fn new(limits: ClientLimits) -> Arc<ClientGate> {
+        ClientGate::with_revocations(limits, revocation::none())
+    }
+
+    /// A gate enforcing `limits` that refuses what `revocations` revokes.
+    pub fn with_revocations(limits: ClientLimits, revocations: RevocationWatch) -> Arc<ClientGate> {
         // Room for at least one largest request, or every read would wait.
         let budget = limits
             .reading_budget_bytes
@@ -129,6 +135,7 @@ impl ClientGate {
             total: AtomicUsize::new(0),
             per_identity: DashMap::new(),
             reading: Semaphore::new(budget),
+            revocations,
             refusals_log: LogLimiter::default(),
         })
     }
@@ -185,13 +192,12 @@ impl ClientGate {
     /// a second (the rest are counted, and the count is logged with the
     /// next line): a client sending refusals in a loop cannot flood the log.
     pub fn warn_refusal(&self, what: std::fmt::Arguments<'_>) {
-        match self.refusals_log.check(std::time::Instant::now()) {
-            LogVerdict::Log { suppressed: 0 } => warn!("{what}"),
-            LogVerdict::Log { suppressed } => {
-                warn!("{what} ({suppressed} more client refusals were not logged)")
-            }
-            LogVerdict::Suppress => {}
-        }
+        self.refusals_log.warn(what)
+    }
+
+    /// The revocations in force, following changes.
+    pub fn revocations(&self) -> RevocationWatch {
+        self.revocations.clone()
     }
 
     /// Client connections open now.

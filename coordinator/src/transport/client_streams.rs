@@ -18,6 +18,7 @@ use tracing::debug;
 
 use super::client_limits::ClientGate;
 use super::metrics::TransportMetrics;
+use super::revocation::{ClientCertificate, Revocations};
 use crate::locks::Identity;
 
 /// Bound on watch events queued for one stream.
@@ -34,23 +35,31 @@ pub trait ClientService: Send + Sync + 'static {
         request: Request,
         caller: &'a Identity,
     ) -> Pin<Box<dyn Future<Output = Response> + Send + 'a>>;
-    /// Starts a `Watch`: events go to `events` until either side drops it
-    /// (dropping it at once refuses the watch).
-    fn watch(&self, request: Request, events: mpsc::Sender<WatchEvent>);
+    /// Starts a `Watch` from `caller`: events go to `events` until either
+    /// side drops it (dropping it at once refuses the watch).
+    fn watch(&self, request: Request, caller: &Identity, events: mpsc::Sender<WatchEvent>);
 }
 
 /// Accepts request streams on `connection` until it closes, handing every
-/// well-formed request to `service` as coming from `caller`; refuses the
-/// connection (`TOO_MANY_CONNECTIONS`, saying which limit) if the gate
-/// has no place for it.
+/// well-formed request to `service` as coming from the certificate's
+/// identity; refuses the connection (`TOO_MANY_CONNECTIONS`, saying which
+/// limit) if the gate has no place for it, and closes it
+/// (`CERTIFICATE_REVOKED`) once the certificate or identity is revoked.
 pub async fn serve_connection(
     connection: quinn::Connection,
-    caller: Identity,
+    certificate: ClientCertificate,
     service: Arc<dyn ClientService>,
     gate: Arc<ClientGate>,
     metrics: Arc<TransportMetrics>,
 ) {
     let remote = connection.remote_address();
+    let mut revocations = gate.revocations();
+    let revoked = |list: &Revocations| list.revokes(&certificate);
+    if let Some(why) = revoked(&revocations.borrow_and_update()) {
+        refuse_revoked(&connection, &gate, &metrics, &why);
+        return;
+    }
+    let caller = certificate.identity.clone();
     let _slot = match gate.admit(&caller) {
         Ok(slot) => slot,
         Err(refusal) => {
@@ -76,7 +85,22 @@ pub async fn serve_connection(
     connection.set_receive_window(limits.receive_window_bytes.into());
     let caller = Arc::new(caller);
     loop {
-        let (send, recv) = match connection.accept_bi().await {
+        let accepted = tokio::select! {
+            accepted = connection.accept_bi() => accepted,
+            changed = revocations.changed() => {
+                let why = match changed {
+                    Ok(()) => revoked(&revocations.borrow_and_update()),
+                    // The node is stopping: nothing changes any more.
+                    Err(_) => None,
+                };
+                if let Some(why) = why {
+                    refuse_revoked(&connection, &gate, &metrics, &why);
+                    return;
+                }
+                continue;
+            }
+        };
+        let (send, recv) = match accepted {
             Ok(streams) => streams,
             Err(e) => {
                 debug!(%remote, "client connection ended: {e}");
@@ -92,6 +116,24 @@ pub async fn serve_connection(
             metrics.clone(),
         ));
     }
+}
+
+/// Closes a connection whose certificate or identity is revoked.
+fn refuse_revoked(
+    connection: &quinn::Connection,
+    gate: &ClientGate,
+    metrics: &TransportMetrics,
+    why: &str,
+) {
+    TransportMetrics::bump(&metrics.client_connections_refused);
+    let remote = connection.remote_address();
+    gate.warn_refusal(format_args!(
+        "closed client connection from {remote}: {why}"
+    ));
+    connection.close(
+        paxlock::wire::codes::CERTIFICATE_REVOKED.into(),
+        why.as_bytes(),
+    );
 }
 
 async fn serve_stream(
@@ -111,7 +153,7 @@ async fn serve_stream(
         }
     };
     if matches!(request.op, Some(Op::Watch(_))) {
-        stream_watch(send, request, service.as_ref()).await;
+        stream_watch(send, request, &caller, service.as_ref()).await;
         return;
     }
     let request_id = request.request_id;
@@ -151,9 +193,14 @@ async fn read_request(
         }))
 }
 
-async fn stream_watch(mut send: quinn::SendStream, request: Request, service: &dyn ClientService) {
+async fn stream_watch(
+    mut send: quinn::SendStream,
+    request: Request,
+    caller: &Identity,
+    service: &dyn ClientService,
+) {
     let (events_tx, mut events) = mpsc::channel(WATCH_STREAM_QUEUE);
-    service.watch(request, events_tx);
+    service.watch(request, caller, events_tx);
     loop {
         tokio::select! {
             event = events.recv() => {

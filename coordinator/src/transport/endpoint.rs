@@ -167,10 +167,10 @@ impl NodeEndpoint {
                     }
                     Some(alpn) if alpn == CLIENT_ALPN_V1 => {
                         match client_identity(&peer_certificates(&connection)) {
-                            Ok(identity) => {
+                            Ok(certificate) => {
                                 serve_connection(
                                     connection,
-                                    identity,
+                                    certificate,
                                     handlers.clients,
                                     handlers.client_gate,
                                     metrics,

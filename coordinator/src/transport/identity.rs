@@ -2,6 +2,7 @@
 
 use paxlock_certs::node_dns_name;
 
+use super::revocation::ClientCertificate;
 use crate::locks::Identity;
 use rustls::pki_types::{CertificateDer, DnsName, ServerName};
 
@@ -15,6 +16,10 @@ pub enum IdentityError {
     /// The certificate could not be parsed.
     #[error("the certificate cannot be parsed: {0}")]
     Unparsable(String),
+    /// A certificate that may not authenticate a server (a client's): it
+    /// cannot be a node's, whatever it names.
+    #[error("the certificate is not a node certificate (its key usage does not allow serverAuth)")]
+    NotANode,
     /// The certificate does not name the node id claimed in the hello.
     #[error("the certificate does not name node {claimed} (expected SAN {expected})")]
     Mismatch {
@@ -26,15 +31,18 @@ pub enum IdentityError {
 }
 
 /// The identity a client connection acts as: the name of the certificate it
-/// presented (see [`paxlock_certs::certificate_identity`]). The chain was
-/// verified against the cluster CA during the handshake.
+/// presented (see [`paxlock_certs::certificate_identity`]), with the
+/// certificate's serial (for revocation). The chain was verified against
+/// the cluster CA during the handshake.
 pub fn client_identity(
     certs: &[CertificateDer<'_>],
-) -> Result<Identity, paxlock_certs::IdentityError> {
+) -> Result<ClientCertificate, paxlock_certs::IdentityError> {
     let leaf = certs
         .first()
         .ok_or_else(|| paxlock_certs::IdentityError::Unparsable("no certificate".into()))?;
-    paxlock_certs::certificate_identity(leaf).map(Identity)
+    let identity = paxlock_certs::certificate_identity(leaf).map(Identity)?;
+    let serial = paxlock_certs::certificate_serial(leaf).unwrap_or_default();
+    Ok(ClientCertificate { identity, serial })
 }
 
 /// The certificate chain the remote end presented, leaf first.
@@ -55,6 +63,9 @@ pub fn verify_node_identity(
     claimed: u64,
 ) -> Result<(), IdentityError> {
     let leaf = certs.first().ok_or(IdentityError::NoCertificate)?;
+    if !paxlock_certs::allows_server_auth(leaf) {
+        return Err(IdentityError::NotANode);
+    }
     let cert = webpki::EndEntityCert::try_from(leaf)
         .map_err(|e| IdentityError::Unparsable(e.to_string()))?;
     let expected = node_dns_name(claimed);
@@ -91,6 +102,20 @@ mod tests {
         let client = ca.client_cert("app", Validity::default())?;
         let chain = [CertificateDer::from(client.cert_der)];
         assert!(verify_node_identity(&chain, 1).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn a_client_certificate_naming_a_node_is_still_no_node(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        // An outside CA put a node's name in a client certificate.
+        let ca = ClusterCa::generate("t")?;
+        let forged = ca.leaf_for_tests("x", vec!["node-1.paxlock".into()])?;
+        let chain = [CertificateDer::from(forged.cert_der)];
+        assert_eq!(
+            verify_node_identity(&chain, 1),
+            Err(IdentityError::NotANode)
+        );
         Ok(())
     }
 }

@@ -51,6 +51,18 @@ impl Default for LogLimiter {
 }
 
 impl LogLimiter {
+    /// Logs `what` as a warning unless too many were logged this window;
+    /// the first line of the next window says how many were not.
+    pub fn warn(&self, what: std::fmt::Arguments<'_>) {
+        match self.check(Instant::now()) {
+            LogVerdict::Log { suppressed: 0 } => tracing::warn!("{what}"),
+            LogVerdict::Log { suppressed } => {
+                tracing::warn!("{what} ({suppressed} more like it were not logged)")
+            }
+            LogVerdict::Suppress => {}
+        }
+    }
+
     /// Whether an event at `now` is logged.
     pub fn check(&self, now: Instant) -> LogVerdict {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());

@@ -10,6 +10,7 @@ pub mod log_limit;
 pub mod metrics;
 pub mod peer;
 pub mod peer_version;
+pub mod revocation;
 pub mod tls;
 
 pub use endpoint::{Handlers, NodeEndpoint};

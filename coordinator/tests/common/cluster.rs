@@ -31,7 +31,23 @@ impl ProcessCluster {
 
     /// Like `start`, with `top_level` TOML lines added to every node config.
     pub fn start_with(nodes: u64, top_level: &str) -> Result<Self, Box<dyn std::error::Error>> {
-        let mut cluster = Self::prepare(nodes, top_level)?;
+        Self::start_spec(nodes, top_level, |spec| spec)
+    }
+
+    /// Like `start`, with the launcher's client (`dev-client`) an
+    /// administrator, as `paxlock dev` makes it.
+    pub fn start_administered(nodes: u64) -> Result<Self, Box<dyn std::error::Error>> {
+        Self::start_spec(nodes, "", |spec| {
+            spec.admins(&[paxlock_launcher::DEV_CLIENT])
+        })
+    }
+
+    fn start_spec(
+        nodes: u64,
+        top_level: &str,
+        adjust: impl FnOnce(ClusterSpec) -> ClusterSpec,
+    ) -> Result<Self, Box<dyn std::error::Error>> {
+        let mut cluster = Self::prepare_spec(nodes, top_level, adjust)?;
         let ids = cluster.launched.ids();
         for &id in &ids {
             cluster.spawn(id)?;
@@ -63,12 +79,22 @@ impl ProcessCluster {
     /// any node, so a test can set up the folder first (mount something
     /// at a data directory, say); then `spawn` each node.
     pub fn prepare(nodes: u64, top_level: &str) -> Result<Self, Box<dyn std::error::Error>> {
+        Self::prepare_spec(nodes, top_level, |spec| spec)
+    }
+
+    fn prepare_spec(
+        nodes: u64,
+        top_level: &str,
+        adjust: impl FnOnce(ClusterSpec) -> ClusterSpec,
+    ) -> Result<Self, Box<dyn std::error::Error>> {
         let dir = tempfile::tempdir()?;
         let base_port = paxlock_launcher::ports::free_udp_base(nodes as u16)
             .ok_or("no free loopback UDP ports")?;
-        let spec = ClusterSpec::loopback(dir.path(), nodes, base_port)
-            .top_level(top_level)
-            .env("PAXLOCK_LOG", Some("info"));
+        let spec = adjust(
+            ClusterSpec::loopback(dir.path(), nodes, base_port)
+                .top_level(top_level)
+                .env("PAXLOCK_LOG", Some("info")),
+        );
         let launched = Cluster::prepare(NodeBinary::probe(PAXLOCK)?, spec)?;
         Ok(ProcessCluster {
             launched,
@@ -81,11 +107,12 @@ impl ProcessCluster {
     /// as an operator would (`paxlock certs issue-client`).
     pub fn issue_client(&self, identity: &str) -> Result<(), Box<dyn std::error::Error>> {
         let certs = self.launched.certs_dir();
+        let ca = self.launched.ca_dir();
         let issued = Command::new(PAXLOCK)
             .args(["certs", "issue-client", identity, "--ca-cert"])
-            .arg(certs.join("ca.pem"))
+            .arg(ca.join("ca.pem"))
             .arg("--ca-key")
-            .arg(certs.join("ca.key"))
+            .arg(ca.join("ca.key"))
             .arg("--out")
             .arg(&certs)
             .output()?;
@@ -112,6 +139,22 @@ impl ProcessCluster {
         ttl: std::time::Duration,
     ) -> Result<paxlock::Client, paxlock::Error> {
         let mut config = paxlock::Config::from_file(self.client_config())?;
+        config.session_ttl = ttl;
+        config.request_timeout = super::PATIENCE;
+        paxlock::Client::connect(config).await
+    }
+
+    /// Like `client`, acting as `identity` (a certificate the cluster
+    /// issued with `issue_client`).
+    pub async fn client_as(
+        &self,
+        identity: &str,
+        ttl: std::time::Duration,
+    ) -> Result<paxlock::Client, paxlock::Error> {
+        let certs = self.launched.certs_dir();
+        let mut config = paxlock::Config::from_file(self.client_config())?;
+        config.tls.cert = certs.join(format!("client-{identity}.pem"));
+        config.tls.key = certs.join(format!("client-{identity}.key"));
         config.session_ttl = ttl;
         config.request_timeout = super::PATIENCE;
         paxlock::Client::connect(config).await

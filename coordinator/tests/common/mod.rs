@@ -40,6 +40,8 @@ pub fn start_lone_node(ca: &ClusterCa, id: u64) -> Result<Node, Box<dyn std::err
         max_clock_drift_ppm: paxlock::DEFAULT_DRIFT_PPM,
         snapshot_every_slots: 1000,
         clients: Default::default(),
+        admins: Default::default(),
+        revocations: None,
     };
     Ok(Node::start(options, &material(ca, &cert)?, memory_parts())?)
 }
@@ -151,6 +153,8 @@ pub async fn start_cluster(
             max_clock_drift_ppm: paxlock::DEFAULT_DRIFT_PPM,
             snapshot_every_slots: 1000,
             clients: Default::default(),
+            admins: Default::default(),
+            revocations: None,
         };
         nodes.push(Node::start(options, &material(ca, &cert)?, memory_parts())?);
     }

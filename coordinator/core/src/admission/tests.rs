@@ -76,6 +76,7 @@ impl Node {
             &self.machine,
             view,
             &Identity(caller.into()),
+            &Admins::new([Identity("ops".into())]),
             request,
         )
     }
@@ -339,7 +340,14 @@ fn oversized_names_values_and_waiting_lists_are_refused_before_the_log() {
     };
     let who = Identity("a".into());
     assert_eq!(
-        admit(&mut node.role, &node.machine, leader_view(), &who, request),
+        admit(
+            &mut node.role,
+            &node.machine,
+            leader_view(),
+            &who,
+            &Admins::default(),
+            request
+        ),
         Admission::Refused(Refusal::TooManyWaits {
             listed: max + 1,
             max
@@ -377,4 +385,109 @@ fn a_leader_not_yet_serving_sends_nothing_in_the_previous_form() {
         Admission::Refused(Refusal::TakingOver),
         "no claim from a machine that may be behind"
     );
+}
+
+fn rules(identities: &[&str], permissions: &[Permission], prefixes: &[&str]) -> AccessRules {
+    AccessRules {
+        rules: vec![access::AccessRule {
+            identities: identities.iter().map(|s| s.to_string()).collect(),
+            permissions: permissions.iter().copied().collect(),
+            prefixes: prefixes.iter().map(|s| s.to_string()).collect(),
+        }],
+    }
+}
+
+#[test]
+fn a_request_the_rules_do_not_allow_is_refused_naming_the_permission_and_the_name() {
+    let mut node = Node::leading();
+    node.record_protocol();
+    let s = node.open(Some("app"));
+    node.apply(CommandKind::SetAccessRules {
+        by: Identity("ops".into()),
+        rules: rules(&["app"], &[Permission::Lock], &["app/"]),
+        expected_version: None,
+    });
+    assert!(matches!(
+        node.admit("app", s, acquire("app/x", false)),
+        Admission::Propose { .. }
+    ));
+    let denied = node.admit("app", s, acquire("other/x", false));
+    let Admission::Refused(Refusal::Denied(denied)) = denied else {
+        panic!("not denied: {denied:?}");
+    };
+    assert_eq!(denied.permission, Permission::Lock);
+    assert_eq!(denied.name, "other/x");
+    let campaign = RequestOp::Client(ClientOp::Campaign {
+        name: "app/e".into(),
+        value: Vec::new(),
+    });
+    assert!(matches!(
+        node.admit("app", s, campaign),
+        Admission::Refused(Refusal::Denied(Denied {
+            permission: Permission::Campaign,
+            ..
+        }))
+    ));
+    let query = RequestOp::QueryLeader {
+        election: "app/e".into(),
+    };
+    assert!(matches!(
+        node.admit("app", s, query),
+        Admission::Refused(Refusal::Denied(Denied {
+            permission: Permission::Read,
+            ..
+        }))
+    ));
+    // Sessions stay the caller's own business.
+    assert!(matches!(
+        node.admit("app", s, RequestOp::KeepAlive),
+        Admission::KeptAlive { .. }
+    ));
+}
+
+#[test]
+fn only_an_administrator_sets_or_reads_the_rules_and_only_on_the_current_protocol() {
+    let mut node = Node::leading();
+    let set = || RequestOp::SetAccessRules {
+        rules: rules(&["*"], &[Permission::Read], &[""]),
+        expected_version: None,
+    };
+    let none = SessionId(0);
+    assert!(matches!(
+        node.admit("app", none, set()),
+        Admission::Refused(Refusal::Denied(Denied {
+            permission: Permission::Admin,
+            ..
+        }))
+    ));
+    assert!(matches!(
+        node.admit("app", none, RequestOp::GetAccessRules),
+        Admission::Refused(Refusal::Denied(_))
+    ));
+    assert_eq!(
+        node.admit("ops", none, RequestOp::GetAccessRules),
+        Admission::Read
+    );
+    // Before the protocol is recorded, the leader records it first.
+    assert!(matches!(
+        node.admit("ops", none, set()),
+        Admission::First(CommandKind::RaiseProtocol { .. })
+    ));
+    node.record_protocol();
+    assert!(matches!(
+        node.admit("ops", none, set()),
+        Admission::Propose {
+            kind: CommandKind::SetAccessRules { .. },
+            follow: Follow::Reply
+        }
+    ));
+    // Rules out of bounds never reach the log.
+    let empty_rule = RequestOp::SetAccessRules {
+        rules: rules(&[], &[Permission::Read], &[""]),
+        expected_version: None,
+    };
+    assert!(matches!(
+        node.admit("ops", none, empty_rule),
+        Admission::Refused(Refusal::Command(CommandError::InvalidAccessRules { .. }))
+    ));
 }

@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::access::AccessRules;
 use crate::locks::error::{DecodeError, EncodeError};
 
 /// A session id. Assigned by the state machine: the revision of the
@@ -190,6 +191,20 @@ pub enum CommandKind {
         /// The identity claiming it.
         owner: Identity,
     },
+    /// Replaces the cluster's access rules (see [`crate::access`]);
+    /// proposed for an administrator, whom the node checked. Refused
+    /// (nothing changed) if the rules break a bound, or if
+    /// `expected_version` is given and is not the version of the rules in
+    /// force (another administrator changed them since they were read).
+    SetAccessRules {
+        /// The administrator who set them (kept in the log for audit).
+        by: Identity,
+        /// The new rules; empty restores the open default.
+        rules: AccessRules,
+        /// The version ([`crate::locks::StateMachine::access_version`])
+        /// the administrator's change was made against, if any.
+        expected_version: Option<u64>,
+    },
 }
 
 impl CommandKind {
@@ -206,7 +221,8 @@ impl CommandKind {
             CommandKind::RaiseProtocol { version } => (*version).min(CURRENT_PROTOCOL),
             CommandKind::OpenSessionAs { .. }
             | CommandKind::ClientAs { .. }
-            | CommandKind::ClaimSession { .. } => PROTOCOL_V3,
+            | CommandKind::ClaimSession { .. }
+            | CommandKind::SetAccessRules { .. } => PROTOCOL_V3,
         }
     }
 }

@@ -174,6 +174,25 @@ pub enum CommandError {
         /// The limit.
         max: u32,
     },
+    /// Access rules that break a bound (see [`crate::access::InvalidRules`]).
+    /// Nothing was changed.
+    #[error("access rules refused: {reason}")]
+    InvalidAccessRules {
+        /// What is wrong with them.
+        reason: String,
+    },
+    /// The access rules changed since the version a change was made
+    /// against. Nothing was changed.
+    #[error(
+        "the access rules are at version {current}, not {expected}: another administrator \
+         changed them; read them again and redo the change"
+    )]
+    AccessRulesChanged {
+        /// The version the change expected.
+        expected: u64,
+        /// The version in force.
+        current: u64,
+    },
 }
 
 /// Why bytes did not decode into a command or a snapshot.

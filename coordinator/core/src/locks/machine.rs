@@ -55,6 +55,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
+use crate::access::AccessRules;
+
 use crate::locks::command::{
     AbandonedWait, ClientOp, Command, CommandKind, FencingToken, Identity, RequestId, SessionId,
     MAX_IDENTITY_BYTES, PROTOCOL_V2,
@@ -189,6 +191,10 @@ pub struct StateMachine {
     /// The protocol every node speaks, as recorded by `RaiseProtocol`:
     /// which commands a leader may propose.
     pub(crate) protocol: u32,
+    /// Who may do what (see [`crate::access`]): the rules in force, and
+    /// the revision that set them (0: never set).
+    pub(crate) access: AccessRules,
+    pub(crate) access_version: u64,
     /// (owner, open key) → the live session opened with them: derived from
     /// `sessions` (rebuilt on restore), for exactly-once opens.
     #[serde(skip)]
@@ -225,6 +231,8 @@ impl StateMachine {
             elections: BTreeMap::new(),
             delays: BTreeSet::new(),
             protocol: PROTOCOL_V2,
+            access: AccessRules::default(),
+            access_version: 0,
             open_keys: BTreeMap::new(),
         }
     }
@@ -300,6 +308,11 @@ impl StateMachine {
             }
             // Raised above, like every command's protocol.
             CommandKind::RaiseProtocol { .. } => (Ok(Reply::Done), false),
+            CommandKind::SetAccessRules {
+                by: _,
+                rules,
+                expected_version,
+            } => (self.set_access_rules(rules, expected_version), false),
             CommandKind::ExpireSession { session, epoch } => {
                 let reply = if epoch != self.leader_epoch {
                     Err(CommandError::StaleExpiry {
@@ -397,6 +410,19 @@ impl StateMachine {
     /// it: a leader proposes only commands of this version or older.
     pub fn protocol(&self) -> u32 {
         self.protocol
+    }
+
+    /// The access rules in force (see [`crate::access`]).
+    pub fn access_rules(&self) -> &AccessRules {
+        &self.access
+    }
+
+    /// The version of the access rules in force: the revision of the
+    /// command that set them, 0 if none ever did. A change may name it
+    /// (`expected_version`) so that two administrators cannot overwrite
+    /// each other unknowingly.
+    pub fn access_version(&self) -> u64 {
+        self.access_version
     }
 
     /// The identity a live session belongs to: `Ok(None)` for a session
@@ -556,6 +582,32 @@ impl StateMachine {
             (Some(owner), Some(caller)) if *owner == caller => Ok(()),
             (Some(_), _) => Err(CommandError::PermissionDenied { session }),
         }
+    }
+
+    fn set_access_rules(
+        &mut self,
+        rules: AccessRules,
+        expected_version: Option<u64>,
+    ) -> Result<Reply, CommandError> {
+        rules
+            .validate()
+            .map_err(|e| CommandError::InvalidAccessRules {
+                reason: e.to_string(),
+            })?;
+        if let Some(expected) = expected_version.filter(|v| *v != self.access_version) {
+            // A retried change that took effect finds its own rules in
+            // force: it did what was asked.
+            if rules == self.access {
+                return Ok(Reply::Done);
+            }
+            return Err(CommandError::AccessRulesChanged {
+                expected,
+                current: self.access_version,
+            });
+        }
+        self.access = rules;
+        self.access_version = self.revision;
+        Ok(Reply::Done)
     }
 
     fn apply_client(

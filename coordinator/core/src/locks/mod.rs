@@ -31,6 +31,8 @@ pub use machine::{Gauges, Output, Reply, StateMachine};
 
 #[cfg(test)]
 mod abandon_tests;
+#[cfg(test)]
+mod access_tests;
 #[cfg(any(test, feature = "testing"))]
 pub mod harness;
 #[cfg(test)]

@@ -1,11 +1,13 @@
 //! Snapshots: the whole state machine to bytes and back.
 //!
-//! Format: postcard encoding of `(version, machine)`. Version 2 is this
-//! release's [`StateMachine`]. Version 1 is the previous release's layout
-//! (no session owners, no protocol version): it is still read, so a node
-//! upgraded in place restores the snapshots it wrote before, and still
-//! written while the log says some node may speak only protocol 2, so that
-//! node (or this one, rolled back) can restore it. Restore checks every
+//! Format: postcard encoding of `(version, machine)`. Version 3 is this
+//! release's [`StateMachine`]. Version 2 is the same without access rules
+//! (written by builds between the previous release and access control):
+//! still read. Version 1 is the previous release's layout (no session
+//! owners, no protocol version): it is still read, so a node upgraded in
+//! place restores the snapshots it wrote before, and still written while
+//! the log says some node may speak only protocol 2, so that node (or this
+//! one, rolled back) can restore it. Restore checks every
 //! invariant, so corrupt or hostile bytes give a typed [`DecodeError`],
 //! never a panic or a machine that panics later.
 
@@ -15,7 +17,10 @@ use crate::locks::machine::StateMachine;
 
 /// Format version written by [`StateMachine::snapshot`] once the cluster
 /// speaks protocol 3.
-pub const SNAPSHOT_VERSION: u32 = 2;
+pub const SNAPSHOT_VERSION: u32 = 3;
+
+/// Version 3 without the access rules: read, never written.
+pub const SNAPSHOT_VERSION_V2: u32 = 2;
 
 /// The previous release's format, written before that.
 pub const SNAPSHOT_VERSION_V1: u32 = 1;
@@ -53,6 +58,14 @@ impl StateMachine {
                 machine.index_open_keys();
                 machine
             }
+            SNAPSHOT_VERSION_V2 => {
+                let mut machine: StateMachine =
+                    decode_exact::<(u32, v2::MachineV2)>(bytes, MAX_SNAPSHOT_BYTES)?
+                        .1
+                        .into();
+                machine.index_open_keys();
+                machine
+            }
             SNAPSHOT_VERSION_V1 => decode_exact::<(u32, v1::MachineV1)>(bytes, MAX_SNAPSHOT_BYTES)?
                 .1
                 .into(),
@@ -67,6 +80,55 @@ impl StateMachine {
             .check_invariants()
             .map_err(|what| DecodeError::Inconsistent { what })?;
         Ok(machine)
+    }
+}
+
+/// The version-2 layout: today's machine without access rules.
+mod v2 {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use serde::Deserialize;
+
+    use crate::access::AccessRules;
+    use crate::locks::command::SessionId;
+    use crate::locks::election::Election;
+    use crate::locks::limits::Config;
+    use crate::locks::lock::Lock;
+    use crate::locks::machine::StateMachine;
+    use crate::locks::session::Session;
+
+    #[derive(Deserialize)]
+    pub(super) struct MachineV2 {
+        config: Config,
+        revision: u64,
+        now_ms: u64,
+        last_applied_slot: u64,
+        leader_epoch: u64,
+        sessions: BTreeMap<SessionId, Session>,
+        locks: BTreeMap<String, Lock>,
+        elections: BTreeMap<String, Election>,
+        delays: BTreeSet<(u64, String)>,
+        protocol: u32,
+    }
+
+    impl From<MachineV2> for StateMachine {
+        fn from(m: MachineV2) -> StateMachine {
+            StateMachine {
+                config: m.config,
+                revision: m.revision,
+                now_ms: m.now_ms,
+                last_applied_slot: m.last_applied_slot,
+                leader_epoch: m.leader_epoch,
+                sessions: m.sessions,
+                locks: m.locks,
+                elections: m.elections,
+                delays: m.delays,
+                protocol: m.protocol,
+                access: AccessRules::default(),
+                access_version: 0,
+                open_keys: BTreeMap::new(),
+            }
+        }
     }
 }
 
@@ -173,6 +235,8 @@ mod v1 {
                     .collect(),
                 delays: m.delays,
                 protocol: PROTOCOL_V2,
+                access: crate::access::AccessRules::default(),
+                access_version: 0,
                 open_keys: std::collections::BTreeMap::new(),
             }
         }
