@@ -65,6 +65,46 @@ pub struct AccessRule {
     pub prefixes: Vec<String>,
 }
 
+/// How much all sessions of the identities a quota rule names may hold
+/// together (`[[quota]]` in a rules file); an unset quota is left to the
+/// next rule naming the identity, or the cluster's default (a quarter of
+/// its sessions and elections, ten sessions' worth of locks).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuotaRule {
+    /// Identities, as in [`AccessRule::identities`].
+    pub identities: Vec<String>,
+    /// Live sessions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sessions: Option<u32>,
+    /// Locks held and waited for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locks: Option<u32>,
+    /// Elections led or campaigned in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub elections: Option<u32>,
+}
+
+impl QuotaRule {
+    fn to_wire(&self) -> proto::QuotaRule {
+        proto::QuotaRule {
+            identities: self.identities.clone(),
+            sessions: self.sessions,
+            locks: self.locks,
+            elections: self.elections,
+        }
+    }
+
+    fn from_wire(q: proto::QuotaRule) -> QuotaRule {
+        QuotaRule {
+            identities: q.identities,
+            sessions: q.sessions,
+            locks: q.locks,
+            elections: q.elections,
+        }
+    }
+}
+
 /// The rules in force and their version.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -76,6 +116,9 @@ pub struct AccessRules {
     /// The rules (`[[rule]]` tables in a rules file).
     #[serde(default, rename = "rule")]
     pub rules: Vec<AccessRule>,
+    /// Per-identity quotas (`[[quota]]` tables).
+    #[serde(default, rename = "quota")]
+    pub quotas: Vec<QuotaRule>,
 }
 
 impl AccessRules {
@@ -110,6 +153,7 @@ impl AccessRules {
         Ok(AccessRules {
             version: ok.version,
             rules,
+            quotas: ok.quotas.into_iter().map(QuotaRule::from_wire).collect(),
         })
     }
 }
@@ -121,18 +165,21 @@ impl Client {
         rules_answer(self.inner.call(0, op).await?)
     }
 
-    /// Replaces the cluster's access rules with `rules` (an administrator's
-    /// request); an empty list restores the open default. With
-    /// `expected_version`, only if the rules in force are still at that
-    /// version (else `ACCESS_RULES_CHANGED`: another administrator changed
-    /// them since). Answers the rules now in force.
+    /// Replaces the cluster's access rules and quotas with those of `rules`
+    /// (an administrator's request; its `version` is ignored); no rules
+    /// restore the open default. With `expected_version`, only if the rules
+    /// in force are still at that version (else `ACCESS_RULES_CHANGED`:
+    /// another administrator changed them since). Answers the rules now in
+    /// force.
     pub async fn set_access_rules(
         &self,
-        rules: &[AccessRule],
+        rules: &AccessRules,
         expected_version: Option<u64>,
     ) -> Result<AccessRules, Error> {
         let op = Op::SetAccessRules(proto::SetAccessRules {
+            quotas: rules.quotas.iter().map(QuotaRule::to_wire).collect(),
             rules: rules
+                .rules
                 .iter()
                 .map(|rule| proto::AccessRule {
                     identities: rule.identities.clone(),
@@ -173,9 +220,15 @@ mod tests {
             identities = ["*"]
             permissions = ["read"]
             prefixes = [""]
+
+            [[quota]]
+            identities = ["batch-*"]
+            sessions = 5000
         "#;
         let rules = AccessRules::from_toml(text)?;
         assert_eq!(rules.rules.len(), 2);
+        assert_eq!(rules.quotas[0].sessions, Some(5000));
+        assert_eq!(rules.quotas[0].locks, None);
         assert_eq!(
             rules.rules[0].permissions,
             [Permission::Lock, Permission::Read]

@@ -25,7 +25,7 @@ pub mod tls;
 mod undo;
 pub mod wire;
 
-pub use access::{AccessRule, AccessRules, Permission};
+pub use access::{AccessRule, AccessRules, Permission, QuotaRule};
 pub use client::{Client, ConnectOptions, MAX_RUNNING_WAITS};
 pub use config::{Config, TlsFiles, DEFAULT_DEAD_NODE_TIMEOUT, DEFAULT_DRIFT_PPM};
 pub use election::{CampaignBuilder, Election, LeaderEvent, LeaderInfo, LeaderWatch, Leadership};

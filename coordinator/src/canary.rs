@@ -1,12 +1,15 @@
-//! Process canaries (canary builds only): `PAXLOCK_CANARY` names one
-//! durability rule a node process runs without, so that the power-loss
-//! test can show it catches each. Never in a release build.
+//! Process canaries (canary builds only): `PAXLOCK_CANARY` names one rule
+//! a node process runs without, so that the test of that rule (power loss,
+//! access control) can show it catches each. Never in a release build.
 //!
 //! - `skip-wal-fsync`: the WAL acknowledges appends without fdatasync;
 //! - `skip-dir-fsync`: new segments, snapshot renames and deletions are
 //!   never made durable by a directory fsync;
 //! - `reply-before-persist`: the consensus loop sends its promises and
-//!   accepts before what they follow is durable.
+//!   accepts before what they follow is durable;
+//! - `access-open`: the access rules allow everything but administration
+//!   (`paxlock_core::access::canary`), so the access-control test shows it
+//!   catches requests they should refuse.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -20,7 +23,7 @@ static NO_PERSIST_BARRIER: AtomicBool = AtomicBool::new(false);
 
 /// `PAXLOCK_CANARY` names no canary.
 #[derive(Debug, thiserror::Error)]
-#[error("{ENV}={0:?} is not a canary: use skip-wal-fsync, skip-dir-fsync or reply-before-persist")]
+#[error("{ENV}={0:?} is not a canary: use skip-wal-fsync, skip-dir-fsync, reply-before-persist or access-open")]
 pub struct UnknownCanary(pub String);
 
 /// Switches on the canary `PAXLOCK_CANARY` names, if any; its name, for
@@ -34,6 +37,7 @@ pub fn install_from_env() -> Result<Option<String>, UnknownCanary> {
         "skip-wal-fsync" => paxlock_storage::canary::set(StorageCanary::SkipWalSync),
         "skip-dir-fsync" => paxlock_storage::canary::set(StorageCanary::SkipDirSync),
         "reply-before-persist" => NO_PERSIST_BARRIER.store(true, Ordering::Relaxed),
+        "access-open" => paxlock_core::access::canary::set_open(true),
         _ => return Err(UnknownCanary(name)),
     }
     Ok(Some(name))

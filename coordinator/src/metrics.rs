@@ -252,6 +252,12 @@ impl MetricsSources {
             TransportMetrics::get(&t.client_connections_refused) as f64,
         );
         metric(
+            "paxlock_client_handshakes_refused_total",
+            "counter",
+            "Connection attempts answered with a retry or refused before their handshake: over the handshake bounds.",
+            TransportMetrics::get(&t.client_handshakes_refused) as f64,
+        );
+        metric(
             "paxlock_handshake_failures_total",
             "counter",
             "Connections refused during the TLS handshake.",

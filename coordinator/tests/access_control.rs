@@ -78,15 +78,20 @@ prefixes = ["billing/"]
 identities = ["orders"]
 permissions = ["lock"]
 prefixes = ["orders/"]
+
+[[quota]]
+identities = ["orders"]
+locks = 1
 "#,
     )?;
     // No rules yet: the open default, printed as such.
     assert!(acl(&cluster, &["get"])?.contains("no rules"));
     let set = acl(&cluster, &["set", &rules.to_string_lossy()])?;
-    assert!(set.contains("2 rule(s)"), "{set}");
+    assert!(set.contains("2 rule(s), 1 quota rule(s)"), "{set}");
     let got = acl(&cluster, &["get"])?;
     let read_back = paxlock::AccessRules::from_toml(&got)?;
     assert_eq!(read_back.rules.len(), 2, "{got}");
+    assert_eq!(read_back.quotas.len(), 1, "{got}");
     assert!(read_back.version > 0, "{got}");
 
     let runtime = tokio::runtime::Runtime::new()?;
@@ -123,6 +128,9 @@ prefixes = ["orders/"]
             .try_acquire()
             .await?
             .ok_or("busy")?;
+        // Its quota: one lock, all its sessions together.
+        let second = orders.lock("orders/second").try_acquire().await;
+        assert_eq!(code(&second), Some(ErrorCode::QuotaExceeded), "{second:?}");
         // The refused requests changed nothing.
         let info = admin
             .election("billing/leader")
@@ -145,11 +153,14 @@ prefixes = ["orders/"]
 
         // The administrator narrows billing to `lock`: the open session may
         // no longer campaign or read, and its watch ends at the next event.
-        let narrowed = vec![paxlock::AccessRule {
-            identities: vec!["billing-*".into()],
-            permissions: vec![paxlock::Permission::Lock],
-            prefixes: vec!["billing/".into()],
-        }];
+        let narrowed = paxlock::AccessRules {
+            rules: vec![paxlock::AccessRule {
+                identities: vec!["billing-*".into()],
+                permissions: vec![paxlock::Permission::Lock],
+                prefixes: vec!["billing/".into()],
+            }],
+            ..Default::default()
+        };
         // Against an old version, the change is refused.
         let stale = admin
             .set_access_rules(&narrowed, Some(read_back.version - 1))
@@ -308,5 +319,80 @@ fn a_revoked_identity_or_certificate_is_cut_off_without_a_restart() -> TestResul
         assert!(reason.contains(&serial), "{reason}");
         Ok::<_, Box<dyn std::error::Error>>(())
     })?;
+    Ok(())
+}
+
+/// Rules that give `orders` only `lock` on `orders/`, set through the
+/// client library by the administrator; then every kind of request
+/// `orders` may not make, made: what got through.
+async fn breaches(cluster: &ProcessCluster) -> Result<Vec<String>, Box<dyn std::error::Error>> {
+    let admin = cluster.client(TTL).await?;
+    let rules = paxlock::AccessRules {
+        rules: vec![paxlock::AccessRule {
+            identities: vec!["orders".into()],
+            permissions: vec![paxlock::Permission::Lock],
+            prefixes: vec!["orders/".into()],
+        }],
+        ..Default::default()
+    };
+    admin.set_access_rules(&rules, None).await?;
+    let _held = admin
+        .election("billing/leader")
+        .campaign(b"a".to_vec())
+        .await?;
+    let orders = cluster.client_as("orders", TTL).await?;
+    let mut through = Vec::new();
+    if orders.lock("billing/x").try_acquire().await.is_ok() {
+        through.push("lock billing/x".to_string());
+    }
+    let campaign = orders.election("billing/other").candidate(b"o".to_vec());
+    if campaign
+        .timeout(Duration::from_secs(1))
+        .campaign()
+        .await
+        .is_ok()
+    {
+        through.push("campaign billing/other".into());
+    }
+    if orders.election("billing/leader").leader().await.is_ok() {
+        through.push("read billing/leader".into());
+    }
+    if orders.access_rules().await.is_ok() {
+        through.push("admin: read the rules".into());
+    }
+    Ok(through)
+}
+
+#[test]
+fn no_request_outside_the_rules_gets_through() -> TestResult {
+    let cluster = ProcessCluster::start_administered(3)?;
+    cluster.issue_client("orders")?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    let through = runtime.block_on(breaches(&cluster))?;
+    assert!(through.is_empty(), "got through: {through:?}");
+    Ok(())
+}
+
+/// The canary: nodes that ignore the rules (`PAXLOCK_CANARY=access-open`)
+/// let the same requests through, and the check above sees it.
+#[cfg(feature = "canary")]
+#[test]
+fn nodes_that_ignore_the_rules_are_caught() -> TestResult {
+    let cluster = ProcessCluster::start_spec(3, "", |spec| {
+        spec.admins(&[paxlock_launcher::DEV_CLIENT])
+            .env("PAXLOCK_CANARY", Some("access-open"))
+    })?;
+    cluster.issue_client("orders")?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    let through = runtime.block_on(breaches(&cluster))?;
+    assert!(
+        through.iter().any(|b| b.starts_with("lock")) && through.len() >= 3,
+        "the canary went unnoticed: {through:?}"
+    );
+    // Administration stays closed even then.
+    assert!(
+        !through.iter().any(|b| b.starts_with("admin")),
+        "{through:?}"
+    );
     Ok(())
 }

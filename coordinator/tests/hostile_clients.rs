@@ -297,13 +297,22 @@ fn one_identity_cannot_hold_more_connections_than_its_quota() -> TestResult {
 
 /// `GET /metrics` on `addr`; the status line.
 fn scrape(addr: &str) -> Result<String, Box<dyn std::error::Error>> {
+    Ok(metrics_answer(addr)?
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string())
+}
+
+/// `GET /metrics` on `addr`: the whole answer.
+fn metrics_answer(addr: &str) -> Result<String, Box<dyn std::error::Error>> {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(addr)?;
     stream.set_read_timeout(Some(PATIENCE))?;
     stream.write_all(b"GET /metrics HTTP/1.0\r\n\r\n")?;
     let mut answer = String::new();
     stream.read_to_string(&mut answer)?;
-    Ok(answer.lines().next().unwrap_or_default().to_string())
+    Ok(answer)
 }
 
 #[test]
@@ -341,5 +350,133 @@ fn idle_connections_to_the_metrics_endpoint_cannot_use_up_file_descriptors() -> 
         std::thread::sleep(Duration::from_millis(100));
     }
     a_lock_is_granted(&cluster, "hostile/after-metrics-flood")?;
+    Ok(())
+}
+
+/// The session's id from an `OpenSession` answer, or the answer's error.
+fn opened(answer: &paxlock::proto::Response) -> Result<u64, paxlock::proto::ErrorCode> {
+    use paxlock::proto::{response::Result as R, ErrorCode};
+    match (&answer.result, &answer.error) {
+        (Some(R::SessionOpened(s)), _) => Ok(s.session_id),
+        (_, Some(e)) => Err(ErrorCode::try_from(e.code).unwrap_or(ErrorCode::Unspecified)),
+        _ => Err(ErrorCode::Unspecified),
+    }
+}
+
+/// The attack the issue measured: one identity opened every session the
+/// cluster allows (TTL an hour, no keepalives needed), and every other
+/// client was refused for the hour. Now its quota (a quarter of
+/// `max_sessions` by default) stops it first, and the others are served.
+#[test]
+fn one_identity_cannot_take_every_session_of_the_cluster() -> TestResult {
+    use paxlock::proto::{self, request::Op, ErrorCode};
+    let _alone = one_at_a_time();
+    let cluster = ProcessCluster::start_with(3, "[limits]\nmax_sessions = 40")?;
+    cluster.issue_client("greedy")?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        let leader = cluster.leader().await?;
+        let greedy = cluster.raw_client(leader, "greedy").await?;
+        let open = || {
+            Op::OpenSession(proto::OpenSession {
+                ttl_ms: 3_600_000,
+                open_key: 0,
+            })
+        };
+        let mut held = Vec::new();
+        let refusal = loop {
+            let answer = greedy.ask_op(0, 0, open()).await?;
+            match opened(&answer) {
+                Ok(session) => held.push(session),
+                Err(code) => break (code, answer.error.map(|e| e.message)),
+            }
+            assert!(held.len() <= 40, "no quota stopped {} opens", held.len());
+        };
+        assert_eq!(refusal.0, ErrorCode::QuotaExceeded, "{refusal:?}");
+        assert_eq!(held.len(), 10, "a quarter of max_sessions");
+        let message = refusal.1.unwrap_or_default();
+        assert!(
+            message.contains("greedy") && message.contains("sessions"),
+            "{message}"
+        );
+        Ok::<_, Box<dyn std::error::Error>>(())
+    })?;
+    // Another identity still opens a session and takes a lock.
+    a_lock_is_granted(&cluster, "served/anyway")?;
+    Ok(())
+}
+
+/// Times this node became leader, from its log.
+fn times_elected(cluster: &ProcessCluster, id: u64) -> usize {
+    cluster
+        .log(id)
+        .matches("this node leads the cluster")
+        .count()
+}
+
+/// A flood of connection attempts, each a full mutual-TLS handshake with a
+/// valid certificate, from 64 tasks at once for 10 s at the leader. The
+/// node admits a bounded number of handshakes at a time and a bounded rate
+/// of them (`[clients] handshakes_per_second`), refusing the rest at once,
+/// so its consensus loop keeps its heartbeats: the cluster keeps serving.
+/// Prints the leader changes seen (the figure the note compares).
+#[test]
+fn a_flood_of_handshakes_is_refused_past_a_rate_and_the_cluster_keeps_serving() -> TestResult {
+    let _alone = one_at_a_time();
+    let cluster = ProcessCluster::start(3)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let leader = runtime.block_on(cluster.leader())?;
+    let elected_before: usize = (1..=3).map(|id| times_elected(&cluster, id)).sum();
+    let tls = cluster.launched.tls().clone();
+    let addr: std::net::SocketAddr = cluster.addr(leader).parse()?;
+    let (completed, refused) = runtime.block_on(async {
+        let endpoint = common::client_endpoint()?;
+        let config = tls.client_config(&[paxlock::wire::CLIENT_ALPN_V1])?;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let mut tasks = Vec::new();
+        for _ in 0..64 {
+            let (endpoint, config) = (endpoint.clone(), config.clone());
+            tasks.push(tokio::spawn(async move {
+                let (mut completed, mut refused) = (0u64, 0u64);
+                while tokio::time::Instant::now() < deadline {
+                    let Ok(connecting) = endpoint.connect_with(config.clone(), addr, "localhost")
+                    else {
+                        continue;
+                    };
+                    match tokio::time::timeout(Duration::from_secs(5), connecting).await {
+                        Ok(Ok(connection)) => {
+                            completed += 1;
+                            connection.close(0u32.into(), b"flood");
+                        }
+                        _ => refused += 1,
+                    }
+                }
+                (completed, refused)
+            }));
+        }
+        let mut totals = (0u64, 0u64);
+        for task in tasks {
+            let (c, r) = task.await?;
+            totals.0 += c;
+            totals.1 += r;
+        }
+        Ok::<_, Box<dyn std::error::Error>>(totals)
+    })?;
+    let elected_after: usize = (1..=3).map(|id| times_elected(&cluster, id)).sum();
+    eprintln!(
+        "handshake flood: {completed} completed, {refused} refused or timed out in 10 s; \
+         leader changes during it: {}",
+        elected_after - elected_before
+    );
+    assert!(refused > 0, "nothing was refused: no bound engaged");
+    let metrics = metrics_answer(&cluster.addr(leader))?;
+    assert!(
+        metrics.contains("paxlock_client_handshakes_refused_total"),
+        "the refusals are not counted"
+    );
+    a_lock_is_granted(&cluster, "served/after-the-flood")?;
     Ok(())
 }

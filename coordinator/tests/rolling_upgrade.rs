@@ -165,11 +165,14 @@ fn a_cluster_upgraded_one_node_at_a_time_keeps_serving_and_loses_nothing() -> Te
         held.renew().await?;
 
         // Access rules, new in this release, work once every node runs it.
-        let rules = [paxlock::AccessRule {
-            identities: vec!["dev-client".into()],
-            permissions: vec![paxlock::Permission::Lock, paxlock::Permission::Campaign],
-            prefixes: vec!["upgrade/".into()],
-        }];
+        let rules = paxlock::AccessRules {
+            rules: vec![paxlock::AccessRule {
+                identities: vec!["dev-client".into()],
+                permissions: vec![paxlock::Permission::Lock, paxlock::Permission::Campaign],
+                prefixes: vec!["upgrade/".into()],
+            }],
+            ..Default::default()
+        };
         client.set_access_rules(&rules, None).await?;
         let open = Op::OpenSession(proto::OpenSession {
             ttl_ms: 30_000,

@@ -26,6 +26,7 @@ use std::collections::BTreeSet;
 use serde::{Deserialize, Serialize};
 
 use crate::locks::command::{Identity, MAX_IDENTITY_BYTES};
+use crate::locks::limits::Limits;
 
 /// Most rules a cluster holds.
 pub const MAX_RULES: usize = 256;
@@ -119,11 +120,75 @@ fn identity_matches(pattern: &str, identity: &str) -> bool {
 }
 
 /// The cluster's rules, in the order they were given (the order does not
-/// change what they allow).
+/// change what they allow), and its per-identity quotas.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccessRules {
     /// The rules; none means the open default (see the module docs).
     pub rules: Vec<AccessRule>,
+    /// Quotas for the identities they name; for each quota, the first rule
+    /// naming the identity and setting it counts, else the default
+    /// ([`Quotas::defaults`]).
+    pub quotas: Vec<QuotaRule>,
+}
+
+/// Quotas for the identities a rule names: how much of the cluster's state
+/// all sessions of one identity together may hold. `None`: this rule does
+/// not set it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuotaRule {
+    /// Identities, as in [`AccessRule::identities`].
+    pub identities: Vec<String>,
+    /// Live sessions.
+    pub sessions: Option<u32>,
+    /// Locks held and waited for.
+    pub locks: Option<u32>,
+    /// Elections led or campaigned in.
+    pub elections: Option<u32>,
+}
+
+/// What one identity may hold at once, all its sessions together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quotas {
+    /// Live sessions.
+    pub sessions: u32,
+    /// Locks held and waited for.
+    pub locks: u32,
+    /// Elections led or campaigned in.
+    pub elections: u32,
+}
+
+impl Quotas {
+    /// The quotas of an identity no quota rule names: a quarter of the
+    /// cluster's sessions and elections, and ten sessions' worth of locks,
+    /// so that no one identity can take what every other one needs.
+    pub fn defaults(limits: &Limits) -> Quotas {
+        Quotas {
+            sessions: (limits.max_sessions / 4).max(1),
+            locks: limits.max_locks_per_session.saturating_mul(10).max(1),
+            elections: (limits.max_elections / 4).max(1),
+        }
+    }
+}
+
+/// Which quota an identity reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum QuotaKind {
+    /// Live sessions.
+    Sessions,
+    /// Locks held and waited for.
+    Locks,
+    /// Elections led or campaigned in.
+    Elections,
+}
+
+impl std::fmt::Display for QuotaKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            QuotaKind::Sessions => "sessions",
+            QuotaKind::Locks => "locks",
+            QuotaKind::Elections => "elections",
+        })
+    }
 }
 
 /// Why a set of rules cannot be installed.
@@ -144,6 +209,12 @@ pub enum InvalidRules {
         rule: usize,
         /// What it lacks.
         missing: &'static str,
+    },
+    /// A quota rule that names no identity.
+    #[error("quota rule {rule} names no identity: give it identities (\"*\" for everyone)")]
+    EmptyQuota {
+        /// The rule's position, from 1.
+        rule: usize,
     },
     /// More identities or prefixes in one rule than [`MAX_ENTRIES_PER_RULE`].
     #[error("rule {rule} lists {count} {what}, more than {max}: split it")]
@@ -193,31 +264,72 @@ impl AccessRules {
         self.rules.is_empty()
     }
 
+    /// The quotas of `identity` (see [`AccessRules::quotas`]).
+    pub fn quotas_for(&self, identity: &Identity, limits: &Limits) -> Quotas {
+        let mut quotas = Quotas::defaults(limits);
+        let mut set = [false; 3];
+        for rule in self.quotas.iter().filter(|rule| {
+            rule.identities
+                .iter()
+                .any(|pattern| identity_matches(pattern, identity.as_str()))
+        }) {
+            for (i, (field, value)) in [
+                (&mut quotas.sessions, rule.sessions),
+                (&mut quotas.locks, rule.locks),
+                (&mut quotas.elections, rule.elections),
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                if let (false, Some(value)) = (set[i], value) {
+                    *field = value;
+                    set[i] = true;
+                }
+            }
+        }
+        quotas
+    }
+
     /// An upper bound on the rules' encoded size in bytes, on the log
     /// (postcard) and on the client wire (protobuf) alike: every string
     /// with a generous header, every permission two bytes, every rule a
     /// header.
     pub fn size_bound(&self) -> usize {
         let strings = |list: &[String]| list.iter().map(|s| s.len() + 4).sum::<usize>();
-        self.rules
+        let rules = self
+            .rules
             .iter()
             .map(|rule| {
                 16 + strings(&rule.identities)
                     + strings(&rule.prefixes)
                     + 2 * rule.permissions.len()
             })
-            .sum::<usize>()
-            + 16
+            .sum::<usize>();
+        let quotas = self
+            .quotas
+            .iter()
+            .map(|rule| 32 + strings(&rule.identities))
+            .sum::<usize>();
+        rules + quotas + 16
     }
 
     /// Checks every bound; the machine refuses rules that break one, and
     /// the node refuses them before they cost a log entry.
     pub fn validate(&self) -> Result<(), InvalidRules> {
-        if self.rules.len() > MAX_RULES {
-            return Err(InvalidRules::TooMany {
-                count: self.rules.len(),
-                max: MAX_RULES,
-            });
+        for count in [self.rules.len(), self.quotas.len()] {
+            if count > MAX_RULES {
+                return Err(InvalidRules::TooMany {
+                    count,
+                    max: MAX_RULES,
+                });
+            }
+        }
+        for (i, rule) in self.quotas.iter().enumerate() {
+            let at = i + 1;
+            if rule.identities.is_empty() {
+                return Err(InvalidRules::EmptyQuota { rule: at });
+            }
+            check_identities(at, &rule.identities)?;
         }
         for (i, rule) in self.rules.iter().enumerate() {
             let at = i + 1;
@@ -230,24 +342,13 @@ impl AccessRules {
                     return Err(InvalidRules::Empty { rule: at, missing });
                 }
             }
-            for (what, count) in [
-                ("identities", rule.identities.len()),
-                ("prefixes", rule.prefixes.len()),
-            ] {
-                if count > MAX_ENTRIES_PER_RULE {
-                    return Err(InvalidRules::TooManyEntries {
-                        rule: at,
-                        what,
-                        count,
-                        max: MAX_ENTRIES_PER_RULE,
-                    });
-                }
-            }
-            if let Some(pattern) = rule.identities.iter().find(|p| !valid_pattern(p)) {
-                return Err(InvalidRules::BadIdentity {
+            check_identities(at, &rule.identities)?;
+            if rule.prefixes.len() > MAX_ENTRIES_PER_RULE {
+                return Err(InvalidRules::TooManyEntries {
                     rule: at,
-                    pattern: pattern.clone(),
-                    max: MAX_IDENTITY_BYTES,
+                    what: "prefixes",
+                    count: rule.prefixes.len(),
+                    max: MAX_ENTRIES_PER_RULE,
                 });
             }
             if let Some(prefix) = rule.prefixes.iter().find(|p| p.len() > MAX_PREFIX_BYTES) {
@@ -266,6 +367,26 @@ impl AccessRules {
             });
         }
         Ok(())
+    }
+}
+
+/// The identity patterns of rule `at`: not too many, each valid.
+fn check_identities(at: usize, identities: &[String]) -> Result<(), InvalidRules> {
+    if identities.len() > MAX_ENTRIES_PER_RULE {
+        return Err(InvalidRules::TooManyEntries {
+            rule: at,
+            what: "identities",
+            count: identities.len(),
+            max: MAX_ENTRIES_PER_RULE,
+        });
+    }
+    match identities.iter().find(|p| !valid_pattern(p)) {
+        Some(pattern) => Err(InvalidRules::BadIdentity {
+            rule: at,
+            pattern: pattern.clone(),
+            max: MAX_IDENTITY_BYTES,
+        }),
+        None => Ok(()),
     }
 }
 
@@ -343,32 +464,32 @@ fn allows(
     }
     #[cfg(feature = "canary")]
     if canary::open() {
-        return true;
+        return permission != Permission::Admin;
     }
     rules.rules.iter().any(|rule| {
         rule.permissions.contains(&permission) && rule.names(caller) && rule.covers(name)
     })
 }
 
-/// Test-only switch that ignores the rules (every identity may do
-/// everything but administer), so a test shows the checks are what
-/// refuses. Thread-local, like the machine's canaries.
+/// Canary builds only: a switch that ignores the rules (every identity may
+/// do everything but administer), so a test shows that its checks catch
+/// requests the rules should have refused. Process-wide (the checks run on
+/// any thread of a node); only a node process sets it, from
+/// `PAXLOCK_CANARY=access-open`.
 #[cfg(feature = "canary")]
 pub mod canary {
-    use std::cell::Cell;
+    use std::sync::atomic::{AtomicBool, Ordering};
 
-    thread_local! {
-        static OPEN: Cell<bool> = const { Cell::new(false) };
-    }
+    static OPEN: AtomicBool = AtomicBool::new(false);
 
-    /// Ignore the rules (on this thread).
+    /// Ignore the rules.
     pub fn set_open(on: bool) {
-        OPEN.with(|c| c.set(on));
+        OPEN.store(on, Ordering::Relaxed);
     }
 
     /// Whether the rules are ignored.
     pub fn open() -> bool {
-        OPEN.with(Cell::get)
+        OPEN.load(Ordering::Relaxed)
     }
 }
 
@@ -406,6 +527,7 @@ mod tests {
     #[test]
     fn once_a_rule_exists_only_what_a_rule_allows_is_allowed() {
         let rules = AccessRules {
+            quotas: Vec::new(),
             rules: vec![
                 rule(
                     &["billing-*"],
@@ -436,6 +558,7 @@ mod tests {
     #[test]
     fn configured_admins_may_do_everything_whatever_the_rules() {
         let rules = AccessRules {
+            quotas: Vec::new(),
             rules: vec![rule(&["a"], &[Permission::Read], &["a/"])],
         };
         let admins = Admins::new([id("ops")]);
@@ -447,6 +570,7 @@ mod tests {
     #[test]
     fn admin_on_the_empty_prefix_administers_the_cluster_on_a_longer_one_only_its_names() {
         let rules = AccessRules {
+            quotas: Vec::new(),
             rules: vec![
                 rule(&["root"], &[Permission::Admin], &[""]),
                 rule(&["team"], &[Permission::Admin], &["team/"]),
@@ -460,7 +584,13 @@ mod tests {
 
     #[test]
     fn rules_out_of_bounds_are_refused_with_what_is_wrong() {
-        let bad = |rules: Vec<AccessRule>| AccessRules { rules }.validate();
+        let bad = |rules: Vec<AccessRule>| {
+            AccessRules {
+                rules,
+                quotas: Vec::new(),
+            }
+            .validate()
+        };
         assert!(matches!(
             bad(vec![rule(&[], &[Permission::Read], &[""])]),
             Err(InvalidRules::Empty {
@@ -494,8 +624,43 @@ mod tests {
     }
 
     #[test]
+    fn the_first_quota_rule_naming_an_identity_sets_each_quota_else_the_default() {
+        let limits = Limits::default();
+        let quota = |identities: &[&str], sessions, locks| QuotaRule {
+            identities: identities.iter().map(|s| s.to_string()).collect(),
+            sessions,
+            locks,
+            elections: None,
+        };
+        let rules = AccessRules {
+            rules: Vec::new(),
+            quotas: vec![
+                quota(&["batch-*"], Some(5000), None),
+                quota(&["*"], Some(10), Some(20)),
+            ],
+        };
+        let defaults = Quotas::defaults(&limits);
+        assert_eq!(defaults.sessions, limits.max_sessions / 4);
+        let batch = rules.quotas_for(&id("batch-7"), &limits);
+        assert_eq!((batch.sessions, batch.locks), (5000, 20));
+        assert_eq!(batch.elections, defaults.elections);
+        let other = rules.quotas_for(&id("web"), &limits);
+        assert_eq!((other.sessions, other.locks), (10, 20));
+        assert_eq!(
+            AccessRules::default().quotas_for(&id("web"), &limits),
+            defaults
+        );
+        let nobody = AccessRules {
+            rules: Vec::new(),
+            quotas: vec![quota(&[], Some(1), None)],
+        };
+        assert_eq!(nobody.validate(), Err(InvalidRules::EmptyQuota { rule: 1 }));
+    }
+
+    #[test]
     fn the_size_bound_holds_the_encoding_on_the_log() -> Result<(), postcard::Error> {
         let rules = AccessRules {
+            quotas: Vec::new(),
             rules: vec![rule(&["a", "bb*"], &Permission::ALL, &["", "x/y/"]); MAX_RULES],
         };
         let encoded = postcard::to_allocvec(&rules)?;

@@ -32,7 +32,8 @@ pub enum AclCommand {
         #[arg(long, default_value = ".paxlock-dev/client.toml")]
         client_config: PathBuf,
     },
-    /// Remove every rule: every identity may lock, campaign and read again.
+    /// Remove every rule and quota rule: every identity may lock, campaign
+    /// and read again, within the default quotas.
     Clear {
         /// The client config file (written by `paxlock dev`).
         #[arg(long, default_value = ".paxlock-dev/client.toml")]
@@ -64,15 +65,17 @@ pub async fn run(action: AclCommand) -> anyhow::Result<()> {
             let wanted = paxlock::AccessRules::from_toml(&text)
                 .with_context(|| format!("in {}", file.display()))?;
             let expected = (!force && wanted.version != 0).then_some(wanted.version);
-            set(&client_config, &wanted.rules, expected).await
+            set(&client_config, &wanted, expected).await
         }
-        AclCommand::Clear { client_config } => set(&client_config, &[], None).await,
+        AclCommand::Clear { client_config } => {
+            set(&client_config, &paxlock::AccessRules::default(), None).await
+        }
     }
 }
 
 async fn set(
     client_config: &Path,
-    rules: &[paxlock::AccessRule],
+    rules: &paxlock::AccessRules,
     expected: Option<u64>,
 ) -> anyhow::Result<()> {
     let client = connect(client_config).await?;
@@ -80,9 +83,10 @@ async fn set(
     let _ = client.close().await;
     let now = set.context("setting the access rules")?;
     println!(
-        "access rules at version {}: {} rule(s)",
+        "access rules at version {}: {} rule(s), {} quota rule(s)",
         now.version,
-        now.rules.len()
+        now.rules.len(),
+        now.quotas.len()
     );
     Ok(())
 }

@@ -183,14 +183,16 @@ impl Node {
         };
         let mut tasks = Vec::new();
         let client_limits = ClientLimits::new(&options.clients, &machine_config.limits);
-        let client_gate = match &options.revocations {
+        let revocations = match &options.revocations {
             Some(path) => {
                 let (revocations, follower) = revocation::follow(path.clone())?;
                 tasks.push(follower);
-                ClientGate::with_revocations(client_limits, revocations)
+                revocations
             }
-            None => ClientGate::new(client_limits),
+            None => revocation::none(),
         };
+        let client_gate =
+            ClientGate::with_peers(client_limits, revocations, options.peers.values().copied());
         let endpoint = Arc::new(NodeEndpoint::bind(
             options.listen,
             options.node_id,

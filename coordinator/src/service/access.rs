@@ -4,14 +4,17 @@
 use std::collections::BTreeSet;
 
 use paxlock::proto::{self, ErrorCode};
-use paxlock_core::access::{AccessRule, AccessRules, Denied, Permission};
+use paxlock_core::access::{AccessRule, AccessRules, Denied, Permission, QuotaRule};
 
 use super::errors::error;
 use super::state::Shared;
 
-/// The rules a `SetAccessRules` request carries; an unset permission is a
-/// malformed request (bounds are the core's to check).
-pub fn rules_from_wire(rules: &[proto::AccessRule]) -> Result<AccessRules, proto::Error> {
+/// The rules and quotas a `SetAccessRules` request carries; an unset
+/// permission is a malformed request (bounds are the core's to check).
+pub fn rules_from_wire(
+    rules: &[proto::AccessRule],
+    quotas: &[proto::QuotaRule],
+) -> Result<AccessRules, proto::Error> {
     let rules = rules
         .iter()
         .enumerate()
@@ -28,7 +31,16 @@ pub fn rules_from_wire(rules: &[proto::AccessRule]) -> Result<AccessRules, proto
             })
         })
         .collect::<Result<Vec<_>, proto::Error>>()?;
-    Ok(AccessRules { rules })
+    let quotas = quotas
+        .iter()
+        .map(|q| QuotaRule {
+            identities: q.identities.clone(),
+            sessions: q.sessions,
+            locks: q.locks,
+            elections: q.elections,
+        })
+        .collect();
+    Ok(AccessRules { rules, quotas })
 }
 
 fn permission_from_wire(value: i32, rule: usize) -> Result<Permission, proto::Error> {
@@ -64,6 +76,16 @@ pub fn rules_to_wire(rules: &AccessRules, version: u64) -> proto::AccessRulesOk 
             })
             .collect(),
         version,
+        quotas: rules
+            .quotas
+            .iter()
+            .map(|q| proto::QuotaRule {
+                identities: q.identities.clone(),
+                sessions: q.sessions,
+                locks: q.locks,
+                elections: q.elections,
+            })
+            .collect(),
     }
 }
 

@@ -28,6 +28,7 @@ pub fn command_error(err: &CommandError) -> proto::Error {
         // Identities come from certificates the transport checked first.
         E::InvalidIdentity { .. } | E::InvalidAccessRules { .. } => ErrorCode::InvalidRequest,
         E::AccessRulesChanged { .. } => ErrorCode::AccessRulesChanged,
+        E::QuotaExceeded { .. } => ErrorCode::QuotaExceeded,
     };
     proto::Error {
         code: code.into(),

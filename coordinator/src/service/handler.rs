@@ -647,7 +647,7 @@ fn request_op(op: &Op) -> Result<RequestOp, proto::Error> {
             election: query.election.clone(),
         },
         Op::SetAccessRules(set) => RequestOp::SetAccessRules {
-            rules: access::rules_from_wire(&set.rules)?,
+            rules: access::rules_from_wire(&set.rules, &set.quotas)?,
             expected_version: set.expected_version,
         },
         Op::GetAccessRules(_) => RequestOp::GetAccessRules,

@@ -348,6 +348,7 @@ mod tests {
             .unwrap();
         assert_eq!(first.kind(), Kind::NoLeader);
         let only_others = AccessRules {
+            quotas: Vec::new(),
             rules: vec![AccessRule {
                 identities: vec!["someone-else".into()],
                 permissions: [Permission::Read].into_iter().collect(),

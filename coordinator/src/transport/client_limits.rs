@@ -49,6 +49,11 @@ pub struct ClientLimits {
     /// Bytes of request bodies being read, all connections together; a
     /// stream waits for room (within its read timeout) before reading.
     pub reading_budget_bytes: usize,
+    /// Client handshakes in progress at once; more are turned away.
+    pub max_handshakes_in_progress: usize,
+    /// Client handshakes begun per second (a bucket of as many); more are
+    /// turned away.
+    pub handshakes_per_second: u32,
 }
 
 impl ClientLimits {
@@ -66,18 +71,42 @@ impl ClientLimits {
             request_frame_bytes: largest_request_bytes(limits),
             frame_read_timeout: clients.frame_read_timeout,
             reading_budget_bytes: 64 * 1024 * 1024,
+            max_handshakes_in_progress: 64,
+            handshakes_per_second: clients.handshakes_per_second,
         }
     }
+}
+
+/// What the node does with a new connection attempt before its handshake.
+#[derive(Debug)]
+pub enum HandshakeVerdict {
+    /// Go ahead; the permit (none for a peer) is held until the handshake
+    /// ends.
+    Admit(Option<tokio::sync::OwnedSemaphorePermit>),
+    /// Over the bounds, from an address not yet validated: answer with a
+    /// stateless retry (no crypto spent), so only a sender that receives
+    /// at its address comes back.
+    Retry,
+    /// Over the bounds: refuse at once (the client backs off and retries).
+    Refuse,
+}
+
+/// A bucket of handshake tokens, refilled at a rate.
+#[derive(Debug)]
+struct Bucket {
+    tokens: f64,
+    refilled: std::time::Instant,
 }
 
 /// The largest encoded request `limits` admit: a name and a value at their
 /// limits, the longest waiting list, and every other field. A node refuses
 /// a request frame above it from its length prefix alone.
 pub fn largest_request_bytes(limits: &Limits) -> usize {
-    limits.max_name_bytes as usize
+    let operation = limits.max_name_bytes as usize
         + limits.max_value_bytes as usize
-        + limits.max_unacked_replies_per_session as usize * MAX_VARINT_BYTES
-        + REQUEST_FIXED_BYTES
+        + limits.max_unacked_replies_per_session as usize * MAX_VARINT_BYTES;
+    // An administrator's SetAccessRules carries the rules instead.
+    operation.max(paxlock_core::access::MAX_RULES_BYTES) + REQUEST_FIXED_BYTES
 }
 
 /// Why a client connection was refused.
@@ -115,6 +144,9 @@ pub struct ClientGate {
     reading: Semaphore,
     refusals_log: LogLimiter,
     revocations: RevocationWatch,
+    handshakes: Arc<Semaphore>,
+    bucket: std::sync::Mutex<Bucket>,
+    peers: std::collections::HashSet<std::net::SocketAddr>,
 }
 
 impl ClientGate {
@@ -125,19 +157,29 @@ impl ClientGate {
 
     /// A gate enforcing `limits` that refuses what `revocations` revokes.
     pub fn with_revocations(limits: ClientLimits, revocations: RevocationWatch) -> Arc<ClientGate> {
+        Arc::new(ClientGate::build(limits, revocations))
+    }
+
+    fn build(limits: ClientLimits, revocations: RevocationWatch) -> ClientGate {
         // Room for at least one largest request, or every read would wait.
         let budget = limits
             .reading_budget_bytes
             .max(limits.request_frame_bytes)
             .min(Semaphore::MAX_PERMITS);
-        Arc::new(ClientGate {
+        ClientGate {
+            handshakes: Arc::new(Semaphore::new(limits.max_handshakes_in_progress)),
+            bucket: std::sync::Mutex::new(Bucket {
+                tokens: f64::from(limits.handshakes_per_second),
+                refilled: std::time::Instant::now(),
+            }),
             limits,
             total: AtomicUsize::new(0),
             per_identity: DashMap::new(),
             reading: Semaphore::new(budget),
             revocations,
+            peers: std::collections::HashSet::new(),
             refusals_log: LogLimiter::default(),
-        })
+        }
     }
 
     /// The limits it enforces.
@@ -193,6 +235,56 @@ impl ClientGate {
     /// next line): a client sending refusals in a loop cannot flood the log.
     pub fn warn_refusal(&self, what: std::fmt::Arguments<'_>) {
         self.refusals_log.warn(what)
+    }
+
+    /// The same gate, letting `peers` (the other nodes' addresses, which
+    /// they dial from) through the handshake bounds: a flood of client
+    /// attempts must not keep the cluster's own links from coming back.
+    pub fn with_peers(
+        limits: ClientLimits,
+        revocations: RevocationWatch,
+        peers: impl IntoIterator<Item = std::net::SocketAddr>,
+    ) -> Arc<ClientGate> {
+        let mut gate = ClientGate::build(limits, revocations);
+        gate.peers = peers.into_iter().collect();
+        Arc::new(gate)
+    }
+
+    /// Whether a connection attempt from `remote` may start its handshake
+    /// now (`validated`: QUIC has validated the address).
+    pub fn handshake(&self, remote: std::net::SocketAddr, validated: bool) -> HandshakeVerdict {
+        if self.peers.contains(&remote) {
+            return HandshakeVerdict::Admit(None);
+        }
+        let over = |validated| {
+            if validated {
+                HandshakeVerdict::Refuse
+            } else {
+                HandshakeVerdict::Retry
+            }
+        };
+        if !self.take_handshake_token() {
+            return over(validated);
+        }
+        match self.handshakes.clone().try_acquire_owned() {
+            Ok(permit) => HandshakeVerdict::Admit(Some(permit)),
+            Err(_) => over(validated),
+        }
+    }
+
+    fn take_handshake_token(&self) -> bool {
+        let rate = f64::from(self.limits.handshakes_per_second);
+        let mut bucket = self.bucket.lock().unwrap_or_else(|p| p.into_inner());
+        let now = std::time::Instant::now();
+        let elapsed = now.saturating_duration_since(bucket.refilled).as_secs_f64();
+        bucket.tokens = (bucket.tokens + elapsed * rate).min(rate);
+        bucket.refilled = now;
+        if bucket.tokens >= 1.0 {
+            bucket.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
     }
 
     /// The revocations in force, following changes.

@@ -84,21 +84,28 @@ pub async fn serve_connection(
     connection.set_max_concurrent_bi_streams(limits.max_streams_per_connection.into());
     connection.set_receive_window(limits.receive_window_bytes.into());
     let caller = Arc::new(caller);
+    // Until the list can no longer change (no file followed, or the node
+    // stopping): a closed channel answers `changed` at once, every time.
+    let mut following = true;
     loop {
-        let accepted = tokio::select! {
-            accepted = connection.accept_bi() => accepted,
-            changed = revocations.changed() => {
-                let why = match changed {
-                    Ok(()) => revoked(&revocations.borrow_and_update()),
-                    // The node is stopping: nothing changes any more.
-                    Err(_) => None,
-                };
-                if let Some(why) = why {
-                    refuse_revoked(&connection, &gate, &metrics, &why);
-                    return;
+        let accepted = if following {
+            tokio::select! {
+                accepted = connection.accept_bi() => accepted,
+                changed = revocations.changed() => {
+                    match changed {
+                        Ok(()) => {
+                            if let Some(why) = revoked(&revocations.borrow_and_update()) {
+                                refuse_revoked(&connection, &gate, &metrics, &why);
+                                return;
+                            }
+                        }
+                        Err(_) => following = false,
+                    }
+                    continue;
                 }
-                continue;
             }
+        } else {
+            connection.accept_bi().await
         };
         let (send, recv) = match accepted {
             Ok(streams) => streams,

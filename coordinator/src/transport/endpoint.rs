@@ -7,6 +7,7 @@ use paxlock::wire::CLIENT_ALPN_V1;
 use tracing::{info, warn};
 
 use super::client_limits::ClientGate;
+use super::client_limits::HandshakeVerdict;
 use super::client_streams::{serve_connection, ClientService};
 use super::identity::{client_identity, peer_certificates};
 use super::lanes::PeerInbox;
@@ -132,18 +133,46 @@ impl NodeEndpoint {
     /// Accepts connections until the endpoint is closed, dispatching by ALPN.
     pub async fn serve(&self, handlers: Handlers) {
         while let Some(incoming) = self.endpoint.accept().await {
+            // Handshakes cost the node crypto: a flood of them is turned
+            // away here, before any is spent, so the consensus loop keeps
+            // its heartbeats.
+            let remote = incoming.remote_address();
+            let verdict = handlers
+                .client_gate
+                .handshake(remote, incoming.remote_address_validated());
+            let permit = match verdict {
+                HandshakeVerdict::Admit(permit) => permit,
+                HandshakeVerdict::Retry => {
+                    TransportMetrics::bump(&self.metrics.client_handshakes_refused);
+                    if let Err(e) = incoming.retry() {
+                        e.into_incoming().refuse();
+                    }
+                    continue;
+                }
+                HandshakeVerdict::Refuse => {
+                    TransportMetrics::bump(&self.metrics.client_handshakes_refused);
+                    handlers.client_gate.warn_refusal(format_args!(
+                        "refused a connection attempt from {remote}: too many handshakes"
+                    ));
+                    incoming.refuse();
+                    continue;
+                }
+            };
             let metrics = self.metrics.clone();
             let handlers = handlers.clone();
             let node_id = self.node_id;
             let cluster_id = self.cluster_id.clone();
             let config_digest = self.config_digest;
             tokio::spawn(async move {
-                let remote = incoming.remote_address();
-                let connection = match incoming.await {
+                let handshake = incoming.await;
+                drop(permit);
+                let connection = match handshake {
                     Ok(connection) => connection,
                     Err(e) => {
                         TransportMetrics::bump(&metrics.handshake_failures);
-                        warn!(%remote, "rejected connection during TLS handshake: {e}");
+                        handlers.client_gate.warn_refusal(format_args!(
+                            "rejected connection from {remote} during TLS handshake: {e}"
+                        ));
                         return;
                     }
                 };

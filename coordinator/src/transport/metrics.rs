@@ -21,6 +21,9 @@ pub struct TransportMetrics {
     /// Client connections refused because the node, or the identity, held
     /// as many as allowed.
     pub client_connections_refused: AtomicU64,
+    /// Connection attempts turned away before their handshake (a retry or
+    /// a refusal) because handshakes were over their bounds.
+    pub client_handshakes_refused: AtomicU64,
 }
 
 impl TransportMetrics {

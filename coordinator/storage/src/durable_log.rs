@@ -232,7 +232,9 @@ fn put_ballot(out: &mut Vec<u8>, b: &Ballot) {
     put_u64(out, b.node.0);
 }
 
-fn encode_op(op: &PersistOp) -> (u8, Vec<u8>) {
+/// The WAL record (kind, payload) of one acceptor operation; what
+/// [`decode_op`] reads back. Public for the decoders' fuzzer.
+pub fn encode_op(op: &PersistOp) -> (u8, Vec<u8>) {
     let mut out = Vec::new();
     let kind = match op {
         PersistOp::Promise(b) => {
@@ -260,7 +262,9 @@ fn encode_op(op: &PersistOp) -> (u8, Vec<u8>) {
     (kind, out)
 }
 
-fn encode_state(state: &DurableState) -> Vec<u8> {
+/// The bytes of the acceptor's whole state (kept in snapshots); what
+/// [`decode_state`] reads back. Public for the decoders' fuzzer.
+pub fn encode_state(state: &DurableState) -> Vec<u8> {
     let mut out = Vec::new();
     put_ballot(&mut out, &state.promised);
     match &state.snapshot {
@@ -335,7 +339,9 @@ impl<'a> Reader<'a> {
     }
 }
 
-fn decode_op(kind: u8, payload: &[u8]) -> Result<PersistOp, &'static str> {
+/// Reads one acceptor record from the WAL; bad bytes are an error, never a
+/// panic.
+pub fn decode_op(kind: u8, payload: &[u8]) -> Result<PersistOp, &'static str> {
     let mut r = Reader { bytes: payload };
     let op = match kind {
         PROMISE => PersistOp::Promise(r.ballot()?),
@@ -354,7 +360,8 @@ fn decode_op(kind: u8, payload: &[u8]) -> Result<PersistOp, &'static str> {
     Ok(op)
 }
 
-fn decode_state(bytes: &[u8]) -> Result<DurableState, &'static str> {
+/// Reads the acceptor's state; bad bytes are an error, never a panic.
+pub fn decode_state(bytes: &[u8]) -> Result<DurableState, &'static str> {
     let mut r = Reader { bytes };
     let mut state = DurableState {
         promised: r.ballot()?,

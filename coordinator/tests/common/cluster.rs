@@ -42,7 +42,9 @@ impl ProcessCluster {
         })
     }
 
-    fn start_spec(
+    /// Like `start_with`, with the launcher's spec adjusted by `adjust`
+    /// (administrators, environment).
+    pub fn start_spec(
         nodes: u64,
         top_level: &str,
         adjust: impl FnOnce(ClusterSpec) -> ClusterSpec,

@@ -389,6 +389,7 @@ fn a_leader_not_yet_serving_sends_nothing_in_the_previous_form() {
 
 fn rules(identities: &[&str], permissions: &[Permission], prefixes: &[&str]) -> AccessRules {
     AccessRules {
+        quotas: Vec::new(),
         rules: vec![access::AccessRule {
             identities: identities.iter().map(|s| s.to_string()).collect(),
             permissions: permissions.iter().copied().collect(),

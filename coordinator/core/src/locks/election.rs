@@ -31,8 +31,10 @@ pub struct HistoryGone {
     pub oldest_available: u64,
 }
 
-/// State of one election. Kept even when empty so its term and event index
-/// never restart (bounded by `Limits::max_elections`).
+/// State of one election. Empty (nobody leads or campaigns), it may be
+/// removed to make room for another (from protocol 3); one made again
+/// starts above every removed election's term and index, so they never go
+/// back for a name.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Election {
     /// 0 before the first leader; +1 per change of leader identity.

@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::access::QuotaKind;
 use crate::locks::command::{FencingToken, RequestId, SessionId};
 
 /// Why the state machine rejected a command.
@@ -192,6 +193,20 @@ pub enum CommandError {
         expected: u64,
         /// The version in force.
         current: u64,
+    },
+    /// The identity's sessions together hold their quota of `what`.
+    /// Nothing was changed.
+    #[error(
+        "identity {identity:?} holds its quota of {quota} {what}: release some, or ask an \
+         administrator to raise it ([[quota]] in the access rules)"
+    )]
+    QuotaExceeded {
+        /// The identity.
+        identity: String,
+        /// Which quota.
+        what: QuotaKind,
+        /// The quota.
+        quota: u32,
     },
 }
 

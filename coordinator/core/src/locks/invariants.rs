@@ -33,6 +33,9 @@ impl StateMachine {
         if keyed != self.open_keys.len() || !indexed {
             return Err("the open-key index disagrees with the sessions".into());
         }
+        if self.usage != self.usage_from_sessions() {
+            return Err("an identity's usage disagrees with its sessions".into());
+        }
         for (id, s) in &self.sessions {
             // The version-1 snapshot layout, written below protocol 3, has
             // no owners: it may drop none.

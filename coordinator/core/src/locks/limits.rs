@@ -23,8 +23,9 @@ pub struct Limits {
     pub max_campaigns_per_session: u32,
     /// Maximum queued candidates per election (the leader not counted).
     pub max_candidates_per_election: u32,
-    /// Maximum number of elections ever named. Elections are kept when
-    /// empty so that their term never restarts, hence a global cap.
+    /// Maximum number of elections at once. At the limit, an election
+    /// nobody leads or campaigns in is removed to make room (from protocol
+    /// 3), so only those in use count.
     pub max_elections: u32,
     /// Smallest session TTL accepted, in milliseconds.
     pub min_ttl_ms: u64,

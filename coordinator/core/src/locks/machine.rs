@@ -55,11 +55,11 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use crate::access::AccessRules;
+use crate::access::{AccessRules, QuotaKind};
 
 use crate::locks::command::{
     AbandonedWait, ClientOp, Command, CommandKind, FencingToken, Identity, RequestId, SessionId,
-    MAX_IDENTITY_BYTES, PROTOCOL_V2,
+    MAX_IDENTITY_BYTES, PROTOCOL_V2, PROTOCOL_V3,
 };
 use crate::locks::dedup::Lookup;
 use crate::locks::election::{Election, HistoryGone, Leader};
@@ -195,10 +195,77 @@ pub struct StateMachine {
     /// the revision that set them (0: never set).
     pub(crate) access: AccessRules,
     pub(crate) access_version: u64,
+    /// The highest term and event index of every election removed (to make
+    /// room, once nobody led or campaigned in it): an election (re)created
+    /// starts above them, so a name's terms and indices never go back.
+    pub(crate) election_floor: ElectionFloor,
     /// (owner, open key) → the live session opened with them: derived from
     /// `sessions` (rebuilt on restore), for exactly-once opens.
     #[serde(skip)]
     pub(crate) open_keys: BTreeMap<(Identity, u64), SessionId>,
+    /// What each identity's sessions hold together, for its quotas:
+    /// derived from `sessions` (rebuilt on restore).
+    #[serde(skip)]
+    pub(crate) usage: BTreeMap<Identity, Usage>,
+}
+
+/// Where elections created from now on start (see
+/// `StateMachine::election_floor`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ElectionFloor {
+    /// Highest term of a removed election.
+    pub term: u64,
+    /// Highest event index of a removed election.
+    pub index: u64,
+}
+
+/// What one identity's live sessions hold together: what its quotas
+/// ([`crate::access::Quotas`]) bound.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Live sessions.
+    pub sessions: u32,
+    /// Locks held and waited for.
+    pub locks: u32,
+    /// Elections led or campaigned in.
+    pub elections: u32,
+}
+
+impl Usage {
+    fn of(session: &Session) -> Usage {
+        let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        Usage {
+            sessions: 1,
+            locks: count(session.lock_count()),
+            elections: count(session.campaigns.len()),
+        }
+    }
+
+    fn add(&mut self, other: Usage) {
+        self.sessions = self.sessions.saturating_add(other.sessions);
+        self.locks = self.locks.saturating_add(other.locks);
+        self.elections = self.elections.saturating_add(other.elections);
+    }
+
+    fn sub(&mut self, other: Usage) {
+        self.sessions = self.sessions.saturating_sub(other.sessions);
+        self.locks = self.locks.saturating_sub(other.locks);
+        self.elections = self.elections.saturating_sub(other.elections);
+    }
+}
+
+/// The session a command acts on, whose holdings it may change (a command
+/// changes what other sessions hold only by moving a waiter to holder or a
+/// candidate to leader, which changes no count).
+fn acting_session(kind: &CommandKind) -> Option<SessionId> {
+    match kind {
+        CommandKind::Client { session, .. }
+        | CommandKind::ClientAs { session, .. }
+        | CommandKind::ExpireSession { session, .. }
+        | CommandKind::Abandon { session, .. }
+        | CommandKind::ClaimSession { session, .. } => Some(*session),
+        _ => None,
+    }
 }
 
 /// Per-apply scratch: the events produced and whether this command already
@@ -233,7 +300,9 @@ impl StateMachine {
             protocol: PROTOCOL_V2,
             access: AccessRules::default(),
             access_version: 0,
+            election_floor: ElectionFloor::default(),
             open_keys: BTreeMap::new(),
+            usage: BTreeMap::new(),
         }
     }
 
@@ -252,6 +321,8 @@ impl StateMachine {
             // node speaks it, so the command itself records that.
             self.protocol = command.kind.protocol();
         }
+        let acting = acting_session(&command.kind);
+        let before = acting.and_then(|session| self.footprint(session));
         let (reply, duplicate) = match command.kind {
             CommandKind::OpenSession { ttl_ms } => (self.open_session(ttl_ms, None), false),
             CommandKind::OpenSessionAs {
@@ -265,10 +336,11 @@ impl StateMachine {
                     None => {
                         let owner_key = owner.clone();
                         let opened = self.open_session(ttl_ms, Some(owner));
-                        if let (Ok(Reply::SessionOpened { session }), true) =
-                            (&opened, open_key != 0)
-                        {
-                            if let Some(s) = self.sessions.get_mut(session) {
+                        if let Ok(Reply::SessionOpened { session }) = &opened {
+                            let footprint = self.footprint(*session);
+                            self.account(None, footprint);
+                            if let (true, Some(s)) = (open_key != 0, self.sessions.get_mut(session))
+                            {
                                 s.open_key = open_key;
                                 self.open_keys.insert((owner_key, open_key), *session);
                             }
@@ -362,6 +434,10 @@ impl StateMachine {
                 (reply, false)
             }
         };
+        if let Some(session) = acting {
+            let after = self.footprint(session);
+            self.account(before, after);
+        }
         debug_assert_eq!(self.check_invariants(), Ok(()));
         Output {
             revision: self.revision,
@@ -423,6 +499,11 @@ impl StateMachine {
     /// each other unknowingly.
     pub fn access_version(&self) -> u64 {
         self.access_version
+    }
+
+    /// What `identity`'s live sessions hold together.
+    pub fn usage(&self, identity: &Identity) -> Usage {
+        self.usage.get(identity).copied().unwrap_or_default()
     }
 
     /// The identity a live session belongs to: `Ok(None)` for a session
@@ -492,7 +573,9 @@ impl StateMachine {
 
     /// The election's term (0 if it never had a leader or does not exist).
     pub fn term(&self, name: &str) -> u64 {
-        self.elections.get(name).map_or(0, |e| e.term)
+        self.elections
+            .get(name)
+            .map_or(self.election_floor.term, |e| e.term)
     }
 
     /// Index of an election's latest event (0: none yet), whether or not
@@ -500,7 +583,9 @@ impl StateMachine {
     pub fn election_last_index(&self, name: &str) -> u64 {
         self.elections
             .get(name)
-            .map_or(0, |e| e.next_index.saturating_sub(1))
+            .map_or(self.election_floor.index, |e| {
+                e.next_index.saturating_sub(1)
+            })
     }
 
     /// Events of an election with index >= `from_index`, for a watcher
@@ -530,6 +615,9 @@ impl StateMachine {
                 max: limits.max_sessions,
             });
         }
+        if let Some(owner) = &owner {
+            self.check_quota_of(owner, QuotaKind::Sessions)?;
+        }
         // The revision is unique per command, so it is a fresh id.
         let session = SessionId(self.revision);
         self.sessions.insert(session, Session::new(ttl_ms, owner));
@@ -544,15 +632,80 @@ impl StateMachine {
         self.open_keys.get(&(owner.clone(), open_key)).copied()
     }
 
-    /// Rebuilds the index of open keys from the sessions (after a restore:
-    /// it is derived state, not stored).
-    pub(crate) fn index_open_keys(&mut self) {
+    /// Rebuilds what is derived from the sessions (after a restore: it is
+    /// not stored): the index of open keys and each identity's usage.
+    pub(crate) fn index_derived(&mut self) {
         self.open_keys = self
             .sessions
             .iter()
             .filter(|(_, s)| s.open_key != 0)
             .filter_map(|(id, s)| Some(((s.owner.clone()?, s.open_key), *id)))
             .collect();
+        self.usage = self.usage_from_sessions();
+    }
+
+    /// Each identity's usage, counted from the sessions.
+    pub(crate) fn usage_from_sessions(&self) -> BTreeMap<Identity, Usage> {
+        let mut usage: BTreeMap<Identity, Usage> = BTreeMap::new();
+        for s in self.sessions.values() {
+            if let Some(owner) = &s.owner {
+                usage.entry(owner.clone()).or_default().add(Usage::of(s));
+            }
+        }
+        usage
+    }
+
+    /// The owner of `session` and what it holds, if it is live and owned.
+    fn footprint(&self, session: SessionId) -> Option<(Identity, Usage)> {
+        let s = self.sessions.get(&session)?;
+        Some((s.owner.clone()?, Usage::of(s)))
+    }
+
+    /// Moves a session's holdings in its owner's usage from `before` to
+    /// `after` (either absent: not live, or not owned).
+    fn account(&mut self, before: Option<(Identity, Usage)>, after: Option<(Identity, Usage)>) {
+        if before == after {
+            return;
+        }
+        if let Some((owner, held)) = before {
+            if let Some(usage) = self.usage.get_mut(&owner) {
+                usage.sub(held);
+                if *usage == Usage::default() {
+                    self.usage.remove(&owner);
+                }
+            }
+        }
+        if let Some((owner, held)) = after {
+            self.usage.entry(owner).or_default().add(held);
+        }
+    }
+
+    /// Refuses one more of `kind` for the owner of `session` once its
+    /// quota is reached (sessions without an owner have none).
+    fn check_quota(&self, session: SessionId, kind: QuotaKind) -> Result<(), CommandError> {
+        let owner = self.sessions.get(&session).and_then(|s| s.owner.as_ref());
+        match owner {
+            Some(owner) => self.check_quota_of(owner, kind),
+            None => Ok(()),
+        }
+    }
+
+    fn check_quota_of(&self, owner: &Identity, kind: QuotaKind) -> Result<(), CommandError> {
+        let quotas = self.access.quotas_for(owner, &self.config.limits);
+        let usage = self.usage(owner);
+        let (used, quota) = match kind {
+            QuotaKind::Sessions => (usage.sessions, quotas.sessions),
+            QuotaKind::Locks => (usage.locks, quotas.locks),
+            QuotaKind::Elections => (usage.elections, quotas.elections),
+        };
+        if used >= quota {
+            return Err(CommandError::QuotaExceeded {
+                identity: owner.as_str().to_string(),
+                what: kind,
+                quota,
+            });
+        }
+        Ok(())
     }
 
     /// Whether `caller` may act for `session` (see "Sessions belong to
@@ -855,6 +1008,7 @@ impl StateMachine {
                 max: limits.max_locks_per_session,
             });
         }
+        self.check_quota(session, QuotaKind::Locks)?;
         if grantable {
             let token = self.grant(&name, session, cx);
             return Ok(Reply::Granted { token });
@@ -949,7 +1103,8 @@ impl StateMachine {
         value: Vec<u8>,
         cx: &mut Cx,
     ) -> Result<Reply, CommandError> {
-        let limits = &self.config.limits;
+        // A copy: making room for a new election changes the machine.
+        let limits = self.config.limits.clone();
         let history_cap = self.config.election_history_len;
         match self.elections.get(&name) {
             Some(e) => {
@@ -969,10 +1124,9 @@ impl StateMachine {
                 }
             }
             None => {
-                if self.elections.len() >= limits.max_elections as usize {
-                    return Err(CommandError::TooManyElections {
-                        max: limits.max_elections,
-                    });
+                let max = limits.max_elections;
+                if self.elections.len() >= max as usize && !self.make_room_for_election() {
+                    return Err(CommandError::TooManyElections { max });
                 }
             }
         }
@@ -982,11 +1136,20 @@ impl StateMachine {
                 max: limits.max_campaigns_per_session,
             });
         }
+        self.check_quota(session, QuotaKind::Elections)?;
         if let Some(s) = self.sessions.get_mut(&session) {
             s.campaigns.insert(name.clone());
         }
         let owner = self.sessions.get(&session).and_then(|s| s.owner.clone());
-        let e = self.elections.entry(name.clone()).or_default();
+        let floor = self.election_floor;
+        let e = self
+            .elections
+            .entry(name.clone())
+            .or_insert_with(|| Election {
+                term: floor.term,
+                next_index: floor.index + 1,
+                ..Election::default()
+            });
         if e.leader.is_some() {
             e.candidates.push_back(Leader { session, value });
             let position = u32::try_from(e.candidates.len()).unwrap_or(u32::MAX);
@@ -1046,6 +1209,29 @@ impl StateMachine {
         } else {
             e.candidates.retain(|c| c.session != session);
         }
+    }
+
+    /// At `max_elections`, removes the first empty election (in name
+    /// order) to make room for a new one, raising the floor that elections
+    /// created later start above; `false` if none is empty. Only once the
+    /// log records protocol 3: the previous release keeps every election,
+    /// and replicas must hold the same ones.
+    fn make_room_for_election(&mut self) -> bool {
+        if self.protocol < PROTOCOL_V3 {
+            return false;
+        }
+        let empty = self
+            .elections
+            .iter()
+            .find(|(_, e)| e.leader.is_none() && e.candidates.is_empty())
+            .map(|(name, _)| name.clone());
+        let Some(e) = empty.and_then(|name| self.elections.remove(&name)) else {
+            return false;
+        };
+        let floor = &mut self.election_floor;
+        floor.term = floor.term.max(e.term);
+        floor.index = floor.index.max(e.next_index.saturating_sub(1));
+        true
     }
 
     fn resign(&mut self, session: SessionId, name: &str, cx: &mut Cx) -> Reply {

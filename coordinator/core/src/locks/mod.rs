@@ -40,4 +40,6 @@ mod owner_tests;
 #[cfg(test)]
 mod proptests;
 #[cfg(test)]
+mod removal_tests;
+#[cfg(test)]
 mod tests;

@@ -31,6 +31,20 @@ fn open_keyed(h: &mut Harness, owner: &str, open_key: u64) -> SessionId {
 #[test]
 fn a_retried_open_answers_the_session_the_first_copy_opened() {
     let mut h = Harness::small();
+    // Alice opens more than the small machine's default quota of sessions.
+    h.apply(CommandKind::SetAccessRules {
+        by: id("ops"),
+        rules: crate::access::AccessRules {
+            rules: Vec::new(),
+            quotas: vec![crate::access::QuotaRule {
+                identities: vec!["*".into()],
+                sessions: Some(8),
+                locks: None,
+                elections: None,
+            }],
+        },
+        expected_version: None,
+    });
     let first = open_keyed(&mut h, "alice", 42);
     assert_eq!(
         open_keyed(&mut h, "alice", 42),

@@ -55,7 +55,7 @@ impl StateMachine {
         let machine = match version {
             SNAPSHOT_VERSION => {
                 let mut machine = decode_exact::<(u32, StateMachine)>(bytes, MAX_SNAPSHOT_BYTES)?.1;
-                machine.index_open_keys();
+                machine.index_derived();
                 machine
             }
             SNAPSHOT_VERSION_V2 => {
@@ -63,7 +63,7 @@ impl StateMachine {
                     decode_exact::<(u32, v2::MachineV2)>(bytes, MAX_SNAPSHOT_BYTES)?
                         .1
                         .into();
-                machine.index_open_keys();
+                machine.index_derived();
                 machine
             }
             SNAPSHOT_VERSION_V1 => decode_exact::<(u32, v1::MachineV1)>(bytes, MAX_SNAPSHOT_BYTES)?
@@ -126,7 +126,9 @@ mod v2 {
                 protocol: m.protocol,
                 access: AccessRules::default(),
                 access_version: 0,
+                election_floor: Default::default(),
                 open_keys: BTreeMap::new(),
+                usage: BTreeMap::new(),
             }
         }
     }
@@ -237,7 +239,9 @@ mod v1 {
                 protocol: PROTOCOL_V2,
                 access: crate::access::AccessRules::default(),
                 access_version: 0,
+                election_floor: Default::default(),
                 open_keys: std::collections::BTreeMap::new(),
+                usage: std::collections::BTreeMap::new(),
             }
         }
     }
