@@ -1,4 +1,4 @@
-//! The short fuzz run CI makes: every decoder, 20,000 mutated inputs (or 20
+//! The short fuzz run CI makes: every decoder, 100,000 mutated inputs (or 20
 //! seconds) each from a fixed seed, so a run is the same every time; a
 //! panic fails with what replays it. `PAXLOCK_FUZZ_SEED` picks another
 //! seed, `PAXLOCK_FUZZ_ITERATIONS` a longer run.
@@ -18,7 +18,7 @@ fn env_u64(key: &str, default: u64) -> u64 {
 fn no_decoder_panics_on_mutated_input() {
     let seed = env_u64("PAXLOCK_FUZZ_SEED", 1);
     let budget = Budget {
-        iterations: env_u64("PAXLOCK_FUZZ_ITERATIONS", 20_000),
+        iterations: env_u64("PAXLOCK_FUZZ_ITERATIONS", 100_000),
         time: Duration::from_secs(env_u64("PAXLOCK_FUZZ_SECONDS", 20)),
     };
     let mut findings = Vec::new();

@@ -219,6 +219,21 @@ pub struct ElectionFloor {
     pub index: u64,
 }
 
+impl ElectionFloor {
+    /// A new election above the floor (exactly the previous release's
+    /// empty election while nothing was removed).
+    fn new_election(self) -> Election {
+        if self == ElectionFloor::default() {
+            return Election::default();
+        }
+        Election {
+            term: self.term,
+            next_index: self.index + 1,
+            ..Election::default()
+        }
+    }
+}
+
 /// What one identity's live sessions hold together: what its quotas
 /// ([`crate::access::Quotas`]) bound.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -1125,7 +1140,7 @@ impl StateMachine {
             }
             None => {
                 let max = limits.max_elections;
-                if self.elections.len() >= max as usize && !self.make_room_for_election() {
+                if self.elections.len() >= max as usize && self.empty_election().is_none() {
                     return Err(CommandError::TooManyElections { max });
                 }
             }
@@ -1137,6 +1152,13 @@ impl StateMachine {
             });
         }
         self.check_quota(session, QuotaKind::Elections)?;
+        // Every check passed: only now may an empty election make room (a
+        // refused command changes nothing).
+        if !self.elections.contains_key(&name)
+            && self.elections.len() >= limits.max_elections as usize
+        {
+            self.make_room_for_election();
+        }
         if let Some(s) = self.sessions.get_mut(&session) {
             s.campaigns.insert(name.clone());
         }
@@ -1145,11 +1167,7 @@ impl StateMachine {
         let e = self
             .elections
             .entry(name.clone())
-            .or_insert_with(|| Election {
-                term: floor.term,
-                next_index: floor.index + 1,
-                ..Election::default()
-            });
+            .or_insert_with(|| floor.new_election());
         if e.leader.is_some() {
             e.candidates.push_back(Leader { session, value });
             let position = u32::try_from(e.candidates.len()).unwrap_or(u32::MAX);
@@ -1213,25 +1231,31 @@ impl StateMachine {
 
     /// At `max_elections`, removes the first empty election (in name
     /// order) to make room for a new one, raising the floor that elections
-    /// created later start above; `false` if none is empty. Only once the
-    /// log records protocol 3: the previous release keeps every election,
-    /// and replicas must hold the same ones.
-    fn make_room_for_election(&mut self) -> bool {
-        if self.protocol < PROTOCOL_V3 {
-            return false;
-        }
-        let empty = self
-            .elections
-            .iter()
-            .find(|(_, e)| e.leader.is_none() && e.candidates.is_empty())
-            .map(|(name, _)| name.clone());
-        let Some(e) = empty.and_then(|name| self.elections.remove(&name)) else {
-            return false;
+    /// created later start above. Only once the log records protocol 3:
+    /// the previous release keeps every election, and replicas must hold
+    /// the same ones.
+    fn make_room_for_election(&mut self) {
+        let Some(e) = self
+            .empty_election()
+            .and_then(|name| self.elections.remove(&name))
+        else {
+            return;
         };
         let floor = &mut self.election_floor;
         floor.term = floor.term.max(e.term);
         floor.index = floor.index.max(e.next_index.saturating_sub(1));
-        true
+    }
+
+    /// The first election (in name order) nobody leads or campaigns in,
+    /// which may make room for a new one: none below protocol 3.
+    fn empty_election(&self) -> Option<String> {
+        if self.protocol < PROTOCOL_V3 {
+            return None;
+        }
+        self.elections
+            .iter()
+            .find(|(_, e)| e.leader.is_none() && e.candidates.is_empty())
+            .map(|(name, _)| name.clone())
     }
 
     fn resign(&mut self, session: SessionId, name: &str, cx: &mut Cx) -> Reply {

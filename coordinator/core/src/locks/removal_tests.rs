@@ -97,3 +97,33 @@ fn below_protocol_3_empty_elections_are_kept_as_the_previous_release_keeps_them(
         "{refused:?}"
     );
 }
+
+#[test]
+fn a_campaign_refused_for_its_session_removes_no_election_to_make_room() {
+    let mut h = recorded();
+    let s = h.open();
+    let max = h.sm.config().limits.max_elections;
+    for i in 0..max {
+        let name = format!("e{i}");
+        h.campaign(s, &name, b"v");
+        resign(&mut h, s, &name);
+    }
+    // A session at its campaign limit asks for a new election: refused,
+    // and the empty elections are all still there.
+    let busy = h.open();
+    let per_session = h.sm.config().limits.max_campaigns_per_session;
+    for i in 0..per_session {
+        h.campaign(busy, &format!("e{i}"), b"v");
+    }
+    let before = h.sm.elections.len();
+    let refused = h.campaign(busy, "new", b"v").reply;
+    assert!(
+        matches!(refused, Err(CommandError::TooManyCampaigns { .. })),
+        "{refused:?}"
+    );
+    assert_eq!(
+        h.sm.elections.len(),
+        before,
+        "a refused command changed the elections"
+    );
+}
