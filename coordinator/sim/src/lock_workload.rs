@@ -40,7 +40,7 @@ use std::time::Duration;
 
 use paxlock_client_rules::ack::{acknowledgement, MAX_RENUMBERED_SENDS};
 use paxlock_client_rules::lease::{Lease, LeaseRule};
-use paxlock_core::access::Admins;
+use paxlock_core::access::{AccessRule, AccessRules, Admins, Permission};
 use paxlock_core::admission::{
     self, Admission, ClientRequest, Follow, NodeView, Refusal, RequestOp,
 };
@@ -118,6 +118,10 @@ pub enum LockCanary {
     /// wait, or a copy) still drops its key's lock waiters, a later
     /// acquire's included: switched off in the shipped waiter rules.
     DropOnRefusedCancel,
+    /// Nodes ignore the access rules (everything but administration is
+    /// allowed): switched off in the shipped access check. Process-wide,
+    /// unlike the others; run it in the access world.
+    OpenAccess,
 }
 
 /// What to simulate on top of [`SimConfig`] (which gives the cluster, the
@@ -186,6 +190,12 @@ pub struct LockSimConfig {
     /// operation when it has none running. Lower: clients hold their locks
     /// longer, with only keepalives between operations.
     pub action_percent: u64,
+    /// Whether the cluster runs under access rules set before the run (in
+    /// every replica's first state): every client may lock, campaign and
+    /// read every name but `lock0`, which only even-numbered clients may
+    /// lock. Odd clients still ask for it; the checks fail a run in which
+    /// one is granted it (the world's own rule, not the shipped check).
+    pub access_rules: bool,
     /// Which rule (if any) is switched off.
     #[cfg(feature = "canary")]
     pub canary: LockCanary,
@@ -212,6 +222,7 @@ impl Default for LockSimConfig {
             background_campaigns: false,
             client_undo: false,
             action_percent: 15,
+            access_rules: false,
             #[cfg(feature = "canary")]
             canary: LockCanary::None,
         }
@@ -255,6 +266,8 @@ pub struct LockSimReport {
     pub renumbered: u64,
     /// Woken requests answered late (see [`LockSimConfig::late_wakeups`]).
     pub late_answers: u64,
+    /// Requests the access rules refused (the access world).
+    pub denied: u64,
 }
 
 /// Runs one seed of the lock-service simulation.
@@ -281,6 +294,11 @@ impl CanaryGuard {
         paxlock_core::waiters::canary::set_drop_on_refused_cancel(
             canary == LockCanary::DropOnRefusedCancel,
         );
+        // Process-wide: only ever switched on, by the test that runs it
+        // (worlds without rules do not read it).
+        if canary == LockCanary::OpenAccess {
+            paxlock_core::access::canary::set_open(true);
+        }
         CanaryGuard
     }
 }
@@ -407,8 +425,14 @@ fn refused(req: &Req, refusal: Refusal, hint: Option<usize>) -> Option<Resp> {
     match refusal {
         Refusal::NotLeader => Some(Resp::NotLeader { hint }),
         Refusal::NoLease | Refusal::TakingOver | Refusal::TooManyWaits { .. } => None,
-        // Under the open default rules and one release, never given.
-        Refusal::Denied(_) | Refusal::Unsupported { .. } => None,
+        Refusal::Denied(_) => match req {
+            Req::Cmd { request_id, .. } => Some(Resp::Denied {
+                request_id: *request_id,
+            }),
+            _ => None,
+        },
+        // One release: every node applies what a leader proposes.
+        Refusal::Unsupported { .. } => None,
         Refusal::SessionUnknown(session) | Refusal::SessionExpiring(session) => {
             Some(Resp::SessionGone { session })
         }
@@ -456,6 +480,10 @@ pub(crate) enum Resp {
     },
     NotLeader {
         hint: Option<usize>,
+    },
+    /// The access rules refused the request (nothing was logged).
+    Denied {
+        request_id: RequestId,
     },
 }
 
@@ -689,6 +717,50 @@ pub(crate) struct Locks {
 /// The engine running the lock workload.
 type LockSim = Engine<Locks>;
 
+/// Every replica's state before the log's first slot: empty, or, in the
+/// access world, with the world's rules set (which records protocol 3).
+fn initial_machine(config: &paxlock_core::locks::Config, cfg: &LockSimConfig) -> StateMachine {
+    let mut machine = StateMachine::new(config.clone());
+    if cfg.access_rules {
+        let everyone: Vec<String> = (1..cfg.locks.max(1))
+            .map(|i| format!("lock{i}"))
+            .chain(std::iter::once("elect".to_string()))
+            .collect();
+        let even: Vec<String> = (0..cfg.clients)
+            .step_by(2)
+            .map(|c| client_identity(c).0)
+            .collect();
+        let rule = |identities, permissions: &[Permission], prefixes| AccessRule {
+            identities,
+            permissions: permissions.iter().copied().collect(),
+            prefixes,
+        };
+        let rules = AccessRules {
+            rules: vec![
+                rule(
+                    vec!["*".into()],
+                    &[Permission::Lock, Permission::Campaign, Permission::Read],
+                    everyone,
+                ),
+                rule(even, &[Permission::Lock], vec!["lock0".into()]),
+            ],
+            quotas: Vec::new(),
+        };
+        let kind = CommandKind::SetAccessRules {
+            by: Identity("world".into()),
+            rules,
+            expected_version: None,
+        };
+        machine.apply(0, Command { at_ms: 0, kind });
+    }
+    machine
+}
+
+/// Whether the access world's rules deny `client` the lock `name`.
+fn denied_in_world(cfg: &LockSimConfig, client: usize, name: &str) -> bool {
+    cfg.access_rules && client % 2 == 1 && name == "lock0"
+}
+
 fn dur_ns(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
@@ -736,7 +808,7 @@ fn new_engine(seed: u64, cfg: LockSimConfig) -> Result<LockSim, Violation> {
                 drift_ppm,
             };
             let node = LockNode {
-                machine: StateMachine::new(machine_cfg.clone()),
+                machine: initial_machine(&machine_cfg, &cfg),
                 role: new_role(&cfg),
                 next_proposal: 0,
                 pending: VecDeque::new(),
@@ -803,7 +875,7 @@ fn new_engine(seed: u64, cfg: LockSimConfig) -> Result<LockSim, Violation> {
         lock_names,
         election_names,
         rule,
-        oracle: StateMachine::new(machine_cfg),
+        oracle: initial_machine(&machine_cfg, &cfg),
         oracle_next: Slot(0),
         fifo: BTreeMap::new(),
         elected: BTreeMap::new(),
@@ -2189,6 +2261,17 @@ impl LockSim {
                     self.lose_session(client, self.now);
                 }
             }
+            Resp::Denied { request_id } => {
+                let denied = [Task::Op, Task::Campaign].into_iter().find(|task| {
+                    self.flight(client, *task)
+                        .as_ref()
+                        .is_some_and(|op| op.request_id == request_id && op.awaiting)
+                });
+                if let Some(task) = denied {
+                    self.w.report.denied += 1;
+                    self.finish_op(client, task, None);
+                }
+            }
             Resp::Applied { request_id, result } => {
                 let answered = [Task::Op, Task::Campaign].into_iter().find(|task| {
                     self.flight(client, *task).as_ref().is_some_and(|op| {
@@ -2229,6 +2312,12 @@ impl LockSim {
                 }
                 match (op.kind, result) {
                     (OpKind::TryAcquire | OpKind::Acquire, Ok(Reply::Granted { token })) => {
+                        if denied_in_world(&self.w.cfg, client, &op.name) {
+                            return Err(format!(
+                                "access: client {client} was granted {} (token {}), which the rules deny it",
+                                op.name, token.0
+                            ));
+                        }
                         self.finish_op(client, task, Some(Outcome::Granted { token: token.0 }));
                         self.start_belief(client, &op.name, token.0)?;
                     }
@@ -2420,8 +2509,9 @@ impl Workload for Locks {
 
     fn reset(sim: &mut LockSim, node: usize) -> Result<(), String> {
         let machine_cfg = sim.w.oracle.config().clone();
+        let first = initial_machine(&machine_cfg, &sim.w.cfg);
         let n = &mut sim.nodes[node].app;
-        n.machine = StateMachine::new(machine_cfg);
+        n.machine = first;
         n.observed.clear();
         Ok(())
     }

@@ -153,3 +153,16 @@ fn a_refused_cancel_dropping_a_later_acquires_waiter_is_caught() {
     };
     assert_caught("refused cancel drops waiters", &cfg, 2_000);
 }
+
+/// The shipped access check of `paxlock-core`: nodes that ignore the
+/// rules grant `lock0` to a client the access world's rules deny it.
+#[test]
+fn nodes_that_ignore_the_access_rules_are_caught() {
+    let cfg = LockSimConfig {
+        canary: LockCanary::OpenAccess,
+        access_rules: true,
+        locks: 2,
+        ..LockSimConfig::default()
+    };
+    assert_caught("open access", &cfg, 40);
+}

@@ -77,8 +77,9 @@ fn repro(v: &Violation) -> String {
     line
 }
 
-/// Runs `seeds` with `cfg`, prints totals, fails with every repro line.
-fn sweep(label: &str, cfg: &LockSimConfig, seeds: &[u64]) {
+/// Runs `seeds` with `cfg`, prints totals, fails with every repro line;
+/// returns the totals.
+fn sweep(label: &str, cfg: &LockSimConfig, seeds: &[u64]) -> LockSimReport {
     let started = std::time::Instant::now();
     let mut failures = Vec::new();
     let mut total = LockSimReport::default();
@@ -98,13 +99,14 @@ fn sweep(label: &str, cfg: &LockSimConfig, seeds: &[u64]) {
                 total.stuck_locks_resolved += r.stuck_locks_resolved;
                 total.renumbered += r.renumbered;
                 total.late_answers += r.late_answers;
+                total.denied += r.denied;
                 opposite += u64::from(r.opposite_drift);
             }
             Err(v) => failures.push(repro(&v)),
         }
     }
     eprintln!(
-        "{label}: {} seeds ({} with opposite drift) in {:.1} s: {} events, {} slots, {} grants, {} expiries, {} elections, {} client faults, {} resource writes, {} history ops, {} locks over the linearizability budget, {} dead-holder/lock-delay hand-offs checked after healing, {} requests sent again under a new id, {} woken requests answered late",
+        "{label}: {} seeds ({} with opposite drift) in {:.1} s: {} events, {} slots, {} grants, {} expiries, {} elections, {} client faults, {} resource writes, {} history ops, {} locks over the linearizability budget, {} dead-holder/lock-delay hand-offs checked after healing, {} requests sent again under a new id, {} woken requests answered late, {} requests the access rules refused",
         seeds.len(),
         opposite,
         started.elapsed().as_secs_f64(),
@@ -119,7 +121,8 @@ fn sweep(label: &str, cfg: &LockSimConfig, seeds: &[u64]) {
         total.lin_unknown,
         total.stuck_locks_resolved,
         total.renumbered,
-        total.late_answers
+        total.late_answers,
+        total.denied
     );
     assert!(
         failures.is_empty(),
@@ -127,6 +130,7 @@ fn sweep(label: &str, cfg: &LockSimConfig, seeds: &[u64]) {
         failures.len(),
         failures.join("\n")
     );
+    total
 }
 
 #[test]
@@ -178,6 +182,20 @@ fn background_campaigns_are_acknowledged_around() {
     cfg.background_campaigns = true;
     let seeds = shifted_seeds(200, 4_000_000);
     sweep("background campaigns", &cfg, &seeds);
+}
+
+/// The access world: every replica starts with rules that let only
+/// even-numbered clients lock `lock0`, which odd ones ask for all the same;
+/// under faults, crashes and snapshots, none of them is ever granted it
+/// (the run fails if one is), and the refusals happen.
+#[test]
+fn access_rules_hold_under_faults() {
+    let mut cfg = sweep_config();
+    cfg.access_rules = true;
+    cfg.locks = 2;
+    let seeds = shifted_seeds(150, 8_000_000);
+    let total = sweep("access rules", &cfg, &seeds);
+    assert!(total.denied > 0, "no request was refused: {total:?}");
 }
 
 /// Found by the background-campaign world: a blocking acquire timed out
