@@ -68,7 +68,8 @@ pub struct AccessRule {
 /// How much all sessions of the identities a quota rule names may hold
 /// together (`[[quota]]` in a rules file); an unset quota is left to the
 /// next rule naming the identity, or the cluster's default (a quarter of
-/// its sessions and elections, ten sessions' worth of locks).
+/// its sessions and elections, ten sessions' worth of locks, a thousand of
+/// the largest values).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct QuotaRule {
@@ -83,6 +84,9 @@ pub struct QuotaRule {
     /// Elections led or campaigned in.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub elections: Option<u32>,
+    /// Bytes of the values it leads or campaigns with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value_bytes: Option<u64>,
 }
 
 impl QuotaRule {
@@ -92,6 +96,7 @@ impl QuotaRule {
             sessions: self.sessions,
             locks: self.locks,
             elections: self.elections,
+            value_bytes: self.value_bytes,
         }
     }
 
@@ -101,6 +106,7 @@ impl QuotaRule {
             sessions: q.sessions,
             locks: q.locks,
             elections: q.elections,
+            value_bytes: q.value_bytes,
         }
     }
 }

@@ -82,16 +82,20 @@ prefixes = ["orders/"]
 [[quota]]
 identities = ["orders"]
 locks = 1
+
+[[quota]]
+identities = ["billing-*"]
+value_bytes = 4
 "#,
     )?;
     // No rules yet: the open default, printed as such.
     assert!(acl(&cluster, &["get"])?.contains("no rules"));
     let set = acl(&cluster, &["set", &rules.to_string_lossy()])?;
-    assert!(set.contains("2 rule(s), 1 quota rule(s)"), "{set}");
+    assert!(set.contains("2 rule(s), 2 quota rule(s)"), "{set}");
     let got = acl(&cluster, &["get"])?;
     let read_back = paxlock::AccessRules::from_toml(&got)?;
     assert_eq!(read_back.rules.len(), 2, "{got}");
-    assert_eq!(read_back.quotas.len(), 1, "{got}");
+    assert_eq!(read_back.quotas.len(), 2, "{got}");
     assert!(read_back.version > 0, "{got}");
 
     let runtime = tokio::runtime::Runtime::new()?;
@@ -128,6 +132,9 @@ locks = 1
             .try_acquire()
             .await?
             .ok_or("busy")?;
+        // Billing's values may take 4 bytes: it leads with 1.
+        let big = billing.election("billing/big").campaign(vec![0; 10]).await;
+        assert_eq!(code(&big), Some(ErrorCode::QuotaExceeded), "{big:?}");
         // Its quota: one lock, all its sessions together.
         let second = orders.lock("orders/second").try_acquire().await;
         assert_eq!(code(&second), Some(ErrorCode::QuotaExceeded), "{second:?}");

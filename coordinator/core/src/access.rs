@@ -144,6 +144,8 @@ pub struct QuotaRule {
     pub locks: Option<u32>,
     /// Elections led or campaigned in.
     pub elections: Option<u32>,
+    /// Bytes of the values it leads or campaigns with.
+    pub value_bytes: Option<u64>,
 }
 
 /// What one identity may hold at once, all its sessions together.
@@ -155,17 +157,23 @@ pub struct Quotas {
     pub locks: u32,
     /// Elections led or campaigned in.
     pub elections: u32,
+    /// Bytes of the values it leads or campaigns with.
+    pub value_bytes: u64,
 }
 
 impl Quotas {
     /// The quotas of an identity no quota rule names: a quarter of the
-    /// cluster's sessions and elections, and ten sessions' worth of locks,
-    /// so that no one identity can take what every other one needs.
+    /// cluster's sessions and elections, ten sessions' worth of locks, and
+    /// a thousand of the largest values, so that no one identity can take
+    /// what every other one needs.
     pub fn defaults(limits: &Limits) -> Quotas {
         Quotas {
             sessions: (limits.max_sessions / 4).max(1),
             locks: limits.max_locks_per_session.saturating_mul(10).max(1),
             elections: (limits.max_elections / 4).max(1),
+            value_bytes: u64::from(limits.max_value_bytes)
+                .saturating_mul(1000)
+                .max(1),
         }
     }
 }
@@ -179,6 +187,8 @@ pub enum QuotaKind {
     Locks,
     /// Elections led or campaigned in.
     Elections,
+    /// Bytes of values.
+    ValueBytes,
 }
 
 impl std::fmt::Display for QuotaKind {
@@ -187,6 +197,7 @@ impl std::fmt::Display for QuotaKind {
             QuotaKind::Sessions => "sessions",
             QuotaKind::Locks => "locks",
             QuotaKind::Elections => "elections",
+            QuotaKind::ValueBytes => "bytes of values",
         })
     }
 }
@@ -267,7 +278,7 @@ impl AccessRules {
     /// The quotas of `identity` (see [`AccessRules::quotas`]).
     pub fn quotas_for(&self, identity: &Identity, limits: &Limits) -> Quotas {
         let mut quotas = Quotas::defaults(limits);
-        let mut set = [false; 3];
+        let mut set = [false; 4];
         for rule in self.quotas.iter().filter(|rule| {
             rule.identities
                 .iter()
@@ -285,6 +296,10 @@ impl AccessRules {
                     *field = value;
                     set[i] = true;
                 }
+            }
+            if let (false, Some(bytes)) = (set[3], rule.value_bytes) {
+                quotas.value_bytes = bytes;
+                set[3] = true;
             }
         }
         quotas
@@ -308,7 +323,7 @@ impl AccessRules {
         let quotas = self
             .quotas
             .iter()
-            .map(|rule| 32 + strings(&rule.identities))
+            .map(|rule| 48 + strings(&rule.identities))
             .sum::<usize>();
         rules + quotas + 16
     }
@@ -631,6 +646,7 @@ mod tests {
             sessions,
             locks,
             elections: None,
+            value_bytes: None,
         };
         let rules = AccessRules {
             rules: Vec::new(),

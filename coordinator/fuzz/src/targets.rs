@@ -155,6 +155,7 @@ fn client_requests() -> Vec<Vec<u8>> {
                 sessions: Some(3),
                 locks: None,
                 elections: Some(1),
+                value_bytes: Some(1 << 20),
             }],
         })),
     ]
@@ -284,6 +285,7 @@ fn sample_rules() -> AccessRules {
             sessions: Some(2),
             locks: None,
             elections: Some(1),
+            value_bytes: None,
         }],
     }
 }

@@ -38,6 +38,7 @@ pub fn rules_from_wire(
             sessions: q.sessions,
             locks: q.locks,
             elections: q.elections,
+            value_bytes: q.value_bytes,
         })
         .collect();
     Ok(AccessRules { rules, quotas })
@@ -84,6 +85,7 @@ pub fn rules_to_wire(rules: &AccessRules, version: u64) -> proto::AccessRulesOk 
                 sessions: q.sessions,
                 locks: q.locks,
                 elections: q.elections,
+                value_bytes: q.value_bytes,
             })
             .collect(),
     }

@@ -114,6 +114,15 @@ fn the_rules_survive_a_snapshot_and_the_layout_before_them_is_still_read() {
 }
 
 fn quotas(sessions: Option<u32>, locks: Option<u32>, elections: Option<u32>) -> AccessRules {
+    value_quota(sessions, locks, elections, None)
+}
+
+fn value_quota(
+    sessions: Option<u32>,
+    locks: Option<u32>,
+    elections: Option<u32>,
+    value_bytes: Option<u64>,
+) -> AccessRules {
     AccessRules {
         rules: Vec::new(),
         quotas: vec![QuotaRule {
@@ -121,6 +130,7 @@ fn quotas(sessions: Option<u32>, locks: Option<u32>, elections: Option<u32>) -> 
             sessions,
             locks,
             elections,
+            value_bytes,
         }],
     }
 }
@@ -247,4 +257,52 @@ fn by_default_one_identity_may_take_a_quarter_of_the_sessions() {
     }
     assert!(quota_hit(&open_as(&mut h, "greedy"), QuotaKind::Sessions));
     open_as(&mut h, "modest").unwrap();
+}
+
+#[test]
+fn the_values_an_identity_leads_or_campaigns_with_count_against_its_byte_quota() {
+    let mut h = Harness::small();
+    set(&mut h, value_quota(None, None, Some(8), Some(10)), None).unwrap();
+    let (a, b) = (
+        open_as(&mut h, "app").unwrap(),
+        open_as(&mut h, "app").unwrap(),
+    );
+    let other = open_as(&mut h, "other").unwrap();
+    let campaign = |name: &str, value: &[u8]| ClientOp::Campaign {
+        name: name.into(),
+        value: value.to_vec(),
+    };
+    let app = Identity("app".into());
+    // Six bytes leading e1, then a candidate behind another's leader.
+    op_as(&mut h, "app", a, 1, campaign("e1", b"123456")).unwrap();
+    op_as(&mut h, "other", other, 1, campaign("e2", b"x")).unwrap();
+    op_as(&mut h, "app", b, 1, campaign("e2", b"1234")).unwrap();
+    assert_eq!(h.sm.usage(&app).value_bytes, 10);
+    let over = op_as(&mut h, "app", b, 2, campaign("e3", b"1"));
+    assert!(quota_hit(&over, QuotaKind::ValueBytes), "{over:?}");
+    // A proclaim counts the bytes it replaces.
+    let proclaim = |value: &[u8]| ClientOp::Proclaim {
+        name: "e1".into(),
+        value: value.to_vec(),
+    };
+    let grown = op_as(&mut h, "app", a, 2, proclaim(b"1234567"));
+    assert!(quota_hit(&grown, QuotaKind::ValueBytes), "{grown:?}");
+    op_as(&mut h, "app", a, 3, proclaim(b"12")).unwrap();
+    assert_eq!(h.sm.usage(&app).value_bytes, 6);
+    // The candidate becomes leader when the other resigns: its bytes stay
+    // its own; expiry gives everything back.
+    op_as(
+        &mut h,
+        "other",
+        other,
+        2,
+        ClientOp::Resign { name: "e2".into() },
+    )
+    .unwrap();
+    assert_eq!(h.sm.usage(&app).value_bytes, 6);
+    let epoch = h.sm.leader_epoch();
+    h.apply(CommandKind::ExpireSession { session: b, epoch });
+    assert_eq!(h.sm.usage(&app).value_bytes, 2);
+    let restored = StateMachine::restore(&h.snapshot()).unwrap();
+    assert_eq!(restored, h.sm);
 }

@@ -206,7 +206,7 @@ pub enum CommandError {
         /// Which quota.
         what: QuotaKind,
         /// The quota.
-        quota: u32,
+        quota: u64,
     },
 }
 

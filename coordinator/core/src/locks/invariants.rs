@@ -33,6 +33,9 @@ impl StateMachine {
         if keyed != self.open_keys.len() || !indexed {
             return Err("the open-key index disagrees with the sessions".into());
         }
+        if self.value_bytes != self.value_bytes_from_elections() {
+            return Err("a session's value bytes disagree with the elections".into());
+        }
         if self.usage != self.usage_from_sessions() {
             return Err("an identity's usage disagrees with its sessions".into());
         }

@@ -207,6 +207,10 @@ pub struct StateMachine {
     /// derived from `sessions` (rebuilt on restore).
     #[serde(skip)]
     pub(crate) usage: BTreeMap<Identity, Usage>,
+    /// Session -> bytes of the values it leads or campaigns with: derived
+    /// from `elections` (rebuilt on restore).
+    #[serde(skip)]
+    pub(crate) value_bytes: BTreeMap<SessionId, u64>,
 }
 
 /// Where elections created from now on start (see
@@ -244,15 +248,18 @@ pub struct Usage {
     pub locks: u32,
     /// Elections led or campaigned in.
     pub elections: u32,
+    /// Bytes of the values it leads or campaigns with.
+    pub value_bytes: u64,
 }
 
 impl Usage {
-    fn of(session: &Session) -> Usage {
+    fn of(session: &Session, value_bytes: u64) -> Usage {
         let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
         Usage {
             sessions: 1,
             locks: count(session.lock_count()),
             elections: count(session.campaigns.len()),
+            value_bytes,
         }
     }
 
@@ -260,12 +267,14 @@ impl Usage {
         self.sessions = self.sessions.saturating_add(other.sessions);
         self.locks = self.locks.saturating_add(other.locks);
         self.elections = self.elections.saturating_add(other.elections);
+        self.value_bytes = self.value_bytes.saturating_add(other.value_bytes);
     }
 
     fn sub(&mut self, other: Usage) {
         self.sessions = self.sessions.saturating_sub(other.sessions);
         self.locks = self.locks.saturating_sub(other.locks);
         self.elections = self.elections.saturating_sub(other.elections);
+        self.value_bytes = self.value_bytes.saturating_sub(other.value_bytes);
     }
 }
 
@@ -318,6 +327,7 @@ impl StateMachine {
             election_floor: ElectionFloor::default(),
             open_keys: BTreeMap::new(),
             usage: BTreeMap::new(),
+            value_bytes: BTreeMap::new(),
         }
     }
 
@@ -656,15 +666,32 @@ impl StateMachine {
             .filter(|(_, s)| s.open_key != 0)
             .filter_map(|(id, s)| Some(((s.owner.clone()?, s.open_key), *id)))
             .collect();
+        self.value_bytes = self.value_bytes_from_elections();
         self.usage = self.usage_from_sessions();
+    }
+
+    /// Each session's value bytes, counted from the elections.
+    pub(crate) fn value_bytes_from_elections(&self) -> BTreeMap<SessionId, u64> {
+        let mut bytes: BTreeMap<SessionId, u64> = BTreeMap::new();
+        for e in self.elections.values() {
+            for l in e.leader.iter().chain(e.candidates.iter()) {
+                *bytes.entry(l.session).or_default() += l.value.len() as u64;
+            }
+        }
+        bytes.retain(|_, b| *b > 0);
+        bytes
     }
 
     /// Each identity's usage, counted from the sessions.
     pub(crate) fn usage_from_sessions(&self) -> BTreeMap<Identity, Usage> {
         let mut usage: BTreeMap<Identity, Usage> = BTreeMap::new();
-        for s in self.sessions.values() {
+        for (id, s) in &self.sessions {
             if let Some(owner) = &s.owner {
-                usage.entry(owner.clone()).or_default().add(Usage::of(s));
+                let bytes = self.value_bytes.get(id).copied().unwrap_or(0);
+                usage
+                    .entry(owner.clone())
+                    .or_default()
+                    .add(Usage::of(s, bytes));
             }
         }
         usage
@@ -673,7 +700,46 @@ impl StateMachine {
     /// The owner of `session` and what it holds, if it is live and owned.
     fn footprint(&self, session: SessionId) -> Option<(Identity, Usage)> {
         let s = self.sessions.get(&session)?;
-        Some((s.owner.clone()?, Usage::of(s)))
+        let bytes = self.value_bytes.get(&session).copied().unwrap_or(0);
+        Some((s.owner.clone()?, Usage::of(s, bytes)))
+    }
+
+    /// Moves `session`'s value bytes by `added` minus `removed`.
+    fn move_value_bytes(&mut self, session: SessionId, added: usize, removed: usize) {
+        let bytes = self.value_bytes.entry(session).or_default();
+        *bytes = (*bytes + added as u64).saturating_sub(removed as u64);
+        if *bytes == 0 {
+            self.value_bytes.remove(&session);
+        }
+    }
+
+    /// Refuses a value that would take the owner of `session` past its
+    /// quota of value bytes, `replacing` bytes it gives up for it.
+    fn check_value_quota(
+        &self,
+        session: SessionId,
+        value: usize,
+        replacing: usize,
+    ) -> Result<(), CommandError> {
+        let Some(owner) = self.sessions.get(&session).and_then(|s| s.owner.as_ref()) else {
+            return Ok(());
+        };
+        let quota = self
+            .access
+            .quotas_for(owner, &self.config.limits)
+            .value_bytes;
+        let used = self
+            .usage(owner)
+            .value_bytes
+            .saturating_sub(replacing as u64);
+        if used + value as u64 > quota {
+            return Err(CommandError::QuotaExceeded {
+                identity: owner.as_str().to_string(),
+                what: QuotaKind::ValueBytes,
+                quota,
+            });
+        }
+        Ok(())
     }
 
     /// Moves a session's holdings in its owner's usage from `before` to
@@ -712,12 +778,14 @@ impl StateMachine {
             QuotaKind::Sessions => (usage.sessions, quotas.sessions),
             QuotaKind::Locks => (usage.locks, quotas.locks),
             QuotaKind::Elections => (usage.elections, quotas.elections),
+            // Bytes are checked with the value they add (`check_value_quota`).
+            QuotaKind::ValueBytes => return Ok(()),
         };
         if used >= quota {
             return Err(CommandError::QuotaExceeded {
                 identity: owner.as_str().to_string(),
                 what: kind,
-                quota,
+                quota: u64::from(quota),
             });
         }
         Ok(())
@@ -1152,6 +1220,7 @@ impl StateMachine {
             });
         }
         self.check_quota(session, QuotaKind::Elections)?;
+        self.check_value_quota(session, value.len(), 0)?;
         // Every check passed: only now may an empty election make room (a
         // refused command changes nothing).
         if !self.elections.contains_key(&name)
@@ -1168,9 +1237,11 @@ impl StateMachine {
             .elections
             .entry(name.clone())
             .or_insert_with(|| floor.new_election());
+        let bytes = value.len();
         if e.leader.is_some() {
             e.candidates.push_back(Leader { session, value });
             let position = u32::try_from(e.candidates.len()).unwrap_or(u32::MAX);
+            self.move_value_bytes(session, bytes, 0);
             return Ok(Reply::Candidate { position });
         }
         e.term += 1;
@@ -1189,6 +1260,7 @@ impl StateMachine {
         );
         let term = e.term;
         cx.events.push(Event::Election(event));
+        self.move_value_bytes(session, bytes, 0);
         Ok(Reply::Elected { term })
     }
 
@@ -1202,6 +1274,12 @@ impl StateMachine {
         let Some(e) = self.elections.get_mut(name) else {
             return;
         };
+        let given_up = e
+            .leader
+            .iter()
+            .chain(e.candidates.iter())
+            .find(|l| l.session == session)
+            .map_or(0, |l| l.value.len());
         if e.leader.as_ref().is_some_and(|l| l.session == session) {
             e.term += 1;
             let change = match e.candidates.pop_front() {
@@ -1227,6 +1305,7 @@ impl StateMachine {
         } else {
             e.candidates.retain(|c| c.session != session);
         }
+        self.move_value_bytes(session, 0, given_up);
     }
 
     /// At `max_elections`, removes the first empty election (in name
@@ -1271,6 +1350,19 @@ impl StateMachine {
         cx: &mut Cx,
     ) -> Result<Reply, CommandError> {
         let history_cap = self.config.election_history_len;
+        let old = self
+            .elections
+            .get(name)
+            .and_then(|e| e.leader.as_ref())
+            .filter(|l| l.session == session)
+            .map(|l| l.value.len());
+        let Some(old) = old else {
+            return Err(CommandError::NotLeader {
+                name: name.to_owned(),
+            });
+        };
+        self.check_value_quota(session, value.len(), old)?;
+        self.move_value_bytes(session, value.len(), old);
         let Some(e) = self.elections.get_mut(name) else {
             return Err(CommandError::NotLeader {
                 name: name.to_owned(),

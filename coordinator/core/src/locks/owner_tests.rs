@@ -41,6 +41,7 @@ fn a_retried_open_answers_the_session_the_first_copy_opened() {
                 sessions: Some(8),
                 locks: None,
                 elections: None,
+                value_bytes: None,
             }],
         },
         expected_version: None,

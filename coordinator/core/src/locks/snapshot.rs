@@ -66,9 +66,14 @@ impl StateMachine {
                 machine.index_derived();
                 machine
             }
-            SNAPSHOT_VERSION_V1 => decode_exact::<(u32, v1::MachineV1)>(bytes, MAX_SNAPSHOT_BYTES)?
-                .1
-                .into(),
+            SNAPSHOT_VERSION_V1 => {
+                let mut machine: StateMachine =
+                    decode_exact::<(u32, v1::MachineV1)>(bytes, MAX_SNAPSHOT_BYTES)?
+                        .1
+                        .into();
+                machine.index_derived();
+                machine
+            }
             found => {
                 return Err(DecodeError::UnsupportedVersion {
                     found,
@@ -129,6 +134,7 @@ mod v2 {
                 election_floor: Default::default(),
                 open_keys: BTreeMap::new(),
                 usage: BTreeMap::new(),
+                value_bytes: BTreeMap::new(),
             }
         }
     }
@@ -242,6 +248,7 @@ mod v1 {
                 election_floor: Default::default(),
                 open_keys: std::collections::BTreeMap::new(),
                 usage: std::collections::BTreeMap::new(),
+                value_bytes: std::collections::BTreeMap::new(),
             }
         }
     }
