@@ -52,28 +52,14 @@ impl StateMachine {
         // rather than as garbage.
         let (version, _) = postcard::take_from_bytes::<u32>(bytes)
             .map_err(|reason| DecodeError::Malformed { reason })?;
-        let machine = match version {
-            SNAPSHOT_VERSION => {
-                let mut machine = decode_exact::<(u32, StateMachine)>(bytes, MAX_SNAPSHOT_BYTES)?.1;
-                machine.index_derived();
-                machine
-            }
-            SNAPSHOT_VERSION_V2 => {
-                let mut machine: StateMachine =
-                    decode_exact::<(u32, v2::MachineV2)>(bytes, MAX_SNAPSHOT_BYTES)?
-                        .1
-                        .into();
-                machine.index_derived();
-                machine
-            }
-            SNAPSHOT_VERSION_V1 => {
-                let mut machine: StateMachine =
-                    decode_exact::<(u32, v1::MachineV1)>(bytes, MAX_SNAPSHOT_BYTES)?
-                        .1
-                        .into();
-                machine.index_derived();
-                machine
-            }
+        let mut machine: StateMachine = match version {
+            SNAPSHOT_VERSION => decode_exact::<(u32, StateMachine)>(bytes, MAX_SNAPSHOT_BYTES)?.1,
+            SNAPSHOT_VERSION_V2 => decode_exact::<(u32, v2::MachineV2)>(bytes, MAX_SNAPSHOT_BYTES)?
+                .1
+                .into(),
+            SNAPSHOT_VERSION_V1 => decode_exact::<(u32, v1::MachineV1)>(bytes, MAX_SNAPSHOT_BYTES)?
+                .1
+                .into(),
             found => {
                 return Err(DecodeError::UnsupportedVersion {
                     found,
@@ -81,6 +67,8 @@ impl StateMachine {
                 })
             }
         };
+        // Whatever the layout, the derived indexes are rebuilt, never read.
+        machine.index_derived();
         machine
             .check_invariants()
             .map_err(|what| DecodeError::Inconsistent { what })?;
