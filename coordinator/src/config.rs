@@ -95,7 +95,23 @@ pub struct LimitsConfig {
     /// Past events each election keeps for watchers that resume after a
     /// disconnection; one that missed more gets `HistoryGone`.
     pub election_history: u32,
+    /// Bound on the whole replicated state, in counted bytes (sessions,
+    /// locks, elections with their values and histories; see
+    /// `paxlock_core::locks::state_size`). Past it, what would add state is
+    /// refused with `STATE_FULL` once elections nobody uses were removed;
+    /// releasing, resigning and closing always work. It keeps every
+    /// snapshot restorable (they are read up to 1 GiB).
+    pub max_state_bytes: u64,
 }
+
+/// Smallest `limits.max_state_bytes`: room for a few largest values.
+const MIN_STATE_BYTES: u64 = 1024 * 1024;
+
+/// Largest `limits.max_state_bytes`: half of the largest snapshot a node
+/// reads, since what frees or moves state (an event recorded for a
+/// promotion, the replies a session's requests leave) is never refused
+/// and may pass the bound.
+const MAX_STATE_BYTES: u64 = crate::locks::snapshot::MAX_SNAPSHOT_BYTES as u64 / 2;
 
 impl Default for LimitsConfig {
     fn default() -> Self {
@@ -109,6 +125,7 @@ impl Default for LimitsConfig {
             max_elections: limits.max_elections,
             lock_delay: Duration::ZERO,
             election_history: crate::locks::Config::default().election_history_len,
+            max_state_bytes: limits.max_state_bytes,
         }
     }
 }
@@ -126,6 +143,7 @@ impl LimitsConfig {
         config.limits.max_elections = self.max_elections;
         config.lock_delay_ms = ms(self.lock_delay);
         config.election_history_len = self.election_history;
+        config.limits.max_state_bytes = self.max_state_bytes;
         config
     }
 }
@@ -363,6 +381,16 @@ impl NodeConfig {
             return Err(invalid(
                 "limits.election_history",
                 format!("must be at most {MAX_ELECTION_HISTORY} (events are kept in memory per election)"),
+            ));
+        }
+        if !(MIN_STATE_BYTES..=MAX_STATE_BYTES).contains(&l.max_state_bytes) {
+            return Err(invalid(
+                "limits.max_state_bytes",
+                format!(
+                    "must be between {MIN_STATE_BYTES} and {MAX_STATE_BYTES} bytes; the default \
+                     is {}",
+                    crate::locks::limits::DEFAULT_MAX_STATE_BYTES
+                ),
             ));
         }
         if l.session_ttl_min < Duration::from_millis(500) || l.session_ttl_min > l.session_ttl_max {

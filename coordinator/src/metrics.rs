@@ -240,6 +240,18 @@ impl MetricsSources {
             gauges.elections_led as f64,
         );
         metric(
+            "paxlock_state_bytes",
+            "gauge",
+            "The replicated state's counted bytes; past limits.max_state_bytes what would add state is refused.",
+            gauges.state_bytes as f64,
+        );
+        metric(
+            "paxlock_state_bytes_max",
+            "gauge",
+            "limits.max_state_bytes: the bound on paxlock_state_bytes.",
+            gauges.max_state_bytes as f64,
+        );
+        metric(
             "paxlock_frame_errors_total",
             "counter",
             "Malformed, oversized or stalled frames (each closed its stream).",

@@ -323,7 +323,9 @@ fn a_revoked_identity_or_certificate_is_cut_off_without_a_restart() -> TestResul
         )?;
         let (code, reason) = closed_with(&alice).await?;
         assert_eq!(code, CERTIFICATE_REVOKED, "{reason}");
-        assert!(reason.contains(&serial), "{reason}");
+        // Named without leading zeros, as serials are compared (one in
+        // sixteen random serials starts with a zero digit).
+        assert!(reason.contains(serial.trim_start_matches('0')), "{reason}");
         Ok::<_, Box<dyn std::error::Error>>(())
     })?;
     Ok(())

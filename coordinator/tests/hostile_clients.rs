@@ -480,3 +480,61 @@ fn a_flood_of_handshakes_is_refused_past_a_rate_and_the_cluster_keeps_serving() 
     a_lock_is_granted(&cluster, "served/after-the-flood")?;
     Ok(())
 }
+
+/// One identity fills the whole state with the largest election values
+/// (`[limits] max_state_bytes` at its smallest, 1 MiB): past the bound its
+/// next campaign and another identity's are refused with `STATE_FULL`,
+/// which changes nothing, while resigning still works; an election left
+/// empty then makes room for the other identity, and `paxlock status`
+/// shows how full the state is.
+#[test]
+fn a_full_state_refuses_growth_and_still_frees() -> TestResult {
+    use paxlock::proto::ErrorCode;
+    let _alone = one_at_a_time();
+    let cluster = ProcessCluster::start_with(3, "[limits]\nmax_state_bytes = 1048576")?;
+    cluster.issue_client("filler")?;
+    cluster.issue_client("other")?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        let filler = cluster.client_as("filler", Duration::from_secs(30)).await?;
+        let other = cluster.client_as("other", Duration::from_secs(30)).await?;
+        let value = vec![7u8; 60_000];
+        let mut led = Vec::new();
+        let refusal = loop {
+            let name = format!("fill/{}", led.len());
+            match filler.election(&name).campaign(value.clone()).await {
+                Ok(leadership) => led.push(leadership),
+                Err(e) => break e,
+            }
+            // Each takes its value twice (held, and in its event): 1 MiB
+            // holds about eight.
+            assert!(led.len() <= 9, "no bound stopped {} campaigns", led.len());
+        };
+        assert_eq!(refusal.code(), Some(ErrorCode::StateFull), "{refusal}");
+        assert!(refusal.to_string().contains("max_state_bytes"), "{refusal}");
+        assert!(led.len() >= 6, "refused after {} campaigns", led.len());
+        let refused = other.election("other/big").campaign(value.clone()).await;
+        assert!(
+            matches!(&refused, Err(e) if e.code() == Some(ErrorCode::StateFull)),
+            "{refused:?}"
+        );
+        // The refused campaign changed nothing: nobody leads it.
+        assert!(other.election("other/big").leader().await?.is_none());
+
+        let status = Command::new(PAXLOCK)
+            .args(["status", "--client-config"])
+            .arg(cluster.client_config())
+            .output()?;
+        let shown = String::from_utf8_lossy(&status.stdout);
+        assert!(shown.contains("/1 MiB ("), "{shown}");
+
+        // Resigning works on a full state, and the election it leaves
+        // empty makes room for the other identity.
+        let first = led.remove(0);
+        first.resign().await?;
+        let won = other.election("other/big").campaign(value).await?;
+        assert!(won.term() > 0);
+        Ok::<_, Box<dyn std::error::Error>>(())
+    })?;
+    Ok(())
+}

@@ -349,7 +349,7 @@ impl<T> WaiterBook<T> {
             || output.events.iter().any(|event| match event {
                 Event::Election(_) => true,
                 Event::LockGranted { .. } | Event::SessionEnded { .. } => waiting > 0,
-                Event::LockReleased { .. } => false,
+                Event::LockReleased { .. } | Event::ElectionRemoved { .. } => false,
             })
     }
 
@@ -371,7 +371,8 @@ impl<T> WaiterBook<T> {
                     token.0,
                     &mut settled,
                 ),
-                Event::LockReleased { .. } => {}
+                // Nobody waits in an election that can be removed.
+                Event::LockReleased { .. } | Event::ElectionRemoved { .. } => {}
                 Event::SessionEnded { session, .. } => self.drop_session(*session, &mut settled),
                 Event::Election(e) => {
                     if let ElectionChange::NewLeader { session, .. } = &e.change {

@@ -122,6 +122,10 @@ pub enum LockCanary {
     /// allowed): switched off in the shipped access check. Process-wide,
     /// unlike the others; run it in the access world.
     OpenAccess,
+    /// Replicas restore snapshots with the default state bound instead of
+    /// their own: switched off in the shipped restore. Run it in the
+    /// full-state world.
+    SnapshotStateBound,
 }
 
 /// What to simulate on top of [`SimConfig`] (which gives the cluster, the
@@ -191,11 +195,18 @@ pub struct LockSimConfig {
     /// longer, with only keepalives between operations.
     pub action_percent: u64,
     /// Whether the cluster runs under access rules set before the run (in
-    /// every replica's first state): every client may lock, campaign and
-    /// read every name but `lock0`, which only even-numbered clients may
-    /// lock. Odd clients still ask for it; the checks fail a run in which
-    /// one is granted it (the world's own rule, not the shipped check).
+    /// every replica's first state): every client may read every name and
+    /// lock and campaign in every name but `lock0` and `elect0`, which only
+    /// even-numbered clients may lock and campaign in. Odd clients still
+    /// ask for them; the checks fail a run in which one is granted `lock0`
+    /// or joins `elect0` (the world's own rule, not the shipped check).
     pub access_rules: bool,
+    /// A bound on the state's counted bytes (`max_state_bytes`) small
+    /// enough for the workload to reach: opens, acquires and campaigns are
+    /// then refused (`StateFull`) or first remove elections nobody uses,
+    /// on every replica alike (the oracle compares every output), also on
+    /// replicas that restored a snapshot, which does not carry the bound.
+    pub state_bound: Option<u64>,
     /// Which rule (if any) is switched off.
     #[cfg(feature = "canary")]
     pub canary: LockCanary,
@@ -223,6 +234,7 @@ impl Default for LockSimConfig {
             client_undo: false,
             action_percent: 15,
             access_rules: false,
+            state_bound: None,
             #[cfg(feature = "canary")]
             canary: LockCanary::None,
         }
@@ -268,6 +280,8 @@ pub struct LockSimReport {
     pub late_answers: u64,
     /// Requests the access rules refused (the access world).
     pub denied: u64,
+    /// Requests refused because the state was at its bound.
+    pub state_full: u64,
 }
 
 /// Runs one seed of the lock-service simulation.
@@ -288,6 +302,7 @@ impl CanaryGuard {
         canary::set_lifo_grants(canary == LockCanary::GrantOutOfOrder);
         canary::set_reapply_duplicates(canary == LockCanary::ReapplyDuplicates);
         canary::set_accept_stale_tokens(canary == LockCanary::AcceptStaleTokens);
+        canary::set_snapshot_bound(canary == LockCanary::SnapshotStateBound);
         paxlock_client_rules::ack::canary::set_long_waits_hold_the_floor(
             canary == LockCanary::LongWaitsHoldTheFloor,
         );
@@ -309,6 +324,7 @@ impl Drop for CanaryGuard {
         paxlock_core::locks::machine::canary::set_lifo_grants(false);
         paxlock_core::locks::machine::canary::set_reapply_duplicates(false);
         paxlock_core::locks::machine::canary::set_accept_stale_tokens(false);
+        paxlock_core::locks::machine::canary::set_snapshot_bound(false);
         paxlock_client_rules::ack::canary::set_long_waits_hold_the_floor(false);
         paxlock_core::waiters::canary::set_drop_on_refused_cancel(false);
     }
@@ -585,6 +601,15 @@ impl Ev {
     }
 }
 
+/// What a replica, as an observer of an election's event stream, saw last.
+#[derive(Debug, Clone, Copy)]
+enum Observed {
+    /// The event with this index and term.
+    Last { index: u64, term: u64 },
+    /// The election's removal, after the event with this index and term.
+    Removed { index: u64, term: u64 },
+}
+
 /// The lock service on one node: its replica of the state machine and
 /// what its leader role and request handling keep.
 pub(crate) struct LockNode {
@@ -593,8 +618,8 @@ pub(crate) struct LockNode {
     /// The id of this node's latest proposal (the envelope's).
     next_proposal: u64,
     pending: VecDeque<Pending>,
-    /// Election name -> (last index, last term) this replica applied.
-    observed: BTreeMap<String, (u64, u64)>,
+    /// Election name -> what this replica applied of its event stream.
+    observed: BTreeMap<String, Observed>,
     /// Requests waiting here for a grant, and what wakes them: the core's.
     waiters: WaiterBook<Waiting>,
     /// Tells apart the waiters of one key (the handler's waiter id).
@@ -722,10 +747,11 @@ type LockSim = Engine<Locks>;
 fn initial_machine(config: &paxlock_core::locks::Config, cfg: &LockSimConfig) -> StateMachine {
     let mut machine = StateMachine::new(config.clone());
     if cfg.access_rules {
-        let everyone: Vec<String> = (1..cfg.locks.max(1))
-            .map(|i| format!("lock{i}"))
-            .chain(std::iter::once("elect".to_string()))
-            .collect();
+        let others = |prefix: &str| -> Vec<String> {
+            (1..cfg.locks.max(1))
+                .map(|i| format!("{prefix}{i}"))
+                .collect()
+        };
         let even: Vec<String> = (0..cfg.clients)
             .step_by(2)
             .map(|c| client_identity(c).0)
@@ -737,12 +763,11 @@ fn initial_machine(config: &paxlock_core::locks::Config, cfg: &LockSimConfig) ->
         };
         let rules = AccessRules {
             rules: vec![
-                rule(
-                    vec!["*".into()],
-                    &[Permission::Lock, Permission::Campaign, Permission::Read],
-                    everyone,
-                ),
-                rule(even, &[Permission::Lock], vec!["lock0".into()]),
+                rule(vec!["*".into()], &[Permission::Read], vec![String::new()]),
+                rule(vec!["*".into()], &[Permission::Lock], others("lock")),
+                rule(vec!["*".into()], &[Permission::Campaign], others("elect")),
+                rule(even.clone(), &[Permission::Lock], vec!["lock0".into()]),
+                rule(even, &[Permission::Campaign], vec!["elect0".into()]),
             ],
             quotas: Vec::new(),
         };
@@ -756,9 +781,10 @@ fn initial_machine(config: &paxlock_core::locks::Config, cfg: &LockSimConfig) ->
     machine
 }
 
-/// Whether the access world's rules deny `client` the lock `name`.
+/// Whether the access world's rules deny `client` the lock or election
+/// `name` (the world's own rule, not the shipped check).
 fn denied_in_world(cfg: &LockSimConfig, client: usize, name: &str) -> bool {
-    cfg.access_rules && client % 2 == 1 && name == "lock0"
+    cfg.access_rules && client % 2 == 1 && (name == "lock0" || name == "elect0")
 }
 
 fn dur_ns(d: Duration) -> u64 {
@@ -792,6 +818,9 @@ fn new_engine(seed: u64, cfg: LockSimConfig) -> Result<LockSim, Violation> {
     machine_cfg.limits.min_ttl_ms = 1_000;
     if cfg.background_campaigns {
         machine_cfg.limits.max_unacked_replies_per_session = 16;
+    }
+    if let Some(bound) = cfg.state_bound {
+        machine_cfg.limits.max_state_bytes = bound;
     }
     let nodes = members
         .iter()
@@ -1077,21 +1106,49 @@ impl LockSim {
         }
         // Each replica is an observer of every election's event stream.
         for ev in &out.events {
-            if let LockEvent::Election(e) = ev {
-                let n = &mut self.nodes[node];
-                if let Some((index, term)) = n.app.observed.get(&e.name).copied() {
-                    let want_term = match e.change {
-                        ElectionChange::Proclaimed { .. } => term,
-                        _ => term + 1,
+            let n = &mut self.nodes[node];
+            match ev {
+                LockEvent::Election(e) => {
+                    match n.app.observed.get(&e.name).copied() {
+                        // Made again after a removal: above where it was
+                        // (a watcher is told of the jump), then gap-free.
+                        Some(Observed::Removed { index, term })
+                            if e.index <= index || e.term <= term =>
+                        {
+                            return Err(format!(
+                                "election {}: node {} saw event index {} term {} after its removal at index {index} term {term}",
+                                e.name, n.id.0, e.index, e.term
+                            ));
+                        }
+                        Some(Observed::Removed { .. }) | None => {}
+                        Some(Observed::Last { index, term }) => {
+                            let want_term = match e.change {
+                                ElectionChange::Proclaimed { .. } => term,
+                                _ => term + 1,
+                            };
+                            if e.index != index + 1 || e.term != want_term {
+                                return Err(format!(
+                                    "election {}: node {} saw event index {} term {} after index {index} term {term}",
+                                    e.name, n.id.0, e.index, e.term
+                                ));
+                            }
+                        }
+                    }
+                    let last = Observed::Last {
+                        index: e.index,
+                        term: e.term,
                     };
-                    if e.index != index + 1 || e.term != want_term {
-                        return Err(format!(
-                            "election {}: node {} saw event index {} term {} after index {index} term {term}",
-                            e.name, n.id.0, e.index, e.term
-                        ));
+                    n.app.observed.insert(e.name.clone(), last);
+                }
+                LockEvent::ElectionRemoved { name } => {
+                    if let Some(Observed::Last { index, term }) = n.app.observed.get(name).copied()
+                    {
+                        n.app
+                            .observed
+                            .insert(name.clone(), Observed::Removed { index, term });
                     }
                 }
-                n.app.observed.insert(e.name.clone(), (e.index, e.term));
+                _ => {}
             }
         }
         // The run-wide record first: what a waiter is told is checked
@@ -2232,6 +2289,9 @@ impl LockSim {
                 self.retarget(client, hint);
             }
             Resp::Opened { nonce, result } => {
+                if matches!(result, Err(CommandError::StateFull { .. })) {
+                    self.w.report.state_full += 1;
+                }
                 let c = &mut self.w.clients[client];
                 if let (Some((want, sent_local, _)), Ok(Reply::SessionOpened { session })) =
                     (c.opening, result)
@@ -2284,6 +2344,9 @@ impl LockSim {
                 let Some(op) = self.flight(client, task).clone() else {
                     return Ok(());
                 };
+                if matches!(result, Err(CommandError::StateFull { .. })) {
+                    self.w.report.state_full += 1;
+                }
                 if let (Err(CommandError::RequestIdAcked { .. }), true) =
                     (&result, op.renumbered < MAX_RENUMBERED_SENDS)
                 {
@@ -2339,6 +2402,12 @@ impl LockSim {
                         self.finish_op(client, task, Some(Outcome::Stale));
                     }
                     (OpKind::Campaign, Ok(reply)) => {
+                        if denied_in_world(&self.w.cfg, client, &op.name) {
+                            return Err(format!(
+                                "access: client {client} campaigns in {} ({reply:?}), which the rules deny it",
+                                op.name
+                            ));
+                        }
                         if let (Reply::Elected { term }, Some(session)) = (reply, session) {
                             self.check_elected(session, request_id, &op.name, term)?;
                         }
@@ -2524,8 +2593,9 @@ impl Workload for Locks {
     ) -> Result<u64, String> {
         let local = Nanos(sim.local(node));
         let id = sim.nodes[node].id;
+        let own = sim.w.oracle.config().clone();
         let n = &mut sim.nodes[node].app;
-        n.machine = StateMachine::restore(&snapshot.data)
+        n.machine = StateMachine::restore_as_replica(&snapshot.data, &own)
             .map_err(|e| invalid_snapshot(id, from_peer, &format!("{e:?}")))?;
         let digest = machine_digest(&n.machine)?;
         if from_peer {

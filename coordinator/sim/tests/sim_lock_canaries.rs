@@ -154,6 +154,19 @@ fn a_refused_cancel_dropping_a_later_acquires_waiter_is_caught() {
     assert_caught("refused cancel drops waiters", &cfg, 2_000);
 }
 
+/// The state bound is not in snapshots: a replica that restores one with
+/// the default bound instead of its own refuses other commands than one
+/// that did not restore, and the run's replay check catches it.
+#[test]
+fn replicas_that_restore_the_state_bound_from_a_snapshot_are_caught() {
+    let cfg = LockSimConfig {
+        canary: LockCanary::SnapshotStateBound,
+        state_bound: Some(8 * 1024),
+        ..LockSimConfig::default()
+    };
+    assert_caught("snapshot state bound", &cfg, 100);
+}
+
 /// The shipped access check of `paxlock-core`: nodes that ignore the
 /// rules grant `lock0` to a client the access world's rules deny it.
 #[test]

@@ -100,13 +100,14 @@ fn sweep(label: &str, cfg: &LockSimConfig, seeds: &[u64]) -> LockSimReport {
                 total.renumbered += r.renumbered;
                 total.late_answers += r.late_answers;
                 total.denied += r.denied;
+                total.state_full += r.state_full;
                 opposite += u64::from(r.opposite_drift);
             }
             Err(v) => failures.push(repro(&v)),
         }
     }
     eprintln!(
-        "{label}: {} seeds ({} with opposite drift) in {:.1} s: {} events, {} slots, {} grants, {} expiries, {} elections, {} client faults, {} resource writes, {} history ops, {} locks over the linearizability budget, {} dead-holder/lock-delay hand-offs checked after healing, {} requests sent again under a new id, {} woken requests answered late, {} requests the access rules refused",
+        "{label}: {} seeds ({} with opposite drift) in {:.1} s: {} events, {} slots, {} grants, {} expiries, {} elections, {} client faults, {} resource writes, {} history ops, {} locks over the linearizability budget, {} dead-holder/lock-delay hand-offs checked after healing, {} requests sent again under a new id, {} woken requests answered late, {} requests the access rules refused, {} refused for a full state",
         seeds.len(),
         opposite,
         started.elapsed().as_secs_f64(),
@@ -122,7 +123,8 @@ fn sweep(label: &str, cfg: &LockSimConfig, seeds: &[u64]) -> LockSimReport {
         total.stuck_locks_resolved,
         total.renumbered,
         total.late_answers,
-        total.denied
+        total.denied,
+        total.state_full
     );
     assert!(
         failures.is_empty(),
@@ -185,9 +187,10 @@ fn background_campaigns_are_acknowledged_around() {
 }
 
 /// The access world: every replica starts with rules that let only
-/// even-numbered clients lock `lock0`, which odd ones ask for all the same;
-/// under faults, crashes and snapshots, none of them is ever granted it
-/// (the run fails if one is), and the refusals happen.
+/// even-numbered clients lock `lock0` and campaign in `elect0`, which odd
+/// ones ask for all the same; under faults, crashes and snapshots, none of
+/// them is ever granted the lock or joins the election (the run fails if
+/// one does), and the refusals happen.
 #[test]
 fn access_rules_hold_under_faults() {
     let mut cfg = sweep_config();
@@ -197,6 +200,24 @@ fn access_rules_hold_under_faults() {
     let total = sweep("access rules", &cfg, &seeds);
     assert!(total.denied > 0, "no request was refused: {total:?}");
 }
+
+/// The full-state world: the state's bound is a few kilobytes, which the
+/// elections' histories alone reach, so opens, acquires and campaigns are
+/// refused or first remove elections nobody uses, under faults, crashes and
+/// snapshots (which do not carry the bound), on every replica alike: the
+/// oracle compares every output, and the invariants the count.
+#[test]
+fn a_full_state_is_refused_alike_on_every_replica_under_faults() {
+    let mut cfg = sweep_config();
+    cfg.state_bound = Some(STATE_BOUND_BYTES);
+    let seeds = shifted_seeds(150, 9_000_000);
+    let total = sweep("full state", &cfg, &seeds);
+    assert!(total.state_full > 0, "no request was refused: {total:?}");
+}
+
+/// The full-state world's bound: about what the workload's four sessions,
+/// two locks and two elections with full histories take.
+const STATE_BOUND_BYTES: u64 = 8 * 1024;
 
 /// Found by the background-campaign world: a blocking acquire timed out
 /// and its node's withdrawal moved the session's floor past the

@@ -1,5 +1,6 @@
-//! `paxlock status`: each node, who leads, commit index, lag, and the
-//! protocol its log records (2 until every node is upgraded).
+//! `paxlock status`: each node, who leads, commit index, lag, the
+//! protocol its log records (2 until every node is upgraded), and how full
+//! the state is.
 
 use std::path::Path;
 use std::time::Duration;
@@ -37,8 +38,8 @@ pub async fn run(config: &Path) -> anyhow::Result<()> {
         }
     }
     println!(
-        "{:<6} {:<24} {:<9} {:>8} {:>8} {:>5} {:>8}",
-        "node", "address", "role", "commit", "applied", "lag", "protocol"
+        "{:<6} {:<24} {:<9} {:>8} {:>8} {:>5} {:>8} {:>22}",
+        "node", "address", "role", "commit", "applied", "lag", "protocol", "state"
     );
     for (endpoint, row) in rows {
         match row {
@@ -49,18 +50,34 @@ pub async fn run(config: &Path) -> anyhow::Result<()> {
                     "follower"
                 };
                 println!(
-                    "{:<6} {:<24} {:<9} {:>8} {:>8} {:>5} {:>8}",
+                    "{:<6} {:<24} {:<9} {:>8} {:>8} {:>5} {:>8} {:>22}",
                     s.node_id,
                     endpoint,
                     role,
                     s.commit_index,
                     s.applied_index,
                     highest.saturating_sub(s.commit_index),
-                    s.cluster_protocol
+                    s.cluster_protocol,
+                    state_fill(s.state_bytes, s.max_state_bytes)
                 );
             }
             Err(e) => println!("{:<6} {:<24} unreachable: {e}", "?", endpoint),
         }
     }
     Ok(())
+}
+
+/// "12.3 MiB / 256 MiB (5%)": the state's counted bytes against their
+/// bound; "-" from a node that does not report them.
+fn state_fill(bytes: u64, max: u64) -> String {
+    if max == 0 {
+        return "-".into();
+    }
+    let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+    format!(
+        "{:.1}/{:.0} MiB ({:.0}%)",
+        mib(bytes),
+        mib(max),
+        100.0 * bytes as f64 / max as f64
+    )
 }

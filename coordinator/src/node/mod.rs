@@ -429,8 +429,19 @@ impl Node {
 /// A digest of the settings every node must share: the state machine's
 /// configuration (it shapes what commands are accepted, so replicas with
 /// different values would diverge) and the clock drift bound.
+///
+/// `max_state_bytes` is not in the machine configuration's encoding (see
+/// `Limits::max_state_bytes`): it is added only when set away from its
+/// default, so that a node of the previous release, which has no such
+/// setting, and a node of this one with the default still peer during a
+/// rolling upgrade (the bound applies only once the log records protocol
+/// 3, when every node has it).
 pub fn shared_settings_digest(machine: &crate::locks::Config, drift_ppm: u32) -> u64 {
-    let bytes = postcard::to_allocvec(machine).unwrap_or_default();
+    let mut bytes = postcard::to_allocvec(machine).unwrap_or_default();
+    let state_bound = machine.limits.max_state_bytes;
+    if state_bound != crate::locks::limits::DEFAULT_MAX_STATE_BYTES {
+        bytes.extend_from_slice(&state_bound.to_le_bytes());
+    }
     bytes
         .iter()
         .chain(drift_ppm.to_le_bytes().iter())
@@ -704,13 +715,20 @@ fn local_answer(request: &proto::Request, caller: &Identity, node: &NodeService)
         .unwrap_or_default();
     let result = match request.op {
         Some(Op::Status(_)) => {
+            // One guard, dropped before the answer is built.
+            let (cluster_protocol, state_bytes) = {
+                let machine = context.shared.machine();
+                (machine.protocol(), machine.state_bytes())
+            };
             let up = connected.borrow();
             response::Result::Status(proto::StatusOk {
                 node_id: options.node_id,
                 leader_node_id: leader_id,
                 commit_index: consensus.commit_index,
                 applied_index: consensus.applied_index,
-                cluster_protocol: context.shared.machine().protocol(),
+                cluster_protocol,
+                state_bytes,
+                max_state_bytes: context.shared.limits.max_state_bytes,
                 peers: options
                     .peers
                     .iter()

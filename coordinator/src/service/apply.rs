@@ -48,10 +48,10 @@ impl Application for LockApplication {
     fn install_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), String> {
         // Keeping the old state instead would apply later entries on top of
         // it and silently diverge from every other replica.
-        let restored = StateMachine::restore(&snapshot.data).map_err(|e| e.to_string())?;
         let settled = {
             let mut machine = self.shared.machine();
-            *machine = restored;
+            *machine = StateMachine::restore_as_replica(&snapshot.data, machine.config())
+                .map_err(|e| e.to_string())?;
             self.shared.role().restored(&machine, self.clock.now());
             self.shared.with_waiters(|book| book.restored(&machine))
         };

@@ -29,6 +29,7 @@ pub fn command_error(err: &CommandError) -> proto::Error {
         E::InvalidIdentity { .. } | E::InvalidAccessRules { .. } => ErrorCode::InvalidRequest,
         E::AccessRulesChanged { .. } => ErrorCode::AccessRulesChanged,
         E::QuotaExceeded { .. } => ErrorCode::QuotaExceeded,
+        E::StateFull { .. } => ErrorCode::StateFull,
     };
     proto::Error {
         code: code.into(),

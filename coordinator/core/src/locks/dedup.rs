@@ -110,6 +110,11 @@ impl DedupTable {
         self.replies.insert(request_id.0, reply);
     }
 
+    /// The recorded replies, in request-id order.
+    pub fn replies(&self) -> impl Iterator<Item = &RecordedReply> {
+        self.replies.values()
+    }
+
     /// Number of recorded replies.
     pub fn len(&self) -> usize {
         self.replies.len()

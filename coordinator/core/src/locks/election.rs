@@ -8,6 +8,7 @@ use thiserror::Error;
 
 use crate::locks::command::SessionId;
 use crate::locks::event::{ElectionChange, ElectionEvent};
+use crate::locks::state_size;
 
 /// The current leader of an election.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -47,15 +48,41 @@ pub struct Election {
     pub history: VecDeque<ElectionEvent>,
     /// Index the next event gets (first event is 1).
     pub next_index: u64,
+    /// Counted bytes of `history` ([`crate::locks::state_size`]), kept as
+    /// events come and go: derived, never stored (recounted on restore).
+    #[serde(skip)]
+    pub(crate) history_bytes: u64,
 }
 
 impl Election {
+    /// Whether nobody leads or campaigns in it (it may then be removed to
+    /// make room, from protocol 3 on).
+    pub fn is_empty(&self) -> bool {
+        self.leader.is_none() && self.candidates.is_empty()
+    }
+
     /// 1-based position of `session` among queued candidates.
     pub fn position(&self, session: SessionId) -> Option<u32> {
         self.candidates
             .iter()
             .position(|c| c.session == session)
             .map(|i| u32::try_from(i + 1).unwrap_or(u32::MAX))
+    }
+
+    /// Counted bytes of the retained events.
+    pub fn history_bytes(&self) -> u64 {
+        self.history_bytes
+    }
+
+    /// Counts the retained events' bytes again from scratch (after a
+    /// restore, where the running count is not stored).
+    pub(crate) fn recount_history_bytes(&mut self) {
+        self.history_bytes = self.history_bytes_from_scratch();
+    }
+
+    /// Counted bytes of the retained events, counted from scratch.
+    pub(crate) fn history_bytes_from_scratch(&self) -> u64 {
+        self.history.iter().map(state_size::event_bytes).sum()
     }
 
     /// Appends an event to the stream, trimming history to `cap`, and
@@ -71,9 +98,12 @@ impl Election {
             change,
         };
         self.next_index += 1;
+        self.history_bytes += state_size::event_bytes(&event);
         self.history.push_back(event.clone());
         while self.history.len() > cap as usize {
-            self.history.pop_front();
+            if let Some(old) = self.history.pop_front() {
+                self.history_bytes -= state_size::event_bytes(&old);
+            }
         }
         event
     }

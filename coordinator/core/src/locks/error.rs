@@ -208,6 +208,22 @@ pub enum CommandError {
         /// The quota.
         quota: u64,
     },
+    /// The command would take the state past `max_state_bytes`, even with
+    /// every election nobody leads or campaigns in removed. Nothing was
+    /// changed; releasing, resigning and closing sessions still work.
+    #[error(
+        "the cluster's state is full: {bytes} counted bytes, and this would add {adding} more, \
+         past the bound of {max} ([limits] max_state_bytes); release locks, resign elections or \
+         close sessions, or raise the bound on every node"
+    )]
+    StateFull {
+        /// The state's counted bytes.
+        bytes: u64,
+        /// What the command would add.
+        adding: u64,
+        /// The bound.
+        max: u64,
+    },
 }
 
 /// Why bytes did not decode into a command or a snapshot.

@@ -100,4 +100,13 @@ pub enum Event {
     },
     /// An election changed.
     Election(ElectionEvent),
+    /// An election nobody led or campaigned in was removed to make room
+    /// (for another election, or for state under `max_state_bytes`). Made
+    /// again, its terms and event indices continue above those of every
+    /// removed election, so a watcher sees its indices jump, which the
+    /// node announces as `HISTORY_GONE`.
+    ElectionRemoved {
+        /// The election.
+        name: String,
+    },
 }

@@ -36,6 +36,18 @@ impl StateMachine {
         if self.value_bytes != self.value_bytes_from_elections() {
             return Err("a session's value bytes disagree with the elections".into());
         }
+        for (name, e) in &self.elections {
+            if e.history_bytes_from_scratch() != e.history_bytes() {
+                return Err(format!("election {name:?} miscounts its history's bytes"));
+            }
+        }
+        if self.state_bytes != self.state_bytes_from_scratch() {
+            return Err(format!(
+                "the state's counted bytes ({}) disagree with a count from scratch ({})",
+                self.state_bytes,
+                self.state_bytes_from_scratch()
+            ));
+        }
         if self.usage != self.usage_from_sessions() {
             return Err("an identity's usage disagrees with its sessions".into());
         }

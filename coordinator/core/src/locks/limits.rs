@@ -33,6 +33,27 @@ pub struct Limits {
     pub max_ttl_ms: u64,
     /// Maximum unacknowledged recorded replies per session.
     pub max_unacked_replies_per_session: u32,
+    /// Bound on the whole state's counted bytes
+    /// ([`crate::locks::state_size`]), from protocol 3 on: a command that
+    /// would add state past it is refused with
+    /// [`CommandError::StateFull`] (after removing elections nobody leads
+    /// or campaigns in, if that makes room); what frees or moves state is
+    /// never refused.
+    ///
+    /// Not part of snapshots (the layouts predate it): every node supplies
+    /// its own, which peering makes the same on all (see
+    /// [`StateMachine::restore_as_replica`](crate::locks::StateMachine::restore_as_replica)).
+    #[serde(skip, default = "default_max_state_bytes")]
+    pub max_state_bytes: u64,
+}
+
+/// Default of [`Limits::max_state_bytes`]: 256 MiB, a quarter of the
+/// largest snapshot a node restores
+/// ([`MAX_SNAPSHOT_BYTES`](crate::locks::snapshot::MAX_SNAPSHOT_BYTES)).
+pub const DEFAULT_MAX_STATE_BYTES: u64 = 256 * 1024 * 1024;
+
+fn default_max_state_bytes() -> u64 {
+    DEFAULT_MAX_STATE_BYTES
 }
 
 impl Default for Limits {
@@ -51,6 +72,7 @@ impl Default for Limits {
             min_ttl_ms: 1_000,
             max_ttl_ms: 3_600_000,
             max_unacked_replies_per_session: 128,
+            max_state_bytes: DEFAULT_MAX_STATE_BYTES,
         }
     }
 }

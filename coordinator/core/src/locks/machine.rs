@@ -68,6 +68,7 @@ use crate::locks::event::{CloseReason, ElectionChange, ElectionEvent, Event, Rel
 use crate::locks::limits::Config;
 use crate::locks::lock::{Holder, Lock};
 use crate::locks::session::Session;
+use crate::locks::state_size;
 
 /// The answer to the command's issuer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -157,6 +158,10 @@ pub struct Gauges {
     pub waiters: u64,
     /// Elections that currently have a leader.
     pub elections_led: u64,
+    /// The state's counted bytes (see [`crate::locks::state_size`]).
+    pub state_bytes: u64,
+    /// Their bound, `max_state_bytes`.
+    pub max_state_bytes: u64,
 }
 
 /// A read of an election's current leader.
@@ -211,6 +216,10 @@ pub struct StateMachine {
     /// from `elections` (rebuilt on restore).
     #[serde(skip)]
     pub(crate) value_bytes: BTreeMap<SessionId, u64>,
+    /// The state's counted bytes ([`crate::locks::state_size`]): derived,
+    /// kept up to date by `apply`, recounted on restore.
+    #[serde(skip)]
+    pub(crate) state_bytes: u64,
 }
 
 /// Where elections created from now on start (see
@@ -292,6 +301,14 @@ fn acting_session(kind: &CommandKind) -> Option<SessionId> {
     }
 }
 
+/// The entries one command may change (see `StateMachine::touched_by`).
+#[derive(Default)]
+struct Touched {
+    sessions: Vec<SessionId>,
+    locks: Vec<String>,
+    elections: Vec<String>,
+}
+
 /// Per-apply scratch: the events produced and whether this command already
 /// granted once (see the revision rule).
 #[derive(Default)]
@@ -328,7 +345,19 @@ impl StateMachine {
             open_keys: BTreeMap::new(),
             usage: BTreeMap::new(),
             value_bytes: BTreeMap::new(),
+            state_bytes: 0,
         }
+    }
+
+    /// Takes from `own` (this replica's configuration) what snapshots do
+    /// not carry: [`Limits::max_state_bytes`](crate::locks::Limits::max_state_bytes)
+    /// (see [`StateMachine::restore_as_replica`]).
+    pub(crate) fn adopt_unsnapshotted(&mut self, own: &Config) {
+        #[cfg(feature = "canary")]
+        if canary::snapshot_bound() {
+            return;
+        }
+        self.config.limits.max_state_bytes = own.limits.max_state_bytes;
     }
 
     /// Applies one command chosen at log `slot` (several commands may share
@@ -339,6 +368,8 @@ impl StateMachine {
         self.last_applied_slot = self.last_applied_slot.max(slot);
         self.revision += 1;
         self.now_ms = self.now_ms.max(command.at_ms);
+        let mut touched = self.touched_by(&command.kind);
+        let counted_before = self.counted_bytes(&touched);
         let mut cx = Cx::default();
         self.end_passed_delays(&mut cx);
         if command.kind.protocol() > self.protocol {
@@ -349,7 +380,9 @@ impl StateMachine {
         let acting = acting_session(&command.kind);
         let before = acting.and_then(|session| self.footprint(session));
         let (reply, duplicate) = match command.kind {
-            CommandKind::OpenSession { ttl_ms } => (self.open_session(ttl_ms, None), false),
+            CommandKind::OpenSession { ttl_ms } => {
+                (self.open_session(ttl_ms, None, &mut cx), false)
+            }
             CommandKind::OpenSessionAs {
                 ttl_ms,
                 owner,
@@ -360,7 +393,7 @@ impl StateMachine {
                     Some(session) => (Ok(Reply::SessionOpened { session }), true),
                     None => {
                         let owner_key = owner.clone();
-                        let opened = self.open_session(ttl_ms, Some(owner));
+                        let opened = self.open_session(ttl_ms, Some(owner), &mut cx);
                         if let Ok(Reply::SessionOpened { session }) = &opened {
                             let footprint = self.footprint(*session);
                             self.account(None, footprint);
@@ -463,6 +496,17 @@ impl StateMachine {
             let after = self.footprint(session);
             self.account(before, after);
         }
+        // A session this command opened did not exist before it: counted
+        // after only. (Its id is the revision after the command's grants,
+        // which lock-delays ending now may have advanced.)
+        if let (Ok(Reply::SessionOpened { session }), false) = (&reply, duplicate) {
+            touched.sessions.push(*session);
+        }
+        let counted_after = self.counted_bytes(&touched);
+        self.state_bytes = self
+            .state_bytes
+            .saturating_sub(counted_before)
+            .saturating_add(counted_after);
         debug_assert_eq!(self.check_invariants(), Ok(()));
         Output {
             revision: self.revision,
@@ -526,6 +570,12 @@ impl StateMachine {
         self.access_version
     }
 
+    /// The state's counted bytes (see [`crate::locks::state_size`]): what
+    /// `max_state_bytes` bounds.
+    pub fn state_bytes(&self) -> u64 {
+        self.state_bytes
+    }
+
     /// What `identity`'s live sessions hold together.
     pub fn usage(&self, identity: &Identity) -> Usage {
         self.usage.get(identity).copied().unwrap_or_default()
@@ -582,7 +632,7 @@ impl StateMachine {
     }
 
     /// Sizes for monitoring: live sessions, held locks, queued waiters,
-    /// elections with a leader.
+    /// elections with a leader, the state's counted bytes and their bound.
     pub fn gauges(&self) -> Gauges {
         Gauges {
             sessions: self.sessions.len() as u64,
@@ -593,6 +643,8 @@ impl StateMachine {
                 .values()
                 .filter(|e| e.leader.is_some())
                 .count() as u64,
+            state_bytes: self.state_bytes,
+            max_state_bytes: self.config.limits.max_state_bytes,
         }
     }
 
@@ -632,6 +684,7 @@ impl StateMachine {
         &mut self,
         ttl_ms: u64,
         owner: Option<Identity>,
+        cx: &mut Cx,
     ) -> Result<Reply, CommandError> {
         let limits = &self.config.limits;
         limits.check_ttl(ttl_ms)?;
@@ -643,9 +696,11 @@ impl StateMachine {
         if let Some(owner) = &owner {
             self.check_quota_of(owner, QuotaKind::Sessions)?;
         }
+        let new = Session::new(ttl_ms, owner);
+        self.make_room(state_size::session_bytes(&new), None, cx)?;
         // The revision is unique per command, so it is a fresh id.
         let session = SessionId(self.revision);
-        self.sessions.insert(session, Session::new(ttl_ms, owner));
+        self.sessions.insert(session, new);
         Ok(Reply::SessionOpened { session })
     }
 
@@ -668,6 +723,161 @@ impl StateMachine {
             .collect();
         self.value_bytes = self.value_bytes_from_elections();
         self.usage = self.usage_from_sessions();
+        for e in self.elections.values_mut() {
+            e.recount_history_bytes();
+        }
+        self.state_bytes = self.state_bytes_from_scratch();
+    }
+
+    /// The state's counted bytes, counted from scratch.
+    pub(crate) fn state_bytes_from_scratch(&self) -> u64 {
+        let sessions: u64 = self.sessions.values().map(state_size::session_bytes).sum();
+        let locks: u64 = self
+            .locks
+            .iter()
+            .map(|(name, l)| state_size::lock_bytes(name, l))
+            .sum();
+        let elections: u64 = self
+            .elections
+            .iter()
+            .map(|(name, e)| state_size::election_bytes(name, e))
+            .sum();
+        sessions + locks + elections
+    }
+
+    /// The entries `kind` may change when applied now (after the clock and
+    /// revision moved for it): whose counted bytes `apply` takes before and
+    /// after, to keep `state_bytes` up to date without counting it all.
+    fn touched_by(&self, kind: &CommandKind) -> Touched {
+        let mut t = Touched::default();
+        // Lock-delays ending at this command's time grant their waiters.
+        for (until_ms, name) in &self.delays {
+            if *until_ms > self.now_ms {
+                break;
+            }
+            t.locks.push(name.clone());
+        }
+        match kind {
+            // The session an open makes is added once it is made (`apply`).
+            CommandKind::OpenSession { .. } | CommandKind::OpenSessionAs { .. } => {}
+            CommandKind::Client { session, op, .. } | CommandKind::ClientAs { session, op, .. } => {
+                t.sessions.push(*session);
+                match op {
+                    ClientOp::CloseSession => self.touched_by_end(*session, &mut t),
+                    ClientOp::Acquire { name, .. }
+                    | ClientOp::Release { name, .. }
+                    | ClientOp::Check { name, .. }
+                    | ClientOp::CancelAcquire { name } => t.locks.push(name.clone()),
+                    ClientOp::Campaign { name, .. }
+                    | ClientOp::Resign { name }
+                    | ClientOp::Proclaim { name, .. } => t.elections.push(name.clone()),
+                }
+            }
+            CommandKind::ExpireSession { session, .. } => {
+                t.sessions.push(*session);
+                self.touched_by_end(*session, &mut t);
+            }
+            CommandKind::Abandon {
+                session,
+                name,
+                wait,
+                ..
+            } => {
+                t.sessions.push(*session);
+                match wait {
+                    AbandonedWait::Acquire => t.locks.push(name.clone()),
+                    AbandonedWait::Campaign => t.elections.push(name.clone()),
+                }
+            }
+            CommandKind::ClaimSession { session, .. } => t.sessions.push(*session),
+            CommandKind::SetAccessRules { .. }
+            | CommandKind::RaiseProtocol { .. }
+            | CommandKind::Takeover { .. }
+            | CommandKind::Tick => {}
+        }
+        // A name listed twice would count its change twice.
+        t.locks.sort_unstable();
+        t.locks.dedup();
+        t.elections.sort_unstable();
+        t.elections.dedup();
+        t
+    }
+
+    /// Adds what ending `session` touches: every lock and election it is in.
+    fn touched_by_end(&self, session: SessionId, t: &mut Touched) {
+        if let Some(s) = self.sessions.get(&session) {
+            t.locks
+                .extend(s.held.iter().chain(s.waiting.iter()).cloned());
+            t.elections.extend(s.campaigns.iter().cloned());
+        }
+    }
+
+    /// Counted bytes of the entries in `t` as they are now (absent: 0).
+    fn counted_bytes(&self, t: &Touched) -> u64 {
+        let sessions: u64 = t
+            .sessions
+            .iter()
+            .filter_map(|id| self.sessions.get(id))
+            .map(state_size::session_bytes)
+            .sum();
+        let locks: u64 = t
+            .locks
+            .iter()
+            .filter_map(|name| Some(state_size::lock_bytes(name, self.locks.get(name)?)))
+            .sum();
+        let elections: u64 = t
+            .elections
+            .iter()
+            .filter_map(|name| Some(state_size::election_bytes(name, self.elections.get(name)?)))
+            .sum();
+        sessions + locks + elections
+    }
+
+    /// Lets a command add `adding` counted bytes. Under the bound this
+    /// changes nothing; past it, elections nobody leads or campaigns in
+    /// (other than `keep`, the command's own) are removed in name order
+    /// until the addition fits, and if even removing all of them would not
+    /// make room, the command is refused without removing any. Only from
+    /// protocol 3 on: the previous release has no bound, and replicas must
+    /// refuse the same commands.
+    ///
+    /// Call it after every other check of the command has passed: a
+    /// refused command changes nothing.
+    fn make_room(
+        &mut self,
+        adding: u64,
+        keep: Option<&str>,
+        cx: &mut Cx,
+    ) -> Result<(), CommandError> {
+        if self.protocol < PROTOCOL_V3 {
+            return Ok(());
+        }
+        let max = self.config.limits.max_state_bytes;
+        let fits = |bytes: u64| bytes.saturating_add(adding) <= max;
+        if fits(self.state_bytes) {
+            return Ok(());
+        }
+        let removable: Vec<(String, u64)> = self
+            .elections
+            .iter()
+            .filter(|(name, e)| e.is_empty() && Some(name.as_str()) != keep)
+            .map(|(name, e)| (name.clone(), state_size::election_bytes(name, e)))
+            .collect();
+        let freeable: u64 = removable.iter().map(|(_, bytes)| bytes).sum();
+        if !fits(self.state_bytes.saturating_sub(freeable)) {
+            return Err(CommandError::StateFull {
+                bytes: self.state_bytes,
+                adding,
+                max,
+            });
+        }
+        for (name, _) in removable {
+            if fits(self.state_bytes) {
+                break;
+            }
+            self.remove_election(&name, cx);
+        }
+        Ok(())
     }
 
     /// Each session's value bytes, counted from the elections.
@@ -1092,18 +1302,28 @@ impl StateMachine {
             });
         }
         self.check_quota(session, QuotaKind::Locks)?;
-        if grantable {
-            let token = self.grant(&name, session, cx);
-            return Ok(Reply::Granted { token });
-        }
+        let waiters = lock.map_or(0, |l| l.waiters.len());
         let max_waiters = limits.max_waiters_per_lock;
-        let lock = self.locks.entry(name.clone()).or_default();
-        if lock.waiters.len() >= max_waiters as usize {
+        if !grantable && waiters >= max_waiters as usize {
             return Err(CommandError::WaitQueueFull {
                 name,
                 max: max_waiters,
             });
         }
+        // A grant adds the holder; a wait adds a waiter.
+        let holders = lock.map_or(0, |l| usize::from(l.holder.is_some()));
+        let after = if grantable {
+            state_size::lock_bytes_of(name.len(), 1, waiters)
+        } else {
+            state_size::lock_bytes_of(name.len(), holders, waiters + 1)
+        };
+        let adding = after.saturating_sub(lock.map_or(0, |l| state_size::lock_bytes(&name, l)));
+        self.make_room(adding, None, cx)?;
+        if grantable {
+            let token = self.grant(&name, session, cx);
+            return Ok(Reply::Granted { token });
+        }
+        let lock = self.locks.entry(name.clone()).or_default();
         lock.waiters.push_back(session);
         let position = u32::try_from(lock.waiters.len()).unwrap_or(u32::MAX);
         if let Some(s) = self.sessions.get_mut(&session) {
@@ -1221,12 +1441,17 @@ impl StateMachine {
         }
         self.check_quota(session, QuotaKind::Elections)?;
         self.check_value_quota(session, value.len(), 0)?;
-        // Every check passed: only now may an empty election make room (a
+        // Every check passed: only now may empty elections make room (a
         // refused command changes nothing).
+        self.make_room(
+            self.campaign_bytes(session, &name, value.len()),
+            Some(&name),
+            cx,
+        )?;
         if !self.elections.contains_key(&name)
             && self.elections.len() >= limits.max_elections as usize
         {
-            self.make_room_for_election();
+            self.make_room_for_election(cx);
         }
         if let Some(s) = self.sessions.get_mut(&session) {
             s.campaigns.insert(name.clone());
@@ -1262,6 +1487,33 @@ impl StateMachine {
         cx.events.push(Event::Election(event));
         self.move_value_bytes(session, bytes, 0);
         Ok(Reply::Elected { term })
+    }
+
+    /// What a campaign of `session` in `name` with a value of `value_len`
+    /// bytes adds: the election if it is new, the member, and the event
+    /// of its win if nobody leads.
+    fn campaign_bytes(&self, session: SessionId, name: &str, value_len: usize) -> u64 {
+        let election = self.elections.get(name);
+        let new = if election.is_none() {
+            state_size::ELECTION_BYTES + name.len() as u64
+        } else {
+            0
+        };
+        let wins = election.is_none_or(|e| e.leader.is_none());
+        let event = if wins {
+            state_size::event_bytes_of(name.len(), value_len, self.owner_len(session))
+        } else {
+            0
+        };
+        new + state_size::member_bytes(name.len(), value_len) + event
+    }
+
+    /// Bytes of the identity `session` belongs to (0: none).
+    fn owner_len(&self, session: SessionId) -> usize {
+        self.sessions
+            .get(&session)
+            .and_then(|s| s.owner.as_ref())
+            .map_or(0, |o| o.as_str().len())
     }
 
     /// Removes the session from the election; if it led, the next candidate
@@ -1313,13 +1565,25 @@ impl StateMachine {
     /// created later start above. Only once the log records protocol 3:
     /// the previous release keeps every election, and replicas must hold
     /// the same ones.
-    fn make_room_for_election(&mut self) {
-        let Some(e) = self
-            .empty_election()
-            .and_then(|name| self.elections.remove(&name))
-        else {
+    fn make_room_for_election(&mut self, cx: &mut Cx) {
+        if let Some(name) = self.empty_election() {
+            self.remove_election(&name, cx);
+        }
+    }
+
+    /// Removes an election nobody leads or campaigns in, raising the floor
+    /// that elections created later start above, and its counted bytes.
+    fn remove_election(&mut self, name: &str, cx: &mut Cx) {
+        let Some(e) = self.elections.remove(name) else {
             return;
         };
+        cx.events.push(Event::ElectionRemoved {
+            name: name.to_owned(),
+        });
+        debug_assert!(e.is_empty(), "removed an election in use");
+        self.state_bytes = self
+            .state_bytes
+            .saturating_sub(state_size::election_bytes(name, &e));
         let floor = &mut self.election_floor;
         floor.term = floor.term.max(e.term);
         floor.index = floor.index.max(e.next_index.saturating_sub(1));
@@ -1333,7 +1597,7 @@ impl StateMachine {
         }
         self.elections
             .iter()
-            .find(|(_, e)| e.leader.is_none() && e.candidates.is_empty())
+            .find(|(_, e)| e.is_empty())
             .map(|(name, _)| name.clone())
     }
 
@@ -1362,6 +1626,10 @@ impl StateMachine {
             });
         };
         self.check_value_quota(session, value.len(), old)?;
+        // The new value replaces the old one, and an event carries it.
+        let event = state_size::event_bytes_of(name.len(), value.len(), self.owner_len(session));
+        let adding = (event + value.len() as u64).saturating_sub(old as u64);
+        self.make_room(adding, Some(name), cx)?;
         self.move_value_bytes(session, value.len(), old);
         let Some(e) = self.elections.get_mut(name) else {
             return Err(CommandError::NotLeader {
@@ -1416,6 +1684,19 @@ pub mod canary {
         static ANY_CALLER: Cell<bool> = const { Cell::new(false) };
         static REAPPLY_DUPLICATES: Cell<bool> = const { Cell::new(false) };
         static STALE_TOKENS: Cell<bool> = const { Cell::new(false) };
+        static SNAPSHOT_BOUND: Cell<bool> = const { Cell::new(false) };
+    }
+
+    /// Makes replicas on this thread restore snapshots with the state
+    /// bound a snapshot gives (the default) instead of their own: replicas
+    /// that restored one refuse other commands than those that did not.
+    pub fn set_snapshot_bound(on: bool) {
+        SNAPSHOT_BOUND.with(|c| c.set(on));
+    }
+
+    /// Whether the snapshot-bound canary is on for this thread.
+    pub fn snapshot_bound() -> bool {
+        SNAPSHOT_BOUND.with(Cell::get)
     }
 
     /// Makes the machine on this thread take a release or check of a lock

@@ -19,6 +19,7 @@ pub mod lock;
 pub mod machine;
 pub mod session;
 pub mod snapshot;
+pub mod state_size;
 
 pub use command::{
     AbandonedWait, ClientOp, Command, CommandKind, FencingToken, Identity, RequestId, SessionId,
@@ -41,5 +42,7 @@ mod owner_tests;
 mod proptests;
 #[cfg(test)]
 mod removal_tests;
+#[cfg(test)]
+mod state_bound_tests;
 #[cfg(test)]
 mod tests;

@@ -218,6 +218,7 @@ proptest! {
         let mut held: BTreeMap<String, FencingToken> = BTreeMap::new();
         let mut last_token = FencingToken(0);
         let mut terms: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+        let mut removed: BTreeMap<String, (u64, u64)> = BTreeMap::new();
         let mut prev_revision = 0;
         for step in &steps {
             let cmd = driver.command_for(&sm, step);
@@ -239,16 +240,26 @@ proptest! {
                         prop_assert_eq!(held.remove(name), Some(*token));
                     }
                     Event::Election(ev) => {
-                        let (idx, term) = terms.get(&ev.name).copied().unwrap_or((0, 0));
-                        prop_assert_eq!(ev.index, idx + 1, "gap in event stream");
-                        let step = match ev.change {
-                            crate::locks::ElectionChange::Proclaimed { .. } => 0,
-                            _ => 1,
-                        };
-                        prop_assert_eq!(ev.term, term + step, "term must move by one per change");
+                        if let Some((idx, term)) = removed.remove(&ev.name) {
+                            // Made again: above where it was, then gap-free.
+                            prop_assert!(ev.index > idx && ev.term > term, "went back: {:?}", ev);
+                        } else {
+                            let (idx, term) = terms.get(&ev.name).copied().unwrap_or((0, 0));
+                            prop_assert_eq!(ev.index, idx + 1, "gap in event stream");
+                            let step = match ev.change {
+                                crate::locks::ElectionChange::Proclaimed { .. } => 0,
+                                _ => 1,
+                            };
+                            prop_assert_eq!(ev.term, term + step, "term must move by one per change");
+                        }
                         terms.insert(ev.name.clone(), (ev.index, ev.term));
                     }
                     Event::SessionEnded { .. } => {}
+                    Event::ElectionRemoved { name } => {
+                        if let Some(last) = terms.remove(name) {
+                            removed.insert(name.clone(), last);
+                        }
+                    }
                 }
             }
             for (name, token) in &held {

@@ -13,6 +13,7 @@
 
 use crate::locks::command::{decode_exact, PROTOCOL_V3};
 use crate::locks::error::{DecodeError, EncodeError};
+use crate::locks::limits::Config;
 use crate::locks::machine::StateMachine;
 
 /// Format version written by [`StateMachine::snapshot`] once the cluster
@@ -43,8 +44,22 @@ impl StateMachine {
         bytes.map_err(|reason| EncodeError { reason })
     }
 
+    /// Rebuilds a replica's machine from [`StateMachine::snapshot`] bytes:
+    /// [`StateMachine::restore`], then what snapshots do not carry (the
+    /// state bound, `Limits::max_state_bytes`) taken from `own`, the
+    /// replica's own configuration. Every replica restores this way, so
+    /// that all apply with the bound their configuration gives (which
+    /// peering makes the same everywhere) whether or not they restored a
+    /// snapshot, not with the default a snapshot restores.
+    pub fn restore_as_replica(bytes: &[u8], own: &Config) -> Result<StateMachine, DecodeError> {
+        let mut machine = StateMachine::restore(bytes)?;
+        machine.adopt_unsnapshotted(own);
+        Ok(machine)
+    }
+
     /// Rebuilds a machine from [`StateMachine::snapshot`] bytes (of this
-    /// release or the previous one). Applying the same further commands to
+    /// release or the previous one), with the default state bound (a
+    /// replica restores with [`StateMachine::restore_as_replica`]). Applying the same further commands to
     /// the original and the restored machine gives identical outputs and
     /// states.
     pub fn restore(bytes: &[u8]) -> Result<StateMachine, DecodeError> {
@@ -82,7 +97,6 @@ mod v2 {
 
     use serde::Deserialize;
 
-    use crate::access::AccessRules;
     use crate::locks::command::SessionId;
     use crate::locks::election::Election;
     use crate::locks::limits::Config;
@@ -106,8 +120,9 @@ mod v2 {
 
     impl From<MachineV2> for StateMachine {
         fn from(m: MachineV2) -> StateMachine {
+            // No access rules, no election floor; the derived indexes are
+            // rebuilt after any layout.
             StateMachine {
-                config: m.config,
                 revision: m.revision,
                 now_ms: m.now_ms,
                 last_applied_slot: m.last_applied_slot,
@@ -117,12 +132,7 @@ mod v2 {
                 elections: m.elections,
                 delays: m.delays,
                 protocol: m.protocol,
-                access: AccessRules::default(),
-                access_version: 0,
-                election_floor: Default::default(),
-                open_keys: BTreeMap::new(),
-                usage: BTreeMap::new(),
-                value_bytes: BTreeMap::new(),
+                ..StateMachine::new(m.config)
             }
         }
     }
@@ -193,7 +203,6 @@ mod v1 {
     impl From<MachineV1> for StateMachine {
         fn from(m: MachineV1) -> StateMachine {
             StateMachine {
-                config: m.config,
                 revision: m.revision,
                 now_ms: m.now_ms,
                 last_applied_slot: m.last_applied_slot,
@@ -225,18 +234,14 @@ mod v1 {
                             candidates: e.candidates,
                             history: e.history.into_iter().map(ElectionEvent::from).collect(),
                             next_index: e.next_index,
+                            ..Election::default()
                         };
                         (name, election)
                     })
                     .collect(),
                 delays: m.delays,
                 protocol: PROTOCOL_V2,
-                access: crate::access::AccessRules::default(),
-                access_version: 0,
-                election_floor: Default::default(),
-                open_keys: std::collections::BTreeMap::new(),
-                usage: std::collections::BTreeMap::new(),
-                value_bytes: std::collections::BTreeMap::new(),
+                ..StateMachine::new(m.config)
             }
         }
     }
