@@ -16,7 +16,9 @@ mod config;
 mod connection;
 mod election;
 mod error;
+pub mod fencing;
 pub mod humantime_serde;
+mod inspect;
 /// The lease rule (see [`paxlock_client_rules::lease`]).
 pub use paxlock_client_rules::lease;
 mod lock;
@@ -30,6 +32,7 @@ pub use client::{Client, ConnectOptions, MAX_RUNNING_WAITS};
 pub use config::{Config, TlsFiles, DEFAULT_DEAD_NODE_TIMEOUT, DEFAULT_DRIFT_PPM};
 pub use election::{CampaignBuilder, Election, LeaderEvent, LeaderInfo, LeaderWatch, Leadership};
 pub use error::Error;
+pub use inspect::{LockGrant, LockInfo, LockSummary, SessionInfo, SessionRef, TokenCheck};
 pub use lock::{LockBuilder, LockGuard};
 pub use session::Renewal;
 

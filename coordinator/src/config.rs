@@ -308,19 +308,20 @@ impl NodeConfig {
             key: key.to_string(),
             problem,
         };
-        if self.node_id == 0 {
-            return Err(invalid("node_id", "must be 1 or more".into()));
+        let max_id = crate::paxos::NodeId::MAX;
+        if self.node_id == 0 || self.node_id > max_id {
+            return Err(invalid("node_id", format!("must be 1 to {max_id}")));
         }
         if self.cluster_id.is_empty() || self.cluster_id.len() > 128 {
             return Err(invalid("cluster_id", "must be 1 to 128 bytes".into()));
         }
         let mut seen = std::collections::BTreeSet::new();
         for (i, peer) in self.peers.iter().enumerate() {
-            if peer.id == 0 || peer.id == self.node_id {
+            if peer.id == 0 || peer.id > max_id || peer.id == self.node_id {
                 return Err(invalid(
                     &format!("peers[{i}].id"),
                     format!(
-                        "{} is not a valid peer id (0, or this node's own id)",
+                        "{} is not a valid peer id (ids are 1 to {max_id}, and not this node's own)",
                         peer.id
                     ),
                 ));
@@ -545,6 +546,26 @@ addr = "127.0.0.1:7003"
             matches!(&err, Err(ConfigError::Invalid { key, .. }) if key == "peers[0].id"),
             "{err:?}"
         );
+    }
+
+    /// A leadership's epoch packs the node id into ten bits: ids from 1024
+    /// on would give two leaders of one round the same epoch.
+    #[test]
+    fn node_ids_past_the_epochs_bits_name_the_key() {
+        let text = GOOD.replace("id = 2", "id = 1026");
+        let err = NodeConfig::from_toml(&text, Path::new("n.toml"));
+        assert!(
+            matches!(&err, Err(ConfigError::Invalid { key, problem, .. }) if key == "peers[0].id" && problem.contains("1023")),
+            "{err:?}"
+        );
+        let own = GOOD.replacen("node_id = 1", "node_id = 1025", 1);
+        let err = NodeConfig::from_toml(&own, Path::new("n.toml"));
+        assert!(
+            matches!(&err, Err(ConfigError::Invalid { key, .. }) if key == "node_id"),
+            "{err:?}"
+        );
+        let largest = GOOD.replace("id = 2", "id = 1023");
+        assert!(NodeConfig::from_toml(&largest, Path::new("n.toml")).is_ok());
     }
 
     #[test]

@@ -526,7 +526,7 @@ fn a_full_state_refuses_growth_and_still_frees() -> TestResult {
             .arg(cluster.client_config())
             .output()?;
         let shown = String::from_utf8_lossy(&status.stdout);
-        assert!(shown.contains("/1 MiB ("), "{shown}");
+        assert!(shown.contains("/1.0 MiB ("), "{shown}");
 
         // Resigning works on a full state, and the election it leaves
         // empty makes room for the other identity.

@@ -69,9 +69,12 @@ impl FencedFile {
     }
 
     /// Appends `line` if `token` is at least the highest seen; records it.
+    /// The rule is the client crate's [`paxlock::fencing::TokenFence`],
+    /// with the highest token kept in a file instead of in memory.
     pub fn append(&self, token: u64, line: &str) -> Result<(), FencedWriteError> {
         let highest = self.highest_token().map_err(FencedWriteError::Io)?;
-        if token < highest {
+        let fence = paxlock::fencing::TokenFence::new(highest);
+        if fence.admit(token).is_err() {
             return Err(FencedWriteError::Stale {
                 presented: token,
                 highest,
@@ -81,7 +84,7 @@ impl FencedFile {
         text.push_str(line);
         text.push('\n');
         fs::write(&self.path, text).map_err(FencedWriteError::Io)?;
-        fs::write(&self.token_path, token.to_string()).map_err(FencedWriteError::Io)?;
+        fs::write(&self.token_path, fence.highest().to_string()).map_err(FencedWriteError::Io)?;
         Ok(())
     }
 }

@@ -98,13 +98,65 @@ pub enum RequestOp {
     /// Read the access rules (an administrator's read under the leader
     /// lease).
     GetAccessRules,
+    /// One lock's holder, queue and lock-delay (a read, see
+    /// [`crate::inspect`]).
+    DescribeLock {
+        /// The lock.
+        name: String,
+    },
+    /// Whether `token` is the current grant of lock `name` (a read).
+    CheckToken {
+        /// The lock.
+        name: String,
+        /// The token a resource was shown.
+        token: FencingToken,
+    },
+    /// Locks by name prefix, a page at a time (a read; only the locks the
+    /// caller may read are listed).
+    ListLocks {
+        /// Names start with this (`""`: every lock).
+        prefix: String,
+        /// The last name of the previous page (`""`: from the first).
+        after: String,
+        /// Most locks in the page (capped by [`crate::inspect::MAX_PAGE_ENTRIES`]).
+        limit: u32,
+    },
+    /// Sessions with what they hold, a page at a time (a read; the
+    /// caller's own sessions, an administrator's every session).
+    ListSessions {
+        /// The last session of the previous page (0: from the first).
+        after: SessionId,
+        /// Most sessions in the page.
+        limit: u32,
+    },
 }
 
 impl RequestOp {
+    /// Whether the request is a read, answered from the leader's state
+    /// under its lease (nothing logged, no session needed).
+    pub fn is_read(&self) -> bool {
+        match self {
+            RequestOp::QueryLeader { .. }
+            | RequestOp::GetAccessRules
+            | RequestOp::DescribeLock { .. }
+            | RequestOp::CheckToken { .. }
+            | RequestOp::ListLocks { .. }
+            | RequestOp::ListSessions { .. } => true,
+            RequestOp::OpenSession { .. }
+            | RequestOp::KeepAlive
+            | RequestOp::Renew { .. }
+            | RequestOp::Client(_)
+            | RequestOp::SetAccessRules { .. } => false,
+        }
+    }
+
     /// The lock or election the request names, if any.
     pub fn name(&self) -> Option<&str> {
         match self {
-            RequestOp::Renew { name, .. } | RequestOp::QueryLeader { election: name } => Some(name),
+            RequestOp::Renew { name, .. }
+            | RequestOp::QueryLeader { election: name }
+            | RequestOp::DescribeLock { name }
+            | RequestOp::CheckToken { name, .. } => Some(name),
             RequestOp::Client(op) => match op {
                 ClientOp::Acquire { name, .. }
                 | ClientOp::Release { name, .. }
@@ -118,17 +170,22 @@ impl RequestOp {
             RequestOp::OpenSession { .. }
             | RequestOp::KeepAlive
             | RequestOp::SetAccessRules { .. }
-            | RequestOp::GetAccessRules => None,
+            | RequestOp::GetAccessRules
+            | RequestOp::ListLocks { .. }
+            | RequestOp::ListSessions { .. } => None,
         }
     }
 
     /// The permission the request needs, and on which name (`""`: the
-    /// cluster); `None` for what a caller does to its own sessions.
+    /// cluster); `None` for what a caller does to its own sessions, and
+    /// for lists, which show only what the caller may see.
     pub fn permission(&self) -> Option<(Permission, &str)> {
         let permission = match self {
             RequestOp::OpenSession { .. }
             | RequestOp::KeepAlive
-            | RequestOp::Client(ClientOp::CloseSession) => return None,
+            | RequestOp::Client(ClientOp::CloseSession)
+            | RequestOp::ListLocks { .. }
+            | RequestOp::ListSessions { .. } => return None,
             RequestOp::Renew { .. }
             | RequestOp::Client(
                 ClientOp::Acquire { .. }
@@ -139,7 +196,9 @@ impl RequestOp {
             RequestOp::Client(
                 ClientOp::Campaign { .. } | ClientOp::Proclaim { .. } | ClientOp::Resign { .. },
             ) => Permission::Campaign,
-            RequestOp::QueryLeader { .. } => Permission::Read,
+            RequestOp::QueryLeader { .. }
+            | RequestOp::DescribeLock { .. }
+            | RequestOp::CheckToken { .. } => Permission::Read,
             RequestOp::SetAccessRules { .. } | RequestOp::GetAccessRules => Permission::Admin,
         };
         Some((permission, self.name().unwrap_or("")))
@@ -326,11 +385,9 @@ fn decide(
     if foreign
         && !matches!(
             op,
-            RequestOp::OpenSession { .. }
-                | RequestOp::QueryLeader { .. }
-                | RequestOp::SetAccessRules { .. }
-                | RequestOp::GetAccessRules
+            RequestOp::OpenSession { .. } | RequestOp::SetAccessRules { .. }
         )
+        && !op.is_read()
     {
         return Err(CommandError::PermissionDenied { session }.into());
     }
@@ -354,7 +411,12 @@ fn decide(
                 .map_err(|refused| Refusal::keepalive(session, refused))?;
             return Ok(Admission::KeptAlive { ttl_ms });
         }
-        RequestOp::QueryLeader { .. } | RequestOp::GetAccessRules => {
+        RequestOp::QueryLeader { .. }
+        | RequestOp::GetAccessRules
+        | RequestOp::DescribeLock { .. }
+        | RequestOp::CheckToken { .. }
+        | RequestOp::ListLocks { .. }
+        | RequestOp::ListSessions { .. } => {
             // A read served under the leader lease: no other leader can
             // have applied anything newer, and with the takeover applied
             // nothing older is missing here.
@@ -548,6 +610,14 @@ fn check_limits(limits: &Limits, request: &ClientRequest) -> Result<(), Refusal>
     let name = request.op.name();
     if let Some(name) = name {
         limits.check_name(name)?;
+    }
+    // A prefix may be empty (every name), never longer than a name.
+    if let RequestOp::ListLocks { prefix, after, .. } = &request.op {
+        for text in [prefix, after] {
+            if !text.is_empty() {
+                limits.check_name(text)?;
+            }
+        }
     }
     if let Some(value) = value {
         limits.check_value(value)?;

@@ -158,8 +158,9 @@ struct Leadership {
 }
 
 /// The epoch a leadership's takeover carries. Ballots are unique and
-/// increase with each leadership, so an epoch made from one does too
-/// (node ids are below 1024).
+/// increase with each leadership, so an epoch made from one does too: node
+/// ids are at most [`NodeId::MAX`](crate::paxos::NodeId::MAX), below 1024
+/// (which `paxos::Config::validate` checks).
 pub fn epoch_of(ballot: Ballot) -> u64 {
     ballot
         .round

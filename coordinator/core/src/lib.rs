@@ -21,6 +21,7 @@
 pub mod access;
 pub mod admission;
 pub mod consensus_loop;
+pub mod inspect;
 pub mod leader_role;
 pub mod locks;
 pub mod paxos;

@@ -13,6 +13,9 @@ pub enum AclCommand {
     /// Print the rules in force as a rules file (with its version, so
     /// that editing it and `acl set` changes exactly these rules).
     Get {
+        /// Print JSON instead of a rules file.
+        #[arg(long)]
+        json: bool,
         /// The client config file (written by `paxlock dev`).
         #[arg(long, default_value = ".paxlock-dev/client.toml")]
         client_config: PathBuf,
@@ -44,11 +47,18 @@ pub enum AclCommand {
 /// Runs an access-rule action.
 pub async fn run(action: AclCommand) -> anyhow::Result<()> {
     match action {
-        AclCommand::Get { client_config } => {
-            let client = connect(&client_config).await?;
+        AclCommand::Get {
+            json,
+            client_config,
+        } => {
+            let client = super::connect(&client_config).await?;
             let rules = client.access_rules().await;
             let _ = client.close().await;
             let rules = rules.context("reading the access rules")?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rules)?);
+                return Ok(());
+            }
             if rules.rules.is_empty() {
                 println!("# no rules: every identity may lock, campaign and read");
             }
@@ -78,7 +88,7 @@ async fn set(
     rules: &paxlock::AccessRules,
     expected: Option<u64>,
 ) -> anyhow::Result<()> {
-    let client = connect(client_config).await?;
+    let client = super::connect(client_config).await?;
     let set = client.set_access_rules(rules, expected).await;
     let _ = client.close().await;
     let now = set.context("setting the access rules")?;
@@ -89,12 +99,4 @@ async fn set(
         now.quotas.len()
     );
     Ok(())
-}
-
-async fn connect(client_config: &Path) -> anyhow::Result<paxlock::Client> {
-    let config = paxlock::Config::from_file(client_config)
-        .with_context(|| format!("reading {}", client_config.display()))?;
-    paxlock::Client::connect(config)
-        .await
-        .context("connecting to the cluster")
 }

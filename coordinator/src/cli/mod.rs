@@ -4,6 +4,7 @@ pub mod acl;
 pub mod certs;
 pub mod dev;
 pub mod elect;
+pub mod inspect;
 pub mod lock;
 pub mod serve;
 pub mod signals;
@@ -76,6 +77,32 @@ pub enum Command {
         #[arg(long, default_value = ".paxlock-dev/client.toml")]
         client_config: PathBuf,
     },
+    /// List locks whose names start with PREFIX (all by default): holder,
+    /// fencing token, waiters, lock-delay.
+    Locks {
+        /// Names start with this.
+        #[arg(default_value = "")]
+        prefix: String,
+        /// How to print, and which cluster to ask.
+        #[command(flatten)]
+        output: inspect::Output,
+    },
+    /// Show one lock: its holder and token, its waiters in queue order,
+    /// its lock-delay.
+    Describe {
+        /// The lock's name.
+        name: String,
+        /// How to print, and which cluster to ask.
+        #[command(flatten)]
+        output: inspect::Output,
+    },
+    /// List sessions (your own; an administrator's: all) with what each
+    /// holds, waits for and campaigns in.
+    Sessions {
+        /// How to print, and which cluster to ask.
+        #[command(flatten)]
+        output: inspect::Output,
+    },
     /// Read or change the cluster's access rules (administrators only).
     Acl {
         /// The rules action.
@@ -103,6 +130,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Certs { action } => certs::run(action).map(ok),
         Command::Acl { action } => acl::run(action).await.map(ok),
         Command::Status { client_config } => status::run(&client_config).await.map(ok),
+        Command::Locks { prefix, output } => inspect::locks(&prefix, &output).await.map(ok),
+        Command::Describe { name, output } => inspect::describe(&name, &output).await.map(ok),
+        Command::Sessions { output } => inspect::sessions(&output).await.map(ok),
         Command::Lock(args) => lock::run(args).await,
         Command::Elect(args) => elect::run(args).await,
         Command::Observe {
@@ -110,6 +140,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             client_config,
         } => elect::observe(&name, &client_config).await,
     }
+}
+
+/// A client of the cluster a client config file names.
+pub(crate) async fn connect(client_config: &std::path::Path) -> anyhow::Result<paxlock::Client> {
+    use anyhow::Context;
+    let config = paxlock::Config::from_file(client_config)
+        .with_context(|| format!("reading {}", client_config.display()))?;
+    paxlock::Client::connect(config)
+        .await
+        .context("connecting to the cluster")
 }
 
 #[cfg(test)]

@@ -67,17 +67,32 @@ pub async fn run(config: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// "12.3 MiB / 256 MiB (5%)": the state's counted bytes against their
+/// "12.3 MiB/256 MiB (5%)": the state's counted bytes against their
 /// bound; "-" from a node that does not report them.
 fn state_fill(bytes: u64, max: u64) -> String {
     if max == 0 {
         return "-".into();
     }
-    let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
     format!(
-        "{:.1}/{:.0} MiB ({:.0}%)",
-        mib(bytes),
-        mib(max),
+        "{}/{} ({:.0}%)",
+        human_bytes(bytes),
+        human_bytes(max),
         100.0 * bytes as f64 / max as f64
     )
+}
+
+/// Bytes in the largest binary unit that keeps the number at least one.
+fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
 }

@@ -9,6 +9,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::access;
 use super::errors::{command_error, error};
+use super::inspect;
 use super::state::{AfterApply, PendingCommand, Shared};
 use crate::locks::{
     AbandonedWait, ClientOp, Command, CommandKind, FencingToken, Identity, Output, Reply,
@@ -114,27 +115,40 @@ impl Context {
         };
         // Every decision is the core's (`admission::admit`); this only
         // carries it out and writes the answer in the wire's terms.
-        let (kind, follow) = match self.admitted(asked, caller).await? {
-            Admitted::KeptAlive { ttl_ms } => {
-                return Ok(response::Result::KeepAlive(proto::KeepAliveOk { ttl_ms }))
-            }
-            Admitted::Read => {
-                return Ok(match &op {
-                    Op::GetAccessRules(_) => response::Result::AccessRules(self.access_rules()),
-                    Op::QueryLeader(query) => {
-                        response::Result::Leader(self.leader_info(&query.election))
-                    }
-                    _ => {
-                        return Err(error(
-                            ErrorCode::Internal,
-                            "a read that is neither a leader query nor the access rules",
-                            false,
-                        ))
-                    }
-                });
-            }
-            Admitted::Propose { kind, follow } => (kind, follow),
-        };
+        let (kind, follow) =
+            match self.admitted(asked, caller).await? {
+                Admitted::KeptAlive { ttl_ms } => {
+                    return Ok(response::Result::KeepAlive(proto::KeepAliveOk { ttl_ms }))
+                }
+                Admitted::Read => {
+                    return Ok(match &op {
+                        Op::GetAccessRules(_) => response::Result::AccessRules(self.access_rules()),
+                        Op::QueryLeader(query) => {
+                            response::Result::Leader(self.leader_info(&query.election))
+                        }
+                        Op::DescribeLock(describe) => response::Result::Lock(
+                            inspect::describe_lock(&self.shared, &describe.name),
+                        ),
+                        Op::CheckToken(check) => {
+                            response::Result::TokenCheck(inspect::check_token(&self.shared, check))
+                        }
+                        Op::ListLocks(list) => {
+                            response::Result::Locks(inspect::list_locks(&self.shared, caller, list))
+                        }
+                        Op::ListSessions(list) => response::Result::Sessions(
+                            inspect::list_sessions(&self.shared, &self.clock, caller, list),
+                        ),
+                        _ => {
+                            return Err(error(
+                                ErrorCode::Internal,
+                                "a read the core admitted that this node cannot answer",
+                                false,
+                            ))
+                        }
+                    });
+                }
+                Admitted::Propose { kind, follow } => (kind, follow),
+            };
         match op {
             Op::OpenSession(open) => match self.commit(kind).await? {
                 Reply::SessionOpened { session } => {
@@ -651,6 +665,22 @@ fn request_op(op: &Op) -> Result<RequestOp, proto::Error> {
             expected_version: set.expected_version,
         },
         Op::GetAccessRules(_) => RequestOp::GetAccessRules,
+        Op::DescribeLock(describe) => RequestOp::DescribeLock {
+            name: describe.name.clone(),
+        },
+        Op::CheckToken(check) => RequestOp::CheckToken {
+            name: check.name.clone(),
+            token: FencingToken(check.token),
+        },
+        Op::ListLocks(list) => RequestOp::ListLocks {
+            prefix: list.prefix.clone(),
+            after: list.after.clone(),
+            limit: list.limit,
+        },
+        Op::ListSessions(list) => RequestOp::ListSessions {
+            after: SessionId(list.after),
+            limit: list.limit,
+        },
     })
 }
 

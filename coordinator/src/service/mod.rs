@@ -6,6 +6,7 @@ pub mod access;
 pub mod apply;
 pub mod errors;
 pub mod handler;
+pub mod inspect;
 pub mod sessions;
 pub mod state;
 pub mod watch;

@@ -619,6 +619,36 @@ impl StateMachine {
             .unwrap_or_default()
     }
 
+    /// When the lock's lock-delay ends, on the logical clock (`None`: not
+    /// in lock-delay).
+    pub fn lock_delayed_until_ms(&self, name: &str) -> Option<u64> {
+        self.locks.get(name).and_then(|l| l.delayed_until_ms)
+    }
+
+    /// Locks in name order from the first whose name is at least `prefix`
+    /// and above `after` (`""`: from `prefix`), for pages of a list.
+    pub fn locks_from<'a>(
+        &'a self,
+        prefix: &'a str,
+        after: &'a str,
+    ) -> impl Iterator<Item = (&'a String, &'a Lock)> + 'a {
+        use std::ops::Bound;
+        let start = if !after.is_empty() && after >= prefix {
+            Bound::Excluded(after)
+        } else {
+            Bound::Included(prefix)
+        };
+        self.locks.range::<str, _>((start, Bound::Unbounded))
+    }
+
+    /// Live sessions with ids above `after`, in id order.
+    pub fn sessions_after(&self, after: SessionId) -> impl Iterator<Item = (SessionId, &Session)> {
+        use std::ops::Bound;
+        self.sessions
+            .range((Bound::Excluded(after), Bound::Unbounded))
+            .map(|(id, s)| (*id, s))
+    }
+
     /// The election's current leader, value and term (a read; linearizable
     /// only when served under the Paxos leader lease).
     pub fn leader(&self, name: &str) -> Option<LeaderView> {

@@ -25,7 +25,8 @@ pub enum Canary {
 /// Why a [`Config`] was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ConfigError {
-    /// `members` must hold 1..=15 distinct ids, including `node_id`.
+    /// `members` must hold 1..=15 distinct ids in 1..=[`NodeId::MAX`],
+    /// including `node_id`.
     BadMembership,
     /// A timing relation that safety or liveness depends on does not hold.
     BadTiming(&'static str),
@@ -39,7 +40,11 @@ impl std::fmt::Display for ConfigError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             ConfigError::BadMembership => {
-                write!(f, "members must be 1..=15 distinct ids including node_id")
+                write!(
+                    f,
+                    "members must be 1..=15 distinct ids from 1 to {}, including node_id",
+                    NodeId::MAX
+                )
             }
             ConfigError::BadTiming(why) => write!(f, "bad timing: {why}"),
             ConfigError::ZeroBound(name) => write!(f, "{name} must be > 0"),
@@ -145,6 +150,10 @@ impl Config {
             || self.members.is_empty()
             || self.members.len() > 15
             || !self.members.contains(&self.node_id)
+            || self
+                .members
+                .iter()
+                .any(|id| id.0 == 0 || id.0 > NodeId::MAX)
         {
             return Err(ConfigError::BadMembership);
         }

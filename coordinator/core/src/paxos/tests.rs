@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 
 use proptest::prelude::*;
 
-use super::config::Config;
+use super::config::{Config, ConfigError};
 use super::durable::{DurableState, PersistOp, PersistRequest};
 use super::effects::{ChosenEntry, Effects, LeadershipEvent, Outgoing, RejectReason};
 use super::message::{Message, ReportedEntry, SnapshotChunk};
@@ -777,6 +777,22 @@ fn config_rejects_an_election_timeout_not_above_the_lease() {
     let mut c = cfg(1, 3);
     c.election_timeout_min_ns = c.lease_duration_ns;
     assert!(c.validate().is_err());
+}
+
+/// Two ids equal modulo 1024 would give two leaderships of one round the
+/// same epoch (`leader_role::epoch_of`): ids past `NodeId::MAX` are refused.
+#[test]
+fn config_rejects_node_ids_past_the_epochs_bits() {
+    let mut c = cfg(1, 3);
+    c.members.push(NodeId(NodeId::MAX + 2));
+    assert_eq!(c.validate(), Err(ConfigError::BadMembership));
+    let mut largest = cfg(1, 3);
+    largest.members.push(NodeId(NodeId::MAX));
+    largest.members.push(NodeId(NodeId::MAX - 1));
+    assert_eq!(largest.validate(), Ok(()));
+    let mut zero = cfg(1, 3);
+    zero.members.push(NodeId(0));
+    assert_eq!(zero.validate(), Err(ConfigError::BadMembership));
 }
 
 proptest! {

@@ -5,6 +5,15 @@
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct NodeId(pub u64);
 
+impl NodeId {
+    /// The largest id a replica may have. A leadership's epoch packs its
+    /// ballot's node id into ten bits (`leader_role::epoch_of`), so two
+    /// ids equal modulo 1024 would give two leaderships of one round the
+    /// same epoch, and a deposed leader's expiry could pass as the new
+    /// leader's. Ids are checked against it wherever a configuration is.
+    pub const MAX: u64 = 1023;
+}
+
 /// A position in the replicated log. Each slot holds one chosen batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Slot(pub u64);

@@ -1,0 +1,218 @@
+//! Inspection (PROTOCOL.md, "Inspection"): who holds a lock and who waits
+//! for it, which locks exist under a prefix, which sessions exist and what
+//! they hold, and whether a fencing token is still a lock's current grant.
+//! Every answer is a linearizable read (served under the leader lease) and
+//! shows only what the caller may see.
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::client::{unexpected, Client};
+use crate::proto::{self, request::Op, response};
+use crate::Error;
+
+/// A session, as inspection shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SessionRef {
+    /// The session's id.
+    pub session_id: u64,
+    /// The identity (certificate name) it belongs to; empty if none (a
+    /// session opened before the cluster's upgrade to protocol 3, not
+    /// used since).
+    pub identity: String,
+}
+
+/// A lock's current grant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LockGrant {
+    /// The holding session.
+    pub holder: SessionRef,
+    /// The grant's fencing token.
+    pub fencing_token: u64,
+}
+
+/// One lock, whole.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LockInfo {
+    /// The lock.
+    pub name: String,
+    /// Its grant; `None`: nobody holds it.
+    pub grant: Option<LockGrant>,
+    /// Sessions waiting for it, front of the queue first.
+    pub waiters: Vec<SessionRef>,
+    /// How much of its lock-delay (after a holder's session expired) is
+    /// left, on the cluster's clock; `None`: not in lock-delay.
+    #[serde(serialize_with = "millis")]
+    pub lock_delay_left: Option<Duration>,
+}
+
+/// One lock in a list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LockSummary {
+    /// The lock.
+    pub name: String,
+    /// Its grant.
+    pub grant: Option<LockGrant>,
+    /// How many sessions wait for it.
+    pub waiters: u32,
+    /// What is left of its lock-delay.
+    #[serde(serialize_with = "millis")]
+    pub lock_delay_left: Option<Duration>,
+}
+
+/// One session and what it holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SessionInfo {
+    /// The session.
+    pub session: SessionRef,
+    /// Its TTL.
+    #[serde(serialize_with = "millis_of")]
+    pub ttl: Duration,
+    /// How long until the leader expires it unless a keepalive comes
+    /// (zero once its expiry is under way). The TTL less this is the time
+    /// since its last keepalive, as the leader counts it.
+    #[serde(serialize_with = "millis_of")]
+    pub expires_in: Duration,
+    /// Locks it holds.
+    pub held: Vec<String>,
+    /// Locks it waits for.
+    pub waiting: Vec<String>,
+    /// Elections it leads or campaigns in.
+    pub campaigns: Vec<String>,
+}
+
+/// Whether a fencing token is still a lock's current grant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct TokenCheck {
+    /// The token is the lock's current grant.
+    pub current: bool,
+    /// The current grant's token; `None`: nobody holds the lock.
+    pub current_token: Option<u64>,
+}
+
+/// Durations are written to JSON in milliseconds (`null`: none).
+fn millis<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => s.serialize_some(&(d.as_millis() as u64)),
+        None => s.serialize_none(),
+    }
+}
+
+fn millis_of<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(d.as_millis() as u64)
+}
+
+/// What is left of a lock-delay ending at `until_ms` (0: none) when the
+/// cluster's logical clock reads `now_ms`.
+fn delay_left(until_ms: u64, now_ms: u64) -> Option<Duration> {
+    (until_ms != 0).then(|| Duration::from_millis(until_ms.saturating_sub(now_ms)))
+}
+
+fn session_ref(wire: Option<proto::SessionRef>) -> SessionRef {
+    let wire = wire.unwrap_or_default();
+    SessionRef {
+        session_id: wire.session_id,
+        identity: wire.identity,
+    }
+}
+
+fn grant(wire: Option<proto::LockGrant>) -> Option<LockGrant> {
+    wire.map(|g| LockGrant {
+        holder: session_ref(g.holder),
+        fencing_token: g.token,
+    })
+}
+
+impl Client {
+    /// Who holds lock `name` (identity, session, fencing token), who waits
+    /// for it in queue order, and its lock-delay. Needs `read` on the name.
+    pub async fn describe_lock(&self, name: &str) -> Result<LockInfo, Error> {
+        let op = Op::DescribeLock(proto::DescribeLock { name: name.into() });
+        match self.inner.call(0, op).await? {
+            response::Result::Lock(info) => Ok(LockInfo {
+                name: info.name,
+                grant: grant(info.grant),
+                waiters: info
+                    .waiters
+                    .into_iter()
+                    .map(|w| session_ref(Some(w)))
+                    .collect(),
+                lock_delay_left: delay_left(info.delayed_until_ms, info.now_ms),
+            }),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Whether `fencing_token` is still the current grant of lock `name`
+    /// (Chubby's `CheckSequencer`): for a resource that cannot keep the
+    /// highest token it has seen. Needs `read` on the name.
+    pub async fn check_token(&self, name: &str, fencing_token: u64) -> Result<TokenCheck, Error> {
+        let op = Op::CheckToken(proto::CheckToken {
+            name: name.into(),
+            token: fencing_token,
+        });
+        match self.inner.call(0, op).await? {
+            response::Result::TokenCheck(check) => Ok(TokenCheck {
+                current: check.current,
+                current_token: (check.current_token != 0).then_some(check.current_token),
+            }),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Locks whose names start with `prefix` (`""`: all), in name order,
+    /// that the caller may read: every page, fetched one after another.
+    pub async fn list_locks(&self, prefix: &str) -> Result<Vec<LockSummary>, Error> {
+        let mut locks = Vec::new();
+        let mut after = String::new();
+        loop {
+            let op = Op::ListLocks(proto::ListLocks {
+                prefix: prefix.into(),
+                after: after.clone(),
+                limit: 0,
+            });
+            let page = match self.inner.call(0, op).await? {
+                response::Result::Locks(page) => page,
+                other => return Err(unexpected(&other)),
+            };
+            let now_ms = page.now_ms;
+            locks.extend(page.locks.into_iter().map(|l| LockSummary {
+                name: l.name,
+                grant: grant(l.grant),
+                waiters: l.waiters,
+                lock_delay_left: delay_left(l.delayed_until_ms, now_ms),
+            }));
+            if page.next_after.is_empty() || page.next_after <= after {
+                return Ok(locks);
+            }
+            after = page.next_after;
+        }
+    }
+
+    /// Sessions with what they hold, in id order: the caller's own, or,
+    /// for an administrator, every session of the cluster.
+    pub async fn list_sessions(&self) -> Result<Vec<SessionInfo>, Error> {
+        let mut sessions = Vec::new();
+        let mut after = 0;
+        loop {
+            let op = Op::ListSessions(proto::ListSessions { after, limit: 0 });
+            let page = match self.inner.call(0, op).await? {
+                response::Result::Sessions(page) => page,
+                other => return Err(unexpected(&other)),
+            };
+            sessions.extend(page.sessions.into_iter().map(|s| SessionInfo {
+                session: session_ref(s.session),
+                ttl: Duration::from_millis(s.ttl_ms),
+                expires_in: Duration::from_millis(s.expires_in_ms),
+                held: s.held,
+                waiting: s.waiting,
+                campaigns: s.campaigns,
+            }));
+            if page.next_after == 0 || page.next_after <= after {
+                return Ok(sessions);
+            }
+            after = page.next_after;
+        }
+    }
+}

@@ -1,0 +1,439 @@
+//! Read-only views of what the cluster holds, for the people who run it:
+//! one lock's holder and queue, locks by name prefix, sessions with what
+//! they hold, and whether a fencing token is still a lock's current grant.
+//!
+//! Built here, in the core, from the machine (and, for sessions, the
+//! leader's deadlines), so that what is shown is decided in one place; a
+//! node serves them as reads under the leader lease, like leader queries
+//! (see [`crate::admission`]), so they are linearizable.
+//!
+//! Every answer is bounded: a page holds at most [`MAX_PAGE_ENTRIES`]
+//! entries and about [`MAX_PAGE_BYTES`] bytes of names and identities
+//! (always at least one entry, which the limits bound: a session holds at
+//! most `max_locks_per_session` names), and says where the next page
+//! starts. Lists show only what the caller may see: locks it may `read`,
+//! its own sessions (an administrator's: every session).
+
+use crate::access::{self, Admins, Permission};
+use crate::leader_role::{Deadline, LeaderRole};
+use crate::locks::{FencingToken, Identity, SessionId, StateMachine};
+use crate::paxos::Nanos;
+
+/// Most entries in one page of a list.
+pub const MAX_PAGE_ENTRIES: usize = 1000;
+
+/// About the most bytes of names and identities one page carries: with
+/// the per-entry overhead of the wire, an answer stays well inside one
+/// client frame (4 MiB).
+pub const MAX_PAGE_BYTES: usize = 1024 * 1024;
+
+/// A session, as inspection shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    /// The session.
+    pub session: SessionId,
+    /// The identity it belongs to (`None`: opened before protocol 3 and
+    /// not claimed yet).
+    pub owner: Option<Identity>,
+}
+
+/// A lock's current grant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    /// The holding session.
+    pub holder: Member,
+    /// The grant's fencing token.
+    pub token: FencingToken,
+}
+
+/// One lock, whole.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LockView {
+    /// The lock.
+    pub name: String,
+    /// Its grant (`None`: free, or in lock-delay).
+    pub grant: Option<Grant>,
+    /// Queued sessions, front first (at most `max_waiters_per_lock`).
+    pub waiters: Vec<Member>,
+    /// When its lock-delay ends, on the cluster's logical clock.
+    pub delayed_until_ms: Option<u64>,
+    /// The cluster's logical clock now (milliseconds).
+    pub now_ms: u64,
+}
+
+/// One lock in a list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LockSummary {
+    /// The lock.
+    pub name: String,
+    /// Its grant.
+    pub grant: Option<Grant>,
+    /// How many sessions wait for it.
+    pub waiters: u32,
+    /// When its lock-delay ends, on the logical clock.
+    pub delayed_until_ms: Option<u64>,
+}
+
+/// One session in a list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionView {
+    /// The session and its identity.
+    pub member: Member,
+    /// Its TTL.
+    pub ttl_ms: u64,
+    /// How long until the leader expires it without a keepalive: `Some(0)`
+    /// once its expiry is under way; `None` if this node has no deadline
+    /// for it (it does not serve as leader).
+    pub expires_in_ms: Option<u64>,
+    /// Locks it holds, by name.
+    pub held: Vec<String>,
+    /// Locks it waits for.
+    pub waiting: Vec<String>,
+    /// Elections it leads or campaigns in.
+    pub campaigns: Vec<String>,
+}
+
+/// One page of a list, and where the next one starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page<T, K> {
+    /// The entries, in key order.
+    pub items: Vec<T>,
+    /// The key to ask the next page after; `None`: this was the last.
+    pub next_after: Option<K>,
+}
+
+/// Who asks, and what the rules let them see.
+#[derive(Clone, Copy)]
+pub struct Viewer<'a> {
+    /// The caller's identity, from its certificate.
+    pub caller: &'a Identity,
+    /// The node's administrators.
+    pub admins: &'a Admins,
+}
+
+impl Viewer<'_> {
+    fn may_read(&self, machine: &StateMachine, name: &str) -> bool {
+        access::check(
+            machine.access_rules(),
+            self.admins,
+            self.caller,
+            Permission::Read,
+            name,
+        )
+        .is_ok()
+    }
+
+    fn may_see_session(&self, owner: Option<&Identity>) -> bool {
+        self.admins.contains(self.caller) || owner == Some(self.caller)
+    }
+}
+
+fn member(machine: &StateMachine, session: SessionId) -> Member {
+    Member {
+        session,
+        owner: machine.session_owner(session).ok().flatten().cloned(),
+    }
+}
+
+fn grant(machine: &StateMachine, name: &str) -> Option<Grant> {
+    machine.holder(name).map(|h| Grant {
+        holder: member(machine, h.session),
+        token: h.token,
+    })
+}
+
+/// The lock `name` whole (a lock nobody holds, waits for or delays is
+/// shown free: the machine keeps no such lock).
+pub fn describe_lock(machine: &StateMachine, name: &str) -> LockView {
+    LockView {
+        name: name.to_owned(),
+        grant: grant(machine, name),
+        waiters: machine
+            .waiters(name)
+            .into_iter()
+            .map(|s| member(machine, s))
+            .collect(),
+        delayed_until_ms: machine.lock_delayed_until_ms(name),
+        now_ms: machine.now_ms(),
+    }
+}
+
+/// Whether `token` is the current grant of `name` (Chubby's
+/// `CheckSequencer`), and the current grant's token, if any.
+pub fn check_token(machine: &StateMachine, name: &str, token: FencingToken) -> TokenCheck {
+    let current = machine.holder(name).map(|h| h.token);
+    TokenCheck {
+        current: current == Some(token),
+        current_token: current,
+    }
+}
+
+/// The answer of [`check_token`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TokenCheck {
+    /// `token` is the lock's current grant.
+    pub current: bool,
+    /// The current grant's token (`None`: nobody holds the lock).
+    pub current_token: Option<FencingToken>,
+}
+
+/// Locks whose names start with `prefix`, after `after` in name order,
+/// at most `limit` (0, or more than [`MAX_PAGE_ENTRIES`]: that many), only
+/// those `viewer` may read.
+pub fn list_locks(
+    machine: &StateMachine,
+    viewer: Viewer<'_>,
+    prefix: &str,
+    after: &str,
+    limit: usize,
+) -> Page<LockSummary, String> {
+    let entries = machine
+        .locks_from(prefix, after)
+        .take_while(|(name, _)| name.starts_with(prefix))
+        .filter(|(name, _)| viewer.may_read(machine, name))
+        .map(|(name, lock)| LockSummary {
+            name: name.clone(),
+            grant: lock.holder.map(|h| Grant {
+                holder: member(machine, h.session),
+                token: h.token,
+            }),
+            waiters: u32::try_from(lock.waiters.len()).unwrap_or(u32::MAX),
+            delayed_until_ms: lock.delayed_until_ms,
+        });
+    page(entries, limit, lock_bytes, |l| l.name.clone())
+}
+
+/// Sessions after `after` in id order, at most `limit` (as for
+/// [`list_locks`]): the caller's own, or every one for an
+/// administrator. `role` and `now` give each its time left on this
+/// (leading) node.
+pub fn list_sessions(
+    machine: &StateMachine,
+    role: &LeaderRole,
+    now: Nanos,
+    viewer: Viewer<'_>,
+    after: SessionId,
+    limit: usize,
+) -> Page<SessionView, SessionId> {
+    let names =
+        |set: &std::collections::BTreeSet<String>| -> Vec<String> { set.iter().cloned().collect() };
+    let entries = machine
+        .sessions_after(after)
+        .filter(|(_, s)| viewer.may_see_session(s.owner.as_ref()))
+        .map(|(id, session)| SessionView {
+            member: Member {
+                session: id,
+                owner: session.owner.clone(),
+            },
+            ttl_ms: session.ttl_ms,
+            expires_in_ms: role.deadline(id).map(|d| match d {
+                Deadline::At(at) => at.0.saturating_sub(now.0) / 1_000_000,
+                Deadline::Expiring { .. } => 0,
+            }),
+            held: names(&session.held),
+            waiting: names(&session.waiting),
+            campaigns: names(&session.campaigns),
+        });
+    page(entries, limit, session_bytes, |s| s.member.session)
+}
+
+/// Fills one page from `entries` (in key order, already filtered): at most
+/// `limit` of them (see [`list_locks`]) and about [`MAX_PAGE_BYTES`] as
+/// `bytes` counts them, at least one; the next page starts after the
+/// `key` of its last entry, if any entry was left.
+fn page<T, K>(
+    entries: impl Iterator<Item = T>,
+    limit: usize,
+    bytes: impl Fn(&T) -> usize,
+    key: impl Fn(&T) -> K,
+) -> Page<T, K> {
+    let limit = match limit {
+        0 => MAX_PAGE_ENTRIES,
+        n => n.min(MAX_PAGE_ENTRIES),
+    };
+    let mut items = Vec::new();
+    let mut used = 0;
+    for entry in entries {
+        if items.len() >= limit || (used >= MAX_PAGE_BYTES && !items.is_empty()) {
+            let next_after = items.last().map(&key);
+            return Page { items, next_after };
+        }
+        used += bytes(&entry);
+        items.push(entry);
+    }
+    Page {
+        items,
+        next_after: None,
+    }
+}
+
+fn lock_bytes(lock: &LockSummary) -> usize {
+    let owner = lock.grant.as_ref().and_then(|g| g.holder.owner.as_ref());
+    lock.name.len() + owner.map_or(0, |o| o.as_str().len())
+}
+
+fn session_bytes(view: &SessionView) -> usize {
+    let names = |v: &[String]| v.iter().map(String::len).sum::<usize>();
+    view.member.owner.as_ref().map_or(0, |o| o.as_str().len())
+        + names(&view.held)
+        + names(&view.waiting)
+        + names(&view.campaigns)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::access::{AccessRule, AccessRules};
+    use crate::locks::harness::Harness;
+    use crate::locks::{ClientOp, CommandKind, Reply, RequestId, CURRENT_PROTOCOL};
+
+    fn identity(name: &str) -> Identity {
+        Identity(name.into())
+    }
+
+    /// A machine at protocol 3 with a larger lock allowance per session.
+    fn machine() -> Harness {
+        let mut h = Harness::small();
+        h.sm.config.limits.max_locks_per_session = 16;
+        h.apply(CommandKind::RaiseProtocol {
+            version: CURRENT_PROTOCOL,
+        });
+        h
+    }
+
+    fn open_as(h: &mut Harness, owner: &str) -> SessionId {
+        let out = h.apply(CommandKind::OpenSessionAs {
+            ttl_ms: 1_000,
+            owner: identity(owner),
+            open_key: 0,
+        });
+        match out.reply {
+            Ok(Reply::SessionOpened { session }) => session,
+            other => panic!("open failed: {other:?}"),
+        }
+    }
+
+    fn acquire_as(h: &mut Harness, owner: &str, session: SessionId, id: u64, name: &str) {
+        let out = h.apply(CommandKind::ClientAs {
+            caller: identity(owner),
+            session,
+            request_id: RequestId(id),
+            ack_below: RequestId(id),
+            waiting: Vec::new(),
+            op: ClientOp::Acquire {
+                name: name.into(),
+                wait: true,
+            },
+        });
+        assert!(out.reply.is_ok(), "{:?}", out.reply);
+    }
+
+    #[test]
+    fn lock_lists_come_in_pages_within_the_prefix() {
+        let mut h = machine();
+        let s = open_as(&mut h, "alice");
+        for (i, name) in ["a/0", "a/1", "a/2", "a/3", "a/4", "b/0"]
+            .iter()
+            .enumerate()
+        {
+            acquire_as(&mut h, "alice", s, i as u64 + 1, name);
+        }
+        let admins = Admins::default();
+        let alice = identity("alice");
+        let viewer = Viewer {
+            caller: &alice,
+            admins: &admins,
+        };
+        let mut after = String::new();
+        let mut pages = Vec::new();
+        loop {
+            let page = list_locks(&h.sm, viewer, "a/", &after, 2);
+            pages.push(
+                page.items
+                    .iter()
+                    .map(|l| l.name.clone())
+                    .collect::<Vec<_>>(),
+            );
+            match page.next_after {
+                Some(next) => after = next,
+                None => break,
+            }
+        }
+        assert_eq!(pages, [vec!["a/0", "a/1"], vec!["a/2", "a/3"], vec!["a/4"]]);
+        let all = list_locks(&h.sm, viewer, "", "", 0);
+        assert_eq!(all.items.len(), 6);
+        let grant = all.items[0].grant.as_ref().map(|g| g.holder.owner.clone());
+        assert_eq!(grant, Some(Some(alice.clone())));
+    }
+
+    #[test]
+    fn lists_show_only_what_the_caller_may_see() {
+        let mut h = machine();
+        let a = open_as(&mut h, "alice");
+        let b = open_as(&mut h, "bob");
+        acquire_as(&mut h, "alice", a, 1, "team/open");
+        acquire_as(&mut h, "alice", a, 2, "team/secret");
+        acquire_as(&mut h, "bob", b, 1, "team/open");
+        let rules = AccessRules {
+            rules: vec![AccessRule {
+                identities: vec!["*".into()],
+                permissions: [Permission::Lock, Permission::Read].into_iter().collect(),
+                prefixes: vec!["team/open".into()],
+            }],
+            quotas: Vec::new(),
+        };
+        h.apply(CommandKind::SetAccessRules {
+            by: identity("ops"),
+            rules,
+            expected_version: None,
+        });
+        let admins = Admins::new([identity("ops")]);
+        let (bob, ops) = (identity("bob"), identity("ops"));
+        let as_bob = Viewer {
+            caller: &bob,
+            admins: &admins,
+        };
+        let as_ops = Viewer {
+            caller: &ops,
+            admins: &admins,
+        };
+        let names = |page: Page<LockSummary, String>| -> Vec<String> {
+            page.items.into_iter().map(|l| l.name).collect()
+        };
+        assert_eq!(names(list_locks(&h.sm, as_bob, "", "", 0)), ["team/open"]);
+        assert_eq!(
+            names(list_locks(&h.sm, as_ops, "", "", 0)),
+            ["team/open", "team/secret"]
+        );
+        let role = LeaderRole::default();
+        let sessions = |viewer| -> Vec<SessionId> {
+            list_sessions(&h.sm, &role, Nanos(0), viewer, SessionId(0), 0)
+                .items
+                .into_iter()
+                .map(|s| s.member.session)
+                .collect()
+        };
+        assert_eq!(sessions(as_bob), [b]);
+        assert_eq!(sessions(as_ops), [a, b]);
+        // Bob waits behind alice for the lock both asked for.
+        let view = describe_lock(&h.sm, "team/open");
+        assert_eq!(view.grant.map(|g| g.holder.session), Some(a));
+        assert_eq!(
+            view.waiters.iter().map(|w| w.session).collect::<Vec<_>>(),
+            [b]
+        );
+    }
+
+    #[test]
+    fn a_token_is_current_only_while_its_grant_lasts() {
+        let mut h = machine();
+        let s = open_as(&mut h, "alice");
+        acquire_as(&mut h, "alice", s, 1, "x");
+        let token = h.sm.holder("x").map_or(FencingToken(0), |g| g.token);
+        assert!(check_token(&h.sm, "x", token).current);
+        assert!(!check_token(&h.sm, "x", FencingToken(token.0 - 1)).current);
+        h.expire(s);
+        let gone = check_token(&h.sm, "x", token);
+        assert_eq!((gone.current, gone.current_token), (false, None));
+    }
+}

@@ -1,0 +1,165 @@
+//! `paxlock locks [PREFIX]`, `paxlock describe NAME`, `paxlock sessions`:
+//! what the cluster holds, as tables for people or `--json` for scripts.
+//! Each shows only what the caller's identity may see (locks it may read;
+//! its own sessions, an administrator's every session).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+
+/// Where to ask, and how to print.
+#[derive(Debug, Args)]
+pub struct Output {
+    /// Print JSON (one document) instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// The client config file (written by `paxlock dev`).
+    #[arg(long, default_value = ".paxlock-dev/client.toml")]
+    client_config: PathBuf,
+}
+
+impl Output {
+    /// Connects, asks, and closes the client (its session) before
+    /// answering, whatever the answer.
+    async fn ask<T>(
+        &self,
+        call: impl AsyncFnOnce(&paxlock::Client) -> Result<T, paxlock::Error>,
+    ) -> anyhow::Result<T> {
+        let client = super::connect(&self.client_config).await?;
+        let answer = call(&client).await;
+        let _ = client.close().await;
+        Ok(answer?)
+    }
+}
+
+/// `paxlock locks [PREFIX]`.
+pub async fn locks(prefix: &str, out: &Output) -> anyhow::Result<()> {
+    let locks = out
+        .ask(async |c| c.list_locks(prefix).await)
+        .await
+        .context("listing locks")?;
+    if out.json {
+        return print_json(&locks);
+    }
+    println!(
+        "{:<32} {:<20} {:>10} {:>12} {:>8} {:>10}",
+        "lock", "holder", "session", "token", "waiters", "delay"
+    );
+    for lock in &locks {
+        let (holder, session, token) = match &lock.grant {
+            Some(g) => (
+                shown_identity(&g.holder.identity),
+                g.holder.session_id.to_string(),
+                g.fencing_token.to_string(),
+            ),
+            None => ("-".to_string(), "-".to_string(), "-".to_string()),
+        };
+        println!(
+            "{:<32} {:<20} {:>10} {:>12} {:>8} {:>10}",
+            lock.name,
+            holder,
+            session,
+            token,
+            lock.waiters,
+            delay(lock.lock_delay_left)
+        );
+    }
+    if locks.is_empty() {
+        println!("(no lock you may read is held or waited for under {prefix:?})");
+    }
+    Ok(())
+}
+
+/// `paxlock describe NAME`.
+pub async fn describe(name: &str, out: &Output) -> anyhow::Result<()> {
+    let info = out
+        .ask(async |c| c.describe_lock(name).await)
+        .await
+        .with_context(|| format!("describing lock {name:?}"))?;
+    if out.json {
+        return print_json(&info);
+    }
+    println!("lock {}", info.name);
+    match &info.grant {
+        Some(g) => println!(
+            "  held by {} (session {}), fencing token {}",
+            shown_identity(&g.holder.identity),
+            g.holder.session_id,
+            g.fencing_token
+        ),
+        None => println!("  not held"),
+    }
+    println!("  lock-delay: {}", delay(info.lock_delay_left));
+    println!("  waiters: {}", info.waiters.len());
+    for (i, w) in info.waiters.iter().enumerate() {
+        println!(
+            "    {}. {} (session {})",
+            i + 1,
+            shown_identity(&w.identity),
+            w.session_id
+        );
+    }
+    Ok(())
+}
+
+/// `paxlock sessions`.
+pub async fn sessions(out: &Output) -> anyhow::Result<()> {
+    let sessions = out
+        .ask(async |c| c.list_sessions().await)
+        .await
+        .context("listing sessions")?;
+    if out.json {
+        return print_json(&sessions);
+    }
+    println!(
+        "{:>10} {:<20} {:>10} {:>12} {:>6} {:>6} {:>9}",
+        "session", "identity", "ttl", "expires in", "holds", "waits", "campaigns"
+    );
+    for s in &sessions {
+        println!(
+            "{:>10} {:<20} {:>10} {:>12} {:>6} {:>6} {:>9}",
+            s.session.session_id,
+            shown_identity(&s.session.identity),
+            human(s.ttl),
+            human(s.expires_in),
+            s.held.len(),
+            s.waiting.len(),
+            s.campaigns.len()
+        );
+        for (what, names) in [
+            ("holds", &s.held),
+            ("waits for", &s.waiting),
+            ("campaigns in", &s.campaigns),
+        ] {
+            if !names.is_empty() {
+                println!("{:>12}{what}: {}", "", names.join(", "));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+fn shown_identity(identity: &str) -> String {
+    if identity.is_empty() {
+        "(no identity)".into()
+    } else {
+        identity.into()
+    }
+}
+
+fn delay(left: Option<Duration>) -> String {
+    left.map_or_else(|| "none".into(), |d| format!("{} left", human(d)))
+}
+
+/// A duration to the millisecond, as humantime writes it ("1s 500ms").
+fn human(d: Duration) -> String {
+    let ms = Duration::from_millis(d.as_millis() as u64);
+    humantime::format_duration(ms).to_string()
+}

@@ -1,0 +1,179 @@
+//! Inspection on real `paxlock serve` processes: who holds a lock and who
+//! waits (`describe`), locks by prefix (`locks`), sessions with what they
+//! hold (`sessions`), whether a fencing token is still current
+//! (`check_token`); through the client crate and the CLI (tables and
+//! `--json`), each showing only what the caller may see, and bad input
+//! refused with a clear error.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::cluster::{ProcessCluster, PAXLOCK};
+use common::{TestResult, PATIENCE};
+use paxlock::proto::ErrorCode;
+
+const TTL: Duration = Duration::from_secs(30);
+
+/// Runs `paxlock ARGS --client-config ...` (as the cluster's administrator
+/// unless `identity` names another client's certificate) and returns its
+/// standard output, or its standard error as the failure.
+fn cli(cluster: &ProcessCluster, args: &[&str]) -> Result<String, Box<dyn std::error::Error>> {
+    let out = Command::new(PAXLOCK)
+        .args(args)
+        .arg("--client-config")
+        .arg(cluster.client_config())
+        .output()?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned().into());
+    }
+    Ok(String::from_utf8(out.stdout)?)
+}
+
+fn code<T: std::fmt::Debug>(result: &Result<T, paxlock::Error>) -> Option<ErrorCode> {
+    result.as_ref().err().and_then(paxlock::Error::code)
+}
+
+#[test]
+fn holders_waiters_sessions_and_tokens_are_shown_to_who_may_see_them() -> TestResult {
+    let cluster = ProcessCluster::start_administered(3)?;
+    cluster.issue_client("alice")?;
+    cluster.issue_client("bob")?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        let alice = cluster.client_as("alice", TTL).await?;
+        let bob = cluster.client_as("bob", TTL).await?;
+        let admin = cluster.client(TTL).await?;
+
+        let held = alice.lock("jobs/a").try_acquire().await?.ok_or("busy")?;
+        let other = alice.lock("jobs/b").try_acquire().await?.ok_or("busy")?;
+        let waiting = tokio::spawn({
+            let bob = bob.clone();
+            async move { bob.lock("jobs/a").acquire().await }
+        });
+        // Bob's acquire is queued once describe shows it.
+        let deadline = std::time::Instant::now() + PATIENCE;
+        let info = loop {
+            let info = admin.describe_lock("jobs/a").await?;
+            if !info.waiters.is_empty() {
+                break info;
+            }
+            assert!(std::time::Instant::now() < deadline, "{info:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let grant = info.grant.as_ref().ok_or("not held")?;
+        assert_eq!(grant.holder.identity, "alice");
+        assert_eq!(grant.fencing_token, held.fencing_token());
+        assert_eq!(info.waiters.len(), 1);
+        assert_eq!(info.waiters[0].identity, "bob");
+        assert_eq!(info.lock_delay_left, None);
+
+        let listed = bob.list_locks("jobs/").await?;
+        let names: Vec<&str> = listed.iter().map(|l| l.name.as_str()).collect();
+        assert_eq!(names, ["jobs/a", "jobs/b"]);
+        assert_eq!(listed[0].waiters, 1);
+        assert!(admin.list_locks("nothing/").await?.is_empty());
+
+        // Each sees its own sessions; the administrator sees them all.
+        let bobs = bob.list_sessions().await?;
+        assert!(bobs.iter().all(|s| s.session.identity == "bob"), "{bobs:?}");
+        assert!(bobs.iter().any(|s| s.waiting == ["jobs/a"]), "{bobs:?}");
+        let all = admin.list_sessions().await?;
+        let alices: Vec<_> = all
+            .iter()
+            .filter(|s| s.session.identity == "alice")
+            .collect();
+        assert!(
+            alices.iter().any(|s| s.held == ["jobs/a", "jobs/b"]),
+            "{all:?}"
+        );
+        assert!(all.iter().all(|s| s.expires_in <= s.ttl), "{all:?}");
+
+        // The token is current until the lock passes on.
+        let token = held.fencing_token();
+        assert!(bob.check_token("jobs/a", token).await?.current);
+        held.release().await?;
+        let handed = tokio::time::timeout(PATIENCE, waiting).await???;
+        let check = alice.check_token("jobs/a", token).await?;
+        assert!(!check.current);
+        assert_eq!(check.current_token, Some(handed.fencing_token()));
+        // The client crate's fence for resources that keep no state.
+        let fence = paxlock::fencing::CheckedFence::new(alice.clone(), "jobs/a");
+        assert!(fence.admit(handed.fencing_token()).await.is_ok());
+        let stale = fence.admit(token).await;
+        assert!(
+            matches!(stale, Err(paxlock::fencing::FenceError::Stale { current, .. }) if current == Some(handed.fencing_token())),
+            "{stale:?}"
+        );
+
+        // Bad input: a clear error, not a panic or an empty answer.
+        let long = "n".repeat(600);
+        let refused = admin.describe_lock(&long).await;
+        assert_eq!(code(&refused), Some(ErrorCode::InvalidName), "{refused:?}");
+        let refused = admin.list_locks(&long).await;
+        assert_eq!(code(&refused), Some(ErrorCode::InvalidName), "{refused:?}");
+
+        // Rules: bob may not read jobs/b; the list leaves it out, and a
+        // describe is refused naming the permission.
+        let rules = paxlock::AccessRules {
+            rules: vec![
+                paxlock::AccessRule {
+                    identities: vec!["*".into()],
+                    permissions: vec![paxlock::Permission::Lock, paxlock::Permission::Read],
+                    prefixes: vec!["jobs/a".into()],
+                },
+                paxlock::AccessRule {
+                    identities: vec!["alice".into()],
+                    permissions: vec![paxlock::Permission::Lock, paxlock::Permission::Read],
+                    prefixes: vec!["jobs/".into()],
+                },
+            ],
+            ..Default::default()
+        };
+        admin.set_access_rules(&rules, None).await?;
+        let seen = bob.list_locks("jobs/").await?;
+        assert_eq!(
+            seen.iter().map(|l| l.name.as_str()).collect::<Vec<_>>(),
+            ["jobs/a"]
+        );
+        let hidden = bob.describe_lock("jobs/b").await;
+        assert_eq!(
+            code(&hidden),
+            Some(ErrorCode::PermissionDenied),
+            "{hidden:?}"
+        );
+        assert_eq!(alice.list_locks("jobs/").await?.len(), 2);
+
+        // The CLI shows the same, for people and for scripts.
+        let table = cli(&cluster, &["describe", "jobs/b"])?;
+        assert!(
+            table.contains("held by alice") && table.contains(&other.fencing_token().to_string()),
+            "{table}"
+        );
+        let json = cli(&cluster, &["locks", "jobs/", "--json"])?;
+        let parsed: serde_json::Value = serde_json::from_str(&json)?;
+        let first = &parsed[0];
+        assert_eq!(first["name"], "jobs/a", "{json}");
+        assert_eq!(first["grant"]["holder"]["identity"], "bob", "{json}");
+        let sessions = cli(&cluster, &["sessions"])?;
+        assert!(
+            sessions.contains("alice") && sessions.contains("holds: jobs/b"),
+            "{sessions}"
+        );
+        let sessions_json: serde_json::Value =
+            serde_json::from_str(&cli(&cluster, &["sessions", "--json"])?)?;
+        assert!(
+            sessions_json.as_array().is_some_and(|a| a.len() >= 3),
+            "{sessions_json}"
+        );
+        let missing = cli(&cluster, &["describe", &long]);
+        let message = missing.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(
+            message.contains("InvalidName") || message.contains("name"),
+            "{message}"
+        );
+        Ok::<_, Box<dyn std::error::Error>>(())
+    })?;
+    Ok(())
+}
