@@ -158,6 +158,17 @@ fn client_requests() -> Vec<Vec<u8>> {
                 value_bytes: Some(1 << 20),
             }],
         })),
+        request(Op::DescribeLock(proto::DescribeLock { name: "l".into() })),
+        request(Op::CheckToken(proto::CheckToken {
+            name: "l".into(),
+            token: 42,
+        })),
+        request(Op::ListLocks(proto::ListLocks {
+            prefix: "p/".into(),
+            after: "p/a".into(),
+            limit: 10,
+        })),
+        request(Op::ListSessions(proto::ListSessions { after: 3, limit: 0 })),
     ]
 }
 
