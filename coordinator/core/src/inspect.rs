@@ -10,8 +10,9 @@
 //! Every answer is bounded: a page holds at most [`MAX_PAGE_ENTRIES`]
 //! entries and about [`MAX_PAGE_BYTES`] bytes of names and identities
 //! (always at least one entry, which the limits bound: a session holds at
-//! most `max_locks_per_session` names), and says where the next page
-//! starts. Lists show only what the caller may see: locks it may `read`,
+//! most `max_locks_per_session` names), looks at most at
+//! [`MAX_PAGE_SCAN`] entries (the machine is locked meanwhile), and says
+//! where the next page starts. Lists show only what the caller may see: locks it may `read`,
 //! its own sessions (an administrator's: every session).
 
 use crate::access::{self, Admins, Permission};
@@ -26,6 +27,9 @@ pub const MAX_PAGE_ENTRIES: usize = 1000;
 /// the per-entry overhead of the wire, an answer stays well inside one
 /// client frame (4 MiB).
 pub const MAX_PAGE_BYTES: usize = 1024 * 1024;
+
+/// Most entries one page looks at, shown or left out.
+pub const MAX_PAGE_SCAN: usize = 10 * MAX_PAGE_ENTRIES;
 
 /// A session, as inspection shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -190,17 +194,19 @@ pub fn list_locks(
     let entries = machine
         .locks_from(prefix, after)
         .take_while(|(name, _)| name.starts_with(prefix))
-        .filter(|(name, _)| viewer.may_read(machine, name))
-        .map(|(name, lock)| LockSummary {
-            name: name.clone(),
-            grant: lock.holder.map(|h| Grant {
-                holder: member(machine, h.session),
-                token: h.token,
-            }),
-            waiters: u32::try_from(lock.waiters.len()).unwrap_or(u32::MAX),
-            delayed_until_ms: lock.delayed_until_ms,
+        .map(|(name, lock)| {
+            let shown = viewer.may_read(machine, name).then(|| LockSummary {
+                name: name.clone(),
+                grant: lock.holder.map(|h| Grant {
+                    holder: member(machine, h.session),
+                    token: h.token,
+                }),
+                waiters: u32::try_from(lock.waiters.len()).unwrap_or(u32::MAX),
+                delayed_until_ms: lock.delayed_until_ms,
+            });
+            (name.clone(), shown)
         });
-    page(entries, limit, lock_bytes, |l| l.name.clone())
+    page(entries, limit, lock_bytes)
 }
 
 /// Sessions after `after` in id order, at most `limit` (as for
@@ -217,35 +223,40 @@ pub fn list_sessions(
 ) -> Page<SessionView, SessionId> {
     let names =
         |set: &std::collections::BTreeSet<String>| -> Vec<String> { set.iter().cloned().collect() };
-    let entries = machine
-        .sessions_after(after)
-        .filter(|(_, s)| viewer.may_see_session(s.owner.as_ref()))
-        .map(|(id, session)| SessionView {
-            member: Member {
-                session: id,
-                owner: session.owner.clone(),
-            },
-            ttl_ms: session.ttl_ms,
-            expires_in_ms: role.deadline(id).map(|d| match d {
-                Deadline::At(at) => at.0.saturating_sub(now.0) / 1_000_000,
-                Deadline::Expiring { .. } => 0,
-            }),
-            held: names(&session.held),
-            waiting: names(&session.waiting),
-            campaigns: names(&session.campaigns),
-        });
-    page(entries, limit, session_bytes, |s| s.member.session)
+    let entries = machine.sessions_after(after).map(|(id, session)| {
+        let shown = viewer
+            .may_see_session(session.owner.as_ref())
+            .then(|| SessionView {
+                member: Member {
+                    session: id,
+                    owner: session.owner.clone(),
+                },
+                ttl_ms: session.ttl_ms,
+                expires_in_ms: role.deadline(id).map(|d| match d {
+                    Deadline::At(at) => at.0.saturating_sub(now.0) / 1_000_000,
+                    Deadline::Expiring { .. } => 0,
+                }),
+                held: names(&session.held),
+                waiting: names(&session.waiting),
+                campaigns: names(&session.campaigns),
+            });
+        (id, shown)
+    });
+    page(entries, limit, session_bytes)
 }
 
-/// Fills one page from `entries` (in key order, already filtered): at most
-/// `limit` of them (see [`list_locks`]) and about [`MAX_PAGE_BYTES`] as
-/// `bytes` counts them, at least one; the next page starts after the
-/// `key` of its last entry, if any entry was left.
-fn page<T, K>(
-    entries: impl Iterator<Item = T>,
+/// Fills one page from `entries`, in key order, each with what the caller
+/// may see of it (`None`: nothing, so it is left out): at most `limit`
+/// shown (see [`list_locks`]) and about [`MAX_PAGE_BYTES`] as `bytes`
+/// counts them, at least one. The next page starts after the key of the
+/// last entry looked at, if any was left. At most [`MAX_PAGE_SCAN`]
+/// entries are looked at, shown or not, so that a request for what the
+/// caller may see little of still holds the machine for a bounded time
+/// (its page may then be short, or empty, with a next page to ask for).
+fn page<K, T>(
+    entries: impl Iterator<Item = (K, Option<T>)>,
     limit: usize,
     bytes: impl Fn(&T) -> usize,
-    key: impl Fn(&T) -> K,
 ) -> Page<T, K> {
     let limit = match limit {
         0 => MAX_PAGE_ENTRIES,
@@ -253,13 +264,20 @@ fn page<T, K>(
     };
     let mut items = Vec::new();
     let mut used = 0;
-    for entry in entries {
-        if items.len() >= limit || (used >= MAX_PAGE_BYTES && !items.is_empty()) {
-            let next_after = items.last().map(&key);
-            return Page { items, next_after };
+    let mut last = None;
+    for (scanned, (key, shown)) in entries.enumerate() {
+        let full = items.len() >= limit || (used >= MAX_PAGE_BYTES && !items.is_empty());
+        if full || scanned >= MAX_PAGE_SCAN {
+            return Page {
+                items,
+                next_after: last,
+            };
         }
-        used += bytes(&entry);
-        items.push(entry);
+        if let Some(item) = shown {
+            used += bytes(&item);
+            items.push(item);
+        }
+        last = Some(key);
     }
     Page {
         items,
@@ -422,6 +440,22 @@ mod tests {
             view.waiters.iter().map(|w| w.session).collect::<Vec<_>>(),
             [b]
         );
+    }
+
+    #[test]
+    fn a_page_looks_at_a_bounded_number_of_entries_shown_or_not() {
+        // Only the last of 2 * MAX_PAGE_SCAN entries is shown.
+        let total = 2 * MAX_PAGE_SCAN;
+        let entries = |from: usize| (from..total).map(move |k| (k, (k == total - 1).then_some(k)));
+        let first = page(entries(0), 0, |_| 1);
+        assert!(first.items.is_empty());
+        assert_eq!(first.next_after, Some(MAX_PAGE_SCAN - 1));
+        let second = page(entries(MAX_PAGE_SCAN), 0, |_| 1);
+        assert_eq!(second.items, [total - 1]);
+        assert_eq!(second.next_after, None);
+        // The byte budget closes a page, after at least one entry.
+        let big = page((0..5).map(|k| (k, Some(k))), 0, |_| MAX_PAGE_BYTES);
+        assert_eq!((big.items, big.next_after), (vec![0], Some(0)));
     }
 
     #[test]
