@@ -190,6 +190,18 @@ impl Client {
         }
     }
 
+    /// Ends session `session_id` now (an administrator's request): its
+    /// locks pass on as after an expiry, once its TTL is over (its client's
+    /// lease ends by then: its `lost()` fires within one keepalive), and
+    /// the next grant's token is higher; its leaderships end at once.
+    pub async fn revoke_session(&self, session_id: u64) -> Result<(), Error> {
+        let op = Op::RevokeSession(proto::RevokeSession { session_id });
+        match self.inner.call(0, op).await? {
+            response::Result::Done(_) => Ok(()),
+            other => Err(unexpected(&other)),
+        }
+    }
+
     /// Sessions with what they hold, in id order: the caller's own, or,
     /// for an administrator, every session of the cluster.
     pub async fn list_sessions(&self) -> Result<Vec<SessionInfo>, Error> {

@@ -177,3 +177,59 @@ fn holders_waiters_sessions_and_tokens_are_shown_to_who_may_see_them() -> TestRe
     })?;
     Ok(())
 }
+
+/// An administrator ends a stuck session: a non-administrator may not;
+/// the holder's guard reports the loss, and the waiter is granted only
+/// after it, with a higher token.
+#[test]
+fn an_administrator_revokes_a_session_and_its_lock_passes_on_safely() -> TestResult {
+    let cluster = ProcessCluster::start_administered(3)?;
+    cluster.issue_client("alice")?;
+    cluster.issue_client("bob")?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        let alice = cluster.client_as("alice", Duration::from_secs(3)).await?;
+        let bob = cluster.client_as("bob", TTL).await?;
+        let held = alice.lock("stuck/x").try_acquire().await?.ok_or("busy")?;
+        let waiting = tokio::spawn({
+            let bob = bob.clone();
+            async move {
+                let granted = bob.lock("stuck/x").acquire().await;
+                (granted, std::time::Instant::now())
+            }
+        });
+
+        let refused = bob.revoke_session(alice.session_id()).await;
+        assert_eq!(
+            code(&refused),
+            Some(ErrorCode::PermissionDenied),
+            "{refused:?}"
+        );
+        let unknown = cluster.client(TTL).await?.revoke_session(987_654).await;
+        assert_eq!(
+            code(&unknown),
+            Some(ErrorCode::SessionUnknown),
+            "{unknown:?}"
+        );
+
+        let printed = cli(&cluster, &["revoke", &alice.session_id().to_string()])?;
+        assert!(printed.contains("revoked"), "{printed}");
+        tokio::time::timeout(PATIENCE, held.lost()).await?;
+        let lost_at = std::time::Instant::now();
+        let (granted, granted_at) = tokio::time::timeout(PATIENCE, waiting).await??;
+        let granted = granted?;
+        // Never two holders: alice's guard reported the loss before bob
+        // was granted (the lock waited out alice's TTL; her client learns
+        // of the revocation at its next keepalive), and bob's token fences
+        // alice out.
+        assert!(lost_at <= granted_at, "bob was granted while alice held");
+        assert!(granted.fencing_token() > held.fencing_token());
+        let info = bob.describe_lock("stuck/x").await?;
+        assert_eq!(
+            info.grant.map(|g| g.holder.identity).as_deref(),
+            Some("bob")
+        );
+        Ok::<_, Box<dyn std::error::Error>>(())
+    })?;
+    Ok(())
+}

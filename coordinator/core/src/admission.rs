@@ -121,6 +121,12 @@ pub enum RequestOp {
         /// Most locks in the page (capped by [`crate::inspect::MAX_PAGE_ENTRIES`]).
         limit: u32,
     },
+    /// End another identity's session now (an administrator's request,
+    /// logged; see [`CommandKind::RevokeSession`]).
+    RevokeSession {
+        /// The session.
+        session: SessionId,
+    },
     /// Sessions with what they hold, a page at a time (a read; the
     /// caller's own sessions, an administrator's every session).
     ListSessions {
@@ -146,7 +152,8 @@ impl RequestOp {
             | RequestOp::KeepAlive
             | RequestOp::Renew { .. }
             | RequestOp::Client(_)
-            | RequestOp::SetAccessRules { .. } => false,
+            | RequestOp::SetAccessRules { .. }
+            | RequestOp::RevokeSession { .. } => false,
         }
     }
 
@@ -172,7 +179,8 @@ impl RequestOp {
             | RequestOp::SetAccessRules { .. }
             | RequestOp::GetAccessRules
             | RequestOp::ListLocks { .. }
-            | RequestOp::ListSessions { .. } => None,
+            | RequestOp::ListSessions { .. }
+            | RequestOp::RevokeSession { .. } => None,
         }
     }
 
@@ -199,7 +207,9 @@ impl RequestOp {
             RequestOp::QueryLeader { .. }
             | RequestOp::DescribeLock { .. }
             | RequestOp::CheckToken { .. } => Permission::Read,
-            RequestOp::SetAccessRules { .. } | RequestOp::GetAccessRules => Permission::Admin,
+            RequestOp::SetAccessRules { .. }
+            | RequestOp::GetAccessRules
+            | RequestOp::RevokeSession { .. } => Permission::Admin,
         };
         Some((permission, self.name().unwrap_or("")))
     }
@@ -385,7 +395,9 @@ fn decide(
     if foreign
         && !matches!(
             op,
-            RequestOp::OpenSession { .. } | RequestOp::SetAccessRules { .. }
+            RequestOp::OpenSession { .. }
+                | RequestOp::SetAccessRules { .. }
+                | RequestOp::RevokeSession { .. }
         )
         && !op.is_read()
     {
@@ -433,6 +445,7 @@ fn decide(
         RequestOp::OpenSession { ttl_ms, open_key } => Write::Open { ttl_ms, open_key },
         RequestOp::Renew { name, token } => Write::Renew { name, token },
         RequestOp::Client(op) => Write::Client(op),
+        RequestOp::RevokeSession { session: target } => Write::Revoke { session: target },
         RequestOp::SetAccessRules {
             rules,
             expected_version,
@@ -496,6 +509,21 @@ fn decide(
                     by: caller.clone(),
                     rules,
                     expected_version,
+                },
+                follow: Follow::Reply,
+            });
+        }
+        Write::Revoke { session: target } => {
+            if !recorded {
+                // The previous release cannot apply this command.
+                return Err(Refusal::Unsupported {
+                    what: "revoking sessions",
+                });
+            }
+            return Ok(Admission::Propose {
+                kind: CommandKind::RevokeSession {
+                    by: caller.clone(),
+                    session: target,
                 },
                 follow: Follow::Reply,
             });
@@ -578,6 +606,9 @@ enum Write {
     Renew {
         name: String,
         token: FencingToken,
+    },
+    Revoke {
+        session: SessionId,
     },
     Client(ClientOp),
 }

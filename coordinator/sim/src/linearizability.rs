@@ -55,8 +55,8 @@ pub enum Call {
     Cancel,
     /// The client's session ended, releasing the lock if it held it.
     EndSession {
-        /// Expired (lock-delay may make the lock busy for a while) rather
-        /// than closed.
+        /// Expired or revoked (lock-delay may make the lock busy for a
+        /// while) rather than closed.
         expired: bool,
     },
 }

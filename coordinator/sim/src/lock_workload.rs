@@ -126,6 +126,10 @@ pub enum LockCanary {
     /// their own: switched off in the shipped restore. Run it in the
     /// full-state world.
     SnapshotStateBound,
+    /// A revoked session's locks pass on after the lock-delay only, not
+    /// after its TTL: switched off in the shipped state machine. Run it in
+    /// the revocation world.
+    RevokeWithoutDelay,
 }
 
 /// What to simulate on top of [`SimConfig`] (which gives the cluster, the
@@ -207,6 +211,13 @@ pub struct LockSimConfig {
     /// on every replica alike (the oracle compares every output), also on
     /// replicas that restored a snapshot, which does not carry the bound.
     pub state_bound: Option<u64>,
+    /// Whether an administrator revokes a random client's session every
+    /// 0.5 to 1.5 s of the faulty period, through the shipped admission
+    /// (`RevokeSession`): its locks pass on only after its TTL, so the
+    /// revoked client's lease, which a keepalive answered just before may
+    /// have renewed, ends before anyone else is granted them (the mutual
+    /// exclusion check would catch an overlap).
+    pub revocations: bool,
     /// Which rule (if any) is switched off.
     #[cfg(feature = "canary")]
     pub canary: LockCanary,
@@ -235,6 +246,7 @@ impl Default for LockSimConfig {
             action_percent: 15,
             access_rules: false,
             state_bound: None,
+            revocations: false,
             #[cfg(feature = "canary")]
             canary: LockCanary::None,
         }
@@ -282,6 +294,8 @@ pub struct LockSimReport {
     pub denied: u64,
     /// Requests refused because the state was at its bound.
     pub state_full: u64,
+    /// Sessions an administrator revoked.
+    pub revoked: u64,
 }
 
 /// Runs one seed of the lock-service simulation.
@@ -303,6 +317,7 @@ impl CanaryGuard {
         canary::set_reapply_duplicates(canary == LockCanary::ReapplyDuplicates);
         canary::set_accept_stale_tokens(canary == LockCanary::AcceptStaleTokens);
         canary::set_snapshot_bound(canary == LockCanary::SnapshotStateBound);
+        canary::set_revoke_without_delay(canary == LockCanary::RevokeWithoutDelay);
         paxlock_client_rules::ack::canary::set_long_waits_hold_the_floor(
             canary == LockCanary::LongWaitsHoldTheFloor,
         );
@@ -325,6 +340,7 @@ impl Drop for CanaryGuard {
         paxlock_core::locks::machine::canary::set_reapply_duplicates(false);
         paxlock_core::locks::machine::canary::set_accept_stale_tokens(false);
         paxlock_core::locks::machine::canary::set_snapshot_bound(false);
+        paxlock_core::locks::machine::canary::set_revoke_without_delay(false);
         paxlock_client_rules::ack::canary::set_long_waits_hold_the_floor(false);
         paxlock_core::waiters::canary::set_drop_on_refused_cancel(false);
     }
@@ -355,6 +371,15 @@ pub(crate) enum Req {
         up_to: RequestId,
         wait: AbandonedWait,
     },
+    /// An administrator's revocation of `session` (the revocation world).
+    Revoke {
+        session: SessionId,
+    },
+}
+
+/// The administrator of the revocation world.
+fn operator() -> Identity {
+    Identity("operator".into())
 }
 
 /// Whether `op` is a long wait, as the client crate counts them.
@@ -422,6 +447,13 @@ fn client_request(req: &Req) -> Option<ClientRequest> {
             waiting.clone(),
             RequestOp::Client(op.clone()),
         ),
+        Req::Revoke { session } => (
+            SessionId(0),
+            RequestId(0),
+            RequestId(0),
+            Vec::new(),
+            RequestOp::RevokeSession { session: *session },
+        ),
         Req::Abandon { .. } => return None,
     };
     Some(ClientRequest {
@@ -438,6 +470,10 @@ fn client_request(req: &Req) -> Option<ClientRequest> {
 /// `None`: the client hears nothing and retries by its timer, as a real
 /// client retries an `Unavailable` (no lease yet, still taking over).
 fn refused(req: &Req, refusal: Refusal, hint: Option<usize>) -> Option<Resp> {
+    // The administrator's revocations are fire and forget.
+    if matches!(req, Req::Revoke { .. }) {
+        return None;
+    }
     match refusal {
         Refusal::NotLeader => Some(Resp::NotLeader { hint }),
         Refusal::NoLease | Refusal::TakingOver | Refusal::TooManyWaits { .. } => None,
@@ -462,7 +498,7 @@ fn refused(req: &Req, refusal: Refusal, hint: Option<usize>) -> Option<Resp> {
                 result: Err(e),
             }),
             Req::Keepalive { session, .. } => Some(Resp::SessionGone { session: *session }),
-            Req::Abandon { .. } => None,
+            Req::Abandon { .. } | Req::Revoke { .. } => None,
         },
     }
 }
@@ -522,6 +558,8 @@ enum Tag {
         name: String,
         up_to: RequestId,
     },
+    /// An administrator's revocation: nobody waits for its answer.
+    Revoke,
 }
 
 #[derive(Debug, Clone)]
@@ -584,6 +622,9 @@ pub(crate) enum Ev {
         woken: Woken,
     },
     LivenessCheck,
+    /// The administrator revokes a random client's session (the
+    /// revocation world).
+    Revoke,
 }
 
 impl Ev {
@@ -596,6 +637,7 @@ impl Ev {
             Ev::ClientTick { client, .. } => (16, *client as u64),
             Ev::ClientRestart { client } => (17, *client as u64),
             Ev::LivenessCheck => (18, 0),
+            Ev::Revoke => (20, 0),
             Ev::Woken { node, .. } => (19, *node as u64),
         }
     }
@@ -1049,6 +1091,7 @@ impl LockSim {
                 self.schedule_work(self.now + 100 * MS, Ev::LivenessCheck);
                 self.liveness_check()?;
             }
+            Ev::Revoke => self.revoke_someone(),
             Ev::Woken {
                 node,
                 incarnation,
@@ -1185,6 +1228,7 @@ impl LockSim {
                     up_to,
                     result: out.reply.clone(),
                 }),
+                Tag::Revoke => None,
                 // Admitted again at once, as the handler does after
                 // committing it (or refused with the command's refusal).
                 Tag::First { req } => match &out.reply {
@@ -1413,6 +1457,9 @@ impl LockSim {
                 .entry((*session, *request_id))
                 .or_insert(before);
         }
+        if let (CommandKind::RevokeSession { .. }, Ok(_)) = (&cmd.kind, &out.reply) {
+            self.w.report.revoked += 1;
+        }
         let oracle_out = self.w.oracle.apply(slot.0, cmd.clone());
         if oracle_out != *out {
             return Err(format!(
@@ -1441,11 +1488,13 @@ impl LockSim {
                     for q in self.w.fifo.values_mut() {
                         q.retain(|s| s != session);
                     }
+                    // A revoked session's locks stay in lock-delay too.
+                    let delayed = *reason != paxlock_core::locks::CloseReason::Closed;
                     if let Some(names) = self.w.touched.remove(session) {
                         for name in names {
                             self.w.histories.entry(name).or_default().push(Operation {
                                 client: session.0,
-                                call: Call::EndSession { expired },
+                                call: Call::EndSession { expired: delayed },
                                 outcome: Outcome::Ended,
                                 invoked_at: self.now,
                                 completed_at: Some(self.now),
@@ -1587,18 +1636,18 @@ impl LockSim {
             }
             _ => {
                 let request = client_request(&req).ok_or("a withdrawal is no client request")?;
-                let caller = client_identity(client);
-                // The simulated clusters run with the open default rules.
-                let no_admins = Admins::default();
+                let revoking = matches!(req, Req::Revoke { .. });
+                let caller = if revoking {
+                    operator()
+                } else {
+                    client_identity(client)
+                };
+                // The simulated clusters run with the open default rules,
+                // administered by the revocation world's operator.
+                let admins = Admins::new(self.w.cfg.revocations.then(operator));
                 let app = &mut self.nodes[node].app;
-                let admission = admission::admit(
-                    &mut app.role,
-                    &app.machine,
-                    view,
-                    &caller,
-                    &no_admins,
-                    request,
-                );
+                let admission =
+                    admission::admit(&mut app.role, &app.machine, view, &caller, &admins, request);
                 match admission {
                     Admission::Refused(refusal) => {
                         if let Some(resp) = refused(&req, refusal, hint) {
@@ -1631,6 +1680,7 @@ impl LockSim {
                             Req::Cmd { request_id, .. } => Tag::Cmd {
                                 request_id: *request_id,
                             },
+                            Req::Revoke { .. } => Tag::Revoke,
                             Req::Keepalive { .. } | Req::Abandon { .. } => {
                                 return Err(format!("admitted {req:?} as a proposal"))
                             }
@@ -2398,6 +2448,12 @@ impl LockSim {
                         }
                         self.finish_op(client, task, Some(Outcome::Released));
                     }
+                    // A copy of the release may have been applied before
+                    // the session ended (revoked, say): its retry then
+                    // finds no session, and whether it released is unknown.
+                    (OpKind::Release, Err(CommandError::SessionNotFound { .. })) => {
+                        self.finish_op(client, task, Some(Outcome::Unknown));
+                    }
                     (OpKind::Release, Err(_)) => {
                         self.finish_op(client, task, Some(Outcome::Stale));
                     }
@@ -2450,6 +2506,38 @@ impl LockSim {
             }
         }
         Ok(())
+    }
+
+    /// The revocation world's administrator: revokes the session of a
+    /// random live client, sent to the node that client talks to, as long
+    /// as the faulty period lasts.
+    fn revoke_someone(&mut self) {
+        if self.healed {
+            return;
+        }
+        let next = self.now + self.rng.range(500 * MS, 1_500 * MS);
+        self.schedule_work(next, Ev::Revoke);
+        let live: Vec<usize> = (0..self.w.clients.len())
+            .filter(|c| self.w.clients[*c].alive && self.w.clients[*c].session.is_some())
+            .collect();
+        if live.is_empty() {
+            return;
+        }
+        let client = live[self.rng.index(live.len())];
+        let c = &self.w.clients[client];
+        let Some(session) = c.session else {
+            return;
+        };
+        let (cinc, to) = (c.incarnation, c.target);
+        self.schedule_work(
+            self.now,
+            Ev::ToNode {
+                client,
+                cinc,
+                to,
+                req: Req::Revoke { session },
+            },
+        );
     }
 
     /// After healing, a lock held by a dead session with waiters must be
@@ -2561,6 +2649,10 @@ impl Workload for Locks {
         for client in 0..sim.w.clients.len() {
             let t = sim.rng.range(0, 100 * MS);
             sim.schedule_work(t, Ev::ClientTick { client, cinc: 0 });
+        }
+        if sim.w.cfg.revocations {
+            let t = sim.rng.range(SEC, 2 * SEC);
+            sim.schedule_work(t, Ev::Revoke);
         }
     }
 

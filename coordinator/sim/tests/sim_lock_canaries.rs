@@ -167,6 +167,19 @@ fn replicas_that_restore_the_state_bound_from_a_snapshot_are_caught() {
     assert_caught("snapshot state bound", &cfg, 100);
 }
 
+/// A revoked session's client may have had a keepalive answered just
+/// before the revocation: handing its locks on after the lock-delay only
+/// (not its TTL) grants them while it still believes it holds them.
+#[test]
+fn locks_of_a_revoked_session_passed_on_within_its_lease_are_caught() {
+    let cfg = LockSimConfig {
+        canary: LockCanary::RevokeWithoutDelay,
+        revocations: true,
+        ..LockSimConfig::default()
+    };
+    assert_caught("revoke without delay", &cfg, 100);
+}
+
 /// The shipped access check of `paxlock-core`: nodes that ignore the
 /// rules grant `lock0` to a client the access world's rules deny it.
 #[test]

@@ -101,13 +101,14 @@ fn sweep(label: &str, cfg: &LockSimConfig, seeds: &[u64]) -> LockSimReport {
                 total.late_answers += r.late_answers;
                 total.denied += r.denied;
                 total.state_full += r.state_full;
+                total.revoked += r.revoked;
                 opposite += u64::from(r.opposite_drift);
             }
             Err(v) => failures.push(repro(&v)),
         }
     }
     eprintln!(
-        "{label}: {} seeds ({} with opposite drift) in {:.1} s: {} events, {} slots, {} grants, {} expiries, {} elections, {} client faults, {} resource writes, {} history ops, {} locks over the linearizability budget, {} dead-holder/lock-delay hand-offs checked after healing, {} requests sent again under a new id, {} woken requests answered late, {} requests the access rules refused, {} refused for a full state",
+        "{label}: {} seeds ({} with opposite drift) in {:.1} s: {} events, {} slots, {} grants, {} expiries, {} elections, {} client faults, {} resource writes, {} history ops, {} locks over the linearizability budget, {} dead-holder/lock-delay hand-offs checked after healing, {} requests sent again under a new id, {} woken requests answered late, {} requests the access rules refused, {} refused for a full state, {} sessions revoked",
         seeds.len(),
         opposite,
         started.elapsed().as_secs_f64(),
@@ -124,7 +125,8 @@ fn sweep(label: &str, cfg: &LockSimConfig, seeds: &[u64]) -> LockSimReport {
         total.renumbered,
         total.late_answers,
         total.denied,
-        total.state_full
+        total.state_full,
+        total.revoked
     );
     assert!(
         failures.is_empty(),
@@ -213,6 +215,20 @@ fn a_full_state_is_refused_alike_on_every_replica_under_faults() {
     let seeds = shifted_seeds(150, 9_000_000);
     let total = sweep("full state", &cfg, &seeds);
     assert!(total.state_full > 0, "no request was refused: {total:?}");
+}
+
+/// The revocation world: an administrator revokes a random client's
+/// session every 0.5 to 1.5 s, under faults; the revoked session's locks
+/// pass on only after its TTL, so no two clients ever believe they hold
+/// one lock (the mutual exclusion check), and fencing, linearizability and
+/// every other check still hold.
+#[test]
+fn revoked_sessions_never_leave_two_holders_under_faults() {
+    let mut cfg = sweep_config();
+    cfg.revocations = true;
+    let seeds = shifted_seeds(150, 10_000_000);
+    let total = sweep("revocations", &cfg, &seeds);
+    assert!(total.revoked > 0, "no session was revoked: {total:?}");
 }
 
 /// The full-state world's bound: about what the workload's four sessions,

@@ -1,5 +1,7 @@
 //! `paxlock locks [PREFIX]`, `paxlock describe NAME`, `paxlock sessions`:
-//! what the cluster holds, as tables for people or `--json` for scripts.
+//! what the cluster holds, as tables for people or `--json` for scripts;
+//! and `paxlock revoke SESSION`, an administrator's way out of a stuck
+//! session.
 //! Each shows only what the caller's identity may see (locks it may read;
 //! its own sessions, an administrator's every session).
 
@@ -21,17 +23,24 @@ pub struct Output {
 }
 
 impl Output {
-    /// Connects, asks, and closes the client (its session) before
-    /// answering, whatever the answer.
     async fn ask<T>(
         &self,
         call: impl AsyncFnOnce(&paxlock::Client) -> Result<T, paxlock::Error>,
     ) -> anyhow::Result<T> {
-        let client = super::connect(&self.client_config).await?;
-        let answer = call(&client).await;
-        let _ = client.close().await;
-        Ok(answer?)
+        ask(&self.client_config, call).await
     }
+}
+
+/// Connects, asks, and closes the client (its session) before answering,
+/// whatever the answer.
+async fn ask<T>(
+    client_config: &std::path::Path,
+    call: impl AsyncFnOnce(&paxlock::Client) -> Result<T, paxlock::Error>,
+) -> anyhow::Result<T> {
+    let client = super::connect(client_config).await?;
+    let answer = call(&client).await;
+    let _ = client.close().await;
+    Ok(answer?)
 }
 
 /// `paxlock locks [PREFIX]`.
@@ -138,6 +147,17 @@ pub async fn sessions(out: &Output) -> anyhow::Result<()> {
             }
         }
     }
+    Ok(())
+}
+
+/// `paxlock revoke SESSION`.
+pub async fn revoke(session: u64, client_config: &std::path::Path) -> anyhow::Result<()> {
+    ask(client_config, async |c| c.revoke_session(session).await)
+        .await
+        .with_context(|| format!("revoking session {session}"))?;
+    println!(
+        "session {session} revoked: its locks pass on once its TTL is over, with higher fencing tokens"
+    );
     Ok(())
 }
 

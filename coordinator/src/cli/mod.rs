@@ -103,6 +103,15 @@ pub enum Command {
         #[command(flatten)]
         output: inspect::Output,
     },
+    /// End a session now (administrators only): its locks pass on after
+    /// its TTL, with higher tokens; its client's guards report the loss.
+    Revoke {
+        /// The session's id (as `paxlock sessions` lists it).
+        session: u64,
+        /// The client config file (written by `paxlock dev`).
+        #[arg(long, default_value = ".paxlock-dev/client.toml")]
+        client_config: PathBuf,
+    },
     /// Read or change the cluster's access rules (administrators only).
     Acl {
         /// The rules action.
@@ -133,6 +142,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Locks { prefix, output } => inspect::locks(&prefix, &output).await.map(ok),
         Command::Describe { name, output } => inspect::describe(&name, &output).await.map(ok),
         Command::Sessions { output } => inspect::sessions(&output).await.map(ok),
+        Command::Revoke {
+            session,
+            client_config,
+        } => inspect::revoke(session, &client_config).await.map(ok),
         Command::Lock(args) => lock::run(args).await,
         Command::Elect(args) => elect::run(args).await,
         Command::Observe {

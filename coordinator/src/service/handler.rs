@@ -677,6 +677,9 @@ fn request_op(op: &Op) -> Result<RequestOp, proto::Error> {
             after: list.after.clone(),
             limit: list.limit,
         },
+        Op::RevokeSession(revoke) => RequestOp::RevokeSession {
+            session: SessionId(revoke.session_id),
+        },
         Op::ListSessions(list) => RequestOp::ListSessions {
             after: SessionId(list.after),
             limit: list.limit,

@@ -205,6 +205,18 @@ pub enum CommandKind {
         /// the administrator's change was made against, if any.
         expected_version: Option<u64>,
     },
+    /// Ends a session now, for an administrator, whom the node checked: as
+    /// an expiry does, except that each lock it held stays in lock-delay
+    /// for the longer of the lock-delay and the session's TTL. The
+    /// session's client may have had a keepalive answered just before, so
+    /// its lease runs up to a TTL past the revocation: no other session
+    /// may be granted its locks before that lease is over.
+    RevokeSession {
+        /// The administrator who revoked it (kept in the log for audit).
+        by: Identity,
+        /// The session.
+        session: SessionId,
+    },
 }
 
 impl CommandKind {
@@ -222,7 +234,8 @@ impl CommandKind {
             CommandKind::OpenSessionAs { .. }
             | CommandKind::ClientAs { .. }
             | CommandKind::ClaimSession { .. }
-            | CommandKind::SetAccessRules { .. } => PROTOCOL_V3,
+            | CommandKind::SetAccessRules { .. }
+            | CommandKind::RevokeSession { .. } => PROTOCOL_V3,
         }
     }
 }

@@ -16,6 +16,9 @@ pub enum ReleaseReason {
     SessionClosed,
     /// The holder's session expired (lock-delay may apply).
     SessionExpired,
+    /// An administrator revoked the holder's session (the lock stays in
+    /// lock-delay for at least the session's TTL).
+    SessionRevoked,
 }
 
 /// Why a session ended.
@@ -25,6 +28,8 @@ pub enum CloseReason {
     Closed,
     /// The leader expired it.
     Expired,
+    /// An administrator revoked it.
+    Revoked,
 }
 
 /// What changed in an election.

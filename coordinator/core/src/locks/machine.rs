@@ -296,7 +296,8 @@ fn acting_session(kind: &CommandKind) -> Option<SessionId> {
         | CommandKind::ClientAs { session, .. }
         | CommandKind::ExpireSession { session, .. }
         | CommandKind::Abandon { session, .. }
-        | CommandKind::ClaimSession { session, .. } => Some(*session),
+        | CommandKind::ClaimSession { session, .. }
+        | CommandKind::RevokeSession { session, .. } => Some(*session),
         _ => None,
     }
 }
@@ -452,6 +453,15 @@ impl StateMachine {
                 } else if self.sessions.contains_key(&session) {
                     self.end_session(session, CloseReason::Expired, &mut cx);
                     Ok(Reply::Done)
+                } else {
+                    Err(CommandError::SessionNotFound { session })
+                };
+                (reply, false)
+            }
+            CommandKind::RevokeSession { by: _, session } => {
+                let reply = if self.sessions.contains_key(&session) {
+                    self.end_session(session, CloseReason::Revoked, &mut cx);
+                    Ok(Reply::SessionClosed)
                 } else {
                     Err(CommandError::SessionNotFound { session })
                 };
@@ -803,7 +813,8 @@ impl StateMachine {
                     | ClientOp::Proclaim { name, .. } => t.elections.push(name.clone()),
                 }
             }
-            CommandKind::ExpireSession { session, .. } => {
+            CommandKind::ExpireSession { session, .. }
+            | CommandKind::RevokeSession { session, .. } => {
                 t.sessions.push(*session);
                 self.touched_by_end(*session, &mut t);
             }
@@ -1190,12 +1201,17 @@ impl StateMachine {
             }
             self.drop_if_empty(name);
         }
-        let release_reason = match reason {
-            CloseReason::Closed => ReleaseReason::SessionClosed,
-            CloseReason::Expired => ReleaseReason::SessionExpired,
+        let (release_reason, delay_ms) = match reason {
+            CloseReason::Closed => (ReleaseReason::SessionClosed, 0),
+            CloseReason::Expired => (ReleaseReason::SessionExpired, self.config.lock_delay_ms),
+            // Its client's lease may run a TTL past the revocation.
+            CloseReason::Revoked => (
+                ReleaseReason::SessionRevoked,
+                self.revocation_delay_ms(s.ttl_ms),
+            ),
         };
         for name in &s.held {
-            self.release_holder(name, release_reason, cx);
+            self.release_holder(name, release_reason, delay_ms, cx);
         }
         for name in &s.campaigns {
             self.leave_election(session, name, cx);
@@ -1257,10 +1273,21 @@ impl StateMachine {
         }
     }
 
-    /// Ends the current grant; after an expiry with lock-delay configured
-    /// the lock waits, otherwise the next waiter is granted now.
-    fn release_holder(&mut self, name: &str, reason: ReleaseReason, cx: &mut Cx) {
-        let delay_ms = self.config.lock_delay_ms;
+    /// How long a lock of a revoked session with `ttl_ms` stays in
+    /// lock-delay: the longer of the lock-delay and the TTL (see
+    /// [`CommandKind::RevokeSession`]).
+    fn revocation_delay_ms(&self, ttl_ms: u64) -> u64 {
+        #[cfg(feature = "canary")]
+        if canary::revoke_without_delay() {
+            return self.config.lock_delay_ms;
+        }
+        self.config.lock_delay_ms.max(ttl_ms)
+    }
+
+    /// Ends the current grant; with a lock-delay (`delay_ms` > 0: after an
+    /// expiry or a revocation) the lock waits, otherwise the next waiter is
+    /// granted now.
+    fn release_holder(&mut self, name: &str, reason: ReleaseReason, delay_ms: u64, cx: &mut Cx) {
         let until_ms = self.now_ms.saturating_add(delay_ms);
         let Some(lock) = self.locks.get_mut(name) else {
             return;
@@ -1268,7 +1295,7 @@ impl StateMachine {
         let Some(holder) = lock.holder.take() else {
             return;
         };
-        let delayed = reason == ReleaseReason::SessionExpired && delay_ms > 0;
+        let delayed = delay_ms > 0;
         if delayed {
             lock.delayed_until_ms = Some(until_ms);
             self.delays.insert((until_ms, name.to_owned()));
@@ -1388,7 +1415,7 @@ impl StateMachine {
         if !self.holds(session, name, token) {
             return Err(self.stale(name, token));
         }
-        self.release_holder(name, ReleaseReason::Released, cx);
+        self.release_holder(name, ReleaseReason::Released, 0, cx);
         Ok(Reply::Released)
     }
 
@@ -1409,7 +1436,7 @@ impl StateMachine {
         match self.holder(name) {
             Some(h) if h.session == session => {
                 // The grant raced the cancel: release it, no orphan holder.
-                self.release_holder(name, ReleaseReason::Cancelled, cx);
+                self.release_holder(name, ReleaseReason::Cancelled, 0, cx);
                 Reply::Cancelled {
                     released: Some(h.token),
                 }
@@ -1715,6 +1742,19 @@ pub mod canary {
         static REAPPLY_DUPLICATES: Cell<bool> = const { Cell::new(false) };
         static STALE_TOKENS: Cell<bool> = const { Cell::new(false) };
         static SNAPSHOT_BOUND: Cell<bool> = const { Cell::new(false) };
+        static REVOKE_WITHOUT_DELAY: Cell<bool> = const { Cell::new(false) };
+    }
+
+    /// Makes the machine on this thread hand a revoked session's locks on
+    /// after the lock-delay only, not after the session's TTL: the revoked
+    /// client may still hold its lease when the next holder is granted.
+    pub fn set_revoke_without_delay(on: bool) {
+        REVOKE_WITHOUT_DELAY.with(|c| c.set(on));
+    }
+
+    /// Whether the revocation canary is on for this thread.
+    pub fn revoke_without_delay() -> bool {
+        REVOKE_WITHOUT_DELAY.with(Cell::get)
     }
 
     /// Makes replicas on this thread restore snapshots with the state

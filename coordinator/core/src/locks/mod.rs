@@ -43,6 +43,8 @@ mod proptests;
 #[cfg(test)]
 mod removal_tests;
 #[cfg(test)]
+mod revoke_tests;
+#[cfg(test)]
 mod state_bound_tests;
 #[cfg(test)]
 mod tests;
