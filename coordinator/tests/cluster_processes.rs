@@ -427,6 +427,58 @@ async fn leader_status_until(
     }
 }
 
+/// The number after `term=` in a line.
+fn term_in(line: &str) -> Option<u64> {
+    line.split("term=")
+        .nth(1)?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// `paxlock elect NAME -- CMD` runs CMD while leader, with the term in its
+/// environment, and resigns when it exits; when leadership is lost (here an
+/// administrator revokes its session) it stops CMD and exits with 4.
+#[test]
+fn elect_runs_a_command_while_leader_and_stops_it_when_leadership_is_lost() -> TestResult {
+    let _serial = serial();
+    let cluster = ProcessCluster::start_administered(3)?;
+    let mut once = CliProcess::elect(
+        &cluster,
+        "jobs/leader",
+        &[],
+        "echo leading term=$PAXLOCK_TERM election=$PAXLOCK_ELECTION",
+    )?;
+    let line = once.wait_for("leading term=", PATIENCE)?;
+    assert!(line.contains("election=jobs/leader"), "{line}");
+    let first = term_in(&line).ok_or("no term")?;
+    assert_eq!(once.wait_exit(PATIENCE)?, Some(0));
+
+    // Resigned on exit: the next campaign wins at once, a term later.
+    let mut held = CliProcess::elect(
+        &cluster,
+        "jobs/leader",
+        &["--ttl", "2s"],
+        "echo leading term=$PAXLOCK_TERM; sleep 600",
+    )?;
+    let second = term_in(&held.wait_for("leading term=", PATIENCE)?).ok_or("no term")?;
+    assert!(second > first, "term {second} after {first}");
+    runtime()?.block_on(async {
+        let admin = cluster.client(Duration::from_secs(30)).await?;
+        let sessions = admin.list_sessions().await?;
+        let leading = sessions
+            .iter()
+            .find(|s| s.campaigns.iter().any(|c| c == "jobs/leader"))
+            .ok_or("no session campaigns in jobs/leader")?;
+        admin.revoke_session(leading.session.session_id).await?;
+        Ok::<_, Box<dyn std::error::Error>>(())
+    })?;
+    held.wait_for("lost; stopping the command", PATIENCE)?;
+    assert_eq!(held.wait_exit(PATIENCE)?, Some(4));
+    Ok(())
+}
+
 fn lag_of(status: &paxlock::proto::StatusOk, id: u64) -> Option<u64> {
     status
         .peers

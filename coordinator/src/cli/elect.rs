@@ -1,5 +1,6 @@
-//! `paxlock elect NAME VALUE`, and `paxlock observe NAME` (also spelled
-//! `paxlock elect --watch NAME`).
+//! `paxlock elect NAME VALUE`, `paxlock elect NAME [VALUE] -- CMD` (run a
+//! command while leader, the twin of `paxlock lock`), and `paxlock observe
+//! NAME` (also spelled `paxlock elect --watch NAME`).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -8,7 +9,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::Args;
 
-use super::signals::Shutdown;
+use super::signals::{spawn_in_group, supervise, Ended, Shutdown};
 
 /// Exit code when leadership was lost.
 pub const EXIT_LEADERSHIP_LOST: u8 = 4;
@@ -26,9 +27,17 @@ pub struct ElectArgs {
     /// Session TTL while campaigning.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub ttl: Duration,
+    /// Time between SIGTERM and SIGKILL when the command must stop.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub grace: Duration,
     /// The client config file.
     #[arg(long, default_value = ".paxlock-dev/client.toml")]
     pub client_config: PathBuf,
+    /// A command to run while leader (term in PAXLOCK_TERM), stopped if
+    /// leadership is lost; leadership is resigned when it exits, and
+    /// `paxlock` exits with its code.
+    #[arg(last = true)]
+    pub command: Vec<String>,
 }
 
 /// Campaigns and holds leadership until Ctrl-C, or watches.
@@ -42,8 +51,11 @@ pub async fn run(args: ElectArgs) -> anyhow::Result<ExitCode> {
     if args.watch {
         return print_changes(client, &args.name, &mut shutdown).await;
     }
-    let Some(value) = args.value else {
-        bail!("give a VALUE to campaign with, or --watch to observe");
+    let value = match (args.value, args.command.is_empty()) {
+        (Some(value), _) => value,
+        // A command is what leads: the value is optional then.
+        (None, false) => String::new(),
+        (None, true) => bail!("give a VALUE to campaign with, a command after --, or --watch"),
     };
     let election = client.election(args.name.clone());
     let leadership = tokio::select! {
@@ -58,6 +70,24 @@ pub async fn run(args: ElectArgs) -> anyhow::Result<ExitCode> {
         args.name,
         leadership.term()
     );
+    if !args.command.is_empty() {
+        let env = [
+            ("PAXLOCK_ELECTION", args.name.clone()),
+            ("PAXLOCK_TERM", leadership.term().to_string()),
+            ("PAXLOCK_LEADER_VALUE", value),
+        ];
+        let mut child = spawn_in_group(&args.command, &env)?;
+        let what = format!("leadership of {:?} (term {})", args.name, leadership.term());
+        let code = match supervise(&mut child, leadership.lost(), args.grace, &what).await? {
+            Ended::Exited(code) | Ended::Stopped(code) => {
+                let _ = leadership.resign().await;
+                code
+            }
+            Ended::Lost => ExitCode::from(EXIT_LEADERSHIP_LOST),
+        };
+        let _ = client.close().await;
+        return Ok(code);
+    }
     let code = tokio::select! {
         _ = leadership.lost() => {
             eprintln!("paxlock: leadership of {:?} lost", args.name);

@@ -10,11 +10,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use super::signals::{spawn_in_group, supervise, Ended};
 use anyhow::Context;
 use clap::Args;
-use tokio::process::Command;
-
-use super::signals::{exit_code_of, terminate_then_kill, Shutdown};
 
 /// Exit code when the lock could not be acquired (timeout, busy, unreachable).
 pub const EXIT_NOT_ACQUIRED: u8 = 3;
@@ -63,32 +61,18 @@ pub async fn run(args: LockArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let token = guard.fencing_token();
-    let (program, rest) = args.command.split_first().context("no command given")?;
-    let mut child = Command::new(program)
-        .args(rest)
-        .env("PAXLOCK_FENCING_TOKEN", token.to_string())
-        .env("PAXLOCK_LOCK_NAME", &args.name)
-        // Its own process group, so stopping it stops everything it started.
-        .process_group(0)
-        .spawn()
-        .with_context(|| format!("starting {program}"))?;
-    let mut shutdown = Shutdown::install()?;
-    let code = tokio::select! {
-        status = child.wait() => {
-            let status = status.context("waiting for the command")?;
+    let env = [
+        ("PAXLOCK_FENCING_TOKEN", token.to_string()),
+        ("PAXLOCK_LOCK_NAME", args.name.clone()),
+    ];
+    let mut child = spawn_in_group(&args.command, &env)?;
+    let what = format!("lock {:?} (token {token})", args.name);
+    let code = match supervise(&mut child, guard.lost(), args.grace, &what).await? {
+        Ended::Exited(code) | Ended::Stopped(code) => {
             let _ = guard.release().await;
-            exit_code_of(status)
+            code
         }
-        _ = guard.lost() => {
-            eprintln!("paxlock: lock {:?} lost (token {token}); stopping the command", args.name);
-            terminate_then_kill(&mut child, args.grace).await;
-            ExitCode::from(EXIT_LOCK_LOST)
-        }
-        _ = shutdown.recv() => {
-            let status = terminate_then_kill(&mut child, args.grace).await;
-            let _ = guard.release().await;
-            status.map(exit_code_of).unwrap_or(ExitCode::FAILURE)
-        }
+        Ended::Lost => ExitCode::from(EXIT_LOCK_LOST),
     };
     let _ = client.close().await;
     Ok(code)

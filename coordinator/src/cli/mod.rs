@@ -60,7 +60,8 @@ pub enum Command {
     Dev(dev::DevArgs),
     /// Run a command while holding a lock (token in PAXLOCK_FENCING_TOKEN).
     Lock(lock::LockArgs),
-    /// Campaign for leadership until Ctrl-C, or --watch leadership changes.
+    /// Campaign for leadership until Ctrl-C, or run a command while leader
+    /// (`-- CMD`, the twin of `lock`), or --watch leadership changes.
     Elect(elect::ElectArgs),
     /// Print one line per leadership change of an election until Ctrl-C
     /// (the same as `elect --watch`).

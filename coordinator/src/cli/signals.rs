@@ -73,3 +73,56 @@ pub fn exit_code_of(status: ExitStatus) -> ExitCode {
         _ => ExitCode::FAILURE,
     }
 }
+
+/// How a command run while something is held ended (see [`supervise`]).
+#[derive(Debug)]
+pub enum Ended {
+    /// It exited by itself, with this code: give up what was held.
+    Exited(ExitCode),
+    /// What was held was lost; the command was stopped.
+    Lost,
+    /// A signal asked us to stop; the command was stopped, with this
+    /// code: give up what was held.
+    Stopped(ExitCode),
+}
+
+/// Starts `command` (program and arguments) with `env`, in a process group
+/// of its own so that stopping it stops everything it started.
+pub fn spawn_in_group(command: &[String], env: &[(&str, String)]) -> anyhow::Result<Child> {
+    let (program, rest) = command.split_first().context("no command given")?;
+    let mut spawn = tokio::process::Command::new(program);
+    spawn.args(rest).process_group(0);
+    for (key, value) in env {
+        spawn.env(key, value);
+    }
+    spawn.spawn().with_context(|| format!("starting {program}"))
+}
+
+/// Runs `child` until it exits, `lost` resolves (then it is stopped,
+/// SIGTERM then SIGKILL after `grace`, before this returns, so it is gone
+/// before anyone else can be granted what was lost), or a signal asks us
+/// to stop (it is stopped the same way). `what` names what is held, for
+/// the message printed on loss.
+pub async fn supervise(
+    child: &mut Child,
+    lost: impl std::future::Future<Output = ()>,
+    grace: Duration,
+    what: &str,
+) -> anyhow::Result<Ended> {
+    let mut shutdown = Shutdown::install()?;
+    tokio::select! {
+        status = child.wait() => {
+            let status = status.context("waiting for the command")?;
+            Ok(Ended::Exited(exit_code_of(status)))
+        }
+        () = lost => {
+            eprintln!("paxlock: {what} lost; stopping the command");
+            terminate_then_kill(child, grace).await;
+            Ok(Ended::Lost)
+        }
+        () = shutdown.recv() => {
+            let status = terminate_then_kill(child, grace).await;
+            Ok(Ended::Stopped(status.map(exit_code_of).unwrap_or(ExitCode::FAILURE)))
+        }
+    }
+}

@@ -326,15 +326,37 @@ impl CliProcess {
         Self::spawn(command)
     }
 
-    /// Starts `paxlock lock ... -- CMD` (the config flag must precede `--`).
+    /// Starts `paxlock lock NAME FLAGS... -- sh -c CMD` (the config flag
+    /// must precede `--`).
     pub fn lock(
         cluster: &ProcessCluster,
         name: &str,
         flags: &[&str],
         cmd: &str,
     ) -> Result<Self, Box<dyn std::error::Error>> {
+        Self::running("lock", cluster, name, flags, cmd)
+    }
+
+    /// Starts `paxlock elect NAME FLAGS... -- sh -c CMD`.
+    pub fn elect(
+        cluster: &ProcessCluster,
+        name: &str,
+        flags: &[&str],
+        cmd: &str,
+    ) -> Result<Self, Box<dyn std::error::Error>> {
+        Self::running("elect", cluster, name, flags, cmd)
+    }
+
+    /// `paxlock VERB NAME FLAGS... -- sh -c CMD`.
+    fn running(
+        verb: &str,
+        cluster: &ProcessCluster,
+        name: &str,
+        flags: &[&str],
+        cmd: &str,
+    ) -> Result<Self, Box<dyn std::error::Error>> {
         let mut command = Command::new(PAXLOCK);
-        command.args(["lock", name]).args(flags);
+        command.args([verb, name]).args(flags);
         command.arg("--client-config").arg(cluster.client_config());
         command.args(["--", "sh", "-c", cmd]);
         Self::spawn(command)
