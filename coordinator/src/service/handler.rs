@@ -100,7 +100,8 @@ impl Context {
         let Some(op) = request.op else {
             return Err(error(
                 ErrorCode::InvalidRequest,
-                "request has no operation set",
+                "the request names no operation this node knows: none was set, or it is one a \
+                 later release added (upgrade this node)",
                 false,
             ));
         };

@@ -898,24 +898,27 @@ impl StateMachine {
         if fits(self.state_bytes) {
             return Ok(());
         }
-        let removable: Vec<(String, u64)> = self
-            .elections
-            .iter()
-            .filter(|(name, e)| e.is_empty() && Some(name.as_str()) != keep)
-            .map(|(name, e)| (name.clone(), state_size::election_bytes(name, e)))
-            .collect();
-        let freeable: u64 = removable.iter().map(|(_, bytes)| bytes).sum();
-        if !fits(self.state_bytes.saturating_sub(freeable)) {
+        // One pass, in name order, copying names only while room is still
+        // needed: a full state may refuse many commands in a row.
+        let mut needed = self.state_bytes.saturating_add(adding).saturating_sub(max);
+        let mut chosen = Vec::new();
+        for (name, e) in &self.elections {
+            if needed == 0 {
+                break;
+            }
+            if e.is_empty() && Some(name.as_str()) != keep {
+                needed = needed.saturating_sub(state_size::election_bytes(name, e));
+                chosen.push(name.clone());
+            }
+        }
+        if needed > 0 {
             return Err(CommandError::StateFull {
                 bytes: self.state_bytes,
                 adding,
                 max,
             });
         }
-        for (name, _) in removable {
-            if fits(self.state_bytes) {
-                break;
-            }
+        for name in chosen {
             self.remove_election(&name, cx);
         }
         Ok(())

@@ -7,7 +7,7 @@ use crate::locks::error::CommandError;
 use crate::locks::harness::{err, Harness};
 use crate::locks::limits::DEFAULT_MAX_STATE_BYTES;
 use crate::locks::machine::StateMachine;
-use crate::locks::{Reply, SessionId};
+use crate::locks::{Event, Reply, SessionId};
 
 /// A machine at protocol 3 whose state may count at most `max` bytes.
 fn bounded(max: u64) -> Harness {
@@ -93,32 +93,24 @@ fn past_the_bound_a_command_that_adds_state_is_refused_and_changes_nothing() {
     assert_eq!(h.sm.locks, before.locks);
     // Acquires and opens are refused too once nothing fits them.
     let mut filled = bounded(4 * 1024);
+    filled.sm.config.limits.max_sessions = 1_000;
     let t = filled.open();
     let mut opened = 0;
-    while filled
-        .apply(CommandKind::OpenSession { ttl_ms: 1_000 })
-        .reply
-        .is_ok()
-    {
+    let last_open = loop {
+        let out = filled.apply(CommandKind::OpenSession { ttl_ms: 1_000 });
+        if out.reply.is_err() {
+            break out;
+        }
         opened += 1;
         assert!(opened < 100, "opens never refused");
-    }
+    };
+    assert!(is_state_full(&last_open), "{:?}", last_open.reply);
+    // A lock with a long name adds more than the session that no longer
+    // fit: refused at once, and not made.
     let name = "l".repeat(400);
-    let mut acquired = 0;
-    while filled
-        .acquire(t, &format!("{acquired}{name}"), false)
-        .reply
-        .is_ok()
-    {
-        acquired += 1;
-        assert!(acquired < 100, "acquires never refused");
-    }
-    let last = filled.acquire(t, "one-more", false);
-    assert!(
-        is_state_full(&last) || matches!(err(&last), Some(CommandError::TooManyLocks { .. })),
-        "{:?}",
-        last.reply
-    );
+    let refused = filled.acquire(t, &name, false);
+    assert!(is_state_full(&refused), "{:?}", refused.reply);
+    assert!(filled.sm.holder(&name).is_none());
 }
 
 #[test]
@@ -149,35 +141,39 @@ fn a_full_state_still_releases_resigns_and_closes() {
 #[test]
 fn elections_nobody_uses_are_removed_to_make_room_and_their_terms_never_go_back() {
     let mut h = bounded(16 * 1024);
+    // The state bound, not the count of elections, is what makes room.
+    h.sm.config.limits.max_elections = 1_000;
     let s = h.open();
-    // Elections led once and left: only their histories remain, and they
-    // fill the state.
-    let mut used = Vec::new();
-    for i in 0..100 {
-        let name = format!("old{i}");
-        if is_state_full(&h.campaign(s, &name, &[1; 2000])) {
-            break;
-        }
+    // Elections led once and left (only their histories remain) until a
+    // new one no longer fits beside them.
+    let mut terms = Vec::new();
+    let removed = (0..100).find_map(|i| {
+        let name = format!("old{i:02}");
+        let out = h.campaign(s, &name, &[1; 2000]);
+        assert!(
+            matches!(out.reply, Ok(Reply::Elected { .. })),
+            "{:?}",
+            out.reply
+        );
+        let removed = out.events.iter().find_map(|e| match e {
+            Event::ElectionRemoved { name } => Some(name.clone()),
+            _ => None,
+        });
         resign(&mut h, s, &name);
-        used.push(name);
-    }
-    assert!(used.len() > 1, "the bound was reached at once");
-    let term = h.sm.term(&used[0]);
-    let out = h.campaign(s, "new", &[2; 2000]);
-    assert!(
-        matches!(out.reply, Ok(Reply::Elected { .. })),
-        "{:?}",
-        out.reply
+        terms.push(h.sm.term(&name));
+        removed
+    });
+    assert_eq!(
+        removed.as_deref(),
+        Some("old00"),
+        "no election, or not the first in name order, made room"
     );
-    assert!(
-        !h.sm.elections.contains_key(&used[0]),
-        "the first empty election (name order) was not removed"
-    );
+    assert!(terms.len() > 2, "room was made at once");
+    assert!(!h.sm.elections.contains_key("old00"));
     assert!(h.sm.state_bytes() <= 16 * 1024);
     // Made again, it starts above where it was.
-    resign(&mut h, s, "new");
-    h.campaign(s, &used[0], b"v");
-    assert!(h.sm.term(&used[0]) > term);
+    h.campaign(s, "old00", b"v");
+    assert!(h.sm.term("old00") > terms[0]);
 }
 
 #[test]
