@@ -30,6 +30,9 @@ pub struct LeaderInfo {
     /// The identity (client certificate name) the leader's session belongs
     /// to; empty for a session opened before the cluster recorded owners.
     pub identity: String,
+    /// The leadership's fencing token (see [`Leadership::fencing_token`]);
+    /// `None` if it was won before the cluster spoke protocol 3.
+    pub fencing_token: Option<u64>,
 }
 
 /// A change of leadership, in order.
@@ -44,6 +47,9 @@ pub enum LeaderEvent {
         /// The identity the leader's session belongs to (as in
         /// [`LeaderInfo::identity`]).
         identity: String,
+        /// The leadership's fencing token (as in
+        /// [`LeaderInfo::fencing_token`]).
+        fencing_token: Option<u64>,
     },
     /// The leader proclaimed a new value.
     ValueChanged {
@@ -53,6 +59,8 @@ pub enum LeaderEvent {
         value: Vec<u8>,
         /// The leader's identity.
         identity: String,
+        /// The leadership's (unchanged) fencing token.
+        fencing_token: Option<u64>,
     },
     /// Nobody leads.
     NoLeader {
@@ -101,6 +109,7 @@ impl Election {
                 value: info.value,
                 session_id: info.leader_session_id,
                 identity: info.leader_identity,
+                fencing_token: token(info.fencing_token),
             })),
             response::Result::Leader(_) => Ok(None),
             other => Err(unexpected(&other)),
@@ -231,6 +240,7 @@ impl CampaignBuilder {
             own_session,
             name: self.name.clone(),
             term: info.term,
+            fencing_token: token(info.fencing_token),
             resigned: AtomicBool::new(false),
         })
     }
@@ -260,14 +270,27 @@ pub struct Leadership {
     own_session: bool,
     name: String,
     term: u64,
+    fencing_token: Option<u64>,
     resigned: AtomicBool,
 }
 
 impl Leadership {
-    /// The term of this leadership; pass it as a fencing token to
-    /// resources only the leader may change.
+    /// The term of this leadership: one more per change of leader of this
+    /// election. It orders this election's leaders only; to fence writes,
+    /// use [`Leadership::fencing_token`].
     pub fn term(&self) -> u64 {
         self.term
+    }
+
+    /// The fencing token of this leadership: drawn at the win from the
+    /// sequence lock grants draw from, so strictly greater than every
+    /// token granted (to any lock or leadership) before it; a proclaim
+    /// keeps it. Pass it with every write to a resource only the leader
+    /// may change, which must refuse lower ones ([`crate::fencing::TokenFence`]).
+    /// `None` only for a leadership won before the cluster spoke
+    /// protocol 3 (during a rolling upgrade from the previous release).
+    pub fn fencing_token(&self) -> Option<u64> {
+        self.fencing_token
     }
 
     /// Whether this leadership may still be trusted (the session lease).
@@ -409,14 +432,22 @@ fn convert(event: WatchEvent) -> Option<LeaderEvent> {
             term: event.term,
             value: event.value,
             identity: event.leader_identity,
+            fencing_token: token(event.fencing_token),
         }),
         Kind::ValueChanged => Some(LeaderEvent::ValueChanged {
             term: event.term,
             value: event.value,
             identity: event.leader_identity,
+            fencing_token: token(event.fencing_token),
         }),
         Kind::NoLeader => Some(LeaderEvent::NoLeader { term: event.term }),
         Kind::HistoryGone => Some(LeaderEvent::HistoryGone),
         Kind::Unspecified => None,
     }
+}
+
+/// A leadership's token from the wire, where 0 stands for none (a win
+/// before protocol 3; tokens start at 1).
+fn token(wire: u64) -> Option<u64> {
+    (wire != 0).then_some(wire)
 }

@@ -315,6 +315,7 @@ fn a_watch_resumes_after_a_full_restart_without_skipping_a_term() -> TestResult 
         let mut seen = vec![tokio::time::timeout(PATIENCE, watch.next()).await??];
         let a = cluster.client(Duration::from_secs(10)).await?;
         let lead = a.election("svc").campaign(b"a".to_vec()).await?;
+        let token_a = lead.fencing_token();
         seen.push(tokio::time::timeout(PATIENCE, watch.next()).await??);
         for id in 1..=3 {
             cluster.kill(id);
@@ -326,7 +327,9 @@ fn a_watch_resumes_after_a_full_restart_without_skipping_a_term() -> TestResult 
         // connection, continuing from the last event it delivered.
         lead.resign().await?;
         let b = cluster.client(Duration::from_secs(10)).await?;
-        let _b_lead = b.election("svc").campaign(b"b".to_vec()).await?;
+        let b_lead = b.election("svc").campaign(b"b".to_vec()).await?;
+        let token_b = b_lead.fencing_token();
+        assert!(token_b > token_a, "{token_b:?} after {token_a:?}");
         while seen.len() < 4 {
             seen.push(tokio::time::timeout(PATIENCE * 2, watch.next()).await??);
         }
@@ -339,14 +342,17 @@ fn a_watch_resumes_after_a_full_restart_without_skipping_a_term() -> TestResult 
                     term: 1,
                     value: b"a".to_vec(),
                     identity: "dev-client".into(),
+                    fencing_token: token_a,
                 },
                 E::NoLeader { term: 2 },
                 // The owner survives the restart (the log records protocol
-                // 3, and session owners are part of the state).
+                // 3, and session owners are part of the state); tokens keep
+                // rising across it.
                 E::Elected {
                     term: 3,
                     value: b"b".to_vec(),
                     identity: "dev-client".into(),
+                    fencing_token: token_b,
                 },
             ]
         );
@@ -427,9 +433,9 @@ async fn leader_status_until(
     }
 }
 
-/// The number after `term=` in a line.
-fn term_in(line: &str) -> Option<u64> {
-    line.split("term=")
+/// The number after `key` (such as `token=`) in a line.
+fn field_in(line: &str, key: &str) -> Option<u64> {
+    line.split(key)
         .nth(1)?
         .split_whitespace()
         .next()?
@@ -437,8 +443,13 @@ fn term_in(line: &str) -> Option<u64> {
         .ok()
 }
 
-/// `paxlock elect NAME -- CMD` runs CMD while leader, with the term in its
-/// environment, and resigns when it exits; when leadership is lost (here an
+/// The number after `term=` in a line.
+fn term_in(line: &str) -> Option<u64> {
+    field_in(line, "term=")
+}
+
+/// `paxlock elect NAME -- CMD` runs CMD while leader, with the term and the
+/// leadership's fencing token in its environment, and resigns when it exits; when leadership is lost (here an
 /// administrator revokes its session) it stops CMD and exits with 4.
 #[test]
 fn elect_runs_a_command_while_leader_and_stops_it_when_leadership_is_lost() -> TestResult {
@@ -448,11 +459,13 @@ fn elect_runs_a_command_while_leader_and_stops_it_when_leadership_is_lost() -> T
         &cluster,
         "jobs/leader",
         &[],
-        "echo leading term=$PAXLOCK_TERM election=$PAXLOCK_ELECTION",
+        "echo leading term=$PAXLOCK_TERM election=$PAXLOCK_ELECTION token=$PAXLOCK_FENCING_TOKEN",
     )?;
     let line = once.wait_for("leading term=", PATIENCE)?;
     assert!(line.contains("election=jobs/leader"), "{line}");
     let first = term_in(&line).ok_or("no term")?;
+    let first_token = field_in(&line, "token=").ok_or("no token")?;
+    assert!(first_token > 0, "{line}");
     assert_eq!(once.wait_exit(PATIENCE)?, Some(0));
 
     // Resigned on exit: the next campaign wins at once, a term later.
@@ -460,10 +473,16 @@ fn elect_runs_a_command_while_leader_and_stops_it_when_leadership_is_lost() -> T
         &cluster,
         "jobs/leader",
         &["--ttl", "2s"],
-        "echo leading term=$PAXLOCK_TERM; sleep 600",
+        "echo leading term=$PAXLOCK_TERM token=$PAXLOCK_FENCING_TOKEN; sleep 600",
     )?;
-    let second = term_in(&held.wait_for("leading term=", PATIENCE)?).ok_or("no term")?;
+    let line = held.wait_for("leading term=", PATIENCE)?;
+    let second = term_in(&line).ok_or("no term")?;
     assert!(second > first, "term {second} after {first}");
+    let second_token = field_in(&line, "token=").ok_or("no token")?;
+    assert!(
+        second_token > first_token,
+        "token {second_token} after {first_token}"
+    );
     runtime()?.block_on(async {
         let admin = cluster.client(Duration::from_secs(30)).await?;
         let sessions = admin.list_sessions().await?;

@@ -349,8 +349,17 @@ async fn election_watchers_see_every_term_in_order() -> TestResult {
 
     let a = cluster.client(TTL).await?;
     let b = cluster.client(TTL).await?;
+    // Leaderships draw their fencing tokens from the sequence lock grants
+    // draw from: a's win is above a grant before it.
+    let grant = a.lock("before-orders").acquire().await?;
     let lead_a = a.election("orders").campaign(b"a:1".to_vec()).await?;
     assert_eq!(lead_a.term(), 1);
+    let token_a = lead_a.fencing_token().ok_or("a's leadership has a token")?;
+    assert!(
+        token_a > grant.fencing_token(),
+        "win not above an earlier grant"
+    );
+    grant.release().await?;
     let b_task = tokio::spawn(async move {
         let lead = b.election("orders").campaign(b"b:1".to_vec()).await?;
         // Returned, not dropped: dropping a leadership resigns.
@@ -361,6 +370,11 @@ async fn election_watchers_see_every_term_in_order() -> TestResult {
     lead_a.resign().await?;
     let (_b, lead_b) = tokio::time::timeout(PATIENCE, b_task).await???;
     assert_eq!(lead_b.term(), 2);
+    let token_b = lead_b.fencing_token().ok_or("b's leadership has a token")?;
+    assert!(
+        token_b > token_a,
+        "b's win {token_b} not above a's {token_a}"
+    );
 
     let mut seen = Vec::new();
     while seen.len() < 3 {
@@ -373,16 +387,19 @@ async fn election_watchers_see_every_term_in_order() -> TestResult {
                 term: 1,
                 value: b"a:1".to_vec(),
                 identity: "dev-client".into(),
+                fencing_token: Some(token_a),
             },
             LeaderEvent::ValueChanged {
                 term: 1,
                 value: b"a:2".to_vec(),
                 identity: "dev-client".into(),
+                fencing_token: Some(token_a),
             },
             LeaderEvent::Elected {
                 term: 2,
                 value: b"b:1".to_vec(),
                 identity: "dev-client".into(),
+                fencing_token: Some(token_b),
             },
         ]
     );
@@ -391,7 +408,10 @@ async fn election_watchers_see_every_term_in_order() -> TestResult {
         .leader()
         .await?
         .ok_or("b leads")?;
-    assert_eq!((leader.term, leader.value), (2, b"b:1".to_vec()));
+    assert_eq!(
+        (leader.term, leader.value, leader.fencing_token),
+        (2, b"b:1".to_vec(), Some(token_b))
+    );
 
     // A late watcher asking for the history gets the same events from the
     // first; a plain late watch starts at the current state.
@@ -409,6 +429,7 @@ async fn election_watchers_see_every_term_in_order() -> TestResult {
             term: 2,
             value: b"b:1".to_vec(),
             identity: "dev-client".into(),
+            fencing_token: Some(token_b),
         }
     );
     Ok(())

@@ -53,15 +53,21 @@ pub enum WaitFor {
     Win,
 }
 
-/// What woke a waiter: the fencing token it was granted or the term it
-/// won, taken from the event (or restored state) that ended its wait, and
-/// carried to the waiting request.
+/// What woke a waiter: the grant or the win that ended its wait, taken
+/// from the event (or restored state) that ended it, and carried to the
+/// waiting request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Woken {
-    /// Grant or win.
-    pub wait: WaitFor,
-    /// The fencing token granted, or the term won.
-    pub value: u64,
+pub enum Woken {
+    /// A queued acquire was granted, with this fencing token.
+    Granted(FencingToken),
+    /// A campaign won this term, with the leadership's fencing token
+    /// (`None`: won before the log recorded protocol 3).
+    Won {
+        /// The term won.
+        term: u64,
+        /// The leadership's token.
+        token: Option<FencingToken>,
+    },
 }
 
 impl Woken {
@@ -76,11 +82,9 @@ impl Woken {
     /// node's handler doing that; the simulator's late wake-ups find it,
     /// see `LockSimConfig::late_wakeups`).
     pub fn reply(self) -> Reply {
-        match self.wait {
-            WaitFor::Grant => Reply::Granted {
-                token: FencingToken(self.value),
-            },
-            WaitFor::Win => Reply::Elected { term: self.value },
+        match self {
+            Woken::Granted(token) => Reply::Granted { token },
+            Woken::Won { term, token } => Reply::Elected { term, token },
         }
     }
 }
@@ -123,8 +127,8 @@ pub enum Own<T> {
         waiter: T,
     },
     /// A retry told the recorded `Queued` or `Candidate` after its grant
-    /// or win: answer it at once with the token or term.
-    Answered(WaitFor, T, u64),
+    /// or win: answer it at once with that grant or win.
+    Answered(T, Woken),
     /// The command's own reply answers the request (or refuses it):
     /// nothing to wait for.
     NotWaiting(WaitFor, T),
@@ -148,23 +152,17 @@ impl<T> AfterApply<T> {
             } => {
                 let session = SessionId(key.0);
                 let already = match (wait, &output.reply) {
-                    (WaitFor::Grant, Ok(Reply::Queued { .. })) => Some(
-                        machine
-                            .holder(&key.1)
-                            .filter(|h| h.session == session)
-                            .map(|h| h.token.0),
-                    ),
-                    (WaitFor::Win, Ok(Reply::Candidate { .. })) => Some(
-                        machine
-                            .leader(&key.1)
-                            .filter(|l| l.session == session)
-                            .map(|l| l.term),
-                    ),
+                    (WaitFor::Grant, Ok(Reply::Queued { .. })) => {
+                        Some(granted_to(machine, session, &key.1))
+                    }
+                    (WaitFor::Win, Ok(Reply::Candidate { .. })) => {
+                        Some(won_by(machine, session, &key.1))
+                    }
                     // Answered by the reply itself, or refused.
                     _ => None,
                 };
                 match already {
-                    Some(Some(value)) => Own::Answered(wait, waiter, value),
+                    Some(Some(woken)) => Own::Answered(waiter, woken),
                     Some(None) => Own::Waits {
                         wait,
                         key,
@@ -368,18 +366,22 @@ impl<T> WaiterBook<T> {
                 } => self.wake(
                     WaitFor::Grant,
                     &(session.0, name.clone()),
-                    token.0,
+                    Woken::Granted(*token),
                     &mut settled,
                 ),
                 // Nobody waits in an election that can be removed.
                 Event::LockReleased { .. } | Event::ElectionRemoved { .. } => {}
                 Event::SessionEnded { session, .. } => self.drop_session(*session, &mut settled),
                 Event::Election(e) => {
-                    if let ElectionChange::NewLeader { session, .. } = &e.change {
+                    if let ElectionChange::NewLeader { session, token, .. } = &e.change {
+                        let won = Woken::Won {
+                            term: e.term,
+                            token: *token,
+                        };
                         self.wake(
                             WaitFor::Win,
                             &(session.0, e.name.clone()),
-                            e.term,
+                            won,
                             &mut settled,
                         );
                     }
@@ -394,9 +396,7 @@ impl<T> WaiterBook<T> {
                 id,
                 waiter,
             }) => self.add(wait, key, id, waiter),
-            Some(Own::Answered(wait, waiter, value)) => {
-                settled.woken.push((waiter, Woken { wait, value }))
-            }
+            Some(Own::Answered(waiter, woken)) => settled.woken.push((waiter, woken)),
             Some(Own::NotWaiting(wait, waiter)) => settled.dropped.push((wait, waiter)),
             Some(Own::DropLockWaiters(key)) => self.drop_key(WaitFor::Grant, &key, &mut settled),
             Some(Own::Nothing) | None => {}
@@ -420,49 +420,50 @@ impl<T> WaiterBook<T> {
         self.settle_each(
             WaitFor::Grant,
             &mut settled,
-            |session, name| match machine.holder(name) {
-                Some(holder) if holder.session == session => Some(Some(holder.token.0)),
-                _ if !machine.waiters(name).contains(&session) => Some(None),
-                _ => None,
+            |session, name| match granted_to(machine, session, name) {
+                Some(granted) => Some(Some(granted)),
+                None if !machine.waiters(name).contains(&session) => Some(None),
+                None => None,
             },
         );
         self.settle_each(WaitFor::Win, &mut settled, |session, name| {
-            match machine.leader(name) {
-                Some(leader) if leader.session == session => Some(Some(leader.term)),
-                _ if !machine.has_session(session) => Some(None),
-                _ => None,
+            match won_by(machine, session, name) {
+                Some(won) => Some(Some(won)),
+                None if !machine.has_session(session) => Some(None),
+                None => None,
             }
         });
         settled
     }
 
     /// For every key of `wait`, `decide(session, name)` says: wake with a
-    /// value (`Some(Some)`), drop (`Some(None)`), or keep waiting (`None`).
+    /// grant or win (`Some(Some)`), drop (`Some(None)`), or keep waiting
+    /// (`None`).
     fn settle_each(
         &mut self,
         wait: WaitFor,
         settled: &mut Settled<T>,
-        decide: impl Fn(SessionId, &str) -> Option<Option<u64>>,
+        decide: impl Fn(SessionId, &str) -> Option<Option<Woken>>,
     ) {
-        let decided: Vec<(WaiterKey, Option<u64>)> = self
+        let decided: Vec<(WaiterKey, Option<Woken>)> = self
             .map(wait)
             .keys()
             .filter_map(|key| decide(SessionId(key.0), &key.1).map(|d| (key.clone(), d)))
             .collect();
         for (key, value) in decided {
             match value {
-                Some(value) => self.wake(wait, &key, value, settled),
+                Some(woken) => self.wake(wait, &key, woken, settled),
                 None => self.drop_key(wait, &key, settled),
             }
         }
     }
 
-    fn wake(&mut self, wait: WaitFor, key: &WaiterKey, value: u64, settled: &mut Settled<T>) {
+    fn wake(&mut self, wait: WaitFor, key: &WaiterKey, woken: Woken, settled: &mut Settled<T>) {
         if let Some(waiting) = self.map(wait).remove(key) {
             self.count -= waiting.len();
             settled
                 .woken
-                .extend(waiting.into_iter().map(|(_, w)| (w, Woken { wait, value })));
+                .extend(waiting.into_iter().map(|(_, w)| (w, woken)));
         }
     }
 
@@ -493,6 +494,25 @@ impl<T> WaiterBook<T> {
             }
         }
     }
+}
+
+/// The grant `session` holds on lock `name`, if it holds it.
+fn granted_to(machine: &StateMachine, session: SessionId, name: &str) -> Option<Woken> {
+    machine
+        .holder(name)
+        .filter(|h| h.session == session)
+        .map(|h| Woken::Granted(h.token))
+}
+
+/// The win `session` leads election `name` by, if it leads it.
+fn won_by(machine: &StateMachine, session: SessionId, name: &str) -> Option<Woken> {
+    machine
+        .leader(name)
+        .filter(|l| l.session == session)
+        .map(|l| Woken::Won {
+            term: l.term,
+            token: l.token,
+        })
 }
 
 #[cfg(test)]

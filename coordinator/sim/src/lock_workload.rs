@@ -47,9 +47,10 @@ use paxlock_core::admission::{
 #[cfg(feature = "canary")]
 use paxlock_core::leader_role::RoleCanary;
 use paxlock_core::leader_role::{LeaderRole, SCAN_PERIOD};
+use paxlock_core::locks::command::PROTOCOL_V3;
 use paxlock_core::locks::{
     AbandonedWait, ClientOp, Command, CommandError, CommandKind, ElectionChange,
-    Event as LockEvent, Identity, Output, Reply, RequestId, SessionId, StateMachine,
+    Event as LockEvent, FencingToken, Identity, Output, Reply, RequestId, SessionId, StateMachine,
 };
 use paxlock_core::paxos::{
     ChosenEntry, Input, LeadershipEvent, Nanos, NodeId, Rejected, Slot, Snapshot, Value,
@@ -130,6 +131,9 @@ pub enum LockCanary {
     /// after its TTL: switched off in the shipped state machine. Run it in
     /// the revocation world.
     RevokeWithoutDelay,
+    /// A promoted candidate gets the token of the leader it replaces, not
+    /// a new one: switched off in the shipped state machine.
+    InheritLeaderToken,
 }
 
 /// What to simulate on top of [`SimConfig`] (which gives the cluster, the
@@ -318,6 +322,7 @@ impl CanaryGuard {
         canary::set_accept_stale_tokens(canary == LockCanary::AcceptStaleTokens);
         canary::set_snapshot_bound(canary == LockCanary::SnapshotStateBound);
         canary::set_revoke_without_delay(canary == LockCanary::RevokeWithoutDelay);
+        canary::set_inherit_leader_token(canary == LockCanary::InheritLeaderToken);
         paxlock_client_rules::ack::canary::set_long_waits_hold_the_floor(
             canary == LockCanary::LongWaitsHoldTheFloor,
         );
@@ -341,6 +346,7 @@ impl Drop for CanaryGuard {
         paxlock_core::locks::machine::canary::set_accept_stale_tokens(false);
         paxlock_core::locks::machine::canary::set_snapshot_bound(false);
         paxlock_core::locks::machine::canary::set_revoke_without_delay(false);
+        paxlock_core::locks::machine::canary::set_inherit_leader_token(false);
         paxlock_client_rules::ack::canary::set_long_waits_hold_the_floor(false);
         paxlock_core::waiters::canary::set_drop_on_refused_cancel(false);
     }
@@ -760,8 +766,12 @@ pub(crate) struct Locks {
     oracle: StateMachine,
     oracle_next: Slot,
     fifo: BTreeMap<String, VecDeque<SessionId>>,
-    /// (election, term) -> the session the log elected in that term.
-    elected: BTreeMap<(String, u64), SessionId>,
+    /// (election, term) -> the session the log elected in that term, and
+    /// the leadership's fencing token.
+    elected: BTreeMap<(String, u64), (SessionId, Option<FencingToken>)>,
+    /// The highest fencing token the log has given, to a lock grant or a
+    /// leadership: every later one must be higher.
+    last_token: u64,
     /// (session, campaign request) -> the election's term just before the
     /// campaign was first applied: the campaign may not be told a term
     /// below it (one its session won before this campaign).
@@ -950,6 +960,7 @@ fn new_engine(seed: u64, cfg: LockSimConfig) -> Result<LockSim, Violation> {
         oracle_next: Slot(0),
         fifo: BTreeMap::new(),
         elected: BTreeMap::new(),
+        last_token: 0,
         campaign_floor: BTreeMap::new(),
         promised: BTreeMap::new(),
         expired_at: BTreeMap::new(),
@@ -1306,8 +1317,8 @@ impl LockSim {
     /// its task runs: with [`Woken::reply`].
     fn answer_woken(&mut self, node: usize, w: Waiting, woken: Woken) -> Result<(), String> {
         let reply = woken.reply();
-        if let Reply::Elected { term } = reply {
-            self.check_elected(w.session, w.request_id, &w.name, term)?;
+        if let Reply::Elected { term, token } = reply {
+            self.check_elected(w.session, w.request_id, &w.name, term, token)?;
         }
         let resp = Resp::Applied {
             request_id: w.request_id,
@@ -1395,12 +1406,13 @@ impl LockSim {
         request_id: RequestId,
         name: &str,
         term: u64,
+        token: Option<FencingToken>,
     ) -> Result<(), String> {
         match self.w.elected.get(&(name.to_string(), term)) {
-            Some(won) if *won == session => {}
+            Some(won) if *won == (session, token) => {}
             won => {
                 return Err(format!(
-                    "election {name}: session {} is told it won term {term}, which the log gave to {won:?}",
+                    "election {name}: session {} is told it won term {term} with token {token:?}, which the log gave to {won:?}",
                     session.0
                 ))
             }
@@ -1428,6 +1440,20 @@ impl LockSim {
                 ));
             }
         }
+        Ok(())
+    }
+
+    /// Fencing tokens rise across every lock grant and every leadership
+    /// the log gives, in log order: a resource that keeps the highest it
+    /// saw then refuses every earlier holder or leader.
+    fn check_token_rises(&mut self, name: &str, token: FencingToken) -> Result<(), String> {
+        if token.0 <= self.w.last_token {
+            return Err(format!(
+                "fencing: {name} given token {} after token {} was given",
+                token.0, self.w.last_token
+            ));
+        }
+        self.w.last_token = token.0;
         Ok(())
     }
 
@@ -1503,11 +1529,30 @@ impl LockSim {
                     }
                 }
                 LockEvent::Election(e) => {
-                    if let ElectionChange::NewLeader { session, .. } = &e.change {
-                        self.w.elected.insert((e.name.clone(), e.term), *session);
+                    if let ElectionChange::NewLeader { session, token, .. } = &e.change {
+                        self.w
+                            .elected
+                            .insert((e.name.clone(), e.term), (*session, *token));
+                        match token {
+                            Some(token) => self.check_token_rises(&e.name, *token)?,
+                            None if self.w.oracle.protocol() >= PROTOCOL_V3 => {
+                                return Err(format!(
+                                    "election {}: term {} won without a fencing token at protocol {}",
+                                    e.name,
+                                    e.term,
+                                    self.w.oracle.protocol()
+                                ))
+                            }
+                            None => {}
+                        }
                     }
                 }
-                LockEvent::LockGranted { name, session, .. } => {
+                LockEvent::LockGranted {
+                    name,
+                    session,
+                    token,
+                } => {
+                    self.check_token_rises(name, *token)?;
                     self.w.report.grants += 1;
                     let q = self.w.fifo.entry(name.clone()).or_default();
                     match q.front() {
@@ -2464,8 +2509,8 @@ impl LockSim {
                                 op.name
                             ));
                         }
-                        if let (Reply::Elected { term }, Some(session)) = (reply, session) {
-                            self.check_elected(session, request_id, &op.name, term)?;
+                        if let (Reply::Elected { term, token }, Some(session)) = (reply, session) {
+                            self.check_elected(session, request_id, &op.name, term, token)?;
                         }
                         self.w.clients[client].campaigns.insert(op.name.clone());
                         self.finish_op(client, task, None);

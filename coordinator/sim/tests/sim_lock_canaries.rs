@@ -180,6 +180,19 @@ fn locks_of_a_revoked_session_passed_on_within_its_lease_are_caught() {
     assert_caught("revoke without delay", &cfg, 100);
 }
 
+/// A promoted candidate must draw a new token: one that inherits its
+/// predecessor's leaves the deposed leader's writes unfenced, and the
+/// run-wide check that tokens rise across grants and leaderships (and
+/// that a campaign is told the token the log gave its win) catches it.
+#[test]
+fn a_promotion_that_inherits_the_deposed_leaders_token_is_caught() {
+    let cfg = LockSimConfig {
+        canary: LockCanary::InheritLeaderToken,
+        ..LockSimConfig::default()
+    };
+    assert_caught("inherited leader token", &cfg, 100);
+}
+
 /// The shipped access check of `paxlock-core`: nodes that ignore the
 /// rules grant `lock0` to a client the access world's rules deny it.
 #[test]

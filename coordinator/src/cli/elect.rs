@@ -33,7 +33,8 @@ pub struct ElectArgs {
     /// The client config file.
     #[arg(long, default_value = ".paxlock-dev/client.toml")]
     pub client_config: PathBuf,
-    /// A command to run while leader (term in PAXLOCK_TERM), stopped if
+    /// A command to run while leader (term in PAXLOCK_TERM, the
+    /// leadership's fencing token in PAXLOCK_FENCING_TOKEN), stopped if
     /// leadership is lost; leadership is resigned when it exits, and
     /// `paxlock` exits with its code.
     #[arg(last = true)]
@@ -65,8 +66,10 @@ pub async fn run(args: ElectArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::SUCCESS);
         }
     };
+    // 0 stands for none, as on the wire: a win before protocol 3.
+    let token = leadership.fencing_token().unwrap_or(0);
     println!(
-        "elected: {} term={} value={value}",
+        "elected: {} term={} fencing_token={token} value={value}",
         args.name,
         leadership.term()
     );
@@ -74,6 +77,7 @@ pub async fn run(args: ElectArgs) -> anyhow::Result<ExitCode> {
         let env = [
             ("PAXLOCK_ELECTION", args.name.clone()),
             ("PAXLOCK_TERM", leadership.term().to_string()),
+            ("PAXLOCK_FENCING_TOKEN", token.to_string()),
             ("PAXLOCK_LEADER_VALUE", value),
         ];
         let mut child = spawn_in_group(&args.command, &env)?;
@@ -131,29 +135,33 @@ async fn print_changes(
 }
 
 /// One line per event, stable enough for scripts: `term=N kind
-/// [identity=I] value=V` (the value last: it may hold spaces; the identity
-/// is the leader's certificate name, left out when the session has none).
+/// [identity=I] [fencing_token=T] value=V` (the value last: it may hold
+/// spaces; the identity is the leader's certificate name, left out when
+/// the session has none; the token is left out for a leadership won
+/// before protocol 3).
 pub fn describe(event: &paxlock::LeaderEvent) -> String {
     use paxlock::LeaderEvent as E;
+    let leader = |term: &u64, kind: &str, value: &[u8], identity: &str, token: &Option<u64>| {
+        format!(
+            "term={term} {kind} {}{}value={}",
+            identity_field(identity),
+            token.map_or(String::new(), |t| format!("fencing_token={t} ")),
+            String::from_utf8_lossy(value)
+        )
+    };
     match event {
         E::Elected {
             term,
             value,
             identity,
-        } => format!(
-            "term={term} elected {}value={}",
-            identity_field(identity),
-            String::from_utf8_lossy(value)
-        ),
+            fencing_token,
+        } => leader(term, "elected", value, identity, fencing_token),
         E::ValueChanged {
             term,
             value,
             identity,
-        } => format!(
-            "term={term} value-changed {}value={}",
-            identity_field(identity),
-            String::from_utf8_lossy(value)
-        ),
+            fencing_token,
+        } => leader(term, "value-changed", value, identity, fencing_token),
         E::NoLeader { term } => format!("term={term} no-leader"),
         E::HistoryGone => "history-gone (some events were missed)".to_string(),
     }

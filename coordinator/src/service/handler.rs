@@ -371,7 +371,7 @@ impl Context {
         // election's state when the answer is sent: by then the leadership
         // may already have passed on (applies can run ahead of this task),
         // and the caller would believe it leads someone else's term.
-        let won = |term: u64, value: Vec<u8>| {
+        let won = |term: u64, token: Option<FencingToken>, value: Vec<u8>| {
             Ok(response::Result::Leader(proto::LeaderInfo {
                 election: name.clone(),
                 term,
@@ -379,20 +379,21 @@ impl Context {
                 value,
                 leader_session_id: session.0,
                 leader_identity: self.owner_name(session),
+                fencing_token: token.map_or(0, |t| t.0),
             }))
         };
         let reply = self
             .commit_then(kind, follow.after_apply(|| (waiter, won_tx)))
             .await?;
         match reply {
-            Reply::Elected { term } => won(term, campaign.value),
+            Reply::Elected { term, token } => won(term, token, campaign.value),
             Reply::Candidate { .. } => {
                 // Registered, or answered already if this session leads
                 // (a retry after its win): the core's rule.
                 let limit = Duration::from_millis(campaign.timeout_ms);
                 match wait_at_most(campaign.timeout_ms, won_rx).await {
                     Some(Ok(woken)) => match woken.reply() {
-                        Reply::Elected { term } => won(term, campaign.value),
+                        Reply::Elected { term, token } => won(term, token, campaign.value),
                         other => Err(unexpected(&other)),
                     },
                     Some(Err(_)) => Err(error(
@@ -455,14 +456,12 @@ impl Context {
                 value: view.value,
                 leader_session_id: view.session.0,
                 leader_identity: view.owner.map(|o| o.0).unwrap_or_default(),
+                fencing_token: view.token.map_or(0, |t| t.0),
             },
             None => proto::LeaderInfo {
                 election: election.to_string(),
                 term,
-                has_leader: false,
-                value: Vec::new(),
-                leader_session_id: 0,
-                leader_identity: String::new(),
+                ..Default::default()
             },
         }
     }
@@ -851,7 +850,10 @@ mod tests {
             let sessions = (open(0), open(1), open(2));
             let cmd = |kind| Command { at_ms: 0, kind };
             let r = m.apply(3, cmd(client(sessions.0, 1, campaign("e", b"a"))));
-            assert!(matches!(r.reply, Ok(Reply::Elected { term: 1 })), "{r:?}");
+            assert!(
+                matches!(r.reply, Ok(Reply::Elected { term: 1, .. })),
+                "{r:?}"
+            );
             sessions
         };
         // In the slot that queues b's campaign: a resigns (b elected, term
@@ -1191,10 +1193,7 @@ mod tests {
 
         let mut app = LockApplication::new(shared.clone(), NodeClock::new(), Default::default());
         app.install_snapshot(&snapshot).unwrap();
-        let granted = Woken {
-            wait: WaitFor::Grant,
-            value: new_token,
-        };
+        let granted = Woken::Granted(FencingToken(new_token));
         assert_eq!(waiting[0].try_recv(), Ok(granted), "the grant");
         assert!(matches!(waiting[1].try_recv(), Err(TryRecvError::Closed)));
         assert!(matches!(waiting[2].try_recv(), Err(TryRecvError::Empty)));

@@ -194,6 +194,7 @@ fn current_state(shared: &Shared, election: &str) -> WatchEvent {
             index,
             error: None,
             leader_identity: view.owner.map(|o| o.0).unwrap_or_default(),
+            fencing_token: view.token.map_or(0, |t| t.0),
         },
         None => WatchEvent {
             kind: Kind::NoLeader.into(),
@@ -207,18 +208,20 @@ fn current_state(shared: &Shared, election: &str) -> WatchEvent {
 
 /// The wire form of a machine event.
 pub fn to_proto(event: &ElectionEvent) -> WatchEvent {
-    let (kind, value, session, owner) = match &event.change {
+    let (kind, value, session, owner, token) = match &event.change {
         ElectionChange::NewLeader {
             session,
             value,
             owner,
-        } => (Kind::Elected, value.clone(), session.0, owner),
+            token,
+        } => (Kind::Elected, value.clone(), session.0, owner, *token),
         ElectionChange::Proclaimed {
             session,
             value,
             owner,
-        } => (Kind::ValueChanged, value.clone(), session.0, owner),
-        ElectionChange::NoLeader => (Kind::NoLeader, Vec::new(), 0, &None),
+            token,
+        } => (Kind::ValueChanged, value.clone(), session.0, owner, *token),
+        ElectionChange::NoLeader => (Kind::NoLeader, Vec::new(), 0, &None, None),
     };
     WatchEvent {
         kind: kind.into(),
@@ -229,6 +232,7 @@ pub fn to_proto(event: &ElectionEvent) -> WatchEvent {
         index: event.index,
         error: None,
         leader_identity: owner.as_ref().map(|o| o.0.clone()).unwrap_or_default(),
+        fencing_token: token.map_or(0, |t| t.0),
     }
 }
 

@@ -22,10 +22,11 @@ async fn main() -> anyhow::Result<()> {
     loop {
         tokio::select! {
             event = watch.next() => match event? {
-                LeaderEvent::Elected { term, value, identity } => {
+                LeaderEvent::Elected { term, value, identity, fencing_token } => {
                     println!(
-                        "term {term}: {} leads (as {identity})",
-                        String::from_utf8_lossy(&value)
+                        "term {term}: {} leads (as {identity}, fencing token {})",
+                        String::from_utf8_lossy(&value),
+                        fencing_token.map_or("none".into(), |t| t.to_string())
                     );
                 }
                 LeaderEvent::ValueChanged { term, value, .. } => {

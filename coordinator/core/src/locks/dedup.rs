@@ -130,6 +130,25 @@ impl DedupTable {
         RequestId(self.floor)
     }
 
+    /// The floor and every recorded reply converted by `convert`: a
+    /// snapshot layout's view of the table.
+    pub(crate) fn to_parts<R>(
+        &self,
+        convert: impl Fn(&RecordedReply) -> R,
+    ) -> (u64, BTreeMap<u64, R>) {
+        let replies = self
+            .replies
+            .iter()
+            .map(|(id, r)| (*id, convert(r)))
+            .collect();
+        (self.floor, replies)
+    }
+
+    /// A table from a snapshot layout's floor and replies.
+    pub(crate) fn from_parts(floor: u64, replies: BTreeMap<u64, RecordedReply>) -> DedupTable {
+        DedupTable { floor, replies }
+    }
+
     /// Test helper: forget one recorded reply, to undo a documented
     /// bookkeeping effect when comparing states.
     #[cfg(test)]

@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::locks::command::SessionId;
+use crate::locks::command::{FencingToken, SessionId};
 use crate::locks::event::{ElectionChange, ElectionEvent};
 use crate::locks::state_size;
 
@@ -42,6 +42,10 @@ pub struct Election {
     pub term: u64,
     /// Current leader.
     pub leader: Option<Leader>,
+    /// The current leadership's fencing token: drawn at its win from the
+    /// sequence lock grants draw from, kept by proclaims. `None` when
+    /// nobody leads, or the leader won before the log recorded protocol 3.
+    pub token: Option<FencingToken>,
     /// Queued candidates, promoted strictly front first.
     pub candidates: VecDeque<Leader>,
     /// The last events, oldest first, at most `Config::election_history_len`.

@@ -249,8 +249,13 @@ pub enum DecodeError {
         /// How many bytes were left.
         extra: usize,
     },
-    /// The snapshot format version is not one this code reads.
-    #[error("unsupported snapshot format version {found}, expected {expected}")]
+    /// The snapshot format version is not one this code reads: a later
+    /// release's, or one only development builds between releases wrote.
+    #[error(
+        "unsupported snapshot format version {found}: this release reads version {expected} \
+         and the previous release's version 1; restore with the release that wrote it, or \
+         rebuild this node from its peers (empty data directory under a new id)"
+    )]
     UnsupportedVersion {
         /// Version in the bytes.
         found: u32,

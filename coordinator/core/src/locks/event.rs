@@ -44,6 +44,9 @@ pub enum ElectionChange {
         /// The identity the session belongs to (`None`: opened before
         /// protocol 3 and not claimed yet).
         owner: Option<Identity>,
+        /// The leadership's fencing token (`None`: won before the log
+        /// recorded protocol 3).
+        token: Option<FencingToken>,
     },
     /// The same leader published a new value (the term is unchanged).
     Proclaimed {
@@ -53,6 +56,8 @@ pub enum ElectionChange {
         value: Vec<u8>,
         /// The identity the session belongs to, as in `NewLeader`.
         owner: Option<Identity>,
+        /// The leadership's fencing token, unchanged since its win.
+        token: Option<FencingToken>,
     },
     /// Nobody leads any more (the term is new).
     NoLeader,

@@ -7,11 +7,14 @@
 //! session). Revision is therefore a pure function of how many commands
 //! were applied, plus one further step per extra grant described next.
 //!
-//! A fencing token is the revision at the grant. One command can grant
-//! several locks (an expiry whose session held three contended locks), so
-//! the first grant of a command uses the command's revision and every
-//! further grant in the same command first advances the revision by one.
-//! Hence tokens are strictly increasing across all locks and never reused.
+//! A fencing token is the revision at the grant: of a lock, and from
+//! protocol 3 on of a leadership too (a win, by campaign or by promotion;
+//! a proclaim keeps the leadership's token). One command can grant
+//! several (an expiry whose session held three contended locks and led
+//! two elections), so the first grant of a command uses the command's
+//! revision and every further grant in the same command first advances
+//! the revision by one. Hence tokens are strictly increasing across all
+//! locks and leaderships and never reused.
 //!
 //! # What a rejected command changes
 //!
@@ -115,6 +118,9 @@ pub enum Reply {
     Elected {
         /// The term.
         term: u64,
+        /// The leadership's fencing token, from the sequence lock grants
+        /// draw from (`None`: won before the log recorded protocol 3).
+        token: Option<FencingToken>,
     },
     /// The session is a queued candidate.
     Candidate {
@@ -173,6 +179,9 @@ pub struct LeaderView {
     pub value: Vec<u8>,
     /// The current term.
     pub term: u64,
+    /// The leadership's fencing token (`None`: won before the log
+    /// recorded protocol 3).
+    pub token: Option<FencingToken>,
     /// The identity the leading session belongs to (`None`: opened before
     /// protocol 3 and not claimed yet).
     pub owner: Option<Identity>,
@@ -319,6 +328,15 @@ struct Cx {
 }
 
 impl StateMachine {
+    /// Whether a promotion keeps the deposed leader's token (canary
+    /// builds only).
+    fn canary_inherit_leader_token() -> bool {
+        #[cfg(feature = "canary")]
+        return canary::inherit_leader_token();
+        #[cfg(not(feature = "canary"))]
+        false
+    }
+
     /// Whether the exactly-once rule is switched off (canary builds only).
     fn canary_reapply_duplicates() -> bool {
         #[cfg(feature = "canary")]
@@ -667,6 +685,7 @@ impl StateMachine {
             session: l.session,
             value: l.value.clone(),
             term: e.term,
+            token: e.token,
             owner: self.sessions.get(&l.session).and_then(|s| s.owner.clone()),
         })
     }
@@ -1232,6 +1251,15 @@ impl StateMachine {
         FencingToken(self.revision)
     }
 
+    /// The token of a leadership won in this command: the next of the
+    /// sequence grants draw from, so a leader fences its writes exactly
+    /// like a lock holder. None before protocol 3, whose replicas (the
+    /// previous release among them) give wins no token and must keep the
+    /// same revision.
+    fn leadership_token(&mut self, cx: &mut Cx) -> Option<FencingToken> {
+        (self.protocol >= PROTOCOL_V3).then(|| self.next_token(cx))
+    }
+
     fn grant(&mut self, name: &str, session: SessionId, cx: &mut Cx) -> FencingToken {
         let token = self.next_token(cx);
         let lock = self.locks.entry(name.to_owned()).or_default();
@@ -1472,7 +1500,10 @@ impl StateMachine {
         match self.elections.get(&name) {
             Some(e) => {
                 if e.leader.as_ref().is_some_and(|l| l.session == session) {
-                    return Ok(Reply::Elected { term: e.term });
+                    return Ok(Reply::Elected {
+                        term: e.term,
+                        token: e.token,
+                    });
                 }
                 if let Some(position) = e.position(session) {
                     return Ok(Reply::Candidate { position });
@@ -1518,12 +1549,22 @@ impl StateMachine {
         }
         let owner = self.sessions.get(&session).and_then(|s| s.owner.clone());
         let floor = self.election_floor;
+        let bytes = value.len();
+        let leads = self
+            .elections
+            .get(&name)
+            .is_some_and(|e| e.leader.is_some());
+        // Drawn before the entry is borrowed; only a win draws one.
+        let token = if leads {
+            None
+        } else {
+            self.leadership_token(cx)
+        };
         let e = self
             .elections
             .entry(name.clone())
             .or_insert_with(|| floor.new_election());
-        let bytes = value.len();
-        if e.leader.is_some() {
+        if leads {
             e.candidates.push_back(Leader { session, value });
             let position = u32::try_from(e.candidates.len()).unwrap_or(u32::MAX);
             self.move_value_bytes(session, bytes, 0);
@@ -1534,19 +1575,21 @@ impl StateMachine {
             session,
             value: value.clone(),
         });
+        e.token = token;
         let event = e.record(
             &name,
             ElectionChange::NewLeader {
                 session,
                 value,
                 owner,
+                token,
             },
             history_cap,
         );
         let term = e.term;
         cx.events.push(Event::Election(event));
         self.move_value_bytes(session, bytes, 0);
-        Ok(Reply::Elected { term })
+        Ok(Reply::Elected { term, token })
     }
 
     /// What a campaign of `session` in `name` with a value of `value_len`
@@ -1583,6 +1626,16 @@ impl StateMachine {
         if let Some(s) = self.sessions.get_mut(&session) {
             s.campaigns.remove(name);
         }
+        let promotes = self.elections.get(name).is_some_and(|e| {
+            e.leader.as_ref().is_some_and(|l| l.session == session) && !e.candidates.is_empty()
+        });
+        let token = if !promotes {
+            None
+        } else if Self::canary_inherit_leader_token() {
+            self.elections.get(name).and_then(|e| e.token)
+        } else {
+            self.leadership_token(cx)
+        };
         let Some(e) = self.elections.get_mut(name) else {
             return;
         };
@@ -1603,12 +1656,15 @@ impl StateMachine {
                             .sessions
                             .get(&next.session)
                             .and_then(|s| s.owner.clone()),
+                        token,
                     };
                     e.leader = Some(next);
+                    e.token = token;
                     change
                 }
                 None => {
                     e.leader = None;
+                    e.token = None;
                     ElectionChange::NoLeader
                 }
             };
@@ -1709,6 +1765,7 @@ impl StateMachine {
                 session,
                 value,
                 owner,
+                token: e.token,
             },
             history_cap,
         );
@@ -1746,6 +1803,19 @@ pub mod canary {
         static STALE_TOKENS: Cell<bool> = const { Cell::new(false) };
         static SNAPSHOT_BOUND: Cell<bool> = const { Cell::new(false) };
         static REVOKE_WITHOUT_DELAY: Cell<bool> = const { Cell::new(false) };
+        static INHERIT_LEADER_TOKEN: Cell<bool> = const { Cell::new(false) };
+    }
+
+    /// Makes the machine on this thread give a promoted candidate the
+    /// token of the leader it replaces instead of a new one: the deposed
+    /// leader's writes are no longer fenced off.
+    pub fn set_inherit_leader_token(on: bool) {
+        INHERIT_LEADER_TOKEN.with(|c| c.set(on));
+    }
+
+    /// Whether the inherited-token canary is on for this thread.
+    pub fn inherit_leader_token() -> bool {
+        INHERIT_LEADER_TOKEN.with(Cell::get)
     }
 
     /// Makes the machine on this thread hand a revoked session's locks on

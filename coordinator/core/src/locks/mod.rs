@@ -37,6 +37,8 @@ mod access_tests;
 #[cfg(any(test, feature = "testing"))]
 pub mod harness;
 #[cfg(test)]
+mod leader_token_tests;
+#[cfg(test)]
 mod owner_tests;
 #[cfg(test)]
 mod proptests;

@@ -1,13 +1,13 @@
 //! Snapshots: the whole state machine to bytes and back.
 //!
-//! Format: postcard encoding of `(version, machine)`. Version 3 is this
-//! release's [`StateMachine`]. Version 2 is the same without access rules
-//! (written by builds between the previous release and access control):
-//! still read. Version 1 is the previous release's layout (no session
-//! owners, no protocol version): it is still read, so a node upgraded in
-//! place restores the snapshots it wrote before, and still written while
-//! the log says some node may speak only protocol 2, so that node (or this
-//! one, rolled back) can restore it. Restore checks every
+//! Format: postcard encoding of `(version, machine)`. Version 4 is this
+//! release's [`StateMachine`]. Version 1 is the previous release's layout
+//! (no session owners, no protocol version, no leadership tokens): it is
+//! still read, so a node upgraded in place restores the snapshots it wrote
+//! before, and still written while the log says some node may speak only
+//! protocol 2, so that node (or this one, rolled back) can restore it.
+//! Versions 2 and 3 were written only by development builds between the
+//! two releases and are refused with a typed error. Restore checks every
 //! invariant, so corrupt or hostile bytes give a typed [`DecodeError`],
 //! never a panic or a machine that panics later.
 
@@ -18,10 +18,7 @@ use crate::locks::machine::StateMachine;
 
 /// Format version written by [`StateMachine::snapshot`] once the cluster
 /// speaks protocol 3.
-pub const SNAPSHOT_VERSION: u32 = 3;
-
-/// Version 3 without the access rules: read, never written.
-pub const SNAPSHOT_VERSION_V2: u32 = 2;
+pub const SNAPSHOT_VERSION: u32 = 4;
 
 /// The previous release's format, written before that.
 pub const SNAPSHOT_VERSION_V1: u32 = 1;
@@ -69,9 +66,6 @@ impl StateMachine {
             .map_err(|reason| DecodeError::Malformed { reason })?;
         let mut machine: StateMachine = match version {
             SNAPSHOT_VERSION => decode_exact::<(u32, StateMachine)>(bytes, MAX_SNAPSHOT_BYTES)?.1,
-            SNAPSHOT_VERSION_V2 => decode_exact::<(u32, v2::MachineV2)>(bytes, MAX_SNAPSHOT_BYTES)?
-                .1
-                .into(),
             SNAPSHOT_VERSION_V1 => decode_exact::<(u32, v1::MachineV1)>(bytes, MAX_SNAPSHOT_BYTES)?
                 .1
                 .into(),
@@ -91,53 +85,6 @@ impl StateMachine {
     }
 }
 
-/// The version-2 layout: today's machine without access rules.
-mod v2 {
-    use std::collections::{BTreeMap, BTreeSet};
-
-    use serde::Deserialize;
-
-    use crate::locks::command::SessionId;
-    use crate::locks::election::Election;
-    use crate::locks::limits::Config;
-    use crate::locks::lock::Lock;
-    use crate::locks::machine::StateMachine;
-    use crate::locks::session::Session;
-
-    #[derive(Deserialize)]
-    pub(super) struct MachineV2 {
-        config: Config,
-        revision: u64,
-        now_ms: u64,
-        last_applied_slot: u64,
-        leader_epoch: u64,
-        sessions: BTreeMap<SessionId, Session>,
-        locks: BTreeMap<String, Lock>,
-        elections: BTreeMap<String, Election>,
-        delays: BTreeSet<(u64, String)>,
-        protocol: u32,
-    }
-
-    impl From<MachineV2> for StateMachine {
-        fn from(m: MachineV2) -> StateMachine {
-            // No access rules, no election floor; the derived indexes are
-            // rebuilt after any layout.
-            StateMachine {
-                revision: m.revision,
-                now_ms: m.now_ms,
-                last_applied_slot: m.last_applied_slot,
-                leader_epoch: m.leader_epoch,
-                sessions: m.sessions,
-                locks: m.locks,
-                elections: m.elections,
-                delays: m.delays,
-                protocol: m.protocol,
-                ..StateMachine::new(m.config)
-            }
-        }
-    }
-}
-
 /// The version-1 layout: the previous release's types, field for field,
 /// where they differ from today's.
 mod v1 {
@@ -145,13 +92,14 @@ mod v1 {
 
     use serde::{Deserialize, Serialize};
 
-    use crate::locks::command::{SessionId, PROTOCOL_V2};
+    use crate::locks::command::{FencingToken, SessionId, PROTOCOL_V2};
     use crate::locks::dedup::DedupTable;
     use crate::locks::election::{Election, Leader};
+    use crate::locks::error::CommandError;
     use crate::locks::event::{ElectionChange, ElectionEvent};
     use crate::locks::limits::Config;
     use crate::locks::lock::Lock;
-    use crate::locks::machine::StateMachine;
+    use crate::locks::machine::{Reply, StateMachine};
     use crate::locks::session::Session;
 
     #[derive(Serialize, Deserialize)]
@@ -173,7 +121,122 @@ mod v1 {
         held: BTreeSet<String>,
         waiting: BTreeSet<String>,
         campaigns: BTreeSet<String>,
-        dedup: DedupTable,
+        dedup: DedupV1,
+    }
+
+    /// The exactly-once table, whose replies changed (a win's token).
+    #[derive(Serialize, Deserialize)]
+    struct DedupV1 {
+        floor: u64,
+        replies: BTreeMap<u64, Result<ReplyV1, CommandError>>,
+    }
+
+    /// The previous release's replies: a win had no token.
+    #[derive(Serialize, Deserialize)]
+    enum ReplyV1 {
+        SessionOpened {
+            session: SessionId,
+        },
+        SessionClosed,
+        Granted {
+            token: FencingToken,
+        },
+        Queued {
+            position: u32,
+        },
+        Busy {
+            current: Option<FencingToken>,
+            delayed_until_ms: Option<u64>,
+        },
+        Released,
+        Valid,
+        Cancelled {
+            released: Option<FencingToken>,
+        },
+        Elected {
+            term: u64,
+        },
+        Candidate {
+            position: u32,
+        },
+        Resigned,
+        Proclaimed {
+            term: u64,
+        },
+        Done,
+    }
+
+    impl From<ReplyV1> for Reply {
+        fn from(r: ReplyV1) -> Reply {
+            match r {
+                ReplyV1::SessionOpened { session } => Reply::SessionOpened { session },
+                ReplyV1::SessionClosed => Reply::SessionClosed,
+                ReplyV1::Granted { token } => Reply::Granted { token },
+                ReplyV1::Queued { position } => Reply::Queued { position },
+                ReplyV1::Busy {
+                    current,
+                    delayed_until_ms,
+                } => Reply::Busy {
+                    current,
+                    delayed_until_ms,
+                },
+                ReplyV1::Released => Reply::Released,
+                ReplyV1::Valid => Reply::Valid,
+                ReplyV1::Cancelled { released } => Reply::Cancelled { released },
+                ReplyV1::Elected { term } => Reply::Elected { term, token: None },
+                ReplyV1::Candidate { position } => Reply::Candidate { position },
+                ReplyV1::Resigned => Reply::Resigned,
+                ReplyV1::Proclaimed { term } => Reply::Proclaimed { term },
+                ReplyV1::Done => Reply::Done,
+            }
+        }
+    }
+
+    /// Drops a win's token, which exists only from protocol 3 on, when
+    /// this layout is no longer written.
+    impl From<&Reply> for ReplyV1 {
+        fn from(r: &Reply) -> ReplyV1 {
+            match *r {
+                Reply::SessionOpened { session } => ReplyV1::SessionOpened { session },
+                Reply::SessionClosed => ReplyV1::SessionClosed,
+                Reply::Granted { token } => ReplyV1::Granted { token },
+                Reply::Queued { position } => ReplyV1::Queued { position },
+                Reply::Busy {
+                    current,
+                    delayed_until_ms,
+                } => ReplyV1::Busy {
+                    current,
+                    delayed_until_ms,
+                },
+                Reply::Released => ReplyV1::Released,
+                Reply::Valid => ReplyV1::Valid,
+                Reply::Cancelled { released } => ReplyV1::Cancelled { released },
+                Reply::Elected { term, .. } => ReplyV1::Elected { term },
+                Reply::Candidate { position } => ReplyV1::Candidate { position },
+                Reply::Resigned => ReplyV1::Resigned,
+                Reply::Proclaimed { term } => ReplyV1::Proclaimed { term },
+                Reply::Done => ReplyV1::Done,
+            }
+        }
+    }
+
+    impl From<DedupV1> for DedupTable {
+        fn from(d: DedupV1) -> DedupTable {
+            let replies = d
+                .replies
+                .into_iter()
+                .map(|(id, r)| (id, r.map(Reply::from)))
+                .collect();
+            DedupTable::from_parts(d.floor, replies)
+        }
+    }
+
+    impl From<&DedupTable> for DedupV1 {
+        fn from(d: &DedupTable) -> DedupV1 {
+            let (floor, replies) =
+                d.to_parts(|r| r.as_ref().map(ReplyV1::from).map_err(Clone::clone));
+            DedupV1 { floor, replies }
+        }
     }
 
     #[derive(Serialize, Deserialize)]
@@ -216,7 +279,7 @@ mod v1 {
                             held: s.held,
                             waiting: s.waiting,
                             campaigns: s.campaigns,
-                            dedup: s.dedup,
+                            dedup: s.dedup.into(),
                             owner: None,
                             open_key: 0,
                         };
@@ -253,11 +316,13 @@ mod v1 {
                     session,
                     value,
                     owner: None,
+                    token: None,
                 },
                 ChangeV1::Proclaimed { session, value } => ElectionChange::Proclaimed {
                     session,
                     value,
                     owner: None,
+                    token: None,
                 },
                 ChangeV1::NoLeader => ElectionChange::NoLeader,
             };
@@ -289,7 +354,7 @@ mod v1 {
                             held: s.held.clone(),
                             waiting: s.waiting.clone(),
                             campaigns: s.campaigns.clone(),
-                            dedup: s.dedup.clone(),
+                            dedup: DedupV1::from(&s.dedup),
                         };
                         (*id, session)
                     })

@@ -24,8 +24,15 @@ fn apply(
     book.applied(out, own.map(|o| o.read(machine, out)))
 }
 
+/// Each woken request with what woke it: a grant's token or a win's term.
 fn woken(s: &Settled<Req>) -> Vec<(WaitFor, Req, u64)> {
-    s.woken.iter().map(|(w, k)| (k.wait, *w, k.value)).collect()
+    s.woken
+        .iter()
+        .map(|(w, k)| match k {
+            Woken::Granted(token) => (WaitFor::Grant, *w, token.0),
+            Woken::Won { term, .. } => (WaitFor::Win, *w, *term),
+        })
+        .collect()
 }
 
 fn dropped(s: &Settled<Req>) -> Vec<Req> {

@@ -380,6 +380,7 @@ mod tests {
             term,
             value: v.as_bytes().to_vec(),
             identity: "chaos".into(),
+            fencing_token: Some(term),
         };
         let replay = vec![
             elected(1, "a"),
@@ -409,6 +410,7 @@ mod tests {
             term: 1,
             value: b"a".to_vec(),
             identity: "chaos".into(),
+            fencing_token: Some(1),
         }];
         let rec = Recorder::new();
         rec.campaign(CampaignWon {
