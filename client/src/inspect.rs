@@ -202,6 +202,22 @@ impl Client {
         }
     }
 
+    /// Ends the current grant of lock `name` now (an administrator's
+    /// request; needs `admin` on the name). The holder's session lives on;
+    /// its guard's `lost()` fires at its next keepalive, and the lock passes
+    /// on, with a higher token, once the longer of the lock-delay and the
+    /// holder's TTL is over (its lease ends by then). Fails with `NOT_HELD`
+    /// if nobody holds it.
+    pub async fn force_release(&self, name: &str) -> Result<(), Error> {
+        let op = Op::ForceRelease(proto::ForceRelease {
+            name: name.to_string(),
+        });
+        match self.inner.call(0, op).await? {
+            response::Result::Done(_) => Ok(()),
+            other => Err(unexpected(&other)),
+        }
+    }
+
     /// Sessions with what they hold, in id order: the caller's own, or,
     /// for an administrator, every session of the cluster.
     pub async fn list_sessions(&self) -> Result<Vec<SessionInfo>, Error> {

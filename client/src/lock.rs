@@ -165,6 +165,7 @@ impl LockBuilder {
         // (returning here withdraws it).
         session.ensure_valid()?;
         undo_on_drop.disarm();
+        session.hold_grant(granted.fencing_token);
         Ok(Some(LockGuard {
             client: self.client,
             session,
@@ -257,13 +258,17 @@ impl LockGuard {
 
     /// Whether the lock may still be trusted now.
     pub fn is_valid(&self) -> bool {
-        !self.released.load(Ordering::Acquire) && self.session.is_valid()
+        !self.released.load(Ordering::Acquire)
+            && self.session.is_valid()
+            && !self.session.is_taken(self.token)
     }
 
     /// Resolves when the lock can no longer be trusted: the session's lease
-    /// ran out or the cluster says the session is gone.
+    /// ran out, the cluster says the session is gone, or a keepalive's
+    /// answer says an administrator force-released this grant (within one
+    /// keepalive interval of it; PROTOCOL.md, "Inspection").
     pub async fn lost(&self) {
-        self.session.lost().await
+        self.session.grant_lost(self.token).await
     }
 
     /// Resolves once the lease has less than `within` left: a warning to
@@ -285,14 +290,23 @@ impl LockGuard {
             fencing_token: self.token,
         });
         match self.client.inner.call(self.session.id, op).await {
-            Ok(_) => {
+            Ok(answer) => {
+                if let response::Result::Renewed(renewed) = &answer {
+                    self.session.grants_taken(&renewed.taken_tokens);
+                }
                 self.session.answered(sent_at);
                 Ok(self.valid_until())
             }
             Err(e) => {
-                if matches!(e.code(), Some(ErrorCode::SessionUnknown)) {
-                    self.session
-                        .mark_lost("the cluster no longer knows the session");
+                match e.code() {
+                    Some(ErrorCode::SessionUnknown) => self
+                        .session
+                        .mark_lost("the cluster no longer knows the session"),
+                    // The grant is gone (force-released): never trust it again.
+                    Some(ErrorCode::StaleToken | ErrorCode::NotHeld) => {
+                        self.session.grant_gone(self.token)
+                    }
+                    _ => {}
                 }
                 Err(e)
             }
@@ -333,6 +347,7 @@ async fn release(
 
 impl Drop for LockGuard {
     fn drop(&mut self) {
+        self.session.drop_grant(self.token);
         if self.released.swap(true, Ordering::AcqRel) {
             return;
         }

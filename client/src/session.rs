@@ -5,7 +5,7 @@
 //! it treats every lock and leadership as lost, before the cluster could
 //! give them to anyone else, even if the whole cluster is unreachable.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -80,6 +80,21 @@ pub(crate) struct Session {
     /// Locks this session has a guard for (or an acquire under way): one
     /// guard per grant (see `LockBuilder::acquire`).
     guarded: Mutex<BTreeSet<String>>,
+    /// Grants an administrator took from the session (see [`Taken`]).
+    taken: watch::Sender<Taken>,
+}
+
+/// What the cluster said of grants an administrator force-released
+/// (`KeepAliveOk.taken_tokens`), kept per live guard so that a guard stays
+/// lost once told, bounded by the guards that live and the latest answer.
+#[derive(Debug, Default)]
+struct Taken {
+    /// Token of each live guard -> whether the cluster said it was taken.
+    guards: BTreeMap<u64, bool>,
+    /// The latest answer's list (at most 64 tokens): a guard made after
+    /// the answer that named its grant (its acquire's answer raced the
+    /// keepalive's) starts lost.
+    latest: BTreeSet<u64>,
 }
 
 impl Session {
@@ -134,6 +149,7 @@ impl Session {
             lost_tx,
             clock,
             guarded: Mutex::new(BTreeSet::new()),
+            taken: watch::Sender::new(Taken::default()),
         });
         tokio::spawn(watchdog(Arc::downgrade(&session)));
         session
@@ -154,6 +170,69 @@ impl Session {
     pub(crate) fn unguard_lock(&self, name: &str) {
         let mut guarded = self.guarded.lock().unwrap_or_else(|p| p.into_inner());
         guarded.remove(name);
+    }
+
+    /// A guard with `token` now lives on this session.
+    pub(crate) fn hold_grant(&self, token: u64) {
+        self.taken.send_modify(|t| {
+            let taken = t.latest.contains(&token);
+            t.guards.insert(token, taken);
+        });
+    }
+
+    /// The guard with `token` is gone.
+    pub(crate) fn drop_grant(&self, token: u64) {
+        self.taken
+            .send_if_modified(|t| t.guards.remove(&token).is_some());
+    }
+
+    /// The cluster named these tokens as taken from the session (a
+    /// keepalive's or renew's answer): their guards are lost for good.
+    pub(crate) fn grants_taken(&self, tokens: &[u64]) {
+        self.taken.send_if_modified(|t| {
+            t.latest = tokens.iter().copied().collect();
+            let mut changed = false;
+            for token in tokens {
+                if let Some(taken) = t.guards.get_mut(token) {
+                    if !*taken {
+                        warn!(
+                            session = self.id,
+                            token, "an administrator force-released this grant"
+                        );
+                        *taken = true;
+                        changed = true;
+                    }
+                }
+            }
+            changed
+        });
+    }
+
+    /// The cluster refused the grant with `token` as no longer current:
+    /// its guard is lost for good.
+    pub(crate) fn grant_gone(&self, token: u64) {
+        self.taken
+            .send_if_modified(|t| match t.guards.get_mut(&token) {
+                Some(taken) if !*taken => {
+                    *taken = true;
+                    true
+                }
+                _ => false,
+            });
+    }
+
+    /// Whether the cluster said the grant with `token` was taken.
+    pub(crate) fn is_taken(&self, token: u64) -> bool {
+        self.taken.borrow().guards.get(&token) == Some(&true)
+    }
+
+    /// Resolves once the session is lost or the grant with `token` taken.
+    pub(crate) async fn grant_lost(&self, token: u64) {
+        let mut taken = self.taken.subscribe();
+        tokio::select! {
+            _ = self.lost() => {}
+            _ = taken.wait_for(|t| t.guards.get(&token) == Some(&true)) => {}
+        }
     }
 
     fn lease(&self) -> std::sync::MutexGuard<'_, Lease> {
@@ -256,7 +335,10 @@ impl Session {
             .call(self.id, Op::KeepAlive(proto::KeepAlive {}))
             .await
         {
-            Ok(_) => {
+            Ok(answer) => {
+                if let response::Result::KeepAlive(ok) = &answer {
+                    self.grants_taken(&ok.taken_tokens);
+                }
                 self.answered(sent_at);
                 Ok(())
             }
@@ -412,5 +494,37 @@ mod tests {
         assert!(session.guard_lock("b"));
         session.unguard_lock("a");
         assert!(session.guard_lock("a"));
+    }
+
+    /// A grant the cluster names as taken stays lost however later answers
+    /// read, fires `grant_lost`, and leaves the session's other grants
+    /// alone; a guard made after the answer that named it starts lost.
+    #[tokio::test]
+    async fn a_taken_grant_stays_lost_and_the_others_do_not() {
+        let (clock, _) = jumping_clock();
+        let session = session_on(clock, Duration::from_secs(60));
+        session.hold_grant(7);
+        session.hold_grant(9);
+        let waiting = {
+            let session = session.clone();
+            tokio::spawn(async move { session.grant_lost(7).await })
+        };
+        session.grants_taken(&[7, 11]);
+        tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("grant_lost(7) did not fire")
+            .expect("task");
+        session.grants_taken(&[]);
+        assert!(session.is_taken(7), "a later answer revived the grant");
+        assert!(!session.is_taken(9));
+        assert!(session.is_valid(), "the session lives on");
+        // Its acquire's answer raced the keepalive that named it.
+        session.grants_taken(&[13]);
+        session.hold_grant(13);
+        assert!(session.is_taken(13));
+        // Gone with its guard: the bookkeeping is bounded by live guards.
+        session.drop_grant(7);
+        assert!(!session.is_taken(7));
+        assert_eq!(session.taken.borrow().guards.len(), 2);
     }
 }

@@ -10,7 +10,7 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::cluster::{ProcessCluster, PAXLOCK};
+use common::cluster::{CliProcess, ProcessCluster, PAXLOCK};
 use common::{TestResult, PATIENCE};
 use paxlock::proto::ErrorCode;
 
@@ -231,5 +231,87 @@ fn an_administrator_revokes_a_session_and_its_lock_passes_on_safely() -> TestRes
         );
         Ok::<_, Box<dyn std::error::Error>>(())
     })?;
+    Ok(())
+}
+
+/// An administrator frees one stuck lock: a non-administrator may not, a
+/// free lock is `NOT_HELD`, and `paxlock release` without `--force` changes
+/// nothing. The holder's session lives on (its other lock stays valid), its
+/// guard for the taken grant reports the loss at its next keepalive, and
+/// the waiter is granted only after that, with a higher token. A holder
+/// run by `paxlock lock -- CMD` has its command stopped (exit 4).
+#[test]
+fn an_administrator_force_releases_a_lock_and_its_holder_stops_using_it() -> TestResult {
+    let cluster = ProcessCluster::start_administered(3)?;
+    cluster.issue_client("alice")?;
+    cluster.issue_client("bob")?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        let alice = cluster.client_as("alice", Duration::from_secs(3)).await?;
+        let bob = cluster.client_as("bob", TTL).await?;
+        let held = alice.lock("stuck/y").try_acquire().await?.ok_or("busy")?;
+        let kept = alice
+            .lock("stuck/kept")
+            .try_acquire()
+            .await?
+            .ok_or("busy")?;
+        let waiting = tokio::spawn({
+            let bob = bob.clone();
+            async move {
+                let granted = bob.lock("stuck/y").acquire().await;
+                (granted, std::time::Instant::now())
+            }
+        });
+
+        let refused = bob.force_release("stuck/y").await;
+        assert_eq!(
+            code(&refused),
+            Some(ErrorCode::PermissionDenied),
+            "{refused:?}"
+        );
+        let admin = cluster.client(TTL).await?;
+        let free = admin.force_release("stuck/nobody").await;
+        assert_eq!(code(&free), Some(ErrorCode::NotHeld), "{free:?}");
+        let bad = admin.force_release("").await;
+        assert_eq!(code(&bad), Some(ErrorCode::InvalidName), "{bad:?}");
+        let unforced = cli(&cluster, &["release", "stuck/y"]);
+        let message = unforced.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(message.contains("--force"), "{message}");
+        let info = admin.describe_lock("stuck/y").await?;
+        assert_eq!(
+            info.grant.map(|g| g.fencing_token),
+            Some(held.fencing_token()),
+            "changed by a refused release"
+        );
+
+        let printed = cli(&cluster, &["release", "--force", "stuck/y"])?;
+        assert!(printed.contains("force-released"), "{printed}");
+        tokio::time::timeout(PATIENCE, held.lost()).await?;
+        let lost_at = std::time::Instant::now();
+        assert!(!held.is_valid());
+        // The session lives on: its other grant is still good.
+        assert!(kept.is_valid());
+        kept.renew().await?;
+        let (granted, granted_at) = tokio::time::timeout(PATIENCE, waiting).await??;
+        let granted = granted?;
+        assert!(lost_at <= granted_at, "bob was granted while alice held");
+        assert!(granted.fencing_token() > held.fencing_token());
+        // Alice's stale grant is refused by the cluster too.
+        assert!(held.renew().await.is_err());
+        granted.release().await?;
+        Ok::<_, Box<dyn std::error::Error>>(())
+    })?;
+
+    // `paxlock lock -- CMD`: the command is stopped when its grant is taken.
+    let mut holder = CliProcess::lock(
+        &cluster,
+        "stuck/cli",
+        &["--ttl", "3s", "--grace", "1s"],
+        "echo holding token=$PAXLOCK_FENCING_TOKEN; sleep 600",
+    )?;
+    holder.wait_for("holding token=", PATIENCE)?;
+    cli(&cluster, &["release", "--force", "stuck/cli"])?;
+    holder.wait_for("lost; stopping the command", PATIENCE)?;
+    assert_eq!(holder.wait_exit(PATIENCE)?, Some(4));
     Ok(())
 }

@@ -140,13 +140,21 @@ fn a_cluster_upgraded_one_node_at_a_time_keeps_serving_and_loses_nothing() -> Te
         // Won before protocol 3, the leadership has no fencing token (its
         // proclaims keep that); a win now draws one above every grant
         // before it.
-        assert_eq!((leadership.fencing_token(), info.fencing_token), (None, None));
+        assert_eq!(
+            (leadership.fencing_token(), info.fencing_token),
+            (None, None)
+        );
         let fresh = client
             .election("upgrade/after")
             .campaign(b"a".to_vec())
             .await?;
-        let token = fresh.fencing_token().ok_or("a win at protocol 3 has no token")?;
-        assert!(tokens.iter().all(|t| *t < token), "{token} among {tokens:?}");
+        let token = fresh
+            .fencing_token()
+            .ok_or("a win at protocol 3 has no token")?;
+        assert!(
+            tokens.iter().all(|t| *t < token),
+            "{token} among {tokens:?}"
+        );
         fresh.resign().await?;
 
         // Another identity gets nothing of the session opened before the

@@ -127,6 +127,12 @@ pub enum RequestOp {
         /// The session.
         session: SessionId,
     },
+    /// End the current grant of lock `name` now (an administrator's
+    /// request, logged; see [`CommandKind::ForceRelease`]).
+    ForceRelease {
+        /// The lock.
+        name: String,
+    },
     /// Sessions with what they hold, a page at a time (a read; the
     /// caller's own sessions, an administrator's every session).
     ListSessions {
@@ -153,7 +159,8 @@ impl RequestOp {
             | RequestOp::Renew { .. }
             | RequestOp::Client(_)
             | RequestOp::SetAccessRules { .. }
-            | RequestOp::RevokeSession { .. } => false,
+            | RequestOp::RevokeSession { .. }
+            | RequestOp::ForceRelease { .. } => false,
         }
     }
 
@@ -163,6 +170,7 @@ impl RequestOp {
             RequestOp::Renew { name, .. }
             | RequestOp::QueryLeader { election: name }
             | RequestOp::DescribeLock { name }
+            | RequestOp::ForceRelease { name }
             | RequestOp::CheckToken { name, .. } => Some(name),
             RequestOp::Client(op) => match op {
                 ClientOp::Acquire { name, .. }
@@ -207,9 +215,11 @@ impl RequestOp {
             RequestOp::QueryLeader { .. }
             | RequestOp::DescribeLock { .. }
             | RequestOp::CheckToken { .. } => Permission::Read,
+            // On the name: an administrator of a prefix may free its locks.
             RequestOp::SetAccessRules { .. }
             | RequestOp::GetAccessRules
-            | RequestOp::RevokeSession { .. } => Permission::Admin,
+            | RequestOp::RevokeSession { .. }
+            | RequestOp::ForceRelease { .. } => Permission::Admin,
         };
         Some((permission, self.name().unwrap_or("")))
     }
@@ -292,10 +302,14 @@ impl Refusal {
 pub enum Admission {
     /// Refuse it.
     Refused(Refusal),
-    /// The keepalive extended the session: answer with its TTL (ms).
+    /// The keepalive extended the session: answer with its TTL (ms) and
+    /// the grants an administrator took from it, which its client must
+    /// stop using now.
     KeptAlive {
         /// The session's TTL in milliseconds.
         ttl_ms: u64,
+        /// Tokens of its force-released grants still in lock-delay.
+        taken: Vec<FencingToken>,
     },
     /// Answer the read from the machine now (it is linearizable here).
     Read,
@@ -398,6 +412,7 @@ fn decide(
             RequestOp::OpenSession { .. }
                 | RequestOp::SetAccessRules { .. }
                 | RequestOp::RevokeSession { .. }
+                | RequestOp::ForceRelease { .. }
         )
         && !op.is_read()
     {
@@ -421,7 +436,10 @@ fn decide(
             let ttl_ms = role
                 .keep_alive(machine, session, node.now, lease_until)
                 .map_err(|refused| Refusal::keepalive(session, refused))?;
-            return Ok(Admission::KeptAlive { ttl_ms });
+            return Ok(Admission::KeptAlive {
+                ttl_ms,
+                taken: machine.taken_grants(session),
+            });
         }
         RequestOp::QueryLeader { .. }
         | RequestOp::GetAccessRules
@@ -445,7 +463,20 @@ fn decide(
         RequestOp::OpenSession { ttl_ms, open_key } => Write::Open { ttl_ms, open_key },
         RequestOp::Renew { name, token } => Write::Renew { name, token },
         RequestOp::Client(op) => Write::Client(op),
-        RequestOp::RevokeSession { session: target } => Write::Revoke { session: target },
+        RequestOp::RevokeSession { session: target } => Write::Administer {
+            kind: CommandKind::RevokeSession {
+                by: caller.clone(),
+                session: target,
+            },
+            what: "revoking sessions",
+        },
+        RequestOp::ForceRelease { name } => Write::Administer {
+            kind: CommandKind::ForceRelease {
+                by: caller.clone(),
+                name,
+            },
+            what: "force-releasing locks",
+        },
         RequestOp::SetAccessRules {
             rules,
             expected_version,
@@ -455,9 +486,13 @@ fn decide(
                 .map_err(|e| CommandError::InvalidAccessRules {
                     reason: e.to_string(),
                 })?;
-            Write::Rules {
-                rules,
-                expected_version,
+            Write::Administer {
+                kind: CommandKind::SetAccessRules {
+                    by: caller.clone(),
+                    rules,
+                    expected_version,
+                },
+                what: "access rules",
             }
         }
     };
@@ -494,37 +529,13 @@ fn decide(
                 follow: Follow::Reply,
             });
         }
-        Write::Rules {
-            rules,
-            expected_version,
-        } => {
+        Write::Administer { kind, what } => {
             if !recorded {
-                // The previous release cannot apply this command.
-                return Err(Refusal::Unsupported {
-                    what: "access rules",
-                });
+                // The previous release cannot apply these commands.
+                return Err(Refusal::Unsupported { what });
             }
             return Ok(Admission::Propose {
-                kind: CommandKind::SetAccessRules {
-                    by: caller.clone(),
-                    rules,
-                    expected_version,
-                },
-                follow: Follow::Reply,
-            });
-        }
-        Write::Revoke { session: target } => {
-            if !recorded {
-                // The previous release cannot apply this command.
-                return Err(Refusal::Unsupported {
-                    what: "revoking sessions",
-                });
-            }
-            return Ok(Admission::Propose {
-                kind: CommandKind::RevokeSession {
-                    by: caller.clone(),
-                    session: target,
-                },
+                kind,
                 follow: Follow::Reply,
             });
         }
@@ -599,16 +610,14 @@ enum Write {
         ttl_ms: u64,
         open_key: u64,
     },
-    Rules {
-        rules: AccessRules,
-        expected_version: Option<u64>,
-    },
     Renew {
         name: String,
         token: FencingToken,
     },
-    Revoke {
-        session: SessionId,
+    /// An administrator's logged command (protocol 3 only).
+    Administer {
+        kind: CommandKind,
+        what: &'static str,
     },
     Client(ClientOp),
 }

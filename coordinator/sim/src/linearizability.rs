@@ -59,6 +59,9 @@ pub enum Call {
         /// while) rather than closed.
         expired: bool,
     },
+    /// An administrator force-released the client's grant (at the instant
+    /// a replica applied it): as an expiry, for this lock only.
+    ForceReleased,
 }
 
 /// What the client observed.
@@ -229,7 +232,11 @@ impl Model {
                     _ => {}
                 }
             }
-            Call::EndSession { expired } => {
+            Call::EndSession { .. } | Call::ForceReleased => {
+                let expired = match call {
+                    Call::EndSession { expired } => expired,
+                    _ => true,
+                };
                 if matches!(outcome, Outcome::Ended | Outcome::Unknown) {
                     if mine.is_some() {
                         next.push(Model {

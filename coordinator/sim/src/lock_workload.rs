@@ -134,6 +134,9 @@ pub enum LockCanary {
     /// A promoted candidate gets the token of the leader it replaces, not
     /// a new one: switched off in the shipped state machine.
     InheritLeaderToken,
+    /// Keepalive answers name no force-released grants: switched off in
+    /// the shipped state machine. Run it in the force-release world.
+    UntoldForceRelease,
 }
 
 /// What to simulate on top of [`SimConfig`] (which gives the cluster, the
@@ -222,6 +225,13 @@ pub struct LockSimConfig {
     /// have renewed, ends before anyone else is granted them (the mutual
     /// exclusion check would catch an overlap).
     pub revocations: bool,
+    /// Whether an administrator force-releases a random held lock every
+    /// 0.5 to 1.5 s of the faulty period (`ForceRelease`): the holder's
+    /// session lives on, and its client must stop believing it holds the
+    /// lock when a keepalive's answer names the taken grant, before the
+    /// lock passes on (the mutual exclusion check, which counts a belief
+    /// as lasting while its session's lease does, catches an overlap).
+    pub force_releases: bool,
     /// Which rule (if any) is switched off.
     #[cfg(feature = "canary")]
     pub canary: LockCanary,
@@ -251,6 +261,7 @@ impl Default for LockSimConfig {
             access_rules: false,
             state_bound: None,
             revocations: false,
+            force_releases: false,
             #[cfg(feature = "canary")]
             canary: LockCanary::None,
         }
@@ -300,6 +311,10 @@ pub struct LockSimReport {
     pub state_full: u64,
     /// Sessions an administrator revoked.
     pub revoked: u64,
+    /// Grants an administrator force-released.
+    pub force_released: u64,
+    /// Beliefs a keepalive's answer ended (it named the taken grant).
+    pub told_taken: u64,
 }
 
 /// Runs one seed of the lock-service simulation.
@@ -323,6 +338,7 @@ impl CanaryGuard {
         canary::set_snapshot_bound(canary == LockCanary::SnapshotStateBound);
         canary::set_revoke_without_delay(canary == LockCanary::RevokeWithoutDelay);
         canary::set_inherit_leader_token(canary == LockCanary::InheritLeaderToken);
+        canary::set_untold_taken(canary == LockCanary::UntoldForceRelease);
         paxlock_client_rules::ack::canary::set_long_waits_hold_the_floor(
             canary == LockCanary::LongWaitsHoldTheFloor,
         );
@@ -347,6 +363,7 @@ impl Drop for CanaryGuard {
         paxlock_core::locks::machine::canary::set_snapshot_bound(false);
         paxlock_core::locks::machine::canary::set_revoke_without_delay(false);
         paxlock_core::locks::machine::canary::set_inherit_leader_token(false);
+        paxlock_core::locks::machine::canary::set_untold_taken(false);
         paxlock_client_rules::ack::canary::set_long_waits_hold_the_floor(false);
         paxlock_core::waiters::canary::set_drop_on_refused_cancel(false);
     }
@@ -381,9 +398,14 @@ pub(crate) enum Req {
     Revoke {
         session: SessionId,
     },
+    /// An administrator's force-release of lock `name` (the force-release
+    /// world).
+    ForceRelease {
+        name: String,
+    },
 }
 
-/// The administrator of the revocation world.
+/// The administrator of the revocation and force-release worlds.
 fn operator() -> Identity {
     Identity("operator".into())
 }
@@ -460,6 +482,13 @@ fn client_request(req: &Req) -> Option<ClientRequest> {
             Vec::new(),
             RequestOp::RevokeSession { session: *session },
         ),
+        Req::ForceRelease { name } => (
+            SessionId(0),
+            RequestId(0),
+            RequestId(0),
+            Vec::new(),
+            RequestOp::ForceRelease { name: name.clone() },
+        ),
         Req::Abandon { .. } => return None,
     };
     Some(ClientRequest {
@@ -476,8 +505,8 @@ fn client_request(req: &Req) -> Option<ClientRequest> {
 /// `None`: the client hears nothing and retries by its timer, as a real
 /// client retries an `Unavailable` (no lease yet, still taking over).
 fn refused(req: &Req, refusal: Refusal, hint: Option<usize>) -> Option<Resp> {
-    // The administrator's revocations are fire and forget.
-    if matches!(req, Req::Revoke { .. }) {
+    // The administrator's requests are fire and forget.
+    if matches!(req, Req::Revoke { .. } | Req::ForceRelease { .. }) {
         return None;
     }
     match refusal {
@@ -504,7 +533,7 @@ fn refused(req: &Req, refusal: Refusal, hint: Option<usize>) -> Option<Resp> {
                 result: Err(e),
             }),
             Req::Keepalive { session, .. } => Some(Resp::SessionGone { session: *session }),
-            Req::Abandon { .. } | Req::Revoke { .. } => None,
+            Req::Abandon { .. } | Req::Revoke { .. } | Req::ForceRelease { .. } => None,
         },
     }
 }
@@ -523,6 +552,8 @@ pub(crate) enum Resp {
     KeepaliveOk {
         session: SessionId,
         sent_local: u64,
+        /// Tokens of the session's grants an administrator took.
+        taken: Vec<FencingToken>,
     },
     SessionGone {
         session: SessionId,
@@ -564,8 +595,9 @@ enum Tag {
         name: String,
         up_to: RequestId,
     },
-    /// An administrator's revocation: nobody waits for its answer.
-    Revoke,
+    /// An administrator's revocation or force-release: nobody waits for
+    /// its answer.
+    Administration,
 }
 
 #[derive(Debug, Clone)]
@@ -631,6 +663,9 @@ pub(crate) enum Ev {
     /// The administrator revokes a random client's session (the
     /// revocation world).
     Revoke,
+    /// The administrator force-releases a random held lock (the
+    /// force-release world).
+    ForceRelease,
 }
 
 impl Ev {
@@ -644,6 +679,7 @@ impl Ev {
             Ev::ClientRestart { client } => (17, *client as u64),
             Ev::LivenessCheck => (18, 0),
             Ev::Revoke => (20, 0),
+            Ev::ForceRelease => (21, 0),
             Ev::Woken { node, .. } => (19, *node as u64),
         }
     }
@@ -1103,6 +1139,7 @@ impl LockSim {
                 self.liveness_check()?;
             }
             Ev::Revoke => self.revoke_someone(),
+            Ev::ForceRelease => self.force_release_something(),
             Ev::Woken {
                 node,
                 incarnation,
@@ -1239,7 +1276,7 @@ impl LockSim {
                     up_to,
                     result: out.reply.clone(),
                 }),
-                Tag::Revoke => None,
+                Tag::Administration => None,
                 // Admitted again at once, as the handler does after
                 // committing it (or refused with the command's refusal).
                 Tag::First { req } => match &out.reply {
@@ -1547,6 +1584,25 @@ impl LockSim {
                         }
                     }
                 }
+                LockEvent::LockReleased {
+                    name,
+                    session,
+                    reason: paxlock_core::locks::ReleaseReason::ForceReleased,
+                    ..
+                } => {
+                    self.w.report.force_released += 1;
+                    self.w
+                        .histories
+                        .entry(name.clone())
+                        .or_default()
+                        .push(Operation {
+                            client: session.0,
+                            call: Call::ForceReleased,
+                            outcome: Outcome::Ended,
+                            invoked_at: self.now,
+                            completed_at: Some(self.now),
+                        });
+                }
                 LockEvent::LockGranted {
                     name,
                     session,
@@ -1681,15 +1737,16 @@ impl LockSim {
             }
             _ => {
                 let request = client_request(&req).ok_or("a withdrawal is no client request")?;
-                let revoking = matches!(req, Req::Revoke { .. });
-                let caller = if revoking {
+                let administering = matches!(req, Req::Revoke { .. } | Req::ForceRelease { .. });
+                let caller = if administering {
                     operator()
                 } else {
                     client_identity(client)
                 };
                 // The simulated clusters run with the open default rules,
-                // administered by the revocation world's operator.
-                let admins = Admins::new(self.w.cfg.revocations.then(operator));
+                // administered by the operator of the worlds that have one.
+                let administered = self.w.cfg.revocations || self.w.cfg.force_releases;
+                let admins = Admins::new(administered.then(operator));
                 let app = &mut self.nodes[node].app;
                 let admission =
                     admission::admit(&mut app.role, &app.machine, view, &caller, &admins, request);
@@ -1700,7 +1757,7 @@ impl LockSim {
                         }
                         return Ok(());
                     }
-                    Admission::KeptAlive { .. } => {
+                    Admission::KeptAlive { taken, .. } => {
                         if let Req::Keepalive {
                             session,
                             sent_local,
@@ -1709,6 +1766,7 @@ impl LockSim {
                             let ok = Resp::KeepaliveOk {
                                 session,
                                 sent_local,
+                                taken,
                             };
                             self.reply(node, client, cinc, ok);
                         }
@@ -1725,7 +1783,7 @@ impl LockSim {
                             Req::Cmd { request_id, .. } => Tag::Cmd {
                                 request_id: *request_id,
                             },
-                            Req::Revoke { .. } => Tag::Revoke,
+                            Req::Revoke { .. } | Req::ForceRelease { .. } => Tag::Administration,
                             Req::Keepalive { .. } | Req::Abandon { .. } => {
                                 return Err(format!("admitted {req:?} as a proposal"))
                             }
@@ -2403,9 +2461,22 @@ impl LockSim {
             Resp::KeepaliveOk {
                 session: kept,
                 sent_local,
+                taken,
             } => {
                 self.check_keepalive_promise(client, kept, sent_local)?;
                 if session == Some(kept) {
+                    // As the client crate does: a named grant is lost now,
+                    // before the answer extends the lease.
+                    let lost: Vec<String> = self.w.clients[client]
+                        .held
+                        .iter()
+                        .filter(|(_, token)| taken.contains(&FencingToken(**token)))
+                        .map(|(name, _)| name.clone())
+                        .collect();
+                    for name in lost {
+                        self.w.report.told_taken += 1;
+                        self.end_belief(client, &name, self.now);
+                    }
                     self.w.clients[client]
                         .lease
                         .on_answered(Duration::from_nanos(sent_local));
@@ -2569,10 +2640,15 @@ impl LockSim {
             return;
         }
         let client = live[self.rng.index(live.len())];
+        if let Some(session) = self.w.clients[client].session {
+            self.send_through(client, Req::Revoke { session });
+        }
+    }
+
+    /// Sends an administrator's request now through `client`'s connection,
+    /// as an operator's CLI reaches whichever node it is configured with.
+    fn send_through(&mut self, client: usize, req: Req) {
         let c = &self.w.clients[client];
-        let Some(session) = c.session else {
-            return;
-        };
         let (cinc, to) = (c.incarnation, c.target);
         self.schedule_work(
             self.now,
@@ -2580,9 +2656,33 @@ impl LockSim {
                 client,
                 cinc,
                 to,
-                req: Req::Revoke { session },
+                req,
             },
         );
+    }
+
+    /// The force-release world's administrator: force-releases a random
+    /// lock the log says is held, sent to a random node, as long as the
+    /// faulty period lasts.
+    fn force_release_something(&mut self) {
+        if self.healed {
+            return;
+        }
+        let next = self.now + self.rng.range(500 * MS, 1_500 * MS);
+        self.schedule_work(next, Ev::ForceRelease);
+        let held: Vec<String> = self
+            .w
+            .lock_names
+            .iter()
+            .filter(|name| self.w.oracle.holder(name).is_some())
+            .cloned()
+            .collect();
+        if held.is_empty() || self.w.clients.is_empty() {
+            return;
+        }
+        let name = held[self.rng.index(held.len())].clone();
+        let client = self.rng.index(self.w.clients.len());
+        self.send_through(client, Req::ForceRelease { name });
     }
 
     /// After healing, a lock held by a dead session with waiters must be
@@ -2698,6 +2798,10 @@ impl Workload for Locks {
         if sim.w.cfg.revocations {
             let t = sim.rng.range(SEC, 2 * SEC);
             sim.schedule_work(t, Ev::Revoke);
+        }
+        if sim.w.cfg.force_releases {
+            let t = sim.rng.range(SEC, 2 * SEC);
+            sim.schedule_work(t, Ev::ForceRelease);
         }
     }
 

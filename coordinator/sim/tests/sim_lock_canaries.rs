@@ -180,6 +180,32 @@ fn locks_of_a_revoked_session_passed_on_within_its_lease_are_caught() {
     assert_caught("revoke without delay", &cfg, 100);
 }
 
+/// A force-released holder's session lives on, so its client keeps its
+/// lease: unless keepalive answers name the taken grant, it believes it
+/// holds the lock when the next holder is granted it.
+#[test]
+fn force_released_grants_that_keepalives_do_not_name_are_caught() {
+    let cfg = LockSimConfig {
+        canary: LockCanary::UntoldForceRelease,
+        force_releases: true,
+        ..LockSimConfig::default()
+    };
+    assert_caught("untold force-release", &cfg, 100);
+}
+
+/// A force-released grant must wait out its holder's TTL: the holder's
+/// last keepalive may have been answered just before (the revocation
+/// delay rule, which force-releases share).
+#[test]
+fn locks_force_released_within_the_holders_lease_are_caught() {
+    let cfg = LockSimConfig {
+        canary: LockCanary::RevokeWithoutDelay,
+        force_releases: true,
+        ..LockSimConfig::default()
+    };
+    assert_caught("force-release without delay", &cfg, 100);
+}
+
 /// A promoted candidate must draw a new token: one that inherits its
 /// predecessor's leaves the deposed leader's writes unfenced, and the
 /// run-wide check that tokens rise across grants and leaderships (and

@@ -161,6 +161,17 @@ pub async fn revoke(session: u64, client_config: &std::path::Path) -> anyhow::Re
     Ok(())
 }
 
+/// `paxlock release --force NAME`.
+pub async fn force_release(name: &str, client_config: &std::path::Path) -> anyhow::Result<()> {
+    ask(client_config, async |c| c.force_release(name).await)
+        .await
+        .with_context(|| format!("force-releasing lock {name:?}"))?;
+    println!(
+        "lock {name:?} force-released: its holder is told at its next keepalive; the lock passes on once the holder's TTL is over, with a higher fencing token"
+    );
+    Ok(())
+}
+
 fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(value)?);
     Ok(())

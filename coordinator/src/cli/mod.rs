@@ -113,6 +113,21 @@ pub enum Command {
         #[arg(long, default_value = ".paxlock-dev/client.toml")]
         client_config: PathBuf,
     },
+    /// End another holder's grant of a lock now (administrators only,
+    /// with --force): the holder's `paxlock lock` stops its command at its
+    /// next keepalive; the lock passes on after the holder's TTL, with a
+    /// higher token.
+    Release {
+        /// The lock.
+        name: String,
+        /// Required: this takes the lock from whoever holds it. (A holder
+        /// releases its own lock by ending its `paxlock lock` command.)
+        #[arg(long)]
+        force: bool,
+        /// The client config file (written by `paxlock dev`).
+        #[arg(long, default_value = ".paxlock-dev/client.toml")]
+        client_config: PathBuf,
+    },
     /// Read or change the cluster's access rules (administrators only).
     Acl {
         /// The rules action.
@@ -147,6 +162,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             session,
             client_config,
         } => inspect::revoke(session, &client_config).await.map(ok),
+        Command::Release {
+            name,
+            force: true,
+            client_config,
+        } => inspect::force_release(&name, &client_config)
+            .await
+            .map(ok),
+        Command::Release { force: false, .. } => Err(anyhow::anyhow!(
+            "paxlock release takes a lock from whoever holds it: pass --force to mean that (a holder releases its own lock by ending its `paxlock lock` command)"
+        )),
         Command::Lock(args) => lock::run(args).await,
         Command::Elect(args) => elect::run(args).await,
         Command::Observe {

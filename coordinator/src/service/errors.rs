@@ -30,6 +30,8 @@ pub fn command_error(err: &CommandError) -> proto::Error {
         E::AccessRulesChanged { .. } => ErrorCode::AccessRulesChanged,
         E::QuotaExceeded { .. } => ErrorCode::QuotaExceeded,
         E::StateFull { .. } => ErrorCode::StateFull,
+        E::NotHeld { .. } => ErrorCode::NotHeld,
+        E::TooManyTakenGrants { .. } => ErrorCode::TooManyLocks,
     };
     proto::Error {
         code: code.into(),

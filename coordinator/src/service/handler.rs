@@ -118,8 +118,11 @@ impl Context {
         // carries it out and writes the answer in the wire's terms.
         let (kind, follow) =
             match self.admitted(asked, caller).await? {
-                Admitted::KeptAlive { ttl_ms } => {
-                    return Ok(response::Result::KeepAlive(proto::KeepAliveOk { ttl_ms }))
+                Admitted::KeptAlive { ttl_ms, taken } => {
+                    return Ok(response::Result::KeepAlive(proto::KeepAliveOk {
+                        ttl_ms,
+                        taken_tokens: wire_tokens(&taken),
+                    }))
                 }
                 Admitted::Read => {
                     return Ok(match &op {
@@ -183,8 +186,11 @@ impl Context {
                     op: RequestOp::KeepAlive,
                 };
                 match self.admitted(keepalive, caller).await? {
-                    Admitted::KeptAlive { ttl_ms } => {
-                        Ok(response::Result::Renewed(proto::Renewed { ttl_ms }))
+                    Admitted::KeptAlive { ttl_ms, taken } => {
+                        Ok(response::Result::Renewed(proto::Renewed {
+                            ttl_ms,
+                            taken_tokens: wire_tokens(&taken),
+                        }))
                     }
                     _ => Err(error(
                         ErrorCode::Internal,
@@ -220,7 +226,9 @@ impl Context {
             };
             match admission {
                 Admission::Refused(refusal) => return Err(self.refused(refusal)),
-                Admission::KeptAlive { ttl_ms } => return Ok(Admitted::KeptAlive { ttl_ms }),
+                Admission::KeptAlive { ttl_ms, taken } => {
+                    return Ok(Admitted::KeptAlive { ttl_ms, taken })
+                }
                 Admission::Read => return Ok(Admitted::Read),
                 Admission::Propose { kind, follow } => {
                     return Ok(Admitted::Propose { kind, follow })
@@ -609,9 +617,20 @@ impl Context {
 /// What the core decided for a request, once the commands it asked for
 /// first are committed.
 enum Admitted {
-    KeptAlive { ttl_ms: u64 },
+    KeptAlive {
+        ttl_ms: u64,
+        taken: Vec<paxlock_core::locks::FencingToken>,
+    },
     Read,
-    Propose { kind: CommandKind, follow: Follow },
+    Propose {
+        kind: CommandKind,
+        follow: Follow,
+    },
+}
+
+/// Tokens as the wire carries them.
+fn wire_tokens(tokens: &[paxlock_core::locks::FencingToken]) -> Vec<u64> {
+    tokens.iter().map(|t| t.0).collect()
 }
 
 /// A wire request's operation in the core's terms.
@@ -676,6 +695,9 @@ fn request_op(op: &Op) -> Result<RequestOp, proto::Error> {
             prefix: list.prefix.clone(),
             after: list.after.clone(),
             limit: list.limit,
+        },
+        Op::ForceRelease(force) => RequestOp::ForceRelease {
+            name: force.name.clone(),
         },
         Op::RevokeSession(revoke) => RequestOp::RevokeSession {
             session: SessionId(revoke.session_id),

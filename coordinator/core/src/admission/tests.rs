@@ -151,7 +151,10 @@ fn keepalives_and_reads_need_the_lease_and_the_takeover_applied() {
     );
     assert_eq!(
         node.admit("a", s, RequestOp::KeepAlive),
-        Admission::KeptAlive { ttl_ms: 10_000 }
+        Admission::KeptAlive {
+            ttl_ms: 10_000,
+            taken: Vec::new()
+        }
     );
     assert_eq!(node.admit("a", s, query.clone()), Admission::Read);
     // A new leadership whose takeover is not applied yet.
@@ -249,7 +252,10 @@ fn a_keepalive_claims_an_ownerless_session_first() {
     node.apply(claim);
     assert_eq!(
         node.admit("a", s, RequestOp::KeepAlive),
-        Admission::KeptAlive { ttl_ms: 10_000 }
+        Admission::KeptAlive {
+            ttl_ms: 10_000,
+            taken: Vec::new()
+        }
     );
     assert!(matches!(
         node.admit("b", s, RequestOp::KeepAlive),

@@ -217,6 +217,19 @@ pub enum CommandKind {
         /// The session.
         session: SessionId,
     },
+    /// Ends the current grant of a lock now, for an administrator whom
+    /// the node checked; the holder's session lives on. As for a revoked
+    /// session, the lock stays in lock-delay for the longer of the
+    /// lock-delay and the holder's TTL (its client may have had a
+    /// keepalive answered just before), and the holder's keepalive answers
+    /// name the taken grant until then, so its client stops using it
+    /// within one keepalive interval.
+    ForceRelease {
+        /// The administrator who released it (kept in the log for audit).
+        by: Identity,
+        /// The lock.
+        name: String,
+    },
 }
 
 impl CommandKind {
@@ -235,7 +248,8 @@ impl CommandKind {
             | CommandKind::ClientAs { .. }
             | CommandKind::ClaimSession { .. }
             | CommandKind::SetAccessRules { .. }
-            | CommandKind::RevokeSession { .. } => PROTOCOL_V3,
+            | CommandKind::RevokeSession { .. }
+            | CommandKind::ForceRelease { .. } => PROTOCOL_V3,
         }
     }
 }

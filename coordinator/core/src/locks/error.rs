@@ -224,6 +224,24 @@ pub enum CommandError {
         /// The bound.
         max: u64,
     },
+    /// A force-release of a lock nobody holds.
+    #[error("lock {name:?} is not held: nothing to release (see `paxlock describe`)")]
+    NotHeld {
+        /// The lock.
+        name: String,
+    },
+    /// A force-release of a grant of a session that already has the most
+    /// taken grants still in their lock-delay.
+    #[error(
+        "session {session:?} already has {max} force-released grants in their lock-delay; \
+         wait for one to end, or revoke the session"
+    )]
+    TooManyTakenGrants {
+        /// The holding session.
+        session: SessionId,
+        /// The bound ([`crate::locks::session::MAX_TAKEN_GRANTS`]).
+        max: u32,
+    },
 }
 
 /// Why bytes did not decode into a command or a snapshot.

@@ -19,6 +19,9 @@ pub enum ReleaseReason {
     /// An administrator revoked the holder's session (the lock stays in
     /// lock-delay for at least the session's TTL).
     SessionRevoked,
+    /// An administrator force-released the grant; the holder's session
+    /// lives on (the lock stays in lock-delay for at least its TTL).
+    ForceReleased,
 }
 
 /// Why a session ended.

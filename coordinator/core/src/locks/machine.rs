@@ -70,7 +70,7 @@ use crate::locks::error::CommandError;
 use crate::locks::event::{CloseReason, ElectionChange, ElectionEvent, Event, ReleaseReason};
 use crate::locks::limits::Config;
 use crate::locks::lock::{Holder, Lock};
-use crate::locks::session::Session;
+use crate::locks::session::{Session, MAX_TAKEN_GRANTS};
 use crate::locks::state_size;
 
 /// The answer to the command's issuer.
@@ -396,8 +396,16 @@ impl StateMachine {
             // node speaks it, so the command itself records that.
             self.protocol = command.kind.protocol();
         }
-        let acting = acting_session(&command.kind);
+        let acting = match &command.kind {
+            // The holder's session loses the grant.
+            CommandKind::ForceRelease { name, .. } => self.holder(name).map(|h| h.session),
+            kind => acting_session(kind),
+        };
         let before = acting.and_then(|session| self.footprint(session));
+        if let Some(s) = acting.and_then(|session| self.sessions.get_mut(&session)) {
+            // Taken grants are kept only while their lock-delay lasts.
+            s.forget_taken(self.now_ms);
+        }
         let (reply, duplicate) = match command.kind {
             CommandKind::OpenSession { ttl_ms } => {
                 (self.open_session(ttl_ms, None, &mut cx), false)
@@ -484,6 +492,9 @@ impl StateMachine {
                     Err(CommandError::SessionNotFound { session })
                 };
                 (reply, false)
+            }
+            CommandKind::ForceRelease { by: _, name } => {
+                (self.force_release(&name, &mut cx), false)
             }
             CommandKind::Takeover { epoch } => {
                 self.leader_epoch = self.leader_epoch.max(epoch);
@@ -627,6 +638,20 @@ impl StateMachine {
     /// The TTL of a live session, in milliseconds; `None` if it is not live.
     pub fn session_ttl_ms(&self, session: SessionId) -> Option<u64> {
         self.sessions.get(&session).map(|s| s.ttl_ms)
+    }
+
+    /// The session's grants an administrator force-released whose
+    /// lock-delay is not over: what its keepalive answers name, so its
+    /// client stops using them (empty for an unknown session).
+    pub fn taken_grants(&self, session: SessionId) -> Vec<FencingToken> {
+        #[cfg(feature = "canary")]
+        if canary::untold_taken() {
+            return Vec::new();
+        }
+        self.sessions
+            .get(&session)
+            .map(|s| s.taken_at(self.now_ms).collect())
+            .unwrap_or_default()
     }
 
     /// Whether the session is live.
@@ -850,6 +875,10 @@ impl StateMachine {
                 }
             }
             CommandKind::ClaimSession { session, .. } => t.sessions.push(*session),
+            CommandKind::ForceRelease { name, .. } => {
+                t.sessions.extend(self.holder(name).map(|h| h.session));
+                t.locks.push(name.clone());
+            }
             CommandKind::SetAccessRules { .. }
             | CommandKind::RaiseProtocol { .. }
             | CommandKind::Takeover { .. }
@@ -1302,6 +1331,34 @@ impl StateMachine {
         if self.locks.get(name).is_some_and(Lock::is_empty) {
             self.locks.remove(name);
         }
+    }
+
+    /// An administrator's `ForceRelease` of `name`: the grant ends now,
+    /// the lock stays in lock-delay for the longer of the lock-delay and
+    /// the holder's TTL, and the holder's session keeps the taken token
+    /// for as long, for its keepalive answers to name.
+    fn force_release(&mut self, name: &str, cx: &mut Cx) -> Result<Reply, CommandError> {
+        self.config.limits.check_name(name)?;
+        let not_held = || CommandError::NotHeld {
+            name: name.to_owned(),
+        };
+        let holder = self.holder(name).ok_or_else(not_held)?;
+        let ttl_ms = self.session_ttl_ms(holder.session).ok_or_else(not_held)?;
+        let delay_ms = self.revocation_delay_ms(ttl_ms);
+        let until_ms = self.now_ms.saturating_add(delay_ms);
+        let session = self
+            .sessions
+            .get_mut(&holder.session)
+            .ok_or_else(not_held)?;
+        if session.taken.len() >= MAX_TAKEN_GRANTS as usize {
+            return Err(CommandError::TooManyTakenGrants {
+                session: holder.session,
+                max: MAX_TAKEN_GRANTS,
+            });
+        }
+        session.taken.insert(holder.token, until_ms);
+        self.release_holder(name, ReleaseReason::ForceReleased, delay_ms, cx);
+        Ok(Reply::Released)
     }
 
     /// How long a lock of a revoked session with `ttl_ms` stays in
@@ -1804,6 +1861,19 @@ pub mod canary {
         static SNAPSHOT_BOUND: Cell<bool> = const { Cell::new(false) };
         static REVOKE_WITHOUT_DELAY: Cell<bool> = const { Cell::new(false) };
         static INHERIT_LEADER_TOKEN: Cell<bool> = const { Cell::new(false) };
+        static UNTOLD_TAKEN: Cell<bool> = const { Cell::new(false) };
+    }
+
+    /// Makes the machine on this thread name no taken grants for keepalive
+    /// answers: a force-released holder keeps believing while its session
+    /// lives.
+    pub fn set_untold_taken(on: bool) {
+        UNTOLD_TAKEN.with(|c| c.set(on));
+    }
+
+    /// Whether the untold-taken canary is on for this thread.
+    pub fn untold_taken() -> bool {
+        UNTOLD_TAKEN.with(Cell::get)
     }
 
     /// Makes the machine on this thread give a promoted candidate the

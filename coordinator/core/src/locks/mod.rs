@@ -34,6 +34,8 @@ pub use machine::{Gauges, Output, Reply, StateMachine};
 mod abandon_tests;
 #[cfg(test)]
 mod access_tests;
+#[cfg(test)]
+mod force_release_tests;
 #[cfg(any(test, feature = "testing"))]
 pub mod harness;
 #[cfg(test)]

@@ -1,11 +1,11 @@
 //! A client session: its TTL, what it holds, waits for and campaigns in,
 //! and its exactly-once table.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use crate::locks::command::Identity;
+use crate::locks::command::{FencingToken, Identity};
 use crate::locks::dedup::DedupTable;
 
 /// State of one live session.
@@ -27,7 +27,17 @@ pub struct Session {
     pub owner: Option<Identity>,
     /// The key its open came with (0: none), so a retried open finds it.
     pub open_key: u64,
+    /// Grants an administrator took from it (`ForceRelease`), with when
+    /// each one's lock-delay ends on the machine's clock: its keepalive
+    /// answers name them until then, so its client stops using them. At
+    /// most [`MAX_TAKEN_GRANTS`]; forgotten once their time has passed.
+    pub taken: BTreeMap<FencingToken, u64>,
 }
+
+/// Most grants of one session in [`Session::taken`] at a time: a further
+/// force-release of its locks is refused until one's lock-delay is over
+/// (revoking the session still works).
+pub const MAX_TAKEN_GRANTS: u32 = 64;
 
 impl Session {
     /// A fresh session of `owner` with nothing held.
@@ -36,6 +46,22 @@ impl Session {
             ttl_ms,
             owner,
             ..Session::default()
+        }
+    }
+
+    /// The taken grants whose lock-delay is not over at `now_ms`: what
+    /// its keepalive answers name.
+    pub fn taken_at(&self, now_ms: u64) -> impl Iterator<Item = FencingToken> + '_ {
+        self.taken
+            .iter()
+            .filter(move |(_, until)| **until > now_ms)
+            .map(|(token, _)| *token)
+    }
+
+    /// Forgets the taken grants whose lock-delay is over at `now_ms`.
+    pub(crate) fn forget_taken(&mut self, now_ms: u64) {
+        if !self.taken.is_empty() {
+            self.taken.retain(|_, until| *until > now_ms);
         }
     }
 

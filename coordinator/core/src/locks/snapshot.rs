@@ -1,12 +1,12 @@
 //! Snapshots: the whole state machine to bytes and back.
 //!
-//! Format: postcard encoding of `(version, machine)`. Version 4 is this
+//! Format: postcard encoding of `(version, machine)`. Version 5 is this
 //! release's [`StateMachine`]. Version 1 is the previous release's layout
 //! (no session owners, no protocol version, no leadership tokens): it is
 //! still read, so a node upgraded in place restores the snapshots it wrote
 //! before, and still written while the log says some node may speak only
 //! protocol 2, so that node (or this one, rolled back) can restore it.
-//! Versions 2 and 3 were written only by development builds between the
+//! Versions 2 to 4 were written only by development builds between the
 //! two releases and are refused with a typed error. Restore checks every
 //! invariant, so corrupt or hostile bytes give a typed [`DecodeError`],
 //! never a panic or a machine that panics later.
@@ -18,7 +18,7 @@ use crate::locks::machine::StateMachine;
 
 /// Format version written by [`StateMachine::snapshot`] once the cluster
 /// speaks protocol 3.
-pub const SNAPSHOT_VERSION: u32 = 4;
+pub const SNAPSHOT_VERSION: u32 = 5;
 
 /// The previous release's format, written before that.
 pub const SNAPSHOT_VERSION_V1: u32 = 1;
@@ -282,6 +282,7 @@ mod v1 {
                             dedup: s.dedup.into(),
                             owner: None,
                             open_key: 0,
+                            taken: Default::default(),
                         };
                         (id, session)
                     })

@@ -37,6 +37,8 @@ pub const LOCK_BYTES: u64 = 96;
 pub const NAME_ENTRY_BYTES: u64 = 48;
 /// One queued session in a lock's FIFO.
 pub const WAITER_BYTES: u64 = 8;
+/// A grant an administrator took from a session (token and deadline).
+pub const TAKEN_GRANT_BYTES: u64 = 16;
 /// An election's struct and its entry in the election table.
 pub const ELECTION_BYTES: u64 = 128;
 /// A leader or candidate, besides its value.
@@ -49,7 +51,8 @@ pub const EVENT_BYTES: u64 = 96;
 pub fn session_bytes(session: &Session) -> u64 {
     let owner = session.owner.as_ref().map_or(0, |o| o.as_str().len());
     let replies: u64 = session.dedup.replies().map(reply_bytes).sum();
-    SESSION_BYTES + owner as u64 + replies
+    let taken = session.taken.len() as u64 * TAKEN_GRANT_BYTES;
+    SESSION_BYTES + owner as u64 + replies + taken
 }
 
 /// Counted bytes of one recorded reply.
@@ -69,7 +72,8 @@ fn error_text_bytes(error: &CommandError) -> usize {
         E::WaitQueueFull { name, .. }
         | E::TooManyCandidates { name, .. }
         | E::StaleToken { name, .. }
-        | E::NotLeader { name } => name.len(),
+        | E::NotLeader { name }
+        | E::NotHeld { name } => name.len(),
         E::InvalidAccessRules { reason } => reason.len(),
         E::QuotaExceeded { identity, .. } => identity.len(),
         E::SessionNotFound { .. }
@@ -88,7 +92,8 @@ fn error_text_bytes(error: &CommandError) -> usize {
         | E::PermissionDenied { .. }
         | E::InvalidIdentity { .. }
         | E::AccessRulesChanged { .. }
-        | E::StateFull { .. } => 0,
+        | E::StateFull { .. }
+        | E::TooManyTakenGrants { .. } => 0,
     }
 }
 
