@@ -245,7 +245,7 @@ impl Inner {
         timeout: Duration,
     ) -> Result<(response::Result, u32), Error> {
         let is_wait = match op {
-            Some(Op::Acquire(acquire)) => acquire.wait,
+            Some(Op::Acquire(acquire) | Op::AcquireWithValue(acquire)) => acquire.wait,
             Some(Op::Campaign(_)) => true,
             _ => false,
         };

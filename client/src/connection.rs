@@ -12,7 +12,7 @@ use tracing::debug;
 use crate::config::split_host_port;
 use crate::error::Error;
 use crate::proto::{ErrorCode, Request, Response};
-use crate::wire::{read_frame, write_frame};
+use crate::wire::{read_frame, write_frame, FrameError};
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(20);
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
@@ -212,6 +212,7 @@ impl Connector {
                     &conn,
                     format!("{addr} closed the stream without answering"),
                 )),
+                Err(e) if refused_as_too_large(&e) => Err(too_large(request)),
                 Err(e) => Err(classify(&conn, format!("{addr}: {e}"))),
             }
         };
@@ -370,15 +371,54 @@ async fn send_request(
         .open_bi()
         .await
         .map_err(|e| classify(conn, e.to_string()))?;
-    write_frame(&mut send, request)
-        .await
-        .map_err(|e| classify(conn, e.to_string()))?;
+    write_frame(&mut send, request).await.map_err(|e| {
+        if refused_as_too_large(&e) {
+            too_large(request)
+        } else {
+            classify(conn, e.to_string())
+        }
+    })?;
     let _ = send.finish();
     Ok(recv)
 }
 
 /// A failure on an established connection: if the node closed it because
 /// of our TLS credentials, no node will accept them, so it is fatal.
+/// Whether the node stopped or reset the stream because the request's
+/// frame is larger than any it accepts (it refuses by the length prefix,
+/// unread): sending the same request again cannot succeed.
+fn refused_as_too_large(err: &FrameError) -> bool {
+    let FrameError::Io(io) = err else {
+        return false;
+    };
+    let too_large = quinn::VarInt::from_u32(crate::wire::codes::FRAME_TOO_LARGE);
+    let Some(inner) = io.get_ref() else {
+        return false;
+    };
+    match (
+        inner.downcast_ref::<quinn::ReadError>(),
+        inner.downcast_ref::<quinn::WriteError>(),
+    ) {
+        (Some(quinn::ReadError::Reset(code)), _) | (_, Some(quinn::WriteError::Stopped(code))) => {
+            *code == too_large
+        }
+        _ => false,
+    }
+}
+
+/// The failure of a request the node refused as too large.
+fn too_large(request: &Request) -> Attempt {
+    Attempt::Fatal(Error::Server {
+        code: ErrorCode::ValueTooLarge,
+        message: format!(
+            "the node refused this {}-byte request as larger than any it accepts: a value over \
+             the cluster's max_value_bytes (64 KiB by default)?",
+            prost::Message::encoded_len(request)
+        ),
+        retryable: false,
+    })
+}
+
 fn classify(conn: &quinn::Connection, why: String) -> Attempt {
     match conn.close_reason() {
         Some(reason) => classify_error(&conn.remote_address().to_string(), &reason),

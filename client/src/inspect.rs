@@ -30,6 +30,22 @@ pub struct LockGrant {
     pub holder: SessionRef,
     /// The grant's fencing token.
     pub fencing_token: u64,
+    /// How long it has been held, on the cluster's clock; `None` for a
+    /// grant made before the cluster spoke protocol 3.
+    #[serde(serialize_with = "millis", rename = "held_for_ms")]
+    pub held_for: Option<Duration>,
+}
+
+/// A session waiting for a lock.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LockWaiter {
+    /// The waiting session.
+    #[serde(flatten)]
+    pub session: SessionRef,
+    /// How long it has waited, on the cluster's clock; `None` for a wait
+    /// begun before the cluster spoke protocol 3.
+    #[serde(serialize_with = "millis", rename = "waiting_for_ms")]
+    pub waiting_for: Option<Duration>,
 }
 
 /// One lock, whole.
@@ -39,8 +55,12 @@ pub struct LockInfo {
     pub name: String,
     /// Its grant; `None`: nobody holds it.
     pub grant: Option<LockGrant>,
+    /// The grant's value, set by its acquire ([`crate::LockBuilder::value`];
+    /// empty: none). Shown in JSON as text (invalid UTF-8 replaced).
+    #[serde(serialize_with = "lossy_text")]
+    pub value: Vec<u8>,
     /// Sessions waiting for it, front of the queue first.
-    pub waiters: Vec<SessionRef>,
+    pub waiters: Vec<LockWaiter>,
     /// How much of its lock-delay (after a holder's session expired) is
     /// left, on the cluster's clock; `None`: not in lock-delay.
     #[serde(serialize_with = "millis")]
@@ -99,6 +119,10 @@ fn millis<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::
     }
 }
 
+fn lossy_text<S: serde::Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&String::from_utf8_lossy(bytes))
+}
+
 fn millis_of<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_u64(d.as_millis() as u64)
 }
@@ -117,10 +141,16 @@ fn session_ref(wire: Option<proto::SessionRef>) -> SessionRef {
     }
 }
 
-fn grant(wire: Option<proto::LockGrant>) -> Option<LockGrant> {
+/// Time from `since_ms` (0: unknown) to `now_ms` on the cluster's clock.
+fn since(since_ms: u64, now_ms: u64) -> Option<Duration> {
+    (since_ms != 0).then(|| Duration::from_millis(now_ms.saturating_sub(since_ms)))
+}
+
+fn grant(wire: Option<proto::LockGrant>, now_ms: u64) -> Option<LockGrant> {
     wire.map(|g| LockGrant {
         holder: session_ref(g.holder),
         fencing_token: g.token,
+        held_for: since(g.since_ms, now_ms),
     })
 }
 
@@ -132,11 +162,15 @@ impl Client {
         match self.inner.call(0, op).await? {
             response::Result::Lock(info) => Ok(LockInfo {
                 name: info.name,
-                grant: grant(info.grant),
+                grant: grant(info.grant, info.now_ms),
+                value: info.value,
                 waiters: info
                     .waiters
                     .into_iter()
-                    .map(|w| session_ref(Some(w)))
+                    .map(|w| LockWaiter {
+                        session: session_ref(w.session),
+                        waiting_for: since(w.since_ms, info.now_ms),
+                    })
                     .collect(),
                 lock_delay_left: delay_left(info.delayed_until_ms, info.now_ms),
             }),
@@ -179,7 +213,7 @@ impl Client {
             let now_ms = page.now_ms;
             locks.extend(page.locks.into_iter().map(|l| LockSummary {
                 name: l.name,
-                grant: grant(l.grant),
+                grant: grant(l.grant, now_ms),
                 waiters: l.waiters,
                 lock_delay_left: delay_left(l.delayed_until_ms, now_ms),
             }));

@@ -32,7 +32,9 @@ pub use client::{Client, ConnectOptions, MAX_RUNNING_WAITS};
 pub use config::{Config, TlsFiles, DEFAULT_DEAD_NODE_TIMEOUT, DEFAULT_DRIFT_PPM};
 pub use election::{CampaignBuilder, Election, LeaderEvent, LeaderInfo, LeaderWatch, Leadership};
 pub use error::Error;
-pub use inspect::{LockGrant, LockInfo, LockSummary, SessionInfo, SessionRef, TokenCheck};
+pub use inspect::{
+    LockGrant, LockInfo, LockSummary, LockWaiter, SessionInfo, SessionRef, TokenCheck,
+};
 pub use lock::{LockBuilder, LockGuard};
 pub use session::Renewal;
 

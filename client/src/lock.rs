@@ -19,6 +19,7 @@ pub struct LockBuilder {
     client: Client,
     name: String,
     timeout: Option<Duration>,
+    value: Vec<u8>,
     session: SessionChoice,
 }
 
@@ -28,8 +29,18 @@ impl LockBuilder {
             client,
             name,
             timeout: None,
+            value: Vec::new(),
             session: SessionChoice::shared(),
         }
+    }
+
+    /// Keeps `value` (up to 64 KiB: who holds it and why, such as a host
+    /// name or a job id) with the grant; `describe_lock` shows it while
+    /// this grant lasts. Needs a cluster that speaks protocol 3
+    /// (`UNSUPPORTED` during a rolling upgrade from the previous release).
+    pub fn value(mut self, value: impl Into<Vec<u8>>) -> Self {
+        self.value = value.into();
+        self
     }
 
     /// Gives up a blocking acquire after `timeout`; the cluster cancels
@@ -93,13 +104,19 @@ impl LockBuilder {
             UndoOnDrop::unarmed()
         };
         let timeout = self.timeout.unwrap_or(NO_TIMEOUT);
-        let op = Op::Acquire(proto::Acquire {
+        let acquire = proto::Acquire {
             name: self.name.clone(),
             wait,
             timeout_ms: self
                 .timeout
                 .map_or(0, |t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
-        });
+            value: self.value.clone(),
+        };
+        let op = if acquire.value.is_empty() {
+            Op::Acquire(acquire)
+        } else {
+            Op::AcquireWithValue(acquire)
+        };
         // The node waits up to `timeout`; allow for the round trips on top.
         let call_timeout = timeout.saturating_add(Duration::from_secs(10));
         let result = self

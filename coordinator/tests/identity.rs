@@ -66,6 +66,7 @@ fn a_session_acts_only_for_the_identity_that_opened_it() -> TestResult {
                 name: "victim/lock".into(),
                 wait: false,
                 timeout_ms: 0,
+                ..Default::default()
             })
         };
         let granted = victim.ask_op(victim_session, 1, acquire()).await?;

@@ -46,11 +46,16 @@ fn holders_waiters_sessions_and_tokens_are_shown_to_who_may_see_them() -> TestRe
         let bob = cluster.client_as("bob", TTL).await?;
         let admin = cluster.client(TTL).await?;
 
-        let held = alice.lock("jobs/a").try_acquire().await?.ok_or("busy")?;
+        let held = alice
+            .lock("jobs/a")
+            .value("host-a pid 7")
+            .try_acquire()
+            .await?
+            .ok_or("busy")?;
         let other = alice.lock("jobs/b").try_acquire().await?.ok_or("busy")?;
         let waiting = tokio::spawn({
             let bob = bob.clone();
-            async move { bob.lock("jobs/a").acquire().await }
+            async move { bob.lock("jobs/a").value("host-b").acquire().await }
         });
         // Bob's acquire is queued once describe shows it.
         let deadline = std::time::Instant::now() + PATIENCE;
@@ -65,8 +70,11 @@ fn holders_waiters_sessions_and_tokens_are_shown_to_who_may_see_them() -> TestRe
         let grant = info.grant.as_ref().ok_or("not held")?;
         assert_eq!(grant.holder.identity, "alice");
         assert_eq!(grant.fencing_token, held.fencing_token());
+        assert!(grant.held_for.is_some(), "{info:?}");
+        assert_eq!(info.value, b"host-a pid 7");
         assert_eq!(info.waiters.len(), 1);
-        assert_eq!(info.waiters[0].identity, "bob");
+        assert_eq!(info.waiters[0].session.identity, "bob");
+        assert!(info.waiters[0].waiting_for.is_some(), "{info:?}");
         assert_eq!(info.lock_delay_left, None);
 
         let listed = bob.list_locks("jobs/").await?;
@@ -98,6 +106,22 @@ fn holders_waiters_sessions_and_tokens_are_shown_to_who_may_see_them() -> TestRe
         let check = alice.check_token("jobs/a", token).await?;
         assert!(!check.current);
         assert_eq!(check.current_token, Some(handed.fencing_token()));
+        // The waiter's value came with it into its grant.
+        assert_eq!(admin.describe_lock("jobs/a").await?.value, b"host-b");
+        // Values are bounded like an election's, and a request too large
+        // for the node fails at once rather than being sent again forever.
+        let huge = alice
+            .lock("jobs/huge")
+            .value(vec![b'x'; 70 * 1024])
+            .try_acquire();
+        let huge = tokio::time::timeout(PATIENCE, huge).await?;
+        assert_eq!(code(&huge), Some(ErrorCode::ValueTooLarge), "{huge:?}");
+        let over = alice
+            .lock("jobs/over")
+            .value(vec![b'x'; 64 * 1024 + 1])
+            .try_acquire();
+        let over = tokio::time::timeout(PATIENCE, over).await?;
+        assert_eq!(code(&over), Some(ErrorCode::ValueTooLarge), "{over:?}");
         // The client crate's fence for resources that keep no state.
         let fence = paxlock::fencing::CheckedFence::new(alice.clone(), "jobs/a");
         assert!(fence.admit(handed.fencing_token()).await.is_ok());
@@ -156,6 +180,15 @@ fn holders_waiters_sessions_and_tokens_are_shown_to_who_may_see_them() -> TestRe
         let first = &parsed[0];
         assert_eq!(first["name"], "jobs/a", "{json}");
         assert_eq!(first["grant"]["holder"]["identity"], "bob", "{json}");
+        assert!(first["grant"]["held_for_ms"].is_u64(), "{json}");
+        let described = cli(&cluster, &["describe", "jobs/a", "--json"])?;
+        let parsed: serde_json::Value = serde_json::from_str(&described)?;
+        assert_eq!(parsed["value"], "host-b", "{described}");
+        let table = cli(&cluster, &["describe", "jobs/a"])?;
+        assert!(
+            table.contains("value: host-b") && table.contains("held for"),
+            "{table}"
+        );
         let sessions = cli(&cluster, &["sessions"])?;
         assert!(
             sessions.contains("alice") && sessions.contains("holds: jobs/b"),
@@ -306,10 +339,12 @@ fn an_administrator_force_releases_a_lock_and_its_holder_stops_using_it() -> Tes
     let mut holder = CliProcess::lock(
         &cluster,
         "stuck/cli",
-        &["--ttl", "3s", "--grace", "1s"],
+        &["--ttl", "3s", "--grace", "1s", "--value", "nightly run 42"],
         "echo holding token=$PAXLOCK_FENCING_TOKEN; sleep 600",
     )?;
     holder.wait_for("holding token=", PATIENCE)?;
+    let described = cli(&cluster, &["describe", "stuck/cli"])?;
+    assert!(described.contains("value: nightly run 42"), "{described}");
     cli(&cluster, &["release", "--force", "stuck/cli"])?;
     holder.wait_for("lost; stopping the command", PATIENCE)?;
     assert_eq!(holder.wait_exit(PATIENCE)?, Some(4));

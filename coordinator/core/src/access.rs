@@ -144,7 +144,8 @@ pub struct QuotaRule {
     pub locks: Option<u32>,
     /// Elections led or campaigned in.
     pub elections: Option<u32>,
-    /// Bytes of the values it leads or campaigns with.
+    /// Bytes of the values it leads or campaigns with, and of those its
+    /// locks are held or waited for with.
     pub value_bytes: Option<u64>,
 }
 

@@ -541,8 +541,18 @@ fn decide(
         }
         Write::Renew { name, token } => (ClientOp::Check { name, token }, Follow::KeepAlive),
         Write::Client(op) => {
+            if let (false, ClientOp::Acquire { value, .. }) = (recorded, &op) {
+                if !value.is_empty() {
+                    // The previous release's acquire has no value.
+                    return Err(Refusal::Unsupported {
+                        what: "values with locks",
+                    });
+                }
+            }
             let follow = match &op {
-                ClientOp::Acquire { name, wait: true } => Follow::Await {
+                ClientOp::Acquire {
+                    name, wait: true, ..
+                } => Follow::Await {
                     wait: WaitFor::Grant,
                     key: key(name),
                 },
@@ -642,9 +652,11 @@ fn check_limits(limits: &Limits, request: &ClientRequest) -> Result<(), Refusal>
         });
     }
     let value = match &request.op {
-        RequestOp::Client(ClientOp::Campaign { value, .. } | ClientOp::Proclaim { value, .. }) => {
-            Some(value)
-        }
+        RequestOp::Client(
+            ClientOp::Campaign { value, .. }
+            | ClientOp::Proclaim { value, .. }
+            | ClientOp::Acquire { value, .. },
+        ) => Some(value),
         _ => None,
     };
     let name = request.op.name();

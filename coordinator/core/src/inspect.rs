@@ -17,6 +17,7 @@
 
 use crate::access::{self, Admins, Permission};
 use crate::leader_role::{Deadline, LeaderRole};
+use crate::locks::lock::Holder;
 use crate::locks::{FencingToken, Identity, SessionId, StateMachine};
 use crate::paxos::Nanos;
 
@@ -48,6 +49,19 @@ pub struct Grant {
     pub holder: Member,
     /// The grant's fencing token.
     pub token: FencingToken,
+    /// When it was granted, on the cluster's logical clock (`None`: before
+    /// the cluster spoke protocol 3).
+    pub since_ms: Option<u64>,
+}
+
+/// A session queued for a lock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Queued {
+    /// The waiting session.
+    pub member: Member,
+    /// When it joined the queue, on the cluster's logical clock (`None`:
+    /// before the cluster spoke protocol 3).
+    pub since_ms: Option<u64>,
 }
 
 /// One lock, whole.
@@ -57,8 +71,11 @@ pub struct LockView {
     pub name: String,
     /// Its grant (`None`: free, or in lock-delay).
     pub grant: Option<Grant>,
+    /// The grant's value, set by its acquire (empty: none). Waiters'
+    /// values are not shown: they could not all fit one answer.
+    pub value: Vec<u8>,
     /// Queued sessions, front first (at most `max_waiters_per_lock`).
-    pub waiters: Vec<Member>,
+    pub waiters: Vec<Queued>,
     /// When its lock-delay ends, on the cluster's logical clock.
     pub delayed_until_ms: Option<u64>,
     /// The cluster's logical clock now (milliseconds).
@@ -139,23 +156,29 @@ fn member(machine: &StateMachine, session: SessionId) -> Member {
     }
 }
 
-fn grant(machine: &StateMachine, name: &str) -> Option<Grant> {
-    machine.holder(name).map(|h| Grant {
-        holder: member(machine, h.session),
-        token: h.token,
-    })
+fn grant(machine: &StateMachine, holder: Holder) -> Grant {
+    Grant {
+        holder: member(machine, holder.session),
+        token: holder.token,
+        since_ms: holder.since_ms,
+    }
 }
 
 /// The lock `name` whole (a lock nobody holds, waits for or delays is
 /// shown free: the machine keeps no such lock).
 pub fn describe_lock(machine: &StateMachine, name: &str) -> LockView {
+    let lock = machine.lock(name);
     LockView {
         name: name.to_owned(),
-        grant: grant(machine, name),
-        waiters: machine
-            .waiters(name)
-            .into_iter()
-            .map(|s| member(machine, s))
+        grant: machine.holder(name).map(|h| grant(machine, h)),
+        value: lock.map(|l| l.value.clone()).unwrap_or_default(),
+        waiters: lock
+            .iter()
+            .flat_map(|l| l.waiters.iter())
+            .map(|w| Queued {
+                member: member(machine, w.session),
+                since_ms: w.since_ms,
+            })
             .collect(),
         delayed_until_ms: machine.lock_delayed_until_ms(name),
         now_ms: machine.now_ms(),
@@ -197,10 +220,7 @@ pub fn list_locks(
         .map(|(name, lock)| {
             let shown = viewer.may_read(machine, name).then(|| LockSummary {
                 name: name.clone(),
-                grant: lock.holder.map(|h| Grant {
-                    holder: member(machine, h.session),
-                    token: h.token,
-                }),
+                grant: lock.holder.map(|h| grant(machine, h)),
                 waiters: u32::try_from(lock.waiters.len()).unwrap_or(u32::MAX),
                 delayed_until_ms: lock.delayed_until_ms,
             });
@@ -341,6 +361,7 @@ mod tests {
             op: ClientOp::Acquire {
                 name: name.into(),
                 wait: true,
+                value: Vec::new(),
             },
         });
         assert!(out.reply.is_ok(), "{:?}", out.reply);
@@ -437,7 +458,10 @@ mod tests {
         let view = describe_lock(&h.sm, "team/open");
         assert_eq!(view.grant.map(|g| g.holder.session), Some(a));
         assert_eq!(
-            view.waiters.iter().map(|w| w.session).collect::<Vec<_>>(),
+            view.waiters
+                .iter()
+                .map(|w| w.member.session)
+                .collect::<Vec<_>>(),
             [b]
         );
     }

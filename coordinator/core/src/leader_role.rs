@@ -698,6 +698,7 @@ mod tests {
             op: ClientOp::Acquire {
                 name: "l".into(),
                 wait: true,
+                value: Vec::new(),
             },
         };
         node.apply(acquire(holder, 1), 0, at(0));

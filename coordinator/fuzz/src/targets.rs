@@ -129,7 +129,15 @@ fn client_requests() -> Vec<Vec<u8>> {
             name: "l".into(),
             wait: true,
             timeout_ms: 5,
+            value: Vec::new(),
         })),
+        request(Op::AcquireWithValue(proto::Acquire {
+            name: "l".into(),
+            wait: true,
+            timeout_ms: 5,
+            value: b"host-1".to_vec(),
+        })),
+        request(Op::ForceRelease(proto::ForceRelease { name: "l".into() })),
         request(Op::Campaign(proto::Campaign {
             election: "e".into(),
             value: b"value".to_vec(),

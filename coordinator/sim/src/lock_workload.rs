@@ -232,6 +232,12 @@ pub struct LockSimConfig {
     /// lock passes on (the mutual exclusion check, which counts a belief
     /// as lasting while its session's lease does, catches an overlap).
     pub force_releases: bool,
+    /// Whether blocking acquires carry a value (the client's name), which
+    /// the holder's grant keeps: counted in quotas and the state's bytes,
+    /// carried by waiters into their grants, in every replica's state.
+    /// Admission refuses a value until the log records protocol 3, so
+    /// such acquires wait (retrying) until then.
+    pub lock_values: bool,
     /// Which rule (if any) is switched off.
     #[cfg(feature = "canary")]
     pub canary: LockCanary,
@@ -262,6 +268,7 @@ impl Default for LockSimConfig {
             state_bound: None,
             revocations: false,
             force_releases: false,
+            lock_values: false,
             #[cfg(feature = "canary")]
             canary: LockCanary::None,
         }
@@ -2276,7 +2283,15 @@ impl LockSim {
                         OpKind::TryAcquire
                     },
                     lock.clone(),
-                    ClientOp::Acquire { name: lock, wait },
+                    ClientOp::Acquire {
+                        name: lock,
+                        wait,
+                        value: if wait && self.w.cfg.lock_values {
+                            client_identity(client).0.into_bytes()
+                        } else {
+                            Vec::new()
+                        },
+                    },
                 )
             }
             0..=59 => {

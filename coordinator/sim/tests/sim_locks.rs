@@ -216,6 +216,7 @@ fn access_rules_hold_under_faults() {
 fn a_full_state_is_refused_alike_on_every_replica_under_faults() {
     let mut cfg = sweep_config();
     cfg.state_bound = Some(STATE_BOUND_BYTES);
+    cfg.lock_values = true;
     let seeds = shifted_seeds(150, 9_000_000);
     let total = sweep("full state", &cfg, &seeds);
     assert!(total.state_full > 0, "no request was refused: {total:?}");
@@ -246,6 +247,7 @@ fn revoked_sessions_never_leave_two_holders_under_faults() {
 fn force_released_grants_never_leave_two_holders_under_faults() {
     let mut cfg = sweep_config();
     cfg.force_releases = true;
+    cfg.lock_values = true;
     let seeds = shifted_seeds(150, 11_000_000);
     let total = sweep("force releases", &cfg, &seeds);
     assert!(

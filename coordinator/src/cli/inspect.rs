@@ -92,22 +92,29 @@ pub async fn describe(name: &str, out: &Output) -> anyhow::Result<()> {
     }
     println!("lock {}", info.name);
     match &info.grant {
-        Some(g) => println!(
-            "  held by {} (session {}), fencing token {}",
-            shown_identity(&g.holder.identity),
-            g.holder.session_id,
-            g.fencing_token
-        ),
+        Some(g) => {
+            println!(
+                "  held by {} (session {}), fencing token {}, {}",
+                shown_identity(&g.holder.identity),
+                g.holder.session_id,
+                g.fencing_token,
+                for_how_long("held", g.held_for)
+            );
+            if !info.value.is_empty() {
+                println!("  value: {}", String::from_utf8_lossy(&info.value));
+            }
+        }
         None => println!("  not held"),
     }
     println!("  lock-delay: {}", delay(info.lock_delay_left));
     println!("  waiters: {}", info.waiters.len());
     for (i, w) in info.waiters.iter().enumerate() {
         println!(
-            "    {}. {} (session {})",
+            "    {}. {} (session {}), {}",
             i + 1,
-            shown_identity(&w.identity),
-            w.session_id
+            shown_identity(&w.session.identity),
+            w.session.session_id,
+            for_how_long("waiting", w.waiting_for)
         );
     }
     Ok(())
@@ -182,6 +189,15 @@ fn shown_identity(identity: &str) -> String {
         "(no identity)".into()
     } else {
         identity.into()
+    }
+}
+
+/// "held for 3s 20ms", or "held since before the upgrade" for a time the
+/// cluster did not keep (protocol 2).
+fn for_how_long(what: &str, time: Option<Duration>) -> String {
+    match time {
+        Some(d) => format!("{what} for {}", human(d)),
+        None => format!("{what} since before the upgrade to protocol 3"),
     }
 }
 

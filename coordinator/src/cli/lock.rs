@@ -34,6 +34,10 @@ pub struct LockArgs {
     /// Time between SIGTERM and SIGKILL when the command must stop.
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     pub grace: Duration,
+    /// Kept with the grant and shown by `paxlock describe` while it is
+    /// held (who holds it and why); up to 64 KiB.
+    #[arg(long)]
+    pub value: Option<String>,
     /// The client config file.
     #[arg(long, default_value = ".paxlock-dev/client.toml")]
     pub client_config: PathBuf,
@@ -52,6 +56,9 @@ pub async fn run(args: LockArgs) -> anyhow::Result<ExitCode> {
     let mut builder = client.lock(args.name.clone());
     if let Some(timeout) = args.timeout {
         builder = builder.timeout(timeout);
+    }
+    if let Some(value) = &args.value {
+        builder = builder.value(value.as_bytes());
     }
     let guard = match builder.acquire().await {
         Ok(guard) => guard,

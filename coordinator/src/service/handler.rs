@@ -97,14 +97,19 @@ impl Context {
     }
 
     async fn dispatch(&self, request: Request, caller: &Identity) -> Answer {
-        let Some(op) = request.op else {
-            return Err(error(
-                ErrorCode::InvalidRequest,
-                "the request names no operation this node knows: none was set, or it is one a \
-                 later release added (upgrade this node)",
-                false,
-            ));
-        };
+        let op =
+            match request.op {
+                // One operation on the wire only so that the previous release
+                // refuses it (see the proto); one here.
+                Some(Op::AcquireWithValue(acquire)) => Op::Acquire(acquire),
+                Some(op) => op,
+                None => return Err(error(
+                    ErrorCode::InvalidRequest,
+                    "the request names no operation this node knows: none was set, or it is one \
+                     a later release added (upgrade this node)",
+                    false,
+                )),
+            };
         let session = SessionId(request.session_id);
         let request_id = RequestId(request.request_id);
         let asked = ClientRequest {
@@ -650,9 +655,10 @@ fn request_op(op: &Op) -> Result<RequestOp, proto::Error> {
         },
         Op::KeepAlive(_) => RequestOp::KeepAlive,
         Op::CloseSession(_) => client(ClientOp::CloseSession),
-        Op::Acquire(acquire) => client(ClientOp::Acquire {
+        Op::Acquire(acquire) | Op::AcquireWithValue(acquire) => client(ClientOp::Acquire {
             name: acquire.name.clone(),
             wait: acquire.wait,
+            value: acquire.value.clone(),
         }),
         Op::Release(release) => client(ClientOp::Release {
             name: release.name.clone(),
@@ -932,6 +938,7 @@ mod tests {
             name: "l".into(),
             wait: true,
             timeout_ms,
+            ..Default::default()
         })
     }
 
@@ -946,6 +953,7 @@ mod tests {
                 ClientOp::Acquire {
                     name: "l".into(),
                     wait: false,
+                    value: Vec::new(),
                 },
             )]
         });
@@ -1005,6 +1013,7 @@ mod tests {
                 ClientOp::Acquire {
                     name: "l".into(),
                     wait: false,
+                    value: Vec::new(),
                 },
             )]
         });
@@ -1098,6 +1107,7 @@ mod tests {
         let acquire = |wait| ClientOp::Acquire {
             name: "l".into(),
             wait,
+            value: Vec::new(),
         };
         let b = {
             let mut m = shared.machine();
@@ -1171,6 +1181,7 @@ mod tests {
         let acquire = |wait| ClientOp::Acquire {
             name: "l".into(),
             wait,
+            value: Vec::new(),
         };
         let (holder, granted, cancelled, queued, token) = {
             let mut m = shared.machine();
@@ -1232,6 +1243,7 @@ mod tests {
                 ClientOp::Acquire {
                     name: "l".into(),
                     wait: false,
+                    value: Vec::new(),
                 },
             )]
         });
@@ -1263,6 +1275,7 @@ mod tests {
             let acquire = |wait| ClientOp::Acquire {
                 name: "l".into(),
                 wait,
+                value: Vec::new(),
             };
             vec![
                 client(b, 1, acquire(false)),

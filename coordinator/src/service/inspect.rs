@@ -16,9 +16,17 @@ pub fn describe_lock(shared: &Shared, name: &str) -> proto::LockInfo {
     proto::LockInfo {
         name: view.name,
         grant: view.grant.map(grant),
-        waiters: view.waiters.into_iter().map(session_ref).collect(),
+        waiters: view
+            .waiters
+            .into_iter()
+            .map(|w| proto::LockWaiter {
+                session: Some(session_ref(w.member)),
+                since_ms: w.since_ms.unwrap_or(0),
+            })
+            .collect(),
         delayed_until_ms: view.delayed_until_ms.unwrap_or(0),
         now_ms: view.now_ms,
+        value: view.value,
     }
 }
 
@@ -116,5 +124,6 @@ fn grant(grant: Grant) -> proto::LockGrant {
     proto::LockGrant {
         holder: Some(session_ref(grant.holder)),
         token: grant.token.0,
+        since_ms: grant.since_ms.unwrap_or(0),
     }
 }

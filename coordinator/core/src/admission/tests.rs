@@ -101,6 +101,7 @@ fn acquire(name: &str, wait: bool) -> RequestOp {
     RequestOp::Client(ClientOp::Acquire {
         name: name.into(),
         wait,
+        value: Vec::new(),
     })
 }
 

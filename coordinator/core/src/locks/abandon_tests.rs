@@ -36,6 +36,7 @@ fn a_copy_of_a_withdrawn_acquire_chosen_after_the_abandon_is_rejected() {
         op: ClientOp::Acquire {
             name: "x".into(),
             wait: true,
+            value: Vec::new(),
         },
     });
     assert!(matches!(
@@ -106,6 +107,7 @@ fn granted_after_waiting(h: &mut Harness) -> (crate::locks::SessionId, crate::lo
         ClientOp::Acquire {
             name: "x".into(),
             wait: true,
+            value: Vec::new(),
         },
     );
     assert!(matches!(h.apply(wait).reply, Ok(Reply::Queued { .. })));

@@ -237,6 +237,12 @@ impl CommandKind {
     /// proposes it only once the log records that every node speaks it.
     pub fn protocol(&self) -> u32 {
         match self {
+            // An acquire with a value is the previous release's command
+            // only in form: its layout is new (see `ClientOpLayout`).
+            CommandKind::Client {
+                op: ClientOp::Acquire { value, .. },
+                ..
+            } if !value.is_empty() => PROTOCOL_V3,
             CommandKind::OpenSession { .. }
             | CommandKind::Client { .. }
             | CommandKind::ExpireSession { .. }
@@ -279,7 +285,13 @@ pub enum AbandonedWait {
 }
 
 /// Operations a client performs inside its session.
+///
+/// Encoded through [`ClientOpLayout`]: an acquire without a value has the
+/// previous release's encoding, so the log entries of a cluster still at
+/// protocol 2 are the same whichever release proposed them; one with a
+/// value (protocol 3 only: admission refuses it before) has its own.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "ClientOpLayout", into = "ClientOpLayout")]
 pub enum ClientOp {
     /// Close the session, releasing all it holds in this apply.
     CloseSession,
@@ -290,6 +302,9 @@ pub enum ClientOp {
         name: String,
         /// Block (queue) rather than fail when busy.
         wait: bool,
+        /// The grant's value, shown by inspection while it holds (bounded
+        /// like an election's value; empty: none).
+        value: Vec<u8>,
     },
     /// Release a lock held with `token`.
     Release {
@@ -330,6 +345,87 @@ pub enum ClientOp {
         /// The new value.
         value: Vec<u8>,
     },
+}
+
+/// [`ClientOp`] as the log stores it: the previous release's variants in
+/// their order, then the ones added since.
+#[derive(Clone, Serialize, Deserialize)]
+enum ClientOpLayout {
+    CloseSession,
+    Acquire {
+        name: String,
+        wait: bool,
+    },
+    Release {
+        name: String,
+        token: FencingToken,
+    },
+    Check {
+        name: String,
+        token: FencingToken,
+    },
+    CancelAcquire {
+        name: String,
+    },
+    Campaign {
+        name: String,
+        value: Vec<u8>,
+    },
+    Resign {
+        name: String,
+    },
+    Proclaim {
+        name: String,
+        value: Vec<u8>,
+    },
+    /// Protocol 3: an acquire with a value.
+    AcquireWithValue {
+        name: String,
+        wait: bool,
+        value: Vec<u8>,
+    },
+}
+
+impl From<ClientOp> for ClientOpLayout {
+    fn from(op: ClientOp) -> ClientOpLayout {
+        match op {
+            ClientOp::CloseSession => ClientOpLayout::CloseSession,
+            ClientOp::Acquire { name, wait, value } if value.is_empty() => {
+                ClientOpLayout::Acquire { name, wait }
+            }
+            ClientOp::Acquire { name, wait, value } => {
+                ClientOpLayout::AcquireWithValue { name, wait, value }
+            }
+            ClientOp::Release { name, token } => ClientOpLayout::Release { name, token },
+            ClientOp::Check { name, token } => ClientOpLayout::Check { name, token },
+            ClientOp::CancelAcquire { name } => ClientOpLayout::CancelAcquire { name },
+            ClientOp::Campaign { name, value } => ClientOpLayout::Campaign { name, value },
+            ClientOp::Resign { name } => ClientOpLayout::Resign { name },
+            ClientOp::Proclaim { name, value } => ClientOpLayout::Proclaim { name, value },
+        }
+    }
+}
+
+impl From<ClientOpLayout> for ClientOp {
+    fn from(op: ClientOpLayout) -> ClientOp {
+        match op {
+            ClientOpLayout::CloseSession => ClientOp::CloseSession,
+            ClientOpLayout::Acquire { name, wait } => ClientOp::Acquire {
+                name,
+                wait,
+                value: Vec::new(),
+            },
+            ClientOpLayout::AcquireWithValue { name, wait, value } => {
+                ClientOp::Acquire { name, wait, value }
+            }
+            ClientOpLayout::Release { name, token } => ClientOp::Release { name, token },
+            ClientOpLayout::Check { name, token } => ClientOp::Check { name, token },
+            ClientOpLayout::CancelAcquire { name } => ClientOp::CancelAcquire { name },
+            ClientOpLayout::Campaign { name, value } => ClientOp::Campaign { name, value },
+            ClientOpLayout::Resign { name } => ClientOp::Resign { name },
+            ClientOpLayout::Proclaim { name, value } => ClientOp::Proclaim { name, value },
+        }
+    }
 }
 
 impl Command {

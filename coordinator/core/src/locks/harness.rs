@@ -100,6 +100,7 @@ impl Harness {
             ClientOp::Acquire {
                 name: name.into(),
                 wait,
+                value: Vec::new(),
             },
         )
     }

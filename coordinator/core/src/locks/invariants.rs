@@ -33,7 +33,7 @@ impl StateMachine {
         if keyed != self.open_keys.len() || !indexed {
             return Err("the open-key index disagrees with the sessions".into());
         }
-        if self.value_bytes != self.value_bytes_from_elections() {
+        if self.value_bytes != self.value_bytes_from_scratch() {
             return Err("a session's value bytes disagree with the elections".into());
         }
         for (name, e) in &self.elections {
@@ -101,18 +101,28 @@ impl StateMachine {
                 }
             } else if lock.delayed_until_ms.is_none() && !lock.waiters.is_empty() {
                 return Err(format!("{name:?} free with waiters"));
+            } else if !lock.value.is_empty() {
+                return Err(format!("{name:?} free with a value"));
+            }
+            if lock.value.len() > limits.max_value_bytes as usize
+                || lock
+                    .waiters
+                    .iter()
+                    .any(|w| w.value.len() > limits.max_value_bytes as usize)
+            {
+                return Err(format!("{name:?} holds a value over max_value_bytes"));
             }
             if lock.waiters.len() > limits.max_waiters_per_lock as usize {
                 return Err(format!("{name:?} over max_waiters_per_lock"));
             }
             let mut seen = BTreeSet::new();
-            for w in &lock.waiters {
-                if !seen.insert(*w) || lock.holder.map(|h| h.session) == Some(*w) {
+            for w in lock.waiters.iter().map(|w| w.session) {
+                if !seen.insert(w) || lock.holder.map(|h| h.session) == Some(w) {
                     return Err(format!("{name:?} queues {w:?} twice or as holder"));
                 }
                 if !self
                     .sessions
-                    .get(w)
+                    .get(&w)
                     .is_some_and(|s| s.waiting.contains(name))
                 {
                     return Err(format!("{name:?} queues {w:?} which does not list it"));

@@ -13,6 +13,21 @@ pub struct Holder {
     pub session: SessionId,
     /// The grant's fencing token.
     pub token: FencingToken,
+    /// When it was granted, on the machine's logical clock (`None`: before
+    /// the log recorded protocol 3).
+    pub since_ms: Option<u64>,
+}
+
+/// A session queued for a lock.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Waiter {
+    /// The waiting session.
+    pub session: SessionId,
+    /// When it joined the queue, on the machine's logical clock (`None`:
+    /// before the log recorded protocol 3).
+    pub since_ms: Option<u64>,
+    /// The value its acquire carries, the lock's value once granted.
+    pub value: Vec<u8>,
 }
 
 /// State of one lock. A lock with no holder, no waiters and no delay is
@@ -22,8 +37,11 @@ pub struct Holder {
 pub struct Lock {
     /// The current grant, if any.
     pub holder: Option<Holder>,
+    /// The current grant's value, set by its acquire (bounded like an
+    /// election's value; empty when free or set to nothing).
+    pub value: Vec<u8>,
     /// Sessions waiting, granted strictly front first.
-    pub waiters: VecDeque<SessionId>,
+    pub waiters: VecDeque<Waiter>,
     /// Set after a holder expired: no grant before this logical time.
     pub delayed_until_ms: Option<u64>,
 }
@@ -43,15 +61,15 @@ impl Lock {
     pub fn position(&self, session: SessionId) -> Option<u32> {
         self.waiters
             .iter()
-            .position(|w| *w == session)
+            .position(|w| w.session == session)
             .map(|i| u32::try_from(i + 1).unwrap_or(u32::MAX))
     }
 
-    /// Removes `session` from the queue; returns whether it was queued.
-    pub fn remove_waiter(&mut self, session: SessionId) -> bool {
-        let before = self.waiters.len();
-        self.waiters.retain(|w| *w != session);
-        self.waiters.len() != before
+    /// Removes `session` from the queue; returns its entry if it was
+    /// queued.
+    pub fn remove_waiter(&mut self, session: SessionId) -> Option<Waiter> {
+        let at = self.waiters.iter().position(|w| w.session == session)?;
+        self.waiters.remove(at)
     }
 
     /// The current grant's token, if held.

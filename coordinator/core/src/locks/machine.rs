@@ -69,7 +69,7 @@ use crate::locks::election::{Election, HistoryGone, Leader};
 use crate::locks::error::CommandError;
 use crate::locks::event::{CloseReason, ElectionChange, ElectionEvent, Event, ReleaseReason};
 use crate::locks::limits::Config;
-use crate::locks::lock::{Holder, Lock};
+use crate::locks::lock::{Holder, Lock, Waiter};
 use crate::locks::session::{Session, MAX_TAKEN_GRANTS};
 use crate::locks::state_size;
 
@@ -668,8 +668,14 @@ impl StateMachine {
     pub fn waiters(&self, name: &str) -> Vec<SessionId> {
         self.locks
             .get(name)
-            .map(|l| l.waiters.iter().copied().collect())
+            .map(|l| l.waiters.iter().map(|w| w.session).collect())
             .unwrap_or_default()
+    }
+
+    /// The lock `name` whole (`None`: nobody holds, waits for or delays
+    /// it; the machine keeps no such lock).
+    pub fn lock(&self, name: &str) -> Option<&Lock> {
+        self.locks.get(name)
     }
 
     /// When the lock's lock-delay ends, on the logical clock (`None`: not
@@ -805,7 +811,7 @@ impl StateMachine {
             .filter(|(_, s)| s.open_key != 0)
             .filter_map(|(id, s)| Some(((s.owner.clone()?, s.open_key), *id)))
             .collect();
-        self.value_bytes = self.value_bytes_from_elections();
+        self.value_bytes = self.value_bytes_from_scratch();
         self.usage = self.usage_from_sessions();
         for e in self.elections.values_mut() {
             e.recount_history_bytes();
@@ -973,11 +979,19 @@ impl StateMachine {
     }
 
     /// Each session's value bytes, counted from the elections.
-    pub(crate) fn value_bytes_from_elections(&self) -> BTreeMap<SessionId, u64> {
+    pub(crate) fn value_bytes_from_scratch(&self) -> BTreeMap<SessionId, u64> {
         let mut bytes: BTreeMap<SessionId, u64> = BTreeMap::new();
         for e in self.elections.values() {
             for l in e.leader.iter().chain(e.candidates.iter()) {
                 *bytes.entry(l.session).or_default() += l.value.len() as u64;
+            }
+        }
+        for lock in self.locks.values() {
+            if let Some(h) = &lock.holder {
+                *bytes.entry(h.session).or_default() += lock.value.len() as u64;
+            }
+            for w in &lock.waiters {
+                *bytes.entry(w.session).or_default() += w.value.len() as u64;
             }
         }
         bytes.retain(|_, b| *b > 0);
@@ -1203,9 +1217,10 @@ impl StateMachine {
                 self.end_session(session, CloseReason::Closed, cx);
                 Ok(Reply::SessionClosed)
             }
-            ClientOp::Acquire { name, wait } => {
+            ClientOp::Acquire { name, wait, value } => {
                 limits.check_name(&name)?;
-                self.acquire(session, name, wait, cx)
+                limits.check_value(&value)?;
+                self.acquire(session, name, wait, value, cx)
             }
             ClientOp::Release { name, token } => {
                 limits.check_name(&name)?;
@@ -1247,9 +1262,7 @@ impl StateMachine {
         }
         cx.events.push(Event::SessionEnded { session, reason });
         for name in &s.waiting {
-            if let Some(lock) = self.locks.get_mut(name) {
-                lock.remove_waiter(session);
-            }
+            self.remove_waiter(name, session);
             self.drop_if_empty(name);
         }
         let (release_reason, delay_ms) = match reason {
@@ -1289,11 +1302,25 @@ impl StateMachine {
         (self.protocol >= PROTOCOL_V3).then(|| self.next_token(cx))
     }
 
-    fn grant(&mut self, name: &str, session: SessionId, cx: &mut Cx) -> FencingToken {
+    /// Grants `name` to `session` with `value` (whose bytes the session
+    /// already counts: they came with its acquire).
+    fn grant(
+        &mut self,
+        name: &str,
+        session: SessionId,
+        value: Vec<u8>,
+        cx: &mut Cx,
+    ) -> FencingToken {
         let token = self.next_token(cx);
+        let since_ms = self.known_since();
         let lock = self.locks.entry(name.to_owned()).or_default();
         debug_assert!(lock.holder.is_none(), "grant while held");
-        lock.holder = Some(Holder { session, token });
+        lock.holder = Some(Holder {
+            session,
+            token,
+            since_ms,
+        });
+        lock.value = value;
         if let Some(s) = self.sessions.get_mut(&session) {
             s.held.insert(name.to_owned());
         }
@@ -1317,13 +1344,32 @@ impl StateMachine {
             _ => return,
         };
         match next {
-            Some(session) => {
-                if let Some(s) = self.sessions.get_mut(&session) {
+            Some(waiter) => {
+                if let Some(s) = self.sessions.get_mut(&waiter.session) {
                     s.waiting.remove(name);
                 }
-                self.grant(name, session, cx);
+                self.grant(name, waiter.session, waiter.value, cx);
             }
             None => self.drop_if_empty(name),
+        }
+    }
+
+    /// Now on the logical clock, for when a grant or a wait began: `None`
+    /// before protocol 3, whose replicas (the previous release among them)
+    /// keep no such times, so that every replica holds the same state.
+    fn known_since(&self) -> Option<u64> {
+        (self.protocol >= PROTOCOL_V3).then_some(self.now_ms)
+    }
+
+    /// Removes `session` from the queue of `name`, giving back the bytes
+    /// of the value its acquire carried.
+    fn remove_waiter(&mut self, name: &str, session: SessionId) {
+        let removed = self
+            .locks
+            .get_mut(name)
+            .and_then(|lock| lock.remove_waiter(session));
+        if let Some(waiter) = removed {
+            self.move_value_bytes(session, 0, waiter.value.len());
         }
     }
 
@@ -1383,6 +1429,7 @@ impl StateMachine {
         let Some(holder) = lock.holder.take() else {
             return;
         };
+        let value = std::mem::take(&mut lock.value);
         let delayed = delay_ms > 0;
         if delayed {
             lock.delayed_until_ms = Some(until_ms);
@@ -1391,6 +1438,7 @@ impl StateMachine {
         if let Some(s) = self.sessions.get_mut(&holder.session) {
             s.held.remove(name);
         }
+        self.move_value_bytes(holder.session, 0, value.len());
         cx.events.push(Event::LockReleased {
             name: name.to_owned(),
             session: holder.session,
@@ -1416,11 +1464,15 @@ impl StateMachine {
         }
     }
 
+    /// An acquire of `name` by `session` carrying `value`. One by the
+    /// holder or a queued session answers its grant or place, value
+    /// unchanged.
     fn acquire(
         &mut self,
         session: SessionId,
         name: String,
         wait: bool,
+        value: Vec<u8>,
         cx: &mut Cx,
     ) -> Result<Reply, CommandError> {
         let limits = &self.config.limits;
@@ -1455,21 +1507,31 @@ impl StateMachine {
                 max: max_waiters,
             });
         }
-        // A grant adds the holder; a wait adds a waiter.
+        self.check_value_quota(session, value.len(), 0)?;
+        // A grant adds the holder; a wait adds a waiter; either, the value.
         let holders = lock.map_or(0, |l| usize::from(l.holder.is_some()));
+        let before = lock.map_or(0, |_| {
+            state_size::lock_bytes_of(name.len(), holders, waiters)
+        });
         let after = if grantable {
             state_size::lock_bytes_of(name.len(), 1, waiters)
         } else {
             state_size::lock_bytes_of(name.len(), holders, waiters + 1)
         };
-        let adding = after.saturating_sub(lock.map_or(0, |l| state_size::lock_bytes(&name, l)));
+        let adding = after.saturating_sub(before) + value.len() as u64;
         self.make_room(adding, None, cx)?;
+        self.move_value_bytes(session, value.len(), 0);
         if grantable {
-            let token = self.grant(&name, session, cx);
+            let token = self.grant(&name, session, value, cx);
             return Ok(Reply::Granted { token });
         }
+        let since_ms = self.known_since();
         let lock = self.locks.entry(name.clone()).or_default();
-        lock.waiters.push_back(session);
+        lock.waiters.push_back(Waiter {
+            session,
+            since_ms,
+            value,
+        });
         let position = u32::try_from(lock.waiters.len()).unwrap_or(u32::MAX);
         if let Some(s) = self.sessions.get_mut(&session) {
             s.waiting.insert(name);
@@ -1490,7 +1552,8 @@ impl StateMachine {
         if canary::accept_stale_tokens() {
             return self.holder(name).is_some_and(|h| h.session == session);
         }
-        self.holder(name) == Some(Holder { session, token })
+        self.holder(name)
+            .is_some_and(|h| h.session == session && h.token == token)
     }
 
     fn release(
@@ -1530,9 +1593,7 @@ impl StateMachine {
                 }
             }
             _ => {
-                if let Some(lock) = self.locks.get_mut(name) {
-                    lock.remove_waiter(session);
-                }
+                self.remove_waiter(name, session);
                 if let Some(s) = self.sessions.get_mut(&session) {
                     s.waiting.remove(name);
                 }

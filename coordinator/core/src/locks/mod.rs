@@ -41,6 +41,8 @@ pub mod harness;
 #[cfg(test)]
 mod leader_token_tests;
 #[cfg(test)]
+mod lock_value_tests;
+#[cfg(test)]
 mod owner_tests;
 #[cfg(test)]
 mod proptests;

@@ -92,6 +92,7 @@ fn acquire(name: &str) -> ClientOp {
     ClientOp::Acquire {
         name: name.into(),
         wait: false,
+        value: Vec::new(),
     }
 }
 

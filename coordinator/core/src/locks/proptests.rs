@@ -119,6 +119,7 @@ impl Driver {
                 let op = ClientOp::Acquire {
                     name: lock_name(*l),
                     wait: *wait,
+                    value: Vec::new(),
                 };
                 self.client(s, op)
             }

@@ -1,12 +1,13 @@
 //! Snapshots: the whole state machine to bytes and back.
 //!
-//! Format: postcard encoding of `(version, machine)`. Version 5 is this
+//! Format: postcard encoding of `(version, machine)`. Version 6 is this
 //! release's [`StateMachine`]. Version 1 is the previous release's layout
-//! (no session owners, no protocol version, no leadership tokens): it is
+//! (no session owners, no protocol version, no leadership tokens, no
+//! lock values or times): it is
 //! still read, so a node upgraded in place restores the snapshots it wrote
 //! before, and still written while the log says some node may speak only
 //! protocol 2, so that node (or this one, rolled back) can restore it.
-//! Versions 2 to 4 were written only by development builds between the
+//! Versions 2 to 5 were written only by development builds between the
 //! two releases and are refused with a typed error. Restore checks every
 //! invariant, so corrupt or hostile bytes give a typed [`DecodeError`],
 //! never a panic or a machine that panics later.
@@ -18,7 +19,7 @@ use crate::locks::machine::StateMachine;
 
 /// Format version written by [`StateMachine::snapshot`] once the cluster
 /// speaks protocol 3.
-pub const SNAPSHOT_VERSION: u32 = 5;
+pub const SNAPSHOT_VERSION: u32 = 6;
 
 /// The previous release's format, written before that.
 pub const SNAPSHOT_VERSION_V1: u32 = 1;
@@ -98,7 +99,7 @@ mod v1 {
     use crate::locks::error::CommandError;
     use crate::locks::event::{ElectionChange, ElectionEvent};
     use crate::locks::limits::Config;
-    use crate::locks::lock::Lock;
+    use crate::locks::lock::{Holder, Lock, Waiter};
     use crate::locks::machine::{Reply, StateMachine};
     use crate::locks::session::Session;
 
@@ -110,7 +111,7 @@ mod v1 {
         last_applied_slot: u64,
         leader_epoch: u64,
         sessions: BTreeMap<SessionId, SessionV1>,
-        locks: BTreeMap<String, Lock>,
+        locks: BTreeMap<String, LockV1>,
         elections: BTreeMap<String, ElectionV1>,
         delays: BTreeSet<(u64, String)>,
     }
@@ -122,6 +123,58 @@ mod v1 {
         waiting: BTreeSet<String>,
         campaigns: BTreeSet<String>,
         dedup: DedupV1,
+    }
+
+    /// A lock without times or values.
+    #[derive(Serialize, Deserialize)]
+    struct LockV1 {
+        holder: Option<HolderV1>,
+        waiters: VecDeque<SessionId>,
+        delayed_until_ms: Option<u64>,
+    }
+
+    #[derive(Serialize, Deserialize)]
+    struct HolderV1 {
+        session: SessionId,
+        token: FencingToken,
+    }
+
+    impl From<LockV1> for Lock {
+        fn from(l: LockV1) -> Lock {
+            Lock {
+                holder: l.holder.map(|h| Holder {
+                    session: h.session,
+                    token: h.token,
+                    since_ms: None,
+                }),
+                value: Vec::new(),
+                waiters: l
+                    .waiters
+                    .into_iter()
+                    .map(|session| Waiter {
+                        session,
+                        since_ms: None,
+                        value: Vec::new(),
+                    })
+                    .collect(),
+                delayed_until_ms: l.delayed_until_ms,
+            }
+        }
+    }
+
+    /// Drops times and values, which exist only from protocol 3 on, when
+    /// this layout is no longer written.
+    impl From<&Lock> for LockV1 {
+        fn from(l: &Lock) -> LockV1 {
+            LockV1 {
+                holder: l.holder.map(|h| HolderV1 {
+                    session: h.session,
+                    token: h.token,
+                }),
+                waiters: l.waiters.iter().map(|w| w.session).collect(),
+                delayed_until_ms: l.delayed_until_ms,
+            }
+        }
     }
 
     /// The exactly-once table, whose replies changed (a win's token).
@@ -287,7 +340,7 @@ mod v1 {
                         (id, session)
                     })
                     .collect(),
-                locks: m.locks,
+                locks: m.locks.into_iter().map(|(n, l)| (n, l.into())).collect(),
                 elections: m
                     .elections
                     .into_iter()
@@ -360,7 +413,7 @@ mod v1 {
                         (*id, session)
                     })
                     .collect(),
-                locks: m.locks.clone(),
+                locks: m.locks.iter().map(|(n, l)| (n.clone(), l.into())).collect(),
                 elections: m
                     .elections
                     .iter()

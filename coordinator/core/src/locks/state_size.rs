@@ -105,13 +105,16 @@ pub fn lock_bytes_of(name_len: usize, holders: usize, waiters: usize) -> u64 {
     LOCK_BYTES + name + members * (name + NAME_ENTRY_BYTES) + waiters as u64 * WAITER_BYTES
 }
 
-/// Counted bytes of the lock `name`.
+/// Counted bytes of the lock `name`: its entries and the values of its
+/// grant and waiters.
 pub fn lock_bytes(name: &str, lock: &Lock) -> u64 {
+    let values: usize =
+        lock.value.len() + lock.waiters.iter().map(|w| w.value.len()).sum::<usize>();
     lock_bytes_of(
         name.len(),
         usize::from(lock.holder.is_some()),
         lock.waiters.len(),
-    )
+    ) + values as u64
 }
 
 /// Counted bytes of a leader or candidate of an election named

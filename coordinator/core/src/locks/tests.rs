@@ -319,6 +319,7 @@ fn retried_request_returns_recorded_reply() {
         op: ClientOp::Acquire {
             name: "x".into(),
             wait: false,
+            value: Vec::new(),
         },
     };
     let first = h.apply(cmd.clone());
@@ -357,6 +358,7 @@ fn rejected_try_acquire_retry_stays_rejected() {
         op: ClientOp::Acquire {
             name: "x".into(),
             wait: false,
+            value: Vec::new(),
         },
     };
     let first = h.apply(cmd.clone());
@@ -478,6 +480,7 @@ fn each_limit_breach_has_its_own_error_and_changes_nothing() {
     let acquire = |name: &str, wait| ClientOp::Acquire {
         name: name.into(),
         wait,
+        value: Vec::new(),
     };
     let campaign = |name: &str, len: usize| ClientOp::Campaign {
         name: name.into(),

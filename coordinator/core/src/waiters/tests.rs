@@ -74,6 +74,7 @@ fn a_refused_command_registers_nothing_and_its_waiter_is_dropped() {
         ClientOp::Acquire {
             name: "l".into(),
             wait: true,
+            value: Vec::new(),
         },
     );
     assert!(refused.reply.is_err());
