@@ -242,12 +242,16 @@ impl Client {
     /// on, with a higher token, once the longer of the lock-delay and the
     /// holder's TTL is over (its lease ends by then). Fails with `NOT_HELD`
     /// if nobody holds it.
-    pub async fn force_release(&self, name: &str) -> Result<(), Error> {
+    ///
+    /// Returns the grant it ended (its `held_for` is not reported).
+    pub async fn force_release(&self, name: &str) -> Result<LockGrant, Error> {
         let op = Op::ForceRelease(proto::ForceRelease {
             name: name.to_string(),
         });
         match self.inner.call(0, op).await? {
-            response::Result::Done(_) => Ok(()),
+            response::Result::Taken(taken) => grant(Some(taken), 0).ok_or_else(|| {
+                Error::Protocol("ForceRelease answered without the grant it ended".into())
+            }),
             other => Err(unexpected(&other)),
         }
     }

@@ -318,7 +318,12 @@ fn an_administrator_force_releases_a_lock_and_its_holder_stops_using_it() -> Tes
         );
 
         let printed = cli(&cluster, &["release", "--force", "stuck/y"])?;
-        assert!(printed.contains("force-released"), "{printed}");
+        let whose = format!(
+            "force-released from alice (session {}, fencing token {})",
+            alice.session_id(),
+            held.fencing_token()
+        );
+        assert!(printed.contains(&whose), "{printed}");
         tokio::time::timeout(PATIENCE, held.lost()).await?;
         let lost_at = std::time::Instant::now();
         assert!(!held.is_valid());

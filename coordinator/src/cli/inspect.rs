@@ -170,11 +170,14 @@ pub async fn revoke(session: u64, client_config: &std::path::Path) -> anyhow::Re
 
 /// `paxlock release --force NAME`.
 pub async fn force_release(name: &str, client_config: &std::path::Path) -> anyhow::Result<()> {
-    ask(client_config, async |c| c.force_release(name).await)
+    let taken = ask(client_config, async |c| c.force_release(name).await)
         .await
         .with_context(|| format!("force-releasing lock {name:?}"))?;
     println!(
-        "lock {name:?} force-released: its holder is told at its next keepalive; the lock passes on once the holder's TTL is over, with a higher fencing token"
+        "lock {name:?} force-released from {} (session {}, fencing token {}): its holder is told at its next keepalive; the lock passes on once the holder's TTL is over, with a higher fencing token",
+        shown_identity(&taken.holder.identity),
+        taken.holder.session_id,
+        taken.fencing_token
     );
     Ok(())
 }

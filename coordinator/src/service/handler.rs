@@ -180,6 +180,17 @@ impl Context {
                 self.commit(kind).await?;
                 Ok(response::Result::AccessRules(self.access_rules()))
             }
+            Op::ForceRelease(_) => match self.commit(kind).await? {
+                Reply::Taken { session, token } => Ok(response::Result::Taken(proto::LockGrant {
+                    holder: Some(proto::SessionRef {
+                        session_id: session.0,
+                        identity: self.owner_name(session),
+                    }),
+                    token: token.0,
+                    since_ms: 0,
+                })),
+                other => Err(unexpected(&other)),
+            },
             Op::Renew(_) => {
                 self.commit(kind).await?;
                 // A valid grant proves the session alive: extend it too.

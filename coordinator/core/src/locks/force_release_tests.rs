@@ -34,7 +34,13 @@ fn a_forced_lock_passes_on_after_the_holders_ttl_and_the_holder_is_told() {
     h.token(holder, "kept");
     h.acquire(next, "x", true);
     let out = force(&mut h, "x");
-    assert_eq!(out.reply, Ok(Reply::Released));
+    assert_eq!(
+        out.reply,
+        Ok(Reply::Taken {
+            session: holder,
+            token
+        })
+    );
     assert!(out.events.contains(&Event::LockReleased {
         name: "x".into(),
         session: holder,
@@ -100,7 +106,10 @@ fn a_session_holds_a_bounded_number_of_taken_grants() {
     for i in 0..MAX_TAKEN_GRANTS {
         let name = format!("l{i}");
         h.token(a, &name);
-        assert_eq!(force(&mut h, &name).reply, Ok(Reply::Released));
+        assert!(matches!(
+            force(&mut h, &name).reply,
+            Ok(Reply::Taken { .. })
+        ));
     }
     assert_eq!(h.sm.taken_grants(a).len(), MAX_TAKEN_GRANTS as usize);
     let token = h.token(a, "one-more");
@@ -118,6 +127,9 @@ fn a_session_holds_a_bounded_number_of_taken_grants() {
     h.at_ms += 60_000;
     h.apply(CommandKind::Tick);
     h.token(a, "after");
-    assert_eq!(force(&mut h, "one-more").reply, Ok(Reply::Released));
+    assert_eq!(
+        force(&mut h, "one-more").reply,
+        Ok(Reply::Taken { session: a, token })
+    );
     assert_eq!(h.sm.taken_grants(a).len(), 1);
 }

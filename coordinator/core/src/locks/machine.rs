@@ -137,6 +137,14 @@ pub enum Reply {
     /// Leader-proposed commands (`ExpireSession`, `Takeover`, `Tick`) carry
     /// no answer.
     Done,
+    /// An administrator's `ForceRelease` ended this grant (protocol 3; never
+    /// a session's recorded reply).
+    Taken {
+        /// The session that held it, which lives on.
+        session: SessionId,
+        /// The grant's token.
+        token: FencingToken,
+    },
 }
 
 /// Everything one apply produced.
@@ -1404,7 +1412,10 @@ impl StateMachine {
         }
         session.taken.insert(holder.token, until_ms);
         self.release_holder(name, ReleaseReason::ForceReleased, delay_ms, cx);
-        Ok(Reply::Released)
+        Ok(Reply::Taken {
+            session: holder.session,
+            token: holder.token,
+        })
     }
 
     /// How long a lock of a revoked session with `ttl_ms` stays in

@@ -269,6 +269,9 @@ mod v1 {
                 Reply::Resigned => ReplyV1::Resigned,
                 Reply::Proclaimed { term } => ReplyV1::Proclaimed { term },
                 Reply::Done => ReplyV1::Done,
+                // Only an administrator's command answers so, and its reply
+                // is never recorded.
+                Reply::Taken { .. } => ReplyV1::Done,
             }
         }
     }
