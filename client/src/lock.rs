@@ -36,8 +36,10 @@ impl LockBuilder {
 
     /// Keeps `value` (up to 64 KiB: who holds it and why, such as a host
     /// name or a job id) with the grant; `describe_lock` shows it while
-    /// this grant lasts. Needs a cluster that speaks protocol 3
-    /// (`UNSUPPORTED` during a rolling upgrade from the previous release).
+    /// this grant lasts. Needs a cluster that speaks protocol 3: during a
+    /// rolling upgrade from the previous release the acquire is refused
+    /// (`UNSUPPORTED`, or `INVALID_REQUEST` from a node of that release),
+    /// never granted without its value.
     pub fn value(mut self, value: impl Into<Vec<u8>>) -> Self {
         self.value = value.into();
         self

@@ -253,6 +253,11 @@ pub enum Refusal {
     /// This node has just become leader and its takeover is not applied.
     #[error("this node has just become leader and is still taking over; retry shortly")]
     TakingOver,
+    /// An administrator's take of the session, or of one of its grants, is
+    /// being committed; or this leader has too many in flight for another.
+    /// Retry shortly (a keepalive's lease runs on from its last answer).
+    #[error("an administrator's revocation or force-release is being committed; retry shortly")]
+    Taking,
     /// The session is closed, expired or never existed.
     #[error("session {} is closed or expired; open a new one", .0 .0)]
     SessionUnknown(SessionId),
@@ -293,6 +298,9 @@ impl Refusal {
             KeepaliveRefused::TakingOver => Refusal::TakingOver,
             KeepaliveRefused::Unknown => Refusal::SessionUnknown(session),
             KeepaliveRefused::Expiring => Refusal::SessionExpiring(session),
+            // Retried shortly; the client's lease runs on from its last
+            // answer meanwhile.
+            KeepaliveRefused::Taking => Refusal::Taking,
         }
     }
 }
@@ -469,14 +477,22 @@ fn decide(
                 session: target,
             },
             what: "revoking sessions",
+            take: Some((target, None)),
         },
-        RequestOp::ForceRelease { name } => Write::Administer {
-            kind: CommandKind::ForceRelease {
-                by: caller.clone(),
-                name,
-            },
-            what: "force-releasing locks",
-        },
+        RequestOp::ForceRelease { name } => {
+            let holder = machine
+                .holder(&name)
+                .ok_or_else(|| CommandError::NotHeld { name: name.clone() })?;
+            Write::Administer {
+                kind: CommandKind::ForceRelease {
+                    by: caller.clone(),
+                    name: name.clone(),
+                    token: holder.token,
+                },
+                what: "force-releasing locks",
+                take: Some((holder.session, Some((name, holder.token)))),
+            }
+        }
         RequestOp::SetAccessRules {
             rules,
             expected_version,
@@ -493,6 +509,7 @@ fn decide(
                     expected_version,
                 },
                 what: "access rules",
+                take: None,
             }
         }
     };
@@ -529,10 +546,17 @@ fn decide(
                 follow: Follow::Reply,
             });
         }
-        Write::Administer { kind, what } => {
+        Write::Administer { kind, what, take } => {
             if !recorded {
                 // The previous release cannot apply these commands.
                 return Err(Refusal::Unsupported { what });
+            }
+            if let Some((session, grant)) = take {
+                // No keepalive of the session is answered until the take
+                // is applied (see `LeaderRole::gate_take`).
+                if !role.gate_take(machine, session, grant) {
+                    return Err(Refusal::Taking);
+                }
             }
             return Ok(Admission::Propose {
                 kind,
@@ -624,10 +648,12 @@ enum Write {
         name: String,
         token: FencingToken,
     },
-    /// An administrator's logged command (protocol 3 only).
+    /// An administrator's logged command (protocol 3 only), and the take
+    /// it makes of a session or one of its grants, if any.
     Administer {
         kind: CommandKind,
         what: &'static str,
+        take: Option<(SessionId, Option<(String, FencingToken)>)>,
     },
     Client(ClientOp),
 }

@@ -34,7 +34,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::locks::{
-    Command, CommandKind, Event, Output, Reply, SessionId, StateMachine, CURRENT_PROTOCOL,
+    Command, CommandKind, Event, FencingToken, Output, Reply, SessionId, StateMachine,
+    CURRENT_PROTOCOL,
 };
 use crate::paxos::{Ballot, Nanos};
 
@@ -113,6 +114,10 @@ pub enum KeepaliveRefused {
         "the session outlived its TTL without a keepalive reaching the leader and is being expired"
     )]
     Expiring,
+    /// An administrator's take of the session or of one of its grants is
+    /// proposed and not applied yet (see [`LeaderRole::gate_take`]).
+    #[error("an administrator's revocation or force-release of this session is being committed")]
+    Taking,
 }
 
 /// Test-only switches that each break one rule of the role, so the
@@ -131,6 +136,9 @@ pub enum RoleCanary {
     /// A keepalive revives a session whose time ran out, though its expiry
     /// may be in the log already (the bug of ef29f03).
     ReviveExpiring,
+    /// Keepalives of a session are answered while a take of it is
+    /// proposed and not applied.
+    NoTakeGate,
 }
 
 /// The leader role of one node (see the module docs). `Default` is a node
@@ -155,7 +163,41 @@ struct Leadership {
     clock_base: Option<(u64, Nanos)>,
     deadlines: BTreeMap<SessionId, Deadline>,
     tick_proposed_at: Option<Nanos>,
+    /// Administrators' takes this leadership proposed (see
+    /// [`LeaderRole::gate_take`]), at most [`MAX_TAKES_IN_FLIGHT`].
+    takes: Vec<Take>,
 }
+
+/// An administrator's take this leader proposed: of a whole session (a
+/// revocation), or of the grant `token` of lock `name` (a force-release).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Take {
+    session: SessionId,
+    grant: Option<(String, FencingToken)>,
+}
+
+impl Take {
+    /// Whether the machine shows it settled: the session gone, or the
+    /// grant no longer current (taken, or ended otherwise). Until then its
+    /// command is proposed and not applied, or was lost without the
+    /// leadership ending (rare: the session then expires, keepalives
+    /// refused, which is what was asked, and more).
+    fn settled(&self, machine: &StateMachine) -> bool {
+        if !machine.has_session(self.session) {
+            return true;
+        }
+        match &self.grant {
+            None => false,
+            Some((name, token)) => machine
+                .holder(name)
+                .is_none_or(|h| h.session != self.session || h.token != *token),
+        }
+    }
+}
+
+/// Most takes one leader has in flight; more wait (the request is refused
+/// as retryable) until earlier ones settle.
+pub const MAX_TAKES_IN_FLIGHT: usize = 1024;
 
 /// The epoch a leadership's takeover carries. Ballots are unique and
 /// increase with each leadership, so an epoch made from one does too: node
@@ -220,6 +262,7 @@ impl LeaderRole {
             clock_base: None,
             deadlines: BTreeMap::new(),
             tick_proposed_at: None,
+            takes: Vec::new(),
         });
         Command {
             at_ms: self.stamp_ms(now),
@@ -342,6 +385,9 @@ impl LeaderRole {
         if !self.serving(machine) {
             return Err(KeepaliveRefused::TakingOver);
         }
+        if self.taking(machine, session) {
+            return Err(KeepaliveRefused::Taking);
+        }
         let ttl_ms = machine
             .session_ttl_ms(session)
             .ok_or(KeepaliveRefused::Unknown)?;
@@ -356,6 +402,52 @@ impl LeaderRole {
         }
         *deadline = Deadline::At(now.plus(ms(ttl_ms)));
         Ok(ttl_ms)
+    }
+
+    /// Records that this leader proposes a take of `session` (a revocation:
+    /// `grant` `None`) or of its grant `grant` (a force-release): until the
+    /// machine shows it settled, this leader answers no keepalive of the
+    /// session. The take's lock-delay counts from its command's stamp, and
+    /// a keepalive sent after that stamp and answered before the command
+    /// is applied would extend the client's lease past it (commits can
+    /// stall while the lease holds; the simulator's force-release world
+    /// found it). A keepalive answered before the stamp was sent before it,
+    /// and one answered after the apply names the taken grant. `false` (do
+    /// not propose; retry) if [`MAX_TAKES_IN_FLIGHT`] are unsettled.
+    pub fn gate_take(
+        &mut self,
+        machine: &StateMachine,
+        session: SessionId,
+        grant: Option<(String, FencingToken)>,
+    ) -> bool {
+        let Some(l) = self.leadership.as_mut() else {
+            return false;
+        };
+        if l.takes.len() >= MAX_TAKES_IN_FLIGHT {
+            l.takes.retain(|t| !t.settled(machine));
+            if l.takes.len() >= MAX_TAKES_IN_FLIGHT {
+                return false;
+            }
+        }
+        l.takes.push(Take { session, grant });
+        true
+    }
+
+    /// Whether a take of `session` this leader proposed is not settled
+    /// yet; settled ones are forgotten on the way.
+    fn taking(&mut self, machine: &StateMachine, session: SessionId) -> bool {
+        #[cfg(feature = "canary")]
+        if self.canary == RoleCanary::NoTakeGate {
+            return false;
+        }
+        let Some(l) = self.leadership.as_mut() else {
+            return false;
+        };
+        if l.takes.is_empty() {
+            return false;
+        }
+        l.takes.retain(|t| !t.settled(machine));
+        l.takes.iter().any(|t| t.session == session)
     }
 
     /// Where `session` stands, if this node tracks it.

@@ -137,6 +137,10 @@ pub enum LockCanary {
     /// Keepalive answers name no force-released grants: switched off in
     /// the shipped state machine. Run it in the force-release world.
     UntoldForceRelease,
+    /// Leaders answer keepalives of a session while a take of it is
+    /// proposed and not applied: switched off in the shipped
+    /// [`LeaderRole`]. Run it in the force-release world.
+    NoTakeGate,
 }
 
 /// What to simulate on top of [`SimConfig`] (which gives the cluster, the
@@ -518,7 +522,9 @@ fn refused(req: &Req, refusal: Refusal, hint: Option<usize>) -> Option<Resp> {
     }
     match refusal {
         Refusal::NotLeader => Some(Resp::NotLeader { hint }),
-        Refusal::NoLease | Refusal::TakingOver | Refusal::TooManyWaits { .. } => None,
+        Refusal::NoLease | Refusal::TakingOver | Refusal::Taking | Refusal::TooManyWaits { .. } => {
+            None
+        }
         Refusal::Denied(_) => match req {
             Req::Cmd { request_id, .. } => Some(Resp::Denied {
                 request_id: *request_id,
@@ -2568,6 +2574,16 @@ impl LockSim {
                     (OpKind::TryAcquire, Ok(Reply::Busy { .. })) => {
                         self.finish_op(client, task, Some(Outcome::Busy));
                     }
+                    // A copy of the acquire may have been granted before the
+                    // session ended (revoked, say): its retry then finds no
+                    // session, and whether it was granted is unknown (found
+                    // by the revocation world, seed 10000635).
+                    (
+                        OpKind::TryAcquire | OpKind::Acquire,
+                        Err(CommandError::SessionNotFound { .. }),
+                    ) => {
+                        self.finish_op(client, task, Some(Outcome::Unknown));
+                    }
                     (OpKind::Acquire, Ok(Reply::Queued { .. })) => {
                         return Err(format!(
                             "client {client} was answered Queued for blocking acquire {request_id:?}: the node must wait for the grant"
@@ -2777,6 +2793,7 @@ fn new_role(_cfg: &LockSimConfig) -> LeaderRole {
             LockCanary::NoDeadlineRestart => RoleCanary::NoDeadlineRestart,
             LockCanary::NoLeaseCheck => RoleCanary::NoLeaseCheck,
             LockCanary::ReviveExpiring => RoleCanary::ReviveExpiring,
+            LockCanary::NoTakeGate => RoleCanary::NoTakeGate,
             _ => RoleCanary::None,
         };
         LeaderRole::with_canary(canary)

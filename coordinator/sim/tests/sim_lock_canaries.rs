@@ -193,6 +193,19 @@ fn force_released_grants_that_keepalives_do_not_name_are_caught() {
     assert_caught("untold force-release", &cfg, 100);
 }
 
+/// A take's lock-delay counts from its command's stamp: a leader that
+/// answers the holder's keepalives while the take is proposed but not
+/// applied (its commit stalled) extends the holder's lease past it.
+#[test]
+fn keepalives_answered_while_a_take_is_in_flight_are_caught() {
+    let cfg = LockSimConfig {
+        canary: LockCanary::NoTakeGate,
+        force_releases: true,
+        ..LockSimConfig::default()
+    };
+    assert_caught("no take gate", &cfg, 1_000);
+}
+
 /// A force-released grant must wait out its holder's TTL: the holder's
 /// last keepalive may have been answered just before (the revocation
 /// delay rule, which force-releases share).

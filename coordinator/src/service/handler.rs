@@ -285,7 +285,7 @@ impl Context {
     fn refused(&self, refusal: Refusal) -> proto::Error {
         match refusal {
             Refusal::NotLeader => self.not_leader(),
-            Refusal::NoLease | Refusal::TakingOver => {
+            Refusal::NoLease | Refusal::TakingOver | Refusal::Taking => {
                 error(ErrorCode::Unavailable, refusal.to_string(), true)
             }
             Refusal::SessionUnknown(_) | Refusal::SessionExpiring(_) => {

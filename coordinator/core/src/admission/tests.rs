@@ -499,3 +499,79 @@ fn only_an_administrator_sets_or_reads_the_rules_and_only_on_the_current_protoco
         Admission::Refused(Refusal::Command(CommandError::InvalidAccessRules { .. }))
     ));
 }
+
+/// From admitting a take (force-release or revocation) until it is
+/// applied, the leader answers no keepalive of the taken session; once
+/// applied, a force-released holder's keepalive names the taken grant.
+/// Other sessions are answered throughout.
+#[test]
+fn keepalives_of_a_session_wait_while_a_take_of_it_is_in_flight() {
+    let mut node = Node::leading();
+    node.record_protocol();
+    let (a, b) = (node.open(Some("a")), node.open(Some("b")));
+    let grant = node.apply(CommandKind::ClientAs {
+        caller: Identity("a".into()),
+        session: a,
+        request_id: RequestId(1),
+        ack_below: RequestId(1),
+        waiting: Vec::new(),
+        op: ClientOp::Acquire {
+            name: "l".into(),
+            wait: false,
+            value: Vec::new(),
+        },
+    });
+    let Ok(Reply::Granted { token }) = grant.reply else {
+        panic!("{grant:?}");
+    };
+    let force = RequestOp::ForceRelease { name: "l".into() };
+    let kind = match node.admit("ops", SessionId(0), force) {
+        Admission::Propose { kind, .. } => kind,
+        other => panic!("not proposed: {other:?}"),
+    };
+    assert_eq!(
+        kind,
+        CommandKind::ForceRelease {
+            by: Identity("ops".into()),
+            name: "l".into(),
+            token
+        }
+    );
+    assert_eq!(
+        node.admit("a", a, RequestOp::KeepAlive),
+        Admission::Refused(Refusal::Taking)
+    );
+    assert!(matches!(
+        node.admit("b", b, RequestOp::KeepAlive),
+        Admission::KeptAlive { .. }
+    ));
+    node.apply(kind);
+    assert_eq!(
+        node.admit("a", a, RequestOp::KeepAlive),
+        Admission::KeptAlive {
+            ttl_ms: 10_000,
+            taken: vec![token]
+        }
+    );
+    // A lock nobody holds is refused before anything is logged.
+    let free = RequestOp::ForceRelease { name: "l".into() };
+    assert!(matches!(
+        node.admit("ops", SessionId(0), free),
+        Admission::Refused(Refusal::Command(CommandError::NotHeld { .. }))
+    ));
+    // A revocation holds back the session's keepalives until it ends it.
+    let revoke = RequestOp::RevokeSession { session: b };
+    let kind = match node.admit("ops", SessionId(0), revoke) {
+        Admission::Propose { kind, .. } => kind,
+        other => panic!("not proposed: {other:?}"),
+    };
+    assert_eq!(
+        node.admit("b", b, RequestOp::KeepAlive),
+        Admission::Refused(Refusal::Taking)
+    );
+    node.apply(kind);
+    assert_eq!(
+        node.admit("b", b, RequestOp::KeepAlive),
+        Admission::Refused(Refusal::SessionUnknown(b))
+    );
+}

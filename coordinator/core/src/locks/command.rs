@@ -229,6 +229,10 @@ pub enum CommandKind {
         by: Identity,
         /// The lock.
         name: String,
+        /// The grant to end: the one current when the leader admitted the
+        /// request, whose session's keepalives it holds back until this is
+        /// applied. Another grant by then is not taken (`NotHeld`).
+        token: FencingToken,
     },
 }
 

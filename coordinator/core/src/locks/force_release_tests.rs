@@ -3,7 +3,7 @@
 //! the lock passes on, after the longer of the lock-delay and its TTL,
 //! with a higher token.
 
-use crate::locks::command::{CommandKind, Identity, CURRENT_PROTOCOL};
+use crate::locks::command::{CommandKind, FencingToken, Identity, CURRENT_PROTOCOL};
 use crate::locks::error::CommandError;
 use crate::locks::event::{Event, ReleaseReason};
 use crate::locks::harness::{grants, Harness};
@@ -18,10 +18,18 @@ fn raised() -> Harness {
     h
 }
 
+/// A force-release of `name`'s current grant (token 0 if free), as the
+/// leader proposes it.
 fn force(h: &mut Harness, name: &str) -> crate::locks::Output {
+    let token = h.sm.holder(name).map_or(FencingToken(0), |g| g.token);
+    force_grant(h, name, token)
+}
+
+fn force_grant(h: &mut Harness, name: &str, token: FencingToken) -> crate::locks::Output {
     h.apply(CommandKind::ForceRelease {
         by: Identity("ops".into()),
         name: name.into(),
+        token,
     })
 }
 
@@ -78,6 +86,24 @@ fn a_forced_lock_passes_on_after_the_holders_ttl_and_the_holder_is_told() {
         .sessions
         .get(&holder)
         .is_some_and(|s| s.taken.is_empty()));
+}
+
+/// The command names the grant the leader saw; by the time it applies the
+/// lock may have passed on, and the new holder (whose keepalives the
+/// leader did not hold back) keeps it.
+#[test]
+fn a_grant_that_passed_on_before_the_command_is_not_taken() {
+    let mut h = raised();
+    let (a, b) = (h.open(), h.open());
+    let old = h.token(a, "x");
+    h.acquire(b, "x", true);
+    h.release(a, "x", old);
+    let current = h.sm.holder("x").map(|g| (g.session, g.token));
+    assert_eq!(current.map(|c| c.0), Some(b));
+    let out = force_grant(&mut h, "x", old);
+    assert_eq!(out.reply, Err(CommandError::NotHeld { name: "x".into() }));
+    assert_eq!(h.sm.holder("x").map(|g| (g.session, g.token)), current);
+    assert!(h.sm.taken_grants(b).is_empty());
 }
 
 #[test]

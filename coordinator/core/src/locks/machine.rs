@@ -501,8 +501,8 @@ impl StateMachine {
                 };
                 (reply, false)
             }
-            CommandKind::ForceRelease { by: _, name } => {
-                (self.force_release(&name, &mut cx), false)
+            CommandKind::ForceRelease { by: _, name, token } => {
+                (self.force_release(&name, token, &mut cx), false)
             }
             CommandKind::Takeover { epoch } => {
                 self.leader_epoch = self.leader_epoch.max(epoch);
@@ -1391,12 +1391,20 @@ impl StateMachine {
     /// the lock stays in lock-delay for the longer of the lock-delay and
     /// the holder's TTL, and the holder's session keeps the taken token
     /// for as long, for its keepalive answers to name.
-    fn force_release(&mut self, name: &str, cx: &mut Cx) -> Result<Reply, CommandError> {
+    fn force_release(
+        &mut self,
+        name: &str,
+        token: FencingToken,
+        cx: &mut Cx,
+    ) -> Result<Reply, CommandError> {
         self.config.limits.check_name(name)?;
         let not_held = || CommandError::NotHeld {
             name: name.to_owned(),
         };
-        let holder = self.holder(name).ok_or_else(not_held)?;
+        let holder = self
+            .holder(name)
+            .filter(|h| h.token == token)
+            .ok_or_else(not_held)?;
         let ttl_ms = self.session_ttl_ms(holder.session).ok_or_else(not_held)?;
         let delay_ms = self.revocation_delay_ms(ttl_ms);
         let until_ms = self.now_ms.saturating_add(delay_ms);
