@@ -293,14 +293,14 @@ impl Inner {
             .ok_or_else(|| Error::Protocol("response carries neither a result nor an error".into()))
     }
 
-    /// Opens a watch stream.
-    pub(crate) async fn open_watch(&self, watch: proto::Watch) -> Result<quinn::RecvStream, Error> {
+    /// Opens a watch stream: `op` is a `Watch` or a `WatchLock`.
+    pub(crate) async fn open_watch(&self, op: Op) -> Result<quinn::RecvStream, Error> {
         let request = Request {
             request_id: 0,
             session_id: 0,
             ack_below: 0,
             waiting: Vec::new(),
-            op: Some(Op::Watch(watch)),
+            op: Some(op),
         };
         self.connector.open(&request, self.request_timeout).await
     }

@@ -9,7 +9,7 @@ use crate::error::Error;
 use crate::proto::{self, request::Op, response, watch_event::Kind, WatchEvent};
 use crate::session::{Renewal, Session, SessionChoice};
 use crate::undo::{settle, undo_in_background, UndoOnDrop};
-use crate::wire::read_frame;
+use crate::watch_stream::WatchStream;
 
 /// A handle on one election.
 #[derive(Debug, Clone)]
@@ -131,11 +131,10 @@ impl Election {
 
     fn watch_from(&self, from_start: bool) -> LeaderWatch {
         LeaderWatch {
-            client: self.client.clone(),
             name: self.name.clone(),
             last_index: 0,
             from_start,
-            stream: None,
+            stream: WatchStream::new(self.client.clone()),
         }
     }
 }
@@ -376,12 +375,11 @@ impl Drop for Leadership {
 /// `HistoryGone` if the cluster no longer has what it missed.
 #[derive(Debug)]
 pub struct LeaderWatch {
-    client: Client,
     name: String,
     last_index: u64,
     /// Until the first event: ask for the whole retained history.
     from_start: bool,
-    stream: Option<quinn::RecvStream>,
+    stream: WatchStream,
 }
 
 impl LeaderWatch {
@@ -391,36 +389,19 @@ impl LeaderWatch {
     /// the limits).
     pub async fn next(&mut self) -> Result<LeaderEvent, Error> {
         loop {
-            let stream = match self.stream.as_mut() {
-                Some(stream) => stream,
-                None => {
-                    let watch = proto::Watch {
-                        election: self.name.clone(),
-                        after_index: self.last_index,
-                        from_start: self.from_start,
-                    };
-                    self.stream = Some(self.client.inner.open_watch(watch).await?);
-                    continue;
-                }
+            let open = || {
+                Op::Watch(proto::Watch {
+                    election: self.name.clone(),
+                    after_index: self.last_index,
+                    from_start: self.from_start,
+                })
             };
-            match read_frame::<WatchEvent, _>(stream).await {
-                Ok(Some(event)) => {
-                    if let Some(error) = event.error {
-                        self.stream = None;
-                        return Err(Error::from_proto(error));
-                    }
-                    if event.index > self.last_index {
-                        self.last_index = event.index;
-                    }
-                    if let Some(event) = convert(event) {
-                        return Ok(event);
-                    }
-                }
-                // The node went away or ended the stream: resume elsewhere.
-                Ok(None) | Err(_) => {
-                    self.stream = None;
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                }
+            let event: WatchEvent = self.stream.next(open).await?;
+            if event.index > self.last_index {
+                self.last_index = event.index;
+            }
+            if let Some(event) = convert(event) {
+                return Ok(event);
             }
         }
     }

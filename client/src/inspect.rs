@@ -112,14 +112,14 @@ pub struct TokenCheck {
 }
 
 /// Durations are written to JSON in milliseconds (`null`: none).
-fn millis<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+pub(crate) fn millis<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
     match d {
         Some(d) => s.serialize_some(&(d.as_millis() as u64)),
         None => s.serialize_none(),
     }
 }
 
-fn lossy_text<S: serde::Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+pub(crate) fn lossy_text<S: serde::Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&String::from_utf8_lossy(bytes))
 }
 
@@ -133,7 +133,7 @@ fn delay_left(until_ms: u64, now_ms: u64) -> Option<Duration> {
     (until_ms != 0).then(|| Duration::from_millis(until_ms.saturating_sub(now_ms)))
 }
 
-fn session_ref(wire: Option<proto::SessionRef>) -> SessionRef {
+pub(crate) fn session_ref(wire: Option<proto::SessionRef>) -> SessionRef {
     let wire = wire.unwrap_or_default();
     SessionRef {
         session_id: wire.session_id,
@@ -144,6 +144,24 @@ fn session_ref(wire: Option<proto::SessionRef>) -> SessionRef {
 /// Time from `since_ms` (0: unknown) to `now_ms` on the cluster's clock.
 fn since(since_ms: u64, now_ms: u64) -> Option<Duration> {
     (since_ms != 0).then(|| Duration::from_millis(now_ms.saturating_sub(since_ms)))
+}
+
+/// A lock as the wire describes it.
+pub(crate) fn lock_info(info: proto::LockInfo) -> LockInfo {
+    LockInfo {
+        name: info.name,
+        grant: grant(info.grant, info.now_ms),
+        value: info.value,
+        waiters: info
+            .waiters
+            .into_iter()
+            .map(|w| LockWaiter {
+                session: session_ref(w.session),
+                waiting_for: since(w.since_ms, info.now_ms),
+            })
+            .collect(),
+        lock_delay_left: delay_left(info.delayed_until_ms, info.now_ms),
+    }
 }
 
 fn grant(wire: Option<proto::LockGrant>, now_ms: u64) -> Option<LockGrant> {
@@ -160,20 +178,7 @@ impl Client {
     pub async fn describe_lock(&self, name: &str) -> Result<LockInfo, Error> {
         let op = Op::DescribeLock(proto::DescribeLock { name: name.into() });
         match self.inner.call(0, op).await? {
-            response::Result::Lock(info) => Ok(LockInfo {
-                name: info.name,
-                grant: grant(info.grant, info.now_ms),
-                value: info.value,
-                waiters: info
-                    .waiters
-                    .into_iter()
-                    .map(|w| LockWaiter {
-                        session: session_ref(w.session),
-                        waiting_for: since(w.since_ms, info.now_ms),
-                    })
-                    .collect(),
-                lock_delay_left: delay_left(info.delayed_until_ms, info.now_ms),
-            }),
+            response::Result::Lock(info) => Ok(lock_info(info)),
             other => Err(unexpected(&other)),
         }
     }
@@ -245,8 +250,34 @@ impl Client {
     ///
     /// Returns the grant it ended (its `held_for` is not reported).
     pub async fn force_release(&self, name: &str) -> Result<LockGrant, Error> {
+        self.force_release_token(name, 0).await
+    }
+
+    /// [`force_release`](Client::force_release), only of the grant with
+    /// `fencing_token` (as `describe_lock` showed it): `STALE_TOKEN` if
+    /// another grant is current by then, `NOT_HELD` if none. What an
+    /// operator who looked first means: a grant that passed on since is
+    /// not taken, and a retry after an unknown outcome takes nothing else.
+    pub async fn force_release_grant(
+        &self,
+        name: &str,
+        fencing_token: u64,
+    ) -> Result<LockGrant, Error> {
+        if fencing_token == 0 {
+            // 0 means "the current grant" on the wire; no grant has it.
+            return Err(Error::Server {
+                code: proto::ErrorCode::StaleToken,
+                message: format!("no grant of lock {name:?} has fencing token 0"),
+                retryable: false,
+            });
+        }
+        self.force_release_token(name, fencing_token).await
+    }
+
+    async fn force_release_token(&self, name: &str, token: u64) -> Result<LockGrant, Error> {
         let op = Op::ForceRelease(proto::ForceRelease {
             name: name.to_string(),
+            token,
         });
         match self.inner.call(0, op).await? {
             response::Result::Taken(taken) => grant(Some(taken), 0).ok_or_else(|| {

@@ -22,9 +22,11 @@ mod inspect;
 /// The lease rule (see [`paxlock_client_rules::lease`]).
 pub use paxlock_client_rules::lease;
 mod lock;
+mod lock_watch;
 mod session;
 pub mod tls;
 mod undo;
+mod watch_stream;
 pub mod wire;
 
 pub use access::{AccessRule, AccessRules, Permission, QuotaRule};
@@ -36,6 +38,7 @@ pub use inspect::{
     LockGrant, LockInfo, LockSummary, LockWaiter, SessionInfo, SessionRef, TokenCheck,
 };
 pub use lock::{LockBuilder, LockGuard};
+pub use lock_watch::{EndReason, LockEvent, LockWatch};
 pub use session::Renewal;
 
 /// The protobuf messages of the client protocol (`proto/paxlock.proto`).

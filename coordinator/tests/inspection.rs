@@ -317,7 +317,19 @@ fn an_administrator_force_releases_a_lock_and_its_holder_stops_using_it() -> Tes
             "changed by a refused release"
         );
 
-        let printed = cli(&cluster, &["release", "--force", "stuck/y"])?;
+        // Naming a grant that is not (or no longer) current takes nothing.
+        let earlier = (held.fencing_token() - 1).to_string();
+        let stale = cli(
+            &cluster,
+            &["release", "--force", "stuck/y", "--token", &earlier],
+        );
+        let message = stale.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(message.contains("StaleToken"), "{message}");
+        let current = held.fencing_token().to_string();
+        let printed = cli(
+            &cluster,
+            &["release", "--force", "stuck/y", "--token", &current],
+        )?;
         let whose = format!(
             "force-released from alice (session {}, fencing token {})",
             alice.session_id(),
@@ -353,5 +365,156 @@ fn an_administrator_force_releases_a_lock_and_its_holder_stops_using_it() -> Tes
     cli(&cluster, &["release", "--force", "stuck/cli"])?;
     holder.wait_for("lost; stopping the command", PATIENCE)?;
     assert_eq!(holder.wait_exit(PATIENCE)?, Some(4));
+    Ok(())
+}
+
+/// The events a lock watch delivers until `count` are in, within patience.
+async fn next_events(
+    watch: &mut paxlock::LockWatch,
+    count: usize,
+) -> Result<Vec<paxlock::LockEvent>, Box<dyn std::error::Error>> {
+    let mut events = Vec::new();
+    while events.len() < count {
+        events.push(tokio::time::timeout(PATIENCE, watch.next()).await??);
+    }
+    Ok(events)
+}
+
+/// A lock watch shows the lock, then every change in order: grant (with
+/// identity, token and value), queueing, release and handover, and a
+/// session's end, across the death of the leader the watch and the
+/// clients were talking to; a watch resumed after an index gets exactly
+/// the changes after it; `paxlock watch-lock --json` prints the same; bad
+/// names and callers who may not read the lock are refused.
+#[test]
+fn a_lock_watch_shows_every_change_in_order_across_a_leader_failure() -> TestResult {
+    use paxlock::{EndReason, LockEvent as E};
+    let mut cluster = ProcessCluster::start_administered(3)?;
+    cluster.issue_client("alice")?;
+    cluster.issue_client("bob")?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    let (events, first_index) = runtime.block_on(async {
+        let admin = cluster.client(TTL).await?;
+        let alice = cluster.client_as("alice", TTL).await?;
+        let bob = cluster.client_as("bob", TTL).await?;
+        let mut watch = admin.watch_lock("watched/x");
+        let current = next_events(&mut watch, 1).await?.remove(0);
+        let E::Current { index: first_index, lock } = &current else {
+            return Err(format!("first event {current:?}").into());
+        };
+        assert!(lock.grant.is_none() && lock.waiters.is_empty(), "{lock:?}");
+
+        let held = alice
+            .lock("watched/x")
+            .value("alice's run")
+            .try_acquire()
+            .await?
+            .ok_or("busy")?;
+        let waiting = tokio::spawn({
+            let bob = bob.clone();
+            async move { bob.lock("watched/x").acquire().await }
+        });
+        let mut events = next_events(&mut watch, 2).await?;
+        // The leader goes; the watch and both clients carry on elsewhere.
+        let leader = cluster.leader().await?;
+        cluster.kill(leader);
+        let alice_token = held.fencing_token();
+        held.release().await?;
+        let handed = tokio::time::timeout(PATIENCE, waiting).await???;
+        let bob_token = handed.fencing_token();
+        // Closed with the lock held: the grant ends with the session.
+        bob.close().await?;
+        drop(handed);
+        events.extend(next_events(&mut watch, 3).await?);
+
+        let alice_session = alice.session_id();
+        let bob_session = bob.session_id();
+        assert!(
+            matches!(&events[0], E::Granted { holder, fencing_token, value, .. }
+                if holder.identity == "alice" && holder.session_id == alice_session
+                    && *fencing_token == alice_token && value == b"alice's run"),
+            "{events:#?}"
+        );
+        assert!(
+            matches!(&events[1], E::Queued { session, .. }
+                if session.identity == "bob" && session.session_id == bob_session),
+            "{events:#?}"
+        );
+        assert!(
+            matches!(&events[2], E::Released { holder, fencing_token, reason: EndReason::Released, lock_delay: None, .. }
+                if holder.session_id == alice_session && *fencing_token == alice_token),
+            "{events:#?}"
+        );
+        assert!(
+            matches!(&events[3], E::Granted { holder, fencing_token, .. }
+                if holder.session_id == bob_session && *fencing_token == bob_token),
+            "{events:#?}"
+        );
+        assert!(
+            matches!(&events[4], E::Released { holder, reason: EndReason::SessionClosed, .. }
+                if holder.session_id == bob_session),
+            "{events:#?}"
+        );
+        // The handover is one command: release and grant share an index.
+        assert_eq!(events[2].index(), events[3].index());
+        let indices: Vec<u64> = events
+            .iter()
+            .filter_map(paxlock::LockEvent::index)
+            .collect();
+        assert!(indices[0] > *first_index, "{indices:?}");
+        assert!(
+            indices.windows(2).all(|w| w[0] <= w[1]) && indices[1] < indices[2],
+            "{indices:?}"
+        );
+
+        // Resumed after the first grant: exactly what followed it.
+        let mut resumed = admin.watch_lock_after("watched/x", indices[0]);
+        assert_eq!(next_events(&mut resumed, 4).await?, events[1..].to_vec());
+
+        // Bad input and callers who may not read the lock.
+        let mut bad = admin.watch_lock("");
+        let refused = tokio::time::timeout(PATIENCE, bad.next()).await?;
+        assert_eq!(code(&refused), Some(ErrorCode::InvalidName), "{refused:?}");
+        let rules = paxlock::AccessRules {
+            rules: vec![paxlock::AccessRule {
+                identities: vec!["alice".into()],
+                permissions: vec![paxlock::Permission::Lock, paxlock::Permission::Read],
+                prefixes: vec!["watched/".into()],
+            }],
+            ..Default::default()
+        };
+        admin.set_access_rules(&rules, None).await?;
+        let outsider = cluster.client_as("bob", TTL).await?;
+        let mut denied = outsider.watch_lock("watched/x");
+        let refused = tokio::time::timeout(PATIENCE, denied.next()).await?;
+        assert_eq!(code(&refused), Some(ErrorCode::PermissionDenied), "{refused:?}");
+        Ok::<_, Box<dyn std::error::Error>>((events, *first_index))
+    })?;
+
+    // The CLI prints the same changes, one JSON document per line.
+    let after = first_index.to_string();
+    let mut printed = CliProcess::start(
+        &cluster,
+        &["watch-lock", "watched/x", "--json", "--after", &after],
+    )?;
+    printed.wait_for("session_closed", PATIENCE)?;
+    let lines: Vec<serde_json::Value> = printed
+        .seen
+        .iter()
+        .map(|l| serde_json::from_str(l))
+        .collect::<Result<_, _>>()?;
+    let expected: Vec<serde_json::Value> = events
+        .iter()
+        .map(serde_json::to_value)
+        .collect::<Result<_, _>>()?;
+    assert_eq!(lines, expected);
+    // For people: a line per change; a bad name is a clear error.
+    let mut people = CliProcess::start(&cluster, &["watch-lock", "watched/x"])?;
+    people.wait_for("index=", PATIENCE)?;
+    let line = people.wait_for("current free", PATIENCE)?;
+    assert!(line.contains("waiters=0"), "{line}");
+    let bad = cli(&cluster, &["watch-lock", ""]);
+    let message = bad.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(message.contains("watching lock"), "{message}");
     Ok(())
 }

@@ -121,7 +121,7 @@ fn a_cluster_upgraded_one_node_at_a_time_keeps_serving_and_loses_nothing() -> Te
             // without its value.
             let valued =
                 runtime.block_on(client.lock("upgrade/valued").value("host-1").try_acquire());
-            use paxlock::proto::ErrorCode;
+            use paxlock::proto::{self, ErrorCode};
             let code = valued.as_ref().err().and_then(paxlock::Error::code);
             assert!(
                 matches!(
@@ -130,6 +130,24 @@ fn a_cluster_upgraded_one_node_at_a_time_keeps_serving_and_loses_nothing() -> Te
                 ),
                 "{valued:?}"
             );
+            // A lock watch on a node of the previous release, which knows
+            // no such operation: its refusal reads as the watch's error.
+            let old = order[2];
+            let watch = proto::Request {
+                op: Some(proto::request::Op::WatchLock(proto::WatchLock {
+                    name: "upgrade/held".into(),
+                    after_index: 0,
+                })),
+                ..Default::default()
+            };
+            let first: proto::LockWatchEvent = runtime.block_on(async {
+                let raw = cluster.raw_client(old, "dev-client").await?;
+                raw.first_frame(watch)
+                    .await
+                    .map_err(Box::<dyn std::error::Error>::from)
+            })?;
+            let code = first.error.as_ref().map(|e| e.code);
+            assert_eq!(code, Some(ErrorCode::InvalidRequest.into()), "{first:?}");
         }
     }
     runtime.block_on(async {

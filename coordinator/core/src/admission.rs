@@ -132,6 +132,10 @@ pub enum RequestOp {
     ForceRelease {
         /// The lock.
         name: String,
+        /// Only the grant with this token (`None`: whichever is current):
+        /// an operator who looked first takes what they saw, not a grant
+        /// that passed on since.
+        token: Option<FencingToken>,
     },
     /// Sessions with what they hold, a page at a time (a read; the
     /// caller's own sessions, an administrator's every session).
@@ -170,7 +174,7 @@ impl RequestOp {
             RequestOp::Renew { name, .. }
             | RequestOp::QueryLeader { election: name }
             | RequestOp::DescribeLock { name }
-            | RequestOp::ForceRelease { name }
+            | RequestOp::ForceRelease { name, .. }
             | RequestOp::CheckToken { name, .. } => Some(name),
             RequestOp::Client(op) => match op {
                 ClientOp::Acquire { name, .. }
@@ -479,10 +483,18 @@ fn decide(
             what: "revoking sessions",
             take: Some((target, None)),
         },
-        RequestOp::ForceRelease { name } => {
+        RequestOp::ForceRelease { name, token } => {
             let holder = machine
                 .holder(&name)
                 .ok_or_else(|| CommandError::NotHeld { name: name.clone() })?;
+            if let Some(presented) = token.filter(|t| *t != holder.token) {
+                return Err(CommandError::StaleToken {
+                    name,
+                    presented,
+                    current: Some(holder.token),
+                }
+                .into());
+            }
             Write::Administer {
                 kind: CommandKind::ForceRelease {
                     by: caller.clone(),

@@ -23,6 +23,7 @@ pub mod admission;
 pub mod consensus_loop;
 pub mod inspect;
 pub mod leader_role;
+pub mod lock_watch;
 pub mod locks;
 pub mod paxos;
 pub mod proposal;

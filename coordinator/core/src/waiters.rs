@@ -347,7 +347,11 @@ impl<T> WaiterBook<T> {
             || output.events.iter().any(|event| match event {
                 Event::Election(_) => true,
                 Event::LockGranted { .. } | Event::SessionEnded { .. } => waiting > 0,
-                Event::LockReleased { .. } | Event::ElectionRemoved { .. } => false,
+                Event::LockReleased { .. }
+                | Event::LockQueued { .. }
+                | Event::LockLeftQueue { .. }
+                | Event::LockDelayEnded { .. }
+                | Event::ElectionRemoved { .. } => false,
             })
     }
 
@@ -363,6 +367,7 @@ impl<T> WaiterBook<T> {
                     name,
                     session,
                     token,
+                    ..
                 } => self.wake(
                     WaitFor::Grant,
                     &(session.0, name.clone()),
@@ -370,7 +375,11 @@ impl<T> WaiterBook<T> {
                     &mut settled,
                 ),
                 // Nobody waits in an election that can be removed.
-                Event::LockReleased { .. } | Event::ElectionRemoved { .. } => {}
+                Event::LockReleased { .. }
+                | Event::LockQueued { .. }
+                | Event::LockLeftQueue { .. }
+                | Event::LockDelayEnded { .. }
+                | Event::ElectionRemoved { .. } => {}
                 Event::SessionEnded { session, .. } => self.drop_session(*session, &mut settled),
                 Event::Election(e) => {
                     if let ElectionChange::NewLeader { session, token, .. } = &e.change {

@@ -137,7 +137,18 @@ fn client_requests() -> Vec<Vec<u8>> {
             timeout_ms: 5,
             value: b"host-1".to_vec(),
         })),
-        request(Op::ForceRelease(proto::ForceRelease { name: "l".into() })),
+        request(Op::ForceRelease(proto::ForceRelease {
+            name: "l".into(),
+            token: 0,
+        })),
+        request(Op::ForceRelease(proto::ForceRelease {
+            name: "l".into(),
+            token: 42,
+        })),
+        request(Op::WatchLock(proto::WatchLock {
+            name: "l".into(),
+            after_index: 17,
+        })),
         request(Op::Campaign(proto::Campaign {
             election: "e".into(),
             value: b"value".to_vec(),

@@ -45,7 +45,7 @@ fn assert_all_checks_passed(stdout: &str) {
         .filter(|l| l.trim_start().starts_with("PASS"))
         .count();
     assert!(
-        passed >= 9 && stdout.contains("result: all") && !stdout.contains("FAIL"),
+        passed >= 10 && stdout.contains("result: all") && !stdout.contains("FAIL"),
         "{stdout}"
     );
 }
@@ -69,7 +69,15 @@ fn chaos_on_loopback_with_fault_proxies_passes_every_check() {
     .unwrap_or_else(|e| panic!("{e}"));
     assert_all_checks_passed(&stdout);
     // The schedule really injected faults of several kinds.
-    for kind in ["SIGKILL", "SIGSTOP", "links:", "partition", "isolate"] {
+    for kind in [
+        "SIGKILL",
+        "SIGSTOP",
+        "links:",
+        "partition",
+        "isolate",
+        "admin: force-release",
+        "admin: revoke",
+    ] {
         assert!(stdout.contains(kind), "no {kind} fault in:\n{stdout}");
     }
 }

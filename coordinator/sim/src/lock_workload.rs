@@ -47,6 +47,7 @@ use paxlock_core::admission::{
 #[cfg(feature = "canary")]
 use paxlock_core::leader_role::RoleCanary;
 use paxlock_core::leader_role::{LeaderRole, SCAN_PERIOD};
+use paxlock_core::lock_watch::{LockHistory, LockUpdate};
 use paxlock_core::locks::command::PROTOCOL_V3;
 use paxlock_core::locks::{
     AbandonedWait, ClientOp, Command, CommandError, CommandKind, ElectionChange,
@@ -141,6 +142,10 @@ pub enum LockCanary {
     /// proposed and not applied: switched off in the shipped
     /// [`LeaderRole`]. Run it in the force-release world.
     NoTakeGate,
+    /// A node's lock history trims its oldest changes without saying it
+    /// is no longer complete before them: switched off in the shipped
+    /// [`LockHistory`].
+    SilentLockHistoryTrim,
 }
 
 /// What to simulate on top of [`SimConfig`] (which gives the cluster, the
@@ -326,6 +331,11 @@ pub struct LockSimReport {
     pub force_released: u64,
     /// Beliefs a keepalive's answer ended (it named the taken grant).
     pub told_taken: u64,
+    /// Lock watches resumed from a node's history and checked against
+    /// the log's changes.
+    pub lock_watch_resumed: u64,
+    /// Lock watch resumes a node answered with "history gone".
+    pub lock_watch_gone: u64,
 }
 
 /// Runs one seed of the lock-service simulation.
@@ -350,6 +360,9 @@ impl CanaryGuard {
         canary::set_revoke_without_delay(canary == LockCanary::RevokeWithoutDelay);
         canary::set_inherit_leader_token(canary == LockCanary::InheritLeaderToken);
         canary::set_untold_taken(canary == LockCanary::UntoldForceRelease);
+        paxlock_core::lock_watch::canary::set_silent_trim(
+            canary == LockCanary::SilentLockHistoryTrim,
+        );
         paxlock_client_rules::ack::canary::set_long_waits_hold_the_floor(
             canary == LockCanary::LongWaitsHoldTheFloor,
         );
@@ -375,6 +388,7 @@ impl Drop for CanaryGuard {
         paxlock_core::locks::machine::canary::set_revoke_without_delay(false);
         paxlock_core::locks::machine::canary::set_inherit_leader_token(false);
         paxlock_core::locks::machine::canary::set_untold_taken(false);
+        paxlock_core::lock_watch::canary::set_silent_trim(false);
         paxlock_client_rules::ack::canary::set_long_waits_hold_the_floor(false);
         paxlock_core::waiters::canary::set_drop_on_refused_cancel(false);
     }
@@ -498,7 +512,10 @@ fn client_request(req: &Req) -> Option<ClientRequest> {
             RequestId(0),
             RequestId(0),
             Vec::new(),
-            RequestOp::ForceRelease { name: name.clone() },
+            RequestOp::ForceRelease {
+                name: name.clone(),
+                token: None,
+            },
         ),
         Req::Abandon { .. } => return None,
     };
@@ -717,6 +734,8 @@ pub(crate) struct LockNode {
     pending: VecDeque<Pending>,
     /// Election name -> what this replica applied of its event stream.
     observed: BTreeMap<String, Observed>,
+    /// The recent lock changes this node would serve lock watches from.
+    lock_history: LockHistory,
     /// Requests waiting here for a grant, and what wakes them: the core's.
     waiters: WaiterBook<Waiting>,
     /// Tells apart the waiters of one key (the handler's waiter id).
@@ -837,6 +856,9 @@ pub(crate) struct Locks {
     beliefs: BTreeMap<String, Vec<Belief>>,
     resources: BTreeMap<String, FencedResource>,
     dead_since: BTreeMap<(String, u64), u64>,
+    /// Lock -> every change the log made to it, in order (from the first
+    /// replica to apply each command): what a resumed watch must get.
+    lock_changes: BTreeMap<String, Vec<LockUpdate>>,
     report: LockSimReport,
 }
 
@@ -943,6 +965,7 @@ fn new_engine(seed: u64, cfg: LockSimConfig) -> Result<LockSim, Violation> {
                 next_proposal: 0,
                 pending: VecDeque::new(),
                 observed: BTreeMap::new(),
+                lock_history: new_lock_history(0),
                 waiters: new_waiters(&cfg),
                 next_waiter: 0,
             };
@@ -1011,6 +1034,7 @@ fn new_engine(seed: u64, cfg: LockSimConfig) -> Result<LockSim, Violation> {
         elected: BTreeMap::new(),
         last_token: 0,
         campaign_floor: BTreeMap::new(),
+        lock_changes: BTreeMap::new(),
         promised: BTreeMap::new(),
         expired_at: BTreeMap::new(),
         histories: BTreeMap::new(),
@@ -1204,10 +1228,18 @@ impl LockSim {
         };
         let local = self.local(node);
         let out = self.nodes[node].app.machine.apply(slot.0, cmd.clone());
-        {
+        let lock_updates = {
             let n = &mut self.nodes[node];
             n.app.role.applied(&n.app.machine, &out, Nanos(local));
+            n.app.lock_history.record(out.revision, &out.events)
+        };
+        if first {
+            for update in lock_updates {
+                let changes = self.w.lock_changes.entry(update.name.clone());
+                changes.or_default().push(update);
+            }
         }
+        self.probe_lock_history(node, out.revision)?;
         // Each replica is an observer of every election's event stream.
         for ev in &out.events {
             let n = &mut self.nodes[node];
@@ -1508,6 +1540,57 @@ impl LockSim {
     }
 
     /// Run-wide checks on the first application of each command.
+    /// Resumes a lock watch on `node` from its history, as a client that
+    /// moved there would: at most every fifth apply (by revision, so that
+    /// no random draw shifts the run), after one of a lock's changes (or
+    /// just before one, or from the start). The node must answer every
+    /// change the log made after that point up to what it applied, none
+    /// missing or extra, or say its history is gone.
+    fn probe_lock_history(&mut self, node: usize, revision: u64) -> Result<(), String> {
+        if !revision.is_multiple_of(5) || self.w.lock_changes.is_empty() {
+            return Ok(());
+        }
+        let pick = (revision / 5) as usize;
+        let names = self.w.lock_changes.len();
+        let Some((name, changes)) = self.w.lock_changes.iter().nth(pick % names) else {
+            return Ok(());
+        };
+        let at = pick / names % (changes.len() + 1);
+        let after = match at {
+            0 => 0,
+            at => changes[at - 1].index - (pick as u64 & 1),
+        };
+        let n = &self.nodes[node];
+        let applied = n.app.machine.revision();
+        match n.app.lock_history.since(name, after) {
+            Ok(got) => {
+                let want: Vec<&LockUpdate> = changes
+                    .iter()
+                    .filter(|u| u.index > after && u.index <= applied)
+                    .collect();
+                if got.iter().ne(want.iter().copied()) {
+                    return Err(format!(
+                        "lock {name}: a watch resumed on node {} after index {after} gets {:?}, the log made {:?} up to {applied}",
+                        n.id.0,
+                        got.iter().map(|u| u.index).collect::<Vec<_>>(),
+                        want.iter().map(|u| u.index).collect::<Vec<_>>()
+                    ));
+                }
+                self.w.report.lock_watch_resumed += 1;
+            }
+            Err(gone) => {
+                if gone.complete_after > applied {
+                    return Err(format!(
+                        "node {}: lock history complete only after {}, beyond what it applied ({applied})",
+                        n.id.0, gone.complete_after
+                    ));
+                }
+                self.w.report.lock_watch_gone += 1;
+            }
+        }
+        Ok(())
+    }
+
     fn canonical(
         &mut self,
         slot: Slot,
@@ -1620,6 +1703,7 @@ impl LockSim {
                     name,
                     session,
                     token,
+                    ..
                 } => {
                     self.check_token_rises(name, *token)?;
                     self.w.report.grants += 1;
@@ -2855,6 +2939,7 @@ impl Workload for Locks {
         let n = &mut sim.nodes[node].app;
         n.machine = first;
         n.observed.clear();
+        n.lock_history = new_lock_history(0);
         Ok(())
     }
 
@@ -2871,6 +2956,9 @@ impl Workload for Locks {
         n.machine = StateMachine::restore_as_replica(&snapshot.data, &own)
             .map_err(|e| invalid_snapshot(id, from_peer, &format!("{e:?}")))?;
         let digest = machine_digest(&n.machine)?;
+        // The node never saw the changes inside the snapshot, its own or a
+        // peer's (as the node's apply loop does on every install).
+        n.lock_history.restart_at(n.machine.revision());
         if from_peer {
             n.role.restored(&n.machine, local);
             // Events inside the snapshot were never seen here: restart the
@@ -2942,4 +3030,10 @@ impl Workload for Locks {
     fn healed(sim: &mut LockSim) {
         sim.schedule_work(sim.now + 100 * MS, Ev::LivenessCheck);
     }
+}
+
+/// A node's lock history in the simulator: small, so that runs trim it
+/// and resumes from before a trim are answered "history gone".
+fn new_lock_history(revision: u64) -> LockHistory {
+    LockHistory::bounded(revision, 48, 4 * 1024)
 }

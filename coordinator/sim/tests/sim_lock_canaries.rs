@@ -219,6 +219,18 @@ fn locks_force_released_within_the_holders_lease_are_caught() {
     assert_caught("force-release without delay", &cfg, 100);
 }
 
+/// A node's lock history that trims its oldest changes must say it is no
+/// longer complete before them: one that does not hands a watch resumed
+/// from before the trim the later changes only, a silent gap.
+#[test]
+fn a_lock_history_that_trims_silently_is_caught() {
+    let cfg = LockSimConfig {
+        canary: LockCanary::SilentLockHistoryTrim,
+        ..LockSimConfig::default()
+    };
+    assert_caught("silent lock history trim", &cfg, 100);
+}
+
 /// A promoted candidate must draw a new token: one that inherits its
 /// predecessor's leaves the deposed leader's writes unfenced, and the
 /// run-wide check that tokens rise across grants and leaderships (and

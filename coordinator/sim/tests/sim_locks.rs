@@ -104,13 +104,15 @@ fn sweep(label: &str, cfg: &LockSimConfig, seeds: &[u64]) -> LockSimReport {
                 total.revoked += r.revoked;
                 total.force_released += r.force_released;
                 total.told_taken += r.told_taken;
+                total.lock_watch_resumed += r.lock_watch_resumed;
+                total.lock_watch_gone += r.lock_watch_gone;
                 opposite += u64::from(r.opposite_drift);
             }
             Err(v) => failures.push(repro(&v)),
         }
     }
     eprintln!(
-        "{label}: {} seeds ({} with opposite drift) in {:.1} s: {} events, {} slots, {} grants, {} expiries, {} elections, {} client faults, {} resource writes, {} history ops, {} locks over the linearizability budget, {} dead-holder/lock-delay hand-offs checked after healing, {} requests sent again under a new id, {} woken requests answered late, {} requests the access rules refused, {} refused for a full state, {} sessions revoked, {} grants force-released ({} holders told by a keepalive)",
+        "{label}: {} seeds ({} with opposite drift) in {:.1} s: {} events, {} slots, {} grants, {} expiries, {} elections, {} client faults, {} resource writes, {} history ops, {} locks over the linearizability budget, {} dead-holder/lock-delay hand-offs checked after healing, {} requests sent again under a new id, {} woken requests answered late, {} requests the access rules refused, {} refused for a full state, {} sessions revoked, {} grants force-released ({} holders told by a keepalive), {} lock watches resumed from a node's history and checked, {} answered history-gone",
         seeds.len(),
         opposite,
         started.elapsed().as_secs_f64(),
@@ -131,6 +133,8 @@ fn sweep(label: &str, cfg: &LockSimConfig, seeds: &[u64]) -> LockSimReport {
         total.revoked,
         total.force_released,
         total.told_taken,
+        total.lock_watch_resumed,
+        total.lock_watch_gone,
     );
     assert!(
         failures.is_empty(),
@@ -159,6 +163,20 @@ fn every_seed_keeps_lock_safety_under_contention_for_one_lock() {
     let cfg = contention_config();
     let seeds = shifted_seeds(500, 1_000_000);
     sweep("contention", &cfg, &seeds);
+}
+
+/// Lock watches: every node keeps a small history of lock changes (so
+/// that runs trim it); every fifth apply, a watch resumes on that node
+/// after a point in one lock's changes, and must get exactly the changes
+/// the log made after it (up to what the node applied) or "history gone",
+/// across crashes, restarts and snapshot installs (which restart the
+/// history). Contention makes many changes per lock.
+#[test]
+fn lock_watches_resume_on_any_node_without_a_gap() {
+    let seeds = shifted_seeds(100, 12_000_000);
+    let total = sweep("lock watches", &contention_config(), &seeds);
+    assert!(total.lock_watch_resumed > 0, "{total:?}");
+    assert!(total.lock_watch_gone > 0, "{total:?}");
 }
 
 /// Slow client links: messages between clients and nodes now and then

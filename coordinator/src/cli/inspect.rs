@@ -1,5 +1,6 @@
-//! `paxlock locks [PREFIX]`, `paxlock describe NAME`, `paxlock sessions`:
-//! what the cluster holds, as tables for people or `--json` for scripts;
+//! `paxlock locks [PREFIX]`, `paxlock describe NAME`, `paxlock sessions`,
+//! `paxlock watch-lock NAME`: what the cluster holds and how it changes,
+//! as tables and lines for people or `--json` for scripts;
 //! and `paxlock revoke SESSION`, an administrator's way out of a stuck
 //! session.
 //! Each shows only what the caller's identity may see (locks it may read;
@@ -120,6 +121,95 @@ pub async fn describe(name: &str, out: &Output) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `paxlock watch-lock NAME`: one line per event (one JSON document per
+/// line with `--json`) until Ctrl-C; from after `after` (0: the lock now).
+pub async fn watch_lock(name: &str, after: u64, out: &Output) -> anyhow::Result<()> {
+    let client = super::connect(&out.client_config).await?;
+    let mut shutdown = super::signals::Shutdown::install()?;
+    let mut watch = client.watch_lock_after(name, after);
+    let watched = loop {
+        let event = tokio::select! {
+            event = watch.next() => event,
+            _ = shutdown.recv() => break Ok(()),
+        };
+        match event {
+            Ok(event) if out.json => println!("{}", serde_json::to_string(&event)?),
+            Ok(event) => println!("{}", lock_event_line(&event)),
+            Err(e) => break Err(e),
+        }
+    };
+    let _ = client.close().await;
+    watched.with_context(|| format!("watching lock {name:?}"))
+}
+
+/// One line for people: `index=N what ...`, the value last (it may hold
+/// spaces).
+fn lock_event_line(event: &paxlock::LockEvent) -> String {
+    use paxlock::LockEvent as E;
+    let who = |s: &paxlock::SessionRef| {
+        if s.identity.is_empty() {
+            format!("session={}", s.session_id)
+        } else {
+            format!("session={} identity={}", s.session_id, s.identity)
+        }
+    };
+    let reason = |r: &paxlock::EndReason| {
+        serde_json::to_value(r)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default()
+    };
+    match event {
+        E::Current { index, lock } => {
+            let holder = match &lock.grant {
+                Some(g) => format!("held {} fencing_token={}", who(&g.holder), g.fencing_token),
+                None => "free".to_string(),
+            };
+            format!(
+                "index={index} current {holder} waiters={} lock_delay={}",
+                lock.waiters.len(),
+                delay(lock.lock_delay_left)
+            )
+        }
+        E::Granted {
+            index,
+            holder,
+            fencing_token,
+            value,
+        } => format!(
+            "index={index} granted {} fencing_token={fencing_token} value={}",
+            who(holder),
+            String::from_utf8_lossy(value)
+        ),
+        E::Released {
+            index,
+            holder,
+            fencing_token,
+            reason: why,
+            lock_delay,
+        } => format!(
+            "index={index} released {} fencing_token={fencing_token} reason={}{}",
+            who(holder),
+            reason(why),
+            lock_delay.map_or(String::new(), |d| format!(" lock_delay={}", human(d)))
+        ),
+        E::Queued { index, session } => format!("index={index} queued {}", who(session)),
+        E::LeftQueue {
+            index,
+            session,
+            reason: why,
+        } => format!(
+            "index={index} left-queue {} reason={}",
+            who(session),
+            reason(why)
+        ),
+        E::DelayEnded { index } => format!("index={index} delay-ended"),
+        E::HistoryGone => {
+            "history-gone (changes may have been missed; the current state follows)".into()
+        }
+    }
+}
+
 /// `paxlock sessions`.
 pub async fn sessions(out: &Output) -> anyhow::Result<()> {
     let sessions = out
@@ -168,11 +258,18 @@ pub async fn revoke(session: u64, client_config: &std::path::Path) -> anyhow::Re
     Ok(())
 }
 
-/// `paxlock release --force NAME`.
-pub async fn force_release(name: &str, client_config: &std::path::Path) -> anyhow::Result<()> {
-    let taken = ask(client_config, async |c| c.force_release(name).await)
-        .await
-        .with_context(|| format!("force-releasing lock {name:?}"))?;
+/// `paxlock release --force NAME [--token T]`.
+pub async fn force_release(
+    name: &str,
+    token: Option<u64>,
+    client_config: &std::path::Path,
+) -> anyhow::Result<()> {
+    let taken = ask(client_config, async |c| match token {
+        Some(token) => c.force_release_grant(name, token).await,
+        None => c.force_release(name).await,
+    })
+    .await
+    .with_context(|| format!("force-releasing lock {name:?}"))?;
     println!(
         "lock {name:?} force-released from {} (session {}, fencing token {}): its holder is told at its next keepalive; the lock passes on once the holder's TTL is over, with a higher fencing token",
         shown_identity(&taken.holder.identity),

@@ -97,6 +97,21 @@ pub enum Command {
         #[command(flatten)]
         output: inspect::Output,
     },
+    /// Print one line per change of a lock until Ctrl-C: granted,
+    /// released (and why), queued, left the queue, lock-delay ended; first
+    /// the lock as it stands.
+    WatchLock {
+        /// The lock's name.
+        name: String,
+        /// Resume after this index (an earlier line's `index=`): every
+        /// change since, or `history-gone` and the lock now.
+        #[arg(long, default_value_t = 0)]
+        after: u64,
+        /// How to print (`--json`: one document per line), and which
+        /// cluster to ask.
+        #[command(flatten)]
+        output: inspect::Output,
+    },
     /// List sessions (your own; an administrator's: all) with what each
     /// holds, waits for and campaigns in.
     Sessions {
@@ -124,6 +139,10 @@ pub enum Command {
         /// releases its own lock by ending its `paxlock lock` command.)
         #[arg(long)]
         force: bool,
+        /// Only the grant with this fencing token (as `describe` showed
+        /// it): a grant that passed on since is not taken.
+        #[arg(long)]
+        token: Option<u64>,
         /// The client config file (written by `paxlock dev`).
         #[arg(long, default_value = ".paxlock-dev/client.toml")]
         client_config: PathBuf,
@@ -158,6 +177,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Locks { prefix, output } => inspect::locks(&prefix, &output).await.map(ok),
         Command::Describe { name, output } => inspect::describe(&name, &output).await.map(ok),
         Command::Sessions { output } => inspect::sessions(&output).await.map(ok),
+        Command::WatchLock {
+            name,
+            after,
+            output,
+        } => inspect::watch_lock(&name, after, &output).await.map(ok),
         Command::Revoke {
             session,
             client_config,
@@ -165,8 +189,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Release {
             name,
             force: true,
+            token,
             client_config,
-        } => inspect::force_release(&name, &client_config)
+        } => inspect::force_release(&name, token, &client_config)
             .await
             .map(ok),
         Command::Release { force: false, .. } => Err(anyhow::anyhow!(

@@ -25,7 +25,7 @@ use crate::locks::Identity;
 use crate::metrics::{MetricsSources, NodeMetrics};
 use crate::paxos::{self, DurableState, Message, NodeId, PersistSeq, Replica};
 use crate::service::sessions::run_leader_scans;
-use crate::service::{watch as election_watch, Context, LockApplication, Shared};
+use crate::service::{lock_watch, watch as election_watch, Context, LockApplication, Shared};
 use crate::transport::client_limits::{ClientGate, ClientLimits};
 use crate::transport::client_streams::ClientService;
 use crate::transport::lanes::{self, Lanes, PeerOutboxReceiver};
@@ -679,6 +679,32 @@ impl ClientService for NodeService {
             let caller = caller.clone();
             tokio::spawn(async move {
                 election_watch::stream(&shared, &caller, w.election, start, events).await
+            });
+        }
+    }
+
+    fn watch_lock(
+        &self,
+        request: proto::Request,
+        caller: &Identity,
+        events: mpsc::Sender<proto::LockWatchEvent>,
+    ) {
+        if self.draining() || !self.serves_locks {
+            return;
+        }
+        if let Some(Op::WatchLock(w)) = request.op {
+            if let Err(error) = self.context.check_watch(&w.name, caller) {
+                let _ = events.try_send(proto::LockWatchEvent {
+                    name: w.name,
+                    error: Some(error),
+                    ..Default::default()
+                });
+                return;
+            }
+            let shared = self.context.shared.clone();
+            let caller = caller.clone();
+            tokio::spawn(async move {
+                lock_watch::stream(&shared, &caller, w.name, w.after_index, events).await
             });
         }
     }

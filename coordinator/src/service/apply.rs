@@ -52,6 +52,8 @@ impl Application for LockApplication {
             let mut machine = self.shared.machine();
             *machine = StateMachine::restore_as_replica(&snapshot.data, machine.config())
                 .map_err(|e| e.to_string())?;
+            // This node never saw the changes the snapshot holds.
+            self.shared.lock_history().restart_at(machine.revision());
             self.shared.role().restored(&machine, self.clock.now());
             self.shared.with_waiters(|book| book.restored(&machine))
         };
@@ -71,9 +73,15 @@ impl Application for LockApplication {
                 }
             };
             let own = self.take_own(proposal.origin, proposal.id);
-            let (output, own, reply) = {
+            let (output, own, reply, lock_updates) = {
                 let mut machine = self.shared.machine();
                 let output = machine.apply(entry.slot.0, proposal.command);
+                // Recorded while the machine is held, so a watch that reads
+                // the state finds every change before it in the history.
+                let lock_updates = self
+                    .shared
+                    .lock_history()
+                    .record(output.revision, &output.events);
                 self.shared
                     .role()
                     .applied(&machine, &output, self.clock.now());
@@ -81,8 +89,9 @@ impl Application for LockApplication {
                 // while the machine is held.
                 let (then, reply) = own.map_or((None, None), |p| (p.then, Some(p.reply)));
                 let own = then.map(|then| then.read(&machine, &output));
-                (output, own, reply)
+                (output, own, reply, lock_updates)
             };
+            self.shared.publish_lock_updates(lock_updates);
             // The command's events first, then its own waiter: only what
             // happens from now on may wake it (the core decides). The
             // apply loop is the only one applying, so nothing comes between.

@@ -82,17 +82,17 @@ impl Context {
         }
     }
 
-    /// Why a watch of `election` by `caller` is refused (a name outside
+    /// Why a watch of election or lock `name` by `caller` is refused (a name outside
     /// the limits, no `read` permission on it under the rules this node
     /// has applied), or `Ok` to start it. Checked before the watch holds
     /// any state.
-    pub fn check_watch(&self, election: &str, caller: &Identity) -> Result<(), proto::Error> {
+    pub fn check_watch(&self, name: &str, caller: &Identity) -> Result<(), proto::Error> {
         self.shared
             .limits
-            .check_name(election)
+            .check_name(name)
             .map_err(|e| command_error(&e))?;
         self.shared
-            .check_access(caller, Permission::Read, election)
+            .check_access(caller, Permission::Read, name)
             .map_err(|refused| access::denied(&self.shared, &refused))
     }
 
@@ -653,7 +653,7 @@ fn wire_tokens(tokens: &[paxlock_core::locks::FencingToken]) -> Vec<u64> {
 fn request_op(op: &Op) -> Result<RequestOp, proto::Error> {
     let client = RequestOp::Client;
     Ok(match op {
-        Op::Hello(_) | Op::Status(_) | Op::Watch(_) => {
+        Op::Hello(_) | Op::Status(_) | Op::Watch(_) | Op::WatchLock(_) => {
             return Err(error(
                 ErrorCode::InvalidRequest,
                 "hello, status and watch are answered by the transport layer",
@@ -715,6 +715,7 @@ fn request_op(op: &Op) -> Result<RequestOp, proto::Error> {
         },
         Op::ForceRelease(force) => RequestOp::ForceRelease {
             name: force.name.clone(),
+            token: (force.token != 0).then_some(FencingToken(force.token)),
         },
         Op::RevokeSession(revoke) => RequestOp::RevokeSession {
             session: SessionId(revoke.session_id),

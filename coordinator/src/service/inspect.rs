@@ -7,12 +7,17 @@ use paxlock::proto;
 use paxlock_core::inspect::{self, Grant, Member, Viewer};
 
 use super::state::Shared;
-use crate::locks::{FencingToken, Identity, SessionId};
+use crate::locks::{FencingToken, Identity, SessionId, StateMachine};
 use crate::node::clock::NodeClock;
 
 /// The answer to `DescribeLock`.
 pub fn describe_lock(shared: &Shared, name: &str) -> proto::LockInfo {
-    let view = inspect::describe_lock(&shared.machine(), name);
+    lock_info(&shared.machine(), name)
+}
+
+/// Lock `name` as `machine` holds it, in the wire's terms.
+pub fn lock_info(machine: &StateMachine, name: &str) -> proto::LockInfo {
+    let view = inspect::describe_lock(machine, name);
     proto::LockInfo {
         name: view.name,
         grant: view.grant.map(grant),
@@ -113,7 +118,8 @@ pub fn list_sessions(
     }
 }
 
-fn session_ref(member: Member) -> proto::SessionRef {
+/// A session and its identity, as inspection and watches show them.
+pub fn session_ref(member: Member) -> proto::SessionRef {
     proto::SessionRef {
         session_id: member.session.0,
         identity: member.owner.map(|o| o.0).unwrap_or_default(),

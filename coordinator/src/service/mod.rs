@@ -7,6 +7,7 @@ pub mod apply;
 pub mod errors;
 pub mod handler;
 pub mod inspect;
+pub mod lock_watch;
 pub mod sessions;
 pub mod state;
 pub mod watch;

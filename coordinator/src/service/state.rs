@@ -14,6 +14,7 @@ use crate::leader_role::LeaderRole;
 use crate::locks::{Config, ElectionEvent, Identity, Output, StateMachine};
 use crate::transport::log_limit::LogLimiter;
 use paxlock_core::access::{self, Admins, Denied, Permission};
+use paxlock_core::lock_watch::{LockHistory, LockUpdate};
 use paxlock_core::waiters::{self, Own, WaitFor, WaiterBook, WaiterId, WaiterKey, Woken};
 
 /// Bound on buffered election events per watcher; a watcher that falls
@@ -52,6 +53,12 @@ pub struct Shared {
     waiting: AtomicUsize,
     /// Election → live watchers.
     pub watchers: DashMap<String, broadcast::Sender<ElectionEvent>>,
+    /// Lock → live watchers.
+    pub lock_watchers: DashMap<String, broadcast::Sender<LockUpdate>>,
+    /// The recent changes to every lock, for lock watches that resume.
+    /// Written only while the machine's lock is held (so it always covers
+    /// what the machine shows); taken after it, never before.
+    lock_history: Mutex<LockHistory>,
     /// What this node decides as leader (session deadlines, keepalives,
     /// expiries, command time): the I/O-free [`LeaderRole`]. Taken after
     /// the machine's lock where both are held, never before it.
@@ -127,6 +134,8 @@ impl Shared {
             waiters: Mutex::new(WaiterBook::default()),
             waiting: AtomicUsize::new(0),
             watchers: DashMap::new(),
+            lock_watchers: DashMap::new(),
+            lock_history: Mutex::new(LockHistory::default()),
             role: Mutex::new(LeaderRole::default()),
             proposing_bytes: std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_PROPOSING_BYTES)),
             admins: Admins::default(),
@@ -237,11 +246,46 @@ impl Shared {
 
     /// A receiver of `election`'s future events.
     pub fn subscribe(&self, election: &str) -> broadcast::Receiver<ElectionEvent> {
-        self.watchers
-            .entry(election.to_string())
-            .or_insert_with(|| broadcast::channel(WATCH_BUFFER).0)
-            .subscribe()
+        subscribe(&self.watchers, election)
     }
+
+    /// A receiver of lock `name`'s future updates.
+    pub fn subscribe_lock(&self, name: &str) -> broadcast::Receiver<LockUpdate> {
+        subscribe(&self.lock_watchers, name)
+    }
+
+    /// The node's lock history, for a short read or for recording. Take
+    /// the machine first where both are needed.
+    pub fn lock_history(&self) -> MutexGuard<'_, LockHistory> {
+        self.lock_history
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Sends `updates` to the live watchers of their locks. Call without
+    /// the machine's lock held.
+    pub fn publish_lock_updates(&self, updates: Vec<LockUpdate>) {
+        if self.lock_watchers.is_empty() {
+            return;
+        }
+        for update in updates {
+            if let Some(tx) = self.lock_watchers.get(&update.name) {
+                let _ = tx.send(update);
+            }
+        }
+    }
+}
+
+/// A receiver of `name`'s future events in `watchers`, made on first use
+/// (the last watch of a name removes it).
+fn subscribe<E: Clone>(
+    watchers: &DashMap<String, broadcast::Sender<E>>,
+    name: &str,
+) -> broadcast::Receiver<E> {
+    watchers
+        .entry(name.to_string())
+        .or_insert_with(|| broadcast::channel(WATCH_BUFFER).0)
+        .subscribe()
 }
 
 #[cfg(test)]

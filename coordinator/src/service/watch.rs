@@ -1,7 +1,7 @@
 //! Election watch streams: history first, then live events, never a
-//! silent gap.
+//! silent gap. (Lock watches: [`super::lock_watch`].)
 
-use paxlock::proto::{watch_event::Kind, WatchEvent};
+use paxlock::proto::{self, watch_event::Kind, WatchEvent};
 use tokio::sync::{broadcast, mpsc};
 
 use super::access;
@@ -69,13 +69,9 @@ impl Watcher<'_> {
     /// Whether the watcher may still read the election; if not, it is told
     /// so (the stream's last event).
     async fn still_allowed(&self) -> bool {
-        match self
-            .shared
-            .check_access(self.caller, Permission::Read, self.election)
-        {
+        match may_still_read(self.shared, self.caller, self.election) {
             Ok(()) => true,
-            Err(refused) => {
-                let error = access::denied(self.shared, &refused);
+            Err(error) => {
                 let _ = self
                     .out
                     .send(WatchEvent {
@@ -88,6 +84,15 @@ impl Watcher<'_> {
             }
         }
     }
+}
+
+/// Whether the access rules applied now still let `caller` read `name`
+/// (a watch checks before each event it sends); if not, the error that
+/// ends its stream.
+pub fn may_still_read(shared: &Shared, caller: &Identity, name: &str) -> Result<(), proto::Error> {
+    shared
+        .check_access(caller, Permission::Read, name)
+        .map_err(|refused| access::denied(shared, &refused))
 }
 
 async fn follow(watcher: &Watcher<'_>, start: Start, mut live: broadcast::Receiver<ElectionEvent>) {

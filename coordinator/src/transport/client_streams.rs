@@ -11,7 +11,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use paxlock::proto::{request::Op, Request, Response, WatchEvent};
+use paxlock::proto::{request::Op, LockWatchEvent, Request, Response, WatchEvent};
 use paxlock::wire::{read_frame_body, read_frame_header, write_frame, FrameError};
 use tokio::sync::mpsc;
 use tracing::debug;
@@ -38,6 +38,8 @@ pub trait ClientService: Send + Sync + 'static {
     /// Starts a `Watch` from `caller`: events go to `events` until either
     /// side drops it (dropping it at once refuses the watch).
     fn watch(&self, request: Request, caller: &Identity, events: mpsc::Sender<WatchEvent>);
+    /// Starts a `WatchLock` from `caller`, as `watch` does.
+    fn watch_lock(&self, request: Request, caller: &Identity, events: mpsc::Sender<LockWatchEvent>);
 }
 
 /// Accepts request streams on `connection` until it closes, handing every
@@ -159,9 +161,20 @@ async fn serve_stream(
             return;
         }
     };
-    if matches!(request.op, Some(Op::Watch(_))) {
-        stream_watch(send, request, &caller, service.as_ref()).await;
-        return;
+    match request.op {
+        Some(Op::Watch(_)) => {
+            let (events_tx, events) = mpsc::channel(WATCH_STREAM_QUEUE);
+            service.watch(request, &caller, events_tx);
+            stream_frames(send, events).await;
+            return;
+        }
+        Some(Op::WatchLock(_)) => {
+            let (events_tx, events) = mpsc::channel(WATCH_STREAM_QUEUE);
+            service.watch_lock(request, &caller, events_tx);
+            stream_frames(send, events).await;
+            return;
+        }
+        _ => {}
     }
     let request_id = request.request_id;
     let response = service.answer(request, &caller).await;
@@ -200,14 +213,12 @@ async fn read_request(
         }))
 }
 
-async fn stream_watch(
+/// Writes a watch's frames to `send` until the service ends the watch
+/// (drops its sender) or the client stops reading.
+async fn stream_frames<M: prost::Message>(
     mut send: quinn::SendStream,
-    request: Request,
-    caller: &Identity,
-    service: &dyn ClientService,
+    mut events: mpsc::Receiver<M>,
 ) {
-    let (events_tx, mut events) = mpsc::channel(WATCH_STREAM_QUEUE);
-    service.watch(request, caller, events_tx);
     loop {
         tokio::select! {
             event = events.recv() => {

@@ -243,6 +243,15 @@ impl RawClient {
         &self,
         request: paxlock::proto::Request,
     ) -> Result<paxlock::proto::Response, String> {
+        self.first_frame(request).await
+    }
+
+    /// Sends one request on its own stream and reads the first frame of
+    /// the answer as an `M` (a watch's first event, say).
+    pub async fn first_frame<M: prost::Message + Default>(
+        &self,
+        request: paxlock::proto::Request,
+    ) -> Result<M, String> {
         let exchange = async {
             let (mut send, mut recv) =
                 self.connection.open_bi().await.map_err(|e| e.to_string())?;

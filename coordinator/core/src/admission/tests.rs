@@ -524,7 +524,20 @@ fn keepalives_of_a_session_wait_while_a_take_of_it_is_in_flight() {
     let Ok(Reply::Granted { token }) = grant.reply else {
         panic!("{grant:?}");
     };
-    let force = RequestOp::ForceRelease { name: "l".into() };
+    // Naming an earlier grant takes nothing.
+    let earlier = RequestOp::ForceRelease {
+        name: "l".into(),
+        token: Some(FencingToken(token.0 - 1)),
+    };
+    assert!(matches!(
+        node.admit("ops", SessionId(0), earlier),
+        Admission::Refused(Refusal::Command(CommandError::StaleToken { current, .. }))
+            if current == Some(token)
+    ));
+    let force = RequestOp::ForceRelease {
+        name: "l".into(),
+        token: Some(token),
+    };
     let kind = match node.admit("ops", SessionId(0), force) {
         Admission::Propose { kind, .. } => kind,
         other => panic!("not proposed: {other:?}"),
@@ -554,7 +567,10 @@ fn keepalives_of_a_session_wait_while_a_take_of_it_is_in_flight() {
         }
     );
     // A lock nobody holds is refused before anything is logged.
-    let free = RequestOp::ForceRelease { name: "l".into() };
+    let free = RequestOp::ForceRelease {
+        name: "l".into(),
+        token: None,
+    };
     assert!(matches!(
         node.admit("ops", SessionId(0), free),
         Admission::Refused(Refusal::Command(CommandError::NotHeld { .. }))

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::locks::command::{FencingToken, Identity, SessionId};
 
-/// Why a lock stopped being held.
+/// Why a lock stopped being held, or a session stopped waiting for it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ReleaseReason {
     /// The holder released it with its token.
@@ -92,6 +92,36 @@ pub enum Event {
         session: SessionId,
         /// Its fencing token.
         token: FencingToken,
+        /// The identity the holder's session belongs to (`None`: opened
+        /// before protocol 3 and not claimed yet).
+        owner: Option<Identity>,
+        /// The value its acquire carried, the grant's value.
+        value: Vec<u8>,
+    },
+    /// A session joined a lock's queue.
+    LockQueued {
+        /// Lock name.
+        name: String,
+        /// The waiting session.
+        session: SessionId,
+        /// The identity it belongs to, as in `LockGranted`.
+        owner: Option<Identity>,
+    },
+    /// A queued session left the queue without being granted (a grant
+    /// is a `LockGranted` alone).
+    LockLeftQueue {
+        /// Lock name.
+        name: String,
+        /// The session that waited.
+        session: SessionId,
+        /// Why: `Cancelled`, or how its session ended.
+        reason: ReleaseReason,
+    },
+    /// A lock's lock-delay ended: it may be granted again (to its first
+    /// waiter, in this same apply, if it has one).
+    LockDelayEnded {
+        /// Lock name.
+        name: String,
     },
     /// A lock stopped being held.
     LockReleased {
@@ -103,6 +133,9 @@ pub enum Event {
         token: FencingToken,
         /// Why.
         reason: ReleaseReason,
+        /// The lock-delay this starts, in ms (`None`: none; the next
+        /// waiter, if any, is granted in this apply).
+        lock_delay_ms: Option<u64>,
     },
     /// A session ended; everything it held was released in the same apply.
     SessionEnded {

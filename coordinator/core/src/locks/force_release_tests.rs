@@ -54,6 +54,7 @@ fn a_forced_lock_passes_on_after_the_holders_ttl_and_the_holder_is_told() {
         session: holder,
         token,
         reason: ReleaseReason::ForceReleased,
+        lock_delay_ms: Some(ttl_ms.max(h.sm.config().lock_delay_ms)),
     }));
     assert!(grants(&out.events).is_empty(), "granted within the TTL");
     // The session lives on, keeps its other lock, and is told.

@@ -159,6 +159,7 @@ pub fn grants(events: &[Event]) -> Vec<(String, SessionId, FencingToken)> {
                 name,
                 session,
                 token,
+                ..
             } => Some((name.clone(), *session, *token)),
             _ => None,
         })

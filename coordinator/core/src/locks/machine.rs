@@ -1269,10 +1269,6 @@ impl StateMachine {
             self.open_keys.remove(&(owner, s.open_key));
         }
         cx.events.push(Event::SessionEnded { session, reason });
-        for name in &s.waiting {
-            self.remove_waiter(name, session);
-            self.drop_if_empty(name);
-        }
         let (release_reason, delay_ms) = match reason {
             CloseReason::Closed => (ReleaseReason::SessionClosed, 0),
             CloseReason::Expired => (ReleaseReason::SessionExpired, self.config.lock_delay_ms),
@@ -1282,6 +1278,10 @@ impl StateMachine {
                 self.revocation_delay_ms(s.ttl_ms),
             ),
         };
+        for name in &s.waiting {
+            self.remove_waiter(name, session, release_reason, cx);
+            self.drop_if_empty(name);
+        }
         for name in &s.held {
             self.release_holder(name, release_reason, delay_ms, cx);
         }
@@ -1329,13 +1329,20 @@ impl StateMachine {
             since_ms,
         });
         lock.value = value;
-        if let Some(s) = self.sessions.get_mut(&session) {
-            s.held.insert(name.to_owned());
-        }
+        let value = lock.value.clone();
+        let owner = match self.sessions.get_mut(&session) {
+            Some(s) => {
+                s.held.insert(name.to_owned());
+                s.owner.clone()
+            }
+            None => None,
+        };
         cx.events.push(Event::LockGranted {
             name: name.to_owned(),
             session,
             token,
+            owner,
+            value,
         });
         token
     }
@@ -1369,15 +1376,26 @@ impl StateMachine {
         (self.protocol >= PROTOCOL_V3).then_some(self.now_ms)
     }
 
-    /// Removes `session` from the queue of `name`, giving back the bytes
-    /// of the value its acquire carried.
-    fn remove_waiter(&mut self, name: &str, session: SessionId) {
+    /// Removes `session` from the queue of `name` for `reason`, giving
+    /// back the bytes of the value its acquire carried.
+    fn remove_waiter(
+        &mut self,
+        name: &str,
+        session: SessionId,
+        reason: ReleaseReason,
+        cx: &mut Cx,
+    ) {
         let removed = self
             .locks
             .get_mut(name)
             .and_then(|lock| lock.remove_waiter(session));
         if let Some(waiter) = removed {
             self.move_value_bytes(session, 0, waiter.value.len());
+            cx.events.push(Event::LockLeftQueue {
+                name: name.to_owned(),
+                session,
+                reason,
+            });
         }
     }
 
@@ -1463,6 +1481,7 @@ impl StateMachine {
             session: holder.session,
             token: holder.token,
             reason,
+            lock_delay_ms: delayed.then_some(delay_ms),
         });
         if !delayed {
             self.grant_next(name, cx);
@@ -1478,6 +1497,7 @@ impl StateMachine {
             self.delays.remove(&(until_ms, name.clone()));
             if let Some(lock) = self.locks.get_mut(&name) {
                 lock.delayed_until_ms = None;
+                cx.events.push(Event::LockDelayEnded { name: name.clone() });
             }
             self.grant_next(&name, cx);
         }
@@ -1552,9 +1572,15 @@ impl StateMachine {
             value,
         });
         let position = u32::try_from(lock.waiters.len()).unwrap_or(u32::MAX);
-        if let Some(s) = self.sessions.get_mut(&session) {
-            s.waiting.insert(name);
-        }
+        let owner = self.sessions.get_mut(&session).and_then(|s| {
+            s.waiting.insert(name.clone());
+            s.owner.clone()
+        });
+        cx.events.push(Event::LockQueued {
+            name,
+            session,
+            owner,
+        });
         Ok(Reply::Queued { position })
     }
 
@@ -1612,7 +1638,7 @@ impl StateMachine {
                 }
             }
             _ => {
-                self.remove_waiter(name, session);
+                self.remove_waiter(name, session, ReleaseReason::Cancelled, cx);
                 if let Some(s) = self.sessions.get_mut(&session) {
                     s.waiting.remove(name);
                 }

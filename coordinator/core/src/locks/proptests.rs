@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use proptest::prelude::*;
 
+use crate::lock_watch::{LockChange, LockHistory};
 use crate::locks::harness::Harness;
 use crate::locks::{
     ClientOp, Command, CommandKind, Config, Event, FencingToken, Output, Reply, RequestId,
@@ -255,7 +256,10 @@ proptest! {
                         }
                         terms.insert(ev.name.clone(), (ev.index, ev.term));
                     }
-                    Event::SessionEnded { .. } => {}
+                    Event::SessionEnded { .. }
+                    | Event::LockQueued { .. }
+                    | Event::LockLeftQueue { .. }
+                    | Event::LockDelayEnded { .. } => {}
                     Event::ElectionRemoved { name } => {
                         if let Some(last) = terms.remove(name) {
                             removed.insert(name.clone(), last);
@@ -265,6 +269,38 @@ proptest! {
             }
             for (name, token) in &held {
                 prop_assert_eq!(sm.holder(name).map(|h| h.token), Some(*token));
+            }
+        }
+    }
+
+    /// A lock watcher that saw every update from the start can rebuild
+    /// each lock exactly as the machine holds it: holder, queue in order,
+    /// and whether it is in lock-delay. Nothing changes a lock silently.
+    #[test]
+    fn lock_updates_rebuild_every_lock(
+        steps in prop::collection::vec(arb_step(), 1..120),
+        delay in prop_oneof![Just(0u64), Just(300u64)],
+    ) {
+        let mut sm = StateMachine::new(config(delay));
+        let mut driver = Driver::default();
+        let mut history = LockHistory::default();
+        let mut seen: BTreeMap<String, Watched> = BTreeMap::new();
+        for step in &steps {
+            let cmd = driver.command_for(&sm, step);
+            let out = sm.apply(1, cmd);
+            driver.observe(&out);
+            for update in history.record(out.revision, &out.events) {
+                prop_assert_eq!(update.index, out.revision);
+                let lock = seen.entry(update.name.clone()).or_default();
+                for change in &update.changes {
+                    lock.change(change).map_err(|e| {
+                        TestCaseError::fail(format!("{}: {e}: {change:?}", update.name))
+                    })?;
+                }
+            }
+            for (name, lock) in &seen {
+                let actual = sm.lock(name).map(Watched::of).unwrap_or_default();
+                prop_assert_eq!(lock, &actual, "lock {}", name);
             }
         }
     }
@@ -293,5 +329,66 @@ proptest! {
         let b = run(&mut restored, &mut driver2, &suffix, slot);
         prop_assert_eq!(a, b);
         prop_assert_eq!(original.snapshot().unwrap(), restored.snapshot().unwrap());
+    }
+}
+
+/// A lock as a watcher rebuilds it from its updates.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Watched {
+    holder: Option<(SessionId, FencingToken)>,
+    queue: std::collections::VecDeque<SessionId>,
+    delayed: bool,
+}
+
+impl Watched {
+    fn of(lock: &crate::locks::lock::Lock) -> Watched {
+        Watched {
+            holder: lock.holder.map(|h| (h.session, h.token)),
+            queue: lock.waiters.iter().map(|w| w.session).collect(),
+            delayed: lock.delayed_until_ms.is_some(),
+        }
+    }
+
+    /// Applies one change, refusing one the state before does not allow.
+    fn change(&mut self, change: &LockChange) -> Result<(), &'static str> {
+        match change {
+            LockChange::Granted { session, token, .. } => {
+                if self.holder.is_some() || self.delayed {
+                    return Err("granted while held or delayed");
+                }
+                // From the queue's front, or to an acquire nobody queued before.
+                if self.queue.front() == Some(session) {
+                    self.queue.pop_front();
+                } else if !self.queue.is_empty() {
+                    return Err("granted past the queue");
+                }
+                self.holder = Some((*session, *token));
+            }
+            LockChange::Released {
+                session,
+                token,
+                lock_delay_ms,
+                ..
+            } => {
+                if self.holder != Some((*session, *token)) {
+                    return Err("released a grant that was not current");
+                }
+                self.holder = None;
+                self.delayed = lock_delay_ms.is_some();
+            }
+            LockChange::Queued { session, .. } => self.queue.push_back(*session),
+            LockChange::LeftQueue { session, .. } => {
+                let at = self.queue.iter().position(|s| s == session);
+                let at = at.ok_or("left a queue it was not in")?;
+                self.queue.remove(at);
+            }
+            LockChange::DelayEnded => {
+                if !self.delayed {
+                    return Err("a delay ended that had not begun");
+                }
+                self.delayed = false;
+            }
+        }
+        Ok(())
     }
 }

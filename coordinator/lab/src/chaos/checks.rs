@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use paxlock::LeaderEvent;
+use paxlock::{LeaderEvent, LockEvent};
 
 use super::history::{event_term, History};
 use paxlock_sim::linearizability::{check_lock_history, Outcome, Verdict};
@@ -331,6 +331,179 @@ pub fn liveness(
     )
 }
 
+/// A lock as the runner's watch rebuilds it from its events.
+#[derive(Debug, Default)]
+struct WatchedLock {
+    holder: Option<(u64, u64)>,
+    queue: std::collections::VecDeque<u64>,
+    delayed: bool,
+}
+
+impl WatchedLock {
+    /// Applies one change; `Err` names a change the state before does not
+    /// allow (a change was missed or made up).
+    fn change(&mut self, event: &LockEvent) -> Result<(), String> {
+        match event {
+            LockEvent::Granted {
+                holder,
+                fencing_token,
+                ..
+            } => {
+                let session = holder.session_id;
+                if self.holder.is_some() || self.delayed {
+                    return Err(format!(
+                        "granted to session {session} while held ({:?}) or in lock-delay ({})",
+                        self.holder, self.delayed
+                    ));
+                }
+                match self.queue.front() {
+                    Some(&first) if first == session => {
+                        self.queue.pop_front();
+                    }
+                    None => {}
+                    Some(&first) => {
+                        return Err(format!(
+                            "granted to session {session} ahead of session {first} at the front of the queue"
+                        ))
+                    }
+                }
+                self.holder = Some((session, *fencing_token));
+            }
+            LockEvent::Released {
+                holder,
+                fencing_token,
+                lock_delay,
+                ..
+            } => {
+                if self.holder != Some((holder.session_id, *fencing_token)) {
+                    return Err(format!(
+                        "released session {}'s token {fencing_token} while the grant was {:?}",
+                        holder.session_id, self.holder
+                    ));
+                }
+                self.holder = None;
+                self.delayed = lock_delay.is_some();
+            }
+            LockEvent::Queued { session, .. } => self.queue.push_back(session.session_id),
+            LockEvent::LeftQueue { session, .. } => {
+                let at = self.queue.iter().position(|s| *s == session.session_id);
+                let at = at.ok_or_else(|| {
+                    format!("session {} left a queue it was not in", session.session_id)
+                })?;
+                self.queue.remove(at);
+            }
+            LockEvent::DelayEnded { .. } => {
+                if !self.delayed {
+                    return Err("a lock-delay ended that had not begun".into());
+                }
+                self.delayed = false;
+            }
+            LockEvent::Current { .. } | LockEvent::HistoryGone => {}
+        }
+        Ok(())
+    }
+}
+
+/// The runner's lock watches, through every fault: each event follows from
+/// the state before it (rebuilt from the first `Current`), indices never go
+/// back, tokens granted rise, and every grant a worker was told of is among
+/// the watch's grants unless it fell in a gap the watch was told of
+/// (`HistoryGone`, after a node restart cost it history).
+pub fn lock_watches(history: &History) -> Check {
+    let mut violation = None;
+    let (mut events, mut all_gaps, mut missed_in_gaps, mut taken) = (0, 0, 0, 0);
+    for (lock, watched) in &history.lock_watched {
+        let mut gaps = 0;
+        let mut state: Option<WatchedLock> = None;
+        let mut last_index = 0;
+        let mut last_token = 0;
+        let mut granted = std::collections::BTreeSet::new();
+        for event in watched {
+            events += 1;
+            if let Some(index) = event.index() {
+                if index < last_index && violation.is_none() {
+                    violation = Some(format!("{lock}: index {index} after {last_index}"));
+                }
+                last_index = last_index.max(index);
+            }
+            match event {
+                LockEvent::HistoryGone => {
+                    gaps += 1;
+                    state = None;
+                }
+                LockEvent::Current { lock: info, .. } => {
+                    state = Some(WatchedLock {
+                        holder: info
+                            .grant
+                            .as_ref()
+                            .map(|g| (g.holder.session_id, g.fencing_token)),
+                        queue: info.waiters.iter().map(|w| w.session.session_id).collect(),
+                        delayed: info.lock_delay_left.is_some(),
+                    });
+                }
+                change => {
+                    if let LockEvent::Granted {
+                        holder,
+                        fencing_token,
+                        ..
+                    } = change
+                    {
+                        if *fencing_token <= last_token && violation.is_none() {
+                            violation = Some(format!(
+                                "{lock}: token {fencing_token} granted after {last_token}"
+                            ));
+                        }
+                        last_token = last_token.max(*fencing_token);
+                        granted.insert((holder.session_id, *fencing_token));
+                    }
+                    if let LockEvent::Released {
+                        reason: paxlock::EndReason::ForceReleased,
+                        ..
+                    } = change
+                    {
+                        taken += 1;
+                    }
+                    let Some(s) = state.as_mut() else {
+                        if violation.is_none() {
+                            violation =
+                                Some(format!("{lock}: a change before any state: {change:?}"));
+                        }
+                        continue;
+                    };
+                    if let Err(e) = s.change(change) {
+                        violation.get_or_insert(format!("{lock}: {e}"));
+                    }
+                }
+            }
+        }
+        all_gaps += gaps;
+        for op in history.lock_ops.get(lock).into_iter().flatten() {
+            let Outcome::Granted { token } = op.outcome else {
+                continue;
+            };
+            if granted.contains(&(op.client, token)) {
+                continue;
+            }
+            if gaps > 0 {
+                missed_in_gaps += 1;
+            } else if violation.is_none() {
+                violation = Some(format!(
+                    "{lock}: session {} was granted token {token}, which its watch never showed",
+                    op.client
+                ));
+            }
+        }
+    }
+    Check::from(
+        "lock watches show every change in order",
+        violation,
+        format!(
+            "{events} events on {} locks; {all_gaps} history gaps announced ({missed_in_gaps} grants fell in them); {taken} force-releases seen",
+            history.lock_watched.len()
+        ),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -419,5 +592,95 @@ mod tests {
             value: b"other".to_vec(),
         });
         assert_eq!(elections(&rec.take(), &replay)[0].status, Status::Fail);
+    }
+
+    fn session(session_id: u64) -> paxlock::SessionRef {
+        paxlock::SessionRef {
+            session_id,
+            identity: "chaos".into(),
+        }
+    }
+
+    fn free_lock(index: u64) -> LockEvent {
+        let lock = paxlock::LockInfo {
+            name: "a".into(),
+            grant: None,
+            value: Vec::new(),
+            waiters: Vec::new(),
+            lock_delay_left: None,
+        };
+        LockEvent::Current { index, lock }
+    }
+
+    fn granted(index: u64, to: u64) -> LockEvent {
+        LockEvent::Granted {
+            index,
+            holder: session(to),
+            fencing_token: index,
+            value: Vec::new(),
+        }
+    }
+
+    fn released(index: u64, from: u64, token: u64) -> LockEvent {
+        LockEvent::Released {
+            index,
+            holder: session(from),
+            fencing_token: token,
+            reason: paxlock::EndReason::Released,
+            lock_delay: None,
+        }
+    }
+
+    /// Records `events` as lock `a`'s watch and `grants` (session, token)
+    /// as the workers' grants; returns the lock-watch check.
+    fn lock_watch_check(events: &[LockEvent], grants: &[(u64, u64)]) -> Check {
+        let rec = Recorder::new();
+        for event in events {
+            rec.lock_watched("a", event.clone());
+        }
+        for &(client, token) in grants {
+            let granted = Outcome::Granted { token };
+            rec.op(
+                "a",
+                client,
+                paxlock_sim::linearizability::Call::Acquire,
+                granted,
+                0,
+                Some(1),
+            );
+        }
+        lock_watches(&rec.take())
+    }
+
+    #[test]
+    fn a_lock_watch_that_skips_a_change_or_a_grant_fails() {
+        let whole = [
+            free_lock(1),
+            granted(2, 7),
+            released(3, 7, 2),
+            granted(5, 8),
+        ];
+        let check = lock_watch_check(&whole, &[(7, 2), (8, 5)]);
+        assert_eq!(check.status, Status::Pass, "{check:?}");
+        // The release was missed: the next grant finds the lock held.
+        let skipped = [free_lock(1), granted(2, 7), granted(5, 8)];
+        let check = lock_watch_check(&skipped, &[(7, 2), (8, 5)]);
+        assert_eq!(check.status, Status::Fail, "{check:?}");
+        // A grant a worker was told of never shown.
+        let check = lock_watch_check(&whole[..3], &[(7, 2), (8, 5)]);
+        assert_eq!(check.status, Status::Fail, "{check:?}");
+        // Unless the watch was told it had a gap.
+        let gap = [
+            free_lock(1),
+            granted(2, 7),
+            LockEvent::HistoryGone,
+            free_lock(6),
+        ];
+        let check = lock_watch_check(&gap, &[(7, 2), (8, 5)]);
+        assert_eq!(check.status, Status::Pass, "{check:?}");
+        // Indices never go back.
+        let back = [free_lock(4), granted(2, 7)];
+        let check = lock_watch_check(&back, &[(7, 2)]);
+        assert_eq!(check.status, Status::Fail, "{check:?}");
     }
 }

@@ -124,6 +124,8 @@ impl ChaosCluster {
             std::env::var("PAXLOCK_CHAOS_NODE_LOG").unwrap_or_else(|_| "info".to_string());
         let spec = ClusterSpec::with_nodes(dir, nodes)
             .clients(&["chaos"])
+            // The runner administers: it force-releases and revokes.
+            .admins(&["chaos"])
             .tables(LIMITS)
             .env("PAXLOCK_LOG", Some(&log_level))
             .startup_timeout(Duration::from_secs(60));

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 use std::time::Instant;
 
-use paxlock::LeaderEvent;
+use paxlock::{LeaderEvent, LockEvent};
 
 use paxlock_sim::linearizability::{Call, ClientId, Operation, Outcome};
 use paxlock_sim::resource::FencedResource;
@@ -59,6 +59,8 @@ pub struct History {
     pub campaigns: Vec<CampaignWon>,
     /// Per watcher, the events it received in order.
     pub watched: BTreeMap<usize, Vec<LeaderEvent>>,
+    /// Per lock, the events the runner's lock watch received in order.
+    pub lock_watched: BTreeMap<String, Vec<LockEvent>>,
     /// Operations by kind and outcome, for the summary.
     pub outcomes: BTreeMap<String, u64>,
 }
@@ -168,6 +170,29 @@ impl Recorder {
         self.with(|h| h.watched.entry(watcher).or_default().push(event));
     }
 
+    /// Records an event of `lock`'s watch.
+    pub fn lock_watched(&self, lock: &str, event: LockEvent) {
+        self.with(|h| {
+            h.lock_watched
+                .entry(lock.to_string())
+                .or_default()
+                .push(event)
+        });
+    }
+
+    /// The highest index `lock`'s watch has shown so far (0: none).
+    pub fn lock_watched_index(&self, lock: &str) -> u64 {
+        self.with(|h| {
+            h.lock_watched
+                .get(lock)
+                .into_iter()
+                .flatten()
+                .filter_map(paxlock::LockEvent::index)
+                .max()
+                .unwrap_or(0)
+        })
+    }
+
     /// The highest term a watcher has seen so far.
     pub fn watched_term(&self, watcher: usize) -> u64 {
         self.with(|h| {
@@ -178,19 +203,14 @@ impl Recorder {
         })
     }
 
+    /// The highest fencing token a client was told it holds of `lock`.
+    pub fn max_granted_token_of(&self, lock: &str) -> u64 {
+        self.with(|h| highest_grant(h.lock_ops.get(lock).into_iter().flatten()))
+    }
+
     /// The highest fencing token any client was told it holds.
     pub fn max_granted_token(&self) -> u64 {
-        self.with(|h| {
-            h.lock_ops
-                .values()
-                .flatten()
-                .filter_map(|o| match o.outcome {
-                    Outcome::Granted { token } => Some(token),
-                    _ => None,
-                })
-                .max()
-                .unwrap_or(0)
-        })
+        self.with(|h| highest_grant(h.lock_ops.values().flatten()))
     }
 
     /// Takes the history out for checking.
@@ -203,6 +223,16 @@ impl Default for Recorder {
     fn default() -> Self {
         Recorder::new()
     }
+}
+
+/// The highest token among `ops`' grants (0: none).
+fn highest_grant<'a>(ops: impl Iterator<Item = &'a Operation>) -> u64 {
+    ops.filter_map(|o| match o.outcome {
+        Outcome::Granted { token } => Some(token),
+        _ => None,
+    })
+    .max()
+    .unwrap_or(0)
 }
 
 /// The term an event carries (none for `HistoryGone`).

@@ -2,17 +2,21 @@
 //! process faults drawn from a seed, client workers recording every
 //! operation, and checks on what they saw — mutual exclusion at a fenced
 //! resource, linearizable lock histories, gap-free election terms seen by
-//! every watcher, nothing acknowledged lost across a whole-cluster crash,
-//! and liveness after healing.
+//! every watcher, lock watches that show every change, nothing
+//! acknowledged lost across a whole-cluster crash, and liveness after
+//! healing. Besides network and process faults, an administrator
+//! force-releases locks and revokes holders' sessions.
 //!
 //! Two networks: loopback with a UDP fault proxy in front of every node
 //! (drop, delay, duplicate, reorder, partitions), or `--netns`: one network
 //! namespace per node with its own address, partitions and loss made with
 //! iptables — the rehearsal of a cluster on three machines.
 
+mod admin;
 mod checks;
 mod cluster;
 mod history;
+mod lock_watches;
 mod netns;
 pub mod proxy;
 mod schedule;
@@ -176,6 +180,14 @@ async fn drive(args: &ChaosArgs, cluster: &mut ChaosCluster) -> anyhow::Result<V
         .acquire()
         .await
         .context("taking the durable lock")?;
+    // The administrator's own session: it never holds a worker lock.
+    let admin = Client::connect_with(
+        cluster.tls.clone(),
+        cluster.connect_options(Duration::from_secs(60)),
+    )
+    .await
+    .context("opening the administrator's session")?;
+    let watches = lock_watches::start(&probe, &ctx);
 
     let mut handles = Vec::new();
     for index in 0..args.workers {
@@ -195,7 +207,7 @@ async fn drive(args: &ChaosArgs, cluster: &mut ChaosCluster) -> anyhow::Result<V
         if started.elapsed() >= args.duration {
             break;
         }
-        let what = inject(cluster, &ctx, &episode).await?;
+        let what = inject(cluster, &ctx, &admin, &episode).await?;
         println!("[{:>6.1}s] {what}", started.elapsed().as_secs_f64());
         *injected.entry(episode.fault.kind()).or_default() += 1;
         tokio::time::sleep(episode.gap).await;
@@ -220,6 +232,17 @@ async fn drive(args: &ChaosArgs, cluster: &mut ChaosCluster) -> anyhow::Result<V
         .unwrap_or(0);
     ctx.watch_target.store(final_term.max(1), Ordering::Release);
     join(watchers, bound).await;
+    // Every worker is done (watchers' final acquires included).
+    let watches_caught_up = lock_watches::finish(&ctx, watches, Duration::from_secs(60)).await;
+    println!(
+        "[{:>6.1}s] lock watches {}",
+        started.elapsed().as_secs_f64(),
+        match watches_caught_up {
+            Some(took) => format!("caught up with the last grants in {took:.1?}"),
+            None => "still behind the last grants after 60 s".into(),
+        }
+    );
+    let _ = admin.close().await;
     println!(
         "[{:>6.1}s] workers done; {} leadership events, final term {final_term}",
         started.elapsed().as_secs_f64(),
@@ -243,6 +266,7 @@ async fn drive(args: &ChaosArgs, cluster: &mut ChaosCluster) -> anyhow::Result<V
     let mut checks = checks::fenced_resources(&history);
     checks.push(checks::grants(&history));
     checks.push(checks::linearizable(&history, args.check_steps));
+    checks.push(checks::lock_watches(&history));
     checks.extend(checks::elections(&history, &replay_before));
     checks.push(durability);
     let liveness = ctx
@@ -288,6 +312,7 @@ async fn resolve(cluster: &ChaosCluster, target: Target) -> u64 {
 async fn inject(
     cluster: &mut ChaosCluster,
     ctx: &WorkerCtx,
+    admin: &Client,
     episode: &Episode,
 ) -> anyhow::Result<String> {
     let block = LinkFaults {
@@ -362,6 +387,8 @@ async fn inject(
             ctx.pauses[*worker].store(ms, Ordering::Release);
             format!("worker {worker} will freeze for {length:?} while holding its next lock")
         }
+        Fault::ForceRelease(pick) => admin::force_release(ctx, admin, *pick).await,
+        Fault::Revoke(pick) => admin::revoke(ctx, admin, *pick).await,
     };
     Ok(what)
 }

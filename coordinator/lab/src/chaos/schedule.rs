@@ -49,6 +49,12 @@ pub enum Fault {
     /// A lock worker freezes (its whole runtime, keepalives included)
     /// between checking its lease and writing.
     PauseWorker(usize, Duration),
+    /// An administrator force-releases the grant it sees on one of the
+    /// workers' locks (the n-th, modulo their number).
+    ForceRelease(usize),
+    /// An administrator revokes the session of a lock holder it sees (the
+    /// n-th, modulo their number).
+    Revoke(usize),
 }
 
 impl Fault {
@@ -66,6 +72,8 @@ impl Fault {
             Fault::Kill(t, _) => format!("SIGKILL+restart {}", target(t)),
             Fault::Stop(t, d) => format!("SIGSTOP {} {}", target(t), pause_class(*d)),
             Fault::PauseWorker(..) => "worker paused past TTL".into(),
+            Fault::ForceRelease(_) => "admin: force-release".into(),
+            Fault::Revoke(_) => "admin: revoke a holder".into(),
         }
     }
 }
@@ -128,7 +136,7 @@ fn episode(rng: &mut SimRng, spec: &ScheduleSpec) -> Episode {
     let hold = ms(rng, 1_500, 5_000);
     let gap = ms(rng, 300, 1_500);
     let fault = loop {
-        let fault = match rng.index(10) {
+        let fault = match rng.index(12) {
             0..=2 => {
                 let Some(f) = link_fault(rng, spec) else {
                     continue;
@@ -172,13 +180,16 @@ fn episode(rng: &mut SimRng, spec: &ScheduleSpec) -> Episode {
                 };
                 Fault::Stop(pick_target(rng), length)
             }
-            _ => {
+            8 | 9 => {
                 if spec.lock_workers.is_empty() {
                     continue;
                 }
                 let worker = spec.lock_workers[rng.index(spec.lock_workers.len())];
                 Fault::PauseWorker(worker, ms(rng, 3_000, 5_000))
             }
+            10 if !spec.lock_workers.is_empty() => Fault::ForceRelease(rng.index(64)),
+            _ if !spec.lock_workers.is_empty() => Fault::Revoke(rng.index(64)),
+            _ => continue,
         };
         break fault;
     };
@@ -275,6 +286,8 @@ mod tests {
             "SIGSTOP leader > election timeout",
             "SIGSTOP follower > client TTL",
             "worker paused past TTL",
+            "admin: force-release",
+            "admin: revoke a holder",
         ] {
             assert!(kinds.contains(kind), "{kind} missing from {kinds:?}");
         }

@@ -199,7 +199,7 @@ async fn end_session(ctx: &WorkerCtx, conn: Conn) {
 }
 
 /// A short name for an error, for the summary's counts.
-fn kind(e: &Error) -> String {
+pub fn kind(e: &Error) -> String {
     match e {
         Error::Server { code, .. } => format!("{code:?}"),
         Error::Unreachable { .. } => "unreachable".into(),
