@@ -256,15 +256,17 @@ impl LockHistory {
         *self = LockHistory::bounded(revision, self.max_changes, self.max_bytes);
     }
 
-    /// Records the updates of one applied command (see [`updates`]) and
-    /// returns them, for live watchers. The oldest updates go first when
-    /// a bound is passed; the history is then complete only after them.
-    pub fn record(&mut self, index: u64, events: &[Event]) -> Vec<LockUpdate> {
+    /// Records the updates of one applied command (see [`updates`]) and,
+    /// if `live` (someone watches a lock here), returns copies for the
+    /// live watchers. The oldest updates go first when a bound is passed;
+    /// the history is then complete only after them.
+    pub fn record(&mut self, index: u64, events: &[Event], live: bool) -> Vec<LockUpdate> {
         let new = updates(index, events);
-        for update in &new {
+        let copies = if live { new.clone() } else { Vec::new() };
+        for update in new {
             self.changes += update.changes.len();
             self.bytes += update.bytes();
-            self.updates.push_back(update.clone());
+            self.updates.push_back(update);
         }
         while self.changes > self.max_changes || self.bytes > self.max_bytes {
             let Some(oldest) = self.updates.pop_front() else {
@@ -276,7 +278,7 @@ impl LockHistory {
                 self.complete_after = self.complete_after.max(oldest.index);
             }
         }
-        new
+        copies
     }
 
     /// Every update of `name` with an index above `after`, oldest first;
@@ -356,7 +358,7 @@ mod tests {
 
         /// What `out` (just applied) did, recorded.
         fn record(&mut self, out: &Output) -> Vec<LockUpdate> {
-            self.history.record(self.h.sm.revision(), &out.events)
+            self.history.record(self.h.sm.revision(), &out.events, true)
         }
 
         fn acquire(&mut self, s: SessionId, name: &str, value: Vec<u8>) -> Vec<LockUpdate> {

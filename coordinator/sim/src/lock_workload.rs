@@ -1231,7 +1231,8 @@ impl LockSim {
         let lock_updates = {
             let n = &mut self.nodes[node];
             n.app.role.applied(&n.app.machine, &out, Nanos(local));
-            n.app.lock_history.record(out.revision, &out.events)
+            // The first replica's copies are the run's record.
+            n.app.lock_history.record(out.revision, &out.events, first)
         };
         if first {
             for update in lock_updates {

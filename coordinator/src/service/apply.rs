@@ -78,10 +78,11 @@ impl Application for LockApplication {
                 let output = machine.apply(entry.slot.0, proposal.command);
                 // Recorded while the machine is held, so a watch that reads
                 // the state finds every change before it in the history.
-                let lock_updates = self
-                    .shared
-                    .lock_history()
-                    .record(output.revision, &output.events);
+                let live = self.shared.lock_watches_open();
+                let lock_updates =
+                    self.shared
+                        .lock_history()
+                        .record(output.revision, &output.events, live);
                 self.shared
                     .role()
                     .applied(&machine, &output, self.clock.now());

@@ -25,8 +25,9 @@ pub async fn stream(
     after_index: u64,
     out: mpsc::Sender<LockWatchEvent>,
 ) {
-    // Subscribe before reading the state or the history, so nothing falls
-    // between the two.
+    // Counted open, then subscribed, before reading the state or the
+    // history, so nothing falls between them.
+    let _open = shared.lock_watch_open();
     let live = shared.subscribe_lock(&name);
     let watch = Watch {
         shared,
@@ -236,9 +237,11 @@ mod tests {
         let (output, updates) = {
             let mut machine = shared.machine();
             let output = machine.apply(slot, Command { at_ms: 0, kind });
-            let updates = shared
-                .lock_history()
-                .record(output.revision, &output.events);
+            let updates = shared.lock_history().record(
+                output.revision,
+                &output.events,
+                shared.lock_watches_open(),
+            );
             (output, updates)
         };
         shared.publish_lock_updates(updates);

@@ -55,6 +55,9 @@ pub struct Shared {
     pub watchers: DashMap<String, broadcast::Sender<ElectionEvent>>,
     /// Lock → live watchers.
     pub lock_watchers: DashMap<String, broadcast::Sender<LockUpdate>>,
+    /// Lock watches open on this node: while none is, applied changes
+    /// are only recorded, never copied for broadcast.
+    lock_watches: AtomicUsize,
     /// The recent changes to every lock, for lock watches that resume.
     /// Written only while the machine's lock is held (so it always covers
     /// what the machine shows); taken after it, never before.
@@ -135,6 +138,7 @@ impl Shared {
             waiting: AtomicUsize::new(0),
             watchers: DashMap::new(),
             lock_watchers: DashMap::new(),
+            lock_watches: AtomicUsize::new(0),
             lock_history: Mutex::new(LockHistory::default()),
             role: Mutex::new(LeaderRole::default()),
             proposing_bytes: std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_PROPOSING_BYTES)),
@@ -262,17 +266,43 @@ impl Shared {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// Whether any lock watch is open on this node.
+    pub fn lock_watches_open(&self) -> bool {
+        self.lock_watches.load(Ordering::Acquire) > 0
+    }
+
+    /// Counts a lock watch as open until the guard is dropped. Take it
+    /// before subscribing and reading the history: every change applied
+    /// from then on is copied for broadcast, and every one before is in
+    /// the history.
+    pub fn lock_watch_open(&self) -> LockWatchOpen<'_> {
+        self.lock_watches.fetch_add(1, Ordering::AcqRel);
+        // An apply that saw no watch open holds the machine until it has
+        // recorded its changes; once past it, the next sees this one.
+        drop(self.machine());
+        LockWatchOpen { shared: self }
+    }
+
     /// Sends `updates` to the live watchers of their locks. Call without
     /// the machine's lock held.
     pub fn publish_lock_updates(&self, updates: Vec<LockUpdate>) {
-        if self.lock_watchers.is_empty() {
-            return;
-        }
         for update in updates {
             if let Some(tx) = self.lock_watchers.get(&update.name) {
                 let _ = tx.send(update);
             }
         }
+    }
+}
+
+/// An open lock watch, counted by [`Shared::lock_watch_open`].
+#[derive(Debug)]
+pub struct LockWatchOpen<'a> {
+    shared: &'a Shared,
+}
+
+impl Drop for LockWatchOpen<'_> {
+    fn drop(&mut self) {
+        self.shared.lock_watches.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

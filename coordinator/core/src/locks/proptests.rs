@@ -289,7 +289,7 @@ proptest! {
             let cmd = driver.command_for(&sm, step);
             let out = sm.apply(1, cmd);
             driver.observe(&out);
-            for update in history.record(out.revision, &out.events) {
+            for update in history.record(out.revision, &out.events, true) {
                 prop_assert_eq!(update.index, out.revision);
                 let lock = seen.entry(update.name.clone()).or_default();
                 for change in &update.changes {
