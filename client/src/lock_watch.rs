@@ -123,8 +123,11 @@ impl LockEvent {
 #[derive(Debug)]
 pub struct LockWatch {
     name: String,
-    /// Every change up to this index has been delivered (or queued).
+    /// Every change up to this index has been read (and delivered, or
+    /// queued in `ready`).
     last_index: u64,
+    /// Every change up to this index has been delivered.
+    delivered: u64,
     /// Changes read and not yet delivered: one frame holds all of one
     /// command's.
     ready: VecDeque<LockEvent>,
@@ -138,13 +141,15 @@ impl Client {
         self.watch_lock_after(name, 0)
     }
 
-    /// Watches lock `name` from after `index` (a `LockEvent`'s, from an
-    /// earlier watch): every change since, if the node has them all,
-    /// otherwise `HistoryGone` and the state now. 0: as `watch_lock`.
+    /// Watches lock `name` from after `index` (an earlier watch's
+    /// [`LockWatch::resume_point`]): every change since, if the node has
+    /// them all, otherwise `HistoryGone` and the state now. 0: as
+    /// `watch_lock`.
     pub fn watch_lock_after(&self, name: impl Into<String>, index: u64) -> LockWatch {
         LockWatch {
             name: name.into(),
             last_index: index,
+            delivered: index,
             ready: VecDeque::new(),
             stream: WatchStream::new(self.clone()),
         }
@@ -159,6 +164,9 @@ impl LockWatch {
     pub async fn next(&mut self) -> Result<LockEvent, Error> {
         loop {
             if let Some(event) = self.ready.pop_front() {
+                if self.ready.is_empty() {
+                    self.delivered = self.last_index;
+                }
                 return Ok(event);
             }
             let open = || {
@@ -170,7 +178,18 @@ impl LockWatch {
             let frame: LockWatchEvent = self.stream.next(open).await?;
             self.last_index = self.last_index.max(frame.index);
             self.ready.extend(events(frame));
+            if self.ready.is_empty() {
+                self.delivered = self.last_index;
+            }
         }
+    }
+
+    /// Where a new watch ([`Client::watch_lock_after`]) resumes without
+    /// missing or repeating a change this one delivered. One command's
+    /// changes share an index, so this stays at the previous index until
+    /// the last of them has been delivered.
+    pub fn resume_point(&self) -> u64 {
+        self.delivered
     }
 }
 

@@ -467,6 +467,8 @@ fn a_lock_watch_shows_every_change_in_order_across_a_leader_failure() -> TestRes
             "{indices:?}"
         );
 
+        // Everything delivered: a new watch would resume after the last.
+        assert_eq!(watch.resume_point(), indices[4]);
         // Resumed after the first grant: exactly what followed it.
         let mut resumed = admin.watch_lock_after("watched/x", indices[0]);
         assert_eq!(next_events(&mut resumed, 4).await?, events[1..].to_vec());

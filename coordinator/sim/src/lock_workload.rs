@@ -1540,7 +1540,6 @@ impl LockSim {
         Ok(())
     }
 
-    /// Run-wide checks on the first application of each command.
     /// Resumes a lock watch on `node` from its history, as a client that
     /// moved there would: at most every fifth apply (by revision, so that
     /// no random draw shifts the run), after one of a lock's changes (or
@@ -1592,6 +1591,7 @@ impl LockSim {
         Ok(())
     }
 
+    /// Run-wide checks on the first application of each command.
     fn canonical(
         &mut self,
         slot: Slot,

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use paxlock::proto::{self, request::Op, response, ErrorCode, Response};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use crate::bounded;
@@ -32,6 +32,7 @@ use crate::transport::lanes::{self, Lanes, PeerOutboxReceiver};
 use crate::transport::peer::{PeerLink, PeerSender, Sent};
 use crate::transport::peer_version::PeerVersions;
 use crate::transport::revocation;
+use crate::transport::watch_queue::WatchSender;
 use crate::transport::{Handlers, NodeEndpoint, TlsMaterial, TransportError, TransportMetrics};
 use clock::NodeClock;
 use driver::{Application, DriverHandle, DriverInput, DriverStatus, Durability};
@@ -658,7 +659,7 @@ impl ClientService for NodeService {
         &self,
         request: proto::Request,
         caller: &Identity,
-        events: mpsc::Sender<proto::WatchEvent>,
+        events: WatchSender<proto::WatchEvent>,
     ) {
         // Dropping `events` (draining, or no lock service) ends the stream.
         if self.draining() || !self.serves_locks {
@@ -687,7 +688,7 @@ impl ClientService for NodeService {
         &self,
         request: proto::Request,
         caller: &Identity,
-        events: mpsc::Sender<proto::LockWatchEvent>,
+        events: WatchSender<proto::LockWatchEvent>,
     ) {
         if self.draining() || !self.serves_locks {
             return;

@@ -7,7 +7,9 @@
 use paxlock::proto::{self, lock_change, lock_watch_event::Kind, LockWatchEvent};
 use paxlock_core::inspect::Member;
 use paxlock_core::lock_watch::{LockChange, LockUpdate};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::broadcast;
+
+use crate::transport::watch_queue::WatchSender;
 
 use super::inspect::{lock_info, session_ref};
 use super::state::Shared;
@@ -23,7 +25,7 @@ pub async fn stream(
     caller: &Identity,
     name: String,
     after_index: u64,
-    out: mpsc::Sender<LockWatchEvent>,
+    out: WatchSender<LockWatchEvent>,
 ) {
     // Counted open, then subscribed, before reading the state or the
     // history, so nothing falls between them.
@@ -47,7 +49,7 @@ struct Watch<'a> {
     shared: &'a Shared,
     caller: &'a Identity,
     name: &'a str,
-    out: &'a mpsc::Sender<LockWatchEvent>,
+    out: &'a WatchSender<LockWatchEvent>,
 }
 
 impl Watch<'_> {
@@ -227,6 +229,7 @@ mod tests {
 
     use super::*;
     use crate::locks::{ClientOp, Command, CommandKind, Config, Reply};
+    use crate::transport::watch_queue::WatchReceiver;
     use paxlock_core::access::{AccessRule, AccessRules, Permission};
 
     const WITHIN: Duration = Duration::from_secs(5);
@@ -261,15 +264,28 @@ mod tests {
             wait: true,
             value: Vec::new(),
         };
-        CommandKind::client_op(session, request_id, op)
+        acknowledged(session, request_id, op)
+    }
+
+    /// `op` as request `request_id` of `session`, which has seen every
+    /// answer before it.
+    fn acknowledged(session: u64, request_id: u64, op: ClientOp) -> CommandKind {
+        CommandKind::Client {
+            session: crate::locks::SessionId(session),
+            request_id: crate::locks::RequestId(request_id),
+            ack_below: crate::locks::RequestId(request_id),
+            waiting: Vec::new(),
+            op,
+        }
     }
 
     /// Identity `w`'s watch of lock `x` after `after`: its task and frames.
     fn watch(
         shared: &Arc<Shared>,
         after: u64,
-    ) -> (tokio::task::JoinHandle<()>, mpsc::Receiver<LockWatchEvent>) {
-        let (tx, rx) = mpsc::channel(8);
+    ) -> (tokio::task::JoinHandle<()>, WatchReceiver<LockWatchEvent>) {
+        let budget = std::sync::Arc::new(tokio::sync::Semaphore::new(1 << 24));
+        let (tx, rx) = crate::transport::watch_queue::watch_queue(budget);
         let shared = shared.clone();
         let task = tokio::spawn(async move {
             stream(&shared, &Identity("w".into()), "x".into(), after, tx).await
@@ -277,7 +293,7 @@ mod tests {
         (task, rx)
     }
 
-    async fn next(rx: &mut mpsc::Receiver<LockWatchEvent>) -> LockWatchEvent {
+    async fn next(rx: &mut WatchReceiver<LockWatchEvent>) -> LockWatchEvent {
         tokio::time::timeout(WITHIN, rx.recv())
             .await
             .expect("a frame in time")
@@ -315,6 +331,49 @@ mod tests {
         drop(rx);
         tokio::time::timeout(WITHIN, task).await.unwrap().unwrap();
         assert!(!shared.lock_watchers.contains_key("x"));
+    }
+
+    /// A watcher that reads nothing while 200 changes are applied falls
+    /// behind its queue and its live channel; read again, it gets every
+    /// change in order, none missing or repeated (filled in from the
+    /// history).
+    #[tokio::test]
+    async fn a_watch_that_fell_behind_catches_up_without_a_gap() {
+        let shared = Arc::new(Shared::new(1, Config::default()));
+        let a = open(&shared, 1);
+        let (_task, mut rx) = watch(&shared, 0);
+        assert_eq!(next(&mut rx).await.kind(), Kind::Current);
+        let mut slot = 2;
+        for round in 0..100 {
+            let request = 2 * round + 1;
+            let token = match apply(&shared, slot, acquire(a, request)) {
+                Some(Reply::Granted { token }) => token,
+                other => panic!("{other:?}"),
+            };
+            let release = ClientOp::Release {
+                name: "x".into(),
+                token,
+            };
+            let release = acknowledged(a, request + 1, release);
+            assert_eq!(apply(&shared, slot + 1, release), Some(Reply::Released));
+            slot += 2;
+            // Let the watch task run: it fills its queue, then lags.
+            tokio::task::yield_now().await;
+        }
+        let last = shared.machine().revision();
+        let mut kinds = Vec::new();
+        let mut index = 0;
+        while index < last {
+            let frame = next(&mut rx).await;
+            assert_eq!(frame.kind(), Kind::Changed, "{frame:?}");
+            assert!(frame.index > index, "{} after {index}", frame.index);
+            index = frame.index;
+            kinds.extend(frame.changes.iter().map(|c| c.kind()));
+        }
+        let expected: Vec<lock_change::Kind> = (0..100)
+            .flat_map(|_| [lock_change::Kind::Granted, lock_change::Kind::Released])
+            .collect();
+        assert_eq!(kinds, expected);
     }
 
     /// A rule change applied while a lock watch runs counts for its next

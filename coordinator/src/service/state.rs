@@ -21,6 +21,11 @@ use paxlock_core::waiters::{self, Own, WaitFor, WaiterBook, WaiterId, WaiterKey,
 /// further behind is told history is gone and resumes from the machine.
 pub const WATCH_BUFFER: usize = 256;
 
+/// Bound on buffered updates per watched lock: a watcher that falls
+/// further behind catches up from the node's lock history. Small, because
+/// one update may carry two 64 KiB values.
+pub const LOCK_WATCH_BUFFER: usize = 16;
+
 /// Most bytes of commands this node's request handlers may have proposed
 /// and not yet seen applied or refused: the consensus loop's inbox, the
 /// core's proposal queue and the slots in flight hold at most this much of
@@ -250,12 +255,12 @@ impl Shared {
 
     /// A receiver of `election`'s future events.
     pub fn subscribe(&self, election: &str) -> broadcast::Receiver<ElectionEvent> {
-        subscribe(&self.watchers, election)
+        subscribe(&self.watchers, election, WATCH_BUFFER)
     }
 
     /// A receiver of lock `name`'s future updates.
     pub fn subscribe_lock(&self, name: &str) -> broadcast::Receiver<LockUpdate> {
-        subscribe(&self.lock_watchers, name)
+        subscribe(&self.lock_watchers, name, LOCK_WATCH_BUFFER)
     }
 
     /// The node's lock history, for a short read or for recording. Take
@@ -307,14 +312,15 @@ impl Drop for LockWatchOpen<'_> {
 }
 
 /// A receiver of `name`'s future events in `watchers`, made on first use
-/// (the last watch of a name removes it).
+/// with room for `buffer` events (the last watch of a name removes it).
 fn subscribe<E: Clone>(
     watchers: &DashMap<String, broadcast::Sender<E>>,
     name: &str,
+    buffer: usize,
 ) -> broadcast::Receiver<E> {
     watchers
         .entry(name.to_string())
-        .or_insert_with(|| broadcast::channel(WATCH_BUFFER).0)
+        .or_insert_with(|| broadcast::channel(buffer).0)
         .subscribe()
 }
 

@@ -2,7 +2,9 @@
 //! silent gap. (Lock watches: [`super::lock_watch`].)
 
 use paxlock::proto::{self, watch_event::Kind, WatchEvent};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::broadcast;
+
+use crate::transport::watch_queue::WatchSender;
 
 use super::access;
 use super::state::Shared;
@@ -39,7 +41,7 @@ pub async fn stream(
     caller: &Identity,
     election: String,
     start: Start,
-    out: mpsc::Sender<WatchEvent>,
+    out: WatchSender<WatchEvent>,
 ) {
     // Subscribe before reading history so nothing falls between the two.
     let live = shared.subscribe(&election);
@@ -62,7 +64,7 @@ struct Watcher<'a> {
     shared: &'a Shared,
     caller: &'a Identity,
     election: &'a str,
-    out: &'a mpsc::Sender<WatchEvent>,
+    out: &'a WatchSender<WatchEvent>,
 }
 
 impl Watcher<'_> {
@@ -152,7 +154,7 @@ async fn catch_up(
     shared: &Shared,
     election: &str,
     last: &mut u64,
-    out: &mpsc::Sender<WatchEvent>,
+    out: &WatchSender<WatchEvent>,
 ) -> bool {
     let history = shared
         .machine()
@@ -247,6 +249,7 @@ mod tests {
 
     use super::*;
     use crate::locks::{ClientOp, Command, CommandKind, Config, Event, Reply};
+    use crate::transport::watch_queue::WatchReceiver;
 
     /// Applies `kind` at `slot` and broadcasts its election events, as the
     /// apply loop does.
@@ -265,8 +268,9 @@ mod tests {
     /// Identity `w`'s watch of election `e` from now: its task and events.
     fn watch_now(
         shared: &std::sync::Arc<Shared>,
-    ) -> (tokio::task::JoinHandle<()>, mpsc::Receiver<WatchEvent>) {
-        let (tx, rx) = mpsc::channel(8);
+    ) -> (tokio::task::JoinHandle<()>, WatchReceiver<WatchEvent>) {
+        let budget = std::sync::Arc::new(tokio::sync::Semaphore::new(1 << 24));
+        let (tx, rx) = crate::transport::watch_queue::watch_queue(budget);
         let shared = shared.clone();
         let watcher = Identity("w".into());
         let task =

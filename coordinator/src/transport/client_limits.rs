@@ -54,6 +54,10 @@ pub struct ClientLimits {
     /// Client handshakes begun per second (a bucket of as many); more are
     /// turned away.
     pub handshakes_per_second: u32,
+    /// Bytes of watch frames queued and not yet written, all watches
+    /// together (each stream at most `watch_queue::STREAM_BYTES`); a watch
+    /// with no room waits.
+    pub watch_budget_bytes: usize,
 }
 
 impl ClientLimits {
@@ -73,6 +77,7 @@ impl ClientLimits {
             reading_budget_bytes: 64 * 1024 * 1024,
             max_handshakes_in_progress: 64,
             handshakes_per_second: clients.handshakes_per_second,
+            watch_budget_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -145,6 +150,7 @@ pub struct ClientGate {
     refusals_log: LogLimiter,
     revocations: RevocationWatch,
     handshakes: Arc<Semaphore>,
+    watch_bytes: Arc<Semaphore>,
     bucket: std::sync::Mutex<Bucket>,
     peers: std::collections::HashSet<std::net::SocketAddr>,
 }
@@ -168,6 +174,13 @@ impl ClientGate {
             .min(Semaphore::MAX_PERMITS);
         ClientGate {
             handshakes: Arc::new(Semaphore::new(limits.max_handshakes_in_progress)),
+            // Room for at least one stream's frames, or a large one would
+            // wait forever.
+            watch_bytes: Arc::new(Semaphore::new(
+                limits
+                    .watch_budget_bytes
+                    .clamp(super::watch_queue::STREAM_BYTES, Semaphore::MAX_PERMITS),
+            )),
             bucket: std::sync::Mutex::new(Bucket {
                 tokens: f64::from(limits.handshakes_per_second),
                 refilled: std::time::Instant::now(),
@@ -217,6 +230,11 @@ impl ClientGate {
             gate: self.clone(),
             identity: identity.0.clone(),
         })
+    }
+
+    /// The budget of bytes all watch streams' queued frames share.
+    pub fn watch_budget(&self) -> Arc<Semaphore> {
+        self.watch_bytes.clone()
     }
 
     /// Waits for room to read a body of `bytes`; the room is given back

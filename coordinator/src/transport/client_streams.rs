@@ -13,16 +13,13 @@ use std::sync::Arc;
 
 use paxlock::proto::{request::Op, LockWatchEvent, Request, Response, WatchEvent};
 use paxlock::wire::{read_frame_body, read_frame_header, write_frame, FrameError};
-use tokio::sync::mpsc;
 use tracing::debug;
 
 use super::client_limits::ClientGate;
 use super::metrics::TransportMetrics;
 use super::revocation::{ClientCertificate, Revocations};
+use super::watch_queue::{watch_queue, WatchReceiver, WatchSender};
 use crate::locks::Identity;
-
-/// Bound on watch events queued for one stream.
-pub const WATCH_STREAM_QUEUE: usize = 64;
 
 /// What answers clients: the node implements it, and the transport calls
 /// it on each request stream's own task, so a request and its answer take
@@ -37,9 +34,9 @@ pub trait ClientService: Send + Sync + 'static {
     ) -> Pin<Box<dyn Future<Output = Response> + Send + 'a>>;
     /// Starts a `Watch` from `caller`: events go to `events` until either
     /// side drops it (dropping it at once refuses the watch).
-    fn watch(&self, request: Request, caller: &Identity, events: mpsc::Sender<WatchEvent>);
+    fn watch(&self, request: Request, caller: &Identity, events: WatchSender<WatchEvent>);
     /// Starts a `WatchLock` from `caller`, as `watch` does.
-    fn watch_lock(&self, request: Request, caller: &Identity, events: mpsc::Sender<LockWatchEvent>);
+    fn watch_lock(&self, request: Request, caller: &Identity, events: WatchSender<LockWatchEvent>);
 }
 
 /// Accepts request streams on `connection` until it closes, handing every
@@ -163,13 +160,13 @@ async fn serve_stream(
     };
     match request.op {
         Some(Op::Watch(_)) => {
-            let (events_tx, events) = mpsc::channel(WATCH_STREAM_QUEUE);
+            let (events_tx, events) = watch_queue(gate.watch_budget());
             service.watch(request, &caller, events_tx);
             stream_frames(send, events).await;
             return;
         }
         Some(Op::WatchLock(_)) => {
-            let (events_tx, events) = mpsc::channel(WATCH_STREAM_QUEUE);
+            let (events_tx, events) = watch_queue(gate.watch_budget());
             service.watch_lock(request, &caller, events_tx);
             stream_frames(send, events).await;
             return;
@@ -217,7 +214,7 @@ async fn read_request(
 /// (drops its sender) or the client stops reading.
 async fn stream_frames<M: prost::Message>(
     mut send: quinn::SendStream,
-    mut events: mpsc::Receiver<M>,
+    mut events: WatchReceiver<M>,
 ) {
     loop {
         tokio::select! {

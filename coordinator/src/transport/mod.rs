@@ -12,6 +12,7 @@ pub mod peer;
 pub mod peer_version;
 pub mod revocation;
 pub mod tls;
+pub mod watch_queue;
 
 pub use endpoint::{Handlers, NodeEndpoint};
 pub use metrics::TransportMetrics;
