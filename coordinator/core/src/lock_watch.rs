@@ -18,7 +18,8 @@
 //! [`MAX_HISTORY_BYTES`] bytes, from when it started (or last installed a
 //! snapshot). Both the node's apply loop and the simulator drive it.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 
 use thiserror::Error;
 
@@ -135,17 +136,23 @@ pub struct LockHistoryGone {
 /// revision after the command.
 pub fn updates(index: u64, events: &[Event]) -> Vec<LockUpdate> {
     let mut out: Vec<LockUpdate> = Vec::new();
+    // Lock -> its update in `out`: one command may change thousands (an
+    // expiry of a session holding many, a tick ending many lock-delays).
+    let mut at: HashMap<&str, usize> = HashMap::new();
     for event in events {
         let Some((name, change)) = change_of(event) else {
             continue;
         };
-        match out.iter_mut().find(|u| u.name == name) {
-            Some(update) => update.changes.push(change),
-            None => out.push(LockUpdate {
-                name: name.to_owned(),
-                index,
-                changes: vec![change],
-            }),
+        match at.get(name) {
+            Some(&i) => out[i].changes.push(change),
+            None => {
+                at.insert(name, out.len());
+                out.push(LockUpdate {
+                    name: name.to_owned(),
+                    index,
+                    changes: vec![change],
+                });
+            }
         }
     }
     out
@@ -214,9 +221,11 @@ fn change_of(event: &Event) -> Option<(&str, LockChange)> {
 }
 
 /// A node's recent lock updates, oldest first, bounded in count and bytes.
+/// Updates are shared (`Arc`) with the watches that send them, so a
+/// watch catching up or a live channel copies no value.
 #[derive(Debug, Clone)]
 pub struct LockHistory {
-    updates: VecDeque<LockUpdate>,
+    updates: VecDeque<Arc<LockUpdate>>,
     changes: usize,
     bytes: usize,
     /// Every update with a higher index is kept (or was never made).
@@ -260,12 +269,15 @@ impl LockHistory {
     /// if `live` (someone watches a lock here), returns copies for the
     /// live watchers. The oldest updates go first when a bound is passed;
     /// the history is then complete only after them.
-    pub fn record(&mut self, index: u64, events: &[Event], live: bool) -> Vec<LockUpdate> {
-        let new = updates(index, events);
-        let copies = if live { new.clone() } else { Vec::new() };
-        for update in new {
+    pub fn record(&mut self, index: u64, events: &[Event], live: bool) -> Vec<Arc<LockUpdate>> {
+        let mut copies = Vec::new();
+        for update in updates(index, events) {
             self.changes += update.changes.len();
             self.bytes += update.bytes();
+            let update = Arc::new(update);
+            if live {
+                copies.push(update.clone());
+            }
             self.updates.push_back(update);
         }
         while self.changes > self.max_changes || self.bytes > self.max_bytes {
@@ -283,7 +295,7 @@ impl LockHistory {
 
     /// Every update of `name` with an index above `after`, oldest first;
     /// [`LockHistoryGone`] if this node may not have them all.
-    pub fn since(&self, name: &str, after: u64) -> Result<Vec<LockUpdate>, LockHistoryGone> {
+    pub fn since(&self, name: &str, after: u64) -> Result<Vec<Arc<LockUpdate>>, LockHistoryGone> {
         if after < self.complete_after {
             return Err(LockHistoryGone {
                 requested: after,
@@ -357,11 +369,11 @@ mod tests {
         }
 
         /// What `out` (just applied) did, recorded.
-        fn record(&mut self, out: &Output) -> Vec<LockUpdate> {
+        fn record(&mut self, out: &Output) -> Vec<Arc<LockUpdate>> {
             self.history.record(self.h.sm.revision(), &out.events, true)
         }
 
-        fn acquire(&mut self, s: SessionId, name: &str, value: Vec<u8>) -> Vec<LockUpdate> {
+        fn acquire(&mut self, s: SessionId, name: &str, value: Vec<u8>) -> Vec<Arc<LockUpdate>> {
             let op = ClientOp::Acquire {
                 name: name.into(),
                 wait: true,
@@ -371,7 +383,7 @@ mod tests {
             self.record(&out)
         }
 
-        fn apply(&mut self, kind: CommandKind) -> Vec<LockUpdate> {
+        fn apply(&mut self, kind: CommandKind) -> Vec<Arc<LockUpdate>> {
             let out = self.h.apply(kind);
             self.record(&out)
         }

@@ -59,9 +59,13 @@ pub enum Call {
         /// while) rather than closed.
         expired: bool,
     },
-    /// An administrator force-released the client's grant (at the instant
-    /// a replica applied it): as an expiry, for this lock only.
-    ForceReleased,
+    /// An administrator force-released the client's grant with this token
+    /// (the force-release names the grant it takes): as an expiry, for
+    /// this lock only. Observed (`Ended`), the client held that grant.
+    ForceReleased {
+        /// The grant taken.
+        token: u64,
+    },
 }
 
 /// What the client observed.
@@ -232,11 +236,18 @@ impl Model {
                     _ => {}
                 }
             }
-            Call::EndSession { .. } | Call::ForceReleased => {
-                let expired = match call {
-                    Call::EndSession { expired } => expired,
-                    _ => true,
-                };
+            Call::ForceReleased { token } => {
+                // Only the grant with `token` can be taken; taken, the lock
+                // waits out a delay as after an expiry.
+                if matches!(outcome, Outcome::Ended | Outcome::Unknown) {
+                    if let Some(mut m) = mine.and_then(|(_, tok)| self.learn(client, tok, token)) {
+                        m.holder = None;
+                        m.delayed = true;
+                        next.push(m);
+                    }
+                }
+            }
+            Call::EndSession { expired } => {
                 if matches!(outcome, Outcome::Ended | Outcome::Unknown) {
                     if mine.is_some() {
                         next.push(Model {

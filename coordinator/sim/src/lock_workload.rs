@@ -36,6 +36,7 @@
 //! acknowledge by the client rules' [`acknowledgement`].
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
 use std::time::Duration;
 
 use paxlock_client_rules::ack::{acknowledgement, MAX_RENUMBERED_SENDS};
@@ -858,7 +859,7 @@ pub(crate) struct Locks {
     dead_since: BTreeMap<(String, u64), u64>,
     /// Lock -> every change the log made to it, in order (from the first
     /// replica to apply each command): what a resumed watch must get.
-    lock_changes: BTreeMap<String, Vec<LockUpdate>>,
+    lock_changes: BTreeMap<String, Vec<Arc<LockUpdate>>>,
     report: LockSimReport,
 }
 
@@ -1564,7 +1565,7 @@ impl LockSim {
         let applied = n.app.machine.revision();
         match n.app.lock_history.since(name, after) {
             Ok(got) => {
-                let want: Vec<&LockUpdate> = changes
+                let want: Vec<&Arc<LockUpdate>> = changes
                     .iter()
                     .filter(|u| u.index > after && u.index <= applied)
                     .collect();
@@ -1684,6 +1685,7 @@ impl LockSim {
                 LockEvent::LockReleased {
                     name,
                     session,
+                    token,
                     reason: paxlock_core::locks::ReleaseReason::ForceReleased,
                     ..
                 } => {
@@ -1694,7 +1696,7 @@ impl LockSim {
                         .or_default()
                         .push(Operation {
                             client: session.0,
-                            call: Call::ForceReleased,
+                            call: Call::ForceReleased { token: token.0 },
                             outcome: Outcome::Ended,
                             invoked_at: self.now,
                             completed_at: Some(self.now),

@@ -130,7 +130,12 @@ pub async fn watch_lock(name: &str, after: u64, out: &Output) -> anyhow::Result<
     let watched = loop {
         let event = tokio::select! {
             event = watch.next() => event,
-            _ = shutdown.recv() => break Ok(()),
+            _ = shutdown.recv() => {
+                // On standard error, so that --json output stays one
+                // document per line.
+                eprintln!("resume with --after {}", watch.resume_point());
+                break Ok(());
+            }
         };
         match event {
             Ok(event) if out.json => println!("{}", serde_json::to_string(&event)?),

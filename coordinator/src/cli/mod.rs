@@ -103,8 +103,9 @@ pub enum Command {
     WatchLock {
         /// The lock's name.
         name: String,
-        /// Resume after this index (an earlier line's `index=`): every
-        /// change since, or `history-gone` and the lock now.
+        /// Resume after this index (printed at exit as `resume with
+        /// --after N`): every change since, or `history-gone` and the
+        /// lock now.
         #[arg(long, default_value_t = 0)]
         after: u64,
         /// How to print (`--json`: one document per line), and which

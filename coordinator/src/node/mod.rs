@@ -668,7 +668,7 @@ impl ClientService for NodeService {
         if let Some(Op::Watch(w)) = request.op {
             if let Err(error) = self.context.check_watch(&w.election, caller) {
                 // The queue is fresh, so the refusal always fits.
-                let _ = events.try_send(proto::WatchEvent {
+                let _ = events.refuse(proto::WatchEvent {
                     election: w.election,
                     error: Some(error),
                     ..Default::default()
@@ -695,7 +695,7 @@ impl ClientService for NodeService {
         }
         if let Some(Op::WatchLock(w)) = request.op {
             if let Err(error) = self.context.check_watch(&w.name, caller) {
-                let _ = events.try_send(proto::LockWatchEvent {
+                let _ = events.refuse(proto::LockWatchEvent {
                     name: w.name,
                     error: Some(error),
                     ..Default::default()

@@ -52,8 +52,7 @@ impl Application for LockApplication {
             let mut machine = self.shared.machine();
             *machine = StateMachine::restore_as_replica(&snapshot.data, machine.config())
                 .map_err(|e| e.to_string())?;
-            // This node never saw the changes the snapshot holds.
-            self.shared.lock_history().restart_at(machine.revision());
+            self.shared.lock_snapshot_installed(machine.revision());
             self.shared.role().restored(&machine, self.clock.now());
             self.shared.with_waiters(|book| book.restored(&machine))
         };

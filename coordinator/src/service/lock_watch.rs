@@ -6,6 +6,8 @@
 
 use paxlock::proto::{self, lock_change, lock_watch_event::Kind, LockWatchEvent};
 use paxlock_core::inspect::Member;
+use std::sync::Arc;
+
 use paxlock_core::lock_watch::{LockChange, LockUpdate};
 use tokio::sync::broadcast;
 
@@ -53,7 +55,7 @@ struct Watch<'a> {
 }
 
 impl Watch<'_> {
-    async fn follow(&self, after_index: u64, mut live: broadcast::Receiver<LockUpdate>) {
+    async fn follow(&self, after_index: u64, mut live: broadcast::Receiver<Arc<LockUpdate>>) {
         let mut last = after_index;
         let started = if after_index == 0 {
             self.send_current(&mut last).await
@@ -298,6 +300,7 @@ mod tests {
             .await
             .expect("a frame in time")
             .expect("the stream open")
+            .frame
     }
 
     /// A node that installed a snapshot never saw the changes inside it: a
@@ -331,6 +334,43 @@ mod tests {
         drop(rx);
         tokio::time::timeout(WITHIN, task).await.unwrap().unwrap();
         assert!(!shared.lock_watchers.contains_key("x"));
+    }
+
+    /// Regression (found in review): a snapshot install brings changes
+    /// this node never saw; a watch that went on would skip them without
+    /// knowing. It ends instead, and its client's resume from where it was
+    /// is told the history is gone, then the lock as it stands.
+    #[tokio::test]
+    async fn a_snapshot_install_ends_open_lock_watches() {
+        let shared = Arc::new(Shared::new(1, Config::default()));
+        let (a, b) = (open(&shared, 1), open(&shared, 2));
+        let (task, mut rx) = watch(&shared, 0);
+        let current = next(&mut rx).await;
+        assert_eq!(current.kind(), Kind::Current);
+        // A's grant arrives inside a snapshot: applied, never recorded.
+        let installed_at = {
+            let mut machine = shared.machine();
+            let command = Command {
+                at_ms: 0,
+                kind: acquire(a, 1),
+            };
+            machine.apply(3, command);
+            shared.lock_snapshot_installed(machine.revision());
+            machine.revision()
+        };
+        apply(&shared, 4, acquire(b, 1));
+        let end = tokio::time::timeout(WITHIN, rx.recv()).await.unwrap();
+        assert!(end.is_none(), "{:?}", end.map(|q| q.frame));
+        tokio::time::timeout(WITHIN, task).await.unwrap().unwrap();
+        let (_task, mut rx) = watch(&shared, current.index);
+        assert_eq!(next(&mut rx).await.kind(), Kind::HistoryGone);
+        let now = next(&mut rx).await;
+        assert_eq!(now.kind(), Kind::Current);
+        assert!(now.index > installed_at);
+        let info = now.current.unwrap();
+        let holder = info.grant.and_then(|g| g.holder).map(|h| h.session_id);
+        assert_eq!(holder, Some(a));
+        assert_eq!(info.waiters.len(), 1);
     }
 
     /// A watcher that reads nothing while 200 changes are applied falls
@@ -407,7 +447,8 @@ mod tests {
             Some(proto::ErrorCode::PermissionDenied.into()),
             "{last:?}"
         );
-        assert_eq!(tokio::time::timeout(WITHIN, rx.recv()).await.unwrap(), None);
+        let end = tokio::time::timeout(WITHIN, rx.recv()).await.unwrap();
+        assert!(end.is_none(), "{:?}", end.map(|q| q.frame));
         tokio::time::timeout(WITHIN, task).await.unwrap().unwrap();
     }
 }

@@ -5,7 +5,7 @@
 //! `StateMachine`, which every node applies identically.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use dashmap::DashMap;
 use tokio::sync::{broadcast, oneshot};
@@ -59,7 +59,7 @@ pub struct Shared {
     /// Election → live watchers.
     pub watchers: DashMap<String, broadcast::Sender<ElectionEvent>>,
     /// Lock → live watchers.
-    pub lock_watchers: DashMap<String, broadcast::Sender<LockUpdate>>,
+    pub lock_watchers: DashMap<String, broadcast::Sender<Arc<LockUpdate>>>,
     /// Lock watches open on this node: while none is, applied changes
     /// are only recorded, never copied for broadcast.
     lock_watches: AtomicUsize,
@@ -259,7 +259,7 @@ impl Shared {
     }
 
     /// A receiver of lock `name`'s future updates.
-    pub fn subscribe_lock(&self, name: &str) -> broadcast::Receiver<LockUpdate> {
+    pub fn subscribe_lock(&self, name: &str) -> broadcast::Receiver<Arc<LockUpdate>> {
         subscribe(&self.lock_watchers, name, LOCK_WATCH_BUFFER)
     }
 
@@ -288,9 +288,20 @@ impl Shared {
         LockWatchOpen { shared: self }
     }
 
+    /// The machine was replaced by a snapshot at `revision`, whose changes
+    /// this node never saw: its lock history starts again there, and every
+    /// open lock watch's live channel closes, so the watch ends and its
+    /// client resumes (and is told the changes it may have missed are
+    /// gone). A watch that went on would skip them without knowing. Call
+    /// with the machine's lock held.
+    pub fn lock_snapshot_installed(&self, revision: u64) {
+        self.lock_history().restart_at(revision);
+        self.lock_watchers.clear();
+    }
+
     /// Sends `updates` to the live watchers of their locks. Call without
     /// the machine's lock held.
-    pub fn publish_lock_updates(&self, updates: Vec<LockUpdate>) {
+    pub fn publish_lock_updates(&self, updates: Vec<Arc<LockUpdate>>) {
         for update in updates {
             if let Some(tx) = self.lock_watchers.get(&update.name) {
                 let _ = tx.send(update);

@@ -319,7 +319,8 @@ mod tests {
         let first = tokio::time::timeout(within, rx.recv())
             .await
             .unwrap()
-            .unwrap();
+            .unwrap()
+            .frame;
         let term = shared.machine().term("e");
         assert_eq!(
             (first.kind(), first.term, first.index),
@@ -329,7 +330,8 @@ mod tests {
         let second = tokio::time::timeout(within, rx.recv())
             .await
             .unwrap()
-            .unwrap();
+            .unwrap()
+            .frame;
         assert_eq!((second.kind(), second.index), (Kind::NoLeader, 4));
         // The watcher leaves while the election is quiet: the task ends and
         // takes the election's channel with it.
@@ -358,7 +360,8 @@ mod tests {
         let first = tokio::time::timeout(within, rx.recv())
             .await
             .unwrap()
-            .unwrap();
+            .unwrap()
+            .frame;
         assert_eq!(first.kind(), Kind::NoLeader);
         let only_others = AccessRules {
             quotas: Vec::new(),
@@ -378,14 +381,16 @@ mod tests {
         let last = tokio::time::timeout(within, rx.recv())
             .await
             .unwrap()
-            .unwrap();
+            .unwrap()
+            .frame;
         let code = last.error.as_ref().map(|e| e.code);
         assert_eq!(
             code,
             Some(paxlock::proto::ErrorCode::PermissionDenied.into()),
             "{last:?}"
         );
-        assert_eq!(tokio::time::timeout(within, rx.recv()).await.unwrap(), None);
+        let end = tokio::time::timeout(within, rx.recv()).await.unwrap();
+        assert!(end.is_none(), "{:?}", end.map(|q| q.frame));
         tokio::time::timeout(within, task).await.unwrap().unwrap();
     }
 }

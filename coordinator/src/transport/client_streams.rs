@@ -18,7 +18,7 @@ use tracing::debug;
 use super::client_limits::ClientGate;
 use super::metrics::TransportMetrics;
 use super::revocation::{ClientCertificate, Revocations};
-use super::watch_queue::{watch_queue, WatchReceiver, WatchSender};
+use super::watch_queue::{watch_queue, WatchReceiver, WatchSender, STALLED_WRITE_TIMEOUT};
 use crate::locks::Identity;
 
 /// What answers clients: the node implements it, and the transport calls
@@ -211,20 +211,30 @@ async fn read_request(
 }
 
 /// Writes a watch's frames to `send` until the service ends the watch
-/// (drops its sender) or the client stops reading.
+/// (drops its sender) or the client stops reading; a frame the client
+/// leaves unread for [`STALLED_WRITE_TIMEOUT`] resets the stream
+/// (`FRAME_TIMEOUT`), giving back the room its queue held.
 async fn stream_frames<M: prost::Message>(
     mut send: quinn::SendStream,
     mut events: WatchReceiver<M>,
 ) {
     loop {
         tokio::select! {
-            event = events.recv() => {
-                let Some(event) = event else {
+            queued = events.recv() => {
+                let Some(queued) = queued else {
                     let _ = send.finish();
                     return;
                 };
-                if write_frame(&mut send, &event).await.is_err() {
-                    return;
+                let written =
+                    tokio::time::timeout(STALLED_WRITE_TIMEOUT, write_frame(&mut send, &queued.frame))
+                        .await;
+                match written {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => return,
+                    Err(_) => {
+                        let _ = send.reset(paxlock::wire::codes::FRAME_TIMEOUT.into());
+                        return;
+                    }
                 }
             }
             // The client stopped reading: end the watch now, not at the next event.

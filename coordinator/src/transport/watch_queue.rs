@@ -12,6 +12,12 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 /// Frames one watch stream may have queued and not yet written.
 pub const STREAM_FRAMES: usize = 64;
 
+/// How long the client of a watch may leave a frame unread (the stream's
+/// flow-control window full) before the node ends the stream: a client
+/// that stops reading holds its room this long at most. Its watch
+/// resumes from history when it reconnects.
+pub const STALLED_WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Bytes of frames one watch stream may have queued and not yet written
 /// (a frame larger than this takes all of it).
 pub const STREAM_BYTES: usize = 1024 * 1024;
@@ -21,11 +27,13 @@ pub const STREAM_BYTES: usize = 1024 * 1024;
 #[error("the watch stream is closed")]
 pub struct WatchClosed;
 
-/// One queued frame and the room it holds until written.
+/// One queued frame and the room it holds (of the stream's bytes, and of
+/// the node's but for a refusal) until written.
 #[derive(Debug)]
-struct Queued<M> {
-    frame: M,
-    _room: [OwnedSemaphorePermit; 2],
+pub struct Queued<M> {
+    /// The frame.
+    pub frame: M,
+    _room: (OwnedSemaphorePermit, Option<OwnedSemaphorePermit>),
 }
 
 /// Where a watch sends its frames.
@@ -62,7 +70,7 @@ impl<M: prost::Message> WatchSender<M> {
         let reserve = async {
             let stream = reserve(&self.stream_bytes, wanted).await?;
             let node = reserve(&self.node_bytes, wanted).await?;
-            Ok::<_, WatchClosed>([stream, node])
+            Ok::<_, WatchClosed>((stream, Some(node)))
         };
         let room = tokio::select! {
             room = reserve => room?,
@@ -75,18 +83,21 @@ impl<M: prost::Message> WatchSender<M> {
             .map_err(|_| WatchClosed)
     }
 
-    /// Queues `frame` now if there is room (a fresh queue always has room
-    /// for one small frame, such as a refusal).
-    pub fn try_send(&self, frame: M) -> Result<(), WatchClosed> {
+    /// Queues the refusal that ends a watch before it starts. It takes
+    /// room of the stream's bytes only, which a fresh queue always has, so
+    /// the client is told why even when the node's watches are out of room
+    /// (a refusal is small, and one per stream).
+    pub fn refuse(&self, frame: M) -> Result<(), WatchClosed> {
         let wanted = clamp(frame.encoded_len().max(1), STREAM_BYTES);
-        let take = |budget: &Arc<Semaphore>| budget.clone().try_acquire_many_owned(wanted).ok();
-        let (Some(stream), Some(node)) = (take(&self.stream_bytes), take(&self.node_bytes)) else {
-            return Err(WatchClosed);
-        };
+        let stream = self
+            .stream_bytes
+            .clone()
+            .try_acquire_many_owned(wanted)
+            .map_err(|_| WatchClosed)?;
         self.tx
             .try_send(Queued {
                 frame,
-                _room: [stream, node],
+                _room: (stream, None),
             })
             .map_err(|_| WatchClosed)
     }
@@ -98,10 +109,10 @@ impl<M: prost::Message> WatchSender<M> {
 }
 
 impl<M> WatchReceiver<M> {
-    /// The next frame; its room is given back as it is returned (the
-    /// writer holds the frame only while writing it).
-    pub async fn recv(&mut self) -> Option<M> {
-        self.rx.recv().await.map(|queued| queued.frame)
+    /// The next frame, holding its room until dropped (after it is
+    /// written).
+    pub async fn recv(&mut self) -> Option<Queued<M>> {
+        self.rx.recv().await
     }
 }
 
@@ -153,7 +164,7 @@ mod tests {
         assert!(fourth.is_err(), "queued past the stream's byte bound");
         assert!(node.available_permits() < 64 * STREAM_BYTES);
         // Written out, a frame gives its room back.
-        assert!(rx.recv().await.is_some());
+        drop(rx.recv().await.unwrap());
         tokio::time::timeout(Duration::from_secs(5), tx.send(frame(big)))
             .await
             .unwrap()
@@ -171,8 +182,19 @@ mod tests {
         let more =
             tokio::time::timeout(Duration::from_millis(200), b.send(frame(STREAM_BYTES / 3)));
         assert!(more.await.is_err(), "queued past the node's byte bound");
-        assert!(rb.recv().await.is_some());
+        drop(rb.recv().await.unwrap());
         b.send(frame(STREAM_BYTES / 3)).await.unwrap();
+    }
+
+    /// A refusal fits even when every watch of the node is out of room.
+    #[tokio::test]
+    async fn a_refusal_fits_when_the_node_budget_is_spent() {
+        let node = Arc::new(Semaphore::new(STREAM_BYTES));
+        let (a, _ra) = watch_queue(node.clone());
+        a.send(frame(STREAM_BYTES - 64)).await.unwrap();
+        let (b, mut rb) = watch_queue::<WatchEvent>(node);
+        b.refuse(frame(100)).unwrap();
+        assert_eq!(rb.recv().await.unwrap().frame.value.len(), 100);
     }
 
     /// A watch waiting for room ends when its stream does.

@@ -35,7 +35,7 @@ pub async fn force_release(ctx: &WorkerCtx, admin: &Client, pick: usize) -> Stri
     // Only the grant with `token`, which is `holder`'s, can be taken.
     match taken {
         Ok(_) => {
-            let call = Call::ForceReleased;
+            let call = Call::ForceReleased { token };
             rec.op(lock, holder, call, Outcome::Ended, invoked, Some(done));
             rec.count("admin: force-released");
             format!("force-released {lock} from session {holder} (token {token})")
@@ -46,7 +46,7 @@ pub async fn force_release(ctx: &WorkerCtx, admin: &Client, pick: usize) -> Stri
         }
         Err(e) => {
             // It may still be applied, at any time from now.
-            let call = Call::ForceReleased;
+            let call = Call::ForceReleased { token };
             rec.op(lock, holder, call, Outcome::Unknown, invoked, None);
             rec.count(format!("admin: force-release unknown ({})", kind(&e)));
             format!("force-release of {lock} from session {holder}: outcome unknown ({e})")

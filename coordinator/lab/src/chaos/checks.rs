@@ -408,12 +408,17 @@ impl WatchedLock {
 /// the state before it (rebuilt from the first `Current`), indices never go
 /// back, tokens granted rise, and every grant a worker was told of is among
 /// the watch's grants unless it fell in a gap the watch was told of
-/// (`HistoryGone`, after a node restart cost it history).
+/// (between the last index before a `HistoryGone` and the `Current` after
+/// it, as after a node restart cost it history).
 pub fn lock_watches(history: &History) -> Check {
     let mut violation = None;
     let (mut events, mut all_gaps, mut missed_in_gaps, mut taken) = (0, 0, 0, 0);
     for (lock, watched) in &history.lock_watched {
         let mut gaps = 0;
+        // (last index before a `HistoryGone`, index of the `Current` after
+        // it): the changes the watch was told it may have missed.
+        let mut gap_spans: Vec<(u64, u64)> = Vec::new();
+        let mut open_gap: Option<u64> = None;
         let mut state: Option<WatchedLock> = None;
         let mut last_index = 0;
         let mut last_token = 0;
@@ -430,8 +435,12 @@ pub fn lock_watches(history: &History) -> Check {
                 LockEvent::HistoryGone => {
                     gaps += 1;
                     state = None;
+                    open_gap = Some(last_index);
                 }
-                LockEvent::Current { lock: info, .. } => {
+                LockEvent::Current { lock: info, index } => {
+                    if let Some(from) = open_gap.take() {
+                        gap_spans.push((from, *index));
+                    }
                     state = Some(WatchedLock {
                         holder: info
                             .grant
@@ -484,7 +493,13 @@ pub fn lock_watches(history: &History) -> Check {
             if granted.contains(&(op.client, token)) {
                 continue;
             }
-            if gaps > 0 {
+            // A grant's token is at most the index of its command, above
+            // the index read before it: inside a span iff its token is.
+            let in_gap = gap_spans
+                .iter()
+                .any(|&(from, to)| from < token && token <= to)
+                || open_gap.is_some_and(|from| from < token);
+            if in_gap {
                 missed_in_gaps += 1;
             } else if violation.is_none() {
                 violation = Some(format!(
@@ -678,6 +693,9 @@ mod tests {
         ];
         let check = lock_watch_check(&gap, &[(7, 2), (8, 5)]);
         assert_eq!(check.status, Status::Pass, "{check:?}");
+        // But not a grant after the gap.
+        let check = lock_watch_check(&gap, &[(7, 2), (8, 9)]);
+        assert_eq!(check.status, Status::Fail, "{check:?}");
         // Indices never go back.
         let back = [free_lock(4), granted(2, 7)];
         let check = lock_watch_check(&back, &[(7, 2)]);

@@ -246,3 +246,55 @@ fn long_sequential_history_checks_within_a_small_budget() {
     }
     assert_eq!(check_lock_history(&h, 20_000), Verdict::Linearizable);
 }
+
+#[test]
+fn a_force_release_takes_only_the_grant_it_names() {
+    // A's grant 5 taken: B is granted after, with a higher token.
+    let taken = [
+        op(A, Call::Acquire, granted(5), 0, Some(10)),
+        op(
+            A,
+            Call::ForceReleased { token: 5 },
+            Outcome::Ended,
+            11,
+            Some(12),
+        ),
+        op(B, Call::Acquire, granted(8), 13, Some(20)),
+    ];
+    assert_eq!(check_lock_history(&taken, BUDGET), Verdict::Linearizable);
+    // Observed taking grant 4, which A never held: impossible.
+    let other = [
+        op(A, Call::Acquire, granted(5), 0, Some(10)),
+        op(
+            A,
+            Call::ForceReleased { token: 4 },
+            Outcome::Ended,
+            11,
+            Some(12),
+        ),
+    ];
+    assert!(is_violation(&check_lock_history(&other, BUDGET)));
+    // Of unknown outcome, it cannot take A's later grant 9: B's grant
+    // while A holds 9 stays a violation (a force-release naming no grant
+    // would explain it away).
+    let later = [
+        op(A, Call::Acquire, granted(5), 0, Some(10)),
+        op(
+            A,
+            Call::ForceReleased { token: 5 },
+            Outcome::Unknown,
+            11,
+            None,
+        ),
+        op(
+            A,
+            Call::Release { token: 5 },
+            Outcome::Released,
+            12,
+            Some(13),
+        ),
+        op(A, Call::Acquire, granted(9), 20, Some(21)),
+        op(B, Call::Acquire, granted(12), 30, Some(31)),
+    ];
+    assert!(is_violation(&check_lock_history(&later, BUDGET)));
+}
