@@ -28,6 +28,9 @@ pub enum ProposalError {
     /// The command does not decode.
     #[error("log entry command does not decode: {0}")]
     Command(#[from] DecodeError),
+    /// The entry is consensus' own: a membership change, not a command.
+    #[error("log entry is a membership change, not a command")]
+    Membership,
 }
 
 impl Proposal {
@@ -41,8 +44,12 @@ impl Proposal {
         Ok(bytes)
     }
 
-    /// Decodes the envelope; never panics on bad bytes.
+    /// Decodes the envelope; never panics on bad bytes. A membership
+    /// change (`paxos::membership`) is never taken for a command.
     pub fn decode(bytes: &[u8]) -> Result<Proposal, ProposalError> {
+        if crate::paxos::membership::is_membership_value(bytes) {
+            return Err(ProposalError::Membership);
+        }
         let (Some(origin), Some(id), Some(body)) =
             (bytes.get(0..8), bytes.get(8..16), bytes.get(HEADER_BYTES..))
         else {
@@ -105,6 +112,11 @@ mod tests {
         assert!(matches!(
             Proposal::decode(&bytes),
             Err(ProposalError::Command(_))
+        ));
+        let change = crate::paxos::MembershipChange::AddLearner(crate::paxos::NodeId(4));
+        assert!(matches!(
+            Proposal::decode(&change.encode()),
+            Err(ProposalError::Membership)
         ));
     }
 }

@@ -1,18 +1,36 @@
 //! Safety invariants, checked as the run goes. Each check returns the first
 //! violation as a human-readable string.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
-use paxlock_core::paxos::{Ballot, DurableState, Message, NodeId, PersistOp, PersistRequest, Slot};
+use paxlock_core::paxos::{
+    Ballot, DurableState, Membership, MembershipChange, MembershipLog, Message, NodeId, PersistOp,
+    PersistRequest, Slot, Value, MEMBERSHIP_DELAY_SLOTS,
+};
 
 use super::rng::batch_digest;
 
 /// Everything the checker remembers across the run (across crashes too).
-#[derive(Debug, Default)]
+///
+/// Which acceptors decide a slot is the checker's own reading of the log:
+/// the membership changes in the slots applied, taking effect
+/// `MEMBERSHIP_DELAY_SLOTS` slots after their own, from the first
+/// membership. A value is chosen once a majority of the voters deciding
+/// its slot durably accepted it, whatever any replica believed.
+#[derive(Debug)]
 pub struct Checker {
-    quorum: usize,
-    /// (slot, ballot) -> (value digest, acceptors that durably accepted it).
-    accepted: BTreeMap<(Slot, Ballot), (u64, u32)>,
+    /// The memberships of the slots applied so far (the truth).
+    members: MembershipLog,
+    /// Every slot below this is applied somewhere and in `members`.
+    members_known_below: Slot,
+    /// Applied slots not yet in `members` (one below was not yet applied
+    /// anywhere), with the change each carries.
+    changes: BTreeMap<Slot, Option<MembershipChange>>,
+    /// Accepts whose slot's membership is not known yet.
+    undecided: BTreeSet<(Slot, Ballot)>,
+    /// (slot, ballot) -> (value digest, acceptors that durably accepted it,
+    /// one bit per node id).
+    accepted: BTreeMap<(Slot, Ballot), (u64, u64)>,
     /// Slot -> digest of the value a quorum durably accepted.
     chosen: BTreeMap<Slot, u64>,
     /// Slot -> digest of the batch applied there (first replica to apply).
@@ -24,12 +42,91 @@ pub struct Checker {
 }
 
 impl Checker {
-    /// A checker for a cluster needing `quorum` acceptors.
-    pub fn new(quorum: usize) -> Checker {
+    /// A checker for a cluster whose first voters are `voters` (ids below 64).
+    pub fn new(voters: impl IntoIterator<Item = NodeId>) -> Checker {
         Checker {
-            quorum,
-            ..Checker::default()
+            members: MembershipLog::new(Membership::bootstrap(voters)),
+            members_known_below: Slot(0),
+            changes: BTreeMap::new(),
+            undecided: BTreeSet::new(),
+            accepted: BTreeMap::new(),
+            chosen: BTreeMap::new(),
+            applied: BTreeMap::new(),
+            app_digest: BTreeMap::new(),
+            lease_end_true_ns: BTreeMap::new(),
         }
+    }
+
+    /// The memberships of the slots applied so far.
+    pub fn memberships(&self) -> &MembershipLog {
+        &self.members
+    }
+
+    /// Whether the membership deciding `slot` is known (every slot up to
+    /// `MEMBERSHIP_DELAY_SLOTS` before it is applied somewhere).
+    fn membership_known(&self, slot: Slot) -> bool {
+        slot.0 < self.members_known_below.0 + MEMBERSHIP_DELAY_SLOTS
+    }
+
+    /// Invariant "one value per slot": decides whether `(slot, ballot)` is
+    /// chosen by the votes of the slot's own voters.
+    fn decide(&mut self, slot: Slot, ballot: Ballot) -> Result<(), String> {
+        let Some((d, votes)) = self.accepted.get(&(slot, ballot)).copied() else {
+            return Ok(());
+        };
+        let voters: Vec<NodeId> = (1..64u64)
+            .filter(|id| votes & (1u64 << id) != 0)
+            .map(NodeId)
+            .collect();
+        if !self.members.at(slot).is_quorum(&voters) {
+            return Ok(());
+        }
+        match self.chosen.get(&slot) {
+            Some(prev) if *prev != d => Err(format!(
+                "two values chosen for slot {} (the second at ballot {ballot:?}, by {voters:?} of {:?})",
+                slot.0,
+                self.members.at(slot).voters
+            )),
+            _ => {
+                self.chosen.insert(slot, d);
+                Ok(())
+            }
+        }
+    }
+
+    /// Adds what slot `slot`'s batch changes about membership, and decides
+    /// the accepts whose membership is known now.
+    fn learn_membership(&mut self, slot: Slot, batch: &[Value]) -> Result<(), String> {
+        if slot < self.members_known_below {
+            return Ok(());
+        }
+        let change = match batch {
+            [value] => MembershipChange::decode(value),
+            _ => None,
+        };
+        self.changes.entry(slot).or_insert(change);
+        let before = self.members_known_below;
+        while let Some(change) = self.changes.remove(&self.members_known_below) {
+            if let Some(change) = change {
+                // A change the membership refuses is a no-op, as on the replicas.
+                let _ = self.members.on_chosen(self.members_known_below, change);
+            }
+            self.members_known_below = self.members_known_below.next();
+        }
+        if self.members_known_below == before {
+            return Ok(());
+        }
+        let known: Vec<(Slot, Ballot)> = self
+            .undecided
+            .iter()
+            .copied()
+            .filter(|(slot, _)| self.membership_known(*slot))
+            .collect();
+        for key in known {
+            self.undecided.remove(&key);
+            self.decide(key.0, key.1)?;
+        }
+        Ok(())
     }
 
     /// Slots known chosen (quorum durably accepted), for reports.
@@ -38,8 +135,9 @@ impl Checker {
     }
 
     /// Invariant "one value per slot", on the Paxos definition of chosen: a
-    /// quorum of acceptors *durably* accepted the same (slot, ballot). Also
-    /// "one value per (slot, ballot)", which ballot uniqueness promises.
+    /// majority of the slot's voters *durably* accepted the same (slot,
+    /// ballot). Also "one value per (slot, ballot)", which ballot
+    /// uniqueness promises.
     pub fn on_durable(&mut self, node: NodeId, req: &PersistRequest) -> Result<(), String> {
         for op in &req.ops {
             let PersistOp::Accept {
@@ -51,7 +149,7 @@ impl Checker {
                 continue;
             };
             let d = batch_digest(batch);
-            let bit = 1u32 << (node.0 % 32);
+            let bit = 1u64 << (node.0 % 64);
             let e = self.accepted.entry((*slot, *ballot)).or_insert((d, 0));
             if e.0 != d {
                 return Err(format!(
@@ -60,15 +158,10 @@ impl Checker {
                 ));
             }
             e.1 |= bit;
-            if e.1.count_ones() as usize >= self.quorum {
-                match self.chosen.get(slot) {
-                    Some(prev) if *prev != d => {
-                        return Err(format!("two values chosen for slot {}", slot.0));
-                    }
-                    _ => {
-                        self.chosen.insert(*slot, d);
-                    }
-                }
+            if self.membership_known(*slot) {
+                self.decide(*slot, *ballot)?;
+            } else {
+                self.undecided.insert((*slot, *ballot));
             }
         }
         Ok(())
@@ -111,13 +204,27 @@ impl Checker {
         app_digest: u64,
     ) -> Result<(), String> {
         let d = batch_digest(batch);
-        if let Some(c) = self.chosen.get(&slot) {
-            if *c != d {
+        self.learn_membership(slot, batch)?;
+        // Invariant "only chosen values are applied", on the checker's own
+        // reading of who decides the slot: a replica that counted votes
+        // of the wrong membership applies a value no majority of the
+        // slot's voters accepted.
+        match self.chosen.get(&slot) {
+            Some(c) if *c != d => {
                 return Err(format!(
                     "node {} applied a value not chosen at slot {}",
                     node.0, slot.0
                 ));
             }
+            None if self.membership_known(slot) => {
+                return Err(format!(
+                    "node {} applied slot {} which no majority of its voters {:?} accepted",
+                    node.0,
+                    slot.0,
+                    self.members.at(slot).voters
+                ));
+            }
+            _ => {}
         }
         match self.applied.get(&slot) {
             Some(prev) if *prev != d => {

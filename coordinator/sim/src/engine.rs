@@ -30,6 +30,7 @@ use super::checker::Checker;
 use super::clock::ClockModel;
 use super::disk::Disk;
 use super::network::{NetProfile, Network};
+use super::operator::{self, Operator};
 use super::rng::{Fnv, SimRng};
 
 /// One millisecond of simulated time, in nanoseconds.
@@ -77,6 +78,11 @@ pub struct SimConfig {
     /// 50, 200 or 1,000 per seed, so that runs see snapshots taken, sent
     /// and installed often, and rarely.
     pub snapshot_every_slots: Option<u64>,
+    /// Change the membership while the faults run (Paxos workload): add
+    /// learners from a pool of spare nodes, promote them, remove voters
+    /// (the leader too, after it hands over), replace a crashed voter,
+    /// grow 3 to 5 and shrink back.
+    pub membership_changes: bool,
     /// Print leadership changes, crashes and faults to stderr (debugging).
     pub verbose: bool,
     /// Which safety rule (if any) the replicas switch off.
@@ -103,6 +109,7 @@ impl Default for SimConfig {
             max_log_ahead_slots: None,
             small_messages: false,
             snapshot_every_slots: None,
+            membership_changes: false,
             verbose: false,
             #[cfg(feature = "canary")]
             canary: Canary::None,
@@ -120,6 +127,16 @@ impl SimConfig {
             fault_weights: Some([0, 0, 0, 0, 0, 0, 0, 10]),
             fault_gap_max_ns: 300 * MS,
             pause_max_ns: SEC,
+            ..SimConfig::default()
+        }
+    }
+
+    /// Only network faults that cut single nodes off (asymmetric cuts,
+    /// isolated nodes, and heals): the mix that most often leaves a node,
+    /// or a removed member, with a stale view of the membership.
+    pub fn isolation_heavy() -> SimConfig {
+        SimConfig {
+            fault_weights: Some([0, 5, 0, 10, 2, 0, 0, 0]),
             ..SimConfig::default()
         }
     }
@@ -163,9 +180,10 @@ impl SimConfig {
 
 /// The byte bounds of [`SimConfig::small_messages`]: four of the
 /// simulator's 16-byte commands per batch, a message of at most 300 bytes
-/// (a few log entries), and snapshots in 5-byte chunks.
+/// (a few log entries), and snapshots in 5-byte chunks. A value may take
+/// 32 bytes: a membership change (25) must fit.
 pub fn small_message_bounds(cfg: &mut Config) {
-    cfg.max_value_bytes = 16;
+    cfg.max_value_bytes = 32;
     cfg.max_batch_bytes = 4 * (16 + paxlock_core::paxos::wire_size::VALUE_OVERHEAD_BYTES);
     cfg.max_message_bytes = 300;
     cfg.snapshot_chunk_bytes = 5;
@@ -318,6 +336,13 @@ pub(crate) enum Event<E> {
     },
     Heal,
     Abdicate,
+    /// The simulated operator's next look at the membership.
+    MembershipTick,
+    /// The operator asks node `to` for a membership change or a handover.
+    Operator {
+        to: usize,
+        input: Input,
+    },
     Work(E),
 }
 
@@ -355,6 +380,8 @@ pub(crate) struct Engine<W: Workload> {
     /// The node that most recently became leader or was named by one.
     pub(crate) leader_guess: Option<usize>,
     pub(crate) stats: EngineStats,
+    /// The simulated operator changing the membership.
+    pub(crate) operator: Operator,
     pub(crate) w: W,
 }
 
@@ -381,13 +408,23 @@ impl<W: Workload> Engine<W> {
             weights = fixed;
         }
         let disk_delay_max_ns = rng.range(100_000, 20 * MS);
+        // Nodes configured without themselves among the first voters are
+        // the spares the operator may add.
+        let nodes_spare_ids: Vec<NodeId> = nodes
+            .iter()
+            .filter(|n| !n.cfg.members.contains(&n.id))
+            .map(|n| n.id)
+            .collect();
         let cadences = [10, 50, 200, 1_000];
         let snapshot_every_slots = cfg
             .snapshot_every_slots
             .unwrap_or_else(|| cadences[rng.index(cadences.len())]);
         Engine {
             seed,
-            checker: Checker::new(nodes.len() / 2 + 1),
+            checker: Checker::new(nodes.iter().filter_map(|n| {
+                // The first voters: every node configured a member of them.
+                n.cfg.members.contains(&n.id).then_some(n.id)
+            })),
             cfg,
             rng,
             now: 0,
@@ -405,6 +442,7 @@ impl<W: Workload> Engine<W> {
             healed: false,
             leader_guess: None,
             stats: EngineStats::default(),
+            operator: Operator::new(nodes_spare_ids),
             w,
         }
     }
@@ -440,6 +478,7 @@ impl<W: Workload> Engine<W> {
             W::start_node(self, i);
         }
         W::start(self);
+        operator::start(self);
         if self.cfg.faults {
             let t = self.rng.range(500 * MS, 2 * SEC);
             self.schedule(t, Event::Fault);
@@ -603,6 +642,12 @@ impl<W: Workload> Engine<W> {
                     self.schedule(self.now + every, Event::Abdicate);
                 }
             }
+            Event::MembershipTick => operator::tick(self),
+            Event::Operator { to, ref input } => {
+                if !self.deferred(to, &ev) {
+                    self.step(to, input.clone())?;
+                }
+            }
             Event::Work(ev) => W::handle(self, ev)?,
         }
         Ok(())
@@ -745,8 +790,9 @@ impl<W: Workload> Engine<W> {
         let recovered = n.disk.recover()?;
         let replica = Replica::new(n.cfg.clone(), recovered, seed)
             .map_err(|e| format!("bad config: {e:?}"))?;
+        // The application's part of the snapshot (without the memberships).
+        let snapshot = replica.snapshot();
         n.replica = Some(replica);
-        let snapshot = n.disk.durable.snapshot.clone();
         let next_slot = snapshot.as_ref().map_or(Slot(0), |s| s.up_to);
         n.consensus = self.cfg.consensus_loop(
             self.snapshot_every_slots,
@@ -969,6 +1015,8 @@ fn tag<E>(ev: &Event<E>) -> (u64, u64) {
         Event::Flap { from, .. } => (28, *from as u64),
         Event::Heal => (31, 0),
         Event::Abdicate => (32, 0),
+        Event::MembershipTick => (33, 0),
+        Event::Operator { to, .. } => (34, *to as u64),
         Event::Work(_) => (64, 0),
     }
 }

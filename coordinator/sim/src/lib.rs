@@ -34,6 +34,7 @@ mod engine;
 pub mod linearizability;
 pub mod lock_workload;
 pub mod network;
+mod operator;
 pub mod paxos_workload;
 pub mod resource;
 pub mod rng;

@@ -337,6 +337,8 @@ pub struct LockSimReport {
     pub lock_watch_resumed: u64,
     /// Lock watch resumes a node answered with "history gone".
     pub lock_watch_gone: u64,
+    /// Membership changes made (with `sim.membership_changes`).
+    pub membership_changes: u64,
 }
 
 /// Runs one seed of the lock-service simulation.
@@ -935,6 +937,7 @@ fn new_engine(seed: u64, cfg: LockSimConfig) -> Result<LockSim, Violation> {
         .unwrap_or_else(|| [1_500, 2_500, 4_000][rng.index(3)]);
     let lock_delay_ms = cfg.lock_delay_ms.unwrap_or_else(|| [0, 300][rng.index(2)]);
     let members: Vec<NodeId> = (1..=n as u64).map(NodeId).collect();
+    let spares = super::operator::spare_ids(&cfg.sim, n);
     let mut machine_cfg = paxlock_core::locks::Config {
         lock_delay_ms,
         ..paxlock_core::locks::Config::default()
@@ -948,6 +951,7 @@ fn new_engine(seed: u64, cfg: LockSimConfig) -> Result<LockSim, Violation> {
     }
     let nodes = members
         .iter()
+        .chain(spares.iter())
         .map(|id| {
             // Opposite drift: every leader runs fast, so it expires
             // sessions as early as the bound allows.
@@ -1091,6 +1095,7 @@ impl LockSim {
         self.w.report.trace_hash = self.trace.0;
         self.w.report.events = self.stats.events;
         self.w.report.elections = self.stats.elections;
+        self.w.report.membership_changes = self.operator.changes_made;
         self.w.report.resource_writes = self
             .w
             .resources

@@ -11,6 +11,7 @@ use paxlock_core::paxos::{ChosenEntry, Input, LeadershipEvent, NodeId, Rejected,
 use super::app::{App, HashChainApp};
 use super::clock::ClockModel;
 use super::engine::{invalid_snapshot, Engine, SimConfig, SimNode, Violation, Workload, MS, SEC};
+use super::operator;
 use super::rng::SimRng;
 
 /// Summary of a run that found no violation.
@@ -42,6 +43,13 @@ pub struct SimReport {
     pub promise_parts: u64,
     /// Snapshot chunks sent that were not a whole snapshot.
     pub snapshot_chunks: u64,
+    /// Membership changes seen in the leader's membership (add, promote,
+    /// remove), with [`SimConfig::membership_changes`].
+    pub membership_changes: u64,
+    /// How many voters the cluster started with (nodes 1 to this).
+    pub first_voters: usize,
+    /// Voters of the last membership a leader knew.
+    pub final_voters: Vec<u64>,
 }
 
 /// Runs one seed with the default hash-chain application.
@@ -89,9 +97,13 @@ impl<A: App + Default> Sim<A> {
             cfg.nodes
         };
         let members: Vec<NodeId> = (1..=n as u64).map(NodeId).collect();
+        let spares = operator::spare_ids(&cfg, n);
         let drift = cfg.max_drift_ppm as i64;
+        // A spare is configured as a joining node is: the first members,
+        // without itself, so it never campaigns before it is a voter.
         let nodes = members
             .iter()
+            .chain(spares.iter())
             .map(|id| {
                 let clock = ClockModel {
                     offset_ns: rng.range(0, 1_000 * SEC),
@@ -159,6 +171,13 @@ impl<A: App + Default> Sim<A> {
             catch_ups: sim.stats.catch_ups,
             promise_parts: sim.stats.promise_parts,
             snapshot_chunks: sim.stats.snapshot_chunks,
+            membership_changes: sim.operator.changes_made,
+            first_voters: sim
+                .nodes
+                .iter()
+                .filter(|n| n.cfg.members.contains(&n.id))
+                .count(),
+            final_voters: sim.operator.last_voters.clone(),
         })
     }
 }
@@ -256,12 +275,18 @@ impl<A: App + Default> Workload for Paxos<A> {
         Ok(())
     }
 
-    fn rejected(sim: &mut Engine<Self>, _node: usize, rejected: Rejected) -> Result<(), String> {
-        // Clients follow "not leader, try X" answers, as a real client would.
-        if let Some(h) = rejected.leader_hint {
-            if let Some(i) = sim.nodes.iter().position(|x| x.id == h) {
-                sim.leader_guess = Some(i);
-            }
+    fn rejected(sim: &mut Engine<Self>, node: usize, rejected: Rejected) -> Result<(), String> {
+        // Clients follow "not leader, try X" answers, as a real client
+        // would, and try another node after a "not leader, no idea who"
+        // (a removed node, cut off from the members, often has no idea).
+        let hinted = rejected
+            .leader_hint
+            .and_then(|h| sim.nodes.iter().position(|x| x.id == h))
+            .filter(|i| *i != node);
+        match hinted {
+            Some(i) => sim.leader_guess = Some(i),
+            None if sim.leader_guess == Some(node) => sim.leader_guess = None,
+            None => {}
         }
         Ok(())
     }

@@ -69,3 +69,50 @@ fn sending_before_the_persist_barrier_is_caught() {
         None => panic!("NoPersistBarrier: no violation in {MAX_SEEDS} seeds; the checks are blind"),
     }
 }
+
+/// Rule "the votes of the slot's voters": a leader that counts its
+/// learners' accepts chooses values no majority of voters accepted, and
+/// the checker (which reads who decides each slot from the log) says so.
+#[test]
+fn learners_voting_is_caught() {
+    assert_caught(
+        Canary::LearnersVote,
+        SimConfig {
+            membership_changes: true,
+            ..SimConfig::default()
+        },
+    );
+}
+
+/// Rule "lead only within alpha" (a membership decides only the slots
+/// from alpha after its change): a leader that counts the votes of later
+/// slots by the membership its change brings, before the change is chosen
+/// and in effect, is caught.
+#[test]
+fn using_a_membership_before_its_change_is_in_effect_is_caught() {
+    assert_caught(
+        Canary::MembershipBeforeChosen,
+        SimConfig {
+            membership_changes: true,
+            ..SimConfig::default()
+        },
+    );
+}
+
+/// Rule "a quorum of every membership ahead": a candidate that needs a
+/// quorum of the membership at its commit index only (not of a change in
+/// effect a few slots later, nor of those its promises report) wins with
+/// members that are about to leave or have left, and proposes slots the
+/// later membership decides: two values are chosen for one slot. It takes
+/// nodes cut off one at a time (isolated, or hearing only some peers) while
+/// the membership changes; the default mix catches it rarely.
+#[test]
+fn a_candidate_ignoring_later_memberships_is_caught() {
+    assert_caught(
+        Canary::NoMembershipChainInPhaseOne,
+        SimConfig {
+            membership_changes: true,
+            ..SimConfig::isolation_heavy()
+        },
+    );
+}

@@ -106,6 +106,7 @@ fn sweep(label: &str, cfg: &LockSimConfig, seeds: &[u64]) -> LockSimReport {
                 total.told_taken += r.told_taken;
                 total.lock_watch_resumed += r.lock_watch_resumed;
                 total.lock_watch_gone += r.lock_watch_gone;
+                total.membership_changes += r.membership_changes;
                 opposite += u64::from(r.opposite_drift);
             }
             Err(v) => failures.push(repro(&v)),
@@ -148,6 +149,25 @@ fn sweep(label: &str, cfg: &LockSimConfig, seeds: &[u64]) -> LockSimReport {
 #[test]
 fn every_seed_keeps_lock_safety_and_heals_to_liveness() {
     sweep("mixed", &sweep_config(), &seeds(1000));
+}
+
+/// The lock service while an operator changes the membership during the
+/// faults (learners added from spare nodes and promoted, voters removed,
+/// the leader after a handover, crashed voters replaced, 3 voters grown to
+/// 5 and shrunk back): every lock check holds, and the run heals.
+#[test]
+fn membership_changes_keep_lock_safety_and_heal_to_liveness() {
+    let mut cfg = sweep_config();
+    cfg.sim.membership_changes = true;
+    let seeds = shifted_seeds(300, 13_000_000);
+    let total = sweep("membership", &cfg, &seeds);
+    eprintln!("membership: {} changes made", total.membership_changes);
+    assert!(
+        total.membership_changes >= seeds.len() as u64,
+        "only {} membership changes in {} seeds: the operator is not getting through",
+        total.membership_changes,
+        seeds.len()
+    );
 }
 
 /// The contention sweep's world: six clients on one lock.

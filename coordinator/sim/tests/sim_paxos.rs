@@ -5,9 +5,11 @@
 //! shifts the range (for soak runs split over several processes).
 //! Soak knobs for the sweep: `PAXLOCK_SIM_SECONDS` (faulty time, default
 //! 30), `PAXLOCK_SIM_NODES` (3 or 5; default drawn per seed),
-//! `PAXLOCK_SIM_DRIFT_PPM` (default 20000), `PAXLOCK_SIM_MIX=pause`,
+//! `PAXLOCK_SIM_DRIFT_PPM` (default 20000), `PAXLOCK_SIM_MIX=pause` or
+//! `isolate`,
 //! `PAXLOCK_SIM_LOG_WINDOW` (the replicas' `max_log_ahead_slots`),
-//! `PAXLOCK_SIM_SMALL_MESSAGES=1` (byte bounds small enough to reach).
+//! `PAXLOCK_SIM_SMALL_MESSAGES=1` (byte bounds small enough to reach),
+//! `PAXLOCK_SIM_MEMBERSHIP=1` (membership changes during the faults).
 
 use paxlock_sim::{run_seed, SimConfig, SimReport, Violation};
 
@@ -35,10 +37,10 @@ fn report_failure_in(v: &Violation, env_prefix: &str) -> String {
 }
 
 fn sweep_config() -> SimConfig {
-    let mut cfg = if std::env::var("PAXLOCK_SIM_MIX").as_deref() == Ok("pause") {
-        SimConfig::pause_heavy()
-    } else {
-        SimConfig::default()
+    let mut cfg = match std::env::var("PAXLOCK_SIM_MIX").as_deref() {
+        Ok("pause") => SimConfig::pause_heavy(),
+        Ok("isolate") => SimConfig::isolation_heavy(),
+        _ => SimConfig::default(),
     };
     if let Some(s) = env_u64("PAXLOCK_SIM_SECONDS") {
         cfg.fault_duration_ns = s * 1_000_000_000;
@@ -53,6 +55,8 @@ fn sweep_config() -> SimConfig {
         cfg.max_log_ahead_slots = Some(w);
     }
     cfg.small_messages = env_u64("PAXLOCK_SIM_SMALL_MESSAGES") == Some(1);
+    cfg.membership_changes = env_u64("PAXLOCK_SIM_MEMBERSHIP") == Some(1);
+    cfg.verbose = std::env::var("PAXLOCK_SIM_VERBOSE").is_ok();
     cfg
 }
 
@@ -91,6 +95,65 @@ fn every_seed_keeps_safety_and_heals_to_liveness() {
         "{} failing seeds:\n{}",
         failures.len(),
         failures.join("\n")
+    );
+}
+
+/// Membership changes while every fault runs: learners added from spare
+/// nodes and promoted, voters removed (a leader hands over first), crashed
+/// voters replaced, 3 voters grown to 5 and shrunk back; removed nodes keep
+/// running, most of them with a stale view of who the members are. The
+/// checker decides what is chosen by the voters of each slot's own
+/// membership (read from the log), and every command must still be chosen
+/// after healing.
+#[test]
+fn membership_changes_under_faults_keep_safety_and_heal_to_liveness() {
+    let cfg = SimConfig {
+        membership_changes: true,
+        ..SimConfig::default()
+    };
+    let isolating = SimConfig {
+        membership_changes: true,
+        ..SimConfig::isolation_heavy()
+    };
+    let mut changes = 0;
+    let mut grown = 0;
+    let mut replaced_all = 0;
+    let mut failures = Vec::new();
+    let seeds: Vec<u64> = seeds().into_iter().take(300).collect();
+    for seed in &seeds {
+        // Every other seed cuts single nodes off (the mix that leaves
+        // members with a stale membership most often).
+        let cfg = if seed % 2 == 0 { &cfg } else { &isolating };
+        match run_seed(*seed, cfg) {
+            Ok(r) => {
+                changes += r.membership_changes;
+                let first = r.first_voters as u64;
+                grown += u64::from(r.final_voters.len() > r.first_voters);
+                replaced_all += u64::from(r.final_voters.iter().all(|id| *id > first));
+            }
+            Err(v) if seed % 2 == 0 => {
+                failures.push(report_failure_in(&v, "PAXLOCK_SIM_MEMBERSHIP=1 "))
+            }
+            Err(v) => failures.push(report_failure_in(
+                &v,
+                "PAXLOCK_SIM_MEMBERSHIP=1 PAXLOCK_SIM_MIX=isolate ",
+            )),
+        }
+    }
+    eprintln!(
+        "{} seeds: {changes} membership changes made, {grown} runs ended with more voters than they started with, {replaced_all} with none of the voters they started with",
+        seeds.len()
+    );
+    assert!(
+        failures.is_empty(),
+        "{} failing seeds:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    assert!(
+        changes >= seeds.len() as u64,
+        "only {changes} membership changes in {} seeds: the operator is not getting through",
+        seeds.len()
     );
 }
 

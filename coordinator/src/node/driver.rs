@@ -178,7 +178,7 @@ pub fn spawn(
     let mut app = app;
     let mut applied = 0;
     if let Some(snapshot) = replica.snapshot() {
-        app.install_snapshot(snapshot).map_err(|e| {
+        app.install_snapshot(&snapshot).map_err(|e| {
             format!(
                 "the snapshot up to slot {} in the data directory cannot be restored: {e}",
                 snapshot.up_to.0

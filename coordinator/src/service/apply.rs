@@ -10,7 +10,7 @@ use crate::metrics::NodeMetrics;
 use crate::node::clock::NodeClock;
 use crate::node::driver::Application;
 use crate::paxos::{ChosenEntry, LeadershipEvent, Nanos, Rejected, Snapshot, Value};
-use paxlock_core::proposal::Proposal;
+use paxlock_core::proposal::{Proposal, ProposalError};
 
 /// Applies log entries to the lock state machine and wakes whoever waits.
 #[derive(Debug)]
@@ -65,6 +65,8 @@ impl Application for LockApplication {
         for value in &entry.batch {
             let proposal = match Proposal::decode(value) {
                 Ok(p) => p,
+                // Consensus' own entry: the replica keeps the membership.
+                Err(ProposalError::Membership) => continue,
                 Err(e) => {
                     // Every replica skips the same bytes the same way.
                     warn!(slot = entry.slot.0, "skipping undecodable log entry: {e}");

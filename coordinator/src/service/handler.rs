@@ -600,6 +600,14 @@ impl Context {
                     false,
                 )),
                 crate::paxos::RejectReason::NotLeader => Err(self.not_leader()),
+                // A client command is wrapped in an envelope naming this
+                // node, so it never looks like a membership change.
+                crate::paxos::RejectReason::Membership(_)
+                | crate::paxos::RejectReason::Reserved => Err(error(
+                    ErrorCode::Internal,
+                    "the command was taken for a membership change; report this as a bug",
+                    false,
+                )),
             },
             // The node dropped the waiter (shutting down or stepping down).
             Ok(Err(_)) => Err(self.not_leader()),

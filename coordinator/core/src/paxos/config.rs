@@ -20,14 +20,25 @@ pub enum Canary {
     /// A batch closes on its command count only, not on its bytes, so an
     /// Accept can outgrow the transport's frame.
     NoBatchByteBound,
+    /// A leader counts its learners' accepts as votes.
+    LearnersVote,
+    /// A leader counts the votes of a slot proposed after its membership
+    /// change by the membership that change brings, before it is chosen
+    /// and in effect.
+    MembershipBeforeChosen,
+    /// A candidate needs a quorum of the membership deciding its commit
+    /// index only, not of every membership its promises show ahead.
+    NoMembershipChainInPhaseOne,
 }
 
 /// Why a [`Config`] was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ConfigError {
-    /// `members` must hold 1..=15 distinct ids in 1..=[`NodeId::MAX`],
-    /// including `node_id`.
+    /// `members` must hold 1..=15 distinct ids in 1..=[`NodeId::MAX`], and
+    /// `node_id` must be one too.
     BadMembership,
+    /// The recovered snapshot's membership header does not decode.
+    BadSnapshotMembership,
     /// A timing relation that safety or liveness depends on does not hold.
     BadTiming(&'static str),
     /// A bound is zero.
@@ -42,10 +53,14 @@ impl std::fmt::Display for ConfigError {
             ConfigError::BadMembership => {
                 write!(
                     f,
-                    "members must be 1..=15 distinct ids from 1 to {}, including node_id",
+                    "members must be 1..=15 distinct ids from 1 to {}, and so must node_id",
                     NodeId::MAX
                 )
             }
+            ConfigError::BadSnapshotMembership => write!(
+                f,
+                "the snapshot in the data directory has a damaged membership header"
+            ),
             ConfigError::BadTiming(why) => write!(f, "bad timing: {why}"),
             ConfigError::ZeroBound(name) => write!(f, "{name} must be > 0"),
             ConfigError::BadSize(why) => write!(f, "bad size bounds: {why}"),
@@ -61,7 +76,11 @@ impl std::error::Error for ConfigError {}
 pub struct Config {
     /// This replica's id.
     pub node_id: NodeId,
-    /// Every member of the cluster, including `node_id`, no duplicates.
+    /// The voters of the cluster's first membership, no duplicates. Only a
+    /// replica that has no snapshot carrying a membership uses it: from the
+    /// first membership change on, the replicated membership decides (see
+    /// `membership`). A node joining a running cluster leaves itself out:
+    /// it learns the membership, itself included, from the cluster.
     pub members: Vec<NodeId>,
     /// How often a leader sends heartbeats (which also renew its lease).
     pub heartbeat_interval_ns: u64,
@@ -149,7 +168,8 @@ impl Config {
         if sorted.len() != self.members.len()
             || self.members.is_empty()
             || self.members.len() > 15
-            || !self.members.contains(&self.node_id)
+            || self.node_id.0 == 0
+            || self.node_id.0 > NodeId::MAX
             || self
                 .members
                 .iter()
@@ -193,6 +213,11 @@ impl Config {
         // Rule "every message fits": one command fits a batch, one batch
         // fits an Accept (and a promise part or catch-up reply of one
         // entry), a chunk fits a catch-up reply, and the queue holds a batch.
+        if self.max_value_bytes < super::membership::CHANGE_VALUE_BYTES {
+            return Err(ConfigError::BadSize(
+                "max_value_bytes must hold a membership change (25 bytes)",
+            ));
+        }
         let value = self.max_value_bytes.saturating_add(VALUE_OVERHEAD_BYTES);
         if value > self.max_batch_bytes {
             return Err(ConfigError::BadSize(
@@ -229,11 +254,6 @@ impl Config {
         Ok(())
     }
 
-    /// Number of acceptors that form a majority.
-    pub fn quorum(&self) -> usize {
-        self.members.len() / 2 + 1
-    }
-
     /// The lease a leader may assume, measured on its own clock from the
     /// moment it *sent* the heartbeat a quorum acknowledged.
     ///
@@ -266,6 +286,15 @@ impl Config {
                         Canary::NoLeaseWaitBeforePromise
                     )
                     | (CanaryRef::BatchByteBound, Canary::NoBatchByteBound)
+                    | (CanaryRef::VotersOnly, Canary::LearnersVote)
+                    | (
+                        CanaryRef::MembershipOnceInEffect,
+                        Canary::MembershipBeforeChosen
+                    )
+                    | (
+                        CanaryRef::MembershipChain,
+                        Canary::NoMembershipChainInPhaseOne
+                    )
             )
         }
         #[cfg(not(feature = "canary"))]
@@ -283,4 +312,7 @@ pub(crate) enum CanaryRef {
     BallotCheckInAccept,
     LeaseWaitBeforePromise,
     BatchByteBound,
+    VotersOnly,
+    MembershipOnceInEffect,
+    MembershipChain,
 }

@@ -1,6 +1,7 @@
 //! What one `step` asks the shell to do.
 
 use super::durable::PersistRequest;
+use super::membership::MembershipError;
 use super::message::Message;
 use super::types::{Ballot, Batch, Nanos, NodeId, PersistSeq, Slot, Snapshot, Value};
 
@@ -65,6 +66,11 @@ pub enum RejectReason {
     QueueFull,
     /// A command is larger than `max_value_bytes`.
     TooLarge,
+    /// A membership change was refused (the value is the change's).
+    Membership(MembershipError),
+    /// A command carries the header reserved for membership changes; only
+    /// `Input::ChangeMembership` proposes those.
+    Reserved,
 }
 
 /// Everything one `step` produced. The shell handles it in this order:

@@ -102,6 +102,7 @@ impl Learner {
         now: Nanos,
         commit: Slot,
         cfg: &Config,
+        peers: &[NodeId],
     ) -> Option<(NodeId, Message)> {
         match self.chunk_request_due(now, commit, cfg) {
             DownloadStep::Idle => {}
@@ -123,7 +124,7 @@ impl Learner {
         // markers that were not yet on disk, or be cut off. If the last
         // request got us nowhere, ask the next member instead.
         if self.last_request_commit == Some(commit) {
-            peer = next_peer(cfg, peer);
+            peer = next_peer(peers, peer);
             self.catch_up_peer = Some(peer);
         }
         self.last_request_at = Some(now);
@@ -229,9 +230,10 @@ impl Learner {
     }
 }
 
-/// The member after `peer` in `cfg.members` (wrapping), never this node.
-fn next_peer(cfg: &Config, peer: NodeId) -> NodeId {
-    let others = cfg.members.iter().copied().filter(|m| *m != cfg.node_id);
+/// The peer after `peer` in `peers` (wrapping; `peers` holds the other
+/// members, never this node).
+fn next_peer(peers: &[NodeId], peer: NodeId) -> NodeId {
+    let others = peers.iter().copied();
     let after = others.clone().filter(|m| *m > peer).min();
     after.or_else(|| others.min()).unwrap_or(peer)
 }
@@ -321,6 +323,7 @@ mod tests {
     fn a_catch_up_that_got_nowhere_asks_the_next_member() {
         let cfg = Config::new(NodeId(1), vec![NodeId(1), NodeId(2), NodeId(3)]);
         let hb = cfg.heartbeat_interval_ns;
+        let peers = [NodeId(2), NodeId(3)];
         let mut learner = Learner::new(Slot(5));
         learner.want(Slot(10), NodeId(2));
         let at = |i: u64| Nanos(i * hb);
@@ -332,15 +335,15 @@ mod tests {
                 },
             ))
         };
-        assert_eq!(learner.request_due(at(1), Slot(5), &cfg), ask(2, 5));
+        assert_eq!(learner.request_due(at(1), Slot(5), &cfg, &peers), ask(2, 5));
         // Rate-limited within one heartbeat interval.
-        assert_eq!(learner.request_due(at(1), Slot(5), &cfg), None);
+        assert_eq!(learner.request_due(at(1), Slot(5), &cfg, &peers), None);
         // No progress: the next member, skipping ourselves, wrapping.
-        assert_eq!(learner.request_due(at(2), Slot(5), &cfg), ask(3, 5));
-        assert_eq!(learner.request_due(at(3), Slot(5), &cfg), ask(2, 5));
+        assert_eq!(learner.request_due(at(2), Slot(5), &cfg, &peers), ask(3, 5));
+        assert_eq!(learner.request_due(at(3), Slot(5), &cfg, &peers), ask(2, 5));
         // Progress: the same peer again.
-        assert_eq!(learner.request_due(at(4), Slot(7), &cfg), ask(2, 7));
+        assert_eq!(learner.request_due(at(4), Slot(7), &cfg, &peers), ask(2, 7));
         // Caught up: nothing to ask.
-        assert_eq!(learner.request_due(at(5), Slot(10), &cfg), None);
+        assert_eq!(learner.request_due(at(5), Slot(10), &cfg, &peers), None);
     }
 }

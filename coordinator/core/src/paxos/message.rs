@@ -187,7 +187,10 @@ impl Message {
     /// Rejects messages no honest peer under the same config would send, so
     /// handlers can rely on bounded sizes.
     pub fn check(&self, cfg: &Config) -> Result<(), Malformed> {
-        let ballot_ok = |b: &Ballot| *b == Ballot::ZERO || cfg.members.contains(&b.node);
+        // Which ids are members changes with the replicated membership; the
+        // replica checks the sender, and counts only the votes of members.
+        let id_ok = |n: &NodeId| n.0 != 0 && n.0 <= NodeId::MAX;
+        let ballot_ok = |b: &Ballot| *b == Ballot::ZERO || id_ok(&b.node);
         let bad_ballot = match self {
             Message::PreVote { ballot }
             | Message::PreVoteReply { ballot, .. }
@@ -196,9 +199,7 @@ impl Message {
             | Message::Accepted { ballot, .. }
             | Message::Heartbeat { ballot, .. }
             | Message::HeartbeatAck { ballot, .. } => !ballot_ok(ballot),
-            Message::Abdicate { ballot, successor } => {
-                !ballot_ok(ballot) || !cfg.members.contains(successor)
-            }
+            Message::Abdicate { ballot, successor } => !ballot_ok(ballot) || !id_ok(successor),
             Message::Promise {
                 ballot, entries, ..
             } => !ballot_ok(ballot) || entries.iter().any(|e| !ballot_ok(&e.ballot)),

@@ -7,6 +7,7 @@ pub mod durable;
 pub mod effects;
 pub mod election;
 pub mod learner;
+pub mod membership;
 pub mod message;
 pub mod proposer;
 pub mod replica;
@@ -18,6 +19,9 @@ pub use config::Canary;
 pub use config::{Config, ConfigError};
 pub use durable::{DurableEntry, DurableState, PersistOp, PersistRequest};
 pub use effects::{ChosenEntry, Effects, LeadershipEvent, Outgoing, RejectReason, Rejected};
+pub use membership::{
+    Membership, MembershipChange, MembershipError, MembershipLog, MEMBERSHIP_DELAY_SLOTS,
+};
 pub use message::{Malformed, Message, ReportedEntry, SnapshotChunk};
 pub use replica::{Input, Replica, Stats, Status};
 pub use types::{Ballot, Batch, Nanos, NodeId, PersistSeq, Slot, Snapshot, Value};

@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
+use super::membership::{Membership, MembershipChange, MembershipLog};
 use super::message::ReportedEntry;
 use super::types::{Ballot, Batch, Nanos, NodeId, Slot};
 
@@ -74,6 +75,10 @@ pub(crate) struct Candidate {
     pub(crate) ballot: Ballot,
     pub(crate) from_slot: Slot,
     pub(crate) promises: BTreeMap<NodeId, PromiseInfo>,
+    /// The memberships the promises so far show ahead: the replica's own,
+    /// and the changes the promises report (see
+    /// `Replica::follow_promised_memberships`).
+    pub(crate) memberships: MembershipLog,
     pub(crate) started_at: Nanos,
     pub(crate) last_sent_at: Nanos,
 }
@@ -154,12 +159,36 @@ pub(crate) struct HeartbeatRound {
     pub(crate) acks: BTreeSet<NodeId>,
 }
 
+/// A membership change a leader was asked for, from the moment it is
+/// queued until the slot carrying it is known chosen (from then on the
+/// replica's membership log holds it until it takes effect).
+#[derive(Debug, Clone)]
+pub(crate) struct PendingChange {
+    pub(crate) change: MembershipChange,
+    /// The membership once it takes effect.
+    pub(crate) after: Membership,
+    /// The slot it was proposed at; `None` while queued.
+    pub(crate) slot: Option<Slot>,
+    /// Rule "a lease covers every membership it may meet": the change is
+    /// proposed only once every lease the leader took before the change
+    /// was queued (acknowledged by quorums that need not include one of
+    /// `after`) has run out.
+    pub(crate) not_before: Nanos,
+}
+
 /// A node that completed phase 1 with `ballot`.
 #[derive(Debug, Clone)]
 pub(crate) struct Leader {
     pub(crate) ballot: Ballot,
     /// Next slot to assign to a new batch.
     pub(crate) next_slot: Slot,
+    /// Re-proposals from phase 1 that lie too far past the commit index to
+    /// be proposed yet (rule "lead only within alpha"), in slot order.
+    pub(crate) deferred: BTreeMap<Slot, Batch>,
+    /// The membership change this leader was asked for, if any.
+    pub(crate) change: Option<PendingChange>,
+    /// Each follower's commit index, from its heartbeat acknowledgements.
+    pub(crate) follower_commits: BTreeMap<NodeId, Slot>,
     /// Proposed, not yet known chosen. Bounded by the pipeline window plus
     /// the re-proposals of phase 1 (bounded by `max_log_ahead_slots`).
     pub(crate) in_flight: BTreeMap<Slot, InFlight>,
@@ -177,6 +206,9 @@ impl Leader {
         Leader {
             ballot,
             next_slot,
+            deferred: BTreeMap::new(),
+            change: None,
+            follower_commits: BTreeMap::new(),
             in_flight: BTreeMap::new(),
             next_round: 1,
             rounds: VecDeque::new(),

@@ -9,8 +9,11 @@ use super::durable::{DurableState, PersistOp, PersistRequest};
 use super::effects::{Effects, LeadershipEvent, Outgoing, RejectReason, Rejected};
 use super::election::{self, Election, PreVoteRound};
 use super::learner::{self, ChunkOutcome, Learner};
+use super::membership::{
+    self, Membership, MembershipChange, MembershipError, MembershipLog, MEMBERSHIP_DELAY_SLOTS,
+};
 use super::message::{Message, SnapshotChunk};
-use super::proposer::{self, Candidate, HeartbeatRound, InFlight, Leader};
+use super::proposer::{self, Candidate, HeartbeatRound, InFlight, Leader, PendingChange};
 use super::types::{Ballot, Batch, Nanos, NodeId, PersistSeq, Slot, Snapshot, Value};
 use super::wire_size::{self, VALUE_OVERHEAD_BYTES};
 
@@ -56,6 +59,13 @@ pub enum Input {
         /// Who should take over, if the caller has a preference.
         successor: Option<NodeId>,
     },
+    /// Change the membership (add a learner, promote it, remove a member).
+    /// Refused unless this node leads, no other change is in flight, the
+    /// change is valid for the latest membership, and (to promote) the
+    /// learner has caught up; refused as `RejectReason::Membership` with the
+    /// change's value. Once accepted, the change is chosen like a command
+    /// and takes effect `MEMBERSHIP_DELAY_SLOTS` slots later.
+    ChangeMembership(MembershipChange),
 }
 
 /// A snapshot of a replica's view, for status pages and debugging.
@@ -81,6 +91,13 @@ pub struct Status {
     pub persist_issued: PersistSeq,
     /// Highest persist sequence acknowledged durable.
     pub persisted: PersistSeq,
+    /// The membership deciding the commit index.
+    pub members: Membership,
+    /// The first slot a known change takes over from, if one is pending.
+    pub membership_change_at: Option<Slot>,
+    /// As leader: each follower's commit index, as its latest heartbeat
+    /// acknowledgement reported it (how far a learner has caught up).
+    pub follower_commits: BTreeMap<NodeId, Slot>,
 }
 
 /// Counters of untrusted input that was ignored.
@@ -128,6 +145,9 @@ pub struct Replica {
     learner: Learner,
     /// First slot not known chosen.
     commit: Slot,
+    /// Who decides which slot: the membership in effect at the snapshot
+    /// point and every change chosen below `commit` since.
+    members: MembershipLog,
     loopback: VecDeque<(PersistSeq, Message)>,
     pending: VecDeque<Value>,
     /// `wire_size::batch_bytes` of `pending`: the queue is bounded in bytes
@@ -144,7 +164,14 @@ impl Replica {
         cfg.validate()?;
         let commit = acceptor::first_unchosen(&durable);
         let floor = durable.snapshot.as_ref().map_or(Slot(0), |s| s.up_to);
-        Ok(Replica {
+        let members = match &durable.snapshot {
+            Some(s) => membership::unframe_snapshot(&s.data)
+                .map_err(|_| ConfigError::BadSnapshotMembership)?
+                .0
+                .unwrap_or_else(|| bootstrap_log(&cfg)),
+            None => bootstrap_log(&cfg),
+        };
+        let mut replica = Replica {
             last_issued: durable.persisted_seq,
             promise_seq: durable.persisted_seq,
             persisted: durable.persisted_seq,
@@ -161,14 +188,24 @@ impl Replica {
             pending_bytes: 0,
             now: Nanos(0),
             stats: Stats::default(),
+            members,
             cfg,
-        })
+        };
+        replica.learn_membership(floor, commit);
+        Ok(replica)
     }
 
     /// The snapshot the log starts after (recovered or installed), which
-    /// the application must hold before the first chosen entry is applied.
-    pub fn snapshot(&self) -> Option<&Snapshot> {
-        self.state.snapshot.as_ref()
+    /// the application must hold before the first chosen entry is applied:
+    /// the application's bytes, without the membership the log keeps.
+    pub fn snapshot(&self) -> Option<Snapshot> {
+        let s = self.state.snapshot.as_ref()?;
+        Some(app_snapshot(s))
+    }
+
+    /// The memberships from the snapshot point on, as far as known chosen.
+    pub fn membership(&self) -> &MembershipLog {
+        &self.members
     }
 
     /// This node's id.
@@ -219,6 +256,12 @@ impl Replica {
             pending_values: self.pending.len(),
             persist_issued: self.last_issued,
             persisted: self.persisted,
+            members: self.members.at(self.commit).clone(),
+            membership_change_at: self.members.next_change_after(self.commit),
+            follower_commits: match &self.role {
+                Role::Leader(l) => l.follower_commits.clone(),
+                _ => BTreeMap::new(),
+            },
         }
     }
 
@@ -244,10 +287,7 @@ impl Replica {
         }
         match input {
             Input::Peer { from, msg } => {
-                if from == self.cfg.node_id
-                    || !self.cfg.members.contains(&from)
-                    || msg.check(&self.cfg).is_err()
-                {
+                if from == self.cfg.node_id || !self.knows(from) || msg.check(&self.cfg).is_err() {
                     self.stats.malformed += 1;
                 } else {
                     self.on_message(from, msg, &mut fx);
@@ -261,12 +301,23 @@ impl Replica {
             Input::Compact { up_to, data } => {
                 let floor = self.floor();
                 if up_to <= self.learner.applied && up_to > floor {
+                    // The snapshot carries the memberships later slots
+                    // need; one that never changed is left out, so a
+                    // previous release can read the snapshot.
+                    let members = self.members.since(up_to);
+                    let changed = members != bootstrap_log(&self.cfg);
+                    let data = membership::frame_snapshot(changed.then_some(&members), &data);
                     self.persist(PersistOp::Snapshot(Snapshot { up_to, data }));
+                    self.members.trim_before(up_to);
                 }
             }
             Input::Abdicate { successor } => self.abdicate(successor, &mut fx),
+            Input::ChangeMembership(change) => self.on_change_membership(change, &mut fx),
         }
         self.drain_loopback(&mut fx);
+        if self.phase_one_done() {
+            self.become_leader(&mut fx);
+        }
         self.flush_proposals(&mut fx);
         self.finish(&mut fx, ticked);
         fx
@@ -299,10 +350,97 @@ impl Replica {
     }
 
     fn advance_commit(&mut self) {
-        self.commit = self.commit.max(self.floor());
+        let before = self.commit.max(self.floor());
+        self.commit = before;
         while self.state.log.get(&self.commit).is_some_and(|e| e.chosen) {
             self.commit = self.commit.next();
         }
+        if self.commit > before {
+            self.learn_membership(before, self.commit);
+            // The slot of the change asked for is chosen: from now on the
+            // membership log holds it (or, should another value have won
+            // the slot, the change was not made and may be asked again).
+            let commit = self.commit;
+            if let Role::Leader(l) = &mut self.role {
+                let decided = l
+                    .change
+                    .as_ref()
+                    .and_then(|c| c.slot)
+                    .is_some_and(|s| s < commit);
+                if decided {
+                    l.change = None;
+                }
+            }
+        }
+    }
+
+    /// Adds the membership changes chosen in `[from, to)` (all known
+    /// chosen) to the membership log, in slot order.
+    fn learn_membership(&mut self, from: Slot, to: Slot) {
+        let changes: Vec<(Slot, MembershipChange)> = self
+            .state
+            .log
+            .range(from..to)
+            .filter_map(|(slot, e)| Some((*slot, change_in(&e.batch)?)))
+            .collect();
+        for (slot, change) in changes {
+            // A change the membership refuses (raced by another) is a
+            // no-op on every replica alike.
+            let _ = self.members.on_chosen(slot, change);
+        }
+    }
+
+    /// Whether `node` may talk to this replica: never a removed one; a
+    /// member of any membership it knows of (its bootstrap, the replicated
+    /// ones, one a pending change or a campaign's promises name); and
+    /// anyone while this replica is a member of none (a joining node learns
+    /// who the members are from whoever leads; the transport has checked
+    /// that the peer is a node of the cluster).
+    fn knows(&self, node: NodeId) -> bool {
+        if self.members.latest().retired.contains(&node) {
+            return false;
+        }
+        let in_log = |n: NodeId| self.members.epochs().any(|e| e.members.contains(n));
+        let named = match &self.role {
+            Role::Leader(l) => l.change.as_ref().is_some_and(|c| c.after.contains(node)),
+            Role::Candidate(c) => c.memberships.epochs().any(|e| e.members.contains(node)),
+            Role::Follower => false,
+        };
+        self.cfg.members.contains(&node) || in_log(node) || named || !in_log(self.cfg.node_id)
+    }
+
+    /// Every other node this replica talks to: the members deciding the
+    /// commit index and later slots, and those a pending change or a
+    /// campaign's promises name.
+    fn peers(&self) -> Vec<NodeId> {
+        let mut out = BTreeSet::new();
+        for m in self.members.from_slot(self.commit) {
+            out.extend(m.nodes());
+        }
+        match &self.role {
+            Role::Leader(l) => {
+                if let Some(c) = &l.change {
+                    out.extend(c.after.nodes());
+                }
+            }
+            Role::Candidate(c) => {
+                for m in c.memberships.from_slot(self.commit) {
+                    out.extend(m.nodes());
+                }
+            }
+            Role::Follower => {}
+        }
+        out.remove(&self.cfg.node_id);
+        out.into_iter().collect()
+    }
+
+    /// Whether this node may campaign: it is a voter of the membership
+    /// deciding its commit index (a learner or a removed node never is).
+    fn may_campaign(&self) -> bool {
+        self.members
+            .at(self.commit)
+            .voters
+            .contains(&self.cfg.node_id)
     }
 
     /// Whether `slot` is in the part of the log this replica keeps entries
@@ -359,14 +497,12 @@ impl Replica {
 
     fn broadcast(&mut self, msg: &Message, fx: &mut Effects) {
         let after = self.dep_seq();
-        for &to in &self.cfg.members {
-            if to != self.cfg.node_id {
-                fx.send.push(Outgoing {
-                    to,
-                    msg: msg.clone(),
-                    after,
-                });
-            }
+        for to in self.peers() {
+            fx.send.push(Outgoing {
+                to,
+                msg: msg.clone(),
+                after,
+            });
         }
     }
 
@@ -436,11 +572,12 @@ impl Replica {
         };
         let ballot = l.ballot;
         let me = self.cfg.node_id;
+        let voters = &self.members.at(self.commit).voters;
         let successor = successor
-            .filter(|s| *s != me && self.cfg.members.contains(s))
+            .filter(|s| *s != me && voters.contains(s))
             .or_else(|| {
-                let after = self.cfg.members.iter().copied().find(|m| *m > me);
-                after.or_else(|| self.cfg.members.iter().copied().find(|m| *m != me))
+                let after = voters.iter().copied().find(|m| *m > me);
+                after.or_else(|| voters.iter().copied().find(|m| *m != me))
             });
         self.step_down(successor, fx);
         // Stay out of the next election: the successor should win it.
@@ -454,14 +591,12 @@ impl Replica {
             let msg = Message::Abdicate { ballot, successor };
             // Depends on nothing unpersisted; the promise of `ballot` is
             // already durable everywhere it matters.
-            for &to in &self.cfg.members {
-                if to != me {
-                    fx.send.push(Outgoing {
-                        to,
-                        msg: msg.clone(),
-                        after: PersistSeq(0),
-                    });
-                }
+            for to in self.peers() {
+                fx.send.push(Outgoing {
+                    to,
+                    msg: msg.clone(),
+                    after: PersistSeq(0),
+                });
             }
         }
     }
@@ -478,7 +613,10 @@ impl Replica {
             a.release_lease(now, from);
         }
         self.election.leader_hint = Some(successor);
-        if successor == self.cfg.node_id && matches!(self.role, Role::Follower) {
+        if successor == self.cfg.node_id
+            && matches!(self.role, Role::Follower)
+            && self.may_campaign()
+        {
             self.start_pre_vote(fx);
         } else {
             self.election.reset_timer(now, &self.cfg);
@@ -523,6 +661,18 @@ impl Replica {
             });
             return;
         }
+        // Only `Input::ChangeMembership` proposes a membership change: a
+        // command that looks like one would be taken for one.
+        let (reserved, values): (Vec<Value>, Vec<Value>) = values
+            .into_iter()
+            .partition(|v| membership::is_membership_value(v));
+        if !reserved.is_empty() {
+            fx.rejected.push(Rejected {
+                values: reserved,
+                leader_hint: Some(self.cfg.node_id),
+                reason: RejectReason::Reserved,
+            });
+        }
         let (ok, too_large): (Vec<Value>, Vec<Value>) = values
             .into_iter()
             .partition(|v| v.len() <= self.cfg.max_value_bytes);
@@ -560,7 +710,11 @@ impl Replica {
     fn on_tick(&mut self, fx: &mut Effects) {
         let now = self.now;
         let hb = self.cfg.heartbeat_interval_ns;
-        if let Some((peer, request)) = self.learner.request_due(now, self.commit, &self.cfg) {
+        let peers = self.peers();
+        if let Some((peer, request)) = self
+            .learner
+            .request_due(now, self.commit, &self.cfg, &peers)
+        {
             self.send(peer, request, PersistSeq(0), fx);
         }
         match &self.role {
@@ -590,15 +744,10 @@ impl Replica {
                         ballot: c.ballot,
                         from_slot: c.from_slot,
                     };
-                    let missing: Vec<NodeId> = self
-                        .cfg
-                        .members
+                    let missing: Vec<NodeId> = peers
                         .iter()
                         .copied()
-                        .filter(|m| {
-                            *m != self.cfg.node_id
-                                && !c.promises.get(m).is_some_and(|p| p.complete(c.from_slot))
-                        })
+                        .filter(|m| !c.promises.get(m).is_some_and(|p| p.complete(c.from_slot)))
                         .collect();
                     let after = self.dep_seq();
                     for to in missing {
@@ -619,7 +768,11 @@ impl Replica {
                     self.election.pre_vote = None;
                 }
                 if now >= self.election.deadline {
-                    self.start_pre_vote(fx);
+                    if self.may_campaign() {
+                        self.start_pre_vote(fx);
+                    } else {
+                        self.election.reset_timer(now, &self.cfg);
+                    }
                 }
             }
         }
@@ -643,7 +796,7 @@ impl Replica {
             grants,
             started_at: self.now,
         });
-        if self.cfg.quorum() <= 1 {
+        if self.quorum_of_every_membership(&BTreeSet::from([me])) {
             self.start_candidacy(fx);
             return;
         }
@@ -666,6 +819,7 @@ impl Replica {
             ballot,
             from_slot,
             promises: BTreeMap::new(),
+            memberships: self.members.clone(),
             started_at: self.now,
             last_sent_at: self.now,
         });
@@ -699,13 +853,14 @@ impl Replica {
                 );
             }
             Message::PreVoteReply { ballot, granted } => {
-                let quorum = self.cfg.quorum();
                 let mut won = false;
                 if let (Some(p), Role::Follower) = (&mut self.election.pre_vote, &self.role) {
                     if p.ballot == ballot && granted {
                         p.grants.insert(from);
-                        won = p.grants.len() >= quorum;
                     }
+                }
+                if let (Some(p), Role::Follower) = (&self.election.pre_vote, &self.role) {
+                    won = p.ballot == ballot && self.quorum_of_every_membership(&p.grants);
                 }
                 if won {
                     self.start_candidacy(fx);
@@ -720,8 +875,7 @@ impl Replica {
                 part_start,
                 part_end,
             } => {
-                let quorum = self.cfg.quorum();
-                let mut done = false;
+                let mut counted = false;
                 if let Role::Candidate(c) = &mut self.role {
                     if c.ballot == ballot && c.from_slot == from_slot {
                         c.promises.entry(from).or_default().add_part(
@@ -730,11 +884,14 @@ impl Replica {
                             part_start,
                             part_end,
                         );
-                        done = c.promised().count() >= quorum;
+                        counted = true;
                     }
                 }
-                if done {
-                    self.become_leader(fx);
+                if counted {
+                    if chosen_up_to > self.commit {
+                        self.learner.want(chosen_up_to, from);
+                    }
+                    self.follow_promised_memberships(fx);
                 }
             }
             Message::Nack { ballot, promised } => {
@@ -780,6 +937,11 @@ impl Replica {
             } => {
                 if self.my_ballot() == Some(ballot) && commit > self.commit {
                     self.learner.want(commit, from);
+                }
+                if let Role::Leader(l) = &mut self.role {
+                    if l.ballot == ballot {
+                        l.follower_commits.insert(from, commit);
+                    }
                 }
                 self.on_heartbeat_ack(from, ballot, round, fx)
             }
@@ -920,7 +1082,6 @@ impl Replica {
     }
 
     fn on_accepted(&mut self, from: NodeId, ballot: Ballot, slot: Slot, _fx: &mut Effects) {
-        let quorum = self.cfg.quorum();
         let Role::Leader(l) = &mut self.role else {
             return;
         };
@@ -931,7 +1092,26 @@ impl Replica {
             return;
         };
         f.acks.insert(from);
-        if f.acks.len() >= quorum {
+        // Rule "the votes of the slot's voters": only a majority of the
+        // membership deciding `slot` chooses its value (exact: the leader
+        // proposed it within alpha of its commit index).
+        let members = self.members.at(slot);
+        let mut chosen = members.is_quorum(&f.acks);
+        if self.cfg.canary_on(CanaryRef::VotersOnly) {
+            let mut all = members.clone();
+            all.voters.extend(members.learners.iter().copied());
+            chosen = all.is_quorum(&f.acks);
+        }
+        if self.cfg.canary_on(CanaryRef::MembershipOnceInEffect) {
+            let early = l
+                .change
+                .as_ref()
+                .filter(|c| c.slot.is_some_and(|s| s < slot));
+            if let Some(c) = early {
+                chosen = c.after.is_quorum(&f.acks);
+            }
+        }
+        if chosen {
             let batch = f.batch.clone();
             l.in_flight.remove(&slot);
             self.persist(PersistOp::Chosen { slot, batch });
@@ -939,7 +1119,6 @@ impl Replica {
     }
 
     fn on_heartbeat_ack(&mut self, from: NodeId, ballot: Ballot, round: u64, fx: &mut Effects) {
-        let quorum = self.cfg.quorum();
         let lease_ns = self.cfg.leader_lease_ns();
         let Role::Leader(l) = &mut self.role else {
             return;
@@ -951,20 +1130,31 @@ impl Replica {
             return;
         };
         r.acks.insert(from);
-        if r.acks.len() >= quorum {
-            // Rule "leader lease": a quorum followed this round, each
-            // refusing rivals for a lease from receipt; we count ours from
-            // the send, shortened for drift (see `Config::leader_lease_ns`).
-            let until = r.sent_at.plus(lease_ns);
-            let sent_at = r.sent_at;
-            l.last_quorum_at = l.last_quorum_at.max(sent_at);
-            if until > l.lease_until {
-                l.lease_until = until;
-                fx.leadership.push(LeadershipEvent::LeaseUntil { until });
-            }
-            // Older rounds can no longer extend the lease.
-            l.rounds.retain(|r| r.round > round);
+        // Rule "a lease covers every membership it may meet": a rival must
+        // win a quorum of each membership deciding the slots it would
+        // lead, so the acks must hold a quorum of each one this leader
+        // may meet: in effect, chosen and pending, or proposed.
+        if !self.lease_quorum(round) {
+            return;
         }
+        let Role::Leader(l) = &mut self.role else {
+            return;
+        };
+        let Some(r) = l.rounds.iter_mut().find(|r| r.round == round) else {
+            return;
+        };
+        // Rule "leader lease": a quorum followed this round, each
+        // refusing rivals for a lease from receipt; we count ours from
+        // the send, shortened for drift (see `Config::leader_lease_ns`).
+        let until = r.sent_at.plus(lease_ns);
+        let sent_at = r.sent_at;
+        l.last_quorum_at = l.last_quorum_at.max(sent_at);
+        if until > l.lease_until {
+            l.lease_until = until;
+            fx.leadership.push(LeadershipEvent::LeaseUntil { until });
+        }
+        // Older rounds can no longer extend the lease.
+        l.rounds.retain(|r| r.round > round);
     }
 
     fn on_catch_up(
@@ -994,10 +1184,18 @@ impl Replica {
         if s.up_to <= self.commit {
             return;
         }
-        self.persist(PersistOp::Snapshot(s.clone()));
-        self.learner.applied = self.learner.applied.max(s.up_to);
+        // The memberships the snapshot carries decide the slots after it
+        // (one without any comes from a cluster that never changed).
+        let Ok((members, _)) = membership::unframe_snapshot(&s.data) else {
+            self.stats.malformed += 1;
+            return;
+        };
+        self.members = members.unwrap_or_else(|| bootstrap_log(&self.cfg));
+        let app = app_snapshot(&s);
+        self.persist(PersistOp::Snapshot(s));
+        self.learner.applied = self.learner.applied.max(app.up_to);
         fx.chosen.clear();
-        fx.install_snapshot = Some(s);
+        fx.install_snapshot = Some(app);
     }
 
     fn become_leader(&mut self, fx: &mut Effects) {
@@ -1040,8 +1238,10 @@ impl Replica {
         // have been chosen, fill the gaps with no-ops. Slots a promiser knows
         // chosen were adopted above (the rule before guarantees they lie in
         // the window); should one not have been, it gets its chosen value
-        // again, never a no-op.
+        // again, never a no-op. Slots past alpha wait in `deferred` until
+        // the commit index nears them (`flush_proposals`).
         let mut slot = start;
+        let mut deferred = BTreeMap::new();
         while slot < next_slot {
             let known = self.state.log.get(&slot).is_some_and(|e| e.chosen);
             if !known {
@@ -1051,11 +1251,232 @@ impl Replica {
                     .or_else(|| result.repropose.get(&slot))
                     .cloned()
                     .unwrap_or_default();
-                self.propose_slot(slot, batch, fx);
+                deferred.insert(slot, batch);
             }
             slot = slot.next();
         }
+        if let Role::Leader(l) = &mut self.role {
+            l.deferred = deferred;
+        }
+        self.flush_proposals(fx);
         self.heartbeat(fx);
+    }
+
+    /// Rule "a quorum of every membership ahead": the candidate counts as
+    /// elected once the complete promises hold a majority of every
+    /// membership deciding a slot from its commit index on, as far as its
+    /// own log and the promises show (each change a promiser reports is
+    /// followed: its new members are asked too). A leader of an old
+    /// membership, cut off with members since removed, therefore cannot
+    /// win while the current membership's quorum follows another leader:
+    /// each chosen change is reported by a quorum of the membership that
+    /// chose it, which the candidate needs, up to the current one.
+    ///
+    /// And the candidate must know every slot below the highest commit
+    /// index a promiser reports (locally, or reported chosen), because the
+    /// changes chosen there decide the memberships after; it catches up
+    /// meanwhile.
+    fn phase_one_done(&self) -> bool {
+        let Role::Candidate(c) = &self.role else {
+            return false;
+        };
+        let promised: BTreeSet<NodeId> = c.promised().map(|(n, _)| *n).collect();
+        if self.cfg.canary_on(CanaryRef::MembershipChain) {
+            if !self.members.at(self.commit).is_quorum(&promised) {
+                return false;
+            }
+        } else if !c
+            .memberships
+            .from_slot(self.commit)
+            .chain(self.members.from_slot(self.commit))
+            .all(|m| m.is_quorum(&promised))
+        {
+            return false;
+        }
+        let max_commit = c
+            .promised()
+            .map(|(_, p)| p.chosen_up_to)
+            .max()
+            .unwrap_or(self.commit);
+        if max_commit.0 > self.commit.0.saturating_add(self.cfg.max_log_ahead_slots) {
+            // Too far behind to lead: `become_leader` steps down and the
+            // candidate catches up (rule "lead only within the window").
+            return true;
+        }
+        let mut slot = self.commit;
+        while slot < max_commit {
+            let known = self.state.log.get(&slot).is_some_and(|e| e.chosen)
+                || c.promised()
+                    .any(|(_, p)| p.entries.get(&slot).is_some_and(|e| e.chosen));
+            if !known {
+                return false;
+            }
+            slot = slot.next();
+        }
+        true
+    }
+
+    /// Recomputes the memberships a candidate's promises show ahead (the
+    /// value of each slot from the commit index on that a promiser knows
+    /// chosen, or else the highest-ballot one: what the candidate would
+    /// re-propose) and asks the members it has not asked yet.
+    fn follow_promised_memberships(&mut self, fx: &mut Effects) {
+        let Role::Candidate(c) = &self.role else {
+            return;
+        };
+        let mut best: BTreeMap<Slot, (bool, Ballot, &Batch)> = BTreeMap::new();
+        for p in c.promises.values() {
+            for e in p.entries.range(self.commit..).map(|(_, e)| e) {
+                let better = best
+                    .get(&e.slot)
+                    .is_none_or(|(chosen, ballot, _)| !*chosen && (e.chosen || e.ballot > *ballot));
+                if better {
+                    best.insert(e.slot, (e.chosen, e.ballot, &e.batch));
+                }
+            }
+        }
+        let mut memberships = self.members.clone();
+        for (slot, (_, _, batch)) in best {
+            if let Some(change) = change_in(batch) {
+                let _ = memberships.on_chosen(slot, change);
+            }
+        }
+        let asked = self.peers();
+        let msg = Message::Prepare {
+            ballot: c.ballot,
+            from_slot: c.from_slot,
+        };
+        if let Role::Candidate(c) = &mut self.role {
+            c.memberships = memberships;
+        }
+        let after = self.dep_seq();
+        for to in self.peers() {
+            if !asked.contains(&to) {
+                self.send(to, msg.clone(), after, fx);
+            }
+        }
+    }
+
+    /// Whether `nodes` hold a majority of every membership deciding a slot
+    /// from the commit index on.
+    fn quorum_of_every_membership(&self, nodes: &BTreeSet<NodeId>) -> bool {
+        if self.cfg.canary_on(CanaryRef::MembershipChain) {
+            return self.members.at(self.commit).is_quorum(nodes);
+        }
+        self.members
+            .from_slot(self.commit)
+            .all(|m| m.is_quorum(nodes))
+    }
+
+    /// Whether heartbeat round `round`'s acks hold a quorum of every
+    /// membership the leader's lease must: those deciding its commit index
+    /// and later slots, and those any change it has proposed or was asked
+    /// for (or re-proposes for a predecessor) would bring.
+    fn lease_quorum(&self, round: u64) -> bool {
+        let Role::Leader(l) = &self.role else {
+            return false;
+        };
+        let Some(r) = l.rounds.iter().find(|r| r.round == round) else {
+            return false;
+        };
+        if !self
+            .members
+            .from_slot(self.commit)
+            .all(|m| m.is_quorum(&r.acks))
+        {
+            return false;
+        }
+        if l.change
+            .as_ref()
+            .is_some_and(|c| !c.after.is_quorum(&r.acks))
+        {
+            return false;
+        }
+        // Changes proposed and not yet chosen (a predecessor's, re-proposed).
+        let mut proposed = l
+            .in_flight
+            .values()
+            .map(|f| &f.batch)
+            .chain(l.deferred.values())
+            .filter_map(change_in)
+            .peekable();
+        if proposed.peek().is_none() {
+            return true;
+        }
+        let mut latest = self.members.latest().clone();
+        for change in proposed {
+            if let Ok(next) = latest.apply(change) {
+                if !next.is_quorum(&r.acks) {
+                    return false;
+                }
+                latest = next;
+            }
+        }
+        true
+    }
+
+    /// Whether a membership change is proposed (or re-proposed) and not yet
+    /// known chosen, or chosen and not yet in effect.
+    fn change_in_flight(&self) -> bool {
+        if self.members.next_change_after(self.commit).is_some() {
+            return true;
+        }
+        let Role::Leader(l) = &self.role else {
+            return false;
+        };
+        l.change.is_some()
+            || l.in_flight.values().any(|f| change_in(&f.batch).is_some())
+            || l.deferred.values().any(|b| change_in(b).is_some())
+    }
+
+    fn on_change_membership(&mut self, change: MembershipChange, fx: &mut Effects) {
+        let refuse = |fx: &mut Effects, hint, reason| {
+            fx.rejected.push(Rejected {
+                values: vec![change.encode()],
+                leader_hint: hint,
+                reason,
+            });
+        };
+        let me = self.cfg.node_id;
+        let Role::Leader(l) = &self.role else {
+            refuse(fx, self.leader_hint(), RejectReason::NotLeader);
+            return;
+        };
+        let checked = if self.change_in_flight() {
+            Err(MembershipError::ChangeInFlight)
+        } else if change == MembershipChange::Remove(me) {
+            Err(MembershipError::RemovesLeader)
+        } else {
+            self.members.latest().apply(change).and_then(|after| {
+                // Promotion only once the learner is within alpha of us: a
+                // voter that far behind could not help a quorum for a while.
+                let caught_up = |n: &NodeId| {
+                    l.follower_commits.get(n).is_some_and(|c| {
+                        c.0.saturating_add(MEMBERSHIP_DELAY_SLOTS) >= self.commit.0
+                    })
+                };
+                match change {
+                    MembershipChange::Promote(n) if !caught_up(&n) => {
+                        Err(MembershipError::LearnerBehind)
+                    }
+                    _ => Ok(after),
+                }
+            })
+        };
+        match checked {
+            Err(e) => refuse(fx, Some(me), RejectReason::Membership(e)),
+            Ok(after) => {
+                let not_before = l.lease_until;
+                if let Role::Leader(l) = &mut self.role {
+                    l.change = Some(PendingChange {
+                        change,
+                        after,
+                        slot: None,
+                        not_before,
+                    });
+                }
+            }
+        }
     }
 
     fn propose_slot(&mut self, slot: Slot, batch: Batch, fx: &mut Effects) {
@@ -1083,14 +1504,12 @@ impl Replica {
         // this slot — our vote, below, waits for that — so followers get
         // it now and write while we write, instead of one fsync after us.
         let after = self.promise_seq.min(self.dep_seq());
-        for &to in &self.cfg.members {
-            if to != me {
-                fx.send.push(Outgoing {
-                    to,
-                    msg: msg.clone(),
-                    after,
-                });
-            }
+        for to in self.peers() {
+            fx.send.push(Outgoing {
+                to,
+                msg: msg.clone(),
+                after,
+            });
         }
         let after = self.dep_seq();
         self.send(me, Message::Accepted { ballot, slot }, after, fx);
@@ -1111,16 +1530,42 @@ impl Replica {
     /// Rule "pipeline and batch": while fewer than `pipeline_window_slots`
     /// slots are open past the commit index, put up to `max_batch_values`
     /// queued commands into the next slot.
+    ///
+    /// Rule "lead only within alpha": never a slot `MEMBERSHIP_DELAY_SLOTS`
+    /// or more past the commit index, so the membership deciding each slot
+    /// proposed is known exactly (it follows from slots known chosen). In
+    /// order: phase 1's re-proposals, then a membership change asked for,
+    /// then queued commands, and empty slots up to where a chosen change
+    /// takes effect, so that it does without waiting for traffic.
     fn flush_proposals(&mut self, fx: &mut Effects) {
-        let window = self.cfg.pipeline_window_slots;
+        let window = self.cfg.pipeline_window_slots.min(MEMBERSHIP_DELAY_SLOTS);
+        let limit = Slot(self.commit.0.saturating_add(window));
+        loop {
+            let Role::Leader(l) = &mut self.role else {
+                return;
+            };
+            let Some(entry) = l.deferred.first_entry() else {
+                break;
+            };
+            let slot = *entry.key();
+            if slot >= limit {
+                return;
+            }
+            let batch = entry.remove();
+            if !self.state.log.get(&slot).is_some_and(|e| e.chosen) {
+                self.propose_slot(slot, batch, fx);
+            }
+        }
+        self.propose_membership_change(limit, fx);
+        let fill_to = self.members.next_change_after(self.commit);
         let mut budget = window;
-        while budget > 0 && !self.pending.is_empty() {
+        while budget > 0 {
             budget -= 1;
             let Role::Leader(l) = &self.role else { return };
             // Catch-up (e.g. a snapshot) may have moved the commit index
             // past slots we had not used yet.
             let slot = l.next_slot.max(self.commit);
-            if slot.0 >= self.commit.0.saturating_add(window) {
+            if slot >= limit || (self.pending.is_empty() && fill_to.is_none_or(|to| slot >= to)) {
                 return;
             }
             // Rule "a bounded pipeline in bytes": what is in flight must
@@ -1147,6 +1592,49 @@ impl Replica {
             }
             self.propose_slot(slot, batch, fx);
         }
+    }
+
+    /// Proposes the membership change this leader was asked for, alone in
+    /// its slot, once nothing else about membership is in flight and every
+    /// lease taken before it was asked for has run out.
+    fn propose_membership_change(&mut self, limit: Slot, fx: &mut Effects) {
+        let Role::Leader(l) = &self.role else {
+            return;
+        };
+        let Some(pending) = &l.change else {
+            return;
+        };
+        let others_in_flight = self.members.next_change_after(self.commit).is_some()
+            || l.in_flight.values().any(|f| change_in(&f.batch).is_some())
+            || !l.deferred.is_empty();
+        if pending.slot.is_some() || others_in_flight || self.now < pending.not_before {
+            return;
+        }
+        let slot = l.next_slot.max(self.commit);
+        if slot >= limit || self.state.log.get(&slot).is_some_and(|e| e.chosen) {
+            return;
+        }
+        let change = pending.change;
+        // A re-proposal of a predecessor's change may have landed since it
+        // was asked for.
+        if let Err(e) = self.members.latest().apply(change) {
+            if let Role::Leader(l) = &mut self.role {
+                l.change = None;
+            }
+            fx.rejected.push(Rejected {
+                values: vec![change.encode()],
+                leader_hint: Some(self.cfg.node_id),
+                reason: RejectReason::Membership(e),
+            });
+            return;
+        }
+        if let Role::Leader(l) = &mut self.role {
+            l.next_slot = slot.next();
+            if let Some(pending) = &mut l.change {
+                pending.slot = Some(slot);
+            }
+        }
+        self.propose_slot(slot, vec![change.encode()], fx);
     }
 
     /// Takes the next batch off the queue: commands in order until
@@ -1208,7 +1696,7 @@ impl Replica {
             },
             fx,
         );
-        if self.cfg.quorum() <= 1 {
+        if self.lease_quorum(round) {
             self.on_heartbeat_ack(me, ballot, round, fx);
         }
     }
@@ -1223,8 +1711,7 @@ impl Replica {
         let now = self.now;
         let commit = self.commit;
         let hb = self.cfg.heartbeat_interval_ns;
-        let members = self.cfg.members.clone();
-        let me = self.cfg.node_id;
+        let members = self.peers();
         let after = self.dep_seq();
         let Role::Leader(l) = &mut self.role else {
             return;
@@ -1240,7 +1727,7 @@ impl Replica {
             f.last_sent_at = now;
             f.resends = f.resends.saturating_add(1);
             for to in &members {
-                if *to != me && !f.acks.contains(to) {
+                if !f.acks.contains(to) {
                     fx.send.push(Outgoing {
                         to: *to,
                         msg: Message::Accept {
@@ -1254,5 +1741,33 @@ impl Replica {
                 }
             }
         }
+    }
+}
+
+/// The membership log of a replica that knows no change: its bootstrap
+/// voters decide every slot.
+fn bootstrap_log(cfg: &Config) -> MembershipLog {
+    MembershipLog::new(Membership::bootstrap(cfg.members.iter().copied()))
+}
+
+/// The application's part of a snapshot as the log keeps it (without the
+/// memberships it carries).
+fn app_snapshot(s: &Snapshot) -> Snapshot {
+    let data = match membership::unframe_snapshot(&s.data) {
+        Ok((_, app)) => app.to_vec(),
+        // Checked when recovered or received; kept whole should it not be.
+        Err(_) => s.data.clone(),
+    };
+    Snapshot {
+        up_to: s.up_to,
+        data,
+    }
+}
+
+/// The membership change a slot's batch carries: a change travels alone.
+fn change_in(batch: &Batch) -> Option<MembershipChange> {
+    match batch.as_slice() {
+        [value] => MembershipChange::decode(value),
+        _ => None,
     }
 }

@@ -1231,3 +1231,231 @@ fn a_stalled_snapshot_download_asks_again_then_gives_up() {
     // Asked again a bounded number of times, then dropped the download.
     assert_eq!(asks(&n), 10, "{:?}", n.sent);
 }
+
+// ----- membership ---------------------------------------------------------
+
+use super::membership::{MembershipChange, MembershipError, MEMBERSHIP_DELAY_SLOTS};
+
+impl Cluster {
+    /// Voters 1..=n, and spare nodes n+1..=n+spares configured as joining
+    /// nodes are (the first voters, without themselves).
+    fn with_spares(n: u64, spares: u64) -> Cluster {
+        let mut c = Cluster::new(n);
+        for id in n + 1..=n + spares {
+            c.nodes.push(Node::from_disk(
+                Config::new(NodeId(id), members(n)),
+                DurableState::default(),
+            ));
+        }
+        c
+    }
+    /// Asks node `who` for `change` at `now_ms`; returns why it was refused.
+    fn change(&mut self, who: u64, now_ms: u64, change: MembershipChange) -> Option<RejectReason> {
+        let n = &mut self.nodes[(who - 1) as usize];
+        let fx = n.raw(now_ms, Input::ChangeMembership(change));
+        let reason = fx.rejected.first().map(|r| r.reason);
+        n.absorb(now_ms, fx);
+        self.pump(now_ms);
+        reason
+    }
+    /// Ticks every node at `now_ms` (heartbeats, proposals due) and delivers.
+    fn tick(&mut self, now_ms: u64) {
+        for n in self.nodes.iter_mut() {
+            n.step(now_ms, Input::Tick);
+        }
+        self.pump(now_ms);
+    }
+    fn voters(&self, who: u64) -> Vec<u64> {
+        let status = self.nodes[(who - 1) as usize].r.status();
+        status.members.voters.iter().map(|n| n.0).collect()
+    }
+}
+
+#[test]
+fn a_learner_is_added_promoted_and_a_voter_removed_each_in_effect_alpha_slots_later() {
+    let mut c = Cluster::with_spares(3, 1);
+    c.elect(1, 2_000);
+    assert_eq!(
+        c.change(1, 2_001, MembershipChange::AddLearner(NodeId(4))),
+        None
+    );
+    // Proposed only once the lease taken before the request has run out,
+    // then chosen; the leader fills empty slots until it is in effect.
+    let commit_before = c.nodes[0].r.commit_index();
+    c.tick(2_100);
+    assert!(
+        c.nodes[0].r.status().members.learners.is_empty(),
+        "not before the lease ran out"
+    );
+    c.tick(2_600);
+    c.tick(2_650);
+    let status = c.nodes[0].r.status();
+    assert_eq!(
+        status
+            .members
+            .learners
+            .iter()
+            .map(|n| n.0)
+            .collect::<Vec<_>>(),
+        vec![4]
+    );
+    assert!(status.commit.0 >= commit_before.0 + MEMBERSHIP_DELAY_SLOTS);
+    // The learner receives the log, and is promoted once caught up.
+    c.tick(2_700);
+    assert_eq!(c.nodes[3].r.commit_index(), c.nodes[0].r.commit_index());
+    assert_eq!(
+        c.change(1, 2_701, MembershipChange::Promote(NodeId(4))),
+        None
+    );
+    for t in [3_300, 3_350, 3_400] {
+        c.tick(t);
+    }
+    assert_eq!(c.voters(1), vec![1, 2, 3, 4]);
+    assert_eq!(c.voters(4), vec![1, 2, 3, 4]);
+    assert_eq!(
+        c.change(1, 3_401, MembershipChange::Remove(NodeId(2))),
+        None
+    );
+    for t in [4_000, 4_050, 4_100] {
+        c.tick(t);
+    }
+    assert_eq!(c.voters(1), vec![1, 3, 4]);
+    assert_eq!(c.voters(3), vec![1, 3, 4]);
+    // Commands keep being chosen by the new voters.
+    c.nodes[0].step(4_101, Input::Propose(vec![val(b"after")]));
+    c.pump(4_101);
+    assert!(c.nodes[0]
+        .chosen
+        .iter()
+        .any(|e| e.batch == vec![val(b"after")]));
+}
+
+#[test]
+fn a_second_change_is_refused_while_one_is_in_flight() {
+    let mut c = Cluster::with_spares(3, 2);
+    c.elect(1, 2_000);
+    assert_eq!(
+        c.change(1, 2_001, MembershipChange::AddLearner(NodeId(4))),
+        None
+    );
+    assert_eq!(
+        c.change(1, 2_002, MembershipChange::AddLearner(NodeId(5))),
+        Some(RejectReason::Membership(MembershipError::ChangeInFlight))
+    );
+    c.tick(2_600);
+    // Chosen, not yet in effect: still in flight.
+    let n = &c.nodes[0];
+    if n.r.status().membership_change_at.is_some() {
+        assert_eq!(
+            c.change(1, 2_601, MembershipChange::AddLearner(NodeId(5))),
+            Some(RejectReason::Membership(MembershipError::ChangeInFlight))
+        );
+    }
+    c.tick(2_650);
+    assert_eq!(
+        c.change(1, 2_651, MembershipChange::AddLearner(NodeId(5))),
+        None
+    );
+}
+
+#[test]
+fn membership_changes_are_checked_before_anything_is_proposed() {
+    let mut c = Cluster::with_spares(3, 1);
+    c.elect(1, 2_000);
+    let refused = |e| Some(RejectReason::Membership(e));
+    assert_eq!(
+        c.change(1, 2_001, MembershipChange::Remove(NodeId(1))),
+        refused(MembershipError::RemovesLeader)
+    );
+    assert_eq!(
+        c.change(1, 2_001, MembershipChange::Promote(NodeId(4))),
+        refused(MembershipError::NotALearner)
+    );
+    assert_eq!(
+        c.change(1, 2_001, MembershipChange::Remove(NodeId(9))),
+        refused(MembershipError::NotAMember)
+    );
+    assert_eq!(
+        c.change(2, 2_001, MembershipChange::AddLearner(NodeId(4))),
+        Some(RejectReason::NotLeader)
+    );
+    // A command dressed as a change is refused: only ChangeMembership makes one.
+    let fx = c.nodes[0].raw(
+        2_002,
+        Input::Propose(vec![MembershipChange::AddLearner(NodeId(4)).encode()]),
+    );
+    assert_eq!(fx.rejected[0].reason, RejectReason::Reserved);
+    // Nothing changed: the same three voters, no learner.
+    c.tick(2_600);
+    assert_eq!(c.voters(1), vec![1, 2, 3]);
+    assert!(c.nodes[0].r.status().members.learners.is_empty());
+}
+
+#[test]
+fn a_learner_that_has_not_caught_up_is_not_promoted() {
+    let mut c = Cluster::with_spares(3, 1);
+    c.elect(1, 2_000);
+    // Node 4 is added but hears nothing (its messages are dropped).
+    c.nodes[0].step(
+        2_001,
+        Input::ChangeMembership(MembershipChange::AddLearner(NodeId(4))),
+    );
+    for t in [2_600, 2_650] {
+        for n in c.nodes.iter_mut().take(3) {
+            n.step(t, Input::Tick);
+        }
+        for n in c.nodes.iter_mut() {
+            n.sent.retain(|o| o.to != NodeId(4));
+        }
+        c.pump(t);
+    }
+    assert_eq!(c.nodes[0].r.status().members.learners.len(), 1);
+    assert_eq!(
+        c.change(1, 2_651, MembershipChange::Promote(NodeId(4))),
+        Some(RejectReason::Membership(MembershipError::LearnerBehind))
+    );
+}
+
+#[test]
+fn a_learner_never_campaigns() {
+    let mut c = Cluster::with_spares(3, 1);
+    let spare = &mut c.nodes[3];
+    for t in [0, 2_000, 4_000, 8_000] {
+        spare.step(t, Input::Tick);
+    }
+    assert!(
+        spare
+            .sent
+            .iter()
+            .all(|o| !matches!(o.msg, Message::PreVote { .. } | Message::Prepare { .. })),
+        "a node that is no voter campaigned: {:?}",
+        spare.sent
+    );
+}
+
+#[test]
+fn a_restarted_replica_finds_its_membership_in_its_snapshot_and_log() {
+    let mut c = Cluster::with_spares(3, 1);
+    c.elect(1, 2_000);
+    c.change(1, 2_001, MembershipChange::AddLearner(NodeId(4)));
+    c.tick(2_600);
+    c.tick(2_650);
+    let applied = c.nodes[1].r.status().applied;
+    let before = c.nodes[1].r.membership().clone();
+    assert_eq!(before.latest().learners.len(), 1);
+    // Compact node 2 halfway, then restart it from its disk.
+    let half = Slot(applied.0 / 2);
+    c.nodes[1].step(
+        2_651,
+        Input::Compact {
+            up_to: half,
+            data: b"app".to_vec(),
+        },
+    );
+    let disk = c.nodes[1].disk.clone();
+    let restarted = Replica::new(cfg(2, 3), disk, 9).unwrap();
+    assert_eq!(restarted.membership().latest(), before.latest());
+    assert_eq!(restarted.status().members, c.nodes[1].r.status().members);
+    // The application sees its own bytes, not the membership header.
+    assert_eq!(restarted.snapshot().unwrap().data, b"app".to_vec());
+}

@@ -1,0 +1,550 @@
+//! Who takes part in consensus, slot by slot.
+//!
+//! Membership is replicated state: a change is a log entry chosen like any
+//! command, and it takes effect [`MEMBERSHIP_DELAY_SLOTS`] slots after the
+//! slot that carries it (Lamport's alpha, "Paxos Made Simple" section 3 and
+//! "Reconfiguring a State Machine", 2010). Which acceptors decide slot `s`
+//! is therefore a function of the values chosen at slots up to
+//! `s - MEMBERSHIP_DELAY_SLOTS`, and a replica only proposes at a slot
+//! whose earlier slots up to that distance it knows chosen (the replica's
+//! rule "lead only within alpha"): every proposer of a slot agrees on its
+//! acceptors, and each slot is single-decree Paxos over a fixed set.
+//!
+//! A change is one of: add a learner (it receives the log but does not
+//! vote), promote a learner to voter, remove a member. Each changes the
+//! voters by at most one, and a leader has at most one change in flight
+//! (proposed and not yet in effect): the next is refused until then.
+//!
+//! The change travels as an ordinary log value with a header no client
+//! command can have (an origin node id of `u64::MAX`, which no node has),
+//! so the log, the peer protocol and the storage carry it unchanged.
+
+use std::collections::{BTreeSet, VecDeque};
+
+use super::types::{NodeId, Slot, Value};
+
+/// How many slots after the slot that carries it a membership change takes
+/// effect (Lamport's alpha). A protocol constant: every replica must use
+/// the same, so it is not configurable. A leader never has more slots in
+/// flight past its commit index than this.
+pub const MEMBERSHIP_DELAY_SLOTS: u64 = 16;
+
+/// Most voters a membership may hold (a quorum of 8 is slow enough).
+pub const MAX_VOTERS: usize = 15;
+
+/// Most learners a membership may hold at once.
+pub const MAX_LEARNERS: usize = 8;
+
+/// Most membership epochs a replica keeps (the one in effect at its
+/// snapshot point and every later one). One change at a time, each taking
+/// [`MEMBERSHIP_DELAY_SLOTS`], keeps the real number at a handful.
+pub const MAX_EPOCHS: usize = 1024;
+
+/// The size of a membership change's log value; `max_value_bytes` must
+/// hold it.
+pub const CHANGE_VALUE_BYTES: usize = 25;
+
+/// The header of a membership change value: eight `0xff` bytes (the
+/// envelope's origin node id, `u64::MAX`, which no node has) and a tag.
+const CHANGE_MAGIC: &[u8; 16] = b"\xff\xff\xff\xff\xff\xff\xff\xffpxmember";
+/// The header of a snapshot that carries membership epochs before the
+/// application's bytes. An application snapshot never starts with it (a
+/// snapshot without it is one from before membership was replicated).
+const SNAPSHOT_MAGIC: &[u8; 8] = b"pxsnapm1";
+
+/// One membership change, as the log carries it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MembershipChange {
+    /// A new node receives the log, without a vote, until promoted.
+    AddLearner(NodeId),
+    /// A learner becomes a voter.
+    Promote(NodeId),
+    /// A voter or learner leaves for good; its id is never used again.
+    Remove(NodeId),
+}
+
+impl MembershipChange {
+    /// The node the change is about.
+    pub fn node(&self) -> NodeId {
+        match self {
+            MembershipChange::AddLearner(n)
+            | MembershipChange::Promote(n)
+            | MembershipChange::Remove(n) => *n,
+        }
+    }
+
+    /// The log value carrying this change.
+    pub fn encode(&self) -> Value {
+        let (kind, node) = match self {
+            MembershipChange::AddLearner(n) => (1u8, n.0),
+            MembershipChange::Promote(n) => (2, n.0),
+            MembershipChange::Remove(n) => (3, n.0),
+        };
+        let mut out = Vec::with_capacity(CHANGE_VALUE_BYTES);
+        out.extend_from_slice(CHANGE_MAGIC);
+        out.push(kind);
+        out.extend_from_slice(&node.to_le_bytes());
+        debug_assert_eq!(out.len(), CHANGE_VALUE_BYTES);
+        Value::from(out)
+    }
+
+    /// The change a log value carries, if it is one; `None` for every
+    /// client command and for a malformed change (which the state machine
+    /// must then ignore too: see [`is_membership_value`]).
+    pub fn decode(value: &[u8]) -> Option<MembershipChange> {
+        let rest = value.strip_prefix(CHANGE_MAGIC.as_slice())?;
+        let (&kind, id) = rest.split_first()?;
+        let id: [u8; 8] = id.try_into().ok()?;
+        let node = NodeId(u64::from_le_bytes(id));
+        match kind {
+            1 => Some(MembershipChange::AddLearner(node)),
+            2 => Some(MembershipChange::Promote(node)),
+            3 => Some(MembershipChange::Remove(node)),
+            _ => None,
+        }
+    }
+}
+
+/// Whether a log value is consensus' own (a membership change, possibly
+/// malformed) rather than an application command. The application skips
+/// such values.
+pub fn is_membership_value(value: &[u8]) -> bool {
+    value.starts_with(CHANGE_MAGIC)
+}
+
+/// Why a membership change was refused. Nothing is changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MembershipError {
+    /// The id is outside 1..=[`NodeId::MAX`].
+    BadId,
+    /// The node is already a voter or learner.
+    AlreadyMember,
+    /// The id belonged to a removed member; ids are never reused.
+    Retired,
+    /// Only a learner can be promoted.
+    NotALearner,
+    /// The node is not a member.
+    NotAMember,
+    /// The last voter cannot be removed.
+    LastVoter,
+    /// The membership would exceed [`MAX_VOTERS`] or [`MAX_LEARNERS`].
+    TooMany,
+    /// Another change is proposed and not yet in effect.
+    ChangeInFlight,
+    /// The learner is too far behind the leader to be promoted.
+    LearnerBehind,
+    /// The leader cannot remove itself; it must hand leadership over first.
+    RemovesLeader,
+}
+
+impl std::fmt::Display for MembershipError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let text = match self {
+            MembershipError::BadId => "node ids run from 1 to 1023",
+            MembershipError::AlreadyMember => "the node is already a member",
+            MembershipError::Retired => {
+                "the id belonged to a removed member and is never reused: give the node a new id"
+            }
+            MembershipError::NotALearner => "only a learner can be promoted: add it first",
+            MembershipError::NotAMember => "the node is not a member",
+            MembershipError::LastVoter => "the last voter cannot be removed",
+            MembershipError::TooMany => "the membership would exceed 15 voters or 8 learners",
+            MembershipError::ChangeInFlight => {
+                "another membership change is in flight: wait until it is in effect and retry"
+            }
+            MembershipError::LearnerBehind => {
+                "the learner has not caught up with the leader yet: wait and retry"
+            }
+            MembershipError::RemovesLeader => {
+                "the leader cannot remove itself: hand leadership over first"
+            }
+        };
+        f.write_str(text)
+    }
+}
+
+impl std::error::Error for MembershipError {}
+
+/// The members deciding one stretch of slots.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Membership {
+    /// Acceptors whose votes count: a majority of them chooses a value.
+    pub voters: BTreeSet<NodeId>,
+    /// Nodes that receive the log and vote on nothing.
+    pub learners: BTreeSet<NodeId>,
+    /// Ids of removed members, never admitted again.
+    pub retired: BTreeSet<NodeId>,
+}
+
+impl Membership {
+    /// The first membership of a cluster: these voters, nothing else.
+    pub fn bootstrap(voters: impl IntoIterator<Item = NodeId>) -> Membership {
+        Membership {
+            voters: voters.into_iter().collect(),
+            ..Membership::default()
+        }
+    }
+
+    /// How many voters make a majority.
+    pub fn quorum(&self) -> usize {
+        self.voters.len() / 2 + 1
+    }
+
+    /// Whether the voters among `nodes` make a majority.
+    pub fn is_quorum<'a>(&self, nodes: impl IntoIterator<Item = &'a NodeId>) -> bool {
+        nodes
+            .into_iter()
+            .filter(|n| self.voters.contains(n))
+            .count()
+            >= self.quorum()
+    }
+
+    /// Whether `node` is a voter or a learner.
+    pub fn contains(&self, node: NodeId) -> bool {
+        self.voters.contains(&node) || self.learners.contains(&node)
+    }
+
+    /// Voters and learners, in id order.
+    pub fn nodes(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.voters.union(&self.learners).copied()
+    }
+
+    /// The membership after `change`, or why it cannot be made.
+    pub fn apply(&self, change: MembershipChange) -> Result<Membership, MembershipError> {
+        let node = change.node();
+        if node.0 == 0 || node.0 > NodeId::MAX {
+            return Err(MembershipError::BadId);
+        }
+        let mut next = self.clone();
+        match change {
+            MembershipChange::AddLearner(_) => {
+                if self.retired.contains(&node) {
+                    return Err(MembershipError::Retired);
+                }
+                if self.contains(node) {
+                    return Err(MembershipError::AlreadyMember);
+                }
+                if self.learners.len() >= MAX_LEARNERS {
+                    return Err(MembershipError::TooMany);
+                }
+                next.learners.insert(node);
+            }
+            MembershipChange::Promote(_) => {
+                if !self.learners.contains(&node) {
+                    return Err(MembershipError::NotALearner);
+                }
+                if self.voters.len() >= MAX_VOTERS {
+                    return Err(MembershipError::TooMany);
+                }
+                next.learners.remove(&node);
+                next.voters.insert(node);
+            }
+            MembershipChange::Remove(_) => {
+                if !self.contains(node) {
+                    return Err(MembershipError::NotAMember);
+                }
+                if self.voters.len() == 1 && self.voters.contains(&node) {
+                    return Err(MembershipError::LastVoter);
+                }
+                next.voters.remove(&node);
+                next.learners.remove(&node);
+                next.retired.insert(node);
+            }
+        }
+        Ok(next)
+    }
+}
+
+/// One membership and the first slot it decides.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Epoch {
+    /// The first slot this membership decides.
+    pub from: Slot,
+    /// The membership.
+    pub members: Membership,
+}
+
+/// The memberships of a stretch of the log: the one in effect at its start
+/// and every change chosen after, each from the slot it takes effect.
+/// Changes are added in slot order as they become known chosen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MembershipLog {
+    /// Ascending `from`; never empty.
+    epochs: VecDeque<Epoch>,
+}
+
+impl MembershipLog {
+    /// A log whose every slot is decided by `members`.
+    pub fn new(members: Membership) -> MembershipLog {
+        MembershipLog {
+            epochs: VecDeque::from([Epoch {
+                from: Slot(0),
+                members,
+            }]),
+        }
+    }
+
+    /// The membership deciding `slot` (as far as changes are known: exact
+    /// for a slot whose earlier slots up to [`MEMBERSHIP_DELAY_SLOTS`] are
+    /// all known chosen).
+    pub fn at(&self, slot: Slot) -> &Membership {
+        let i = self.epochs.partition_point(|e| e.from <= slot);
+        &self.epochs[i.saturating_sub(1)].members
+    }
+
+    /// The membership after every known change (possibly not in effect yet).
+    pub fn latest(&self) -> &Membership {
+        // Never empty: built with one epoch, trimmed to at least one.
+        &self.epochs[self.epochs.len() - 1].members
+    }
+
+    /// The memberships deciding `slot` and every later slot.
+    pub fn from_slot(&self, slot: Slot) -> impl Iterator<Item = &Membership> {
+        let i = self.epochs.partition_point(|e| e.from <= slot);
+        self.epochs.range(i.saturating_sub(1)..).map(|e| &e.members)
+    }
+
+    /// The first slot a membership not yet in effect at `slot` takes over,
+    /// if any is known.
+    pub fn next_change_after(&self, slot: Slot) -> Option<Slot> {
+        self.epochs.iter().map(|e| e.from).find(|from| *from > slot)
+    }
+
+    /// The epochs, oldest first.
+    pub fn epochs(&self) -> impl Iterator<Item = &Epoch> {
+        self.epochs.iter()
+    }
+
+    /// A change chosen at `slot`: from `slot + MEMBERSHIP_DELAY_SLOTS` the
+    /// membership is the latest one changed by it. A change the latest
+    /// membership refuses (a leader checks before proposing, so only a
+    /// change raced by another can be refused) changes nothing: every
+    /// replica refuses it alike.
+    pub fn on_chosen(
+        &mut self,
+        slot: Slot,
+        change: MembershipChange,
+    ) -> Result<(), MembershipError> {
+        let members = self.latest().apply(change)?;
+        let from = Slot(slot.0.saturating_add(MEMBERSHIP_DELAY_SLOTS));
+        // Changes arrive in slot order, so `from` only grows.
+        debug_assert!(self.epochs.back().is_none_or(|e| e.from < from));
+        self.epochs.push_back(Epoch { from, members });
+        // Only the memberships around the commit index matter; the replica
+        // trims at every snapshot, so this bound is never reached in
+        // practice (a change takes MEMBERSHIP_DELAY_SLOTS slots at least).
+        if self.epochs.len() > MAX_EPOCHS {
+            self.epochs.pop_front();
+        }
+        Ok(())
+    }
+
+    /// Forgets the epochs that end before `slot` (keeping the one in effect
+    /// there), so a snapshot at `slot` carries what later slots need.
+    pub fn trim_before(&mut self, slot: Slot) {
+        while self.epochs.len() > 1 && self.epochs[1].from <= slot {
+            self.epochs.pop_front();
+        }
+    }
+
+    /// This log as a snapshot carries it, starting at `slot`.
+    pub fn since(&self, slot: Slot) -> MembershipLog {
+        let mut out = self.clone();
+        out.trim_before(slot);
+        out
+    }
+
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&(self.epochs.len() as u32).to_le_bytes());
+        for e in &self.epochs {
+            out.extend_from_slice(&e.from.0.to_le_bytes());
+            for set in [&e.members.voters, &e.members.learners, &e.members.retired] {
+                out.extend_from_slice(&(set.len() as u32).to_le_bytes());
+                for n in set {
+                    out.extend_from_slice(&(n.0 as u16).to_le_bytes());
+                }
+            }
+        }
+    }
+
+    fn decode(bytes: &mut &[u8]) -> Option<MembershipLog> {
+        fn take<const N: usize>(bytes: &mut &[u8]) -> Option<[u8; N]> {
+            let (head, rest) = bytes.split_at_checked(N)?;
+            *bytes = rest;
+            head.try_into().ok()
+        }
+        let count = u32::from_le_bytes(take(bytes)?) as usize;
+        if count == 0 || count > MAX_EPOCHS {
+            return None;
+        }
+        let mut epochs = VecDeque::with_capacity(count);
+        for _ in 0..count {
+            let from = Slot(u64::from_le_bytes(take(bytes)?));
+            let mut sets: [BTreeSet<NodeId>; 3] = Default::default();
+            for set in sets.iter_mut() {
+                let len = u32::from_le_bytes(take(bytes)?) as usize;
+                if len > NodeId::MAX as usize {
+                    return None;
+                }
+                for _ in 0..len {
+                    let id = u16::from_le_bytes(take(bytes)?) as u64;
+                    if id == 0 || id > NodeId::MAX {
+                        return None;
+                    }
+                    set.insert(NodeId(id));
+                }
+            }
+            let [voters, learners, retired] = sets;
+            if voters.is_empty() || epochs.back().is_some_and(|e: &Epoch| e.from >= from) {
+                return None;
+            }
+            epochs.push_back(Epoch {
+                from,
+                members: Membership {
+                    voters,
+                    learners,
+                    retired,
+                },
+            });
+        }
+        Some(MembershipLog { epochs })
+    }
+}
+
+/// Why a snapshot's membership header did not decode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BadSnapshotMembership;
+
+/// A snapshot's bytes as the log keeps and ships them: the membership log
+/// from the snapshot's slot, then the application's bytes. A cluster that
+/// never changed its membership writes the application's bytes alone, as
+/// the previous release did, so its snapshots stay readable by it.
+pub fn frame_snapshot(members: Option<&MembershipLog>, app: &[u8]) -> Vec<u8> {
+    let Some(members) = members else {
+        return app.to_vec();
+    };
+    let mut out = Vec::with_capacity(app.len() + 64);
+    out.extend_from_slice(SNAPSHOT_MAGIC);
+    members.encode(&mut out);
+    out.extend_from_slice(app);
+    out
+}
+
+/// Splits a snapshot's bytes into its membership log (`None` for a
+/// snapshot written without one) and the application's bytes.
+pub fn unframe_snapshot(
+    bytes: &[u8],
+) -> Result<(Option<MembershipLog>, &[u8]), BadSnapshotMembership> {
+    let Some(mut rest) = bytes.strip_prefix(SNAPSHOT_MAGIC.as_slice()) else {
+        return Ok((None, bytes));
+    };
+    let members = MembershipLog::decode(&mut rest).ok_or(BadSnapshotMembership)?;
+    Ok((Some(members), rest))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids(list: &[u64]) -> BTreeSet<NodeId> {
+        list.iter().copied().map(NodeId).collect()
+    }
+
+    #[test]
+    fn changes_round_trip_and_commands_are_not_changes() {
+        for change in [
+            MembershipChange::AddLearner(NodeId(4)),
+            MembershipChange::Promote(NodeId(1023)),
+            MembershipChange::Remove(NodeId(1)),
+        ] {
+            let value = change.encode();
+            assert!(is_membership_value(&value));
+            assert_eq!(MembershipChange::decode(&value), Some(change));
+        }
+        // A client command's envelope starts with its origin node id (at
+        // most 1023), never eight 0xff bytes.
+        let mut command = 2u64.to_le_bytes().to_vec();
+        command.extend_from_slice(b"anything at all");
+        assert!(!is_membership_value(&command));
+        assert_eq!(MembershipChange::decode(&command), None);
+        let mut bad = MembershipChange::Remove(NodeId(2)).encode().to_vec();
+        bad[16] = 9;
+        assert!(is_membership_value(&bad));
+        assert_eq!(MembershipChange::decode(&bad), None);
+        assert_eq!(MembershipChange::decode(&bad[..20]), None);
+    }
+
+    #[test]
+    fn each_change_moves_at_most_one_voter_and_ids_are_never_reused() {
+        let m = Membership::bootstrap([NodeId(1), NodeId(2), NodeId(3)]);
+        let added = m.apply(MembershipChange::AddLearner(NodeId(4))).unwrap();
+        assert_eq!(added.voters, m.voters);
+        assert_eq!(
+            added.apply(MembershipChange::AddLearner(NodeId(4))),
+            Err(MembershipError::AlreadyMember)
+        );
+        assert_eq!(
+            m.apply(MembershipChange::Promote(NodeId(4))),
+            Err(MembershipError::NotALearner)
+        );
+        let promoted = added.apply(MembershipChange::Promote(NodeId(4))).unwrap();
+        assert_eq!(promoted.voters, ids(&[1, 2, 3, 4]));
+        assert_eq!(promoted.quorum(), 3);
+        let removed = promoted.apply(MembershipChange::Remove(NodeId(1))).unwrap();
+        assert_eq!(removed.voters, ids(&[2, 3, 4]));
+        assert_eq!(
+            removed.apply(MembershipChange::AddLearner(NodeId(1))),
+            Err(MembershipError::Retired)
+        );
+        assert_eq!(
+            removed.apply(MembershipChange::AddLearner(NodeId(1024))),
+            Err(MembershipError::BadId)
+        );
+        let one = Membership::bootstrap([NodeId(1)]);
+        assert_eq!(
+            one.apply(MembershipChange::Remove(NodeId(1))),
+            Err(MembershipError::LastVoter)
+        );
+    }
+
+    #[test]
+    fn a_change_decides_slots_from_alpha_after_its_own() {
+        let mut log = MembershipLog::new(Membership::bootstrap([NodeId(1), NodeId(2), NodeId(3)]));
+        log.on_chosen(Slot(10), MembershipChange::AddLearner(NodeId(4)))
+            .unwrap();
+        let effect = Slot(10 + MEMBERSHIP_DELAY_SLOTS);
+        assert!(log.at(Slot(effect.0 - 1)).learners.is_empty());
+        assert_eq!(log.at(effect).learners, ids(&[4]));
+        assert_eq!(log.next_change_after(Slot(10)), Some(effect));
+        assert_eq!(log.from_slot(Slot(0)).count(), 2);
+        assert_eq!(log.from_slot(effect).count(), 1);
+        // A refused change changes nothing, on every replica alike.
+        assert_eq!(
+            log.on_chosen(Slot(40), MembershipChange::Promote(NodeId(9))),
+            Err(MembershipError::NotALearner)
+        );
+        assert_eq!(log.epochs().count(), 2);
+        log.trim_before(effect);
+        assert_eq!(log.epochs().count(), 1);
+        assert_eq!(log.at(Slot(0)).learners, ids(&[4]));
+    }
+
+    #[test]
+    fn snapshots_carry_the_membership_log_and_old_snapshots_read_as_before() {
+        let app = b"application bytes".to_vec();
+        assert_eq!(frame_snapshot(None, &app), app);
+        assert_eq!(unframe_snapshot(&app), Ok((None, app.as_slice())));
+        let mut log = MembershipLog::new(Membership::bootstrap([NodeId(1), NodeId(2), NodeId(3)]));
+        log.on_chosen(Slot(3), MembershipChange::AddLearner(NodeId(7)))
+            .unwrap();
+        log.on_chosen(Slot(30), MembershipChange::Remove(NodeId(2)))
+            .unwrap();
+        let framed = frame_snapshot(Some(&log), &app);
+        let (members, rest) = unframe_snapshot(&framed).unwrap();
+        assert_eq!(members.as_ref(), Some(&log));
+        assert_eq!(rest, app.as_slice());
+        for cut in 8..framed.len() - app.len() {
+            assert!(unframe_snapshot(&framed[..cut]).is_err(), "cut at {cut}");
+        }
+    }
+}
