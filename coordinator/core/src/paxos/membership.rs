@@ -310,6 +310,13 @@ impl MembershipLog {
         self.epochs.iter().map(|e| e.from).find(|from| *from > slot)
     }
 
+    #[cfg(test)]
+    fn since_for_tests(&self, slot: Slot) -> MembershipLog {
+        let mut out = self.clone();
+        out.trim_before(slot);
+        out
+    }
+
     /// The epochs, oldest first.
     pub fn epochs(&self) -> impl Iterator<Item = &Epoch> {
         self.epochs.iter()
@@ -319,16 +326,19 @@ impl MembershipLog {
     /// membership is the latest one changed by it. A change the latest
     /// membership refuses (a leader checks before proposing, so only a
     /// change raced by another can be refused) changes nothing: every
-    /// replica refuses it alike.
+    /// replica refuses it alike, since every one adds the changes in slot
+    /// order, each once. One at or below a slot already added is ignored
+    /// (`Ok`): it is in this log already.
     pub fn on_chosen(
         &mut self,
         slot: Slot,
         change: MembershipChange,
     ) -> Result<(), MembershipError> {
-        let members = self.latest().apply(change)?;
         let from = Slot(slot.0.saturating_add(MEMBERSHIP_DELAY_SLOTS));
-        // Changes arrive in slot order, so `from` only grows.
-        debug_assert!(self.epochs.back().is_none_or(|e| e.from < from));
+        if self.epochs.back().is_some_and(|e| e.from >= from) {
+            return Ok(());
+        }
+        let members = self.latest().apply(change)?;
         self.epochs.push_back(Epoch { from, members });
         // Only the memberships around the commit index matter; the replica
         // trims at every snapshot, so this bound is never reached in
@@ -347,10 +357,17 @@ impl MembershipLog {
         }
     }
 
-    /// This log as a snapshot carries it, starting at `slot`.
-    pub fn since(&self, slot: Slot) -> MembershipLog {
+    /// This log as a snapshot of the slots below `slot` carries it: the
+    /// membership in effect at `slot` and the changes chosen below `slot`
+    /// (those chosen at `slot` or later are in the log after the snapshot,
+    /// and are added again from there).
+    pub fn snapshot_at(&self, slot: Slot) -> MembershipLog {
         let mut out = self.clone();
         out.trim_before(slot);
+        let chosen_below = Slot(slot.0.saturating_add(MEMBERSHIP_DELAY_SLOTS));
+        while out.epochs.len() > 1 && out.epochs.back().is_some_and(|e| e.from >= chosen_below) {
+            out.epochs.pop_back();
+        }
         out
     }
 
@@ -416,17 +433,19 @@ impl MembershipLog {
 pub struct BadSnapshotMembership;
 
 /// A snapshot's bytes as the log keeps and ships them: the membership log
-/// from the snapshot's slot, then the application's bytes. A cluster that
-/// never changed its membership writes the application's bytes alone, as
-/// the previous release did, so its snapshots stay readable by it.
-pub fn frame_snapshot(members: Option<&MembershipLog>, app: &[u8]) -> Vec<u8> {
-    let Some(members) = members else {
-        return app.to_vec();
-    };
+/// of the snapshot's slot (`MembershipLog::snapshot_at`), then the
+/// application's bytes. With `changed` false (the cluster never changed its
+/// membership) the application's bytes go alone, as the previous release
+/// wrote them, so that it reads them; unless they happen to start with the
+/// header's tag, when only the header keeps them apart.
+pub fn frame_snapshot(members: &MembershipLog, changed: bool, app: Vec<u8>) -> Vec<u8> {
+    if !changed && !app.starts_with(SNAPSHOT_MAGIC) {
+        return app;
+    }
     let mut out = Vec::with_capacity(app.len() + 64);
     out.extend_from_slice(SNAPSHOT_MAGIC);
     members.encode(&mut out);
-    out.extend_from_slice(app);
+    out.extend_from_slice(&app);
     out
 }
 
@@ -532,19 +551,49 @@ mod tests {
     #[test]
     fn snapshots_carry_the_membership_log_and_old_snapshots_read_as_before() {
         let app = b"application bytes".to_vec();
-        assert_eq!(frame_snapshot(None, &app), app);
+        let first = MembershipLog::new(Membership::bootstrap([NodeId(1), NodeId(2), NodeId(3)]));
+        assert_eq!(frame_snapshot(&first, false, app.clone()), app);
         assert_eq!(unframe_snapshot(&app), Ok((None, app.as_slice())));
+        // Application bytes that happen to start with the tag get a header.
+        let tricky = b"pxsnapm1 and more".to_vec();
+        let framed = frame_snapshot(&first, false, tricky.clone());
+        assert_eq!(
+            unframe_snapshot(&framed),
+            Ok((Some(first.clone()), tricky.as_slice()))
+        );
         let mut log = MembershipLog::new(Membership::bootstrap([NodeId(1), NodeId(2), NodeId(3)]));
         log.on_chosen(Slot(3), MembershipChange::AddLearner(NodeId(7)))
             .unwrap();
         log.on_chosen(Slot(30), MembershipChange::Remove(NodeId(2)))
             .unwrap();
-        let framed = frame_snapshot(Some(&log), &app);
+        let framed = frame_snapshot(&log, true, app.clone());
         let (members, rest) = unframe_snapshot(&framed).unwrap();
         assert_eq!(members.as_ref(), Some(&log));
         assert_eq!(rest, app.as_slice());
         for cut in 8..framed.len() - app.len() {
             assert!(unframe_snapshot(&framed[..cut]).is_err(), "cut at {cut}");
         }
+    }
+
+    #[test]
+    fn a_snapshot_carries_only_changes_below_its_slot_and_replaying_the_log_adds_each_once() {
+        let mut log = MembershipLog::new(Membership::bootstrap([NodeId(1), NodeId(2), NodeId(3)]));
+        log.on_chosen(Slot(3), MembershipChange::AddLearner(NodeId(4)))
+            .unwrap();
+        log.on_chosen(Slot(30), MembershipChange::Promote(NodeId(4)))
+            .unwrap();
+        // A snapshot of the slots below 20: the add, not the promotion.
+        let mut restored = log.snapshot_at(Slot(20));
+        assert_eq!(restored.latest().learners, ids(&[4]));
+        // The log after the snapshot adds the promotion again, once.
+        restored
+            .on_chosen(Slot(30), MembershipChange::Promote(NodeId(4)))
+            .unwrap();
+        assert_eq!(restored, log.since_for_tests(Slot(20)));
+        // A change already in the log is not added twice.
+        restored
+            .on_chosen(Slot(30), MembershipChange::Promote(NodeId(4)))
+            .unwrap();
+        assert_eq!(restored.epochs().count(), 2);
     }
 }

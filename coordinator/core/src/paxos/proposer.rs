@@ -182,6 +182,8 @@ pub(crate) struct Leader {
     pub(crate) ballot: Ballot,
     /// Next slot to assign to a new batch.
     pub(crate) next_slot: Slot,
+    /// Every slot below this was re-proposed (or found chosen) in phase 1.
+    pub(crate) recovered_to: Slot,
     /// Re-proposals from phase 1 that lie too far past the commit index to
     /// be proposed yet (rule "lead only within alpha"), in slot order.
     pub(crate) deferred: BTreeMap<Slot, Batch>,
@@ -206,6 +208,7 @@ impl Leader {
         Leader {
             ballot,
             next_slot,
+            recovered_to: next_slot,
             deferred: BTreeMap::new(),
             change: None,
             follower_commits: BTreeMap::new(),

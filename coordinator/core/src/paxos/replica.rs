@@ -146,7 +146,7 @@ pub struct Replica {
     /// First slot not known chosen.
     commit: Slot,
     /// Who decides which slot: the membership in effect at the snapshot
-    /// point and every change chosen below `commit` since.
+    /// point and every change chosen since, up to `commit` (each once).
     members: MembershipLog,
     loopback: VecDeque<(PersistSeq, Message)>,
     pending: VecDeque<Value>,
@@ -304,9 +304,9 @@ impl Replica {
                     // The snapshot carries the memberships later slots
                     // need; one that never changed is left out, so a
                     // previous release can read the snapshot.
-                    let members = self.members.since(up_to);
+                    let members = self.members.snapshot_at(up_to);
                     let changed = members != bootstrap_log(&self.cfg);
-                    let data = membership::frame_snapshot(changed.then_some(&members), &data);
+                    let data = membership::frame_snapshot(&members, changed, data);
                     self.persist(PersistOp::Snapshot(Snapshot { up_to, data }));
                     self.members.trim_before(up_to);
                 }
@@ -318,6 +318,12 @@ impl Replica {
         if self.phase_one_done() {
             self.become_leader(&mut fx);
         }
+        // A leader whose removal took effect (a predecessor proposed it)
+        // hands over: it is no voter any more, and must not campaign again.
+        if self.is_leader() && !self.may_campaign() {
+            self.abdicate(None, &mut fx);
+        }
+        self.settle_membership_change(&mut fx);
         self.flush_proposals(&mut fx);
         self.finish(&mut fx, ticked);
         fx
@@ -357,20 +363,34 @@ impl Replica {
         }
         if self.commit > before {
             self.learn_membership(before, self.commit);
-            // The slot of the change asked for is chosen: from now on the
-            // membership log holds it (or, should another value have won
-            // the slot, the change was not made and may be asked again).
-            let commit = self.commit;
-            if let Role::Leader(l) = &mut self.role {
-                let decided = l
-                    .change
-                    .as_ref()
-                    .and_then(|c| c.slot)
-                    .is_some_and(|s| s < commit);
-                if decided {
-                    l.change = None;
-                }
-            }
+        }
+    }
+
+    /// Ends the leader's pending change once its slot is chosen: made (the
+    /// membership log holds it), or, should another value have won the
+    /// slot, refused so that whoever asked hears of it and may ask again.
+    fn settle_membership_change(&mut self, fx: &mut Effects) {
+        let Role::Leader(l) = &mut self.role else {
+            return;
+        };
+        let Some((slot, change)) = l.change.as_ref().and_then(|c| Some((c.slot?, c.change))) else {
+            return;
+        };
+        if slot >= self.commit {
+            return;
+        }
+        l.change = None;
+        let lost = self
+            .state
+            .log
+            .get(&slot)
+            .is_some_and(|e| change_in(&e.batch) != Some(change));
+        if lost {
+            fx.rejected.push(Rejected {
+                values: vec![change.encode()],
+                leader_hint: Some(self.cfg.node_id),
+                reason: RejectReason::NotLeader,
+            });
         }
     }
 
@@ -390,23 +410,15 @@ impl Replica {
         }
     }
 
-    /// Whether `node` may talk to this replica: never a removed one; a
-    /// member of any membership it knows of (its bootstrap, the replicated
-    /// ones, one a pending change or a campaign's promises name); and
-    /// anyone while this replica is a member of none (a joining node learns
-    /// who the members are from whoever leads; the transport has checked
-    /// that the peer is a node of the cluster).
+    /// Whether `node` may talk to this replica: any node of the cluster but
+    /// one whose removal is in effect. Who counts is decided where votes
+    /// and promises are counted (by each slot's voters), so a node whose
+    /// view is behind (a joining node, or one cut off while members
+    /// changed) still hears a leader it does not know of yet, and learns
+    /// from it; the transport has checked that the peer is a node of the
+    /// cluster.
     fn knows(&self, node: NodeId) -> bool {
-        if self.members.latest().retired.contains(&node) {
-            return false;
-        }
-        let in_log = |n: NodeId| self.members.epochs().any(|e| e.members.contains(n));
-        let named = match &self.role {
-            Role::Leader(l) => l.change.as_ref().is_some_and(|c| c.after.contains(node)),
-            Role::Candidate(c) => c.memberships.epochs().any(|e| e.members.contains(node)),
-            Role::Follower => false,
-        };
-        self.cfg.members.contains(&node) || in_log(node) || named || !in_log(self.cfg.node_id)
+        !self.members.at(self.commit).retired.contains(&node)
     }
 
     /// Every other node this replica talks to: the members deciding the
@@ -624,8 +636,17 @@ impl Replica {
     }
 
     fn step_down(&mut self, hint: Option<NodeId>, fx: &mut Effects) {
-        if matches!(self.role, Role::Leader(_)) {
+        if let Role::Leader(l) = &self.role {
             fx.leadership.push(LeadershipEvent::LostLeadership);
+            // A change still queued was not made; one proposed may yet be
+            // chosen by the next leader (the membership will tell).
+            if let Some(c) = l.change.as_ref().filter(|c| c.slot.is_none()) {
+                fx.rejected.push(Rejected {
+                    values: vec![c.change.encode()],
+                    leader_hint: hint,
+                    reason: RejectReason::NotLeader,
+                });
+            }
         }
         if !matches!(self.role, Role::Follower) {
             self.role = Role::Follower;
@@ -1280,7 +1301,9 @@ impl Replica {
         let Role::Candidate(c) = &self.role else {
             return false;
         };
-        let promised: BTreeSet<NodeId> = c.promised().map(|(n, _)| *n).collect();
+        // Each promise's completeness is worked out once per step.
+        let complete: Vec<(&NodeId, &proposer::PromiseInfo)> = c.promised().collect();
+        let promised: BTreeSet<NodeId> = complete.iter().map(|(n, _)| **n).collect();
         if self.cfg.canary_on(CanaryRef::MembershipChain) {
             if !self.members.at(self.commit).is_quorum(&promised) {
                 return false;
@@ -1293,8 +1316,8 @@ impl Replica {
         {
             return false;
         }
-        let max_commit = c
-            .promised()
+        let max_commit = complete
+            .iter()
             .map(|(_, p)| p.chosen_up_to)
             .max()
             .unwrap_or(self.commit);
@@ -1306,7 +1329,8 @@ impl Replica {
         let mut slot = self.commit;
         while slot < max_commit {
             let known = self.state.log.get(&slot).is_some_and(|e| e.chosen)
-                || c.promised()
+                || complete
+                    .iter()
                     .any(|(_, p)| p.entries.get(&slot).is_some_and(|e| e.chosen));
             if !known {
                 return false;
@@ -1604,9 +1628,11 @@ impl Replica {
         let Some(pending) = &l.change else {
             return;
         };
+        // Every slot phase 1 re-proposed is chosen first: one of them may
+        // yet turn out to hold a predecessor's change.
         let others_in_flight = self.members.next_change_after(self.commit).is_some()
-            || l.in_flight.values().any(|f| change_in(&f.batch).is_some())
-            || !l.deferred.is_empty();
+            || self.commit < l.recovered_to
+            || l.in_flight.values().any(|f| change_in(&f.batch).is_some());
         if pending.slot.is_some() || others_in_flight || self.now < pending.not_before {
             return;
         }
@@ -1617,21 +1643,25 @@ impl Replica {
         let change = pending.change;
         // A re-proposal of a predecessor's change may have landed since it
         // was asked for.
-        if let Err(e) = self.members.latest().apply(change) {
-            if let Role::Leader(l) = &mut self.role {
-                l.change = None;
+        let after = match self.members.latest().apply(change) {
+            Ok(after) => after,
+            Err(e) => {
+                if let Role::Leader(l) = &mut self.role {
+                    l.change = None;
+                }
+                fx.rejected.push(Rejected {
+                    values: vec![change.encode()],
+                    leader_hint: Some(self.cfg.node_id),
+                    reason: RejectReason::Membership(e),
+                });
+                return;
             }
-            fx.rejected.push(Rejected {
-                values: vec![change.encode()],
-                leader_hint: Some(self.cfg.node_id),
-                reason: RejectReason::Membership(e),
-            });
-            return;
-        }
+        };
         if let Role::Leader(l) = &mut self.role {
             l.next_slot = slot.next();
             if let Some(pending) = &mut l.change {
                 pending.slot = Some(slot);
+                pending.after = after;
             }
         }
         self.propose_slot(slot, vec![change.encode()], fx);
