@@ -386,7 +386,9 @@ fn status_lists_every_node_with_one_leader_and_its_lag() -> TestResult {
             .iter()
             .filter(|l| l.contains(" leader "))
             .count();
-        if text.contains("leader: node") && followers == 2 && leaders == 1 {
+        // The replicated membership: the three first voters, no learner.
+        let members = text.contains("members: voters 1, 2, 3; learners none");
+        if text.contains("leader: node") && followers == 2 && leaders == 1 && members {
             break;
         }
         assert!(std::time::Instant::now() < deadline, "{text}");

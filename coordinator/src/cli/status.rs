@@ -30,6 +30,24 @@ pub async fn run(config: &Path) -> anyhow::Result<()> {
         .filter(|s| s.leader_node_id == s.node_id)
         .map(|s| s.node_id)
         .collect();
+    // The membership as the most advanced node has applied it.
+    let ahead = rows
+        .iter()
+        .filter_map(|(_, r)| r.as_ref().ok())
+        .filter(|s| !s.voters.is_empty())
+        .max_by_key(|s| s.commit_index);
+    if let Some(s) = ahead {
+        println!(
+            "members: voters {}; learners {}{}",
+            id_list(&s.voters),
+            id_list(&s.learners),
+            if s.membership_change_at > 0 {
+                format!("; a change takes effect at slot {}", s.membership_change_at)
+            } else {
+                String::new()
+            }
+        );
+    }
     match leaders.as_slice() {
         [id] => println!("leader: node {id}"),
         [] => println!("leader: none (no node reports leading)"),
@@ -65,6 +83,15 @@ pub async fn run(config: &Path) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// "1, 2, 3", or "none".
+fn id_list(ids: &[u64]) -> String {
+    if ids.is_empty() {
+        return "none".into();
+    }
+    let ids: Vec<String> = ids.iter().map(u64::to_string).collect();
+    ids.join(", ")
 }
 
 /// "12.3 MiB/256 MiB (5%)": the state's counted bytes against their

@@ -30,8 +30,8 @@ use super::clock::NodeClock;
 use crate::bounded;
 use crate::metrics::NodeMetrics;
 use crate::paxos::{
-    ChosenEntry, Effects, Input, LeadershipEvent, Message, Nanos, NodeId, PersistRequest,
-    PersistSeq, Rejected, Replica, Slot, Snapshot, Value,
+    ChosenEntry, Effects, Input, LeadershipEvent, Membership, Message, Nanos, NodeId,
+    PersistRequest, PersistSeq, Rejected, Replica, Slot, Snapshot, Value,
 };
 use crate::transport::lanes::{PeerInboxReceiver, PeerOutbox};
 use paxlock_core::consensus_loop::{ConsensusLoop, LoopAction};
@@ -120,6 +120,13 @@ pub struct DriverStatus {
     pub malformed_messages: u64,
     /// Round of the ballot this node leads with (0 when not leading).
     pub ballot_round: u64,
+    /// The membership deciding the commit index (replicated: the same on
+    /// every node once applied). Shared, so publishing it costs nothing
+    /// until it changes.
+    pub members: Arc<Membership>,
+    /// The first slot a chosen membership change takes over from, while
+    /// one is pending.
+    pub membership_change_at: Option<u64>,
     /// Set when the loop stopped because persisting failed.
     pub failed: Option<String>,
 }
@@ -210,6 +217,7 @@ pub fn spawn(
         unsent_persists: Vec::new(),
         metrics,
         ballot_round: 0,
+        members: Arc::default(),
         failed: None,
     };
     #[cfg(feature = "canary")]
@@ -263,6 +271,8 @@ struct Driver {
     unsent_persists: Vec<PersistRequest>,
     metrics: Arc<NodeMetrics>,
     ballot_round: u64,
+    /// The membership last published (see `DriverStatus::members`).
+    members: Arc<Membership>,
     /// Why the loop must stop, found while acting on a step; checked after
     /// every input. Nothing is stepped or applied once it is set.
     failed: Option<String>,
@@ -532,8 +542,13 @@ impl Driver {
         }
     }
 
-    fn publish(&self) {
+    fn publish(&mut self) {
         let now = self.clock.now();
+        let commit = self.replica.commit_index();
+        let members = self.replica.membership().at(commit);
+        if members != &*self.members {
+            self.members = Arc::new(members.clone());
+        }
         let next = DriverStatus {
             is_leader: self.replica.is_leader(),
             leader: self.replica.leader_hint(),
@@ -542,6 +557,12 @@ impl Driver {
             applied_index: self.consensus.applied(),
             malformed_messages: self.replica.stats().malformed,
             ballot_round: self.ballot_round,
+            members: self.members.clone(),
+            membership_change_at: self
+                .replica
+                .membership()
+                .next_change_after(commit)
+                .map(|s| s.0),
             failed: None,
         };
         self.status.send_if_modified(|s| {

@@ -756,6 +756,9 @@ fn local_answer(request: &proto::Request, caller: &Identity, node: &NodeService)
                 cluster_protocol,
                 state_bytes,
                 max_state_bytes: context.shared.limits.max_state_bytes,
+                voters: consensus.members.voters.iter().map(|n| n.0).collect(),
+                learners: consensus.members.learners.iter().map(|n| n.0).collect(),
+                membership_change_at: consensus.membership_change_at.unwrap_or(0),
                 peers: options
                     .peers
                     .iter()

@@ -135,6 +135,9 @@ pub enum MembershipError {
     LearnerBehind,
     /// The leader cannot remove itself; it must hand leadership over first.
     RemovesLeader,
+    /// The voters after the change that answer the leader would be fewer
+    /// than a majority of them: the cluster would stop.
+    WouldLoseQuorum,
 }
 
 impl std::fmt::Display for MembershipError {
@@ -157,6 +160,10 @@ impl std::fmt::Display for MembershipError {
             }
             MembershipError::RemovesLeader => {
                 "the leader cannot remove itself: hand leadership over first"
+            }
+            MembershipError::WouldLoseQuorum => {
+                "fewer than a majority of the voters after the change answer the leader: \
+                 bring members back, or add and promote new ones, first"
             }
         };
         f.write_str(text)

@@ -191,6 +191,8 @@ pub(crate) struct Leader {
     pub(crate) change: Option<PendingChange>,
     /// Each follower's commit index, from its heartbeat acknowledgements.
     pub(crate) follower_commits: BTreeMap<NodeId, Slot>,
+    /// When each follower last acknowledged a heartbeat.
+    pub(crate) follower_heard_at: BTreeMap<NodeId, Nanos>,
     /// Proposed, not yet known chosen. Bounded by the pipeline window plus
     /// the re-proposals of phase 1 (bounded by `max_log_ahead_slots`).
     pub(crate) in_flight: BTreeMap<Slot, InFlight>,
@@ -212,6 +214,7 @@ impl Leader {
             deferred: BTreeMap::new(),
             change: None,
             follower_commits: BTreeMap::new(),
+            follower_heard_at: BTreeMap::new(),
             in_flight: BTreeMap::new(),
             next_round: 1,
             rounds: VecDeque::new(),

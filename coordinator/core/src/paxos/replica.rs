@@ -111,7 +111,8 @@ pub struct Stats {
 enum Role {
     Follower,
     Candidate(Candidate),
-    Leader(Leader),
+    // Boxed: a leader holds far more than a follower or a candidate.
+    Leader(Box<Leader>),
 }
 
 /// A Multi-Paxos replica. Create it from the durable state the shell has
@@ -959,9 +960,11 @@ impl Replica {
                 if self.my_ballot() == Some(ballot) && commit > self.commit {
                     self.learner.want(commit, from);
                 }
+                let now = self.now;
                 if let Role::Leader(l) = &mut self.role {
                     if l.ballot == ballot {
                         l.follower_commits.insert(from, commit);
+                        l.follower_heard_at.insert(from, now);
                     }
                 }
                 self.on_heartbeat_ack(from, ballot, round, fx)
@@ -1252,7 +1255,7 @@ impl Replica {
             self.step_down(None, fx);
             return;
         }
-        self.role = Role::Leader(Leader::new(ballot, self.now, next_slot));
+        self.role = Role::Leader(Box::new(Leader::new(ballot, self.now, next_slot)));
         self.election.leader_hint = Some(self.cfg.node_id);
         fx.leadership.push(LeadershipEvent::BecameLeader { ballot });
         // Phase 1 covered every slot from `from_slot`; re-propose what may
@@ -1479,9 +1482,24 @@ impl Replica {
                         c.0.saturating_add(MEMBERSHIP_DELAY_SLOTS) >= self.commit.0
                     })
                 };
+                // A change of voters keeps a majority of the new voters
+                // answering (those heard within the shortest election
+                // timeout, and this leader): otherwise it would stop the
+                // cluster, and it is refused with nothing changed.
+                let answering: BTreeSet<NodeId> = l
+                    .follower_heard_at
+                    .iter()
+                    .filter(|(_, at)| self.now.since(**at) < self.cfg.election_timeout_min_ns)
+                    .map(|(n, _)| *n)
+                    .chain([me])
+                    .collect();
+                let voters_change = after.voters != self.members.latest().voters;
                 match change {
                     MembershipChange::Promote(n) if !caught_up(&n) => {
                         Err(MembershipError::LearnerBehind)
+                    }
+                    _ if voters_change && !after.is_quorum(&answering) => {
+                        Err(MembershipError::WouldLoseQuorum)
                     }
                     _ => Ok(after),
                 }

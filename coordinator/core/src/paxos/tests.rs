@@ -1459,3 +1459,31 @@ fn a_restarted_replica_finds_its_membership_in_its_snapshot_and_log() {
     // The application sees its own bytes, not the membership header.
     assert_eq!(restarted.snapshot().unwrap().data, b"app".to_vec());
 }
+
+#[test]
+fn removing_a_voter_when_too_few_of_the_rest_answer_is_refused() {
+    let mut c = Cluster::new(3);
+    c.elect(1, 2_000);
+    c.tick(2_050);
+    // Node 3 stops answering; the leader hears only node 2.
+    for t in [2_500, 3_000, 3_050] {
+        for n in c.nodes.iter_mut() {
+            n.step(t, Input::Tick);
+        }
+        for n in c.nodes.iter_mut() {
+            n.sent.retain(|o| o.to != NodeId(3));
+        }
+        c.nodes[2].sent.clear();
+        c.pump(t);
+    }
+    // Removing node 2 would leave {1, 3}, of which only 1 answers.
+    assert_eq!(
+        c.change(1, 3_051, MembershipChange::Remove(NodeId(2))),
+        Some(RejectReason::Membership(MembershipError::WouldLoseQuorum))
+    );
+    // Removing the silent node 3 leaves {1, 2}, both answering.
+    assert_eq!(
+        c.change(1, 3_052, MembershipChange::Remove(NodeId(3))),
+        None
+    );
+}
