@@ -4,11 +4,90 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use paxlock_core::paxos::{
-    Ballot, DurableState, Membership, MembershipChange, MembershipLog, Message, NodeId, PersistOp,
-    PersistRequest, Slot, Value, MEMBERSHIP_DELAY_SLOTS,
+    Ballot, DurableState, MembershipChange, Message, NodeId, PersistOp, PersistRequest, Slot,
+    Value, MEMBERSHIP_DELAY_SLOTS,
 };
 
 use super::rng::batch_digest;
+
+/// Who decides which slot, as the checker reads the log: its own model of
+/// the membership rules (written apart from the replicas' `MembershipLog`,
+/// so that a bug there shows as a disagreement, not as the truth).
+#[derive(Debug)]
+struct TruthMembership {
+    voters: BTreeSet<NodeId>,
+    learners: BTreeSet<NodeId>,
+    retired: BTreeSet<NodeId>,
+    /// (first slot decided, voters), ascending.
+    epochs: Vec<(Slot, BTreeSet<NodeId>)>,
+}
+
+impl TruthMembership {
+    fn new(voters: BTreeSet<NodeId>) -> TruthMembership {
+        TruthMembership {
+            epochs: vec![(Slot(0), voters.clone())],
+            voters,
+            learners: BTreeSet::new(),
+            retired: BTreeSet::new(),
+        }
+    }
+
+    /// The voters deciding `slot`.
+    fn voters_at(&self, slot: Slot) -> &BTreeSet<NodeId> {
+        let mut out = &self.epochs[0].1;
+        for (from, voters) in &self.epochs {
+            if *from <= slot {
+                out = voters;
+            }
+        }
+        out
+    }
+
+    /// A change chosen at `slot`: the spec of each kind, from the issue
+    /// and `PROTOCOL`: an unknown, retired or present id is not added, only
+    /// a learner is promoted, the last voter stays; 8 learners and 15
+    /// voters at most. A refused change changes nothing.
+    fn chosen(&mut self, slot: Slot, change: MembershipChange) {
+        let n = change.node();
+        let member = self.voters.contains(&n) || self.learners.contains(&n);
+        let ok = match change {
+            MembershipChange::AddLearner(_) => {
+                (1..=1023).contains(&n.0)
+                    && !member
+                    && !self.retired.contains(&n)
+                    && self.learners.len() < 8
+            }
+            MembershipChange::Promote(_) => self.learners.contains(&n) && self.voters.len() < 15,
+            MembershipChange::Remove(_) => {
+                member && !(self.voters.len() == 1 && self.voters.contains(&n))
+            }
+        };
+        if !ok {
+            return;
+        }
+        match change {
+            MembershipChange::AddLearner(_) => {
+                self.learners.insert(n);
+            }
+            MembershipChange::Promote(_) => {
+                self.learners.remove(&n);
+                self.voters.insert(n);
+            }
+            MembershipChange::Remove(_) => {
+                self.voters.remove(&n);
+                self.learners.remove(&n);
+                self.retired.insert(n);
+            }
+        }
+        let from = Slot(slot.0 + MEMBERSHIP_DELAY_SLOTS);
+        self.epochs.push((from, self.voters.clone()));
+    }
+
+    fn is_quorum(&self, slot: Slot, nodes: &[NodeId]) -> bool {
+        let voters = self.voters_at(slot);
+        nodes.iter().filter(|n| voters.contains(n)).count() > voters.len() / 2
+    }
+}
 
 /// Everything the checker remembers across the run (across crashes too).
 ///
@@ -20,7 +99,7 @@ use super::rng::batch_digest;
 #[derive(Debug)]
 pub struct Checker {
     /// The memberships of the slots applied so far (the truth).
-    members: MembershipLog,
+    members: TruthMembership,
     /// Every slot below this is applied somewhere and in `members`.
     members_known_below: Slot,
     /// Applied slots not yet in `members` (one below was not yet applied
@@ -45,7 +124,7 @@ impl Checker {
     /// A checker for a cluster whose first voters are `voters` (ids below 64).
     pub fn new(voters: impl IntoIterator<Item = NodeId>) -> Checker {
         Checker {
-            members: MembershipLog::new(Membership::bootstrap(voters)),
+            members: TruthMembership::new(voters.into_iter().collect()),
             members_known_below: Slot(0),
             changes: BTreeMap::new(),
             undecided: BTreeSet::new(),
@@ -57,9 +136,26 @@ impl Checker {
         }
     }
 
-    /// The memberships of the slots applied so far.
-    pub fn memberships(&self) -> &MembershipLog {
-        &self.members
+    /// Invariant "every replica knows who decides the slots it applies":
+    /// `node`'s replica believes `voters` decide `slot`, which it applies;
+    /// the log says who does.
+    pub fn on_replica_voters(
+        &self,
+        node: NodeId,
+        slot: Slot,
+        voters: &BTreeSet<NodeId>,
+    ) -> Result<(), String> {
+        if !self.membership_known(slot) {
+            return Ok(());
+        }
+        let truth = self.members.voters_at(slot);
+        if voters != truth {
+            return Err(format!(
+                "node {} believes slot {} is decided by {voters:?}; the log says {truth:?}",
+                node.0, slot.0
+            ));
+        }
+        Ok(())
     }
 
     /// Whether the membership deciding `slot` is known (every slot up to
@@ -78,14 +174,14 @@ impl Checker {
             .filter(|id| votes & (1u64 << id) != 0)
             .map(NodeId)
             .collect();
-        if !self.members.at(slot).is_quorum(&voters) {
+        if !self.members.is_quorum(slot, &voters) {
             return Ok(());
         }
         match self.chosen.get(&slot) {
             Some(prev) if *prev != d => Err(format!(
                 "two values chosen for slot {} (the second at ballot {ballot:?}, by {voters:?} of {:?})",
                 slot.0,
-                self.members.at(slot).voters
+                self.members.voters_at(slot)
             )),
             _ => {
                 self.chosen.insert(slot, d);
@@ -108,8 +204,7 @@ impl Checker {
         let before = self.members_known_below;
         while let Some(change) = self.changes.remove(&self.members_known_below) {
             if let Some(change) = change {
-                // A change the membership refuses is a no-op, as on the replicas.
-                let _ = self.members.on_chosen(self.members_known_below, change);
+                self.members.chosen(self.members_known_below, change);
             }
             self.members_known_below = self.members_known_below.next();
         }
@@ -221,7 +316,7 @@ impl Checker {
                     "node {} applied slot {} which no majority of its voters {:?} accepted",
                     node.0,
                     slot.0,
-                    self.members.at(slot).voters
+                    self.members.voters_at(slot)
                 ));
             }
             _ => {}

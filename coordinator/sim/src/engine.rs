@@ -894,6 +894,10 @@ impl<W: Workload> Engine<W> {
                 LoopAction::Apply(e) => {
                     let digest = W::apply(self, node, &e)?;
                     self.checker.on_apply(id, e.slot, &e.batch, digest)?;
+                    if let Some(r) = self.nodes[node].replica.as_ref() {
+                        let voters = &r.membership().at(e.slot).voters;
+                        self.checker.on_replica_voters(id, e.slot, voters)?;
+                    }
                 }
                 LoopAction::Leadership(ev) => self.leadership(node, ev)?,
                 LoopAction::Rejected(r) => W::rejected(self, node, r)?,
