@@ -157,6 +157,26 @@ fn membership_changes_under_faults_keep_safety_and_heal_to_liveness() {
     );
 }
 
+/// Regression (liveness): with a log window of 4 slots and small messages,
+/// followers learned the leader's commit index only after checking an
+/// Accept against their window, so they dropped every Accept past a stale
+/// window, the leader's resends backed off, and commands were still
+/// queued 10 s after healing at these seeds (before the fix).
+#[test]
+fn followers_learn_the_commit_index_before_bounding_their_window() {
+    let cfg = SimConfig {
+        small_messages: true,
+        max_log_ahead_slots: Some(4),
+        ..SimConfig::default()
+    };
+    let failures: Vec<String> = [290, 334, 689, 834]
+        .into_iter()
+        .filter_map(|seed| run_seed(seed, &cfg).err())
+        .map(|v| report_failure_in(&v, "PAXLOCK_SIM_SMALL_MESSAGES=1 PAXLOCK_SIM_LOG_WINDOW=4 "))
+        .collect();
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
 #[test]
 fn stale_candidates_after_pauses_never_break_the_lease() {
     let cfg = SimConfig::pause_heavy();

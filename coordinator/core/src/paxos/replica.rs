@@ -1052,6 +1052,15 @@ impl Replica {
         if ballot >= self.state.promised {
             self.follow(from, ballot, fx);
         }
+        // Learn the leader's commit index first: it moves the window below
+        // forward. Otherwise a follower that learns commits only from the
+        // next message drops every Accept past its stale window, and with a
+        // small window (max_log_ahead_slots near pipeline_window_slots) the
+        // leader's resends back off until the pipeline nearly stops (found
+        // by the simulator: PAXLOCK_SIM_SMALL_MESSAGES=1
+        // PAXLOCK_SIM_LOG_WINDOW=4, seed 834, commands not chosen 10 s after
+        // healing).
+        self.learn_commit(from, ballot, commit);
         // Bound the log: far-ahead slots wait until we catch up. Slots below
         // the commit are still accepted (the value is the chosen one) so a
         // new leader re-proposing them can gather its quorum.
@@ -1074,6 +1083,7 @@ impl Replica {
             let after = self.reply_seq();
             self.send(from, Message::Accepted { ballot, slot }, after, fx);
         }
+        // Again: the slot just accepted may lie below the leader's commit.
         self.learn_commit(from, ballot, commit);
     }
 
