@@ -1342,18 +1342,27 @@ fn a_second_change_is_refused_while_one_is_in_flight() {
         c.change(1, 2_002, MembershipChange::AddLearner(NodeId(5))),
         Some(RejectReason::Membership(MembershipError::ChangeInFlight))
     );
-    c.tick(2_600);
-    // Chosen, not yet in effect: still in flight.
-    let n = &c.nodes[0];
-    if n.r.status().membership_change_at.is_some() {
-        assert_eq!(
-            c.change(1, 2_601, MembershipChange::AddLearner(NodeId(5))),
-            Some(RejectReason::Membership(MembershipError::ChangeInFlight))
-        );
-    }
-    c.tick(2_650);
+    // Proposed once the lease taken before it ran out, and not yet chosen
+    // (its Accepts are lost): still in flight.
+    c.nodes[0].step(2_600, Input::Tick);
+    c.nodes[0].sent.clear();
+    assert!(
+        c.nodes[0].r.status().in_flight_slots > 0,
+        "the change is proposed"
+    );
     assert_eq!(
-        c.change(1, 2_651, MembershipChange::AddLearner(NodeId(5))),
+        c.change(1, 2_601, MembershipChange::AddLearner(NodeId(5))),
+        Some(RejectReason::Membership(MembershipError::ChangeInFlight))
+    );
+    // Resent, chosen, and in effect after the leader's empty slots.
+    for t in [2_800, 2_850, 2_900] {
+        c.tick(t);
+    }
+    let status = c.nodes[0].r.status();
+    assert_eq!(status.membership_change_at, None);
+    assert!(status.members.learners.contains(&NodeId(4)));
+    assert_eq!(
+        c.change(1, 2_901, MembershipChange::AddLearner(NodeId(5))),
         None
     );
 }
