@@ -113,6 +113,27 @@ pub fn issue_client_files(
     identity: &str,
     out: &Path,
 ) -> Result<(PathBuf, PathBuf), CertError> {
+    let issued = load_ca(ca_cert, ca_key)?.client_cert(identity, Validity::default())?;
+    write_into(out, &format!("client-{identity}"), &issued)
+}
+
+/// Issues the certificate of a new node `node_id` (one joining a running
+/// cluster, say) from the CA of an existing cluster, with `extra_sans`,
+/// and writes it into `out` as `node-<id>.pem` and `.key` (mode 0600).
+/// Returns their paths.
+pub fn issue_node_files(
+    ca_cert: &Path,
+    ca_key: &Path,
+    node_id: u64,
+    extra_sans: &[String],
+    out: &Path,
+) -> Result<(PathBuf, PathBuf), CertError> {
+    let issued = load_ca(ca_cert, ca_key)?.node_cert(node_id, extra_sans, Validity::default())?;
+    write_into(out, &format!("node-{node_id}"), &issued)
+}
+
+/// The CA of an existing cluster, from its certificate and private key.
+fn load_ca(ca_cert: &Path, ca_key: &Path) -> Result<ClusterCa, CertError> {
     let read = |path: &Path| {
         fs::read_to_string(path).map_err(|e| CertError::LoadCa {
             path: path.to_path_buf(),
@@ -120,16 +141,20 @@ pub fn issue_client_files(
         })
     };
     let (cert_pem, key_pem) = (read(ca_cert)?, read(ca_key)?);
-    let ca = ClusterCa::load(&cert_pem, &key_pem).map_err(|e| CertError::LoadCa {
+    ClusterCa::load(&cert_pem, &key_pem).map_err(|e| CertError::LoadCa {
         path: ca_cert.to_path_buf(),
         reason: format!("{e} (is {} its private key?)", ca_key.display()),
-    })?;
-    let issued = ca.client_cert(identity, Validity::default())?;
+    })
+}
+
+/// Writes `issued` into folder `out` (made if missing) as `<stem>.pem` and
+/// `<stem>.key`.
+fn write_into(out: &Path, stem: &str, issued: &Issued) -> Result<(PathBuf, PathBuf), CertError> {
     fs::create_dir_all(out).map_err(|source| CertError::Write {
         path: out.to_path_buf(),
         source,
     })?;
-    write_pair(out, &format!("client-{identity}"), &issued)
+    write_pair(out, stem, issued)
 }
 
 /// Whether two paths name one folder (as far as can be told before either

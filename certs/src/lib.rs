@@ -16,7 +16,9 @@
 mod files;
 mod identity;
 
-pub use files::{default_ca_dir, issue_client_files, write_dev_pki, write_pki, DevPkiPaths};
+pub use files::{
+    default_ca_dir, issue_client_files, issue_node_files, write_dev_pki, write_pki, DevPkiPaths,
+};
 pub use identity::{
     allows_server_auth, certificate_identity, certificate_serial, is_node_name, IdentityError,
     MAX_IDENTITY_BYTES,

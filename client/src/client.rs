@@ -35,6 +35,9 @@ pub struct ConnectOptions {
     /// tolerate. The client uses the larger of this and the cluster's own
     /// bound, which the node it first reaches reports.
     pub max_clock_drift_ppm: u32,
+    /// How often the client asks the cluster for its members (see
+    /// [`Config::member_sync_interval`]); zero: never.
+    pub member_sync_interval: Duration,
 }
 
 /// A connection to a Paxlock cluster with one session, kept alive in the
@@ -75,6 +78,7 @@ impl Client {
             dead_node_timeout: config.dead_node_timeout,
             session_ttl: config.session_ttl,
             max_clock_drift_ppm: config.max_clock_drift_ppm,
+            member_sync_interval: config.member_sync_interval,
         };
         Self::connect_with(tls, options).await
     }
@@ -109,6 +113,10 @@ impl Client {
             Renewal::Background,
         )
         .await?;
+        if !options.member_sync_interval.is_zero() {
+            let every = options.member_sync_interval;
+            tokio::spawn(sync_endpoints(Arc::downgrade(&inner), every));
+        }
         Ok(Client { inner, session })
     }
 
@@ -171,6 +179,31 @@ impl Client {
         self.session.mark_closed();
         self.inner.connector.close();
         result.map(|_| ())
+    }
+}
+
+/// Keeps the client's endpoints in step with the cluster's members (see
+/// `Connector::learn_members`) until the client is dropped. A node that
+/// does not answer `ListMembers` (an earlier release) changes nothing.
+async fn sync_endpoints(inner: std::sync::Weak<Inner>, every: Duration) {
+    loop {
+        let Some(client) = inner.upgrade() else {
+            return;
+        };
+        let asked = client
+            .call_with_timeout(0, Op::ListMembers(proto::ListMembers {}), every)
+            .await;
+        if let Ok(response::Result::Members(list)) = asked {
+            let addrs = list
+                .members
+                .into_iter()
+                .filter(|m| !m.addr.is_empty())
+                .map(|m| m.addr)
+                .collect();
+            client.connector.learn_members(addrs).await;
+        }
+        drop(client);
+        tokio::time::sleep(every).await;
     }
 }
 

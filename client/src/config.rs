@@ -57,6 +57,21 @@ pub struct Config {
     /// the cluster's.
     #[serde(default = "default_drift_ppm")]
     pub max_clock_drift_ppm: u32,
+    /// How often the client asks the cluster for its members, and tries
+    /// their addresses as well as `endpoints` from then on: a client whose
+    /// configured nodes were all replaced keeps working. `"0s"`: never.
+    #[serde(
+        default = "default_member_sync_interval",
+        with = "crate::humantime_serde"
+    )]
+    pub member_sync_interval: Duration,
+}
+
+/// The default [`Config::member_sync_interval`].
+pub const DEFAULT_MEMBER_SYNC_INTERVAL: Duration = Duration::from_secs(10);
+
+fn default_member_sync_interval() -> Duration {
+    DEFAULT_MEMBER_SYNC_INTERVAL
 }
 
 fn default_session_ttl() -> Duration {
@@ -176,6 +191,7 @@ mod tests {
             dead_node_timeout: DEFAULT_DEAD_NODE_TIMEOUT,
             session_ttl: Duration::from_secs(10),
             max_clock_drift_ppm: DEFAULT_DRIFT_PPM,
+            member_sync_interval: DEFAULT_MEMBER_SYNC_INTERVAL,
         };
         assert!(matches!(config.validate(), Err(Error::Config(m)) if m.contains("endpoints")));
     }

@@ -29,7 +29,8 @@ const SUSPECT_FOR: Duration = Duration::from_secs(1);
 pub(crate) struct Connector {
     endpoint: quinn::Endpoint,
     tls: quinn::ClientConfig,
-    endpoints: Vec<String>,
+    /// The endpoints the client was configured with: always tried.
+    configured: Vec<String>,
     connect_timeout: Duration,
     state: Mutex<State>,
 }
@@ -37,6 +38,9 @@ pub(crate) struct Connector {
 #[derive(Debug, Default)]
 struct State {
     current: Option<(String, quinn::Connection)>,
+    /// The configured endpoints, then the members' addresses learned from
+    /// the cluster that are not among them (see `learn_members`).
+    endpoints: Vec<String>,
     /// Index into `endpoints` of the next node to try.
     next: usize,
     /// A node that told us it leads, or that a redirect named.
@@ -100,9 +104,10 @@ impl Connector {
             state: Mutex::new(State {
                 next: (seed % endpoints.len().max(1) as u64) as usize,
                 jitter: seed | 1,
+                endpoints: endpoints.clone(),
                 ..State::default()
             }),
-            endpoints,
+            configured: endpoints,
             connect_timeout,
         })
     }
@@ -288,20 +293,42 @@ impl Connector {
     /// The next node in round-robin order, passing over suspects unless
     /// every node is one.
     fn next_endpoint(&self, state: &mut State) -> Result<String, Attempt> {
-        let n = self.endpoints.len();
+        let n = state.endpoints.len();
         if n == 0 {
             return Err(Attempt::Fatal(Error::Config("no endpoints".into())));
         }
         let start = state.next;
         for k in 0..n {
-            let candidate = &self.endpoints[start.wrapping_add(k) % n];
+            let candidate = &state.endpoints[start.wrapping_add(k) % n];
             if !state.is_suspect(candidate) {
                 state.next = start.wrapping_add(k + 1);
                 return Ok(candidate.clone());
             }
         }
         state.next = start.wrapping_add(1);
-        Ok(self.endpoints[start % n].clone())
+        Ok(state.endpoints[start % n].clone())
+    }
+
+    /// The cluster's members listen at `members` (`host:port`): from now
+    /// on the client tries them as well as its configured endpoints, so a
+    /// client whose configured nodes were all replaced keeps working. A
+    /// learned address that is no longer a member's is dropped; configured
+    /// ones never are (they may be names a load balancer or DNS serves).
+    pub(crate) async fn learn_members(&self, members: Vec<String>) {
+        let mut endpoints = self.configured.clone();
+        for addr in members {
+            if !endpoints.contains(&addr) {
+                endpoints.push(addr);
+            }
+        }
+        let mut state = self.state.lock().await;
+        state.endpoints = endpoints;
+    }
+
+    /// The endpoints the client tries now.
+    #[cfg(test)]
+    async fn endpoints(&self) -> Vec<String> {
+        self.state.lock().await.endpoints.clone()
     }
 
     /// A node failed (silent, unreachable, shutting down): close the
@@ -502,10 +529,28 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn members_learned_from_the_cluster_join_the_configured_endpoints() {
+        let c = connector(&["a:1", "b:1"]);
+        c.learn_members(vec!["b:1".into(), "d:1".into()]).await;
+        assert_eq!(c.endpoints().await, ["a:1", "b:1", "d:1"]);
+        // A learned address that is no longer a member's goes; configured
+        // ones stay.
+        c.learn_members(vec!["e:1".into()]).await;
+        assert_eq!(c.endpoints().await, ["a:1", "b:1", "e:1"]);
+        let mut state = State {
+            jitter: 1,
+            endpoints: c.endpoints().await,
+            ..State::default()
+        };
+        assert_eq!(picks(&c, &mut state, 3), ["a:1", "b:1", "e:1"]);
+    }
+
+    #[tokio::test]
     async fn a_node_that_just_failed_is_passed_over_and_its_redirects_ignored() {
         let c = connector(&["a:1", "b:1", "c:1"]);
         let mut state = State {
             jitter: 1,
+            endpoints: c.configured.clone(),
             ..State::default()
         };
         assert_eq!(picks(&c, &mut state, 3), ["a:1", "b:1", "c:1"]);
@@ -522,7 +567,10 @@ mod tests {
     #[tokio::test]
     async fn when_every_node_failed_recently_the_round_robin_goes_on() {
         let c = connector(&["a:1", "b:1"]);
-        let mut state = State::default();
+        let mut state = State {
+            endpoints: c.configured.clone(),
+            ..State::default()
+        };
         state.suspect("a:1".into());
         state.suspect("b:1".into());
         assert_eq!(picks(&c, &mut state, 3), ["a:1", "b:1", "a:1"]);
@@ -531,7 +579,10 @@ mod tests {
     #[tokio::test]
     async fn suspicion_ends_after_a_while() {
         let c = connector(&["a:1", "b:1"]);
-        let mut state = State::default();
+        let mut state = State {
+            endpoints: c.configured.clone(),
+            ..State::default()
+        };
         state
             .suspects
             .push(("a:1".into(), Instant::now() - SUSPECT_FOR));

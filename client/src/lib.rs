@@ -23,6 +23,7 @@ mod inspect;
 pub use paxlock_client_rules::lease;
 mod lock;
 mod lock_watch;
+mod members;
 mod session;
 pub mod tls;
 mod undo;
@@ -31,7 +32,9 @@ pub mod wire;
 
 pub use access::{AccessRule, AccessRules, Permission, QuotaRule};
 pub use client::{Client, ConnectOptions, MAX_RUNNING_WAITS};
-pub use config::{Config, TlsFiles, DEFAULT_DEAD_NODE_TIMEOUT, DEFAULT_DRIFT_PPM};
+pub use config::{
+    Config, TlsFiles, DEFAULT_DEAD_NODE_TIMEOUT, DEFAULT_DRIFT_PPM, DEFAULT_MEMBER_SYNC_INTERVAL,
+};
 pub use election::{CampaignBuilder, Election, LeaderEvent, LeaderInfo, LeaderWatch, Leadership};
 pub use error::Error;
 pub use inspect::{
@@ -39,6 +42,7 @@ pub use inspect::{
 };
 pub use lock::{LockBuilder, LockGuard};
 pub use lock_watch::{EndReason, LockEvent, LockWatch};
+pub use members::{Member, MemberChange, Members};
 pub use session::Renewal;
 
 /// The protobuf messages of the client protocol (`proto/paxlock.proto`).

@@ -221,9 +221,18 @@ pub struct NodeConfig {
     pub data_dir: PathBuf,
     /// TLS material.
     pub tls: TlsPaths,
-    /// The other nodes.
+    /// The cluster's first voters besides this node (with `join`: all of
+    /// them). They seed the cluster's first start; from then on the
+    /// replicated membership is authoritative, and a member added later is
+    /// reached at the address its addition carries.
     #[serde(default)]
     pub peers: Vec<PeerConfig>,
+    /// This node joins a running cluster: it is not one of the first
+    /// voters (`peers` lists them, exactly as the first nodes' configs
+    /// did) and takes part only once an administrator has added it
+    /// (`paxlock members add ID --addr LISTEN`, or `members replace`).
+    #[serde(default)]
+    pub join: bool,
     /// Where to serve `/metrics` (Prometheus) and `/health` over HTTP; keep
     /// it on a private address. Absent: no endpoint.
     #[serde(default)]
@@ -333,11 +342,16 @@ impl NodeConfig {
                 ));
             }
         }
-        let cluster_size = self.peers.len() + 1;
+        let cluster_size = self.peers.len() + usize::from(!self.join);
         if !matches!(cluster_size, 1 | 3 | 5 | 7) {
+            let listed = if self.join {
+                "the first voters listed"
+            } else {
+                "a cluster of"
+            };
             return Err(invalid(
                 "peers",
-                format!("a cluster of {cluster_size} nodes; use 3 or 5 (1 for a single dev node)"),
+                format!("{listed} {cluster_size} nodes; use 3 or 5 (1 for a single dev node)"),
             ));
         }
         if self.max_clock_drift_ppm >= 100_000 {

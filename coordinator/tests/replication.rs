@@ -52,6 +52,7 @@ async fn start_recorded_cluster(
         let recorder = Recorder::default();
         let options = NodeOptions {
             node_id: id,
+            join: false,
             cluster_id: "test".into(),
             listen: addrs[(id - 1) as usize],
             peers: (1..=3u64)

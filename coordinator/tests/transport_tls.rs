@@ -235,6 +235,7 @@ async fn peers_with_matching_certificates_connect() -> TestResult {
     let node2_cert = ca.node_cert(2, &[], Validity::default())?;
     let options = paxlock_coordinator::node::NodeOptions {
         node_id: 2,
+        join: false,
         cluster_id: "test".into(),
         listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
         peers: [(1, node1.local_addr()?)].into_iter().collect(),

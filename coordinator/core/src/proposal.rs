@@ -113,7 +113,7 @@ mod tests {
             Proposal::decode(&bytes),
             Err(ProposalError::Command(_))
         ));
-        let change = crate::paxos::MembershipChange::AddLearner(crate::paxos::NodeId(4));
+        let change = crate::paxos::MembershipChange::AddLearner(crate::paxos::NodeId(4), None);
         assert!(matches!(
             Proposal::decode(&change.encode()),
             Err(ProposalError::Membership)

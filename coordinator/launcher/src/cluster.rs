@@ -89,7 +89,7 @@ impl Cluster {
     /// startup timeout) until every one is ready.
     pub async fn start(binary: NodeBinary, spec: ClusterSpec) -> Result<Cluster, LaunchError> {
         let mut cluster = Cluster::prepare(binary, spec)?;
-        let ids = cluster.ids();
+        let ids: Vec<u64> = cluster.spec.first_voters().map(|n| n.id).collect();
         for &id in &ids {
             cluster.spawn(id)?;
         }

@@ -30,6 +30,11 @@ pub struct NodeSpec {
     /// `ip netns exec NS`, which runs it in a network namespace); empty
     /// for none. The wrapper must exec the node, so that signals reach it.
     pub wrapper: Vec<OsString>,
+    /// A spare: not one of the first voters. Its config says `join = true`
+    /// (it takes part once an administrator adds it), the others' configs
+    /// and the client config do not name it, and `Cluster::start` does not
+    /// start it.
+    pub joins: bool,
 }
 
 impl NodeSpec {
@@ -41,6 +46,7 @@ impl NodeSpec {
             public: addr,
             extra_sans: Vec::new(),
             wrapper: Vec::new(),
+            joins: false,
         }
     }
 }
@@ -129,6 +135,33 @@ impl ClusterSpec {
             env: Vec::new(),
             startup_timeout: Duration::from_secs(60),
         }
+    }
+
+    /// Adds `n` spare nodes (see [`NodeSpec::joins`]) on loopback, with the
+    /// ids and ports after the last node's.
+    pub fn spares(mut self, n: u64) -> ClusterSpec {
+        for _ in 0..n {
+            let last = self.nodes.last().map(|l| (l.id, l.listen));
+            let (id, addr) = last.map_or(
+                (1, SocketAddr::from(([127, 0, 0, 1], 7000))),
+                |(id, addr)| {
+                    (
+                        id + 1,
+                        SocketAddr::new(addr.ip(), addr.port().saturating_add(1)),
+                    )
+                },
+            );
+            self.nodes.push(NodeSpec {
+                joins: true,
+                ..NodeSpec::at(id, addr)
+            });
+        }
+        self
+    }
+
+    /// The first voters' specs (every node but the spares).
+    pub fn first_voters(&self) -> impl Iterator<Item = &NodeSpec> {
+        self.nodes.iter().filter(|n| !n.joins)
     }
 
     /// Adds top-level TOML keys to every node config.
@@ -223,11 +256,14 @@ impl ClusterSpec {
             "node_id = {id}\ncluster_id = \"{}\"\nlisten = \"{}\"\ndata_dir = \"data/node-{id}\"\nmetrics_listen = \"{}\"\n",
             self.cluster_id, node.listen, node.listen
         );
+        if node.joins {
+            text.push_str("join = true\n");
+        }
         text.push_str(&self.top_level);
         text.push_str(&format!(
             "\n[tls]\nca = \"certs/ca.pem\"\ncert = \"certs/node-{id}.pem\"\nkey = \"certs/node-{id}.key\"\n"
         ));
-        for peer in self.nodes.iter().filter(|p| p.id != id) {
+        for peer in self.first_voters().filter(|p| p.id != id) {
             text.push_str(&format!(
                 "\n[[peers]]\nid = {}\naddr = \"{}\"\n",
                 peer.id, peer.public
@@ -241,8 +277,7 @@ impl ClusterSpec {
     /// identity's certificate; paths relative to the cluster folder.
     pub fn client_config(&self) -> String {
         let endpoints: Vec<String> = self
-            .nodes
-            .iter()
+            .first_voters()
             .map(|n| format!("\"{}\"", n.public))
             .collect();
         let identity = self.clients.first().map_or(DEV_CLIENT, String::as_str);

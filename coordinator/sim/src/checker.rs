@@ -51,7 +51,7 @@ impl TruthMembership {
         let n = change.node();
         let member = self.voters.contains(&n) || self.learners.contains(&n);
         let ok = match change {
-            MembershipChange::AddLearner(_) => {
+            MembershipChange::AddLearner(..) => {
                 (1..=1023).contains(&n.0)
                     && !member
                     && !self.retired.contains(&n)
@@ -66,7 +66,7 @@ impl TruthMembership {
             return;
         }
         match change {
-            MembershipChange::AddLearner(_) => {
+            MembershipChange::AddLearner(..) => {
                 self.learners.insert(n);
             }
             MembershipChange::Promote(_) => {

@@ -181,9 +181,9 @@ impl SimConfig {
 /// The byte bounds of [`SimConfig::small_messages`]: four of the
 /// simulator's 16-byte commands per batch, a message of at most 300 bytes
 /// (a few log entries), and snapshots in 5-byte chunks. A value may take
-/// 32 bytes: a membership change (25) must fit.
+/// 48 bytes: a membership change (at most 44) must fit.
 pub fn small_message_bounds(cfg: &mut Config) {
-    cfg.max_value_bytes = 32;
+    cfg.max_value_bytes = 48;
     cfg.max_batch_bytes = 4 * (16 + paxlock_core::paxos::wire_size::VALUE_OVERHEAD_BYTES);
     cfg.max_message_bytes = 300;
     cfg.snapshot_chunk_bytes = 5;

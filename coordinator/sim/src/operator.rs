@@ -57,7 +57,7 @@ fn change_made(latest: &Membership, change: MembershipChange) -> bool {
     let node = change.node();
     latest.retired.contains(&node)
         || match change {
-            MembershipChange::AddLearner(_) => latest.contains(node),
+            MembershipChange::AddLearner(..) => latest.contains(node),
             MembershipChange::Promote(_) => latest.voters.contains(&node),
             MembershipChange::Remove(_) => false,
         }
@@ -137,7 +137,7 @@ fn plan_next_operation<W: Workload>(sim: &mut Engine<W>, latest: &Membership) {
     let Some(new) = sim.operator.spares.pop_front() else {
         return;
     };
-    plan.push_back(MembershipChange::AddLearner(new));
+    plan.push_back(MembershipChange::AddLearner(new, None));
     plan.push_back(MembershipChange::Promote(new));
     if grow && voters.len() < 5 {
         return;

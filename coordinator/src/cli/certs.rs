@@ -1,5 +1,6 @@
 //! `paxlock certs init`: write a development PKI; `paxlock certs
-//! issue-client`: one more client certificate from an existing CA.
+//! issue-client` / `issue-node`: one more client or node certificate from
+//! an existing CA.
 
 use std::path::PathBuf;
 
@@ -52,6 +53,27 @@ pub enum CertsCommand {
         #[arg(long, default_value = "certs/dev")]
         out: PathBuf,
     },
+    /// Issue the certificate of a new node (one to add to a running
+    /// cluster: `paxlock members add`) from the cluster CA. Give it an id
+    /// the cluster never used: a removed member's id is never admitted
+    /// again.
+    IssueNode {
+        /// The new node's id (1 to 1023).
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1023))]
+        id: u64,
+        /// The cluster CA certificate.
+        #[arg(long)]
+        ca_cert: PathBuf,
+        /// The cluster CA private key.
+        #[arg(long)]
+        ca_key: PathBuf,
+        /// Extra SANs (DNS names or IPs) for a node on a real host.
+        #[arg(long = "san")]
+        sans: Vec<String>,
+        /// Output folder for node-<id>.pem and node-<id>.key.
+        #[arg(long, default_value = "certs/dev")]
+        out: PathBuf,
+    },
 }
 
 /// Runs a certificate action.
@@ -96,6 +118,18 @@ pub fn run(action: CertsCommand) -> anyhow::Result<()> {
             let (cert, key) = paxlock_certs::issue_client_files(&ca_cert, &ca_key, &name, &out)
                 .with_context(|| format!("issuing a client certificate for {name:?}"))?;
             println!("client {name}: {} {}", cert.display(), key.display());
+            Ok(())
+        }
+        CertsCommand::IssueNode {
+            id,
+            ca_cert,
+            ca_key,
+            sans,
+            out,
+        } => {
+            let (cert, key) = paxlock_certs::issue_node_files(&ca_cert, &ca_key, id, &sans, &out)
+                .with_context(|| format!("issuing a certificate for node {id}"))?;
+            println!("node {id}: {} {}", cert.display(), key.display());
             Ok(())
         }
     }

@@ -34,7 +34,7 @@ impl Output {
 
 /// Connects, asks, and closes the client (its session) before answering,
 /// whatever the answer.
-async fn ask<T>(
+pub(crate) async fn ask<T>(
     client_config: &std::path::Path,
     call: impl AsyncFnOnce(&paxlock::Client) -> Result<T, paxlock::Error>,
 ) -> anyhow::Result<T> {
@@ -284,7 +284,7 @@ pub async fn force_release(
     Ok(())
 }
 
-fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
+pub(crate) fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
 }

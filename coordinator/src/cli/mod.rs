@@ -6,6 +6,7 @@ pub mod dev;
 pub mod elect;
 pub mod inspect;
 pub mod lock;
+pub mod members;
 pub mod serve;
 pub mod signals;
 pub mod status;
@@ -160,6 +161,13 @@ pub enum Command {
         #[command(subcommand)]
         action: certs::CertsCommand,
     },
+    /// The cluster's members, and an administrator's changes to them: add a
+    /// learner, promote it, remove a member, or replace one by a new node.
+    Members {
+        /// The membership action.
+        #[command(subcommand)]
+        action: members::MembersCommand,
+    },
 }
 
 /// Runs the parsed command line; returns the process exit code.
@@ -174,6 +182,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Dev(args) => dev::run(args).await.map(ok),
         Command::Certs { action } => certs::run(action).map(ok),
         Command::Acl { action } => acl::run(action).await.map(ok),
+        Command::Members { action } => members::run(action).await.map(ok),
         Command::Status { client_config } => status::run(&client_config).await.map(ok),
         Command::Locks { prefix, output } => inspect::locks(&prefix, &output).await.map(ok),
         Command::Describe { name, output } => inspect::describe(&name, &output).await.map(ok),

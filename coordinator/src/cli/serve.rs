@@ -123,7 +123,11 @@ pub async fn run(config_path: &Path, exit_with_parent: bool) -> anyhow::Result<(
 /// then fail over at once instead of waiting for a timeout) and exit
 /// non-zero with the cause.
 async fn fail(node: Node, reason: String) -> anyhow::Result<()> {
+    let removed = node.status().removed;
     node.shutdown().await;
+    if removed {
+        anyhow::bail!("{reason}");
+    }
     anyhow::bail!(
         "the node stopped because its consensus loop could not go on: {reason}. \
          Nothing unsaved was acknowledged; fix the cause and start the node again"

@@ -86,7 +86,7 @@ pub async fn run(config: &Path) -> anyhow::Result<()> {
 }
 
 /// "1, 2, 3", or "none".
-fn id_list(ids: &[u64]) -> String {
+pub(crate) fn id_list(ids: &[u64]) -> String {
     if ids.is_empty() {
         return "none".into();
     }

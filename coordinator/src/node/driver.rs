@@ -21,6 +21,7 @@
 //! and a full queue drops the message, which Paxos tolerates by design.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{mpsc, oneshot, watch};
@@ -30,12 +31,17 @@ use super::clock::NodeClock;
 use crate::bounded;
 use crate::metrics::NodeMetrics;
 use crate::paxos::{
-    ChosenEntry, Effects, Input, LeadershipEvent, Membership, Message, Nanos, NodeId,
-    PersistRequest, PersistSeq, Rejected, Replica, Slot, Snapshot, Value,
+    self, ChosenEntry, Effects, Input, LeadershipEvent, Membership, MembershipChange,
+    MembershipError, Message, Nanos, NodeId, PersistRequest, PersistSeq, RejectReason, Rejected,
+    Replica, Slot, Snapshot, Value,
 };
 use crate::transport::lanes::{PeerInboxReceiver, PeerOutbox};
 use paxlock_core::consensus_loop::{ConsensusLoop, LoopAction};
 pub use paxlock_storage::{Durability, MemoryDurability};
+
+/// How long a node whose removal is chosen goes on voting before it stops
+/// (see `Driver::check_removed`).
+pub const REMOVAL_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Most inputs handled in one turn before effects are flushed; bounds the
 /// latency one turn can add.
@@ -101,7 +107,38 @@ pub enum DriverInput {
     PersistFailed(String),
     /// Hand leadership over before shutting down (ignored unless leading).
     Abdicate,
+    /// An administrator's membership change.
+    ChangeMembership(ChangeRequest),
 }
+
+/// An administrator's membership change, and where its outcome goes. One
+/// at a time: a second, while the first is neither in effect nor refused,
+/// is refused with `ChangeInFlight`.
+#[derive(Debug)]
+pub struct ChangeRequest {
+    /// The change.
+    pub change: MembershipChange,
+    /// Whether this node (the leader) took it, or why not: answered within
+    /// the turn that handles the request.
+    pub accepted: oneshot::Sender<Result<(), RejectReason>>,
+    /// Once taken: the commit index at which this node saw it in effect,
+    /// or why it was dropped (leadership lost before it was chosen, say).
+    pub done: oneshot::Sender<Result<u64, RejectReason>>,
+}
+
+/// A taken [`ChangeRequest`] waiting to be in effect.
+#[derive(Debug)]
+struct PendingChange {
+    change: MembershipChange,
+    /// Still to answer while the request's turn runs.
+    accepted: Option<oneshot::Sender<Result<(), RejectReason>>>,
+    done: oneshot::Sender<Result<u64, RejectReason>>,
+}
+
+/// Opens an outbound link to a member the replicated membership names and
+/// this node has no link to (one added while it runs), at its replicated
+/// address, and returns the link's queues.
+pub type LinkOpener = Box<dyn FnMut(NodeId, SocketAddr) -> PeerOutbox + Send>;
 
 /// What the loop publishes after every turn.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -127,8 +164,12 @@ pub struct DriverStatus {
     /// The first slot a chosen membership change takes over from, while
     /// one is pending.
     pub membership_change_at: Option<u64>,
-    /// Set when the loop stopped because persisting failed.
+    /// Set when the loop stopped because persisting failed, or because
+    /// this node was removed from the cluster.
     pub failed: Option<String>,
+    /// This node's removal from the cluster is chosen: it stops soon (see
+    /// `REMOVAL_GRACE`) and takes no further part.
+    pub removed: bool,
 }
 
 /// The running loop's handles. Dropping them stops the loop.
@@ -151,7 +192,6 @@ impl DriverHandle {
 }
 
 /// How the loop runs, besides what it drives.
-#[derive(Debug, Clone)]
 pub struct LoopSettings {
     /// The node clock (shared with the connection tasks).
     pub clock: NodeClock,
@@ -161,6 +201,18 @@ pub struct LoopSettings {
     pub metrics: Arc<NodeMetrics>,
     /// Compact the log after this many applied slots.
     pub snapshot_every_slots: u64,
+    /// Opens links to members added while the node runs; `None`: only the
+    /// links given at the start (tests of one or a fixed set of nodes).
+    pub open_link: Option<LinkOpener>,
+}
+
+impl std::fmt::Debug for LoopSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoopSettings")
+            .field("persisted", &self.persisted)
+            .field("snapshot_every_slots", &self.snapshot_every_slots)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Starts the loop and its persister thread. `inbound` carries decoded
@@ -178,6 +230,7 @@ pub fn spawn(
         persisted,
         metrics,
         snapshot_every_slots,
+        open_link,
     } = settings;
     // A recovered node's log starts after its snapshot: the application
     // must start from that snapshot, not empty, or everything the
@@ -219,6 +272,9 @@ pub fn spawn(
         ballot_round: 0,
         members: Arc::default(),
         failed: None,
+        open_link,
+        change: None,
+        removal_learned: None,
     };
     #[cfg(feature = "canary")]
     driver.consensus.set_canary(crate::canary::loop_canary());
@@ -276,6 +332,12 @@ struct Driver {
     /// Why the loop must stop, found while acting on a step; checked after
     /// every input. Nothing is stepped or applied once it is set.
     failed: Option<String>,
+    /// Opens links to members added while the node runs.
+    open_link: Option<LinkOpener>,
+    /// The administrator's membership change in flight, if any.
+    change: Option<PendingChange>,
+    /// When this node learned that its removal was chosen.
+    removal_learned: Option<std::time::Instant>,
 }
 
 impl Driver {
@@ -442,8 +504,50 @@ impl Driver {
             DriverInput::Persisted(seq) => self.on_persisted(seq),
             DriverInput::PersistFailed(reason) => return Err(reason),
             DriverInput::Abdicate => self.step(Input::Abdicate { successor: None }),
+            DriverInput::ChangeMembership(request) => self.change_membership(request),
         }
         Ok(())
+    }
+
+    /// Hands an administrator's change to the core; answers `accepted`
+    /// within this step (refused, or taken), and `done` later (see
+    /// `publish` and `change_refused`).
+    fn change_membership(&mut self, request: ChangeRequest) {
+        let ChangeRequest {
+            change,
+            accepted,
+            done,
+        } = request;
+        if self.change.is_some() {
+            let in_flight = RejectReason::Membership(MembershipError::ChangeInFlight);
+            let _ = accepted.send(Err(in_flight));
+            return;
+        }
+        self.change = Some(PendingChange {
+            change,
+            accepted: Some(accepted),
+            done,
+        });
+        self.step(Input::ChangeMembership(change));
+        // Not refused within the step: the core holds it.
+        if let Some(accepted) = self.change.as_mut().and_then(|p| p.accepted.take()) {
+            let _ = accepted.send(Ok(()));
+        }
+    }
+
+    /// The core refused or dropped the administrator's change.
+    fn change_refused(&mut self, reason: RejectReason) {
+        let Some(pending) = self.change.take() else {
+            return;
+        };
+        match pending.accepted {
+            Some(accepted) => {
+                let _ = accepted.send(Err(reason));
+            }
+            None => {
+                let _ = pending.done.send(Err(reason));
+            }
+        }
     }
 
     /// Everything up to `seq` is durable: sends what waited for it.
@@ -519,6 +623,17 @@ impl Driver {
                     }
                     first_proposals.extend(self.app.on_leadership(&event, now));
                 }
+                // Only the administrator's change makes the core refuse a
+                // membership value for any reason but `Reserved`.
+                LoopAction::Rejected(rejected)
+                    if rejected.reason != RejectReason::Reserved
+                        && rejected
+                            .values
+                            .iter()
+                            .any(|v| paxos::is_membership_value(v)) =>
+                {
+                    self.change_refused(rejected.reason)
+                }
                 LoopAction::Rejected(rejected) => self.app.on_rejected(rejected),
                 LoopAction::WakeAt(at) => {
                     self.wake_at = Some(self.wake_at.map_or(at, |w| w.min(at)));
@@ -535,10 +650,66 @@ impl Driver {
         }
     }
 
-    fn send(&self, to: NodeId, msg: Message) {
+    fn send(&mut self, to: NodeId, msg: Message) {
+        if !self.outbound.contains_key(&to) {
+            // A member added while this node runs: its address is in the
+            // change that added it.
+            let address = self
+                .replica
+                .membership()
+                .latest()
+                .addresses
+                .get(&to)
+                .copied();
+            let (Some(open), Some(address)) = (self.open_link.as_mut(), address) else {
+                return;
+            };
+            info!(peer = to.0, %address, "opening a link to a new member");
+            self.outbound.insert(to, open(to, address));
+        }
         if let Some(link) = self.outbound.get(&to) {
             // Dropping on a full queue is safe: Paxos retries by timeout.
             let _ = link.offer(msg);
+        }
+    }
+
+    /// The membership in effect changed to `members`: links to removed
+    /// members close (their ids never come back), and an administrator's
+    /// change now in effect is answered.
+    fn on_membership(&mut self, members: &Membership, commit: u64) {
+        for gone in &members.retired {
+            self.outbound.remove(gone);
+        }
+        if let Some(pending) = self
+            .change
+            .take_if(|p| p.accepted.is_none() && in_effect(p.change, members))
+        {
+            let _ = pending.done.send(Ok(commit));
+        }
+    }
+
+    /// Rule "a removed node stops": once this node's removal is chosen it
+    /// stops, when the removal is in effect at its commit index or
+    /// [`REMOVAL_GRACE`] after it learned of it, whichever is first (the
+    /// leader stops writing to it once the removal is in effect, so it may
+    /// never learn that commit index). Until then it still votes on the
+    /// slots it decides, which the leader fills at once.
+    fn check_removed(&mut self, in_effect: bool, commit: u64) {
+        let me = self.replica.id();
+        if !self.replica.membership().latest().retired.contains(&me) || self.failed.is_some() {
+            return;
+        }
+        let learned = *self
+            .removal_learned
+            .get_or_insert_with(std::time::Instant::now);
+        if in_effect || learned.elapsed() >= REMOVAL_GRACE {
+            self.failed = Some(format!(
+                "node {} was removed from the cluster (a membership change chosen by slot \
+                 {commit}) and takes no further part: its id is never used again; to bring this \
+                 machine back, wipe its data directory and join it as a new member with a new \
+                 id (paxlock members add)",
+                me.0
+            ));
         }
     }
 
@@ -547,8 +718,12 @@ impl Driver {
         let commit = self.replica.commit_index();
         let members = self.replica.membership().at(commit);
         if members != &*self.members {
-            self.members = Arc::new(members.clone());
+            let members = Arc::new(members.clone());
+            self.on_membership(&members, commit.0);
+            self.members = members;
         }
+        let removed = self.members.retired.contains(&self.replica.id());
+        self.check_removed(removed, commit.0);
         let next = DriverStatus {
             is_leader: self.replica.is_leader(),
             leader: self.replica.leader_hint(),
@@ -564,6 +739,7 @@ impl Driver {
                 .next_change_after(commit)
                 .map(|s| s.0),
             failed: None,
+            removed: self.removal_learned.is_some(),
         };
         self.status.send_if_modified(|s| {
             if *s == next {
@@ -573,6 +749,15 @@ impl Driver {
                 true
             }
         });
+    }
+}
+
+/// Whether `change` shows in `members`.
+fn in_effect(change: MembershipChange, members: &Membership) -> bool {
+    match change {
+        MembershipChange::AddLearner(n, _) => members.contains(n),
+        MembershipChange::Promote(n) => members.voters.contains(&n),
+        MembershipChange::Remove(n) => members.retired.contains(&n),
     }
 }
 
@@ -743,6 +928,7 @@ mod tests {
                 persisted: PersistSeq(0),
                 metrics: Arc::new(NodeMetrics::default()),
                 snapshot_every_slots: 1000,
+                open_link: None,
             },
         )
         .unwrap()
@@ -786,6 +972,7 @@ mod tests {
             persisted: PersistSeq(0),
             metrics: Arc::new(NodeMetrics::default()),
             snapshot_every_slots: 1000,
+            open_link: None,
         };
         let store = Box::new(MemoryDurability::default());
         spawn(
@@ -885,6 +1072,7 @@ mod tests {
             persisted: PersistSeq(0),
             metrics: Arc::new(NodeMetrics::default()),
             snapshot_every_slots: 1000,
+            open_link: None,
         };
         let store = Box::new(MemoryDurability::default());
         let handle = spawn(

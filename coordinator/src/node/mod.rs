@@ -6,7 +6,9 @@
 //! clients.
 
 pub mod clock;
+pub mod directory;
 pub mod driver;
+pub mod members;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -71,8 +73,10 @@ pub struct NodeOptions {
     pub cluster_id: String,
     /// Where to listen.
     pub listen: SocketAddr,
-    /// The other nodes.
+    /// The cluster's first voters besides this node.
     pub peers: BTreeMap<u64, SocketAddr>,
+    /// This node is not one of the first voters: it joins once added.
+    pub join: bool,
     /// Leader heartbeat period.
     pub heartbeat_interval: Duration,
     /// Seed for the election timer's randomness.
@@ -98,6 +102,7 @@ impl From<&NodeConfig> for NodeOptions {
             cluster_id: config.cluster_id.clone(),
             listen: config.listen,
             peers: config.peers.iter().map(|p| (p.id, p.addr)).collect(),
+            join: config.join,
             heartbeat_interval: config.heartbeat_interval,
             seed: config.node_id ^ 0x5eed,
             metrics_listen: config.metrics_listen,
@@ -114,7 +119,9 @@ impl NodeOptions {
     /// The consensus configuration these options imply.
     pub fn paxos_config(&self) -> paxos::Config {
         let mut members: Vec<NodeId> = self.peers.keys().map(|&id| NodeId(id)).collect();
-        members.push(NodeId(self.node_id));
+        if !self.join {
+            members.push(NodeId(self.node_id));
+        }
         members.sort();
         let mut config = paxos::Config::new(NodeId(self.node_id), members);
         let heartbeat_ns = self.heartbeat_interval.as_nanos() as u64;
@@ -218,18 +225,32 @@ impl Node {
 
         let (connected_tx, connected) = watch::channel(PeerVersions::new());
         let connected_tx = Arc::new(connected_tx);
-        let mut outbound = BTreeMap::new();
-        for (&peer_id, &addr) in &options.peers {
-            let (tx, rx) = lanes::channels();
-            outbound.insert(NodeId(peer_id), tx);
-            tasks.push(tokio::spawn(keep_peer_link(
-                endpoint.clone(),
-                peer_id,
-                addr,
-                rx,
-                connected_tx.clone(),
-            )));
-        }
+        // Links to the configured peers now, to members added later when
+        // the consensus loop first has a message for them. Each link ends
+        // when the loop drops its queues (the peer was removed, or the
+        // loop stopped).
+        let open_link = {
+            let endpoint = endpoint.clone();
+            let connected_tx = connected_tx.clone();
+            let runtime = tokio::runtime::Handle::current();
+            move |peer: NodeId, addr: SocketAddr| {
+                let (tx, rx) = lanes::channels();
+                runtime.spawn(keep_peer_link(
+                    endpoint.clone(),
+                    peer.0,
+                    addr,
+                    rx,
+                    connected_tx.clone(),
+                ));
+                tx
+            }
+        };
+        let mut open_link: driver::LinkOpener = Box::new(open_link);
+        let outbound = options
+            .peers
+            .iter()
+            .map(|(&peer, &addr)| (NodeId(peer), open_link(NodeId(peer), addr)))
+            .collect();
         let clock = NodeClock::new();
         let shared = Arc::new(
             Shared::new(options.node_id, machine_config).with_admins(options.admins.clone()),
@@ -255,21 +276,21 @@ impl Node {
                 persisted,
                 metrics: node_metrics.clone(),
                 snapshot_every_slots: options.snapshot_every_slots,
+                open_link: Some(open_link),
             },
         )
         .map_err(StartError::Recovery)?;
-        let mut node_addrs: BTreeMap<u64, String> = options
-            .peers
-            .iter()
-            .map(|(&id, addr)| (id, addr.to_string()))
-            .collect();
-        node_addrs.insert(options.node_id, options.listen.to_string());
+        let directory = Arc::new(directory::Directory {
+            node_id: options.node_id,
+            listen: options.listen,
+            seeds: options.peers.clone(),
+        });
         let context = Context {
             shared,
             inbox: driver.inbox.clone(),
             status: driver.status.clone(),
             clock,
-            node_addrs: Arc::new(node_addrs),
+            directory,
             peers: connected.clone(),
         };
         if serves_locks {
@@ -287,6 +308,7 @@ impl Node {
             peer_messages: peer_tx,
             clients: Arc::new(NodeService {
                 options: options.clone(),
+                endpoint: endpoint.clone(),
                 connected: connected.clone(),
                 context,
                 serves_locks,
@@ -462,6 +484,10 @@ async fn keep_peer_link(
 ) {
     let mut backoff = Duration::from_millis(50);
     loop {
+        if messages.control.is_closed() {
+            debug!(peer = peer_id, "the consensus loop dropped the link");
+            return;
+        }
         // A peer that is not up yet never answers the handshake: give up on
         // the attempt quickly and retry, instead of waiting for QUIC's idle
         // timeout, so links come up soon after the peer starts.
@@ -609,6 +635,7 @@ impl WithheldWarning {
 /// own view, and a draining node turns everything away.
 struct NodeService {
     options: NodeOptions,
+    endpoint: Arc<NodeEndpoint>,
     connected: watch::Receiver<PeerVersions>,
     context: Context,
     serves_locks: bool,
@@ -617,6 +644,15 @@ struct NodeService {
 }
 
 impl NodeService {
+    fn members(&self) -> members::MembersView<'_> {
+        members::MembersView {
+            context: &self.context,
+            connected: &self.connected,
+            metrics: &self.metrics,
+            endpoint: &self.endpoint,
+        }
+    }
+
     fn draining(&self) -> bool {
         self.draining.load(std::sync::atomic::Ordering::Acquire)
     }
@@ -638,8 +674,25 @@ impl ClientService for NodeService {
                     true,
                 );
             }
-            match request.op {
+            match &request.op {
                 Some(Op::Hello(_)) | Some(Op::Status(_)) => local_answer(&request, caller, self),
+                Some(Op::ListMembers(_)) => Response {
+                    request_id: request.request_id,
+                    error: None,
+                    result: Some(response::Result::Members(self.members().list())),
+                },
+                Some(Op::ChangeMembership(change)) => {
+                    let answer = self.members().change(change, caller).await;
+                    let (result, error) = match answer {
+                        Ok(result) => (Some(result), None),
+                        Err(error) => (None, Some(error)),
+                    };
+                    Response {
+                        request_id: request.request_id,
+                        error,
+                        result,
+                    }
+                }
                 _ if self.serves_locks => {
                     let response = self.context.answer(request, caller).await;
                     self.metrics.requests.observe(started.elapsed());
@@ -736,9 +789,9 @@ fn local_answer(request: &proto::Request, caller: &Identity, node: &NodeService)
     let consensus = context.status.borrow().clone();
     let leader_id = consensus.leader.map_or(0, |id| id.0);
     let leader_addr = context
-        .node_addrs
-        .get(&leader_id)
-        .cloned()
+        .directory
+        .address(leader_id, &consensus.members)
+        .map(|a| a.to_string())
         .unwrap_or_default();
     let result = match request.op {
         Some(Op::Status(_)) => {
@@ -759,12 +812,13 @@ fn local_answer(request: &proto::Request, caller: &Identity, node: &NodeService)
                 voters: consensus.members.voters.iter().map(|n| n.0).collect(),
                 learners: consensus.members.learners.iter().map(|n| n.0).collect(),
                 membership_change_at: consensus.membership_change_at.unwrap_or(0),
-                peers: options
-                    .peers
-                    .iter()
-                    .map(|(&id, addr)| proto::PeerStatus {
+                peers: context
+                    .directory
+                    .others(&consensus.members)
+                    .into_iter()
+                    .map(|(id, addr)| proto::PeerStatus {
                         node_id: id,
-                        addr: addr.to_string(),
+                        addr: addr.map(|a| a.to_string()).unwrap_or_default(),
                         connected: up.contains_key(&id),
                         lag_slots: node.metrics.peer_lag(id, &consensus),
                     })

@@ -51,8 +51,9 @@ pub struct Context {
     pub status: watch::Receiver<DriverStatus>,
     /// The consensus loop's clock.
     pub clock: NodeClock,
-    /// Client address of every node, for redirects.
-    pub node_addrs: Arc<std::collections::BTreeMap<u64, String>>,
+    /// Where each member is reached, for redirects and for counting the
+    /// peers that must speak a protocol before the log records it.
+    pub directory: Arc<crate::node::directory::Directory>,
     /// The peer protocol version of each connected peer: once every peer
     /// speaks version 3, the leader records it in the log and sessions get
     /// owners (see `sessions::run_leader_scans`).
@@ -275,7 +276,7 @@ impl Context {
             now: self.clock.now(),
             leads,
             lease_until,
-            peers: self.node_addrs.len().saturating_sub(1),
+            peers: self.directory.others(&self.status.borrow().members).len(),
             peers_speaking_current: speaking,
         }
     }
@@ -622,7 +623,8 @@ impl Context {
         }
     }
 
-    fn not_leader(&self) -> proto::Error {
+    /// `NOT_LEADER`, naming the leader and its address where known.
+    pub fn not_leader(&self) -> proto::Error {
         let leader = self.status.borrow().leader.map(|id| id.0);
         let mut err = error(
             ErrorCode::NotLeader,
@@ -631,7 +633,10 @@ impl Context {
         );
         if let Some(id) = leader.filter(|&id| id != self.shared.node_id) {
             err.leader_node_id = id;
-            err.leader_addr = self.node_addrs.get(&id).cloned().unwrap_or_default();
+            let members = self.status.borrow().members.clone();
+            err.leader_addr = (self.directory.address(id, &members))
+                .map(|a| a.to_string())
+                .unwrap_or_default();
             err.message = format!("node {id} leads the cluster; send requests there");
         }
         err
@@ -661,10 +666,15 @@ fn wire_tokens(tokens: &[paxlock_core::locks::FencingToken]) -> Vec<u64> {
 fn request_op(op: &Op) -> Result<RequestOp, proto::Error> {
     let client = RequestOp::Client;
     Ok(match op {
-        Op::Hello(_) | Op::Status(_) | Op::Watch(_) | Op::WatchLock(_) => {
+        Op::Hello(_)
+        | Op::Status(_)
+        | Op::Watch(_)
+        | Op::WatchLock(_)
+        | Op::ListMembers(_)
+        | Op::ChangeMembership(_) => {
             return Err(error(
                 ErrorCode::InvalidRequest,
-                "hello, status and watch are answered by the transport layer",
+                "hello, status, watch and membership are answered by the node itself",
                 false,
             ))
         }
@@ -850,15 +860,20 @@ mod tests {
             shared,
             status,
             clock,
-            node_addrs: unconnected_peer(),
+            directory: unconnected_peer(),
             peers: watch::channel(PeerVersions::new()).1,
         }
     }
 
     /// Node addresses naming a peer that never connects: these contexts
     /// never raise the protocol, so requests go as protocol 2 commands.
-    fn unconnected_peer() -> Arc<std::collections::BTreeMap<u64, String>> {
-        Arc::new([(1, String::new()), (2, String::new())].into())
+    fn unconnected_peer() -> Arc<crate::node::directory::Directory> {
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], 9));
+        Arc::new(crate::node::directory::Directory {
+            node_id: 1,
+            listen: addr,
+            seeds: [(2, addr)].into(),
+        })
     }
 
     /// Sends one request of `session` and waits (bounded) for the answer.
@@ -1096,7 +1111,7 @@ mod tests {
             shared: shared.clone(),
             status,
             clock,
-            node_addrs: unconnected_peer(),
+            directory: unconnected_peer(),
             peers: watch::channel(PeerVersions::new()).1,
         };
         let keepalive = || Op::KeepAlive(proto::KeepAlive {});

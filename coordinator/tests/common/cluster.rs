@@ -50,7 +50,9 @@ impl ProcessCluster {
         adjust: impl FnOnce(ClusterSpec) -> ClusterSpec,
     ) -> Result<Self, Box<dyn std::error::Error>> {
         let mut cluster = Self::prepare_spec(nodes, top_level, adjust)?;
-        let ids = cluster.launched.ids();
+        let ids: Vec<u64> = (cluster.launched.spec().first_voters())
+            .map(|n| n.id)
+            .collect();
         for &id in &ids {
             cluster.spawn(id)?;
         }
@@ -90,7 +92,8 @@ impl ProcessCluster {
         adjust: impl FnOnce(ClusterSpec) -> ClusterSpec,
     ) -> Result<Self, Box<dyn std::error::Error>> {
         let dir = tempfile::tempdir()?;
-        let base_port = paxlock_launcher::ports::free_udp_base(nodes as u16)
+        // Room for spares (`ClusterSpec::spares`) after the nodes.
+        let base_port = paxlock_launcher::ports::free_udp_base(nodes as u16 + 3)
             .ok_or("no free loopback UDP ports")?;
         let spec = adjust(
             ClusterSpec::loopback(dir.path(), nodes, base_port)

@@ -31,6 +31,7 @@ pub fn start_lone_node(ca: &ClusterCa, id: u64) -> Result<Node, Box<dyn std::err
     let cert = ca.node_cert(id, &[], Validity::default())?;
     let options = NodeOptions {
         node_id: id,
+        join: false,
         cluster_id: "test".into(),
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         peers: BTreeMap::new(),
@@ -144,6 +145,7 @@ pub async fn start_cluster(
             .collect();
         let options = NodeOptions {
             node_id: id,
+            join: false,
             cluster_id: "test".into(),
             listen: addrs[(id - 1) as usize],
             peers,
@@ -182,6 +184,7 @@ pub fn client_options(endpoints: Vec<String>, session_ttl: Duration) -> paxlock:
         dead_node_timeout: paxlock::DEFAULT_DEAD_NODE_TIMEOUT,
         session_ttl,
         max_clock_drift_ppm: paxlock::DEFAULT_DRIFT_PPM,
+        member_sync_interval: paxlock::DEFAULT_MEMBER_SYNC_INTERVAL,
     }
 }
 

@@ -215,7 +215,7 @@ impl Config {
         // entry), a chunk fits a catch-up reply, and the queue holds a batch.
         if self.max_value_bytes < super::membership::CHANGE_VALUE_BYTES {
             return Err(ConfigError::BadSize(
-                "max_value_bytes must hold a membership change (25 bytes)",
+                "max_value_bytes must hold a membership change (44 bytes)",
             ));
         }
         let value = self.max_value_bytes.saturating_add(VALUE_OVERHEAD_BYTES);

@@ -19,7 +19,8 @@
 //! command can have (an origin node id of `u64::MAX`, which no node has),
 //! so the log, the peer protocol and the storage carry it unchanged.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::net::{IpAddr, SocketAddr};
 
 use super::types::{NodeId, Slot, Value};
 
@@ -40,23 +41,29 @@ pub const MAX_LEARNERS: usize = 8;
 /// [`MEMBERSHIP_DELAY_SLOTS`], keeps the real number at a handful.
 pub const MAX_EPOCHS: usize = 1024;
 
-/// The size of a membership change's log value; `max_value_bytes` must
-/// hold it.
-pub const CHANGE_VALUE_BYTES: usize = 25;
+/// The largest membership change's log value (a learner added with an
+/// IPv6 address); `max_value_bytes` must hold it.
+pub const CHANGE_VALUE_BYTES: usize = 25 + 1 + 16 + 2;
 
 /// The header of a membership change value: eight `0xff` bytes (the
 /// envelope's origin node id, `u64::MAX`, which no node has) and a tag.
 const CHANGE_MAGIC: &[u8; 16] = b"\xff\xff\xff\xff\xff\xff\xff\xffpxmember";
-/// The header of a snapshot that carries membership epochs before the
-/// application's bytes. An application snapshot never starts with it (a
-/// snapshot without it is one from before membership was replicated).
-const SNAPSHOT_MAGIC: &[u8; 8] = b"pxsnapm1";
+/// The header of a snapshot that carries membership epochs, with their
+/// members' addresses, before the application's bytes. An application
+/// snapshot never starts with it (a snapshot without it is one from before
+/// membership was replicated).
+const SNAPSHOT_MAGIC: &[u8; 8] = b"pxsnapm2";
+/// The same header as written before members' addresses were replicated
+/// (read, never written).
+const SNAPSHOT_MAGIC_NO_ADDRESSES: &[u8; 8] = b"pxsnapm1";
 
 /// One membership change, as the log carries it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MembershipChange {
-    /// A new node receives the log, without a vote, until promoted.
-    AddLearner(NodeId),
+    /// A new node receives the log, without a vote, until promoted. The
+    /// address is where its peers reach it (`None`: from their
+    /// configuration, as for the first voters).
+    AddLearner(NodeId, Option<SocketAddr>),
     /// A learner becomes a voter.
     Promote(NodeId),
     /// A voter or learner leaves for good; its id is never used again.
@@ -67,7 +74,7 @@ impl MembershipChange {
     /// The node the change is about.
     pub fn node(&self) -> NodeId {
         match self {
-            MembershipChange::AddLearner(n)
+            MembershipChange::AddLearner(n, _)
             | MembershipChange::Promote(n)
             | MembershipChange::Remove(n) => *n,
         }
@@ -76,7 +83,7 @@ impl MembershipChange {
     /// The log value carrying this change.
     pub fn encode(&self) -> Value {
         let (kind, node) = match self {
-            MembershipChange::AddLearner(n) => (1u8, n.0),
+            MembershipChange::AddLearner(n, _) => (1u8, n.0),
             MembershipChange::Promote(n) => (2, n.0),
             MembershipChange::Remove(n) => (3, n.0),
         };
@@ -84,7 +91,10 @@ impl MembershipChange {
         out.extend_from_slice(CHANGE_MAGIC);
         out.push(kind);
         out.extend_from_slice(&node.to_le_bytes());
-        debug_assert_eq!(out.len(), CHANGE_VALUE_BYTES);
+        if let MembershipChange::AddLearner(_, Some(address)) = self {
+            encode_address(address, &mut out);
+        }
+        debug_assert!(out.len() <= CHANGE_VALUE_BYTES);
         Value::from(out)
     }
 
@@ -92,16 +102,19 @@ impl MembershipChange {
     /// client command and for a malformed change (which the state machine
     /// must then ignore too: see [`is_membership_value`]).
     pub fn decode(value: &[u8]) -> Option<MembershipChange> {
-        let rest = value.strip_prefix(CHANGE_MAGIC.as_slice())?;
-        let (&kind, id) = rest.split_first()?;
-        let id: [u8; 8] = id.try_into().ok()?;
-        let node = NodeId(u64::from_le_bytes(id));
-        match kind {
-            1 => Some(MembershipChange::AddLearner(node)),
-            2 => Some(MembershipChange::Promote(node)),
-            3 => Some(MembershipChange::Remove(node)),
-            _ => None,
-        }
+        let mut rest = value.strip_prefix(CHANGE_MAGIC.as_slice())?;
+        let [kind] = take(&mut rest)?;
+        let node = NodeId(u64::from_le_bytes(take(&mut rest)?));
+        let change = match kind {
+            // Without an address: as written before addresses were
+            // replicated.
+            1 if rest.is_empty() => MembershipChange::AddLearner(node, None),
+            1 => MembershipChange::AddLearner(node, Some(decode_address(&mut rest)?)),
+            2 => MembershipChange::Promote(node),
+            3 => MembershipChange::Remove(node),
+            _ => return None,
+        };
+        rest.is_empty().then_some(change)
     }
 }
 
@@ -110,6 +123,38 @@ impl MembershipChange {
 /// such values.
 pub fn is_membership_value(value: &[u8]) -> bool {
     value.starts_with(CHANGE_MAGIC)
+}
+
+/// Takes `N` bytes off the front of `bytes`.
+fn take<const N: usize>(bytes: &mut &[u8]) -> Option<[u8; N]> {
+    let (head, rest) = bytes.split_at_checked(N)?;
+    *bytes = rest;
+    head.try_into().ok()
+}
+
+/// Appends `address`: its family (4 or 6), its IP, its port.
+fn encode_address(address: &SocketAddr, out: &mut Vec<u8>) {
+    match address.ip() {
+        IpAddr::V4(ip) => {
+            out.push(4);
+            out.extend_from_slice(&ip.octets());
+        }
+        IpAddr::V6(ip) => {
+            out.push(6);
+            out.extend_from_slice(&ip.octets());
+        }
+    }
+    out.extend_from_slice(&address.port().to_le_bytes());
+}
+
+/// Reads what [`encode_address`] wrote.
+fn decode_address(bytes: &mut &[u8]) -> Option<SocketAddr> {
+    let ip = match take::<1>(bytes)? {
+        [4] => IpAddr::from(take::<4>(bytes)?),
+        [6] => IpAddr::from(take::<16>(bytes)?),
+        _ => return None,
+    };
+    Some(SocketAddr::new(ip, u16::from_le_bytes(take(bytes)?)))
 }
 
 /// Why a membership change was refused. Nothing is changed.
@@ -181,6 +226,9 @@ pub struct Membership {
     pub learners: BTreeSet<NodeId>,
     /// Ids of removed members, never admitted again.
     pub retired: BTreeSet<NodeId>,
+    /// Where members added with an address are reached (the first voters
+    /// are reached at the addresses their peers are configured with).
+    pub addresses: BTreeMap<NodeId, SocketAddr>,
 }
 
 impl Membership {
@@ -224,7 +272,7 @@ impl Membership {
         }
         let mut next = self.clone();
         match change {
-            MembershipChange::AddLearner(_) => {
+            MembershipChange::AddLearner(_, address) => {
                 if self.retired.contains(&node) {
                     return Err(MembershipError::Retired);
                 }
@@ -235,6 +283,9 @@ impl Membership {
                     return Err(MembershipError::TooMany);
                 }
                 next.learners.insert(node);
+                if let Some(address) = address {
+                    next.addresses.insert(node, address);
+                }
             }
             MembershipChange::Promote(_) => {
                 if !self.learners.contains(&node) {
@@ -255,6 +306,7 @@ impl Membership {
                 }
                 next.voters.remove(&node);
                 next.learners.remove(&node);
+                next.addresses.remove(&node);
                 next.retired.insert(node);
             }
         }
@@ -388,15 +440,21 @@ impl MembershipLog {
                     out.extend_from_slice(&(n.0 as u16).to_le_bytes());
                 }
             }
+            out.extend_from_slice(&(e.members.addresses.len() as u32).to_le_bytes());
+            for (n, address) in &e.members.addresses {
+                out.extend_from_slice(&(n.0 as u16).to_le_bytes());
+                encode_address(address, out);
+            }
         }
     }
 
-    fn decode(bytes: &mut &[u8]) -> Option<MembershipLog> {
-        fn take<const N: usize>(bytes: &mut &[u8]) -> Option<[u8; N]> {
-            let (head, rest) = bytes.split_at_checked(N)?;
-            *bytes = rest;
-            head.try_into().ok()
-        }
+    /// Reads what `encode` wrote (`with_addresses` false: as written before
+    /// addresses were replicated, without them).
+    fn decode(bytes: &mut &[u8], with_addresses: bool) -> Option<MembershipLog> {
+        let decode_id = |bytes: &mut &[u8]| {
+            let id = u16::from_le_bytes(take(bytes)?) as u64;
+            (id != 0 && id <= NodeId::MAX).then_some(NodeId(id))
+        };
         let count = u32::from_le_bytes(take(bytes)?) as usize;
         if count == 0 || count > MAX_EPOCHS {
             return None;
@@ -411,14 +469,21 @@ impl MembershipLog {
                     return None;
                 }
                 for _ in 0..len {
-                    let id = u16::from_le_bytes(take(bytes)?) as u64;
-                    if id == 0 || id > NodeId::MAX {
-                        return None;
-                    }
-                    set.insert(NodeId(id));
+                    set.insert(decode_id(bytes)?);
                 }
             }
             let [voters, learners, retired] = sets;
+            let mut addresses = BTreeMap::new();
+            if with_addresses {
+                let len = u32::from_le_bytes(take(bytes)?) as usize;
+                if len > MAX_VOTERS + MAX_LEARNERS {
+                    return None;
+                }
+                for _ in 0..len {
+                    let node = decode_id(bytes)?;
+                    addresses.insert(node, decode_address(bytes)?);
+                }
+            }
             if voters.is_empty() || epochs.back().is_some_and(|e: &Epoch| e.from >= from) {
                 return None;
             }
@@ -428,6 +493,7 @@ impl MembershipLog {
                     voters,
                     learners,
                     retired,
+                    addresses,
                 },
             });
         }
@@ -446,7 +512,8 @@ pub struct BadSnapshotMembership;
 /// wrote them, so that it reads them; unless they happen to start with the
 /// header's tag, when only the header keeps them apart.
 pub fn frame_snapshot(members: &MembershipLog, changed: bool, app: Vec<u8>) -> Vec<u8> {
-    if !changed && !app.starts_with(SNAPSHOT_MAGIC) {
+    let tagged = app.starts_with(SNAPSHOT_MAGIC) || app.starts_with(SNAPSHOT_MAGIC_NO_ADDRESSES);
+    if !changed && !tagged {
         return app;
     }
     let mut out = Vec::with_capacity(app.len() + 64);
@@ -461,10 +528,14 @@ pub fn frame_snapshot(members: &MembershipLog, changed: bool, app: Vec<u8>) -> V
 pub fn unframe_snapshot(
     bytes: &[u8],
 ) -> Result<(Option<MembershipLog>, &[u8]), BadSnapshotMembership> {
-    let Some(mut rest) = bytes.strip_prefix(SNAPSHOT_MAGIC.as_slice()) else {
+    let (mut rest, with_addresses) = if let Some(rest) = bytes.strip_prefix(SNAPSHOT_MAGIC) {
+        (rest, true)
+    } else if let Some(rest) = bytes.strip_prefix(SNAPSHOT_MAGIC_NO_ADDRESSES) {
+        (rest, false)
+    } else {
         return Ok((None, bytes));
     };
-    let members = MembershipLog::decode(&mut rest).ok_or(BadSnapshotMembership)?;
+    let members = MembershipLog::decode(&mut rest, with_addresses).ok_or(BadSnapshotMembership)?;
     Ok((Some(members), rest))
 }
 
@@ -479,14 +550,27 @@ mod tests {
     #[test]
     fn changes_round_trip_and_commands_are_not_changes() {
         for change in [
-            MembershipChange::AddLearner(NodeId(4)),
+            MembershipChange::AddLearner(NodeId(4), None),
+            MembershipChange::AddLearner(NodeId(5), Some("10.0.0.5:7005".parse().unwrap())),
+            MembershipChange::AddLearner(NodeId(6), Some("[fe80::1]:7006".parse().unwrap())),
             MembershipChange::Promote(NodeId(1023)),
             MembershipChange::Remove(NodeId(1)),
         ] {
             let value = change.encode();
             assert!(is_membership_value(&value));
+            assert!(value.len() <= CHANGE_VALUE_BYTES);
             assert_eq!(MembershipChange::decode(&value), Some(change));
         }
+        // Trailing bytes, or an address on anything but an addition, make
+        // a malformed change.
+        let mut trailing = MembershipChange::Promote(NodeId(4)).encode().to_vec();
+        trailing.extend_from_slice(&[4, 10, 0, 0, 5, 0x5d, 0x1b]);
+        assert_eq!(MembershipChange::decode(&trailing), None);
+        let mut cut = MembershipChange::AddLearner(NodeId(5), Some("10.0.0.5:1".parse().unwrap()))
+            .encode()
+            .to_vec();
+        cut.pop();
+        assert_eq!(MembershipChange::decode(&cut), None);
         // A client command's envelope starts with its origin node id (at
         // most 1023), never eight 0xff bytes.
         let mut command = 2u64.to_le_bytes().to_vec();
@@ -503,10 +587,12 @@ mod tests {
     #[test]
     fn each_change_moves_at_most_one_voter_and_ids_are_never_reused() {
         let m = Membership::bootstrap([NodeId(1), NodeId(2), NodeId(3)]);
-        let added = m.apply(MembershipChange::AddLearner(NodeId(4))).unwrap();
+        let added = m
+            .apply(MembershipChange::AddLearner(NodeId(4), None))
+            .unwrap();
         assert_eq!(added.voters, m.voters);
         assert_eq!(
-            added.apply(MembershipChange::AddLearner(NodeId(4))),
+            added.apply(MembershipChange::AddLearner(NodeId(4), None)),
             Err(MembershipError::AlreadyMember)
         );
         assert_eq!(
@@ -519,11 +605,11 @@ mod tests {
         let removed = promoted.apply(MembershipChange::Remove(NodeId(1))).unwrap();
         assert_eq!(removed.voters, ids(&[2, 3, 4]));
         assert_eq!(
-            removed.apply(MembershipChange::AddLearner(NodeId(1))),
+            removed.apply(MembershipChange::AddLearner(NodeId(1), None)),
             Err(MembershipError::Retired)
         );
         assert_eq!(
-            removed.apply(MembershipChange::AddLearner(NodeId(1024))),
+            removed.apply(MembershipChange::AddLearner(NodeId(1024), None)),
             Err(MembershipError::BadId)
         );
         let one = Membership::bootstrap([NodeId(1)]);
@@ -536,7 +622,7 @@ mod tests {
     #[test]
     fn a_change_decides_slots_from_alpha_after_its_own() {
         let mut log = MembershipLog::new(Membership::bootstrap([NodeId(1), NodeId(2), NodeId(3)]));
-        log.on_chosen(Slot(10), MembershipChange::AddLearner(NodeId(4)))
+        log.on_chosen(Slot(10), MembershipChange::AddLearner(NodeId(4), None))
             .unwrap();
         let effect = Slot(10 + MEMBERSHIP_DELAY_SLOTS);
         assert!(log.at(Slot(effect.0 - 1)).learners.is_empty());
@@ -569,8 +655,13 @@ mod tests {
             Ok((Some(first.clone()), tricky.as_slice()))
         );
         let mut log = MembershipLog::new(Membership::bootstrap([NodeId(1), NodeId(2), NodeId(3)]));
-        log.on_chosen(Slot(3), MembershipChange::AddLearner(NodeId(7)))
-            .unwrap();
+        let address = "127.0.0.1:7007".parse().unwrap();
+        log.on_chosen(
+            Slot(3),
+            MembershipChange::AddLearner(NodeId(7), Some(address)),
+        )
+        .unwrap();
+        assert_eq!(log.latest().addresses.get(&NodeId(7)), Some(&address));
         log.on_chosen(Slot(30), MembershipChange::Remove(NodeId(2)))
             .unwrap();
         let framed = frame_snapshot(&log, true, app.clone());
@@ -580,12 +671,26 @@ mod tests {
         for cut in 8..framed.len() - app.len() {
             assert!(unframe_snapshot(&framed[..cut]).is_err(), "cut at {cut}");
         }
+        // A header written before addresses were replicated still reads.
+        let mut old = b"pxsnapm1".to_vec();
+        old.extend_from_slice(&1u32.to_le_bytes());
+        old.extend_from_slice(&0u64.to_le_bytes());
+        old.extend_from_slice(&3u32.to_le_bytes());
+        for id in [1u16, 2, 3] {
+            old.extend_from_slice(&id.to_le_bytes());
+        }
+        old.extend_from_slice(&[0; 8]);
+        old.extend_from_slice(&app);
+        assert_eq!(unframe_snapshot(&old), Ok((Some(first), app.as_slice())));
+        // A removed member's address goes with it.
+        let without = log.latest().apply(MembershipChange::Remove(NodeId(7)));
+        assert_eq!(without.map(|m| m.addresses.is_empty()), Ok(true));
     }
 
     #[test]
     fn a_snapshot_carries_only_changes_below_its_slot_and_replaying_the_log_adds_each_once() {
         let mut log = MembershipLog::new(Membership::bootstrap([NodeId(1), NodeId(2), NodeId(3)]));
-        log.on_chosen(Slot(3), MembershipChange::AddLearner(NodeId(4)))
+        log.on_chosen(Slot(3), MembershipChange::AddLearner(NodeId(4), None))
             .unwrap();
         log.on_chosen(Slot(30), MembershipChange::Promote(NodeId(4)))
             .unwrap();

@@ -20,7 +20,8 @@ pub use config::{Config, ConfigError};
 pub use durable::{DurableEntry, DurableState, PersistOp, PersistRequest};
 pub use effects::{ChosenEntry, Effects, LeadershipEvent, Outgoing, RejectReason, Rejected};
 pub use membership::{
-    Membership, MembershipChange, MembershipError, MembershipLog, MEMBERSHIP_DELAY_SLOTS,
+    is_membership_value, Membership, MembershipChange, MembershipError, MembershipLog,
+    MEMBERSHIP_DELAY_SLOTS,
 };
 pub use message::{Malformed, Message, ReportedEntry, SnapshotChunk};
 pub use replica::{Input, Replica, Stats, Status};

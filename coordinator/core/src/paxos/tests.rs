@@ -1276,7 +1276,7 @@ fn a_learner_is_added_promoted_and_a_voter_removed_each_in_effect_alpha_slots_la
     let mut c = Cluster::with_spares(3, 1);
     c.elect(1, 2_000);
     assert_eq!(
-        c.change(1, 2_001, MembershipChange::AddLearner(NodeId(4))),
+        c.change(1, 2_001, MembershipChange::AddLearner(NodeId(4), None)),
         None
     );
     // Proposed only once the lease taken before the request has run out,
@@ -1335,11 +1335,11 @@ fn a_second_change_is_refused_while_one_is_in_flight() {
     let mut c = Cluster::with_spares(3, 2);
     c.elect(1, 2_000);
     assert_eq!(
-        c.change(1, 2_001, MembershipChange::AddLearner(NodeId(4))),
+        c.change(1, 2_001, MembershipChange::AddLearner(NodeId(4), None)),
         None
     );
     assert_eq!(
-        c.change(1, 2_002, MembershipChange::AddLearner(NodeId(5))),
+        c.change(1, 2_002, MembershipChange::AddLearner(NodeId(5), None)),
         Some(RejectReason::Membership(MembershipError::ChangeInFlight))
     );
     // Proposed once the lease taken before it ran out, and not yet chosen
@@ -1351,7 +1351,7 @@ fn a_second_change_is_refused_while_one_is_in_flight() {
         "the change is proposed"
     );
     assert_eq!(
-        c.change(1, 2_601, MembershipChange::AddLearner(NodeId(5))),
+        c.change(1, 2_601, MembershipChange::AddLearner(NodeId(5), None)),
         Some(RejectReason::Membership(MembershipError::ChangeInFlight))
     );
     // Resent, chosen, and in effect after the leader's empty slots.
@@ -1362,7 +1362,7 @@ fn a_second_change_is_refused_while_one_is_in_flight() {
     assert_eq!(status.membership_change_at, None);
     assert!(status.members.learners.contains(&NodeId(4)));
     assert_eq!(
-        c.change(1, 2_901, MembershipChange::AddLearner(NodeId(5))),
+        c.change(1, 2_901, MembershipChange::AddLearner(NodeId(5), None)),
         None
     );
 }
@@ -1385,13 +1385,13 @@ fn membership_changes_are_checked_before_anything_is_proposed() {
         refused(MembershipError::NotAMember)
     );
     assert_eq!(
-        c.change(2, 2_001, MembershipChange::AddLearner(NodeId(4))),
+        c.change(2, 2_001, MembershipChange::AddLearner(NodeId(4), None)),
         Some(RejectReason::NotLeader)
     );
     // A command dressed as a change is refused: only ChangeMembership makes one.
     let fx = c.nodes[0].raw(
         2_002,
-        Input::Propose(vec![MembershipChange::AddLearner(NodeId(4)).encode()]),
+        Input::Propose(vec![MembershipChange::AddLearner(NodeId(4), None).encode()]),
     );
     assert_eq!(fx.rejected[0].reason, RejectReason::Reserved);
     // Nothing changed: the same three voters, no learner.
@@ -1407,7 +1407,7 @@ fn a_learner_that_has_not_caught_up_is_not_promoted() {
     // Node 4 is added but hears nothing (its messages are dropped).
     c.nodes[0].step(
         2_001,
-        Input::ChangeMembership(MembershipChange::AddLearner(NodeId(4))),
+        Input::ChangeMembership(MembershipChange::AddLearner(NodeId(4), None)),
     );
     for t in [2_600, 2_650] {
         for n in c.nodes.iter_mut().take(3) {
@@ -1446,7 +1446,7 @@ fn a_learner_never_campaigns() {
 fn a_restarted_replica_finds_its_membership_in_its_snapshot_and_log() {
     let mut c = Cluster::with_spares(3, 1);
     c.elect(1, 2_000);
-    c.change(1, 2_001, MembershipChange::AddLearner(NodeId(4)));
+    c.change(1, 2_001, MembershipChange::AddLearner(NodeId(4), None));
     c.tick(2_600);
     c.tick(2_650);
     let applied = c.nodes[1].r.status().applied;

@@ -151,6 +151,7 @@ impl ChaosCluster {
             dead_node_timeout: paxlock::DEFAULT_DEAD_NODE_TIMEOUT,
             session_ttl,
             max_clock_drift_ppm: paxlock::DEFAULT_DRIFT_PPM,
+            member_sync_interval: paxlock::DEFAULT_MEMBER_SYNC_INTERVAL,
         }
     }
 

@@ -1,0 +1,227 @@
+//! The membership requests: `ListMembers` (anyone) and `ChangeMembership`
+//! (administrators), answered by the node from its consensus loop's view.
+//!
+//! A change goes to the consensus loop of the leader, which hands it to the
+//! core (every rule about when a change may be made is the core's); an
+//! addition is first checked here by dialling the new node at the address
+//! given, so that a member nobody can reach is never added.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use paxlock::proto::{self, change_membership::Kind, response, ErrorCode};
+use tokio::sync::{oneshot, watch};
+
+use super::driver::{ChangeRequest, DriverInput};
+use crate::locks::Identity;
+use crate::metrics::NodeMetrics;
+use crate::paxos::{MembershipChange, MembershipError, NodeId, RejectReason};
+use crate::service::errors::error;
+use crate::service::{access, Context};
+use crate::transport::peer_version::PeerVersions;
+use crate::transport::NodeEndpoint;
+use paxlock_core::access::Permission;
+
+/// How long a change asked to `wait` may take to be in effect before the
+/// answer says it is still pending. A change normally is in effect within
+/// a few commits (the leader fills the 16 slots at once).
+pub const CHANGE_WAIT: Duration = Duration::from_secs(8);
+
+/// How long the leader tries to reach a node it is asked to add.
+pub const REACH_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What the membership requests read and use.
+pub struct MembersView<'a> {
+    /// The lock service's context (inbox, status, access rules).
+    pub context: &'a Context,
+    /// The links up.
+    pub connected: &'a watch::Receiver<PeerVersions>,
+    /// Each peer's reported commit index.
+    pub metrics: &'a Arc<NodeMetrics>,
+    /// To check that a node to add is reachable.
+    pub endpoint: &'a Arc<NodeEndpoint>,
+}
+
+impl MembersView<'_> {
+    /// The members in effect at this node's commit index.
+    pub fn list(&self) -> proto::MemberList {
+        let status = self.context.status.borrow().clone();
+        let me = self.context.directory.node_id;
+        let up = self.connected.borrow();
+        let members = status
+            .members
+            .voters
+            .iter()
+            .map(|n| (n, true))
+            .chain(status.members.learners.iter().map(|n| (n, false)))
+            .map(|(node, voter)| proto::Member {
+                node_id: node.0,
+                addr: (self.context.directory.address(node.0, &status.members))
+                    .map(|a| a.to_string())
+                    .unwrap_or_default(),
+                voter,
+                connected: node.0 == me || up.contains_key(&node.0),
+                lag_slots: if node.0 == me {
+                    0
+                } else {
+                    self.metrics.peer_lag(node.0, &status)
+                },
+            })
+            .collect();
+        proto::MemberList {
+            members,
+            change_at: status.membership_change_at.unwrap_or(0),
+            leader_node_id: status.leader.map_or(0, |n| n.0),
+            commit_index: status.commit_index,
+            node_id: me,
+        }
+    }
+
+    /// Makes `request`'s change as `caller`; answers with the members after
+    /// it (in effect if the request asked to wait).
+    pub async fn change(
+        &self,
+        request: &proto::ChangeMembership,
+        caller: &Identity,
+    ) -> Result<response::Result, proto::Error> {
+        let shared = &self.context.shared;
+        shared
+            .check_access(caller, Permission::Admin, "")
+            .map_err(|denied| access::denied(shared, &denied))?;
+        let change = parse(request)?;
+        if !self.context.status.borrow().is_leader {
+            return Err(self.context.not_leader());
+        }
+        if let MembershipChange::AddLearner(node, Some(addr)) = change {
+            self.check_reachable(node, addr).await?;
+        }
+        let me = NodeId(self.context.directory.node_id);
+        if change == MembershipChange::Remove(me) {
+            // A leader cannot remove itself: it hands leadership over, and
+            // the client retries with the successor.
+            let _ = self.context.inbox.send(DriverInput::Abdicate).await;
+            return Err(error(
+                ErrorCode::NotLeader,
+                format!(
+                    "node {} led and is the one to remove: it handed leadership over; retry                      with the new leader",
+                    me.0
+                ),
+                true,
+            ));
+        }
+        let (accepted, accepted_rx) = oneshot::channel();
+        let (done, done_rx) = oneshot::channel();
+        let asked = DriverInput::ChangeMembership(ChangeRequest {
+            change,
+            accepted,
+            done,
+        });
+        let gone = || error(ErrorCode::Unavailable, "the consensus loop stopped", true);
+        self.context.inbox.send(asked).await.map_err(|_| gone())?;
+        match accepted_rx.await {
+            Ok(Ok(())) => {}
+            Ok(Err(reason)) => return Err(self.refused(reason)),
+            Err(_) => return Err(gone()),
+        }
+        if request.wait {
+            match tokio::time::timeout(CHANGE_WAIT, done_rx).await {
+                Ok(Ok(Ok(_))) => {}
+                Ok(Ok(Err(reason))) => return Err(self.refused(reason)),
+                Ok(Err(_)) => return Err(gone()),
+                Err(_) => {
+                    return Err(error(
+                        ErrorCode::Unavailable,
+                        format!(
+                            "the leader took the change but it is not in effect after {}; \
+                             see `paxlock members list` before asking again",
+                            humantime::format_duration(CHANGE_WAIT)
+                        ),
+                        false,
+                    ))
+                }
+            }
+        }
+        Ok(response::Result::Members(self.list()))
+    }
+
+    /// Dials `node` at `addr` as a peer (mutual TLS, its certificate must
+    /// name it, same cluster and shared settings): an addition nobody can
+    /// reach would only weaken the cluster.
+    async fn check_reachable(&self, node: NodeId, addr: SocketAddr) -> Result<(), proto::Error> {
+        let dialled = tokio::time::timeout(REACH_TIMEOUT, self.endpoint.dial_peer(node.0, addr))
+            .await
+            .map_err(|_| "no answer in time".to_string())
+            .and_then(|r| r.map_err(|e| e.to_string()));
+        match dialled {
+            Ok(link) => {
+                link.connection.close(0u32.into(), b"reachability checked");
+                Ok(())
+            }
+            Err(why) => Err(error(
+                ErrorCode::MembershipRefused,
+                format!(
+                    "node {} cannot be reached at {addr} ({why}): start it first (with \
+                     `join = true`, this cluster's id and shared settings, and a certificate \
+                     naming it: paxlock certs issue-node), then add it; nothing was changed",
+                    node.0
+                ),
+                // Retrying will not start the node.
+                false,
+            )),
+        }
+    }
+
+    fn refused(&self, reason: RejectReason) -> proto::Error {
+        match reason {
+            RejectReason::NotLeader => self.context.not_leader(),
+            RejectReason::Membership(e) => error(
+                ErrorCode::MembershipRefused,
+                format!("{e}; nothing was changed"),
+                matches!(
+                    e,
+                    MembershipError::ChangeInFlight | MembershipError::LearnerBehind
+                ),
+            ),
+            RejectReason::QueueFull => error(
+                ErrorCode::Unavailable,
+                "the leader's proposal queue is full; retry",
+                true,
+            ),
+            other => error(
+                ErrorCode::Internal,
+                format!("the leader refused the change: {other:?}"),
+                false,
+            ),
+        }
+    }
+}
+
+/// The change a request asks for, or why it is malformed.
+fn parse(request: &proto::ChangeMembership) -> Result<MembershipChange, proto::Error> {
+    let invalid = |what: String| error(ErrorCode::InvalidRequest, what, false);
+    let node = NodeId(request.node_id);
+    if node.0 == 0 || node.0 > NodeId::MAX {
+        return Err(invalid(format!(
+            "node id {} is outside 1 to {}",
+            node.0,
+            NodeId::MAX
+        )));
+    }
+    match request.kind() {
+        Kind::AddLearner => {
+            let addr: SocketAddr = request.addr.parse().map_err(|_| {
+                invalid(format!(
+                    "{:?} is not an address (ip:port) the new node listens on",
+                    request.addr
+                ))
+            })?;
+            Ok(MembershipChange::AddLearner(node, Some(addr)))
+        }
+        Kind::Promote => Ok(MembershipChange::Promote(node)),
+        Kind::Remove => Ok(MembershipChange::Remove(node)),
+        Kind::Unspecified => Err(invalid(
+            "a membership change names no kind (add a learner, promote, remove)".into(),
+        )),
+    }
+}

@@ -1,0 +1,218 @@
+//! Membership changes on real `paxlock serve` processes: every first voter
+//! of a running cluster is replaced, one by one, by a node that joins
+//! (`join = true`), while clients hand a lock over and over and one client
+//! holds an election's leadership; and the refusals an administrator
+//! meets (unreachable node, non-administrator, a removed id reused).
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::cluster::ProcessCluster;
+use common::{TestResult, PATIENCE};
+use paxlock::proto::ErrorCode;
+use paxlock::MemberChange;
+
+fn runtime() -> Result<tokio::runtime::Runtime, std::io::Error> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+}
+
+/// Three first voters and three spares (nodes 4-6, configured to join);
+/// the launcher's client is an administrator.
+fn cluster_with_spares() -> Result<ProcessCluster, Box<dyn std::error::Error>> {
+    ProcessCluster::start_spec(3, "", |spec| {
+        spec.admins(&[paxlock_launcher::DEV_CLIENT]).spares(3)
+    })
+}
+
+/// Hands lock `job` over and over until `stop`, counting in `count`;
+/// returns every fencing token it was granted, in order.
+async fn hand_over_until(
+    client: paxlock::Client,
+    stop: Arc<AtomicBool>,
+    count: Arc<AtomicU64>,
+) -> Result<Vec<u64>, paxlock::Error> {
+    let mut tokens = Vec::new();
+    while !stop.load(Ordering::Relaxed) {
+        let guard = client.lock("job").timeout(PATIENCE).acquire().await?;
+        tokens.push(guard.fencing_token());
+        guard.release().await?;
+        count.fetch_add(1, Ordering::Relaxed);
+    }
+    let _ = client.close().await;
+    Ok(tokens)
+}
+
+#[test]
+fn every_first_voter_is_replaced_while_locks_and_a_leadership_carry_on() -> TestResult {
+    let mut cluster = cluster_with_spares()?;
+    let runtime = runtime()?;
+    // Clients learn the members every second (10 s by default): the steps
+    // here follow each other faster than an operator's would.
+    let client = || {
+        let mut config = paxlock::Config::from_file(cluster.client_config())?;
+        config.session_ttl = Duration::from_secs(5);
+        config.request_timeout = PATIENCE;
+        config.member_sync_interval = Duration::from_secs(1);
+        runtime
+            .block_on(paxlock::Client::connect(config))
+            .map_err(Box::<dyn std::error::Error>::from)
+    };
+    let (admin, worker, elector) = (client()?, client()?, client()?);
+    let leadership = runtime.block_on(elector.election("svc").campaign("me"))?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let count = Arc::new(AtomicU64::new(0));
+    let handing = runtime.spawn(hand_over_until(worker, stop.clone(), count.clone()));
+    // Hand-overs go on after each replacement (the worker's config still
+    // names only nodes 1-3).
+    let goes_on = |handing: &tokio::task::JoinHandle<_>| {
+        let from = count.load(Ordering::Relaxed);
+        let deadline = std::time::Instant::now() + PATIENCE;
+        while count.load(Ordering::Relaxed) < from + 5 {
+            if std::time::Instant::now() > deadline || handing.is_finished() {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        true
+    };
+    let stopped = |what: String, handing: tokio::task::JoinHandle<_>| -> TestResult {
+        let ended: Result<Result<Result<Vec<u64>, paxlock::Error>, _>, _> = runtime
+            .block_on(async { tokio::time::timeout(Duration::from_millis(100), handing).await });
+        Err(format!("the lock hand-overs stopped {what}: {ended:?}").into())
+    };
+    if !goes_on(&handing) {
+        return stopped("before any change".into(), handing);
+    }
+    for (old, new) in [(1, 4), (2, 5), (3, 6)] {
+        cluster.spawn(new)?;
+        let addr = cluster.addr(new).parse()?;
+        let steps = [
+            MemberChange::AddLearner { id: new, addr },
+            MemberChange::Promote(new),
+            MemberChange::Remove(old),
+        ];
+        for step in steps {
+            let members = runtime
+                .block_on(admin.change_membership(step, true))
+                .map_err(|e| format!("{step:?}: {e}"))?;
+            match step {
+                MemberChange::AddLearner { id, .. } => assert!(members.learners().contains(&id)),
+                MemberChange::Promote(id) => assert!(members.voters().contains(&id)),
+                MemberChange::Remove(id) => {
+                    assert!(!members.members.iter().any(|m| m.node_id == id))
+                }
+            }
+        }
+        // The removed node stops by itself and says why.
+        let code = cluster.wait_exit(old, PATIENCE)?;
+        assert!(
+            matches!(code, Some(c) if c != 0),
+            "node {old} exited with {code:?}: {}",
+            cluster.log_tail(old, 5)
+        );
+        assert!(
+            cluster.log(old).contains("was removed from the cluster"),
+            "{}",
+            cluster.log_tail(old, 5)
+        );
+        if !goes_on(&handing) {
+            return stopped(
+                format!("after node {old} was replaced by node {new}"),
+                handing,
+            );
+        }
+    }
+    let members = runtime.block_on(admin.members())?;
+    assert_eq!(members.voters(), vec![4, 5, 6], "{members:?}");
+    assert!(members.learners().is_empty(), "{members:?}");
+    stop.store(true, Ordering::Relaxed);
+    let tokens = runtime.block_on(handing)??;
+    assert!(tokens.len() >= 10, "only {} hand-overs", tokens.len());
+    assert!(
+        tokens.windows(2).all(|w| w[0] < w[1]),
+        "fencing tokens went backwards: {tokens:?}"
+    );
+    // The leadership held throughout: never lost, still the leader.
+    assert!(leadership.is_valid(), "the election's leadership was lost");
+    let leader = runtime.block_on(elector.election("svc").leader())?;
+    assert_eq!(
+        leader.map(|l| l.session_id),
+        Some(elector.session_id()),
+        "another session leads the election"
+    );
+    Ok(())
+}
+
+#[test]
+fn refused_changes_change_nothing_and_say_why() -> TestResult {
+    let mut cluster = cluster_with_spares()?;
+    let runtime = runtime()?;
+    let admin = runtime.block_on(cluster.client(Duration::from_secs(5)))?;
+    let refused = |change, expected: &str| -> TestResult {
+        let outcome = runtime.block_on(admin.change_membership(change, true));
+        let Err(e) = outcome else {
+            return Err(format!("{change:?} was made").into());
+        };
+        assert_eq!(e.code(), Some(ErrorCode::MembershipRefused), "{e}");
+        assert!(e.to_string().contains(expected), "{e}");
+        Ok(())
+    };
+    // Node 4 is not running: it cannot be reached, so it is not added.
+    let addr4 = cluster.addr(4).parse()?;
+    refused(
+        MemberChange::AddLearner { id: 4, addr: addr4 },
+        "cannot be reached",
+    )?;
+    // Promoting a node that is not a learner.
+    refused(MemberChange::Promote(5), "only a learner")?;
+    let before = runtime.block_on(admin.members())?;
+    assert_eq!(before.voters(), vec![1, 2, 3]);
+    assert!(before.learners().is_empty());
+    // Node 4 joins, and leaves for good: its id is never admitted again.
+    cluster.spawn(4)?;
+    let add4 = MemberChange::AddLearner { id: 4, addr: addr4 };
+    runtime.block_on(admin.change_membership(add4, true))?;
+    runtime.block_on(admin.change_membership(MemberChange::Remove(4), true))?;
+    refused(add4, "never reused")?;
+    let code = cluster.wait_exit(4, PATIENCE)?;
+    assert!(
+        matches!(code, Some(c) if c != 0),
+        "node 4 exited with {code:?}"
+    );
+    // The CLI says the same, and a client that is no administrator is refused.
+    let other = "not-admin";
+    cluster.issue_client(other)?;
+    let plain = runtime.block_on(cluster.client_as(other, Duration::from_secs(5)))?;
+    let denied = runtime.block_on(plain.change_membership(MemberChange::Remove(3), true));
+    assert!(
+        matches!(&denied, Err(e) if e.code() == Some(ErrorCode::PermissionDenied)),
+        "{denied:?}"
+    );
+    let after = runtime.block_on(admin.members())?;
+    assert_eq!(after.voters(), vec![1, 2, 3]);
+    // The CLI lists the same members, and refuses to promote a non-learner
+    // saying why.
+    let cli = |args: &[&str]| {
+        std::process::Command::new(common::cluster::PAXLOCK)
+            .arg("members")
+            .args(args)
+            .arg("--client-config")
+            .arg(cluster.client_config())
+            .output()
+    };
+    let listed = cli(&["list"])?;
+    let text = String::from_utf8_lossy(&listed.stdout);
+    assert!(listed.status.success(), "{listed:?}");
+    assert!(text.contains("voters 1, 2, 3; learners none"), "{text}");
+    let promoted = cli(&["promote", "6"])?;
+    let text = String::from_utf8_lossy(&promoted.stderr);
+    assert!(!promoted.status.success());
+    assert!(text.contains("only a learner can be promoted"), "{text}");
+    Ok(())
+}
