@@ -310,13 +310,15 @@ impl Connector {
     }
 
     /// The cluster's members listen at `members` (`host:port`): from now
-    /// on the client tries them as well as its configured endpoints, so a
-    /// client whose configured nodes were all replaced keeps working. A
-    /// learned address that is no longer a member's is dropped; configured
-    /// ones never are (they may be names a load balancer or DNS serves).
+    /// on the client tries them first, then its configured endpoints that
+    /// are not among them, so a client whose configured nodes were all
+    /// replaced keeps working, and fails over to a live member before it
+    /// waits on a removed one. A learned address that is no longer a
+    /// member's is dropped; configured ones never are (they may be names a
+    /// load balancer or DNS serves).
     pub(crate) async fn learn_members(&self, members: Vec<String>) {
-        let mut endpoints = self.configured.clone();
-        for addr in members {
+        let mut endpoints = Vec::with_capacity(members.len() + self.configured.len());
+        for addr in members.into_iter().chain(self.configured.iter().cloned()) {
             if !endpoints.contains(&addr) {
                 endpoints.push(addr);
             }
@@ -532,17 +534,17 @@ mod tests {
     async fn members_learned_from_the_cluster_join_the_configured_endpoints() {
         let c = connector(&["a:1", "b:1"]);
         c.learn_members(vec!["b:1".into(), "d:1".into()]).await;
-        assert_eq!(c.endpoints().await, ["a:1", "b:1", "d:1"]);
+        assert_eq!(c.endpoints().await, ["b:1", "d:1", "a:1"]);
         // A learned address that is no longer a member's goes; configured
-        // ones stay.
+        // ones stay, after the members.
         c.learn_members(vec!["e:1".into()]).await;
-        assert_eq!(c.endpoints().await, ["a:1", "b:1", "e:1"]);
+        assert_eq!(c.endpoints().await, ["e:1", "a:1", "b:1"]);
         let mut state = State {
             jitter: 1,
             endpoints: c.endpoints().await,
             ..State::default()
         };
-        assert_eq!(picks(&c, &mut state, 3), ["a:1", "b:1", "e:1"]);
+        assert_eq!(picks(&c, &mut state, 3), ["e:1", "a:1", "b:1"]);
     }
 
     #[tokio::test]

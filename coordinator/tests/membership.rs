@@ -56,7 +56,7 @@ fn every_first_voter_is_replaced_while_locks_and_a_leadership_carry_on() -> Test
     // here follow each other faster than an operator's would.
     let client = || {
         let mut config = paxlock::Config::from_file(cluster.client_config())?;
-        config.session_ttl = Duration::from_secs(5);
+        config.session_ttl = Duration::from_secs(10);
         config.request_timeout = PATIENCE;
         config.member_sync_interval = Duration::from_secs(1);
         runtime
@@ -214,5 +214,52 @@ fn refused_changes_change_nothing_and_say_why() -> TestResult {
     let text = String::from_utf8_lossy(&promoted.stderr);
     assert!(!promoted.status.success());
     assert!(text.contains("only a learner can be promoted"), "{text}");
+    Ok(())
+}
+
+#[test]
+fn a_node_back_under_its_id_with_an_empty_data_directory_is_refused_and_stops() -> TestResult {
+    let mut cluster = ProcessCluster::start(3)?;
+    let runtime = runtime()?;
+    let client = runtime.block_on(cluster.client(Duration::from_secs(5)))?;
+    let cycle = || {
+        runtime.block_on(async {
+            let guard = client.lock("kept").acquire().await?;
+            let token = guard.fencing_token();
+            guard.release().await?;
+            Ok::<_, paxlock::Error>(token)
+        })
+    };
+    let before = cycle()?;
+    let leader = runtime.block_on(cluster.leader())?;
+    let victim = (1..=3).find(|id| *id != leader).ok_or("no follower")?;
+    // The machine loses its disk; the operator starts the node again as
+    // it was configured, on an empty data directory.
+    cluster.kill(victim);
+    std::fs::remove_dir_all(cluster.data_dir(victim))?;
+    cluster.spawn(victim)?;
+    let code = cluster.wait_exit(victim, PATIENCE)?;
+    assert!(
+        matches!(code, Some(c) if c != 0),
+        "node {victim} exited with {code:?}: {}",
+        cluster.log_tail(victim, 5)
+    );
+    assert!(
+        cluster.log(victim).contains("lost its data"),
+        "{}",
+        cluster.log_tail(victim, 5)
+    );
+    // A peer that refused it says why too.
+    let survivors: Vec<u64> = (1..=3).filter(|id| *id != victim).collect();
+    assert!(
+        survivors
+            .iter()
+            .any(|id| cluster.log(*id).contains("lost its data")),
+        "no peer said why it refused node {victim}:\n{}",
+        cluster.log_tail(leader, 5)
+    );
+    // The other two go on.
+    let after = cycle()?;
+    assert!(after > before);
     Ok(())
 }

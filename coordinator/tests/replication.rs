@@ -72,6 +72,7 @@ async fn start_recorded_cluster(
             app: App::Custom(Box::new(recorder.clone())),
             durability: Box::new(MemoryDurability::default()),
             recovered: Default::default(),
+            incarnations: None,
         };
         nodes.push(Some(Node::start(options, &material(ca, &cert)?, parts)?));
         recorders.push(recorder);

@@ -148,6 +148,22 @@ fn a_cluster_upgraded_one_node_at_a_time_keeps_serving_and_loses_nothing() -> Te
             })?;
             let code = first.error.as_ref().map(|e| e.code);
             assert_eq!(code, Some(ErrorCode::InvalidRequest.into()), "{first:?}");
+            // No membership change while an older node is up: a leader of
+            // this release refuses it (the older node would go on counting
+            // votes by its configured peers), one of the previous release
+            // knows no such operation.
+            let removal = paxlock::MemberChange::Remove(old);
+            let changed = runtime.block_on(client.change_membership(removal, true));
+            let code = changed.as_ref().err().and_then(paxlock::Error::code);
+            assert!(
+                matches!(
+                    code,
+                    Some(ErrorCode::MembershipRefused | ErrorCode::InvalidRequest)
+                ),
+                "{changed:?}"
+            );
+            let status = runtime.block_on(common::node_status(&cluster, id))?;
+            assert_eq!(status.voters, vec![1, 2, 3], "{status:?}");
         }
     }
     runtime.block_on(async {

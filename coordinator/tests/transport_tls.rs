@@ -307,6 +307,7 @@ async fn peer_hello_verdict(
         node_id: claimed_id,
         protocol_version: 1,
         config_digest: digest,
+        incarnation: 0,
     };
     paxlock::wire::write_frame(&mut send, &hello).await?;
     Ok(tokio::time::timeout(PATIENCE, conn.closed()).await?)

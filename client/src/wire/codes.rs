@@ -30,5 +30,10 @@ pub const TOO_MANY_CONNECTIONS: u32 = 0x24;
 /// (the node's revocation file lists it); the reason says which. Issue the
 /// client a new certificate, or ask the operator.
 pub const CERTIFICATE_REVOKED: u32 = 0x25;
+/// Connection close (peers): the dialling node presented a data-directory
+/// incarnation other than the one the refusing node first saw it with: it
+/// lost its data and must not take part under its old id; the reason says
+/// so. A node refused with it stops.
+pub const STALE_INCARNATION: u32 = 0x26;
 /// Connection close: the node is shutting down.
 pub const SHUTTING_DOWN: u32 = 0x30;

@@ -2,14 +2,15 @@
 
 use std::io::Write;
 use std::path::Path;
+use std::sync::Arc;
 
 use anyhow::Context;
 use tracing::info;
 
 use crate::config::NodeConfig;
-use crate::node::{App, Node, NodeOptions, NodeParts};
+use crate::node::{App, Node, NodeOptions, NodeParts, StopReason};
 use crate::transport::TlsMaterial;
-use paxlock_storage::FileDurability;
+use paxlock_storage::{FileDurability, Incarnations};
 
 /// The line a node prints (and flushes) on stdout once every outbound peer
 /// link is up: for people. Launchers decide readiness by the status
@@ -69,10 +70,17 @@ pub async fn run(config_path: &Path, exit_with_parent: bool) -> anyhow::Result<(
         config.wal_segment_bytes,
     )
     .with_context(|| format!("opening the data directory {}", config.data_dir.display()))?;
+    let incarnations = Incarnations::open(&config.data_dir, config.node_id).with_context(|| {
+        format!(
+            "reading the data directory's incarnation in {}",
+            config.data_dir.display()
+        )
+    })?;
     let parts = NodeParts {
         app: App::Locks(config.limits.machine_config()),
         durability: Box::new(durability),
         recovered,
+        incarnations: Some(Arc::new(incarnations)),
     };
     let mut node = Node::start(options, &tls, parts)?;
     if let Some(addr) = config.metrics_listen {
@@ -122,12 +130,12 @@ pub async fn run(config_path: &Path, exit_with_parent: bool) -> anyhow::Result<(
 /// The consensus loop stopped: close the connections (peers and clients
 /// then fail over at once instead of waiting for a timeout) and exit
 /// non-zero with the cause.
-async fn fail(node: Node, reason: String) -> anyhow::Result<()> {
-    let removed = node.status().removed;
+async fn fail(node: Node, reason: StopReason) -> anyhow::Result<()> {
     node.shutdown().await;
-    if removed {
-        anyhow::bail!("{reason}");
-    }
+    let reason = match reason {
+        StopReason::Removed(reason) | StopReason::LostData(reason) => anyhow::bail!("{reason}"),
+        StopReason::Failed(reason) => reason,
+    };
     anyhow::bail!(
         "the node stopped because its consensus loop could not go on: {reason}. \
          Nothing unsaved was acknowledged; fix the cause and start the node again"

@@ -135,10 +135,11 @@ struct PendingChange {
     done: oneshot::Sender<Result<u64, RejectReason>>,
 }
 
-/// Opens an outbound link to a member the replicated membership names and
-/// this node has no link to (one added while it runs), at its replicated
-/// address, and returns the link's queues.
-pub type LinkOpener = Box<dyn FnMut(NodeId, SocketAddr) -> PeerOutbox + Send>;
+/// Opens an outbound link to a node this node has no link to (a member
+/// added while it runs), at its replicated address if known (`Some`), else
+/// wherever the opener knows to reach it; returns the link's queues, or
+/// `None` if the node cannot be reached yet.
+pub type LinkOpener = Box<dyn FnMut(NodeId, Option<SocketAddr>) -> Option<PeerOutbox> + Send>;
 
 /// What the loop publishes after every turn.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -653,19 +654,16 @@ impl Driver {
     fn send(&mut self, to: NodeId, msg: Message) {
         if !self.outbound.contains_key(&to) {
             // A member added while this node runs: its address is in the
-            // change that added it.
-            let address = self
-                .replica
-                .membership()
-                .latest()
-                .addresses
+            // change that added it (or, while this node has not learned
+            // that change yet, where it last heard from it).
+            let address = (self.replica.membership().latest().addresses)
                 .get(&to)
                 .copied();
-            let (Some(open), Some(address)) = (self.open_link.as_mut(), address) else {
+            let Some(outbox) = self.open_link.as_mut().and_then(|open| open(to, address)) else {
                 return;
             };
-            info!(peer = to.0, %address, "opening a link to a new member");
-            self.outbound.insert(to, open(to, address));
+            info!(peer = to.0, ?address, "opening a link to a new member");
+            self.outbound.insert(to, outbox);
         }
         if let Some(link) = self.outbound.get(&to) {
             // Dropping on a full queue is safe: Paxos retries by timeout.

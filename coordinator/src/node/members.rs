@@ -19,7 +19,7 @@ use crate::metrics::NodeMetrics;
 use crate::paxos::{MembershipChange, MembershipError, NodeId, RejectReason};
 use crate::service::errors::error;
 use crate::service::{access, Context};
-use crate::transport::peer_version::PeerVersions;
+use crate::transport::peer_version::{PeerVersion, PeerVersions};
 use crate::transport::NodeEndpoint;
 use paxlock_core::access::Permission;
 
@@ -93,6 +93,7 @@ impl MembersView<'_> {
         if !self.context.status.borrow().is_leader {
             return Err(self.context.not_leader());
         }
+        self.check_every_member_upgraded()?;
         if let MembershipChange::AddLearner(node, Some(addr)) = change {
             self.check_reachable(node, addr).await?;
         }
@@ -143,6 +144,37 @@ impl MembersView<'_> {
             }
         }
         Ok(response::Result::Members(self.list()))
+    }
+
+    /// Rule "membership changes wait for the upgrade": a node of the
+    /// previous release knows nothing of membership in the log (it would
+    /// go on counting votes by its configured peers), so no change is made
+    /// until the log records protocol 3 (every node ran this release) and
+    /// every peer linked now speaks this release's peer protocol.
+    fn check_every_member_upgraded(&self) -> Result<(), proto::Error> {
+        let protocol = self.context.shared.machine().protocol();
+        let older: Vec<u64> = self
+            .connected
+            .borrow()
+            .iter()
+            .filter(|(_, version)| **version < PeerVersion::V3)
+            .map(|(id, _)| *id)
+            .collect();
+        if protocol >= 3 && older.is_empty() {
+            return Ok(());
+        }
+        Err(error(
+            ErrorCode::MembershipRefused,
+            format!(
+                "membership changes wait until every member runs this release (the log \
+                 records protocol {protocol}, 3 once every node ran it; nodes speaking an \
+                 earlier peer protocol now: {older:?}): finish the rolling upgrade first; \
+                 nothing was changed"
+            ),
+            // With every linked peer upgraded, the leader records protocol
+            // 3 shortly (see `sessions::run_leader_scans`).
+            older.is_empty(),
+        ))
     }
 
     /// Dials `node` at `addr` as a peer (mutual TLS, its certificate must

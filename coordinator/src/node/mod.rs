@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use paxlock::proto::{self, request::Op, response, ErrorCode, Response};
 use tokio::sync::watch;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::bounded;
 use crate::config::{ClientsConfig, NodeConfig};
@@ -39,6 +39,7 @@ use crate::transport::{Handlers, NodeEndpoint, TlsMaterial, TransportError, Tran
 use clock::NodeClock;
 use driver::{Application, DriverHandle, DriverInput, DriverStatus, Durability};
 use paxlock_core::access::Admins;
+use paxlock_storage::Incarnations;
 
 /// A peer link that had to withhold messages says so at most this often.
 const WITHHELD_WARNING_INTERVAL: Duration = Duration::from_secs(10);
@@ -156,6 +157,9 @@ pub struct NodeParts {
     pub durability: Box<dyn Durability>,
     /// The state recovered from that store.
     pub recovered: DurableState,
+    /// The data directory's incarnation and its peers' (see
+    /// `paxlock_storage::incarnation`); `None` without a data directory.
+    pub incarnations: Option<Arc<Incarnations>>,
 }
 
 impl std::fmt::Debug for NodeParts {
@@ -169,6 +173,8 @@ impl std::fmt::Debug for NodeParts {
 pub struct Node {
     endpoint: Arc<NodeEndpoint>,
     connected: watch::Receiver<PeerVersions>,
+    /// Set when a peer refused this node as one that lost its data.
+    refused: watch::Receiver<Option<String>>,
     driver: DriverHandle,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     metrics_sources: MetricsSources,
@@ -201,14 +207,17 @@ impl Node {
         };
         let client_gate =
             ClientGate::with_peers(client_limits, revocations, options.peers.values().copied());
-        let endpoint = Arc::new(NodeEndpoint::bind(
-            options.listen,
-            options.node_id,
-            &options.cluster_id,
-            shared_settings_digest(&machine_config, options.max_clock_drift_ppm),
-            tls,
-            metrics.clone(),
-        )?);
+        let endpoint = Arc::new(
+            NodeEndpoint::bind(
+                options.listen,
+                options.node_id,
+                &options.cluster_id,
+                shared_settings_digest(&machine_config, options.max_clock_drift_ppm),
+                tls,
+                metrics.clone(),
+            )?
+            .with_incarnations(parts.incarnations.clone()),
+        );
         let persisted: PersistSeq = parts.recovered.persisted_seq;
         let consensus = options.paxos_config();
         // Rule "every message fits": what the core bounds its messages by
@@ -225,6 +234,8 @@ impl Node {
 
         let (connected_tx, connected) = watch::channel(PeerVersions::new());
         let connected_tx = Arc::new(connected_tx);
+        let (refused_tx, refused) = watch::channel(None);
+        let refused_tx = Arc::new(refused_tx);
         // Links to the configured peers now, to members added later when
         // the consensus loop first has a message for them. Each link ends
         // when the loop drops its queues (the peer was removed, or the
@@ -233,7 +244,8 @@ impl Node {
             let endpoint = endpoint.clone();
             let connected_tx = connected_tx.clone();
             let runtime = tokio::runtime::Handle::current();
-            move |peer: NodeId, addr: SocketAddr| {
+            move |peer: NodeId, addr: Option<SocketAddr>| {
+                let addr = addr.or_else(|| endpoint.heard_from(peer.0))?;
                 let (tx, rx) = lanes::channels();
                 runtime.spawn(keep_peer_link(
                     endpoint.clone(),
@@ -241,15 +253,16 @@ impl Node {
                     addr,
                     rx,
                     connected_tx.clone(),
+                    refused_tx.clone(),
                 ));
-                tx
+                Some(tx)
             }
         };
         let mut open_link: driver::LinkOpener = Box::new(open_link);
         let outbound = options
             .peers
             .iter()
-            .map(|(&peer, &addr)| (NodeId(peer), open_link(NodeId(peer), addr)))
+            .filter_map(|(&peer, &addr)| Some((NodeId(peer), open_link(NodeId(peer), Some(addr))?)))
             .collect();
         let clock = NodeClock::new();
         let shared = Arc::new(
@@ -322,6 +335,7 @@ impl Node {
         Ok(Node {
             endpoint,
             connected,
+            refused,
             driver,
             tasks,
             metrics_sources,
@@ -403,23 +417,53 @@ impl Node {
         handed_over.is_ok()
     }
 
-    /// Resolves once the consensus loop has stopped for good (its storage
-    /// failed, say), with the reason. A node in that state can still answer
-    /// `Hello` and `Status` from its last view, but nothing it says about
-    /// the log is true any more: its process should exit, so that a
-    /// supervisor restarts it and it recovers from what is on disk.
-    pub fn stopped(&self) -> impl Future<Output = String> + Send + 'static {
+    /// Resolves once the node must stop for good, with why: its consensus
+    /// loop stopped (its storage failed, say, or it was removed from the
+    /// cluster), or a peer refused it as a node that lost its data. A node
+    /// in that state can still answer `Hello` and `Status` from its last
+    /// view, but nothing it says about the log is true any more: its
+    /// process should exit.
+    pub fn stopped(&self) -> impl Future<Output = StopReason> + Send + 'static {
         let mut status = self.driver.status.clone();
+        let mut refused = self.refused.clone();
         async move {
-            loop {
-                if let Some(reason) = status.borrow_and_update().failed.clone() {
-                    return reason;
+            let failed = async {
+                loop {
+                    let (failed, removed) = {
+                        let s = status.borrow_and_update();
+                        (s.failed.clone(), s.removed)
+                    };
+                    if let Some(reason) = failed {
+                        return (reason, removed);
+                    }
+                    if status.changed().await.is_err() {
+                        // The loop is gone; it publishes why before it returns.
+                        let s = status.borrow();
+                        let reason = s.failed.clone();
+                        return (
+                            reason.unwrap_or_else(|| "the consensus loop ended".to_string()),
+                            s.removed,
+                        );
+                    }
                 }
-                if status.changed().await.is_err() {
-                    // The loop is gone; it publishes why before it returns.
-                    let failed = status.borrow().failed.clone();
-                    return failed.unwrap_or_else(|| "the consensus loop ended".to_string());
+            };
+            let refusal = async {
+                loop {
+                    if let Some(reason) = refused.borrow_and_update().clone() {
+                        return reason;
+                    }
+                    if refused.changed().await.is_err() {
+                        std::future::pending::<()>().await;
+                    }
                 }
+            };
+            tokio::select! {
+                (reason, removed) = failed => if removed {
+                    StopReason::Removed(reason)
+                } else {
+                    StopReason::Failed(reason)
+                },
+                reason = refusal => StopReason::LostData(reason),
             }
         }
     }
@@ -473,14 +517,28 @@ pub fn shared_settings_digest(machine: &crate::locks::Config, drift_ppm: u32) ->
         })
 }
 
+/// Why a node must stop (see [`Node::stopped`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StopReason {
+    /// The consensus loop could not go on (storage failed).
+    Failed(String),
+    /// This node was removed from the cluster.
+    Removed(String),
+    /// A peer refused this node as one that lost its data.
+    LostData(String),
+}
+
 /// Keeps one authenticated outbound link to `peer_id`, redialling with
 /// capped exponential backoff, and sends the consensus loop's messages on it.
+/// A peer that refuses this node as one that lost its data (it knew its
+/// data directory by another incarnation) is reported in `refused`.
 async fn keep_peer_link(
     endpoint: Arc<NodeEndpoint>,
     peer_id: u64,
     addr: SocketAddr,
     mut messages: PeerOutboxReceiver,
     connected: Arc<watch::Sender<PeerVersions>>,
+    refused: Arc<watch::Sender<Option<String>>>,
 ) {
     let mut backoff = Duration::from_millis(50);
     loop {
@@ -518,6 +576,13 @@ async fn keep_peer_link(
                 connected.send_modify(|peers| {
                     peers.remove(&peer_id);
                 });
+            }
+            Err(TransportError::Connection(quinn::ConnectionError::ApplicationClosed(close)))
+                if close.error_code == paxlock::wire::codes::STALE_INCARNATION.into() =>
+            {
+                let reason = String::from_utf8_lossy(&close.reason).into_owned();
+                error!(peer = peer_id, "refused by the peer: {reason}");
+                refused.send_replace(Some(reason));
             }
             Err(e) => debug!(peer = peer_id, %addr, "cannot reach peer yet: {e}"),
         }

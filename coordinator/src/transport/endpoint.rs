@@ -18,7 +18,9 @@ use super::peer_version::{PeerVersion, PEER_ALPNS};
 use super::tls::TlsMaterial;
 use super::TransportError;
 use crate::paxos::NodeId;
+use dashmap::DashMap;
 use paxlock_peer_codec as peer_codec;
+use paxlock_storage::Incarnations;
 
 /// Where the endpoint delivers what arrives.
 #[derive(Clone)]
@@ -56,6 +58,9 @@ pub struct NodeEndpoint {
     config_digest: u64,
     peer_dial_config: quinn::ClientConfig,
     metrics: Arc<TransportMetrics>,
+    incarnations: Option<Arc<Incarnations>>,
+    /// Where each authenticated peer's connections last came from.
+    heard: Arc<DashMap<u64, SocketAddr>>,
 }
 
 impl NodeEndpoint {
@@ -94,7 +99,36 @@ impl NodeEndpoint {
             config_digest,
             peer_dial_config,
             metrics,
+            incarnations: None,
+            heard: Arc::default(),
         })
+    }
+
+    /// Where node `node` last dialled this node from. A node dials from the
+    /// socket it listens on, so this reaches it (barring address
+    /// translation): a node that does not know a member's address yet (a
+    /// learner catching up on the log that holds it) answers it there.
+    pub fn heard_from(&self, node: u64) -> Option<SocketAddr> {
+        self.heard.get(&node).map(|a| *a)
+    }
+
+    /// Presents this node's data-directory incarnation in every peer hello
+    /// and refuses a peer presenting another than the one first seen (see
+    /// `paxlock_storage::incarnation`). Without: neither (a node without a
+    /// data directory).
+    pub fn with_incarnations(mut self, incarnations: Option<Arc<Incarnations>>) -> Self {
+        self.incarnations = incarnations;
+        self
+    }
+
+    /// What this node says and checks in a peer hello.
+    fn hello_as(&self) -> peer::HelloAs {
+        peer::HelloAs {
+            node_id: self.node_id,
+            cluster_id: self.cluster_id.clone(),
+            config_digest: self.config_digest,
+            incarnations: self.incarnations.clone(),
+        }
     }
 
     /// The address actually bound (useful with port 0).
@@ -121,9 +155,7 @@ impl NodeEndpoint {
         peer::dial(
             &self.endpoint,
             self.peer_dial_config.clone(),
-            self.node_id,
-            &self.cluster_id,
-            self.config_digest,
+            &self.hello_as(),
             peer_id,
             addr,
         )
@@ -160,9 +192,8 @@ impl NodeEndpoint {
             };
             let metrics = self.metrics.clone();
             let handlers = handlers.clone();
-            let node_id = self.node_id;
-            let cluster_id = self.cluster_id.clone();
-            let config_digest = self.config_digest;
+            let hello_as = self.hello_as();
+            let heard = self.heard.clone();
             tokio::spawn(async move {
                 let handshake = incoming.await;
                 drop(permit);
@@ -178,17 +209,10 @@ impl NodeEndpoint {
                 };
                 match negotiated_alpn(&connection).as_deref() {
                     Some(alpn) if PeerVersion::from_alpn(alpn).is_some() => {
-                        match peer::accept(
-                            connection,
-                            node_id,
-                            &cluster_id,
-                            config_digest,
-                            &metrics,
-                        )
-                        .await
-                        {
+                        match peer::accept(connection, &hello_as, &metrics).await {
                             Ok(inbound) => {
                                 info!(peer = inbound.node_id, %remote, "peer connected (mutual TLS)");
+                                heard.insert(inbound.node_id, remote);
                                 forward_peer(inbound, handlers.peer_messages, metrics).await;
                             }
                             Err(e) => warn!(%remote, "peer hello failed: {e}"),

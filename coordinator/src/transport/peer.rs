@@ -7,6 +7,7 @@
 //! not merely as "someone with a certificate from our CA".
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use paxlock::wire::{codes, read_frame, write_frame, MAX_FRAME_BYTES};
@@ -22,6 +23,7 @@ use paxlock_peer_codec as peer_codec;
 use paxlock_peer_codec::proto::{
     peer_message::Body, Fragment, PeerHello, PeerHelloOk, PeerMessage,
 };
+use paxlock_storage::Incarnations;
 
 /// Bytes of encoded message one fragment carries (well within a frame).
 const FRAGMENT_BYTES: usize = 1024 * 1024;
@@ -108,24 +110,54 @@ impl PeerSender {
 /// the higher first).
 const CONTROL_PRIORITY: i32 = 1;
 
-/// Dials `peer_id` at `addr` as `my_id` and performs the hello.
+/// Who a node says it is in a peer hello, and what it checks of the other
+/// end beyond its certificate.
+#[derive(Debug, Clone)]
+pub struct HelloAs {
+    /// This node's id.
+    pub node_id: u64,
+    /// The cluster's name.
+    pub cluster_id: String,
+    /// The digest of the settings every node must share.
+    pub config_digest: u64,
+    /// This node's data-directory incarnation and the ones it knows its
+    /// peers by (`None`: a node without a data directory, which presents
+    /// and checks none).
+    pub incarnations: Option<Arc<Incarnations>>,
+}
+
+impl HelloAs {
+    fn incarnation(&self) -> u64 {
+        self.incarnations.as_ref().map_or(0, |i| i.own())
+    }
+
+    /// Checks the incarnation peer `node` presented.
+    fn check_incarnation(&self, node: u64, incarnation: u64) -> Result<(), String> {
+        match &self.incarnations {
+            Some(known) => known.check(node, incarnation).map_err(|e| e.to_string()),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Dials `peer_id` at `addr` as `me` and performs the hello.
 pub async fn dial(
     endpoint: &quinn::Endpoint,
     config: quinn::ClientConfig,
-    my_id: u64,
-    cluster_id: &str,
-    config_digest: u64,
+    me: &HelloAs,
     peer_id: u64,
     addr: SocketAddr,
 ) -> Result<PeerLink, TransportError> {
+    let cluster_id = me.cluster_id.as_str();
     let server_name = paxlock_certs::node_dns_name(peer_id);
     let connection = endpoint.connect_with(config, addr, &server_name)?.await?;
     let (mut send, mut recv) = connection.open_bi().await?;
     let hello = PeerHello {
         cluster_id: cluster_id.to_string(),
-        node_id: my_id,
+        node_id: me.node_id,
         protocol_version: PEER_PROTOCOL_VERSION,
-        config_digest,
+        config_digest: me.config_digest,
+        incarnation: me.incarnation(),
     };
     write_frame(&mut send, &hello).await?;
     let reply = tokio::time::timeout(HELLO_TIMEOUT, read_frame::<PeerHelloOk, _>(&mut recv))
@@ -154,6 +186,11 @@ pub async fn dial(
             "dialed node {peer_id} of cluster {cluster_id:?}, but node {} of cluster {:?} answered",
             ok.node_id, ok.cluster_id
         )));
+    }
+    if let Err(reason) = me.check_incarnation(peer_id, ok.incarnation) {
+        warn!(peer = peer_id, %addr, "refused peer: {reason}");
+        connection.close(codes::STALE_INCARNATION.into(), reason.as_bytes());
+        return Err(TransportError::Protocol(reason));
     }
     let control = if version.fragments() {
         let control = connection.open_uni().await?;
@@ -247,11 +284,10 @@ impl FrameReader {
 /// and a warning saying why is logged.
 pub async fn accept(
     connection: quinn::Connection,
-    my_id: u64,
-    cluster_id: &str,
-    config_digest: u64,
+    me: &HelloAs,
     metrics: &TransportMetrics,
 ) -> Result<InboundPeer, TransportError> {
+    let (my_id, cluster_id, config_digest) = (me.node_id, me.cluster_id.as_str(), me.config_digest);
     let remote = connection.remote_address();
     let reject = |code: u32, reason: String| {
         warn!(%remote, code, "rejected peer connection: {reason}");
@@ -311,9 +347,14 @@ pub async fn accept(
             format!("peer claims node {}: {e}", hello.node_id),
         ));
     }
+    if let Err(reason) = me.check_incarnation(hello.node_id, hello.incarnation) {
+        TransportMetrics::bump(&metrics.peer_identity_rejections);
+        return Err(reject(codes::STALE_INCARNATION, reason));
+    }
     let ok = PeerHelloOk {
         cluster_id: cluster_id.to_string(),
         node_id: my_id,
+        incarnation: me.incarnation(),
     };
     write_frame(&mut send, &ok).await?;
     let _ = send.finish();

@@ -172,6 +172,7 @@ pub fn memory_parts() -> NodeParts {
         app: App::Locks(paxlock_coordinator::locks::Config::default()),
         durability: Box::new(MemoryDurability::default()),
         recovered: Default::default(),
+        incarnations: None,
     }
 }
 
