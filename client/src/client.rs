@@ -193,14 +193,18 @@ async fn sync_endpoints(inner: std::sync::Weak<Inner>, every: Duration) {
         let asked = client
             .call_with_timeout(0, Op::ListMembers(proto::ListMembers {}), every)
             .await;
+        // A node that has not applied its first entry yet lists no voters:
+        // nothing to learn from it.
         if let Ok(response::Result::Members(list)) = asked {
-            let addrs = list
-                .members
-                .into_iter()
-                .filter(|m| !m.addr.is_empty())
-                .map(|m| m.addr)
-                .collect();
-            client.connector.learn_members(addrs).await;
+            if list.members.iter().any(|m| m.voter) {
+                let addrs = list
+                    .members
+                    .into_iter()
+                    .filter(|m| !m.addr.is_empty())
+                    .map(|m| m.addr)
+                    .collect();
+                client.connector.learn_members(addrs).await;
+            }
         }
         drop(client);
         tokio::time::sleep(every).await;

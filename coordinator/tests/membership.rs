@@ -1,8 +1,10 @@
 //! Membership changes on real `paxlock serve` processes: every first voter
 //! of a running cluster is replaced, one by one, by a node that joins
 //! (`join = true`), while clients hand a lock over and over and one client
-//! holds an election's leadership; and the refusals an administrator
-//! meets (unreachable node, non-administrator, a removed id reused).
+//! holds an election's leadership; the refusals an administrator meets
+//! (unreachable node, non-administrator, a removed id reused) and the
+//! removal of the leader; and a node back under its id with an empty data
+//! directory.
 
 mod common;
 
@@ -150,7 +152,7 @@ fn every_first_voter_is_replaced_while_locks_and_a_leadership_carry_on() -> Test
 }
 
 #[test]
-fn refused_changes_change_nothing_and_say_why() -> TestResult {
+fn refusals_change_nothing_and_a_leader_is_removed_after_handing_over() -> TestResult {
     let mut cluster = cluster_with_spares()?;
     let runtime = runtime()?;
     let admin = runtime.block_on(cluster.client(Duration::from_secs(5)))?;
@@ -196,6 +198,31 @@ fn refused_changes_change_nothing_and_say_why() -> TestResult {
     );
     let after = runtime.block_on(admin.members())?;
     assert_eq!(after.voters(), vec![1, 2, 3]);
+    // Asked again, a change already made is answered with the members,
+    // not refused (a retry whose first answer was lost).
+    let removed_again = runtime.block_on(admin.change_membership(MemberChange::Remove(4), true))?;
+    assert!(!removed_again.members.iter().any(|m| m.node_id == 4));
+    // Removing the leader: it hands leadership over first, and the removal
+    // is made by its successor.
+    cluster.spawn(5)?;
+    let addr5 = cluster.addr(5).parse()?;
+    for step in [
+        MemberChange::AddLearner { id: 5, addr: addr5 },
+        MemberChange::Promote(5),
+    ] {
+        runtime.block_on(admin.change_membership(step, true))?;
+    }
+    let leader = runtime.block_on(cluster.leader())?;
+    let members = runtime.block_on(admin.change_membership(MemberChange::Remove(leader), true))?;
+    assert!(!members.voters().contains(&leader), "{members:?}");
+    assert_eq!(members.voters().len(), 3, "{members:?}");
+    let code = cluster.wait_exit(leader, PATIENCE)?;
+    assert!(
+        matches!(code, Some(c) if c != 0),
+        "node {leader} exited with {code:?}"
+    );
+    let new_leader = runtime.block_on(cluster.leader())?;
+    assert_ne!(new_leader, leader);
     // The CLI lists the same members, and refuses to promote a non-learner
     // saying why.
     let cli = |args: &[&str]| {
@@ -209,7 +236,17 @@ fn refused_changes_change_nothing_and_say_why() -> TestResult {
     let listed = cli(&["list"])?;
     let text = String::from_utf8_lossy(&listed.stdout);
     assert!(listed.status.success(), "{listed:?}");
-    assert!(text.contains("voters 1, 2, 3; learners none"), "{text}");
+    let mut voters: Vec<u64> = members.voters();
+    voters.sort_unstable();
+    let expected = format!(
+        "voters {}; learners none",
+        voters
+            .iter()
+            .map(u64::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    assert!(text.contains(&expected), "{text}");
     let promoted = cli(&["promote", "6"])?;
     let text = String::from_utf8_lossy(&promoted.stderr);
     assert!(!promoted.status.success());

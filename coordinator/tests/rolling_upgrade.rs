@@ -162,6 +162,10 @@ fn a_cluster_upgraded_one_node_at_a_time_keeps_serving_and_loses_nothing() -> Te
                 ),
                 "{changed:?}"
             );
+            if code == Some(ErrorCode::MembershipRefused) {
+                let message = changed.err().map(|e| e.to_string()).unwrap_or_default();
+                assert!(message.contains("rolling upgrade"), "{message}");
+            }
             let status = runtime.block_on(common::node_status(&cluster, id))?;
             assert_eq!(status.voters, vec![1, 2, 3], "{status:?}");
         }

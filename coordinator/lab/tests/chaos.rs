@@ -77,6 +77,7 @@ fn chaos_on_loopback_with_fault_proxies_passes_every_check() {
         "isolate",
         "admin: force-release",
         "admin: revoke",
+        "membership: replace",
     ] {
         assert!(stdout.contains(kind), "no {kind} fault in:\n{stdout}");
     }

@@ -162,11 +162,11 @@ impl Cluster {
         &self.tls
     }
 
-    /// Every node's public address, as clients reach it.
+    /// Every first voter's public address, as clients are configured to
+    /// reach the cluster (spares are not among them).
     pub fn endpoints(&self) -> Vec<String> {
         self.spec
-            .nodes
-            .iter()
+            .first_voters()
             .map(|n| n.public.to_string())
             .collect()
     }

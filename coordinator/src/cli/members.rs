@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
@@ -155,15 +156,13 @@ async fn replace(old: u64, new: u64, addr: SocketAddr, config: &Path) -> anyhow:
     ];
     let client = super::connect(config).await?;
     for (step, did) in steps {
-        let changed = client.change_membership(step, true).await;
-        let members = match changed {
+        let made = step_until_made(&client, step).await;
+        let members = match made {
             Ok(members) => members,
             Err(e) => {
                 let _ = client.close().await;
                 return Err(e).with_context(|| {
-                    format!(
-                        "replacing node {old} by node {new}: {step:?} failed after the steps above"
-                    )
+                    format!("replacing node {old} by node {new}: {step:?} failed after the steps above (run the command again to go on)")
                 });
             }
         };
@@ -171,6 +170,37 @@ async fn replace(old: u64, new: u64, addr: SocketAddr, config: &Path) -> anyhow:
     }
     let _ = client.close().await;
     Ok(())
+}
+
+/// How long `replace` asks again for one step that is refused for now (a
+/// learner still catching up, another change in flight).
+const STEP_PATIENCE: Duration = Duration::from_secs(300);
+
+/// Makes `step` and waits until it is in effect, asking again while the
+/// refusal is one that passes (the node answers a step already made with
+/// the members, so asking again never makes it twice) for up to
+/// [`STEP_PATIENCE`].
+async fn step_until_made(
+    client: &paxlock::Client,
+    step: MemberChange,
+) -> Result<Members, paxlock::Error> {
+    let deadline = tokio::time::Instant::now() + STEP_PATIENCE;
+    let mut said = false;
+    loop {
+        match client.change_membership(step, true).await {
+            Ok(members) => return Ok(members),
+            // Retryable: the node called it so (a learner catching up, a
+            // change in flight), or the client gave up retrying it.
+            Err(e) if tokio::time::Instant::now() < deadline && e.is_retryable() => {
+                if !said {
+                    println!("waiting: {e}");
+                    said = true;
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 fn summary(members: &Members) -> String {

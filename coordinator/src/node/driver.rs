@@ -619,6 +619,12 @@ impl Driver {
                         LeadershipEvent::LostLeadership => {
                             info!(leader = ?self.replica.leader_hint(), "this node no longer leads the cluster");
                             self.ballot_round = 0;
+                            // A change this leader proposed may yet be
+                            // chosen or lost under the next leader, which
+                            // this node cannot tell: its requester is told
+                            // so (`NotLeader`), and the next change is
+                            // not held up by it.
+                            self.change_refused(RejectReason::NotLeader);
                         }
                         LeadershipEvent::LeaseUntil { .. } => {}
                     }
@@ -671,16 +677,13 @@ impl Driver {
         }
     }
 
-    /// The membership in effect changed to `members`: links to removed
-    /// members close (their ids never come back), and an administrator's
-    /// change now in effect is answered.
-    fn on_membership(&mut self, members: &Membership, commit: u64) {
-        for gone in &members.retired {
-            self.outbound.remove(gone);
-        }
+    /// Answers the administrator's change once the membership in effect
+    /// (`self.members`, published) shows it.
+    fn answer_change_in_effect(&mut self, commit: u64) {
+        let members = self.members.clone();
         if let Some(pending) = self
             .change
-            .take_if(|p| p.accepted.is_none() && in_effect(p.change, members))
+            .take_if(|p| p.accepted.is_none() && members.reflects(p.change))
         {
             let _ = pending.done.send(Ok(commit));
         }
@@ -715,10 +718,13 @@ impl Driver {
         let now = self.clock.now();
         let commit = self.replica.commit_index();
         let members = self.replica.membership().at(commit);
-        if members != &*self.members {
-            let members = Arc::new(members.clone());
-            self.on_membership(&members, commit.0);
-            self.members = members;
+        let changed = members != &*self.members;
+        if changed {
+            self.members = Arc::new(members.clone());
+            // Links to removed members close: their ids never come back.
+            for gone in &self.members.retired {
+                self.outbound.remove(gone);
+            }
         }
         let removed = self.members.retired.contains(&self.replica.id());
         self.check_removed(removed, commit.0);
@@ -747,15 +753,10 @@ impl Driver {
                 true
             }
         });
-    }
-}
-
-/// Whether `change` shows in `members`.
-fn in_effect(change: MembershipChange, members: &Membership) -> bool {
-    match change {
-        MembershipChange::AddLearner(n, _) => members.contains(n),
-        MembershipChange::Promote(n) => members.voters.contains(&n),
-        MembershipChange::Remove(n) => members.retired.contains(&n),
+        // After publishing: the answer's reader then sees the change.
+        if changed {
+            self.answer_change_in_effect(commit.0);
+        }
     }
 }
 

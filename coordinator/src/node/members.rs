@@ -90,10 +90,24 @@ impl MembersView<'_> {
             .check_access(caller, Permission::Admin, "")
             .map_err(|denied| access::denied(shared, &denied))?;
         let change = parse(request)?;
-        if !self.context.status.borrow().is_leader {
+        let (leads, members) = {
+            let status = self.context.status.borrow();
+            (status.is_leader, status.members.clone())
+        };
+        if !leads {
             return Err(self.context.not_leader());
         }
-        self.check_every_member_upgraded()?;
+        // Already made (a retry whose first answer was lost, a `replace`
+        // run again): the answer is the members, as if made now.
+        if members.reflects(change) {
+            return Ok(response::Result::Members(self.list()));
+        }
+        // What the membership alone refuses (an id reused, the last voter),
+        // before anything is tried; the core checks again, and the rest.
+        members
+            .apply(change)
+            .map_err(|e| self.refused(RejectReason::Membership(e)))?;
+        self.check_every_member_upgraded(change)?;
         if let MembershipChange::AddLearner(node, Some(addr)) = change {
             self.check_reachable(node, addr).await?;
         }
@@ -105,7 +119,8 @@ impl MembersView<'_> {
             return Err(error(
                 ErrorCode::NotLeader,
                 format!(
-                    "node {} led and is the one to remove: it handed leadership over; retry                      with the new leader",
+                    "node {} leads and is the one to remove: it is handing leadership over; \
+                     retry with the new leader",
                     me.0
                 ),
                 true,
@@ -128,6 +143,14 @@ impl MembersView<'_> {
         if request.wait {
             match tokio::time::timeout(CHANGE_WAIT, done_rx).await {
                 Ok(Ok(Ok(_))) => {}
+                Ok(Ok(Err(RejectReason::NotLeader))) => {
+                    return Err(error(
+                        ErrorCode::Unavailable,
+                        "this node lost the leadership before the change was decided: it may \
+                         or may not be made; see `paxlock members list` before asking again",
+                        false,
+                    ))
+                }
                 Ok(Ok(Err(reason))) => return Err(self.refused(reason)),
                 Ok(Err(_)) => return Err(gone()),
                 Err(_) => {
@@ -151,7 +174,11 @@ impl MembersView<'_> {
     /// go on counting votes by its configured peers), so no change is made
     /// until the log records protocol 3 (every node ran this release) and
     /// every peer linked now speaks this release's peer protocol.
-    fn check_every_member_upgraded(&self) -> Result<(), proto::Error> {
+    ///
+    /// A removal is let through at protocol 2 when no linked peer is older:
+    /// the node of the previous release that holds the upgrade back is
+    /// then gone, and removing it is how the upgrade completes.
+    fn check_every_member_upgraded(&self, change: MembershipChange) -> Result<(), proto::Error> {
         let protocol = self.context.shared.machine().protocol();
         let older: Vec<u64> = self
             .connected
@@ -160,7 +187,8 @@ impl MembersView<'_> {
             .filter(|(_, version)| **version < PeerVersion::V3)
             .map(|(id, _)| *id)
             .collect();
-        if protocol >= 3 && older.is_empty() {
+        let removal = matches!(change, MembershipChange::Remove(_));
+        if older.is_empty() && (protocol >= 3 || removal) {
             return Ok(());
         }
         Err(error(
@@ -181,7 +209,7 @@ impl MembersView<'_> {
     /// name it, same cluster and shared settings): an addition nobody can
     /// reach would only weaken the cluster.
     async fn check_reachable(&self, node: NodeId, addr: SocketAddr) -> Result<(), proto::Error> {
-        let dialled = tokio::time::timeout(REACH_TIMEOUT, self.endpoint.dial_peer(node.0, addr))
+        let dialled = tokio::time::timeout(REACH_TIMEOUT, self.endpoint.probe_peer(node.0, addr))
             .await
             .map_err(|_| "no answer in time".to_string())
             .and_then(|r| r.map_err(|e| e.to_string()));

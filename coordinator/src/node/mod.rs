@@ -58,7 +58,7 @@ pub enum StartError {
     Consensus(paxos::ConfigError),
     /// The recovered state cannot be used (e.g. a snapshot written by an
     /// incompatible version).
-    #[error("{0}; restore the data directory from a backup, or move it aside and let the node catch up from its peers")]
+    #[error("{0}; run the release that wrote the data directory, or remove this node from the cluster (paxlock members remove) and bring the machine back as a new member under a new id")]
     Recovery(String),
     /// The revocation file cannot be used.
     #[error(transparent)]

@@ -121,6 +121,29 @@ impl NodeEndpoint {
         self
     }
 
+    /// Dials `peer_id` at `addr` to see that it answers as that node (for
+    /// an addition), without presenting or recording incarnations: a node
+    /// that never becomes a member leaves no trace that would refuse it
+    /// later.
+    pub async fn probe_peer(
+        &self,
+        peer_id: u64,
+        addr: SocketAddr,
+    ) -> Result<PeerLink, TransportError> {
+        let hello = peer::HelloAs {
+            incarnations: None,
+            ..self.hello_as()
+        };
+        peer::dial(
+            &self.endpoint,
+            self.peer_dial_config.clone(),
+            &hello,
+            peer_id,
+            addr,
+        )
+        .await
+    }
+
     /// What this node says and checks in a peer hello.
     fn hello_as(&self) -> peer::HelloAs {
         peer::HelloAs {

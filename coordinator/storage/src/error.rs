@@ -24,7 +24,7 @@ pub enum StorageError {
 
     /// Data that was once durable no longer checks out. The store refused to
     /// start and did not modify any file.
-    #[error("data corruption in {file} at byte offset {offset_bytes}: {reason}. The data directory was left untouched; do not delete files by hand. Move the directory aside and let this node catch up from its peers (or restore a backup)")]
+    #[error("data corruption in {file} at byte offset {offset_bytes}: {reason}. The data directory was left untouched; do not delete files by hand. Keep the directory aside (for diagnosis), remove this node from the cluster (paxlock members remove) and bring the machine back as a new member under a new id: a node must not rejoin under its id without its data")]
     Corrupt {
         /// The damaged file.
         file: PathBuf,
@@ -35,7 +35,7 @@ pub enum StorageError {
     },
 
     /// A WAL segment is missing from the numbered sequence.
-    #[error("WAL segment {expected_file} is missing from {dir} (found {found_file} instead). Records in between are lost; the directory was left untouched. Move it aside and let this node catch up from its peers")]
+    #[error("WAL segment {expected_file} is missing from {dir} (found {found_file} instead). Records in between are lost; the directory was left untouched. Keep it aside, remove this node from the cluster (paxlock members remove) and bring the machine back as a new member under a new id")]
     MissingSegment {
         /// The data directory.
         dir: PathBuf,
@@ -47,7 +47,7 @@ pub enum StorageError {
 
     /// The data directory was written by a paxlock version with another
     /// data format. Nothing was modified.
-    #[error("{file} says data format {found}, but this paxlock reads format {expected}: the directory was written by another paxlock version. Run that version, or move the directory aside and let this node catch up from its peers")]
+    #[error("{file} says data format {found}, but this paxlock reads format {expected}: the directory was written by another paxlock version. Run that version, or remove this node from the cluster (paxlock members remove) and bring the machine back as a new member under a new id")]
     UnsupportedFormat {
         /// The file that carries the format version.
         file: PathBuf,

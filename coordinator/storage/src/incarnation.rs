@@ -38,8 +38,8 @@ const MAX_KNOWN_PEERS: usize = 1023;
 #[error(
     "node {node} presents data-directory incarnation {presented:016x}, but node {checker} knew it \
      as {known:016x}: node {node} lost its data (an empty or another data directory) and must not \
-     take part under its old id, since it has forgotten what it promised; remove it (paxlock \
-     members remove {node}) and bring the machine back under a new id"
+     take part under its old id, since it has forgotten what it promised; if it is a member, \
+     remove it (paxlock members remove {node}), and bring the machine back under a new id"
 )]
 pub struct IncarnationMismatch {
     /// The node that checked.

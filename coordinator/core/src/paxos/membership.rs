@@ -264,6 +264,16 @@ impl Membership {
         self.voters.union(&self.learners).copied()
     }
 
+    /// Whether `change` shows in this membership: the node added (a
+    /// learner or, since, a voter), promoted, or removed.
+    pub fn reflects(&self, change: MembershipChange) -> bool {
+        match change {
+            MembershipChange::AddLearner(n, _) => self.contains(n),
+            MembershipChange::Promote(n) => self.voters.contains(&n),
+            MembershipChange::Remove(n) => self.retired.contains(&n),
+        }
+    }
+
     /// The membership after `change`, or why it cannot be made.
     pub fn apply(&self, change: MembershipChange) -> Result<Membership, MembershipError> {
         let node = change.node();
@@ -601,6 +611,19 @@ mod tests {
         );
         let promoted = added.apply(MembershipChange::Promote(NodeId(4))).unwrap();
         assert_eq!(promoted.voters, ids(&[1, 2, 3, 4]));
+        for (membership, change, shown) in [
+            (&m, MembershipChange::AddLearner(NodeId(4), None), false),
+            (&added, MembershipChange::AddLearner(NodeId(4), None), true),
+            (&added, MembershipChange::Promote(NodeId(4)), false),
+            (
+                &promoted,
+                MembershipChange::AddLearner(NodeId(4), None),
+                true,
+            ),
+            (&promoted, MembershipChange::Remove(NodeId(1)), false),
+        ] {
+            assert_eq!(membership.reflects(change), shown, "{change:?}");
+        }
         assert_eq!(promoted.quorum(), 3);
         let removed = promoted.apply(MembershipChange::Remove(NodeId(1))).unwrap();
         assert_eq!(removed.voters, ids(&[2, 3, 4]));

@@ -958,10 +958,11 @@ fn persist_sequence_numbers_continue_after_a_restart() {
 }
 
 /// A configuration whose byte bounds are small enough for a test to reach:
-/// values up to 40 bytes, batches up to 100, messages up to 300.
+/// values up to 44 bytes (a membership change), batches up to 100, messages up
+/// to 300.
 fn small_messages(id: u64, n: u64) -> Config {
     let mut c = cfg(id, n);
-    c.max_value_bytes = 40;
+    c.max_value_bytes = 44;
     c.max_batch_bytes = 100;
     c.max_message_bytes = 300;
     c.snapshot_chunk_bytes = 3;

@@ -302,6 +302,25 @@ pub fn elections(history: &History, replay: &[LeaderEvent]) -> Vec<Check> {
     ]
 }
 
+/// Every membership replacement drawn completed (a spare added, promoted,
+/// and the member removed) while the other faults went on.
+pub fn membership(replacements: &[super::membership::Replacement]) -> Check {
+    use super::membership::Replacement;
+    let done = replacements
+        .iter()
+        .filter(|r| matches!(r, Replacement::Done { .. }))
+        .count();
+    let failed = replacements.iter().find_map(|r| match r {
+        Replacement::Failed(why) => Some(why.clone()),
+        _ => None,
+    });
+    Check::from(
+        "membership changes complete",
+        failed,
+        format!("{done} members replaced by spare nodes"),
+    )
+}
+
 /// Every worker's final acquire succeeded within the bound.
 pub fn liveness(
     results: &BTreeMap<usize, Result<Duration, String>>,

@@ -36,6 +36,10 @@ pub struct ChaosCluster {
     net: Network,
     /// The client certificate every worker uses.
     pub tls: TlsMaterial,
+    /// The members now, in the order they became members.
+    members: Vec<u64>,
+    /// Spare nodes not used yet (configured to join; not started).
+    spares: Vec<u64>,
 }
 
 /// Limits shared by every node: election history long enough that the
@@ -44,20 +48,23 @@ const LIMITS: &str = "[limits]\nsession_ttl_min = \"1s\"\nelection_history = 500
 
 impl ChaosCluster {
     /// Starts `n` nodes on 127.0.0.1: node `i` listens on `base_port + i - 1`
-    /// and is reached through its proxy on `base_port + 100 + i - 1`.
+    /// and is reached through its proxy on `base_port + 100 + i - 1`; and
+    /// prepares `spares` more (ids after them, behind proxies too, with
+    /// `join = true`) for the membership fault, not started.
     pub async fn start_loopback(
         binary: NodeBinary,
         dir: &Path,
-        n: u64,
+        (n, spares): (u64, u64),
         base_port: u16,
         seed: u64,
     ) -> anyhow::Result<ChaosCluster> {
+        let all = n + spares;
         let real = |id: u64| SocketAddr::from(([127, 0, 0, 1], base_port + id as u16 - 1));
         let public = |id: u64| SocketAddr::from(([127, 0, 0, 1], base_port + 100 + id as u16 - 1));
         let table = Arc::new(FaultTable::default());
-        let node_ports: HashMap<u16, u64> = (1..=n).map(|id| (real(id).port(), id)).collect();
+        let node_ports: HashMap<u16, u64> = (1..=all).map(|id| (real(id).port(), id)).collect();
         let mut proxies = Vec::new();
-        for id in 1..=n {
+        for id in 1..=all {
             let spec = ProxySpec {
                 node: id,
                 listen: public(id),
@@ -71,9 +78,10 @@ impl ChaosCluster {
                 })?,
             );
         }
-        let nodes = (1..=n)
+        let nodes = (1..=all)
             .map(|id| NodeSpec {
                 public: public(id),
+                joins: id > n,
                 ..NodeSpec::at(id, real(id))
             })
             .collect();
@@ -129,17 +137,52 @@ impl ChaosCluster {
             .tables(LIMITS)
             .env("PAXLOCK_LOG", Some(&log_level))
             .startup_timeout(Duration::from_secs(60));
+        let members = spec.first_voters().map(|n| n.id).collect();
+        let spares = spec
+            .nodes
+            .iter()
+            .filter(|n| n.joins)
+            .map(|n| n.id)
+            .collect();
         let nodes = Cluster::start(binary, spec).await?;
         Ok(ChaosCluster {
             tls: nodes.tls().clone(),
             nodes,
             net,
+            members,
+            spares,
         })
     }
 
-    /// Node ids.
+    /// The members' ids (faults hit only them).
     pub fn ids(&self) -> Vec<u64> {
-        self.nodes.ids()
+        self.members.clone()
+    }
+
+    /// Starts the next spare node, if one is left; returns its id and the
+    /// address its peers and clients reach it at.
+    pub fn start_spare(&mut self) -> anyhow::Result<Option<(u64, SocketAddr)>> {
+        if self.spares.is_empty() {
+            return Ok(None);
+        }
+        let id = self.spares.remove(0);
+        let public = self.nodes.node(id)?.public;
+        self.nodes.spawn(id)?;
+        Ok(Some((id, public)))
+    }
+
+    /// Node `new` became a member and node `old` left for good: faults
+    /// target `new` from now on and never restart `old` (it stops by
+    /// itself once removed; killed here to be sure).
+    pub fn replaced(&mut self, old: u64, new: u64) {
+        self.members.retain(|&m| m != old);
+        self.members.push(new);
+        self.nodes.kill(old);
+    }
+
+    /// Asks node `id` for its status directly (not through the faults).
+    pub async fn status(&self, id: u64) -> anyhow::Result<paxlock::proto::StatusOk> {
+        Ok(self.nodes.status(id, Duration::from_secs(1)).await?)
     }
 
     /// Options for a worker's client: every node's public address.

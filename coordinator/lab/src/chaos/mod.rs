@@ -5,7 +5,8 @@
 //! every watcher, lock watches that show every change, nothing
 //! acknowledged lost across a whole-cluster crash, and liveness after
 //! healing. Besides network and process faults, an administrator
-//! force-releases locks and revokes holders' sessions.
+//! force-releases locks, revokes holders' sessions and (on loopback, with
+//! spare nodes) replaces members by spares.
 //!
 //! Two networks: loopback with a UDP fault proxy in front of every node
 //! (drop, delay, duplicate, reorder, partitions), or `--netns`: one network
@@ -17,6 +18,7 @@ mod checks;
 mod cluster;
 mod history;
 mod lock_watches;
+mod membership;
 mod netns;
 pub mod proxy;
 mod schedule;
@@ -58,6 +60,10 @@ pub struct ChaosArgs {
     /// (needs root, iproute2 and iptables) instead of loopback proxies.
     #[arg(long)]
     pub netns: bool,
+    /// Spare nodes the membership fault replaces members by, one each
+    /// (loopback only; 0: no membership fault).
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(0..=4))]
+    pub spares: u64,
     /// Folder for certificates, configs, data and node logs.
     #[arg(long, default_value = "/tmp/paxlock-chaos")]
     pub dir: PathBuf,
@@ -105,12 +111,15 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<ExitCode> {
         humantime::format_duration(args.duration),
         args.dir.display()
     );
+    if args.netns && args.spares > 0 {
+        println!("chaos: no membership fault with --netns (spares need namespaces of their own)");
+    }
     let mut cluster = if args.netns {
         ChaosCluster::start_hosts(binary, &args.dir, args.nodes, (args.seed % 200) as u8 + 20)
             .await?
     } else {
-        ChaosCluster::start_loopback(binary, &args.dir, args.nodes, args.base_port, args.seed)
-            .await?
+        let sizes = (args.nodes, args.spares);
+        ChaosCluster::start_loopback(binary, &args.dir, sizes, args.base_port, args.seed).await?
     };
     let outcome = drive(&args, &mut cluster).await;
     cluster.shutdown().await;
@@ -200,14 +209,16 @@ async fn drive(args: &ChaosArgs, cluster: &mut ChaosCluster) -> anyhow::Result<V
             .collect(),
         delay: cluster.supports_delay(),
         count: (args.duration.as_secs() as usize).max(10),
+        spares: !args.netns && args.spares > 0,
     };
+    let mut replacements = Vec::new();
     let started = Instant::now();
     let mut injected: BTreeMap<String, u64> = BTreeMap::new();
     for episode in schedule::draw(args.seed, &spec) {
         if started.elapsed() >= args.duration {
             break;
         }
-        let what = inject(cluster, &ctx, &admin, &episode).await?;
+        let what = inject(cluster, &ctx, &admin, &episode, &mut replacements).await?;
         println!("[{:>6.1}s] {what}", started.elapsed().as_secs_f64());
         *injected.entry(episode.fault.kind()).or_default() += 1;
         tokio::time::sleep(episode.gap).await;
@@ -269,6 +280,7 @@ async fn drive(args: &ChaosArgs, cluster: &mut ChaosCluster) -> anyhow::Result<V
     checks.push(checks::lock_watches(&history));
     checks.extend(checks::elections(&history, &replay_before));
     checks.push(durability);
+    checks.push(checks::membership(&replacements));
     let liveness = ctx
         .liveness
         .lock()
@@ -314,6 +326,7 @@ async fn inject(
     ctx: &WorkerCtx,
     admin: &Client,
     episode: &Episode,
+    replacements: &mut Vec<membership::Replacement>,
 ) -> anyhow::Result<String> {
     let block = LinkFaults {
         blocked: true,
@@ -389,6 +402,19 @@ async fn inject(
         }
         Fault::ForceRelease(pick) => admin::force_release(ctx, admin, *pick).await,
         Fault::Revoke(pick) => admin::revoke(ctx, admin, *pick).await,
+        Fault::Replace(target) => {
+            let old = resolve(cluster, *target).await;
+            let outcome = membership::replace(cluster, admin, old).await;
+            let what = match &outcome {
+                membership::Replacement::Done { old, new } => {
+                    format!("replaced node {old} ({target:?}) by node {new}")
+                }
+                membership::Replacement::NoSpare => "no spare node left to replace with".into(),
+                membership::Replacement::Failed(why) => format!("replacement FAILED: {why}"),
+            };
+            replacements.push(outcome);
+            what
+        }
     };
     Ok(what)
 }

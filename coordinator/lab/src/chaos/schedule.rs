@@ -55,6 +55,10 @@ pub enum Fault {
     /// An administrator revokes the session of a lock holder it sees (the
     /// n-th, modulo their number).
     Revoke(usize),
+    /// An administrator replaces a member by a spare node: adds it as a
+    /// learner, promotes it, removes the member (skipped once no spare is
+    /// left).
+    Replace(Target),
 }
 
 impl Fault {
@@ -74,6 +78,7 @@ impl Fault {
             Fault::PauseWorker(..) => "worker paused past TTL".into(),
             Fault::ForceRelease(_) => "admin: force-release".into(),
             Fault::Revoke(_) => "admin: revoke a holder".into(),
+            Fault::Replace(t) => format!("membership: replace {}", target(t)),
         }
     }
 }
@@ -112,6 +117,8 @@ pub struct ScheduleSpec {
     pub delay: bool,
     /// Episodes to draw (the run stops drawing when time is up).
     pub count: usize,
+    /// Whether spare nodes can replace members (membership faults).
+    pub spares: bool,
 }
 
 /// Draws the episodes for `seed`.
@@ -136,7 +143,7 @@ fn episode(rng: &mut SimRng, spec: &ScheduleSpec) -> Episode {
     let hold = ms(rng, 1_500, 5_000);
     let gap = ms(rng, 300, 1_500);
     let fault = loop {
-        let fault = match rng.index(12) {
+        let fault = match rng.index(13) {
             0..=2 => {
                 let Some(f) = link_fault(rng, spec) else {
                     continue;
@@ -188,7 +195,8 @@ fn episode(rng: &mut SimRng, spec: &ScheduleSpec) -> Episode {
                 Fault::PauseWorker(worker, ms(rng, 3_000, 5_000))
             }
             10 if !spec.lock_workers.is_empty() => Fault::ForceRelease(rng.index(64)),
-            _ if !spec.lock_workers.is_empty() => Fault::Revoke(rng.index(64)),
+            11 if !spec.lock_workers.is_empty() => Fault::Revoke(rng.index(64)),
+            12 if spec.spares => Fault::Replace(pick_target(rng)),
             _ => continue,
         };
         break fault;
@@ -263,6 +271,7 @@ mod tests {
             lock_workers: vec![0, 1],
             delay,
             count: 400,
+            spares: delay,
         }
     }
 
@@ -288,9 +297,19 @@ mod tests {
             "worker paused past TTL",
             "admin: force-release",
             "admin: revoke a holder",
+            "membership: replace leader",
+            "membership: replace follower",
         ] {
             assert!(kinds.contains(kind), "{kind} missing from {kinds:?}");
         }
+        // Without spare nodes, no replacement is drawn.
+        let without = ScheduleSpec {
+            spares: false,
+            ..spec(true)
+        };
+        assert!(draw(42, &without)
+            .iter()
+            .all(|e| !matches!(e.fault, Fault::Replace(_))));
     }
 
     #[test]
