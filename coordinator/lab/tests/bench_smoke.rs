@@ -3,29 +3,39 @@
 
 mod common;
 
-#[test]
-fn bench_runs_a_short_uncontended_workload_and_reports_a_result_line(
-) -> Result<(), Box<dyn std::error::Error>> {
+/// Runs `paxlock-lab bench` with `args` on a fresh folder and free ports;
+/// returns its stdout and stderr, failing unless it exited 0.
+fn bench(args: &[&str]) -> Result<(String, String), Box<dyn std::error::Error>> {
     let dir = tempfile::tempdir()?;
-    let base_port = paxlock_launcher::ports::free_udp_base(3).ok_or("no free UDP ports")?;
+    // Three nodes and the spare the `membership` workload uses.
+    let base_port = paxlock_launcher::ports::free_udp_base(4).ok_or("no free UDP ports")?;
     let out = common::lab("bench")
         .arg("--dir")
         .arg(dir.path())
         .args(["--base-port", &base_port.to_string()])
-        .args([
-            "--workloads",
-            "uncontended",
-            "--clients",
-            "2",
-            "--duration",
-            "2s",
-            "--warmup",
-            "0s",
-        ])
+        .args(args)
         .output()?;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "stdout: {stdout}\nstderr: {stderr}");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    if !out.status.success() {
+        return Err(format!("stdout: {stdout}\nstderr: {stderr}").into());
+    }
+    Ok((stdout, stderr))
+}
+
+#[test]
+fn bench_runs_a_short_uncontended_workload_and_reports_a_result_line(
+) -> Result<(), Box<dyn std::error::Error>> {
+    let (stdout, _) = bench(&[
+        "--workloads",
+        "uncontended",
+        "--clients",
+        "2",
+        "--duration",
+        "2s",
+        "--warmup",
+        "0s",
+    ])?;
     let line = stdout
         .lines()
         .find(|l| l.starts_with("RESULT target=paxlock workload=uncontended clients=2"))
@@ -37,5 +47,34 @@ fn bench_runs_a_short_uncontended_workload_and_reports_a_result_line(
         .ok_or("no cycles_per_s")?
         .parse()?;
     assert!(cycles > 0.0, "{line}");
+    Ok(())
+}
+
+#[test]
+fn bench_replaces_a_member_under_load_and_reports_each_step(
+) -> Result<(), Box<dyn std::error::Error>> {
+    let (stdout, stderr) = bench(&[
+        "--workloads",
+        "membership",
+        "--state-mib",
+        "1",
+        "--failover-clients",
+        "2",
+        "--warmup",
+        "0s",
+    ])?;
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("RESULT target=paxlock workload=membership clients=2"))
+        .ok_or_else(|| format!("no result line in: {stdout}\nstderr: {stderr}"))?;
+    for step in ["add_ms", "promote_ms", "remove_ms"] {
+        let took: f64 = line
+            .split_whitespace()
+            .find_map(|kv| kv.strip_prefix(&format!("{step}=")))
+            .ok_or_else(|| format!("no {step} in {line}"))?
+            .parse()?;
+        assert!(took > 0.0, "{line}");
+    }
+    assert!(stderr.contains("replaced member"), "{stderr}");
     Ok(())
 }

@@ -12,6 +12,7 @@ use paxlock_launcher::process::{self, Supervised};
 use paxlock_launcher::{Cluster, ClusterSpec, LogSink, NodeBinary};
 
 use super::probe::{fetch_metrics, value, Probe};
+use super::replace::ReplaceTimes;
 
 /// How long a cluster may take to start, or a member to rejoin.
 const STARTUP: Duration = Duration::from_secs(60);
@@ -37,6 +38,51 @@ struct EtcdMembers {
     /// Arguments per member (index = id - 1).
     args: Vec<Vec<String>>,
     running: Vec<Option<Supervised>>,
+    /// Client ports from here, peer ports from here + 10.
+    base_port: u16,
+    /// The members now (ids), as `member add` and `remove` left them.
+    members: Vec<u64>,
+}
+
+/// Member `id`'s client `host:port`.
+fn etcd_client(base_port: u16, id: u64) -> String {
+    format!("127.0.0.1:{}", u64::from(base_port) + id - 1)
+}
+
+/// Member `id`'s peer URL.
+fn etcd_peer(base_port: u16, id: u64) -> String {
+    format!("http://127.0.0.1:{}", u64::from(base_port) + 9 + id)
+}
+
+/// Member `id`'s entry in `--initial-cluster`.
+fn etcd_initial(base_port: u16, id: u64) -> String {
+    format!("m{id}={}", etcd_peer(base_port, id))
+}
+
+/// The arguments member `id` runs with: its own URLs and data directory,
+/// the cluster it starts in (`initial`) and how (`new` or `existing`).
+fn etcd_args(dir: &Path, base_port: u16, id: u64, initial: &[String], state: &str) -> Vec<String> {
+    let (client, peer) = (etcd_client(base_port, id), etcd_peer(base_port, id));
+    vec![
+        "--name".into(),
+        format!("m{id}"),
+        "--data-dir".into(),
+        dir.join(format!("m{id}")).display().to_string(),
+        "--listen-client-urls".into(),
+        format!("http://{client}"),
+        "--advertise-client-urls".into(),
+        format!("http://{client}"),
+        "--listen-peer-urls".into(),
+        peer.clone(),
+        "--initial-advertise-peer-urls".into(),
+        peer,
+        "--initial-cluster".into(),
+        initial.join(","),
+        "--initial-cluster-state".into(),
+        state.into(),
+        "--initial-cluster-token".into(),
+        format!("paxlock-bench-{base_port}"),
+    ]
 }
 
 impl EtcdMembers {
@@ -64,7 +110,12 @@ impl LocalCluster {
         base_port: u16,
     ) -> anyhow::Result<LocalCluster> {
         let _ = std::fs::remove_dir_all(dir);
-        let spec = ClusterSpec::loopback(dir, 3, base_port).startup_timeout(STARTUP);
+        // One spare (`join = true`) for the `membership` workload, which
+        // the launcher's client replaces a member by as an administrator.
+        let spec = ClusterSpec::loopback(dir, 3, base_port)
+            .spares(1)
+            .admins(&[paxlock_launcher::DEV_CLIENT])
+            .startup_timeout(STARTUP);
         let cluster = Cluster::start(binary, spec).await?;
         Ok(LocalCluster {
             client_config: cluster.client_config_path(),
@@ -82,38 +133,17 @@ impl LocalCluster {
     ) -> anyhow::Result<LocalCluster> {
         let _ = std::fs::remove_dir_all(dir);
         std::fs::create_dir_all(dir)?;
-        let client = |id: u64| format!("127.0.0.1:{}", u64::from(base_port) + id - 1);
-        let peer = |id: u64| format!("http://127.0.0.1:{}", u64::from(base_port) + 9 + id);
-        let initial: Vec<String> = (1..=3).map(|id| format!("m{id}={}", peer(id))).collect();
+        let initial: Vec<String> = (1..=3).map(|id| etcd_initial(base_port, id)).collect();
         let args = (1..=3u64)
-            .map(|id| {
-                vec![
-                    "--name".into(),
-                    format!("m{id}"),
-                    "--data-dir".into(),
-                    dir.join(format!("m{id}")).display().to_string(),
-                    "--listen-client-urls".into(),
-                    format!("http://{}", client(id)),
-                    "--advertise-client-urls".into(),
-                    format!("http://{}", client(id)),
-                    "--listen-peer-urls".into(),
-                    peer(id),
-                    "--initial-advertise-peer-urls".into(),
-                    peer(id),
-                    "--initial-cluster".into(),
-                    initial.join(","),
-                    "--initial-cluster-state".into(),
-                    "new".into(),
-                    "--initial-cluster-token".into(),
-                    format!("paxlock-bench-{base_port}"),
-                ]
-            })
+            .map(|id| etcd_args(dir, base_port, id, &initial, "new"))
             .collect();
         let mut members = EtcdMembers {
             dir: dir.to_path_buf(),
             program: exe.to_path_buf(),
             args,
             running: (0..3).map(|_| None).collect(),
+            base_port,
+            members: vec![1, 2, 3],
         };
         for id in 1..=3 {
             members.spawn(id)?;
@@ -121,7 +151,7 @@ impl LocalCluster {
         let cluster = LocalCluster {
             members: Members::Etcd(members),
             client_config: PathBuf::new(),
-            client_endpoints: (1..=3).map(client).collect(),
+            client_endpoints: (1..=3).map(|id| etcd_client(base_port, id)).collect(),
         };
         cluster.wait_etcd_healthy(STARTUP).await?;
         Ok(cluster)
@@ -256,6 +286,7 @@ impl LocalCluster {
                 .spec()
                 .nodes
                 .iter()
+                .filter(|n| cluster.is_running(n.id))
                 .map(|n| n.listen.to_string())
                 .collect(),
             Members::Etcd(_) => self.client_endpoints.clone(),
@@ -268,6 +299,117 @@ impl LocalCluster {
             Members::Paxlock(_) => Probe::paxlock(self.metrics_addrs()),
             Members::Etcd(_) => Probe::etcd(self.metrics_addrs()),
         }
+    }
+
+    /// Replaces a follower by a new member (Paxlock: the spare node; etcd:
+    /// a fourth member), as each system's operators do (see `replace`);
+    /// returns what each step took.
+    pub async fn replace_follower(&mut self) -> anyhow::Result<ReplaceTimes> {
+        // Under load a follower always trails by a few slots: only a
+        // leader is needed here, not `wait_healthy`'s caught-up cluster.
+        let leader = self.wait_healthy_leader_only().await?;
+        if leader == 0 {
+            bail!("no leader to replace a follower through");
+        }
+        match &mut self.members {
+            Members::Paxlock(cluster) => {
+                let old = (1..=3).find(|&id| id != leader).context("no follower")?;
+                let spare = cluster
+                    .spec()
+                    .nodes
+                    .iter()
+                    .find(|n| n.joins && !cluster.is_running(n.id));
+                let (new, addr) = spare
+                    .map(|n| (n.id, n.public))
+                    .context("no spare node left")?;
+                cluster.spawn(new)?;
+                // The leader refuses to add a node it cannot reach.
+                let deadline = Instant::now() + STARTUP;
+                while cluster.status(new, Duration::from_secs(1)).await.is_err() {
+                    if Instant::now() > deadline {
+                        bail!("the spare node {new} never started serving");
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                let config =
+                    super::driver::paxlock_config(&self.client_config, Duration::from_secs(10))?;
+                let admin = paxlock::Client::connect(config).await?;
+                let times = super::replace::paxlock(&admin, old, new, addr).await;
+                let _ = admin.close().await;
+                let times = times?;
+                cluster.kill(old);
+                return Ok(times);
+            }
+            Members::Etcd(_) => {}
+        }
+        self.replace_etcd_follower(leader).await
+    }
+
+    #[cfg(not(feature = "etcd"))]
+    async fn replace_etcd_follower(&mut self, _leader: u64) -> anyhow::Result<ReplaceTimes> {
+        bail!("built without the etcd feature")
+    }
+
+    /// The etcd side of `replace_follower`.
+    #[cfg(feature = "etcd")]
+    async fn replace_etcd_follower(&mut self, leader: u64) -> anyhow::Result<ReplaceTimes> {
+        let Members::Etcd(members) = &mut self.members else {
+            bail!("not an etcd cluster");
+        };
+        let old = *members
+            .members
+            .iter()
+            .find(|&&id| id != leader)
+            .context("no follower")?;
+        let new = members.members.iter().max().copied().unwrap_or(3) + 1;
+        let endpoints: Vec<String> = members
+            .members
+            .iter()
+            .map(|&id| etcd_client(members.base_port, id))
+            .collect();
+        let peer = etcd_peer(members.base_port, new);
+        let mut replacement =
+            super::replace::EtcdReplacement::add_learner(endpoints, &peer).await?;
+        let initial: Vec<String> = members
+            .members
+            .iter()
+            .chain([&new])
+            .map(|&id| etcd_initial(members.base_port, id))
+            .collect();
+        members.args.push(etcd_args(
+            &members.dir,
+            members.base_port,
+            new,
+            &initial,
+            "existing",
+        ));
+        members.running.push(None);
+        members.spawn(new)?;
+        let promote = replacement.promote().await?;
+        let others = (members.members.iter())
+            .chain([&new])
+            .filter(|&&id| id != old)
+            .map(|&id| etcd_client(members.base_port, id))
+            .collect();
+        let remove = replacement.remove(&format!("m{old}"), others).await?;
+        if let Some(mut member) = members.running[(old - 1) as usize].take() {
+            member.kill();
+        }
+        members.members.retain(|&id| id != old);
+        members.members.push(new);
+        let times = ReplaceTimes {
+            old,
+            new,
+            add: replacement.add,
+            promote,
+            remove,
+        };
+        self.client_endpoints = members
+            .members
+            .iter()
+            .map(|&id| etcd_client(members.base_port, id))
+            .collect();
+        Ok(times)
     }
 
     /// SIGKILLs member `id`.

@@ -9,6 +9,7 @@ mod driver;
 mod etcd;
 mod plot;
 mod probe;
+mod replace;
 mod stats;
 mod workload;
 
@@ -35,6 +36,11 @@ pub enum Workload {
     Election,
     /// Steady lock traffic, SIGKILL the leader, time until acquires work again.
     Failover,
+    /// State stored and lock traffic running, replace a follower by a new
+    /// member (add, promote, remove), each step timed; acquire p99 during
+    /// the change against steady, and the longest window without an
+    /// acquire. Runs after the other workloads (it changes the members).
+    Membership,
 }
 
 /// Options of `paxlock-lab bench`.
@@ -90,9 +96,13 @@ pub struct BenchArgs {
     /// Failover: how many times to kill the leader.
     #[arg(long, default_value_t = 3)]
     pub repeat: usize,
-    /// Failover: clients running lock loops meanwhile.
+    /// Failover and membership: clients running lock loops meanwhile.
     #[arg(long, default_value_t = 8)]
     pub failover_clients: usize,
+    /// Membership: MiB of values stored before the change (held locks'
+    /// values in Paxlock, keys in etcd).
+    #[arg(long, default_value_t = 16)]
+    pub state_mib: u64,
     /// Election: candidates.
     #[arg(long, default_value_t = 3)]
     pub candidates: usize,
@@ -170,7 +180,8 @@ async fn run_target(
     target: Target,
     force_start: bool,
 ) -> anyhow::Result<Vec<BenchResult>> {
-    let needs_cluster = args.workloads.contains(&Workload::Failover);
+    let needs_cluster = args.workloads.contains(&Workload::Failover)
+        || args.workloads.contains(&Workload::Membership);
     let external = match target {
         Target::Paxlock => args.client_config.is_some(),
         Target::Etcd => !args.endpoints.is_empty(),
@@ -254,10 +265,13 @@ async fn run_workloads(
     let mut results = Vec::new();
     let run_id = std::process::id() as u64 * 1000;
     let mut n = 0;
-    for workload in &args.workloads {
+    // The membership workload changes the members: it runs last.
+    let mut workloads = args.workloads.clone();
+    workloads.sort_by_key(|w| *w == Workload::Membership);
+    for workload in &workloads {
         let counts: Vec<usize> = match workload {
             Workload::Uncontended | Workload::Contended => args.clients.clone(),
-            Workload::Election | Workload::Failover => vec![0],
+            Workload::Election | Workload::Failover | Workload::Membership => vec![0],
         };
         for &clients in &counts {
             n += 1;
@@ -302,6 +316,22 @@ async fn run_workloads(
                     }
                     None => Err(anyhow::anyhow!(
                         "failover needs a cluster started by the bench"
+                    )),
+                },
+                Workload::Membership => match cluster.as_deref_mut() {
+                    Some(c) => {
+                        workload::membership(
+                            endpoint,
+                            c,
+                            args.failover_clients,
+                            args.state_mib,
+                            args.warmup,
+                            id,
+                        )
+                        .await
+                    }
+                    None => Err(anyhow::anyhow!(
+                        "membership needs a cluster started by the bench"
                     )),
                 },
             };

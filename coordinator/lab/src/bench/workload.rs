@@ -416,42 +416,8 @@ pub async fn failover(
 ) -> anyhow::Result<BenchResult> {
     let target = endpoint.target().name();
     let conns = connect_all(endpoint, clients).await?;
-    let base = Instant::now();
-    let stop = Arc::new(AtomicBool::new(false));
-    let errors = Arc::new(AtomicU64::new(0));
-    let latest: Arc<Vec<AtomicU64>> = Arc::new((0..clients).map(|_| AtomicU64::new(0)).collect());
-    let mut tasks = Vec::new();
-    for (i, mut conn) in conns.into_iter().enumerate() {
-        let name = format!("bench-{run_id}-failover-{i}");
-        let stop = stop.clone();
-        let errors = errors.clone();
-        let latest = latest.clone();
-        tasks.push(tokio::spawn(async move {
-            // (acquire start, acquire end) since `base`, successes only.
-            let mut ok: Vec<(u64, u64)> = Vec::new();
-            while !stop.load(Ordering::Relaxed) {
-                let t0 = base.elapsed().as_nanos() as u64;
-                match conn.acquire(&name, Duration::from_secs(10)).await {
-                    Ok(held) => {
-                        let t1 = base.elapsed().as_nanos() as u64;
-                        ok.push((t0, t1));
-                        latest[i].fetch_max(t0, Ordering::Relaxed);
-                        if conn.release(held).await.is_err() {
-                            errors.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
-                    Err(e) => {
-                        let n = errors.fetch_add(1, Ordering::Relaxed);
-                        if n.is_multiple_of(2000) {
-                            eprintln!("  client {i}: acquire failed: {e:#}");
-                        }
-                        tokio::time::sleep(Duration::from_millis(5)).await;
-                    }
-                }
-            }
-            (conn, ok)
-        }));
-    }
+    let loops = LockLoops::start(conns, &format!("bench-{run_id}-failover"));
+    let (base, latest) = (loops.base, loops.latest.clone());
     let cpu0 = CpuTimes::now();
     let mut kills = Vec::new();
     for round in 0..rounds {
@@ -500,16 +466,8 @@ pub async fn failover(
             .context("restarting the killed member")?;
         kills.push(kill_at);
     }
-    stop.store(true, Ordering::Relaxed);
     let cpu = cpu0.busy_pct_until(&CpuTimes::now());
-    let mut per_client = Vec::new();
-    let mut conns = Vec::new();
-    for t in tasks {
-        let (conn, ok) = t.await?;
-        per_client.push(ok);
-        conns.push(conn);
-    }
-    close_all(conns).await;
+    let (per_client, errors) = loops.stop().await?;
     let mut first = Samples::default();
     let mut all = Samples::default();
     let mut per_round = Vec::new();
@@ -540,7 +498,7 @@ pub async fn failover(
     figures.push(("failover_mean_ms", first_mean));
     figures.push(("failover_max_ms", first.max_us() / 1000.0));
     figures.push(("all_clients_mean_ms", all_mean));
-    figures.push(("errors", errors.load(Ordering::Relaxed) as f64));
+    figures.push(("errors", errors as f64));
     figures.push(("cpu_busy_pct", cpu));
     // A handful of recoveries per run is no distribution to plot.
     Ok(BenchResult {
@@ -559,3 +517,248 @@ const ROUND_NAMES: [&str; 5] = [
     "failover_r4_ms",
     "failover_r5_ms",
 ];
+
+/// Lock loops of a whole run: every client acquires and releases its own
+/// lock over and over, recording when each successful acquire started and
+/// ended (ns since `base`).
+struct LockLoops {
+    base: Instant,
+    stop: Arc<AtomicBool>,
+    errors: Arc<AtomicU64>,
+    /// Per client, the start of its latest successful acquire.
+    latest: Arc<Vec<AtomicU64>>,
+    tasks: Vec<tokio::task::JoinHandle<(Conn, Acquires)>>,
+}
+
+/// One client's successful acquires: (start, end) in ns since the base.
+type Acquires = Vec<(u64, u64)>;
+
+impl LockLoops {
+    /// Starts one loop per connection, client `i` on lock `{prefix}-{i}`.
+    fn start(conns: Vec<Conn>, prefix: &str) -> LockLoops {
+        let base = Instant::now();
+        let stop = Arc::new(AtomicBool::new(false));
+        let errors = Arc::new(AtomicU64::new(0));
+        let latest: Arc<Vec<AtomicU64>> =
+            Arc::new((0..conns.len()).map(|_| AtomicU64::new(0)).collect());
+        let mut tasks = Vec::new();
+        for (i, mut conn) in conns.into_iter().enumerate() {
+            let name = format!("{prefix}-{i}");
+            let stop = stop.clone();
+            let errors = errors.clone();
+            let latest = latest.clone();
+            tasks.push(tokio::spawn(async move {
+                // (acquire start, acquire end) since `base`, successes only.
+                let mut ok: Vec<(u64, u64)> = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    let t0 = base.elapsed().as_nanos() as u64;
+                    match conn.acquire(&name, Duration::from_secs(10)).await {
+                        Ok(held) => {
+                            let t1 = base.elapsed().as_nanos() as u64;
+                            ok.push((t0, t1));
+                            latest[i].fetch_max(t0, Ordering::Relaxed);
+                            if conn.release(held).await.is_err() {
+                                errors.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                        Err(e) => {
+                            let n = errors.fetch_add(1, Ordering::Relaxed);
+                            if n.is_multiple_of(2000) {
+                                eprintln!("  client {i}: acquire failed: {e:#}");
+                            }
+                            tokio::time::sleep(Duration::from_millis(5)).await;
+                        }
+                    }
+                }
+                (conn, ok)
+            }));
+        }
+        LockLoops {
+            base,
+            stop,
+            errors,
+            latest,
+            tasks,
+        }
+    }
+
+    /// Nanoseconds since `base`.
+    fn now(&self) -> u64 {
+        self.base.elapsed().as_nanos() as u64
+    }
+
+    /// Stops the loops and closes the clients; returns each client's
+    /// successful acquires and the failures counted.
+    async fn stop(self) -> anyhow::Result<(Vec<Acquires>, u64)> {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut per_client = Vec::new();
+        let mut conns = Vec::new();
+        for t in self.tasks {
+            let (conn, ok) = t.await?;
+            per_client.push(ok);
+            conns.push(conn);
+        }
+        close_all(conns).await;
+        Ok((per_client, self.errors.load(Ordering::Relaxed)))
+    }
+}
+
+/// Bytes of each value the `membership` workload stores (under the 64 KiB
+/// bound of both systems).
+const STATE_VALUE_BYTES: usize = 60_000;
+
+/// `membership`: with `state_mib` MiB of values stored and `clients` lock
+/// loops running, replace a follower by a new member (see
+/// `replace`), timing each step; compares acquire p99 during the change
+/// with the steady p99 before it, and reports the longest time no acquire
+/// completed while it ran (a leaderless window shows there).
+pub async fn membership(
+    endpoint: &Endpoint,
+    cluster: &mut LocalCluster,
+    clients: usize,
+    state_mib: u64,
+    warmup: Duration,
+    run_id: u64,
+) -> anyhow::Result<BenchResult> {
+    let target = endpoint.target().name();
+    let values = (state_mib * 1024 * 1024).div_ceil(STATE_VALUE_BYTES as u64);
+    let filled = Instant::now();
+    let state = StateHolder::fill(endpoint, values, run_id).await?;
+    eprintln!(
+        "  [{target} membership] stored {values} values of {STATE_VALUE_BYTES} bytes in {:.1?}",
+        filled.elapsed()
+    );
+    let conns = connect_all(endpoint, clients).await?;
+    let loops = LockLoops::start(conns, &format!("bench-{run_id}-membership"));
+    // One unmeasured second, then the steady window (`warmup`, at least
+    // 3 s) the change's latencies are compared with.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let steady_from = loops.now();
+    tokio::time::sleep(warmup.max(Duration::from_secs(3))).await;
+    let change_from = loops.now();
+    let replaced = cluster.replace_follower().await;
+    let change_to = loops.now();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (per_client, errors) = loops.stop().await?;
+    state.release().await;
+    let times = replaced.context("replacing a follower")?;
+    eprintln!(
+        "  [{target} membership] replaced member {} by {}: add {:.1?}, promote {:.1?}, remove {:.1?}",
+        times.old, times.new, times.add, times.promote, times.remove
+    );
+    let window = |from: u64, to: u64| {
+        let mut samples = Samples::default();
+        for &(t0, t1) in per_client.iter().flatten() {
+            if t0 >= from && t0 < to {
+                samples.push(Duration::from_nanos(t1 - t0));
+            }
+        }
+        samples.sort();
+        samples
+    };
+    let steady = window(steady_from, change_from);
+    let change = window(change_from, change_to);
+    let mut ends: Vec<u64> = per_client
+        .iter()
+        .flatten()
+        .map(|&(_, t1)| t1)
+        .filter(|t1| (change_from..change_to).contains(t1))
+        .collect();
+    ends.push(change_from);
+    ends.push(change_to);
+    ends.sort_unstable();
+    let (gap_at, max_gap) = ends
+        .windows(2)
+        .map(|w| (w[0], w[1] - w[0]))
+        .max_by_key(|(_, gap)| *gap)
+        .unwrap_or((change_from, 0));
+    let into = Duration::from_nanos(gap_at - change_from);
+    let step = if into < times.add {
+        "the addition"
+    } else if into < times.add + times.promote {
+        "the promotion"
+    } else {
+        "the removal"
+    };
+    eprintln!(
+        "  [{target} membership] longest time without an acquire: {:.1?}, from {into:.1?} into the change (during {step})",
+        Duration::from_nanos(max_gap)
+    );
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let steady_p99 = steady.quantile_us(0.99) / 1000.0;
+    let change_p99 = change.quantile_us(0.99) / 1000.0;
+    let figures = vec![
+        ("state_mib", state_mib as f64),
+        ("add_ms", ms(times.add)),
+        ("promote_ms", ms(times.promote)),
+        ("remove_ms", ms(times.remove)),
+        ("replace_ms", ms(times.add + times.promote + times.remove)),
+        ("steady_p99_ms", steady_p99),
+        ("change_p99_ms", change_p99),
+        ("change_p99_ratio", change_p99 / steady_p99),
+        ("max_gap_ms", max_gap as f64 / 1e6),
+        ("acquires_during", change.0.len() as f64),
+        ("errors", errors as f64),
+    ];
+    Ok(BenchResult {
+        target,
+        workload: "membership".into(),
+        clients,
+        figures,
+        latency: None,
+    })
+}
+
+/// The stored state of a `membership` run, held until the run ends.
+enum StateHolder {
+    /// Paxlock: locks held with values, by one session.
+    Paxlock(paxlock::Client, Vec<paxlock::LockGuard>),
+    /// etcd: plain keys, nothing to hold.
+    #[cfg(feature = "etcd")]
+    Etcd,
+}
+
+impl StateHolder {
+    /// Stores `values` values of [`STATE_VALUE_BYTES`]: Paxlock locks held
+    /// with a value each, etcd keys.
+    async fn fill(endpoint: &Endpoint, values: u64, run_id: u64) -> anyhow::Result<StateHolder> {
+        let value = vec![b'x'; STATE_VALUE_BYTES];
+        match endpoint {
+            Endpoint::Paxlock { config, .. } => {
+                let config = super::driver::paxlock_config(config, Duration::from_secs(60))?;
+                let client = paxlock::Client::connect(config).await?;
+                let mut guards = Vec::new();
+                for i in 0..values {
+                    let name = format!("bench-{run_id}-state-{i}");
+                    let guard = client.lock(name).value(value.clone()).acquire().await?;
+                    guards.push(guard);
+                }
+                Ok(StateHolder::Paxlock(client, guards))
+            }
+            #[cfg(feature = "etcd")]
+            Endpoint::Etcd { endpoints, .. } => {
+                use super::etcd::{base64, Http};
+                let mut http = Http::new(endpoints.clone(), 0);
+                let encoded = base64(&value);
+                for i in 0..values {
+                    let key = base64(format!("bench-{run_id}-state-{i}").as_bytes());
+                    let body = format!("{{\"key\":\"{key}\",\"value\":\"{encoded}\"}}");
+                    http.post("/v3/kv/put", &body, Duration::from_secs(10))
+                        .await?;
+                }
+                Ok(StateHolder::Etcd)
+            }
+        }
+    }
+
+    async fn release(self) {
+        match self {
+            StateHolder::Paxlock(client, _guards) => {
+                // Closing the session releases every lock it holds.
+                let _ = client.close().await;
+            }
+            #[cfg(feature = "etcd")]
+            StateHolder::Etcd => {}
+        }
+    }
+}
