@@ -659,6 +659,11 @@ impl Driver {
 
     fn send(&mut self, to: NodeId, msg: Message) {
         if !self.outbound.contains_key(&to) {
+            // A removed member's link closed for good (its id never comes
+            // back), whoever still names it.
+            if self.members.retired.contains(&to) {
+                return;
+            }
             // A member added while this node runs: its address is in the
             // change that added it (or, while this node has not learned
             // that change yet, where it last heard from it).
