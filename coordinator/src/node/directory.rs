@@ -50,6 +50,15 @@ impl Directory {
             .map(|n| (n.0, self.address(n.0, members)))
             .collect()
     }
+
+    /// How many entries [`Directory::others`] has, without building them
+    /// (read on every client request).
+    pub fn count_others(&self, members: &Membership) -> usize {
+        if members.voters.is_empty() {
+            return self.seeds.len();
+        }
+        members.nodes().filter(|n| n.0 != self.node_id).count()
+    }
 }
 
 #[cfg(test)]
@@ -81,5 +90,8 @@ mod tests {
             vec![(3, Some(addr(7003))), (4, Some(addr(7104)))]
         );
         assert_eq!(directory.others(&Membership::default()).len(), 2);
+        for m in [&first, &grown, &Membership::default()] {
+            assert_eq!(directory.count_others(m), directory.others(m).len());
+        }
     }
 }

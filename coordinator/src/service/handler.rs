@@ -276,7 +276,7 @@ impl Context {
             now: self.clock.now(),
             leads,
             lease_until,
-            peers: self.directory.others(&self.status.borrow().members).len(),
+            peers: self.directory.count_others(&self.status.borrow().members),
             peers_speaking_current: speaking,
         }
     }
