@@ -25,6 +25,7 @@ mod lock;
 mod lock_watch;
 mod members;
 mod session;
+mod snapshot;
 pub mod tls;
 mod undo;
 mod watch_stream;
@@ -44,6 +45,7 @@ pub use lock::{LockBuilder, LockGuard};
 pub use lock_watch::{EndReason, LockEvent, LockWatch};
 pub use members::{Member, MemberChange, Members};
 pub use session::Renewal;
+pub use snapshot::{ClusterSnapshot, MAX_SNAPSHOT_BYTES};
 
 /// The protobuf messages of the client protocol (`proto/paxlock.proto`).
 ///

@@ -11,6 +11,8 @@
 //! - [`consensus_loop`]: in which order a node carries out a step's effects,
 //!   which messages wait for their persist barrier, when to compact;
 //! - [`leader_role`]: what a leading node decides about sessions and time;
+//! - [`new_cluster`]: a new cluster's first state from an old one's
+//!   (backups, recovery after losing a majority);
 //! - [`proposal`]: the log entry envelope (who proposed a command, under
 //!   which id);
 //! - [`waiters`]: who waits on a node for a grant or a win, and what each
@@ -25,6 +27,7 @@ pub mod inspect;
 pub mod leader_role;
 pub mod lock_watch;
 pub mod locks;
+pub mod new_cluster;
 pub mod paxos;
 pub mod proposal;
 pub mod waiters;

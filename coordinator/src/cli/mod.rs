@@ -9,6 +9,7 @@ pub mod lock;
 pub mod members;
 pub mod serve;
 pub mod signals;
+pub mod snapshot;
 pub mod status;
 
 use std::path::PathBuf;
@@ -168,6 +169,13 @@ pub enum Command {
         #[command(subcommand)]
         action: members::MembersCommand,
     },
+    /// Back up the cluster's state, or start a new cluster from a backup
+    /// (after losing the cluster, or a majority of it).
+    Snapshot {
+        /// The backup action.
+        #[command(subcommand)]
+        action: snapshot::SnapshotCommand,
+    },
 }
 
 /// Runs the parsed command line; returns the process exit code.
@@ -183,6 +191,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Certs { action } => certs::run(action).map(ok),
         Command::Acl { action } => acl::run(action).await.map(ok),
         Command::Members { action } => members::run(action).await.map(ok),
+        Command::Snapshot { action } => snapshot::run(action).await.map(ok),
         Command::Status { client_config } => status::run(&client_config).await.map(ok),
         Command::Locks { prefix, output } => inspect::locks(&prefix, &output).await.map(ok),
         Command::Describe { name, output } => inspect::describe(&name, &output).await.map(ok),

@@ -9,6 +9,7 @@ pub mod clock;
 pub mod directory;
 pub mod driver;
 pub mod members;
+pub mod snapshot_export;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -327,6 +328,7 @@ impl Node {
                 serves_locks,
                 metrics: node_metrics,
                 draining: draining.clone(),
+                exports: Arc::default(),
             }),
             client_gate,
         };
@@ -706,6 +708,7 @@ struct NodeService {
     serves_locks: bool,
     metrics: Arc<NodeMetrics>,
     draining: Arc<std::sync::atomic::AtomicBool>,
+    exports: Arc<snapshot_export::Exports>,
 }
 
 impl NodeService {
@@ -720,6 +723,19 @@ impl NodeService {
 
     fn draining(&self) -> bool {
         self.draining.load(std::sync::atomic::Ordering::Acquire)
+    }
+}
+
+/// The response carrying `answer` to `request`.
+fn answered(request: &proto::Request, answer: Result<response::Result, proto::Error>) -> Response {
+    let (result, error) = match answer {
+        Ok(result) => (Some(result), None),
+        Err(error) => (None, Some(error)),
+    };
+    Response {
+        request_id: request.request_id,
+        error,
+        result,
     }
 }
 
@@ -747,16 +763,14 @@ impl ClientService for NodeService {
                     result: Some(response::Result::Members(self.members().list())),
                 },
                 Some(Op::ChangeMembership(change)) => {
-                    let answer = self.members().change(change, caller).await;
-                    let (result, error) = match answer {
-                        Ok(result) => (Some(result), None),
-                        Err(error) => (None, Some(error)),
-                    };
-                    Response {
-                        request_id: request.request_id,
-                        error,
-                        result,
-                    }
+                    answered(&request, self.members().change(change, caller).await)
+                }
+                Some(Op::ExportSnapshot(_)) if self.serves_locks => answered(
+                    &request,
+                    (self.exports).export(&self.context, caller, &self.options.cluster_id),
+                ),
+                Some(Op::ReadSnapshot(read)) if self.serves_locks => {
+                    answered(&request, self.exports.read(&self.context, caller, read))
                 }
                 _ if self.serves_locks => {
                     let response = self.context.answer(request, caller).await;

@@ -671,10 +671,12 @@ fn request_op(op: &Op) -> Result<RequestOp, proto::Error> {
         | Op::Watch(_)
         | Op::WatchLock(_)
         | Op::ListMembers(_)
-        | Op::ChangeMembership(_) => {
+        | Op::ChangeMembership(_)
+        | Op::ExportSnapshot(_)
+        | Op::ReadSnapshot(_) => {
             return Err(error(
                 ErrorCode::InvalidRequest,
-                "hello, status, watch and membership are answered by the node itself",
+                "hello, status, watch, membership and backups are answered by the node itself",
                 false,
             ))
         }

@@ -9,6 +9,7 @@
 //! - [`snapshot`] — snapshot files;
 //! - [`recovery`] — torn tail versus corruption, repair;
 //! - [`meta`] — the identity file (cluster id, node id);
+//! - [`backup`] — backup files (`paxlock snapshot save` / `restore`);
 //! - [`wal`] — [`FileStore`], which ties the above together;
 //! - [`mem`] — [`MemStore`], same contract in memory, with crash modelling;
 //! - [`store`] — the [`Storage`] trait both implement;
@@ -36,6 +37,7 @@
 //!   often enough to keep that bounded.
 //! - The directory is `flock`ed while a [`FileStore`] is open.
 
+pub mod backup;
 pub mod canary;
 pub mod durable_log;
 pub mod entropy;

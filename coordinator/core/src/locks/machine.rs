@@ -593,6 +593,18 @@ impl StateMachine {
         self.leader_epoch
     }
 
+    /// Makes this state the first of a new cluster (`new_cluster`): the
+    /// revision jumps by `bump`, so every later fencing token is above
+    /// every token granted before plus `bump`, and the leader epoch starts
+    /// again at 0, so the new cluster's first takeover (whose ballot starts
+    /// low) is the current one. `None`, and nothing changed, if the
+    /// revision would overflow.
+    pub fn begin_new_cluster(&mut self, bump: u64) -> Option<()> {
+        self.revision = self.revision.checked_add(bump)?;
+        self.leader_epoch = 0;
+        Some(())
+    }
+
     /// The highest slot applied so far.
     pub fn last_applied_slot(&self) -> u64 {
         self.last_applied_slot
