@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::client::{unexpected, Client};
-use crate::proto::{self, change_membership::Kind, request::Op, response};
+use crate::proto::{self, change_membership::Kind, request::Op, response, ErrorCode};
 use crate::Error;
 
 /// One member, as the answering node sees it.
@@ -105,6 +105,13 @@ pub enum MemberChange {
 /// up to 8 s for it to be in effect.
 const CHANGE_TIMEOUT: Duration = Duration::from_secs(15);
 
+/// The first pause before asking again for a change refused for now; it
+/// doubles up to [`MOST_CHANGE_PAUSE`].
+const FIRST_CHANGE_PAUSE: Duration = Duration::from_millis(50);
+
+/// The longest pause between two asks for one change.
+const MOST_CHANGE_PAUSE: Duration = Duration::from_secs(1);
+
 impl Client {
     /// The members, as the node this client talks to has applied them.
     pub async fn members(&self) -> Result<Members, Error> {
@@ -141,6 +148,39 @@ impl Client {
         match self.inner.call_with_timeout(0, op, CHANGE_TIMEOUT).await? {
             response::Result::Members(list) => Ok(list.into()),
             other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Makes `change` and waits until it is in effect, for up to
+    /// `patience`: asks again while the cluster refuses for now (a learner
+    /// catching up, another change in flight, no leader) and whenever an
+    /// answer leaves it unknown whether the change was made (a leader lost,
+    /// an answer lost, a change slow to take effect). The leader answers a
+    /// change the members already show as made, so asking again never
+    /// makes one twice. `waiting` hears each error waited out. Fails at
+    /// once on a refusal that does not pass (a node unreachable, an id
+    /// reused, no permission).
+    pub async fn change_membership_until_made(
+        &self,
+        change: MemberChange,
+        patience: Duration,
+        mut waiting: impl FnMut(&Error),
+    ) -> Result<Members, Error> {
+        let deadline = tokio::time::Instant::now() + patience;
+        let mut pause = FIRST_CHANGE_PAUSE;
+        loop {
+            match self.change_membership(change, true).await {
+                Ok(members) => return Ok(members),
+                Err(e)
+                    if tokio::time::Instant::now() + pause < deadline
+                        && (e.is_retryable() || e.code() == Some(ErrorCode::Unavailable)) =>
+                {
+                    waiting(&e);
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(MOST_CHANGE_PAUSE);
+                }
+                Err(e) => return Err(e),
+            }
         }
     }
 }

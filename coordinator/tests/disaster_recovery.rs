@@ -136,6 +136,14 @@ fn a_backup_of_a_running_cluster_starts_a_new_cluster_holding_every_acknowledged
         Ok::<_, paxlock::Error>((a, b, leadership))
     })?;
     let (a_token, b_token) = (a.fencing_token(), b.fencing_token());
+    // Values enough for a state over 1 MiB: the backup comes in pieces.
+    let big = vec![b'v'; 60 * 1024];
+    let mut big_locks = Vec::new();
+    for i in 0..20 {
+        let guard =
+            runtime.block_on(client.lock(format!("big-{i}")).value(big.clone()).acquire())?;
+        big_locks.push(guard);
+    }
 
     let config = cluster.client_config();
     let said = succeeds(&[
@@ -148,7 +156,8 @@ fn a_backup_of_a_running_cluster_starts_a_new_cluster_holding_every_acknowledged
     assert!(said.contains("saved cluster \"dev\""), "{said}");
     let status = backup_status(&backup)?;
     assert_eq!(status["cluster_id"], "dev", "{status}");
-    assert_eq!(number(&status, "locks_held"), 2, "{status}");
+    assert_eq!(number(&status, "locks_held"), 22, "{status}");
+    assert!(number(&status, "state_bytes") > 1 << 20, "{status}");
     assert_eq!(number(&status, "elections_led"), 1, "{status}");
     assert!(number(&status, "revision") >= b_token, "{status}");
     let old_revision = number(&status, "revision");
@@ -169,7 +178,7 @@ fn a_backup_of_a_running_cluster_starts_a_new_cluster_holding_every_acknowledged
     }
 
     // The whole cluster is lost.
-    std::mem::forget((a, b, leadership));
+    std::mem::forget((a, b, leadership, big_locks));
     drop(client);
     for id in 1..=3 {
         cluster.kill(id);
@@ -193,6 +202,8 @@ fn a_backup_of_a_running_cluster_starts_a_new_cluster_holding_every_acknowledged
         assert_eq!(a.grant.map(|g| g.fencing_token), Some(a_token), "lock a");
         assert_eq!(b.grant.map(|g| g.fencing_token), Some(b_token), "lock b");
         assert_eq!(b.value, b"held by b");
+        let big_19 = client.describe_lock("big-19").await?;
+        assert_eq!(big_19.value, big, "a value of a backup in several pieces");
         let leader = client.election("svc").leader().await?;
         assert_eq!(
             leader.map(|l| l.value),

@@ -35,5 +35,10 @@ pub const CERTIFICATE_REVOKED: u32 = 0x25;
 /// lost its data and must not take part under its old id; the reason says
 /// so. A node refused with it stops.
 pub const STALE_INCARNATION: u32 = 0x26;
+/// Connection close (peers): the dialling node was removed from the
+/// cluster (its id is never used again), which it did not learn, being
+/// down or cut off when the removal was chosen. A node refused with it
+/// stops, saying so.
+pub const REMOVED_MEMBER: u32 = 0x27;
 /// Connection close: the node is shutting down.
 pub const SHUTTING_DOWN: u32 = 0x30;

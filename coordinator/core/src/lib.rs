@@ -13,6 +13,8 @@
 //! - [`leader_role`]: what a leading node decides about sessions and time;
 //! - [`new_cluster`]: a new cluster's first state from an old one's
 //!   (backups, recovery after losing a majority);
+//! - [`node_membership`]: a leader's handling of an administrator's
+//!   membership change, when a removed node stops, whom a node sends to;
 //! - [`proposal`]: the log entry envelope (who proposed a command, under
 //!   which id);
 //! - [`waiters`]: who waits on a node for a grant or a win, and what each
@@ -28,6 +30,7 @@ pub mod leader_role;
 pub mod lock_watch;
 pub mod locks;
 pub mod new_cluster;
+pub mod node_membership;
 pub mod paxos;
 pub mod proposal;
 pub mod waiters;

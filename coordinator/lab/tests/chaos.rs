@@ -52,13 +52,16 @@ fn assert_all_checks_passed(stdout: &str) {
 
 #[test]
 fn chaos_on_loopback_with_fault_proxies_passes_every_check() {
-    // Nodes on base..base+4, their proxies on base+100..base+104.
-    let base = free_udp_base(105)
+    // Three nodes and four spares on base..base+6, their proxies on
+    // base+100..base+106.
+    let base = free_udp_base(107)
         .expect("no free loopback UDP ports")
         .to_string();
+    // Seed 121 replaces a follower, grows 3 members to 5, replaces another
+    // and shrinks back to 3 within the first 30 s.
     let stdout = chaos(&[
         "--seed",
-        "11",
+        "121",
         "--duration",
         "100s",
         "--workers",
@@ -78,8 +81,16 @@ fn chaos_on_loopback_with_fault_proxies_passes_every_check() {
         "admin: force-release",
         "admin: revoke",
         "membership: replace",
+        "membership: grow or shrink",
     ] {
         assert!(stdout.contains(kind), "no {kind} fault in:\n{stdout}");
+    }
+    for change in [
+        "replaced node",
+        "grew 3 -> 5 members",
+        "shrank 5 -> 3 members",
+    ] {
+        assert!(stdout.contains(change), "no \"{change}\" in:\n{stdout}");
     }
 }
 

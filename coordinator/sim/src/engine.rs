@@ -19,11 +19,12 @@ use std::fmt::Debug;
 #[cfg(feature = "canary")]
 use paxlock_core::consensus_loop::LoopCanary;
 use paxlock_core::consensus_loop::{ConsensusLoop, LoopAction};
+use paxlock_core::node_membership::{self, AdminChange, RemovalWatch, Route};
 #[cfg(feature = "canary")]
 use paxlock_core::paxos::Canary;
 use paxlock_core::paxos::{
-    ChosenEntry, Config, Effects, Input, LeadershipEvent, Message, Nanos, NodeId, PersistRequest,
-    PersistSeq, Rejected, Replica, Slot, Snapshot,
+    is_membership_value, ChosenEntry, Config, Effects, Input, LeadershipEvent, Message, Nanos,
+    NodeId, PersistRequest, PersistSeq, RejectReason, Rejected, Replica, Slot, Snapshot,
 };
 
 use super::checker::Checker;
@@ -83,6 +84,12 @@ pub struct SimConfig {
     /// (the leader too, after it hands over), replace a crashed voter,
     /// grow 3 to 5 and shrink back.
     pub membership_changes: bool,
+    /// Removed nodes never stop: each behaves as a node that never learns
+    /// its removal (down, or cut off, when it was chosen, and back with
+    /// its old view), instead of stopping by the shipped rule. The
+    /// adversary the membership canaries need: most stale candidates and
+    /// voters are such nodes.
+    pub removed_nodes_linger: bool,
     /// Print leadership changes, crashes and faults to stderr (debugging).
     pub verbose: bool,
     /// Which safety rule (if any) the replicas switch off.
@@ -110,6 +117,7 @@ impl Default for SimConfig {
             small_messages: false,
             snapshot_every_slots: None,
             membership_changes: false,
+            removed_nodes_linger: false,
             verbose: false,
             #[cfg(feature = "canary")]
             canary: Canary::None,
@@ -276,6 +284,11 @@ pub(crate) struct SimNode<N> {
     pub(crate) clock: ClockModel,
     pub(crate) paused_until: Option<u64>,
     pub(crate) wake_at_true_ns: Option<u64>,
+    /// The administrator's change this node holds as leader (the shipped
+    /// bookkeeping); a new one for every life of the node.
+    pub(crate) admin: AdminChange<()>,
+    /// When this node, removed, stops (the shipped rule).
+    pub(crate) removal: RemovalWatch,
     pub(crate) app: N,
 }
 
@@ -293,6 +306,8 @@ impl<N> SimNode<N> {
             clock,
             paused_until: None,
             wake_at_true_ns: None,
+            admin: AdminChange::default(),
+            removal: RemovalWatch::default(),
             app,
         }
     }
@@ -338,7 +353,7 @@ pub(crate) enum Event<E> {
     Abdicate,
     /// The simulated operator's next look at the membership.
     MembershipTick,
-    /// The operator asks node `to` for a membership change or a handover.
+    /// The operator asks node `to` (its shell) for a membership change.
     Operator {
         to: usize,
         input: Input,
@@ -356,6 +371,11 @@ pub(crate) struct EngineStats {
     pub(crate) catch_ups: u64,
     pub(crate) promise_parts: u64,
     pub(crate) snapshot_chunks: u64,
+    /// Administrators' changes answered in effect by the leader holding
+    /// them (`node_membership::AdminChange`).
+    pub(crate) changes_answered: u64,
+    /// Removed nodes that stopped (`node_membership::RemovalWatch`).
+    pub(crate) removed_stops: u64,
 }
 
 /// One deterministic run: the world, and the workload in `w`.
@@ -645,7 +665,7 @@ impl<W: Workload> Engine<W> {
             Event::MembershipTick => operator::tick(self),
             Event::Operator { to, ref input } => {
                 if !self.deferred(to, &ev) {
-                    self.step(to, input.clone())?;
+                    self.admin_request(to, input.clone())?;
                 }
             }
             Event::Work(ev) => W::handle(self, ev)?,
@@ -772,6 +792,8 @@ impl<W: Workload> Engine<W> {
         n.consensus = ConsensusLoop::new(PersistSeq(0), Slot(0), 1);
         n.paused_until = None;
         n.wake_at_true_ns = None;
+        n.admin = AdminChange::default();
+        n.removal = RemovalWatch::default();
         W::crashed(self, node);
         self.checker.on_lease_lost(id, self.now);
         if self.leader_guess == Some(node) {
@@ -819,6 +841,13 @@ impl<W: Workload> Engine<W> {
         msg: Message,
         after: PersistSeq,
     ) -> Result<(), String> {
+        // No message to a member whose removal is in effect (the node's
+        // shell closes its link).
+        if let Some(r) = self.nodes[from].replica.as_ref() {
+            if !node_membership::sends_to(r.membership().at(r.commit_index()), to) {
+                return Ok(());
+            }
+        }
         let Some(to) = self.nodes.iter().position(|x| x.id == to) else {
             return Ok(());
         };
@@ -865,7 +894,61 @@ impl<W: Workload> Engine<W> {
             return Ok(());
         };
         let fx = r.step(Nanos(local), input);
-        self.apply_effects(node, fx)
+        self.apply_effects(node, fx)?;
+        self.after_step(node);
+        Ok(())
+    }
+
+    /// What the node's shell decides after a step, as the shipped one
+    /// does when it publishes its status: the administrator's change it
+    /// holds is answered once in effect, and a removed node stops.
+    fn after_step(&mut self, node: usize) {
+        let local = Nanos(self.local(node));
+        let n = &mut self.nodes[node];
+        let Some(r) = n.replica.as_ref() else {
+            return;
+        };
+        let in_effect = r.membership().at(r.commit_index());
+        if n.admin.in_effect(in_effect).is_some() {
+            self.stats.changes_answered += 1;
+        }
+        let stops = n
+            .removal
+            .must_stop(n.id, r.membership().latest(), in_effect, local);
+        if stops && !self.cfg.removed_nodes_linger {
+            if self.cfg.verbose {
+                eprintln!(
+                    "{:>8.3} ms  node {} removed: stops",
+                    self.now as f64 / 1e6,
+                    n.id.0
+                );
+            }
+            self.stats.removed_stops += 1;
+            self.crash(node);
+        }
+    }
+
+    /// An administrator's request to node `node`, through the shipped
+    /// rules: only a leader takes a change; one the members in effect show
+    /// is answered as made; a leader to remove hands leadership over; one
+    /// change at a time.
+    fn admin_request(&mut self, node: usize, input: Input) -> Result<(), String> {
+        let Input::ChangeMembership(change) = input else {
+            return self.step(node, input);
+        };
+        let n = &mut self.nodes[node];
+        let Some(r) = n.replica.as_ref().filter(|r| r.is_leader()) else {
+            return Ok(());
+        };
+        let in_effect = r.membership().at(r.commit_index());
+        match node_membership::route(change, n.id, in_effect) {
+            Err(_) | Ok(Route::AlreadyMade) => Ok(()),
+            Ok(Route::HandOver) => self.step(node, Input::Abdicate { successor: None }),
+            Ok(Route::Propose) => match n.admin.take(change, ()) {
+                Ok(()) => self.step(node, Input::ChangeMembership(change)),
+                Err(_) => Ok(()),
+            },
+        }
     }
 
     /// Carries out a replica's effects as the shipped consensus loop orders
@@ -900,7 +983,18 @@ impl<W: Workload> Engine<W> {
                     }
                 }
                 LoopAction::Leadership(ev) => self.leadership(node, ev)?,
-                LoopAction::Rejected(r) => W::rejected(self, node, r)?,
+                LoopAction::Rejected(r) => {
+                    // Only the administrator's change makes the replica
+                    // refuse a membership value for any reason but
+                    // `Reserved` (as in the node's shell).
+                    let membership = r.reason != RejectReason::Reserved
+                        && r.values.iter().any(|v| is_membership_value(v));
+                    if membership {
+                        self.nodes[node].admin.refused();
+                    } else {
+                        W::rejected(self, node, r)?
+                    }
+                }
                 LoopAction::WakeAt(w) => self.wake_at(node, w),
             }
         }
@@ -955,6 +1049,8 @@ impl<W: Workload> Engine<W> {
             }
             LeadershipEvent::LostLeadership => {
                 self.checker.on_lease_lost(id, self.now);
+                // The change it held may or may not be made: answered so.
+                self.nodes[node].admin.lost_leadership();
                 if self.leader_guess == Some(node) {
                     self.leader_guess = None;
                 }

@@ -2,9 +2,9 @@
 //! ([`SimConfig::membership_changes`]): adds learners from a pool of spare
 //! nodes, promotes them, removes voters (asking a leader to hand over
 //! first), replaces a voter that has just crashed for good, grows 3 voters
-//! to 5 and shrinks back. It only ever talks to the replicas through
-//! `Input::ChangeMembership` and `Input::Abdicate`, as the node's admin
-//! path would, and asks again what a replica refused.
+//! to 5 and shrinks back. It asks a leader's shell for each step
+//! (`Engine::admin_request`, the node's own routing and bookkeeping of an
+//! administrator's change), and asks again what was refused.
 
 use std::collections::VecDeque;
 
@@ -111,12 +111,10 @@ pub(crate) fn tick<W: Workload>(sim: &mut Engine<W>) {
     let Some(&step) = sim.operator.plan.front() else {
         return;
     };
+    // The leader's shell routes it (`Engine::admin_request`): a leader to
+    // remove hands leadership over first.
     let at = sim.now + sim.rng.range(100_000, 2 * MS);
-    let input = if step == MembershipChange::Remove(sim.nodes[leader].id) {
-        Input::Abdicate { successor: None }
-    } else {
-        Input::ChangeMembership(step)
-    };
+    let input = Input::ChangeMembership(step);
     sim.schedule(at, Event::Operator { to: leader, input });
 }
 

@@ -46,6 +46,10 @@ pub struct SimReport {
     /// Membership changes seen in the leader's membership (add, promote,
     /// remove), with [`SimConfig::membership_changes`].
     pub membership_changes: u64,
+    /// Administrators' changes a leader's shell answered in effect.
+    pub changes_answered: u64,
+    /// Removed nodes that stopped by the shipped rule.
+    pub removed_stops: u64,
     /// How many voters the cluster started with (nodes 1 to this).
     pub first_voters: usize,
     /// Voters of the last membership a leader knew.
@@ -172,6 +176,8 @@ impl<A: App + Default> Sim<A> {
             promise_parts: sim.stats.promise_parts,
             snapshot_chunks: sim.stats.snapshot_chunks,
             membership_changes: sim.operator.changes_made,
+            changes_answered: sim.stats.changes_answered,
+            removed_stops: sim.stats.removed_stops,
             first_voters: sim
                 .nodes
                 .iter()

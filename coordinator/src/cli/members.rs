@@ -176,31 +176,21 @@ async fn replace(old: u64, new: u64, addr: SocketAddr, config: &Path) -> anyhow:
 /// learner still catching up, another change in flight).
 const STEP_PATIENCE: Duration = Duration::from_secs(300);
 
-/// Makes `step` and waits until it is in effect, asking again while the
-/// refusal is one that passes (the node answers a step already made with
-/// the members, so asking again never makes it twice) for up to
-/// [`STEP_PATIENCE`].
+/// Makes `step` and waits until it is in effect, for up to
+/// [`STEP_PATIENCE`], saying once why it waits.
 async fn step_until_made(
     client: &paxlock::Client,
     step: MemberChange,
 ) -> Result<Members, paxlock::Error> {
-    let deadline = tokio::time::Instant::now() + STEP_PATIENCE;
     let mut said = false;
-    loop {
-        match client.change_membership(step, true).await {
-            Ok(members) => return Ok(members),
-            // Retryable: the node called it so (a learner catching up, a
-            // change in flight), or the client gave up retrying it.
-            Err(e) if tokio::time::Instant::now() < deadline && e.is_retryable() => {
-                if !said {
-                    println!("waiting: {e}");
-                    said = true;
-                }
-                tokio::time::sleep(Duration::from_secs(1)).await;
+    client
+        .change_membership_until_made(step, STEP_PATIENCE, |e| {
+            if !said {
+                println!("waiting: {e}");
+                said = true;
             }
-            Err(e) => return Err(e),
-        }
-    }
+        })
+        .await
 }
 
 fn summary(members: &Members) -> String {

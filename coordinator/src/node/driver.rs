@@ -31,17 +31,14 @@ use super::clock::NodeClock;
 use crate::bounded;
 use crate::metrics::NodeMetrics;
 use crate::paxos::{
-    self, ChosenEntry, Effects, Input, LeadershipEvent, Membership, MembershipChange,
-    MembershipError, Message, Nanos, NodeId, PersistRequest, PersistSeq, RejectReason, Rejected,
-    Replica, Slot, Snapshot, Value,
+    self, ChosenEntry, Effects, Input, LeadershipEvent, Membership, MembershipChange, Message,
+    Nanos, NodeId, PersistRequest, PersistSeq, RejectReason, Rejected, Replica, Slot, Snapshot,
+    Value,
 };
 use crate::transport::lanes::{PeerInboxReceiver, PeerOutbox};
 use paxlock_core::consensus_loop::{ConsensusLoop, LoopAction};
+use paxlock_core::node_membership::{self, AdminChange, RemovalWatch};
 pub use paxlock_storage::{Durability, MemoryDurability};
-
-/// How long a node whose removal is chosen goes on voting before it stops
-/// (see `Driver::check_removed`).
-pub const REMOVAL_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Most inputs handled in one turn before effects are flushed; bounds the
 /// latency one turn can add.
@@ -126,10 +123,9 @@ pub struct ChangeRequest {
     pub done: oneshot::Sender<Result<u64, RejectReason>>,
 }
 
-/// A taken [`ChangeRequest`] waiting to be in effect.
+/// Where the answers to a taken [`ChangeRequest`] go.
 #[derive(Debug)]
-struct PendingChange {
-    change: MembershipChange,
+struct ChangeTicket {
     /// Still to answer while the request's turn runs.
     accepted: Option<oneshot::Sender<Result<(), RejectReason>>>,
     done: oneshot::Sender<Result<u64, RejectReason>>,
@@ -169,7 +165,7 @@ pub struct DriverStatus {
     /// this node was removed from the cluster.
     pub failed: Option<String>,
     /// This node's removal from the cluster is chosen: it stops soon (see
-    /// `REMOVAL_GRACE`) and takes no further part.
+    /// `node_membership::REMOVAL_GRACE`) and takes no further part.
     pub removed: bool,
 }
 
@@ -274,8 +270,8 @@ pub fn spawn(
         members: Arc::default(),
         failed: None,
         open_link,
-        change: None,
-        removal_learned: None,
+        change: AdminChange::default(),
+        removal: RemovalWatch::default(),
     };
     #[cfg(feature = "canary")]
     driver.consensus.set_canary(crate::canary::loop_canary());
@@ -336,9 +332,9 @@ struct Driver {
     /// Opens links to members added while the node runs.
     open_link: Option<LinkOpener>,
     /// The administrator's membership change in flight, if any.
-    change: Option<PendingChange>,
-    /// When this node learned that its removal was chosen.
-    removal_learned: Option<std::time::Instant>,
+    change: AdminChange<ChangeTicket>,
+    /// When this node, removed, stops.
+    removal: RemovalWatch,
 }
 
 impl Driver {
@@ -519,34 +515,38 @@ impl Driver {
             accepted,
             done,
         } = request;
-        if self.change.is_some() {
-            let in_flight = RejectReason::Membership(MembershipError::ChangeInFlight);
-            let _ = accepted.send(Err(in_flight));
-            return;
-        }
-        self.change = Some(PendingChange {
-            change,
+        let ticket = ChangeTicket {
             accepted: Some(accepted),
             done,
-        });
+        };
+        if let Err((in_flight, ticket)) = self.change.take(change, ticket) {
+            if let Some(accepted) = ticket.accepted {
+                let _ = accepted.send(Err(RejectReason::Membership(in_flight)));
+            }
+            return;
+        }
         self.step(Input::ChangeMembership(change));
         // Not refused within the step: the core holds it.
-        if let Some(accepted) = self.change.as_mut().and_then(|p| p.accepted.take()) {
+        if let Some(accepted) = self.change.ticket_mut().and_then(|t| t.accepted.take()) {
             let _ = accepted.send(Ok(()));
         }
     }
 
     /// The core refused or dropped the administrator's change.
     fn change_refused(&mut self, reason: RejectReason) {
-        let Some(pending) = self.change.take() else {
+        let refused = match reason {
+            RejectReason::NotLeader => self.change.lost_leadership(),
+            _ => self.change.refused(),
+        };
+        let Some((_, ticket)) = refused else {
             return;
         };
-        match pending.accepted {
+        match ticket.accepted {
             Some(accepted) => {
                 let _ = accepted.send(Err(reason));
             }
             None => {
-                let _ = pending.done.send(Err(reason));
+                let _ = ticket.done.send(Err(reason));
             }
         }
     }
@@ -659,9 +659,8 @@ impl Driver {
 
     fn send(&mut self, to: NodeId, msg: Message) {
         if !self.outbound.contains_key(&to) {
-            // A removed member's link closed for good (its id never comes
-            // back), whoever still names it.
-            if self.members.retired.contains(&to) {
+            // A removed member's link closed for good, whoever still names it.
+            if !node_membership::sends_to(self.replica.membership().latest(), to) {
                 return;
             }
             // A member added while this node runs: its address is in the
@@ -685,30 +684,26 @@ impl Driver {
     /// Answers the administrator's change once the membership in effect
     /// (`self.members`, published) shows it.
     fn answer_change_in_effect(&mut self, commit: u64) {
-        let members = self.members.clone();
-        if let Some(pending) = self
+        // Not within the turn that took it: that turn answers `accepted`.
+        if self
             .change
-            .take_if(|p| p.accepted.is_none() && members.reflects(p.change))
+            .ticket_mut()
+            .is_some_and(|t| t.accepted.is_some())
         {
-            let _ = pending.done.send(Ok(commit));
+            return;
+        }
+        if let Some((_, ticket)) = self.change.in_effect(&self.members) {
+            let _ = ticket.done.send(Ok(commit));
         }
     }
 
-    /// Rule "a removed node stops": once this node's removal is chosen it
-    /// stops, when the removal is in effect at its commit index or
-    /// [`REMOVAL_GRACE`] after it learned of it, whichever is first (the
-    /// leader stops writing to it once the removal is in effect, so it may
-    /// never learn that commit index). Until then it still votes on the
-    /// slots it decides, which the leader fills at once.
-    fn check_removed(&mut self, in_effect: bool, commit: u64) {
+    /// Stops the loop once this node is removed (rule "a removed node
+    /// stops", `node_membership::RemovalWatch`).
+    fn check_removed(&mut self, commit: u64) {
         let me = self.replica.id();
-        if !self.replica.membership().latest().retired.contains(&me) || self.failed.is_some() {
-            return;
-        }
-        let learned = *self
-            .removal_learned
-            .get_or_insert_with(std::time::Instant::now);
-        if in_effect || learned.elapsed() >= REMOVAL_GRACE {
+        let latest = self.replica.membership().latest();
+        let stops = (self.removal).must_stop(me, latest, &self.members, self.clock.now());
+        if stops && self.failed.is_none() {
             self.failed = Some(format!(
                 "node {} was removed from the cluster (a membership change chosen by slot \
                  {commit}) and takes no further part: its id is never used again; to bring this \
@@ -731,8 +726,7 @@ impl Driver {
                 self.outbound.remove(gone);
             }
         }
-        let removed = self.members.retired.contains(&self.replica.id());
-        self.check_removed(removed, commit.0);
+        self.check_removed(commit.0);
         let next = DriverStatus {
             is_leader: self.replica.is_leader(),
             leader: self.replica.leader_hint(),
@@ -748,7 +742,7 @@ impl Driver {
                 .next_change_after(commit)
                 .map(|s| s.0),
             failed: None,
-            removed: self.removal_learned.is_some(),
+            removed: self.removal.removal_learned(),
         };
         self.status.send_if_modified(|s| {
             if *s == next {

@@ -22,6 +22,7 @@ use crate::service::{access, Context};
 use crate::transport::peer_version::{PeerVersion, PeerVersions};
 use crate::transport::NodeEndpoint;
 use paxlock_core::access::Permission;
+use paxlock_core::node_membership::{self, Route};
 
 /// How long a change asked to `wait` may take to be in effect before the
 /// answer says it is still pending. A change normally is in effect within
@@ -97,34 +98,30 @@ impl MembersView<'_> {
         if !leads {
             return Err(self.context.not_leader());
         }
-        // Already made (a retry whose first answer was lost, a `replace`
-        // run again): the answer is the members, as if made now.
-        if members.reflects(change) {
-            return Ok(response::Result::Members(self.list()));
-        }
-        // What the membership alone refuses (an id reused, the last voter),
-        // before anything is tried; the core checks again, and the rest.
-        members
-            .apply(change)
+        let me = NodeId(self.context.directory.node_id);
+        let route = node_membership::route(change, me, &members)
             .map_err(|e| self.refused(RejectReason::Membership(e)))?;
+        match route {
+            // A retry whose first answer was lost, a `replace` run again:
+            // the answer is the members, as if made now.
+            Route::AlreadyMade => return Ok(response::Result::Members(self.list())),
+            Route::HandOver => {
+                let _ = self.context.inbox.send(DriverInput::Abdicate).await;
+                return Err(error(
+                    ErrorCode::NotLeader,
+                    format!(
+                        "node {} leads and is the one to remove: it is handing leadership \
+                         over; retry with the new leader",
+                        me.0
+                    ),
+                    true,
+                ));
+            }
+            Route::Propose => {}
+        }
         self.check_every_member_upgraded(change)?;
         if let MembershipChange::AddLearner(node, Some(addr)) = change {
             self.check_reachable(node, addr).await?;
-        }
-        let me = NodeId(self.context.directory.node_id);
-        if change == MembershipChange::Remove(me) {
-            // A leader cannot remove itself: it hands leadership over, and
-            // the client retries with the successor.
-            let _ = self.context.inbox.send(DriverInput::Abdicate).await;
-            return Err(error(
-                ErrorCode::NotLeader,
-                format!(
-                    "node {} leads and is the one to remove: it is handing leadership over; \
-                     retry with the new leader",
-                    me.0
-                ),
-                true,
-            ));
         }
         let (accepted, accepted_rx) = oneshot::channel();
         let (done, done_rx) = oneshot::channel();

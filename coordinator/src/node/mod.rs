@@ -174,8 +174,8 @@ impl std::fmt::Debug for NodeParts {
 pub struct Node {
     endpoint: Arc<NodeEndpoint>,
     connected: watch::Receiver<PeerVersions>,
-    /// Set when a peer refused this node as one that lost its data.
-    refused: watch::Receiver<Option<String>>,
+    /// Set when a peer refused this node: it lost its data, or was removed.
+    refused: watch::Receiver<Option<StopReason>>,
     driver: DriverHandle,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     metrics_sources: MetricsSources,
@@ -310,6 +310,10 @@ impl Node {
         if serves_locks {
             tasks.push(tokio::spawn(run_leader_scans(context.clone())));
         }
+        tasks.push(tokio::spawn(refuse_removed_members(
+            endpoint.clone(),
+            driver.status.clone(),
+        )));
         let metrics_sources = MetricsSources {
             node_id: options.node_id,
             node: node_metrics.clone(),
@@ -465,7 +469,7 @@ impl Node {
                 } else {
                     StopReason::Failed(reason)
                 },
-                reason = refusal => StopReason::LostData(reason),
+                reason = refusal => reason,
             }
         }
     }
@@ -530,17 +534,54 @@ pub enum StopReason {
     LostData(String),
 }
 
+impl StopReason {
+    /// The refusal a peer closed this node's link with, if it is one that
+    /// stops the node (`None` for anything else).
+    fn from_peer_close(close: &quinn::ApplicationClose) -> Option<StopReason> {
+        let reason = String::from_utf8_lossy(&close.reason).into_owned();
+        let code = close.error_code;
+        if code == paxlock::wire::codes::STALE_INCARNATION.into() {
+            Some(StopReason::LostData(reason))
+        } else if code == paxlock::wire::codes::REMOVED_MEMBER.into() {
+            Some(StopReason::Removed(reason))
+        } else {
+            None
+        }
+    }
+}
+
+/// Has the endpoint refuse the hellos of members removed in the membership
+/// in effect, from the moment this node sees them removed: a removed node
+/// that missed its removal (down, or cut off) learns it at its next dial
+/// and stops.
+async fn refuse_removed_members(
+    endpoint: Arc<NodeEndpoint>,
+    mut status: watch::Receiver<DriverStatus>,
+) {
+    let mut seen: Option<Arc<paxos::Membership>> = None;
+    loop {
+        let members = status.borrow_and_update().members.clone();
+        if !seen.as_ref().is_some_and(|m| Arc::ptr_eq(m, &members)) {
+            endpoint.note_removed(members.retired.iter().map(|n| n.0));
+            seen = Some(members);
+        }
+        if status.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
 /// Keeps one authenticated outbound link to `peer_id`, redialling with
 /// capped exponential backoff, and sends the consensus loop's messages on it.
-/// A peer that refuses this node as one that lost its data (it knew its
-/// data directory by another incarnation) is reported in `refused`.
+/// A peer that refuses this node (it knew its data directory by another
+/// incarnation, or it was removed) is reported in `refused`.
 async fn keep_peer_link(
     endpoint: Arc<NodeEndpoint>,
     peer_id: u64,
     addr: SocketAddr,
     mut messages: PeerOutboxReceiver,
     connected: Arc<watch::Sender<PeerVersions>>,
-    refused: Arc<watch::Sender<Option<String>>>,
+    refused: Arc<watch::Sender<Option<StopReason>>>,
 ) {
     let mut backoff = Duration::from_millis(50);
     loop {
@@ -580,11 +621,11 @@ async fn keep_peer_link(
                 });
             }
             Err(TransportError::Connection(quinn::ConnectionError::ApplicationClosed(close)))
-                if close.error_code == paxlock::wire::codes::STALE_INCARNATION.into() =>
+                if StopReason::from_peer_close(&close).is_some() =>
             {
-                let reason = String::from_utf8_lossy(&close.reason).into_owned();
+                let reason = String::from_utf8_lossy(&close.reason);
                 error!(peer = peer_id, "refused by the peer: {reason}");
-                refused.send_replace(Some(reason));
+                refused.send_replace(StopReason::from_peer_close(&close));
             }
             Err(e) => debug!(peer = peer_id, %addr, "cannot reach peer yet: {e}"),
         }

@@ -18,7 +18,7 @@ use super::peer_version::{PeerVersion, PEER_ALPNS};
 use super::tls::TlsMaterial;
 use super::TransportError;
 use crate::paxos::NodeId;
-use dashmap::DashMap;
+use dashmap::{DashMap, DashSet};
 use paxlock_peer_codec as peer_codec;
 use paxlock_storage::Incarnations;
 
@@ -61,6 +61,8 @@ pub struct NodeEndpoint {
     incarnations: Option<Arc<Incarnations>>,
     /// Where each authenticated peer's connections last came from.
     heard: Arc<DashMap<u64, SocketAddr>>,
+    /// Removed members, refused in the hello.
+    removed: Arc<DashSet<u64>>,
 }
 
 impl NodeEndpoint {
@@ -100,6 +102,7 @@ impl NodeEndpoint {
             peer_dial_config,
             metrics,
             incarnations: None,
+            removed: Arc::default(),
             heard: Arc::default(),
         })
     }
@@ -151,6 +154,14 @@ impl NodeEndpoint {
             cluster_id: self.cluster_id.clone(),
             config_digest: self.config_digest,
             incarnations: self.incarnations.clone(),
+            removed: self.removed.clone(),
+        }
+    }
+
+    /// Refuses these nodes' hellos from now on: they were removed.
+    pub fn note_removed(&self, removed: impl IntoIterator<Item = u64>) {
+        for id in removed {
+            self.removed.insert(id);
         }
     }
 

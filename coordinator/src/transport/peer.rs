@@ -10,6 +10,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use dashmap::DashSet;
+
 use paxlock::wire::{codes, read_frame, write_frame, MAX_FRAME_BYTES};
 use prost::Message as _;
 use tracing::warn;
@@ -124,6 +126,9 @@ pub struct HelloAs {
     /// peers by (`None`: a node without a data directory, which presents
     /// and checks none).
     pub incarnations: Option<Arc<Incarnations>>,
+    /// Ids of removed members, refused (`REMOVED_MEMBER`) so that one back
+    /// after missing its removal learns it and stops.
+    pub removed: Arc<DashSet<u64>>,
 }
 
 impl HelloAs {
@@ -350,6 +355,18 @@ pub async fn accept(
     if let Err(reason) = me.check_incarnation(hello.node_id, hello.incarnation) {
         TransportMetrics::bump(&metrics.peer_identity_rejections);
         return Err(reject(codes::STALE_INCARNATION, reason));
+    }
+    if me.removed.contains(&hello.node_id) {
+        TransportMetrics::bump(&metrics.peer_identity_rejections);
+        return Err(reject(
+            codes::REMOVED_MEMBER,
+            format!(
+                "node {} was removed from the cluster and its id is never used again: it takes \
+                 no part. To bring the machine back, wipe its data directory and add it as a \
+                 new member under a new id (paxlock members add)",
+                hello.node_id
+            ),
+        ));
     }
     let ok = PeerHelloOk {
         cluster_id: cluster_id.to_string(),

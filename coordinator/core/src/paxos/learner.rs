@@ -70,6 +70,8 @@ pub(crate) struct Learner {
     pub(crate) last_request_at: Option<Nanos>,
     /// Our commit index when the last catch-up request went out.
     pub(crate) last_request_commit: Option<Slot>,
+    /// Whom the last catch-up request went to.
+    pub(crate) last_asked: Option<NodeId>,
     /// The snapshot being fetched, if any.
     pub(crate) download: Option<Download>,
 }
@@ -82,6 +84,7 @@ impl Learner {
             catch_up_peer: None,
             last_request_at: None,
             last_request_commit: None,
+            last_asked: None,
             download: None,
         }
     }
@@ -112,7 +115,7 @@ impl Learner {
         if commit >= self.catch_up_target {
             return None;
         }
-        let mut peer = self.catch_up_peer?;
+        let informer = self.catch_up_peer?;
         if self
             .last_request_at
             .is_some_and(|t| now.since(t) < cfg.heartbeat_interval_ns)
@@ -121,14 +124,23 @@ impl Learner {
         }
         // Rule "ask around": the peer that told us of the target may not
         // be able to serve it: it may have restarted and lost chosen
-        // markers that were not yet on disk, or be cut off. If the last
-        // request got us nowhere, ask the next member instead.
+        // markers that were not yet on disk, be cut off, or its answer may
+        // have been lost (a link still connecting drops what was queued
+        // on it). If the last request got us nowhere, ask the next one
+        // after the peer asked last, among the members and the informer,
+        // so that each is asked in turn: starting over from the informer,
+        // which every heartbeat names again, asked the same (dead) member
+        // for ever, and a node joining after every first voter had gone
+        // never caught up.
+        let mut peer = informer;
         if self.last_request_commit == Some(commit) {
-            peer = next_peer(peers, peer);
-            self.catch_up_peer = Some(peer);
+            let mut candidates = peers.to_vec();
+            candidates.push(informer);
+            peer = next_peer(&candidates, self.last_asked.unwrap_or(informer));
         }
         self.last_request_at = Some(now);
         self.last_request_commit = Some(commit);
+        self.last_asked = Some(peer);
         Some((peer, Message::CatchUpRequest { from_slot: commit }))
     }
 
@@ -345,5 +357,27 @@ mod tests {
         assert_eq!(learner.request_due(at(4), Slot(7), &cfg, &peers), ask(2, 7));
         // Caught up: nothing to ask.
         assert_eq!(learner.request_due(at(5), Slot(10), &cfg, &peers), None);
+    }
+
+    /// Regression (real processes, 2 runs in 10): a node joining after
+    /// every first voter it is configured with had gone hears the leader
+    /// (node 4, not among the members it knows), whose answer to its first
+    /// request is lost. Each heartbeat names the leader again; the
+    /// requests used to go to the member after it, node 1 (gone), for
+    /// ever. They go round everyone, the leader included.
+    #[test]
+    fn a_lost_answer_from_an_unknown_leader_is_asked_again_in_turn() {
+        let cfg = Config::new(NodeId(6), vec![NodeId(1), NodeId(2), NodeId(3)]);
+        let hb = cfg.heartbeat_interval_ns;
+        let members = [NodeId(1), NodeId(2), NodeId(3)];
+        let mut learner = Learner::new(Slot(0));
+        let mut asked = Vec::new();
+        for i in 1..=8u64 {
+            learner.want(Slot(100 * i), NodeId(4));
+            if let Some((peer, _)) = learner.request_due(Nanos(i * hb), Slot(0), &cfg, &members) {
+                asked.push(peer.0);
+            }
+        }
+        assert_eq!(asked, vec![4, 1, 2, 3, 4, 1, 2, 3]);
     }
 }

@@ -191,6 +191,16 @@ pub(crate) struct Leader {
     pub(crate) change: Option<PendingChange>,
     /// Each follower's commit index, from its heartbeat acknowledgements.
     pub(crate) follower_commits: BTreeMap<NodeId, Slot>,
+    /// How far each follower's commit index trailed the one the heartbeat
+    /// it acknowledged carried: how far behind it is, not counting the
+    /// slots this leader chose while the heartbeat travelled (which a busy
+    /// leader chooses by the dozen, so that a follower keeping pace could
+    /// look behind).
+    pub(crate) follower_lag: BTreeMap<NodeId, u64>,
+    /// The commit index each of the latest heartbeat rounds carried
+    /// (at most [`MAX_HEARTBEAT_ROUNDS`]; kept after the round's quorum,
+    /// unlike `rounds`, for the acks of the followers it did not need).
+    pub(crate) round_commits: VecDeque<(u64, Slot)>,
     /// When each follower last acknowledged a heartbeat.
     pub(crate) follower_heard_at: BTreeMap<NodeId, Nanos>,
     /// Proposed, not yet known chosen. Bounded by the pipeline window plus
@@ -214,6 +224,8 @@ impl Leader {
             deferred: BTreeMap::new(),
             change: None,
             follower_commits: BTreeMap::new(),
+            follower_lag: BTreeMap::new(),
+            round_commits: VecDeque::new(),
             follower_heard_at: BTreeMap::new(),
             in_flight: BTreeMap::new(),
             next_round: 1,

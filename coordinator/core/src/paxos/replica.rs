@@ -965,6 +965,9 @@ impl Replica {
                     if l.ballot == ballot {
                         l.follower_commits.insert(from, commit);
                         l.follower_heard_at.insert(from, now);
+                        if let Some((_, sent)) = l.round_commits.iter().find(|(r, _)| *r == round) {
+                            l.follower_lag.insert(from, sent.0.saturating_sub(commit.0));
+                        }
                     }
                 }
                 self.on_heartbeat_ack(from, ballot, round, fx)
@@ -1487,10 +1490,10 @@ impl Replica {
             self.members.latest().apply(change).and_then(|after| {
                 // Promotion only once the learner is within alpha of us: a
                 // voter that far behind could not help a quorum for a while.
+                // Measured against the commit index of the heartbeat it
+                // acknowledged: one that keeps pace reports that index.
                 let caught_up = |n: &NodeId| {
-                    l.follower_commits.get(n).is_some_and(|c| {
-                        c.0.saturating_add(MEMBERSHIP_DELAY_SLOTS) >= self.commit.0
-                    })
+                    (l.follower_lag.get(n)).is_some_and(|lag| *lag <= MEMBERSHIP_DELAY_SLOTS)
                 };
                 // A change of voters keeps a majority of the new voters
                 // answering (those heard within the shortest election
@@ -1741,6 +1744,10 @@ impl Replica {
             sent_at: now,
             acks,
         });
+        if l.round_commits.len() >= proposer::MAX_HEARTBEAT_ROUNDS {
+            l.round_commits.pop_front();
+        }
+        l.round_commits.push_back((round, commit));
         let ballot = l.ballot;
         // Our own acceptor follows us too: it must refuse rivals during our lease.
         if let Some(a) = &mut self.acceptor {

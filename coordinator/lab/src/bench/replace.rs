@@ -53,15 +53,11 @@ pub async fn paxlock(
 /// catching up), until it is in effect; returns how long it took.
 async fn timed_step(admin: &paxlock::Client, step: MemberChange) -> anyhow::Result<Duration> {
     let started = Instant::now();
-    loop {
-        match admin.change_membership(step, true).await {
-            Ok(_) => return Ok(started.elapsed()),
-            Err(e) if e.is_retryable() && started.elapsed() < STEP_PATIENCE => {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            Err(e) => return Err(e).with_context(|| format!("{step:?}")),
-        }
-    }
+    admin
+        .change_membership_until_made(step, STEP_PATIENCE, |_| {})
+        .await
+        .with_context(|| format!("{step:?}"))?;
+    Ok(started.elapsed())
 }
 
 #[cfg(feature = "etcd")]

@@ -302,22 +302,22 @@ pub fn elections(history: &History, replay: &[LeaderEvent]) -> Vec<Check> {
     ]
 }
 
-/// Every membership replacement drawn completed (a spare added, promoted,
-/// and the member removed) while the other faults went on.
-pub fn membership(replacements: &[super::membership::Replacement]) -> Check {
-    use super::membership::Replacement;
-    let done = replacements
+/// Every membership fault drawn that could be made completed (spares
+/// added and promoted, members removed) while the other faults went on.
+pub fn membership(outcomes: &[super::membership::Outcome]) -> Check {
+    use super::membership::Outcome;
+    let done = outcomes
         .iter()
-        .filter(|r| matches!(r, Replacement::Done { .. }))
+        .filter(|o| matches!(o, Outcome::Done(_)))
         .count();
-    let failed = replacements.iter().find_map(|r| match r {
-        Replacement::Failed(why) => Some(why.clone()),
+    let failed = outcomes.iter().find_map(|o| match o {
+        Outcome::Failed(why) => Some(why.clone()),
         _ => None,
     });
     Check::from(
         "membership changes complete",
         failed,
-        format!("{done} members replaced by spare nodes"),
+        format!("{done} replacements, growths and shrinks made"),
     )
 }
 

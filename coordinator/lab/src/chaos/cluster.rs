@@ -171,12 +171,31 @@ impl ChaosCluster {
         Ok(Some((id, public)))
     }
 
-    /// Node `new` became a member and node `old` left for good: faults
-    /// target `new` from now on and never restart `old` (it stops by
-    /// itself once removed; killed here to be sure).
-    pub fn replaced(&mut self, old: u64, new: u64) {
+    /// The member now in the place node `drawn` had among the first
+    /// members (the schedule draws partitions from the first members' ids;
+    /// a replaced or removed node's place passes on), so that faults keep
+    /// hitting members.
+    pub fn in_place_of(&self, drawn: u64) -> u64 {
+        let place = usize::try_from(drawn.saturating_sub(1)).unwrap_or(usize::MAX);
+        self.members.get(place).copied().unwrap_or(drawn)
+    }
+
+    /// Spare nodes not started yet.
+    pub fn spares_left(&self) -> usize {
+        self.spares.len()
+    }
+
+    /// Node `new` became a member: faults target it from now on.
+    pub fn joined(&mut self, new: u64) {
+        if !self.members.contains(&new) {
+            self.members.push(new);
+        }
+    }
+
+    /// Node `old` left for good: faults never target or restart it (it
+    /// stops by itself once removed; killed here to be sure).
+    pub fn removed(&mut self, old: u64) {
         self.members.retain(|&m| m != old);
-        self.members.push(new);
         self.nodes.kill(old);
     }
 
@@ -185,10 +204,14 @@ impl ChaosCluster {
         Ok(self.nodes.status(id, Duration::from_secs(1)).await?)
     }
 
-    /// Options for a worker's client: every node's public address.
+    /// Options for a client: the members' public addresses.
     pub fn connect_options(&self, session_ttl: Duration) -> ConnectOptions {
+        let endpoints = (self.members.iter())
+            .filter_map(|&id| self.nodes.node(id).ok())
+            .map(|node| node.public.to_string())
+            .collect();
         ConnectOptions {
-            endpoints: self.nodes.endpoints(),
+            endpoints,
             request_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(1),
             dead_node_timeout: paxlock::DEFAULT_DEAD_NODE_TIMEOUT,

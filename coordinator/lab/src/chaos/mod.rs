@@ -6,7 +6,8 @@
 //! acknowledged lost across a whole-cluster crash, and liveness after
 //! healing. Besides network and process faults, an administrator
 //! force-releases locks, revokes holders' sessions and (on loopback, with
-//! spare nodes) replaces members by spares.
+//! spare nodes) replaces members by spares, and grows three members to
+//! five and shrinks them back.
 //!
 //! Two networks: loopback with a UDP fault proxy in front of every node
 //! (drop, delay, duplicate, reorder, partitions), or `--netns`: one network
@@ -60,14 +61,16 @@ pub struct ChaosArgs {
     /// (needs root, iproute2 and iptables) instead of loopback proxies.
     #[arg(long)]
     pub netns: bool,
-    /// Spare nodes the membership fault replaces members by, one each
-    /// (loopback only; 0: no membership fault).
-    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(0..=4))]
+    /// Spare nodes the membership faults use: a replacement takes one,
+    /// growing three members to five two (loopback only; 0: no membership
+    /// fault).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(0..=4))]
     pub spares: u64,
     /// Folder for certificates, configs, data and node logs.
     #[arg(long, default_value = "/tmp/paxlock-chaos")]
     pub dir: PathBuf,
-    /// Loopback: UDP port of node 1 (nodes +0..+4, proxies +100..+104).
+    /// Loopback: UDP port of node 1 (nodes and spares +0..+8, their
+    /// proxies +100..+108).
     #[arg(long, default_value_t = 27301)]
     pub base_port: u16,
     /// Longest a worker's acquire after healing may take.
@@ -164,7 +167,7 @@ async fn drive(args: &ChaosArgs, cluster: &mut ChaosCluster) -> anyhow::Result<V
     println!("cluster up, node {leader} leads");
     let ctx = Arc::new(WorkerCtx {
         recorder: history::Recorder::new(),
-        options: cluster.connect_options(schedule::WORKER_TTL),
+        options: Mutex::new(cluster.connect_options(schedule::WORKER_TTL)),
         tls: cluster.tls.clone(),
         locks: LOCKS.iter().map(|s| s.to_string()).collect(),
         election: ELECTION.to_string(),
@@ -211,14 +214,14 @@ async fn drive(args: &ChaosArgs, cluster: &mut ChaosCluster) -> anyhow::Result<V
         count: (args.duration.as_secs() as usize).max(10),
         spares: !args.netns && args.spares > 0,
     };
-    let mut replacements = Vec::new();
+    let mut membership_outcomes = Vec::new();
     let started = Instant::now();
     let mut injected: BTreeMap<String, u64> = BTreeMap::new();
     for episode in schedule::draw(args.seed, &spec) {
         if started.elapsed() >= args.duration {
             break;
         }
-        let what = inject(cluster, &ctx, &admin, &episode, &mut replacements).await?;
+        let what = inject(cluster, &ctx, &admin, &episode, &mut membership_outcomes).await?;
         println!("[{:>6.1}s] {what}", started.elapsed().as_secs_f64());
         *injected.entry(episode.fault.kind()).or_default() += 1;
         tokio::time::sleep(episode.gap).await;
@@ -280,7 +283,7 @@ async fn drive(args: &ChaosArgs, cluster: &mut ChaosCluster) -> anyhow::Result<V
     checks.push(checks::lock_watches(&history));
     checks.extend(checks::elections(&history, &replay_before));
     checks.push(durability);
-    checks.push(checks::membership(&replacements));
+    checks.push(checks::membership(&membership_outcomes));
     let liveness = ctx
         .liveness
         .lock()
@@ -326,7 +329,7 @@ async fn inject(
     ctx: &WorkerCtx,
     admin: &Client,
     episode: &Episode,
-    replacements: &mut Vec<membership::Replacement>,
+    membership: &mut Vec<membership::Outcome>,
 ) -> anyhow::Result<String> {
     let block = LinkFaults {
         blocked: true,
@@ -340,15 +343,20 @@ async fn inject(
             links,
             faults,
         } => {
+            let now = |party: Party| match party {
+                Party::Node(id) => Party::Node(cluster.in_place_of(id)),
+                clients => clients,
+            };
             for &(from, to) in links {
-                cluster.set_link(from, to, *faults)?;
+                cluster.set_link(now(from), now(to), *faults)?;
             }
             tokio::time::sleep(hold).await;
             cluster.heal_network()?;
             format!("{kind} on {} links for {held} ({faults:?})", links.len())
         }
         Fault::Partition { side } => {
-            for &a in side {
+            let side: Vec<u64> = side.iter().map(|&id| cluster.in_place_of(id)).collect();
+            for &a in &side {
                 for b in cluster.ids().into_iter().filter(|b| !side.contains(b)) {
                     cluster.set_link(Party::Node(a), Party::Node(b), block)?;
                     cluster.set_link(Party::Node(b), Party::Node(a), block)?;
@@ -359,7 +367,8 @@ async fn inject(
             format!("partition {side:?} | rest for {held}")
         }
         Fault::OneWay { from, to } => {
-            cluster.set_link(Party::Node(*from), Party::Node(*to), block)?;
+            let (from, to) = (cluster.in_place_of(*from), cluster.in_place_of(*to));
+            cluster.set_link(Party::Node(from), Party::Node(to), block)?;
             tokio::time::sleep(hold).await;
             cluster.heal_network()?;
             format!("one-way loss {from} -> {to} for {held}")
@@ -405,18 +414,36 @@ async fn inject(
         Fault::Replace(target) => {
             let old = resolve(cluster, *target).await;
             let outcome = membership::replace(cluster, admin, old).await;
-            let what = match &outcome {
-                membership::Replacement::Done { old, new } => {
-                    format!("replaced node {old} ({target:?}) by node {new}")
-                }
-                membership::Replacement::NoSpare => "no spare node left to replace with".into(),
-                membership::Replacement::Failed(why) => format!("replacement FAILED: {why}"),
-            };
-            replacements.push(outcome);
+            let what = describe(&outcome, &format!("{target:?}"));
+            membership.push(outcome);
+            follow_members(cluster, ctx);
+            what
+        }
+        Fault::Resize(target) => {
+            let first = resolve(cluster, *target).await;
+            let outcome = membership::resize(cluster, admin, first).await;
+            let what = describe(&outcome, &format!("starting with {target:?}"));
+            membership.push(outcome);
+            follow_members(cluster, ctx);
             what
         }
     };
     Ok(what)
+}
+
+/// Workers connecting from now on use the members' addresses.
+fn follow_members(cluster: &ChaosCluster, ctx: &WorkerCtx) {
+    *ctx.options.lock().unwrap_or_else(|p| p.into_inner()) =
+        cluster.connect_options(schedule::WORKER_TTL);
+}
+
+/// One line for a membership fault's outcome.
+fn describe(outcome: &membership::Outcome, target: &str) -> String {
+    match outcome {
+        membership::Outcome::Done(what) => format!("{what} ({target})"),
+        membership::Outcome::Skipped(why) => format!("membership fault skipped: {why}"),
+        membership::Outcome::Failed(why) => format!("membership change FAILED: {why}"),
+    }
 }
 
 /// Joins worker threads, giving up on stragglers after `bound`.

@@ -59,6 +59,10 @@ pub enum Fault {
     /// learner, promotes it, removes the member (skipped once no spare is
     /// left).
     Replace(Target),
+    /// An administrator grows three members to five with two spare nodes,
+    /// or shrinks five to three, removing the target first (skipped when
+    /// neither can be done).
+    Resize(Target),
 }
 
 impl Fault {
@@ -79,6 +83,7 @@ impl Fault {
             Fault::ForceRelease(_) => "admin: force-release".into(),
             Fault::Revoke(_) => "admin: revoke a holder".into(),
             Fault::Replace(t) => format!("membership: replace {}", target(t)),
+            Fault::Resize(_) => "membership: grow or shrink".into(),
         }
     }
 }
@@ -143,7 +148,7 @@ fn episode(rng: &mut SimRng, spec: &ScheduleSpec) -> Episode {
     let hold = ms(rng, 1_500, 5_000);
     let gap = ms(rng, 300, 1_500);
     let fault = loop {
-        let fault = match rng.index(13) {
+        let fault = match rng.index(14) {
             0..=2 => {
                 let Some(f) = link_fault(rng, spec) else {
                     continue;
@@ -197,6 +202,7 @@ fn episode(rng: &mut SimRng, spec: &ScheduleSpec) -> Episode {
             10 if !spec.lock_workers.is_empty() => Fault::ForceRelease(rng.index(64)),
             11 if !spec.lock_workers.is_empty() => Fault::Revoke(rng.index(64)),
             12 if spec.spares => Fault::Replace(pick_target(rng)),
+            13 if spec.spares => Fault::Resize(pick_target(rng)),
             _ => continue,
         };
         break fault;
@@ -299,6 +305,7 @@ mod tests {
             "admin: revoke a holder",
             "membership: replace leader",
             "membership: replace follower",
+            "membership: grow or shrink",
         ] {
             assert!(kinds.contains(kind), "{kind} missing from {kinds:?}");
         }
@@ -309,7 +316,7 @@ mod tests {
         };
         assert!(draw(42, &without)
             .iter()
-            .all(|e| !matches!(e.fault, Fault::Replace(_))));
+            .all(|e| !matches!(e.fault, Fault::Replace(_) | Fault::Resize(_))));
     }
 
     #[test]

@@ -52,13 +52,26 @@ pub fn role(index: usize) -> Role {
     }
 }
 
+impl WorkerCtx {
+    /// How to reach the cluster now.
+    pub fn connect_options(&self) -> ConnectOptions {
+        self.options
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
 /// What workers share with the runner.
 #[derive(Debug)]
 pub struct WorkerCtx {
     /// The history.
     pub recorder: Recorder,
-    /// How to reach the cluster.
-    pub options: ConnectOptions,
+    /// How to reach the cluster: the members' addresses, updated by the
+    /// runner when the membership faults change them (a client that
+    /// connects after every node it was configured with left would find
+    /// nobody, however well its earlier clients followed the members).
+    pub options: Mutex<ConnectOptions>,
     /// The client certificate.
     pub tls: TlsMaterial,
     /// Lock names the lockers contend on.
@@ -133,7 +146,7 @@ async fn connect(ctx: &WorkerCtx, patience: Duration) -> Option<Conn> {
         let invoked = ctx.recorder.now();
         let attempt = tokio::time::timeout(
             CONNECT_PATIENCE,
-            Client::connect_with(ctx.tls.clone(), ctx.options.clone()),
+            Client::connect_with(ctx.tls.clone(), ctx.connect_options()),
         )
         .await;
         match attempt {
