@@ -12,9 +12,9 @@
 //! backup; and the leader epoch starts again, so that the new cluster's
 //! first leader (whose ballots start low) is not taken for a deposed one.
 
-use crate::locks::{DecodeError, StateMachine};
+use crate::locks::{Config, DecodeError, StateMachine};
 use crate::paxos::membership::{frame_snapshot, unframe_snapshot, Membership, MembershipLog};
-use crate::paxos::{DurableState, NodeId, PersistOp, Slot, Snapshot};
+use crate::paxos::{Ballot, DurableState, NodeId, PersistOp, Slot, Snapshot};
 use crate::proposal::{Proposal, ProposalError};
 
 /// The default jump of the revision at a restore: 2^40, more fencing tokens
@@ -33,8 +33,11 @@ pub enum Replay {
     /// for: recovery after losing a majority. An accepted entry may not
     /// have been chosen (another value may have been, at a higher ballot,
     /// without this node); one acknowledged to a client was accepted by a
-    /// majority, so the last leader, or the survivor with the highest
-    /// accepted slot, holds every acknowledged entry.
+    /// majority. The last leader accepted every entry of its leadership,
+    /// so read the survivor with the highest accepted ballot
+    /// ([`Replayed::highest_ballot`]) and, among those, the furthest log:
+    /// a node whose log reaches further under an older ballot may hold a
+    /// value that a later leader replaced.
     Accepted,
 }
 
@@ -53,6 +56,10 @@ pub struct Replayed {
     /// slot it holds nothing for (or, replaying chosen entries only, one
     /// it did not know chosen).
     pub left_out: u64,
+    /// The highest ballot of the entries it holds (its promise if higher
+    /// is not counted): of several survivors, the one with the highest
+    /// is read (see [`Replay::Accepted`]).
+    pub highest_ballot: Ballot,
 }
 
 /// Why a new cluster's state could not be made.
@@ -86,23 +93,33 @@ pub enum NewClusterError {
 }
 
 /// The state machine `durable` (a stopped node's acceptor state) holds:
-/// its snapshot, then its log entries in slot order as `replay` says.
-/// `fresh` makes the machine of a log that starts at slot 0 (the node's
-/// configured limits). Entries are applied as the node applies them: a
-/// membership change or an undecodable value is skipped.
+/// its snapshot, then its log entries in slot order as `replay` says,
+/// under `config` (the node's own, as its replica restores and applies
+/// with: the state bound is not in snapshots). Entries are applied as the
+/// node applies them: a membership change or an undecodable value is
+/// skipped.
 pub fn replay(
     durable: &DurableState,
-    fresh: impl FnOnce() -> StateMachine,
+    config: &Config,
     replay: Replay,
 ) -> Result<Replayed, NewClusterError> {
     let (mut machine, mut up_to) = match &durable.snapshot {
         Some(snapshot) => {
             let (_, app) =
                 unframe_snapshot(&snapshot.data).map_err(|_| NewClusterError::Membership)?;
-            (StateMachine::restore(app)?, snapshot.up_to)
+            (
+                StateMachine::restore_as_replica(app, config)?,
+                snapshot.up_to,
+            )
         }
-        None => (fresh(), Slot(0)),
+        None => (StateMachine::new(config.clone()), Slot(0)),
     };
+    let highest_ballot = durable
+        .log
+        .values()
+        .map(|e| e.ballot)
+        .max()
+        .unwrap_or(Ballot::ZERO);
     let (mut chosen, mut accepted_only, mut left_out) = (0, 0, 0);
     for (slot, entry) in durable.log.range(up_to..) {
         let usable = entry.chosen || replay == Replay::Accepted;
@@ -134,6 +151,7 @@ pub fn replay(
         chosen,
         accepted_only,
         left_out,
+        highest_ballot,
     })
 }
 
@@ -194,8 +212,7 @@ pub fn first_state(
 mod tests {
     use super::*;
     use crate::locks::command::{Command, CommandKind};
-    use crate::locks::Config;
-    use crate::paxos::{Ballot, DurableEntry, Value};
+    use crate::paxos::{DurableEntry, Value};
 
     fn open_session(at_ms: u64) -> Value {
         let command = Command {
@@ -223,9 +240,9 @@ mod tests {
         durable.log.insert(Slot(1), entry(open_session(2), false));
         durable.log.insert(Slot(2), entry(open_session(3), true));
         durable.log.insert(Slot(4), entry(open_session(4), true));
-        let fresh = || StateMachine::new(Config::default());
+        let config = Config::default();
 
-        let known = replay(&durable, fresh, Replay::Chosen).expect("replays");
+        let known = replay(&durable, &config, Replay::Chosen).expect("replays");
         assert_eq!(
             (known.up_to, known.chosen, known.accepted_only),
             (Slot(1), 1, 0)
@@ -233,7 +250,8 @@ mod tests {
         assert_eq!(known.left_out, 3);
         assert_eq!(known.machine.revision(), 1);
 
-        let all = replay(&durable, fresh, Replay::Accepted).expect("replays");
+        let all = replay(&durable, &config, Replay::Accepted).expect("replays");
+        assert_eq!(all.highest_ballot.round, 3);
         assert_eq!((all.up_to, all.chosen, all.accepted_only), (Slot(3), 2, 1));
         assert_eq!(all.left_out, 1, "slot 4 lies after the hole at 3");
         assert_eq!(all.machine.revision(), 3);

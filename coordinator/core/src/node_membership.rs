@@ -149,10 +149,11 @@ impl RemovalWatch {
     }
 }
 
-/// Whether a node whose newest membership is `latest` still sends to `to`:
-/// never to a removed member.
-pub fn sends_to(latest: &Membership, to: NodeId) -> bool {
-    !latest.retired.contains(&to)
+/// Whether a node with `in_effect` the membership deciding its commit
+/// index still sends to `to`: never to a member whose removal is in effect
+/// (until then it still votes on the slots it decides).
+pub fn sends_to(in_effect: &Membership, to: NodeId) -> bool {
+    !in_effect.retired.contains(&to)
 }
 
 #[cfg(test)]

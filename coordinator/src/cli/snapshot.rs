@@ -66,8 +66,9 @@ pub struct SaveArgs {
     node_config: Option<PathBuf>,
     /// With --node-config: also the entries the node had accepted but did
     /// not know chosen, for recovery after losing a majority (read the
-    /// node that led last, or the one whose accepted log reaches
-    /// furthest). An accepted entry may never have been chosen.
+    /// survivor with the highest accepted ballot, which `save` prints, and
+    /// among those the highest slot). An accepted entry may never have
+    /// been chosen.
     #[arg(long, requires = "node_config")]
     accepted: bool,
 }
@@ -134,8 +135,7 @@ fn save_from_data_dir(file: &Path, node_config: &Path, accepted: bool) -> anyhow
     } else {
         Replay::Chosen
     };
-    let fresh = || StateMachine::new(config.limits.machine_config());
-    let replayed = new_cluster::replay(&durable, fresh, replay)
+    let replayed = new_cluster::replay(&durable, &config.limits.machine_config(), replay)
         .with_context(|| format!("replaying {}", dir.display()))?;
     let backup = Backup {
         cluster_id: config.cluster_id.clone(),
@@ -147,9 +147,12 @@ fn save_from_data_dir(file: &Path, node_config: &Path, accepted: bool) -> anyhow
             .context("serializing the replayed state")?,
     };
     backup::write_backup(file, &backup)?;
+    let ballot = replayed.highest_ballot;
     println!(
         "saved node {}'s state of cluster {:?} up to slot {} (revision {}) to {}: \
-         {} entries known chosen, {} only accepted; {} entries after a gap left out",
+         {} entries known chosen, {} only accepted; {} entries after a gap left out; \
+         highest accepted ballot: round {} of node {} (of several survivors, restore the one \
+         with the highest ballot, then the highest slot)",
         config.node_id,
         backup.cluster_id,
         backup.up_to,
@@ -158,6 +161,8 @@ fn save_from_data_dir(file: &Path, node_config: &Path, accepted: bool) -> anyhow
         replayed.chosen,
         replayed.accepted_only,
         replayed.left_out,
+        ballot.round,
+        ballot.node.0,
     );
     if !accepted && replayed.left_out > 0 {
         println!(
@@ -203,26 +208,24 @@ fn restore(file: &Path, config_path: &Path, bump: u64) -> anyhow::Result<()> {
         .collect();
     let first = new_cluster::first_state(&backup.state, backup.up_to, &voters, bump)
         .with_context(|| format!("restoring {}", file.display()))?;
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let (mut store, _) = FileDurability::open_with_segments(
-        dir,
-        &config.cluster_id,
-        config.node_id,
-        config.wal_segment_bytes,
-    )
-    .with_context(|| format!("creating the data directory {}", dir.display()))?;
-    store
-        .persist_batch(&[PersistRequest {
-            seq: PersistSeq(1),
-            ops: first.ops,
-        }])
-        .map_err(|e| anyhow::anyhow!("writing {}: {e}", dir.display()))?;
+    // Every node of the new cluster must start from the same state (same
+    // backup, same jump, same voters): printed for the operator to compare.
+    let digest =
+        first.ops.iter().fold(
+            crc32c::crc32c(&first.up_to.0.to_le_bytes()),
+            |crc, op| match op {
+                paxlock_core::paxos::PersistOp::Snapshot(s) => crc32c::crc32c_append(crc, &s.data),
+                _ => crc,
+            },
+        );
+    write_first_state(dir, &config, first.ops)?;
     let mut ids: Vec<u64> = voters.iter().map(|n| n.0).collect();
     ids.sort_unstable();
     println!(
         "restored node {} of cluster {:?} (voters {}) from the backup of {:?} up to slot {}: \
-         revision {} -> {}, so fencing tokens continue above {}. Restore the other voters \
-         from the same file, then start them with `paxlock serve`",
+         revision {} -> {}, so fencing tokens continue above {}; first state {:08x} (every \
+         node of the new cluster must print the same). Restore the other voters from the same \
+         file with the same --bump-revision, then start them with `paxlock serve`",
         config.node_id,
         config.cluster_id,
         super::status::id_list(&ids),
@@ -231,7 +234,55 @@ fn restore(file: &Path, config_path: &Path, bump: u64) -> anyhow::Result<()> {
         backup.revision,
         first.revision,
         first.revision,
+        digest,
     );
+    Ok(())
+}
+
+/// Writes a new node's data directory `dir` holding `ops` (its first
+/// state): built beside it and renamed into place once durable, so that an
+/// interrupted restore leaves no directory `paxlock serve` would take for
+/// a fresh node of an empty cluster.
+fn write_first_state(
+    dir: &Path,
+    config: &NodeConfig,
+    ops: Vec<paxlock_core::paxos::PersistOp>,
+) -> anyhow::Result<()> {
+    let name = dir.file_name().context("data_dir names no directory")?;
+    let parent = match dir.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    let mut building = name.to_os_string();
+    building.push(".restoring");
+    let building = parent.join(building);
+    // What an interrupted restore left.
+    if building.exists() {
+        std::fs::remove_dir_all(&building)
+            .with_context(|| format!("removing {}", building.display()))?;
+    }
+    std::fs::create_dir(&building).with_context(|| format!("creating {}", building.display()))?;
+    {
+        let (mut store, _) = FileDurability::open_with_segments(
+            &building,
+            &config.cluster_id,
+            config.node_id,
+            config.wal_segment_bytes,
+        )
+        .with_context(|| format!("creating the data directory {}", building.display()))?;
+        store
+            .persist_batch(&[PersistRequest {
+                seq: PersistSeq(1),
+                ops,
+            }])
+            .map_err(|e| anyhow::anyhow!("writing {}: {e}", building.display()))?;
+    }
+    // An empty directory at `dir` (checked by the caller) is replaced.
+    std::fs::rename(&building, dir)
+        .with_context(|| format!("renaming {} to {}", building.display(), dir.display()))?;
+    paxlock_storage::fsutil::fsync_dir(parent)
+        .with_context(|| format!("syncing {}", parent.display()))?;
     Ok(())
 }
 

@@ -659,8 +659,9 @@ impl Driver {
 
     fn send(&mut self, to: NodeId, msg: Message) {
         if !self.outbound.contains_key(&to) {
-            // A removed member's link closed for good, whoever still names it.
-            if !node_membership::sends_to(self.replica.membership().latest(), to) {
+            // A removed member's link closed for good (see `publish`),
+            // whoever still names it.
+            if !node_membership::sends_to(&self.members, to) {
                 return;
             }
             // A member added while this node runs: its address is in the
@@ -722,9 +723,9 @@ impl Driver {
         if changed {
             self.members = Arc::new(members.clone());
             // Links to removed members close: their ids never come back.
-            for gone in &self.members.retired {
-                self.outbound.remove(gone);
-            }
+            let members = &self.members;
+            self.outbound
+                .retain(|to, _| node_membership::sends_to(members, *to));
         }
         self.check_removed(commit.0);
         let next = DriverStatus {

@@ -38,8 +38,9 @@ struct Export {
 
 impl Exports {
     /// Serializes the state as of the last applied entry, if this node
-    /// serves as leader (its takeover applied: the state then holds every
-    /// write any leader acknowledged), and keeps it for `read`.
+    /// serves as leader under its lease (its takeover applied: the state
+    /// then holds every write any leader acknowledged), and keeps it for
+    /// `read`.
     pub fn export(
         self: &Arc<Self>,
         context: &Context,
@@ -50,11 +51,33 @@ impl Exports {
         shared
             .check_access(caller, Permission::Admin, "")
             .map_err(|denied| access::denied(shared, &denied))?;
+        // Under the leader lease, as every read: no other leader can have
+        // acknowledged anything newer (a deposed leader that has not yet
+        // stepped down keeps its role, not its lease).
+        let (leads, lease_until) = {
+            let status = context.status.borrow();
+            (status.is_leader, status.lease_until)
+        };
+        if lease_until.is_none_or(|until| context.clock.now() >= until) {
+            return Err(if leads {
+                error(
+                    ErrorCode::Unavailable,
+                    "this node leads but holds no lease yet: retry shortly",
+                    true,
+                )
+            } else {
+                context.not_leader()
+            });
+        }
         let (state, up_to, revision) = {
             // The machine, then the role: the order the apply loop takes them in.
             let machine = shared.machine();
             if !shared.role().serving(&machine) {
-                return Err(context.not_leader());
+                return Err(error(
+                    ErrorCode::Unavailable,
+                    "this node is taking over as leader: retry shortly",
+                    true,
+                ));
             }
             let state = machine.snapshot().map_err(|e| {
                 error(

@@ -1492,8 +1492,15 @@ impl Replica {
                 // voter that far behind could not help a quorum for a while.
                 // Measured against the commit index of the heartbeat it
                 // acknowledged: one that keeps pace reports that index.
+                // And heard lately: a learner that kept pace once and then
+                // went silent is not caught up.
+                let heard = |n: &NodeId| {
+                    (l.follower_heard_at.get(n))
+                        .is_some_and(|at| self.now.since(*at) < self.cfg.election_timeout_min_ns)
+                };
                 let caught_up = |n: &NodeId| {
-                    (l.follower_lag.get(n)).is_some_and(|lag| *lag <= MEMBERSHIP_DELAY_SLOTS)
+                    heard(n)
+                        && (l.follower_lag.get(n)).is_some_and(|lag| *lag <= MEMBERSHIP_DELAY_SLOTS)
                 };
                 // A change of voters keeps a majority of the new voters
                 // answering (those heard within the shortest election

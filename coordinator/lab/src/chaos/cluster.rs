@@ -171,13 +171,18 @@ impl ChaosCluster {
         Ok(Some((id, public)))
     }
 
-    /// The member now in the place node `drawn` had among the first
-    /// members (the schedule draws partitions from the first members' ids;
-    /// a replaced or removed node's place passes on), so that faults keep
-    /// hitting members.
+    /// The member at the place node `drawn` had among the first members,
+    /// counting places modulo the members there are now (the schedule
+    /// draws network faults from the first members' ids; members leave
+    /// and join, and the members after a leaver move up one place), so
+    /// that network faults always hit members, distinct ids staying
+    /// distinct while there are as many members.
     pub fn in_place_of(&self, drawn: u64) -> u64 {
-        let place = usize::try_from(drawn.saturating_sub(1)).unwrap_or(usize::MAX);
-        self.members.get(place).copied().unwrap_or(drawn)
+        if self.members.is_empty() {
+            return drawn;
+        }
+        let place = usize::try_from(drawn.saturating_sub(1)).unwrap_or(0);
+        self.members[place % self.members.len()]
     }
 
     /// Spare nodes not started yet.

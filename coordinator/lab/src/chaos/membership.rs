@@ -45,7 +45,7 @@ pub async fn replace(cluster: &mut ChaosCluster, admin: &Client, old: u64) -> Ou
 
 /// Grows the members from three to five with two spare nodes; or, with
 /// five or more, shrinks them to three, removing `first` and then the
-/// member that joined earliest after it.
+/// longest-standing member other than it.
 pub async fn resize(cluster: &mut ChaosCluster, admin: &Client, first: u64) -> Outcome {
     let before = cluster.ids();
     let deadline = Instant::now() + PATIENCE;
