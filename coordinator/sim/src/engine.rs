@@ -779,12 +779,20 @@ impl<W: Workload> Engine<W> {
     }
 
     fn crash(&mut self, node: usize) {
+        if self.nodes[node].replica.is_some() {
+            self.stats.crashes += 1;
+        }
+        self.stop_node(node);
+    }
+
+    /// Stops node `node` as a crash does (what it did not make durable is
+    /// lost), without counting a crash: a removed node stopping by itself.
+    fn stop_node(&mut self, node: usize) {
         let id = self.nodes[node].id;
         let n = &mut self.nodes[node];
         if n.replica.is_none() {
             return;
         }
-        self.stats.crashes += 1;
         n.replica = None;
         n.incarnation += 1;
         n.disk.crash();
@@ -924,7 +932,7 @@ impl<W: Workload> Engine<W> {
                 );
             }
             self.stats.removed_stops += 1;
-            self.crash(node);
+            self.stop_node(node);
         }
     }
 

@@ -101,10 +101,14 @@ impl MembersView<'_> {
         let me = NodeId(self.context.directory.node_id);
         let route = node_membership::route(change, me, &members)
             .map_err(|e| self.refused(RejectReason::Membership(e)))?;
+        // A retry whose first answer was lost, a `replace` run again: the
+        // answer is the members, as if made now.
+        if route == Route::AlreadyMade {
+            return Ok(response::Result::Members(self.list()));
+        }
+        self.check_every_member_upgraded(change)?;
         match route {
-            // A retry whose first answer was lost, a `replace` run again:
-            // the answer is the members, as if made now.
-            Route::AlreadyMade => return Ok(response::Result::Members(self.list())),
+            Route::AlreadyMade | Route::Propose => {}
             Route::HandOver => {
                 let _ = self.context.inbox.send(DriverInput::Abdicate).await;
                 return Err(error(
@@ -117,9 +121,7 @@ impl MembersView<'_> {
                     true,
                 ));
             }
-            Route::Propose => {}
         }
-        self.check_every_member_upgraded(change)?;
         if let MembershipChange::AddLearner(node, Some(addr)) = change {
             self.check_reachable(node, addr).await?;
         }
