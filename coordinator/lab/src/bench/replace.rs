@@ -105,35 +105,14 @@ mod etcd {
         /// (etcd refuses it until then); returns the time since the add.
         pub async fn promote(&mut self) -> anyhow::Result<Duration> {
             let body = format!("{{\"ID\":\"{}\"}}", self.new_id);
-            loop {
-                let promoted = self
-                    .http
-                    .post("/v3/cluster/member/promote", &body, Duration::from_secs(10))
-                    .await;
-                match promoted {
-                    Ok(_) => return Ok(self.started.elapsed()),
-                    Err(e) if self.started.elapsed() > STEP_PATIENCE => {
-                        return Err(e).context("member promote")
-                    }
-                    // A promotion whose answer was lost (etcd answers
-                    // "request timed out" under load, having made it) shows
-                    // in the member list.
-                    Err(_) if self.is_voter().await => return Ok(self.started.elapsed()),
-                    Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-                }
-            }
-        }
-
-        /// Whether the added member is a voter by now.
-        async fn is_voter(&mut self) -> bool {
-            let listed = self
-                .http
-                .post("/v3/cluster/member/list", "{}", Duration::from_secs(10))
-                .await;
             let id = format!("\"{}\"", self.new_id);
-            listed.is_ok_and(|list| {
-                member_object(&list, &id).is_some_and(|m| !m.contains("\"isLearner\":true"))
-            })
+            let is_voter = |list: &str| {
+                member_object(list, &id).is_some_and(|m| !m.contains("\"isLearner\":true"))
+            };
+            let started = self.started;
+            self.until_made("/v3/cluster/member/promote", &body, started, is_voter)
+                .await
+                .context("member promote")
         }
 
         /// `member remove` of the member named `name`, asked of the members
@@ -147,29 +126,40 @@ mod etcd {
         ) -> anyhow::Result<Duration> {
             let started = Instant::now();
             self.http = Http::new(others, 0);
-            let list = self
-                .http
-                .post("/v3/cluster/member/list", "{}", Duration::from_secs(10))
-                .await?;
+            let list = self.member_list().await?;
             let id =
                 member_id(&list, name).with_context(|| format!("no member {name} in {list}"))?;
             let body = format!("{{\"ID\":\"{id}\"}}");
+            let gone = |list: &str| member_id(list, name).is_none();
+            self.until_made("/v3/cluster/member/remove", &body, started, gone)
+                .await
+                .context("member remove")
+        }
+
+        /// The member list's JSON.
+        async fn member_list(&mut self) -> anyhow::Result<String> {
+            self.http
+                .post("/v3/cluster/member/list", "{}", Duration::from_secs(10))
+                .await
+        }
+
+        /// Posts `body` to `path` until etcd takes it, or the member list
+        /// shows it `made` (etcd answers "request timed out" under load,
+        /// having made it), for up to [`STEP_PATIENCE`] from `started`;
+        /// returns the time since `started`.
+        async fn until_made(
+            &mut self,
+            path: &str,
+            body: &str,
+            started: Instant,
+            made: impl Fn(&str) -> bool,
+        ) -> anyhow::Result<Duration> {
             loop {
-                let removed = self
-                    .http
-                    .post("/v3/cluster/member/remove", &body, Duration::from_secs(10))
-                    .await;
-                match removed {
+                match self.http.post(path, body, Duration::from_secs(10)).await {
                     Ok(_) => return Ok(started.elapsed()),
-                    Err(e) if started.elapsed() > STEP_PATIENCE => {
-                        return Err(e).context("member remove")
-                    }
+                    Err(e) if started.elapsed() > STEP_PATIENCE => return Err(e),
                     Err(_) => {
-                        let listed = self
-                            .http
-                            .post("/v3/cluster/member/list", "{}", Duration::from_secs(10))
-                            .await;
-                        if listed.is_ok_and(|list| member_id(&list, name).is_none()) {
+                        if self.member_list().await.is_ok_and(|list| made(&list)) {
                             return Ok(started.elapsed());
                         }
                         tokio::time::sleep(Duration::from_millis(50)).await;

@@ -414,36 +414,36 @@ async fn inject(
         Fault::Replace(target) => {
             let old = resolve(cluster, *target).await;
             let outcome = membership::replace(cluster, admin, old).await;
-            let what = describe(&outcome, &format!("{target:?}"));
-            membership.push(outcome);
-            follow_members(cluster, ctx);
-            what
+            settle(cluster, ctx, membership, outcome, &format!("{target:?}"))
         }
         Fault::Resize(target) => {
             let first = resolve(cluster, *target).await;
             let outcome = membership::resize(cluster, admin, first).await;
-            let what = describe(&outcome, &format!("starting with {target:?}"));
-            membership.push(outcome);
-            follow_members(cluster, ctx);
-            what
+            let target = format!("starting with {target:?}");
+            settle(cluster, ctx, membership, outcome, &target)
         }
     };
     Ok(what)
 }
 
-/// Workers connecting from now on use the members' addresses.
-fn follow_members(cluster: &ChaosCluster, ctx: &WorkerCtx) {
+/// Records a membership fault's outcome; workers connecting from now on
+/// use the members' addresses. Returns one line saying what it came to.
+fn settle(
+    cluster: &ChaosCluster,
+    ctx: &WorkerCtx,
+    outcomes: &mut Vec<membership::Outcome>,
+    outcome: membership::Outcome,
+    target: &str,
+) -> String {
     *ctx.options.lock().unwrap_or_else(|p| p.into_inner()) =
         cluster.connect_options(schedule::WORKER_TTL);
-}
-
-/// One line for a membership fault's outcome.
-fn describe(outcome: &membership::Outcome, target: &str) -> String {
-    match outcome {
+    let what = match &outcome {
         membership::Outcome::Done(what) => format!("{what} ({target})"),
         membership::Outcome::Skipped(why) => format!("membership fault skipped: {why}"),
         membership::Outcome::Failed(why) => format!("membership change FAILED: {why}"),
-    }
+    };
+    outcomes.push(outcome);
+    what
 }
 
 /// Joins worker threads, giving up on stragglers after `bound`.
