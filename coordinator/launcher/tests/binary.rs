@@ -4,8 +4,18 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
 
 use paxlock_launcher::{LaunchError, NodeBinary};
+
+/// Held by a test while it writes a script and runs it. A script cannot be
+/// executed while any process holds it open for writing (ETXTBSY), and a
+/// child forked by the other test's probe inherits this test's write
+/// descriptor until it execs: the two tests must not overlap.
+fn one_script_at_a_time() -> MutexGuard<'static, ()> {
+    static SCRIPTS: Mutex<()> = Mutex::new(());
+    SCRIPTS.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
 
 /// A fake `paxlock` whose `serve --help` prints `help` (and exits
 /// `status`).
@@ -19,6 +29,7 @@ fn fake_paxlock(dir: &Path, help: &str, status: u8) -> std::io::Result<PathBuf> 
 
 #[test]
 fn a_binary_is_started_only_with_the_flags_its_help_lists() {
+    let _scripts = one_script_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let current = fake_paxlock(
         dir.path(),
@@ -43,6 +54,7 @@ fn a_binary_is_started_only_with_the_flags_its_help_lists() {
 
 #[test]
 fn something_that_is_not_a_paxlock_binary_is_refused_with_its_path() {
+    let _scripts = one_script_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let failing = fake_paxlock(dir.path(), "error: unrecognized subcommand 'serve'", 2).unwrap();
     let err = NodeBinary::probe(&failing).unwrap_err();
