@@ -165,8 +165,10 @@ impl Config {
     }
 }
 
-/// Splits `host:port` (or `[v6]:port`) into the host and the port.
-pub(crate) fn split_host_port(endpoint: &str) -> Option<(&str, u16)> {
+/// Splits `host:port` (or `[v6]:port`) into the host and the port; `None`
+/// if it is not of that form (no port, a port that is not a number, no
+/// host).
+pub fn split_host_port(endpoint: &str) -> Option<(&str, u16)> {
     let (host, port) = endpoint.rsplit_once(':')?;
     let port = port.parse().ok()?;
     let host = host.trim_start_matches('[').trim_end_matches(']');

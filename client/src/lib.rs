@@ -34,7 +34,8 @@ pub mod wire;
 pub use access::{AccessRule, AccessRules, Permission, QuotaRule};
 pub use client::{Client, ConnectOptions, MAX_RUNNING_WAITS};
 pub use config::{
-    Config, TlsFiles, DEFAULT_DEAD_NODE_TIMEOUT, DEFAULT_DRIFT_PPM, DEFAULT_MEMBER_SYNC_INTERVAL,
+    split_host_port, Config, TlsFiles, DEFAULT_DEAD_NODE_TIMEOUT, DEFAULT_DRIFT_PPM,
+    DEFAULT_MEMBER_SYNC_INTERVAL,
 };
 pub use election::{CampaignBuilder, Election, LeaderEvent, LeaderInfo, LeaderWatch, Leadership};
 pub use error::Error;

@@ -207,6 +207,26 @@ pub struct AccessConfig {
     pub revocations: Option<PathBuf>,
 }
 
+/// The part a joining node asks for (`join_as`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JoinPart {
+    /// Added as a learner, then promoted once caught up.
+    #[default]
+    Voter,
+    /// A learner: it receives the log and never votes.
+    Learner,
+}
+
+impl From<JoinPart> for paxlock_core::node_membership::JoinAs {
+    fn from(part: JoinPart) -> Self {
+        match part {
+            JoinPart::Voter => Self::Voter,
+            JoinPart::Learner => Self::Learner,
+        }
+    }
+}
+
 /// The whole node configuration.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -229,10 +249,28 @@ pub struct NodeConfig {
     pub peers: Vec<PeerConfig>,
     /// This node joins a running cluster: it is not one of the first
     /// voters (`peers` lists them, exactly as the first nodes' configs
-    /// did) and takes part only once an administrator has added it
-    /// (`paxlock members add ID --addr LISTEN`, or `members replace`).
+    /// did) and takes part only once it is added: by an administrator
+    /// (`paxlock members add ID --addr LISTEN`, or `members replace`), or
+    /// at its own request with `join_via`.
     #[serde(default)]
     pub join: bool,
+    /// Members (`host:port`, as clients reach them) this node asks to add
+    /// it, in turn, until it has the part `join_as` says (`paxlock serve
+    /// --join ADDR` adds to them). Implies `join`. The members reach it at
+    /// `advertise`, else `listen`, which must then be an address they can
+    /// dial. Its node certificate is its credential: keep the CA key to
+    /// those who may add members.
+    #[serde(default)]
+    pub join_via: Vec<String>,
+    /// The address (ip:port) the other members reach this node at, where
+    /// that is not `listen` (a proxy or address translation in front of
+    /// it): what a node asking to join gives the cluster.
+    #[serde(default)]
+    pub advertise: Option<SocketAddr>,
+    /// The part a node with `join_via` asks for: `"voter"` (added as a
+    /// learner, promoted once caught up; the default) or `"learner"`.
+    #[serde(default)]
+    pub join_as: JoinPart,
     /// Where to serve `/metrics` (Prometheus) and `/health` over HTTP; keep
     /// it on a private address. Absent: no endpoint.
     #[serde(default)]
@@ -291,11 +329,19 @@ fn default_heartbeat() -> Duration {
 impl NodeConfig {
     /// Reads, parses and validates `path`.
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        Self::from_file_joining(path, &[])
+    }
+
+    /// Reads and parses `path`, adds `join_via` to its members to ask (as
+    /// `paxlock serve --join` does), and validates the whole.
+    pub fn from_file_joining(path: &Path, join_via: &[String]) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_path_buf(),
             source,
         })?;
-        let mut config = Self::from_toml(&text, path)?;
+        let mut config = Self::parse(&text, path)?;
+        config.join_via.extend_from_slice(join_via);
+        config.validate(path)?;
         let base = path.parent().unwrap_or(Path::new("."));
         config.resolve_paths(base);
         Ok(config)
@@ -303,12 +349,27 @@ impl NodeConfig {
 
     /// Parses and validates TOML text; `path` is only used in messages.
     pub fn from_toml(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        let config: NodeConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })?;
+        let config = Self::parse(text, path)?;
         config.validate(path)?;
         Ok(config)
+    }
+
+    fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Where the other members reach this node: `advertise`, else `listen`.
+    pub fn reached_at(&self) -> SocketAddr {
+        self.advertise.unwrap_or(self.listen)
+    }
+
+    /// Whether this node joins a running cluster (`join`, or members to
+    /// ask in `join_via`) rather than being one of its first voters.
+    pub fn joins(&self) -> bool {
+        self.join || !self.join_via.is_empty()
     }
 
     fn validate(&self, path: &Path) -> Result<(), ConfigError> {
@@ -342,9 +403,29 @@ impl NodeConfig {
                 ));
             }
         }
-        let cluster_size = self.peers.len() + usize::from(!self.join);
+        for (i, member) in self.join_via.iter().enumerate() {
+            if paxlock::split_host_port(member).is_none() {
+                return Err(invalid(
+                    &format!("join_via[{i}]"),
+                    format!("{member:?} is not host:port (a member's address, as clients use it)"),
+                ));
+            }
+        }
+        if !self.join_via.is_empty()
+            && (self.listen.ip().is_unspecified() || self.listen.port() == 0)
+        {
+            return Err(invalid(
+                "listen",
+                format!(
+                    "{} cannot be dialled: a node that asks to join gives the members its \
+                     `listen` address, so it must be the address (ip:port) they reach it at",
+                    self.listen
+                ),
+            ));
+        }
+        let cluster_size = self.peers.len() + usize::from(!self.joins());
         if !matches!(cluster_size, 1 | 3 | 5 | 7) {
-            let listed = if self.join {
+            let listed = if self.joins() {
                 "the first voters listed"
             } else {
                 "a cluster of"
@@ -511,6 +592,56 @@ addr = "127.0.0.1:7003"
         assert_eq!(machine.limits.max_sessions, 7);
         assert_eq!(machine.lock_delay_ms, 15_000);
         assert_eq!(machine.election_history_len, 500);
+        Ok(())
+    }
+
+    #[test]
+    fn members_to_ask_imply_joining_and_need_a_dialable_listen_address() -> Result<(), ConfigError>
+    {
+        // Node 4 joins the cluster of nodes 1-3 (all listed as first voters).
+        let joiner = GOOD.replacen("node_id = 1", "node_id = 4", 1).replacen(
+            "listen = \"127.0.0.1:7001\"",
+            "listen = \"127.0.0.1:7004\"",
+            1,
+        ) + "[[peers]]\nid = 1\naddr = \"127.0.0.1:7001\"\n";
+        let asks = joiner.replacen(
+            "node_id = 4",
+            "node_id = 4\njoin_via = [\"127.0.0.1:7001\"]\njoin_as = \"learner\"",
+            1,
+        );
+        let config = NodeConfig::from_toml(&asks, Path::new("n.toml"))?;
+        assert!(config.joins() && !config.join);
+        assert_eq!(config.join_as, JoinPart::Learner);
+        let options = crate::node::NodeOptions::from(&config);
+        assert!(options.join);
+        assert_eq!(
+            options.ask_to_join.map(|a| (a.via, a.part)),
+            Some((
+                vec!["127.0.0.1:7001".to_string()],
+                paxlock_core::node_membership::JoinAs::Learner
+            ))
+        );
+        // Without anyone to ask (nor `join`), four first voters are refused.
+        assert!(NodeConfig::from_toml(&joiner, Path::new("n.toml")).is_err());
+        let refused = |text: &str, expected_key: &str| {
+            let err = NodeConfig::from_toml(text, Path::new("n.toml"));
+            assert!(
+                matches!(&err, Err(ConfigError::Invalid { key, .. }) if key == expected_key),
+                "{err:?}"
+            );
+        };
+        refused(
+            &asks.replacen(
+                "listen = \"127.0.0.1:7004\"",
+                "listen = \"0.0.0.0:7004\"",
+                1,
+            ),
+            "listen",
+        );
+        refused(
+            &asks.replacen("[\"127.0.0.1:7001\"]", "[\"127.0.0.1\"]", 1),
+            "join_via[0]",
+        );
         Ok(())
     }
 

@@ -1,6 +1,7 @@
 //! Membership changes on real `paxlock serve` processes: every first voter
 //! of a running cluster is replaced, one by one, by a node that joins
-//! (`join = true`), while clients hand a lock over and over and one
+//! (two ask to with `serve --join`, one is added by the administrator),
+//! while clients hand a lock over and over and one
 //! client holds an election's leadership; the refusals an administrator meets
 //! (unreachable node, non-administrator, a removed id reused), a node
 //! removed while down that is told so when back, and the removal of the
@@ -92,14 +93,34 @@ fn every_first_voter_is_replaced_while_locks_and_a_leadership_carry_on() -> Test
     if !goes_on(&handing) {
         return stopped("before any change".into(), handing);
     }
+    // Nodes 4 and 6 ask to join (`serve --join`, naming members that may
+    // be followers, or gone: node 1 is by the time node 6 starts); node 5
+    // is added by the administrator, step by step.
     for (old, new) in [(1, 4), (2, 5), (3, 6)] {
-        cluster.spawn(new)?;
         let addr = cluster.addr(new).parse()?;
-        let steps = [
+        let mut steps = vec![
             MemberChange::AddLearner { id: new, addr },
             MemberChange::Promote(new),
-            MemberChange::Remove(old),
         ];
+        if new == 5 {
+            cluster.spawn(new)?;
+        } else {
+            // Node 4 names node 1 (the leader or not) and node 2; node 6
+            // names node 1, gone by then, and node 4.
+            let other = if new == 4 { 2 } else { 4 };
+            cluster.spawn_asking_to_join(new, &[cluster.addr(1), cluster.addr(other)])?;
+            steps.clear();
+            common::wait_until(
+                || Ok(runtime.block_on(admin.members())?.voters().contains(&new)),
+                || format!("node {new} is not a voter:\n{}", cluster.log_tail(new, 10)),
+            )?;
+            assert!(
+                cluster.log(new).contains("joined the cluster as a voter"),
+                "{}",
+                cluster.log_tail(new, 5)
+            );
+        }
+        steps.push(MemberChange::Remove(old));
         for step in steps {
             // As `paxlock members replace` does: a learner still catching
             // up with a busy leader is asked again.

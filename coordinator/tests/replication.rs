@@ -53,6 +53,7 @@ async fn start_recorded_cluster(
         let options = NodeOptions {
             node_id: id,
             join: false,
+            ask_to_join: None,
             cluster_id: "test".into(),
             listen: addrs[(id - 1) as usize],
             peers: (1..=3u64)

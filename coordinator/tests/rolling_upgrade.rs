@@ -56,7 +56,9 @@ fn a_cluster_upgraded_one_node_at_a_time_keeps_serving_and_loses_nothing() -> Te
     }
     let previous = previous_release_bin().ok_or("no previous release")?;
     // Snapshots every 20 slots: restarted nodes catch up across them.
-    let mut cluster = ProcessCluster::prepare(3, "snapshot_every_slots = 20")?;
+    // Node 4, a spare, asks to join during the upgrade and after it.
+    let mut cluster =
+        ProcessCluster::prepare_spec(3, "snapshot_every_slots = 20", |spec| spec.spares(1))?;
     for id in 1..=3 {
         cluster.spawn_binary(id, &previous)?;
     }
@@ -168,6 +170,21 @@ fn a_cluster_upgraded_one_node_at_a_time_keeps_serving_and_loses_nothing() -> Te
             }
             let status = runtime.block_on(common::node_status(&cluster, id))?;
             assert_eq!(status.voters, vec![1, 2, 3], "{status:?}");
+            // A node of this release asking an older node to add it is
+            // told that node does not take join requests, and why.
+            if step == 0 {
+                cluster.spawn_asking_to_join(4, &[cluster.addr(old)])?;
+                common::wait_until(
+                    || Ok(cluster.log(4).contains("does not take join requests")),
+                    || {
+                        format!(
+                            "node 4 never said node {old} takes no join requests:\n{}",
+                            cluster.log_tail(4, 10)
+                        )
+                    },
+                )?;
+                cluster.kill(4);
+            }
         }
     }
     runtime.block_on(async {
@@ -176,6 +193,17 @@ fn a_cluster_upgraded_one_node_at_a_time_keeps_serving_and_loses_nothing() -> Te
         leadership.proclaim(b"v3".to_vec()).await?;
         Ok::<_, Box<dyn std::error::Error>>(())
     })?;
+    // Upgraded, the members add node 4 at its own request.
+    cluster.spawn_asking_to_join(4, &[cluster.addr(order[2])])?;
+    common::wait_until(
+        || Ok(runtime.block_on(client.members())?.voters().contains(&4)),
+        || {
+            format!(
+                "node 4 did not join after the upgrade:\n{}",
+                cluster.log_tail(4, 10)
+            )
+        },
+    )?;
     assert!(
         tokens.windows(2).all(|w| w[0] < w[1]),
         "fencing tokens went backwards across the upgrade: {tokens:?}"

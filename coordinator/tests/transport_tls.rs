@@ -6,8 +6,11 @@ mod common;
 use common::*;
 use paxlock::wire::{codes, CLIENT_ALPN_V1};
 use paxlock_certs::{ClusterCa, Validity};
+use paxlock_coordinator::transport::join::JOIN_ALPN;
 use paxlock_coordinator::transport::peer_version::PEER_ALPN_V3 as PEER_ALPN;
 use paxlock_coordinator::transport::TransportMetrics;
+use paxlock_peer_codec::proto::{join_reply::Outcome, JoinReply, JoinRequest};
+use std::time::Duration;
 
 // TLS alert numbers (RFC 8446 §6); QUIC carries them as 0x100 + alert.
 const ALERT_CERTIFICATE_EXPIRED: u8 = 45;
@@ -236,6 +239,7 @@ async fn peers_with_matching_certificates_connect() -> TestResult {
     let options = paxlock_coordinator::node::NodeOptions {
         node_id: 2,
         join: false,
+        ask_to_join: None,
         cluster_id: "test".into(),
         listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
         peers: [(1, node1.local_addr()?)].into_iter().collect(),
@@ -311,4 +315,107 @@ async fn peer_hello_verdict(
     };
     paxlock::wire::write_frame(&mut send, &hello).await?;
     Ok(tokio::time::timeout(PATIENCE, conn.closed()).await?)
+}
+
+/// Dials `node` with the join ALPN presenting `cert`, asks to join as node
+/// `claimed_id` reachable at `addr`, and returns the reply, or how the node
+/// closed the connection instead.
+async fn join_verdict(
+    ca: &ClusterCa,
+    node: &paxlock_coordinator::node::Node,
+    cert: &paxlock_certs::Issued,
+    claimed_id: u64,
+    addr: &str,
+) -> Result<Result<JoinReply, quinn::ConnectionError>, Box<dyn std::error::Error>> {
+    let conn = client_endpoint()?
+        .connect_with(
+            client_config(ca, Some(cert), JOIN_ALPN)?,
+            node.local_addr()?,
+            "node-1.paxlock",
+        )?
+        .await?;
+    let (mut send, mut recv) = conn.open_bi().await?;
+    let request = JoinRequest {
+        cluster_id: "test".into(),
+        node_id: claimed_id,
+        config_digest: shared_digest(),
+        addr: addr.into(),
+        voter: true,
+    };
+    paxlock::wire::write_frame(&mut send, &request).await?;
+    let reply = tokio::time::timeout(
+        PATIENCE,
+        paxlock::wire::read_frame::<JoinReply, _>(&mut recv),
+    )
+    .await?;
+    Ok(match reply {
+        Ok(Some(reply)) => Ok(reply),
+        _ => Err(tokio::time::timeout(PATIENCE, conn.closed()).await?),
+    })
+}
+
+#[tokio::test]
+async fn only_a_node_certificate_naming_the_id_may_ask_to_join_and_bad_asks_change_nothing(
+) -> TestResult {
+    let ca = ClusterCa::generate("test")?;
+    let node = start_lone_node(&ca, 1)?;
+    // A client's session is opened by the leader: once it has one, node 1
+    // leads.
+    let client_cert = ca.client_cert("reader", Validity::default())?;
+    let reader = paxlock::Client::connect_with(
+        material(&ca, &client_cert)?,
+        client_options(
+            vec![node.local_addr()?.to_string()],
+            Duration::from_secs(10),
+        ),
+    )
+    .await?;
+    let closed_with =
+        |verdict: Result<JoinReply, quinn::ConnectionError>, code: u32, says: &str| match verdict {
+            Err(quinn::ConnectionError::ApplicationClosed(close)) => {
+                assert_eq!(close.error_code, code.into());
+                let reason = String::from_utf8_lossy(&close.reason);
+                assert!(reason.contains(says), "{reason}");
+            }
+            other => panic!("expected an application close, got {other:?}"),
+        };
+    // A client certificate is no node's, whatever it asks.
+    let client = ca.client_cert("app", Validity::default())?;
+    let verdict = join_verdict(&ca, &node, &client, 2, "127.0.0.1:7002").await?;
+    closed_with(
+        verdict,
+        codes::PEER_IDENTITY_MISMATCH,
+        "not a node certificate",
+    );
+    // Node 2's certificate cannot ask for node 3.
+    let node2 = ca.node_cert(2, &[], Validity::default())?;
+    let verdict = join_verdict(&ca, &node, &node2, 3, "127.0.0.1:7003").await?;
+    closed_with(
+        verdict,
+        codes::PEER_IDENTITY_MISMATCH,
+        "does not name node 3",
+    );
+    // An address nobody can dial, and one where nothing answers as node 2:
+    // refused, saying why.
+    let refused = |verdict: Result<JoinReply, quinn::ConnectionError>, says: &str| {
+        let reply = verdict.expect("a reply");
+        assert_eq!(reply.outcome(), Outcome::Refused, "{reply:?}");
+        assert!(reply.reason.contains(says), "{reply:?}");
+    };
+    refused(
+        join_verdict(&ca, &node, &node2, 2, "0.0.0.0:7002").await?,
+        "not an address members can reach",
+    );
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0")?.local_addr()?;
+    refused(
+        join_verdict(&ca, &node, &node2, 2, &silent.to_string()).await?,
+        "cannot be reached",
+    );
+    // Nothing changed: the lone node is still the only member.
+    let members = reader.members().await?;
+    assert_eq!(members.voters(), vec![1], "{members:?}");
+    assert!(members.learners().is_empty(), "{members:?}");
+    let _ = reader.close().await;
+    node.shutdown().await;
+    Ok(())
 }

@@ -21,7 +21,13 @@
 //!   removal was chosen, whichever is first (until then it still votes on
 //!   the slots it decides, which the leader fills at once);
 //! - **no message to a removed member** ([`sends_to`]): its id never comes
-//!   back, whoever still names it.
+//!   back, whoever still names it;
+//! - **a joining node asks for one step at a time** ([`join_step`]): a
+//!   node started with `--join` asks to be added as a learner, then to be
+//!   promoted; the leader decides which step from the members in effect,
+//!   so an answer lost or a node restarted mid-way never makes a step
+//!   twice, and the promotion passes the same catch-up check as an
+//!   administrator's.
 
 use crate::paxos::{Membership, MembershipChange, MembershipError, Nanos, NodeId};
 
@@ -119,6 +125,52 @@ impl<T> AdminChange<T> {
     }
 }
 
+/// The part a joining node asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JoinAs {
+    /// A learner: it receives the log and never votes.
+    Learner,
+    /// A voter: added as a learner, then promoted once caught up.
+    Voter,
+}
+
+/// What the leader does with a join request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JoinStep {
+    /// The members in effect already give the node the part it asked for
+    /// (a voter asking to be a learner is not demoted).
+    Joined,
+    /// Make this change (through [`route`] and the shell's checks, as an
+    /// administrator's), and let the node ask again for the next step.
+    Make(MembershipChange),
+}
+
+/// What leader-side step node `node`, listening at `address` and asking to
+/// be `wanted`, takes next, given `in_effect`, the membership deciding the
+/// leader's commit index: add it as a learner, promote it, or nothing.
+/// A removed id is refused ([`MembershipError::Retired`]): it never comes
+/// back, whoever asks.
+pub fn join_step(
+    node: NodeId,
+    address: Option<std::net::SocketAddr>,
+    wanted: JoinAs,
+    in_effect: &Membership,
+) -> Result<JoinStep, MembershipError> {
+    if in_effect.retired.contains(&node) {
+        return Err(MembershipError::Retired);
+    }
+    if in_effect.voters.contains(&node) {
+        return Ok(JoinStep::Joined);
+    }
+    if !in_effect.learners.contains(&node) {
+        return Ok(JoinStep::Make(MembershipChange::AddLearner(node, address)));
+    }
+    match wanted {
+        JoinAs::Learner => Ok(JoinStep::Joined),
+        JoinAs::Voter => Ok(JoinStep::Make(MembershipChange::Promote(node))),
+    }
+}
+
 /// When a removed node stops.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RemovalWatch {
@@ -186,6 +238,44 @@ mod tests {
         assert_eq!(
             route(MembershipChange::AddLearner(NodeId(4), None), me, &added),
             Ok(Route::AlreadyMade)
+        );
+    }
+
+    #[test]
+    fn a_joining_node_is_added_then_promoted_one_step_per_request() {
+        let node = NodeId(4);
+        let wanted = JoinAs::Voter;
+        let mut m = three();
+        let mut steps = Vec::new();
+        while let JoinStep::Make(change) = join_step(node, None, wanted, &m).expect("joins") {
+            steps.push(change);
+            m = m.apply(change).expect("the step applies");
+        }
+        assert_eq!(
+            steps,
+            [
+                MembershipChange::AddLearner(node, None),
+                MembershipChange::Promote(node)
+            ]
+        );
+        assert!(m.voters.contains(&node));
+        // A voter asking to be a learner is not demoted; a learner asking
+        // for that part is done.
+        assert_eq!(
+            join_step(node, None, JoinAs::Learner, &m),
+            Ok(JoinStep::Joined)
+        );
+        let learner = three()
+            .apply(MembershipChange::AddLearner(node, None))
+            .expect("adds");
+        assert_eq!(
+            join_step(node, None, JoinAs::Learner, &learner),
+            Ok(JoinStep::Joined)
+        );
+        let removed = m.apply(MembershipChange::Remove(node)).expect("removes");
+        assert_eq!(
+            join_step(node, None, wanted, &removed),
+            Err(MembershipError::Retired)
         );
     }
 

@@ -195,6 +195,23 @@ impl Cluster {
 
     /// Starts node `id` running `binary` (an older release, say).
     pub fn spawn_with(&mut self, id: u64, binary: &NodeBinary) -> Result<(), LaunchError> {
+        self.spawn_with_args(id, binary, &[])
+    }
+
+    /// Starts spare node `id` with `serve --join MEMBER` for each of
+    /// `members` (`host:port`): it asks them to add it as a voter.
+    pub fn spawn_asking_to_join(&mut self, id: u64, members: &[String]) -> Result<(), LaunchError> {
+        let binary = self.binary.clone();
+        let args: Vec<&str> = members.iter().flat_map(|m| ["--join", m]).collect();
+        self.spawn_with_args(id, &binary, &args)
+    }
+
+    fn spawn_with_args(
+        &mut self,
+        id: u64,
+        binary: &NodeBinary,
+        extra_args: &[&str],
+    ) -> Result<(), LaunchError> {
         let node = self.node(id)?.clone();
         if self.is_running(id) {
             return Err(LaunchError::AlreadyRunning(id));
@@ -211,6 +228,7 @@ impl Cluster {
             .arg("serve")
             .arg("--config")
             .arg(self.config_path(id))
+            .args(extra_args)
             .current_dir(&self.spec.dir)
             .stdin(Stdio::null());
         if let (Some(threads), true) = (self.spec.worker_threads, binary.takes_worker_threads()) {

@@ -258,6 +258,11 @@ impl ClusterSpec {
         );
         if node.joins {
             text.push_str("join = true\n");
+            // Asking to join, it gives the members the address they
+            // reach it at: the proxy's, where there is one.
+            if node.public != node.listen {
+                text.push_str(&format!("advertise = \"{}\"\n", node.public));
+            }
         }
         text.push_str(&self.top_level);
         text.push_str(&format!(

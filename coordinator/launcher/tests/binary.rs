@@ -14,7 +14,9 @@ use paxlock_launcher::{LaunchError, NodeBinary};
 /// descriptor until it execs: the two tests must not overlap.
 fn one_script_at_a_time() -> MutexGuard<'static, ()> {
     static SCRIPTS: Mutex<()> = Mutex::new(());
-    SCRIPTS.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    SCRIPTS
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// A fake `paxlock` whose `serve --help` prints `help` (and exits

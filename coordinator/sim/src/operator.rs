@@ -4,10 +4,14 @@
 //! first), replaces a voter that has just crashed for good, grows 3 voters
 //! to 5 and shrinks back. It asks a leader's shell for each step
 //! (`Engine::admin_request`, the node's own routing and bookkeeping of an
-//! administrator's change), and asks again what was refused.
+//! administrator's change), and asks again what was refused. A spare joins
+//! as a node started with `--join` does: the step it asks for next is the
+//! one `node_membership::join_step` gives from the leader's members in
+//! effect.
 
 use std::collections::VecDeque;
 
+use paxlock_core::node_membership::{join_step, JoinAs, JoinStep};
 use paxlock_core::paxos::{Input, Membership, MembershipChange, NodeId};
 
 use super::engine::{Engine, Event, SimConfig, Workload, MS, SEC};
@@ -28,11 +32,20 @@ pub(crate) fn spare_ids(cfg: &SimConfig, first_voters: usize) -> Vec<NodeId> {
         .collect()
 }
 
+/// One operation the operator plans.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    /// An administrator's change.
+    Change(MembershipChange),
+    /// A spare asking to join as a voter, one step at a time.
+    Join(NodeId),
+}
+
 /// What the operator plans and has done.
 #[derive(Debug, Default)]
 pub(crate) struct Operator {
-    /// The membership changes still to make, in order.
-    plan: VecDeque<MembershipChange>,
+    /// The operations still to make, in order.
+    plan: VecDeque<Step>,
     /// Ids never used yet.
     spares: VecDeque<NodeId>,
     /// Changes seen made in a leader's membership.
@@ -51,9 +64,13 @@ impl Operator {
     }
 }
 
-/// Whether `latest` already shows `change` made (or made moot: the node
+/// Whether `latest` already shows `step` made (or made moot: the node
 /// was removed meanwhile).
-fn change_made(latest: &Membership, change: MembershipChange) -> bool {
+fn step_made(latest: &Membership, step: Step) -> bool {
+    let change = match step {
+        Step::Change(change) => change,
+        Step::Join(node) => MembershipChange::Promote(node),
+    };
     let node = change.node();
     latest.retired.contains(&node)
         || match change {
@@ -93,10 +110,11 @@ pub(crate) fn tick<W: Workload>(sim: &mut Engine<W>) {
         return;
     };
     let latest = replica.membership().latest().clone();
+    let in_effect = replica.membership().at(replica.commit_index()).clone();
     let op = &mut sim.operator;
     op.last_voters = latest.voters.iter().map(|n| n.0).collect();
     while let Some(&step) = op.plan.front() {
-        if !change_made(&latest, step) {
+        if !step_made(&latest, step) {
             break;
         }
         op.plan.pop_front();
@@ -111,10 +129,22 @@ pub(crate) fn tick<W: Workload>(sim: &mut Engine<W>) {
     let Some(&step) = sim.operator.plan.front() else {
         return;
     };
+    let change = match step {
+        Step::Change(change) => change,
+        Step::Join(node) => match join_step(node, None, JoinAs::Voter, &in_effect) {
+            Ok(JoinStep::Make(change)) => change,
+            // Joined in effect: the latest membership shows it next tick.
+            Ok(JoinStep::Joined) => return,
+            Err(_) => {
+                sim.operator.plan.pop_front();
+                return;
+            }
+        },
+    };
     // The leader's shell routes it (`Engine::admin_request`): a leader to
     // remove hands leadership over first.
     let at = sim.now + sim.rng.range(100_000, 2 * MS);
-    let input = Input::ChangeMembership(step);
+    let input = Input::ChangeMembership(change);
     sim.schedule(at, Event::Operator { to: leader, input });
 }
 
@@ -129,18 +159,25 @@ fn plan_next_operation<W: Workload>(sim: &mut Engine<W>, latest: &Membership) {
     let shrink = op == 2 && voters.len() > 3;
     let plan = &mut sim.operator.plan;
     if shrink {
-        plan.push_back(MembershipChange::Remove(victim));
+        plan.push_back(Step::Change(MembershipChange::Remove(victim)));
         return;
     }
     let Some(new) = sim.operator.spares.pop_front() else {
         return;
     };
-    plan.push_back(MembershipChange::AddLearner(new, None));
-    plan.push_back(MembershipChange::Promote(new));
+    // Spares of even id join at their own request, the others are added
+    // by the administrator step by step (decided by id, not drawn, so the
+    // random stream, and every seed kept as a regression, is unchanged).
+    if new.0 % 2 == 0 {
+        plan.push_back(Step::Join(new));
+    } else {
+        plan.push_back(Step::Change(MembershipChange::AddLearner(new, None)));
+        plan.push_back(Step::Change(MembershipChange::Promote(new)));
+    }
     if grow && voters.len() < 5 {
         return;
     }
-    plan.push_back(MembershipChange::Remove(victim));
+    plan.push_back(Step::Change(MembershipChange::Remove(victim)));
     // It comes back only when the run heals, as a removed node.
     if sim.rng.range(0, 1) == 0 {
         if let Some(i) = sim.nodes.iter().position(|n| n.id == victim) {

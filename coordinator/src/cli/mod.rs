@@ -57,6 +57,15 @@ pub enum Command {
         /// included, instead of leaving it running and holding its port.
         #[arg(long)]
         exit_with_parent: bool,
+        /// Join a running cluster: ask the member at ADDR (`host:port`, as
+        /// clients reach it; repeat for more) to add this node, then to
+        /// promote it once caught up (`join_as = "learner"` stops at a
+        /// learner). The same as listing ADDR in `join_via`. The config
+        /// names the cluster's first voters as `[[peers]]` and a `listen`
+        /// address the members can dial; the node's certificate names its
+        /// id (paxlock certs issue-node).
+        #[arg(long, value_name = "ADDR")]
+        join: Vec<String>,
     },
     /// Start a local cluster on loopback with fresh dev certificates.
     Dev(dev::DevArgs),
@@ -185,8 +194,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve {
             config,
             exit_with_parent,
+            join,
             ..
-        } => serve::run(&config, exit_with_parent).await.map(ok),
+        } => serve::run(&config, exit_with_parent, &join).await.map(ok),
         Command::Dev(args) => dev::run(args).await.map(ok),
         Command::Certs { action } => certs::run(action).map(ok),
         Command::Acl { action } => acl::run(action).await.map(ok),

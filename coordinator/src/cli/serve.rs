@@ -52,9 +52,14 @@ async fn stdin_closed() {
 }
 
 /// Runs a node from its config file; with `exit_with_parent`, stops when
-/// its standard input closes (see `paxlock serve --exit-with-parent`).
-pub async fn run(config_path: &Path, exit_with_parent: bool) -> anyhow::Result<()> {
-    let config = NodeConfig::from_file(config_path)?;
+/// its standard input closes (see `paxlock serve --exit-with-parent`); it
+/// asks the members at `join` (and `join_via`) to add it.
+pub async fn run(
+    config_path: &Path,
+    exit_with_parent: bool,
+    join: &[String],
+) -> anyhow::Result<()> {
+    let config = NodeConfig::from_file_joining(config_path, join)?;
     #[cfg(feature = "canary")]
     if let Some(canary) = crate::canary::install_from_env()? {
         tracing::warn!(%canary, "CANARY BUILD: this node runs with a durability rule switched off");

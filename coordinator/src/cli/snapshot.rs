@@ -175,7 +175,7 @@ fn save_from_data_dir(file: &Path, node_config: &Path, accepted: bool) -> anyhow
 
 fn restore(file: &Path, config_path: &Path, bump: u64) -> anyhow::Result<()> {
     let config = NodeConfig::from_file(config_path)?;
-    if config.join {
+    if config.joins() {
         bail!(
             "{} has join = true: restore the new cluster's first voters only (join = false); \
              nodes added later catch up from them",

@@ -1,5 +1,6 @@
-//! The membership requests: `ListMembers` (anyone) and `ChangeMembership`
-//! (administrators), answered by the node from its consensus loop's view.
+//! The membership requests: `ListMembers` (anyone), `ChangeMembership`
+//! (administrators) and a joining node's request (its node certificate),
+//! answered by the node from its consensus loop's view.
 //!
 //! A change goes to the consensus loop of the leader, which hands it to the
 //! core (every rule about when a change may be made is the core's); an
@@ -19,10 +20,12 @@ use crate::metrics::NodeMetrics;
 use crate::paxos::{MembershipChange, MembershipError, NodeId, RejectReason};
 use crate::service::errors::error;
 use crate::service::{access, Context};
+use crate::transport::join;
 use crate::transport::peer_version::{PeerVersion, PeerVersions};
 use crate::transport::NodeEndpoint;
 use paxlock_core::access::Permission;
-use paxlock_core::node_membership::{self, Route};
+use paxlock_core::node_membership::{self, JoinAs, JoinStep, Route};
+use paxlock_peer_codec::proto::{join_reply::Outcome, JoinReply};
 
 /// How long a change asked to `wait` may take to be in effect before the
 /// answer says it is still pending. A change normally is in effect within
@@ -91,6 +94,47 @@ impl MembersView<'_> {
             .check_access(caller, Permission::Admin, "")
             .map_err(|denied| access::denied(shared, &denied))?;
         let change = parse(request)?;
+        self.make(change, request.wait).await?;
+        Ok(response::Result::Members(self.list()))
+    }
+
+    /// Takes the next step of node `node` (reachable at `addr`), which
+    /// asked to join as `wanted` (see `transport::join`): the leader adds
+    /// it as a learner or promotes it, through the same checks as an
+    /// administrator's change; any other node points at the leader.
+    pub async fn join(&self, node: u64, addr: SocketAddr, wanted: JoinAs) -> JoinReply {
+        let members = self.context.status.borrow().members.clone();
+        let step = node_membership::join_step(NodeId(node), Some(addr), wanted, &members);
+        let made = match step {
+            Err(e) => return join::reply(Outcome::Refused, format!("node {node}: {e}")),
+            Ok(JoinStep::Joined) => Ok(()),
+            Ok(JoinStep::Make(change)) => self.make(change, true).await,
+        };
+        match made {
+            Ok(()) => {
+                let members = self.context.status.borrow().members.clone();
+                if members.voters.contains(&NodeId(node)) {
+                    join::reply(Outcome::Voter, "a voter")
+                } else {
+                    join::reply(Outcome::Learner, "a learner")
+                }
+            }
+            Err(e) if e.code() == ErrorCode::NotLeader => JoinReply {
+                leader_addr: e.leader_addr,
+                ..join::reply(Outcome::AskLeader, e.message)
+            },
+            // Whatever this leader could not finish, the next request
+            // finds in the members and carries on from.
+            Err(e) if e.retryable || e.code() == ErrorCode::Unavailable => {
+                join::reply(Outcome::Retry, e.message)
+            }
+            Err(e) => join::reply(Outcome::Refused, e.message),
+        }
+    }
+
+    /// Makes `change` if this node leads and every check passes; with
+    /// `wait`, returns once it is in effect.
+    async fn make(&self, change: MembershipChange, wait: bool) -> Result<(), proto::Error> {
         let (leads, members) = {
             let status = self.context.status.borrow();
             (status.is_leader, status.members.clone())
@@ -104,7 +148,7 @@ impl MembersView<'_> {
         // A retry whose first answer was lost, a `replace` run again: the
         // answer is the members, as if made now.
         if route == Route::AlreadyMade {
-            return Ok(response::Result::Members(self.list()));
+            return Ok(());
         }
         self.check_every_member_upgraded(change)?;
         match route {
@@ -139,7 +183,7 @@ impl MembersView<'_> {
             Ok(Err(reason)) => return Err(self.refused(reason)),
             Err(_) => return Err(gone()),
         }
-        if request.wait {
+        if wait {
             match tokio::time::timeout(CHANGE_WAIT, done_rx).await {
                 Ok(Ok(Ok(_))) => {}
                 Ok(Ok(Err(RejectReason::NotLeader))) => {
@@ -165,7 +209,7 @@ impl MembersView<'_> {
                 }
             }
         }
-        Ok(response::Result::Members(self.list()))
+        Ok(())
     }
 
     /// Rule "membership changes wait for the upgrade": a node of the

@@ -8,6 +8,7 @@
 pub mod clock;
 pub mod directory;
 pub mod driver;
+pub mod joining;
 pub mod members;
 pub mod snapshot_export;
 
@@ -31,6 +32,7 @@ use crate::service::sessions::run_leader_scans;
 use crate::service::{lock_watch, watch as election_watch, Context, LockApplication, Shared};
 use crate::transport::client_limits::{ClientGate, ClientLimits};
 use crate::transport::client_streams::ClientService;
+use crate::transport::join::{self, JoinService};
 use crate::transport::lanes::{self, Lanes, PeerOutboxReceiver};
 use crate::transport::peer::{PeerLink, PeerSender, Sent};
 use crate::transport::peer_version::PeerVersions;
@@ -40,6 +42,8 @@ use crate::transport::{Handlers, NodeEndpoint, TlsMaterial, TransportError, Tran
 use clock::NodeClock;
 use driver::{Application, DriverHandle, DriverInput, DriverStatus, Durability};
 use paxlock_core::access::Admins;
+use paxlock_core::node_membership::JoinAs;
+use paxlock_peer_codec::proto::{join_reply::Outcome, JoinReply};
 use paxlock_storage::Incarnations;
 
 /// A peer link that had to withhold messages says so at most this often.
@@ -79,6 +83,9 @@ pub struct NodeOptions {
     pub peers: BTreeMap<u64, SocketAddr>,
     /// This node is not one of the first voters: it joins once added.
     pub join: bool,
+    /// Whom this node asks to add it, and as what (`join_via`); `None`:
+    /// it waits for an administrator.
+    pub ask_to_join: Option<joining::AskToJoin>,
     /// Leader heartbeat period.
     pub heartbeat_interval: Duration,
     /// Seed for the election timer's randomness.
@@ -104,7 +111,12 @@ impl From<&NodeConfig> for NodeOptions {
             cluster_id: config.cluster_id.clone(),
             listen: config.listen,
             peers: config.peers.iter().map(|p| (p.id, p.addr)).collect(),
-            join: config.join,
+            join: config.joins(),
+            ask_to_join: (!config.join_via.is_empty()).then(|| joining::AskToJoin {
+                via: config.join_via.clone(),
+                part: config.join_as.into(),
+                reach_me_at: config.reached_at(),
+            }),
             heartbeat_interval: config.heartbeat_interval,
             seed: config.node_id ^ 0x5eed,
             metrics_listen: config.metrics_listen,
@@ -321,20 +333,33 @@ impl Node {
             status: driver.status.clone(),
             shared: context.shared.clone(),
         };
+        if let Some(mut ask) = options.ask_to_join.clone() {
+            // Bound to port 0 (tests): the port actually bound.
+            if ask.reach_me_at.port() == 0 {
+                ask.reach_me_at.set_port(endpoint.local_addr()?.port());
+            }
+            tasks.push(tokio::spawn(joining::ask_until_joined(
+                endpoint.clone(),
+                ask,
+                driver.status.clone(),
+            )));
+        }
         let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let service = Arc::new(NodeService {
+            options: options.clone(),
+            endpoint: endpoint.clone(),
+            connected: connected.clone(),
+            context,
+            serves_locks,
+            metrics: node_metrics,
+            draining: draining.clone(),
+            exports: Arc::default(),
+        });
         let handlers = Handlers {
             peer_messages: peer_tx,
-            clients: Arc::new(NodeService {
-                options: options.clone(),
-                endpoint: endpoint.clone(),
-                connected: connected.clone(),
-                context,
-                serves_locks,
-                metrics: node_metrics,
-                draining: draining.clone(),
-                exports: Arc::default(),
-            }),
+            clients: service.clone(),
             client_gate,
+            joins: service,
         };
         let serving = endpoint.clone();
         tasks.push(tokio::spawn(async move { serving.serve(handlers).await }));
@@ -777,6 +802,25 @@ fn answered(request: &proto::Request, answer: Result<response::Result, proto::Er
         request_id: request.request_id,
         error,
         result,
+    }
+}
+
+impl JoinService for NodeService {
+    fn join<'a>(
+        &'a self,
+        node: u64,
+        addr: SocketAddr,
+        wanted: JoinAs,
+    ) -> Pin<Box<dyn Future<Output = JoinReply> + Send + 'a>> {
+        Box::pin(async move {
+            if self.draining() {
+                return join::reply(
+                    Outcome::Retry,
+                    "this node is shutting down; ask another member",
+                );
+            }
+            self.members().join(node, addr, wanted).await
+        })
     }
 }
 

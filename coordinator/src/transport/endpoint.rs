@@ -10,6 +10,7 @@ use super::client_limits::ClientGate;
 use super::client_limits::HandshakeVerdict;
 use super::client_streams::{serve_connection, ClientService};
 use super::identity::{client_identity, peer_certificates};
+use super::join::{self, JoinService, JOIN_ALPN};
 use super::lanes::PeerInbox;
 use super::metrics::TransportMetrics;
 use super::negotiated_alpn;
@@ -37,6 +38,8 @@ pub struct Handlers {
     pub clients: Arc<dyn ClientService>,
     /// What client connections may hold of the node.
     pub client_gate: Arc<ClientGate>,
+    /// What answers join requests from nodes that are not members yet.
+    pub joins: Arc<dyn JoinService>,
 }
 
 impl std::fmt::Debug for Handlers {
@@ -57,6 +60,7 @@ pub struct NodeEndpoint {
     cluster_id: String,
     config_digest: u64,
     peer_dial_config: quinn::ClientConfig,
+    join_dial_config: quinn::ClientConfig,
     metrics: Arc<TransportMetrics>,
     incarnations: Option<Arc<Incarnations>>,
     /// Where each authenticated peer's connections last came from.
@@ -92,6 +96,7 @@ impl NodeEndpoint {
         server_config.transport_config(transport.clone());
         let mut peer_dial_config = tls.client_config(&PEER_ALPNS)?;
         peer_dial_config.transport_config(transport);
+        let join_dial_config = tls.client_config(&[JOIN_ALPN])?;
         let endpoint = quinn::Endpoint::server(server_config, addr)
             .map_err(|source| TransportError::Bind { addr, source })?;
         Ok(NodeEndpoint {
@@ -100,11 +105,17 @@ impl NodeEndpoint {
             cluster_id: cluster_id.to_string(),
             config_digest,
             peer_dial_config,
+            join_dial_config,
             metrics,
             incarnations: None,
             removed: Arc::default(),
             heard: Arc::default(),
         })
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> u64 {
+        self.node_id
     }
 
     /// Where node `node` last dialled this node from. A node dials from the
@@ -196,6 +207,34 @@ impl NodeEndpoint {
         .await
     }
 
+    /// Asks the node at `addr` (verified as a client verifies a node: its
+    /// certificate names `server_name`) to make this node, reachable at
+    /// `reach_me_at`, a member of the part `voter` says, one step per call
+    /// (see `join`).
+    pub async fn ask_to_join(
+        &self,
+        server_name: &str,
+        addr: SocketAddr,
+        reach_me_at: SocketAddr,
+        voter: bool,
+    ) -> Result<paxlock_peer_codec::proto::JoinReply, TransportError> {
+        let request = paxlock_peer_codec::proto::JoinRequest {
+            cluster_id: self.cluster_id.clone(),
+            node_id: self.node_id,
+            config_digest: self.config_digest,
+            addr: reach_me_at.to_string(),
+            voter,
+        };
+        join::ask(
+            &self.endpoint,
+            self.join_dial_config.clone(),
+            server_name,
+            addr,
+            &request,
+        )
+        .await
+    }
+
     /// Accepts connections until the endpoint is closed, dispatching by ALPN.
     pub async fn serve(&self, handlers: Handlers) {
         while let Some(incoming) = self.endpoint.accept().await {
@@ -251,6 +290,10 @@ impl NodeEndpoint {
                             }
                             Err(e) => warn!(%remote, "peer hello failed: {e}"),
                         }
+                    }
+                    Some(alpn) if alpn == JOIN_ALPN => {
+                        join::answer(connection, &hello_as, &metrics, handlers.joins.as_ref())
+                            .await;
                     }
                     Some(alpn) if alpn == CLIENT_ALPN_V1 => {
                         match client_identity(&peer_certificates(&connection)) {

@@ -1,10 +1,12 @@
 //! QUIC transport: one quinn endpoint per node, mutual TLS on every
-//! connection, ALPN to tell peers from clients, length-capped frames.
+//! connection, ALPN to tell peers, clients and joining nodes apart,
+//! length-capped frames.
 
 pub mod client_limits;
 pub mod client_streams;
 pub mod endpoint;
 pub mod identity;
+pub mod join;
 pub mod lanes;
 pub mod log_limit;
 pub mod metrics;
@@ -63,4 +65,8 @@ pub enum TransportError {
     /// Waited too long for the other side.
     #[error("timed out: {0}")]
     Timeout(&'static str),
+    /// The other side does not speak what this node asked for (a release
+    /// without it); says what to do instead.
+    #[error("{0}")]
+    Unsupported(&'static str),
 }

@@ -131,7 +131,76 @@ pub struct HelloAs {
     pub removed: Arc<DashSet<u64>>,
 }
 
+/// Who a dialling node claims to be (in a peer hello or a join request).
+#[derive(Debug, Clone, Copy)]
+pub struct Claim<'a> {
+    /// The cluster it says it is in.
+    pub cluster_id: &'a str,
+    /// The digest of its shared settings.
+    pub config_digest: u64,
+    /// The node id it claims.
+    pub node_id: u64,
+}
+
 impl HelloAs {
+    /// Checks a dialler's claim against this node and the certificate it
+    /// presented: same cluster, same shared settings, not this node's own
+    /// id, and a node certificate naming the id. The refusal is the close
+    /// code to use and why.
+    pub fn check_claim(
+        &self,
+        claim: &Claim<'_>,
+        certs: &[rustls::pki_types::CertificateDer<'_>],
+    ) -> Result<(), (u32, String)> {
+        if claim.cluster_id != self.cluster_id {
+            return Err((
+                codes::CLUSTER_MISMATCH,
+                format!(
+                    "peer claims cluster {:?}, this node is in cluster {:?}",
+                    claim.cluster_id, self.cluster_id
+                ),
+            ));
+        }
+        if claim.config_digest != self.config_digest {
+            return Err((
+                codes::CLUSTER_MISMATCH,
+                format!(
+                    "node {} runs with different shared settings ([limits], \
+                     max_clock_drift_ppm): digest {:x}, here {:x}; every node must use the same \
+                     values",
+                    claim.node_id, claim.config_digest, self.config_digest
+                ),
+            ));
+        }
+        if claim.node_id == self.node_id {
+            return Err((
+                codes::PEER_IDENTITY_MISMATCH,
+                format!("peer claims this node's own id {}", self.node_id),
+            ));
+        }
+        verify_node_identity(certs, claim.node_id).map_err(|e| {
+            (
+                codes::PEER_IDENTITY_MISMATCH,
+                format!("peer claims node {}: {e}", claim.node_id),
+            )
+        })
+    }
+
+    /// Refuses a removed member (`REMOVED_MEMBER`), saying what to do.
+    pub fn check_not_removed(&self, node: u64) -> Result<(), (u32, String)> {
+        if !self.removed.contains(&node) {
+            return Ok(());
+        }
+        Err((
+            codes::REMOVED_MEMBER,
+            format!(
+                "node {node} was removed from the cluster and its id is never used again: it \
+                 takes no part. To bring the machine back, wipe its data directory and add it as \
+                 a new member under a new id (paxlock members add, or serve --join)"
+            ),
+        ))
+    }
+
     fn incarnation(&self) -> u64 {
         self.incarnations.as_ref().map_or(0, |i| i.own())
     }
@@ -292,7 +361,7 @@ pub async fn accept(
     me: &HelloAs,
     metrics: &TransportMetrics,
 ) -> Result<InboundPeer, TransportError> {
-    let (my_id, cluster_id, config_digest) = (me.node_id, me.cluster_id.as_str(), me.config_digest);
+    let (my_id, cluster_id) = (me.node_id, me.cluster_id.as_str());
     let remote = connection.remote_address();
     let reject = |code: u32, reason: String| {
         warn!(%remote, code, "rejected peer connection: {reason}");
@@ -316,57 +385,23 @@ pub async fn accept(
         Ok(Err(e)) => return Err(reject(codes::HELLO_REQUIRED, format!("bad hello: {e}"))),
         Err(_) => return Err(reject(codes::HELLO_REQUIRED, "no hello in time".into())),
     };
-    if hello.cluster_id != cluster_id {
-        TransportMetrics::bump(&metrics.peer_identity_rejections);
-        return Err(reject(
-            codes::CLUSTER_MISMATCH,
-            format!(
-                "peer claims cluster {:?}, this node is in cluster {cluster_id:?}",
-                hello.cluster_id
-            ),
-        ));
-    }
-    if hello.config_digest != config_digest {
-        TransportMetrics::bump(&metrics.peer_identity_rejections);
-        return Err(reject(
-            codes::CLUSTER_MISMATCH,
-            format!(
-                "node {} runs with different shared settings ([limits], max_clock_drift_ppm): \
-                 digest {:x}, here {config_digest:x}; every node must use the same values",
-                hello.node_id, hello.config_digest
-            ),
-        ));
-    }
-    if hello.node_id == my_id {
-        TransportMetrics::bump(&metrics.peer_identity_rejections);
-        return Err(reject(
-            codes::PEER_IDENTITY_MISMATCH,
-            format!("peer claims this node's own id {my_id}"),
-        ));
-    }
     let certs = peer_certificates(&connection);
-    if let Err(e) = verify_node_identity(&certs, hello.node_id) {
+    let claim = Claim {
+        cluster_id: &hello.cluster_id,
+        config_digest: hello.config_digest,
+        node_id: hello.node_id,
+    };
+    if let Err((code, reason)) = me.check_claim(&claim, &certs) {
         TransportMetrics::bump(&metrics.peer_identity_rejections);
-        return Err(reject(
-            codes::PEER_IDENTITY_MISMATCH,
-            format!("peer claims node {}: {e}", hello.node_id),
-        ));
+        return Err(reject(code, reason));
     }
     if let Err(reason) = me.check_incarnation(hello.node_id, hello.incarnation) {
         TransportMetrics::bump(&metrics.peer_identity_rejections);
         return Err(reject(codes::STALE_INCARNATION, reason));
     }
-    if me.removed.contains(&hello.node_id) {
+    if let Err((code, reason)) = me.check_not_removed(hello.node_id) {
         TransportMetrics::bump(&metrics.peer_identity_rejections);
-        return Err(reject(
-            codes::REMOVED_MEMBER,
-            format!(
-                "node {} was removed from the cluster and its id is never used again: it takes \
-                 no part. To bring the machine back, wipe its data directory and add it as a \
-                 new member under a new id (paxlock members add)",
-                hello.node_id
-            ),
-        ));
+        return Err(reject(code, reason));
     }
     let ok = PeerHelloOk {
         cluster_id: cluster_id.to_string(),

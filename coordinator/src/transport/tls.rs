@@ -14,7 +14,7 @@ use quinn::crypto::rustls::QuicServerConfig;
 use rustls::server::WebPkiClientVerifier;
 
 /// The server side of a node's endpoint: requires a client certificate from
-/// the cluster CA and offers both the client and the peer ALPN.
+/// the cluster CA and offers the client, the peer and the join ALPNs.
 pub fn server_config(material: &TlsMaterial) -> Result<quinn::ServerConfig, TlsError> {
     let provider = Arc::new(provider());
     let verifier = WebPkiClientVerifier::builder_with_provider(material.roots()?, provider.clone())
@@ -30,6 +30,7 @@ pub fn server_config(material: &TlsMaterial) -> Result<quinn::ServerConfig, TlsE
     // node offers every peer version it speaks, newest first.
     config.alpn_protocols = std::iter::once(CLIENT_ALPN_V1)
         .chain(super::peer_version::PEER_ALPNS)
+        .chain([super::join::JOIN_ALPN])
         .map(<[u8]>::to_vec)
         .collect();
     // No 0-RTT: early data can be replayed, and every request may change state.

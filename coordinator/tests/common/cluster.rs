@@ -86,7 +86,8 @@ impl ProcessCluster {
         Self::prepare_spec(nodes, top_level, |spec| spec)
     }
 
-    fn prepare_spec(
+    /// As `prepare`, with the spec adjusted by `adjust` (spares, say).
+    pub fn prepare_spec(
         nodes: u64,
         top_level: &str,
         adjust: impl FnOnce(ClusterSpec) -> ClusterSpec,
@@ -240,6 +241,15 @@ impl ProcessCluster {
     /// Starts node `id` (again); does not wait for it.
     pub fn spawn(&mut self, id: u64) -> Result<(), Box<dyn std::error::Error>> {
         Ok(self.launched.spawn(id)?)
+    }
+
+    /// Starts spare node `id` with `serve --join` naming `members`.
+    pub fn spawn_asking_to_join(
+        &mut self,
+        id: u64,
+        members: &[String],
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        Ok(self.launched.spawn_asking_to_join(id, members)?)
     }
 
     /// Starts node `id` (again) running the `paxlock` binary at `exe` (an

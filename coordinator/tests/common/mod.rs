@@ -18,6 +18,22 @@ pub type TestResult = Result<(), Box<dyn std::error::Error>>;
 /// Generous: these tests must not flake on a loaded 2-core machine.
 pub const PATIENCE: Duration = Duration::from_secs(20);
 
+/// Checks `done` every 100 ms until it holds; after `PATIENCE`, fails with
+/// `what_went_wrong`'s account.
+pub fn wait_until(
+    mut done: impl FnMut() -> Result<bool, Box<dyn std::error::Error>>,
+    what_went_wrong: impl Fn() -> String,
+) -> TestResult {
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while !done()? {
+        if std::time::Instant::now() > deadline {
+            return Err(format!("after {PATIENCE:?}: {}", what_went_wrong()).into());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(())
+}
+
 pub fn material(ca: &ClusterCa, leaf: &Issued) -> Result<TlsMaterial, Box<dyn std::error::Error>> {
     Ok(TlsMaterial::from_der(
         &ca.certificate().cert_der,
@@ -32,6 +48,7 @@ pub fn start_lone_node(ca: &ClusterCa, id: u64) -> Result<Node, Box<dyn std::err
     let options = NodeOptions {
         node_id: id,
         join: false,
+        ask_to_join: None,
         cluster_id: "test".into(),
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         peers: BTreeMap::new(),
@@ -146,6 +163,7 @@ pub async fn start_cluster(
         let options = NodeOptions {
             node_id: id,
             join: false,
+            ask_to_join: None,
             cluster_id: "test".into(),
             listen: addrs[(id - 1) as usize],
             peers,

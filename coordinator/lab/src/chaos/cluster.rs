@@ -160,14 +160,21 @@ impl ChaosCluster {
     }
 
     /// Starts the next spare node, if one is left; returns its id and the
-    /// address its peers and clients reach it at.
-    pub fn start_spare(&mut self) -> anyhow::Result<Option<(u64, SocketAddr)>> {
+    /// address its peers and clients reach it at. With `ask_to_join`, it
+    /// asks the members to add it (`serve --join`, naming every member's
+    /// address); else it waits for an administrator.
+    pub fn start_spare(&mut self, ask_to_join: bool) -> anyhow::Result<Option<(u64, SocketAddr)>> {
         if self.spares.is_empty() {
             return Ok(None);
         }
         let id = self.spares.remove(0);
         let public = self.nodes.node(id)?.public;
-        self.nodes.spawn(id)?;
+        if ask_to_join {
+            let members = self.connect_options(Duration::ZERO).endpoints;
+            self.nodes.spawn_asking_to_join(id, &members)?;
+        } else {
+            self.nodes.spawn(id)?;
+        }
         Ok(Some((id, public)))
     }
 
@@ -183,6 +190,11 @@ impl ChaosCluster {
         }
         let place = usize::try_from(drawn.saturating_sub(1)).unwrap_or(0);
         self.members[place % self.members.len()]
+    }
+
+    /// The spare node `start_spare` starts next.
+    pub fn next_spare(&self) -> Option<u64> {
+        self.spares.first().copied()
     }
 
     /// Spare nodes not started yet.

@@ -5,6 +5,8 @@
 //! members to five with two spares, or shrink five to three. A step whose
 //! answer is lost (a fault, a leader change) is asked again, which the
 //! leader answers as made if it was (`Client::change_membership_until_made`).
+//! Spares of even id join at their own request instead (`serve --join`):
+//! the administrator only waits for the members to show them as voters.
 
 use std::time::{Duration, Instant};
 
@@ -84,17 +86,30 @@ pub async fn resize(cluster: &mut ChaosCluster, admin: &Client, first: u64) -> O
     ))
 }
 
-/// Starts the next spare node, adds it as a learner and promotes it.
+/// Starts the next spare node and makes it a voter: it asks to join by
+/// itself (even ids), or the administrator adds it as a learner and
+/// promotes it.
 async fn join_spare(
     cluster: &mut ChaosCluster,
     admin: &Client,
     deadline: Instant,
 ) -> Result<u64, String> {
-    let (new, addr) = match cluster.start_spare() {
+    let asks = cluster.next_spare().is_some_and(|id| id % 2 == 0);
+    let (new, addr) = match cluster.start_spare(asks) {
         Ok(Some(spare)) => spare,
         Ok(None) => return Err("no spare node left".into()),
         Err(e) => return Err(format!("starting a spare node: {e:#}")),
     };
+    if asks {
+        while !voter(admin, new).await {
+            if Instant::now() > deadline {
+                return Err(format!("spare node {new} asked to join and is no voter"));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        cluster.joined(new);
+        return Ok(new);
+    }
     // The leader refuses to add a node it cannot reach: wait until it serves.
     while cluster.status(new).await.is_err() {
         if Instant::now() > deadline {
@@ -106,6 +121,14 @@ async fn join_spare(
     step(admin, MemberChange::Promote(new), deadline).await?;
     cluster.joined(new);
     Ok(new)
+}
+
+/// Whether the members show node `id` as a voter (no answer: not yet).
+async fn voter(admin: &Client, id: u64) -> bool {
+    admin
+        .members()
+        .await
+        .is_ok_and(|members| members.voters().contains(&id))
 }
 
 /// Removes member `old` for good.
