@@ -318,14 +318,16 @@ async fn peer_hello_verdict(
 }
 
 /// Dials `node` with the join ALPN presenting `cert`, asks to join as node
-/// `claimed_id` reachable at `addr`, and returns the reply, or how the node
-/// closed the connection instead.
+/// `claimed_id` reachable at `addr` (the first voters as node 1 alone has
+/// them, unless `first_voters` says otherwise), and returns the reply, or
+/// how the node closed the connection instead.
 async fn join_verdict(
     ca: &ClusterCa,
     node: &paxlock_coordinator::node::Node,
     cert: &paxlock_certs::Issued,
     claimed_id: u64,
     addr: &str,
+    first_voters: Option<Vec<u64>>,
 ) -> Result<Result<JoinReply, quinn::ConnectionError>, Box<dyn std::error::Error>> {
     let conn = client_endpoint()?
         .connect_with(
@@ -341,6 +343,7 @@ async fn join_verdict(
         config_digest: shared_digest(),
         addr: addr.into(),
         voter: true,
+        first_voters: first_voters.unwrap_or(vec![1]),
     };
     paxlock::wire::write_frame(&mut send, &request).await?;
     let reply = tokio::time::timeout(
@@ -355,8 +358,8 @@ async fn join_verdict(
 }
 
 #[tokio::test]
-async fn only_a_node_certificate_naming_the_id_may_ask_to_join_and_bad_asks_change_nothing(
-) -> TestResult {
+async fn only_a_node_certificate_naming_the_id_and_the_first_voters_may_ask_to_join() -> TestResult
+{
     let ca = ClusterCa::generate("test")?;
     let node = start_lone_node(&ca, 1)?;
     // A client's session is opened by the leader: once it has one, node 1
@@ -381,7 +384,7 @@ async fn only_a_node_certificate_naming_the_id_may_ask_to_join_and_bad_asks_chan
         };
     // A client certificate is no node's, whatever it asks.
     let client = ca.client_cert("app", Validity::default())?;
-    let verdict = join_verdict(&ca, &node, &client, 2, "127.0.0.1:7002").await?;
+    let verdict = join_verdict(&ca, &node, &client, 2, "127.0.0.1:7002", None).await?;
     closed_with(
         verdict,
         codes::PEER_IDENTITY_MISMATCH,
@@ -389,7 +392,7 @@ async fn only_a_node_certificate_naming_the_id_may_ask_to_join_and_bad_asks_chan
     );
     // Node 2's certificate cannot ask for node 3.
     let node2 = ca.node_cert(2, &[], Validity::default())?;
-    let verdict = join_verdict(&ca, &node, &node2, 3, "127.0.0.1:7003").await?;
+    let verdict = join_verdict(&ca, &node, &node2, 3, "127.0.0.1:7003", None).await?;
     closed_with(
         verdict,
         codes::PEER_IDENTITY_MISMATCH,
@@ -403,13 +406,19 @@ async fn only_a_node_certificate_naming_the_id_may_ask_to_join_and_bad_asks_chan
         assert!(reply.reason.contains(says), "{reply:?}");
     };
     refused(
-        join_verdict(&ca, &node, &node2, 2, "0.0.0.0:7002").await?,
+        join_verdict(&ca, &node, &node2, 2, "0.0.0.0:7002", None).await?,
         "not an address members can reach",
     );
     let silent = std::net::UdpSocket::bind("127.0.0.1:0")?.local_addr()?;
     refused(
-        join_verdict(&ca, &node, &node2, 2, &silent.to_string()).await?,
+        join_verdict(&ca, &node, &node2, 2, &silent.to_string(), None).await?,
         "cannot be reached",
+    );
+    // A node configured with other first voters would replay the log's
+    // first slots under other voters.
+    refused(
+        join_verdict(&ca, &node, &node2, 2, "127.0.0.1:7002", Some(vec![1, 2, 3])).await?,
+        "list exactly those as its [[peers]]",
     );
     // Nothing changed: the lone node is still the only member.
     let members = reader.members().await?;

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use paxlock_core::node_membership::{join_step, JoinAs, JoinStep};
-use paxlock_peer_codec::proto::join_reply::Outcome;
+use paxlock_peer_codec::proto::{join_reply::Outcome, JoinReply, JoinRequest};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
@@ -49,14 +49,23 @@ const RETRY_PAUSE: Duration = Duration::from_millis(500);
 const REFUSED_PAUSE: Duration = Duration::from_secs(5);
 
 /// Asks until this node has the part `ask` names, as the members in
-/// `status` or the leader's answer show.
+/// `status` or the leader's answer show; `first_voters` are the cluster's
+/// first voters as this node is configured with them (the members check
+/// them against theirs).
 pub async fn ask_until_joined(
     endpoint: Arc<NodeEndpoint>,
     ask: AskToJoin,
+    first_voters: Vec<u64>,
     mut status: watch::Receiver<DriverStatus>,
 ) {
     let me = NodeId(endpoint.node_id());
     let voter = ask.part == JoinAs::Voter;
+    let request = JoinRequest {
+        addr: ask.reach_me_at.to_string(),
+        voter,
+        first_voters,
+        ..JoinRequest::default()
+    };
     let mut leader_hint: Option<String> = None;
     let mut next = 0usize;
     let mut failures_this_round = 0usize;
@@ -74,12 +83,9 @@ pub async fn ask_until_joined(
                 target
             }
         };
-        let answer = tokio::time::timeout(
-            ASK_TIMEOUT,
-            ask_one(&endpoint, &target, ask.reach_me_at, voter),
-        )
-        .await
-        .unwrap_or_else(|_| Err("no answer in time".into()));
+        let answer = tokio::time::timeout(ASK_TIMEOUT, ask_one(&endpoint, &target, &request))
+            .await
+            .unwrap_or_else(|_| Err("no answer in time".into()));
         let pause = match answer {
             Ok(reply) => {
                 failures_this_round = 0;
@@ -126,14 +132,12 @@ pub async fn ask_until_joined(
     }
 }
 
-/// One request to the member at `target` (`host:port`), for this node
-/// reached at `reach_me_at`.
+/// Sends `request` to the member at `target` (`host:port`).
 async fn ask_one(
     endpoint: &NodeEndpoint,
     target: &str,
-    reach_me_at: SocketAddr,
-    voter: bool,
-) -> Result<paxlock_peer_codec::proto::JoinReply, String> {
+    request: &JoinRequest,
+) -> Result<JoinReply, String> {
     let (host, port) =
         paxlock::split_host_port(target).ok_or_else(|| format!("{target:?} is not host:port"))?;
     let addr = tokio::net::lookup_host((host, port))
@@ -142,7 +146,7 @@ async fn ask_one(
         .next()
         .ok_or_else(|| format!("{target} resolves to nothing"))?;
     endpoint
-        .ask_to_join(host, addr, reach_me_at, voter)
+        .ask_to_join(host, addr, request.clone())
         .await
         .map_err(|e| e.to_string())
 }

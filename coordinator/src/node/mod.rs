@@ -130,14 +130,20 @@ impl From<&NodeConfig> for NodeOptions {
 }
 
 impl NodeOptions {
-    /// The consensus configuration these options imply.
-    pub fn paxos_config(&self) -> paxos::Config {
+    /// The cluster's first voters, in order: `peers`, and this node unless
+    /// it joined later. Every node of a cluster must agree on them.
+    pub fn first_voters(&self) -> Vec<NodeId> {
         let mut members: Vec<NodeId> = self.peers.keys().map(|&id| NodeId(id)).collect();
         if !self.join {
             members.push(NodeId(self.node_id));
         }
         members.sort();
-        let mut config = paxos::Config::new(NodeId(self.node_id), members);
+        members
+    }
+
+    /// The consensus configuration these options imply.
+    pub fn paxos_config(&self) -> paxos::Config {
+        let mut config = paxos::Config::new(NodeId(self.node_id), self.first_voters());
         let heartbeat_ns = self.heartbeat_interval.as_nanos() as u64;
         // Keep the core's ratios: lease = 10 heartbeats, elections after 14-28.
         config.heartbeat_interval_ns = heartbeat_ns;
@@ -338,9 +344,11 @@ impl Node {
             if ask.reach_me_at.port() == 0 {
                 ask.reach_me_at.set_port(endpoint.local_addr()?.port());
             }
+            let first_voters = options.first_voters().iter().map(|n| n.0).collect();
             tasks.push(tokio::spawn(joining::ask_until_joined(
                 endpoint.clone(),
                 ask,
+                first_voters,
                 driver.status.clone(),
             )));
         }
@@ -811,12 +819,24 @@ impl JoinService for NodeService {
         node: u64,
         addr: SocketAddr,
         wanted: JoinAs,
+        first_voters: Vec<u64>,
     ) -> Pin<Box<dyn Future<Output = JoinReply> + Send + 'a>> {
         Box::pin(async move {
             if self.draining() {
                 return join::reply(
                     Outcome::Retry,
                     "this node is shutting down; ask another member",
+                );
+            }
+            let ours: Vec<u64> = self.options.first_voters().iter().map(|n| n.0).collect();
+            if first_voters != ours {
+                return join::reply(
+                    Outcome::Refused,
+                    format!(
+                        "node {node} is configured with first voters {first_voters:?}, the \
+                         cluster's are {ours:?}: list exactly those as its [[peers]] (they \
+                         decide the log's first slots), then start it again"
+                    ),
                 );
             }
             self.members().join(node, addr, wanted).await

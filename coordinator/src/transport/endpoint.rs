@@ -208,22 +208,19 @@ impl NodeEndpoint {
     }
 
     /// Asks the node at `addr` (verified as a client verifies a node: its
-    /// certificate names `server_name`) to make this node, reachable at
-    /// `reach_me_at`, a member of the part `voter` says, one step per call
-    /// (see `join`).
+    /// certificate names `server_name`) to take `request`'s next step (see
+    /// `join`); the request is sent as this node, of this cluster.
     pub async fn ask_to_join(
         &self,
         server_name: &str,
         addr: SocketAddr,
-        reach_me_at: SocketAddr,
-        voter: bool,
+        request: paxlock_peer_codec::proto::JoinRequest,
     ) -> Result<paxlock_peer_codec::proto::JoinReply, TransportError> {
         let request = paxlock_peer_codec::proto::JoinRequest {
             cluster_id: self.cluster_id.clone(),
             node_id: self.node_id,
             config_digest: self.config_digest,
-            addr: reach_me_at.to_string(),
-            voter,
+            ..request
         };
         join::ask(
             &self.endpoint,

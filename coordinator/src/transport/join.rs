@@ -28,13 +28,15 @@ pub const JOIN_ALPN: &[u8] = b"paxlock-join/1";
 
 /// What answers join requests that passed the identity checks.
 pub trait JoinService: Send + Sync {
-    /// Makes the next step of node `node` (listening at `addr`) towards the
-    /// part it asked for, and says where it stands.
+    /// Makes the next step of node `node` (listening at `addr`, configured
+    /// with `first_voters` as the cluster's first voters) towards the part
+    /// it asked for, and says where it stands.
     fn join<'a>(
         &'a self,
         node: u64,
         addr: SocketAddr,
         wanted: JoinAs,
+        first_voters: Vec<u64>,
     ) -> Pin<Box<dyn Future<Output = JoinReply> + Send + 'a>>;
 }
 
@@ -166,7 +168,7 @@ pub async fn answer(
     let answer = match reachable_address(&request.addr) {
         Ok(addr) => {
             info!(node = request.node_id, %addr, ?wanted, "join request");
-            service.join(request.node_id, addr, wanted).await
+            (service.join(request.node_id, addr, wanted, request.first_voters)).await
         }
         Err(why) => reply(Outcome::Refused, why),
     };

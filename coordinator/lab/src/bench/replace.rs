@@ -78,6 +78,9 @@ mod etcd {
         pub add: Duration,
     }
 
+    /// How long a member add waits for etcd to call its cluster healthy.
+    const UNHEALTHY_PATIENCE: Duration = Duration::from_secs(15);
+
     impl EtcdReplacement {
         /// `member add --learner` of a member whose peer URL is `peer_url`,
         /// through the members at `endpoints` (`host:port`).
@@ -86,11 +89,28 @@ mod etcd {
             peer_url: &str,
         ) -> anyhow::Result<EtcdReplacement> {
             let mut http = Http::new(endpoints, 0);
-            let started = Instant::now();
             let body = format!("{{\"peerURLs\":[\"{peer_url}\"],\"isLearner\":true}}");
-            let text = http
-                .post("/v3/cluster/member/add", &body, Duration::from_secs(10))
-                .await?;
+            // etcd refuses any member change ("unhealthy cluster") until
+            // every member has been connected for 5 s: a run on a cluster
+            // started moments ago (a small state fills fast) waits for
+            // that, and only the add that is taken is timed.
+            let healthy_by = Instant::now() + UNHEALTHY_PATIENCE;
+            let (text, started) = loop {
+                let started = Instant::now();
+                match http
+                    .post("/v3/cluster/member/add", &body, Duration::from_secs(10))
+                    .await
+                {
+                    Ok(text) => break (text, started),
+                    Err(e)
+                        if format!("{e:#}").contains("unhealthy cluster")
+                            && Instant::now() < healthy_by =>
+                    {
+                        tokio::time::sleep(Duration::from_millis(250)).await;
+                    }
+                    Err(e) => return Err(e),
+                }
+            };
             let member = json_object(&text, "member").context("member add: no member")?;
             let new_id = json_str(member, "ID").context("member add: no ID")?;
             Ok(EtcdReplacement {
