@@ -72,7 +72,10 @@ use paxlock_core::paxos::{DurableState, PersistRequest};
 /// the simulator's memory store, and [`MemoryDurability`] for tests.
 pub trait Durability: Send + 'static {
     /// Writes every request in `batch`, in order, and returns only once all
-    /// of them are durable. An error is fatal: the node stops rather than
+    /// of them are durable; a snapshot op may become durable later (it
+    /// only lets the log be compacted, which waits for it: until then a
+    /// restart rebuilds the same state from the previous snapshot and the
+    /// records after it). An error is fatal: the node stops rather than
     /// answer on state it could not save.
     fn persist(&mut self, batch: &[PersistRequest]) -> std::result::Result<(), String>;
 

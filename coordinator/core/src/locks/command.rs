@@ -308,6 +308,7 @@ pub enum ClientOp {
         wait: bool,
         /// The grant's value, shown by inspection while it holds (bounded
         /// like an election's value; empty: none).
+        #[serde(with = "serde_bytes")]
         value: Vec<u8>,
     },
     /// Release a lock held with `token`.
@@ -335,6 +336,7 @@ pub enum ClientOp {
         /// Election name.
         name: String,
         /// The candidate's value, published while it leads.
+        #[serde(with = "serde_bytes")]
         value: Vec<u8>,
     },
     /// Leave an election (as leader or queued candidate).
@@ -347,6 +349,7 @@ pub enum ClientOp {
         /// Election name.
         name: String,
         /// The new value.
+        #[serde(with = "serde_bytes")]
         value: Vec<u8>,
     },
 }
@@ -373,6 +376,7 @@ enum ClientOpLayout {
     },
     Campaign {
         name: String,
+        #[serde(with = "serde_bytes")]
         value: Vec<u8>,
     },
     Resign {
@@ -380,12 +384,14 @@ enum ClientOpLayout {
     },
     Proclaim {
         name: String,
+        #[serde(with = "serde_bytes")]
         value: Vec<u8>,
     },
     /// Protocol 3: an acquire with a value.
     AcquireWithValue {
         name: String,
         wait: bool,
+        #[serde(with = "serde_bytes")]
         value: Vec<u8>,
     },
 }

@@ -16,6 +16,7 @@ pub struct Leader {
     /// Leading session.
     pub session: SessionId,
     /// Its published value.
+    #[serde(with = "serde_bytes")]
     pub value: Vec<u8>,
 }
 

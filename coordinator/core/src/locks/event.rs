@@ -43,6 +43,7 @@ pub enum ElectionChange {
         /// The leader's session.
         session: SessionId,
         /// The value it campaigned with.
+        #[serde(with = "serde_bytes")]
         value: Vec<u8>,
         /// The identity the session belongs to (`None`: opened before
         /// protocol 3 and not claimed yet).
@@ -56,6 +57,7 @@ pub enum ElectionChange {
         /// The leader's session.
         session: SessionId,
         /// The new value.
+        #[serde(with = "serde_bytes")]
         value: Vec<u8>,
         /// The identity the session belongs to, as in `NewLeader`.
         owner: Option<Identity>,
@@ -96,6 +98,7 @@ pub enum Event {
         /// before protocol 3 and not claimed yet).
         owner: Option<Identity>,
         /// The value its acquire carried, the grant's value.
+        #[serde(with = "serde_bytes")]
         value: Vec<u8>,
     },
     /// A session joined a lock's queue.

@@ -27,6 +27,7 @@ pub struct Waiter {
     /// before the log recorded protocol 3).
     pub since_ms: Option<u64>,
     /// The value its acquire carries, the lock's value once granted.
+    #[serde(with = "serde_bytes")]
     pub value: Vec<u8>,
 }
 
@@ -39,6 +40,7 @@ pub struct Lock {
     pub holder: Option<Holder>,
     /// The current grant's value, set by its acquire (bounded like an
     /// election's value; empty when free or set to nothing).
+    #[serde(with = "serde_bytes")]
     pub value: Vec<u8>,
     /// Sessions waiting, granted strictly front first.
     pub waiters: VecDeque<Waiter>,

@@ -305,6 +305,7 @@ impl LocalCluster {
     /// a fourth member), as each system's operators do (see `replace`);
     /// returns what each step took.
     pub async fn replace_follower(&mut self) -> anyhow::Result<ReplaceTimes> {
+        let called = Instant::now();
         // Under load a follower always trails by a few slots: only a
         // leader is needed here, not `wait_healthy`'s caught-up cluster.
         let leader = self.wait_healthy_leader_only().await?;
@@ -334,9 +335,13 @@ impl LocalCluster {
                 let config =
                     super::driver::paxlock_config(&self.client_config, Duration::from_secs(10))?;
                 let admin = paxlock::Client::connect(config).await?;
+                let before_steps = called.elapsed();
                 let times = super::replace::paxlock(&admin, old, new, addr).await;
                 let _ = admin.close().await;
-                let times = times?;
+                let times = ReplaceTimes {
+                    before_steps,
+                    ..times?
+                };
                 cluster.kill(old);
                 return Ok(times);
             }
@@ -400,6 +405,7 @@ impl LocalCluster {
         let times = ReplaceTimes {
             old,
             new,
+            before_steps: Duration::ZERO,
             add: replacement.add,
             promote,
             remove,

@@ -21,6 +21,9 @@ pub struct ReplaceTimes {
     pub old: u64,
     /// The member that took its place.
     pub new: u64,
+    /// From the start of the replacement to its first step (starting the
+    /// new node and waiting for it to serve, for Paxlock).
+    pub before_steps: Duration,
     /// Adding the new node as a learner, until confirmed.
     pub add: Duration,
     /// Promoting it, including the wait for it to catch up.
@@ -43,6 +46,7 @@ pub async fn paxlock(
     Ok(ReplaceTimes {
         old,
         new,
+        before_steps: Duration::ZERO,
         add,
         promote,
         remove,

@@ -658,31 +658,27 @@ pub async fn membership(
     };
     let steady = window(steady_from, change_from);
     let change = window(change_from, change_to);
-    let mut ends: Vec<u64> = per_client
-        .iter()
-        .flatten()
-        .map(|&(_, t1)| t1)
-        .filter(|t1| (change_from..change_to).contains(t1))
-        .collect();
-    ends.push(change_from);
-    ends.push(change_to);
-    ends.sort_unstable();
-    let (gap_at, max_gap) = ends
-        .windows(2)
-        .map(|w| (w[0], w[1] - w[0]))
-        .max_by_key(|(_, gap)| *gap)
-        .unwrap_or((change_from, 0));
+    let (gap_at, max_gap) = longest_gap(&per_client, change_from, change_to);
+    let (_, steady_gap) = longest_gap(&per_client, steady_from, change_from);
     let into = Duration::from_nanos(gap_at - change_from);
-    let step = if into < times.add {
-        "the addition"
-    } else if into < times.add + times.promote {
-        "the promotion"
-    } else {
-        "the removal"
-    };
+    let phases = [
+        ("starting the new member", times.before_steps),
+        ("the addition", times.add),
+        ("the promotion", times.promote),
+        ("the removal", times.remove),
+    ];
+    let mut ended = Duration::ZERO;
+    let step = phases
+        .iter()
+        .find(|(_, took)| {
+            ended += *took;
+            into < ended
+        })
+        .map_or("the removed member's stop", |(phase, _)| *phase);
     eprintln!(
-        "  [{target} membership] longest time without an acquire: {:.1?}, from {into:.1?} into the change (during {step})",
-        Duration::from_nanos(max_gap)
+        "  [{target} membership] longest time without an acquire: {:.1?}, from {into:.1?} into the change (during {step}); before the change: {:.1?}",
+        Duration::from_nanos(max_gap),
+        Duration::from_nanos(steady_gap)
     );
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     let steady_p99 = steady.quantile_us(0.99) / 1000.0;
@@ -697,6 +693,7 @@ pub async fn membership(
         ("change_p99_ms", change_p99),
         ("change_p99_ratio", change_p99 / steady_p99),
         ("max_gap_ms", max_gap as f64 / 1e6),
+        ("steady_max_gap_ms", steady_gap as f64 / 1e6),
         ("acquires_during", change.0.len() as f64),
         ("errors", errors as f64),
     ];
@@ -707,6 +704,23 @@ pub async fn membership(
         figures,
         latency: None,
     })
+}
+
+/// The longest time between `from` and `to` (the loops' clock) in which no
+/// acquire of `per_client` completed, and where it began.
+fn longest_gap(per_client: &[Vec<(u64, u64)>], from: u64, to: u64) -> (u64, u64) {
+    let mut ends: Vec<u64> = per_client
+        .iter()
+        .flatten()
+        .map(|&(_, t1)| t1)
+        .filter(|t1| (from..to).contains(t1))
+        .chain([from, to])
+        .collect();
+    ends.sort_unstable();
+    ends.windows(2)
+        .map(|w| (w[0], w[1] - w[0]))
+        .max_by_key(|(_, gap)| *gap)
+        .unwrap_or((from, 0))
 }
 
 /// The stored state of a `membership` run, held until the run ends.
