@@ -69,6 +69,15 @@ pub async fn ask_until_joined(
     let mut leader_hint: Option<String> = None;
     let mut next = 0usize;
     let mut failures_this_round = 0usize;
+    // While it catches up, the same answer comes back twice a second:
+    // said once, until it changes.
+    let mut last_said = String::new();
+    let mut say = |line: String| {
+        if line != last_said {
+            info!("{line}");
+            last_said = line;
+        }
+    };
     loop {
         let members = status.borrow_and_update().members.clone();
         if let Ok(JoinStep::Joined) = join_step(me, None, ask.part, &members) {
@@ -99,7 +108,9 @@ pub async fn ask_until_joined(
                         return;
                     }
                     Outcome::Learner => {
-                        info!(via = %target, "added as a learner; asking to be promoted once caught up");
+                        say(format!(
+                            "a learner (via {target}); asking to be promoted once caught up"
+                        ));
                         leader_hint = Some(target);
                         RETRY_PAUSE
                     }
@@ -108,7 +119,7 @@ pub async fn ask_until_joined(
                         Duration::ZERO
                     }
                     Outcome::AskLeader | Outcome::Retry => {
-                        info!(via = %target, "not added yet: {}", reply.reason);
+                        say(format!("not added yet: {}", reply.reason));
                         RETRY_PAUSE
                     }
                     Outcome::Refused | Outcome::Unspecified => {

@@ -57,8 +57,8 @@ fn reachable_address(addr: &str) -> Result<SocketAddr, String> {
         .map_err(|_| format!("{addr:?} is not an address (ip:port)"))?;
     if parsed.ip().is_unspecified() || parsed.port() == 0 {
         return Err(format!(
-            "{parsed} is not an address members can reach: set `listen` to the address \
-             (ip:port) the other members dial"
+            "{parsed} is not an address members can reach: set `advertise` (or `listen`) \
+             to the address (ip:port) the other members dial"
         ));
     }
     Ok(parsed)
