@@ -411,15 +411,20 @@ impl NodeConfig {
                 ));
             }
         }
-        if !self.join_via.is_empty()
-            && (self.listen.ip().is_unspecified() || self.listen.port() == 0)
+        let reached_at = self.reached_at();
+        if !self.join_via.is_empty() && (reached_at.ip().is_unspecified() || reached_at.port() == 0)
         {
+            let key = if self.advertise.is_some() {
+                "advertise"
+            } else {
+                "listen"
+            };
             return Err(invalid(
-                "listen",
+                key,
                 format!(
-                    "{} cannot be dialled: a node that asks to join gives the members its \
-                     `listen` address, so it must be the address (ip:port) they reach it at",
-                    self.listen
+                    "{reached_at} cannot be dialled: a node that asks to join gives the members \
+                     the address they reach it at (`advertise`, else `listen`), so it must be \
+                     one (ip:port) they can dial"
                 ),
             ));
         }
@@ -596,8 +601,7 @@ addr = "127.0.0.1:7003"
     }
 
     #[test]
-    fn members_to_ask_imply_joining_and_need_a_dialable_listen_address() -> Result<(), ConfigError>
-    {
+    fn members_to_ask_imply_joining_and_need_a_dialable_address() -> Result<(), ConfigError> {
         // Node 4 joins the cluster of nodes 1-3 (all listed as first voters).
         let joiner = GOOD.replacen("node_id = 1", "node_id = 4", 1).replacen(
             "listen = \"127.0.0.1:7001\"",
@@ -630,13 +634,22 @@ addr = "127.0.0.1:7003"
                 "{err:?}"
             );
         };
+        let anywhere = asks.replacen("\"127.0.0.1:7004\"", "\"0.0.0.0:7004\"", 1);
+        refused(&anywhere, "listen");
+        // Listening on every address, reached at one: fine.
+        let advertised = anywhere.replacen(
+            "node_id = 4",
+            "node_id = 4\nadvertise = \"10.0.0.4:7004\"",
+            1,
+        );
+        let config = NodeConfig::from_toml(&advertised, Path::new("n.toml"))?;
+        let reached_at: SocketAddr = "10.0.0.4:7004".parse().expect("an address");
+        assert_eq!(config.reached_at(), reached_at);
+        let options = crate::node::NodeOptions::from(&config);
+        assert_eq!(options.ask_to_join.map(|a| a.reach_me_at), Some(reached_at));
         refused(
-            &asks.replacen(
-                "listen = \"127.0.0.1:7004\"",
-                "listen = \"0.0.0.0:7004\"",
-                1,
-            ),
-            "listen",
+            &advertised.replacen("10.0.0.4:7004", "0.0.0.0:7004", 1),
+            "advertise",
         );
         refused(
             &asks.replacen("[\"127.0.0.1:7001\"]", "[\"127.0.0.1\"]", 1),
