@@ -166,8 +166,8 @@ fn plan_next_operation<W: Workload>(sim: &mut Engine<W>, latest: &Membership) {
         return;
     };
     // Spares of even id join at their own request, the others are added
-    // by the administrator step by step (decided by id, not drawn, so the
-    // random stream, and every seed kept as a regression, is unchanged).
+    // by the administrator step by step (decided by id: no extra draw from
+    // the random stream).
     if new.0 % 2 == 0 {
         plan.push_back(Step::Join(new));
     } else {

@@ -281,9 +281,14 @@ impl MembersView<'_> {
             RejectReason::Membership(e) => error(
                 ErrorCode::MembershipRefused,
                 format!("{e}; nothing was changed"),
+                // Retrying may succeed: once the change in flight is in
+                // effect, the learner has caught up, or the members cut
+                // off (a partition, a restart) answer the leader again.
                 matches!(
                     e,
-                    MembershipError::ChangeInFlight | MembershipError::LearnerBehind
+                    MembershipError::ChangeInFlight
+                        | MembershipError::LearnerBehind
+                        | MembershipError::WouldLoseQuorum
                 ),
             ),
             RejectReason::QueueFull => error(
