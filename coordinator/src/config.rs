@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use paxlock_core::node_membership::JoinAs;
 use serde::Deserialize;
 
 /// Why a config file was refused.
@@ -207,26 +208,6 @@ pub struct AccessConfig {
     pub revocations: Option<PathBuf>,
 }
 
-/// The part a joining node asks for (`join_as`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum JoinPart {
-    /// Added as a learner, then promoted once caught up.
-    #[default]
-    Voter,
-    /// A learner: it receives the log and never votes.
-    Learner,
-}
-
-impl From<JoinPart> for paxlock_core::node_membership::JoinAs {
-    fn from(part: JoinPart) -> Self {
-        match part {
-            JoinPart::Voter => Self::Voter,
-            JoinPart::Learner => Self::Learner,
-        }
-    }
-}
-
 /// The whole node configuration.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -270,7 +251,7 @@ pub struct NodeConfig {
     /// The part a node with `join_via` asks for: `"voter"` (added as a
     /// learner, promoted once caught up; the default) or `"learner"`.
     #[serde(default)]
-    pub join_as: JoinPart,
+    pub join_as: JoinAs,
     /// Where to serve `/metrics` (Prometheus) and `/health` over HTTP; keep
     /// it on a private address. Absent: no endpoint.
     #[serde(default)]
@@ -615,15 +596,12 @@ addr = "127.0.0.1:7003"
         );
         let config = NodeConfig::from_toml(&asks, Path::new("n.toml"))?;
         assert!(config.joins() && !config.join);
-        assert_eq!(config.join_as, JoinPart::Learner);
+        assert_eq!(config.join_as, JoinAs::Learner);
         let options = crate::node::NodeOptions::from(&config);
         assert!(options.join);
         assert_eq!(
             options.ask_to_join.map(|a| (a.via, a.part)),
-            Some((
-                vec!["127.0.0.1:7001".to_string()],
-                paxlock_core::node_membership::JoinAs::Learner
-            ))
+            Some((vec!["127.0.0.1:7001".to_string()], JoinAs::Learner))
         );
         // Without anyone to ask (nor `join`), four first voters are refused.
         assert!(NodeConfig::from_toml(&joiner, Path::new("n.toml")).is_err());

@@ -125,12 +125,15 @@ impl<T> AdminChange<T> {
     }
 }
 
-/// The part a joining node asks for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The part a joining node asks for (a node's `join_as`: `"voter"`, the
+/// default, or `"learner"`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum JoinAs {
     /// A learner: it receives the log and never votes.
     Learner,
     /// A voter: added as a learner, then promoted once caught up.
+    #[default]
     Voter,
 }
 

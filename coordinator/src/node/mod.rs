@@ -114,7 +114,7 @@ impl From<&NodeConfig> for NodeOptions {
             join: config.joins(),
             ask_to_join: (!config.join_via.is_empty()).then(|| joining::AskToJoin {
                 via: config.join_via.clone(),
-                part: config.join_as.into(),
+                part: config.join_as,
                 reach_me_at: config.reached_at(),
             }),
             heartbeat_interval: config.heartbeat_interval,
