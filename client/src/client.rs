@@ -11,7 +11,7 @@ use crate::config::Config;
 use crate::connection::Connector;
 use crate::election::Election;
 use crate::error::Error;
-use crate::lock::LockBuilder;
+use crate::lock::{LockBuilder, LockMode, RwLock};
 use crate::proto::{self, request::Op, response, ErrorCode, Request};
 use crate::session::{Renewal, Session};
 use crate::tls::TlsMaterial;
@@ -136,9 +136,25 @@ impl Client {
         self.session.lost().await
     }
 
-    /// Starts building an acquire of lock `name`.
+    /// Starts building an acquire of lock `name`. On a name in use as a
+    /// read/write lock this takes it for writing; on a semaphore it fails
+    /// with `WRONG_KIND`.
     pub fn lock(&self, name: impl Into<String>) -> LockBuilder {
-        LockBuilder::new(self.clone(), name.into())
+        LockBuilder::new(self.clone(), name.into(), LockMode::Exclusive)
+    }
+
+    /// Starts building an acquire of one permit of semaphore `name`, which
+    /// has `permits` permits (1 to 1024): the first acquire of a name
+    /// fixes them, and every later one must name the same
+    /// (`PERMITS_MISMATCH`). One permit per session: more permits of one
+    /// semaphore need a session each (`ttl`).
+    pub fn semaphore(&self, name: impl Into<String>, permits: u32) -> LockBuilder {
+        LockBuilder::new(self.clone(), name.into(), LockMode::Permit { permits })
+    }
+
+    /// A handle on read/write lock `name`.
+    pub fn rwlock(&self, name: impl Into<String>) -> RwLock {
+        RwLock::new(self.clone(), name.into())
     }
 
     /// A handle on election `name`.

@@ -15,6 +15,11 @@
 //!   `CheckSequencer`) before each write. It costs a round trip, and it
 //!   leaves a window: a grant that ends between the check and the write is
 //!   not seen. Keep the write short, or use the first rule.
+//!
+//! A read/write lock's resource uses a [`TokenFence`] as a lock's does
+//! (readers holding together present one token); a semaphore's keeps one
+//! per permit slot ([`SlotFence`]). [`CheckedFence`] accepts any current
+//! holder's token of either.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -89,6 +94,38 @@ impl TokenFence {
     }
 }
 
+/// A semaphore's fence: one [`TokenFence`] per slot, so that holders of
+/// different permits never refuse each other, while a permit's earlier
+/// holder is refused once its slot's later holder wrote (PROTOCOL.md,
+/// "Semaphores and read/write locks"). A read/write lock needs no more
+/// than a [`TokenFence`]: readers holding together present one token.
+#[derive(Debug)]
+pub struct SlotFence {
+    slots: Vec<TokenFence>,
+}
+
+impl SlotFence {
+    /// A fence for a semaphore of `permits` permits.
+    pub fn new(permits: u32) -> SlotFence {
+        SlotFence {
+            slots: (0..permits).map(|_| TokenFence::default()).collect(),
+        }
+    }
+
+    /// Admits a write carrying `token` from the holder of `slot` (see
+    /// [`TokenFence::admit`]); a slot the semaphore does not have is
+    /// refused as stale (its holder is not one of this semaphore's).
+    pub fn admit(&self, slot: u32, token: u64) -> Result<(), FenceError> {
+        match self.slots.get(slot as usize) {
+            Some(fence) => fence.admit(token),
+            None => Err(FenceError::Stale {
+                presented: token,
+                current: None,
+            }),
+        }
+    }
+}
+
 /// A fence that asks the cluster, before each write, whether the write's
 /// token is still the current grant of the lock (see the module docs for
 /// its window). The client's identity needs `read` on the lock's name.
@@ -142,6 +179,15 @@ mod tests {
             "{stale:?}"
         );
         assert_eq!(fence.highest(), 9);
+    }
+
+    #[test]
+    fn a_slot_fence_fences_each_slot_apart() {
+        let fence = SlotFence::new(2);
+        assert!(fence.admit(0, 9).is_ok());
+        assert!(fence.admit(1, 5).is_ok(), "another slot's lower token");
+        assert!(fence.admit(0, 7).is_err(), "slot 0's earlier holder");
+        assert!(fence.admit(2, 10).is_err(), "no such slot");
     }
 
     #[test]

@@ -46,6 +46,65 @@ pub struct LockWaiter {
     /// begun before the cluster spoke protocol 3.
     #[serde(serialize_with = "millis", rename = "waiting_for_ms")]
     pub waiting_for: Option<Duration>,
+    /// What it waits for at a semaphore or read/write lock (`None`: a
+    /// lock).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wants: Option<Wants>,
+}
+
+/// What a session waits for at a semaphore or read/write lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Wants {
+    /// A permit.
+    Permit,
+    /// To read.
+    Read,
+    /// To write.
+    Write,
+}
+
+/// What a name is while in use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LockKind {
+    /// A lock (or a name nobody uses).
+    Lock,
+    /// A semaphore of this many permits.
+    Semaphore {
+        /// Its permits.
+        permits: u32,
+    },
+    /// A read/write lock.
+    ReadWrite,
+}
+
+/// How a grant of a semaphore or read/write lock holds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HeldAs {
+    /// A permit, in this slot.
+    Permit {
+        /// The slot.
+        slot: u32,
+    },
+    /// For reading.
+    Read,
+    /// For writing.
+    Write,
+}
+
+/// A grant of a semaphore or read/write lock.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SharedLockGrant {
+    /// The grant (readers holding together share its token).
+    #[serde(flatten)]
+    pub grant: LockGrant,
+    /// How it holds.
+    pub held_as: HeldAs,
+    /// What its holder presents to the resource: the grant's token, but
+    /// for a reader the readers' shared value.
+    pub presents: u64,
 }
 
 /// One lock, whole.
@@ -53,8 +112,15 @@ pub struct LockWaiter {
 pub struct LockInfo {
     /// The lock.
     pub name: String,
-    /// Its grant; `None`: nobody holds it.
+    /// A lock, a semaphore or a read/write lock.
+    pub kind: LockKind,
+    /// Its grant; `None`: nobody holds it (always `None` for a semaphore
+    /// or read/write lock, whose grants are `holders`).
     pub grant: Option<LockGrant>,
+    /// A semaphore's permit holders, or a read/write lock's readers or
+    /// writer, oldest grant first.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub holders: Vec<SharedLockGrant>,
     /// The grant's value, set by its acquire ([`crate::LockBuilder::value`];
     /// empty: none). Shown in JSON as text (invalid UTF-8 replaced).
     #[serde(serialize_with = "lossy_text")]
@@ -72,8 +138,12 @@ pub struct LockInfo {
 pub struct LockSummary {
     /// The lock.
     pub name: String,
-    /// Its grant.
+    /// A lock, a semaphore or a read/write lock.
+    pub kind: LockKind,
+    /// Its grant (a lock's).
     pub grant: Option<LockGrant>,
+    /// How many grants a semaphore or read/write lock has.
+    pub holders: u32,
     /// How many sessions wait for it.
     pub waiters: u32,
     /// What is left of its lock-delay.
@@ -148,19 +218,62 @@ fn since(since_ms: u64, now_ms: u64) -> Option<Duration> {
 
 /// A lock as the wire describes it.
 pub(crate) fn lock_info(info: proto::LockInfo) -> LockInfo {
+    let now_ms = info.now_ms;
     LockInfo {
         name: info.name,
-        grant: grant(info.grant, info.now_ms),
+        kind: lock_kind(info.kind, info.permits),
+        grant: grant(info.grant, now_ms),
+        holders: info
+            .holders
+            .into_iter()
+            .filter_map(|g| {
+                let held_as = held_as(g.mode, g.slot)?;
+                let presents = match g.fencing_token {
+                    0 => g.token,
+                    value => value,
+                };
+                let grant = grant(Some(g), now_ms)?;
+                Some(SharedLockGrant {
+                    grant,
+                    held_as,
+                    presents,
+                })
+            })
+            .collect(),
         value: info.value,
         waiters: info
             .waiters
             .into_iter()
             .map(|w| LockWaiter {
                 session: session_ref(w.session),
-                waiting_for: since(w.since_ms, info.now_ms),
+                waiting_for: since(w.since_ms, now_ms),
+                wants: held_as(w.mode, 0).map(|h| match h {
+                    HeldAs::Permit { .. } => Wants::Permit,
+                    HeldAs::Read => Wants::Read,
+                    HeldAs::Write => Wants::Write,
+                }),
             })
             .collect(),
-        lock_delay_left: delay_left(info.delayed_until_ms, info.now_ms),
+        lock_delay_left: delay_left(info.delayed_until_ms, now_ms),
+    }
+}
+
+/// A name's kind as the wire gives it (an unknown one reads as a lock).
+fn lock_kind(kind: i32, permits: u32) -> LockKind {
+    match proto::LockKind::try_from(kind) {
+        Ok(proto::LockKind::KindSemaphore) => LockKind::Semaphore { permits },
+        Ok(proto::LockKind::KindReadWrite) => LockKind::ReadWrite,
+        Ok(proto::LockKind::KindLock) | Err(_) => LockKind::Lock,
+    }
+}
+
+/// How a grant holds, as the wire gives it (`None`: a lock's grant).
+fn held_as(mode: i32, slot: u32) -> Option<HeldAs> {
+    match proto::acquire::Mode::try_from(mode) {
+        Ok(proto::acquire::Mode::Permit) => Some(HeldAs::Permit { slot }),
+        Ok(proto::acquire::Mode::Read) => Some(HeldAs::Read),
+        Ok(proto::acquire::Mode::Write) => Some(HeldAs::Write),
+        Ok(proto::acquire::Mode::Lock) | Err(_) => None,
     }
 }
 
@@ -218,7 +331,9 @@ impl Client {
             let now_ms = page.now_ms;
             locks.extend(page.locks.into_iter().map(|l| LockSummary {
                 name: l.name,
+                kind: lock_kind(l.kind, l.permits),
                 grant: grant(l.grant, now_ms),
+                holders: l.holders,
                 waiters: l.waiters,
                 lock_delay_left: delay_left(l.delayed_until_ms, now_ms),
             }));

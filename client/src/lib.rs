@@ -40,9 +40,10 @@ pub use config::{
 pub use election::{CampaignBuilder, Election, LeaderEvent, LeaderInfo, LeaderWatch, Leadership};
 pub use error::Error;
 pub use inspect::{
-    LockGrant, LockInfo, LockSummary, LockWaiter, SessionInfo, SessionRef, TokenCheck,
+    HeldAs, LockGrant, LockInfo, LockKind, LockSummary, LockWaiter, SessionInfo, SessionRef,
+    SharedLockGrant, TokenCheck, Wants,
 };
-pub use lock::{LockBuilder, LockGuard};
+pub use lock::{LockBuilder, LockGuard, LockMode, RwLock};
 pub use lock_watch::{EndReason, LockEvent, LockWatch};
 pub use members::{Member, MemberChange, Members};
 pub use session::Renewal;

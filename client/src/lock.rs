@@ -13,21 +13,52 @@ use crate::undo::{settle, undo, undo_in_background, UndoOnDrop};
 /// How long a blocking acquire with no timeout may wait: effectively forever.
 const NO_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 3600);
 
-/// Builds an acquire of one lock; finish with `acquire` or `try_acquire`.
+/// What a guard holds (PROTOCOL.md, "Semaphores and read/write locks").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockMode {
+    /// A lock: the only holder.
+    Exclusive,
+    /// A permit of a semaphore of this many permits.
+    Permit {
+        /// The semaphore's permits.
+        permits: u32,
+    },
+    /// A read/write lock for reading: beside other readers.
+    Read,
+    /// A read/write lock for writing: the only holder.
+    Write,
+}
+
+impl LockMode {
+    /// The acquire's mode on the wire.
+    fn wire(self) -> proto::acquire::Mode {
+        match self {
+            LockMode::Exclusive => proto::acquire::Mode::Lock,
+            LockMode::Permit { .. } => proto::acquire::Mode::Permit,
+            LockMode::Read => proto::acquire::Mode::Read,
+            LockMode::Write => proto::acquire::Mode::Write,
+        }
+    }
+}
+
+/// Builds an acquire of one lock, semaphore permit or read/write lock
+/// mode; finish with `acquire` or `try_acquire`.
 #[derive(Debug)]
 pub struct LockBuilder {
     client: Client,
     name: String,
+    mode: LockMode,
     timeout: Option<Duration>,
     value: Vec<u8>,
     session: SessionChoice,
 }
 
 impl LockBuilder {
-    pub(crate) fn new(client: Client, name: String) -> Self {
+    pub(crate) fn new(client: Client, name: String, mode: LockMode) -> Self {
         LockBuilder {
             client,
             name,
+            mode,
             timeout: None,
             value: Vec::new(),
             session: SessionChoice::shared(),
@@ -39,7 +70,8 @@ impl LockBuilder {
     /// this grant lasts. Needs a cluster that speaks protocol 3: during a
     /// rolling upgrade from the previous release the acquire is refused
     /// (`UNSUPPORTED`, or `INVALID_REQUEST` from a node of that release),
-    /// never granted without its value.
+    /// never granted without its value. Kept with locks only: a semaphore
+    /// or read/write lock acquire with a value is refused.
     pub fn value(mut self, value: impl Into<Vec<u8>>) -> Self {
         self.value = value.into();
         self
@@ -113,8 +145,17 @@ impl LockBuilder {
                 .timeout
                 .map_or(0, |t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
             value: self.value.clone(),
+            mode: self.mode.wire().into(),
+            permits: match self.mode {
+                LockMode::Permit { permits } => permits,
+                _ => 0,
+            },
         };
-        let op = if acquire.value.is_empty() {
+        // Each shape its own operation, which an earlier release refuses
+        // rather than grant a lock without what it asked (see the proto).
+        let op = if self.mode != LockMode::Exclusive {
+            Op::AcquireShared(acquire)
+        } else if acquire.value.is_empty() {
             Op::Acquire(acquire)
         } else {
             Op::AcquireWithValue(acquire)
@@ -137,7 +178,7 @@ impl LockBuilder {
                 // before it, the check finds the grant gone.
                 let check = Op::Renew(proto::Renew {
                     name: self.name.clone(),
-                    fencing_token: granted.fencing_token,
+                    fencing_token: grant_token(&granted),
                 });
                 match self.client.inner.call(session.id, check).await {
                     Ok(_) => granted,
@@ -184,13 +225,17 @@ impl LockBuilder {
         // (returning here withdraws it).
         session.ensure_valid()?;
         undo_on_drop.disarm();
-        session.hold_grant(granted.fencing_token);
+        let token = grant_token(&granted);
+        session.hold_grant(token);
         Ok(Some(LockGuard {
             client: self.client,
             session,
             own_session,
             name: self.name,
-            token: granted.fencing_token,
+            mode: self.mode,
+            token,
+            fencing_token: granted.fencing_token,
+            slot: granted.slot,
             released: AtomicBool::new(false),
             _guarded: guarded,
         }))
@@ -201,6 +246,15 @@ impl LockBuilder {
         Op::CancelAcquire(proto::CancelAcquire {
             name: self.name.clone(),
         })
+    }
+}
+
+/// The token that names a grant in releases and renewals: a reader's own,
+/// which its fencing token (the readers' shared value) is not.
+fn grant_token(granted: &proto::Granted) -> u64 {
+    match granted.grant_token {
+        0 => granted.fencing_token,
+        token => token,
     }
 }
 
@@ -247,7 +301,12 @@ pub struct LockGuard {
     session: Arc<Session>,
     own_session: bool,
     name: String,
+    mode: LockMode,
+    /// The grant's own token: what releases and renewals present.
     token: u64,
+    /// What the holder presents to the resource (a reader's differs).
+    fencing_token: u64,
+    slot: Option<u32>,
     released: AtomicBool,
     /// Dropped after `Drop::drop` has queued the release.
     _guarded: Option<GuardedName>,
@@ -259,10 +318,35 @@ impl LockGuard {
         &self.name
     }
 
-    /// The fencing token of this grant: strictly greater than every token
-    /// granted before it, for any lock. Resources must reject lower ones.
+    /// The fencing token of this grant, to pass to the resource it
+    /// protects, which must refuse any token below the highest it has
+    /// seen: strictly greater than every token granted before it, for any
+    /// lock, except that readers of a read/write lock holding together
+    /// present one value (a writer's is above all of theirs, and readers
+    /// after it above the writer's); a semaphore's resource keeps the
+    /// highest per [`slot`](LockGuard::slot). See [`crate::fencing`].
     pub fn fencing_token(&self) -> u64 {
+        self.fencing_token
+    }
+
+    /// The token that names this grant in releases, renewals and
+    /// `describe`: its fencing token, except for a reader of a read/write
+    /// lock, whose fencing token is the readers' shared one while every
+    /// grant has a token of its own.
+    pub fn grant_token(&self) -> u64 {
         self.token
+    }
+
+    /// How this guard holds its name: a lock, a semaphore's permit, or a
+    /// read/write lock for reading or writing.
+    pub fn mode(&self) -> LockMode {
+        self.mode
+    }
+
+    /// The slot of a semaphore's permit, `0..permits` (`None` for locks and
+    /// read/write locks): a permit's resource fences per slot.
+    pub fn slot(&self) -> Option<u32> {
+        self.slot
     }
 
     /// The latest moment at which the client may still believe it holds
@@ -389,5 +473,32 @@ impl Drop for LockGuard {
                 let _ = release(&client, &session, true, &name, token).await;
             });
         }
+    }
+}
+
+/// A read/write lock: take it for reading (beside other readers) or for
+/// writing (alone). Waiters are served in order: a waiting writer is not
+/// passed by readers that come after it, and the readers queued behind a
+/// writer are admitted together when it releases (PROTOCOL.md,
+/// "Semaphores and read/write locks").
+#[derive(Debug, Clone)]
+pub struct RwLock {
+    client: Client,
+    name: String,
+}
+
+impl RwLock {
+    pub(crate) fn new(client: Client, name: String) -> Self {
+        RwLock { client, name }
+    }
+
+    /// Starts building an acquire for reading.
+    pub fn read(&self) -> LockBuilder {
+        LockBuilder::new(self.client.clone(), self.name.clone(), LockMode::Read)
+    }
+
+    /// Starts building an acquire for writing.
+    pub fn write(&self) -> LockBuilder {
+        LockBuilder::new(self.client.clone(), self.name.clone(), LockMode::Write)
     }
 }

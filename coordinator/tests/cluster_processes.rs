@@ -96,6 +96,59 @@ fn a_killed_holders_lock_goes_to_the_next_waiter_after_its_ttl() -> TestResult {
     Ok(())
 }
 
+/// `paxlock lock -n N` holds one of N permits (its slot in `PAXLOCK_SLOT`)
+/// and `--shared` a read/write lock for reading: two permit holders and
+/// two readers run at once, a third permit holder gives up (exit 3), and a
+/// plain `paxlock lock` of the read/write lock (a writer) runs only once
+/// the readers are gone, with a higher token.
+#[test]
+fn cli_permits_and_shared_readers_run_together_and_a_writer_after_them() -> TestResult {
+    let _serial = serial();
+    let cluster = ProcessCluster::start(3)?;
+    let hold = "echo holder slot=$PAXLOCK_SLOT token=$PAXLOCK_FENCING_TOKEN; sleep 600";
+    let mut first = CliProcess::lock(&cluster, "pool", &["-n", "2"], hold)?;
+    let mut second = CliProcess::lock(&cluster, "pool", &["-n", "2"], hold)?;
+    let one = first.wait_for("holder slot=", PATIENCE)?;
+    let two = second.wait_for("holder slot=", PATIENCE)?;
+    let mut slots = [one.contains("slot=0"), two.contains("slot=0")];
+    slots.sort();
+    assert_eq!(slots, [false, true], "slots 0 and 1: {one:?} {two:?}");
+    let mut third = CliProcess::lock(&cluster, "pool", &["-n", "2", "--timeout", "1s"], hold)?;
+    assert_eq!(third.wait_exit(PATIENCE)?, Some(3), "{:?}", third.seen);
+    let mut wrong = CliProcess::lock(&cluster, "pool", &["-n", "3", "--timeout", "1s"], hold)?;
+    assert_eq!(wrong.wait_exit(PATIENCE)?, Some(3), "{:?}", wrong.seen);
+    first.child.kill()?;
+    second.child.kill()?;
+
+    let read = "echo reader token=$PAXLOCK_FENCING_TOKEN; sleep 600";
+    let mut r1 = CliProcess::lock(&cluster, "table", &["--shared", "--ttl", "2s"], read)?;
+    let mut r2 = CliProcess::lock(&cluster, "table", &["--shared", "--ttl", "2s"], read)?;
+    let t1 = token_in(&r1.wait_for("reader token=", PATIENCE)?).ok_or("no token")?;
+    let t2 = token_in(&r2.wait_for("reader token=", PATIENCE)?).ok_or("no token")?;
+    assert_eq!(t1, t2, "readers holding together present one token");
+    let mut writer = CliProcess::lock(
+        &cluster,
+        "table",
+        &["--timeout", "60s"],
+        "echo writer token=$PAXLOCK_FENCING_TOKEN",
+    )?;
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        writer.child.try_wait()?.is_none(),
+        "the writer ran beside readers: {:?}",
+        writer.seen
+    );
+    r1.child.kill()?;
+    r2.child.kill()?;
+    let written = token_in(&writer.wait_for("writer token=", PATIENCE * 2)?).ok_or("no token")?;
+    assert!(
+        written > t1,
+        "token {written} must exceed the readers' {t1}"
+    );
+    assert_eq!(writer.wait_exit(PATIENCE)?, Some(0));
+    Ok(())
+}
+
 #[test]
 fn a_holder_paused_past_its_ttl_finds_its_lock_lost_and_stops_its_command() -> TestResult {
     let _serial = serial();

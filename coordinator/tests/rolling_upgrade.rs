@@ -132,6 +132,21 @@ fn a_cluster_upgraded_one_node_at_a_time_keeps_serving_and_loses_nothing() -> Te
                 ),
                 "{valued:?}"
             );
+            // As are semaphores and read/write locks: never granted as a
+            // plain lock by a node that does not know them.
+            for shared in [
+                runtime.block_on(client.semaphore("upgrade/pool", 2).try_acquire()),
+                runtime.block_on(client.rwlock("upgrade/table").read().try_acquire()),
+            ] {
+                let code = shared.as_ref().err().and_then(paxlock::Error::code);
+                assert!(
+                    matches!(
+                        code,
+                        Some(ErrorCode::Unsupported | ErrorCode::InvalidRequest)
+                    ),
+                    "{shared:?}"
+                );
+            }
             // A lock watch on a node of the previous release, which knows
             // no such operation: its refusal reads as the watch's error.
             let old = order[2];
@@ -249,6 +264,21 @@ fn a_cluster_upgraded_one_node_at_a_time_keeps_serving_and_loses_nothing() -> Te
             b"host-1"
         );
         valued.release().await?;
+        // So do semaphores and read/write locks.
+        let permit = client
+            .semaphore("upgrade/pool", 2)
+            .try_acquire()
+            .await?
+            .ok_or("upgrade/pool is full")?;
+        assert_eq!(permit.slot(), Some(0));
+        permit.release().await?;
+        let read = client
+            .rwlock("upgrade/table")
+            .read()
+            .try_acquire()
+            .await?
+            .ok_or("upgrade/table is held")?;
+        read.release().await?;
         let before = client.describe_lock("upgrade/held").await?;
         assert_eq!(
             before.grant.map(|g| g.held_for),

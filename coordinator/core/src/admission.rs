@@ -178,6 +178,7 @@ impl RequestOp {
             | RequestOp::CheckToken { name, .. } => Some(name),
             RequestOp::Client(op) => match op {
                 ClientOp::Acquire { name, .. }
+                | ClientOp::AcquireShared { name, .. }
                 | ClientOp::Release { name, .. }
                 | ClientOp::Check { name, .. }
                 | ClientOp::CancelAcquire { name }
@@ -209,6 +210,7 @@ impl RequestOp {
             RequestOp::Renew { .. }
             | RequestOp::Client(
                 ClientOp::Acquire { .. }
+                | ClientOp::AcquireShared { .. }
                 | ClientOp::Release { .. }
                 | ClientOp::Check { .. }
                 | ClientOp::CancelAcquire { .. },
@@ -484,25 +486,15 @@ fn decide(
             take: Some((target, None)),
         },
         RequestOp::ForceRelease { name, token } => {
-            let holder = machine
-                .holder(&name)
-                .ok_or_else(|| CommandError::NotHeld { name: name.clone() })?;
-            if let Some(presented) = token.filter(|t| *t != holder.token) {
-                return Err(CommandError::StaleToken {
-                    name,
-                    presented,
-                    current: Some(holder.token),
-                }
-                .into());
-            }
+            let (holder, token) = machine.grant_to_take(&name, token)?;
             Write::Administer {
                 kind: CommandKind::ForceRelease {
                     by: caller.clone(),
                     name: name.clone(),
-                    token: holder.token,
+                    token,
                 },
                 what: "force-releasing locks",
-                take: Some((holder.session, Some((name, holder.token)))),
+                take: Some((holder, Some((name, token)))),
             }
         }
         RequestOp::SetAccessRules {
@@ -577,16 +569,26 @@ fn decide(
         }
         Write::Renew { name, token } => (ClientOp::Check { name, token }, Follow::KeepAlive),
         Write::Client(op) => {
-            if let (false, ClientOp::Acquire { value, .. }) = (recorded, &op) {
-                if !value.is_empty() {
+            match (recorded, &op) {
+                (false, ClientOp::Acquire { value, .. }) if !value.is_empty() => {
                     // The previous release's acquire has no value.
                     return Err(Refusal::Unsupported {
                         what: "values with locks",
                     });
                 }
+                (false, ClientOp::AcquireShared { .. }) => {
+                    // Nor semaphores and read/write locks.
+                    return Err(Refusal::Unsupported {
+                        what: "semaphores and read/write locks",
+                    });
+                }
+                _ => {}
             }
             let follow = match &op {
                 ClientOp::Acquire {
+                    name, wait: true, ..
+                }
+                | ClientOp::AcquireShared {
                     name, wait: true, ..
                 } => Follow::Await {
                     wait: WaitFor::Grant,

@@ -18,6 +18,7 @@
 use crate::access::{self, Admins, Permission};
 use crate::leader_role::{Deadline, LeaderRole};
 use crate::locks::lock::Holder;
+use crate::locks::shared::{Mode, SharedKind, SharedLock};
 use crate::locks::{FencingToken, Identity, SessionId, StateMachine};
 use crate::paxos::Nanos;
 
@@ -54,6 +55,20 @@ pub struct Grant {
     pub since_ms: Option<u64>,
 }
 
+/// A grant of a semaphore or read/write lock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedHolder {
+    /// The grant (readers holding together share its token).
+    pub grant: Grant,
+    /// A permit, or read or write mode.
+    pub mode: Mode,
+    /// A permit's slot (0 otherwise).
+    pub slot: u32,
+    /// What its holder presents to the resource (see
+    /// [`crate::locks::shared`]).
+    pub fencing: FencingToken,
+}
+
 /// A session queued for a lock.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Queued {
@@ -62,6 +77,9 @@ pub struct Queued {
     /// When it joined the queue, on the cluster's logical clock (`None`:
     /// before the cluster spoke protocol 3).
     pub since_ms: Option<u64>,
+    /// What it waits for, at a semaphore or read/write lock (`None`: a
+    /// lock).
+    pub mode: Option<Mode>,
 }
 
 /// One lock, whole.
@@ -69,8 +87,13 @@ pub struct Queued {
 pub struct LockView {
     /// The lock.
     pub name: String,
-    /// Its grant (`None`: free, or in lock-delay).
+    /// A semaphore or a read/write lock (`None`: a lock, or nothing).
+    pub kind: Option<SharedKind>,
+    /// Its grant (`None`: free, or in lock-delay; always for a semaphore
+    /// or read/write lock, whose grants are `holders`).
     pub grant: Option<Grant>,
+    /// A semaphore's or read/write lock's grants, oldest first.
+    pub holders: Vec<SharedHolder>,
     /// The grant's value, set by its acquire (empty: none). Waiters'
     /// values are not shown: they could not all fit one answer.
     pub value: Vec<u8>,
@@ -87,8 +110,12 @@ pub struct LockView {
 pub struct LockSummary {
     /// The lock.
     pub name: String,
-    /// Its grant.
+    /// A semaphore or a read/write lock (`None`: a lock).
+    pub kind: Option<SharedKind>,
+    /// Its grant (a lock's).
     pub grant: Option<Grant>,
+    /// How many grants a semaphore or read/write lock has.
+    pub holders: u32,
     /// How many sessions wait for it.
     pub waiters: u32,
     /// When its lock-delay ends, on the logical clock.
@@ -167,10 +194,15 @@ fn grant(machine: &StateMachine, holder: Holder) -> Grant {
 /// The lock `name` whole (a lock nobody holds, waits for or delays is
 /// shown free: the machine keeps no such lock).
 pub fn describe_lock(machine: &StateMachine, name: &str) -> LockView {
+    if let Some(shared) = machine.shared_lock(name) {
+        return describe_shared(machine, name, shared);
+    }
     let lock = machine.lock(name);
     LockView {
         name: name.to_owned(),
+        kind: None,
         grant: machine.holder(name).map(|h| grant(machine, h)),
+        holders: Vec::new(),
         value: lock.map(|l| l.value.clone()).unwrap_or_default(),
         waiters: lock
             .iter()
@@ -178,6 +210,7 @@ pub fn describe_lock(machine: &StateMachine, name: &str) -> LockView {
             .map(|w| Queued {
                 member: member(machine, w.session),
                 since_ms: w.since_ms,
+                mode: None,
             })
             .collect(),
         delayed_until_ms: machine.lock_delayed_until_ms(name),
@@ -185,9 +218,52 @@ pub fn describe_lock(machine: &StateMachine, name: &str) -> LockView {
     }
 }
 
+/// A semaphore or read/write lock whole: every grant, the queue with what
+/// each waits for, the last of its lock-delays.
+fn describe_shared(machine: &StateMachine, name: &str, lock: &SharedLock) -> LockView {
+    LockView {
+        name: name.to_owned(),
+        kind: Some(lock.kind),
+        grant: None,
+        holders: lock
+            .grants
+            .iter()
+            .map(|g| SharedHolder {
+                grant: Grant {
+                    holder: member(machine, g.session),
+                    token: g.token,
+                    since_ms: Some(g.since_ms),
+                },
+                mode: g.mode,
+                slot: g.slot,
+                fencing: g.fencing,
+            })
+            .collect(),
+        value: Vec::new(),
+        waiters: lock
+            .waiters
+            .iter()
+            .map(|w| Queued {
+                member: member(machine, w.session),
+                since_ms: Some(w.since_ms),
+                mode: Some(w.mode),
+            })
+            .collect(),
+        delayed_until_ms: lock.delays.iter().map(|d| d.until_ms).max(),
+        now_ms: machine.now_ms(),
+    }
+}
+
 /// Whether `token` is the current grant of `name` (Chubby's
 /// `CheckSequencer`), and the current grant's token, if any.
 pub fn check_token(machine: &StateMachine, name: &str, token: FencingToken) -> TokenCheck {
+    if let Some(lock) = machine.shared_lock(name) {
+        // Any of its grants: another permit or reader holds beside it.
+        return TokenCheck {
+            current: lock.grants.iter().any(|g| g.fencing == token),
+            current_token: lock.highest_fencing(),
+        };
+    }
     let current = machine.holder(name).map(|h| h.token);
     TokenCheck {
         current: current == Some(token),
@@ -198,9 +274,11 @@ pub fn check_token(machine: &StateMachine, name: &str, token: FencingToken) -> T
 /// The answer of [`check_token`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TokenCheck {
-    /// `token` is the lock's current grant.
+    /// `token` is the lock's current grant (a semaphore's or read/write
+    /// lock's: the fencing value of one of its current grants).
     pub current: bool,
-    /// The current grant's token (`None`: nobody holds the lock).
+    /// The current grant's token (a semaphore's or read/write lock's: the
+    /// highest fencing value of its grants; `None`: nobody holds it).
     pub current_token: Option<FencingToken>,
 }
 
@@ -214,19 +292,57 @@ pub fn list_locks(
     after: &str,
     limit: usize,
 ) -> Page<LockSummary, String> {
-    let entries = machine
-        .locks_from(prefix, after)
+    let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+    let locks = machine.locks_from(prefix, after).map(|(name, lock)| {
+        let summary = || LockSummary {
+            name: name.clone(),
+            kind: None,
+            grant: lock.holder.map(|h| grant(machine, h)),
+            holders: 0,
+            waiters: count(lock.waiters.len()),
+            delayed_until_ms: lock.delayed_until_ms,
+        };
+        (name, summary_of(viewer, machine, name, summary))
+    });
+    let shared = machine.shared_from(prefix, after).map(|(name, lock)| {
+        let summary = || LockSummary {
+            name: name.clone(),
+            kind: Some(lock.kind),
+            grant: None,
+            holders: count(lock.grants.len()),
+            waiters: count(lock.waiters.len()),
+            delayed_until_ms: lock.delays.iter().map(|d| d.until_ms).max(),
+        };
+        (name, summary_of(viewer, machine, name, summary))
+    });
+    // Both tables in name order (a name is in one of them only).
+    let entries = merge_by_name(locks, shared)
         .take_while(|(name, _)| name.starts_with(prefix))
-        .map(|(name, lock)| {
-            let shown = viewer.may_read(machine, name).then(|| LockSummary {
-                name: name.clone(),
-                grant: lock.holder.map(|h| grant(machine, h)),
-                waiters: u32::try_from(lock.waiters.len()).unwrap_or(u32::MAX),
-                delayed_until_ms: lock.delayed_until_ms,
-            });
-            (name.clone(), shown)
-        });
+        .map(|(name, shown)| (name.clone(), shown));
     page(entries, limit, lock_bytes)
+}
+
+/// A lock's summary, if `viewer` may read it.
+fn summary_of(
+    viewer: Viewer<'_>,
+    machine: &StateMachine,
+    name: &str,
+    summary: impl FnOnce() -> LockSummary,
+) -> Option<LockSummary> {
+    viewer.may_read(machine, name).then(summary)
+}
+
+/// Two iterators sorted by name, merged in name order.
+fn merge_by_name<'a, T>(
+    left: impl Iterator<Item = (&'a String, T)>,
+    right: impl Iterator<Item = (&'a String, T)>,
+) -> impl Iterator<Item = (&'a String, T)> {
+    let (mut left, mut right) = (left.peekable(), right.peekable());
+    std::iter::from_fn(move || match (left.peek(), right.peek()) {
+        (Some((l, _)), Some((r, _))) if r < l => right.next(),
+        (Some(_), _) => left.next(),
+        (None, _) => right.next(),
+    })
 }
 
 /// Sessions after `after` in id order, at most `limit` (as for

@@ -188,9 +188,9 @@ impl Take {
         }
         match &self.grant {
             None => false,
-            Some((name, token)) => machine
-                .holder(name)
-                .is_none_or(|h| h.session != self.session || h.token != *token),
+            Some((name, token)) => !machine
+                .grant_to_take(name, Some(*token))
+                .is_ok_and(|(session, _)| session == self.session),
         }
     }
 }

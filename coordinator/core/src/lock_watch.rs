@@ -166,6 +166,7 @@ fn change_of(event: &Event) -> Option<(&str, LockChange)> {
             token,
             owner,
             value,
+            shared: _,
         } => (
             name,
             LockChange::Granted {

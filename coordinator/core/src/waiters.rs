@@ -31,6 +31,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::locks::event::SharedGranted;
 use crate::locks::{
     ElectionChange, ElectionEvent, Event, FencingToken, Output, Reply, SessionId, StateMachine,
 };
@@ -60,6 +61,13 @@ pub enum WaitFor {
 pub enum Woken {
     /// A queued acquire was granted, with this fencing token.
     Granted(FencingToken),
+    /// A queued acquire of a semaphore or read/write lock was granted.
+    GrantedShared {
+        /// The grant's token.
+        token: FencingToken,
+        /// Its fencing value and slot.
+        shared: SharedGranted,
+    },
     /// A campaign won this term, with the leadership's fencing token
     /// (`None`: won before the log recorded protocol 3).
     Won {
@@ -84,6 +92,7 @@ impl Woken {
     pub fn reply(self) -> Reply {
         match self {
             Woken::Granted(token) => Reply::Granted { token },
+            Woken::GrantedShared { token, shared } => Reply::GrantedShared { token, shared },
             Woken::Won { term, token } => Reply::Elected { term, token },
         }
     }
@@ -367,13 +376,23 @@ impl<T> WaiterBook<T> {
                     name,
                     session,
                     token,
+                    shared,
                     ..
-                } => self.wake(
-                    WaitFor::Grant,
-                    &(session.0, name.clone()),
-                    Woken::Granted(*token),
-                    &mut settled,
-                ),
+                } => {
+                    let woken = match shared {
+                        Some(shared) => Woken::GrantedShared {
+                            token: *token,
+                            shared: *shared,
+                        },
+                        None => Woken::Granted(*token),
+                    };
+                    self.wake(
+                        WaitFor::Grant,
+                        &(session.0, name.clone()),
+                        woken,
+                        &mut settled,
+                    )
+                }
                 // Nobody waits in an election that can be removed.
                 Event::LockReleased { .. }
                 | Event::LockQueued { .. }
@@ -507,6 +526,12 @@ impl<T> WaiterBook<T> {
 
 /// The grant `session` holds on lock `name`, if it holds it.
 fn granted_to(machine: &StateMachine, session: SessionId, name: &str) -> Option<Woken> {
+    if let Some(lock) = machine.shared_lock(name) {
+        return lock.grant_of(session).map(|g| Woken::GrantedShared {
+            token: g.token,
+            shared: SharedGranted::of(g),
+        });
+    }
     machine
         .holder(name)
         .filter(|h| h.session == session)

@@ -129,13 +129,27 @@ fn client_requests() -> Vec<Vec<u8>> {
             name: "l".into(),
             wait: true,
             timeout_ms: 5,
-            value: Vec::new(),
+            ..Default::default()
         })),
         request(Op::AcquireWithValue(proto::Acquire {
             name: "l".into(),
             wait: true,
             timeout_ms: 5,
             value: b"host-1".to_vec(),
+            ..Default::default()
+        })),
+        request(Op::AcquireShared(proto::Acquire {
+            name: "pool".into(),
+            wait: true,
+            timeout_ms: 5,
+            mode: proto::acquire::Mode::Permit.into(),
+            permits: 3,
+            ..Default::default()
+        })),
+        request(Op::AcquireShared(proto::Acquire {
+            name: "table".into(),
+            mode: proto::acquire::Mode::Read.into(),
+            ..Default::default()
         })),
         request(Op::ForceRelease(proto::ForceRelease {
             name: "l".into(),
@@ -285,6 +299,19 @@ fn sample_commands() -> Vec<Command> {
             op: ClientOp::Campaign {
                 name: "e".into(),
                 value: b"v".to_vec(),
+            },
+        },
+        CommandKind::ClientAs {
+            caller: Identity("o".into()),
+            session: paxlock_core::locks::SessionId(4),
+            request_id: paxlock_core::locks::RequestId(3),
+            ack_below: paxlock_core::locks::RequestId(3),
+            waiting: Vec::new(),
+            op: ClientOp::AcquireShared {
+                name: "pool".into(),
+                wait: true,
+                mode: paxlock_core::locks::shared::Mode::Permit,
+                permits: 4,
             },
         },
         CommandKind::Takeover { epoch: 5 },

@@ -1,13 +1,16 @@
-//! A Wing–Gong / Lowe linearizability checker for the history of one lock.
+//! A Wing–Gong / Lowe linearizability checker for the history of one lock,
+//! semaphore or read/write lock.
 //!
 //! The history is a set of [`Operation`]s, each with an invocation time, a
 //! completion time (`None` when the outcome is unknown: the operation may
 //! have taken effect at any point after its invocation, or never) and the
 //! observed [`Outcome`]. The checker searches for a total order that (a)
 //! respects real time — if `a` completed before `b` was invoked, `a` comes
-//! first — and (b) is accepted by the sequential specification [`Model`]:
-//! a lock with at most one holder whose fencing tokens strictly increase
-//! across grants.
+//! first — and (b) is accepted by a sequential specification ([`Spec`]):
+//! [`Model`], a lock with at most one holder whose fencing tokens strictly
+//! increase across grants, or [`SharedModel`], a semaphore of `permits`
+//! holders or a read/write lock (readers together, a writer alone), whose
+//! grants' tokens strictly increase too.
 //!
 //! Search: depth-first over "which minimal operation linearizes next",
 //! memoizing visited (linearized set, model state) pairs (Lowe's
@@ -41,6 +44,12 @@ pub type ClientId = u64;
 pub enum Call {
     /// Acquire (try or blocking).
     Acquire,
+    /// Acquire a semaphore's permit (`write = false`) or a read/write lock
+    /// for reading (`false`) or writing (`true`).
+    AcquireShared {
+        /// For writing.
+        write: bool,
+    },
     /// Release the grant with this token.
     Release {
         /// Token named.
@@ -135,6 +144,19 @@ pub enum Verdict {
     },
 }
 
+/// A sequential specification the search checks a history against.
+pub trait Spec: Clone + Eq + std::hash::Hash {
+    /// Every state after `call` by `client` observed as `outcome`; empty
+    /// if the outcome is impossible here.
+    fn step(&self, client: ClientId, call: Call, outcome: Outcome) -> Vec<Self>;
+}
+
+impl Spec for Model {
+    fn step(&self, client: ClientId, call: Call, outcome: Outcome) -> Vec<Model> {
+        Model::step(self, client, call, outcome)
+    }
+}
+
 /// The sequential specification: a lock with one holder and strictly
 /// increasing fencing tokens.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
@@ -156,6 +178,8 @@ impl Model {
         let unknown = outcome == Outcome::Unknown;
         let mut next = Vec::new();
         match call {
+            // A lock history has no shared acquires.
+            Call::AcquireShared { .. } => {}
             Call::Acquire => match (self.holder, mine) {
                 (Some(_), Some((_, tok))) => match outcome {
                     Outcome::Granted { token } => {
@@ -307,8 +331,209 @@ impl Bits {
     }
 }
 
+/// What a history is of, for [`check_all_of`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HistoryOf {
+    /// A lock: [`Model`].
+    Lock,
+    /// A semaphore of this many permits: [`SharedModel`].
+    Semaphore(u32),
+    /// A read/write lock: [`SharedModel`].
+    ReadWrite,
+}
+
+/// A shared grant's token in [`SharedModel`]: seen (`Ok`), or the bounds
+/// an unseen one lies within (`Err((min, max))`).
+type GrantToken = Result<u64, (u64, u64)>;
+
+/// The sequential specification of a semaphore or a read/write lock:
+/// grants with strictly increasing tokens, at most `permits` at once (a
+/// semaphore), or readers together and a writer alone. Queue order is not
+/// modelled (a blocking acquire is one operation from request to grant;
+/// the simulator checks FIFO on its own), so a try-acquire may find it
+/// busy wherever a waiter could stand: a semaphore when full, a read/write
+/// lock whenever anyone holds, either while a lock-delay may be in force.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SharedModel {
+    /// `Some(permits)`: a semaphore; `None`: a read/write lock.
+    permits: Option<u32>,
+    /// Holders: for writing, and their grant's token (`Err((min, max))`:
+    /// granted by an unseen acquire, its token within those bounds: above
+    /// every token before it, below every token granted after it).
+    holders: BTreeMap<ClientId, (bool, GrantToken)>,
+    /// Lower bound on the greatest token granted so far.
+    floor: u64,
+    /// An expired or taken grant's lock-delay may still be in force.
+    delayed: bool,
+}
+
+impl SharedModel {
+    /// An unused semaphore (`Some(permits)`) or read/write lock (`None`).
+    pub fn new(permits: Option<u32>) -> SharedModel {
+        SharedModel {
+            permits,
+            holders: BTreeMap::new(),
+            floor: 0,
+            delayed: false,
+        }
+    }
+
+    /// Whether a grant `write` (or not) fits beside the holders, lock-delays
+    /// aside.
+    fn fits(&self, write: bool) -> bool {
+        match self.permits {
+            Some(permits) => !write && self.holders.len() < permits as usize,
+            None if write => self.holders.is_empty(),
+            None => self.holders.values().all(|(w, _)| !w),
+        }
+    }
+
+    /// Whether a grant proves every lock-delay over: one that any delay
+    /// would block (a writer; the last free permit).
+    fn clears_delays(&self, write: bool) -> bool {
+        match self.permits {
+            Some(permits) => self.holders.len() + 1 == permits as usize,
+            None => write,
+        }
+    }
+
+    fn granted(&self, client: ClientId, write: bool, token: Option<u64>) -> SharedModel {
+        let mut m = self.clone();
+        m.delayed = self.delayed && !self.clears_delays(write);
+        let token = match token {
+            Some(token) => {
+                // Unseen grants before it drew lower tokens.
+                for (_, held) in m.holders.values_mut() {
+                    if let Err((_, max)) = held {
+                        *max = (*max).min(token.saturating_sub(1));
+                    }
+                }
+                m.floor = token;
+                Ok(token)
+            }
+            None => {
+                m.floor = self.floor.saturating_add(1);
+                Err((m.floor, u64::MAX))
+            }
+        };
+        m.holders.insert(client, (write, token));
+        m
+    }
+
+    fn without(&self, client: ClientId, delayed: bool) -> SharedModel {
+        let mut m = self.clone();
+        m.holders.remove(&client);
+        m.delayed |= delayed;
+        m
+    }
+
+    /// `client`'s grant (token `tok`, maybe unseen) shows `token`.
+    fn learn(&self, client: ClientId, tok: GrantToken, token: u64) -> Option<SharedModel> {
+        match tok {
+            Ok(t) if t == token => Some(self.clone()),
+            Err((min, max)) if (min..=max).contains(&token) => {
+                let mut m = self.clone();
+                if let Some(held) = m.holders.get_mut(&client) {
+                    held.1 = Ok(token);
+                }
+                m.floor = m.floor.max(token);
+                Some(m)
+            }
+            Ok(_) | Err(_) => None,
+        }
+    }
+}
+
+impl Spec for SharedModel {
+    fn step(&self, client: ClientId, call: Call, outcome: Outcome) -> Vec<SharedModel> {
+        let mine = self.holders.get(&client).copied();
+        let unknown = outcome == Outcome::Unknown;
+        let mut next = Vec::new();
+        match (call, mine) {
+            // The same grant again (the other mode is refused: no change).
+            (Call::AcquireShared { .. }, Some((_, tok))) => {
+                if let Outcome::Granted { token } = outcome {
+                    next.extend(self.learn(client, tok, token));
+                }
+            }
+            (Call::AcquireShared { write }, None) => {
+                let fits = self.fits(write);
+                // A semaphore has waiters only while full (a free permit
+                // goes to the first at once); a reader may find a writer
+                // queued behind the readers that hold.
+                let queued_writer = self.permits.is_none() && !self.holders.is_empty();
+                let busy_possible = !fits || self.delayed || queued_writer;
+                match outcome {
+                    Outcome::Granted { token } if fits && token > self.floor => {
+                        next.push(self.granted(client, write, Some(token)));
+                    }
+                    Outcome::Busy if busy_possible => next.push(self.clone()),
+                    Outcome::Unknown if fits => next.push(self.granted(client, write, None)),
+                    _ => {}
+                }
+            }
+            // A shared history has no lock acquires.
+            (Call::Acquire, _) => {}
+            (Call::Release { token } | Call::Check { token }, _) => {
+                let release = matches!(call, Call::Release { .. });
+                let ok = if release {
+                    Outcome::Released
+                } else {
+                    Outcome::Valid
+                };
+                match mine {
+                    Some((_, tok)) => {
+                        if outcome == ok || unknown {
+                            if let Some(m) = self.learn(client, tok, token) {
+                                next.push(if release { m.without(client, false) } else { m });
+                            }
+                        }
+                        if (outcome == Outcome::Stale || unknown) && tok != Ok(token) {
+                            next.push(self.clone());
+                        }
+                    }
+                    None if outcome == Outcome::Stale || unknown => next.push(self.clone()),
+                    None => {}
+                }
+            }
+            (Call::Cancel, _) => match (mine.is_some(), outcome) {
+                (true, Outcome::Cancelled { released: true } | Outcome::Unknown) => {
+                    next.push(self.without(client, false))
+                }
+                (false, Outcome::Cancelled { released: false } | Outcome::Unknown) => {
+                    next.push(self.clone())
+                }
+                _ => {}
+            },
+            (Call::ForceReleased { token }, _) => {
+                if matches!(outcome, Outcome::Ended | Outcome::Unknown) {
+                    if let Some(m) = mine.and_then(|(_, tok)| self.learn(client, tok, token)) {
+                        next.push(m.without(client, true));
+                    }
+                }
+            }
+            (Call::EndSession { expired }, _) => {
+                if matches!(outcome, Outcome::Ended | Outcome::Unknown) {
+                    next.push(self.without(client, expired && mine.is_some()));
+                }
+            }
+        }
+        // As for a lock: an unknown outcome includes "never took effect".
+        if unknown && !next.contains(self) {
+            next.push(self.clone());
+        }
+        next
+    }
+}
+
 /// Checks one lock's history with at most `max_steps` search steps.
 pub fn check_lock_history(ops: &[Operation], max_steps: u64) -> Verdict {
+    check_history(ops, Model::default(), max_steps)
+}
+
+/// Checks one history against `spec` (its initial state) with at most
+/// `max_steps` search steps.
+pub fn check_history<M: Spec>(ops: &[Operation], spec: M, max_steps: u64) -> Verdict {
     for (index, op) in ops.iter().enumerate() {
         if op.completed_at.is_some_and(|c| c < op.invoked_at) {
             return Verdict::InvalidHistory {
@@ -329,7 +554,7 @@ pub fn check_lock_history(ops: &[Operation], max_steps: u64) -> Verdict {
     let sorted: Vec<Operation> = order.iter().map(|&i| ops[i]).collect();
     let must = sorted.iter().filter(|o| o.completed_at.is_some()).count();
     Search::new(&sorted, max_steps)
-        .run(must)
+        .run(must, spec)
         .map_prefix(|p| p.into_iter().map(|i| order[i]).collect())
 }
 
@@ -339,8 +564,24 @@ pub fn check_all(
     histories: &BTreeMap<String, Vec<Operation>>,
     max_steps_per_lock: u64,
 ) -> Result<(), (String, Verdict)> {
+    check_all_of(histories, |_| HistoryOf::Lock, max_steps_per_lock)
+}
+
+/// As [`check_all`], each history against the specification `of` its name.
+pub fn check_all_of(
+    histories: &BTreeMap<String, Vec<Operation>>,
+    of: impl Fn(&str) -> HistoryOf,
+    max_steps_per_lock: u64,
+) -> Result<(), (String, Verdict)> {
     for (name, ops) in histories {
-        match check_lock_history(ops, max_steps_per_lock) {
+        let verdict = match of(name) {
+            HistoryOf::Lock => check_lock_history(ops, max_steps_per_lock),
+            HistoryOf::Semaphore(permits) => {
+                check_history(ops, SharedModel::new(Some(permits)), max_steps_per_lock)
+            }
+            HistoryOf::ReadWrite => check_history(ops, SharedModel::new(None), max_steps_per_lock),
+        };
+        match verdict {
             Verdict::Linearizable => {}
             other => return Err((name.clone(), other)),
         }
@@ -365,8 +606,8 @@ struct Search<'a> {
 }
 
 /// One level of the depth-first search: the choices left at this node.
-struct Frame {
-    choices: Vec<(usize, Model)>,
+struct Frame<M> {
+    choices: Vec<(usize, M)>,
     next: usize,
 }
 
@@ -378,7 +619,7 @@ impl<'a> Search<'a> {
     /// All (operation, next state) pairs that may linearize next: the op is
     /// not yet linearized and no other unlinearized op completed before it
     /// was invoked.
-    fn expand(&self, lin: &Bits, model: &Model) -> Vec<(usize, Model)> {
+    fn expand<M: Spec>(&self, lin: &Bits, model: &M) -> Vec<(usize, M)> {
         let min_complete = self
             .ops
             .iter()
@@ -402,14 +643,14 @@ impl<'a> Search<'a> {
         out
     }
 
-    fn run(&self, must: usize) -> Verdict {
+    fn run<M: Spec>(&self, must: usize, initial: M) -> Verdict {
         let n = self.ops.len();
         let mut lin = Bits::new(n);
-        let mut model = Model::default();
+        let mut model = initial;
         let mut done = 0usize; // completed ops linearized so far
-        let mut path: Vec<(usize, Model)> = Vec::new();
+        let mut path: Vec<(usize, M)> = Vec::new();
         let mut best: Vec<usize> = Vec::new();
-        let mut visited: HashSet<(Bits, Model)> = HashSet::new();
+        let mut visited: HashSet<(Bits, M)> = HashSet::new();
         let mut steps = 0u64;
         if must == 0 {
             return Verdict::Linearizable;

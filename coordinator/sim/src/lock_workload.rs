@@ -16,7 +16,8 @@
 //! 4. election events seen by each replica: index +1 each, term +1 per
 //!    leader change (same on proclaim);
 //! 5. grants follow FIFO order of the queue (an independent model of it);
-//! 6. each lock's history is linearizable ([`check_all`]);
+//! 6. each lock's history is linearizable ([`check_all_of`]; a semaphore's
+//!    and a read/write lock's against their own model);
 //! 7. liveness after healing: a lock held by a dead session with waiters is
 //!    handed on within TTL + lock-delay + election timeout + slack;
 //! 8. no node keeps a request waiting for a grant its session holds, nor
@@ -50,6 +51,7 @@ use paxlock_core::leader_role::RoleCanary;
 use paxlock_core::leader_role::{LeaderRole, SCAN_PERIOD};
 use paxlock_core::lock_watch::{LockHistory, LockUpdate};
 use paxlock_core::locks::command::PROTOCOL_V3;
+use paxlock_core::locks::shared::Mode;
 use paxlock_core::locks::{
     AbandonedWait, ClientOp, Command, CommandError, CommandKind, ElectionChange,
     Event as LockEvent, FencingToken, Identity, Output, Reply, RequestId, SessionId, StateMachine,
@@ -62,7 +64,7 @@ use paxlock_core::waiters::{AfterApply, Own, Settled, WaitFor, WaiterBook, Woken
 
 use super::clock::ClockModel;
 use super::engine::{invalid_snapshot, Engine, SimConfig, SimNode, Violation, Workload, MS, SEC};
-use super::linearizability::{check_all, Call, Operation, Outcome, Verdict};
+use super::linearizability::{check_all_of, Call, HistoryOf, Operation, Outcome, Verdict};
 use super::resource::FencedResource;
 use super::rng::{Fnv, SimRng};
 
@@ -80,6 +82,51 @@ const MAX_PENDING: usize = 4096;
 const LIVENESS_SLACK_NS: u64 = 2 * SEC;
 /// Step budget of the linearizability search per lock.
 const LIN_MAX_STEPS: u64 = 2_000_000;
+/// Permits of the shared-lock world's semaphore (`sem0`).
+const SEMAPHORE_PERMITS: u32 = 2;
+
+/// How a client holds a name, for the mutual exclusion and fencing checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Hold {
+    /// A lock, or a read/write lock for writing: alone.
+    Exclusive,
+    /// A semaphore's permit in this slot.
+    Permit(u32),
+    /// A read/write lock for reading: beside other readers.
+    Read,
+}
+
+impl Hold {
+    /// Whether holding `self` excludes `other` at the same time.
+    fn excludes(self, other: Hold) -> bool {
+        match (self, other) {
+            (Hold::Read, Hold::Read) => false,
+            (Hold::Permit(a), Hold::Permit(b)) => a == b,
+            _ => true,
+        }
+    }
+
+    /// The fenced resource a holder writes to: a semaphore's slot has
+    /// its own.
+    fn resource(self, name: &str) -> String {
+        match self {
+            Hold::Permit(slot) => format!("{name}#{slot}"),
+            Hold::Exclusive | Hold::Read => name.to_owned(),
+        }
+    }
+}
+
+/// What the history of `name` is checked against: the shared-lock world's
+/// semaphore (`sem…`), read/write lock (`rw…`), or a lock.
+fn history_of(name: &str) -> HistoryOf {
+    if name.starts_with("sem") {
+        HistoryOf::Semaphore(SEMAPHORE_PERMITS)
+    } else if name.starts_with("rw") {
+        HistoryOf::ReadWrite
+    } else {
+        HistoryOf::Lock
+    }
+}
 
 /// Test-only switches that each break one rule, so the canary tests can
 /// show the checks catch it.
@@ -147,6 +194,16 @@ pub enum LockCanary {
     /// is no longer complete before them: switched off in the shipped
     /// [`LockHistory`].
     SilentLockHistoryTrim,
+    /// Semaphores hand out one permit more than they have: switched off
+    /// in the shipped state machine. Run it in the shared-lock world.
+    ExtraPermit,
+    /// Read/write locks admit a reader while a writer holds: switched off
+    /// in the shipped state machine. Run it in the shared-lock world.
+    ReadBesideWriter,
+    /// A new reader is granted past a queued writer (readers arriving one
+    /// after another starve it): switched off in the shipped state
+    /// machine. Run it in the shared-lock world.
+    ReadersBarge,
 }
 
 /// What to simulate on top of [`SimConfig`] (which gives the cluster, the
@@ -248,6 +305,16 @@ pub struct LockSimConfig {
     /// Admission refuses a value until the log records protocol 3, so
     /// such acquires wait (retrying) until then.
     pub lock_values: bool,
+    /// Whether the clients also use a semaphore of
+    /// [`SEMAPHORE_PERMITS`] permits (`sem0`) and a read/write lock
+    /// (`rw0`, two reads in three acquires): the mutual exclusion check
+    /// then allows as many permit holders as permits (one per slot, each
+    /// slot a fenced resource of its own) and readers together, never a
+    /// writer beside anyone; FIFO and fencing are checked as for locks (a
+    /// reader joining readers takes their token). Admission refuses these
+    /// until the log records protocol 3, so their acquires retry until
+    /// then.
+    pub shared_locks: bool,
     /// Which rule (if any) is switched off.
     #[cfg(feature = "canary")]
     pub canary: LockCanary,
@@ -279,6 +346,7 @@ impl Default for LockSimConfig {
             revocations: false,
             force_releases: false,
             lock_values: false,
+            shared_locks: false,
             #[cfg(feature = "canary")]
             canary: LockCanary::None,
         }
@@ -339,6 +407,11 @@ pub struct LockSimReport {
     pub lock_watch_gone: u64,
     /// Membership changes made (with `sim.membership_changes`).
     pub membership_changes: u64,
+    /// Clients told they hold a semaphore's permit (with `shared_locks`).
+    pub permits_believed: u64,
+    /// Clients told they read a read/write lock beside other readers
+    /// believing it too (with `shared_locks`).
+    pub reads_together: u64,
 }
 
 /// Runs one seed of the lock-service simulation.
@@ -363,6 +436,9 @@ impl CanaryGuard {
         canary::set_revoke_without_delay(canary == LockCanary::RevokeWithoutDelay);
         canary::set_inherit_leader_token(canary == LockCanary::InheritLeaderToken);
         canary::set_untold_taken(canary == LockCanary::UntoldForceRelease);
+        canary::set_extra_permit(canary == LockCanary::ExtraPermit);
+        canary::set_read_beside_writer(canary == LockCanary::ReadBesideWriter);
+        canary::set_readers_barge(canary == LockCanary::ReadersBarge);
         paxlock_core::lock_watch::canary::set_silent_trim(
             canary == LockCanary::SilentLockHistoryTrim,
         );
@@ -391,6 +467,9 @@ impl Drop for CanaryGuard {
         paxlock_core::locks::machine::canary::set_revoke_without_delay(false);
         paxlock_core::locks::machine::canary::set_inherit_leader_token(false);
         paxlock_core::locks::machine::canary::set_untold_taken(false);
+        paxlock_core::locks::machine::canary::set_extra_permit(false);
+        paxlock_core::locks::machine::canary::set_read_beside_writer(false);
+        paxlock_core::locks::machine::canary::set_readers_barge(false);
         paxlock_core::lock_watch::canary::set_silent_trim(false);
         paxlock_client_rules::ack::canary::set_long_waits_hold_the_floor(false);
         paxlock_core::waiters::canary::set_drop_on_refused_cancel(false);
@@ -427,9 +506,11 @@ pub(crate) enum Req {
         session: SessionId,
     },
     /// An administrator's force-release of lock `name` (the force-release
-    /// world).
+    /// world): of its grant with `token` (a semaphore's or read/write
+    /// lock's), or of whichever is current (a lock's).
     ForceRelease {
         name: String,
+        token: Option<FencingToken>,
     },
 }
 
@@ -510,14 +591,14 @@ fn client_request(req: &Req) -> Option<ClientRequest> {
             Vec::new(),
             RequestOp::RevokeSession { session: *session },
         ),
-        Req::ForceRelease { name } => (
+        Req::ForceRelease { name, token } => (
             SessionId(0),
             RequestId(0),
             RequestId(0),
             Vec::new(),
             RequestOp::ForceRelease {
                 name: name.clone(),
-                token: None,
+                token: *token,
             },
         ),
         Req::Abandon { .. } => return None,
@@ -805,6 +886,9 @@ struct LClient {
     /// [`LockSimConfig::background_campaigns`]).
     campaign: Option<InFlight>,
     held: BTreeMap<String, u64>,
+    /// How it holds each name it believes it holds, and the fencing value
+    /// it presents to the name's resource.
+    holds: BTreeMap<String, (Hold, u64)>,
     /// The last lock this client released, with the token it released:
     /// another task of the same program may release it again later.
     released: Option<(String, u64)>,
@@ -818,6 +902,7 @@ struct Belief {
     cinc: u64,
     session: SessionId,
     token: u64,
+    hold: Hold,
     start: u64,
     end: Option<u64>,
 }
@@ -1018,13 +1103,17 @@ fn new_engine(seed: u64, cfg: LockSimConfig) -> Result<LockSim, Violation> {
                 op: None,
                 campaign: None,
                 held: BTreeMap::new(),
+                holds: BTreeMap::new(),
                 released: None,
                 campaigns: BTreeSet::new(),
                 last_ka_local: 0,
             }
         })
         .collect();
-    let lock_names: Vec<String> = (0..cfg.locks.max(1)).map(|i| format!("lock{i}")).collect();
+    let mut lock_names: Vec<String> = (0..cfg.locks.max(1)).map(|i| format!("lock{i}")).collect();
+    if cfg.shared_locks {
+        lock_names.extend(["sem0".to_string(), "rw0".to_string()]);
+    }
     let election_names: Vec<String> = (0..cfg.locks.max(1)).map(|i| format!("elect{i}")).collect();
     let workload = Locks {
         clients,
@@ -1075,7 +1164,7 @@ impl LockSim {
         for (name, ops) in &self.w.histories {
             let one: BTreeMap<String, Vec<Operation>> =
                 [(name.clone(), ops.clone())].into_iter().collect();
-            match check_all(&one, LIN_MAX_STEPS) {
+            match check_all_of(&one, history_of, LIN_MAX_STEPS) {
                 Ok(()) => {}
                 Err((_, Verdict::Unknown { .. })) => self.w.report.lin_unknown += 1,
                 Err((lock, verdict)) => {
@@ -1707,6 +1796,14 @@ impl LockSim {
                             completed_at: Some(self.now),
                         });
                 }
+                // A waiter leaving the queue may let those behind it in
+                // within the same command (a read/write lock's readers
+                // behind a cancelled writer).
+                LockEvent::LockLeftQueue { name, session, .. } => {
+                    if let Some(q) = self.w.fifo.get_mut(name) {
+                        q.retain(|s| s != session);
+                    }
+                }
                 LockEvent::LockGranted {
                     name,
                     session,
@@ -1738,12 +1835,12 @@ impl LockSim {
             // without their caller.
             CommandKind::ClientAs {
                 session,
-                op: ClientOp::Acquire { name, .. },
+                op: ClientOp::Acquire { name, .. } | ClientOp::AcquireShared { name, .. },
                 ..
             }
             | CommandKind::Client {
                 session,
-                op: ClientOp::Acquire { name, .. },
+                op: ClientOp::Acquire { name, .. } | ClientOp::AcquireShared { name, .. },
                 ..
             } => (*session, name.clone(), false, true),
             CommandKind::ClientAs {
@@ -2066,7 +2163,13 @@ impl LockSim {
         }
     }
 
-    fn start_belief(&mut self, client: usize, name: &str, token: u64) -> Result<(), String> {
+    fn start_belief(
+        &mut self,
+        client: usize,
+        name: &str,
+        token: u64,
+        (hold, fencing): (Hold, u64),
+    ) -> Result<(), String> {
         let c = &self.w.clients[client];
         let Some(session) = c.session else {
             return Ok(());
@@ -2076,6 +2179,10 @@ impl LockSim {
         }
         let t = self.now;
         let list = self.w.beliefs.entry(name.to_owned()).or_default();
+        // Permit holders believing now, this one included; whether other
+        // readers do.
+        let mut permits = 1;
+        let mut together = false;
         for b in list.iter() {
             if b.client == client && b.session == session {
                 continue;
@@ -2090,12 +2197,33 @@ impl LockSim {
                     }
                 }
             };
-            if end > t {
+            if end <= t {
+                continue;
+            }
+            if b.hold.excludes(hold) {
                 return Err(format!(
-                    "mutual exclusion: client {} (session {}, token {token}) and client {} (session {}, token {}) both believe they hold {name} at true {} ms (other's belief ends at {} ms)",
-                    client, session.0, b.client, b.session.0, b.token, t / MS, end / MS
+                    "mutual exclusion: client {} (session {}, token {token}, {hold:?}) and client {} (session {}, token {}, {:?}) both believe they hold {name} at true {} ms (other's belief ends at {} ms)",
+                    client, session.0, b.client, b.session.0, b.token, b.hold, t / MS, end / MS
                 ));
             }
+            if matches!(b.hold, Hold::Permit(_)) {
+                permits += 1;
+            }
+            if (b.hold, hold) == (Hold::Read, Hold::Read) {
+                together = true;
+            }
+        }
+        match hold {
+            Hold::Permit(_) => self.w.report.permits_believed += 1,
+            Hold::Read if together => self.w.report.reads_together += 1,
+            Hold::Read | Hold::Exclusive => {}
+        }
+        if matches!(hold, Hold::Permit(_)) && permits > SEMAPHORE_PERMITS {
+            return Err(format!(
+                "permits: with client {client} (session {}, token {token}, {hold:?}), {permits} clients believe they hold a permit of {name} (of {SEMAPHORE_PERMITS}) at true {} ms",
+                session.0,
+                t / MS
+            ));
         }
         if list.len() >= 16 {
             list.retain(|b| b.end.is_none());
@@ -2105,10 +2233,13 @@ impl LockSim {
             cinc: c.incarnation,
             session,
             token,
+            hold,
             start: t,
             end: None,
         });
-        self.w.clients[client].held.insert(name.to_owned(), token);
+        let c = &mut self.w.clients[client];
+        c.held.insert(name.to_owned(), token);
+        c.holds.insert(name.to_owned(), (hold, fencing));
         Ok(())
     }
 
@@ -2122,6 +2253,7 @@ impl LockSim {
             }
         }
         self.w.clients[client].held.remove(name);
+        self.w.clients[client].holds.remove(name);
     }
 
     /// The lease rule on the client's clock (`local`): a session whose
@@ -2142,10 +2274,14 @@ impl LockSim {
         // 1. The lease rule, on the client's own clock.
         self.enforce_lease(client, local);
         // 2. A believing holder uses its lock.
-        let held: Vec<(String, u64)> = self.w.clients[client]
+        let c = &self.w.clients[client];
+        let held: Vec<(String, u64)> = c
             .held
             .iter()
-            .map(|(n, t)| (n.clone(), *t))
+            .map(|(n, t)| match c.holds.get(n) {
+                Some((hold, fencing)) => (hold.resource(n), *fencing),
+                None => (n.clone(), *t),
+            })
             .collect();
         for (name, token) in held {
             let r = self.w.resources.entry(name.clone()).or_default();
@@ -2374,22 +2510,44 @@ impl LockSim {
         let (kind, name, op) = match roll {
             0..=34 if !held => {
                 let wait = self.rng.range(0, 2) > 0;
-                (
-                    if wait {
-                        OpKind::Acquire
+                let op = if lock.starts_with("sem") {
+                    ClientOp::AcquireShared {
+                        name: lock.clone(),
+                        wait,
+                        mode: Mode::Permit,
+                        permits: SEMAPHORE_PERMITS,
+                    }
+                } else if lock.starts_with("rw") {
+                    let mode = if self.rng.range(0, 3) < 2 {
+                        Mode::Read
                     } else {
-                        OpKind::TryAcquire
-                    },
-                    lock.clone(),
+                        Mode::Write
+                    };
+                    ClientOp::AcquireShared {
+                        name: lock.clone(),
+                        wait,
+                        mode,
+                        permits: 0,
+                    }
+                } else {
                     ClientOp::Acquire {
-                        name: lock,
+                        name: lock.clone(),
                         wait,
                         value: if wait && self.w.cfg.lock_values {
                             client_identity(client).0.into_bytes()
                         } else {
                             Vec::new()
                         },
+                    }
+                };
+                (
+                    if wait {
+                        OpKind::Acquire
+                    } else {
+                        OpKind::TryAcquire
                     },
+                    lock,
+                    op,
                 )
             }
             0..=59 => {
@@ -2489,6 +2647,9 @@ impl LockSim {
         let request_id = self.next_request_id(client);
         let hist = match &op {
             ClientOp::Acquire { .. } => Some(Call::Acquire),
+            ClientOp::AcquireShared { mode, .. } => Some(Call::AcquireShared {
+                write: *mode == Mode::Write,
+            }),
             ClientOp::Release { token, .. } => Some(Call::Release { token: token.0 }),
             _ => None,
         }
@@ -2661,7 +2822,25 @@ impl LockSim {
                             ));
                         }
                         self.finish_op(client, task, Some(Outcome::Granted { token: token.0 }));
-                        self.start_belief(client, &op.name, token.0)?;
+                        self.start_belief(client, &op.name, token.0, (Hold::Exclusive, token.0))?;
+                    }
+                    (
+                        OpKind::TryAcquire | OpKind::Acquire,
+                        Ok(Reply::GrantedShared { token, shared }),
+                    ) => {
+                        self.finish_op(client, task, Some(Outcome::Granted { token: token.0 }));
+                        let hold = match (shared.slot, &op.op) {
+                            (Some(slot), _) => Hold::Permit(slot),
+                            (
+                                None,
+                                ClientOp::AcquireShared {
+                                    mode: Mode::Read, ..
+                                },
+                            ) => Hold::Read,
+                            (None, _) => Hold::Exclusive,
+                        };
+                        let belief = (hold, shared.fencing.0);
+                        self.start_belief(client, &op.name, token.0, belief)?;
                     }
                     (OpKind::TryAcquire, Ok(Reply::Busy { .. })) => {
                         self.finish_op(client, task, Some(Outcome::Busy));
@@ -2793,19 +2972,34 @@ impl LockSim {
         }
         let next = self.now + self.rng.range(500 * MS, 1_500 * MS);
         self.schedule_work(next, Ev::ForceRelease);
+        let oracle = &self.w.oracle;
         let held: Vec<String> = self
             .w
             .lock_names
             .iter()
-            .filter(|name| self.w.oracle.holder(name).is_some())
+            .filter(|name| {
+                oracle.holder(name).is_some()
+                    || oracle
+                        .shared_lock(name)
+                        .is_some_and(|l| !l.grants.is_empty())
+            })
             .cloned()
             .collect();
         if held.is_empty() || self.w.clients.is_empty() {
             return;
         }
         let name = held[self.rng.index(held.len())].clone();
+        // A semaphore's or read/write lock's grant is named by its token,
+        // as an operator who looked first names it.
+        let grants: Vec<FencingToken> = self
+            .w
+            .oracle
+            .shared_lock(&name)
+            .map(|l| l.grants.iter().map(|g| g.token).collect())
+            .unwrap_or_default();
+        let token = (!grants.is_empty()).then(|| grants[self.rng.index(grants.len())]);
         let client = self.rng.index(self.w.clients.len());
-        self.send_through(client, Req::ForceRelease { name });
+        self.send_through(client, Req::ForceRelease { name, token });
     }
 
     /// After healing, a lock held by a dead session with waiters must be

@@ -256,3 +256,38 @@ fn nodes_that_ignore_the_access_rules_are_caught() {
     };
     assert_caught("open access", &cfg, 40);
 }
+
+/// The shared-lock world's canaries: a semaphore handing out a permit too
+/// many, a reader admitted beside a writer, and readers passing a queued
+/// writer (which readers arriving one after another would starve).
+fn shared_world(canary: LockCanary) -> LockSimConfig {
+    LockSimConfig {
+        canary,
+        shared_locks: true,
+        clients: 6,
+        ..LockSimConfig::default()
+    }
+}
+
+#[test]
+fn a_semaphore_granting_a_permit_too_many_is_caught() {
+    assert_caught("extra permit", &shared_world(LockCanary::ExtraPermit), 100);
+}
+
+#[test]
+fn a_reader_admitted_beside_a_writer_is_caught() {
+    assert_caught(
+        "reader beside writer",
+        &shared_world(LockCanary::ReadBesideWriter),
+        100,
+    );
+}
+
+#[test]
+fn readers_passing_a_queued_writer_are_caught() {
+    assert_caught(
+        "readers barge",
+        &shared_world(LockCanary::ReadersBarge),
+        100,
+    );
+}

@@ -58,13 +58,23 @@ pub async fn locks(prefix: &str, out: &Output) -> anyhow::Result<()> {
         "lock", "holder", "session", "token", "waiters", "delay"
     );
     for lock in &locks {
-        let (holder, session, token) = match &lock.grant {
-            Some(g) => (
+        let (holder, session, token) = match (&lock.grant, lock.kind) {
+            (Some(g), _) => (
                 shown_identity(&g.holder.identity),
                 g.holder.session_id.to_string(),
                 g.fencing_token.to_string(),
             ),
-            None => ("-".to_string(), "-".to_string(), "-".to_string()),
+            (None, paxlock::LockKind::Semaphore { permits }) => (
+                format!("{} of {permits} permits", lock.holders),
+                "-".to_string(),
+                "-".to_string(),
+            ),
+            (None, paxlock::LockKind::ReadWrite) => (
+                format!("{} (read/write)", lock.holders),
+                "-".to_string(),
+                "-".to_string(),
+            ),
+            (None, paxlock::LockKind::Lock) => ("-".to_string(), "-".to_string(), "-".to_string()),
         };
         println!(
             "{:<32} {:<20} {:>10} {:>12} {:>8} {:>10}",
@@ -91,8 +101,32 @@ pub async fn describe(name: &str, out: &Output) -> anyhow::Result<()> {
     if out.json {
         return print_json(&info);
     }
-    println!("lock {}", info.name);
+    match info.kind {
+        paxlock::LockKind::Lock => println!("lock {}", info.name),
+        paxlock::LockKind::Semaphore { permits } => {
+            println!("semaphore {} ({permits} permits)", info.name)
+        }
+        paxlock::LockKind::ReadWrite => println!("read/write lock {}", info.name),
+    }
     match &info.grant {
+        None if info.kind != paxlock::LockKind::Lock => {
+            println!("  holders: {}", info.holders.len());
+            for h in &info.holders {
+                let how = match h.held_as {
+                    paxlock::HeldAs::Permit { slot } => format!("permit in slot {slot}"),
+                    paxlock::HeldAs::Read => "reading".to_string(),
+                    paxlock::HeldAs::Write => "writing".to_string(),
+                };
+                println!(
+                    "    {} (session {}), {how}, fencing token {} (grant token {}), {}",
+                    shown_identity(&h.grant.holder.identity),
+                    h.grant.holder.session_id,
+                    h.presents,
+                    h.grant.fencing_token,
+                    for_how_long("held", h.grant.held_for)
+                );
+            }
+        }
         Some(g) => {
             println!(
                 "  held by {} (session {}), fencing token {}, {}",
@@ -110,8 +144,14 @@ pub async fn describe(name: &str, out: &Output) -> anyhow::Result<()> {
     println!("  lock-delay: {}", delay(info.lock_delay_left));
     println!("  waiters: {}", info.waiters.len());
     for (i, w) in info.waiters.iter().enumerate() {
+        let wants = match w.wants {
+            Some(paxlock::Wants::Permit) => ", for a permit",
+            Some(paxlock::Wants::Read) => ", to read",
+            Some(paxlock::Wants::Write) => ", to write",
+            None => "",
+        };
         println!(
-            "    {}. {} (session {}), {}",
+            "    {}. {} (session {}){wants}, {}",
             i + 1,
             shown_identity(&w.session.identity),
             w.session.session_id,

@@ -32,6 +32,10 @@ pub fn command_error(err: &CommandError) -> proto::Error {
         E::StateFull { .. } => ErrorCode::StateFull,
         E::NotHeld { .. } => ErrorCode::NotHeld,
         E::TooManyTakenGrants { .. } => ErrorCode::TooManyLocks,
+        E::WrongKind { .. } => ErrorCode::WrongKind,
+        E::PermitsMismatch { .. } | E::PermitsOutOfRange { .. } => ErrorCode::PermitsMismatch,
+        E::ModeHeld { .. } => ErrorCode::ModeHeld,
+        E::GrantUnnamed { .. } => ErrorCode::InvalidRequest,
     };
     proto::Error {
         code: code.into(),

@@ -22,6 +22,8 @@ use paxlock_core::access::Permission;
 use paxlock_core::admission::{
     self, Admission, ClientRequest, Follow, NodeView, Refusal, RequestOp,
 };
+use paxlock_core::locks::event::SharedGranted;
+use paxlock_core::locks::shared::Mode;
 use paxlock_core::proposal::Proposal;
 use paxlock_core::waiters::{WaitFor, WaiterId, Woken};
 
@@ -102,7 +104,9 @@ impl Context {
             match request.op {
                 // One operation on the wire only so that the previous release
                 // refuses it (see the proto); one here.
-                Some(Op::AcquireWithValue(acquire)) => Op::Acquire(acquire),
+                Some(Op::AcquireWithValue(acquire) | Op::AcquireShared(acquire)) => {
+                    Op::Acquire(acquire)
+                }
                 Some(op) => op,
                 None => return Err(error(
                     ErrorCode::InvalidRequest,
@@ -188,7 +192,7 @@ impl Context {
                         identity: self.owner_name(session),
                     }),
                     token: token.0,
-                    since_ms: 0,
+                    ..proto::LockGrant::default()
                 })),
                 other => Err(unexpected(&other)),
             },
@@ -322,17 +326,20 @@ impl Context {
         let reply = self
             .commit_then(kind, follow.after_apply(|| (waiter, grant_tx)))
             .await?;
-        let granted = |token: u64| {
+        let granted = |token: FencingToken, shared: Option<SharedGranted>| {
             Ok(response::Result::Granted(proto::Granted {
                 name: name.clone(),
-                fencing_token: token,
+                fencing_token: shared.map_or(token, |s| s.fencing).0,
+                slot: shared.and_then(|s| s.slot),
+                grant_token: shared.map_or(0, |_| token.0),
             }))
         };
         match reply {
-            Reply::Granted { token } => granted(token.0),
+            Reply::Granted { token } => granted(token, None),
+            Reply::GrantedShared { token, shared } => granted(token, Some(shared)),
             Reply::Busy { .. } => Err(error(
                 ErrorCode::Busy,
-                format!("lock {name:?} is held by another session"),
+                format!("{name:?} is held by another session (no permit or mode free now)"),
                 false,
             )),
             Reply::Queued { .. } => {
@@ -341,7 +348,8 @@ impl Context {
                 let limit = Duration::from_millis(acquire.timeout_ms);
                 match wait_at_most(acquire.timeout_ms, grant_rx).await {
                     Some(Ok(woken)) => match woken.reply() {
-                        Reply::Granted { token } => granted(token.0),
+                        Reply::Granted { token } => granted(token, None),
+                        Reply::GrantedShared { token, shared } => granted(token, Some(shared)),
                         other => Err(unexpected(&other)),
                     },
                     // Dropped unanswered: a cancel, or the session's end.
@@ -662,6 +670,47 @@ fn wire_tokens(tokens: &[paxlock_core::locks::FencingToken]) -> Vec<u64> {
     tokens.iter().map(|t| t.0).collect()
 }
 
+/// An acquire in the core's terms: of a lock, or (by its mode) of a
+/// semaphore's permit or a read/write lock.
+fn acquire_op(acquire: &proto::Acquire) -> Result<ClientOp, proto::Error> {
+    use proto::acquire::Mode as Wire;
+    let mode = match Wire::try_from(acquire.mode) {
+        Ok(Wire::Lock) => {
+            return Ok(ClientOp::Acquire {
+                name: acquire.name.clone(),
+                wait: acquire.wait,
+                value: acquire.value.clone(),
+            })
+        }
+        Ok(Wire::Permit) => Mode::Permit,
+        Ok(Wire::Read) => Mode::Read,
+        Ok(Wire::Write) => Mode::Write,
+        Err(_) => {
+            return Err(error(
+                ErrorCode::InvalidRequest,
+                format!(
+                    "acquire mode {} is unknown to this node (a later release's?)",
+                    acquire.mode
+                ),
+                false,
+            ))
+        }
+    };
+    if !acquire.value.is_empty() {
+        return Err(error(
+            ErrorCode::InvalidRequest,
+            "values are kept with locks only, not with semaphores or read/write locks",
+            false,
+        ));
+    }
+    Ok(ClientOp::AcquireShared {
+        name: acquire.name.clone(),
+        wait: acquire.wait,
+        mode,
+        permits: acquire.permits,
+    })
+}
+
 /// A wire request's operation in the core's terms.
 fn request_op(op: &Op) -> Result<RequestOp, proto::Error> {
     let client = RequestOp::Client;
@@ -686,11 +735,9 @@ fn request_op(op: &Op) -> Result<RequestOp, proto::Error> {
         },
         Op::KeepAlive(_) => RequestOp::KeepAlive,
         Op::CloseSession(_) => client(ClientOp::CloseSession),
-        Op::Acquire(acquire) | Op::AcquireWithValue(acquire) => client(ClientOp::Acquire {
-            name: acquire.name.clone(),
-            wait: acquire.wait,
-            value: acquire.value.clone(),
-        }),
+        Op::Acquire(acquire) | Op::AcquireWithValue(acquire) | Op::AcquireShared(acquire) => {
+            client(acquire_op(acquire)?)
+        }
         Op::Release(release) => client(ClientOp::Release {
             name: release.name.clone(),
             token: FencingToken(release.fencing_token),

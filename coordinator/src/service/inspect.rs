@@ -5,6 +5,7 @@
 
 use paxlock::proto;
 use paxlock_core::inspect::{self, Grant, Member, Viewer};
+use paxlock_core::locks::shared::{Mode, SharedKind};
 
 use super::state::Shared;
 use crate::locks::{FencingToken, Identity, SessionId, StateMachine};
@@ -18,6 +19,7 @@ pub fn describe_lock(shared: &Shared, name: &str) -> proto::LockInfo {
 /// Lock `name` as `machine` holds it, in the wire's terms.
 pub fn lock_info(machine: &StateMachine, name: &str) -> proto::LockInfo {
     let view = inspect::describe_lock(machine, name);
+    let (kind, permits) = kind(view.kind);
     proto::LockInfo {
         name: view.name,
         grant: view.grant.map(grant),
@@ -27,11 +29,43 @@ pub fn lock_info(machine: &StateMachine, name: &str) -> proto::LockInfo {
             .map(|w| proto::LockWaiter {
                 session: Some(session_ref(w.member)),
                 since_ms: w.since_ms.unwrap_or(0),
+                mode: wire_mode(w.mode).into(),
             })
             .collect(),
         delayed_until_ms: view.delayed_until_ms.unwrap_or(0),
         now_ms: view.now_ms,
         value: view.value,
+        kind: kind.into(),
+        permits,
+        holders: view
+            .holders
+            .into_iter()
+            .map(|h| proto::LockGrant {
+                mode: wire_mode(Some(h.mode)).into(),
+                slot: h.slot,
+                fencing_token: h.fencing.0,
+                ..grant(h.grant)
+            })
+            .collect(),
+    }
+}
+
+/// A name's kind, and a semaphore's permits (0 otherwise), on the wire.
+fn kind(kind: Option<SharedKind>) -> (proto::LockKind, u32) {
+    match kind {
+        None => (proto::LockKind::KindLock, 0),
+        Some(SharedKind::Semaphore { permits }) => (proto::LockKind::KindSemaphore, permits),
+        Some(SharedKind::ReadWrite) => (proto::LockKind::KindReadWrite, 0),
+    }
+}
+
+/// A grant's or waiter's mode on the wire (`None`: a lock's).
+fn wire_mode(mode: Option<Mode>) -> proto::acquire::Mode {
+    match mode {
+        None => proto::acquire::Mode::Lock,
+        Some(Mode::Permit) => proto::acquire::Mode::Permit,
+        Some(Mode::Read) => proto::acquire::Mode::Read,
+        Some(Mode::Write) => proto::acquire::Mode::Write,
     }
 }
 
@@ -65,11 +99,17 @@ pub fn list_locks(shared: &Shared, caller: &Identity, list: &proto::ListLocks) -
         locks: page
             .items
             .into_iter()
-            .map(|l| proto::LockSummary {
-                name: l.name,
-                grant: l.grant.map(grant),
-                waiters: l.waiters,
-                delayed_until_ms: l.delayed_until_ms.unwrap_or(0),
+            .map(|l| {
+                let (kind, permits) = kind(l.kind);
+                proto::LockSummary {
+                    name: l.name,
+                    grant: l.grant.map(grant),
+                    waiters: l.waiters,
+                    delayed_until_ms: l.delayed_until_ms.unwrap_or(0),
+                    kind: kind.into(),
+                    permits,
+                    holders: l.holders,
+                }
             })
             .collect(),
         next_after: page.next_after.unwrap_or_default(),
@@ -131,5 +171,8 @@ fn grant(grant: Grant) -> proto::LockGrant {
         holder: Some(session_ref(grant.holder)),
         token: grant.token.0,
         since_ms: grant.since_ms.unwrap_or(0),
+        mode: proto::acquire::Mode::Lock.into(),
+        slot: 0,
+        fencing_token: 0,
     }
 }

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::access::AccessRules;
 use crate::locks::error::{DecodeError, EncodeError};
+use crate::locks::shared::Mode;
 
 /// A session id. Assigned by the state machine: the revision of the
 /// `OpenSession` command that created it, so it is unique forever.
@@ -247,6 +248,10 @@ impl CommandKind {
                 op: ClientOp::Acquire { value, .. },
                 ..
             } if !value.is_empty() => PROTOCOL_V3,
+            CommandKind::Client {
+                op: ClientOp::AcquireShared { .. },
+                ..
+            } => PROTOCOL_V3,
             CommandKind::OpenSession { .. }
             | CommandKind::Client { .. }
             | CommandKind::ExpireSession { .. }
@@ -352,6 +357,20 @@ pub enum ClientOp {
         #[serde(with = "serde_bytes")]
         value: Vec<u8>,
     },
+    /// Acquire a permit of a semaphore, or a read/write lock in read or
+    /// write mode (protocol 3; see [`crate::locks::shared`]). Released,
+    /// checked and cancelled like a lock, by name.
+    AcquireShared {
+        /// The semaphore's or read/write lock's name.
+        name: String,
+        /// Block (queue) rather than fail when it does not fit.
+        wait: bool,
+        /// A permit, or read or write mode.
+        mode: Mode,
+        /// A semaphore's permits (the first acquire fixes them, later ones
+        /// must name the same); 0 otherwise.
+        permits: u32,
+    },
 }
 
 /// [`ClientOp`] as the log stores it: the previous release's variants in
@@ -394,6 +413,13 @@ enum ClientOpLayout {
         #[serde(with = "serde_bytes")]
         value: Vec<u8>,
     },
+    /// Protocol 3: a semaphore's or read/write lock's acquire.
+    AcquireShared {
+        name: String,
+        wait: bool,
+        mode: Mode,
+        permits: u32,
+    },
 }
 
 impl From<ClientOp> for ClientOpLayout {
@@ -412,6 +438,17 @@ impl From<ClientOp> for ClientOpLayout {
             ClientOp::Campaign { name, value } => ClientOpLayout::Campaign { name, value },
             ClientOp::Resign { name } => ClientOpLayout::Resign { name },
             ClientOp::Proclaim { name, value } => ClientOpLayout::Proclaim { name, value },
+            ClientOp::AcquireShared {
+                name,
+                wait,
+                mode,
+                permits,
+            } => ClientOpLayout::AcquireShared {
+                name,
+                wait,
+                mode,
+                permits,
+            },
         }
     }
 }
@@ -434,6 +471,17 @@ impl From<ClientOpLayout> for ClientOp {
             ClientOpLayout::Campaign { name, value } => ClientOp::Campaign { name, value },
             ClientOpLayout::Resign { name } => ClientOp::Resign { name },
             ClientOpLayout::Proclaim { name, value } => ClientOp::Proclaim { name, value },
+            ClientOpLayout::AcquireShared {
+                name,
+                wait,
+                mode,
+                permits,
+            } => ClientOp::AcquireShared {
+                name,
+                wait,
+                mode,
+                permits,
+            },
         }
     }
 }

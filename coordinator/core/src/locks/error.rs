@@ -242,6 +242,67 @@ pub enum CommandError {
         /// The bound ([`crate::locks::session::MAX_TAKEN_GRANTS`]).
         max: u32,
     },
+    /// The name is in use as another kind of lock: a name is a lock, a
+    /// semaphore or a read/write lock while anyone holds, waits for or
+    /// delays it.
+    #[error(
+        "{name:?} is {kind} now, not {asked}: use it as what it is, or another name \
+         (a name takes its kind from its first acquire and keeps it while anyone holds, \
+         waits for or delays it)"
+    )]
+    WrongKind {
+        /// The name.
+        name: String,
+        /// What it is.
+        kind: String,
+        /// What the request used it as.
+        asked: String,
+    },
+    /// A semaphore acquired with other permits than it was created with.
+    #[error(
+        "semaphore {name:?} has {permits} permits, not {asked}: every acquire of a semaphore \
+         must name the permits it was created with"
+    )]
+    PermitsMismatch {
+        /// The semaphore.
+        name: String,
+        /// Its permits.
+        permits: u32,
+        /// The permits the acquire named.
+        asked: u32,
+    },
+    /// A semaphore of no permits, or of too many.
+    #[error("a semaphore has 1 to {max} permits, not {asked}")]
+    PermitsOutOfRange {
+        /// The permits asked for.
+        asked: u32,
+        /// [`crate::locks::shared::MAX_PERMITS`].
+        max: u32,
+    },
+    /// An acquire of a read/write lock in one mode by a session holding it
+    /// in the other.
+    #[error(
+        "this session holds {name:?} in {held}: release it before acquiring the other mode \
+         (an upgrade in place would deadlock two readers upgrading at once)"
+    )]
+    ModeHeld {
+        /// The read/write lock.
+        name: String,
+        /// The mode it holds.
+        held: String,
+    },
+    /// A force-release naming no grant of a semaphore or read/write lock
+    /// that several sessions hold.
+    #[error(
+        "{holders} sessions hold {name:?}: name the grant to end by its token \
+         (`paxlock describe {name}` lists them)"
+    )]
+    GrantUnnamed {
+        /// The semaphore or read/write lock.
+        name: String,
+        /// How many grants it has.
+        holders: u32,
+    },
 }
 
 /// Why bytes did not decode into a command or a snapshot.

@@ -100,6 +100,9 @@ pub enum Event {
         /// The value its acquire carried, the grant's value.
         #[serde(with = "serde_bytes")]
         value: Vec<u8>,
+        /// A semaphore's or read/write lock's grant: its fencing value and
+        /// slot (`None`: a lock's grant, whose token fences).
+        shared: Option<SharedGranted>,
     },
     /// A session joined a lock's queue.
     LockQueued {
@@ -158,4 +161,25 @@ pub enum Event {
         /// The election.
         name: String,
     },
+}
+
+/// What a grant of a semaphore or read/write lock adds to its token (see
+/// [`crate::locks::shared`], "Fencing").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SharedGranted {
+    /// What the holder presents to the resource: the readers' shared value
+    /// for a reader, its token otherwise.
+    pub fencing: FencingToken,
+    /// A permit's slot (`None`: not a permit).
+    pub slot: Option<u32>,
+}
+
+impl SharedGranted {
+    /// What `grant` adds to its token.
+    pub fn of(grant: &crate::locks::shared::SharedGrant) -> SharedGranted {
+        SharedGranted {
+            fencing: grant.fencing,
+            slot: (grant.mode == crate::locks::shared::Mode::Permit).then_some(grant.slot),
+        }
+    }
 }

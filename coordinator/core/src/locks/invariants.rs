@@ -5,6 +5,7 @@ use std::collections::BTreeSet;
 
 use crate::locks::command::{CURRENT_PROTOCOL, PROTOCOL_V2, PROTOCOL_V3};
 use crate::locks::machine::StateMachine;
+use crate::locks::shared::{Mode, SharedKind, MAX_PERMITS};
 
 impl StateMachine {
     /// Checks every structural invariant the simulator relies on; `Err`
@@ -61,12 +62,22 @@ impl StateMachine {
                 return Err(format!("{id:?} over max_locks_per_session"));
             }
             for name in &s.held {
+                if let Some(lock) = self.shared.get(name) {
+                    if lock.grant_of(*id).is_none() {
+                        return Err(format!("{id:?} lists {name:?} as held but has no grant"));
+                    }
+                    continue;
+                }
                 if self.holder(name).map(|h| h.session) != Some(*id) {
                     return Err(format!("{id:?} lists {name:?} as held but is not holder"));
                 }
             }
             for name in &s.waiting {
-                if self.locks.get(name).and_then(|l| l.position(*id)).is_none() {
+                let queued = match self.shared.get(name) {
+                    Some(lock) => lock.position(*id),
+                    None => self.locks.get(name).and_then(|l| l.position(*id)),
+                };
+                if queued.is_none() {
                     return Err(format!("{id:?} lists {name:?} as waited but is not queued"));
                 }
             }
@@ -134,7 +145,14 @@ impl StateMachine {
                 }
             }
         }
+        self.check_shared_invariants()?;
         for (until, name) in &self.delays {
+            if let Some(lock) = self.shared.get(name) {
+                if !lock.delays.iter().any(|d| d.until_ms == *until) {
+                    return Err(format!("delay index entry for {name:?} is stale"));
+                }
+                continue;
+            }
             if self.locks.get(name).and_then(|l| l.delayed_until_ms) != Some(*until) {
                 return Err(format!("delay index entry for {name:?} is stale"));
             }
@@ -162,6 +180,135 @@ impl StateMachine {
             }
             if e.history.len() > self.config.election_history_len as usize {
                 return Err(format!("election {name:?} history over its bound"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The semaphores' and read/write locks' invariants: never more
+    /// holders than permits, never a writer beside anyone, readers holding
+    /// together share one token, no waiter left that fits.
+    fn check_shared_invariants(&self) -> Result<(), String> {
+        // The canaries that break these rules must be caught by the
+        // simulator's own checks (of what clients believe), not here.
+        #[cfg(feature = "canary")]
+        {
+            use crate::locks::machine::canary;
+            if canary::extra_permit() || canary::read_beside_writer() {
+                return Ok(());
+            }
+        }
+        let limits = &self.config.limits;
+        if !self.shared.is_empty() && self.protocol < PROTOCOL_V3 {
+            return Err("a semaphore or read/write lock below protocol 3".into());
+        }
+        for (name, lock) in &self.shared {
+            if lock.is_empty() {
+                return Err(format!("empty shared lock {name:?} kept"));
+            }
+            if self.locks.contains_key(name) {
+                return Err(format!("{name:?} is both a lock and a shared lock"));
+            }
+            match lock.kind {
+                SharedKind::Semaphore { permits } => {
+                    if lock.read_epoch.is_some() {
+                        return Err(format!("semaphore {name:?} has a read epoch"));
+                    }
+                    if !(1..=MAX_PERMITS).contains(&permits) {
+                        return Err(format!("semaphore {name:?} has {permits} permits"));
+                    }
+                    let mut slots = BTreeSet::new();
+                    for g in &lock.grants {
+                        if g.mode != Mode::Permit || g.slot >= permits || !slots.insert(g.slot) {
+                            return Err(format!(
+                                "semaphore {name:?} grants slot {} twice, or out of range",
+                                g.slot
+                            ));
+                        }
+                    }
+                    if lock.delays.iter().any(|d| slots.contains(&d.slot)) {
+                        return Err(format!("semaphore {name:?} grants a slot in lock-delay"));
+                    }
+                }
+                SharedKind::ReadWrite => {
+                    let writers = lock.grants.iter().filter(|g| g.mode == Mode::Write).count();
+                    if writers > 0 && lock.grants.len() > 1 {
+                        return Err(format!("{name:?} has a writer beside another holder"));
+                    }
+                    if writers > 0 && !lock.delays.is_empty() {
+                        return Err(format!("{name:?} has a writer during a lock-delay"));
+                    }
+                    let write_delayed = lock.delays.iter().any(|d| d.mode == Mode::Write);
+                    if write_delayed && !lock.grants.is_empty() {
+                        return Err(format!("{name:?} is held during a writer's lock-delay"));
+                    }
+                    let readers_fence_apart = lock
+                        .grants
+                        .iter()
+                        .any(|g| g.mode == Mode::Read && Some(g.fencing) != lock.read_epoch);
+                    if readers_fence_apart {
+                        return Err(format!("a reader of {name:?} fences apart from its epoch"));
+                    }
+                    if writers > 0 && lock.read_epoch.is_some() {
+                        return Err(format!("{name:?} keeps a read epoch under a writer"));
+                    }
+                    if lock.grants.iter().any(|g| g.mode == Mode::Permit) {
+                        return Err(format!("read/write lock {name:?} grants a permit"));
+                    }
+                }
+            }
+            if lock.front_fits() {
+                return Err(format!("{name:?} leaves a waiter that fits"));
+            }
+            if lock.waiters.len() > limits.max_waiters_per_lock as usize {
+                return Err(format!("{name:?} over max_waiters_per_lock"));
+            }
+            let mut seen = BTreeSet::new();
+            let mut tokens = BTreeSet::new();
+            for g in &lock.grants {
+                if g.token.0 > self.revision {
+                    return Err(format!("{name:?} token above revision"));
+                }
+                if !tokens.insert(g.token) || g.fencing > g.token {
+                    return Err(format!("{name:?} grants token {:?} twice", g.token));
+                }
+                if g.mode != Mode::Read && g.fencing != g.token {
+                    return Err(format!("{name:?} fences a permit or writer apart"));
+                }
+                if !seen.insert(g.session)
+                    || !self
+                        .sessions
+                        .get(&g.session)
+                        .is_some_and(|s| s.held.contains(name))
+                {
+                    return Err(format!(
+                        "{name:?} grant of {:?} twice or not listed",
+                        g.session
+                    ));
+                }
+            }
+            for w in &lock.waiters {
+                let fits_kind = match lock.kind {
+                    SharedKind::Semaphore { .. } => w.mode == Mode::Permit,
+                    SharedKind::ReadWrite => w.mode != Mode::Permit,
+                };
+                if !fits_kind
+                    || !seen.insert(w.session)
+                    || !self
+                        .sessions
+                        .get(&w.session)
+                        .is_some_and(|s| s.waiting.contains(name))
+                {
+                    return Err(format!(
+                        "{name:?} queues {:?} twice, as holder, unlisted or in the wrong mode",
+                        w.session
+                    ));
+                }
+            }
+            for d in &lock.delays {
+                if !self.delays.contains(&(d.until_ms, name.clone())) {
+                    return Err(format!("{name:?} delay not indexed"));
+                }
             }
         }
         Ok(())

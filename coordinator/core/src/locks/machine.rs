@@ -67,10 +67,13 @@ use crate::locks::command::{
 use crate::locks::dedup::Lookup;
 use crate::locks::election::{Election, HistoryGone, Leader};
 use crate::locks::error::CommandError;
-use crate::locks::event::{CloseReason, ElectionChange, ElectionEvent, Event, ReleaseReason};
+use crate::locks::event::{
+    CloseReason, ElectionChange, ElectionEvent, Event, ReleaseReason, SharedGranted,
+};
 use crate::locks::limits::Config;
 use crate::locks::lock::{Holder, Lock, Waiter};
 use crate::locks::session::{Session, MAX_TAKEN_GRANTS};
+use crate::locks::shared::{Mode, SharedKind, SharedLock};
 use crate::locks::state_size;
 
 /// The answer to the command's issuer.
@@ -144,6 +147,15 @@ pub enum Reply {
         session: SessionId,
         /// The grant's token.
         token: FencingToken,
+    },
+    /// The session holds a semaphore's permit or a read/write lock (newly,
+    /// or already: re-acquiring returns the same grant; see
+    /// [`crate::locks::shared`]).
+    GrantedShared {
+        /// The grant's own token: what releases and renewals present.
+        token: FencingToken,
+        /// Its fencing value and slot.
+        shared: SharedGranted,
     },
 }
 
@@ -221,6 +233,9 @@ pub struct StateMachine {
     /// room, once nobody led or campaigned in it): an election (re)created
     /// starts above them, so a name's terms and indices never go back.
     pub(crate) election_floor: ElectionFloor,
+    /// Semaphores and read/write locks (see [`crate::locks::shared`]),
+    /// beside `locks`: a name is in at most one of the two.
+    pub(crate) shared: BTreeMap<String, SharedLock>,
     /// (owner, open key) → the live session opened with them: derived from
     /// `sessions` (rebuilt on restore), for exactly-once opens.
     #[serde(skip)]
@@ -304,6 +319,21 @@ impl Usage {
     }
 }
 
+/// The names from the first at least `prefix` and above `after` (`""`:
+/// from `prefix`), for pages of a list.
+pub(crate) fn names_from<'a>(
+    prefix: &'a str,
+    after: &'a str,
+) -> (std::ops::Bound<&'a str>, std::ops::Bound<&'a str>) {
+    use std::ops::Bound;
+    let start = if !after.is_empty() && after >= prefix {
+        Bound::Excluded(after)
+    } else {
+        Bound::Included(prefix)
+    };
+    (start, Bound::Unbounded)
+}
+
 /// The session a command acts on, whose holdings it may change (a command
 /// changes what other sessions hold only by moving a waiter to holder or a
 /// candidate to leader, which changes no count).
@@ -330,8 +360,8 @@ struct Touched {
 /// Per-apply scratch: the events produced and whether this command already
 /// granted once (see the revision rule).
 #[derive(Default)]
-struct Cx {
-    events: Vec<Event>,
+pub(crate) struct Cx {
+    pub(crate) events: Vec<Event>,
     granted: bool,
 }
 
@@ -369,6 +399,7 @@ impl StateMachine {
             access: AccessRules::default(),
             access_version: 0,
             election_floor: ElectionFloor::default(),
+            shared: BTreeMap::new(),
             open_keys: BTreeMap::new(),
             usage: BTreeMap::new(),
             value_bytes: BTreeMap::new(),
@@ -406,7 +437,9 @@ impl StateMachine {
         }
         let acting = match &command.kind {
             // The holder's session loses the grant.
-            CommandKind::ForceRelease { name, .. } => self.holder(name).map(|h| h.session),
+            CommandKind::ForceRelease { name, token, .. } => {
+                self.grant_to_take(name, Some(*token)).ok().map(|(s, _)| s)
+            }
             kind => acting_session(kind),
         };
         let before = acting.and_then(|session| self.footprint(session));
@@ -711,13 +744,7 @@ impl StateMachine {
         prefix: &'a str,
         after: &'a str,
     ) -> impl Iterator<Item = (&'a String, &'a Lock)> + 'a {
-        use std::ops::Bound;
-        let start = if !after.is_empty() && after >= prefix {
-            Bound::Excluded(after)
-        } else {
-            Bound::Included(prefix)
-        };
-        self.locks.range::<str, _>((start, Bound::Unbounded))
+        self.locks.range::<str, _>(names_from(prefix, after))
     }
 
     /// Live sessions with ids above `after`, in id order.
@@ -746,8 +773,22 @@ impl StateMachine {
     pub fn gauges(&self) -> Gauges {
         Gauges {
             sessions: self.sessions.len() as u64,
-            locks_held: self.locks.values().filter(|l| l.holder.is_some()).count() as u64,
-            waiters: self.locks.values().map(|l| l.waiters.len() as u64).sum(),
+            locks_held: self.locks.values().filter(|l| l.holder.is_some()).count() as u64
+                + self
+                    .shared
+                    .values()
+                    .filter(|l| !l.grants.is_empty())
+                    .count() as u64,
+            waiters: self
+                .locks
+                .values()
+                .map(|l| l.waiters.len() as u64)
+                .sum::<u64>()
+                + self
+                    .shared
+                    .values()
+                    .map(|l| l.waiters.len() as u64)
+                    .sum::<u64>(),
             elections_led: self
                 .elections
                 .values()
@@ -846,7 +887,12 @@ impl StateMachine {
             .locks
             .iter()
             .map(|(name, l)| state_size::lock_bytes(name, l))
-            .sum();
+            .sum::<u64>()
+            + self
+                .shared
+                .iter()
+                .map(|(name, l)| state_size::shared_lock_bytes(name, l))
+                .sum::<u64>();
         let elections: u64 = self
             .elections
             .iter()
@@ -875,6 +921,7 @@ impl StateMachine {
                 match op {
                     ClientOp::CloseSession => self.touched_by_end(*session, &mut t),
                     ClientOp::Acquire { name, .. }
+                    | ClientOp::AcquireShared { name, .. }
                     | ClientOp::Release { name, .. }
                     | ClientOp::Check { name, .. }
                     | ClientOp::CancelAcquire { name } => t.locks.push(name.clone()),
@@ -901,8 +948,9 @@ impl StateMachine {
                 }
             }
             CommandKind::ClaimSession { session, .. } => t.sessions.push(*session),
-            CommandKind::ForceRelease { name, .. } => {
-                t.sessions.extend(self.holder(name).map(|h| h.session));
+            CommandKind::ForceRelease { name, token, .. } => {
+                let holder = self.grant_to_take(name, Some(*token)).ok();
+                t.sessions.extend(holder.map(|(session, _)| session));
                 t.locks.push(name.clone());
             }
             CommandKind::SetAccessRules { .. }
@@ -935,11 +983,7 @@ impl StateMachine {
             .filter_map(|id| self.sessions.get(id))
             .map(state_size::session_bytes)
             .sum();
-        let locks: u64 = t
-            .locks
-            .iter()
-            .filter_map(|name| Some(state_size::lock_bytes(name, self.locks.get(name)?)))
-            .sum();
+        let locks: u64 = t.locks.iter().map(|name| self.lock_bytes(name)).sum();
         let elections: u64 = t
             .elections
             .iter()
@@ -958,7 +1002,7 @@ impl StateMachine {
     ///
     /// Call it after every other check of the command has passed: a
     /// refused command changes nothing.
-    fn make_room(
+    pub(crate) fn make_room(
         &mut self,
         adding: u64,
         keep: Option<&str>,
@@ -1099,7 +1143,11 @@ impl StateMachine {
 
     /// Refuses one more of `kind` for the owner of `session` once its
     /// quota is reached (sessions without an owner have none).
-    fn check_quota(&self, session: SessionId, kind: QuotaKind) -> Result<(), CommandError> {
+    pub(crate) fn check_quota(
+        &self,
+        session: SessionId,
+        kind: QuotaKind,
+    ) -> Result<(), CommandError> {
         let owner = self.sessions.get(&session).and_then(|s| s.owner.as_ref());
         match owner {
             Some(owner) => self.check_quota_of(owner, kind),
@@ -1242,6 +1290,15 @@ impl StateMachine {
                 limits.check_value(&value)?;
                 self.acquire(session, name, wait, value, cx)
             }
+            ClientOp::AcquireShared {
+                name,
+                wait,
+                mode,
+                permits,
+            } => {
+                limits.check_name(&name)?;
+                self.acquire_shared(session, name, wait, mode, permits, cx)
+            }
             ClientOp::Release { name, token } => {
                 limits.check_name(&name)?;
                 self.release(session, &name, token, cx)
@@ -1291,10 +1348,18 @@ impl StateMachine {
             ),
         };
         for name in &s.waiting {
+            if self.shared.contains_key(name) {
+                self.leave_shared_queue(name, session, release_reason, cx);
+                continue;
+            }
             self.remove_waiter(name, session, release_reason, cx);
             self.drop_if_empty(name);
         }
         for name in &s.held {
+            if self.shared.contains_key(name) {
+                self.release_shared(name, session, release_reason, delay_ms, cx);
+                continue;
+            }
             self.release_holder(name, release_reason, delay_ms, cx);
         }
         for name in &s.campaigns {
@@ -1305,7 +1370,7 @@ impl StateMachine {
     // ----- locks ---------------------------------------------------------
 
     /// The token for a grant in this command (see the revision rule).
-    fn next_token(&mut self, cx: &mut Cx) -> FencingToken {
+    pub(crate) fn next_token(&mut self, cx: &mut Cx) -> FencingToken {
         if cx.granted {
             self.revision += 1;
         }
@@ -1355,6 +1420,7 @@ impl StateMachine {
             token,
             owner,
             value,
+            shared: None,
         });
         token
     }
@@ -1431,28 +1497,29 @@ impl StateMachine {
         let not_held = || CommandError::NotHeld {
             name: name.to_owned(),
         };
-        let holder = self
-            .holder(name)
-            .filter(|h| h.token == token)
-            .ok_or_else(not_held)?;
-        let ttl_ms = self.session_ttl_ms(holder.session).ok_or_else(not_held)?;
+        // Another grant by then (a stale token) is not taken.
+        let (holder, token) = self
+            .grant_to_take(name, Some(token))
+            .map_err(|_| not_held())?;
+        let ttl_ms = self.session_ttl_ms(holder).ok_or_else(not_held)?;
         let delay_ms = self.revocation_delay_ms(ttl_ms);
         let until_ms = self.now_ms.saturating_add(delay_ms);
-        let session = self
-            .sessions
-            .get_mut(&holder.session)
-            .ok_or_else(not_held)?;
+        let session = self.sessions.get_mut(&holder).ok_or_else(not_held)?;
         if session.taken.len() >= MAX_TAKEN_GRANTS as usize {
             return Err(CommandError::TooManyTakenGrants {
-                session: holder.session,
+                session: holder,
                 max: MAX_TAKEN_GRANTS,
             });
         }
-        session.taken.insert(holder.token, until_ms);
-        self.release_holder(name, ReleaseReason::ForceReleased, delay_ms, cx);
+        session.taken.insert(token, until_ms);
+        if self.shared.contains_key(name) {
+            self.release_shared(name, holder, ReleaseReason::ForceReleased, delay_ms, cx);
+        } else {
+            self.release_holder(name, ReleaseReason::ForceReleased, delay_ms, cx);
+        }
         Ok(Reply::Taken {
-            session: holder.session,
-            token: holder.token,
+            session: holder,
+            token,
         })
     }
 
@@ -1507,6 +1574,10 @@ impl StateMachine {
                 break;
             }
             self.delays.remove(&(until_ms, name.clone()));
+            if self.shared.contains_key(&name) {
+                self.end_shared_delays(&name, cx);
+                continue;
+            }
             if let Some(lock) = self.locks.get_mut(&name) {
                 lock.delayed_until_ms = None;
                 cx.events.push(Event::LockDelayEnded { name: name.clone() });
@@ -1526,7 +1597,22 @@ impl StateMachine {
         value: Vec<u8>,
         cx: &mut Cx,
     ) -> Result<Reply, CommandError> {
-        let limits = &self.config.limits;
+        if let Some(kind) = self.shared.get(&name).map(|l| l.kind) {
+            // A plain acquire of a read/write lock takes it for writing
+            // (PROTOCOL.md); a semaphore needs its permits named.
+            if kind != SharedKind::ReadWrite || !value.is_empty() {
+                return Err(CommandError::WrongKind {
+                    name,
+                    kind: kind.describe(),
+                    asked: if value.is_empty() {
+                        "a lock".into()
+                    } else {
+                        "a lock with a value".into()
+                    },
+                });
+            }
+            return self.acquire_shared(session, name, wait, Mode::Write, 0, cx);
+        }
         let lock = self.locks.get(&name);
         if let Some(lock) = lock {
             if let Some(h) = lock.holder.filter(|h| h.session == session) {
@@ -1543,21 +1629,8 @@ impl StateMachine {
                 delayed_until_ms: lock.and_then(|l| l.delayed_until_ms),
             });
         }
-        let count = self.sessions.get(&session).map_or(0, Session::lock_count);
-        if count >= limits.max_locks_per_session as usize {
-            return Err(CommandError::TooManyLocks {
-                max: limits.max_locks_per_session,
-            });
-        }
-        self.check_quota(session, QuotaKind::Locks)?;
         let waiters = lock.map_or(0, |l| l.waiters.len());
-        let max_waiters = limits.max_waiters_per_lock;
-        if !grantable && waiters >= max_waiters as usize {
-            return Err(CommandError::WaitQueueFull {
-                name,
-                max: max_waiters,
-            });
-        }
+        self.check_new_hold(session, &name, (!grantable).then_some(waiters))?;
         self.check_value_quota(session, value.len(), 0)?;
         // A grant adds the holder; a wait adds a waiter; either, the value.
         let holders = lock.map_or(0, |l| usize::from(l.holder.is_some()));
@@ -1583,7 +1656,19 @@ impl StateMachine {
             since_ms,
             value,
         });
-        let position = u32::try_from(lock.waiters.len()).unwrap_or(u32::MAX);
+        let queue_len = lock.waiters.len();
+        Ok(self.note_queued(name, session, queue_len, cx))
+    }
+
+    /// Records that `session` joined the queue of `name` (of either table),
+    /// now `queue_len` long: its name in the session, the event, the reply.
+    pub(crate) fn note_queued(
+        &mut self,
+        name: String,
+        session: SessionId,
+        queue_len: usize,
+        cx: &mut Cx,
+    ) -> Reply {
         let owner = self.sessions.get_mut(&session).and_then(|s| {
             s.waiting.insert(name.clone());
             s.owner.clone()
@@ -1593,7 +1678,36 @@ impl StateMachine {
             session,
             owner,
         });
-        Ok(Reply::Queued { position })
+        Reply::Queued {
+            position: u32::try_from(queue_len).unwrap_or(u32::MAX),
+        }
+    }
+
+    /// Refuses a new grant or wait of `session` for `name` past its
+    /// session's and identity's lock bounds, or (`queue_len`: it would
+    /// queue behind that many) past the lock's waiter bound.
+    pub(crate) fn check_new_hold(
+        &self,
+        session: SessionId,
+        name: &str,
+        queue_len: Option<usize>,
+    ) -> Result<(), CommandError> {
+        let limits = &self.config.limits;
+        let count = self.sessions.get(&session).map_or(0, Session::lock_count);
+        if count >= limits.max_locks_per_session as usize {
+            return Err(CommandError::TooManyLocks {
+                max: limits.max_locks_per_session,
+            });
+        }
+        self.check_quota(session, QuotaKind::Locks)?;
+        let max = limits.max_waiters_per_lock;
+        if queue_len.is_some_and(|waiters| waiters >= max as usize) {
+            return Err(CommandError::WaitQueueFull {
+                name: name.to_owned(),
+                max,
+            });
+        }
+        Ok(())
     }
 
     fn stale(&self, name: &str, presented: FencingToken) -> CommandError {
@@ -1620,6 +1734,11 @@ impl StateMachine {
         token: FencingToken,
         cx: &mut Cx,
     ) -> Result<Reply, CommandError> {
+        if self.shared.contains_key(name) {
+            self.shared_grant_of(session, name, token)?;
+            self.release_shared(name, session, ReleaseReason::Released, 0, cx);
+            return Ok(Reply::Released);
+        }
         if !self.holds(session, name, token) {
             return Err(self.stale(name, token));
         }
@@ -1633,6 +1752,11 @@ impl StateMachine {
         name: &str,
         token: FencingToken,
     ) -> Result<Reply, CommandError> {
+        if self.shared.contains_key(name) {
+            return self
+                .shared_grant_of(session, name, token)
+                .map(|_| Reply::Valid);
+        }
         if self.holds(session, name, token) {
             Ok(Reply::Valid)
         } else {
@@ -1641,6 +1765,9 @@ impl StateMachine {
     }
 
     fn cancel(&mut self, session: SessionId, name: &str, cx: &mut Cx) -> Reply {
+        if self.shared.contains_key(name) {
+            return self.cancel_shared(session, name, cx);
+        }
         match self.holder(name) {
             Some(h) if h.session == session => {
                 // The grant raced the cancel: release it, no orphan holder.
@@ -1980,6 +2107,43 @@ pub mod canary {
         static REVOKE_WITHOUT_DELAY: Cell<bool> = const { Cell::new(false) };
         static INHERIT_LEADER_TOKEN: Cell<bool> = const { Cell::new(false) };
         static UNTOLD_TAKEN: Cell<bool> = const { Cell::new(false) };
+        static EXTRA_PERMIT: Cell<bool> = const { Cell::new(false) };
+        static READ_BESIDE_WRITER: Cell<bool> = const { Cell::new(false) };
+        static READERS_BARGE: Cell<bool> = const { Cell::new(false) };
+    }
+
+    /// Makes semaphores on this thread hand out one permit more than they
+    /// have.
+    pub fn set_extra_permit(on: bool) {
+        EXTRA_PERMIT.with(|c| c.set(on));
+    }
+
+    /// Whether the extra-permit canary is on for this thread.
+    pub fn extra_permit() -> bool {
+        EXTRA_PERMIT.with(Cell::get)
+    }
+
+    /// Makes read/write locks on this thread admit readers while a writer
+    /// holds.
+    pub fn set_read_beside_writer(on: bool) {
+        READ_BESIDE_WRITER.with(|c| c.set(on));
+    }
+
+    /// Whether the reader-beside-writer canary is on for this thread.
+    pub fn read_beside_writer() -> bool {
+        READ_BESIDE_WRITER.with(Cell::get)
+    }
+
+    /// Makes read/write locks on this thread grant a new reader while
+    /// others wait (barging past a queued writer, which readers arriving
+    /// one after another then starve).
+    pub fn set_readers_barge(on: bool) {
+        READERS_BARGE.with(|c| c.set(on));
+    }
+
+    /// Whether the barging-readers canary is on for this thread.
+    pub fn readers_barge() -> bool {
+        READERS_BARGE.with(Cell::get)
     }
 
     /// Makes the machine on this thread name no taken grants for keepalive

@@ -18,6 +18,8 @@ pub mod limits;
 pub mod lock;
 pub mod machine;
 pub mod session;
+pub mod shared;
+mod shared_ops;
 pub mod snapshot;
 pub mod state_size;
 
@@ -50,6 +52,8 @@ mod proptests;
 mod removal_tests;
 #[cfg(test)]
 mod revoke_tests;
+#[cfg(test)]
+mod shared_tests;
 #[cfg(test)]
 mod state_bound_tests;
 #[cfg(test)]

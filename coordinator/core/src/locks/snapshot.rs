@@ -1,13 +1,13 @@
 //! Snapshots: the whole state machine to bytes and back.
 //!
-//! Format: postcard encoding of `(version, machine)`. Version 6 is this
+//! Format: postcard encoding of `(version, machine)`. Version 7 is this
 //! release's [`StateMachine`]. Version 1 is the previous release's layout
 //! (no session owners, no protocol version, no leadership tokens, no
 //! lock values or times): it is
 //! still read, so a node upgraded in place restores the snapshots it wrote
 //! before, and still written while the log says some node may speak only
 //! protocol 2, so that node (or this one, rolled back) can restore it.
-//! Versions 2 to 5 were written only by development builds between the
+//! Versions 2 to 6 were written only by development builds between the
 //! two releases and are refused with a typed error. Restore checks every
 //! invariant, so corrupt or hostile bytes give a typed [`DecodeError`],
 //! never a panic or a machine that panics later.
@@ -19,7 +19,7 @@ use crate::locks::machine::StateMachine;
 
 /// Format version written by [`StateMachine::snapshot`] once the cluster
 /// speaks protocol 3.
-pub const SNAPSHOT_VERSION: u32 = 6;
+pub const SNAPSHOT_VERSION: u32 = 7;
 
 /// The previous release's format, written before that.
 pub const SNAPSHOT_VERSION_V1: u32 = 1;
@@ -252,7 +252,10 @@ mod v1 {
             match *r {
                 Reply::SessionOpened { session } => ReplyV1::SessionOpened { session },
                 Reply::SessionClosed => ReplyV1::SessionClosed,
-                Reply::Granted { token } => ReplyV1::Granted { token },
+                // A permit exists only from protocol 3 on.
+                Reply::Granted { token } | Reply::GrantedShared { token, .. } => {
+                    ReplyV1::Granted { token }
+                }
                 Reply::Queued { position } => ReplyV1::Queued { position },
                 Reply::Busy {
                     current,

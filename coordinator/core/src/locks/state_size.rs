@@ -23,6 +23,7 @@ use crate::locks::error::CommandError;
 use crate::locks::event::{ElectionChange, ElectionEvent};
 use crate::locks::lock::Lock;
 use crate::locks::session::Session;
+use crate::locks::shared::SharedLock;
 
 /// A session's own struct, its entries in the session table and the
 /// derived indexes (owner usage, open key).
@@ -75,6 +76,9 @@ fn error_text_bytes(error: &CommandError) -> usize {
         | E::NotLeader { name }
         | E::NotHeld { name } => name.len(),
         E::InvalidAccessRules { reason } => reason.len(),
+        E::WrongKind { name, kind, asked } => name.len() + kind.len() + asked.len(),
+        E::ModeHeld { name, held } => name.len() + held.len(),
+        E::PermitsMismatch { name, .. } | E::GrantUnnamed { name, .. } => name.len(),
         E::QuotaExceeded { identity, .. } => identity.len(),
         E::SessionNotFound { .. }
         | E::TooManySessions { .. }
@@ -93,7 +97,8 @@ fn error_text_bytes(error: &CommandError) -> usize {
         | E::InvalidIdentity { .. }
         | E::AccessRulesChanged { .. }
         | E::StateFull { .. }
-        | E::TooManyTakenGrants { .. } => 0,
+        | E::TooManyTakenGrants { .. }
+        | E::PermitsOutOfRange { .. } => 0,
     }
 }
 
@@ -115,6 +120,13 @@ pub fn lock_bytes(name: &str, lock: &Lock) -> u64 {
         usize::from(lock.holder.is_some()),
         lock.waiters.len(),
     ) + values as u64
+}
+
+/// Counted bytes of the semaphore or read/write lock `name`: as a lock
+/// with as many holders as it has grants (its lock-delays count as waiters).
+pub fn shared_lock_bytes(name: &str, lock: &SharedLock) -> u64 {
+    lock_bytes_of(name.len(), lock.grants.len(), lock.waiters.len())
+        + lock.delays.len() as u64 * WAITER_BYTES
 }
 
 /// Counted bytes of a leader or candidate of an election named

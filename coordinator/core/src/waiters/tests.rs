@@ -29,7 +29,9 @@ fn woken(s: &Settled<Req>) -> Vec<(WaitFor, Req, u64)> {
     s.woken
         .iter()
         .map(|(w, k)| match k {
-            Woken::Granted(token) => (WaitFor::Grant, *w, token.0),
+            Woken::Granted(token) | Woken::GrantedShared { token, .. } => {
+                (WaitFor::Grant, *w, token.0)
+            }
             Woken::Won { term, .. } => (WaitFor::Win, *w, *term),
         })
         .collect()

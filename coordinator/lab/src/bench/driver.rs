@@ -27,6 +27,27 @@ impl Target {
             Target::Etcd => "etcd",
         }
     }
+
+    /// Whether it has a counting semaphore to measure.
+    pub fn has_semaphores(self) -> bool {
+        match self {
+            Target::Paxlock => true,
+            Target::Etcd => false,
+        }
+    }
+}
+
+/// What one acquire of the lock loops takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Take {
+    /// A lock.
+    Lock,
+    /// A permit of a semaphore of this many.
+    Permit(u32),
+    /// A read/write lock for reading.
+    Read,
+    /// A read/write lock for writing.
+    Write,
 }
 
 /// Where a target lives.
@@ -76,6 +97,9 @@ pub enum Held {
     /// etcd lock key (base64, as the gateway returns it).
     #[cfg(feature = "etcd")]
     Etcd(String),
+    /// etcd RWMutex recipe key (base64), deleted to unlock.
+    #[cfg(feature = "etcd")]
+    EtcdKey(String),
 }
 
 /// Reads a Paxlock client config and overrides the session TTL.
@@ -105,11 +129,28 @@ impl Conn {
         }
     }
 
-    /// Blocking acquire of `name`, giving up after `timeout`.
+    /// Blocking acquire of lock `name`, giving up after `timeout`.
     pub async fn acquire(&mut self, name: &str, timeout: Duration) -> anyhow::Result<Held> {
+        self.take(name, Take::Lock, timeout).await
+    }
+
+    /// Blocking acquire of `name` as `take` says, giving up after
+    /// `timeout`.
+    pub async fn take(
+        &mut self,
+        name: &str,
+        take: Take,
+        timeout: Duration,
+    ) -> anyhow::Result<Held> {
         match self {
             Conn::Paxlock(client, config) => {
-                match client.lock(name).timeout(timeout).acquire().await {
+                let builder = match take {
+                    Take::Lock => client.lock(name),
+                    Take::Permit(permits) => client.semaphore(name, permits),
+                    Take::Read => client.rwlock(name).read(),
+                    Take::Write => client.rwlock(name).write(),
+                };
+                match builder.timeout(timeout).acquire().await {
                     Ok(guard) => Ok(Held::Paxlock(guard)),
                     Err(e @ (paxlock::Error::SessionLost(_) | paxlock::Error::Closed)) => {
                         // A lost session is final for its client: start a new one.
@@ -122,7 +163,13 @@ impl Conn {
                 }
             }
             #[cfg(feature = "etcd")]
-            Conn::Etcd(conn) => Ok(Held::Etcd(conn.lock(name, timeout).await?)),
+            Conn::Etcd(conn) => match take {
+                Take::Lock => Ok(Held::Etcd(conn.lock(name, timeout).await?)),
+                Take::Read | Take::Write => Ok(Held::EtcdKey(
+                    conn.rw_lock(name, take == Take::Write, timeout).await?,
+                )),
+                Take::Permit(_) => anyhow::bail!("etcd has no semaphore"),
+            },
         }
     }
 
@@ -132,6 +179,8 @@ impl Conn {
             (Conn::Paxlock(..), Held::Paxlock(guard)) => Ok(guard.release().await?),
             #[cfg(feature = "etcd")]
             (Conn::Etcd(conn), Held::Etcd(key)) => conn.unlock(&key).await,
+            #[cfg(feature = "etcd")]
+            (Conn::Etcd(conn), Held::EtcdKey(key)) => conn.delete(&key).await,
             #[cfg(feature = "etcd")]
             _ => anyhow::bail!("lock handle of another target"),
         }

@@ -1,8 +1,9 @@
 //! etcd through its v3 JSON gateway (`/v3/lease/*`, `/v3/lock/*`,
-//! `/v3/election/*`, `/v3/maintenance/status`): the same gRPC services
-//! etcd's concurrency package uses (one lease per client, reused; v3lock
-//! Lock/Unlock; v3election Campaign/Resign/Observe), over plain HTTP/1.1
-//! keep-alive so no protoc or gRPC stack is needed.
+//! `/v3/election/*`, `/v3/kv/*`, `/v3/watch`, `/v3/maintenance/status`):
+//! the same gRPC services etcd's concurrency package uses (one lease per
+//! client, reused; v3lock Lock/Unlock; v3election Campaign/Resign/Observe;
+//! the `recipes` package's RWMutex on keys, ranges and watches), over plain
+//! HTTP/1.1 keep-alive so no protoc or gRPC stack is needed.
 
 use std::time::Duration;
 
@@ -224,6 +225,21 @@ pub struct EtcdConn {
     http: Http,
     lease: String,
     keepalive: tokio::task::JoinHandle<()>,
+    /// Tells this client's RWMutex keys apart.
+    keys_made: u64,
+}
+
+/// The end of the key range of every key starting with `prefix` (etcd's
+/// `clientv3.GetPrefixRangeEnd`).
+fn prefix_end(prefix: &str) -> Vec<u8> {
+    let mut end = prefix.as_bytes().to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
 }
 
 impl EtcdConn {
@@ -262,7 +278,106 @@ impl EtcdConn {
             http,
             lease,
             keepalive,
+            keys_made: 0,
         })
+    }
+
+    /// etcd's RWMutex recipe (`client/v3/experimental/recipes/rwmutex.go`)
+    /// on lock `name`: puts a key of our lease under `name/read/` or
+    /// `name/write/`, then, until none is left, finds the newest key
+    /// created before ours that excludes us (a writer's, for a reader; any,
+    /// for a writer) and waits for its deletion. Returns our key (base64),
+    /// which `delete` releases; on a timeout deletes it.
+    pub async fn rw_lock(
+        &mut self,
+        name: &str,
+        write: bool,
+        timeout: Duration,
+    ) -> anyhow::Result<String> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let left = || deadline.saturating_duration_since(tokio::time::Instant::now());
+        self.keys_made += 1;
+        let prefix = format!("rwmutex/{name}/");
+        let mode = if write { "write" } else { "read" };
+        let key = base64(format!("{prefix}{mode}/{}-{}", self.lease, self.keys_made).as_bytes());
+        let put = format!(
+            "{{\"key\":\"{key}\",\"value\":\"\",\"lease\":\"{}\"}}",
+            self.lease
+        );
+        let text = self.http.post("/v3/kv/put", &put, left()).await?;
+        let created: u64 = json_object(&text, "header")
+            .and_then(|h| json_str(h, "revision"))
+            .and_then(|r| r.parse().ok())
+            .ok_or_else(|| anyhow!("put: no revision in {text}"))?;
+        let excluders = if write {
+            prefix.clone()
+        } else {
+            format!("{prefix}write/")
+        };
+        let waited = self.wait_for_older(&excluders, created, deadline).await;
+        match waited {
+            Ok(()) => Ok(key),
+            Err(e) => {
+                let _ = self.delete(&key).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Waits until no key under `prefix` created before revision `created`
+    /// is left (the recipe's `waitOnLastRev`, in a loop).
+    async fn wait_for_older(
+        &mut self,
+        prefix: &str,
+        created: u64,
+        deadline: tokio::time::Instant,
+    ) -> anyhow::Result<()> {
+        let range = format!(
+            "{{\"key\":\"{}\",\"range_end\":\"{}\",\"limit\":1,\"sort_order\":\"DESCEND\",\
+             \"sort_target\":\"CREATE\",\"max_create_revision\":\"{}\"}}",
+            base64(prefix.as_bytes()),
+            base64(&prefix_end(prefix)),
+            created - 1
+        );
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let text = self.http.post("/v3/kv/range", &range, left).await?;
+            if !text.contains("\"kvs\"") {
+                return Ok(());
+            }
+            let older = json_str(&text, "key").ok_or_else(|| anyhow!("range: {text}"))?;
+            let seen: u64 = json_object(&text, "header")
+                .and_then(|h| json_str(h, "revision"))
+                .and_then(|r| r.parse().ok())
+                .ok_or_else(|| anyhow!("range: no revision in {text}"))?;
+            // From just after the range, so a delete in between is seen.
+            let watch = format!(
+                "{{\"create_request\":{{\"key\":\"{older}\",\"start_revision\":\"{}\"}}}}",
+                seen + 1
+            );
+            let member = self.http.endpoints[self.http.current].clone();
+            let wait = async {
+                let mut stream = LineStream::open(&member, "/v3/watch", &watch).await?;
+                loop {
+                    let line = stream.next_line("watch").await?;
+                    if line.contains("\"type\":\"DELETE\"") {
+                        return anyhow::Ok(());
+                    }
+                }
+            };
+            tokio::time::timeout(left, wait)
+                .await
+                .map_err(|_| anyhow!("rwmutex: not acquired within the timeout"))??;
+        }
+    }
+
+    /// Deletes `key` (base64): releases an RWMutex.
+    pub async fn delete(&mut self, key: &str) -> anyhow::Result<()> {
+        let body = format!("{{\"key\":\"{key}\"}}");
+        self.http
+            .post("/v3/kv/deleterange", &body, Duration::from_secs(10))
+            .await
+            .map(|_| ())
     }
 
     /// v3lock Lock on our lease; returns the owner key.
@@ -343,41 +458,33 @@ pub struct LeaderKey {
     pub rev: u64,
 }
 
-/// A v3election Observe stream: the gateway answers with a chunked body
-/// that never ends, one JSON message per line, each the current leader's
-/// key; etcd sends one when a leader exists and one per new leader (and
-/// per Proclaim, which the bench does not use).
-pub struct Observer {
+/// A streaming gateway call (Observe, Watch): the gateway answers with a
+/// chunked body that never ends, one JSON message per line.
+struct LineStream {
     stream: BufReader<TcpStream>,
-    /// The gateway sends the response head only with the first message,
-    /// i.e. once there is a leader, so it is read by `next`, not `open`.
+    /// The gateway sends the response head only with the first message
+    /// (an Observe's once there is a leader), so it is read by
+    /// `next_line`, not `open`.
     head_read: bool,
     /// Body bytes received but not yet returned as a message.
     pending: Vec<u8>,
 }
 
-impl Observer {
-    /// Sends an Observe request for election `name` to member `endpoint`.
-    pub async fn open(endpoint: &str, name: &str, timeout: Duration) -> anyhow::Result<Observer> {
-        let open = async {
-            let mut stream = connect(endpoint).await?;
-            let body = format!("{{\"name\":\"{}\"}}", base64(name.as_bytes()));
-            write_request(&mut stream, endpoint, "/v3/election/observe", &body).await?;
-            anyhow::Ok(stream)
-        };
-        let stream = tokio::time::timeout(timeout, open)
-            .await
-            .map_err(|_| anyhow!("etcd observe: no connection within {timeout:?}"))??;
-        Ok(Observer {
+impl LineStream {
+    /// Sends the request to member `endpoint`.
+    async fn open(endpoint: &str, path: &str, body: &str) -> anyhow::Result<LineStream> {
+        let mut stream = connect(endpoint).await?;
+        write_request(&mut stream, endpoint, path, body).await?;
+        Ok(LineStream {
             stream,
             head_read: false,
             pending: Vec::new(),
         })
     }
 
-    /// The create revision of the next observed leader key; waits as long
-    /// as it takes (the caller bounds it).
-    pub async fn next(&mut self) -> anyhow::Result<u64> {
+    /// The next message (its `{"result":...}` line); an `{"error":...}`
+    /// line, an HTTP error or the end of the stream fails, naming `what`.
+    async fn next_line(&mut self, what: &str) -> anyhow::Result<String> {
         if !self.head_read {
             let head = read_head(&mut self.stream).await?;
             if head.status != 200 {
@@ -386,38 +493,66 @@ impl Observer {
                     let _ = read_chunk(&mut self.stream, &mut body).await;
                 }
                 bail!(
-                    "etcd observe: HTTP {}: {}",
+                    "etcd {what}: HTTP {}: {}",
                     head.status,
                     String::from_utf8_lossy(&body).trim()
                 );
             }
             if !head.chunked {
-                bail!("etcd observe: expected a chunked (streaming) response");
+                bail!("etcd {what}: expected a chunked (streaming) response");
             }
             self.head_read = true;
         }
         loop {
             if let Some(pos) = self.pending.iter().position(|&b| b == b'\n') {
                 let line: Vec<u8> = self.pending.drain(..=pos).collect();
-                let text = String::from_utf8_lossy(&line);
-                if text.trim().is_empty() {
+                let text = String::from_utf8_lossy(&line).trim().to_string();
+                if text.is_empty() {
                     continue;
                 }
                 // The gateway wraps each message as {"result":...}, and a
                 // failure of the stream as {"error":...}.
                 if !text.starts_with("{\"result\"") {
-                    bail!("etcd observe: {}", text.trim());
+                    bail!("etcd {what}: {text}");
                 }
-                let kv = json_object(&text, "kv")
-                    .ok_or_else(|| anyhow!("etcd observe: no kv in {}", text.trim()))?;
-                return json_str(kv, "create_revision")
-                    .and_then(|r| r.parse().ok())
-                    .ok_or_else(|| anyhow!("etcd observe: no create_revision in {}", text.trim()));
+                return Ok(text);
             }
             if !read_chunk(&mut self.stream, &mut self.pending).await? {
-                bail!("etcd observe: the stream ended");
+                bail!("etcd {what}: the stream ended");
             }
         }
+    }
+}
+
+/// A v3election Observe stream: each message is the current leader's
+/// key; etcd sends one when a leader exists and one per new leader (and
+/// per Proclaim, which the bench does not use).
+pub struct Observer {
+    lines: LineStream,
+}
+
+impl Observer {
+    /// Sends an Observe request for election `name` to member `endpoint`.
+    pub async fn open(endpoint: &str, name: &str, timeout: Duration) -> anyhow::Result<Observer> {
+        let body = format!("{{\"name\":\"{}\"}}", base64(name.as_bytes()));
+        let lines = tokio::time::timeout(
+            timeout,
+            LineStream::open(endpoint, "/v3/election/observe", &body),
+        )
+        .await
+        .map_err(|_| anyhow!("etcd observe: no connection within {timeout:?}"))??;
+        Ok(Observer { lines })
+    }
+
+    /// The create revision of the next observed leader key; waits as long
+    /// as it takes (the caller bounds it).
+    pub async fn next(&mut self) -> anyhow::Result<u64> {
+        let text = self.lines.next_line("observe").await?;
+        let kv =
+            json_object(&text, "kv").ok_or_else(|| anyhow!("etcd observe: no kv in {text}"))?;
+        json_str(kv, "create_revision")
+            .and_then(|r| r.parse().ok())
+            .ok_or_else(|| anyhow!("etcd observe: no create_revision in {text}"))
     }
 }
 

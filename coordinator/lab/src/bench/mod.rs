@@ -32,6 +32,12 @@ pub enum Workload {
     Uncontended,
     /// N clients, one shared lock name, acquire → release.
     Contended,
+    /// N clients, one semaphore of `--permits` permits, acquire → release
+    /// (etcd has no semaphore: Paxlock only).
+    Semaphore,
+    /// N clients, one read/write lock, `--read-percent` of acquires for
+    /// reading, acquire → release (etcd: its RWMutex recipe).
+    Rwlock,
     /// K candidates, the leader resigns in a loop, M watchers.
     Election,
     /// Steady lock traffic, SIGKILL the leader, time until acquires work again.
@@ -103,6 +109,12 @@ pub struct BenchArgs {
     /// values in Paxlock, keys in etcd).
     #[arg(long, default_value_t = 16)]
     pub state_mib: u64,
+    /// Semaphore: its permits.
+    #[arg(long, default_value_t = 8)]
+    pub permits: u32,
+    /// Rwlock: percent of acquires for reading.
+    #[arg(long, default_value_t = 90)]
+    pub read_percent: u32,
     /// Election: candidates.
     #[arg(long, default_value_t = 3)]
     pub candidates: usize,
@@ -270,19 +282,38 @@ async fn run_workloads(
     workloads.sort_by_key(|w| *w == Workload::Membership);
     for workload in &workloads {
         let counts: Vec<usize> = match workload {
-            Workload::Uncontended | Workload::Contended => args.clients.clone(),
+            Workload::Uncontended
+            | Workload::Contended
+            | Workload::Semaphore
+            | Workload::Rwlock => args.clients.clone(),
             Workload::Election | Workload::Failover | Workload::Membership => vec![0],
         };
         for &clients in &counts {
             n += 1;
             let id = run_id + n;
             let result = match workload {
-                Workload::Uncontended | Workload::Contended => {
-                    let contended = *workload == Workload::Contended;
+                Workload::Semaphore if !endpoint.target().has_semaphores() => {
+                    println!(
+                        "{} semaphore: skipped: it has no semaphore (etcd's v3lock and \
+                         concurrency package give a mutex only)",
+                        endpoint.target().name()
+                    );
+                    continue;
+                }
+                Workload::Uncontended
+                | Workload::Contended
+                | Workload::Semaphore
+                | Workload::Rwlock => {
+                    let shape = match workload {
+                        Workload::Contended => workload::Shape::Contended,
+                        Workload::Semaphore => workload::Shape::Semaphore(args.permits),
+                        Workload::Rwlock => workload::Shape::ReadWrite(args.read_percent),
+                        _ => workload::Shape::Uncontended,
+                    };
                     workload::lock_loop(
                         endpoint,
                         clients,
-                        contended,
+                        shape,
                         args.warmup,
                         args.duration,
                         cluster.as_deref().map(LocalCluster::probe),

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 
 use super::cluster::LocalCluster;
-use super::driver::{Candidate, Conn, Endpoint, Watcher};
+use super::driver::{Candidate, Conn, Endpoint, Take, Watcher};
 use super::probe::{Probe, Reading};
 use super::stats::{CpuTimes, Latency, Samples};
 use super::BenchResult;
@@ -85,23 +85,70 @@ async fn close_all(conns: Vec<Conn>) {
     }
 }
 
-/// `uncontended` (own lock per client) or `contended` (one shared lock).
+/// What the lock loops acquire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    /// A lock of its own per client.
+    Uncontended,
+    /// One lock.
+    Contended,
+    /// One semaphore of this many permits.
+    Semaphore(u32),
+    /// One read/write lock, this percent of acquires for reading.
+    ReadWrite(u32),
+}
+
+impl Shape {
+    fn workload(self) -> &'static str {
+        match self {
+            Shape::Uncontended => "uncontended",
+            Shape::Contended => "contended",
+            Shape::Semaphore(_) => "semaphore",
+            Shape::ReadWrite(_) => "rwlock",
+        }
+    }
+
+    /// The name client `i` acquires.
+    fn name(self, run_id: u64, i: usize) -> String {
+        match self {
+            Shape::Uncontended => format!("bench-{run_id}-{i}"),
+            _ => format!("bench-{run_id}-shared"),
+        }
+    }
+
+    /// What cycle `n` of client `i` takes: readers and writers spread
+    /// evenly over the cycles (a fixed pattern, the same for every
+    /// target).
+    fn take(self, i: usize, n: u64) -> Take {
+        match self {
+            Shape::Uncontended | Shape::Contended => Take::Lock,
+            Shape::Semaphore(permits) => Take::Permit(permits),
+            Shape::ReadWrite(read_percent) => {
+                let slot = (n.wrapping_mul(37).wrapping_add(i as u64 * 11)) % 100;
+                if slot < u64::from(read_percent) {
+                    Take::Read
+                } else {
+                    Take::Write
+                }
+            }
+        }
+    }
+}
+
+/// The lock loops: `uncontended` (own lock per client), `contended` (one
+/// lock), `semaphore` (one semaphore) or `rwlock` (one read/write lock).
 /// With a `probe`, the result also has the servers' mean sync and commit
 /// durations over the measured window.
 pub async fn lock_loop(
     endpoint: &Endpoint,
     clients: usize,
-    contended: bool,
+    shape: Shape,
     warmup: Duration,
     duration: Duration,
     probe: Option<Probe>,
     run_id: u64,
 ) -> anyhow::Result<BenchResult> {
-    let workload = if contended {
-        "contended"
-    } else {
-        "uncontended"
-    };
+    let workload = shape.workload();
     let target = endpoint.target().name();
     let conns = connect_all(endpoint, clients).await?;
     let window = Window::new(warmup, duration);
@@ -118,31 +165,32 @@ pub async fn lock_loop(
     let server_window = spawn_server_window(window, probe);
     let mut tasks = Vec::new();
     for (i, mut conn) in conns.into_iter().enumerate() {
-        let name = if contended {
-            format!("bench-{run_id}-shared")
-        } else {
-            format!("bench-{run_id}-{i}")
-        };
+        let name = shape.name(run_id, i);
         let cycles = cycles.clone();
         let errors = errors.clone();
         tasks.push(tokio::spawn(async move {
             let mut acq = Samples::default();
             let mut rel = Samples::default();
+            let mut writes = Samples::default();
             let mut logged = 0;
-            loop {
+            for n in 0.. {
                 let t0 = Instant::now();
                 if t0 >= window.end {
                     break;
                 }
                 let limit = (window.end - t0).max(Duration::from_millis(100));
                 let measured = t0 >= window.warm_end;
-                match conn.acquire(&name, limit).await {
+                let take = shape.take(i, n);
+                match conn.take(&name, take, limit).await {
                     Ok(held) => {
                         let t1 = Instant::now();
                         let released = conn.release(held).await;
                         let t2 = Instant::now();
                         if measured && t1 <= window.end {
                             acq.push(t1 - t0);
+                            if take == Take::Write {
+                                writes.push(t1 - t0);
+                            }
                             match released {
                                 Ok(()) => rel.push(t2 - t1),
                                 Err(_) => {
@@ -164,16 +212,18 @@ pub async fn lock_loop(
                     }
                 }
             }
-            (conn, acq, rel)
+            (conn, acq, rel, writes)
         }));
     }
     let mut acq = Samples::default();
     let mut rel = Samples::default();
+    let mut writes = Samples::default();
     let mut conns = Vec::new();
     for t in tasks {
-        let (conn, a, r) = t.await?;
+        let (conn, a, r, w) = t.await?;
         acq.extend(a);
         rel.extend(r);
+        writes.extend(w);
         conns.push(conn);
     }
     stop.store(true, Ordering::Relaxed);
@@ -193,6 +243,14 @@ pub async fn lock_loop(
         ("errors", errors.load(Ordering::Relaxed) as f64),
         ("cpu_busy_pct", cpu),
     ];
+    if let Shape::ReadWrite(_) = shape {
+        writes.sort();
+        figures.push((
+            "writes_per_s",
+            writes.0.len() as f64 / duration.as_secs_f64(),
+        ));
+        figures.push(("write_acquire_p99_ms", writes.quantile_us(0.99) / 1000.0));
+    }
     figures.extend(server);
     Ok(BenchResult {
         target,

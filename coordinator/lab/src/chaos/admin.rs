@@ -84,9 +84,10 @@ pub async fn revoke(ctx: &WorkerCtx, admin: &Client, pick: usize) -> String {
     // A revocation ends the session as an expiry does (its locks wait out
     // its TTL); in a lock it did not hold, that changes nothing.
     let ended = Call::EndSession { expired: true };
+    let every_lock = ctx.locks.iter().chain(&ctx.shared_locks);
     match revoked {
         Ok(()) => {
-            for lock in &ctx.locks {
+            for lock in every_lock {
                 rec.op(lock, session, ended, Outcome::Ended, invoked, Some(done));
             }
             rec.count("admin: revoked a holder's session");
@@ -97,7 +98,7 @@ pub async fn revoke(ctx: &WorkerCtx, admin: &Client, pick: usize) -> String {
             format!("revoke of session {session}: it had ended")
         }
         Err(e) => {
-            for lock in &ctx.locks {
+            for lock in every_lock {
                 rec.op(lock, session, ended, Outcome::Unknown, invoked, None);
             }
             rec.count(format!("admin: revoke unknown ({})", kind(&e)));

@@ -7,7 +7,10 @@ use std::time::Duration;
 use paxlock::{LeaderEvent, LockEvent};
 
 use super::history::{event_term, History};
-use paxlock_sim::linearizability::{check_lock_history, Outcome, Verdict};
+use super::workers::history_of;
+use paxlock_sim::linearizability::{
+    check_history, check_lock_history, HistoryOf, Outcome, SharedModel, Verdict,
+};
 
 /// One check's result.
 #[derive(Debug, Clone)]
@@ -84,6 +87,10 @@ pub fn fenced_resources(history: &History) -> Vec<Check> {
                 ));
             }
             highest = highest.max(w.token);
+            if w.shared {
+                // Readers holding together write with one token.
+                continue;
+            }
             if let Some(&other) = owner.get(&w.token) {
                 if other != w.session && shared_token.is_none() {
                     shared_token = Some(format!(
@@ -130,13 +137,21 @@ pub fn fenced_resources(history: &History) -> Vec<Check> {
     ]
 }
 
-/// Every lock's history is linearizable against the lock model.
+/// Every lock's history is linearizable against the lock model (the
+/// semaphore's and the read/write lock's against theirs).
 pub fn linearizable(history: &History, max_steps: u64) -> Check {
     let name = "lock histories linearizable";
     let ops: usize = history.lock_ops.values().map(Vec::len).sum();
     let mut inconclusive = Vec::new();
     for (lock, history) in &history.lock_ops {
-        match check_lock_history(history, max_steps) {
+        let verdict = match history_of(lock) {
+            HistoryOf::Lock => check_lock_history(history, max_steps),
+            HistoryOf::Semaphore(permits) => {
+                check_history(history, SharedModel::new(Some(permits)), max_steps)
+            }
+            HistoryOf::ReadWrite => check_history(history, SharedModel::new(None), max_steps),
+        };
+        match verdict {
             Verdict::Linearizable => {}
             Verdict::Unknown { steps } => {
                 inconclusive.push(format!("{lock} (budget of {steps} steps spent)"))
@@ -550,6 +565,7 @@ mod tests {
             token,
             paused_since_check: paused,
             accepted: false,
+            shared: false,
         }
     }
 
@@ -638,7 +654,9 @@ mod tests {
     fn free_lock(index: u64) -> LockEvent {
         let lock = paxlock::LockInfo {
             name: "a".into(),
+            kind: paxlock::LockKind::Lock,
             grant: None,
+            holders: Vec::new(),
             value: Vec::new(),
             waiters: Vec::new(),
             lock_delay_left: None,

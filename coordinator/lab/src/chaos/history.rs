@@ -26,6 +26,8 @@ pub struct Write {
     pub paused_since_check: bool,
     /// Whether the resource took it.
     pub accepted: bool,
+    /// A reader's write (readers holding together share a token).
+    pub shared: bool,
 }
 
 /// A resource that refuses tokens below the highest seen (the rule

@@ -88,6 +88,8 @@ pub struct ChaosArgs {
 /// Lock names the lockers share: two, so there is contention and
 /// independence.
 const LOCKS: [&str; 2] = ["chaos-a", "chaos-b"];
+/// A semaphore and a read/write lock the lockers also use.
+const SHARED_LOCKS: [&str; 2] = [workers::CHAOS_SEMAPHORE, workers::CHAOS_RWLOCK];
 const ELECTION: &str = "chaos-leader";
 /// Held by the runner across the whole run and the final crash.
 const DURABLE_LOCK: &str = "chaos-durable";
@@ -170,6 +172,7 @@ async fn drive(args: &ChaosArgs, cluster: &mut ChaosCluster) -> anyhow::Result<V
         options: Mutex::new(cluster.connect_options(schedule::WORKER_TTL)),
         tls: cluster.tls.clone(),
         locks: LOCKS.iter().map(|s| s.to_string()).collect(),
+        shared_locks: SHARED_LOCKS.iter().map(|s| s.to_string()).collect(),
         election: ELECTION.to_string(),
         seed: args.seed,
         stop: AtomicBool::new(false),

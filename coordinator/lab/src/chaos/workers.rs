@@ -14,11 +14,11 @@ use std::time::{Duration, Instant};
 
 use paxlock::proto::ErrorCode;
 use paxlock::tls::TlsMaterial;
-use paxlock::{Client, ConnectOptions, Error, LeaderEvent, LeaderWatch, LockGuard};
+use paxlock::{Client, ConnectOptions, Error, LeaderEvent, LeaderWatch, LockGuard, LockMode};
 use tokio::sync::mpsc;
 
 use super::history::{CampaignWon, Recorder, SessionOps, Write};
-use paxlock_sim::linearizability::{Call, Outcome};
+use paxlock_sim::linearizability::{Call, HistoryOf, Outcome};
 use paxlock_sim::rng::SimRng;
 
 /// How long a blocking acquire waits before the cluster withdraws it.
@@ -31,6 +31,22 @@ const CONNECT_PATIENCE: Duration = Duration::from_secs(10);
 /// How long a watcher may take, after the workload stopped, to reach the
 /// final term.
 const WATCH_CATCH_UP: Duration = Duration::from_secs(20);
+
+/// The lockers' semaphore, of [`CHAOS_PERMITS`] permits.
+pub const CHAOS_SEMAPHORE: &str = "chaos-sem";
+/// Its permits.
+pub const CHAOS_PERMITS: u32 = 2;
+/// The lockers' read/write lock (two reads in three acquires).
+pub const CHAOS_RWLOCK: &str = "chaos-rw";
+
+/// What the history of `name` is checked against.
+pub fn history_of(name: &str) -> HistoryOf {
+    match name {
+        CHAOS_SEMAPHORE => HistoryOf::Semaphore(CHAOS_PERMITS),
+        CHAOS_RWLOCK => HistoryOf::ReadWrite,
+        _ => HistoryOf::Lock,
+    }
+}
 
 /// What a worker does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,8 +90,12 @@ pub struct WorkerCtx {
     pub options: Mutex<ConnectOptions>,
     /// The client certificate.
     pub tls: TlsMaterial,
-    /// Lock names the lockers contend on.
+    /// Lock names the lockers contend on (and the administrator takes,
+    /// and the lock watches follow).
     pub locks: Vec<String>,
+    /// The semaphore ([`CHAOS_SEMAPHORE`]) and read/write lock
+    /// ([`CHAOS_RWLOCK`]) the lockers also use.
+    pub shared_locks: Vec<String>,
     /// The election candidates run and watchers watch.
     pub election: String,
     /// Seeds each worker's choices.
@@ -238,7 +258,12 @@ async fn locker(ctx: &WorkerCtx, index: usize, rng: &mut SimRng) {
             conn = connect(ctx, CONNECT_PATIENCE).await;
             continue;
         };
-        let lock = ctx.locks[rng.index(ctx.locks.len())].clone();
+        let names = ctx.locks.len() + ctx.shared_locks.len();
+        let pick = rng.index(names);
+        let lock = match ctx.locks.get(pick) {
+            Some(lock) => lock.clone(),
+            None => ctx.shared_locks[pick - ctx.locks.len()].clone(),
+        };
         let wait = rng.chance_ppm(700_000);
         if !lock_cycle(ctx, index, c, &lock, wait, rng).await {
             if let Some(c) = conn.take() {
@@ -263,25 +288,35 @@ async fn lock_cycle(
 ) -> bool {
     let rec = &ctx.recorder;
     c.ops.touched.insert(lock.to_string());
+    let (builder, acquire) = match history_of(lock) {
+        HistoryOf::Lock => (c.client.lock(lock), Call::Acquire),
+        HistoryOf::Semaphore(permits) => (
+            c.client.semaphore(lock, permits),
+            Call::AcquireShared { write: false },
+        ),
+        HistoryOf::ReadWrite if rng.chance_ppm(666_667) => (
+            c.client.rwlock(lock).read(),
+            Call::AcquireShared { write: false },
+        ),
+        HistoryOf::ReadWrite => (
+            c.client.rwlock(lock).write(),
+            Call::AcquireShared { write: true },
+        ),
+    };
     let invoked = rec.now();
     let result = if wait {
-        c.client
-            .lock(lock)
-            .timeout(ACQUIRE_TIMEOUT)
-            .acquire()
-            .await
-            .map(Some)
+        builder.timeout(ACQUIRE_TIMEOUT).acquire().await.map(Some)
     } else {
-        c.client.lock(lock).try_acquire().await
+        builder.try_acquire().await
     };
     let done = rec.now();
     let guard = match result {
         Ok(Some(guard)) => {
-            let token = guard.fencing_token();
+            let token = guard.grant_token();
             rec.op(
                 lock,
                 c.session,
-                Call::Acquire,
+                acquire,
                 Outcome::Granted { token },
                 invoked,
                 Some(done),
@@ -290,14 +325,7 @@ async fn lock_cycle(
             guard
         }
         Ok(None) => {
-            rec.op(
-                lock,
-                c.session,
-                Call::Acquire,
-                Outcome::Busy,
-                invoked,
-                Some(done),
-            );
+            rec.op(lock, c.session, acquire, Outcome::Busy, invoked, Some(done));
             rec.count("acquire: busy");
             return true;
         }
@@ -307,7 +335,7 @@ async fn lock_cycle(
             rec.op(
                 lock,
                 c.session,
-                Call::Acquire,
+                acquire,
                 Outcome::Unknown,
                 invoked,
                 Some(done),
@@ -324,13 +352,13 @@ async fn lock_cycle(
             return true;
         }
         Err(e) => {
-            c.unknown(rec, lock, Call::Acquire, invoked);
+            c.unknown(rec, lock, acquire, invoked);
             rec.count(format!("acquire: unknown ({})", kind(&e)));
             return false;
         }
     };
     let healthy = hold(ctx, index, c, lock, &guard, rng).await;
-    let token = guard.fencing_token();
+    let token = guard.grant_token();
     let invoked = rec.now();
     let result = guard.release().await;
     let done = rec.now();
@@ -393,8 +421,14 @@ async fn hold(
             token: guard.fencing_token(),
             paused_since_check: pause > 0,
             accepted: false,
+            shared: guard.mode() == LockMode::Read,
         };
-        let accepted = rec.write(lock, write);
+        // A semaphore's resource fences each permit slot on its own.
+        let resource = match guard.slot() {
+            Some(slot) => format!("{lock}#{slot}"),
+            None => lock.to_string(),
+        };
+        let accepted = rec.write(&resource, write);
         rec.count(match (pause > 0, accepted) {
             (true, true) => "write after pause: accepted",
             (true, false) => "write after pause: refused by fencing",
@@ -443,6 +477,7 @@ async fn candidate(ctx: &WorkerCtx, index: usize, rng: &mut SimRng) {
                             token: leadership.term(),
                             paused_since_check: false,
                             accepted: false,
+                            shared: false,
                         };
                         if !rec.write(&ctx.election, write) {
                             rec.count("leader write: refused");

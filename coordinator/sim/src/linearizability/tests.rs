@@ -298,3 +298,135 @@ fn a_force_release_takes_only_the_grant_it_names() {
     ];
     assert!(is_violation(&check_lock_history(&later, BUDGET)));
 }
+
+// ----- semaphores and read/write locks ---------------------------------
+
+const C: ClientId = 3;
+const PERMIT: Call = Call::AcquireShared { write: false };
+const READ: Call = Call::AcquireShared { write: false };
+const WRITE: Call = Call::AcquireShared { write: true };
+
+fn semaphore(permits: u32, h: &[Operation]) -> Verdict {
+    check_history(h, SharedModel::new(Some(permits)), BUDGET)
+}
+
+fn read_write(h: &[Operation]) -> Verdict {
+    check_history(h, SharedModel::new(None), BUDGET)
+}
+
+#[test]
+fn a_semaphore_of_two_holds_two_and_not_three() {
+    let two = [
+        op(A, PERMIT, granted(1), 0, Some(5)),
+        op(B, PERMIT, granted(2), 1, Some(6)),
+        op(C, PERMIT, Outcome::Busy, 7, Some(8)),
+        op(
+            A,
+            Call::Release { token: 1 },
+            Outcome::Released,
+            9,
+            Some(10),
+        ),
+        op(C, PERMIT, granted(3), 11, Some(12)),
+    ];
+    assert_eq!(semaphore(2, &two), Verdict::Linearizable);
+    let three = [
+        op(A, PERMIT, granted(1), 0, Some(5)),
+        op(B, PERMIT, granted(2), 1, Some(6)),
+        op(C, PERMIT, granted(3), 7, Some(8)),
+    ];
+    assert!(is_violation(&semaphore(2, &three)));
+    // A busy answer while a permit is surely free (nothing delays it).
+    let busy_when_free = [
+        op(A, PERMIT, granted(1), 0, Some(5)),
+        op(B, PERMIT, Outcome::Busy, 6, Some(7)),
+    ];
+    assert!(is_violation(&semaphore(2, &busy_when_free)));
+}
+
+#[test]
+fn readers_hold_together_and_a_writer_alone() {
+    let readers = [
+        op(A, READ, granted(1), 0, Some(5)),
+        op(B, READ, granted(2), 1, Some(6)),
+        op(C, WRITE, Outcome::Busy, 7, Some(8)),
+        op(
+            A,
+            Call::Release { token: 1 },
+            Outcome::Released,
+            9,
+            Some(10),
+        ),
+        op(
+            B,
+            Call::Release { token: 2 },
+            Outcome::Released,
+            9,
+            Some(10),
+        ),
+        op(C, WRITE, granted(3), 11, Some(12)),
+    ];
+    assert_eq!(read_write(&readers), Verdict::Linearizable);
+    let reader_beside_writer = [
+        op(A, WRITE, granted(1), 0, Some(5)),
+        op(B, READ, granted(2), 6, Some(7)),
+    ];
+    assert!(is_violation(&read_write(&reader_beside_writer)));
+    let two_writers = [
+        op(A, WRITE, granted(1), 0, Some(5)),
+        op(B, WRITE, granted(2), 6, Some(7)),
+    ];
+    assert!(is_violation(&read_write(&two_writers)));
+}
+
+#[test]
+fn shared_grants_draw_increasing_tokens_and_an_expiry_may_leave_a_delay() {
+    let reused = [
+        op(A, READ, granted(4), 0, Some(5)),
+        op(B, READ, granted(4), 6, Some(7)),
+    ];
+    assert!(
+        is_violation(&read_write(&reused)),
+        "each grant its own token"
+    );
+    let delayed = [
+        op(A, READ, granted(1), 0, Some(5)),
+        op(
+            A,
+            Call::EndSession { expired: true },
+            Outcome::Ended,
+            6,
+            Some(6),
+        ),
+        op(B, WRITE, Outcome::Busy, 7, Some(8)),
+        op(B, WRITE, granted(2), 9, Some(10)),
+    ];
+    assert_eq!(read_write(&delayed), Verdict::Linearizable);
+    let closed = [
+        op(A, READ, granted(1), 0, Some(5)),
+        op(
+            A,
+            Call::EndSession { expired: false },
+            Outcome::Ended,
+            6,
+            Some(6),
+        ),
+        op(B, WRITE, Outcome::Busy, 7, Some(8)),
+    ];
+    assert!(
+        is_violation(&read_write(&closed)),
+        "nothing delays a closed reader's lock"
+    );
+}
+
+#[test]
+fn check_all_of_checks_each_history_against_its_kind() {
+    let three_permits = vec![
+        op(A, PERMIT, granted(1), 0, Some(5)),
+        op(B, PERMIT, granted(2), 1, Some(6)),
+    ];
+    let histories: BTreeMap<String, Vec<Operation>> =
+        [("sem".to_string(), three_permits)].into_iter().collect();
+    assert!(check_all_of(&histories, |_| HistoryOf::Semaphore(2), BUDGET).is_ok());
+    assert!(check_all_of(&histories, |_| HistoryOf::Semaphore(1), BUDGET).is_err());
+}
