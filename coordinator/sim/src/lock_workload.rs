@@ -3020,24 +3020,33 @@ impl LockSim {
             .collect();
         let mut seen = BTreeSet::new();
         for name in &self.w.lock_names {
-            if self.w.oracle.waiters(name).is_empty() {
-                continue;
-            }
             // Stuck: held by a dead session, or free (lock-delay) with
-            // waiters. Token 0 keys the free case.
-            let key = match self.w.oracle.holder(name) {
-                Some(h) if live.contains(&h.session) => continue,
-                Some(h) => (name.clone(), h.token.0),
-                None => (name.clone(), 0),
+            // waiters. Token 0 keys the free case. A semaphore or
+            // read/write lock is stuck behind any dead holder.
+            let key = match self.w.oracle.shared_lock(name) {
+                Some(lock) if lock.waiters.is_empty() => continue,
+                Some(lock) => match lock.grants.iter().find(|g| !live.contains(&g.session)) {
+                    Some(dead) => (name.clone(), dead.token.0),
+                    None if lock.grants.is_empty() => (name.clone(), 0),
+                    None => continue,
+                },
+                None if self.w.oracle.waiters(name).is_empty() => continue,
+                None => match self.w.oracle.holder(name) {
+                    Some(h) if live.contains(&h.session) => continue,
+                    Some(h) => (name.clone(), h.token.0),
+                    None => (name.clone(), 0),
+                },
             };
             seen.insert(key.clone());
             let since = *self.w.dead_since.entry(key).or_insert(self.now);
             if self.now.saturating_sub(since) > bound {
-                let holder = self.w.oracle.holder(name);
+                let holder = match self.w.oracle.shared_lock(name) {
+                    Some(lock) => format!("{:?}", lock.grants),
+                    None => format!("{:?}", self.w.oracle.holder(name)),
+                };
                 return Err(format!(
-                    "liveness: {name} not handed to its waiters {} ms after healing noticed it (holder {:?}, bound {} ms, logical clock {} ms)",
+                    "liveness: {name} not handed to its waiters {} ms after healing noticed it (holder {holder}, bound {} ms, logical clock {} ms)",
                     (self.now - since) / MS,
-                    holder,
                     bound / MS,
                     self.w.oracle.now_ms()
                 ));

@@ -176,3 +176,74 @@ fn grant(grant: Grant) -> proto::LockGrant {
         fencing_token: 0,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::locks::{ClientOp, Command, CommandKind, RequestId};
+    use paxlock_core::locks::shared::{Mode, MAX_HOLDERS};
+    use prost::Message;
+
+    /// The largest description a read/write lock can have: as many readers
+    /// as it admits and as many waiters as a lock queues, every session of
+    /// an identity of the longest length. It fits a client frame, however
+    /// many sessions the cluster allows.
+    #[test]
+    fn the_largest_read_write_lock_description_fits_a_frame() {
+        let mut config = paxlock_core::locks::Config::default();
+        let waiters = config.limits.max_waiters_per_lock as usize;
+        config.limits.max_sessions = (MAX_HOLDERS + waiters + 1) as u32;
+        config.limits.max_state_bytes = u64::MAX;
+        let mut machine = StateMachine::new(config);
+        let mut slot = 0;
+        let mut apply = |machine: &mut StateMachine, kind| {
+            slot += 1;
+            machine.apply(slot, Command { at_ms: 1, kind })
+        };
+        let longest = paxlock_core::locks::command::MAX_IDENTITY_BYTES;
+        for i in 0..(MAX_HOLDERS + waiters) {
+            // An identity each: one's sessions are bounded by its quota.
+            let owner = Identity(format!("{i:x>longest$}"));
+            let open = CommandKind::OpenSessionAs {
+                ttl_ms: 10_000,
+                owner: owner.clone(),
+                open_key: 0,
+            };
+            let Ok(paxlock_core::locks::Reply::SessionOpened { session }) =
+                apply(&mut machine, open).reply
+            else {
+                panic!("session {i} not opened");
+            };
+            // One writer first, so that every reader after it queues
+            // behind the readers that fill the lock.
+            let mode = if i == MAX_HOLDERS {
+                Mode::Write
+            } else {
+                Mode::Read
+            };
+            let acquire = CommandKind::ClientAs {
+                caller: owner.clone(),
+                session,
+                request_id: RequestId(1),
+                ack_below: RequestId(0),
+                waiting: Vec::new(),
+                op: ClientOp::AcquireShared {
+                    name: "n".repeat(512),
+                    wait: true,
+                    mode,
+                    permits: 0,
+                },
+            };
+            let out = apply(&mut machine, acquire);
+            assert!(out.reply.is_ok(), "acquire {i}: {:?}", out.reply);
+        }
+        let info = lock_info(&machine, &"n".repeat(512));
+        assert_eq!(info.holders.len(), MAX_HOLDERS);
+        assert_eq!(info.waiters.len(), waiters);
+        let bytes = info.encoded_len();
+        assert!(
+            bytes < paxlock::wire::frame::MAX_FRAME_BYTES / 2,
+            "{bytes} bytes"
+        );
+    }
+}

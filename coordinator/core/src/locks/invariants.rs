@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 
 use crate::locks::command::{CURRENT_PROTOCOL, PROTOCOL_V2, PROTOCOL_V3};
 use crate::locks::machine::StateMachine;
-use crate::locks::shared::{Mode, SharedKind, MAX_PERMITS};
+use crate::locks::shared::{Mode, SharedKind, MAX_HOLDERS, MAX_PERMITS};
 
 impl StateMachine {
     /// Checks every structural invariant the simulator relies on; `Err`
@@ -259,6 +259,9 @@ impl StateMachine {
             }
             if lock.front_fits() {
                 return Err(format!("{name:?} leaves a waiter that fits"));
+            }
+            if lock.grants.len() > MAX_HOLDERS {
+                return Err(format!("{name:?} has more than {MAX_HOLDERS} grants"));
             }
             if lock.waiters.len() > limits.max_waiters_per_lock as usize {
                 return Err(format!("{name:?} over max_waiters_per_lock"));

@@ -50,6 +50,11 @@ use crate::locks::command::{FencingToken, SessionId};
 /// Most permits one semaphore may have.
 pub const MAX_PERMITS: u32 = 1024;
 
+/// Most grants one semaphore or read/write lock has at once: readers past
+/// it wait their turn like any waiter. It bounds what a description of the
+/// lock (and a lock watch's frame) carries, whatever `max_sessions` is.
+pub const MAX_HOLDERS: usize = MAX_PERMITS as usize;
+
 /// What kind of shared lock a name is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SharedKind {
@@ -184,7 +189,8 @@ impl SharedLock {
             }),
             (SharedKind::ReadWrite, Mode::Read) => {
                 let excluded = self.grants.iter().any(|g| g.mode == Mode::Write)
-                    || self.delays.iter().any(|d| d.mode == Mode::Write);
+                    || self.delays.iter().any(|d| d.mode == Mode::Write)
+                    || self.grants.len() >= MAX_HOLDERS;
                 (!excluded).then_some(0)
             }
             (SharedKind::ReadWrite, Mode::Write) => {

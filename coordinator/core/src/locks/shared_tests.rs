@@ -503,3 +503,30 @@ fn readers_share_an_epoch_until_a_writer_and_a_taken_reader_is_not_fenced_by_the
     assert!(fc > fw);
     assert_eq!(h.sm.check_invariants(), Ok(()));
 }
+
+/// However many sessions the cluster allows, a read/write lock has at most
+/// `MAX_HOLDERS` readers at once (what a description of it carries is
+/// bounded so); the next reader waits and enters when one leaves.
+#[test]
+fn readers_past_the_holder_bound_wait_their_turn() {
+    use crate::locks::shared::MAX_HOLDERS;
+    let mut config = Harness::small().sm.config().clone();
+    config.limits.max_sessions = 2 * MAX_HOLDERS as u32;
+    let mut h = Harness::new(config);
+    h.apply(CommandKind::RaiseProtocol {
+        version: CURRENT_PROTOCOL,
+    });
+    let readers: Vec<SessionId> = (0..MAX_HOLDERS).map(|_| h.open()).collect();
+    for r in &readers {
+        granted(&rw(&mut h, *r, "rw", Mode::Read, true));
+    }
+    let late = h.open();
+    assert_eq!(queued(&rw(&mut h, late, "rw", Mode::Read, true)), 1);
+    let token = h.sm.shared_lock("rw").unwrap().grants[0].token;
+    let out = release(&mut h, readers[0], "rw", token);
+    assert_eq!(
+        grants_of(&out).iter().map(|g| g.0).collect::<Vec<_>>(),
+        vec![late]
+    );
+    assert_eq!(h.sm.check_invariants(), Ok(()));
+}
