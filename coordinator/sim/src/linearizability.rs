@@ -526,6 +526,17 @@ impl Spec for SharedModel {
     }
 }
 
+/// Checks one history against the specification of what it is `of`.
+pub fn check_history_of(ops: &[Operation], of: HistoryOf, max_steps: u64) -> Verdict {
+    match of {
+        HistoryOf::Lock => check_lock_history(ops, max_steps),
+        HistoryOf::Semaphore(permits) => {
+            check_history(ops, SharedModel::new(Some(permits)), max_steps)
+        }
+        HistoryOf::ReadWrite => check_history(ops, SharedModel::new(None), max_steps),
+    }
+}
+
 /// Checks one lock's history with at most `max_steps` search steps.
 pub fn check_lock_history(ops: &[Operation], max_steps: u64) -> Verdict {
     check_history(ops, Model::default(), max_steps)
@@ -574,14 +585,7 @@ pub fn check_all_of(
     max_steps_per_lock: u64,
 ) -> Result<(), (String, Verdict)> {
     for (name, ops) in histories {
-        let verdict = match of(name) {
-            HistoryOf::Lock => check_lock_history(ops, max_steps_per_lock),
-            HistoryOf::Semaphore(permits) => {
-                check_history(ops, SharedModel::new(Some(permits)), max_steps_per_lock)
-            }
-            HistoryOf::ReadWrite => check_history(ops, SharedModel::new(None), max_steps_per_lock),
-        };
-        match verdict {
+        match check_history_of(ops, of(name), max_steps_per_lock) {
             Verdict::Linearizable => {}
             other => return Err((name.clone(), other)),
         }

@@ -8,9 +8,7 @@ use paxlock::{LeaderEvent, LockEvent};
 
 use super::history::{event_term, History};
 use super::workers::history_of;
-use paxlock_sim::linearizability::{
-    check_history, check_lock_history, HistoryOf, Outcome, SharedModel, Verdict,
-};
+use paxlock_sim::linearizability::{check_history_of, Outcome, Verdict};
 
 /// One check's result.
 #[derive(Debug, Clone)]
@@ -144,13 +142,7 @@ pub fn linearizable(history: &History, max_steps: u64) -> Check {
     let ops: usize = history.lock_ops.values().map(Vec::len).sum();
     let mut inconclusive = Vec::new();
     for (lock, history) in &history.lock_ops {
-        let verdict = match history_of(lock) {
-            HistoryOf::Lock => check_lock_history(history, max_steps),
-            HistoryOf::Semaphore(permits) => {
-                check_history(history, SharedModel::new(Some(permits)), max_steps)
-            }
-            HistoryOf::ReadWrite => check_history(history, SharedModel::new(None), max_steps),
-        };
+        let verdict = check_history_of(history, history_of(lock), max_steps);
         match verdict {
             Verdict::Linearizable => {}
             Verdict::Unknown { steps } => {
