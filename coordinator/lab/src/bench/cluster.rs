@@ -187,7 +187,7 @@ impl LocalCluster {
         let mut leader = None;
         for ep in &self.client_endpoints {
             let (member, l) = super::etcd::member_status(ep).await?;
-            if l == "0" {
+            if l == 0 {
                 bail!("no leader");
             }
             ids.push(member);

@@ -15,7 +15,8 @@ use super::etcd::{EtcdConn, Observer};
 pub enum Target {
     /// A Paxlock cluster (`--client-config`).
     Paxlock,
-    /// An etcd cluster (`--endpoints`), through the v3lock and lease API.
+    /// An etcd cluster (`--endpoints`), over gRPC: v3lock, v3election and
+    /// leases, as etcd's own clients use them.
     Etcd,
 }
 
@@ -94,12 +95,12 @@ pub enum Conn {
 pub enum Held {
     /// Paxlock guard.
     Paxlock(paxlock::LockGuard),
-    /// etcd lock key (base64, as the gateway returns it).
+    /// etcd lock key, as v3lock Lock returned it.
     #[cfg(feature = "etcd")]
-    Etcd(String),
-    /// etcd RWMutex recipe key (base64), deleted to unlock.
+    Etcd(Vec<u8>),
+    /// etcd RWMutex recipe key, deleted to unlock.
     #[cfg(feature = "etcd")]
-    EtcdKey(String),
+    EtcdKey(Vec<u8>),
 }
 
 /// Reads a Paxlock client config and overrides the session TTL.
@@ -333,7 +334,7 @@ impl Watcher {
                     .get(index % endpoints.len().max(1))
                     .cloned()
                     .context("no etcd endpoints")?;
-                let stream = Observer::open(&member, name, Duration::from_secs(10)).await?;
+                let stream = Observer::open(&member, name)?;
                 Ok(Watcher::Etcd {
                     member,
                     name: name.to_string(),
@@ -361,9 +362,7 @@ impl Watcher {
             } => {
                 let observer = match stream {
                     Some(o) => o,
-                    None => {
-                        stream.insert(Observer::open(member, name, Duration::from_secs(10)).await?)
-                    }
+                    None => stream.insert(Observer::open(member, name)?),
                 };
                 let next = observer.next().await;
                 if next.is_err() {

@@ -70,20 +70,27 @@ pub use etcd::EtcdReplacement;
 #[cfg(feature = "etcd")]
 mod etcd {
     use super::*;
-    use crate::bench::etcd::{json_object, json_str, Http};
+    use crate::bench::etcd::pb::etcdserverpb::cluster_client::ClusterClient;
+    use crate::bench::etcd::pb::etcdserverpb::{
+        Member, MemberAddRequest, MemberListRequest, MemberPromoteRequest, MemberRemoveRequest,
+    };
+    use crate::bench::etcd::Grpc;
 
     /// The etcd side of a replacement, step by step (the caller starts
     /// and stops the processes between them).
     pub struct EtcdReplacement {
-        http: Http,
+        grpc: Grpc,
         started: Instant,
-        new_id: String,
-        /// Adding the learner, until the gateway confirmed it.
+        new_id: u64,
+        /// Adding the learner, until etcd confirmed it.
         pub add: Duration,
     }
 
     /// How long a member add waits for etcd to call its cluster healthy.
     const UNHEALTHY_PATIENCE: Duration = Duration::from_secs(15);
+
+    /// How long one member call may take.
+    const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
     impl EtcdReplacement {
         /// `member add --learner` of a member whose peer URL is `peer_url`,
@@ -92,20 +99,24 @@ mod etcd {
             endpoints: Vec<String>,
             peer_url: &str,
         ) -> anyhow::Result<EtcdReplacement> {
-            let mut http = Http::new(endpoints, 0);
-            let body = format!("{{\"peerURLs\":[\"{peer_url}\"],\"isLearner\":true}}");
+            let mut grpc = Grpc::new(endpoints, 0);
+            let add = MemberAddRequest {
+                peer_ur_ls: vec![peer_url.to_string()],
+                is_learner: true,
+            };
             // etcd refuses any member change ("unhealthy cluster") until
             // every member has been connected for 5 s: a run on a cluster
             // started moments ago (a small state fills fast) waits for
             // that, and only the add that is taken is timed.
             let healthy_by = Instant::now() + UNHEALTHY_PATIENCE;
-            let (text, started) = loop {
+            let (answer, started) = loop {
                 let started = Instant::now();
-                match http
-                    .post("/v3/cluster/member/add", &body, Duration::from_secs(10))
-                    .await
-                {
-                    Ok(text) => break (text, started),
+                let call = grpc.call("member add", CALL_TIMEOUT, |c| {
+                    let add = add.clone();
+                    async move { ClusterClient::new(c).member_add(add).await }
+                });
+                match call.await {
+                    Ok(answer) => break (answer, started),
                     Err(e)
                         if format!("{e:#}").contains("unhealthy cluster")
                             && Instant::now() < healthy_by =>
@@ -115,10 +126,9 @@ mod etcd {
                     Err(e) => return Err(e),
                 }
             };
-            let member = json_object(&text, "member").context("member add: no member")?;
-            let new_id = json_str(member, "ID").context("member add: no ID")?;
+            let new_id = answer.member.context("member add: no member")?.id;
             Ok(EtcdReplacement {
-                http,
+                grpc,
                 add: started.elapsed(),
                 started: Instant::now(),
                 new_id,
@@ -128,13 +138,16 @@ mod etcd {
         /// `member promote`, asked again until the learner is in sync
         /// (etcd refuses it until then); returns the time since the add.
         pub async fn promote(&mut self) -> anyhow::Result<Duration> {
-            let body = format!("{{\"ID\":\"{}\"}}", self.new_id);
-            let id = format!("\"{}\"", self.new_id);
-            let is_voter = |list: &str| {
-                member_object(list, &id).is_some_and(|m| !m.contains("\"isLearner\":true"))
-            };
+            let id = self.new_id;
+            let is_voter = |members: &[Member]| members.iter().any(|m| m.id == id && !m.is_learner);
             let started = self.started;
-            self.until_made("/v3/cluster/member/promote", &body, started, is_voter)
+            let promote = |c| async move {
+                ClusterClient::new(c)
+                    .member_promote(MemberPromoteRequest { id })
+                    .await
+                    .map(|_| tonic::Response::new(()))
+            };
+            self.until_made("member promote", promote, started, is_voter)
                 .await
                 .context("member promote")
         }
@@ -149,84 +162,65 @@ mod etcd {
             others: Vec<String>,
         ) -> anyhow::Result<Duration> {
             let started = Instant::now();
-            self.http = Http::new(others, 0);
-            let list = self.member_list().await?;
-            let id =
-                member_id(&list, name).with_context(|| format!("no member {name} in {list}"))?;
-            let body = format!("{{\"ID\":\"{id}\"}}");
-            let gone = |list: &str| member_id(list, name).is_none();
-            self.until_made("/v3/cluster/member/remove", &body, started, gone)
+            self.grpc = Grpc::new(others, 0);
+            let members = self.member_list().await?;
+            let id = members
+                .iter()
+                .find(|m| m.name == name)
+                .map(|m| m.id)
+                .with_context(|| format!("no member {name} among {members:?}"))?;
+            let gone = |members: &[Member]| members.iter().all(|m| m.name != name);
+            let remove = |c| async move {
+                ClusterClient::new(c)
+                    .member_remove(MemberRemoveRequest { id })
+                    .await
+                    .map(|_| tonic::Response::new(()))
+            };
+            self.until_made("member remove", remove, started, gone)
                 .await
                 .context("member remove")
         }
 
-        /// The member list's JSON.
-        async fn member_list(&mut self) -> anyhow::Result<String> {
-            self.http
-                .post("/v3/cluster/member/list", "{}", Duration::from_secs(10))
-                .await
+        /// The members now.
+        async fn member_list(&mut self) -> anyhow::Result<Vec<Member>> {
+            let answer = self
+                .grpc
+                .call("member list", CALL_TIMEOUT, |c| async move {
+                    ClusterClient::new(c)
+                        .member_list(MemberListRequest { linearizable: true })
+                        .await
+                })
+                .await?;
+            Ok(answer.members)
         }
 
-        /// Posts `body` to `path` until etcd takes it, or the member list
-        /// shows it `made` (etcd answers "request timed out" under load,
-        /// having made it), for up to [`STEP_PATIENCE`] from `started`;
-        /// returns the time since `started`.
-        async fn until_made(
+        /// Makes `call` until etcd takes it, or the member list shows it
+        /// `made` (etcd answers "request timed out" under load, having made
+        /// it), for up to [`STEP_PATIENCE`] from `started`; returns the time
+        /// since `started`.
+        async fn until_made<F, Fut>(
             &mut self,
-            path: &str,
-            body: &str,
+            what: &str,
+            mut call: F,
             started: Instant,
-            made: impl Fn(&str) -> bool,
-        ) -> anyhow::Result<Duration> {
+            made: impl Fn(&[Member]) -> bool,
+        ) -> anyhow::Result<Duration>
+        where
+            F: FnMut(tonic::transport::Channel) -> Fut,
+            Fut: std::future::Future<Output = Result<tonic::Response<()>, tonic::Status>>,
+        {
             loop {
-                match self.http.post(path, body, Duration::from_secs(10)).await {
-                    Ok(_) => return Ok(started.elapsed()),
+                match self.grpc.call(what, CALL_TIMEOUT, &mut call).await {
+                    Ok(()) => return Ok(started.elapsed()),
                     Err(e) if started.elapsed() > STEP_PATIENCE => return Err(e),
                     Err(_) => {
-                        if self.member_list().await.is_ok_and(|list| made(&list)) {
+                        if self.member_list().await.is_ok_and(|m| made(&m)) {
                             return Ok(started.elapsed());
                         }
                         tokio::time::sleep(Duration::from_millis(50)).await;
                     }
                 }
             }
-        }
-    }
-
-    /// The ID of the member named `name` in a member list's JSON.
-    fn member_id(list: &str, name: &str) -> Option<String> {
-        let member = member_object(list, &format!("\"name\":\"{name}\""))?;
-        member.split('"').nth(1).map(str::to_string)
-    }
-
-    /// The text of the member object in a member list's JSON that contains
-    /// `needle`, from just after its `{"ID":` (so its ID, quoted, comes
-    /// first; members hold no nested objects).
-    fn member_object<'a>(list: &'a str, needle: &str) -> Option<&'a str> {
-        list.split("{\"ID\":")
-            .skip(1)
-            .filter_map(|member| member.split('}').next())
-            .find(|member| member.contains(needle))
-    }
-
-    #[cfg(test)]
-    mod tests {
-        use super::{member_id, member_object};
-
-        #[test]
-        fn a_member_id_is_found_by_name() {
-            let list = r#"{"header":{"cluster_id":"1"},"members":[{"ID":"11","name":"m1","peerURLs":["http://a"]},{"ID":"22","name":"m2","peerURLs":["http://b"]}]}"#;
-            assert_eq!(member_id(list, "m2").as_deref(), Some("22"));
-            assert_eq!(member_id(list, "m1").as_deref(), Some("11"));
-            assert_eq!(member_id(list, "m3"), None);
-            let learner = r#"{"members":[{"ID":"11","name":"m1"},{"ID":"44","isLearner":true}]}"#;
-            let m44 = member_object(learner, r#""44""#).unwrap_or_default();
-            assert!(m44.contains(r#""isLearner":true"#), "{m44}");
-            let m11 = member_object(learner, r#""11""#).unwrap_or_default();
-            assert!(
-                m11.starts_with(r#""11""#) && !m11.contains("isLearner"),
-                "{m11}"
-            );
         }
     }
 }

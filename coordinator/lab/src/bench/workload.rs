@@ -809,14 +809,10 @@ impl StateHolder {
             }
             #[cfg(feature = "etcd")]
             Endpoint::Etcd { endpoints, .. } => {
-                use super::etcd::{base64, Http};
-                let mut http = Http::new(endpoints.clone(), 0);
-                let encoded = base64(&value);
+                let mut grpc = super::etcd::Grpc::new(endpoints.clone(), 0);
                 for i in 0..values {
-                    let key = base64(format!("bench-{run_id}-state-{i}").as_bytes());
-                    let body = format!("{{\"key\":\"{key}\",\"value\":\"{encoded}\"}}");
-                    http.post("/v3/kv/put", &body, Duration::from_secs(10))
-                        .await?;
+                    let key = format!("bench-{run_id}-state-{i}").into_bytes();
+                    super::etcd::put(&mut grpc, key, value.clone()).await?;
                 }
                 Ok(StateHolder::Etcd)
             }
