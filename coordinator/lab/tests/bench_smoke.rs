@@ -78,3 +78,73 @@ fn bench_replaces_a_member_under_load_and_reports_each_step(
     assert!(stderr.contains("replaced member"), "{stderr}");
     Ok(())
 }
+
+/// `--compare` runs every lock primitive and the election on each peer
+/// installed here (etcd-server, zookeeper: not on CI machines, where each
+/// peer's "skipped" line is what is checked) beside Paxlock, and prints
+/// the table with a ratio column per peer.
+#[test]
+fn compare_runs_the_workloads_on_every_installed_peer() -> Result<(), Box<dyn std::error::Error>> {
+    let etcd_base = paxlock_launcher::ports::free_udp_base(13).ok_or("no free ports")?;
+    let zookeeper_base = paxlock_launcher::ports::free_udp_base(23).ok_or("no free ports")?;
+    let (stdout, stderr) = bench(&[
+        "--compare",
+        "--workloads",
+        "uncontended,semaphore,rwlock,election",
+        "--clients",
+        "2",
+        "--watchers",
+        "2",
+        "--duration",
+        "2s",
+        "--warmup",
+        "0s",
+        "--etcd-base-port",
+        &etcd_base.to_string(),
+        "--zookeeper-base-port",
+        &zookeeper_base.to_string(),
+    ])?;
+    let result = |target: &str, workload: &str| {
+        stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("RESULT target={target} workload={workload} ")))
+            .map(str::to_string)
+    };
+    let head = stdout
+        .lines()
+        .find(|l| l.starts_with("run ") && l.contains("figure"))
+        .ok_or_else(|| format!("no table in: {stdout}"))?;
+    for (peer, column, workloads) in [
+        (
+            "etcd",
+            "pax/etcd",
+            &["uncontended", "rwlock", "election"][..],
+        ),
+        (
+            "zookeeper",
+            "pax/zk",
+            &["uncontended", "semaphore", "rwlock", "election"][..],
+        ),
+    ] {
+        assert!(head.contains(column), "{head}");
+        if stdout.contains(&format!("{peer}: skipped: no ")) {
+            eprintln!("{peer} is not installed here: only its skip was checked");
+            continue;
+        }
+        for workload in workloads {
+            let line = result(peer, workload)
+                .ok_or_else(|| format!("no {peer} {workload} result in: {stdout}\n{stderr}"))?;
+            assert!(line.contains("errors=0.000"), "{line}");
+        }
+    }
+    if !stdout.contains("etcd: skipped: no ") {
+        assert!(
+            stdout.contains("etcd semaphore: skipped: it has no semaphore"),
+            "{stdout}"
+        );
+    }
+    for workload in ["uncontended", "semaphore", "rwlock", "election"] {
+        result("paxlock", workload).ok_or_else(|| format!("no paxlock {workload} in {stdout}"))?;
+    }
+    Ok(())
+}

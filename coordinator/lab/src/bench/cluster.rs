@@ -1,7 +1,8 @@
 //! Local 3-node clusters the bench starts itself: Paxlock (through the
-//! launcher, as `paxlock dev` and the tests start theirs) and etcd (`etcd`
-//! members on loopback, supervised the same way), each with its own data
-//! directories.
+//! launcher, as `paxlock dev` and the tests start theirs), etcd (`etcd`
+//! members on loopback, supervised the same way) and ZooKeeper (a 3-server
+//! ensemble on loopback, each server a `java` process of the Debian
+//! package's jars), each with its own data directories.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -17,22 +18,32 @@ use super::replace::ReplaceTimes;
 /// How long a cluster may take to start, or a member to rejoin.
 const STARTUP: Duration = Duration::from_secs(60);
 
+/// ZooKeeper's logging (log4j 1.2, as the Debian package runs it):
+/// warnings and errors, to each server's own file.
+const ZOOKEEPER_LOG4J: &str = "log4j.rootLogger=WARN, FILE
+log4j.appender.FILE=org.apache.log4j.FileAppender
+log4j.appender.FILE.File=${zookeeper.log.file}
+log4j.appender.FILE.layout=org.apache.log4j.PatternLayout
+log4j.appender.FILE.layout.ConversionPattern=%d{ISO8601} %-5p [%t:%C{1}@%L] - %m%n
+";
+
 /// A running local cluster.
 pub struct LocalCluster {
     members: Members,
     /// Paxlock: the client config; etcd: unused.
     pub client_config: PathBuf,
-    /// etcd: client `host:port` per member (index = id - 1).
+    /// etcd, ZooKeeper: client `host:port` per member (index = id - 1).
     pub client_endpoints: Vec<String>,
 }
 
 enum Members {
     Paxlock(Box<Cluster>),
-    Etcd(EtcdMembers),
+    Etcd(PeerMembers),
+    ZooKeeper(PeerMembers),
 }
 
-/// etcd member processes and how to start each again.
-struct EtcdMembers {
+/// A peer system's member processes and how to start each again.
+struct PeerMembers {
     dir: PathBuf,
     program: PathBuf,
     /// Arguments per member (index = id - 1).
@@ -85,7 +96,30 @@ fn etcd_args(dir: &Path, base_port: u16, id: u64, initial: &[String], state: &st
     ]
 }
 
-impl EtcdMembers {
+impl PeerMembers {
+    /// Starts a member (ids from 1) per entry of `args`, each running
+    /// `program` with its arguments, logging to a file in `dir`.
+    fn start(
+        dir: &Path,
+        program: &Path,
+        args: Vec<Vec<String>>,
+        base_port: u16,
+    ) -> anyhow::Result<PeerMembers> {
+        let count = args.len() as u64;
+        let mut members = PeerMembers {
+            dir: dir.to_path_buf(),
+            program: program.to_path_buf(),
+            running: args.iter().map(|_| None).collect(),
+            args,
+            base_port,
+            members: (1..=count).collect(),
+        };
+        for id in 1..=count {
+            members.spawn(id)?;
+        }
+        Ok(members)
+    }
+
     fn spawn(&mut self, id: u64) -> anyhow::Result<()> {
         let index = (id - 1) as usize;
         let args = self.args.get(index).context("no such member")?;
@@ -137,19 +171,8 @@ impl LocalCluster {
         let args = (1..=3u64)
             .map(|id| etcd_args(dir, base_port, id, &initial, "new"))
             .collect();
-        let mut members = EtcdMembers {
-            dir: dir.to_path_buf(),
-            program: exe.to_path_buf(),
-            args,
-            running: (0..3).map(|_| None).collect(),
-            base_port,
-            members: vec![1, 2, 3],
-        };
-        for id in 1..=3 {
-            members.spawn(id)?;
-        }
         let cluster = LocalCluster {
-            members: Members::Etcd(members),
+            members: Members::Etcd(PeerMembers::start(dir, exe, args, base_port)?),
             client_config: PathBuf::new(),
             client_endpoints: (1..=3).map(|id| etcd_client(base_port, id)).collect(),
         };
@@ -157,10 +180,73 @@ impl LocalCluster {
         Ok(cluster)
     }
 
+    /// Starts a 3-server ZooKeeper ensemble on loopback: client ports
+    /// `base_port`, +1, +2; quorum ports +10..+12, election ports +20..+22.
+    /// The settings are ZooKeeper's sample configuration's (tick 2 s, the
+    /// transaction log fsynced before every acknowledgement), each server
+    /// running `java` with `classpath` (the Debian package's jars).
+    pub async fn start_zookeeper(
+        java: &Path,
+        classpath: &str,
+        dir: &Path,
+        base_port: u16,
+    ) -> anyhow::Result<LocalCluster> {
+        let _ = std::fs::remove_dir_all(dir);
+        std::fs::create_dir_all(dir)?;
+        let port = |id: u64, offset: u64| u64::from(base_port) + offset + id - 1;
+        let log4j = dir.join("log4j.properties");
+        std::fs::write(&log4j, ZOOKEEPER_LOG4J)?;
+        let servers: String = (1..=3)
+            .map(|id| format!("server.{id}=127.0.0.1:{}:{}\n", port(id, 10), port(id, 20)))
+            .collect();
+        let mut args = Vec::new();
+        for id in 1..=3u64 {
+            let member = dir.join(format!("m{id}"));
+            let data = member.join("data");
+            std::fs::create_dir_all(&data)?;
+            std::fs::write(data.join("myid"), format!("{id}\n"))?;
+            let config = member.join("zoo.cfg");
+            std::fs::write(
+                &config,
+                format!(
+                    "tickTime=2000\ninitLimit=10\nsyncLimit=5\ndataDir={}\n\
+                     clientPort={}\nclientPortAddress=127.0.0.1\nmaxClientCnxns=0\n\
+                     admin.enableServer=false\n4lw.commands.whitelist=srvr\n{servers}",
+                    data.display(),
+                    port(id, 0)
+                ),
+            )?;
+            args.push(vec![
+                "-Xms256m".into(),
+                "-Xmx1g".into(),
+                "-XX:-UsePerfData".into(),
+                format!("-Dlog4j.configuration=file:{}", log4j.display()),
+                format!(
+                    "-Dzookeeper.log.file={}",
+                    member.join("zookeeper.log").display()
+                ),
+                "-Dzookeeper.jmx.log4j.disable=true".into(),
+                "-cp".into(),
+                classpath.into(),
+                "org.apache.zookeeper.server.quorum.QuorumPeerMain".into(),
+                config.display().to_string(),
+            ]);
+        }
+        let cluster = LocalCluster {
+            members: Members::ZooKeeper(PeerMembers::start(dir, java, args, base_port)?),
+            client_config: PathBuf::new(),
+            client_endpoints: (1..=3)
+                .map(|id| format!("127.0.0.1:{}", port(id, 0)))
+                .collect(),
+        };
+        cluster.wait_healthy(STARTUP).await?;
+        Ok(cluster)
+    }
+
     fn dir(&self) -> &Path {
         match &self.members {
             Members::Paxlock(cluster) => cluster.dir(),
-            Members::Etcd(members) => &members.dir,
+            Members::Etcd(members) | Members::ZooKeeper(members) => &members.dir,
         }
     }
 
@@ -222,17 +308,43 @@ impl LocalCluster {
         }
     }
 
+    /// Member id (1-based) of the ZooKeeper leader; with `all`, only
+    /// when every server serves (a leader and followers).
+    #[cfg(feature = "zookeeper")]
+    async fn zookeeper_leader(&self, all: bool) -> anyhow::Result<u64> {
+        let mut leader = None;
+        for (index, server) in self.client_endpoints.iter().enumerate() {
+            match super::zookeeper::server_mode(server).await {
+                Ok(Some(mode)) if mode == "leader" => leader = Some(index as u64 + 1),
+                Ok(Some(_)) => {}
+                Ok(None) if all => bail!("{server} is not serving"),
+                Err(e) if all => return Err(e),
+                Ok(None) | Err(_) => {}
+            }
+        }
+        leader.context("no leader")
+    }
+
+    #[cfg(not(feature = "zookeeper"))]
+    async fn zookeeper_leader(&self, _all: bool) -> anyhow::Result<u64> {
+        bail!("built without the zookeeper feature")
+    }
+
     /// The leader, without the catch-up check.
     pub async fn wait_healthy_leader_only(&self) -> anyhow::Result<u64> {
-        if let Members::Etcd(_) = self.members {
-            return self.etcd_leader().await;
+        match self.members {
+            Members::Etcd(_) => return self.etcd_leader().await,
+            Members::ZooKeeper(_) => return self.zookeeper_leader(false).await,
+            Members::Paxlock(_) => {}
         }
         Ok(self.paxlock_status().await?.leader_node_id)
     }
 
     async fn health(&self) -> anyhow::Result<u64> {
-        if let Members::Etcd(_) = self.members {
-            return self.etcd_leader().await;
+        match self.members {
+            Members::Etcd(_) => return self.etcd_leader().await,
+            Members::ZooKeeper(_) => return self.zookeeper_leader(true).await,
+            Members::Paxlock(_) => {}
         }
         let status = self.paxlock_status().await?;
         if status.leader_node_id == 0 {
@@ -290,14 +402,17 @@ impl LocalCluster {
                 .map(|n| n.listen.to_string())
                 .collect(),
             Members::Etcd(_) => self.client_endpoints.clone(),
+            Members::ZooKeeper(_) => Vec::new(),
         }
     }
 
-    /// Reads the members' server-side latency figures.
-    pub fn probe(&self) -> Probe {
+    /// Reads the members' server-side latency figures (ZooKeeper: none; its
+    /// Prometheus exporter is not in the Debian package).
+    pub fn probe(&self) -> Option<Probe> {
         match self.members {
-            Members::Paxlock(_) => Probe::paxlock(self.metrics_addrs()),
-            Members::Etcd(_) => Probe::etcd(self.metrics_addrs()),
+            Members::Paxlock(_) => Some(Probe::paxlock(self.metrics_addrs())),
+            Members::Etcd(_) => Some(Probe::etcd(self.metrics_addrs())),
+            Members::ZooKeeper(_) => None,
         }
     }
 
@@ -346,6 +461,10 @@ impl LocalCluster {
                 return Ok(times);
             }
             Members::Etcd(_) => {}
+            Members::ZooKeeper(_) => bail!(
+                "replacing a ZooKeeper server is not measured (dynamic reconfiguration \
+                 is off by default in ZooKeeper 3.8)"
+            ),
         }
         self.replace_etcd_follower(leader).await
     }
@@ -425,7 +544,7 @@ impl LocalCluster {
                 cluster.node(id)?;
                 cluster.kill(id);
             }
-            Members::Etcd(members) => {
+            Members::Etcd(members) | Members::ZooKeeper(members) => {
                 let member = members
                     .running
                     .get_mut((id as usize).wrapping_sub(1))
@@ -450,6 +569,10 @@ impl LocalCluster {
                 members.spawn(id)?;
                 self.wait_etcd_healthy(STARTUP).await?;
             }
+            Members::ZooKeeper(members) => {
+                members.spawn(id)?;
+                self.wait_healthy(STARTUP).await?;
+            }
         }
         Ok(())
     }
@@ -459,7 +582,7 @@ impl LocalCluster {
         let grace = Duration::from_secs(5);
         match &mut self.members {
             Members::Paxlock(cluster) => cluster.stop(grace).await,
-            Members::Etcd(members) => {
+            Members::Etcd(members) | Members::ZooKeeper(members) => {
                 process::stop_all(members.running.iter_mut().flatten(), grace).await;
             }
         }

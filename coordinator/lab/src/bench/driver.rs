@@ -1,5 +1,5 @@
-//! One benchmark client: a Paxlock client (own session) or an etcd
-//! connection with its own lease, behind the same acquire/release calls,
+//! One benchmark client: a Paxlock client (own session), an etcd
+//! connection with its own lease or a ZooKeeper session, behind the same acquire/release calls,
 //! and the same for election candidates and watchers.
 
 use std::path::Path;
@@ -9,6 +9,8 @@ use anyhow::Context;
 
 #[cfg(feature = "etcd")]
 use super::etcd::{EtcdConn, Observer};
+#[cfg(feature = "zookeeper")]
+use super::zookeeper::{self, ZkConn};
 
 /// Which system a run talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -18,6 +20,10 @@ pub enum Target {
     /// An etcd cluster (`--endpoints`), over gRPC: v3lock, v3election and
     /// leases, as etcd's own clients use them.
     Etcd,
+    /// A ZooKeeper ensemble (`--zookeeper-servers`), with Curator's
+    /// recipes.
+    #[value(name = "zookeeper")]
+    ZooKeeper,
 }
 
 impl Target {
@@ -26,13 +32,14 @@ impl Target {
         match self {
             Target::Paxlock => "paxlock",
             Target::Etcd => "etcd",
+            Target::ZooKeeper => "zookeeper",
         }
     }
 
     /// Whether it has a counting semaphore to measure.
     pub fn has_semaphores(self) -> bool {
         match self {
-            Target::Paxlock => true,
+            Target::Paxlock | Target::ZooKeeper => true,
             Target::Etcd => false,
         }
     }
@@ -69,6 +76,14 @@ pub enum Endpoint {
         /// Lease TTL.
         ttl: Duration,
     },
+    /// ZooKeeper servers (`host:port,...`) plus the session timeout.
+    #[cfg(feature = "zookeeper")]
+    ZooKeeper {
+        /// The connect string.
+        servers: String,
+        /// Session timeout.
+        ttl: Duration,
+    },
 }
 
 impl Endpoint {
@@ -78,6 +93,8 @@ impl Endpoint {
             Endpoint::Paxlock { .. } => Target::Paxlock,
             #[cfg(feature = "etcd")]
             Endpoint::Etcd { .. } => Target::Etcd,
+            #[cfg(feature = "zookeeper")]
+            Endpoint::ZooKeeper { .. } => Target::ZooKeeper,
         }
     }
 }
@@ -89,6 +106,9 @@ pub enum Conn {
     /// etcd.
     #[cfg(feature = "etcd")]
     Etcd(Box<EtcdConn>),
+    /// ZooKeeper (its session).
+    #[cfg(feature = "zookeeper")]
+    ZooKeeper(Box<ZkConn>),
 }
 
 /// A held lock.
@@ -101,6 +121,9 @@ pub enum Held {
     /// etcd RWMutex recipe key, deleted to unlock.
     #[cfg(feature = "etcd")]
     EtcdKey(Vec<u8>),
+    /// ZooKeeper recipe node, deleted to release.
+    #[cfg(feature = "zookeeper")]
+    ZooKeeper(zookeeper::Held),
 }
 
 /// Reads a Paxlock client config and overrides the session TTL.
@@ -126,6 +149,10 @@ impl Conn {
             #[cfg(feature = "etcd")]
             Endpoint::Etcd { endpoints, ttl } => Ok(Conn::Etcd(Box::new(
                 EtcdConn::connect(endpoints.clone(), index, *ttl).await?,
+            ))),
+            #[cfg(feature = "zookeeper")]
+            Endpoint::ZooKeeper { servers, ttl } => Ok(Conn::ZooKeeper(Box::new(
+                ZkConn::connect(servers, *ttl).await?,
             ))),
         }
     }
@@ -171,6 +198,14 @@ impl Conn {
                 )),
                 Take::Permit(_) => anyhow::bail!("etcd has no semaphore"),
             },
+            #[cfg(feature = "zookeeper")]
+            Conn::ZooKeeper(conn) => Ok(Held::ZooKeeper(match take {
+                Take::Lock => conn.lock(name, timeout).await?,
+                Take::Permit(permits) => conn.semaphore(name, permits, timeout).await?,
+                Take::Read | Take::Write => {
+                    conn.rw_lock(name, take == Take::Write, timeout).await?
+                }
+            })),
         }
     }
 
@@ -182,7 +217,9 @@ impl Conn {
             (Conn::Etcd(conn), Held::Etcd(key)) => conn.unlock(&key).await,
             #[cfg(feature = "etcd")]
             (Conn::Etcd(conn), Held::EtcdKey(key)) => conn.delete(&key).await,
-            #[cfg(feature = "etcd")]
+            #[cfg(feature = "zookeeper")]
+            (Conn::ZooKeeper(conn), Held::ZooKeeper(held)) => conn.release(&held).await,
+            #[cfg(any(feature = "etcd", feature = "zookeeper"))]
             _ => anyhow::bail!("lock handle of another target"),
         }
     }
@@ -195,6 +232,8 @@ impl Conn {
             }
             #[cfg(feature = "etcd")]
             Conn::Etcd(conn) => conn.close().await,
+            #[cfg(feature = "zookeeper")]
+            Conn::ZooKeeper(conn) => conn.close(),
         }
     }
 }
@@ -217,6 +256,9 @@ pub enum Candidate {
     /// etcd connection (its lease is the candidate's identity).
     #[cfg(feature = "etcd")]
     Etcd(Box<EtcdConn>),
+    /// ZooKeeper session (a latch node of it is the candidacy).
+    #[cfg(feature = "zookeeper")]
+    ZooKeeper(Box<ZkConn>),
 }
 
 impl Candidate {
@@ -234,6 +276,10 @@ impl Candidate {
             #[cfg(feature = "etcd")]
             Endpoint::Etcd { endpoints, ttl } => Ok(Candidate::Etcd(Box::new(
                 EtcdConn::connect(endpoints.clone(), index, *ttl).await?,
+            ))),
+            #[cfg(feature = "zookeeper")]
+            Endpoint::ZooKeeper { servers, ttl } => Ok(Candidate::ZooKeeper(Box::new(
+                ZkConn::connect(servers, *ttl).await?,
             ))),
         }
     }
@@ -283,6 +329,24 @@ impl Candidate {
                     resigned,
                 }))
             }
+            #[cfg(feature = "zookeeper")]
+            Candidate::ZooKeeper(conn) => {
+                // The latch waits for every older candidate's node to go:
+                // only the deadline bounds it.
+                let wait = deadline.saturating_duration_since(tokio::time::Instant::now());
+                let campaign = conn.campaign(name, value, wait + Duration::from_secs(1));
+                let latch = match tokio::time::timeout_at(deadline, campaign).await {
+                    Err(_) => return Ok(None),
+                    Ok(r) => r?,
+                };
+                let elected_at = Instant::now();
+                let resigned = conn.release(&latch).await.map(|()| Instant::now());
+                Ok(Some(Cycle {
+                    term: latch.term(),
+                    elected_at,
+                    resigned,
+                }))
+            }
         }
     }
 
@@ -295,6 +359,8 @@ impl Candidate {
             }
             #[cfg(feature = "etcd")]
             Candidate::Etcd(conn) => conn.close().await,
+            #[cfg(feature = "zookeeper")]
+            Candidate::ZooKeeper(conn) => conn.close(),
         }
     }
 }
@@ -313,6 +379,9 @@ pub enum Watcher {
         /// The open stream, if any.
         stream: Option<Observer>,
     },
+    /// ZooKeeper: a children watch on the election's latch folder.
+    #[cfg(feature = "zookeeper")]
+    ZooKeeper(zookeeper::Observer),
 }
 
 impl Watcher {
@@ -341,6 +410,10 @@ impl Watcher {
                     stream: Some(stream),
                 })
             }
+            #[cfg(feature = "zookeeper")]
+            Endpoint::ZooKeeper { servers, ttl } => Ok(Watcher::ZooKeeper(
+                zookeeper::Observer::open(servers, name, *ttl).await?,
+            )),
         }
     }
 
@@ -370,6 +443,8 @@ impl Watcher {
                 }
                 next
             }
+            #[cfg(feature = "zookeeper")]
+            Watcher::ZooKeeper(observer) => observer.next().await,
         }
     }
 
@@ -381,6 +456,8 @@ impl Watcher {
             }
             #[cfg(feature = "etcd")]
             Watcher::Etcd { .. } => {}
+            #[cfg(feature = "zookeeper")]
+            Watcher::ZooKeeper(observer) => observer.close(),
         }
     }
 }

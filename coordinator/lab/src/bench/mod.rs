@@ -1,7 +1,8 @@
 //! `paxlock-lab bench`: a load generator for Paxlock (and, for comparison,
-//! etcd) with a progress display, one machine-readable line per result and
-//! a Paxlock/etcd ratio table with `--compare`, and with `--plot` an SVG
-//! chart of every run's latency distribution.
+//! etcd and ZooKeeper) with a progress display, one machine-readable line
+//! per result and a table of Paxlock's figures beside each peer's with
+//! `--compare`, and with `--plot` an SVG chart of every run's latency
+//! distribution.
 
 mod cluster;
 mod driver;
@@ -12,6 +13,8 @@ mod probe;
 mod replace;
 mod stats;
 mod workload;
+#[cfg(feature = "zookeeper")]
+mod zookeeper;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -33,10 +36,11 @@ pub enum Workload {
     /// N clients, one shared lock name, acquire → release.
     Contended,
     /// N clients, one semaphore of `--permits` permits, acquire → release
-    /// (etcd has no semaphore: Paxlock only).
+    /// (etcd has no semaphore; ZooKeeper: Curator's InterProcessSemaphoreV2).
     Semaphore,
     /// N clients, one read/write lock, `--read-percent` of acquires for
-    /// reading, acquire → release (etcd: its RWMutex recipe).
+    /// reading, acquire → release (etcd: its RWMutex recipe; ZooKeeper:
+    /// Curator's InterProcessReadWriteLock).
     Rwlock,
     /// K candidates, the leader resigns in a loop, M watchers.
     Election,
@@ -78,10 +82,38 @@ pub struct BenchArgs {
     /// starts its own 3-node cluster (always for `failover`).
     #[arg(long)]
     pub client_config: Option<PathBuf>,
-    /// Start a 3-node Paxlock and a 3-member etcd cluster, run every
-    /// workload on both and print the Paxlock/etcd ratios.
+    /// Start a 3-node Paxlock cluster and a 3-member cluster of each of
+    /// `--peers`, run every workload on each and print Paxlock's figures
+    /// beside theirs, with the ratios.
     #[arg(long)]
     pub compare: bool,
+    /// The peers `--compare` runs beside Paxlock (a peer whose programs are
+    /// not installed is skipped, with a message).
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "etcd,zookeeper"
+    )]
+    pub peers: Vec<Target>,
+    /// ZooKeeper servers (`host:port`), comma-separated; without them the
+    /// bench starts its own 3-server ensemble.
+    #[arg(long, value_delimiter = ',')]
+    pub zookeeper_servers: Vec<String>,
+    /// The `java` executable for a started ZooKeeper ensemble.
+    #[arg(long, default_value = "java")]
+    pub java_bin: PathBuf,
+    /// The class path of a started ZooKeeper ensemble's servers (Debian:
+    /// `apt-get install zookeeper`).
+    #[arg(
+        long,
+        default_value = "/usr/share/java/zookeeper.jar:/usr/share/java/slf4j-log4j12.jar:/usr/share/java/log4j-1.2.jar"
+    )]
+    pub zookeeper_classpath: String,
+    /// Client port of server 1 of a started ZooKeeper ensemble (clients
+    /// +0..+2, quorum +10..+12, election +20..+22).
+    #[arg(long, default_value_t = 24181)]
+    pub zookeeper_base_port: u16,
     /// The `paxlock` executable for started clusters (default: the one
     /// next to this executable, else on PATH).
     #[arg(long)]
@@ -174,8 +206,16 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let mut results = Vec::new();
     if args.compare {
         results.extend(run_target(&args, Target::Paxlock, true).await?);
-        results.extend(run_target(&args, Target::Etcd, true).await?);
-        print_table(&results);
+        let mut peers = args.peers.clone();
+        peers.retain(|&p| p != Target::Paxlock);
+        peers.dedup();
+        for &peer in &peers {
+            match missing_programs(&args, peer) {
+                Some(why) => println!("{}: skipped: {why}", peer.name()),
+                None => results.extend(run_target(&args, peer, true).await?),
+            }
+        }
+        print_table(&results, &peers);
     } else {
         results.extend(run_target(&args, args.target, false).await?);
     }
@@ -197,6 +237,7 @@ async fn run_target(
     let external = match target {
         Target::Paxlock => args.client_config.is_some(),
         Target::Etcd => !args.endpoints.is_empty(),
+        Target::ZooKeeper => !args.zookeeper_servers.is_empty(),
     };
     let mut cluster = None;
     let endpoint = if external && !force_start && !needs_cluster {
@@ -206,6 +247,7 @@ async fn run_target(
                 ttl: args.ttl,
             },
             Target::Etcd => etcd_endpoint(args, &args.endpoints)?,
+            Target::ZooKeeper => zookeeper_endpoint(args, &args.zookeeper_servers)?,
         }
     } else {
         eprintln!(
@@ -239,6 +281,18 @@ async fn run_target(
                 cluster = Some(c);
                 e
             }
+            Target::ZooKeeper => {
+                let c = LocalCluster::start_zookeeper(
+                    &args.java_bin,
+                    &args.zookeeper_classpath,
+                    &args.dir.join("zookeeper"),
+                    args.zookeeper_base_port,
+                )
+                .await?;
+                let e = zookeeper_endpoint(args, &c.client_endpoints)?;
+                cluster = Some(c);
+                e
+            }
         }
     };
     let result = run_workloads(args, &endpoint, cluster.as_mut()).await;
@@ -267,6 +321,54 @@ fn etcd_endpoint(args: &BenchArgs, endpoints: &[String]) -> anyhow::Result<Endpo
 #[cfg(not(feature = "etcd"))]
 fn etcd_endpoint(_args: &BenchArgs, _endpoints: &[String]) -> anyhow::Result<Endpoint> {
     bail!("this build has no etcd support (cargo feature `etcd`)")
+}
+
+#[cfg(feature = "zookeeper")]
+fn zookeeper_endpoint(args: &BenchArgs, servers: &[String]) -> anyhow::Result<Endpoint> {
+    Ok(Endpoint::ZooKeeper {
+        servers: servers.join(","),
+        ttl: args.ttl,
+    })
+}
+
+#[cfg(not(feature = "zookeeper"))]
+fn zookeeper_endpoint(_args: &BenchArgs, _servers: &[String]) -> anyhow::Result<Endpoint> {
+    bail!("this build has no ZooKeeper support (cargo feature `zookeeper`)")
+}
+
+/// Why `peer`'s cluster cannot be started here, if it cannot: its
+/// programs are not installed.
+fn missing_programs(args: &BenchArgs, peer: Target) -> Option<String> {
+    let installed = |program: &std::path::Path| {
+        if program.components().count() > 1 {
+            return program.is_file();
+        }
+        std::env::var_os("PATH")
+            .is_some_and(|path| std::env::split_paths(&path).any(|d| d.join(program).is_file()))
+    };
+    match peer {
+        Target::Paxlock => None,
+        Target::Etcd if !installed(&args.etcd_bin) => Some(format!(
+            "no {} (Debian: apt-get install etcd-server)",
+            args.etcd_bin.display()
+        )),
+        Target::Etcd => None,
+        Target::ZooKeeper => {
+            let jar = args
+                .zookeeper_classpath
+                .split(':')
+                .next()
+                .unwrap_or_default();
+            if !installed(&args.java_bin) || !std::path::Path::new(jar).is_file() {
+                Some(format!(
+                    "no {} or {jar} (Debian: apt-get install zookeeper)",
+                    args.java_bin.display()
+                ))
+            } else {
+                None
+            }
+        }
+    }
 }
 
 async fn run_workloads(
@@ -300,6 +402,13 @@ async fn run_workloads(
                     );
                     continue;
                 }
+                Workload::Membership if endpoint.target() == Target::ZooKeeper => {
+                    println!(
+                        "zookeeper membership: skipped: replacing a server needs dynamic \
+                         reconfiguration, off by default in ZooKeeper 3.8"
+                    );
+                    continue;
+                }
                 Workload::Uncontended
                 | Workload::Contended
                 | Workload::Semaphore
@@ -316,7 +425,7 @@ async fn run_workloads(
                         shape,
                         args.warmup,
                         args.duration,
-                        cluster.as_deref().map(LocalCluster::probe),
+                        cluster.as_deref().and_then(LocalCluster::probe),
                         id,
                     )
                     .await
@@ -328,7 +437,7 @@ async fn run_workloads(
                         args.watchers,
                         args.warmup,
                         args.duration,
-                        cluster.as_deref().map(LocalCluster::probe),
+                        cluster.as_deref().and_then(LocalCluster::probe),
                         id,
                     )
                     .await
@@ -378,25 +487,56 @@ async fn run_workloads(
     Ok(results)
 }
 
-fn print_table(results: &[BenchResult]) {
+/// Prints every Paxlock figure beside each peer's, with Paxlock/peer
+/// ratios.
+fn print_table(results: &[BenchResult], peers: &[Target]) {
     println!();
-    println!(
-        "{:<22} {:<20} {:>12} {:>12} {:>9}",
-        "run", "figure", "paxlock", "etcd", "pax/etcd"
-    );
+    let mut head = format!("{:<22} {:<20} {:>12}", "run", "figure", "paxlock");
+    for peer in peers {
+        head.push_str(&format!(" {:>12}", peer.name()));
+    }
+    for peer in peers {
+        head.push_str(&format!(" {:>10}", format!("pax/{}", short(*peer))));
+    }
+    println!("{head}");
     for p in results.iter().filter(|r| r.target == "paxlock") {
-        let e = results
-            .iter()
-            .find(|r| r.target == "etcd" && r.workload == p.workload && r.clients == p.clients);
         let run = format!("{} c={}", p.workload, p.clients);
         for (name, pv) in &p.figures {
-            let ev = e.and_then(|e| e.figures.iter().find(|(n, _)| n == name).map(|(_, v)| *v));
-            let (es, ratio) = match ev {
-                Some(ev) if ev != 0.0 => (format!("{ev:.3}"), format!("{:.2}", pv / ev)),
-                Some(ev) => (format!("{ev:.3}"), "-".into()),
-                None => ("-".into(), "-".into()),
-            };
-            println!("{run:<22} {name:<20} {pv:>12.3} {es:>12} {ratio:>9}");
+            let values: Vec<Option<f64>> = peers
+                .iter()
+                .map(|peer| {
+                    results
+                        .iter()
+                        .find(|r| {
+                            r.target == peer.name()
+                                && r.workload == p.workload
+                                && r.clients == p.clients
+                        })
+                        .and_then(|r| r.figures.iter().find(|(n, _)| n == name))
+                        .map(|(_, v)| *v)
+                })
+                .collect();
+            let mut line = format!("{run:<22} {name:<20} {pv:>12.3}");
+            for v in &values {
+                let text = v.map_or("-".to_string(), |v| format!("{v:.3}"));
+                line.push_str(&format!(" {text:>12}"));
+            }
+            for v in &values {
+                let ratio = match v {
+                    Some(v) if *v != 0.0 => format!("{:.2}", pv / v),
+                    _ => "-".into(),
+                };
+                line.push_str(&format!(" {ratio:>10}"));
+            }
+            println!("{line}");
         }
+    }
+}
+
+/// A peer's name in a ratio column's head.
+fn short(peer: Target) -> &'static str {
+    match peer {
+        Target::ZooKeeper => "zk",
+        other => other.name(),
     }
 }

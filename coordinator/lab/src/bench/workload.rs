@@ -816,6 +816,10 @@ impl StateHolder {
                 }
                 Ok(StateHolder::Etcd)
             }
+            #[cfg(feature = "zookeeper")]
+            Endpoint::ZooKeeper { .. } => {
+                anyhow::bail!("the membership workload does not run on ZooKeeper")
+            }
         }
     }
 
