@@ -148,3 +148,77 @@ fn compare_runs_the_workloads_on_every_installed_peer() -> Result<(), Box<dyn st
     }
     Ok(())
 }
+
+/// The scale workloads run end to end on a small scale and draw their
+/// charts: sessions kept alive, watchers told of every new leader, state
+/// held with its snapshot measured, a short soak.
+#[test]
+fn scale_workloads_report_their_figures_and_draw_their_charts(
+) -> Result<(), Box<dyn std::error::Error>> {
+    let charts = tempfile::tempdir()?;
+    let plot = charts.path().join("bench.svg");
+    let plot_arg = plot.display().to_string();
+    let (stdout, stderr) = bench(&[
+        "--workloads",
+        "sessions,watchers,state,soak",
+        "--session-counts",
+        "300",
+        "--session-connections",
+        "4",
+        "--watcher-counts",
+        "120",
+        "--state-locks",
+        "400",
+        "--state-elections",
+        "20",
+        "--soak-duration",
+        "4s",
+        "--soak-interval",
+        "1s",
+        "--duration",
+        "3s",
+        "--warmup",
+        "1s",
+        "--plot",
+        &plot_arg,
+    ])?;
+    let figure = |workload: &str, name: &str| -> Result<f64, Box<dyn std::error::Error>> {
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("RESULT target=paxlock workload={workload} ")))
+            .ok_or_else(|| format!("no {workload} result in: {stdout}\n{stderr}"))?;
+        let value = line
+            .split_whitespace()
+            .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
+            .ok_or_else(|| format!("no {name} in {line}"))?;
+        Ok(value.parse()?)
+    };
+    // Every session was kept alive: keepalives went out at TTL/3 each
+    // (10 s TTL: 300 sessions make about 90 a second) and none failed.
+    assert_eq!(figure("sessions", "sessions")?, 300.0);
+    assert!(figure("sessions", "keepalives_per_s")? > 40.0, "{stdout}");
+    assert_eq!(figure("sessions", "errors")?, 0.0, "{stdout}");
+    assert!(figure("sessions", "leader_rss_mib")? > 0.0, "{stdout}");
+    // Every resign was seen by all 120 watchers.
+    assert!(figure("watchers", "handoffs_per_s")? > 0.0, "{stdout}");
+    assert_eq!(figure("watchers", "incomplete")?, 0.0, "{stdout}");
+    // The state was held, and a snapshot covering it read and written.
+    assert_eq!(figure("state", "locks")?, 400.0);
+    assert!(figure("state", "snapshot_mib")? > 0.0, "{stdout}");
+    assert!(figure("state", "snapshot_restore_ms")? > 0.0, "{stdout}");
+    assert!(figure("state", "follower_restart_s")? > 0.0, "{stdout}");
+    // The soak reported each interval.
+    assert!(figure("soak", "acquires_per_s")? > 0.0, "{stdout}");
+    assert!(stderr.contains("[paxlock soak]"), "{stderr}");
+    for chart in [
+        "bench.svg",
+        "bench-sessions.svg",
+        "bench-state.svg",
+        "bench-soak.svg",
+    ] {
+        let svg = std::fs::read_to_string(charts.path().join(chart))
+            .map_err(|e| format!("{chart}: {e}"))?;
+        assert!(svg.contains("<svg") && svg.contains("paxlock"), "{chart}");
+    }
+    Ok(())
+}

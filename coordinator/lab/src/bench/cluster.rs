@@ -18,6 +18,75 @@ use super::replace::ReplaceTimes;
 /// How long a cluster may take to start, or a member to rejoin.
 const STARTUP: Duration = Duration::from_secs(60);
 
+const MIB: f64 = 1024.0 * 1024.0;
+
+/// The newest snapshot in `dir`: its size, and how long reading and
+/// restoring it, then encoding and writing it (fsync included, into
+/// `scratch` on the same disk) take.
+fn measure_snapshot(dir: &Path, scratch: &Path) -> anyhow::Result<Vec<(&'static str, f64)>> {
+    use paxlock_storage::snapshot::{list_snapshots, read_newest_snapshot, write_snapshot_file};
+    let (_, path) = list_snapshots(dir)?.pop().context("no snapshot")?;
+    let size = std::fs::metadata(&path)?.len();
+    use paxlock_core::paxos::membership::{frame_snapshot, unframe_snapshot};
+    use paxlock_storage::durable_log::{decode_state, encode_state};
+    let bad = |what: &str| anyhow::anyhow!("{}: {what}", path.display());
+    // As a node restores: the acceptor's state, its snapshot's membership
+    // frame, the state machine.
+    let restoring = Instant::now();
+    let data = read_newest_snapshot(dir)?.context("no snapshot")?;
+    let mut durable = decode_state(&data.state).map_err(bad)?;
+    let app = durable
+        .snapshot
+        .as_ref()
+        .context("no state machine in it")?;
+    let (members, machine_bytes) = unframe_snapshot(&app.data).map_err(|_| bad("membership"))?;
+    let machine = paxlock_core::locks::StateMachine::restore(machine_bytes)
+        .map_err(|e| bad(&format!("{e:?}")))?;
+    let restore = restoring.elapsed();
+    let _ = std::fs::remove_dir_all(scratch);
+    std::fs::create_dir_all(scratch)?;
+    // As a leader writes one: the machine encoded and framed, the
+    // acceptor's state around it, the file written and fsynced.
+    let writing = Instant::now();
+    let machine_bytes = machine.snapshot().map_err(|e| bad(&format!("{e:?}")))?;
+    let framed = match &members {
+        Some(members) => frame_snapshot(members, true, machine_bytes),
+        None => machine_bytes,
+    };
+    if let Some(snapshot) = durable.snapshot.as_mut() {
+        snapshot.data = framed;
+    }
+    let copy = paxlock_storage::snapshot::SnapshotData {
+        state: encode_state(&durable),
+        ..data
+    };
+    write_snapshot_file(scratch, &copy)?;
+    let write = writing.elapsed();
+    let _ = std::fs::remove_dir_all(scratch);
+    Ok(vec![
+        ("snapshot_mib", size as f64 / MIB),
+        ("snapshot_restore_ms", restore.as_secs_f64() * 1000.0),
+        ("snapshot_write_ms", write.as_secs_f64() * 1000.0),
+    ])
+}
+
+/// Sessions, locks and elections the bench's Paxlock clusters allow (the
+/// scale workloads hold up to 100,000 sessions and 1,000,000 locks; the
+/// defaults are 10,000 sessions and a quarter of them per identity).
+const SCALE_SESSIONS: u32 = 250_000;
+const SCALE_LOCKS: u32 = 2_000_000;
+const SCALE_ELECTIONS: u32 = 100_000;
+
+/// The `[limits]` of the bench's Paxlock clusters: room for the scale
+/// workloads (sessions, locks per holder, elections; state up to the
+/// largest bound, half of the largest snapshot a node reads).
+const SCALE_LIMITS: &str = "[limits]
+max_sessions = 250000
+max_locks_per_session = 40000
+max_elections = 100000
+max_state_bytes = 536870912
+";
+
 /// ZooKeeper's logging (log4j 1.2, as the Debian package runs it):
 /// warnings and errors, to each server's own file.
 const ZOOKEEPER_LOG4J: &str = "log4j.rootLogger=WARN, FILE
@@ -149,13 +218,39 @@ impl LocalCluster {
         let spec = ClusterSpec::loopback(dir, 3, base_port)
             .spares(1)
             .admins(&[paxlock_launcher::DEV_CLIENT])
+            .tables(SCALE_LIMITS)
             .startup_timeout(STARTUP);
         let cluster = Cluster::start(binary, spec).await?;
-        Ok(LocalCluster {
+        let cluster = LocalCluster {
             client_config: cluster.client_config_path(),
             client_endpoints: Vec::new(),
             members: Members::Paxlock(Box::new(cluster)),
-        })
+        };
+        cluster.raise_quotas().await?;
+        Ok(cluster)
+    }
+
+    /// Lets the bench's identity hold what the scale workloads need: a
+    /// quota rule for everyone at the raised limits (no access rules: the
+    /// cluster stays open to every identity its CA signed).
+    async fn raise_quotas(&self) -> anyhow::Result<()> {
+        let config = super::driver::paxlock_config(&self.client_config, Duration::from_secs(10))?;
+        let admin = paxlock::Client::connect(config).await?;
+        let rules = paxlock::AccessRules {
+            version: 0,
+            rules: Vec::new(),
+            quotas: vec![paxlock::QuotaRule {
+                identities: vec!["*".into()],
+                sessions: Some(SCALE_SESSIONS),
+                locks: Some(SCALE_LOCKS),
+                elections: Some(SCALE_ELECTIONS),
+                value_bytes: None,
+            }],
+        };
+        let set = admin.set_access_rules(&rules, None).await;
+        let _ = admin.close().await;
+        set.context("raising the bench identity's quotas")?;
+        Ok(())
     }
 
     /// Starts a 3-member etcd cluster on loopback: client ports
@@ -272,12 +367,12 @@ impl LocalCluster {
         let mut ids = Vec::new();
         let mut leader = None;
         for ep in &self.client_endpoints {
-            let (member, l) = super::etcd::member_status(ep).await?;
-            if l == 0 {
+            let status = super::etcd::member_status(ep).await?;
+            if status.leader == 0 {
                 bail!("no leader");
             }
-            ids.push(member);
-            leader = Some(l);
+            ids.push(status.member);
+            leader = Some(status.leader);
         }
         let leader = leader.context("no members")?;
         let pos = ids
@@ -535,6 +630,93 @@ impl LocalCluster {
             .map(|&id| etcd_client(members.base_port, id))
             .collect();
         Ok(times)
+    }
+
+    /// Every running member's `(id, pid)`.
+    pub fn processes(&self) -> Vec<(u64, u32)> {
+        match &self.members {
+            Members::Paxlock(cluster) => cluster
+                .ids()
+                .into_iter()
+                .filter_map(|id| Some((id, cluster.pid(id)?)))
+                .collect(),
+            Members::Etcd(members) | Members::ZooKeeper(members) => (members.running.iter())
+                .enumerate()
+                .filter_map(|(index, p)| Some((index as u64 + 1, p.as_ref()?.pid())))
+                .collect(),
+        }
+    }
+
+    /// SIGKILLs a follower (not `leader`), starts it again on its data and
+    /// returns the time from its start until the cluster is healthy again
+    /// (for Paxlock: every peer connected and caught up).
+    pub async fn restart_follower(&mut self, leader: u64) -> anyhow::Result<Duration> {
+        let follower = (self.processes().into_iter())
+            .map(|(id, _)| id)
+            .find(|&id| id != leader)
+            .context("no follower running")?;
+        self.kill(follower)?;
+        let started = Instant::now();
+        self.restart(follower).await?;
+        self.wait_healthy(STARTUP).await?;
+        Ok(started.elapsed())
+    }
+
+    /// Snapshot figures of member `leader`. Paxlock: the size of its
+    /// newest snapshot once one covers everything committed now, and how
+    /// long the node's own code takes, in this process, to restore it (read,
+    /// check, decode into the state machine) and to write it (encode, write,
+    /// fsync) on the same disk. etcd: its database's size.
+    pub async fn snapshot_figures(&self, leader: u64) -> anyhow::Result<Vec<(&'static str, f64)>> {
+        match &self.members {
+            Members::Paxlock(cluster) => {
+                let dir = cluster.data_dir(leader);
+                let node = cluster.node(leader)?.listen.to_string();
+                let text = fetch_metrics(&node).await?;
+                let committed = value(&text, "paxlock_commit_index").context("commit index")?;
+                self.snapshot_covering(&dir, committed as u64).await?;
+                let scratch = self.dir().join("snapshot-write");
+                tokio::task::spawn_blocking(move || measure_snapshot(&dir, &scratch)).await?
+            }
+            #[cfg(feature = "etcd")]
+            Members::Etcd(_) => {
+                let endpoint = self
+                    .client_endpoints
+                    .get((leader as usize).wrapping_sub(1))
+                    .context("no such member")?;
+                let status = super::etcd::member_status(endpoint).await?;
+                Ok(vec![("snapshot_mib", status.db_size as f64 / MIB)])
+            }
+            _ => Ok(Vec::new()),
+        }
+    }
+
+    /// Drives cheap commands (a lock taken and released) until the newest
+    /// snapshot in `dir` covers slot `slot` (a leader writes one every
+    /// 1,000 slots).
+    async fn snapshot_covering(&self, dir: &Path, slot: u64) -> anyhow::Result<()> {
+        let config = super::driver::paxlock_config(&self.client_config, Duration::from_secs(10))?;
+        let client = paxlock::Client::connect(config).await?;
+        let deadline = Instant::now() + STARTUP;
+        let covered = |dir: &Path| -> anyhow::Result<bool> {
+            let newest = paxlock_storage::snapshot::read_newest_snapshot(dir)?;
+            Ok(newest.is_some_and(|s| s.covered_slot >= slot))
+        };
+        while !covered(dir)? {
+            if Instant::now() > deadline {
+                bail!("no snapshot covered slot {slot} within {STARTUP:?}");
+            }
+            for _ in 0..500 {
+                client
+                    .lock("bench-snapshot-driver")
+                    .acquire()
+                    .await?
+                    .release()
+                    .await?;
+            }
+        }
+        let _ = client.close().await;
+        Ok(())
     }
 
     /// SIGKILLs member `id`.

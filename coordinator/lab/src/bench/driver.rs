@@ -87,6 +87,17 @@ pub enum Endpoint {
 }
 
 impl Endpoint {
+    /// The session (lease) TTL its clients use.
+    pub fn ttl(&self) -> Duration {
+        match self {
+            Endpoint::Paxlock { ttl, .. } => *ttl,
+            #[cfg(feature = "etcd")]
+            Endpoint::Etcd { ttl, .. } => *ttl,
+            #[cfg(feature = "zookeeper")]
+            Endpoint::ZooKeeper { ttl, .. } => *ttl,
+        }
+    }
+
     /// The target kind.
     pub fn target(&self) -> Target {
         match self {
@@ -243,7 +254,8 @@ impl Conn {
 pub struct Cycle {
     /// The won term (Paxlock term, etcd leader key create revision).
     pub term: u64,
-    /// When the campaign returned, i.e. just before the resign was sent.
+    /// When the resign was sent: when the campaign returned, or `hold`
+    /// after it.
     pub elected_at: Instant,
     /// When the resign returned, or why it failed.
     pub resigned: anyhow::Result<Instant>,
@@ -284,13 +296,14 @@ impl Candidate {
         }
     }
 
-    /// Campaigns as `value` until elected or `deadline`, then resigns at
-    /// once; `None` if the deadline came first. Only the campaign is cut
-    /// off: a resign already sent is waited for.
+    /// Campaigns as `value` until elected or `deadline`, then leads for
+    /// `hold` and resigns; `None` if the deadline came first. Only the
+    /// campaign is cut off: a resign already sent is waited for.
     pub async fn cycle(
         &mut self,
         name: &str,
         value: &str,
+        hold: Duration,
         deadline: Instant,
     ) -> anyhow::Result<Option<Cycle>> {
         let deadline = tokio::time::Instant::from(deadline);
@@ -302,6 +315,7 @@ impl Candidate {
                     Err(_) => return Ok(None),
                     Ok(r) => r?,
                 };
+                tokio::time::sleep(hold).await;
                 let elected_at = Instant::now();
                 let term = leadership.term();
                 let resigned = leadership.resign().await.map(|()| Instant::now());
@@ -321,6 +335,7 @@ impl Candidate {
                     Err(_) => return Ok(None),
                     Ok(r) => r?,
                 };
+                tokio::time::sleep(hold).await;
                 let elected_at = Instant::now();
                 let resigned = conn.resign(&leader).await.map(|()| Instant::now());
                 Ok(Some(Cycle {
@@ -339,6 +354,7 @@ impl Candidate {
                     Err(_) => return Ok(None),
                     Ok(r) => r?,
                 };
+                tokio::time::sleep(hold).await;
                 let elected_at = Instant::now();
                 let resigned = conn.release(&latch).await.map(|()| Instant::now());
                 Ok(Some(Cycle {
@@ -367,13 +383,14 @@ impl Candidate {
 
 /// A watcher of an election's leader.
 pub enum Watcher {
-    /// Paxlock client (kept for its session) and its watch.
-    Paxlock(paxlock::Client, paxlock::LeaderWatch),
-    /// etcd Observe stream, reopened on `member` after a failure.
+    /// Paxlock: its watch, and for the first watcher of a group the client
+    /// they share (closed once, when that watcher closes).
+    Paxlock(Option<paxlock::Client>, paxlock::LeaderWatch),
+    /// etcd Observe stream, reopened on `channel` after a failure.
     #[cfg(feature = "etcd")]
     Etcd {
-        /// `host:port` to observe on.
-        member: String,
+        /// The connection to observe on.
+        channel: tonic::transport::Channel,
         /// Election name.
         name: String,
         /// The open stream, if any.
@@ -385,35 +402,50 @@ pub enum Watcher {
 }
 
 impl Watcher {
-    /// Starts watcher `index` of election `name`.
-    pub async fn connect(endpoint: &Endpoint, index: usize, name: &str) -> anyhow::Result<Self> {
+    /// Starts `count` watchers of election `name` sharing one connection
+    /// (Paxlock: a client and its session; etcd: an HTTP/2 connection;
+    /// ZooKeeper: a session), the `group`th such group (etcd: groups are
+    /// spread over members, as Paxlock clients spread over nodes).
+    pub async fn connect_group(
+        endpoint: &Endpoint,
+        group: usize,
+        count: usize,
+        name: &str,
+    ) -> anyhow::Result<Vec<Self>> {
         match endpoint {
             Endpoint::Paxlock { config, ttl } => {
-                let _ = index;
+                let _ = group;
                 let client = paxlock::Client::connect(paxlock_config(config, *ttl)?)
                     .await
                     .context("connecting to Paxlock")?;
-                let watch = client.election(name.to_string()).watch();
-                Ok(Watcher::Paxlock(client, watch))
+                Ok((0..count)
+                    .map(|i| {
+                        let watch = client.election(name.to_string()).watch();
+                        Watcher::Paxlock((i == 0).then(|| client.clone()), watch)
+                    })
+                    .collect())
             }
             #[cfg(feature = "etcd")]
             Endpoint::Etcd { endpoints, .. } => {
-                // Spread watchers over members, as Paxlock's spread over nodes.
                 let member = endpoints
-                    .get(index % endpoints.len().max(1))
+                    .get(group % endpoints.len().max(1))
                     .cloned()
                     .context("no etcd endpoints")?;
-                let stream = Observer::open(&member, name)?;
-                Ok(Watcher::Etcd {
-                    member,
-                    name: name.to_string(),
-                    stream: Some(stream),
-                })
+                let channel = super::etcd::Grpc::new(vec![member], 0).channel()?;
+                Ok((0..count)
+                    .map(|_| Watcher::Etcd {
+                        stream: Some(Observer::open(channel.clone(), name)),
+                        channel: channel.clone(),
+                        name: name.to_string(),
+                    })
+                    .collect())
             }
             #[cfg(feature = "zookeeper")]
-            Endpoint::ZooKeeper { servers, ttl } => Ok(Watcher::ZooKeeper(
-                zookeeper::Observer::open(servers, name, *ttl).await?,
-            )),
+            Endpoint::ZooKeeper { servers, ttl } => {
+                let _ = group;
+                let observers = zookeeper::Observer::group(servers, name, *ttl, count).await?;
+                Ok(observers.into_iter().map(Watcher::ZooKeeper).collect())
+            }
         }
     }
 
@@ -429,13 +461,13 @@ impl Watcher {
             },
             #[cfg(feature = "etcd")]
             Watcher::Etcd {
-                member,
+                channel,
                 name,
                 stream,
             } => {
                 let observer = match stream {
                     Some(o) => o,
-                    None => stream.insert(Observer::open(member, name)?),
+                    None => stream.insert(Observer::open(channel.clone(), name)),
                 };
                 let next = observer.next().await;
                 if next.is_err() {
@@ -448,11 +480,14 @@ impl Watcher {
         }
     }
 
-    /// Ends the watch (and the Paxlock session).
+    /// Ends the watch (and, for a group's first Paxlock watcher, the
+    /// group's session and connection).
     pub async fn close(self) {
         match self {
             Watcher::Paxlock(client, _) => {
-                let _ = tokio::time::timeout(Duration::from_secs(2), client.close()).await;
+                if let Some(client) = client {
+                    let _ = tokio::time::timeout(Duration::from_secs(2), client.close()).await;
+                }
             }
             #[cfg(feature = "etcd")]
             Watcher::Etcd { .. } => {}

@@ -6,7 +6,9 @@
 //! The clients are generated at build time from `proto/etcd/*.proto`, which
 //! declare just these calls with etcd's field numbers.
 
+use std::collections::VecDeque;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail};
@@ -451,6 +453,153 @@ impl EtcdConn {
     }
 }
 
+/// The leases of one benchmark connection, each with keys attached (as
+/// etcd's concurrency package holds a lock: a key under the session's
+/// lease).
+pub struct LeaseGroup {
+    channel: Channel,
+    leases: Vec<i64>,
+}
+
+impl LeaseGroup {
+    /// On one connection to member `group` (of `endpoints`, round robin),
+    /// grants `leases` leases of `ttl` and puts `keys_per_lease` empty
+    /// keys `{name}/{lease}/{k}` under each.
+    pub async fn open(
+        endpoints: &[String],
+        group: usize,
+        leases: usize,
+        keys_per_lease: usize,
+        ttl: Duration,
+        name: &str,
+    ) -> anyhow::Result<LeaseGroup> {
+        let channel = Grpc::new(endpoints.to_vec(), group).channel()?;
+        let ttl_secs = ttl.as_secs().max(2) as i64;
+        let grant_on = channel.clone();
+        let leases = super::scale::bounded(leases, move |_| {
+            let channel = grant_on.clone();
+            async move {
+                let granted = LeaseClient::new(channel)
+                    .lease_grant(LeaseGrantRequest {
+                        ttl: ttl_secs,
+                        id: 0,
+                    })
+                    .await
+                    .map_err(|s| anyhow!("etcd lease grant: {}", s.message()))?
+                    .into_inner();
+                anyhow::Ok(granted.id)
+            }
+        })
+        .await?;
+        let puts: Vec<(i64, usize)> = leases
+            .iter()
+            .flat_map(|&lease| (0..keys_per_lease).map(move |k| (lease, k)))
+            .collect();
+        let (put_on, name) = (channel.clone(), name.to_string());
+        super::scale::bounded(puts.len(), move |i| {
+            let (lease, k) = puts[i];
+            let put = PutRequest {
+                key: format!("{name}/{lease:x}/{k}").into_bytes(),
+                lease,
+                ..Default::default()
+            };
+            let channel = put_on.clone();
+            async move {
+                KvClient::new(channel)
+                    .put(put)
+                    .await
+                    .map_err(|s| anyhow!("etcd put: {}", s.message()))?;
+                anyhow::Ok(())
+            }
+        })
+        .await?;
+        Ok(LeaseGroup { channel, leases })
+    }
+
+    /// A keeper of these leases on one LeaseKeepAlive stream, as etcd's
+    /// client keeps all of its leases.
+    pub fn keeper(&self) -> Arc<LeaseKeeper> {
+        let (requests, to_send) = tokio::sync::mpsc::unbounded_channel();
+        let pending: Pending = Arc::default();
+        let answered = pending.clone();
+        let channel = self.channel.clone();
+        // etcd answers a stream's keepalives in order, and sends the
+        // response headers only with the first answer: a task of its own
+        // makes the call and matches each answer with the oldest request.
+        let reader = tokio::spawn(async move {
+            let stream = tokio_stream::wrappers::UnboundedReceiverStream::new(to_send);
+            let Ok(response) = LeaseClient::new(channel).lease_keep_alive(stream).await else {
+                return;
+            };
+            let mut answers = response.into_inner();
+            while let Ok(Some(answer)) = answers.message().await {
+                let waiter = answered.lock().ok().and_then(|mut p| p.pop_front());
+                if let Some((id, done)) = waiter {
+                    let _ = done.send(answer.id == id && answer.ttl > 0);
+                }
+            }
+        });
+        Arc::new(LeaseKeeper {
+            leases: self.leases.clone(),
+            requests,
+            pending,
+            reader,
+        })
+    }
+
+    /// Revokes every lease (their keys go with them).
+    pub async fn close(self) {
+        let (channel, leases) = (self.channel, self.leases);
+        let _ = super::scale::bounded(leases.len(), move |i| {
+            let (channel, id) = (channel.clone(), leases[i]);
+            async move {
+                let _ = LeaseClient::new(channel)
+                    .lease_revoke(LeaseRevokeRequest { id })
+                    .await;
+                anyhow::Ok(())
+            }
+        })
+        .await;
+    }
+}
+
+/// Keepalives sent on a stream and not yet answered, oldest first, with
+/// whom to tell.
+type Pending = Arc<std::sync::Mutex<VecDeque<(i64, tokio::sync::oneshot::Sender<bool>)>>>;
+
+/// Sends keepalives of a [`LeaseGroup`]'s leases on one stream.
+pub struct LeaseKeeper {
+    leases: Vec<i64>,
+    requests: tokio::sync::mpsc::UnboundedSender<LeaseKeepAliveRequest>,
+    pending: Pending,
+    reader: tokio::task::JoinHandle<()>,
+}
+
+impl LeaseKeeper {
+    /// How many leases it keeps.
+    pub fn lease_count(&self) -> usize {
+        self.leases.len()
+    }
+
+    /// Sends a keepalive of lease `j`; the future says whether etcd
+    /// answered that the lease lives.
+    pub fn keep_alive(&self, j: usize) -> impl Future<Output = bool> + Send + 'static {
+        let (done, answer) = tokio::sync::oneshot::channel();
+        if let (Some(&id), Ok(mut pending)) = (self.leases.get(j), self.pending.lock()) {
+            // Queued and sent under one lock, so answers match requests.
+            pending.push_back((id, done));
+            let _ = self.requests.send(LeaseKeepAliveRequest { id });
+        }
+        async move { answer.await.unwrap_or(false) }
+    }
+}
+
+impl Drop for LeaseKeeper {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
+}
+
 /// A won election, as Campaign returns it and Resign takes it back.
 #[derive(Debug, Clone)]
 pub struct LeaderKey {
@@ -479,16 +628,15 @@ enum ObserveStream {
 type LeaderAnswers = tonic::Streaming<pb::v3electionpb::LeaderResponse>;
 
 impl Observer {
-    /// Sends an Observe request for election `name` to member `endpoint`.
-    pub fn open(endpoint: &str, name: &str) -> anyhow::Result<Observer> {
-        let channel = Grpc::new(vec![endpoint.to_string()], 0).channel()?;
+    /// Sends an Observe request for election `name` on `channel`.
+    pub fn open(channel: Channel, name: &str) -> Observer {
         let request = LeaderRequest {
             name: name.as_bytes().to_vec(),
         };
         let call = tokio::spawn(async move { ElectionClient::new(channel).observe(request).await });
-        Ok(Observer {
+        Observer {
             stream: ObserveStream::Opening(call),
-        })
+        }
     }
 
     /// The create revision of the next observed leader key; waits as long
@@ -524,9 +672,19 @@ impl Drop for Observer {
     }
 }
 
-/// `(member_id, leader_id)` as member `endpoint` reports them (leader 0:
-/// none).
-pub async fn member_status(endpoint: &str) -> anyhow::Result<(u64, u64)> {
+/// What a member says of itself.
+#[derive(Debug, Clone, Copy)]
+pub struct MemberStatus {
+    /// Its member id.
+    pub member: u64,
+    /// The leader's member id (0: none).
+    pub leader: u64,
+    /// Its database's size in bytes (what a snapshot of it holds).
+    pub db_size: u64,
+}
+
+/// Member `endpoint`'s status.
+pub async fn member_status(endpoint: &str) -> anyhow::Result<MemberStatus> {
     let mut grpc = Grpc::new(vec![endpoint.to_string()], 0);
     let status = grpc
         .call("status", Duration::from_secs(2), |c| async move {
@@ -537,7 +695,11 @@ pub async fn member_status(endpoint: &str) -> anyhow::Result<(u64, u64)> {
         .header
         .map(|h| h.member_id)
         .ok_or_else(|| anyhow!("etcd status: no header"))?;
-    Ok((member, status.leader))
+    Ok(MemberStatus {
+        member,
+        leader: status.leader,
+        db_size: u64::try_from(status.db_size)?,
+    })
 }
 
 /// Puts `key` = `value` with no lease (state that outlives the client).

@@ -11,6 +11,8 @@ mod etcd;
 mod plot;
 mod probe;
 mod replace;
+mod scale;
+mod soak;
 mod stats;
 mod workload;
 #[cfg(feature = "zookeeper")]
@@ -44,6 +46,23 @@ pub enum Workload {
     Rwlock,
     /// K candidates, the leader resigns in a loop, M watchers.
     Election,
+    /// Many watchers (`--watcher-counts`, `--watchers-per-connection`) on
+    /// one election whose leader leads `--hold` and resigns to a second
+    /// candidate: resign → every watcher saw the new leader.
+    Watchers,
+    /// Sessions (`--session-counts`), each holding a lock, over
+    /// `--session-connections` connections, each kept alive at TTL/3:
+    /// keepalive latency, the leader's CPU and memory.
+    Sessions,
+    /// Locks (`--state-locks`) and `--state-elections` elections held:
+    /// memory per lock, snapshot size and the time to restore and write it,
+    /// a follower's restart, a new member's catch-up. Runs after the
+    /// others but `membership` (it replaces a member).
+    State,
+    /// A mixed load (16 uncontended lock loops, 8 clients on one lock) for
+    /// `--soak-duration`: acquire p99 and members' memory per
+    /// `--soak-interval`, their drift and growth.
+    Soak,
     /// Steady lock traffic, SIGKILL the leader, time until acquires work again.
     Failover,
     /// State stored and lock traffic running, replace a follower by a new
@@ -153,6 +172,34 @@ pub struct BenchArgs {
     /// Election: watchers.
     #[arg(long, default_value_t = 8)]
     pub watchers: usize,
+    /// Sessions: how many sessions, comma-separated (one run each).
+    #[arg(long, value_delimiter = ',', default_value = "10000,100000")]
+    pub session_counts: Vec<usize>,
+    /// Sessions: connections carrying them.
+    #[arg(long, default_value_t = 16)]
+    pub session_connections: usize,
+    /// State: how many locks held, comma-separated (one run each).
+    #[arg(long, value_delimiter = ',', default_value = "100000,1000000")]
+    pub state_locks: Vec<usize>,
+    /// State: elections led besides the locks.
+    #[arg(long, default_value_t = 1000)]
+    pub state_elections: usize,
+    /// Soak: how long.
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    pub soak_duration: Duration,
+    /// Soak: the reporting interval.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub soak_interval: Duration,
+    /// Watchers: how many watchers, comma-separated (one run each).
+    #[arg(long, value_delimiter = ',', default_value = "1000,10000")]
+    pub watcher_counts: Vec<usize>,
+    /// Watchers: watchers sharing one connection (Paxlock: a client and its
+    /// session; etcd: an HTTP/2 connection; ZooKeeper: a session).
+    #[arg(long, default_value_t = 50)]
+    pub watchers_per_connection: usize,
+    /// Watchers: how long each leader leads before it resigns.
+    #[arg(long, default_value = "200ms", value_parser = humantime::parse_duration)]
+    pub hold: Duration,
     /// After all runs, write an SVG chart of every run's latency
     /// distribution (acquire; election: resign → all watchers) to FILE.
     #[arg(long, value_name = "FILE.svg")]
@@ -162,7 +209,7 @@ pub struct BenchArgs {
 /// One result: a list of named figures.
 #[derive(Debug, Clone)]
 pub struct BenchResult {
-    /// `paxlock` or `etcd`.
+    /// `paxlock`, `etcd` or `zookeeper`.
     pub target: &'static str,
     /// Workload name.
     pub workload: String,
@@ -172,6 +219,17 @@ pub struct BenchResult {
     pub figures: Vec<(&'static str, f64)>,
     /// The samples behind the main latency figures, for `--plot`.
     pub latency: Option<Latency>,
+    /// Figures over time (`soak`), for `--plot`.
+    pub timeline: Option<Timeline>,
+}
+
+/// A `soak` run's figures per interval, `(minutes since the start, value)`.
+#[derive(Debug, Clone, Default)]
+pub struct Timeline {
+    /// Acquire latency p99 of each interval, in ms.
+    pub p99_ms: Vec<(f64, f64)>,
+    /// Every member's resident memory together at each interval's end.
+    pub rss_mib: Vec<(f64, f64)>,
 }
 
 impl BenchResult {
@@ -220,9 +278,14 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         results.extend(run_target(&args, args.target, false).await?);
     }
     if let Some(path) = &args.plot {
-        plot::write_svg(path, &results)
-            .with_context(|| format!("writing the chart {}", path.display()))?;
-        eprintln!("wrote {}", path.display());
+        if results.iter().any(|r| r.latency.is_some()) {
+            plot::write_svg(path, &results)
+                .with_context(|| format!("writing the chart {}", path.display()))?;
+            eprintln!("wrote {}", path.display());
+        }
+        for written in plot::write_scale_svgs(path, &results)? {
+            eprintln!("wrote {}", written.display());
+        }
     }
     Ok(())
 }
@@ -232,8 +295,12 @@ async fn run_target(
     target: Target,
     force_start: bool,
 ) -> anyhow::Result<Vec<BenchResult>> {
-    let needs_cluster = args.workloads.contains(&Workload::Failover)
-        || args.workloads.contains(&Workload::Membership);
+    let needs_cluster = args.workloads.iter().any(|w| {
+        matches!(
+            w,
+            Workload::Failover | Workload::Membership | Workload::State
+        )
+    });
     let external = match target {
         Target::Paxlock => args.client_config.is_some(),
         Target::Etcd => !args.endpoints.is_empty(),
@@ -379,16 +446,26 @@ async fn run_workloads(
     let mut results = Vec::new();
     let run_id = std::process::id() as u64 * 1000;
     let mut n = 0;
-    // The membership workload changes the members: it runs last.
+    // The membership workload changes the members: it runs last, after
+    // `state`, which replaces a member too.
     let mut workloads = args.workloads.clone();
-    workloads.sort_by_key(|w| *w == Workload::Membership);
+    workloads.sort_by_key(|w| match w {
+        Workload::Membership => 2,
+        Workload::State => 1,
+        _ => 0,
+    });
     for workload in &workloads {
         let counts: Vec<usize> = match workload {
             Workload::Uncontended
             | Workload::Contended
             | Workload::Semaphore
             | Workload::Rwlock => args.clients.clone(),
-            Workload::Election | Workload::Failover | Workload::Membership => vec![0],
+            Workload::Watchers => args.watcher_counts.clone(),
+            Workload::Sessions => args.session_counts.clone(),
+            Workload::State => args.state_locks.clone(),
+            Workload::Election | Workload::Failover | Workload::Membership | Workload::Soak => {
+                vec![0]
+            }
         };
         for &clients in &counts {
             n += 1;
@@ -430,14 +507,57 @@ async fn run_workloads(
                     )
                     .await
                 }
-                Workload::Election => {
+                Workload::Election | Workload::Watchers => {
+                    let (name, shape) = if *workload == Workload::Election {
+                        let shape = workload::ElectionShape {
+                            candidates: args.candidates,
+                            watchers: args.watchers,
+                            watchers_per_connection: 1,
+                            hold: Duration::ZERO,
+                        };
+                        ("election", shape)
+                    } else {
+                        let shape = workload::ElectionShape {
+                            candidates: 2,
+                            watchers: clients,
+                            watchers_per_connection: args.watchers_per_connection,
+                            hold: args.hold,
+                        };
+                        ("watchers", shape)
+                    };
                     workload::election(
                         endpoint,
-                        args.candidates,
-                        args.watchers,
-                        args.warmup,
-                        args.duration,
+                        name,
+                        shape,
+                        (args.warmup, args.duration),
                         cluster.as_deref().and_then(LocalCluster::probe),
+                        id,
+                    )
+                    .await
+                }
+                Workload::Sessions => {
+                    scale::sessions(
+                        endpoint,
+                        cluster.as_deref(),
+                        clients,
+                        args.session_connections,
+                        (args.warmup, args.duration),
+                        id,
+                    )
+                    .await
+                }
+                Workload::State => match cluster.as_deref_mut() {
+                    Some(c) => scale::state(endpoint, c, clients, args.state_elections, id).await,
+                    None => Err(anyhow::anyhow!(
+                        "state needs a cluster started by the bench"
+                    )),
+                },
+                Workload::Soak => {
+                    soak::soak(
+                        endpoint,
+                        cluster.as_deref(),
+                        args.soak_duration,
+                        args.soak_interval,
                         id,
                     )
                     .await

@@ -32,6 +32,13 @@ pub struct ReplaceTimes {
     pub remove: Duration,
 }
 
+impl ReplaceTimes {
+    /// The whole replacement.
+    pub fn total(&self) -> Duration {
+        self.before_steps + self.add + self.promote + self.remove
+    }
+}
+
 /// Replaces Paxlock member `old` by the already started spare `new`
 /// (listening at `addr`), as the administrator `admin`.
 pub async fn paxlock(

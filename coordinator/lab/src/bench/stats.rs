@@ -85,3 +85,62 @@ impl CpuTimes {
         100.0 * later.busy.saturating_sub(self.busy) as f64 / total as f64
     }
 }
+
+/// CPU time and resident memory of one process, from `/proc/PID/stat`
+/// and `/proc/PID/status`.
+#[derive(Debug, Clone, Copy)]
+pub struct ProcessUsage {
+    /// User and system CPU seconds so far.
+    pub cpu_secs: f64,
+    /// Resident memory in bytes.
+    pub rss_bytes: u64,
+}
+
+impl ProcessUsage {
+    /// Reads process `pid` now; `None` if it is gone.
+    pub fn read(pid: u32) -> Option<ProcessUsage> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        Self::parse(&stat, &status, rustix::param::clock_ticks_per_second())
+    }
+
+    fn parse(stat: &str, status: &str, ticks_per_second: u64) -> Option<ProcessUsage> {
+        // The command name (field 2) may hold spaces and parentheses: the
+        // fields are counted from after its last ')', where field 3 (the
+        // state) is first, so utime (14) and stime (15) are 11th and 12th.
+        let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+        let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+        let rss_kib: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()?;
+        Some(ProcessUsage {
+            cpu_secs: ticks as f64 / ticks_per_second.max(1) as f64,
+            rss_bytes: rss_kib * 1024,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn process_usage_is_read_past_a_command_name_with_spaces() {
+        let stat = "4242 (paxlock (x) y) S 1 4242 4242 0 -1 4194560 1 0 0 0 250 50 0 0 20 0";
+        let status = "Name:\tpaxlock\nVmRSS:\t  204800 kB\nThreads:\t3\n";
+        let usage = ProcessUsage::parse(stat, status, 100);
+        let usage = usage.map(|u| (u.cpu_secs, u.rss_bytes));
+        assert_eq!(usage, Some((3.0, 200 * 1024 * 1024)));
+        assert!(ProcessUsage::parse("4242 (x) S", status, 100).is_none());
+    }
+
+    #[test]
+    fn this_process_is_readable() {
+        let usage = ProcessUsage::read(std::process::id());
+        assert!(usage.is_some_and(|u| u.rss_bytes > 0), "{usage:?}");
+    }
+}

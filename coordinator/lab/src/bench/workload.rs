@@ -31,6 +31,11 @@ impl Window {
             end: now + warmup + duration,
         }
     }
+
+    /// The measured time.
+    pub fn duration(&self) -> Duration {
+        self.end - self.warm_end
+    }
 }
 
 /// Prints a progress line every second until `stop` is set.
@@ -253,6 +258,7 @@ pub async fn lock_loop(
     }
     figures.extend(server);
     Ok(BenchResult {
+        timeline: None,
         target,
         workload: workload.into(),
         clients,
@@ -296,28 +302,56 @@ async fn read_probe(probe: Option<&Probe>) -> Option<Reading> {
     }
 }
 
-/// `election`: `candidates` campaign on one election, each leader resigns
-/// at once and campaigns again; `watchers` watch it. Measures resign →
+/// How an `election` run is shaped.
+#[derive(Debug, Clone, Copy)]
+pub struct ElectionShape {
+    /// Candidates campaigning.
+    pub candidates: usize,
+    /// Watchers watching.
+    pub watchers: usize,
+    /// Watchers sharing one connection (and session).
+    pub watchers_per_connection: usize,
+    /// How long each leader leads before it resigns.
+    pub hold: Duration,
+}
+
+/// `election` (and `watchers`, with many watchers and a `hold`):
+/// `candidates` campaign on one election, each leader leads for `hold`,
+/// resigns and campaigns again; `watchers` watch it. Measures resign →
 /// every watcher has seen a later term (Paxlock: `Elected` events; etcd:
-/// Observe, where a leader key's create revision plays the term).
+/// Observe, where a leader key's create revision plays the term;
+/// ZooKeeper: a children watch on the latch folder, where the first node's
+/// sequence number does).
 pub async fn election(
     endpoint: &Endpoint,
-    candidates: usize,
-    watchers: usize,
-    warmup: Duration,
-    duration: Duration,
+    workload: &'static str,
+    shape: ElectionShape,
+    window: (Duration, Duration),
     probe: Option<Probe>,
     run_id: u64,
 ) -> anyhow::Result<BenchResult> {
+    let ElectionShape {
+        candidates,
+        watchers,
+        watchers_per_connection,
+        hold,
+    } = shape;
     let target = endpoint.target().name();
     let name = format!("bench-election-{run_id}");
-    let window = Window::new(warmup, duration);
     let (seen_tx, mut seen_rx) = tokio::sync::mpsc::unbounded_channel::<(usize, u64, Instant)>();
-    let mut watcher_tasks = Vec::new();
-    for w in 0..watchers {
-        let mut watcher = Watcher::connect(endpoint, w, &name)
+    let per_connection = watchers_per_connection.max(1);
+    let mut started = Vec::new();
+    for group in 0..watchers.div_ceil(per_connection) {
+        let count = per_connection.min(watchers - group * per_connection);
+        let watchers = Watcher::connect_group(endpoint, group, count, &name)
             .await
-            .with_context(|| format!("starting watcher {w}"))?;
+            .with_context(|| format!("starting watcher group {group}"))?;
+        started.extend(watchers);
+    }
+    // The window starts once every watcher is there: 10,000 take a while.
+    let window = Window::new(window.0, window.1);
+    let mut watcher_tasks = Vec::new();
+    for (w, mut watcher) in started.into_iter().enumerate() {
         let tx = seen_tx.clone();
         watcher_tasks.push(tokio::spawn(async move {
             loop {
@@ -339,7 +373,7 @@ pub async fn election(
     let errors = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let progress = spawn_progress(
-        format!("{target} election candidates={candidates} watchers={watchers}"),
+        format!("{target} {workload} candidates={candidates} watchers={watchers}"),
         window,
         cycles.clone(),
         errors.clone(),
@@ -359,7 +393,7 @@ pub async fn election(
             let mut resign_lat = Samples::default();
             let value = format!("candidate-{c}");
             while Instant::now() < window.end {
-                match candidate.cycle(&name, &value, window.end).await {
+                match candidate.cycle(&name, &value, hold, window.end).await {
                     Ok(None) => break,
                     Err(_) => {
                         errors.fetch_add(1, Ordering::Relaxed);
@@ -411,7 +445,7 @@ pub async fn election(
     let mut figures = vec![
         (
             "handoffs_per_s",
-            handoff.0.len() as f64 / duration.as_secs_f64(),
+            handoff.0.len() as f64 / window.duration().as_secs_f64(),
         ),
         ("handoff_p50_ms", handoff.quantile_us(0.5) / 1000.0),
         ("handoff_p99_ms", handoff.quantile_us(0.99) / 1000.0),
@@ -424,10 +458,16 @@ pub async fn election(
         ("cpu_busy_pct", cpu),
     ];
     figures.extend(server);
+    let clients = if workload == "election" {
+        candidates
+    } else {
+        watchers
+    };
     Ok(BenchResult {
+        timeline: None,
         target,
-        workload: "election".into(),
-        clients: candidates,
+        workload: workload.into(),
+        clients,
         figures,
         latency: Some(Latency {
             what: "handoff",
@@ -560,6 +600,7 @@ pub async fn failover(
     figures.push(("cpu_busy_pct", cpu));
     // A handful of recoveries per run is no distribution to plot.
     Ok(BenchResult {
+        timeline: None,
         target,
         workload: "failover".into(),
         clients,
@@ -756,6 +797,7 @@ pub async fn membership(
         ("errors", errors as f64),
     ];
     Ok(BenchResult {
+        timeline: None,
         target,
         workload: "membership".into(),
         clients,

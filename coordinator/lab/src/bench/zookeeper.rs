@@ -435,29 +435,36 @@ fn election_dir(name: &str) -> String {
 /// follow one: a children watch on the latch folder, the first node in
 /// sequence order being the leader.
 pub struct Observer {
-    conn: ZkConn,
+    client: Client,
     dir: String,
     last: Option<u64>,
 }
 
 impl Observer {
-    /// A session of its own watching election `name`.
-    pub async fn open(servers: &str, name: &str, ttl: Duration) -> anyhow::Result<Observer> {
+    /// `count` watchers of election `name` on one new session.
+    pub async fn group(
+        servers: &str,
+        name: &str,
+        ttl: Duration,
+        count: usize,
+    ) -> anyhow::Result<Vec<Observer>> {
         let mut conn = ZkConn::connect(servers, ttl).await?;
         let dir = election_dir(name);
         conn.make_dir(&dir).await?;
-        Ok(Observer {
-            conn,
-            dir,
-            last: None,
-        })
+        Ok((0..count)
+            .map(|_| Observer {
+                client: conn.client.clone(),
+                dir: dir.clone(),
+                last: None,
+            })
+            .collect())
     }
 
     /// The term (latch sequence) of the next leader seen; waits as long as
     /// it takes (the caller bounds it).
     pub async fn next(&mut self) -> anyhow::Result<u64> {
         loop {
-            match self.conn.client.get_and_watch_children(&self.dir).await {
+            match self.client.get_and_watch_children(&self.dir).await {
                 Ok((children, _, watcher)) => {
                     let first = children.iter().filter_map(|n| sequence(n)).min();
                     if let Some(term) = first.filter(|&t| Some(t) != self.last) {
@@ -476,9 +483,9 @@ impl Observer {
         }
     }
 
-    /// Ends the watcher's session.
+    /// Ends the watcher (its session ends with the group's last watcher).
     pub fn close(self) {
-        self.conn.close();
+        drop(self.client);
     }
 }
 
