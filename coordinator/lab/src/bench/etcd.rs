@@ -104,24 +104,35 @@ impl Grpc {
         self.current = (self.current + 1) % self.endpoints.len().max(1);
     }
 
-    /// Makes call `what` on the current member's channel, bounded by
-    /// `timeout`; when the member cannot be reached (or has no leader)
-    /// tries the next, once per member. A timeout is final: the call was a
-    /// wait that did not end in time.
+    /// Makes call `what` on the current member's channel; when the member
+    /// cannot be reached or has no leader, tries the next. With
+    /// [`Patience::Wait`] (a lock or a campaign, which wait for others) it
+    /// tries each member once and a timeout is final; with
+    /// [`Patience::Quick`] each try has [`ATTEMPT_TIMEOUT`], as a
+    /// latency-minded etcd client sets a deadline per request, and it goes
+    /// round the members until [`CALL_TIMEOUT`].
     pub async fn call<T, F, Fut>(
         &mut self,
         what: &str,
-        timeout: Duration,
+        patience: Patience,
         mut call: F,
     ) -> anyhow::Result<T>
     where
         F: FnMut(Channel) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, Status>>,
     {
+        let started = tokio::time::Instant::now();
+        let (attempt, tries) = match patience {
+            Patience::Wait(timeout) => (timeout, self.endpoints.len()),
+            Patience::Quick => (ATTEMPT_TIMEOUT, usize::MAX),
+        };
         let mut last = anyhow!("no etcd endpoints");
-        for _ in 0..self.endpoints.len() {
+        for _ in 0..tries {
+            if patience == Patience::Quick && started.elapsed() > CALL_TIMEOUT {
+                break;
+            }
             let channel = self.channel()?;
-            match tokio::time::timeout(timeout, call(channel)).await {
+            match tokio::time::timeout(attempt, call(channel)).await {
                 Ok(Ok(response)) => return Ok(response.into_inner()),
                 Ok(Err(status)) if !moves_on(&status) => {
                     bail!("etcd {what}: {}", status.message())
@@ -129,12 +140,44 @@ impl Grpc {
                 Ok(Err(status)) => {
                     last = anyhow!("etcd {what} at {}: {}", self.member(), status.message())
                 }
-                Err(_) => bail!("etcd {what}: no answer within {timeout:?}"),
+                Err(_) if patience == Patience::Quick => {
+                    last = anyhow!(
+                        "etcd {what} at {}: no answer within {attempt:?}",
+                        self.member()
+                    )
+                }
+                Err(_) => bail!("etcd {what}: no answer within {attempt:?}"),
             }
             self.rotate();
         }
         Err(last)
     }
+}
+
+/// How long a call may take: see [`Grpc::call`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Patience {
+    /// A wait for others (a lock, a campaign) bounded by this.
+    Wait(Duration),
+    /// A request the cluster answers at once.
+    Quick,
+}
+
+/// How long one try of a [`Patience::Quick`] call waits: a member that
+/// lost its leader holds a request for etcd's request timeout (7 s with
+/// the default 1 s election timeout) before it answers.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// `message` as a request only a member with a leader serves (etcd's
+/// `clientv3.WithRequireLeader`): a member that knows it has none fails it
+/// at once, and the call moves to another member.
+fn leader_required<T>(message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert(
+        "hasleader",
+        tonic::metadata::MetadataValue::from_static("true"),
+    );
+    request
 }
 
 /// Whether a failed call is worth trying on another member: the member
@@ -199,7 +242,7 @@ impl EtcdConn {
         let mut grpc = Grpc::new(endpoints.clone(), index);
         let ttl_secs = ttl.as_secs().max(2) as i64;
         let granted = grpc
-            .call("lease grant", CALL_TIMEOUT, |c| async move {
+            .call("lease grant", Patience::Quick, |c| async move {
                 LeaseClient::new(c)
                     .lease_grant(LeaseGrantRequest {
                         ttl: ttl_secs,
@@ -246,9 +289,9 @@ impl EtcdConn {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         let answer = self
             .grpc
-            .call("put", left, |c| {
+            .call("put", Patience::Wait(left), |c| {
                 let put = put.clone();
-                async move { KvClient::new(c).put(put).await }
+                async move { KvClient::new(c).put(leader_required(put)).await }
             })
             .await?;
         let created = answer
@@ -293,9 +336,9 @@ impl EtcdConn {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             let answer = self
                 .grpc
-                .call("range", left, |c| {
+                .call("range", Patience::Wait(left), |c| {
                     let range = range.clone();
-                    async move { KvClient::new(c).range(range).await }
+                    async move { KvClient::new(c).range(leader_required(range)).await }
                 })
                 .await?;
             let Some(older) = answer.kvs.into_iter().next() else {
@@ -357,9 +400,9 @@ impl EtcdConn {
             ..Default::default()
         };
         self.grpc
-            .call("delete", CALL_TIMEOUT, |c| {
+            .call("delete", Patience::Quick, |c| {
                 let delete = delete.clone();
-                async move { KvClient::new(c).delete_range(delete).await }
+                async move { KvClient::new(c).delete_range(leader_required(delete)).await }
             })
             .await
             .map(|_| ())
@@ -374,9 +417,9 @@ impl EtcdConn {
         };
         let answer = self
             .grpc
-            .call("lock", timeout, |c| {
+            .call("lock", Patience::Wait(timeout), |c| {
                 let lock = lock.clone();
-                async move { LockClient::new(c).lock(lock).await }
+                async move { LockClient::new(c).lock(leader_required(lock)).await }
             })
             .await?;
         Ok(answer.key)
@@ -386,9 +429,9 @@ impl EtcdConn {
     pub async fn unlock(&mut self, key: &[u8]) -> anyhow::Result<()> {
         let unlock = UnlockRequest { key: key.to_vec() };
         self.grpc
-            .call("unlock", CALL_TIMEOUT, |c| {
+            .call("unlock", Patience::Quick, |c| {
                 let unlock = unlock.clone();
-                async move { LockClient::new(c).unlock(unlock).await }
+                async move { LockClient::new(c).unlock(leader_required(unlock)).await }
             })
             .await
             .map(|_| ())
@@ -410,9 +453,13 @@ impl EtcdConn {
         };
         let answer = self
             .grpc
-            .call("campaign", timeout, |c| {
+            .call("campaign", Patience::Wait(timeout), |c| {
                 let campaign = campaign.clone();
-                async move { ElectionClient::new(c).campaign(campaign).await }
+                async move {
+                    ElectionClient::new(c)
+                        .campaign(leader_required(campaign))
+                        .await
+                }
             })
             .await?;
         let key = answer
@@ -430,9 +477,9 @@ impl EtcdConn {
             leader: Some(leader.key.clone()),
         };
         self.grpc
-            .call("resign", CALL_TIMEOUT, |c| {
+            .call("resign", Patience::Quick, |c| {
                 let resign = resign.clone();
-                async move { ElectionClient::new(c).resign(resign).await }
+                async move { ElectionClient::new(c).resign(leader_required(resign)).await }
             })
             .await
             .map(|_| ())
@@ -444,11 +491,15 @@ impl EtcdConn {
         let id = self.lease;
         let _ = self
             .grpc
-            .call("lease revoke", Duration::from_secs(2), |c| async move {
-                LeaseClient::new(c)
-                    .lease_revoke(LeaseRevokeRequest { id })
-                    .await
-            })
+            .call(
+                "lease revoke",
+                Patience::Wait(Duration::from_secs(2)),
+                |c| async move {
+                    LeaseClient::new(c)
+                        .lease_revoke(LeaseRevokeRequest { id })
+                        .await
+                },
+            )
             .await;
     }
 }
@@ -506,7 +557,7 @@ impl LeaseGroup {
             let channel = put_on.clone();
             async move {
                 KvClient::new(channel)
-                    .put(put)
+                    .put(leader_required(put))
                     .await
                     .map_err(|s| anyhow!("etcd put: {}", s.message()))?;
                 anyhow::Ok(())
@@ -687,9 +738,11 @@ pub struct MemberStatus {
 pub async fn member_status(endpoint: &str) -> anyhow::Result<MemberStatus> {
     let mut grpc = Grpc::new(vec![endpoint.to_string()], 0);
     let status = grpc
-        .call("status", Duration::from_secs(2), |c| async move {
-            MaintenanceClient::new(c).status(StatusRequest {}).await
-        })
+        .call(
+            "status",
+            Patience::Wait(Duration::from_secs(2)),
+            |c| async move { MaintenanceClient::new(c).status(StatusRequest {}).await },
+        )
         .await?;
     let member = status
         .header
@@ -709,9 +762,9 @@ pub async fn put(grpc: &mut Grpc, key: Vec<u8>, value: Vec<u8>) -> anyhow::Resul
         value,
         ..Default::default()
     };
-    grpc.call("put", CALL_TIMEOUT, |c| {
+    grpc.call("put", Patience::Quick, |c| {
         let put = put.clone();
-        async move { KvClient::new(c).put(put).await }
+        async move { KvClient::new(c).put(leader_required(put)).await }
     })
     .await
     .map(|_| ())

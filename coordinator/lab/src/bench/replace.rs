@@ -81,7 +81,7 @@ mod etcd {
     use crate::bench::etcd::pb::etcdserverpb::{
         Member, MemberAddRequest, MemberListRequest, MemberPromoteRequest, MemberRemoveRequest,
     };
-    use crate::bench::etcd::Grpc;
+    use crate::bench::etcd::{Grpc, Patience};
 
     /// The etcd side of a replacement, step by step (the caller starts
     /// and stops the processes between them).
@@ -118,7 +118,7 @@ mod etcd {
             let healthy_by = Instant::now() + UNHEALTHY_PATIENCE;
             let (answer, started) = loop {
                 let started = Instant::now();
-                let call = grpc.call("member add", CALL_TIMEOUT, |c| {
+                let call = grpc.call("member add", Patience::Wait(CALL_TIMEOUT), |c| {
                     let add = add.clone();
                     async move { ClusterClient::new(c).member_add(add).await }
                 });
@@ -192,11 +192,15 @@ mod etcd {
         async fn member_list(&mut self) -> anyhow::Result<Vec<Member>> {
             let answer = self
                 .grpc
-                .call("member list", CALL_TIMEOUT, |c| async move {
-                    ClusterClient::new(c)
-                        .member_list(MemberListRequest { linearizable: true })
-                        .await
-                })
+                .call(
+                    "member list",
+                    Patience::Wait(CALL_TIMEOUT),
+                    |c| async move {
+                        ClusterClient::new(c)
+                            .member_list(MemberListRequest { linearizable: true })
+                            .await
+                    },
+                )
                 .await?;
             Ok(answer.members)
         }
@@ -217,7 +221,11 @@ mod etcd {
             Fut: std::future::Future<Output = Result<tonic::Response<()>, tonic::Status>>,
         {
             loop {
-                match self.grpc.call(what, CALL_TIMEOUT, &mut call).await {
+                match self
+                    .grpc
+                    .call(what, Patience::Wait(CALL_TIMEOUT), &mut call)
+                    .await
+                {
                     Ok(()) => return Ok(started.elapsed()),
                     Err(e) if started.elapsed() > STEP_PATIENCE => return Err(e),
                     Err(_) => {
