@@ -7,10 +7,12 @@ use std::time::Duration;
 
 use tracing::debug;
 
+use crate::clock::Clock;
 use crate::config::Config;
 use crate::connection::Connector;
 use crate::election::Election;
 use crate::error::Error;
+use crate::lease_watch::LeaseWatch;
 use crate::lock::{LockBuilder, LockMode, RwLock};
 use crate::proto::{self, request::Op, response, ErrorCode, Request};
 use crate::session::{Renewal, Session};
@@ -63,6 +65,9 @@ pub(crate) struct Inner {
     /// by what they undo (see `undo`): a new wait on the same lock or
     /// election goes out only after them, or an undo would take it back.
     pub(crate) undoing: Mutex<HashMap<String, tokio::task::JoinHandle<()>>>,
+    /// Watches the leases of every session this client opens (one task
+    /// for all of them).
+    pub(crate) leases: LeaseWatch,
 }
 
 impl Client {
@@ -98,6 +103,7 @@ impl Client {
             next_request_id: AtomicU64::new(1),
             in_flight: Mutex::new(BTreeMap::new()),
             undoing: Mutex::new(HashMap::new()),
+            leases: LeaseWatch::new(Clock::boot()),
         });
         // A lease rule that allows for less drift than the cluster's would
         // let the client trust a lock past the cluster's expiry of it.

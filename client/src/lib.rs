@@ -21,6 +21,7 @@ pub mod humantime_serde;
 mod inspect;
 /// The lease rule (see [`paxlock_client_rules::lease`]).
 pub use paxlock_client_rules::lease;
+mod lease_watch;
 mod lock;
 mod lock_watch;
 mod members;

@@ -16,6 +16,7 @@ use crate::client::Inner;
 use crate::clock::Clock;
 use crate::error::Error;
 use crate::lease::{Lease, LeaseRule};
+use crate::lease_watch::LeaseWatch;
 use crate::proto::{self, request::Op, response, ErrorCode};
 
 /// How the session is kept alive.
@@ -63,10 +64,11 @@ impl SessionChoice {
     }
 }
 
-/// How often whatever waits for a lease to run out looks at the clock. A
-/// timer cannot simply be set for the lease's end: timers stop while the
-/// machine is suspended and the lease's clock does not (see `clock.rs`),
-/// so after a resume `lost()` fires within this much of the truth.
+/// How often whatever waits for a lease to run out looks at the clock
+/// (the client's [`LeaseWatch`], `expiring`). A timer cannot simply be set
+/// for the lease's end: timers stop while the machine is suspended and the
+/// lease's clock does not (see `clock.rs`), so after a resume `lost()`
+/// fires within this much of the truth.
 pub(crate) const LEASE_CHECK_PERIOD: Duration = Duration::from_millis(250);
 
 /// One open session.
@@ -77,6 +79,9 @@ pub(crate) struct Session {
     lease: Mutex<Lease>,
     lost_tx: watch::Sender<bool>,
     clock: Clock,
+    /// Marks the session lost when its lease runs out; held so that a
+    /// session outliving its client is still watched.
+    _watch: LeaseWatch,
     /// Locks this session has a guard for (or an acquire under way): one
     /// guard per grant (see `LockBuilder::acquire`).
     guarded: Mutex<BTreeSet<String>>,
@@ -111,8 +116,8 @@ impl Session {
         let margin = (ttl / 20).min(Duration::from_millis(250));
         let rule = LeaseRule::new(ttl, drift_ppm, margin)
             .map_err(|e| Error::Config(format!("session lease rule: {e:?}")))?;
-        let clock = Clock::boot();
-        let sent_at = clock.now();
+        let lease_watch = client.leases.clone();
+        let sent_at = lease_watch.clock().now();
         let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
         // Sent again with every retry of this open: the cluster answers a
         // retry with the session the first copy opened, instead of leaking
@@ -128,7 +133,7 @@ impl Session {
         };
         let mut lease = Lease::new(rule);
         lease.on_answered(sent_at);
-        let session = Session::start(opened.session_id, ttl, lease, clock);
+        let session = Session::start(opened.session_id, ttl, lease, &lease_watch);
         if renewal == Renewal::Background {
             tokio::spawn(keep_alive(
                 std::sync::Arc::downgrade(client),
@@ -138,20 +143,26 @@ impl Session {
         Ok(session)
     }
 
-    /// A session with `lease`, reading `clock`, watched from now on: `lost`
-    /// fires once the lease runs out.
-    fn start(id: u64, ttl: Duration, lease: Lease, clock: Clock) -> Arc<Session> {
+    /// A session with `lease`, reading the clock of `lease_watch`, which
+    /// watches it from now on: `lost` fires once the lease runs out.
+    pub(crate) fn start(
+        id: u64,
+        ttl: Duration,
+        lease: Lease,
+        lease_watch: &LeaseWatch,
+    ) -> Arc<Session> {
         let (lost_tx, _) = watch::channel(false);
         let session = Arc::new(Session {
             id,
             ttl,
             lease: Mutex::new(lease),
             lost_tx,
-            clock,
+            clock: lease_watch.clock(),
+            _watch: lease_watch.clone(),
             guarded: Mutex::new(BTreeSet::new()),
             taken: watch::Sender::new(Taken::default()),
         });
-        tokio::spawn(watchdog(Arc::downgrade(&session)));
+        lease_watch.watch(&session);
         session
     }
 
@@ -246,7 +257,12 @@ impl Session {
 
     /// Whether the session may still be trusted now.
     pub(crate) fn is_valid(&self) -> bool {
-        !*self.lost_tx.borrow() && self.lease().is_valid(self.now())
+        !self.is_lost() && self.lease().is_valid(self.now())
+    }
+
+    /// Whether the session was marked lost or closed (for good).
+    pub(crate) fn is_lost(&self) -> bool {
+        *self.lost_tx.borrow()
     }
 
     /// Records an answered keepalive (or renew) sent at `sent_at`.
@@ -318,7 +334,7 @@ impl Session {
 
     /// Fails with `SessionLost` unless the session is still trusted, and
     /// marks it lost if its lease ran out: the one that finds the lease gone
-    /// says so at once, rather than leaving it to the watchdog's next look.
+    /// says so at once, rather than leaving it to the lease watch's next look.
     pub(crate) fn ensure_valid_or_lost(&self) -> Result<(), Error> {
         let valid = self.ensure_valid();
         if valid.is_err() {
@@ -367,28 +383,6 @@ fn random_open_key() -> u64 {
     key.max(1)
 }
 
-/// Fires `lost` when the lease runs out without a renewal: looks at the
-/// lease clock at its end, and at least every [`LEASE_CHECK_PERIOD`], since
-/// the timer does not count time the machine spends suspended.
-async fn watchdog(session: Weak<Session>) {
-    loop {
-        let Some(s) = session.upgrade() else { return };
-        let now = s.now();
-        let until = s.valid_until();
-        if now >= until {
-            s.mark_lost("lease ran out before a keepalive was answered");
-            return;
-        }
-        let mut lost = s.lost_tx.subscribe();
-        drop(s);
-        let nap = (until - now).min(LEASE_CHECK_PERIOD);
-        tokio::select! {
-            _ = tokio::time::sleep(nap) => {}
-            _ = lost.wait_for(|l| *l) => return,
-        }
-    }
-}
-
 /// Sends keepalives at TTL/3, or at a third of the lease left if that is
 /// sooner (after a slow session open or failed keepalives), until the
 /// session is lost or the client is dropped. Failures are retried at that
@@ -434,10 +428,10 @@ mod tests {
         let rule = LeaseRule::new(ttl, 500, Duration::from_millis(10)).unwrap();
         let mut lease = Lease::new(rule);
         lease.on_answered(clock.now());
-        Session::start(7, ttl, lease, clock)
+        Session::start(7, ttl, lease, &LeaseWatch::new(clock))
     }
 
-    /// Regression (issue 18): the watchdog slept on a timer until the
+    /// Regression (issue 18): the lease watch slept on a timer until the
     /// lease's end, and timers stop while the machine is suspended, so after
     /// a resume `lost()` could fire up to a whole TTL late.
     #[tokio::test]
@@ -445,7 +439,7 @@ mod tests {
         let (clock, nanos) = jumping_clock();
         let session = session_on(clock, Duration::from_secs(60));
         assert!(session.is_valid());
-        // Let the watchdog go to sleep, then "suspend" for two minutes: the
+        // Let the lease watch go to sleep, then "suspend" for two minutes: the
         // lease clock jumps, the timer does not.
         tokio::time::sleep(Duration::from_millis(20)).await;
         nanos.fetch_add(120_000_000_000, Ordering::SeqCst);
@@ -460,7 +454,7 @@ mod tests {
         let session = session_on(clock, Duration::from_secs(60));
         nanos.fetch_add(120_000_000_000, Ordering::SeqCst);
         assert!(session.ensure_valid_or_lost().is_err());
-        // At once, not at the watchdog's next look.
+        // At once, not at the lease watch's next look.
         assert!(*session.lost_tx.borrow());
     }
 
