@@ -144,6 +144,28 @@ pub fn read_newest_snapshot(dir: &Path) -> Result<Option<SnapshotData>> {
     Ok(Some(snapshot))
 }
 
+/// The slot the newest snapshot in `dir` covers, from its header alone:
+/// the state is neither read nor checked, so this is for watching progress
+/// (as the bench waits for a snapshot to cover its state), never for
+/// restoring. Snapshot files appear whole (written aside, then renamed).
+pub fn newest_snapshot_slot(dir: &Path) -> Result<Option<u64>> {
+    let Some((_, path)) = list_snapshots(dir)?.pop() else {
+        return Ok(None);
+    };
+    let mut header = [0u8; SNAPSHOT_HEADER_BYTES];
+    fs::File::open(&path)
+        .and_then(|mut file| std::io::Read::read_exact(&mut file, &mut header))
+        .map_err(|e| StorageError::io("reading", &path, e))?;
+    if &header[..8] != MAGIC {
+        return Err(StorageError::corrupt(
+            &path,
+            0,
+            "not a paxlock snapshot file (bad magic)",
+        ));
+    }
+    Ok(Some(le_u64(&header, 16)))
+}
+
 /// Writes a snapshot durably (temp file, fsync, rename, directory fsync),
 /// then deletes all but the newest [`SNAPSHOTS_KEPT`] snapshot files.
 pub fn write_snapshot_file(dir: &Path, snapshot: &SnapshotData) -> Result<()> {

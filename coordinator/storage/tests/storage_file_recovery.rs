@@ -422,6 +422,31 @@ fn only_the_two_newest_snapshots_are_kept() {
 }
 
 #[test]
+fn the_newest_snapshots_slot_is_read_from_its_header() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    assert_eq!(
+        paxlock_storage::snapshot::newest_snapshot_slot(tmp.path()).expect("empty dir"),
+        None
+    );
+    let (store, _) = open(tmp.path(), small_segments()).expect("open");
+    append_all(&store, &(0..5).map(payload).collect::<Vec<_>>());
+    store
+        .write_snapshot(Lsn(3), 31, b"older")
+        .expect("snapshot");
+    store
+        .write_snapshot(Lsn(5), 57, b"newest")
+        .expect("snapshot");
+    assert_eq!(
+        paxlock_storage::snapshot::newest_snapshot_slot(tmp.path()).expect("read"),
+        Some(57)
+    );
+    // A file that is not a snapshot under a snapshot's name is refused.
+    drop(store);
+    fs::write(tmp.path().join("snap-0000000000000009.snap"), [7u8; 64]).expect("write");
+    assert!(paxlock_storage::snapshot::newest_snapshot_slot(tmp.path()).is_err());
+}
+
+#[test]
 fn bit_flip_in_the_snapshot_is_corruption() {
     // magic, covered lsn, covered slot, state length, crc, state
     for offset in [0usize, 8, 16, 24, 32, 45] {

@@ -699,8 +699,8 @@ impl LocalCluster {
         let client = paxlock::Client::connect(config).await?;
         let deadline = Instant::now() + STARTUP;
         let covered = |dir: &Path| -> anyhow::Result<bool> {
-            let newest = paxlock_storage::snapshot::read_newest_snapshot(dir)?;
-            Ok(newest.is_some_and(|s| s.covered_slot >= slot))
+            let newest = paxlock_storage::snapshot::newest_snapshot_slot(dir)?;
+            Ok(newest.is_some_and(|covered| covered >= slot))
         };
         while !covered(dir)? {
             if Instant::now() > deadline {

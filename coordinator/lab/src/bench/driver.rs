@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 
 #[cfg(feature = "etcd")]
-use super::etcd::{EtcdConn, Observer};
+use super::etcd::{ElectionWatch, EtcdConn, Observer};
 #[cfg(feature = "zookeeper")]
 use super::zookeeper::{self, ZkConn};
 
@@ -386,7 +386,9 @@ pub enum Watcher {
     /// Paxlock: its watch, and for the first watcher of a group the client
     /// they share (closed once, when that watcher closes).
     Paxlock(Option<paxlock::Client>, paxlock::LeaderWatch),
-    /// etcd Observe stream, reopened on `channel` after a failure.
+    /// etcd: a watcher with a connection of its own, through an Observe
+    /// stream (the v3election service), reopened on `channel` after a
+    /// failure.
     #[cfg(feature = "etcd")]
     Etcd {
         /// The connection to observe on.
@@ -396,6 +398,12 @@ pub enum Watcher {
         /// The open stream, if any.
         stream: Option<Observer>,
     },
+    /// etcd: one of the watchers sharing a connection, each a watch on the
+    /// election's keys on the connection's one Watch stream (as etcd's Go
+    /// client observes and shares a connection: Observe streams cannot be
+    /// multiplexed, and 50 on one connection fell behind).
+    #[cfg(feature = "etcd")]
+    EtcdShared(ElectionWatch),
     /// ZooKeeper: a children watch on the election's latch folder.
     #[cfg(feature = "zookeeper")]
     ZooKeeper(zookeeper::Observer),
@@ -403,9 +411,10 @@ pub enum Watcher {
 
 impl Watcher {
     /// Starts `count` watchers of election `name` sharing one connection
-    /// (Paxlock: a client and its session; etcd: an HTTP/2 connection;
-    /// ZooKeeper: a session), the `group`th such group (etcd: groups are
-    /// spread over members, as Paxlock clients spread over nodes).
+    /// (Paxlock: a client and its session; etcd: an HTTP/2 connection, with
+    /// one Watch stream if `count` > 1; ZooKeeper: a session), the `group`th
+    /// such group (etcd: groups are spread over members, as Paxlock clients
+    /// spread over nodes).
     pub async fn connect_group(
         endpoint: &Endpoint,
         group: usize,
@@ -432,6 +441,10 @@ impl Watcher {
                     .cloned()
                     .context("no etcd endpoints")?;
                 let channel = super::etcd::Grpc::new(vec![member], 0).channel()?;
+                if count > 1 {
+                    let watches = ElectionWatch::group(channel, name, count).await?;
+                    return Ok(watches.into_iter().map(Watcher::EtcdShared).collect());
+                }
                 Ok((0..count)
                     .map(|_| Watcher::Etcd {
                         stream: Some(Observer::open(channel.clone(), name)),
@@ -475,6 +488,8 @@ impl Watcher {
                 }
                 next
             }
+            #[cfg(feature = "etcd")]
+            Watcher::EtcdShared(watch) => watch.next_leader().await,
             #[cfg(feature = "zookeeper")]
             Watcher::ZooKeeper(observer) => observer.next().await,
         }
@@ -490,7 +505,7 @@ impl Watcher {
                 }
             }
             #[cfg(feature = "etcd")]
-            Watcher::Etcd { .. } => {}
+            Watcher::Etcd { .. } | Watcher::EtcdShared(_) => {}
             #[cfg(feature = "zookeeper")]
             Watcher::ZooKeeper(observer) => observer.close(),
         }

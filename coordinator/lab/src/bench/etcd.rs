@@ -6,15 +6,18 @@
 //! The clients are generated at build time from `proto/etcd/*.proto`, which
 //! declare just these calls with etcd's field numbers.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail};
+use tokio::sync::{mpsc, oneshot};
 use tokio_stream::StreamExt;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
+
+use super::fan_out::{fan_out, IN_FLIGHT};
 
 /// etcd's gRPC API, the subset declared in `proto/etcd` (generated).
 #[allow(missing_docs, clippy::all, clippy::pedantic)]
@@ -44,8 +47,8 @@ use pb::etcdserverpb::range_request::{SortOrder, SortTarget};
 use pb::etcdserverpb::watch_client::WatchClient;
 use pb::etcdserverpb::watch_request::RequestUnion;
 use pb::etcdserverpb::{
-    DeleteRangeRequest, LeaseGrantRequest, LeaseKeepAliveRequest, LeaseRevokeRequest, PutRequest,
-    RangeRequest, StatusRequest, WatchCreateRequest, WatchRequest,
+    DeleteRangeRequest, LeaseGrantRequest, LeaseKeepAliveRequest, LeaseKeepAliveResponse,
+    LeaseRevokeRequest, PutRequest, RangeRequest, StatusRequest, WatchCreateRequest, WatchRequest,
 };
 use pb::mvccpb::event::EventType;
 use pb::v3electionpb::election_client::ElectionClient;
@@ -73,6 +76,14 @@ impl Grpc {
             endpoints,
             current,
             channel: None,
+        }
+    }
+
+    /// Like [`Grpc::new`], on `channel`, already open to member `start`.
+    fn on(channel: Channel, endpoints: Vec<String>, start: usize) -> Grpc {
+        Grpc {
+            channel: Some(channel),
+            ..Grpc::new(endpoints, start)
         }
     }
 
@@ -195,7 +206,8 @@ fn moves_on(status: &Status) -> bool {
 pub struct EtcdConn {
     grpc: Grpc,
     lease: i64,
-    keepalive: tokio::task::JoinHandle<()>,
+    /// Sends the lease's keepalives every TTL/3.
+    renewing: tokio::task::JoinHandle<()>,
     /// Tells this client's RWMutex keys apart.
     keys_made: u64,
 }
@@ -213,22 +225,13 @@ fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     vec![0]
 }
 
-/// Keeps lease `id` alive as etcd's client does: one LeaseKeepAlive
-/// stream sending a request every `period`, reopened on the next member
-/// when it breaks.
-async fn keep_alive(endpoints: Vec<String>, start: usize, id: i64, period: Duration) {
-    let mut grpc = Grpc::new(endpoints, start);
-    loop {
-        if let Ok(channel) = grpc.channel() {
-            let ticks = tokio_stream::wrappers::IntervalStream::new(tokio::time::interval(period));
-            let requests = ticks.map(move |_| LeaseKeepAliveRequest { id });
-            if let Ok(response) = LeaseClient::new(channel).lease_keep_alive(requests).await {
-                let mut answers = response.into_inner();
-                while let Ok(Some(_)) = answers.message().await {}
-            }
-        }
-        grpc.rotate();
-        tokio::time::sleep(Duration::from_millis(100)).await;
+/// A put of `key` = `value`, under `lease` unless it is 0.
+fn put_request(key: Vec<u8>, value: Vec<u8>, lease: i64) -> PutRequest {
+    PutRequest {
+        key,
+        value,
+        lease,
+        ..Default::default()
     }
 }
 
@@ -255,11 +258,20 @@ impl EtcdConn {
             bail!("etcd lease grant: {}", granted.error);
         }
         let period = (ttl / 3).max(Duration::from_millis(500));
-        let keepalive = tokio::spawn(keep_alive(endpoints, index, granted.id, period));
+        let keeper = LeaseKeeper::start(Grpc::new(endpoints, index), vec![granted.id]);
+        let renewing = tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(period);
+            loop {
+                ticks.tick().await;
+                // Sent now; the answer is not waited for (a lost lease
+                // shows as the next lock or campaign failing).
+                drop(keeper.keep_alive(0));
+            }
+        });
         Ok(EtcdConn {
             grpc,
             lease: granted.id,
-            keepalive,
+            renewing,
             keys_made: 0,
         })
     }
@@ -281,11 +293,7 @@ impl EtcdConn {
         let prefix = format!("rwmutex/{name}/");
         let mode = if write { "write" } else { "read" };
         let key = format!("{prefix}{mode}/{:x}-{}", self.lease, self.keys_made).into_bytes();
-        let put = PutRequest {
-            key: key.clone(),
-            lease: self.lease,
-            ..Default::default()
-        };
+        let put = put_request(key.clone(), Vec::new(), self.lease);
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         let answer = self
             .grpc
@@ -487,7 +495,7 @@ impl EtcdConn {
 
     /// Revokes the lease.
     pub async fn close(mut self) {
-        self.keepalive.abort();
+        self.renewing.abort();
         let id = self.lease;
         let _ = self
             .grpc
@@ -508,6 +516,8 @@ impl EtcdConn {
 /// etcd's concurrency package holds a lock: a key under the session's
 /// lease).
 pub struct LeaseGroup {
+    endpoints: Vec<String>,
+    member: usize,
     channel: Channel,
     leases: Vec<i64>,
 }
@@ -527,7 +537,7 @@ impl LeaseGroup {
         let channel = Grpc::new(endpoints.to_vec(), group).channel()?;
         let ttl_secs = ttl.as_secs().max(2) as i64;
         let grant_on = channel.clone();
-        let leases = super::scale::bounded(leases, move |_| {
+        let leases = fan_out(IN_FLIGHT, 0..leases, move |_| {
             let channel = grant_on.clone();
             async move {
                 let granted = LeaseClient::new(channel)
@@ -542,18 +552,13 @@ impl LeaseGroup {
             }
         })
         .await?;
-        let puts: Vec<(i64, usize)> = leases
+        let puts = leases
             .iter()
-            .flat_map(|&lease| (0..keys_per_lease).map(move |k| (lease, k)))
-            .collect();
-        let (put_on, name) = (channel.clone(), name.to_string());
-        super::scale::bounded(puts.len(), move |i| {
-            let (lease, k) = puts[i];
-            let put = PutRequest {
-                key: format!("{name}/{lease:x}/{k}").into_bytes(),
-                lease,
-                ..Default::default()
-            };
+            .flat_map(|&lease| (0..keys_per_lease).map(move |k| (lease, k)));
+        let put_on = channel.clone();
+        fan_out(IN_FLIGHT, puts, move |(lease, k)| {
+            let key = format!("{name}/{lease:x}/{k}").into_bytes();
+            let put = put_request(key, Vec::new(), lease);
             let channel = put_on.clone();
             async move {
                 KvClient::new(channel)
@@ -564,45 +569,26 @@ impl LeaseGroup {
             }
         })
         .await?;
-        Ok(LeaseGroup { channel, leases })
+        Ok(LeaseGroup {
+            endpoints: endpoints.to_vec(),
+            member: group,
+            channel,
+            leases,
+        })
     }
 
-    /// A keeper of these leases on one LeaseKeepAlive stream, as etcd's
-    /// client keeps all of its leases.
+    /// A keeper of these leases on one LeaseKeepAlive stream on the
+    /// group's connection, as etcd's client keeps all of its leases.
     pub fn keeper(&self) -> Arc<LeaseKeeper> {
-        let (requests, to_send) = tokio::sync::mpsc::unbounded_channel();
-        let pending: Pending = Arc::default();
-        let answered = pending.clone();
-        let channel = self.channel.clone();
-        // etcd answers a stream's keepalives in order, and sends the
-        // response headers only with the first answer: a task of its own
-        // makes the call and matches each answer with the oldest request.
-        let reader = tokio::spawn(async move {
-            let stream = tokio_stream::wrappers::UnboundedReceiverStream::new(to_send);
-            let Ok(response) = LeaseClient::new(channel).lease_keep_alive(stream).await else {
-                return;
-            };
-            let mut answers = response.into_inner();
-            while let Ok(Some(answer)) = answers.message().await {
-                let waiter = answered.lock().ok().and_then(|mut p| p.pop_front());
-                if let Some((id, done)) = waiter {
-                    let _ = done.send(answer.id == id && answer.ttl > 0);
-                }
-            }
-        });
-        Arc::new(LeaseKeeper {
-            leases: self.leases.clone(),
-            requests,
-            pending,
-            reader,
-        })
+        let grpc = Grpc::on(self.channel.clone(), self.endpoints.clone(), self.member);
+        LeaseKeeper::start(grpc, self.leases.clone())
     }
 
     /// Revokes every lease (their keys go with them).
     pub async fn close(self) {
-        let (channel, leases) = (self.channel, self.leases);
-        let _ = super::scale::bounded(leases.len(), move |i| {
-            let (channel, id) = (channel.clone(), leases[i]);
+        let channel = self.channel;
+        let _ = fan_out(IN_FLIGHT, self.leases, move |id| {
+            let channel = channel.clone();
             async move {
                 let _ = LeaseClient::new(channel)
                     .lease_revoke(LeaseRevokeRequest { id })
@@ -614,32 +600,46 @@ impl LeaseGroup {
     }
 }
 
-/// Keepalives sent on a stream and not yet answered, oldest first, with
-/// whom to tell.
-type Pending = Arc<std::sync::Mutex<VecDeque<(i64, tokio::sync::oneshot::Sender<bool>)>>>;
+/// A keepalive asked for: the lease, and whom to tell whether etcd
+/// answered that it lives.
+type Asked = (i64, oneshot::Sender<bool>);
 
-/// Sends keepalives of a [`LeaseGroup`]'s leases on one stream.
+/// Keeps leases alive on one LeaseKeepAlive stream, as etcd's client keeps
+/// all of its leases. When the stream breaks (its member died), the
+/// keepalives it had not answered fail and it is opened again on the next
+/// member.
 pub struct LeaseKeeper {
     leases: Vec<i64>,
-    requests: tokio::sync::mpsc::UnboundedSender<LeaseKeepAliveRequest>,
-    pending: Pending,
-    reader: tokio::task::JoinHandle<()>,
+    asks: mpsc::UnboundedSender<Asked>,
+    streaming: tokio::task::JoinHandle<()>,
 }
 
+/// How long a keeper waits before opening its stream again.
+const REOPEN_PAUSE: Duration = Duration::from_millis(100);
+
 impl LeaseKeeper {
+    /// Starts keeping `leases` alive through `grpc` (keepalives are sent
+    /// only when asked for).
+    pub fn start(grpc: Grpc, leases: Vec<i64>) -> Arc<LeaseKeeper> {
+        let (asks, asked) = mpsc::unbounded_channel();
+        Arc::new(LeaseKeeper {
+            leases,
+            asks,
+            streaming: tokio::spawn(stream_keepalives(grpc, asked)),
+        })
+    }
+
     /// How many leases it keeps.
     pub fn lease_count(&self) -> usize {
         self.leases.len()
     }
 
-    /// Sends a keepalive of lease `j`; the future says whether etcd
-    /// answered that the lease lives.
+    /// Sends a keepalive of lease `j` now; the future says whether etcd
+    /// answered that the lease lives (false if the stream broke first).
     pub fn keep_alive(&self, j: usize) -> impl Future<Output = bool> + Send + 'static {
-        let (done, answer) = tokio::sync::oneshot::channel();
-        if let (Some(&id), Ok(mut pending)) = (self.leases.get(j), self.pending.lock()) {
-            // Queued and sent under one lock, so answers match requests.
-            pending.push_back((id, done));
-            let _ = self.requests.send(LeaseKeepAliveRequest { id });
+        let (done, answer) = oneshot::channel();
+        if let Some(&id) = self.leases.get(j) {
+            let _ = self.asks.send((id, done));
         }
         async move { answer.await.unwrap_or(false) }
     }
@@ -647,7 +647,62 @@ impl LeaseKeeper {
 
 impl Drop for LeaseKeeper {
     fn drop(&mut self) {
-        self.reader.abort();
+        self.streaming.abort();
+    }
+}
+
+/// A [`LeaseKeeper`]'s task: sends what is asked on the stream and, since
+/// etcd answers a stream's keepalives in order, gives each answer to the
+/// oldest keepalive not yet answered. Ends when the keeper is dropped.
+async fn stream_keepalives(mut grpc: Grpc, mut asked: mpsc::UnboundedReceiver<Asked>) {
+    loop {
+        let Ok(channel) = grpc.channel() else {
+            return;
+        };
+        let (send, requests) = mpsc::unbounded_channel();
+        let requests = tokio_stream::wrappers::UnboundedReceiverStream::new(requests);
+        // etcd sends the response headers only with the first answer: the
+        // call is made by a task of its own while requests go out.
+        let mut opening =
+            tokio::spawn(async move { LeaseClient::new(channel).lease_keep_alive(requests).await });
+        let mut answers: Option<tonic::Streaming<LeaseKeepAliveResponse>> = None;
+        let mut unanswered: VecDeque<Asked> = VecDeque::new();
+        loop {
+            let streaming = answers.is_some();
+            let next_answer = async {
+                match answers.as_mut() {
+                    Some(stream) => stream.message().await.ok().flatten(),
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                ask = asked.recv() => {
+                    let Some((id, done)) = ask else {
+                        opening.abort();
+                        return;
+                    };
+                    if send.send(LeaseKeepAliveRequest { id }).is_err() {
+                        break;
+                    }
+                    unanswered.push_back((id, done));
+                }
+                opened = &mut opening, if !streaming => match opened {
+                    Ok(Ok(response)) => answers = Some(response.into_inner()),
+                    _ => break,
+                },
+                answer = next_answer, if streaming => {
+                    let Some(answer) = answer else { break };
+                    if let Some((id, done)) = unanswered.pop_front() {
+                        let _ = done.send(answer.id == id && answer.ttl > 0);
+                    }
+                }
+            }
+        }
+        // The unanswered keepalives fail now, as their senders drop.
+        drop(unanswered);
+        opening.abort();
+        grpc.rotate();
+        tokio::time::sleep(REOPEN_PAUSE).await;
     }
 }
 
@@ -723,6 +778,160 @@ impl Drop for Observer {
     }
 }
 
+/// A watcher of one election that sees leaders change as etcd's Go client
+/// does (`concurrency.Election.Observe`: a range of the election's keys,
+/// then a watch on them; the leader is the key created first), its watch
+/// sharing one Watch stream with the others on its connection, as the Go
+/// client multiplexes every watch of a connection on one stream.
+pub struct ElectionWatch {
+    /// The connection and election, to watch again on a stream of its own
+    /// if the shared one ends.
+    channel: Channel,
+    name: String,
+    /// Candidates' keys now -> their create revision.
+    keys: HashMap<Vec<u8>, i64>,
+    /// The leader last reported (its key's create revision).
+    reported: Option<i64>,
+    events: mpsc::Receiver<Vec<pb::mvccpb::Event>>,
+    /// Reads the shared stream; ends with the group's last watcher.
+    _stream: Arc<AbortOnDrop>,
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Events a watcher may have waiting before the shared stream waits for
+/// it.
+const WATCH_BACKLOG: usize = 64;
+
+impl ElectionWatch {
+    /// `count` watchers of election `name` (its candidates' keys are under
+    /// `name/`) on one Watch stream on `channel`.
+    pub async fn group(
+        channel: Channel,
+        name: &str,
+        count: usize,
+    ) -> anyhow::Result<Vec<ElectionWatch>> {
+        let prefix = format!("{name}/").into_bytes();
+        let range = RangeRequest {
+            key: prefix.clone(),
+            range_end: prefix_end(&prefix),
+            keys_only: true,
+            ..Default::default()
+        };
+        let now = KvClient::new(channel.clone())
+            .range(leader_required(range))
+            .await
+            .map_err(|s| anyhow!("etcd range: {}", s.message()))?
+            .into_inner();
+        let revision = now
+            .header
+            .map(|h| h.revision)
+            .ok_or_else(|| anyhow!("etcd range: no revision"))?;
+        let keys: HashMap<Vec<u8>, i64> = now
+            .kvs
+            .into_iter()
+            .map(|kv| (kv.key, kv.create_revision))
+            .collect();
+        // Watch ids are ours (etcd 3.4+): watcher i has id i + 1.
+        let creates = (0..count).map(|i| WatchRequest {
+            request_union: Some(RequestUnion::CreateRequest(WatchCreateRequest {
+                key: prefix.clone(),
+                range_end: prefix_end(&prefix),
+                start_revision: revision + 1,
+                watch_id: i as i64 + 1,
+                ..Default::default()
+            })),
+        });
+        let requests =
+            tokio_stream::iter(creates.collect::<Vec<_>>()).chain(tokio_stream::pending());
+        let channel_for_reopen = channel.clone();
+        let answers = WatchClient::new(channel)
+            .watch(requests)
+            .await
+            .map_err(|s| anyhow!("etcd watch: {}", s.message()))?
+            .into_inner();
+        let (senders, receivers): (Vec<_>, Vec<_>) =
+            (0..count).map(|_| mpsc::channel(WATCH_BACKLOG)).unzip();
+        let stream = Arc::new(AbortOnDrop(tokio::spawn(hand_out_events(answers, senders))));
+        Ok(receivers
+            .into_iter()
+            .map(|events| ElectionWatch {
+                channel: channel_for_reopen.clone(),
+                name: name.to_string(),
+                keys: keys.clone(),
+                reported: None,
+                events,
+                _stream: stream.clone(),
+            })
+            .collect())
+    }
+
+    /// The create revision of the next leader seen (the current one, if
+    /// any, first); waits as long as it takes (the caller bounds it).
+    pub async fn next_leader(&mut self) -> anyhow::Result<u64> {
+        loop {
+            if let Some(&leader) = self.keys.values().min() {
+                if self.reported != Some(leader) {
+                    self.reported = Some(leader);
+                    return Ok(u64::try_from(leader)?);
+                }
+            }
+            let Some(events) = self.events.recv().await else {
+                // The shared stream ended or this watch was canceled:
+                // watch again alone, from the keys as they are now.
+                let fresh = ElectionWatch::group(self.channel.clone(), &self.name, 1)
+                    .await?
+                    .pop()
+                    .ok_or_else(|| anyhow!("etcd watch: no watch opened"))?;
+                *self = ElectionWatch {
+                    reported: self.reported,
+                    ..fresh
+                };
+                continue;
+            };
+            for event in events {
+                let Some(kv) = event.kv else { continue };
+                if event.r#type == EventType::Delete as i32 {
+                    self.keys.remove(&kv.key);
+                } else {
+                    self.keys.insert(kv.key, kv.create_revision);
+                }
+            }
+        }
+    }
+}
+
+/// Reads a Watch stream and gives each watch's events to its watcher
+/// (watch id i + 1 -> `watchers[i]`); a canceled watch's watcher is told by
+/// its channel closing.
+async fn hand_out_events(
+    mut answers: tonic::Streaming<pb::etcdserverpb::WatchResponse>,
+    mut watchers: Vec<mpsc::Sender<Vec<pb::mvccpb::Event>>>,
+) {
+    while let Ok(Some(answer)) = answers.message().await {
+        let Some(index) = usize::try_from(answer.watch_id - 1)
+            .ok()
+            .filter(|&i| i < watchers.len())
+        else {
+            continue;
+        };
+        if answer.canceled {
+            // A closed sender: the watcher's next `recv` ends.
+            let (closed, _) = mpsc::channel(1);
+            watchers[index] = closed;
+        } else if !answer.events.is_empty() {
+            let _ = watchers[index].send(answer.events).await;
+        }
+    }
+}
+
 /// What a member says of itself.
 #[derive(Debug, Clone, Copy)]
 pub struct MemberStatus {
@@ -757,11 +966,7 @@ pub async fn member_status(endpoint: &str) -> anyhow::Result<MemberStatus> {
 
 /// Puts `key` = `value` with no lease (state that outlives the client).
 pub async fn put(grpc: &mut Grpc, key: Vec<u8>, value: Vec<u8>) -> anyhow::Result<()> {
-    let put = PutRequest {
-        key,
-        value,
-        ..Default::default()
-    };
+    let put = put_request(key, value, 0);
     grpc.call("put", Patience::Quick, |c| {
         let put = put.clone();
         async move { KvClient::new(c).put(leader_required(put)).await }

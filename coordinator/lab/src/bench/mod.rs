@@ -8,6 +8,7 @@ mod cluster;
 mod driver;
 #[cfg(feature = "etcd")]
 mod etcd;
+mod fan_out;
 mod plot;
 mod probe;
 mod replace;
@@ -276,6 +277,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         print_table(&results, &peers);
     } else {
         results.extend(run_target(&args, args.target, false).await?);
+    }
+    for line in scale::session_capacity(&results) {
+        println!("{line}");
     }
     if let Some(path) = &args.plot {
         if results.iter().any(|r| r.latency.is_some()) {

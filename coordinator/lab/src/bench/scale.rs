@@ -11,57 +11,14 @@ use tokio::task::JoinSet;
 
 use super::cluster::LocalCluster;
 use super::driver::{paxlock_config, Endpoint};
+use super::fan_out::{fan_out, IN_FLIGHT};
 use super::stats::{Latency, ProcessUsage, Samples};
 use super::workload::Window;
 use super::BenchResult;
 
-/// Acquires, grants and puts in flight at once while state is made or
-/// released (each its own request; the systems batch what arrives
-/// together).
-const IN_FLIGHT: usize = 256;
-
 /// Blocking acquires one Paxlock client runs at once at most (its own
 /// bound is 64).
 const PER_CLIENT: usize = 48;
-
-/// Runs `make(i)` for `i` in `0..count` with at most [`IN_FLIGHT`] at once;
-/// the results in order of `i`.
-pub async fn bounded<T, F, Fut>(count: usize, make: F) -> anyhow::Result<Vec<T>>
-where
-    T: Send + 'static,
-    F: Fn(usize) -> Fut,
-    Fut: Future<Output = anyhow::Result<T>> + Send + 'static,
-{
-    bounded_by(IN_FLIGHT, count, make).await
-}
-
-/// Like [`bounded`], with at most `limit` at once.
-async fn bounded_by<T, F, Fut>(limit: usize, count: usize, make: F) -> anyhow::Result<Vec<T>>
-where
-    T: Send + 'static,
-    F: Fn(usize) -> Fut,
-    Fut: Future<Output = anyhow::Result<T>> + Send + 'static,
-{
-    let mut out: Vec<Option<T>> = (0..count).map(|_| None).collect();
-    let mut set = JoinSet::new();
-    for i in 0..count {
-        if set.len() >= limit.max(1) {
-            if let Some(done) = set.join_next().await {
-                let (j, value) = done?;
-                out[j] = Some(value?);
-            }
-        }
-        let work = make(i);
-        set.spawn(async move { (i, work.await) });
-    }
-    while let Some(done) = set.join_next().await {
-        let (j, value) = done?;
-        out[j] = Some(value?);
-    }
-    out.into_iter()
-        .map(|v| v.context("a task was lost"))
-        .collect()
-}
 
 /// What keepalives (or any spread-out requests) measured.
 #[derive(Debug, Default)]
@@ -161,7 +118,7 @@ impl SessionPool {
                 }
                 let shared = clients.clone();
                 let limit = IN_FLIGHT.min(PER_CLIENT * connections);
-                let guards = bounded_by(limit, count, move |i| {
+                let guards = fan_out(limit, 0..count, move |i| {
                     let client = shared[i % shared.len()].clone();
                     async move {
                         let guard = client
@@ -241,19 +198,11 @@ impl SessionPool {
     async fn close(self) {
         match self {
             SessionPool::Paxlock { clients, groups } => {
-                let guards: Vec<Arc<paxlock::LockGuard>> = groups.into_iter().flatten().collect();
-                let guards = Arc::new(std::sync::Mutex::new(
-                    guards.into_iter().map(Some).collect::<Vec<_>>(),
-                ));
-                let count = guards.lock().map_or(0, |g| g.len());
-                let _ = bounded(count, move |i| {
-                    let guard = guards.lock().ok().and_then(|mut g| g[i].take());
-                    async move {
-                        if let Some(guard) = guard.and_then(Arc::into_inner) {
-                            let _ = guard.release().await;
-                        }
-                        anyhow::Ok(())
-                    }
+                // The keepalive tasks that shared the guards are over.
+                let guards = groups.into_iter().flatten().filter_map(Arc::into_inner);
+                let _ = fan_out(IN_FLIGHT, guards, |guard| async move {
+                    let _ = guard.release().await;
+                    anyhow::Ok(())
                 })
                 .await;
                 for client in clients {
@@ -397,6 +346,48 @@ pub async fn sessions(
     })
 }
 
+/// The keepalive p99 a cluster must keep to count as holding its
+/// sessions (the bar for "holds S sessions").
+pub const SESSIONS_P99_BAR_MS: f64 = 10.0;
+
+/// Per target that ran `sessions`: the largest count run whose every
+/// keepalive was answered with p99 under [`SESSIONS_P99_BAR_MS`] (a
+/// `SESSIONS` line each, naming the counts run).
+pub fn session_capacity(results: &[BenchResult]) -> Vec<String> {
+    let mut targets: Vec<&str> = Vec::new();
+    for r in results.iter().filter(|r| r.workload == "sessions") {
+        if !targets.contains(&r.target) {
+            targets.push(r.target);
+        }
+    }
+    targets
+        .into_iter()
+        .map(|target| {
+            let runs: Vec<&BenchResult> = results
+                .iter()
+                .filter(|r| r.target == target && r.workload == "sessions")
+                .collect();
+            let figure = |r: &BenchResult, name: &str| {
+                r.figures.iter().find(|(n, _)| *n == name).map(|(_, v)| *v)
+            };
+            let held = runs
+                .iter()
+                .filter(|r| {
+                    figure(r, "errors") == Some(0.0)
+                        && figure(r, "keepalive_p99_ms").is_some_and(|p| p < SESSIONS_P99_BAR_MS)
+                })
+                .map(|r| r.clients)
+                .max();
+            let counts: Vec<String> = runs.iter().map(|r| r.clients.to_string()).collect();
+            format!(
+                "SESSIONS target={target} largest_with_p99_under_{SESSIONS_P99_BAR_MS}ms={} of={}",
+                held.map_or("none".to_string(), |n| n.to_string()),
+                counts.join(",")
+            )
+        })
+        .collect()
+}
+
 /// `state`: hold `locks` locks and lead `elections` elections (values
 /// of `value_bytes`), from `holders` sessions; measures how fast it fills,
 /// the members' memory per lock, the snapshot (size, write and restore
@@ -497,7 +488,7 @@ impl StateHeld {
                     clients.push(paxlock::Client::connect(config.clone()).await?);
                 }
                 let shared = clients.clone();
-                bounded_by(STATE_IN_FLIGHT, locks, move |i| {
+                fan_out(STATE_IN_FLIGHT, 0..locks, move |i| {
                     let client = shared[i % shared.len()].clone();
                     async move {
                         let guard = client
@@ -512,7 +503,7 @@ impl StateHeld {
                 })
                 .await?;
                 let shared = clients.clone();
-                bounded_by(STATE_IN_FLIGHT, elections, move |i| {
+                fan_out(STATE_IN_FLIGHT, 0..elections, move |i| {
                     let client = shared[i % shared.len()].clone();
                     async move {
                         let leadership = client
@@ -562,5 +553,40 @@ impl StateHeld {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sessions_run(target: &'static str, count: usize, p99: f64, errors: f64) -> BenchResult {
+        BenchResult {
+            timeline: None,
+            target,
+            workload: "sessions".into(),
+            clients: count,
+            figures: vec![("keepalive_p99_ms", p99), ("errors", errors)],
+            latency: None,
+        }
+    }
+
+    #[test]
+    fn the_capacity_is_the_largest_count_under_the_bar_with_nothing_lost() {
+        let results = [
+            sessions_run("paxlock", 2_000, 4.0, 0.0),
+            sessions_run("paxlock", 5_000, 9.5, 0.0),
+            // Under the bar but a keepalive failed: not held.
+            sessions_run("paxlock", 8_000, 9.9, 1.0),
+            sessions_run("paxlock", 10_000, 15.0, 0.0),
+            sessions_run("etcd", 2_000, 12.0, 0.0),
+        ];
+        assert_eq!(
+            session_capacity(&results),
+            vec![
+                "SESSIONS target=paxlock largest_with_p99_under_10ms=5000 of=2000,5000,8000,10000",
+                "SESSIONS target=etcd largest_with_p99_under_10ms=none of=2000",
+            ]
+        );
     }
 }

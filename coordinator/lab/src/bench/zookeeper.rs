@@ -142,17 +142,24 @@ impl ZkConn {
         Ok(())
     }
 
-    /// Queues an ephemeral sequential node `{dir}/_c_{marker}-{kind}NNNNNNNNNN`
+    /// The protected-name marker of this client's current acquire
+    /// (`_c_{session}-{acquire}-`): it finds a node whose create's answer
+    /// was lost.
+    fn marker(&self) -> String {
+        format!(
+            "_c_{:x}-{}-",
+            self.client.session_id().0 as u64,
+            self.acquires
+        )
+    }
+
+    /// Queues an ephemeral sequential node `{dir}/{marker}{kind}NNNNNNNNNN`
     /// (Curator's protected name); a create whose answer was lost is looked
     /// for by its marker before it is tried again.
     async fn enqueue(&mut self, dir: &str, kind: &str, data: &[u8]) -> anyhow::Result<Node> {
         self.make_dir(dir).await?;
         self.acquires += 1;
-        let marker = format!(
-            "_c_{:x}-{}-",
-            self.client.session_id().0 as u64,
-            self.acquires
-        );
+        let marker = self.marker();
         let prefix = format!("{dir}/{marker}{kind}");
         let options = CreateMode::EphemeralSequential.with_acls(Acls::anyone_all());
         loop {
@@ -364,11 +371,7 @@ impl ZkConn {
             Err(_) => {
                 // The lease may have been created: it carries this
                 // acquire's marker.
-                let marker = format!(
-                    "_c_{:x}-{}-",
-                    self.client.session_id().0 as u64,
-                    self.acquires
-                );
+                let marker = self.marker();
                 if let Ok(Some(lease)) = self.find_marked(&leases, &marker).await {
                     self.delete(&lease.path).await;
                 }
