@@ -611,7 +611,8 @@ type Asked = (i64, oneshot::Sender<bool>);
 pub struct LeaseKeeper {
     leases: Vec<i64>,
     asks: mpsc::UnboundedSender<Asked>,
-    streaming: tokio::task::JoinHandle<()>,
+    /// Runs the stream; ends with the keeper.
+    _streaming: AbortOnDrop,
 }
 
 /// How long a keeper waits before opening its stream again.
@@ -625,7 +626,7 @@ impl LeaseKeeper {
         Arc::new(LeaseKeeper {
             leases,
             asks,
-            streaming: tokio::spawn(stream_keepalives(grpc, asked)),
+            _streaming: AbortOnDrop(tokio::spawn(stream_keepalives(grpc, asked))),
         })
     }
 
@@ -642,12 +643,6 @@ impl LeaseKeeper {
             let _ = self.asks.send((id, done));
         }
         async move { answer.await.unwrap_or(false) }
-    }
-}
-
-impl Drop for LeaseKeeper {
-    fn drop(&mut self) {
-        self.streaming.abort();
     }
 }
 
@@ -797,7 +792,8 @@ pub struct ElectionWatch {
     _stream: Arc<AbortOnDrop>,
 }
 
-/// Aborts a task when dropped.
+/// Aborts a task when dropped (a lease keeper's stream, a group's shared
+/// watch stream).
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
 
 impl Drop for AbortOnDrop {
